@@ -1,0 +1,176 @@
+"""syncer's own tables (SQLAlchemy Core) and the engine factory.
+
+These are the tables alembic manages (``migrations/`` is wired to :data:`metadata`). The mirror
+tables, whose shape comes from subscriptions.yaml, live in :mod:`syncer.mirror` on a separate
+MetaData so that alembic's drift check never sees them.
+
+Every row that belongs to a tenant carries ``tenant_id`` from day one: one database may mirror
+several tenants.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+# A timestamp is always stored as timezone-aware UTC.
+UtcDateTime = sa.DateTime(timezone=True)
+
+subscriptions = sa.Table(
+    "syncer_subscriptions",
+    metadata,
+    # One row per live Graph subscription syncer created or adopted.
+    sa.Column("subscription_id", sa.String(64), primary_key=True, comment="Graph's subscription id"),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, comment="declaration name in subscriptions.yaml"),
+    sa.Column("scope_key", sa.String(500), nullable=False, comment="the expanded scope, e.g. users or users/{id}/messages"),
+    sa.Column("resource", sa.String(1000), nullable=False),
+    sa.Column("change_type", sa.String(100), nullable=False),
+    sa.Column("notification_url", sa.String(2000), nullable=False),
+    sa.Column("lifecycle_url", sa.String(2000), nullable=True),
+    sa.Column("client_state", sa.String(128), nullable=False, comment="secret: never printed or logged"),
+    sa.Column("include_resource_data", sa.Boolean, nullable=False, default=False),
+    sa.Column("encryption_certificate_id", sa.String(128), nullable=True),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False, default="active", comment="active | removed | reauthorize"),
+    sa.Index(None, "tenant_id", "name"),
+    sa.Index(None, "expires_at"),
+)
+
+inbox = sa.Table(
+    "syncer_inbox",
+    metadata,
+    # The durable notification queue: the receiver writes, the worker claims.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("subscription_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, comment="change | lifecycle"),
+    sa.Column("event", sa.String(64), nullable=False, comment="changeType or lifecycleEvent"),
+    sa.Column("resource", sa.String(2000), nullable=True),
+    sa.Column("resource_id", sa.String(500), nullable=True),
+    sa.Column("dedupe_key", sa.String(64), nullable=False, comment="hash that makes Graph's duplicates idempotent"),
+    sa.Column("payload", sa.JSON, nullable=False, comment="the notification item (decrypted resource data included)"),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("claimed_by", sa.String(200), nullable=True),
+    sa.Column("claimed_until", UtcDateTime, nullable=True),
+    sa.Column("processed_at", UtcDateTime, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.UniqueConstraint("dedupe_key"),
+    sa.Index(None, "processed_at", "id"),
+    sa.Index(None, "subscription_id"),
+)
+
+sync_state = sa.Table(
+    "syncer_sync_state",
+    metadata,
+    # One row per scope (a delta collection): its cursor, its lease and whether it is dirty.
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("scope_key", sa.String(500), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, comment="declaration name in subscriptions.yaml"),
+    sa.Column("table_name", sa.String(200), nullable=False),
+    sa.Column("delta_link", sa.Text, nullable=True, comment="where the next pass starts; null = enumerate"),
+    sa.Column("resync_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("dirty_since", UtcDateTime, nullable=True, comment="a notification arrived since the last pass"),
+    sa.Column("not_before", UtcDateTime, nullable=True, comment="throttled: do not run again before"),
+    sa.Column("leased_by", sa.String(200), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("last_success_at", UtcDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+sync_runs = sa.Table(
+    "syncer_sync_runs",
+    metadata,
+    # One row per sync pass, for `syncer status` and post-mortems.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(64), nullable=False),
+    sa.Column("scope_key", sa.String(500), nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime, nullable=True),
+    sa.Column("full", sa.Boolean, nullable=False, default=False, comment="a full enumeration (initial or resync)"),
+    sa.Column("pages", sa.Integer, nullable=False, default=0),
+    sa.Column("upserted", sa.Integer, nullable=False, default=0),
+    sa.Column("deleted", sa.Integer, nullable=False, default=0),
+    sa.Column("outcome", sa.String(32), nullable=False, default="running", comment="running | ok | error | throttled"),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index(None, "tenant_id", "scope_key", "started_at"),
+)
+
+mirror_tables = sa.Table(
+    "syncer_mirror_tables",
+    metadata,
+    # Which tables syncer derived from the spec, and the column layout it gave them.
+    sa.Column("table_name", sa.String(200), primary_key=True),
+    sa.Column("subscription_name", sa.String(200), nullable=False),
+    sa.Column("columns", sa.JSON, nullable=False, comment="[{name, type, field}] as last applied"),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+locks = sa.Table(
+    "syncer_locks",
+    metadata,
+    # Named locks on databases without advisory locks (SQLite): reconcile, the single worker.
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("acquired_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+)
+
+
+def is_sqlite(engine_or_url: Engine | str | sa.URL) -> bool:
+    """Whether the engine or URL points to SQLite."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else sa.make_url(engine_or_url)
+    return url.get_backend_name() == "sqlite"
+
+
+def normalize_url(url: str, *, base_dir: Path | None = None) -> str:
+    """Make a database URL usable: relative SQLite paths are taken from *base_dir*, and
+    ``postgresql://`` selects psycopg 3 (SQLAlchemy's default would be psycopg2, which we do not ship)."""
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:" and base_dir is not None:
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            parsed = parsed.set(database=str((base_dir / path).resolve()))
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the receiver write while the worker reads; busy_timeout makes writers queue instead
+    # of failing at once; synchronous=NORMAL is durable across process crashes in WAL mode.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str, **kwargs: Any) -> Engine:
+    """The engine syncer uses for *url*, with the settings each backend needs."""
+    url = normalize_url(url)
+    if is_sqlite(url):
+        engine = sa.create_engine(url, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(url, **kwargs)
