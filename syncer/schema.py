@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 NAMING_CONVENTION = {
-    "ix": "ix_%(column_0_label)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
@@ -36,7 +36,12 @@ subscriptions = sa.Table(
     sa.Column("subscription_id", sa.String(64), primary_key=True, comment="Graph's subscription id"),
     sa.Column("tenant_id", sa.String(64), nullable=False),
     sa.Column("name", sa.String(200), nullable=False, comment="declaration name in subscriptions.yaml"),
-    sa.Column("scope_key", sa.String(500), nullable=False, comment="the expanded scope, e.g. users or users/{id}/messages"),
+    sa.Column(
+        "scope_key",
+        sa.String(500),
+        nullable=False,
+        comment="the expanded scope, e.g. users or users/{id}/messages",
+    ),
     sa.Column("resource", sa.String(1000), nullable=False),
     sa.Column("change_type", sa.String(100), nullable=False),
     sa.Column("notification_url", sa.String(2000), nullable=False),
@@ -47,7 +52,9 @@ subscriptions = sa.Table(
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
-    sa.Column("status", sa.String(32), nullable=False, default="active", comment="active | removed | reauthorize"),
+    sa.Column(
+        "status", sa.String(32), nullable=False, default="active", comment="active | removed | reauthorize"
+    ),
     sa.Index(None, "tenant_id", "name"),
     sa.Index(None, "expires_at"),
 )
@@ -63,8 +70,12 @@ inbox = sa.Table(
     sa.Column("event", sa.String(64), nullable=False, comment="changeType or lifecycleEvent"),
     sa.Column("resource", sa.String(2000), nullable=True),
     sa.Column("resource_id", sa.String(500), nullable=True),
-    sa.Column("dedupe_key", sa.String(64), nullable=False, comment="hash that makes Graph's duplicates idempotent"),
-    sa.Column("payload", sa.JSON, nullable=False, comment="the notification item (decrypted resource data included)"),
+    sa.Column(
+        "dedupe_key", sa.String(64), nullable=False, comment="hash that makes Graph's duplicates idempotent"
+    ),
+    sa.Column(
+        "payload", sa.JSON, nullable=False, comment="the notification item (decrypted resource data included)"
+    ),
     sa.Column("received_at", UtcDateTime, nullable=False),
     sa.Column("claimed_by", sa.String(200), nullable=True),
     sa.Column("claimed_until", UtcDateTime, nullable=True),
@@ -86,7 +97,9 @@ sync_state = sa.Table(
     sa.Column("table_name", sa.String(200), nullable=False),
     sa.Column("delta_link", sa.Text, nullable=True, comment="where the next pass starts; null = enumerate"),
     sa.Column("resync_requested", sa.Boolean, nullable=False, default=False),
-    sa.Column("dirty_since", UtcDateTime, nullable=True, comment="a notification arrived since the last pass"),
+    sa.Column(
+        "dirty_since", UtcDateTime, nullable=True, comment="a notification arrived since the last pass"
+    ),
     sa.Column("not_before", UtcDateTime, nullable=True, comment="throttled: do not run again before"),
     sa.Column("leased_by", sa.String(200), nullable=True),
     sa.Column("lease_until", UtcDateTime, nullable=True),
@@ -104,11 +117,19 @@ sync_runs = sa.Table(
     sa.Column("scope_key", sa.String(500), nullable=False),
     sa.Column("started_at", UtcDateTime, nullable=False),
     sa.Column("finished_at", UtcDateTime, nullable=True),
-    sa.Column("full", sa.Boolean, nullable=False, default=False, comment="a full enumeration (initial or resync)"),
+    sa.Column(
+        "full", sa.Boolean, nullable=False, default=False, comment="a full enumeration (initial or resync)"
+    ),
     sa.Column("pages", sa.Integer, nullable=False, default=0),
     sa.Column("upserted", sa.Integer, nullable=False, default=0),
     sa.Column("deleted", sa.Integer, nullable=False, default=0),
-    sa.Column("outcome", sa.String(32), nullable=False, default="running", comment="running | ok | error | throttled"),
+    sa.Column(
+        "outcome",
+        sa.String(32),
+        nullable=False,
+        default="running",
+        comment="running | ok | error | throttled",
+    ),
     sa.Column("error", sa.Text, nullable=True),
     sa.Index(None, "tenant_id", "scope_key", "started_at"),
 )

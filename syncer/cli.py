@@ -1,0 +1,95 @@
+"""The `syncer` command line: thin commands, each a call into one module.
+
+A command's docstring is its --help text, and every command is listed in the README (a test checks).
+Errors from syncer's tree are printed as one clear message and exit 1; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from syncer import __version__
+from syncer.errors import SyncerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_SPEC = "subscriptions.yaml"
+
+
+def spec_option(func: F) -> F:
+    """The --spec option every command that reads subscriptions.yaml takes."""
+    return click.option(
+        "--spec",
+        "spec_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=lambda: os.environ.get("SYNCER_SPEC", DEFAULT_SPEC),
+        show_default="./subscriptions.yaml or $SYNCER_SPEC",
+        help="The subscriptions file to read.",
+    )(func)
+
+
+def friendly_errors(func: F) -> F:
+    """Turn syncer's own errors into a message on stderr and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SyncerError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="syncer")
+def main() -> None:
+    """Keep a SQL database in step with Microsoft Graph.
+
+    Declare the Graph resources to follow in subscriptions.yaml; syncer keeps the change-notification
+    subscriptions alive, stores every notification durably and mirrors the resources into SQL tables.
+    """
+
+
+@main.command()
+@spec_option
+@friendly_errors
+def validate(spec_path: Path) -> None:
+    """Check subscriptions.yaml and print every problem with its line and field."""
+    from syncer.spec import load_spec
+
+    spec = load_spec(spec_path)
+    click.echo(f"{spec_path}: valid ({len(spec.subscriptions)} subscriptions, {len(spec.tenants)} tenants)")
+
+
+@main.group()
+def db() -> None:
+    """Manage syncer's database: core tables and the mirror tables."""
+
+
+@db.command("upgrade")
+@spec_option
+@click.option(
+    "--rebuild", is_flag=True, help="Drop and recreate mirror tables whose change cannot be applied in place."
+)
+@friendly_errors
+def db_upgrade(spec_path: Path, rebuild: bool) -> None:
+    """Bring the core tables (alembic) and the mirror tables (from the spec) up to date."""
+    from syncer import mirror
+    from syncer.migrate import upgrade_core
+    from syncer.spec import load_spec
+
+    spec = load_spec(spec_path)
+    upgrade_core(spec.database_url)
+    for change in mirror.upgrade(spec, rebuild=rebuild):
+        click.echo(change)
+    click.echo(f"database up to date: {mirror.describe_url(spec.database_url)}")

@@ -1,0 +1,349 @@
+"""Mirror tables: the SQL tables users query, derived from the ``mirror:`` part of each subscription.
+
+A mirror table has syncer's key and bookkeeping columns plus one typed column per declared field::
+
+    tenant_id, id            primary key (one database may mirror several tenants)
+    <declared columns>       typed copies of the declared Graph properties, for plain SQL
+    _raw                     the item as Graph last sent it (JSON), so nothing is lost
+    _scope                   which delta scope the row came from (a mailbox folder, a drive...)
+    _deleted_at              set when Graph reported the item removed (soft delete)
+    _removed_reason          Graph's @removed reason: "changed" (restorable) or "deleted"
+    _synced_at               when syncer last wrote the row
+    _sync_run_id             the pass that last saw the row (mark-and-sweep after a resync)
+
+Group subscriptions also get ``<table>_members`` (group id, member id, member type).
+
+The layout last applied is recorded in ``syncer_mirror_tables``; :func:`upgrade` compares it with the
+spec and adds columns in place, refusing what cannot be applied in place unless asked to rebuild.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from syncer import schema
+from syncer.errors import SchemaChangeRefused
+
+if TYPE_CHECKING:
+    from syncer.spec import Mirror, Spec, Subscription
+
+COLUMN_TYPES: dict[str, Any] = {
+    "text": sa.Text,
+    "integer": sa.BigInteger,
+    "float": sa.Float,
+    "boolean": sa.Boolean,
+    "datetime": schema.UtcDateTime,
+    "json": sa.JSON,
+}
+
+# Columns syncer adds to every mirror table; declared columns may not take these names.
+KEY_COLUMNS = ("tenant_id", "id")
+BOOKKEEPING_COLUMNS = ("_raw", "_scope", "_deleted_at", "_removed_reason", "_synced_at", "_sync_run_id")
+RESERVED_COLUMNS = frozenset(KEY_COLUMNS + BOOKKEEPING_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    """A declared column as recorded in ``syncer_mirror_tables``."""
+
+    name: str
+    type: str
+    field: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "type": self.type, "field": self.field}
+
+
+def layout_of(mirror: Mirror) -> list[ColumnLayout]:
+    """The declared columns of *mirror*, in order."""
+    return [ColumnLayout(c.name, c.type, c.field) for c in mirror.columns]
+
+
+def build_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The SQLAlchemy Table for *mirror* (not created)."""
+    metadata = metadata if metadata is not None else sa.MetaData()
+    columns: list[sa.Column[Any]] = [
+        sa.Column("tenant_id", sa.String(64), primary_key=True),
+        sa.Column("id", sa.String(512), primary_key=True),
+    ]
+    columns += [sa.Column(c.name, COLUMN_TYPES[c.type], nullable=True) for c in mirror.columns]
+    columns += [
+        sa.Column("_raw", sa.JSON, nullable=False),
+        sa.Column("_scope", sa.String(500), nullable=False),
+        sa.Column("_deleted_at", schema.UtcDateTime, nullable=True),
+        sa.Column("_removed_reason", sa.String(32), nullable=True),
+        sa.Column("_synced_at", schema.UtcDateTime, nullable=False),
+        sa.Column("_sync_run_id", sa.BigInteger, nullable=True),
+    ]
+    return sa.Table(
+        mirror.table,
+        metadata,
+        *columns,
+        sa.Index(f"ix_{mirror.table}__scope", "tenant_id", "_scope"),
+    )
+
+
+def build_members_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
+    """``<table>_members``: group membership from ``members@delta``."""
+    metadata = metadata if metadata is not None else sa.MetaData()
+    return sa.Table(
+        f"{mirror.table}_members",
+        metadata,
+        sa.Column("tenant_id", sa.String(64), primary_key=True),
+        sa.Column("group_id", sa.String(512), primary_key=True),
+        sa.Column("member_id", sa.String(512), primary_key=True),
+        sa.Column("member_type", sa.String(200), nullable=True),
+        sa.Column("_synced_at", schema.UtcDateTime, nullable=False),
+        sa.Index(f"ix_{mirror.table}_members_member", "tenant_id", "member_id"),
+    )
+
+
+def tables_for(subscription: Subscription, metadata: sa.MetaData | None = None) -> list[sa.Table]:
+    """Every mirror table *subscription* writes to."""
+    metadata = metadata if metadata is not None else sa.MetaData()
+    tables = [build_table(subscription.mirror, metadata)]
+    if subscription.resource_type.name == "group":
+        tables.append(build_members_table(subscription.mirror, metadata))
+    return tables
+
+
+def describe_url(url: str) -> str:
+    """*url* without its password, for messages."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def upgrade(spec: Spec, *, rebuild: bool = False, engine: sa.Engine | None = None) -> list[str]:
+    """Create or alter the mirror tables of *spec*; return one line per change made.
+
+    New declared columns are added in place and filled from ``_raw`` where the data is already
+    there; the scope is then marked for a resync so that Graph sends the new property for every
+    item. A column whose type changed, or a table that exists but was not created by syncer, is
+    refused with :class:`SchemaChangeRefused` unless *rebuild* is set, which drops and recreates
+    the table and resyncs its scopes.
+    """
+    own_engine = engine is None
+    engine = engine if engine is not None else schema.create_engine(spec.database_url)
+    changes: list[str] = []
+    try:
+        for subscription in spec.subscriptions:
+            with engine.begin() as connection:
+                changes += _upgrade_one(connection, subscription, rebuild=rebuild)
+    finally:
+        if own_engine:
+            engine.dispose()
+    return changes
+
+
+def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebuild: bool) -> list[str]:
+    mirror = subscription.mirror
+    desired = layout_of(mirror)
+    inspector = sa.inspect(connection)
+    exists = inspector.has_table(mirror.table)
+    record = connection.execute(
+        sa.select(schema.mirror_tables).where(schema.mirror_tables.c.table_name == mirror.table)
+    ).first()
+    metadata = sa.MetaData()
+    tables = tables_for(subscription, metadata)
+
+    if exists and record is None and not rebuild:
+        raise SchemaChangeRefused(
+            f"table {mirror.table!r} (subscription {subscription.name!r}) already exists and was not created by "
+            "syncer; choose another mirror.table, or run `syncer db upgrade --rebuild` to replace it"
+        )
+    if not exists or record is None:
+        if exists:
+            tables[0].drop(connection)
+        for table in tables:
+            table.create(connection, checkfirst=True)
+        _record(connection, subscription, desired, insert=record is None)
+        _request_resync(connection, subscription)
+        return [f"created table {mirror.table} ({len(desired)} declared columns)"]
+
+    applied = [ColumnLayout(c["name"], c["type"], c["field"]) for c in record.columns]
+    problems = _incompatible(applied, desired)
+    if problems:
+        if not rebuild:
+            raise SchemaChangeRefused(
+                f"table {mirror.table!r} (subscription {subscription.name!r}) cannot be changed in place: "
+                + "; ".join(problems)
+                + ". Run `syncer db upgrade --rebuild` to drop and re-mirror it"
+            )
+        for table in reversed(tables):
+            table.drop(connection, checkfirst=True)
+        for table in tables:
+            table.create(connection)
+        _record(connection, subscription, desired, insert=False)
+        _request_resync(connection, subscription)
+        return [f"rebuilt table {mirror.table}: " + "; ".join(problems)]
+
+    changes: list[str] = []
+    for table in tables[1:]:
+        if not inspector.has_table(table.name):
+            table.create(connection)
+            changes.append(f"created table {table.name}")
+    applied_names = {c.name for c in applied}
+    added = [c for c in desired if c.name not in applied_names]
+    for column in added:
+        _add_column(connection, tables[0], column)
+        changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field})")
+    dropped = [c.name for c in applied if c.name not in {d.name for d in desired}]
+    for name in dropped:
+        changes.append(f"column {mirror.table}.{name} is no longer declared; kept with its data")
+    if added or desired != applied:
+        # Keep undeclared columns in the record so a later re-declaration is checked against them.
+        kept = [c for c in applied if c.name in dropped]
+        _record(connection, subscription, desired + kept, insert=False)
+    if added:
+        _request_resync(connection, subscription)
+    return changes
+
+
+def _incompatible(applied: list[ColumnLayout], desired: list[ColumnLayout]) -> list[str]:
+    by_name = {c.name: c for c in applied}
+    problems = []
+    for column in desired:
+        old = by_name.get(column.name)
+        if old is not None and old.type != column.type:
+            problems.append(f"column {column.name} changes type from {old.type} to {column.type}")
+    return problems
+
+
+def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout) -> None:
+    preparer = connection.dialect.identifier_preparer
+    type_sql = COLUMN_TYPES[column.type]().compile(dialect=connection.dialect)
+    connection.execute(
+        sa.text(
+            f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {type_sql}"
+        )
+    )
+    # Fill it from the JSON we already hold; the resync then brings what was never selected.
+    target = table.c[column.name]
+    rows = connection.execute(sa.select(table.c.tenant_id, table.c.id, table.c._raw)).all()
+    updates = [
+        {"t": tenant_id, "i": item_id, "v": convert(extract(raw, column.field), column.type)}
+        for tenant_id, item_id, raw in rows
+    ]
+    updates = [u for u in updates if u["v"] is not None]
+    if updates:
+        connection.execute(
+            sa.update(table)
+            .where(table.c.tenant_id == sa.bindparam("t"), table.c.id == sa.bindparam("i"))
+            .values({target: sa.bindparam("v")}),
+            updates,
+        )
+
+
+def _record(
+    connection: sa.Connection, subscription: Subscription, layout: list[ColumnLayout], *, insert: bool
+) -> None:
+    values = {
+        "subscription_name": subscription.name,
+        "columns": [c.as_dict() for c in layout],
+        "updated_at": _now(),
+    }
+    table = schema.mirror_tables
+    if insert:
+        connection.execute(sa.insert(table).values(table_name=subscription.mirror.table, **values))
+    else:
+        connection.execute(
+            sa.update(table).where(table.c.table_name == subscription.mirror.table).values(**values)
+        )
+
+
+def _request_resync(connection: sa.Connection, subscription: Subscription) -> None:
+    # The next pass of every scope of this subscription enumerates from scratch (mark-and-sweep).
+    state = schema.sync_state
+    connection.execute(
+        sa.update(state)
+        .where(state.c.name == subscription.name)
+        .values(delta_link=None, resync_requested=True, updated_at=_now())
+    )
+
+
+# --- turning Graph items into rows ---------------------------------------------------------------
+
+
+def extract(item: dict[str, Any], field: str) -> Any:
+    """The value at dotted *field* in *item*, or None when any step is missing."""
+    value: Any = item
+    for part in field.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _parse_datetime(value: str) -> datetime | None:
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Graph sends up to 7 fractional digits; Python takes 6.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        text = f"{head}.{digits[:6]}{rest}" if digits else head + rest
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def convert(value: Any, type_name: str) -> Any:
+    """*value* from Graph's JSON as the Python value for a column of *type_name* (None if it does not fit)."""
+    if value is None:
+        return None
+    if type_name == "json":
+        return value
+    if type_name == "text":
+        return value if isinstance(value, str) else _json_text(value)
+    if type_name == "boolean":
+        return value if isinstance(value, bool) else None
+    if type_name == "integer":
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.lstrip("-").isdigit():
+            return int(value)
+        return None
+    if type_name == "float":
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if type_name == "datetime":
+        if isinstance(value, dict):  # Outlook dateTimeTimeZone: {"dateTime": ..., "timeZone": "UTC"}
+            value = value.get("dateTime")
+        return _parse_datetime(value) if isinstance(value, str) else None
+    raise ValueError(f"unknown column type {type_name!r}")
+
+
+def _json_text(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+def row_values(mirror: Mirror, item: dict[str, Any]) -> dict[str, Any]:
+    """The declared columns of one Graph *item*, converted to their types."""
+    return {c.name: convert(extract(item, c.field), c.type) for c in mirror.columns}
+
+
+def iter_mirror_tables(spec: Spec) -> Iterator[tuple[Subscription, sa.Table]]:
+    """Each subscription of *spec* with its main mirror table."""
+    metadata = sa.MetaData()
+    seen: dict[str, sa.Table] = {}
+    for subscription in spec.subscriptions:
+        table = seen.get(subscription.mirror.table)
+        if table is None:
+            table = seen[subscription.mirror.table] = build_table(subscription.mirror, metadata)
+        yield subscription, table
