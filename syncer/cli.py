@@ -52,12 +52,22 @@ def friendly_errors(func: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="syncer")
-def main() -> None:
+@click.option(
+    "--log-level",
+    default=None,
+    envvar="SYNCER_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="How much to log to stderr (default INFO; secrets are always masked).",
+)
+def main(log_level: str | None) -> None:
     """Keep a SQL database in step with Microsoft Graph.
 
     Declare the Graph resources to follow in subscriptions.yaml; syncer keeps the change-notification
     subscriptions alive, stores every notification durably and mirrors the resources into SQL tables.
     """
+    from syncer import log
+
+    log.configure(log_level)
 
 
 @main.command()
