@@ -13,6 +13,7 @@ is a property of the error (:attr:`SyncerError.retryable`), never guessed from a
     │   └── LockTimeout           a database lock (reconcile, lease) could not be taken in time
     ├── GraphError                an HTTP call to Graph failed (status, code, request ids, Retry-After)
     │   ├── TransportError        connection reset, DNS, TLS, timeout: no HTTP answer   [retryable]
+    │   │   └── ConnectError      the connection was never made: the request was not sent [retryable]
     │   ├── AuthError             401, or the identity platform refused the credentials
     │   ├── BadRequestError       400 (includes Graph's subscription validation failures)
     │   ├── ForbiddenError        403 (missing permission, quota reached)
@@ -177,7 +178,7 @@ class GraphError(SyncerError):
             parts.append(f"HTTP {self.status}")
         if self.code:
             parts.append(self.code)
-        text = ": ".join(parts[:1] + [" ".join(parts[1:])] if len(parts) > 1 else parts)
+        text = ": ".join([*parts[:1], " ".join(parts[1:])] if len(parts) > 1 else parts)
         text = f"{text}: {truncate(mask_secrets(self.graph_message))}" if text else truncate(mask_secrets(self.graph_message))
         ids = []
         if self.request_id:
@@ -193,6 +194,11 @@ class TransportError(GraphError):
     """No HTTP answer: connection refused or reset, TLS failure, timeout."""
 
     retryable = True
+
+
+class ConnectError(TransportError):
+    """The connection could not be made (refused, DNS, connect timeout): the request was never sent,
+    so even a non-idempotent call may be repeated."""
 
 
 class AuthError(GraphError):

@@ -1,0 +1,322 @@
+"""GraphClient: the one HTTP client of Microsoft Graph in syncer.
+
+Everything that talks to Graph goes through :meth:`GraphClient.request`: it adds a token and a fresh
+``client-request-id``, holds a per-tenant and per-mailbox in-flight slot (:mod:`.limits`), applies a
+timeout, turns failures into typed errors (:mod:`.responses`) and retries what Graph says may be
+retried within a budget (:mod:`.retry`). Paging (:mod:`.delta`), JSON batching (:mod:`.batch`) and
+subscriptions (:mod:`.subscriptions`) are built on it.
+
+Speed matters on the paging path (100k-user delta rounds): one pooled ``requests.Session``, bodies
+parsed once with orjson, no per-item work, and debug logging formatted only when enabled.
+
+Security: the token and secrets never reach a log line or an error string; URLs are masked; the
+client refuses to send its token to an absolute URL outside its Graph origin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from syncer.errors import ConnectError, GraphError, TransportError, mask_secrets
+from syncer.graph import limits
+from syncer.graph.auth import Credential, graph_root, graph_scope
+from syncer.graph.responses import GraphResponse, error_from_response
+from syncer.graph.retry import RetryPolicy, RetryState, is_idempotent
+
+if TYPE_CHECKING:
+    from syncer.graph.batch import BatchRequest, BatchResult
+    from syncer.graph.delta import DeltaRound, Page
+
+log = logging.getLogger("syncer.graph")
+
+DEFAULT_TIMEOUT = (10.0, 60.0)
+"""(connect, read) seconds: no call goes without a timeout."""
+
+_USER_AGENT = "syncer-graph-client"
+
+
+class GraphClient:
+    """A client of one Graph (one cloud or the emulator) for one tenant's credential.
+
+    ``graph_url`` is the Graph root (``https://graph.microsoft.com``) or a versioned base
+    (``.../v1.0``, ``.../beta``); paths given to :meth:`request` are relative to the versioned base.
+    Thread-safe: many threads may share one client.
+    """
+
+    def __init__(
+        self,
+        graph_url: str,
+        credential: Credential,
+        *,
+        ca_bundle: str | None = None,
+        max_in_flight_per_tenant: int = 16,
+        per_mailbox: int = 4,
+        retry: RetryPolicy | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        scopes: tuple[str, ...] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if max_in_flight_per_tenant < 1 or per_mailbox < 1:
+            raise ValueError("concurrency caps must be >= 1")
+        root = graph_root(graph_url)
+        self.root = root
+        stripped = graph_url.rstrip("/")
+        self.base_url = stripped if stripped != root else f"{root}/v1.0"
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError(f"graph_url must be an absolute https URL, found {graph_url!r}")
+        self._origin = f"{parts.scheme}://{parts.netloc}".lower()
+        self.credential = credential
+        self.tenant = credential.tenant_id
+        self.scopes = scopes or (graph_scope(root),)
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.max_in_flight_per_tenant = max_in_flight_per_tenant
+        self.per_mailbox = per_mailbox
+        # verify= is passed on every call: with REQUESTS_CA_BUNDLE set, requests ignores Session.verify.
+        self._verify: str | bool = ca_bundle or True
+        self._own_session = session is None
+        self.session = session or requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=4, pool_maxsize=max(max_in_flight_per_tenant, 10), max_retries=0
+        )
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self._sleep: Callable[[float], None] = time.sleep
+        from syncer.graph.subscriptions import Subscriptions
+
+        self.subscriptions = Subscriptions(self)
+
+    # --- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, spec: Any, tenant_name: str, **kwargs: Any) -> GraphClient:
+        """A client for tenant *tenant_name* of a loaded subscriptions.yaml (``syncer.spec.Spec``)."""
+        from syncer.graph.auth import credential_from_spec
+
+        credential = credential_from_spec(spec, tenant_name)
+        ca_bundle = str(spec.graph.ca_bundle) if spec.graph.ca_bundle else None
+        return cls(spec.graph.graph_url, credential, ca_bundle=ca_bundle, **kwargs)
+
+    def close(self) -> None:
+        """Close the pooled connections (only when the client created its session)."""
+        if self._own_session:
+            self.session.close()
+
+    def __enter__(self) -> GraphClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GraphClient({self.base_url!r}, tenant={self.tenant!r})"
+
+    # --- the one request path -------------------------------------------------------------------
+
+    def url_for(self, url_or_path: str) -> str:
+        """The absolute URL for a path relative to the versioned base, or an absolute URL checked against our origin."""
+        if url_or_path.startswith(("https://", "http://")):
+            parts = urlsplit(url_or_path)
+            if f"{parts.scheme}://{parts.netloc}".lower() != self._origin:
+                # A nextLink or Location pointing elsewhere must not receive our token.
+                raise ValueError(
+                    f"refusing to send a Graph token to {parts.scheme}://{parts.netloc} (client is for {self._origin})"
+                )
+            return url_or_path
+        return f"{self.base_url}/{url_or_path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        url_or_path: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+        mailbox: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> GraphResponse:
+        """Send one Graph call with retries; return the successful response or raise a typed GraphError."""
+        method = method.upper()
+        url = self.url_for(url_or_path)
+        if mailbox is None:
+            mailbox = limits.mailbox_of(url)
+        repeatable = is_idempotent(method, idempotent)
+        body = orjson.dumps(json) if json is not None else None
+        state = RetryState(retry or self.retry, what=f"{method} {_short(url)}")
+        refused: str | None = None
+        refreshed = False
+        while True:
+            attempt = state.begin_attempt()
+            client_request_id = str(uuid.uuid4())
+            try:
+                response, token = self._send(method, url, body, headers, client_request_id, mailbox, refused)
+            except GraphError as failure:
+                wait = state.next_wait(failure, idempotent=repeatable)
+                self._log_retry(failure, attempt, wait)
+                self._sleep(wait)
+                continue
+            if response.status < 400:
+                return response
+            error = error_from_response(
+                response.status,
+                response.headers,
+                response.content,
+                method=method,
+                url=url,
+                client_request_id=client_request_id,
+            )
+            if response.status == 401 and not refreshed:
+                # Once per call: the token may have been revoked or have expired early on the server.
+                refreshed = True
+                refused = token
+                state.attempts -= 1  # a token refresh is not a retry of the request
+                log.info("401 from Graph, refreshing the token once: %s", error)
+                continue
+            wait = state.next_wait(error, idempotent=repeatable)
+            self._log_retry(error, attempt, wait)
+            self._sleep(wait)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        extra_headers: Mapping[str, str] | None,
+        client_request_id: str,
+        mailbox: str | None,
+        refused: str | None,
+    ) -> tuple[GraphResponse, str]:
+        token = self.credential.token(self.scopes, refused=refused)
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "client-request-id": client_request_id,
+            "return-client-request-id": "true",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if extra_headers:
+            headers.update(extra_headers)
+        started = time.perf_counter()
+        with limits.slot(
+            self.tenant, mailbox, per_tenant=self.max_in_flight_per_tenant, per_mailbox=self.per_mailbox
+        ):
+            try:
+                raw = self.session.request(
+                    method, url, data=body, headers=headers, timeout=self.timeout, verify=self._verify
+                )
+                content = raw.content  # read the body while holding the slot: it is part of the exchange
+            except requests.RequestException as e:
+                raise _transport_error(e, method, url, client_request_id) from e
+        response = GraphResponse(raw.status_code, raw.headers, content, client_request_id=client_request_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %d in %.1f ms, %d bytes [request-id=%s, client-request-id=%s]",
+                method,
+                _short(url),
+                response.status,
+                (time.perf_counter() - started) * 1000,
+                len(content),
+                response.request_id,
+                client_request_id,
+            )
+        return response, token
+
+    def _log_retry(self, error: GraphError, attempt: int, wait: float) -> None:
+        log.warning("retrying in %.2fs after attempt %d: %s", wait, attempt, error)
+
+    # --- conveniences on top of request ---------------------------------------------------------
+
+    def get_json(
+        self, url_or_path: str, *, headers: Mapping[str, str] | None = None, mailbox: str | None = None
+    ) -> Any:
+        """GET and return the parsed JSON body."""
+        return self.request("GET", url_or_path, headers=headers, mailbox=mailbox).json()
+
+    def iter_pages(
+        self, url_or_path: str, *, headers: Mapping[str, str] | None = None, mailbox: str | None = None
+    ) -> Iterator[Page]:
+        """Follow ``@odata.nextLink`` lazily from *url_or_path*; the last page carries ``delta_link`` if any."""
+        from syncer.graph.delta import iter_pages
+
+        return iter_pages(self, url_or_path, headers=headers, mailbox=mailbox)
+
+    def delta(
+        self, url_or_path: str, *, headers: Mapping[str, str] | None = None, mailbox: str | None = None
+    ) -> DeltaRound:
+        """One delta round from an initial delta URL or a saved deltaLink (iterate it; then read ``.delta_link``)."""
+        from syncer.graph.delta import DeltaRound
+
+        return DeltaRound(self, url_or_path, headers=headers, mailbox=mailbox)
+
+    def batch(
+        self, requests: Iterable[BatchRequest], *, retry: RetryPolicy | None = None
+    ) -> list[BatchResult]:
+        """Run requests through ``/$batch`` (chunks of 20); one result per request, in order."""
+        from syncer.graph.batch import run_batch
+
+        return run_batch(self, list(requests), retry=retry or self.retry)
+
+
+def _short(url: str) -> str:
+    # Log lines and error strings carry the URL masked; query strings (skip/delta tokens) are kept
+    # because they are what one needs to reproduce a paging problem, and they are not credentials.
+    return mask_secrets(url)
+
+
+def _transport_error(
+    e: requests.RequestException, method: str, url: str, client_request_id: str
+) -> TransportError:
+    """The typed error for a failure with no HTTP answer; ConnectError when nothing was sent."""
+    name = type(e).__name__
+    reason = _root_cause(e)
+    message = f"{name}: {reason}" if reason else name
+    kwargs: dict[str, Any] = {"method": method, "url": url, "client_request_id": client_request_id}
+    if isinstance(e, requests.exceptions.SSLError):
+        error = TransportError(f"TLS failure: {message}", **kwargs)
+        # A certificate that does not verify will not verify on the next attempt either.
+        error.retryable = False
+        return error
+    if isinstance(e, requests.exceptions.ConnectTimeout) or (
+        isinstance(e, requests.exceptions.ConnectionError) and _never_connected(e)
+    ):
+        return ConnectError(f"could not connect: {message}", **kwargs)
+    return TransportError(message, **kwargs)
+
+
+def _never_connected(e: BaseException) -> bool:
+    # urllib3 wraps "connection refused" / DNS failures as NewConnectionError (NameResolutionError is a subclass).
+    from urllib3.exceptions import NewConnectionError
+
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, NewConnectionError):
+            return True
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            current = reason
+            continue
+        args = getattr(current, "args", ())
+        nested = next((a for a in args if isinstance(a, BaseException)), None)
+        current = nested or current.__cause__ or current.__context__
+    return False
+
+
+def _root_cause(e: BaseException) -> str:
+    text = str(e)
+    # urllib3 messages embed the pool repr and the URL; keep them short and masked.
+    return mask_secrets(text[:300])
