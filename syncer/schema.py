@@ -106,6 +106,27 @@ sync_state = sa.Table(
     sa.Column("last_success_at", UtcDateTime, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # Added in 0002 (sync engine): where a scope comes from and the state of a round in progress.
+    sa.Column(
+        "parent_key",
+        sa.String(500),
+        nullable=True,
+        comment="the subscription-level scope this one was expanded from (a mailbox for its folders)",
+    ),
+    sa.Column("page_link", sa.Text, nullable=True, comment="nextLink of an unfinished round: resume here"),
+    sa.Column("round_id", sa.BigInteger, nullable=True, comment="sync run that started the round in progress"),
+    sa.Column(
+        "round_full",
+        sa.Boolean,
+        nullable=False,
+        default=False,
+        server_default=sa.false(),
+        comment="the round in progress enumerates everything: sweep unseen rows at its end",
+    ),
+    sa.Column(
+        "failures", sa.Integer, nullable=False, default=0, server_default="0", comment="consecutive failed passes"
+    ),
+    sa.Index(None, "tenant_id", "parent_key"),
 )
 
 sync_runs = sa.Table(
