@@ -1,0 +1,662 @@
+"""Reading and checking what Graph POSTs to the receiver: pure functions of bytes and keys, no Flask.
+
+The receiver (``syncer.receiver``) only adapts HTTP to this module: it hands over the body and gets back
+which notifications may be stored as work and which were refused, and why. Keeping the checks here
+means they are tested without a server and that nothing about trust is decided in a view function.
+
+What is checked (../shared/graph-api-notes.md §3-§5):
+
+* the envelope (``changeNotificationCollection``): JSON, bounded size and depth, ``value`` a list;
+* each item: shape, ``clientState`` against the subscription's secret (constant time), ``tenantId``
+  against the subscription's tenant;
+* rich notifications: every JWT in ``validationTokens`` (RS256 against the identity platform's keys,
+  audience = one of our app ids, issuer = ``https://sts.windows.net/{tid}/``, ``appid`` = Graph's
+  publisher, lifetime), and each ``encryptedContent``: the RSA-OAEP(SHA-1) wrapped key is unwrapped
+  with the private key named by ``encryptionCertificateId``, the HMAC-SHA256 of the ciphertext is
+  verified *before* anything is decrypted, then AES-CBC with ``iv = key[:16]`` and PKCS7.
+
+Every refusal carries a short ``reason`` that is a metric label; none carries a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import jwt
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from syncer.errors import NotificationError
+
+#: The app id Graph signs rich-notification validation tokens as (notes §5.3: "critical").
+GRAPH_PUBLISHER_APP_ID = "0bf30f3b-4a52-48df-9a82-234910c4a086"
+#: v1 tokens from the identity platform; ``{tid}`` is the token's own tenant claim.
+DEFAULT_ISSUER_TEMPLATE = "https://sts.windows.net/{tid}/"
+
+CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
+LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+
+Kind = Literal["change", "lifecycle"]
+
+# Field length caps follow the inbox columns (syncer.schema.inbox) so that an accepted item always fits
+# its row: an over-long field must be refused here, not fail a whole group commit later.
+_MAX_ID = 64
+_MAX_RESOURCE = 2000
+_MAX_RESOURCE_ID = 500
+_MAX_CLIENT_STATE = 255
+_MAX_CERT_ID = 128
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sanity bounds on a POST body, beyond the byte cap the HTTP layer enforces."""
+
+    max_items: int = 1000  # Graph batches notifications, but never thousands per POST
+    max_depth: int = 32  # Graph's documents are a few levels deep; deeper is an attack on the parser
+    max_nodes: int = 200_000  # total JSON values (objects, arrays, scalars)
+    max_tokens: int = 100  # one validationToken per (app, tenant) pair in the POST
+    max_token_length: int = 16_384
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncryptedContent:
+    """An item's ``encryptedContent``, base64 already decoded."""
+
+    data: bytes
+    data_key: bytes
+    data_signature: bytes
+    certificate_id: str
+    thumbprint: str | None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One well-formed item of a collection; not yet trusted."""
+
+    index: int
+    subscription_id: str
+    tenant_id: str
+    client_state: str | None
+    kind: Kind
+    event: str  # changeType or lifecycleEvent
+    resource: str | None
+    resource_id: str | None
+    etag: str | None
+    notification_id: str | None
+    encrypted: EncryptedContent | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def dedupe_key(self) -> str:
+        """Hash that makes Graph's duplicate deliveries of this item collapse to one inbox row.
+
+        subscriptionId + changeType/lifecycleEvent + resource + (etag or notification id): a
+        redelivery hashes the same; a new version of an Outlook item carries a new etag.
+        """
+        parts = (
+            self.subscription_id,
+            self.kind,
+            self.event,
+            self.resource or "",
+            self.etag or self.notification_id or "",
+        )
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+    def payload(self, decrypted: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The item as stored in the inbox: without ``clientState`` (a secret) and without the ciphertext,
+        with the decrypted resource under ``decryptedContent`` when there was one."""
+        out = {k: v for k, v in self.raw.items() if k not in ("clientState", "encryptedContent")}
+        if self.encrypted is not None:
+            out["encryptionCertificateId"] = self.encrypted.certificate_id
+        if decrypted is not None:
+            out["decryptedContent"] = dict(decrypted)
+        return out
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An item (or a whole POST, ``index`` = -1) refused, with a metric-label ``reason``."""
+
+    index: int
+    reason: str
+    subscription_id: str | None = None
+    tenant_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NotificationCollection:
+    """A parsed ``changeNotificationCollection``: well-formed items, refused items, the raw tokens."""
+
+    notifications: tuple[Notification, ...]
+    rejected: tuple[Rejection, ...]
+    validation_tokens: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.notifications) + len(self.rejected)
+
+
+
+def _check_shape(document: Any, limits: Limits) -> None:
+    # Iterative walk: a recursive one would itself be the stack overflow a deep document aims for.
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > limits.max_nodes:
+            raise NotificationError("too_large", "the JSON document has too many values")
+        if isinstance(node, dict):
+            if depth >= limits.max_depth and node:
+                raise NotificationError("too_deep", f"the JSON document nests deeper than {limits.max_depth}")
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            if depth >= limits.max_depth and node:
+                raise NotificationError("too_deep", f"the JSON document nests deeper than {limits.max_depth}")
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _opt_str(item: Mapping[str, Any], key: str, limit: int) -> str | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise ValueError(key)
+    return value
+
+
+def _req_str(item: Mapping[str, Any], key: str, limit: int) -> str:
+    value = _opt_str(item, key, limit)
+    if not value:
+        raise ValueError(key)
+    return value
+
+
+def _b64(value: Any, key: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise ValueError(key)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(key) from None
+
+
+def _parse_encrypted(value: Any) -> EncryptedContent:
+    if not isinstance(value, dict):
+        raise ValueError("encryptedContent")
+    return EncryptedContent(
+        data=_b64(value.get("data"), "encryptedContent.data"),
+        data_key=_b64(value.get("dataKey"), "encryptedContent.dataKey"),
+        data_signature=_b64(value.get("dataSignature"), "encryptedContent.dataSignature"),
+        certificate_id=_req_str(value, "encryptionCertificateId", _MAX_CERT_ID),
+        thumbprint=_opt_str(value, "encryptionCertificateThumbprint", 256),
+    )
+
+
+def _parse_item(index: int, item: Any) -> Notification:
+    if not isinstance(item, dict):
+        raise ValueError("item")
+    subscription_id = _req_str(item, "subscriptionId", _MAX_ID)
+    tenant_id = _req_str(item, "tenantId", _MAX_ID)
+    client_state = _opt_str(item, "clientState", _MAX_CLIENT_STATE)
+    change_type = item.get("changeType")
+    lifecycle_event = item.get("lifecycleEvent")
+    kind: Kind
+    if change_type is not None and lifecycle_event is None:
+        if change_type not in CHANGE_TYPES:
+            raise ValueError("changeType")
+        kind, event = "change", change_type
+    elif lifecycle_event is not None and change_type is None:
+        if lifecycle_event not in LIFECYCLE_EVENTS:
+            raise ValueError("lifecycleEvent")
+        kind, event = "lifecycle", lifecycle_event
+    else:
+        raise ValueError("changeType/lifecycleEvent")
+    resource = _opt_str(item, "resource", _MAX_RESOURCE)
+    if kind == "change" and not resource:
+        raise ValueError("resource")
+    resource_data = item.get("resourceData")
+    resource_id = etag = None
+    if resource_data is not None:
+        if not isinstance(resource_data, dict):
+            raise ValueError("resourceData")
+        resource_id = _opt_str(resource_data, "id", _MAX_RESOURCE_ID)
+        etag = _opt_str(resource_data, "@odata.etag", 500)
+    encrypted_value = item.get("encryptedContent")
+    encrypted = None if encrypted_value is None else _parse_encrypted(encrypted_value)
+    return Notification(
+        index=index,
+        subscription_id=subscription_id,
+        tenant_id=tenant_id,
+        client_state=client_state,
+        kind=kind,
+        event=event,
+        resource=resource,
+        resource_id=resource_id,
+        etag=etag,
+        notification_id=_opt_str(item, "id", 500),
+        encrypted=encrypted,
+        raw=item,
+    )
+
+
+def parse_collection(body: bytes | str, *, limits: Limits = Limits()) -> NotificationCollection:
+    """Parse a notification POST body.
+
+    Raises :class:`NotificationError` (reason ``malformed_body``, ``too_deep``, ``too_large``,
+    ``too_many_items``) when the envelope itself is unusable: the receiver answers 400. A malformed
+    *item* does not spoil its neighbours: it comes back in ``rejected`` with reason ``malformed_item``.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise NotificationError("malformed_body", "the body is not JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("value"), list):
+        raise NotificationError("malformed_body", "expected a JSON object with a 'value' array")
+    _check_shape(document, limits)
+    items = document["value"]
+    if len(items) > limits.max_items:
+        raise NotificationError("too_many_items", f"more than {limits.max_items} notifications in one POST")
+    raw_tokens = document.get("validationTokens")
+    tokens: tuple[str, ...] = ()
+    if raw_tokens is not None:
+        if (
+            not isinstance(raw_tokens, list)
+            or len(raw_tokens) > limits.max_tokens
+            or not all(isinstance(t, str) and 0 < len(t) <= limits.max_token_length for t in raw_tokens)
+        ):
+            raise NotificationError("malformed_body", "'validationTokens' must be a short list of strings")
+        tokens = tuple(raw_tokens)
+    parsed: list[Notification] = []
+    rejected: list[Rejection] = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(_parse_item(index, item))
+        except ValueError:
+            sub = item.get("subscriptionId") if isinstance(item, dict) else None
+            rejected.append(
+                Rejection(index, "malformed_item", sub if isinstance(sub, str) and len(sub) <= _MAX_ID else None)
+            )
+    return NotificationCollection(tuple(parsed), tuple(rejected), tokens)
+
+
+# --- clientState --------------------------------------------------------------------------------
+
+
+def client_state_matches(expected: str, given: str | None) -> bool:
+    """Constant-time comparison; an empty expected secret never matches (it would accept anyone)."""
+    if not expected or given is None:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass"))
+
+
+# --- validationTokens -----------------------------------------------------------------------------
+
+
+class SigningKeys(Protocol):
+    """Where token-signing public keys come from (the identity platform's JWKS, cached)."""
+
+    def key_for(self, kid: str) -> Any:
+        """The public key with key id *kid*; raises :class:`NotificationError` (``token_key_unknown``)."""
+        ...
+
+
+FetchJson = Callable[[str], Mapping[str, Any]]
+
+
+class JwksCache:
+    """The identity platform's signing keys, fetched from a JWKS (or OpenID configuration) URL and cached.
+
+    Keys rotate (notes §5.3): an unknown ``kid`` triggers a refetch, but at most once per
+    ``min_refresh_interval`` so that a flood of forged tokens with random key ids cannot turn the
+    receiver into a load generator against the identity platform. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        fetch: FetchJson | None = None,
+        verify: bool | str = True,
+        ttl: float = 3600.0,
+        min_refresh_interval: float = 30.0,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self._fetch = fetch or _requests_fetcher(verify=verify, timeout=timeout)
+        self._ttl = ttl
+        self._min_refresh_interval = min_refresh_interval
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        document = self._fetch(self.url)
+        if "jwks_uri" in document and "keys" not in document:
+            document = self._fetch(str(document["jwks_uri"]))
+        keys: dict[str, Any] = {}
+        for entry in document.get("keys", []) or []:
+            if not isinstance(entry, dict) or entry.get("kty") != "RSA" or "kid" not in entry:
+                continue
+            try:
+                keys[str(entry["kid"])] = jwt.PyJWK(entry, algorithm="RS256").key
+            except jwt.PyJWTError:
+                continue
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    def key_for(self, kid: str) -> Any:
+        with self._lock:
+            now = time.monotonic()
+            stale = kid not in self._keys or now - self._fetched_at > self._ttl
+            if stale and now - self._attempted_at > self._min_refresh_interval:
+                self._attempted_at = now
+                try:
+                    self._refresh()
+                except Exception as exc:
+                    # Keep serving the keys we have: a blip of the identity platform must not
+                    # make every rich notification look forged.
+                    if kid not in self._keys:
+                        raise NotificationError(
+                            "token_keys_unavailable", f"cannot fetch signing keys: {type(exc).__name__}"
+                        ) from None
+            key = self._keys.get(kid)
+        if key is None:
+            raise NotificationError("token_key_unknown", "the token is signed with an unknown key")
+        return key
+
+    def prefetch(self) -> None:
+        """Fetch now (at start-up), so the first rich notification does not wait for it."""
+        with self._lock:
+            self._refresh()
+
+
+def _requests_fetcher(*, verify: bool | str, timeout: float) -> FetchJson:
+    import requests
+
+    session = requests.Session()
+    # REQUESTS_CA_BUNDLE would override Session.verify (../shared/local-facts.md): pass verify per request.
+    session.trust_env = False
+
+    def fetch(url: str) -> Mapping[str, Any]:
+        response = session.get(url, timeout=timeout, verify=verify)
+        response.raise_for_status()
+        data = response.json()
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    return fetch
+
+
+class StaticKeys:
+    """A fixed kid → public key map (tests, or a pinned key set)."""
+
+    def __init__(self, keys: Mapping[str, Any]) -> None:
+        self._keys = dict(keys)
+
+    def key_for(self, kid: str) -> Any:
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise NotificationError("token_key_unknown", "the token is signed with an unknown key") from None
+
+
+@dataclass(frozen=True)
+class ValidatedToken:
+    """The claims of a validation token that passed every check."""
+
+    tenant_id: str
+    audience: str
+    expires_at: float
+
+
+class TokenValidator:
+    """Checks the JWTs of ``validationTokens`` (notes §5.3)."""
+
+    def __init__(
+        self,
+        keys: SigningKeys,
+        *,
+        app_ids: Iterable[str],
+        issuer_template: str = DEFAULT_ISSUER_TEMPLATE,
+        publisher_app_id: str = GRAPH_PUBLISHER_APP_ID,
+        leeway: float = 60.0,
+    ) -> None:
+        self._keys = keys
+        self.app_ids = frozenset(app_ids)
+        self.issuer_template = issuer_template
+        self.publisher_app_id = publisher_app_id
+        self.leeway = leeway
+
+    def validate(self, token: str) -> ValidatedToken:
+        """Return the token's tenant and audience, or raise :class:`NotificationError` with a ``token_*`` reason."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise NotificationError("token_malformed", "a validation token is not a JWT") from None
+        if header.get("alg") != "RS256":
+            raise NotificationError("token_algorithm", "a validation token is not RS256")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise NotificationError("token_key_unknown", "a validation token names no key")
+        key = self._keys.key_for(kid)
+        if not self.app_ids:
+            raise NotificationError("token_audience", "no application id is configured to accept tokens for")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["RS256"],
+                audience=list(self.app_ids),
+                leeway=self.leeway,
+                options={"require": ["exp", "aud", "iss"]},
+            )
+        except jwt.InvalidSignatureError:
+            raise NotificationError("token_signature", "a validation token's signature does not verify") from None
+        except jwt.ExpiredSignatureError:
+            raise NotificationError("token_expired", "a validation token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise NotificationError("token_not_yet_valid", "a validation token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise NotificationError("token_audience", "a validation token is for another application") from None
+        except jwt.PyJWTError:
+            raise NotificationError("token_malformed", "a validation token is malformed") from None
+        tenant_id = claims.get("tid")
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise NotificationError("token_issuer", "a validation token carries no tenant")
+        if claims.get("iss") != self.issuer_template.format(tid=tenant_id):
+            raise NotificationError("token_issuer", "a validation token has an unexpected issuer")
+        if claims.get("appid") != self.publisher_app_id:
+            raise NotificationError("token_appid", "a validation token was not issued to Graph's notification publisher")
+        aud = claims["aud"]
+        audience = aud if isinstance(aud, str) else next(a for a in aud if a in self.app_ids)
+        return ValidatedToken(tenant_id=tenant_id, audience=audience, expires_at=float(claims["exp"]))
+
+
+# --- encryptedContent -----------------------------------------------------------------------------
+
+
+_OAEP_SHA1 = asym_padding.OAEP(mgf=asym_padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+
+
+@dataclass(frozen=True)
+class DecryptionKey:
+    """A private key for rich notifications, named by the ``encryptionCertificateId`` we gave Graph."""
+
+    certificate_id: str
+    private_key: RSAPrivateKey = field(repr=False)
+    thumbprint: str | None = None  # hex; checked against the item's when both are known
+
+
+class KeyRing:
+    """The decryption keys in use; during a certificate rotation there are two (notes §5.1)."""
+
+    def __init__(self, keys: Iterable[DecryptionKey] = ()) -> None:
+        self._keys = {k.certificate_id: k for k in keys}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def decrypt(self, content: EncryptedContent) -> dict[str, Any]:
+        """Verify then decrypt *content*; the resource as a dict, or :class:`NotificationError`."""
+        key = self._keys.get(content.certificate_id)
+        if key is None:
+            raise NotificationError("unknown_certificate", "encryptedContent names a certificate we do not hold")
+        if key.thumbprint and content.thumbprint and key.thumbprint.lower() != content.thumbprint.lower():
+            raise NotificationError("certificate_mismatch", "encryptedContent's thumbprint is not our certificate's")
+        try:
+            symmetric = key.private_key.decrypt(content.data_key, _OAEP_SHA1)
+        except ValueError:
+            raise NotificationError("decrypt_failed", "the data key does not decrypt") from None
+        if len(symmetric) not in (16, 24, 32):
+            raise NotificationError("decrypt_failed", "the data key has an impossible length")
+        # Authenticate before decrypting: CBC with unauthenticated input is a padding oracle.
+        mac = crypto_hmac.HMAC(symmetric, hashes.SHA256())
+        mac.update(content.data)
+        try:
+            mac.verify(content.data_signature)
+        except InvalidSignature:
+            raise NotificationError("hmac_mismatch", "encryptedContent's signature does not match its data") from None
+        if not content.data or len(content.data) % 16:
+            raise NotificationError("decrypt_failed", "the ciphertext is not whole AES blocks")
+        decryptor = Cipher(algorithms.AES(symmetric), modes.CBC(symmetric[:16])).decryptor()
+        padded = decryptor.update(content.data) + decryptor.finalize()
+        unpadder = sym_padding.PKCS7(128).unpadder()
+        try:
+            plain = unpadder.update(padded) + unpadder.finalize()
+            resource = orjson.loads(plain)
+        except (ValueError, orjson.JSONDecodeError):
+            raise NotificationError("decrypt_failed", "the decrypted resource is not JSON") from None
+        if not isinstance(resource, dict):
+            raise NotificationError("decrypt_failed", "the decrypted resource is not a JSON object")
+        return resource
+
+
+def load_private_key(pem: bytes, *, password: bytes | None = None) -> RSAPrivateKey:
+    """An RSA private key from PEM; :class:`NotificationError` is not right here, so ValueError on misuse."""
+    key = serialization.load_pem_private_key(pem, password=password)
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError("rich notifications need an RSA private key")
+    return key
+
+
+# --- the whole check ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriptionInfo:
+    """What the receiver needs to know about one of our subscriptions (a row of ``syncer_subscriptions``)."""
+
+    subscription_id: str
+    tenant_id: str
+    client_state: str = field(repr=False)
+    scope_key: str
+    include_resource_data: bool = False
+
+
+#: Looks up several subscription ids at once; unknown ids are absent. May raise DatabaseError.
+SubscriptionLookup = Callable[[Collection[str]], Mapping[str, SubscriptionInfo]]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A notification that passed every check, with its subscription and decrypted resource."""
+
+    notification: Notification
+    subscription: SubscriptionInfo
+    decrypted: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: tuple[Accepted, ...]
+    rejected: tuple[Rejection, ...]
+
+
+def check_collection(
+    collection: NotificationCollection,
+    *,
+    lookup: SubscriptionLookup,
+    tokens: TokenValidator | None = None,
+    keys: KeyRing | None = None,
+) -> Verdict:
+    """Decide, item by item, what may be stored as work.
+
+    A validation token that fails makes the whole POST suspicious (notes §5.3): every item is
+    refused with that token's reason. Encrypted items need at least one valid token for their
+    tenant, and a key to decrypt with.
+    """
+    rejected = list(collection.rejected)
+    notifications = collection.notifications
+
+    token_failure: str | None = None
+    token_tenants: set[str] = set()
+    for token in collection.validation_tokens:
+        if tokens is None:
+            token_failure = "token_unverifiable"
+            break
+        try:
+            token_tenants.add(tokens.validate(token).tenant_id)
+        except NotificationError as exc:
+            token_failure = exc.reason
+            break
+    if token_failure is not None:
+        rejected.extend(Rejection(n.index, token_failure, n.subscription_id, n.tenant_id) for n in notifications)
+        return Verdict((), tuple(sorted(rejected, key=lambda r: r.index)))
+
+    subscriptions = lookup({n.subscription_id for n in notifications}) if notifications else {}
+    accepted: list[Accepted] = []
+    for n in notifications:
+        sub = subscriptions.get(n.subscription_id)
+        reason: str | None = None
+        decrypted: Mapping[str, Any] | None = None
+        if sub is None:
+            reason = "unknown_subscription"
+        elif not client_state_matches(sub.client_state, n.client_state):
+            reason = "client_state_mismatch"
+        elif n.tenant_id != sub.tenant_id:
+            reason = "tenant_mismatch"
+        elif n.encrypted is not None:
+            if not collection.validation_tokens:
+                reason = "token_missing"
+            elif n.tenant_id not in token_tenants:
+                reason = "token_tenant"
+            elif keys is None:
+                reason = "unknown_certificate"
+            else:
+                try:
+                    decrypted = keys.decrypt(n.encrypted)
+                except NotificationError as exc:
+                    reason = exc.reason
+        if reason is not None or sub is None:
+            rejected.append(Rejection(n.index, reason or "unknown_subscription", n.subscription_id, n.tenant_id))
+        else:
+            accepted.append(Accepted(n, sub, decrypted))
+    return Verdict(tuple(accepted), tuple(sorted(rejected, key=lambda r: r.index)))
+
+
+def reasons(rejections: Sequence[Rejection]) -> dict[str, int]:
+    """Count rejections by reason (for metrics and logs)."""
+    counts: dict[str, int] = {}
+    for r in rejections:
+        counts[r.reason] = counts.get(r.reason, 0) + 1
+    return counts

@@ -1,0 +1,513 @@
+"""The webhook receiver: a Flask app that answers Graph's handshake and stores every notification.
+
+Graph gives a receiver 3 seconds and drops the notifications of an endpoint that is too often slow
+(notes §3.3), so this app does the minimum before answering, and nothing that can wait: parse and
+check the POST (``syncer.notifications``, pure), store what passed in the inbox (``syncer.inbox``,
+group commit), answer ``202 Accepted``. The worker does the rest — delta syncs for change items,
+reauthorize/renew, recreate + resync, resync for lifecycle items — without Graph ever waiting on it.
+
+Responses (decided here, following notes §3.2):
+
+* ``POST <path>?validationToken=...`` → ``200 text/plain`` with the decoded token, on the notification
+  and lifecycle paths alike, before any other check and without touching the database.
+* A well-formed collection → ``202`` once every accepted item is committed, **also when some or all
+  items were refused** (unknown subscription, wrong clientState, bad token or HMAC): the rich-notification
+  guide says to answer 202 so that a forger learns nothing. Refusals are counted and logged (no secrets).
+* Database unavailable, or the commit not confirmed within ``store_timeout`` → ``503``: Graph retries,
+  and a retry of something that did land after all is absorbed as a duplicate. Never 2xx for an item
+  that is not committed.
+* Malformed body → 400, body over the cap → 413, not JSON → 415, not POST → 405.
+
+Both paths accept both kinds of item: the kind is the item's (``changeType`` vs ``lifecycleEvent``),
+because an older Graph revision sent lifecycle events to the notification URL (notes §4).
+
+``create_app`` takes its dependencies; ``create_app_from_env`` builds them from ``SYNCER_*`` variables
+for any WSGI server (``gunicorn 'syncer.receiver:create_app_from_env()'``); ``serve`` runs gunicorn
+programmatically with the worker settings documented on :class:`ServeConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask, Response, request
+from sqlalchemy.engine import Engine
+from werkzeug.exceptions import HTTPException
+
+from syncer import schema
+from syncer.errors import ConfigError, DatabaseError, NotificationError
+from syncer.inbox import GroupCommitter, Inbox, NewItem
+from syncer.metrics import Metrics
+from syncer.notifications import (
+    DEFAULT_ISSUER_TEMPLATE,
+    Accepted,
+    DecryptionKey,
+    JwksCache,
+    KeyRing,
+    Limits,
+    Rejection,
+    SubscriptionInfo,
+    SubscriptionLookup,
+    TokenValidator,
+    check_collection,
+    load_private_key,
+    parse_collection,
+    reasons,
+)
+
+log = logging.getLogger(__name__)
+
+#: Where the identity platform publishes its signing keys (notes §5.3).
+DEFAULT_JWKS_URL = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    """What the app needs besides its collaborators; the defaults suit Graph."""
+
+    notification_path: str = "/notifications"
+    lifecycle_path: str = "/lifecycle"
+    # Graph batches items; rich ones carry whole resources. 4 MiB is generous for that and still
+    # small enough that a flood of large bodies cannot exhaust memory.
+    max_body_bytes: int = 4 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
+    # Under Graph's 3-second allowance, with room for the network.
+    store_timeout: float = 2.5
+    group_commit: bool = True
+    max_batch_rows: int = 2000
+    # A known subscription's row changes rarely (clientState never); an unknown id is re-read soon,
+    # because reconcile writes the row only after Graph's 201 and the first notification may race it.
+    subscription_ttl: float = 30.0
+    unknown_subscription_ttl: float = 1.0
+    log_rejections_per_second: float = 5.0
+
+
+class SubscriptionCache:
+    """Subscription lookups from ``syncer_subscriptions``, cached briefly, negative answers too.
+
+    The negative cache is what keeps a flood of forged subscription ids from becoming a flood of
+    queries. Thread-safe; rows are written by reconcile (another process).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        table: sa.Table = schema.subscriptions,
+        ttl: float = 30.0,
+        unknown_ttl: float = 1.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self.engine = engine
+        self.table = table
+        self.ttl = ttl
+        self.unknown_ttl = unknown_ttl
+        self.max_entries = max_entries
+        self._cache: dict[str, tuple[float, SubscriptionInfo | None]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, ids: Collection[str]) -> Mapping[str, SubscriptionInfo]:
+        now = time.monotonic()
+        found: dict[str, SubscriptionInfo] = {}
+        missing: list[str] = []
+        with self._lock:
+            for sid in ids:
+                entry = self._cache.get(sid)
+                if entry is not None and entry[0] > now:
+                    if entry[1] is not None:
+                        found[sid] = entry[1]
+                else:
+                    missing.append(sid)
+        if not missing:
+            return found
+        t = self.table
+        stmt = sa.select(
+            t.c.subscription_id, t.c.tenant_id, t.c.client_state, t.c.scope_key, t.c.include_resource_data
+        ).where(t.c.subscription_id.in_(missing))
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot read subscriptions: {type(exc).__name__}") from exc
+        loaded = {
+            r.subscription_id: SubscriptionInfo(
+                subscription_id=r.subscription_id,
+                tenant_id=r.tenant_id,
+                client_state=r.client_state,
+                scope_key=r.scope_key,
+                include_resource_data=bool(r.include_resource_data),
+            )
+            for r in rows
+        }
+        with self._lock:
+            if len(self._cache) + len(missing) > self.max_entries:
+                self._cache.clear()  # crude, but bounded: forged ids cannot grow it without limit
+            for sid in missing:
+                info = loaded.get(sid)
+                self._cache[sid] = (now + (self.ttl if info else self.unknown_ttl), info)
+        found.update(loaded)
+        return found
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+class _LogLimiter:
+    """At most *rate* log lines per second; a forger must not be able to fill the disk through us."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._allowance = rate
+        self._last = time.monotonic()
+        self.suppressed = 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._allowance = min(self.rate, self._allowance + (now - self._last) * self.rate)
+            self._last = now
+            if self._allowance >= 1:
+                self._allowance -= 1
+                return True
+            self.suppressed += 1
+            return False
+
+
+def _new_item(a: Accepted) -> NewItem:
+    n = a.notification
+    return NewItem(
+        tenant_id=a.subscription.tenant_id,
+        subscription_id=n.subscription_id,
+        kind=n.kind,
+        event=n.event,
+        resource=n.resource,
+        resource_id=n.resource_id,
+        dedupe_key=n.dedupe_key,
+        payload=n.payload(a.decrypted),
+    )
+
+
+@dataclass
+class ReceiverState:
+    """What a running app holds; ``app.extensions['syncer.receiver']``. ``close()`` flushes and stops."""
+
+    engine: Engine
+    inbox: Inbox
+    lookup: SubscriptionLookup
+    metrics: Metrics
+    committer: GroupCommitter | None
+    settings: ReceiverSettings
+    tokens: TokenValidator | None = None
+    keys: KeyRing | None = None
+    closers: list[Any] = field(default_factory=list)
+
+    def store(self, items: list[NewItem]) -> set[str]:
+        if self.committer is not None:
+            return self.committer.put(items, timeout=self.settings.store_timeout)
+        with self.engine.begin() as conn:
+            return self.inbox.put_in(conn, items)
+
+    def close(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+        self.metrics.close()
+        for closer in self.closers:
+            closer()
+
+
+def create_app(
+    engine: Engine,
+    *,
+    settings: ReceiverSettings = ReceiverSettings(),
+    inbox: Inbox | None = None,
+    subscriptions: SubscriptionLookup | None = None,
+    tokens: TokenValidator | None = None,
+    keys: KeyRing | None = None,
+    metrics: Metrics | None = None,
+) -> Flask:
+    """The receiver app. *tokens* and *keys* are needed only for rich notifications (without them,
+    encrypted items are refused); *subscriptions* defaults to a cached read of ``syncer_subscriptions``."""
+    inbox = inbox or Inbox(engine)
+    metrics = metrics or Metrics()
+    committer = None
+    if settings.group_commit:
+        committer = GroupCommitter(
+            inbox,
+            max_batch_rows=settings.max_batch_rows,
+            on_commit=lambda _requests, _rows, _seconds: metrics.inc("syncer_inbox_commits_total"),
+        )
+    state = ReceiverState(
+        engine=engine,
+        inbox=inbox,
+        lookup=subscriptions
+        or SubscriptionCache(engine, ttl=settings.subscription_ttl, unknown_ttl=settings.unknown_subscription_ttl),
+        metrics=metrics,
+        committer=committer,
+        settings=settings,
+        tokens=tokens,
+        keys=keys,
+    )
+    limiter = _LogLimiter(settings.log_rejections_per_second)
+
+    app = Flask("syncer.receiver")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["syncer.receiver"] = state
+
+    def answer(status: int, endpoint: str, body: str = "", mimetype: str = "text/plain") -> Response:
+        metrics.inc("syncer_receiver_requests_total", endpoint=endpoint, status=str(status))
+        response = Response(body, status=status, mimetype=mimetype)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def log_refusals(refused: tuple[Rejection, ...]) -> None:
+        for reason, count in reasons(refused).items():
+            metrics.inc("syncer_notifications_rejected_total", count, reason=reason)
+        if refused and limiter.allow():
+            subs = sorted({r.subscription_id for r in refused if r.subscription_id})[:5]
+            log.warning(
+                "refused %d notification item(s) from %s: %s; subscriptions %s%s",
+                len(refused),
+                request.remote_addr,
+                ", ".join(f"{k}={v}" for k, v in sorted(reasons(refused).items())),
+                subs,
+                f" ({limiter.suppressed} earlier lines suppressed)" if limiter.suppressed else "",
+            )
+
+    def receive(endpoint: str) -> Response:
+        token = request.args.get("validationToken")
+        if token is not None:
+            # The handshake: echo the decoded token as plain text, nothing else (notes §1.2).
+            metrics.inc("syncer_handshakes_total", endpoint=endpoint)
+            return answer(200, endpoint, token)
+        if request.mimetype != "application/json":
+            return answer(415, endpoint, "expected application/json")
+        body = request.get_data(cache=False)
+        try:
+            collection = parse_collection(body, limits=settings.limits)
+        except NotificationError as exc:
+            metrics.inc("syncer_notifications_rejected_total", reason=exc.reason)
+            return answer(400, endpoint, f"malformed notification collection ({exc.reason})")
+        metrics.inc("syncer_notifications_received_total", collection.size)
+        try:
+            verdict = check_collection(collection, lookup=state.lookup, tokens=state.tokens, keys=state.keys)
+        except DatabaseError as exc:
+            log.error("cannot check notifications, answering 503: %s", exc)
+            return answer(503, endpoint, "temporarily unavailable")
+        log_refusals(verdict.rejected)
+        if verdict.accepted:
+            items = [_new_item(a) for a in verdict.accepted]
+            started = time.perf_counter()
+            try:
+                new_keys = state.store(items)
+            except (DatabaseError, sa.exc.SQLAlchemyError) as exc:
+                log.error("cannot store %d notification(s), answering 503: %s", len(items), exc)
+                return answer(503, endpoint, "temporarily unavailable")
+            metrics.observe("syncer_inbox_store_seconds", time.perf_counter() - started)
+            metrics.inc("syncer_notifications_stored_total", len(new_keys))
+            if len(items) > len(new_keys):
+                metrics.inc("syncer_notifications_duplicate_total", len(items) - len(new_keys))
+        return answer(202, endpoint)
+
+    app.add_url_rule(
+        settings.notification_path, "notifications", lambda: receive("notifications"), methods=["POST"]
+    )
+    if settings.lifecycle_path != settings.notification_path:
+        app.add_url_rule(settings.lifecycle_path, "lifecycle", lambda: receive("lifecycle"), methods=["POST"])
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.select(1))
+        except sa.exc.SQLAlchemyError as exc:
+            return Response(f"database unreachable: {type(exc).__name__}\n", status=503, mimetype="text/plain")
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        try:
+            depth: float | None = state.inbox.depth()
+        except DatabaseError:
+            depth = None
+        text = metrics.render(gauges={"syncer_inbox_depth": depth})
+        return Response(text, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        metrics.inc("syncer_receiver_requests_total", endpoint=request.endpoint or "other", status=str(status))
+        if status == 413:
+            metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
+        response = Response(f"{exc.name}\n", status=status, mimetype="text/plain")
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":
+                response.headers[key] = value
+        return response
+
+    return app
+
+
+# --- building from configuration, and serving ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """A rich-notification private key: the certificate id Graph echoes, and where its PEM is."""
+
+    certificate_id: str
+    pem_path: Path
+    password_env: str | None = None  # name of the variable holding the PEM's passphrase, never the value
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``syncer serve`` needs; also read from ``SYNCER_*`` variables by :meth:`from_env`.
+
+    Worker settings (gunicorn): ``gthread`` workers, ``workers`` = CPU count, ``threads`` = 32 each.
+    Threads, not processes, carry the concurrency because the group committer batches the requests of
+    *one* process: 32 requests in flight per process make batches worth committing, and the threads
+    mostly wait on the commit (no GIL held). One process per core keeps the Python work parallel.
+    ``timeout`` 30 s (a worker stuck that long is restarted), ``keepalive`` 5 s (Graph reuses
+    connections), ``graceful_timeout`` 20 s so queued rows are committed before a worker exits.
+    """
+
+    database_url: str
+    bind: str = "127.0.0.1:8000"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    threads: int = 32
+    timeout: int = 30
+    keepalive: int = 5
+    graceful_timeout: int = 20
+    settings: ReceiverSettings = field(default_factory=ReceiverSettings)
+    app_ids: tuple[str, ...] = ()
+    jwks_url: str = DEFAULT_JWKS_URL
+    jwks_ca_bundle: str | None = None
+    issuer_template: str = DEFAULT_ISSUER_TEMPLATE
+    keys: tuple[KeySource, ...] = ()
+    metrics_dir: str | None = None
+    access_log: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
+        """Read ``SYNCER_DATABASE_URL`` (required), ``SYNCER_RECEIVER_BIND``, ``SYNCER_RECEIVER_APP_IDS``
+        (comma list), ``SYNCER_RECEIVER_JWKS_URL``, ``SYNCER_RECEIVER_JWKS_CA_BUNDLE``,
+        ``SYNCER_RECEIVER_KEYS`` (``certId=/path/key.pem,...``), ``SYNCER_RECEIVER_NOTIFICATION_PATH``,
+        ``SYNCER_RECEIVER_LIFECYCLE_PATH``, ``SYNCER_RECEIVER_MAX_BODY``, ``SYNCER_METRICS_DIR``."""
+        env = os.environ if environ is None else environ
+        url = env.get("SYNCER_DATABASE_URL")
+        if not url:
+            raise ConfigError("SYNCER_DATABASE_URL is not set (the database the receiver stores notifications in)")
+        keys = []
+        for entry in filter(None, (e.strip() for e in env.get("SYNCER_RECEIVER_KEYS", "").split(","))):
+            cert_id, sep, path = entry.partition("=")
+            if not sep or not cert_id or not path:
+                raise ConfigError(f"SYNCER_RECEIVER_KEYS: expected certId=/path/to/key.pem, found {entry!r}")
+            keys.append(KeySource(cert_id, Path(path)))
+        settings = ReceiverSettings(
+            notification_path=env.get("SYNCER_RECEIVER_NOTIFICATION_PATH", ReceiverSettings.notification_path),
+            lifecycle_path=env.get("SYNCER_RECEIVER_LIFECYCLE_PATH", ReceiverSettings.lifecycle_path),
+            max_body_bytes=int(env.get("SYNCER_RECEIVER_MAX_BODY", ReceiverSettings.max_body_bytes)),
+        )
+        return cls(
+            database_url=url,
+            bind=env.get("SYNCER_RECEIVER_BIND", "127.0.0.1:8000"),
+            settings=settings,
+            app_ids=tuple(a.strip() for a in env.get("SYNCER_RECEIVER_APP_IDS", "").split(",") if a.strip()),
+            jwks_url=env.get("SYNCER_RECEIVER_JWKS_URL", DEFAULT_JWKS_URL),
+            jwks_ca_bundle=env.get("SYNCER_RECEIVER_JWKS_CA_BUNDLE") or None,
+            keys=tuple(keys),
+            metrics_dir=env.get("SYNCER_METRICS_DIR") or None,
+        )
+
+
+def _load_keys(sources: tuple[KeySource, ...]) -> KeyRing:
+    keys = []
+    for source in sources:
+        password = os.environ.get(source.password_env, "").encode() if source.password_env else None
+        try:
+            private_key = load_private_key(source.pem_path.read_bytes(), password=password or None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot load the private key for certificate id {source.certificate_id!r} from {source.pem_path}: {type(exc).__name__}") from None
+        keys.append(DecryptionKey(source.certificate_id, private_key))
+    return KeyRing(keys)
+
+
+def build_app(config: ServeConfig) -> Flask:
+    """The app for *config*, with its engine, key ring and token validator."""
+    engine = schema.create_engine(config.database_url, pool_size=8, max_overflow=8)
+    keys = _load_keys(config.keys) if config.keys else None
+    tokens = None
+    if config.app_ids:
+        jwks = JwksCache(config.jwks_url, verify=config.jwks_ca_bundle or True)
+        tokens = TokenValidator(jwks, app_ids=config.app_ids, issuer_template=config.issuer_template)
+    metrics = Metrics(directory=config.metrics_dir)
+    app = create_app(engine, settings=config.settings, tokens=tokens, keys=keys, metrics=metrics)
+    app.extensions["syncer.receiver"].closers.append(engine.dispose)
+    return app
+
+
+def create_app_from_env() -> Flask:
+    """``gunicorn 'syncer.receiver:create_app_from_env()'``: the app configured from ``SYNCER_*`` variables."""
+    return build_app(ServeConfig.from_env())
+
+
+def serve(config: ServeConfig) -> None:
+    """Run the receiver under gunicorn (blocking) with the settings documented on :class:`ServeConfig`."""
+    from gunicorn.app.base import BaseApplication
+
+    metrics_dir = config.metrics_dir or tempfile.mkdtemp(prefix="syncer-metrics-")
+    config = replace(config, metrics_dir=metrics_dir)
+    # Fail before forking if the configuration is wrong (missing key file, bad URL).
+    if config.keys:
+        _load_keys(config.keys)
+    sa.make_url(schema.normalize_url(config.database_url))
+
+    options = {
+        "bind": config.bind,
+        "workers": config.workers,
+        "worker_class": "gthread",
+        "threads": config.threads,
+        "timeout": config.timeout,
+        "keepalive": config.keepalive,
+        "graceful_timeout": config.graceful_timeout,
+        "accesslog": "-" if config.access_log else None,
+        # Each worker builds its own app after the fork: engines, pools and the committer thread
+        # must not be shared across processes.
+        "preload_app": False,
+        "worker_exit": _worker_exit,
+    }
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Flask:
+            return build_app(config)
+
+    _Gunicorn().run()
+
+
+def _worker_exit(_server: Any, worker: Any) -> None:
+    # Commit whatever is queued before the process goes away (gunicorn drained the requests already).
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("syncer.receiver") if app is not None else None
+    if state is not None:
+        state.close()
