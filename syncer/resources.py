@@ -1,0 +1,560 @@
+"""syncer's own catalogue of the Graph resources one can subscribe to.
+
+One entry per kind of subscribable resource path: which paths it covers, which ``changeType`` values
+Graph accepts, the maximum lifetime (basic and rich), the application permission, quotas, lifecycle
+events, and how syncer brings the mirror up to date (a delta query, or GETs when Graph has no delta).
+Spec validation refuses what Graph would refuse before any call is made; reconcile and sync read the
+same entries. This is the client's reading of ../shared/graph-api-notes.md (sections 1, 2, 4, 5, 6, 9)
+and of Graph's list of supported resources; the emulator keeps its own, independent catalogue so that
+a misreading shows up as a failing test rather than as two matching bugs.
+
+Pure data and lookups, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import unquote
+
+MIN_LIFETIME = timedelta(minutes=45)
+"""Graph raises any requested expiration under 45 minutes to 45 minutes (notes section 1.1)."""
+
+CHANGE_TYPES = ("created", "updated", "deleted")
+
+ALL_LIFECYCLE = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+REAUTH_ONLY = frozenset({"reauthorizationRequired"})
+
+# Sync strategies: how a notification (or the periodic timer) turns into rows.
+DELTA = "delta"  # GET {collection}/delta, follow nextLink to deltaLink, keep the deltaLink
+CALENDAR_VIEW = "calendar_view"  # calendarView/delta over a time window (no $select on this endpoint)
+DRIVE_DELTA = "drive_delta"  # drive root delta: ?token=, "deleted" facet instead of @removed
+FETCH = "fetch"  # no delta in Graph (or not in our notes): GET the item by id + periodic full list
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Subscription limits Graph enforces with ``403`` (notes section 1.5); None = no documented limit."""
+
+    per_mailbox: int | None = None  # all apps together, per mailbox (Outlook)
+    per_tenant: int | None = None  # all apps together, per tenant (organization)
+    per_app_tenant: int | None = None  # one app in one tenant
+    per_app: int | None = None  # one app, all tenants together
+    per_instance: int | None = None  # one app per chat / channel / team / meeting
+    pool: str | None = None  # a limit shared with other types: "teams" = one 10,000 pool per organization
+
+
+_DIRECTORY_QUOTA = Quota(per_app=50_000, per_tenant=1_000, per_app_tenant=100)
+_OUTLOOK_QUOTA = Quota(per_mailbox=1_000)
+_TEAMS_QUOTA = Quota(per_tenant=10_000, per_instance=1, pool="teams")
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """A kind of Graph resource path one can subscribe to, and what Graph allows for it."""
+
+    key: str  # unique in the catalogue, e.g. "chatMessage.channel"; several keys may share a ``name``
+    name: str  # the Graph entity type: "user", "message", "chatMessage", ...
+    patterns: tuple[str, ...]  # resource-path templates, e.g. "users/{user}/mailFolders/{folder}/messages"
+    change_types: frozenset[str]
+    max_lifetime: timedelta  # basic notifications (notes section 2)
+    max_lifetime_rich: timedelta | None  # None = rich notifications (includeResourceData) unsupported
+    permission: str  # least-privileged application permission to subscribe and read (notes section 9)
+    per_mailbox: bool = False  # one subscription per user mailbox (Outlook, To Do)
+    lifecycle_events: frozenset[str] = REAUTH_ONLY
+    sync: str = FETCH
+    delta_paths: tuple[str | None, ...] = ()  # per pattern (same order): the delta request path template
+    quota: Quota = field(default_factory=Quota)
+    rich_required: bool = False  # presence: Graph only offers rich notifications
+    rich_needs_select: bool = False  # Outlook: a rich subscription's resource must carry ?$select=
+    lifecycle_url_over: timedelta | None = None  # Teams: lifecycleNotificationUrl required past this lifetime
+    delegated_only: bool = False  # no application permission exists; needs delegated auth (not in version 1)
+    global_only: bool = False  # todoTask webhooks exist only in the global cloud
+    select_supported: bool = True  # calendarView delta refuses $select: mirror columns come from the full item
+    field_types: tuple[tuple[str, str], ...] = ()  # common properties' column types (default column type)
+
+    @property
+    def delta_path(self) -> str | None:
+        """The delta request template of the main (first) pattern."""
+        return self.delta_paths[0] if self.delta_paths else None
+
+    def max_lifetime_for(self, *, rich: bool) -> timedelta | None:
+        """Longest lifetime Graph grants; None when *rich* notifications are not supported at all."""
+        return self.max_lifetime_rich if rich else self.max_lifetime
+
+    def field_type(self, field_name: str) -> str | None:
+        """The column type of a well-known top-level property, or None when unknown."""
+        return dict(self.field_types).get(field_name)
+
+
+def _minutes(n: int) -> timedelta:
+    return timedelta(minutes=n)
+
+
+_USER_FIELDS = (
+    ("accountEnabled", "boolean"),
+    ("businessPhones", "json"),
+    ("proxyAddresses", "json"),
+    ("otherMails", "json"),
+    ("assignedLicenses", "json"),
+    ("manager", "json"),
+)
+_GROUP_FIELDS = (
+    ("groupTypes", "json"),
+    ("mailEnabled", "boolean"),
+    ("securityEnabled", "boolean"),
+    ("members", "json"),
+    ("proxyAddresses", "json"),
+)
+_MESSAGE_FIELDS = (
+    ("from", "json"),
+    ("sender", "json"),
+    ("toRecipients", "json"),
+    ("ccRecipients", "json"),
+    ("bccRecipients", "json"),
+    ("replyTo", "json"),
+    ("body", "json"),
+    ("categories", "json"),
+    ("flag", "json"),
+    ("isRead", "boolean"),
+    ("isDraft", "boolean"),
+    ("hasAttachments", "boolean"),
+)
+_EVENT_FIELDS = (
+    ("start", "json"),
+    ("end", "json"),
+    ("location", "json"),
+    ("locations", "json"),
+    ("attendees", "json"),
+    ("organizer", "json"),
+    ("body", "json"),
+    ("categories", "json"),
+    ("isAllDay", "boolean"),
+    ("isCancelled", "boolean"),
+    ("isOnlineMeeting", "boolean"),
+    ("recurrence", "json"),
+)
+_CONTACT_FIELDS = (
+    ("emailAddresses", "json"),
+    ("businessPhones", "json"),
+    ("homePhones", "json"),
+    ("categories", "json"),
+)
+_DRIVE_FIELDS = (
+    ("size", "integer"),
+    ("file", "json"),
+    ("folder", "json"),
+    ("parentReference", "json"),
+    ("createdBy", "json"),
+    ("lastModifiedBy", "json"),
+    ("deleted", "json"),
+)
+_TASK_FIELDS = (
+    ("body", "json"),
+    ("dueDateTime", "json"),  # a dateTimeTimeZone object, not a plain timestamp
+    ("reminderDateTime", "json"),
+    ("completedDateTime", "json"),
+    ("startDateTime", "json"),
+    ("categories", "json"),
+    ("isReminderOn", "boolean"),
+)
+
+CATALOGUE: tuple[ResourceType, ...] = (
+    # --- directory (delta, updated/deleted only: creation and soft delete arrive as "updated") -----
+    ResourceType(
+        key="user",
+        name="user",
+        patterns=("users", "users/{user}"),
+        change_types=frozenset({"updated", "deleted"}),
+        max_lifetime=_minutes(41_760),
+        max_lifetime_rich=None,
+        permission="User.Read.All",
+        sync=DELTA,
+        # A single user is synced through users/delta with $filter=id eq '{user}'.
+        delta_paths=("users/delta", "users/delta"),
+        quota=_DIRECTORY_QUOTA,
+        field_types=_USER_FIELDS,
+    ),
+    ResourceType(
+        key="group",
+        name="group",
+        patterns=("groups", "groups/{group}", "groups/{group}/members", "groups/{group}/owners"),
+        change_types=frozenset({"updated", "deleted"}),
+        max_lifetime=_minutes(41_760),
+        max_lifetime_rich=None,
+        permission="Group.Read.All",
+        sync=DELTA,
+        # Membership changes come back as members@delta on the group (select members).
+        delta_paths=("groups/delta", "groups/delta", "groups/delta", "groups/delta"),
+        quota=_DIRECTORY_QUOTA,
+        field_types=_GROUP_FIELDS,
+    ),
+    ResourceType(
+        key="conversation",
+        name="conversation",
+        patterns=("groups/{group}/conversations",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_230),
+        max_lifetime_rich=None,
+        permission="Group.Read.All",
+        delegated_only=True,  # notes section 9: application permission "not supported"
+    ),
+    # --- Outlook (per mailbox) --------------------------------------------------------------------
+    ResourceType(
+        key="message",
+        name="message",
+        patterns=("users/{user}/messages", "users/{user}/mailFolders/{folder}/messages"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(10_080),
+        max_lifetime_rich=_minutes(1_440),
+        permission="Mail.Read",
+        per_mailbox=True,
+        lifecycle_events=ALL_LIFECYCLE,
+        sync=DELTA,
+        # Mail delta is per folder: for the whole mailbox, sync fills {folder} from the spec's folders.
+        delta_paths=(
+            "users/{user}/mailFolders/{folder}/messages/delta",
+            "users/{user}/mailFolders/{folder}/messages/delta",
+        ),
+        quota=_OUTLOOK_QUOTA,
+        rich_needs_select=True,
+        field_types=_MESSAGE_FIELDS,
+    ),
+    ResourceType(
+        key="event",
+        name="event",
+        patterns=("users/{user}/events",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(10_080),
+        max_lifetime_rich=_minutes(1_440),
+        permission="Calendars.Read",
+        per_mailbox=True,
+        lifecycle_events=ALL_LIFECYCLE,
+        sync=CALENDAR_VIEW,
+        delta_paths=("users/{user}/calendarView/delta",),  # + startDateTime/endDateTime from the window
+        quota=_OUTLOOK_QUOTA,
+        rich_needs_select=True,
+        select_supported=False,
+        field_types=_EVENT_FIELDS,
+    ),
+    ResourceType(
+        key="contact",
+        name="contact",
+        patterns=("users/{user}/contacts", "users/{user}/contactFolders/{folder}/contacts"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(10_080),
+        max_lifetime_rich=_minutes(1_440),
+        permission="Contacts.Read",
+        per_mailbox=True,
+        lifecycle_events=ALL_LIFECYCLE,
+        sync=DELTA,
+        delta_paths=(
+            "users/{user}/contactFolders/{folder}/contacts/delta",
+            "users/{user}/contactFolders/{folder}/contacts/delta",
+        ),
+        quota=_OUTLOOK_QUOTA,
+        rich_needs_select=True,
+        field_types=_CONTACT_FIELDS,
+    ),
+    ResourceType(
+        key="todoTask",
+        name="todoTask",
+        patterns=("users/{user}/todo/lists/{list}/tasks",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_230),
+        max_lifetime_rich=None,
+        # The create page says Tasks.ReadWrite.All; the update page says application is unsupported.
+        permission="Tasks.ReadWrite.All",
+        per_mailbox=True,
+        sync=DELTA,
+        delta_paths=("users/{user}/todo/lists/{list}/tasks/delta",),
+        global_only=True,
+        field_types=_TASK_FIELDS,
+    ),
+    # --- files and lists (shoulder taps: no item id, "updated" only) ----------------------------
+    ResourceType(
+        key="driveItem",
+        name="driveItem",
+        patterns=(
+            "drives/{drive}/root",
+            "users/{user}/drive/root",
+            "groups/{group}/drive/root",
+            "sites/{site}/drive/root",
+        ),
+        change_types=frozenset({"updated"}),
+        max_lifetime=_minutes(42_300),
+        max_lifetime_rich=None,
+        permission="Files.Read.All",
+        sync=DRIVE_DELTA,
+        delta_paths=(
+            "drives/{drive}/root/delta",
+            "users/{user}/drive/root/delta",
+            "groups/{group}/drive/root/delta",
+            "sites/{site}/drive/root/delta",
+        ),
+        field_types=_DRIVE_FIELDS,
+    ),
+    ResourceType(
+        key="list",
+        name="list",
+        patterns=("sites/{site}/lists/{list}",),
+        change_types=frozenset({"updated"}),
+        max_lifetime=_minutes(42_300),
+        max_lifetime_rich=None,
+        permission="Sites.Read.All",
+        sync=FETCH,  # list-item delta is not covered by our notes (nor by the emulator)
+    ),
+    # --- Teams (one 10,000 pool per organization; lifecycle URL needed past 1 hour) -------------
+    ResourceType(
+        key="chatMessage.channel",
+        name="chatMessage",
+        patterns=("teams/{team}/channels/{channel}/messages", "teams/getAllMessages"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="ChannelMessage.Read.All",
+        lifecycle_events=frozenset({"reauthorizationRequired", "subscriptionRemoved"}),
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="chatMessage.chat",
+        name="chatMessage",
+        patterns=("chats/{chat}/messages", "chats/getAllMessages", "users/{user}/chats/getAllMessages"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Chat.Read.All",
+        lifecycle_events=frozenset({"reauthorizationRequired", "subscriptionRemoved"}),
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="chat",
+        name="chat",
+        patterns=("chats", "chats/{chat}"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Chat.ReadBasic.All",  # not in the notes' table: Graph's chat permission reference
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="channel",
+        name="channel",
+        patterns=("teams/getAllChannels", "teams/{team}/channels"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Channel.ReadBasic.All",  # not in the notes' table
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="team",
+        name="team",
+        patterns=("teams", "teams/{team}"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Team.ReadBasic.All",  # not in the notes' table
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="conversationMember.team",
+        name="conversationMember",
+        patterns=("teams/{team}/members", "teams/{team}/channels/getAllMembers", "teams/getAllMembers"),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="TeamMember.Read.All",  # not in the notes' table
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="conversationMember.chat",
+        name="conversationMember",
+        patterns=("chats/{chat}/members",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="ChatMember.Read.All",  # not in the notes' table
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="callRecord",
+        name="callRecord",
+        patterns=("communications/callRecords",),
+        change_types=frozenset({"created", "updated"}),
+        max_lifetime=_minutes(4_230),
+        max_lifetime_rich=None,
+        permission="CallRecords.Read.All",
+        quota=Quota(per_tenant=100),
+    ),
+    ResourceType(
+        key="callRecording",
+        name="callRecording",
+        patterns=(
+            "communications/onlineMeetings/getAllRecordings",
+            "communications/onlineMeetings/{meeting}/recordings",
+            "users/{user}/onlineMeetings/getAllRecordings",
+        ),
+        change_types=frozenset({"created"}),  # "a recording becomes available": our reading
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="OnlineMeetingRecording.Read.All",  # not in the notes' table
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="callTranscript",
+        name="callTranscript",
+        patterns=(
+            "communications/onlineMeetings/getAllTranscripts",
+            "communications/onlineMeetings/{meeting}/transcripts",
+        ),
+        change_types=frozenset({"created"}),  # "a transcript becomes available": our reading
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="OnlineMeetingTranscript.Read.All",  # not in the notes' table
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="presence",
+        name="presence",
+        patterns=("communications/presences/{user}", "communications/presences"),  # the latter with $filter
+        change_types=frozenset({"updated"}),
+        max_lifetime=_minutes(60),
+        max_lifetime_rich=_minutes(60),
+        permission="Presence.Read.All",
+        rich_required=True,
+        delegated_only=True,  # notes section 9: no application permission
+        quota=Quota(per_instance=650),  # at most 650 users per subscription
+    ),
+    # --- security and print --------------------------------------------------------------------
+    ResourceType(
+        key="alert",
+        name="alert",
+        patterns=("security/alerts", "security/alerts/{alert}"),  # the former with ?$filter=
+        change_types=frozenset({"created", "updated"}),  # our reading: alerts are raised and updated
+        max_lifetime=_minutes(43_200),
+        max_lifetime_rich=None,
+        permission="SecurityEvents.ReadWrite.All",
+    ),
+    ResourceType(
+        key="printer",
+        name="printer",
+        patterns=("print/printers/{printer}/jobs",),
+        change_types=frozenset({"created"}),  # jobFetchable
+        max_lifetime=_minutes(4_230),
+        max_lifetime_rich=None,
+        permission="Printer.Read.All",  # not in the notes' table
+    ),
+    ResourceType(
+        key="printTaskDefinition",
+        name="printTaskDefinition",
+        patterns=("print/taskDefinitions/{definition}/tasks",),
+        change_types=frozenset({"created"}),  # jobStarted
+        max_lifetime=_minutes(4_230),
+        max_lifetime_rich=None,
+        permission="PrintTaskDefinition.ReadWrite.All",  # not in the notes' table
+    ),
+)
+
+BY_KEY: dict[str, ResourceType] = {rt.key: rt for rt in CATALOGUE}
+
+_PLACEHOLDER = re.compile(r"^\{(\w+)\}$")
+# OData key syntax: teams('abc')/channels('19:x@thread')/messages -> teams/abc/channels/19:x@thread/messages
+_ODATA_KEY = re.compile(r"\(\s*'((?:[^']|'')*)'\s*\)")
+
+
+def split_resource(path: str) -> tuple[str, str]:
+    """Split a resource into its normalised path (no leading ``/``, key syntax as segments) and its query."""
+    path = path.strip()
+    query = ""
+    if "?" in path:
+        path, query = path.split("?", 1)
+    path = _ODATA_KEY.sub(lambda m: "/" + m.group(1).replace("''", "'"), path)
+    return path.strip("/"), query
+
+
+def _match_pattern(pattern: str, segments: list[str]) -> dict[str, str] | None:
+    parts = pattern.split("/")
+    if len(parts) != len(segments):
+        return None
+    params: dict[str, str] = {}
+    for part, segment in zip(parts, segments, strict=True):
+        placeholder = _PLACEHOLDER.match(part)
+        if placeholder:
+            if not segment:
+                return None
+            params[placeholder.group(1)] = unquote(segment)
+        elif part.lower() != segment.lower():
+            return None
+    return params
+
+
+def match_resource(path: str) -> tuple[ResourceType, dict[str, str]] | None:
+    """The resource type a subscription *path* belongs to and the values of its placeholders.
+
+    Accepts a leading ``/``, a query string (ignored), OData key syntax and any letter case, like
+    Graph. ``me/...`` is read as ``users/me/...``. When two patterns match (``teams/getAllMessages``
+    and ``teams/{team}``) the one with more literal segments wins.
+    """
+    normalised, _query = split_resource(path)
+    if not normalised:
+        return None
+    segments = normalised.split("/")
+    if segments[0].lower() == "me":
+        segments = ["users", "me", *segments[1:]]
+    best: tuple[int, ResourceType, dict[str, str]] | None = None
+    for rt in CATALOGUE:
+        for pattern in rt.patterns:
+            params = _match_pattern(pattern, segments)
+            if params is None:
+                continue
+            literals = len(segments) - len(params)
+            if best is None or literals > best[0]:
+                best = (literals, rt, params)
+    return (best[1], best[2]) if best else None
+
+
+def matching_pattern(rt: ResourceType, path: str) -> str | None:
+    """Which of *rt*'s patterns *path* matches (the one :func:`match_resource` chose)."""
+    normalised, _query = split_resource(path)
+    segments = normalised.split("/")
+    if segments and segments[0].lower() == "me":
+        segments = ["users", "me", *segments[1:]]
+    for pattern in rt.patterns:
+        if _match_pattern(pattern, segments) is not None:
+            return pattern
+    return None
+
+
+def delta_path_for(path: str) -> str | None:
+    """The delta request path for a concrete subscription *path*, placeholders filled from it.
+
+    Placeholders the path does not fix stay in place for the caller (``{folder}`` for a whole
+    mailbox). None when the resource has no delta in Graph (sync = "fetch").
+    """
+    matched = match_resource(path)
+    if matched is None:
+        return None
+    rt, params = matched
+    pattern = matching_pattern(rt, path)
+    if pattern is None or not rt.delta_paths:
+        return None
+    template = rt.delta_paths[rt.patterns.index(pattern)]
+    if template is None:
+        return None
+    return re.sub(r"\{(\w+)\}", lambda m: params.get(m.group(1), m.group(0)), template)
+
+
+def placeholders(pattern: str) -> tuple[str, ...]:
+    """The placeholder names of a pattern, in order: ``users/{user}/messages`` -> ``("user",)``."""
+    return tuple(re.findall(r"\{(\w+)\}", pattern))

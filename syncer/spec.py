@@ -1,0 +1,303 @@
+"""subscriptions.yaml: what the user declares, validated once into frozen dataclasses.
+
+Everything after :func:`load_spec` works on :class:`Spec` and never sees a raw dict. Validation
+refuses here, before any call to Graph, what Graph would refuse (unknown resources, change types,
+lifetimes over the maximum, rich notifications where unsupported: :mod:`syncer.resources`) and what
+would hurt later (literal secrets, unsafe SQL names, duplicate tables). All problems are reported
+together, each with file, line, field path, what was expected and what was found. The format is
+documented key by key in docs/spec.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from syncer.errors import ConfigError
+from syncer.resources import ResourceType
+from syncer.spec_yaml import compose
+
+SPEC_VERSION = 1
+CLOUDS: dict[str, tuple[str, str]] = {
+    # cloud: (Graph root, token authority host), notes section 9
+    "global": ("https://graph.microsoft.com", "https://login.microsoftonline.com"),
+    "usgov": ("https://graph.microsoft.us", "https://login.microsoftonline.us"),
+    "usgov-dod": ("https://dod-graph.microsoft.us", "https://login.microsoftonline.us"),
+    "china": ("https://microsoftgraph.chinacloudapi.cn", "https://login.chinacloudapi.cn"),
+}
+CLOUD_NAMES = (*CLOUDS, "emulator", "custom")
+COLUMN_TYPES = ("text", "integer", "float", "boolean", "datetime", "json")
+RESERVED_COLUMNS = ("tenant_id", "id")  # plus every name starting with "_": syncer's own mirror columns
+DEFAULT_EMULATOR_INFO = ".syncer/emulator.json"
+DEFAULT_NOTIFICATION_URL = "http://127.0.0.1:8080/notifications"
+DEFAULT_DATABASE_URL = "sqlite:///syncer.db"
+DEFAULT_SYNC_INTERVAL = timedelta(hours=1)
+MAX_RENEW_BEFORE = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret is (an environment variable, a file, or a key of a JSON file); never the value."""
+
+    env: str | None = None
+    file: Path | None = None
+    key: str | None = None  # with ``file``: read this key of a JSON file (the emulator's info file)
+    environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False, hash=False)
+
+    def resolve(self) -> str:
+        """The secret's value; :class:`ConfigError` (naming the reference, not the value) if missing."""
+        if self.env is not None:
+            value = (self.environ if self.environ is not None else os.environ).get(self.env)
+            if value is None:
+                raise ConfigError(f"environment variable {self.env} is not set (it holds a secret)")
+            return value
+        if self.file is None:
+            raise ConfigError("empty secret reference")
+        try:
+            text = self.file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
+        if self.key is None:
+            return text.rstrip("\r\n")
+        try:
+            value = json.loads(text)[self.key]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{self.file} has no string key {self.key!r}") from exc
+        if not isinstance(value, str):
+            raise ConfigError(f"{self.file} has no string key {self.key!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class CertificateCredential:
+    """A client certificate: the private key (a secret) and the certificate or its SHA-1 thumbprint."""
+
+    private_key: SecretRef
+    certificate: Path | None = None
+    thumbprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One Entra tenant and the app registration syncer uses in it (app-only auth)."""
+
+    name: str
+    tenant_id: str
+    client_id: str
+    client_secret: SecretRef | None = None
+    certificate: CertificateCredential | None = None
+
+
+@dataclass(frozen=True)
+class GraphConnection:
+    """Which Graph: its root URL (no ``/v1.0``), the token authority host, and a CA bundle to trust."""
+
+    cloud: str
+    graph_url: str
+    authority_host: str
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Where Graph posts notifications (public URLs) and where the receiver listens."""
+
+    notification_url: str
+    lifecycle_url: str | None
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Column:
+    """A typed mirror column filled from a Graph property (dotted for nested properties)."""
+
+    field: str
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """The table a subscription's items are mirrored to."""
+
+    table: str
+    columns: tuple[Column, ...] = ()
+    delete: str = "soft"
+
+    @property
+    def select(self) -> tuple[str, ...]:
+        """The ``$select`` list: top-level properties of the columns, ``id`` first."""
+        names = ["id"]
+        for column in self.columns:
+            top = column.field.split(".", 1)[0]
+            if top not in names:
+                names.append(top)
+        return tuple(names)
+
+
+@dataclass(frozen=True)
+class EncryptionCert:
+    """The certificate Graph encrypts rich notifications with, and the key to decrypt them."""
+
+    certificate: Path
+    private_key: SecretRef
+    id: str
+    previous: EncryptionCert | None = None  # the key being rotated out: still decrypts old notifications
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """The users a ``{user}`` resource is expanded over: a list, a group's members, a filter, or all."""
+
+    users: tuple[str, ...] = ()
+    group: str | None = None
+    filter: str | None = None
+    all_users: bool = False
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One declared subscription (expanded into one Graph subscription per user when fanned out)."""
+
+    name: str
+    tenant: str
+    resource: str
+    resource_type: ResourceType
+    change_types: tuple[str, ...]
+    include_resource_data: bool
+    encryption: EncryptionCert | None
+    lifetime: timedelta | None  # None = the resource's maximum
+    renew_before: timedelta
+    mirror: Mirror
+    fan_out: FanOut | None
+    sync_interval: timedelta
+    line: int
+    window_past: timedelta | None = None  # events: the calendarView window around now
+    window_future: timedelta | None = None
+    folders: tuple[str, ...] | None = None  # messages/contacts of a whole mailbox: None = every folder
+
+    @property
+    def max_lifetime(self) -> timedelta:
+        """The longest lifetime Graph grants this subscription."""
+        limit = self.resource_type.max_lifetime_for(rich=self.include_resource_data)
+        return limit or self.resource_type.max_lifetime
+
+    @property
+    def effective_lifetime(self) -> timedelta:
+        """The lifetime to ask for: the declared one, or the maximum."""
+        return self.lifetime or self.max_lifetime
+
+    @property
+    def graph_resource(self) -> str:
+        """The ``resource`` sent to Graph: Outlook rich subscriptions need ``$select`` (taken from the mirror)."""
+        if self.include_resource_data and self.resource_type.rich_needs_select and "$select=" not in self.resource:
+            separator = "&" if "?" in self.resource else "?"
+            return f"{self.resource}{separator}$select={','.join(self.mirror.select)}"
+        return self.resource
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated subscriptions.yaml."""
+
+    path: Path
+    version: int
+    graph: GraphConnection
+    tenants: tuple[Tenant, ...]
+    receiver: Receiver
+    database_url: str
+    subscriptions: tuple[Subscription, ...]
+    emulator_info: Path | None = None  # cloud: emulator: the info file resolve_emulator() reads
+
+    def subscription(self, name: str) -> Subscription:
+        """The subscription declared as *name*."""
+        for sub in self.subscriptions:
+            if sub.name == name:
+                return sub
+        known = ", ".join(s.name for s in self.subscriptions) or "none"
+        raise ConfigError(f"no subscription named {name!r} in {self.path} (declared: {known})")
+
+    def tenant(self, name: str) -> Tenant:
+        """The tenant declared as *name*."""
+        for tenant in self.tenants:
+            if tenant.name == name:
+                return tenant
+        known = ", ".join(t.name for t in self.tenants) or "none"
+        raise ConfigError(f"no tenant named {name!r} in {self.path} (declared: {known})")
+
+    @property
+    def needs_emulator_info(self) -> bool:
+        """Whether :meth:`resolve_emulator` still has values to fill in."""
+        return self.graph.cloud == "emulator" and not self.graph.graph_url
+
+    def resolve_emulator(self) -> Spec:
+        """For ``cloud: emulator``, this spec with URLs, tenant, client id and CA from the info file.
+
+        Done lazily (not by :func:`load_spec`) because the file is written when the emulator
+        starts, which may be after the spec was validated. A no-op for every other cloud.
+        """
+        if not self.needs_emulator_info or self.emulator_info is None:
+            return self
+        try:
+            info = json.loads(self.emulator_info.read_text(encoding="utf-8"))
+            graph_url, authority = info["graph_url"], info["authority"]
+            tenant_id, client_id, ca_cert = info["tenant_id"], info["client_id"], info.get("ca_cert")
+        except OSError as exc:
+            raise ConfigError(
+                f"emulator info file {self.emulator_info} cannot be read ({exc.strerror}): start the emulator "
+                f"with `syncer emulator --info-file {self.emulator_info}` (or run `syncer demo`)"
+            ) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"emulator info file {self.emulator_info} lacks a key: {exc}") from exc
+        origin = urlsplit(authority)
+        graph = GraphConnection(
+            cloud="emulator",
+            graph_url=graph_root(graph_url),
+            authority_host=f"{origin.scheme}://{origin.netloc}",
+            ca_bundle=Path(ca_cert) if ca_cert else self.graph.ca_bundle,
+        )
+        tenants = tuple(
+            replace(t, tenant_id=t.tenant_id or tenant_id, client_id=t.client_id or client_id) for t in self.tenants
+        )
+        return replace(self, graph=graph, tenants=tenants)
+
+
+def graph_root(url: str) -> str:
+    """*url* without a trailing ``/v1.0`` or ``/beta``: GraphConnection keeps the root."""
+    url = url.rstrip("/")
+    for suffix in ("/v1.0", "/beta"):
+        if url.endswith(suffix):
+            return url[: -len(suffix)]
+    return url
+
+
+def load_spec(path: str | Path, *, environ: Mapping[str, str] | None = None, check_secrets: bool = True) -> Spec:
+    """Read and validate the spec at *path*; raises :class:`~syncer.errors.SpecErrors` listing every problem.
+
+    *environ* (default ``os.environ``) feeds ``${VAR}`` interpolation and ``{env: NAME}`` secrets. With
+    *check_secrets*, secrets given as environment variables or files must exist now (not only when used).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read spec {path}: {exc.strerror}") from exc
+    return parse_spec(text, path=path, environ=os.environ if environ is None else environ, check_secrets=check_secrets)
+
+
+def parse_spec(text: str, *, path: Path, environ: Mapping[str, str], check_secrets: bool = True) -> Spec:
+    """Validate spec *text* as if read from *path* (relative paths in it are taken from its directory)."""
+    # The loader builds these dataclasses, so it imports this module: import it late.
+    from syncer.spec_loader import SpecLoader
+
+    loader = SpecLoader(path, environ=environ, check_secrets=check_secrets)
+    spec = loader.build(compose(text, str(path)))
+    loader.r.raise_errors()
+    assert spec is not None  # no problem recorded means every part was built
+    return spec
