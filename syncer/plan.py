@@ -1,0 +1,710 @@
+"""The reconcile plan: what must happen to Graph's subscriptions so that they match the spec.
+
+:func:`plan` is a pure function of three views of the world and a time:
+
+- *desired*: one :class:`Desired` per subscription the spec asks for, fan-out already expanded;
+- *live*: what ``GET /subscriptions`` returned, per tenant (clientState always null there);
+- *recorded*: syncer's own table (``syncer_subscriptions``), which alone knows each clientState;
+
+and returns a :class:`Plan`, a value one can print, serialise and test, which :mod:`syncer.reconcile`
+then applies. Nothing here does I/O, so every decision below is covered by tests with no server.
+
+Decisions (the documented rules of ``syncer reconcile``):
+
+- A declaration is linked to a live subscription through our table (name + scope). When we have no
+  row for it, a live subscription with the same resource, change types and notification URL is the
+  candidate. If our table knows its id (e.g. the declaration was renamed) we **adopt** it: only our
+  row changes. If it does not, Graph will not tell us its clientState (List returns null), so its
+  notifications could never be verified: we **replace** it (delete + create with a fresh secret).
+- **renew** when the expiry is within ``renew_before``; the new expiry is ``now + lifetime`` where the
+  lifetime is the declared one capped at the resource's maximum minus :data:`SKEW_MARGIN`.
+- **update** (PATCH) the notificationUrl, the only identity field Graph lets us change.
+- **replace** (delete + create) for what Graph cannot change: change types, lifecycle URL,
+  includeResourceData, the encryption certificate id.
+- **prune** only with ``prune=True``, and only subscriptions syncer can prove are its own: a row in
+  our table, or created by our application id *and* pointing at one of our notification URLs.
+  Without ``prune`` they are reported as orphans; anything else is left alone and only counted.
+- **forget**: a row of ours whose subscription Graph no longer has (expired or removed).
+- Quotas (notes §1.5) are checked on the state the plan would leave; a plan over a quota carries a
+  problem with the numbers and :mod:`syncer.reconcile` refuses to apply it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from syncer.graph.subscriptions import LiveSubscription, format_datetime
+from syncer.resources import MIN_LIFETIME, ResourceType, split_resource
+
+if TYPE_CHECKING:
+    from syncer.spec import Spec
+
+SKEW_MARGIN = timedelta(minutes=5)
+"""Asking for exactly the maximum lifetime fails if Graph's clock is behind ours; stay this far under it."""
+
+
+class Kind(StrEnum):
+    """What an action does. The order is the order actions are printed in."""
+
+    CREATE = "create"
+    REPLACE = "replace"
+    UPDATE = "update"
+    RENEW = "renew"
+    ADOPT = "adopt"
+    PRUNE = "prune"
+    FORGET = "forget"
+    KEEP = "keep"
+
+
+CHANGING = frozenset(Kind) - {Kind.KEEP}
+"""Kinds that write (to Graph or to our table): a plan with one of them has changes pending."""
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One subscription the spec asks for, fan-out expanded. Carries no secret."""
+
+    name: str  # the declaration in subscriptions.yaml
+    tenant_id: str
+    resource: str  # as sent to Graph, placeholders filled
+    change_types: tuple[str, ...]  # sorted
+    notification_url: str
+    resource_type: ResourceType
+    lifetime: timedelta  # what we ask for at create and renew (already capped, see effective_lifetime)
+    renew_before: timedelta
+    lifecycle_url: str | None = None
+    include_resource_data: bool = False
+    encryption_certificate_id: str | None = None
+    encryption_certificate: str | None = field(default=None, repr=False)  # base64 DER, public
+    user: str | None = None  # the fan-out user this one is for
+
+    @property
+    def scope_key(self) -> str:
+        """The expanded scope: the resource path without its query (``users/{id}/messages``)."""
+        return split_resource(self.resource)[0]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What links a declaration to our row: tenant, name and scope (scope compared case-blind)."""
+        return (self.tenant_id, self.name, self.scope_key.lower())
+
+    @property
+    def identity(self) -> tuple[str, str, tuple[str, ...]]:
+        """What Graph's duplicate check (409) looks at: tenant, resource and change types."""
+        return (self.tenant_id, normalise_resource(self.resource), self.change_types)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A row of ``syncer_subscriptions`` as the planner sees it: everything except the clientState."""
+
+    subscription_id: str
+    tenant_id: str
+    name: str
+    scope_key: str
+    resource: str
+    change_types: tuple[str, ...]
+    notification_url: str
+    expires_at: datetime
+    lifecycle_url: str | None = None
+    include_resource_data: bool = False
+    encryption_certificate_id: str | None = None
+    status: str = "active"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Same shape as :attr:`Desired.key`."""
+        return (self.tenant_id, self.name, self.scope_key.lower())
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """How a fan-out declaration expanded: which users, found how."""
+
+    name: str
+    tenant_id: str
+    source: str  # "users: [..]", "group <id>", "filter <expr>"
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QuotaProblem:
+    """The plan would hold more subscriptions than Graph allows in one bucket (notes §1.5)."""
+
+    bucket: str  # e.g. "user subscriptions of this app in tenant t1", "message subscriptions in mailbox u1"
+    limit: int
+    planned: int
+    existing: int
+
+    def __str__(self) -> str:
+        return (
+            f"quota exceeded: the plan needs {self.planned} {self.bucket} "
+            f"({self.existing} exist now); Graph allows {self.limit} (notes §1.5)"
+        )
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a plan. ``desired`` is None for prune and forget; ``subscription_id`` None for create."""
+
+    kind: Kind
+    tenant_id: str
+    resource: str
+    name: str | None = None
+    subscription_id: str | None = None
+    expires_at: datetime | None = None  # the live (or recorded) expiry now
+    new_expires_at: datetime | None = None  # what we will ask Graph for
+    changes: tuple[str, ...] = ()  # the fields that differ (update/replace) or why (prune)
+    reason: str = ""
+    desired: Desired | None = field(default=None, compare=False)
+
+    @property
+    def writes_graph(self) -> bool:
+        """Whether applying it calls Graph (adopt only when it renews too)."""
+        if self.kind in (Kind.KEEP, Kind.FORGET):
+            return False
+        return self.kind != Kind.ADOPT or self.new_expires_at is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (no secret in it: the plan has none)."""
+        return {
+            "action": str(self.kind),
+            "tenant_id": self.tenant_id,
+            "name": self.name,
+            "resource": self.resource,
+            "subscription_id": self.subscription_id,
+            "expires_at": _iso(self.expires_at),
+            "new_expires_at": _iso(self.new_expires_at),
+            "changes": list(self.changes),
+            "reason": self.reason,
+            "user": self.desired.user if self.desired else None,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What reconcile will do, as a value: print it, serialise it, test it, then apply it."""
+
+    now: datetime
+    actions: tuple[Action, ...]
+    orphans: tuple[Action, ...] = ()  # prunes we would do with prune=True
+    expansions: tuple[Expansion, ...] = ()
+    problems: tuple[QuotaProblem | str, ...] = ()
+    ignored: int = 0  # live subscriptions we cannot prove are ours: never touched
+    prune: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """Number of actions per kind, every kind present (zeros included), in print order."""
+        counter = Counter(a.kind for a in self.actions)
+        return {str(kind): counter.get(kind, 0) for kind in Kind}
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether applying would write anything (Graph or our table)."""
+        return any(a.kind in CHANGING for a in self.actions)
+
+    def of_kind(self, *kinds: Kind) -> list[Action]:
+        """The actions of the given kinds, in plan order."""
+        return [a for a in self.actions if a.kind in kinds]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the whole plan."""
+        return {
+            "now": _iso(self.now),
+            "counts": self.counts(),
+            "has_changes": self.has_changes,
+            "prune": self.prune,
+            "actions": [a.to_json() for a in self.actions],
+            "orphans": [a.to_json() for a in self.orphans],
+            "expansions": [
+                {"name": e.name, "tenant_id": e.tenant_id, "source": e.source, "users": list(e.users)}
+                for e in self.expansions
+            ],
+            "problems": [str(p) for p in self.problems],
+            "ignored": self.ignored,
+        }
+
+
+def desired_from_spec(
+    spec: Spec,
+    expansions: Mapping[str, Expansion] | None = None,
+    *,
+    read_certificate: Callable[[Path], str] | None = None,
+) -> list[Desired]:
+    """One :class:`Desired` per subscription the spec asks for; fan-out declarations need their expansion."""
+    expansions = expansions or {}
+    read = read_certificate or certificate_base64
+    out: list[Desired] = []
+    for sub in spec.subscriptions:
+        tenant = spec.tenant(sub.tenant)
+        lifetime = effective_lifetime(
+            sub.resource_type, declared=sub.lifetime, rich=sub.include_resource_data
+        )
+        cert_id = sub.encryption.id if sub.encryption else None
+        cert = read(sub.encryption.certificate) if sub.encryption else None
+        resource = sub.graph_resource
+        if sub.fan_out is None:
+            users: tuple[str | None, ...] = (None,)
+        else:
+            expansion = expansions.get(sub.name)
+            if expansion is None:
+                raise ValueError(f"subscription {sub.name!r} fans out over users but was not expanded")
+            users = tuple(expansion.users)
+        for user in users:
+            out.append(
+                Desired(
+                    name=sub.name,
+                    tenant_id=tenant.tenant_id,
+                    resource=resource.replace("{user}", user) if user is not None else resource,
+                    change_types=_change_set(sub.change_types),
+                    notification_url=spec.receiver.notification_url,
+                    lifecycle_url=spec.receiver.lifecycle_url,
+                    resource_type=sub.resource_type,
+                    lifetime=lifetime,
+                    renew_before=sub.renew_before,
+                    include_resource_data=sub.include_resource_data,
+                    encryption_certificate_id=cert_id,
+                    encryption_certificate=cert,
+                    user=user,
+                )
+            )
+    return out
+
+
+def certificate_base64(path: Path) -> str:
+    """A PEM or DER certificate file as the base64 DER string Graph's ``encryptionCertificate`` takes."""
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        body = b"".join(
+            line.strip() for line in data.splitlines() if line.strip() and not line.startswith(b"-----")
+        )
+        return body.decode("ascii")
+    return base64.b64encode(data).decode("ascii")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return format_datetime(value) if value is not None else None
+
+
+def normalise_resource(resource: str) -> str:
+    """A resource as compared for identity: path lower-cased without a leading ``/``, query kept as is."""
+    path, query = split_resource(resource)
+    return f"{path.lower()}?{query}" if query else path.lower()
+
+
+def effective_lifetime(rt: ResourceType, *, declared: timedelta | None, rich: bool) -> timedelta:
+    """The lifetime to ask for: the declared one (None = the maximum), capped just under Graph's maximum."""
+    maximum = rt.max_lifetime_for(rich=rich) or rt.max_lifetime
+    ceiling = maximum - SKEW_MARGIN if maximum - SKEW_MARGIN >= MIN_LIFETIME else maximum
+    wanted = declared if declared is not None else ceiling
+    return min(max(wanted, MIN_LIFETIME), ceiling)
+
+
+def _change_set(change_types: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({c.strip() for c in change_types if c.strip()}))
+
+
+def _live_identity(tenant_id: str, live: LiveSubscription) -> tuple[str, str, tuple[str, ...]]:
+    return (tenant_id, normalise_resource(live.resource), _change_set(live.change_types))
+
+
+def _replace_fields(d: Desired, live: LiveSubscription) -> tuple[str, ...]:
+    """Fields that differ and that Graph cannot PATCH."""
+    changed = []
+    if normalise_resource(live.resource) != normalise_resource(d.resource):
+        changed.append("resource")
+    if _change_set(live.change_types) != d.change_types:
+        changed.append("changeType")
+    if (live.lifecycle_notification_url or None) != (d.lifecycle_url or None):
+        changed.append("lifecycleNotificationUrl")
+    if bool(live.include_resource_data) != d.include_resource_data:
+        changed.append("includeResourceData")
+    if d.include_resource_data and (live.encryption_certificate_id or None) != (
+        d.encryption_certificate_id or None
+    ):
+        changed.append("encryptionCertificateId")
+    return tuple(changed)
+
+
+def plan(
+    desired: Sequence[Desired],
+    live: Mapping[str, Sequence[LiveSubscription]],
+    recorded: Sequence[Recorded],
+    now: datetime,
+    *,
+    prune: bool = False,
+    app_ids: Mapping[str, str] | None = None,
+    own_urls: Iterable[str] = (),
+    expansions: Sequence[Expansion] = (),
+) -> Plan:
+    """Compute the actions that make *live* match *desired* at time *now* (pure).
+
+    *live* maps a tenant id to the subscriptions Graph listed for it; *app_ids* maps a tenant id to
+    our application (client) id there; *own_urls* are our notification and lifecycle URLs. The last
+    two only serve to prove ownership of subscriptions missing from our table (for prune).
+    """
+    app_ids = app_ids or {}
+    urls = (
+        frozenset(own_urls)
+        | {d.notification_url for d in desired}
+        | {d.lifecycle_url for d in desired if d.lifecycle_url}
+    )
+    problems: list[QuotaProblem | str] = list(_duplicate_problems(desired))
+
+    # Live subscriptions by id, per tenant; expired ones are gone for every purpose.
+    live_by_id: dict[str, tuple[str, LiveSubscription]] = {}
+    for tenant_id, subs in live.items():
+        for sub in subs:
+            if sub.expiration > now:
+                live_by_id[sub.id] = (tenant_id, sub)
+    recorded_by_id = {r.subscription_id: r for r in recorded}
+    claimed: set[str] = set()
+
+    # Our rows per declaration key, the row whose subscription lives longest first.
+    rows_by_key: dict[tuple[str, str, str], list[Recorded]] = defaultdict(list)
+    for row in recorded:
+        if row.subscription_id in live_by_id:
+            rows_by_key[row.key].append(row)
+    for rows in rows_by_key.values():
+        rows.sort(key=lambda r: live_by_id[r.subscription_id][1].expiration, reverse=True)
+
+    # Unlinked live subscriptions by Graph identity, for adoption.
+    linked_ids = {r.subscription_id for rows in rows_by_key.values() for r in rows}
+    by_identity: dict[tuple[str, str, tuple[str, ...]], list[LiveSubscription]] = defaultdict(list)
+    for tenant_id, sub in live_by_id.values():
+        by_identity[_live_identity(tenant_id, sub)].append(sub)
+    desired_keys = {d.key for d in desired}
+
+    actions: list[Action] = []
+    for d in desired:
+        rows = rows_by_key.get(d.key, [])
+        if rows:
+            row = rows[0]
+            sub = live_by_id[row.subscription_id][1]
+            claimed.add(sub.id)
+            actions.append(_linked_action(d, sub, now))
+            continue
+        candidates = [
+            s
+            for s in by_identity.get(d.identity, [])
+            if s.id not in claimed and not _linked_elsewhere(s.id, recorded_by_id, linked_ids, desired_keys)
+        ]
+        same_url = [s for s in candidates if s.notification_url == d.notification_url]
+        if same_url:
+            sub = max(same_url, key=lambda s: s.expiration)
+            claimed.add(sub.id)
+            if sub.id in recorded_by_id:
+                actions.append(_adopt_action(d, sub, now))
+            else:
+                actions.append(
+                    _replace(
+                        d,
+                        sub,
+                        now,
+                        ("clientState",),
+                        "adopting a live subscription syncer has no record of: Graph does not reveal its "
+                        "clientState, so its notifications could not be verified; replacing it",
+                    )
+                )
+            continue
+        ours_other_url = [
+            s
+            for s in candidates
+            if _provably_ours(s, live_by_id[s.id][0], recorded_by_id, app_ids, urls, any_url=True)
+        ]
+        if ours_other_url:
+            # Graph refuses a second subscription on the same resource and change types (409).
+            sub = max(ours_other_url, key=lambda s: s.expiration)
+            claimed.add(sub.id)
+            actions.append(
+                _replace(
+                    d,
+                    sub,
+                    now,
+                    ("clientState", "notificationUrl"),
+                    "a subscription of this app holds the resource with another URL and no record",
+                )
+            )
+            continue
+        actions.append(
+            Action(
+                Kind.CREATE,
+                d.tenant_id,
+                d.resource,
+                name=d.name,
+                new_expires_at=now + d.lifetime,
+                reason="declared, not live",
+                desired=d,
+            )
+        )
+
+    orphans: list[Action] = []
+    ignored = 0
+    for sub_id, (tenant_id, sub) in sorted(
+        live_by_id.items(), key=lambda item: (item[1][0], item[1][1].resource)
+    ):
+        if sub_id in claimed:
+            continue
+        own_row = recorded_by_id.get(sub_id)
+        if not _provably_ours(sub, tenant_id, recorded_by_id, app_ids, urls, any_url=False):
+            ignored += 1
+            continue
+        why = (
+            "recorded in syncer's table"
+            if own_row
+            else "created by this app for one of our notification URLs"
+        )
+        action = Action(
+            Kind.PRUNE,
+            tenant_id,
+            sub.resource,
+            name=own_row.name if own_row else None,
+            subscription_id=sub_id,
+            expires_at=sub.expiration,
+            changes=(why,),
+            reason="no longer declared",
+        )
+        (actions if prune else orphans).append(action)
+
+    for row in recorded:
+        if row.subscription_id not in live_by_id:
+            actions.append(
+                Action(
+                    Kind.FORGET,
+                    row.tenant_id,
+                    row.resource,
+                    name=row.name,
+                    subscription_id=row.subscription_id,
+                    expires_at=row.expires_at,
+                    reason="Graph no longer has it (expired or removed)",
+                )
+            )
+
+    order = {kind: i for i, kind in enumerate(Kind)}
+    actions.sort(key=lambda a: (order[a.kind], a.tenant_id, a.name or "", a.resource.lower()))
+    problems.extend(check_quotas(actions, desired, live_by_id, claimed))
+    return Plan(
+        now=now,
+        actions=tuple(actions),
+        orphans=tuple(orphans),
+        expansions=tuple(expansions),
+        problems=tuple(problems),
+        ignored=ignored,
+        prune=prune,
+    )
+
+
+def _linked_elsewhere(
+    sub_id: str,
+    recorded_by_id: Mapping[str, Recorded],
+    linked_ids: set[str],
+    desired_keys: set[tuple[str, str, str]],
+) -> bool:
+    # A live subscription our table links to another declaration that is still declared belongs to it.
+    row = recorded_by_id.get(sub_id)
+    return sub_id in linked_ids and row is not None and row.key in desired_keys
+
+
+def _provably_ours(
+    sub: LiveSubscription,
+    tenant_id: str,
+    recorded_by_id: Mapping[str, Recorded],
+    app_ids: Mapping[str, str],
+    urls: frozenset[str],
+    *,
+    any_url: bool,
+) -> bool:
+    if sub.id in recorded_by_id:
+        return True
+    app_id = app_ids.get(tenant_id)
+    if not app_id or (sub.application_id or "").lower() != app_id.lower():
+        return False
+    return any_url or sub.notification_url in urls
+
+
+def _linked_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
+    """The action for a declaration whose live subscription our table knows."""
+    immutable = _replace_fields(d, sub)
+    if immutable:
+        return _replace(d, sub, now, immutable, "Graph cannot change " + ", ".join(immutable))
+    due = sub.expiration - now <= d.renew_before
+    if sub.notification_url != d.notification_url:
+        return Action(
+            Kind.UPDATE,
+            d.tenant_id,
+            d.resource,
+            name=d.name,
+            subscription_id=sub.id,
+            expires_at=sub.expiration,
+            new_expires_at=now + d.lifetime if due else None,
+            changes=("notificationUrl", *(("expirationDateTime",) if due else ())),
+            reason="notificationUrl changed",
+            desired=d,
+        )
+    if due:
+        return Action(
+            Kind.RENEW,
+            d.tenant_id,
+            d.resource,
+            name=d.name,
+            subscription_id=sub.id,
+            expires_at=sub.expiration,
+            new_expires_at=now + d.lifetime,
+            changes=("expirationDateTime",),
+            reason=f"expires within {_human(d.renew_before)}",
+            desired=d,
+        )
+    return Action(
+        Kind.KEEP,
+        d.tenant_id,
+        d.resource,
+        name=d.name,
+        subscription_id=sub.id,
+        expires_at=sub.expiration,
+        desired=d,
+    )
+
+
+def _adopt_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
+    due = sub.expiration - now <= d.renew_before
+    return Action(
+        Kind.ADOPT,
+        d.tenant_id,
+        d.resource,
+        name=d.name,
+        subscription_id=sub.id,
+        expires_at=sub.expiration,
+        new_expires_at=now + d.lifetime if due else None,
+        changes=("expirationDateTime",) if due else (),
+        reason="live subscription with a known clientState, recorded under another declaration",
+        desired=d,
+    )
+
+
+def _replace(
+    d: Desired, sub: LiveSubscription, now: datetime, changes: tuple[str, ...], reason: str
+) -> Action:
+    return Action(
+        Kind.REPLACE,
+        d.tenant_id,
+        d.resource,
+        name=d.name,
+        subscription_id=sub.id,
+        expires_at=sub.expiration,
+        new_expires_at=now + d.lifetime,
+        changes=changes,
+        reason=reason,
+        desired=d,
+    )
+
+
+def _duplicate_problems(desired: Sequence[Desired]) -> Iterable[str]:
+    groups: dict[tuple[str, str, tuple[str, ...]], list[Desired]] = defaultdict(list)
+    for d in desired:
+        groups[d.identity].append(d)
+    for (tenant_id, _resource, change_types), same in groups.items():
+        if len(same) > 1:
+            names = ", ".join(sorted({repr(d.name) for d in same}))
+            yield (
+                f"{names} subscribe {len(same)} times to {same[0].resource} for {','.join(change_types)} in tenant "
+                f"{tenant_id}: Graph allows one subscription per resource and change types (409)"
+            )
+
+
+def check_quotas(
+    actions: Sequence[Action],
+    desired: Sequence[Desired],
+    live_by_id: Mapping[str, tuple[str, LiveSubscription]],
+    claimed: set[str],
+) -> list[QuotaProblem]:
+    """Quota problems of the state the plan leaves: every declared subscription plus unclaimed live ones kept."""
+    del desired  # the actions carry what we need; kept in the signature for symmetry with plan()
+    from syncer.resources import match_resource
+
+    after: Counter[tuple[str, str]] = Counter()
+    now_count: Counter[tuple[str, str]] = Counter()
+    limits: dict[tuple[str, str], tuple[int, str]] = {}
+
+    def buckets(
+        tenant_id: str, resource: str, rt: ResourceType | None
+    ) -> list[tuple[tuple[str, str], int, str]]:
+        if rt is None:
+            return []
+        q = rt.quota
+        kind = q.pool or rt.name
+        out = []
+        if q.per_app_tenant is not None:
+            out.append(
+                (
+                    (f"app:{kind}", tenant_id),
+                    q.per_app_tenant,
+                    f"{kind} subscriptions of this app in tenant {tenant_id}",
+                )
+            )
+        if q.per_tenant is not None:
+            out.append(
+                ((f"tenant:{kind}", tenant_id), q.per_tenant, f"{kind} subscriptions in tenant {tenant_id}")
+            )
+        if q.per_app is not None:
+            out.append(
+                ((f"app-all:{kind}", ""), q.per_app, f"{kind} subscriptions of this app (all tenants)")
+            )
+        if q.per_mailbox is not None:
+            matched = match_resource(resource)
+            mailbox = matched[1].get("user") if matched else None
+            if mailbox:
+                out.append(
+                    (
+                        (f"mailbox:{mailbox.lower()}", tenant_id),
+                        q.per_mailbox,
+                        f"subscriptions on mailbox {mailbox}",
+                    )
+                )
+        return out
+
+    def rt_of(resource: str) -> ResourceType | None:
+        matched = match_resource(resource)
+        return matched[0] if matched else None
+
+    for tenant_id, sub in live_by_id.values():
+        for key, limit, label in buckets(tenant_id, sub.resource, rt_of(sub.resource)):
+            now_count[key] += 1
+            limits[key] = (limit, label)
+    for a in actions:
+        if a.kind in (Kind.PRUNE, Kind.FORGET):
+            continue
+        rt = a.desired.resource_type if a.desired else rt_of(a.resource)
+        for key, limit, label in buckets(a.tenant_id, a.resource, rt):
+            after[key] += 1
+            limits[key] = (limit, label)
+    # Live subscriptions the plan neither claims nor prunes keep their place in the quota.
+    pruned = {a.subscription_id for a in actions if a.kind == Kind.PRUNE}
+    for sub_id, (tenant_id, sub) in live_by_id.items():
+        if sub_id in claimed or sub_id in pruned:
+            continue
+        for key, _limit, _label in buckets(tenant_id, sub.resource, rt_of(sub.resource)):
+            after[key] += 1
+    problems = []
+    for key, count in sorted(after.items()):
+        limit, label = limits[key]
+        if count > limit:
+            problems.append(
+                QuotaProblem(bucket=label, limit=limit, planned=count, existing=now_count.get(key, 0))
+            )
+    return problems
+
+
+def _human(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes % 1440 == 0 and minutes:
+        return f"{minutes // 1440}d"
+    if minutes % 60 == 0 and minutes:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
