@@ -302,28 +302,28 @@ class SpecLoader:
         return CertificateCredential(key, cert_path, thumb.replace(":", "").upper() if thumb else None)
 
     def receiver(self, top: Map) -> Receiver | None:
-        r = self.r
+        r, before = self.r, len(self.r.errors)
         node = top.get("receiver")
-        rm = r.mapping(node, "receiver", ("notification_url", "lifecycle_url", "host", "port")) if node else None
+        rm = r.mapping(node, "receiver", ("notification_url", "lifecycle_url", "host", "port"))
         if node is not None and rm is None:
             return None
-        values = rm.values if rm else {}
-        notification = self.url(values.get("notification_url"), "receiver.notification_url") if "notification_url" in values else DEFAULT_NOTIFICATION_URL
-        if notification is None:
-            return None
-        parts = urlsplit(notification)
-        if "lifecycle_url" not in values:
-            base = parts.path.rsplit("/", 1)[0]
-            lifecycle: str | None = f"{parts.scheme}://{parts.netloc}{base}/lifecycle"
-        elif rm is not None and rm.get("lifecycle_url") is None:
+        rm = rm or Map(yaml.MappingNode("tag:yaml.org,2002:map", []), "receiver", {})
+        notification = self.url(rm.get("notification_url"), "receiver.notification_url") if "notification_url" in rm else None
+        parts = urlsplit(notification or DEFAULT_NOTIFICATION_URL)
+        lifecycle: str | None
+        if "lifecycle_url" not in rm:  # next to the notification URL: .../notifications -> .../lifecycle
+            lifecycle = f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}/lifecycle"
+        elif rm.get("lifecycle_url") is None:
             lifecycle = None  # written as null: no lifecycle notifications
         else:
-            lifecycle = self.url(values["lifecycle_url"], "receiver.lifecycle_url")
+            lifecycle = self.url(rm.get("lifecycle_url"), "receiver.lifecycle_url")
         # A loopback URL with a port says where the receiver listens; otherwise a reverse proxy is in front.
         loopback_port = parts.port if parts.hostname in ("127.0.0.1", "localhost", "::1") else None
-        host = r.string(values.get("host"), "receiver.host", expected="a host name or address") or "127.0.0.1"
-        port = r.integer(values["port"], "receiver.port", low=1, high=65535) if "port" in values else None
-        return Receiver(notification, lifecycle, host, port or loopback_port or 8080)
+        host = r.string(rm.get("host"), "receiver.host", expected="a host name or address") or "127.0.0.1"
+        port = r.integer(rm.get("port"), "receiver.port", low=1, high=65535)
+        if len(r.errors) > before:
+            return None
+        return Receiver(notification or DEFAULT_NOTIFICATION_URL, lifecycle, host, port or loopback_port or 8080)
 
     def database(self, top: Map) -> str | None:
         r = self.r
@@ -398,8 +398,10 @@ class SpecLoader:
             if sub.name in names:
                 r.error(nodes.get("name"), f"{path}.name", "a subscription name used once", f"'{sub.name}' again (first at {names[sub.name]})")
             names.setdefault(sub.name, path)
-            if sub.mirror.table in tables:
-                where = nodes.get("mirror") or item
+            if sub.mirror.table in tables and not (sub.name in names and names[sub.name] != path):
+                mirror_node = nodes.get("mirror")
+                table_node = next((v for k, v in mirror_node.value if k.value == "table"), None) if isinstance(mirror_node, yaml.MappingNode) else None
+                where = table_node or nodes.get("name") or item
                 r.error(where, f"{path}.mirror.table", "a table used by one subscription", f"'{sub.mirror.table}' (also {tables[sub.mirror.table]})")
             tables.setdefault(sub.mirror.table, path)
             scope = (sub.tenant, resources.split_resource(sub.resource)[0].lower(), tuple(sorted(sub.change_types)))
@@ -575,8 +577,9 @@ class SpecLoader:
         r, path = self.r, s.sub("lifetime")
         node = s.get("lifetime")
         value = r.duration(node, path, allow_max=True, low=MIN_LIFETIME) if node else defaults.lifetime[0]
-        where = node or defaults.lifetime[1] or s
-        hint = "" if node else "from defaults.lifetime"
+        where = node or s
+        from_defaults = defaults.lifetime[1]
+        hint = f"from defaults.lifetime, line {from_defaults.start_mark.line + 1}" if not node and from_defaults else ""
         limit = rt.max_lifetime_for(rich=rich) or rt.max_lifetime
         lifetime = value if isinstance(value, timedelta) else None
         if lifetime is not None and lifetime > limit:
@@ -725,9 +728,16 @@ class SpecLoader:
 
 
 def _suggest(bare: str) -> str:
-    """A did-you-mean for an unknown resource path, compared pattern to pattern."""
-    literals = {part.lower() for rt in resources.CATALOGUE for p in rt.patterns for part in p.split("/") if "{" not in part}
-    shape = "/".join(seg if seg.lower() in literals else "{x}" for seg in bare.split("/"))
-    patterns = {re.sub(r"\{\w+\}", "{x}", p): p for rt in resources.CATALOGUE for p in rt.patterns}
-    close = difflib.get_close_matches(shape, list(patterns), n=1, cutoff=0.6)
-    return f"did you mean '{patterns[close[0]]}'?" if close else ""
+    """A did-you-mean for an unknown resource path: the pattern closest to it, segment counts equal."""
+    segments = bare.split("/")
+    best, best_ratio = "", 0.8
+    for rt in resources.CATALOGUE:
+        for pattern in rt.patterns:
+            parts = pattern.split("/")
+            if len(parts) != len(segments):
+                continue
+            filled = "/".join(seg if part.startswith("{") else part for part, seg in zip(parts, segments, strict=True))
+            ratio = difflib.SequenceMatcher(None, filled.lower(), bare.lower()).ratio()
+            if ratio > best_ratio:
+                best, best_ratio = pattern, ratio
+    return f"did you mean '{best}'?" if best else ""

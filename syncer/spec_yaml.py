@@ -142,22 +142,30 @@ class Reader:
         if not isinstance(node, yaml.MappingNode):
             self.error(node, path, what, describe(node))
             return None
-        self._constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+        own = {id(k) for k, _v in node.value if k.tag != "tag:yaml.org,2002:merge"}
+        self._constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor): merged pairs come first
         values: dict[str, yaml.Node] = {}
+        merged: set[str] = set()
         for key_node, value_node in node.value:
+            if id(key_node) not in own:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value in allowed:
+                    values[key_node.value] = value_node
+                    merged.add(key_node.value)
+                continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
                 self.error(key_node, path, "string keys", describe(key_node))
                 continue
             key = key_node.value
             key_path = f"{path}.{key}" if path else key
-            if key in values:
+            if key in values and key not in merged:
                 self.error(key_node, key_path, "each key once", "a second " + repr(key))
             elif key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
                 hint = f"did you mean '{close[0]}'?" if close else "known keys: " + ", ".join(allowed)
                 self.error(key_node, key_path, "a known key", f"unknown key '{key}'", hint)
             else:
-                values[key] = value_node
+                values[key] = value_node  # an explicit key overrides a merged one
+                merged.discard(key)
         return Map(node, path, values)
 
     def sequence(self, node: yaml.Node | None, path: str, *, what: str = "a list") -> Iterator[tuple[str, yaml.Node]]:
