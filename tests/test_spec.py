@@ -527,3 +527,23 @@ def test_catalogue_is_consistent() -> None:
         assert not rt.delta_paths or len(rt.delta_paths) == len(rt.patterns), rt.key
         if rt.per_mailbox:
             assert all(p.startswith("users/{user}/") for p in rt.patterns), rt.key
+
+
+# --- the reference page ---------------------------------------------------------------------------------
+
+
+def test_reference_example_validates(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    spec = load_spec(write(tmp_path, example), environ={}, check_secrets=False)
+    assert [s.name for s in spec.subscriptions] == ["users", "sales-mail", "fabrikam-calendars"]
+    assert spec.database_url == "postgresql+psycopg://syncer@db.internal/syncer"
+    events = spec.subscription("fabrikam-calendars")
+    assert (events.window_past, events.window_future) == (timedelta(days=7), timedelta(days=90))
+    assert spec.subscription("sales-mail").folders == ("inbox", "sentitems")
+
+
+def test_reference_lists_every_resource_pattern() -> None:
+    text = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
+    missing = [p for rt in resources.CATALOGUE for p in rt.patterns if f"`{p}`" not in text]
+    assert not missing, f"docs/spec.md lacks {missing}"
