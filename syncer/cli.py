@@ -103,3 +103,37 @@ def db_upgrade(spec_path: Path, rebuild: bool) -> None:
     for change in mirror.upgrade(spec, rebuild=rebuild):
         click.echo(change)
     click.echo(f"database up to date: {mirror.describe_url(spec.database_url)}")
+
+
+@main.command()
+@spec_option
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--prune", is_flag=True, help="Delete subscriptions syncer can prove are its own and no longer declared.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing to do, 2 when there were changes, 1 on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list the subscriptions that stay as they are.")
+@click.option("--lock-timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for another reconcile.")
+@friendly_errors
+def reconcile(
+    spec_path: Path, dry_run: bool, prune: bool, output: str, detailed_exitcode: bool, verbose: bool, lock_timeout: float
+) -> None:
+    """Make Graph's live subscriptions match subscriptions.yaml (create, renew, update, replace, prune).
+
+    Like terraform apply: the plan is printed (counts, then one line per action) and applied, unless
+    --dry-run. Secrets (clientState) are never printed.
+    """
+    from syncer.reconcile import run_command
+    from syncer.spec import load_spec
+
+    code = run_command(
+        load_spec(spec_path),
+        dry_run=dry_run,
+        prune=prune,
+        output=output,
+        detailed_exitcode=detailed_exitcode,
+        verbose=verbose,
+        lock_timeout=lock_timeout,
+        echo=click.echo,
+        echo_err=lambda line: click.echo(line, err=True),
+    )
+    sys.exit(code)

@@ -1,0 +1,70 @@
+"""Fan-out: which users a ``for_each`` declaration stands for, asked of Graph at each reconcile.
+
+Outlook, calendar, contact and To Do subscriptions are per mailbox, so one declaration such as
+``resource: users/{user}/messages`` with ``for_each: {group: ...}`` becomes one Graph subscription
+per user. The set is computed afresh at every reconcile (an explicit list, the user members of a
+group, the users matching a ``$filter``, or every user), so membership changes are picked up by the
+next run; the plan shows the expansion.
+
+Explicit lists are taken as written (ids or UPNs): resolving them would cost one call per user on
+every run, and Graph accepts either form in a resource path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from syncer.errors import ReconcileError
+from syncer.plan import Expansion
+
+if TYPE_CHECKING:
+    from syncer.graph.client import GraphClient
+    from syncer.spec import FanOut, Spec
+
+_USER_TYPE = "#microsoft.graph.user"
+_FILTER_SAFE = "()'=,"  # OData punctuation stays readable in logs; spaces and the rest are escaped
+
+
+def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion]:
+    """The expansion of every fan-out declaration in *spec*; *graphs* maps tenant id to its client."""
+    out: dict[str, Expansion] = {}
+    for sub in spec.subscriptions:
+        if sub.fan_out is None:
+            continue
+        tenant_id = spec.tenant(sub.tenant).tenant_id
+        graph = graphs.get(tenant_id)
+        if graph is None:
+            raise ReconcileError(
+                f"no Graph client for tenant {sub.tenant!r} ({tenant_id}) to expand {sub.name!r}"
+            )
+        source, users = users_of(sub.fan_out, graph)
+        out[sub.name] = Expansion(sub.name, tenant_id, source, users)
+    return out
+
+
+def users_of(fan_out: FanOut, graph: GraphClient) -> tuple[str, tuple[str, ...]]:
+    """A description of where the users came from, and their ids (sorted, unique)."""
+    if fan_out.users:
+        return "users: " + ", ".join(fan_out.users), tuple(dict.fromkeys(fan_out.users))
+    if fan_out.group is not None:
+        path = f"/groups/{quote(fan_out.group, safe='')}/members?$select=id"
+        ids = []
+        for page in graph.iter_pages(path):
+            for item in page.items:
+                # Groups also hold devices, service principals and nested groups: only users have mailboxes.
+                if item.get("@odata.type", _USER_TYPE) == _USER_TYPE and item.get("id"):
+                    ids.append(str(item["id"]))
+        return f"members of group {fan_out.group}", tuple(sorted(set(ids)))
+    if fan_out.filter is not None:
+        path = f"/users?$filter={quote(fan_out.filter, safe=_FILTER_SAFE)}&$select=id"
+        return f"users where {fan_out.filter}", _ids(graph, path)
+    if fan_out.all_users:
+        return "all users", _ids(graph, "/users?$select=id")
+    raise ReconcileError("a for_each with no users, group or filter")
+
+
+def _ids(graph: GraphClient, path: str) -> tuple[str, ...]:
+    ids = {str(item["id"]) for page in graph.iter_pages(path) for item in page.items if item.get("id")}
+    return tuple(sorted(ids))

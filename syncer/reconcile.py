@@ -1,0 +1,810 @@
+"""Applying a reconcile plan: Graph calls (batched), syncer's subscription table, and lifecycle repairs.
+
+:mod:`syncer.plan` decides; this module does. ``syncer reconcile`` is :func:`reconcile`: under the
+database lock (so a deploy and the scheduler never both create a subscription) it lists the live
+subscriptions, reads our table, expands fan-outs, plans, and unless it is a dry run applies the
+plan in phases, each through ``$batch`` (20 calls per envelope):
+
+1. deletes (prune, and the first half of replace); a 404 means already gone, which is fine;
+2. creates (create, the second half of replace), each with a fresh random clientState that is
+   written to ``syncer_subscriptions`` as soon as Graph confirms, for the receiver to check;
+3. PATCHes (renew, update, adopt-and-renew); a 404 here means Graph dropped the subscription, so it
+   is created anew in a last phase (the documented advice, notes §1.3).
+
+The receiver and the worker call :func:`reauthorize` (``reauthorizationRequired``) and
+:func:`recreate` (``subscriptionRemoved``, or a 404 while renewing) for one subscription; they take
+the same lock.
+
+A clientState is never printed, logged or put in an exception: it lives in the table only.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from syncer import locks
+from syncer.errors import (
+    BadRequestError,
+    ConflictError,
+    DatabaseError,
+    ForbiddenError,
+    GraphError,
+    NotFoundError,
+    ReconcileError,
+)
+from syncer.graph.batch import BatchRequest, BatchResult
+from syncer.graph.subscriptions import LiveSubscription, format_datetime
+from syncer.plan import Action, Desired, Expansion, Kind, Plan, Recorded, desired_from_spec, plan
+from syncer.resources import match_resource
+from syncer.schema import subscriptions as table
+
+if TYPE_CHECKING:
+    from syncer.graph.client import GraphClient
+    from syncer.spec import Spec
+
+log = logging.getLogger("syncer.reconcile")
+
+CLIENT_STATE_BYTES = 48
+"""secrets.token_urlsafe(48) is 64 characters: well inside Graph's 128, and 384 bits of secret."""
+
+VALIDATION_HINT = (
+    "Graph could not validate {url}: is the receiver running (syncer receive) and reachable from Graph? "
+    "The URL must be public HTTPS (http only for a local emulator) and answer the validationToken echo "
+    "with 200 text/plain within 10 seconds."
+)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The wall clock, aware UTC."""
+    return datetime.now(UTC)
+
+
+def new_client_state() -> str:
+    """A fresh random clientState (URL-safe, 64 characters)."""
+    return secrets.token_urlsafe(CLIENT_STATE_BYTES)
+
+
+@dataclass
+class ActionResult:
+    """What applying one action did. ``subscription_id`` is the subscription that now serves it."""
+
+    action: Action
+    ok: bool
+    subscription_id: str | None = None
+    expires_at: datetime | None = None
+    error: str | None = None
+    hint: str | None = None
+    recreated: bool = False  # a PATCH found the subscription gone and a new one was created
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (no secret)."""
+        doc = self.action.to_json()
+        doc.update(
+            {
+                "ok": self.ok,
+                "result_subscription_id": self.subscription_id,
+                "result_expires_at": format_datetime(self.expires_at) if self.expires_at else None,
+                "error": self.error,
+                "hint": self.hint,
+                "recreated": self.recreated,
+            }
+        )
+        return doc
+
+
+@dataclass
+class Outcome:
+    """A reconcile run: its plan and, unless it was a dry run, one result per changing action."""
+
+    plan: Plan
+    results: list[ActionResult] = field(default_factory=list)
+    applied: bool = False
+
+    @property
+    def failed(self) -> list[ActionResult]:
+        """Results that did not succeed."""
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def ok(self) -> bool:
+        """No problem refused the plan and no action failed."""
+        return not self.plan.problems and not self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: the plan, and the results when applied."""
+        doc = self.plan.to_json()
+        doc["applied"] = self.applied
+        doc["ok"] = self.ok
+        doc["results"] = [r.to_json() for r in self.results]
+        return doc
+
+
+# --- our table --------------------------------------------------------------------------------------------------
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def load_recorded(engine: Engine, *, tenant_ids: Sequence[str] | None = None) -> list[Recorded]:
+    """The rows of ``syncer_subscriptions`` (without their clientState), optionally for some tenants."""
+    query = sa.select(*(c for c in table.c if c.name != "client_state"))
+    if tenant_ids is not None:
+        query = query.where(table.c.tenant_id.in_(list(tenant_ids)))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except sa.exc.OperationalError as error:
+        raise DatabaseError(
+            f"cannot read syncer_subscriptions ({error.orig}); is the database migrated (`syncer db upgrade`)?"
+        ) from error
+    except sa.exc.ProgrammingError as error:
+        raise DatabaseError(
+            f"cannot read syncer_subscriptions ({error.orig}); run `syncer db upgrade` first"
+        ) from error
+    return [
+        Recorded(
+            subscription_id=r.subscription_id,
+            tenant_id=r.tenant_id,
+            name=r.name,
+            scope_key=r.scope_key,
+            resource=r.resource,
+            change_types=tuple(sorted(c for c in r.change_type.split(",") if c)),
+            notification_url=r.notification_url,
+            expires_at=_aware(r.expires_at),
+            lifecycle_url=r.lifecycle_url,
+            include_resource_data=bool(r.include_resource_data),
+            encryption_certificate_id=r.encryption_certificate_id,
+            status=r.status,
+        )
+        for r in rows
+    ]
+
+
+def client_state_of(engine: Engine, subscription_id: str) -> str | None:
+    """The clientState syncer gave *subscription_id* (for the receiver), or None when unknown."""
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(table.c.client_state).where(table.c.subscription_id == subscription_id)
+        ).scalar_one_or_none()
+
+
+def _row_values(d: Desired, live: LiveSubscription, client_state: str, now: datetime) -> dict[str, Any]:
+    return {
+        "subscription_id": live.id,
+        "tenant_id": d.tenant_id,
+        "name": d.name,
+        "scope_key": d.scope_key,
+        "resource": d.resource,
+        "change_type": ",".join(d.change_types),
+        "notification_url": d.notification_url,
+        "lifecycle_url": d.lifecycle_url,
+        "client_state": client_state,
+        "include_resource_data": d.include_resource_data,
+        "encryption_certificate_id": d.encryption_certificate_id,
+        "expires_at": live.expiration,
+        "created_at": now,
+        "updated_at": now,
+        "status": "active",
+    }
+
+
+# --- Graph calls ------------------------------------------------------------------------------------------------
+
+
+def _sub_path(subscription_id: str) -> str:
+    return f"/subscriptions/{quote(subscription_id, safe='')}"
+
+
+def _create_request(d: Desired, expires: datetime, client_state: str, rid: str) -> BatchRequest:
+    body: dict[str, Any] = {
+        "changeType": ",".join(d.change_types),
+        "notificationUrl": d.notification_url,
+        "resource": d.resource,
+        "expirationDateTime": format_datetime(expires),
+        "clientState": client_state,
+    }
+    if d.lifecycle_url:
+        body["lifecycleNotificationUrl"] = d.lifecycle_url
+    if d.include_resource_data:
+        body["includeResourceData"] = True
+        body["encryptionCertificate"] = d.encryption_certificate
+        body["encryptionCertificateId"] = d.encryption_certificate_id
+    return BatchRequest("POST", "/subscriptions", body=body, id=rid)
+
+
+def _run(graph: GraphClient, requests: list[BatchRequest]) -> list[BatchResult]:
+    """Send *requests*: one alone as a plain call, more through ``$batch`` (envelopes of 20)."""
+    if not requests:
+        return []
+    if len(requests) > 1:
+        return graph.batch(requests)
+    item = requests[0]
+    try:
+        response = graph.request(item.method, item.url, json=item.body, idempotent=item.idempotent)
+    except GraphError as error:
+        return [BatchResult(item.id or "1", error.status or 0, error=error)]
+    return [
+        BatchResult(
+            item.id or "1",
+            response.status,
+            dict(response.headers),
+            response.json() if response.content else None,
+        )
+    ]
+
+
+def _graph_for(graphs: Mapping[str, GraphClient], tenant_id: str) -> GraphClient:
+    graph = graphs.get(tenant_id)
+    if graph is None:
+        raise ReconcileError(f"no Graph client for tenant {tenant_id}")
+    return graph
+
+
+def _by_tenant(actions: Sequence[Action]) -> dict[str, list[Action]]:
+    out: dict[str, list[Action]] = {}
+    for action in actions:
+        out.setdefault(action.tenant_id, []).append(action)
+    return out
+
+
+def hint_for(error: GraphError, action: Action) -> str | None:
+    """What the user can do about *error*, when we can tell."""
+    d = action.desired
+    text = f"{error.code or ''} {error.graph_message}".lower()
+    if isinstance(error, BadRequestError) and ("validation" in text or "notificationurl" in text):
+        return VALIDATION_HINT.format(url=d.notification_url if d else "the notification URL")
+    if isinstance(error, ForbiddenError):
+        if "quota" in text or "limit" in text or "maximum" in text:
+            return "a Graph quota is reached (notes §1.5): prune subscriptions or spread them over apps"
+        permission = d.resource_type.permission if d else "the resource's read permission"
+        return f"does the app have the application permission {permission}, with admin consent?"
+    if isinstance(error, ConflictError):
+        return (
+            "Graph already has a subscription of this app for this resource and change types "
+            "(another deployment with another notification URL?); run with --prune, or delete it"
+        )
+    if isinstance(error, NotFoundError) and action.kind in (Kind.CREATE, Kind.REPLACE):
+        return "the resource does not exist (or the mailbox is not enabled for REST)"
+    return None
+
+
+def _failure(action: Action, error: GraphError | None, fallback: str = "failed") -> ActionResult:
+    if error is None:
+        return ActionResult(action, ok=False, error=fallback)
+    return ActionResult(action, ok=False, error=str(error), hint=hint_for(error, action))
+
+
+# --- apply ------------------------------------------------------------------------------------------------------
+
+
+def apply(
+    the_plan: Plan,
+    graphs: Mapping[str, GraphClient],
+    engine: Engine,
+    *,
+    clock: Clock = utcnow,
+) -> list[ActionResult]:
+    """Carry out *the_plan*; one result per changing action (keep is not reported). Refuses a plan with problems."""
+    if the_plan.problems:
+        raise ReconcileError(
+            "refusing to apply a plan with problems:\n" + "\n".join(f"  {p}" for p in the_plan.problems)
+        )
+    results: dict[int, ActionResult] = {}
+    index = {id(a): i for i, a in enumerate(the_plan.actions)}
+
+    def done(action: Action, result: ActionResult) -> None:
+        results[index[id(action)]] = result
+
+    # Phase 1: deletes. A replace whose delete fails does not go on to create (Graph would say 409).
+    to_delete = the_plan.of_kind(Kind.PRUNE, Kind.REPLACE)
+    deleted_ok: set[int] = set()
+    for tenant_id, actions in _by_tenant(to_delete).items():
+        graph = _graph_for(graphs, tenant_id)
+        requests = [
+            BatchRequest("DELETE", _sub_path(a.subscription_id or ""), id=str(i))
+            for i, a in enumerate(actions, 1)
+        ]
+        for action, result in zip(actions, _run(graph, requests), strict=True):
+            if result.ok or isinstance(result.error, NotFoundError):
+                deleted_ok.add(id(action))
+                if action.kind == Kind.PRUNE:
+                    done(action, ActionResult(action, ok=True, subscription_id=action.subscription_id))
+            else:
+                done(action, _failure(action, result.error))
+        _delete_rows(
+            engine, [a.subscription_id or "" for a in actions if id(a) in deleted_ok and a.kind == Kind.PRUNE]
+        )
+
+    # Phase 2: creates (and the second half of each replace whose delete worked).
+    to_create = the_plan.of_kind(Kind.CREATE) + [
+        a for a in the_plan.of_kind(Kind.REPLACE) if id(a) in deleted_ok
+    ]
+    for action, created in _create(to_create, graphs, engine, clock=clock):
+        done(action, created)
+
+    # Phase 3: PATCHes; 404 = Graph dropped it: recreate.
+    to_patch = the_plan.of_kind(Kind.RENEW, Kind.UPDATE) + [
+        a for a in the_plan.of_kind(Kind.ADOPT) if a.writes_graph
+    ]
+    gone: list[Action] = []
+    for tenant_id, actions in _by_tenant(to_patch).items():
+        graph = _graph_for(graphs, tenant_id)
+        requests = []
+        for i, a in enumerate(actions, 1):
+            body: dict[str, Any] = {}
+            if a.new_expires_at is not None:
+                body["expirationDateTime"] = format_datetime(a.new_expires_at)
+            if a.kind == Kind.UPDATE and a.desired is not None:
+                body["notificationUrl"] = a.desired.notification_url
+            requests.append(
+                BatchRequest(
+                    "PATCH", _sub_path(a.subscription_id or ""), body=body, id=str(i), idempotent=True
+                )
+            )
+        patched: list[tuple[Action, LiveSubscription]] = []
+        for action, result in zip(actions, _run(graph, requests), strict=True):
+            if result.ok and isinstance(result.body, dict):
+                live = LiveSubscription.from_json(result.body)
+                patched.append((action, live))
+                done(
+                    action, ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration)
+                )
+            elif isinstance(result.error, NotFoundError):
+                gone.append(action)
+            else:
+                done(action, _failure(action, result.error))
+        _update_rows(engine, patched, now=utcnow())
+
+    # Adoptions that need no Graph call: only our row changes.
+    quiet_adopts = [a for a in the_plan.of_kind(Kind.ADOPT) if not a.writes_graph]
+    _relink_rows(engine, quiet_adopts, now=utcnow())
+    for action in quiet_adopts:
+        done(
+            action,
+            ActionResult(
+                action, ok=True, subscription_id=action.subscription_id, expires_at=action.expires_at
+            ),
+        )
+
+    # Phase 4: recreate what a PATCH found gone.
+    if gone:
+        _delete_rows(engine, [a.subscription_id or "" for a in gone])
+        now = clock()
+        fresh = [replace(a, new_expires_at=now + a.desired.lifetime) if a.desired else a for a in gone]
+        for original, (_fresh, again) in zip(gone, _create(fresh, graphs, engine, clock=clock), strict=True):
+            again.action = original
+            again.recreated = again.ok
+            done(original, again)
+
+    forget = the_plan.of_kind(Kind.FORGET)
+    _delete_rows(engine, [a.subscription_id or "" for a in forget])
+    for action in forget:
+        done(action, ActionResult(action, ok=True))
+    return [results[i] for i in sorted(results)]
+
+
+def _create(
+    actions: Sequence[Action], graphs: Mapping[str, GraphClient], engine: Engine, *, clock: Clock
+) -> list[tuple[Action, ActionResult]]:
+    """POST each action's desired subscription with a fresh clientState; record each success at once."""
+    out: list[tuple[Action, ActionResult]] = []
+    for tenant_id, group in _by_tenant(actions).items():
+        graph = _graph_for(graphs, tenant_id)
+        now = clock()
+        states = [new_client_state() for _ in group]
+        requests = []
+        for i, (a, state) in enumerate(zip(group, states, strict=True), 1):
+            assert a.desired is not None, "create and replace actions carry their desired subscription"
+            expires = a.new_expires_at or now + a.desired.lifetime
+            requests.append(_create_request(a.desired, expires, state, str(i)))
+        rows = []
+        replaced = []
+        for action, state, result in zip(group, states, _run(graph, requests), strict=True):
+            if result.ok and isinstance(result.body, dict):
+                live = LiveSubscription.from_json(result.body)
+                assert action.desired is not None
+                rows.append(_row_values(action.desired, live, state, utcnow()))
+                if action.kind == Kind.REPLACE and action.subscription_id:
+                    replaced.append(action.subscription_id)
+                out.append(
+                    (
+                        action,
+                        ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration),
+                    )
+                )
+            else:
+                out.append((action, _failure(action, result.error)))
+        with engine.begin() as connection:
+            if replaced:
+                connection.execute(sa.delete(table).where(table.c.subscription_id.in_(replaced)))
+            if rows:
+                connection.execute(sa.insert(table), rows)
+    return out
+
+
+def _delete_rows(engine: Engine, subscription_ids: Sequence[str]) -> None:
+    ids = [s for s in subscription_ids if s]
+    if not ids:
+        return
+    with engine.begin() as connection:
+        for start in range(0, len(ids), 500):
+            connection.execute(sa.delete(table).where(table.c.subscription_id.in_(ids[start : start + 500])))
+
+
+def _update_rows(
+    engine: Engine, patched: Sequence[tuple[Action, LiveSubscription]], *, now: datetime
+) -> None:
+    if not patched:
+        return
+    with engine.begin() as connection:
+        for action, live in patched:
+            values: dict[str, Any] = {"expires_at": live.expiration, "updated_at": now, "status": "active"}
+            values["notification_url"] = live.notification_url
+            if action.kind == Kind.ADOPT and action.desired is not None:
+                values.update(_link_values(action.desired))
+            connection.execute(sa.update(table).where(table.c.subscription_id == live.id).values(**values))
+
+
+def _link_values(d: Desired) -> dict[str, Any]:
+    return {"name": d.name, "scope_key": d.scope_key, "resource": d.resource, "tenant_id": d.tenant_id}
+
+
+def _relink_rows(engine: Engine, actions: Sequence[Action], *, now: datetime) -> None:
+    if not actions:
+        return
+    with engine.begin() as connection:
+        for action in actions:
+            assert action.desired is not None
+            connection.execute(
+                sa.update(table)
+                .where(table.c.subscription_id == action.subscription_id)
+                .values(**_link_values(action.desired), updated_at=now, status="active")
+            )
+
+
+# --- the whole run ----------------------------------------------------------------------------------------------
+
+
+def graphs_for(spec: Spec, **kwargs: Any) -> dict[str, GraphClient]:
+    """One Graph client per tenant of *spec*, keyed by tenant id."""
+    from syncer.graph.client import GraphClient
+
+    spec = spec.resolve_emulator()
+    return {t.tenant_id: GraphClient.from_spec(spec, t.name, **kwargs) for t in spec.tenants}
+
+
+def make_plan(
+    spec: Spec,
+    graphs: Mapping[str, GraphClient],
+    engine: Engine,
+    *,
+    now: datetime,
+    prune: bool = False,
+) -> Plan:
+    """Read everything the planner needs (live subscriptions, our table, fan-out) and plan."""
+    from syncer import fanout
+
+    spec = spec.resolve_emulator()
+    tenant_ids = [t.tenant_id for t in spec.tenants]
+    live = {tenant_id: _graph_for(graphs, tenant_id).subscriptions.list() for tenant_id in tenant_ids}
+    recorded = load_recorded(engine, tenant_ids=tenant_ids)
+    expansions: dict[str, Expansion] = fanout.expand(spec, graphs)
+    desired = desired_from_spec(spec, expansions)
+    app_ids = {t.tenant_id: t.client_id for t in spec.tenants}
+    own_urls = [u for u in (spec.receiver.notification_url, spec.receiver.lifecycle_url) if u]
+    return plan(
+        desired,
+        live,
+        recorded,
+        now,
+        prune=prune,
+        app_ids=app_ids,
+        own_urls=own_urls,
+        expansions=list(expansions.values()),
+    )
+
+
+def reconcile(
+    spec: Spec,
+    *,
+    graphs: Mapping[str, GraphClient] | None = None,
+    engine: Engine | None = None,
+    dry_run: bool = False,
+    prune: bool = False,
+    clock: Clock = utcnow,
+    lock_timeout: float | None = 300.0,
+    on_wait: Callable[[locks.LockInfo | None], None] | None = None,
+) -> Outcome:
+    """``syncer reconcile``: plan, and unless *dry_run* apply, holding the reconcile lock throughout."""
+    from syncer.schema import create_engine
+
+    spec = spec.resolve_emulator()
+    own_graphs = graphs is None
+    own_engine = engine is None
+    graphs = graphs if graphs is not None else graphs_for(spec)
+    engine = engine if engine is not None else create_engine(spec.database_url)
+    try:
+        if dry_run:
+            # Reads only: no lock, so a dry run never waits behind (or blocks) a real one.
+            return Outcome(make_plan(spec, graphs, engine, now=clock(), prune=prune))
+        with locks.hold(
+            engine,
+            locks.RECONCILE_LOCK,
+            holder=locks.default_holder("reconcile"),
+            timeout=lock_timeout,
+            on_wait=on_wait,
+        ):
+            the_plan = make_plan(spec, graphs, engine, now=clock(), prune=prune)
+            if the_plan.problems:
+                return Outcome(the_plan)
+            return Outcome(the_plan, apply(the_plan, graphs, engine, clock=clock), applied=True)
+    finally:
+        if own_graphs:
+            for graph in graphs.values():
+                graph.close()
+        if own_engine:
+            engine.dispose()
+
+
+# --- lifecycle repairs ------------------------------------------------------------------------------------------
+
+
+def _row(engine: Engine, subscription_id: str) -> Recorded:
+    for row in load_recorded(engine):
+        if row.subscription_id == subscription_id:
+            return row
+    raise ReconcileError(f"subscription {subscription_id} is not in syncer's table: nothing to repair")
+
+
+def _desired_for_row(spec: Spec, row: Recorded) -> Desired:
+    try:
+        declared = spec.subscription(row.name)
+    except Exception as error:  # ConfigError: the declaration is gone
+        raise ReconcileError(
+            f"subscription {row.subscription_id} belongs to {row.name!r}, which is no longer declared; "
+            "run `syncer reconcile --prune`"
+        ) from error
+    expansions = {}
+    if declared.fan_out is not None:
+        matched = match_resource(row.resource)
+        user = matched[1].get("user") if matched else None
+        if not user:
+            raise ReconcileError(f"cannot tell which user {row.resource!r} of {row.name!r} is for")
+        tenant_id = spec.tenant(declared.tenant).tenant_id
+        expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (user,))
+    single = replace(spec, subscriptions=(declared,))
+    return desired_from_spec(single, expansions)[0]
+
+
+def reauthorize(
+    subscription_id: str,
+    *,
+    spec: Spec,
+    graphs: Mapping[str, GraphClient],
+    engine: Engine,
+    clock: Clock = utcnow,
+    lock_timeout: float | None = 60.0,
+) -> ActionResult:
+    """Answer ``reauthorizationRequired``: renew when due (a renewal reauthorizes), else POST reauthorize.
+
+    A 404 means Graph dropped the subscription: it is recreated.
+    """
+    spec = spec.resolve_emulator()
+    with locks.hold(
+        engine, locks.RECONCILE_LOCK, holder=locks.default_holder("reauthorize"), timeout=lock_timeout
+    ):
+        row = _row(engine, subscription_id)
+        d = _desired_for_row(spec, row)
+        graph = _graph_for(graphs, row.tenant_id)
+        now = clock()
+        due = row.expires_at - now <= d.renew_before
+        action = Action(
+            Kind.RENEW if due else Kind.KEEP,
+            row.tenant_id,
+            row.resource,
+            name=row.name,
+            subscription_id=subscription_id,
+            expires_at=row.expires_at,
+            new_expires_at=now + d.lifetime if due else None,
+            reason="reauthorizationRequired",
+            desired=d,
+        )
+        try:
+            if due:
+                live = graph.subscriptions.update(subscription_id, expiration=now + d.lifetime)
+                _update_rows(engine, [(action, live)], now=utcnow())
+                return ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration)
+            graph.subscriptions.reauthorize(subscription_id)
+            return ActionResult(action, ok=True, subscription_id=subscription_id, expires_at=row.expires_at)
+        except NotFoundError:
+            return _recreate_locked(row, d, graphs, engine, clock=clock)
+        except GraphError as error:
+            return _failure(action, error)
+
+
+def recreate(
+    subscription_id: str,
+    *,
+    spec: Spec,
+    graphs: Mapping[str, GraphClient],
+    engine: Engine,
+    clock: Clock = utcnow,
+    lock_timeout: float | None = 60.0,
+) -> ActionResult:
+    """Answer ``subscriptionRemoved`` (or a 404 on renew): create the subscription anew with a fresh clientState.
+
+    The gap has no notifications: the caller should request a delta resync of the scope.
+    """
+    spec = spec.resolve_emulator()
+    with locks.hold(
+        engine, locks.RECONCILE_LOCK, holder=locks.default_holder("recreate"), timeout=lock_timeout
+    ):
+        row = _row(engine, subscription_id)
+        return _recreate_locked(row, _desired_for_row(spec, row), graphs, engine, clock=clock)
+
+
+def _recreate_locked(
+    row: Recorded, d: Desired, graphs: Mapping[str, GraphClient], engine: Engine, *, clock: Clock
+) -> ActionResult:
+    graph = _graph_for(graphs, row.tenant_id)
+    now = clock()
+    action = Action(
+        Kind.REPLACE,
+        row.tenant_id,
+        row.resource,
+        name=row.name,
+        subscription_id=row.subscription_id,
+        expires_at=row.expires_at,
+        new_expires_at=now + d.lifetime,
+        changes=("removed by Graph",),
+        reason="recreate",
+        desired=d,
+    )
+    try:
+        # Removed means gone, but if it is still there a create would be a 409 duplicate.
+        graph.subscriptions.delete(row.subscription_id)
+    except NotFoundError:
+        pass
+    except GraphError as error:
+        return _failure(action, error)
+    ((_action, result),) = _create([action], graphs, engine, clock=clock)
+    if result.ok:
+        result.recreated = True
+    return result
+
+
+# --- rendering --------------------------------------------------------------------------------------------------
+
+_SIGNS = {
+    Kind.CREATE: "+",
+    Kind.REPLACE: "-/+",
+    Kind.UPDATE: "~",
+    Kind.RENEW: "~",
+    Kind.ADOPT: "=",
+    Kind.PRUNE: "-",
+    Kind.FORGET: "x",
+    Kind.KEEP: " ",
+}
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "?"
+
+
+def _expiry(action: Action) -> str:
+    if action.kind == Kind.CREATE:
+        return f"expires {_when(action.new_expires_at)}"
+    if action.new_expires_at is not None and action.expires_at is not None:
+        return f"expires {_when(action.expires_at)} -> {_when(action.new_expires_at)}"
+    return f"expires {_when(action.expires_at)}"
+
+
+def action_line(action: Action) -> str:
+    """One line for a person: sign, kind, resource, declaration, expiry, and why."""
+    name = f" [{action.name}]" if action.name else ""
+    why = (
+        f" ({', '.join(action.changes)})"
+        if action.kind in (Kind.UPDATE, Kind.REPLACE, Kind.PRUNE) and action.changes
+        else ""
+    )
+    return f"  {_SIGNS[action.kind]:>3} {action.kind:<7} {action.resource}{name}  {_expiry(action)}{why}"
+
+
+def render_plan(the_plan: Plan, *, verbose: bool = False) -> list[str]:
+    """The plan for a person: counts, fan-out expansions, one line per action, orphans, problems."""
+    counts = the_plan.counts()
+    parts = [f"{counts[str(k)]} to {k}" for k in Kind if k != Kind.KEEP]
+    lines = [f"Plan: {', '.join(parts)}, {counts['keep']} unchanged."]
+    for e in the_plan.expansions:
+        shown = ", ".join(e.users[:10]) + (f", ... ({len(e.users) - 10} more)" if len(e.users) > 10 else "")
+        lines.append(f"fan-out {e.name}: {len(e.users)} users ({e.source}): {shown}")
+    for action in the_plan.actions:
+        if action.kind != Kind.KEEP or verbose:
+            lines.append(action_line(action))
+    if the_plan.orphans:
+        lines.append(
+            f"{len(the_plan.orphans)} subscriptions of ours are no longer declared (kept; --prune deletes them):"
+        )
+        lines.extend(action_line(a) for a in the_plan.orphans)
+    if the_plan.ignored:
+        lines.append(
+            f"{the_plan.ignored} live subscriptions are not syncer's (not recorded, other app or URL): left alone"
+        )
+    for problem in the_plan.problems:
+        lines.append(f"refused: {problem}")
+    if not the_plan.has_changes and not the_plan.problems:
+        lines.append("Nothing to do: Graph matches the spec.")
+    return lines
+
+
+def render_results(results: Sequence[ActionResult]) -> list[str]:
+    """One line per applied action (plus a hint line under a failure), then a summary."""
+    lines = []
+    for r in results:
+        a = r.action
+        name = f" [{a.name}]" if a.name else ""
+        if r.ok:
+            what = "recreated (Graph had dropped it)" if r.recreated else f"{a.kind} done"
+            expiry = f"  expires {_when(r.expires_at)}" if r.expires_at else ""
+            ident = f"  id {r.subscription_id}" if r.subscription_id else ""
+            lines.append(f"  ok     {a.kind:<7} {a.resource}{name}{ident}{expiry}  {what}")
+        else:
+            lines.append(f"  FAILED {a.kind:<7} {a.resource}{name}: {r.error}")
+            if r.hint:
+                lines.append(f"         hint: {r.hint}")
+    failed = sum(1 for r in results if not r.ok)
+    lines.append(f"Applied: {len(results) - failed} succeeded, {failed} failed.")
+    return lines
+
+
+def run_command(
+    spec: Spec,
+    *,
+    dry_run: bool,
+    prune: bool,
+    output: str,
+    detailed_exitcode: bool,
+    verbose: bool = False,
+    lock_timeout: float | None = 300.0,
+    echo: Callable[[str], None] = print,
+    echo_err: Callable[[str], None] = print,
+) -> int:
+    """``syncer reconcile`` end to end: run, print (text or JSON), and return the exit status.
+
+    Exit status: 1 when the plan was refused or an action failed; with *detailed_exitcode*, 2 when
+    there were changes (pending in a dry run, applied otherwise) and 0 when there was nothing to do;
+    without it, 0 for every success.
+    """
+    import json
+
+    def waiting(info: locks.LockInfo | None) -> None:
+        echo_err(f"waiting for lock held by {info or 'another process'}")
+
+    outcome = reconcile(spec, dry_run=dry_run, prune=prune, lock_timeout=lock_timeout, on_wait=waiting)
+    if output == "json":
+        echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        for line in render_plan(outcome.plan, verbose=verbose):
+            echo(line)
+        if outcome.applied and outcome.results:
+            for line in render_results(outcome.results):
+                echo(line)
+        elif dry_run and outcome.plan.has_changes:
+            echo("Dry run: nothing was changed.")
+    if not outcome.ok:
+        return 1
+    if detailed_exitcode and outcome.plan.has_changes:
+        return 2
+    return 0
