@@ -68,17 +68,12 @@ def default_table(name: str) -> str:
     return table if table[:1].isalpha() else f"t_{table}"
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
 class SubscriptionsLoader:
     """Reads the ``defaults`` and ``subscriptions`` sections with the shared readers of a :class:`SpecLoader`."""
 
     def __init__(self, loader: SpecLoader) -> None:
         self.loader = loader
         self.r = loader.r
-
 
     def defaults(self, top: Map) -> _Defaults:
         r, d = self.r, _Defaults()
@@ -115,10 +110,11 @@ class SubscriptionsLoader:
             if built is None:
                 continue
             sub, nodes = built
-            if sub.name in names:
+            repeated_name = sub.name in names
+            if repeated_name:
                 r.error(nodes.get("name"), f"{path}.name", "a subscription name used once", f"'{sub.name}' again (first at {names[sub.name]})")
             names.setdefault(sub.name, path)
-            if sub.mirror.table in tables and not (sub.name in names and names[sub.name] != path):
+            if sub.mirror.table in tables and not repeated_name:  # a repeated name repeats its default table
                 mirror_node = nodes.get("mirror")
                 table_node = next((v for k, v in mirror_node.value if k.value == "table"), None) if isinstance(mirror_node, yaml.MappingNode) else None
                 where = table_node or nodes.get("name") or item
@@ -153,6 +149,7 @@ class SubscriptionsLoader:
         tenant = self.sub_tenant(s, tenants)
         matched = self.resource(s, graph)
         if matched is None:
+            self.mirror(s, None, name, defaults)  # still report what is wrong in the mirror
             return None
         resource, rt, params = matched
         change_types = self.change_types(s, rt)
@@ -323,7 +320,7 @@ class SubscriptionsLoader:
             return lifetime, None
         return lifetime, renew if isinstance(renew, timedelta) else None
 
-    def mirror(self, s: Map, rt: ResourceType, name: str | None, defaults: _Defaults) -> Mirror | None:
+    def mirror(self, s: Map, rt: ResourceType | None, name: str | None, defaults: _Defaults) -> Mirror | None:
         r, path = self.r, s.sub("mirror")
         mm = r.mapping(s.get("mirror"), path, ("table", "columns", "delete"))
         if s.get("mirror") is not None and mm is None:
@@ -343,7 +340,7 @@ class SubscriptionsLoader:
             return None
         return Mirror(table, tuple(columns), delete)
 
-    def column(self, node: yaml.Node, path: str, rt: ResourceType) -> Column | None:
+    def column(self, node: yaml.Node, path: str, rt: ResourceType | None) -> Column | None:
         r = self.r
         expected = "a property name or {field, column, type}"
         name_node: yaml.Node | None = None
@@ -383,7 +380,7 @@ class SubscriptionsLoader:
         if name is None:
             return None
         if column_type is None:
-            known = rt.field_type(field) if len(segments) == 1 else None
+            known = rt.field_type(field) if rt is not None and len(segments) == 1 else None
             column_type = known or ("datetime" if segments[-1].endswith("DateTime") else "text")
         return Column(field, name, column_type)
 
@@ -450,7 +447,7 @@ class SubscriptionsLoader:
 def _suggest(bare: str) -> str:
     """A did-you-mean for an unknown resource path: the pattern closest to it, segment counts equal."""
     segments = bare.split("/")
-    best, best_ratio = "", 0.8
+    best, best_ratio = "", 0.6
     for rt in resources.CATALOGUE:
         for pattern in rt.patterns:
             parts = pattern.split("/")

@@ -547,3 +547,53 @@ def test_reference_lists_every_resource_pattern() -> None:
     text = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
     missing = [p for rt in resources.CATALOGUE for p in rt.patterns if f"`{p}`" not in text]
     assert not missing, f"docs/spec.md lacks {missing}"
+
+
+def test_empty_file_and_a_list_at_the_top(tmp_path: Path) -> None:
+    with pytest.raises(SpecErrors) as caught:
+        load_spec(write(tmp_path, "# nothing yet\n"), environ={})
+    assert str(caught.value).endswith("subscriptions.yaml:1: expected a mapping with version: 1 and subscriptions, found an empty file")
+    with pytest.raises(SpecErrors) as caught:
+        load_spec(write(tmp_path, "- version: 1\n"), environ={})
+    assert caught.value.found == "a list"
+
+
+def test_repeated_column_and_misplaced_options(tmp_path: Path) -> None:
+    errors = problems(
+        tmp_path,
+        """\
+          - name: u
+            resource: users
+            window: {past: 1d}
+            folders: [inbox]
+            mirror: {columns: [displayName, {field: mail, column: display_name}]}
+        """,
+    )
+    assert [(e.location.line, e.location.path) for e in errors] == [
+        (11, "subscriptions[0].window"),
+        (12, "subscriptions[0].folders"),
+        (13, "subscriptions[0].mirror.columns[1]"),
+    ]
+    assert errors[0].expected == "window only for event resources (calendarView)"
+    assert errors[2].found == "'display_name' again (also displayName)"
+
+
+def test_resource_given_as_a_url_gets_the_relative_path_as_hint(tmp_path: Path) -> None:
+    error = problem(tmp_path, "  - {name: u, resource: 'https://graph.microsoft.com/v1.0/users'}\n")
+    at(error, 9, "subscriptions[0].resource")
+    assert error.hint == "write 'users'"
+
+
+def test_errors_in_other_fields_are_reported_even_when_the_resource_is_unknown(tmp_path: Path) -> None:
+    errors = problems(tmp_path, "  - {name: u, resource: userz, mirror: {table: 'bad table'}}\n")
+    assert [e.location.path for e in errors] == ["subscriptions[0].mirror.table", "subscriptions[0].resource"]
+    assert errors[1].hint == "did you mean 'users'?"
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("90m", 90), ("36h", 2160), ("2d", 2880), ("1h30m", 90), ("1w", 10080), ("PT2H", 120), ("P1DT12H", 2160), ("pt45m", 45)],
+)
+def test_durations(tmp_path: Path, text: str, minutes: int) -> None:
+    spec = load(tmp_path, f"  - {{name: u, resource: users, lifetime: {text}, renew_before: 1m}}\n")
+    assert spec.subscriptions[0].lifetime == timedelta(minutes=minutes)
