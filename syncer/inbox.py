@@ -154,10 +154,15 @@ class Inbox:
         )
         waiting = waiting.order_by(t.c.id).limit(limit)
         if self._postgres:
-            waiting = waiting.with_for_update(skip_locked=True)
+            # A locking CTE is evaluated once; ``id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)``
+            # may be re-run by the planner as a semi-join and then claims more than *limit* rows.
+            chosen = waiting.with_for_update(skip_locked=True).cte("chosen")
+            picked: Any = t.c.id == chosen.c.id
+        else:
+            picked = t.c.id.in_(waiting.scalar_subquery())
         stmt = (
             sa.update(t)
-            .where(t.c.id.in_(waiting.scalar_subquery()))
+            .where(picked)
             # Re-checked by the UPDATE itself: on SQLite this is what makes two claimers disjoint.
             .where(t.c.processed_at.is_(None), sa.or_(t.c.claimed_until.is_(None), t.c.claimed_until <= now))
             .values(

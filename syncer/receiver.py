@@ -41,7 +41,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask, Response, request
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from syncer import schema
 from syncer.errors import ConfigError, DatabaseError, NotificationError
@@ -261,7 +261,8 @@ def create_app(
     limiter = _LogLimiter(settings.log_rejections_per_second)
 
     app = Flask("syncer.receiver")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One more than the cap, so that the view can tell "exactly the cap" from "over it" (see receive).
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions["syncer.receiver"] = state
 
     def answer(status: int, endpoint: str, body: str = "", mimetype: str = "text/plain") -> Response:
@@ -293,7 +294,11 @@ def create_app(
             return answer(200, endpoint, token)
         if request.mimetype != "application/json":
             return answer(415, endpoint, "expected application/json")
-        body = request.get_data(cache=False)
+        # Read one byte past the cap ourselves: for a chunked body (no Content-Length) werkzeug's
+        # limit may just stop reading, which would look like a truncated (400) body, not a 413.
+        body = request.stream.read(settings.max_body_bytes + 1)
+        if len(body) > settings.max_body_bytes:
+            raise RequestEntityTooLarge()
         try:
             collection = parse_collection(body, limits=settings.limits)
         except NotificationError as exc:

@@ -1,0 +1,392 @@
+"""The receiver over real HTTP, on SQLite and PostgreSQL: handshake, checks, durable storage, limits.
+
+Bodies are composed from the notes (tests/notification_builders.py); the emulator delivers them
+end to end in test_receiver_emulator.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import notification_builders as nb
+import pytest
+import requests
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.engine import Engine
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from syncer import schema
+from syncer.notifications import DecryptionKey, KeyRing, StaticKeys, TokenValidator
+from syncer.receiver import ReceiverSettings, create_app
+
+SUB = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
+RICH_SUB = "76222963-cc7b-42d2-882d-8aaa69cb2ba3"
+JSON = {"Content-Type": "application/json"}
+
+
+def add_subscription(engine: Engine, subscription_id: str, *, client_state: str = nb.CLIENT_STATE, rich: bool = False) -> None:
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(schema.subscriptions).values(
+                subscription_id=subscription_id, tenant_id=nb.TENANT, name="people", scope_key="users",
+                resource="users", change_type="updated,deleted", notification_url="https://example.test/notifications",
+                lifecycle_url="https://example.test/lifecycle", client_state=client_state,
+                include_resource_data=rich, encryption_certificate_id="cert-2026-02" if rich else None,
+                expires_at=now + timedelta(days=2), created_at=now, updated_at=now, status="active",
+            )
+        )
+
+
+def inbox_rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(schema.inbox).order_by(schema.inbox.c.id)).all())
+
+
+class Server:
+    """The app on a free loopback port, in a thread (threaded: concurrent requests share commits)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.httpd: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+        self.session = requests.Session()
+        self.session.trust_env = False
+
+    def post(self, path: str, data: bytes | str = b"", *, headers: dict[str, str] | None = None, **kw: Any) -> requests.Response:
+        return self.session.post(self.url + path, data=data, headers=JSON if headers is None else headers, timeout=10, **kw)
+
+    def get(self, path: str) -> requests.Response:
+        return self.session.get(self.url + path, timeout=10)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.app.extensions["syncer.receiver"].close()
+
+
+def make_receiver(engine: Engine, **settings: Any) -> Server:
+    tokens = TokenValidator(StaticKeys({"graph-key-1": nb.rsa_key("graph-signing").public_key()}), app_ids=[nb.APP_ID])
+    keys = KeyRing([DecryptionKey("cert-2026-01", nb.rsa_key("cert-old")), DecryptionKey("cert-2026-02", nb.rsa_key("cert-new"))])
+    return Server(create_app(engine, settings=ReceiverSettings(**settings), tokens=tokens, keys=keys))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = schema.create_engine(database_url)
+    schema.metadata.create_all(engine)
+    add_subscription(engine, SUB)
+    add_subscription(engine, RICH_SUB, rich=True)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def receiver(engine: Engine) -> Iterator[Server]:
+    server = make_receiver(engine)
+    yield server
+    server.close()
+
+
+# --- handshake ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/notifications", "/lifecycle"])
+def test_handshake_echoes_the_decoded_token_as_plain_text_without_a_database(path: str) -> None:
+    dead = schema.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    server = make_receiver(dead)
+    try:
+        token = "Validation: Testing client application reachability <script>alert(1)</script> a+b&c=d é"
+        response = server.session.post(
+            server.url + path, params={"validationToken": token}, headers={"Content-Type": "text/plain; charset=utf-8"}, timeout=5
+        )
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.content.decode("utf-8") == token
+        assert response.elapsed.total_seconds() < 1
+        # The notification URL's own query string is kept by Graph; the token is found among it.
+        response = server.post(path + "?tenant=x", params={"validationToken": "abc"}, headers={})
+        assert (response.status_code, response.text) == (200, "abc")
+    finally:
+        server.close()
+        dead.dispose()
+
+
+# --- storing -------------------------------------------------------------------------------------------
+
+
+def test_accepted_items_are_stored_refused_ones_counted_and_the_answer_is_202(receiver: Server, engine: Engine) -> None:
+    good = nb.change_item(SUB, user_id="u-good")
+    items = [
+        good,
+        nb.change_item("11111111-0000-0000-0000-000000000000"),  # unknown subscription
+        nb.change_item(SUB, client_state="guessed"),
+        nb.change_item(SUB, client_state=None),
+        nb.change_item(SUB, tenant="00000000-0000-0000-0000-000000000009"),
+        {"subscriptionId": SUB},  # malformed item
+    ]
+    response = receiver.post("/notifications", nb.body(*items))
+    assert response.status_code == 202 and response.text == ""
+    (row,) = inbox_rows(engine)
+    assert (row.tenant_id, row.subscription_id, row.kind, row.event) == (nb.TENANT, SUB, "change", "updated")
+    assert (row.resource, row.resource_id, row.processed_at) == ("Users/u-good", "u-good", None)
+    assert row.payload["resourceData"]["id"] == "u-good" and "clientState" not in row.payload
+    # Everything forged: still 202 (forgers learn nothing), nothing stored.
+    response = receiver.post("/notifications", nb.body(nb.change_item(SUB, client_state="x")))
+    assert response.status_code == 202 and len(inbox_rows(engine)) == 1
+    metrics = receiver.get("/metrics").text
+    assert 'syncer_notifications_rejected_total{reason="client_state_mismatch"} 3' in metrics
+    assert 'syncer_notifications_rejected_total{reason="unknown_subscription"} 1' in metrics
+    assert 'syncer_notifications_rejected_total{reason="tenant_mismatch"} 1' in metrics
+    assert 'syncer_notifications_rejected_total{reason="malformed_item"} 1' in metrics
+    assert "syncer_notifications_received_total 7" in metrics
+    assert "syncer_notifications_stored_total 1" in metrics
+    assert "syncer_inbox_depth 1" in metrics
+    assert "syncer_inbox_store_seconds_count 1" in metrics
+
+
+def test_refusals_are_logged_without_secrets(receiver: Server, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="syncer.receiver")
+    receiver.post("/notifications", nb.body(nb.change_item(SUB, client_state="attacker-guess-123")))
+    text = caplog.text
+    assert "client_state_mismatch" in text and SUB in text
+    assert nb.CLIENT_STATE not in text and "attacker-guess-123" not in text
+
+
+def test_duplicates_are_absorbed(receiver: Server, engine: Engine) -> None:
+    raw = nb.body(
+        nb.change_item(SUB, user_id="u1", etag="e1", notification_id="n1"),
+        nb.change_item(SUB, user_id="u1", etag="e1", notification_id="n1"),
+        nb.change_item(SUB, user_id="u1", etag="e2"),
+    )
+    for _ in range(3):
+        assert receiver.post("/notifications", raw).status_code == 202
+    assert len(inbox_rows(engine)) == 2
+    assert "syncer_notifications_duplicate_total 7" in receiver.get("/metrics").text
+
+
+def test_every_lifecycle_event_is_stored_for_the_worker(receiver: Server, engine: Engine) -> None:
+    events = ["reauthorizationRequired", "subscriptionRemoved", "missed"]
+    response = receiver.post("/lifecycle", nb.body(*[nb.lifecycle_item(SUB, e) for e in events]))
+    assert response.status_code == 202
+    # Lifecycle events on the notification URL (an older Graph revision) are stored as well.
+    assert receiver.post("/notifications", nb.body(nb.lifecycle_item(RICH_SUB, "missed"))).status_code == 202
+    rows = inbox_rows(engine)
+    assert [(r.kind, r.event, r.subscription_id) for r in rows] == [
+        ("lifecycle", e, SUB) for e in events
+    ] + [("lifecycle", "missed", RICH_SUB)]
+    assert all(r.resource is None for r in rows)
+
+
+def test_rich_notifications_are_decrypted_with_either_key_during_rotation(receiver: Server, engine: Engine) -> None:
+    items = [
+        nb.rich_item(RICH_SUB, public_key=nb.rsa_key("cert-old").public_key(), certificate_id="cert-2026-01",
+                     resource={"id": "m-old", "body": {"content": "from the old key"}}),
+        nb.rich_item(RICH_SUB, public_key=nb.rsa_key("cert-new").public_key(), certificate_id="cert-2026-02",
+                     resource={"id": "m-new", "body": {"content": "from the new key"}}),
+    ]
+    items[1]["resource"] += "x"  # two distinct items
+    response = receiver.post("/notifications", nb.body(*items, tokens=[nb.validation_token()]))
+    assert response.status_code == 202
+    rows = inbox_rows(engine)
+    assert [r.payload["decryptedContent"]["body"]["content"] for r in rows] == ["from the old key", "from the new key"]
+    assert all("encryptedContent" not in r.payload for r in rows)
+
+
+def forged(kind: str) -> bytes:
+    key_new = nb.rsa_key("cert-new").public_key()
+    item = nb.rich_item(RICH_SUB, public_key=key_new, certificate_id="cert-2026-02")
+    token = nb.validation_token()
+    if kind == "bad_signature":
+        token = nb.validation_token(signing_key=nb.rsa_key("forger"))
+    elif kind == "wrong_aud":
+        token = nb.validation_token(audience="22222222-0000-0000-0000-000000000000")
+    elif kind == "wrong_appid":
+        token = nb.validation_token(appid="33333333-0000-0000-0000-000000000000")
+    elif kind == "expired":
+        token = nb.validation_token(issued_ago=3 * 3600)
+    elif kind == "bad_hmac":
+        item["encryptedContent"]["dataSignature"] = nb.encrypt_resource(
+            {"id": "other"}, public_key=key_new, certificate_id="cert-2026-02"
+        )["dataSignature"]
+    elif kind == "wrong_cert_id":
+        item["encryptedContent"]["encryptionCertificateId"] = "cert-2025-12"
+    elif kind == "no_token":
+        return nb.body(item)
+    return nb.body(item, tokens=[token])
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("bad_signature", "token_signature"),
+        ("wrong_aud", "token_audience"),
+        ("wrong_appid", "token_appid"),
+        ("expired", "token_expired"),
+        ("bad_hmac", "hmac_mismatch"),
+        ("wrong_cert_id", "unknown_certificate"),
+        ("no_token", "token_missing"),
+    ],
+)
+def test_each_rich_forgery_is_refused_and_nothing_is_stored(receiver: Server, engine: Engine, kind: str, reason: str) -> None:
+    response = receiver.post("/notifications", forged(kind))
+    assert response.status_code == 202
+    assert inbox_rows(engine) == []
+    assert f'syncer_notifications_rejected_total{{reason="{reason}"}} 1' in receiver.get("/metrics").text
+
+
+# --- the database unavailable ------------------------------------------------------------------------------
+
+
+def test_database_unreachable_means_503_never_2xx() -> None:
+    dead = schema.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    server = make_receiver(dead)
+    try:
+        response = server.post("/notifications", nb.body(nb.change_item(SUB)))
+        assert response.status_code == 503
+        assert server.get("/healthz").status_code == 200
+        assert server.get("/readyz").status_code == 503
+        metrics = server.get("/metrics")
+        assert metrics.status_code == 200 and "syncer_inbox_depth" not in metrics.text
+    finally:
+        server.close()
+        dead.dispose()
+
+
+def test_a_failing_commit_means_503_and_nothing_false_is_stored(receiver: Server, engine: Engine) -> None:
+    # Warm the subscription cache, then take the inbox table away so that only the commit fails.
+    assert receiver.post("/notifications", nb.body(nb.change_item(SUB, user_id="first"))).status_code == 202
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE syncer_inbox RENAME TO syncer_inbox_away"))
+    try:
+        response = receiver.post("/notifications", nb.body(nb.change_item(SUB, user_id="lost?")))
+        assert response.status_code == 503
+        assert receiver.get("/readyz").status_code == 200
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE syncer_inbox_away RENAME TO syncer_inbox"))
+    assert [r.resource_id for r in inbox_rows(engine)] == ["first"]
+    # Graph retries the 503; now it is stored.
+    assert receiver.post("/notifications", nb.body(nb.change_item(SUB, user_id="lost?"))).status_code == 202
+    assert [r.resource_id for r in inbox_rows(engine)] == ["first", "lost?"]
+
+
+# --- limits ------------------------------------------------------------------------------------------------
+
+
+def test_limits(engine: Engine) -> None:
+    server = make_receiver(engine, max_body_bytes=10_000)
+    try:
+        big = nb.body(*[nb.change_item(SUB) for _ in range(60)])
+        assert len(big) > 10_000
+        assert server.post("/notifications", big).status_code == 413
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(0, len(big), 1000):
+                yield big[i : i + 1000]
+
+        assert server.post("/notifications", chunks()).status_code == 413
+        ok = nb.body(nb.change_item(SUB))
+        assert server.post("/notifications", ok, headers={"Content-Type": "text/plain"}).status_code == 415
+        assert server.post("/notifications", ok, headers={}).status_code == 415
+        assert server.post("/notifications", ok, headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 202
+        for method in ("GET", "PUT", "DELETE", "PATCH"):
+            response = server.session.request(method, server.url + "/notifications", data=ok, headers=JSON, timeout=5)
+            assert response.status_code == 405, method
+        assert server.post("/notifications", b"{not json").status_code == 400
+        assert server.post("/notifications", b'{"value": 3}').status_code == 400
+        deep = b'{"value": [' + b"[" * 100 + b"]" * 100 + b"]}"
+        assert server.post("/notifications", deep).status_code == 400
+        assert server.post("/elsewhere", ok).status_code == 404
+        assert [r.resource_id for r in inbox_rows(engine)] != []
+        metrics = server.get("/metrics").text
+        assert 'syncer_notifications_rejected_total{reason="body_too_large"} 2' in metrics
+        assert 'syncer_notifications_rejected_total{reason="too_deep"} 1' in metrics
+    finally:
+        server.close()
+
+
+def test_concurrent_requests_all_land(receiver: Server, engine: Engine) -> None:
+    def send(n: int) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        for k in range(10):
+            raw = nb.body(*[nb.change_item(SUB, user_id=f"u{n}-{k}-{j}") for j in range(5)])
+            assert session.post(receiver.url + "/notifications", data=raw, headers=JSON, timeout=10).status_code == 202
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(inbox_rows(engine)) == 8 * 10 * 5
+
+
+# --- random input ----------------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+plausible_item = st.fixed_dictionaries(
+    {
+        "subscriptionId": st.sampled_from([SUB, RICH_SUB, str(uuid.UUID(int=1))]) | st.text(max_size=70),
+        "tenantId": st.sampled_from([nb.TENANT]) | st.text(max_size=5),
+        "clientState": st.none() | st.text(max_size=40) | st.sampled_from(["s3cr3t-state-12", "S3CR3T-STATE-123", ""]),
+        "changeType": st.sampled_from(["created", "updated", "deleted", "moved"]),
+        "resource": st.text(max_size=30),
+    },
+    optional={
+        "resourceData": json_values,
+        "lifecycleEvent": st.sampled_from(["missed", "subscriptionRemoved", "other"]),
+        "encryptedContent": json_values,
+        "id": json_values,
+    },
+)
+
+
+def dumps(value: Any) -> bytes:
+    # The standard library writes what orjson refuses to (integers past 64 bits, lone surrogates).
+    return json.dumps(value).encode()
+
+
+bodies = (
+    st.binary(max_size=300)
+    | json_values.map(dumps)
+    | st.lists(plausible_item | json_values, max_size=5).map(lambda items: dumps({"value": items}))
+    | st.tuples(st.lists(plausible_item, max_size=3), st.lists(st.text(max_size=50), max_size=2)).map(
+        lambda t: dumps({"value": t[0], "validationTokens": t[1]})
+    )
+)
+header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    raw=bodies,
+    content_type=st.sampled_from(["application/json", "application/json; charset=utf-8", "text/plain", ""]) | header_values,
+    extra=st.dictionaries(st.sampled_from(["X-Forwarded-For", "Accept", "Content-Encoding", "Transfer-Encoding", "Expect"]), header_values, max_size=2),
+    path=st.sampled_from(["/notifications", "/lifecycle"]),
+    query=st.none() | st.dictionaries(st.sampled_from(["validationToken", "tenant", "x"]), st.text(max_size=20), max_size=2),
+)
+def test_random_input_is_never_a_500_and_never_stored(
+    receiver: Server, engine: Engine, raw: bytes, content_type: str, extra: dict[str, str], path: str, query: dict[str, str] | None
+) -> None:
+    headers = {"Content-Type": content_type, **{k: v for k, v in extra.items() if k != "Transfer-Encoding"}}
+    try:
+        response = receiver.session.post(receiver.url + path, data=raw, headers=headers, params=query, timeout=10)
+    except requests.exceptions.ConnectionError:
+        return  # the client refused to send it (e.g. an impossible header) or the server dropped it: no 500
+    assert response.status_code in {200, 202, 400, 413, 415, 417}, (response.status_code, response.text)
+    assert inbox_rows(engine) == [], "the secret clientState is never guessed: nothing may be stored"
