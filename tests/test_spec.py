@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from syncer import resources
 from syncer.errors import ConfigError, SpecError, SpecErrors
-from syncer.spec import SecretRef, Spec, load_spec
+from syncer.spec import SecretRef, Spec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -597,3 +601,58 @@ def test_errors_in_other_fields_are_reported_even_when_the_resource_is_unknown(t
 def test_durations(tmp_path: Path, text: str, minutes: int) -> None:
     spec = load(tmp_path, f"  - {{name: u, resource: users, lifetime: {text}, renew_before: 1m}}\n")
     assert spec.subscriptions[0].lifetime == timedelta(minutes=minutes)
+
+
+# --- robustness: any document gives a Spec or located errors, never a crash ------------------------------
+
+_KEYS = [
+    "version", "graph", "cloud", "tenants", "name", "tenant_id", "client_id", "client_secret", "env", "file",
+    "receiver", "notification_url", "port", "database", "url", "defaults", "lifetime", "subscriptions",
+    "resource", "change_types", "include_resource_data", "encryption", "mirror", "table", "columns", "field",
+    "column", "type", "for_each", "users", "window", "past", "folders", "renew_before", "certificate",
+]
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 70_000),
+    st.sampled_from(["users", "users/{user}/messages", "max", "2d", "90", "emulator", "global", "custom", "all",
+                     "https://x.example/n", "http://127.0.0.1:1/n", "${X}", "${X:-1}", "text", "created", "soft", "1"]),
+    st.text(max_size=8),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=6))
+def test_any_document_loads_or_gives_located_errors(tmp_path: Path, document: dict[str, object]) -> None:
+    text = yaml.safe_dump({"version": 1, **document})
+    try:
+        parse_spec(text, path=tmp_path / "s.yaml", environ={}, check_secrets=False)
+    except SpecErrors as errors:
+        assert all(e.location.file.endswith("s.yaml") and e.expected for e in errors.errors)
+
+
+_SUB_KEYS = ["name", "resource", "change_types", "include_resource_data", "encryption", "lifetime", "renew_before",
+             "sync_interval", "mirror", "for_each", "window", "folders", "tenant"]
+_SUBSCRIPTION = st.fixed_dictionaries(
+    {"name": st.sampled_from(["a", "b", "c d"]), "resource": st.sampled_from(
+        # every known pattern, placeholders other than {user} filled in
+        [re.sub(r"\{(?!user\})\w+\}", "x1", p) for rt in resources.CATALOGUE for p in rt.patterns])},
+    optional={key: _VALUES for key in _SUB_KEYS[2:]},
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(subs=st.lists(_SUBSCRIPTION, max_size=3))
+def test_any_subscription_list_loads_or_gives_located_errors(tmp_path: Path, subs: list[dict[str, object]]) -> None:
+    text = HEADER + textwrap.indent(yaml.safe_dump(subs), "  ") if subs else HEADER + "  []\n"
+    try:
+        spec = parse_spec(text, path=tmp_path / "s.yaml", environ=ENV, check_secrets=False)
+    except SpecErrors as errors:
+        assert all(e.location.line > 0 and e.location.path.startswith("subscriptions") for e in errors.errors), errors
+    else:
+        for sub in spec.subscriptions:
+            assert sub.renew_before < sub.effective_lifetime <= sub.max_lifetime
+            assert set(sub.change_types) <= sub.resource_type.change_types
