@@ -137,3 +137,77 @@ def reconcile(
         echo_err=lambda line: click.echo(line, err=True),
     )
     sys.exit(code)
+
+
+@main.command()
+@spec_option
+@click.option("--worker-id", default=None, help="Name of this worker in leases and `syncer status` (default host:pid).")
+@click.option("--passes", type=int, default=4, show_default=True, help="Sync passes run at the same time.")
+@friendly_errors
+def worker(spec_path: Path, worker_id: str | None, passes: int) -> None:
+    """Run the worker: drain the inbox into sync passes, run the safety-net delta and reconcile on a schedule.
+
+    Several workers may share one PostgreSQL database (inbox rows and scopes are leased). On SQLite
+    only one worker may run: a second one is refused with the name of the first.
+    """
+    from syncer.scheduler import run_worker
+    from syncer.spec import load_spec
+
+    spec = load_spec(spec_path).resolve_emulator()
+    click.echo(f"syncer worker started on {len(spec.subscriptions)} subscriptions (Ctrl-C to stop)", err=True)
+    run_worker(spec, worker_id=worker_id, max_passes=passes)
+
+
+@main.command("sync")
+@spec_option
+@click.argument("names", nargs=-1)
+@click.option("--full", is_flag=True, help="Enumerate every scope from scratch (and sweep what Graph no longer has).")
+@click.option("--progress/--no-progress", default=None, help="Show a progress line (default: when stderr is a terminal).")
+@friendly_errors
+def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: bool | None) -> None:
+    """Run one sync pass now for the named subscriptions (all when none are named).
+
+    The same pass the worker runs: from the stored deltaLink (or a full enumeration the first time),
+    writing rows and the new deltaLink together. Exit status 1 if any scope failed.
+    """
+    from syncer.scheduler import sync_once
+    from syncer.spec import load_spec
+    from syncer.sync import Progress, progress_line
+
+    show = sys.stderr.isatty() if progress is None else progress
+    tty = sys.stderr.isatty()
+
+    def report(p: Progress) -> None:
+        line = progress_line(p)
+        click.echo(f"\r{line}" if tty else line, err=True, nl=not tty)
+
+    spec = load_spec(spec_path).resolve_emulator()
+    results = sync_once(spec, names, full=full, progress=report if show else None)
+    if show and tty:
+        click.echo("", err=True)
+    failed = 0
+    for r in results:
+        detail = f" ({r.error})" if r.error else ""
+        click.echo(
+            f"{r.scope}: {r.outcome}{' full' if r.full else ''}, {r.items} items, {r.upserted} upserted, "
+            f"{r.deleted} deleted, {r.pages} pages{detail}"
+        )
+        failed += r.outcome not in ("ok", "busy", "postponed")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@spec_option
+@friendly_errors
+def status(spec_path: Path) -> None:
+    """Print each scope's last success, lag, rows and last error, and each subscription's expiry."""
+    from syncer import schema
+    from syncer.spec import load_spec
+    from syncer.status import collect, render
+
+    spec = load_spec(spec_path, check_secrets=False)
+    engine = schema.create_engine(spec.database_url)
+    try:
+        click.echo(render(collect(engine)))
+    finally:
+        engine.dispose()

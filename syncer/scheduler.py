@@ -1,0 +1,455 @@
+"""The worker: APScheduler jobs that turn the inbox into sync passes, plus the safety net and reconcile.
+
+Jobs (APScheduler 3.x, fixed ids, ``coalesce=True``, ``max_instances=1``, so a slow run is never
+stacked behind itself):
+
+- ``syncer.drain`` (every few seconds): claim inbox rows, collapse them into dirty scopes (a
+  notification only says *something changed here*), run lifecycle repairs, acknowledge, then start
+  one pass per dirty scope that is due. Passes run on a thread pool and the job does not wait for
+  them, so one long or throttled scope never holds back the others.
+- ``syncer.safety_net`` (every minute): mark dirty every scope whose last success is older than its
+  declared interval. A lost notification then costs latency, never data.
+- ``syncer.reconcile``: renewals and lifecycle repairs through :mod:`syncer.reconcile`.
+
+Several workers may share one PostgreSQL database: the inbox is claimed with ``SKIP LOCKED`` and each
+scope is leased (see :mod:`syncer.sync`). On SQLite there is one worker: it holds the ``worker`` lock
+row for as long as it runs, and a second one is refused with the holder's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from syncer import schema, scopes, sync
+from syncer.errors import LockTimeout, SyncerError
+from syncer.inbox import Inbox, InboxItem
+from syncer.scopes import FETCH, Scope
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+
+    from syncer.locks import DatabaseLock
+    from syncer.spec import Spec
+    from syncer.sync import PageSource
+
+log = logging.getLogger("syncer.worker")
+
+DRAIN_JOB = "syncer.drain"
+SAFETY_NET_JOB = "syncer.safety_net"
+RECONCILE_JOB = "syncer.reconcile"
+WORKER_LOCK = "worker"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_worker_id() -> str:
+    """``host:pid``: unique per process, readable in ``syncer status`` and lock messages."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class ScopeIndex:
+    """Every scope the worker knows: the spec's static ones and the folders their containers found."""
+
+    static: dict[tuple[str, str], Scope] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, found: Iterable[Scope]) -> ScopeIndex:
+        return cls({(s.tenant_id, s.key): s for s in found})
+
+    def containers(self) -> list[Scope]:
+        return [s for s in self.static.values() if s.container]
+
+    def resolve(self, tenant_id: str, key: str, parent_key: str | None) -> Scope | None:
+        """The Scope of a ``syncer_sync_state`` row, or None when the spec no longer declares it."""
+        found = self.static.get((tenant_id, key))
+        if found is not None:
+            return found
+        for container in self.containers():
+            if container.tenant_id == tenant_id and container.parent_key == parent_key:
+                folder = scopes.folder_of(key, container)
+                if folder is not None:
+                    return scopes.child_scope(container, folder)
+        return None
+
+    def parents(self, tenant_id: str) -> dict[str, Scope]:
+        """Parent key (lower-case) -> one scope under it, for one tenant."""
+        return {s.parent_key.lower(): s for s in self.static.values() if s.tenant_id == tenant_id}
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """What one drain did (for logs and tests)."""
+
+    claimed: int = 0
+    dirty: int = 0
+    fetched: int = 0
+    lifecycle: int = 0
+    started: tuple[str, ...] = ()
+
+
+class Worker:
+    """The state one worker process keeps between jobs; each job is a plain method."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sources: Mapping[str, PageSource],
+        index: ScopeIndex,
+        *,
+        worker_id: str | None = None,
+        spec: Spec | None = None,
+        max_passes: int = 4,
+        clock: Callable[[], datetime] = utcnow,
+        claim_limit: int = 500,
+    ) -> None:
+        self.engine = engine
+        self.sources = sources  # tenant id -> client
+        self.index = index
+        self.worker_id = worker_id or default_worker_id()
+        self.spec = spec
+        self.clock = clock
+        self.claim_limit = claim_limit
+        self.inbox = Inbox(engine, clock=clock)
+        self.pool = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="syncer-pass")
+        self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
+        self._lock = threading.Lock()
+        self.results: list[sync.PassResult] = []
+
+    # --- setup ---
+
+    def register_scopes(self) -> None:
+        """Create the state rows of every declared scope (new scopes start dirty: enumerate them)."""
+        with self.engine.begin() as connection:
+            sync.ensure_scope_rows(connection, list(self.index.static.values()), dirty=True, now=self.clock())
+
+    # --- job: drain the inbox ---
+
+    def drain(self, *, start: bool = True) -> DrainResult:
+        """Claim inbox rows, mark their scopes dirty (or fetch items / repair subscriptions), ack them, start due passes."""
+        items = self.inbox.claim(self.worker_id, limit=self.claim_limit)
+        dirty = fetched = lifecycle = 0
+        if items:
+            subs = self._subscriptions({i.subscription_id for i in items})
+            fetches: dict[tuple[str, str], list[str]] = {}
+            done: list[int] = []
+            failed: list[tuple[int, str]] = []
+            for item in items:
+                try:
+                    if item.kind == "lifecycle":
+                        lifecycle += 1
+                        self._lifecycle(item, subs.get(item.subscription_id))
+                    else:
+                        target = self._scope_of(item, subs.get(item.subscription_id))
+                        if target is None:
+                            log.warning("notification for unknown scope (subscription %s, resource %s): ignored",
+                                        item.subscription_id, item.resource)
+                        elif target.strategy.method == FETCH and item.resource:
+                            fetches.setdefault((target.tenant_id, target.key), []).append(item.resource)
+                        else:
+                            with self.engine.begin() as connection:
+                                dirty += sync.mark_dirty(connection, target.tenant_id, [target.parent_key], now=self.clock())
+                    done.append(item.id)
+                except Exception as error:  # one bad row must not block the queue
+                    log.exception("inbox row %d failed", item.id)
+                    failed.append((item.id, str(error)))
+            for (tenant_id, key), resources in fetches.items():
+                scope = self.index.static[(tenant_id, key)]
+                result = sync.fetch_items(self.engine, self.sources[tenant_id], scope, resources,
+                                          worker=self.worker_id, clock=self.clock)
+                fetched += result.items
+            self.inbox.ack(done, worker=self.worker_id)
+            for row_id, reason in failed:
+                self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
+        started = self.start_due() if start else ()
+        return DrainResult(len(items), dirty, fetched, lifecycle, tuple(started))
+
+    def _subscriptions(self, ids: set[str]) -> dict[str, Any]:
+        t = schema.subscriptions
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(t).where(t.c.subscription_id.in_(sorted(ids)))).all()
+        return {r.subscription_id: r for r in rows}
+
+    def _scope_of(self, item: InboxItem, sub: Any) -> Scope | None:
+        parents = self.index.parents(item.tenant_id)
+        if sub is not None:
+            found = parents.get(str(sub.scope_key).lower())
+            if found is not None:
+                return found
+        # No row for the subscription (adopted elsewhere, or removed): the resource path says where.
+        resource = (item.resource or "").strip("/").lower()
+        best: Scope | None = None
+        for key, scope in parents.items():
+            if (resource == key or resource.startswith(key + "/")) and (best is None or len(key) > len(best.parent_key)):
+                best = scope
+        return best
+
+    def _lifecycle(self, item: InboxItem, sub: Any) -> None:
+        parent = str(sub.scope_key) if sub is not None else None
+        if item.event in ("missed", "subscriptionRemoved") and parent is not None:
+            # Changes may have been lost: the scope is enumerated again and swept.
+            with self.engine.begin() as connection:
+                sync.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
+        if item.event in ("subscriptionRemoved", "reauthorizationRequired"):
+            repair = _reconcile_entry("repair")
+            if repair is None:
+                log.warning("lifecycle %s for %s: reconcile is not available; the next reconcile run repairs it",
+                            item.event, item.subscription_id)
+                return
+            repair(self.spec, event=item.event, subscription_id=item.subscription_id, engine=self.engine)
+
+    # --- running passes ---
+
+    def due_scopes(self) -> list[Scope]:
+        """Dirty (or resync-requested) scopes that are not postponed, not leased and not running here."""
+        s = schema.sync_state
+        now = self.clock()
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
+                .where(
+                    sa.or_(s.c.dirty_since.is_not(None), s.c.resync_requested.is_(True), s.c.page_link.is_not(None)),
+                    sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
+                    sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now),
+                )
+                .order_by(s.c.dirty_since)
+            ).all()
+        due = []
+        for row in rows:
+            scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
+            if scope is not None:
+                due.append(scope)
+        return due
+
+    def start_due(self) -> list[str]:
+        """Start a pass for every due scope not already running in this process."""
+        started = []
+        with self._lock:
+            for key, future in list(self._running.items()):
+                if future.done():
+                    del self._running[key]
+            for scope in self.due_scopes():
+                key = (scope.tenant_id, scope.key)
+                if key in self._running:
+                    continue
+                self._running[key] = self.pool.submit(self._pass, scope)
+                started.append(scope.key)
+        return started
+
+    def _pass(self, scope: Scope) -> sync.PassResult:
+        result = sync.sync_scope(self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock)
+        log.info("pass %s: %s (%d items, %d pages)", scope.key, result.outcome, result.items, result.pages)
+        with self._lock:
+            self.results.append(result)
+        if result.outcome == "ok" and scope.container:
+            # New folders were registered dirty: start them now rather than at the next drain.
+            self.pool.submit(self.start_due)
+        return result
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the passes started so far (tests, `syncer sync`)."""
+        while True:
+            with self._lock:
+                pending = [f for f in self._running.values() if not f.done()]
+            if not pending:
+                return
+            for future in pending:
+                future.result(timeout=timeout)
+
+    # --- job: safety net ---
+
+    def safety_net(self) -> int:
+        """Mark dirty the scopes whose last success is older than their interval; how many."""
+        s = schema.sync_state
+        now = self.clock()
+        marked = 0
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, s.c.last_success_at).where(s.c.dirty_since.is_(None))
+            ).all()
+            for row in rows:
+                scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
+                if scope is None:
+                    continue
+                last = sync._aware(row.last_success_at)
+                if last is None or last + scope.interval <= now:
+                    connection.execute(
+                        sa.update(s)
+                        .where(s.c.tenant_id == row.tenant_id, s.c.scope_key == row.scope_key, s.c.dirty_since.is_(None))
+                        .values(dirty_since=now, updated_at=now)
+                    )
+                    marked += 1
+        return marked
+
+    # --- job: reconcile ---
+
+    def reconcile(self) -> None:
+        """Run reconcile (renewals, repairs) when the module is available."""
+        run = _reconcile_entry("run")
+        if run is None:
+            log.debug("syncer.reconcile is not available yet: reconcile job skipped")
+            return
+        run(self.spec, engine=self.engine)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _reconcile_entry(name: str) -> Callable[..., Any] | None:
+    """``syncer.reconcile.<name>`` if that module and function exist (it is written separately)."""
+    try:
+        module = importlib.import_module("syncer.reconcile")
+    except ImportError:
+        return None
+    entry = getattr(module, name, None)
+    return entry if callable(entry) else None
+
+
+# --- building a worker from the spec and scheduling it ---------------------------------------------
+
+
+def clients_for(spec: Spec, **client_kwargs: Any) -> dict[str, Any]:
+    """One GraphClient per tenant, keyed by tenant id."""
+    from syncer.graph.client import GraphClient
+    from syncer.graph.retry import RetryPolicy
+
+    # A scope that Graph throttles for long is postponed (not_before) rather than waited on.
+    client_kwargs.setdefault("retry", RetryPolicy(max_retry_after=30.0, max_elapsed=90.0))
+    return {t.tenant_id: GraphClient.from_spec(spec, t.name, **client_kwargs) for t in spec.tenants}
+
+
+def build_worker(spec: Spec, *, engine: Engine | None = None, worker_id: str | None = None,
+                 clients: Mapping[str, Any] | None = None, max_passes: int = 4) -> Worker:
+    """A worker for *spec*: engine, one client per tenant, the declared scopes."""
+    engine = engine or schema.create_engine(spec.database_url)
+    sources = dict(clients) if clients is not None else clients_for(spec)
+    by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
+    index = ScopeIndex.of(scopes.declared_scopes(spec, clients=by_name))
+    return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes)
+
+
+def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
+    """On SQLite, the ``worker`` lock (a second worker is refused with its holder); None on PostgreSQL."""
+    if not schema.is_sqlite(engine):
+        return None
+    from syncer.locks import DatabaseLock
+
+    lock = DatabaseLock(engine, WORKER_LOCK, holder=worker_id, ttl=timedelta(seconds=30))
+    try:
+        lock.acquire(timeout=0)
+    except LockTimeout as error:
+        raise LockTimeout(
+            f"another syncer worker is running on this SQLite database ({error}); SQLite supports one "
+            "worker: stop it first, or use PostgreSQL to run several"
+        ) from error
+    return lock
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How often each job runs (seconds)."""
+
+    drain: float = 2.0
+    safety_net: float = 60.0
+    reconcile: float = 900.0
+
+
+def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule | None = None) -> None:
+    """Add the worker's jobs to *scheduler* with fixed ids (replacing any of the same id)."""
+    schedule = schedule or Schedule()
+    common: dict[str, Any] = {"replace_existing": True, "coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+    scheduler.add_job(worker.drain, "interval", seconds=schedule.drain, id=DRAIN_JOB, name="drain the inbox", **common)
+    scheduler.add_job(worker.safety_net, "interval", seconds=schedule.safety_net, id=SAFETY_NET_JOB,
+                      name="safety-net delta", next_run_time=datetime.now(UTC), **common)
+    scheduler.add_job(worker.reconcile, "interval", seconds=schedule.reconcile, id=RECONCILE_JOB,
+                      name="reconcile subscriptions", **common)
+
+
+def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
+               blocking: bool = True, max_passes: int = 4) -> tuple[Worker, BaseScheduler]:
+    """Start the worker for *spec* (blocking until interrupted unless *blocking* is False)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    engine = schema.create_engine(spec.database_url)
+    worker_id = worker_id or default_worker_id()
+    lock = single_worker_lock(engine, worker_id)
+    try:
+        worker = build_worker(spec, engine=engine, worker_id=worker_id, max_passes=max_passes)
+        worker.register_scopes()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    scheduler: BaseScheduler = BlockingScheduler(timezone=UTC) if blocking else BackgroundScheduler(timezone=UTC)
+    schedule_jobs(scheduler, worker, schedule)
+    if not blocking:
+        scheduler.start()
+        return worker, scheduler
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        worker.close()
+        if lock is not None:
+            lock.release()
+        engine.dispose()
+    return worker, scheduler
+
+
+def sync_once(
+    spec: Spec,
+    names: Sequence[str] = (),
+    *,
+    full: bool = False,
+    progress: Callable[[sync.Progress], None] | None = None,
+    engine: Engine | None = None,
+    clients: Mapping[str, Any] | None = None,
+    worker_id: str | None = None,
+) -> list[sync.PassResult]:
+    """What ``syncer sync`` does: one pass of every scope of the named declarations (all when empty).
+
+    The very function the worker's passes call (:func:`syncer.sync.sync_scope`), run in the
+    foreground; container scopes run first so that the folders they find are synced in the same call.
+    """
+    for name in names:
+        spec.subscription(name)  # ConfigError naming the declared ones
+    own = engine is None
+    engine = engine or schema.create_engine(spec.database_url)
+    sources = dict(clients) if clients is not None else clients_for(spec)
+    try:
+        by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
+        found = scopes.declared_scopes(spec, clients=by_name, names=names or None)
+        results: list[sync.PassResult] = []
+        worker_id = worker_id or f"{default_worker_id()}:sync"
+        with engine.begin() as connection:
+            sync.ensure_scope_rows(connection, found, now=utcnow())
+        ordered = [s for s in found if s.container] + [s for s in found if not s.container]
+        for scope in ordered:
+            source = sources[scope.tenant_id]
+            result = sync.sync_scope(engine, source, scope, worker=worker_id, full=full, progress=progress)
+            results.append(result)
+            if scope.container and result.outcome == "ok":
+                for child in sync.children_of(engine, scope):
+                    results.append(sync.sync_scope(engine, source, child, worker=worker_id, full=full, progress=progress))
+        return results
+    except SyncerError:
+        raise
+    finally:
+        if own:
+            engine.dispose()

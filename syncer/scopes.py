@@ -1,0 +1,348 @@
+"""Scopes: the units the sync engine brings up to date, expanded from the declarations in the spec.
+
+A *scope* is one collection Graph can enumerate on its own and give a cursor for: the tenant's
+users, one mail folder of one mailbox, one mailbox's calendar view, one drive, one To Do list. Each
+has one row in ``syncer_sync_state`` (its deltaLink, lease, dirty flag) and writes the mirror table
+of its declaration, tagging every row with its key in ``_scope``.
+
+A declaration expands into scopes in two steps:
+
+* per user, when its resource has a ``{user}`` placeholder (``fan_out`` in the spec); the expanded
+  resource path, without query, is the *parent key*: what a Graph subscription covers and what
+  ``syncer_subscriptions.scope_key`` holds, so that a notification marks every scope under it dirty;
+* per container, when Graph's delta works per folder but the subscription covers the whole mailbox
+  (messages, contacts): a *container scope* (``users/{id}/mailFolders``) follows the folders with
+  their own delta query, and its passes add and remove the per-folder scopes as folders come and go.
+  Those child scopes live only in ``syncer_sync_state``, under the same parent key.
+
+How each resource type is synced is data (:data:`STRATEGIES`): adding a type is mostly an entry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from syncer import resources
+from syncer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from syncer.graph.client import GraphClient
+    from syncer.spec import Mirror, Spec, Subscription
+
+# Methods: how a scope's pass reads Graph.
+DELTA = resources.DELTA  # {collection}/delta with $select; follow nextLinks to the deltaLink
+CALENDAR_VIEW = resources.CALENDAR_VIEW  # calendarView/delta over a window; no $select
+DRIVE_DELTA = resources.DRIVE_DELTA  # drive root delta; removal is a "deleted" facet
+FETCH = resources.FETCH  # no delta: list the collection (mark-and-sweep), GET items by id on notifications
+CONTAINERS = "containers"  # follow folders with their delta; each folder becomes a child scope
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How the items of one resource type are brought up to date."""
+
+    key: str
+    method: str
+    path: str
+    """Delta path template (``{user}``, ``{folder}``... filled from the scope), or the list path for FETCH."""
+    select: bool = True
+    """Send ``$select`` from the mirror's columns (calendarView delta refuses it)."""
+    members: bool = False
+    """Items carry ``members@delta``: keep ``<table>_members``."""
+    deleted_facet: bool = False
+    """Removal is signalled by a ``deleted`` property (drive items) besides ``@removed``."""
+    containers: str | None = None
+    """Delta path of the containers (folders) when the declaration covers a whole mailbox."""
+    container_placeholder: str | None = None
+    """The placeholder of :attr:`path` a container id fills (``folder``)."""
+    window: bool = False
+    """calendarView: ``startDateTime``/``endDateTime`` from the declaration's window."""
+    item_path: str | None = None
+    """FETCH: GET one item; ``{resource}`` is the notification's resource path."""
+    single_filter: str | None = None
+    """A declaration of one object (``users/{user}``) syncs through the collection's delta with this $filter."""
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.key: s
+    for s in (
+        Strategy("user", DELTA, "users/delta", single_filter="user"),
+        Strategy("group", DELTA, "groups/delta", members=True, single_filter="group"),
+        Strategy(
+            "message",
+            DELTA,
+            "users/{user}/mailFolders/{folder}/messages/delta",
+            containers="users/{user}/mailFolders/delta",
+            container_placeholder="folder",
+        ),
+        Strategy(
+            "contact",
+            DELTA,
+            "users/{user}/contactFolders/{folder}/contacts/delta",
+            containers="users/{user}/contactFolders/delta",
+            container_placeholder="folder",
+        ),
+        Strategy("event", CALENDAR_VIEW, "users/{user}/calendarView/delta", select=False, window=True),
+        Strategy("todoTask", DELTA, "users/{user}/todo/lists/{list}/tasks/delta"),
+        Strategy("driveItem", DRIVE_DELTA, "{drive_root}/delta", deleted_facet=True),
+        # No delta in Graph (or in our notes): list + GET by id.
+        Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
+    )
+}
+
+
+def strategy_for(resource_type: resources.ResourceType) -> Strategy:
+    """The strategy of *resource_type*; a type with none is synced by GET (fetch) of its own path."""
+    found = STRATEGIES.get(resource_type.key)
+    if found is not None:
+        return found
+    return Strategy(resource_type.key, FETCH, "{resource}", item_path="{resource}")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One collection to sync: its key, where its rows go and how to read it."""
+
+    tenant_id: str
+    key: str
+    """Stored in ``syncer_sync_state.scope_key`` and in each mirror row's ``_scope``."""
+    name: str
+    """The declaration (subscription name in the spec)."""
+    parent_key: str
+    """The subscription-level scope (expanded resource path) this scope belongs to."""
+    table: str
+    strategy: Strategy
+    initial_url: str
+    """The first request of a full enumeration (relative to the Graph base)."""
+    mirror: Mirror | None = None
+    delete: str = "soft"
+    container: bool = False
+    """A container scope: its items are folders, each becomes a child scope (no mirror rows)."""
+    mailbox: str | None = None
+    interval: timedelta = timedelta(minutes=15)
+    """Safety-net period: a pass runs at least this often, notifications or not."""
+
+    @property
+    def members_table(self) -> str | None:
+        """``<table>_members`` when items carry ``members@delta``."""
+        return f"{self.table}_members" if self.strategy.members else None
+
+
+# --- expansion --------------------------------------------------------------------------------------
+
+
+def parent_key(resource: str) -> str:
+    """The key of an expanded subscription resource: its path without query or leading slash."""
+    path, _query = resources.split_resource(resource)
+    return path
+
+
+def fill(template: str, params: Mapping[str, str]) -> str:
+    """*template* with ``{name}`` placeholders filled (URL-quoted) from *params*; unknown ones stay."""
+    return re.sub(r"\{(\w+)\}", lambda m: quote(params[m.group(1)], safe="@:!$'(),;=") if m.group(1) in params else m.group(0), template)
+
+
+def _with_query(path: str, query: Sequence[tuple[str, str]]) -> str:
+    if not query:
+        return path
+    rendered = "&".join(f"{k}={quote(v, safe=',$:()=')}" for k, v in query)
+    return f"{path}{'&' if '?' in path else '?'}{rendered}"
+
+
+def _select(mirror: Mirror | None, strategy: Strategy) -> list[tuple[str, str]]:
+    if mirror is None or not strategy.select:
+        return []
+    names = list(mirror.select)
+    if strategy.members and "members" not in names:
+        names.append("members")
+    return [("$select", ",".join(names))]
+
+
+def _window(subscription: Any, now: datetime) -> list[tuple[str, str]]:
+    past = getattr(subscription, "window_past", None) or timedelta(days=30)
+    future = getattr(subscription, "window_future", None) or timedelta(days=90)
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    start = (now - past).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = (now + future).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return [("startDateTime", start.strftime(fmt)), ("endDateTime", end.strftime(fmt))]
+
+
+def expand_subscription(
+    subscription: Subscription,
+    tenant_id: str,
+    *,
+    users: Sequence[str] = (),
+    now: datetime | None = None,
+) -> list[Scope]:
+    """The static scopes of *subscription* (container scopes included, their folders not).
+
+    *users* fills ``{user}`` for per-mailbox declarations (see :func:`resolve_users`).
+    """
+    now = now or datetime.now(UTC)
+    rt = subscription.resource_type
+    strategy = strategy_for(rt)
+    path, _query = resources.split_resource(subscription.resource)
+    matched = resources.match_resource(path)
+    params = dict(matched[1]) if matched else {}
+    needs_user = params.get("user", "").startswith("{") or "{user}" in path
+    user_values: Sequence[str | None] = users if needs_user else [None]
+    if needs_user and not users:
+        return []
+    scopes: list[Scope] = []
+    for user in user_values:
+        p = dict(params)
+        if user is not None:
+            p["user"] = user
+        expanded_path = fill(path, p) if user is not None else path
+        parent = parent_key(expanded_path)
+        scopes += _scopes_for(subscription, tenant_id, strategy, parent, p, now=now)
+    return scopes
+
+
+def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "name": subscription.name,
+        "parent_key": parent,
+        "table": subscription.mirror.table,
+        "strategy": strategy,
+        "mirror": subscription.mirror,
+        "delete": subscription.mirror.delete,
+        "mailbox": mailbox,
+        "interval": subscription.sync_interval,
+    }
+
+
+def _scopes_for(
+    subscription: Subscription,
+    tenant_id: str,
+    strategy: Strategy,
+    parent: str,
+    params: dict[str, str],
+    *,
+    now: datetime,
+) -> list[Scope]:
+    mailbox = params.get("user")
+    base = _base(subscription, tenant_id, strategy, parent, mailbox)
+    select = _select(subscription.mirror, strategy)
+    if strategy.method == FETCH:
+        return [Scope(key=parent, initial_url=parent, **base)]
+    if strategy.method == DRIVE_DELTA:
+        return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
+    if strategy.containers and strategy.container_placeholder and strategy.container_placeholder not in params:
+        declared = getattr(subscription, "folders", None)
+        if declared:
+            return [folder_scope_from(base, strategy, params, folder, select) for folder in declared]
+        tracker_key = fill(strategy.containers, params).removesuffix("/delta")
+        return [
+            Scope(
+                key=tracker_key,
+                initial_url=_with_query(fill(strategy.containers, params), [("$select", "id,displayName")]),
+                container=True,
+                **base,
+            )
+        ]
+    if strategy.containers and strategy.container_placeholder:
+        return [folder_scope_from(base, strategy, params, params[strategy.container_placeholder], select)]
+    query = list(select)
+    if strategy.window:
+        query += _window(subscription, now)
+    if strategy.single_filter and strategy.single_filter in params:
+        query.append(("$filter", f"id eq '{params[strategy.single_filter]}'"))
+    url = _with_query(fill(strategy.path, params), query)
+    return [Scope(key=parent, initial_url=url, **base)]
+
+
+def folder_scope_from(
+    base: Mapping[str, Any], strategy: Strategy, params: Mapping[str, str], folder: str, select: Sequence[tuple[str, str]]
+) -> Scope:
+    """The scope of one folder of a mailbox declaration."""
+    p = {**params, str(strategy.container_placeholder): folder}
+    delta = fill(strategy.path, p)
+    return Scope(key=delta.removesuffix("/delta"), initial_url=_with_query(delta, select), **base)
+
+
+def child_scope(container: Scope, folder_id: str) -> Scope:
+    """The scope of folder *folder_id* found by the container scope *container*."""
+    strategy = container.strategy
+    params = {"user": container.mailbox or ""}
+    base = {
+        "tenant_id": container.tenant_id,
+        "name": container.name,
+        "parent_key": container.parent_key,
+        "table": container.table,
+        "strategy": strategy,
+        "mirror": container.mirror,
+        "delete": container.delete,
+        "mailbox": container.mailbox,
+        "interval": container.interval,
+    }
+    return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))
+
+
+def folder_of(child_key: str, container: Scope) -> str | None:
+    """The folder id in *child_key* if it is a child of *container*, else None."""
+    prefix = container.key + "/"
+    if not child_key.startswith(prefix):
+        return None
+    rest = child_key[len(prefix) :]
+    folder, _, tail = rest.partition("/")
+    return folder if folder and tail else None
+
+
+# --- fan-out over users -----------------------------------------------------------------------------
+
+
+def resolve_users(subscription: Subscription, client: GraphClient | None) -> list[str]:
+    """The users a per-mailbox declaration is expanded over (ids or UPNs as declared or listed)."""
+    fan_out = subscription.fan_out
+    path, _ = resources.split_resource(subscription.resource)
+    matched = resources.match_resource(path)
+    if matched is not None and "user" in matched[1] and not matched[1]["user"].startswith("{"):
+        return [matched[1]["user"]]
+    if fan_out is None:
+        return []
+    if fan_out.users:
+        return list(fan_out.users)
+    if client is None:
+        raise ConfigError(f"subscription {subscription.name!r}: fan_out needs Graph to list its users")
+    if fan_out.group:
+        url = f"groups/{quote(fan_out.group)}/members?$select=id"
+    elif fan_out.filter:
+        url = f"users?$select=id&$filter={quote(fan_out.filter)}"
+    else:
+        url = "users?$select=id"
+    found: list[str] = []
+    for page in client.iter_pages(url):
+        found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    return found
+
+
+def declared_scopes(
+    spec: Spec,
+    *,
+    clients: Mapping[str, GraphClient] | None = None,
+    names: Iterable[str] | None = None,
+    now: datetime | None = None,
+) -> list[Scope]:
+    """Every static scope the spec declares (optionally only declarations *names*)."""
+    wanted = set(names) if names is not None else None
+    scopes: list[Scope] = []
+    for subscription in spec.subscriptions:
+        if wanted is not None and subscription.name not in wanted:
+            continue
+        tenant = spec.tenant(subscription.tenant)
+        client = clients.get(subscription.tenant) if clients else None
+        users = resolve_users(subscription, client)
+        scopes += expand_subscription(subscription, tenant.tenant_id, users=users, now=now)
+    return scopes
+
+
+def with_interval(scope: Scope, interval: timedelta) -> Scope:
+    """*scope* with another safety-net period."""
+    return replace(scope, interval=interval)

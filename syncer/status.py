@@ -1,0 +1,200 @@
+"""What ``syncer status`` prints: how fresh each scope is, and when each subscription expires.
+
+Read-only and cheap: one query per core table and one grouped count per mirror table, so it can be
+run against a busy production database. Computed values (lag, rows) are plain data first
+(:func:`collect`), rendered second (:func:`render`), so tests check the data and the CLI prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from syncer import schema
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ScopeStatus:
+    """One scope's freshness."""
+
+    tenant_id: str
+    scope: str
+    name: str
+    table: str
+    last_success: datetime | None
+    lag: timedelta | None  # now - last success (None: never synced)
+    rows: int | None  # live rows of this scope in its mirror table (None: table missing)
+    dirty: bool
+    not_before: datetime | None
+    leased_by: str | None
+    last_error: str | None
+    last_outcome: str | None
+
+
+@dataclass(frozen=True)
+class SubscriptionStatus:
+    """One live Graph subscription syncer manages."""
+
+    tenant_id: str
+    name: str
+    scope: str
+    subscription_id: str
+    expires_at: datetime
+    expires_in: timedelta
+    status: str
+
+
+@dataclass(frozen=True)
+class Status:
+    scopes: list[ScopeStatus]
+    subscriptions: list[SubscriptionStatus]
+    inbox_waiting: int
+
+
+def collect(engine: Engine, *, now: datetime | None = None) -> Status:
+    """Read the status of every scope and subscription."""
+    now = now or datetime.now(UTC)
+    s, r, subs, inbox = schema.sync_state, schema.sync_runs, schema.subscriptions, schema.inbox
+    with engine.connect() as connection:
+        states = connection.execute(sa.select(s).order_by(s.c.name, s.c.tenant_id, s.c.scope_key)).all()
+        latest = (
+            sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.id).label("id"))
+            .group_by(r.c.tenant_id, r.c.scope_key)
+            .subquery()
+        )
+        outcomes = {
+            (row.tenant_id, row.scope_key): row.outcome
+            for row in connection.execute(
+                sa.select(r.c.tenant_id, r.c.scope_key, r.c.outcome).join(latest, r.c.id == latest.c.id)
+            )
+        }
+        counts: dict[tuple[str, str], int] = {}
+        missing: set[str] = set()
+        existing = set(sa.inspect(connection).get_table_names())
+        for table_name in sorted({row.table_name for row in states}):
+            if table_name not in existing:
+                missing.add(table_name)
+                continue
+            t = sa.table(table_name, sa.column("tenant_id"), sa.column("_scope"), sa.column("_deleted_at"))
+            query = (
+                sa.select(t.c.tenant_id, t.c._scope, sa.func.count())
+                .where(t.c._deleted_at.is_(None))
+                .group_by(t.c.tenant_id, t.c._scope)
+            )
+            for tenant_id, scope_key, count in connection.execute(query):
+                counts[(tenant_id, scope_key)] = int(count)
+        sub_rows = connection.execute(sa.select(subs).order_by(subs.c.name, subs.c.scope_key)).all()
+        waiting = int(connection.execute(sa.select(sa.func.count()).where(inbox.c.processed_at.is_(None))).scalar_one())
+    scopes = []
+    for row in states:
+        last = _aware(row.last_success_at)
+        scopes.append(
+            ScopeStatus(
+                tenant_id=row.tenant_id,
+                scope=row.scope_key,
+                name=row.name,
+                table=row.table_name,
+                last_success=last,
+                lag=(now - last) if last else None,
+                rows=None if row.table_name in missing else counts.get((row.tenant_id, row.scope_key), 0),
+                dirty=row.dirty_since is not None or bool(row.resync_requested) or row.page_link is not None,
+                not_before=_aware(row.not_before),
+                leased_by=row.leased_by if row.lease_until and _aware(row.lease_until) > now else None,  # type: ignore[operator]
+                last_error=row.last_error,
+                last_outcome=outcomes.get((row.tenant_id, row.scope_key)),
+            )
+        )
+    subscriptions = [
+        SubscriptionStatus(
+            tenant_id=row.tenant_id,
+            name=row.name,
+            scope=row.scope_key,
+            subscription_id=row.subscription_id,
+            expires_at=_aware(row.expires_at) or now,
+            expires_in=(_aware(row.expires_at) or now) - now,
+            status=row.status,
+        )
+        for row in sub_rows
+    ]
+    return Status(scopes, subscriptions, waiting)
+
+
+def human(delta: timedelta | None) -> str:
+    """``3d 4h``, ``12m 5s``, ``-2h`` (in the past); ``never`` for None."""
+    if delta is None:
+        return "never"
+    seconds = int(delta.total_seconds())
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{sign}{days}d {hours}h"
+    if hours:
+        return f"{sign}{hours}h {minutes}m"
+    if minutes:
+        return f"{sign}{minutes}m {secs}s"
+    return f"{sign}{secs}s"
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "never"
+
+
+def render(status: Status) -> str:
+    """The text ``syncer status`` prints."""
+    lines = ["Scopes"]
+    if not status.scopes:
+        lines.append("  (none yet: run `syncer sync` or `syncer worker`)")
+    rows = [("NAME", "SCOPE", "LAST SUCCESS", "LAG", "ROWS", "STATE", "LAST ERROR")]
+    for sc in status.scopes:
+        state = sc.last_outcome or "new"
+        if sc.leased_by:
+            state = f"running ({sc.leased_by})"
+        elif sc.not_before:
+            state = f"postponed to {_when(sc.not_before)}"
+        elif sc.dirty:
+            state = "due"
+        rows.append(
+            (
+                sc.name,
+                sc.scope,
+                _when(sc.last_success),
+                human(sc.lag),
+                "-" if sc.rows is None else str(sc.rows),
+                state,
+                (sc.last_error or "")[:80],
+            )
+        )
+    if status.scopes:
+        lines += _table(rows)
+    lines.append("")
+    lines.append("Subscriptions")
+    if not status.subscriptions:
+        lines.append("  (none: run `syncer reconcile`)")
+    else:
+        sub_rows = [("NAME", "SCOPE", "ID", "EXPIRES", "IN", "STATUS")]
+        for sub in status.subscriptions:
+            sub_rows.append(
+                (sub.name, sub.scope, sub.subscription_id, _when(sub.expires_at), human(sub.expires_in), sub.status)
+            )
+        lines += _table(sub_rows)
+    lines.append("")
+    lines.append(f"Inbox: {status.inbox_waiting} notification(s) waiting")
+    return "\n".join(lines)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
