@@ -108,6 +108,9 @@ class SpecLoader:
                 return None
             if "env" in sm:
                 name = r.string(sm.get("env"), sm.sub("env"), expected="an environment variable name")
+                if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                    r.error(sm.get("env"), sm.sub("env"), "an environment variable name (letters, digits, _)", f"'{name}'")
+                    name = None
                 ref = SecretRef(env=name, environ=self.environ) if name else None
             else:
                 file = self.file_path(sm.get("file"), sm.sub("file"))
@@ -189,7 +192,7 @@ class SpecLoader:
             return GraphConnection("emulator", "", "", ca), info
         if cloud == "custom":
             graph_url = self.url(g.get("graph_url"), "graph.graph_url")
-            authority = self.url(g.get("authority_host"), "graph.authority_host")
+            authority = self.url(g.get("authority_host"), "graph.authority_host", https_only=True)  # MSAL demands https
             for key in ("graph_url", "authority_host"):
                 if key not in g:
                     r.error(g, g.sub(key), f"{key} (cloud: custom)", "nothing")

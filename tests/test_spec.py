@@ -624,7 +624,7 @@ _VALUES = st.recursive(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=6))
 def test_any_document_loads_or_gives_located_errors(tmp_path: Path, document: dict[str, object]) -> None:
     text = yaml.safe_dump({"version": 1, **document})
@@ -644,7 +644,7 @@ _SUBSCRIPTION = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(subs=st.lists(_SUBSCRIPTION, max_size=3))
 def test_any_subscription_list_loads_or_gives_located_errors(tmp_path: Path, subs: list[dict[str, object]]) -> None:
     text = HEADER + textwrap.indent(yaml.safe_dump(subs), "  ") if subs else HEADER + "  []\n"
@@ -656,3 +656,16 @@ def test_any_subscription_list_loads_or_gives_located_errors(tmp_path: Path, sub
         for sub in spec.subscriptions:
             assert sub.renew_before < sub.effective_lifetime <= sub.max_lifetime
             assert set(sub.change_types) <= sub.resource_type.change_types
+
+
+def test_custom_cloud(tmp_path: Path) -> None:
+    header = HEADER.replace(
+        "graph: {cloud: global}",
+        "graph: {cloud: custom, graph_url: 'https://graph.example.net/v1.0/', authority_host: 'http://127.0.0.1:9/', ca_bundle: ca.pem}",
+    )
+    error = problem(tmp_path, "  - {name: u, resource: users}\n", header=header)
+    at(error, 2, "graph.authority_host")
+    assert error.expected == "an https:// URL" and error.found == "'http://127.0.0.1:9/'"
+    spec = load(tmp_path, "  - {name: u, resource: users}\n", header=header.replace("http://127.0.0.1:9/", "https://login.example.net/"))
+    assert (spec.graph.graph_url, spec.graph.authority_host) == ("https://graph.example.net", "https://login.example.net")
+    assert spec.graph.ca_bundle == tmp_path.resolve() / "ca.pem"
