@@ -1,0 +1,188 @@
+"""The emulator's Flask application factory.
+
+Cross-cutting behaviour lives here so every Graph view gets it the same way: request ids
+(``request-id``/``client-request-id`` headers, echoed in error bodies), authentication of ``/v1.0``
+calls, request faults and the per-mailbox concurrency limit, the admin request log, and error handlers
+that turn anything unexpected into Graph's error body (never a traceback; a 500 only when injected).
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from syncer.emulator.clock import iso_ts
+from syncer.emulator.errors import GraphHTTPError, from_exception, graph_error
+from syncer.emulator.identity import authenticate
+
+if TYPE_CHECKING:
+    from syncer.emulator.state import EmulatorState
+
+_MAILBOX_SEGMENTS = {"messages", "mailfolders", "events", "calendar", "calendarview", "calendars",
+                     "contacts", "contactfolders", "todo"}
+
+
+def _mailbox_of(path: str) -> str | None:
+    """The mailbox a /v1.0/users/{x}/<outlook-thing> path addresses (id or UPN as written)."""
+    parts = path.split("/", 5)
+    # ["", "v1.0", "users", "{x}", "<segment>", ...]
+    if len(parts) >= 5 and parts[2].lower() == "users" and parts[4].lower() in _MAILBOX_SEGMENTS:
+        return parts[3]
+    return None
+
+
+class _ResetMiddleware:
+    """Turns a request flagged by the `reset` fault into a dropped connection (TCP RST)."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        result = self.app(environ, start_response)
+        if environ.get("emulator.reset"):
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+                except OSError:
+                    pass
+            raise ConnectionResetError("emulator fault: connection reset")
+        return result
+
+
+def create_app(state: EmulatorState) -> Flask:
+    """Build the Flask app serving Graph, the identity platform and the admin API for *state*."""
+    app = Flask("syncer.emulator")
+    app.config["EMULATOR_STATE"] = state
+    app.config["JSON_SORT_KEYS"] = False
+    app.url_map.strict_slashes = False
+
+    @app.before_request
+    def _start() -> Response | None:
+        g.started = time.perf_counter()
+        g.request_id = str(uuid.uuid4())
+        g.client_request_id = request.headers.get("client-request-id", "")
+        g.fault = None
+        g.mailbox_slot = None
+        path = request.path
+        if not path.startswith("/v1.0/") and path != "/v1.0":
+            return None
+        ctx = None
+        auth_error: GraphHTTPError | None = None
+        try:
+            ctx = authenticate(state, request.headers.get("Authorization"), base=request.host_url.rstrip("/"))
+            g.app_context = ctx
+        except GraphHTTPError as exc:
+            auth_error = exc
+        decision = state.faults.check(
+            method=request.method, path=path,
+            app=ctx.client_id if ctx else None, tenant=ctx.tenant_id if ctx else None,
+        )
+        if decision.latency_s:
+            time.sleep(decision.latency_s)
+        if decision.reset:
+            g.fault = decision.label
+            request.environ["emulator.reset"] = True
+            return Response(b"", status=204)
+        if decision.error is not None:
+            g.fault = decision.label
+            return from_exception(decision.error)
+        if auth_error is not None:
+            return from_exception(auth_error)
+        mailbox = _mailbox_of(path) if not getattr(g, "in_batch", False) else None
+        if mailbox is not None and ctx is not None:
+            error = state.faults.enter_mailbox(ctx.client_id, mailbox)
+            if error is not None:
+                g.fault = "mailboxConcurrency"
+                return from_exception(error)
+            g.mailbox_slot = (ctx.client_id, mailbox)
+        return None
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["request-id"] = g.get("request_id", "")
+        if g.get("client_request_id"):
+            response.headers["client-request-id"] = g.client_request_id
+        if request.path.startswith("/v1.0"):
+            response.headers["x-ms-ags-diagnostic"] = '{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"0","ScaleUnit":"000","RoleInstance":"EMU"}}'
+            response.headers.setdefault("Cache-Control", "no-cache")
+        if not request.path.startswith("/_emulator"):
+            ctx = g.get("app_context")
+            state.log_request(_entry(state, response.status_code, ctx.client_id if ctx else None))
+        return response
+
+    @app.teardown_request
+    def _release(_exc: BaseException | None) -> None:
+        slot = g.get("mailbox_slot")
+        if slot is not None:
+            state.faults.exit_mailbox(*slot)
+            g.mailbox_slot = None
+
+    @app.errorhandler(GraphHTTPError)
+    def _graph_error(exc: GraphHTTPError) -> Response:
+        return from_exception(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 400
+        if request.path.startswith("/v1.0"):
+            if status == 404:
+                segment = request.path.rstrip("/").rsplit("/", 1)[-1]
+                return graph_error(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
+            if status == 405:
+                return graph_error(405, "Request_BadRequest" if "/users" in request.path or "/groups" in request.path
+                                   else "BadRequest",
+                                   f"The HTTP method '{request.method}' is not allowed for this resource.")
+        return graph_error(status, exc.name.replace(" ", ""), exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # A bug in the emulator must not look like a Graph 500 (clients would retry it): say so plainly.
+        app.logger.exception("emulator bug")
+        return graph_error(500, "EmulatorBug",
+                           f"The emulator failed to handle this request ({type(exc).__name__}); this is a bug in the emulator.")
+
+    from syncer.emulator.admin import bp as admin_bp
+    from syncer.emulator.api import bp as api_bp
+    from syncer.emulator.batch import bp as batch_bp
+    from syncer.emulator.identity import bp as identity_bp
+
+    for blueprint in (identity_bp, admin_bp, batch_bp, api_bp):
+        app.register_blueprint(blueprint)
+    # EMU-B's blueprints; guarded so the core works before those modules exist.
+    for module_name, attr in (("syncer.emulator.subscriptions", "bp"), ("syncer.emulator.delivery", "admin_bp")):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        install = getattr(module, "install", None)
+        if callable(install):
+            install(state)
+        extra_bp = getattr(module, attr, None)
+        if extra_bp is not None:
+            app.register_blueprint(extra_bp)
+    app.wsgi_app = _ResetMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    return app
+
+
+def _entry(state: EmulatorState, status: int, app_id: str | None) -> Any:
+    from syncer.emulator.state import RequestLogEntry
+
+    started = g.get("started", time.perf_counter())
+    return RequestLogEntry(
+        seq=0, time=iso_ts(state.clock.time()), method=request.method, path=request.full_path.rstrip("?"),
+        status=status, client_request_id=g.get("client_request_id", ""), request_id=g.get("request_id", ""),
+        app=app_id, duration_ms=(time.perf_counter() - started) * 1000, fault=g.get("fault"),
+        batch=bool(g.get("in_batch", False)),
+    )

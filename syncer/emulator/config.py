@@ -1,0 +1,117 @@
+"""Every knob of the Graph emulator in one frozen value.
+
+Where Graph's behaviour is documented the default follows the documentation; where the notes
+(../shared/graph-api-notes.md) mark a point UNCONFIRMED the default is the observed behaviour and the
+alternative is a field here, so a test can pin either reading. EMU-B adds its delivery knobs below
+the ``# --- delivery`` marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from syncer.emulator.delivery_policy import RetryRules, ThrottleRules
+from syncer.emulator.subscription_model import QuotaLimits
+
+#: Stable defaults so that a developer's `syncer emulator` always shows the same credentials.
+DEFAULT_TENANT_ID = "84bd8158-6d4d-4958-8b9f-9d6445542f95"
+DEFAULT_CLIENT_ID = "5f1c3c2a-9d55-4e3b-8a2f-3f0b6f1e2d11"
+DEFAULT_CLIENT_SECRET = "emulator-secret-~8Q~not-a-real-secret"
+DEFAULT_DOMAIN = "contoso.onmicrosoft.com"
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Configuration of one emulator instance (every field has a documented default)."""
+
+    host: str = "127.0.0.1"
+    #: 0 = pick a free port at start.
+    port: int = 0
+    #: Seeds every random choice (ids, faults): the same seed gives the same run.
+    seed: int = 0
+    tenant_id: str = DEFAULT_TENANT_ID
+    tenant_domain: str = DEFAULT_DOMAIN
+    client_id: str = DEFAULT_CLIENT_ID
+    client_secret: str = DEFAULT_CLIENT_SECRET
+    #: Access-token lifetime. Graph issues ~1 h tokens; MSAL treats <= 300 s as already expired.
+    token_lifetime_s: int = 3599
+
+    # --- delta (notes §6) ---
+    #: Directory (user, group) delta tokens are valid for 7 days [DOC].
+    directory_delta_token_lifetime_s: float | None = 7 * 24 * 3600
+    #: Outlook/To Do tokens have no fixed limit [DOC] (evicted oldest-first; use the admin API to evict).
+    outlook_delta_token_lifetime_s: float | None = None
+    #: OneDrive tokens: undocumented lifetime [UNCONFIRMED]; None = never expire by age.
+    drive_delta_token_lifetime_s: float | None = None
+    #: nextLinks of a running round can expire too [OBS]; None = they live as long as delta tokens.
+    skiptoken_lifetime_s: float | None = None
+    #: Expired token -> 410 SyncStateNotFound; with this set the 410 also carries a Location header
+    #: (Graph sends Location only on a tenant "reset" [DOC]; expiry without it is what users observed).
+    delta_expiry_sends_location: bool = False
+    #: driveItem 410 code spelling: the API page and the errors page disagree (notes §6.2).
+    drive_resync_code: str = "resyncChangesApplyDifferences"
+    #: Honour `Prefer: odata.maxpagesize` on the users/groups delta (Graph does; set False to ignore it).
+    directory_honours_maxpagesize: bool = True
+
+    # --- limits / faults ---
+    #: Outlook allows 4 concurrent requests per app+mailbox (notes §7, second-hand); None = unlimited.
+    mailbox_concurrency_limit: int | None = 4
+    #: Retry-After (seconds) sent with a mailbox-concurrency 429.
+    mailbox_concurrency_retry_after_s: int = 1
+    #: How many requests the admin request log keeps.
+    request_log_size: int = 10_000
+
+    #: Extra fields EMU-B's modules read (kept as a dict so either side can add knobs without churn).
+    extra: dict[str, object] = field(default_factory=dict)
+
+    # --- subscriptions (EMU-B; notes §1-2) ---
+    #: The validation handshake must be answered within 10 s [DOC].
+    handshake_timeout_s: float = 10.0
+    #: Graph needs https notification URLs; the emulator also takes http on loopback so a local receiver
+    #: needs no certificate. False = https only, as Graph.
+    allow_http_loopback: bool = True
+    #: `verify=` for handshake and notification POSTs to https receivers (a CA bundle path, or False).
+    notification_tls_verify: bool | str = True
+    #: Expirations closer than this are raised to it [DOC: 45 minutes].
+    subscription_min_minutes: float = 45.0
+    #: Per-type maximum lifetime overrides in minutes, e.g. {"message": 4230, "message:rich": 60}.
+    subscription_max_minutes: dict[str, int] = field(default_factory=dict)
+    #: Expiration beyond the maximum: "reject" = observed 400 ExtensionError; "clamp" = shorten silently
+    #: (also observed, 2025) [UNCONFIRMED which one Graph does today].
+    subscription_expiry_overflow: str = "reject"
+    #: Active-subscription quotas (notes §1.5); small values make them testable.
+    subscription_quotas: QuotaLimits = field(default_factory=QuotaLimits)
+    #: Page size of GET /subscriptions [UNCONFIRMED: Graph pages, size undocumented].
+    subscription_page_size: int = 100
+    #: Re-run the handshake when PATCH changes notificationUrl [UNCONFIRMED; default: validate].
+    revalidate_on_patch: bool = True
+
+    # --- delivery (EMU-B; notes §3-5) ---
+    #: 3-s budget, 10-s retry timeout, 4-h window [DOC]; backoff schedule [UNCONFIRMED].
+    retry: RetryRules = field(default_factory=RetryRules)
+    #: Slow/drop endpoint rules [DOC, thresholds differ across revisions].
+    throttle: ThrottleRules = field(default_factory=ThrottleRules)
+    #: Most notifications in one POST [UNCONFIRMED: Graph batches, size undocumented].
+    notification_batch_max: int = 100
+    #: Concurrent POSTs per notification URL, and worker threads for all URLs.
+    delivery_max_in_flight: int = 2
+    delivery_workers: int = 8
+    #: How often (real seconds) the dispatcher wakes to look at due retries, expiry and reauthorization.
+    delivery_tick_s: float = 0.02
+    delivery_sweep_s: float = 0.05
+    #: POSTs (and drops) remembered by GET /_emulator/delivery.
+    delivery_log_size: int = 10_000
+    #: reauthorizationRequired: sent while the subscription expires within `lead`, every `interval`
+    #: (emulator seconds) [UNCONFIRMED cadence; docs sketch 15 min under an hour].
+    reauthorization_lead_s: float = 3600.0
+    reauthorization_interval_s: float = 900.0
+    #: At most one `missed` per subscription in this many seconds (one per drop window) [UNCONFIRMED].
+    missed_min_interval_s: float = 600.0
+    #: Graph sends subscriptionRemoved/missed only for Outlook types (and Teams) [DOC]; True = every type.
+    lifecycle_events_all_types: bool = False
+    #: Lifetime of validationTokens JWTs [UNCONFIRMED: ~1 h like other identity-platform tokens].
+    validation_token_lifetime_s: float = 3600.0
+
+    def with_changes(self, **changes: object) -> EmulatorConfig:
+        """A copy with *changes* applied (the config itself is immutable)."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,368 @@
+"""Delta query (notes §6): paging, tokens, ``@removed``, ``$select``, expiry and resets.
+
+A delta round walks a collection's change log (see :mod:`store`). The state of a round travels in the
+links as an opaque, HMAC-signed token (so links can be replayed and survive nothing else), carrying the
+collection key, the window of the log being walked, the position, the issue time and the original query
+options (``$select``, page size, calendar window), because Graph's links "carry the original options".
+
+Expiry (§6.2): a token older than the family's lifetime (config) answers ``410 Gone`` ``SyncStateNotFound``;
+an admin "evict" or a ``deltaReset`` fault answers 410 too (with ``Location`` restarting the round for a
+reset). driveItem uses its own 410 code and a Location that starts a fresh enumeration.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
+
+import orjson
+from flask import Response, request
+
+from syncer.emulator.errors import GraphHTTPError
+from syncer.emulator.resources import ResourceType
+from syncer.emulator.store import Collection, Emitted
+
+if TYPE_CHECKING:
+    from syncer.emulator.state import EmulatorState
+
+ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+_PAGE_RE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
+
+
+@dataclass
+class Cursor:
+    """Decoded delta/skip token."""
+
+    key: str
+    since: int
+    hwm: int
+    pos: int | None
+    sub: int
+    issued: float
+    select: list[str] | None
+    page: int
+    window: list[str] | None
+    initial: bool
+    is_delta_link: bool
+    members: bool = False
+
+    def to_payload(self) -> dict[str, Any]:
+        """Compact JSON for the token."""
+        return {"k": self.key, "s": self.since, "h": self.hwm, "p": self.pos, "b": self.sub,
+                "t": round(self.issued, 3), "sel": self.select, "n": self.page, "w": self.window,
+                "i": self.initial, "d": self.is_delta_link, "m": self.members}
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> Cursor:
+        """Inverse of :meth:`to_payload`."""
+        return cls(key=p["k"], since=p["s"], hwm=p["h"], pos=p["p"], sub=p["b"], issued=p["t"],
+                   select=p["sel"], page=p["n"], window=p["w"], initial=p["i"], is_delta_link=p["d"],
+                   members=p.get("m", False))
+
+
+def token_key(state: EmulatorState) -> bytes:
+    """The per-instance HMAC key for tokens."""
+    key: bytes | None = getattr(state, "_delta_token_key", None)
+    if key is None:
+        key = hashlib.sha256(f"delta-{state.config.seed}-{id(state)}".encode()).digest()
+        state._delta_token_key = key  # type: ignore[attr-defined]
+    return key
+
+
+def encode_token(state: EmulatorState, cursor: Cursor) -> str:
+    """Sign and encode a cursor (URL-safe, no padding)."""
+    body = base64.urlsafe_b64encode(orjson.dumps(cursor.to_payload())).rstrip(b"=")
+    sig = base64.urlsafe_b64encode(hmac.new(token_key(state), body, hashlib.sha256).digest()[:12]).rstrip(b"=")
+    return (body + b"." + sig).decode()
+
+
+def decode_token(state: EmulatorState, token: str) -> Cursor | None:
+    """The cursor in *token*, or None if it is malformed or forged."""
+    body, _, sig = token.partition(".")
+    if not body or not sig:
+        return None
+    expected = base64.urlsafe_b64encode(
+        hmac.new(token_key(state), body.encode(), hashlib.sha256).digest()[:12]).rstrip(b"=").decode()
+    if not hmac.compare_digest(expected, sig):
+        return None
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        return Cursor.from_payload(payload)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def requested_page_size(rtype: ResourceType, *, honour_prefer: bool = True) -> tuple[int, int | None]:
+    """(page size, applied maxpagesize or None) from Prefer / $top, capped at Graph's limit."""
+    assert rtype.delta is not None
+    spec = rtype.delta
+    size = spec.default_page
+    applied = None
+    prefer = request.headers.get("Prefer", "")
+    match = _PAGE_RE.search(prefer)
+    if match and honour_prefer:
+        wanted = int(match.group(1))
+        if wanted > 0:
+            size = min(wanted, spec.max_page)
+            applied = size
+    top = request.args.get("$top")
+    if top is not None:
+        if not spec.accepts_top:
+            raise GraphHTTPError(400, "Request_UnsupportedQuery" if rtype.family == "directory" else "ErrorInvalidUrlQuery",
+                                 "Unsupported query option: $top." if rtype.family == "directory"
+                                 else "The query parameter '$top' is not supported with delta.")
+        if not top.isdigit() or int(top) <= 0:
+            raise GraphHTTPError(400, "BadRequest", f"Invalid value '{top}' for $top query option.")
+        size = min(int(top), spec.max_page)
+    return size, applied
+
+
+def parse_select(rtype: ResourceType, raw: str | None) -> list[str] | None:
+    """Canonical property names of a $select (400 on unknown ones); None when absent."""
+    if raw is None:
+        return None
+    names: list[str] = []
+    for part in raw.split(","):
+        name = part.strip()
+        if not name:
+            continue
+        canonical = rtype.canonical(name)
+        if canonical is None or canonical in rtype.write_only:
+            if rtype.family == "directory":
+                raise GraphHTTPError(400, "Request_BadRequest",
+                                     f"Could not find a property named '{name}' on type 'microsoft.graph.{rtype.name}'.")
+            raise GraphHTTPError(400, "RequestBroker--ParseUri",
+                                 f"Could not find a property named '{name}' on type 'microsoft.graph.{rtype.name}'.")
+        if canonical not in names:
+            names.append(canonical)
+    return names or None
+
+
+def project(rtype: ResourceType, item: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    """The JSON Graph returns for *item* under *select* (id always; unset selected properties null)."""
+    if select is None:
+        if rtype.default_select is not None:
+            out = {name: item.get(name) for name in rtype.default_select}
+        else:
+            out = {k: v for k, v in item.items() if k not in rtype.write_only}
+    else:
+        out = {"id": item["id"]}
+        for name in select:
+            if name in rtype.delta_links:
+                continue
+            out[name] = item.get(name)
+    if rtype.etag and "@odata.etag" in item:
+        out = {"@odata.etag": item["@odata.etag"], **out}
+    out["id"] = item["id"]
+    return out
+
+
+def _removed(rtype: ResourceType, e: Emitted, select: list[str] | None) -> dict[str, Any]:
+    if rtype.family == "drive":
+        last = project(rtype, e.item or {"id": e.item_id}, select)
+        last["deleted"] = {"state": "deleted"}
+        return last
+    out: dict[str, Any] = {}
+    if rtype.delta is not None and rtype.delta.removed_has_type:
+        out["@odata.type"] = rtype.odata_type
+    out["id"] = e.item_id
+    out["@removed"] = {"reason": e.removed}
+    return out
+
+
+def members_delta(col: Collection, group_id: str, *, since: int, hwm: int, initial: bool) -> list[dict[str, Any]]:
+    """`members@delta` for one group: membership changes in (since, hwm], newest per member."""
+    log = col.member_log.get(group_id, [])
+    latest: dict[str, tuple[int, bool]] = {}
+    for seq, member, removed in log:
+        if since < seq <= hwm:
+            latest[member] = (seq, removed)
+    out = []
+    for member, (_seq, removed) in latest.items():
+        if removed and initial:
+            continue
+        entry: dict[str, Any] = {"@odata.type": "#microsoft.graph.user", "id": member}
+        if removed:
+            entry["@removed"] = {"reason": "deleted"}
+        out.append(entry)
+    return out
+
+
+def _context(base: str, rtype: ResourceType, col: Collection, select: list[str] | None) -> str:
+    name = col.key.split("/")[-1] if rtype.family == "directory" else f"Collection({rtype.name})"
+    if rtype.family == "directory" and select:
+        name = f"{name}({','.join(select)})"
+    return f"{base}/v1.0/$metadata#{name}"
+
+
+def _gone(state: EmulatorState, rtype: ResourceType, *, location: str | None, message: str) -> GraphHTTPError:
+    headers = {"Location": location} if location else {}
+    if rtype.family == "drive":
+        return GraphHTTPError(410, state.config.drive_resync_code,
+                              "Resync required. Replace any local items with the server's version (including deletes) "
+                              "if you're sure that the service was up to date with your local changes when you last sync'd. "
+                              "Upload any local changes that the server doesn't know about.", headers=headers)
+    return GraphHTTPError(410, "SyncStateNotFound", message, headers=headers)
+
+
+def _lifetime(state: EmulatorState, rtype: ResourceType) -> float | None:
+    cfg = state.config
+    if rtype.family == "directory":
+        return cfg.directory_delta_token_lifetime_s
+    if rtype.family == "drive":
+        return cfg.drive_delta_token_lifetime_s
+    return cfg.outlook_delta_token_lifetime_s
+
+
+def run_delta(
+    state: EmulatorState,
+    col: Collection,
+    *,
+    link_path: str,
+    token: str | None,
+    token_kind: str,
+    latest: bool = False,
+    window: list[str] | None = None,
+    in_window: Callable[[dict[str, Any]], bool] | None = None,
+    extra_link_args: str = "",
+) -> Response:
+    """Serve one delta page of *col*.
+
+    *link_path* is the path after /v1.0/ that links point at (e.g. "users/delta"); *token* is the
+    token the caller sent (None = start a round); *token_kind* is "skip" / "delta" / "drive" for how
+    it arrived (drive tokens serve both roles).
+    """
+    rtype = col.rtype
+    base = request.host_url.rstrip("/")
+    honour = state.config.directory_honours_maxpagesize or rtype.family != "directory"
+    page, applied = requested_page_size(rtype, honour_prefer=honour)
+    now = state.clock.time()
+    restart = f"{base}/v1.0/{link_path}"
+    if token is not None:
+        cursor = decode_token(state, token)
+        if cursor is None or cursor.key != col.key:
+            if rtype.family == "directory":
+                raise GraphHTTPError(400, "Request_BadRequest", "Invalid delta token or skip token.")
+            if rtype.family == "drive":
+                raise GraphHTTPError(400, "invalidRequest", "Invalid token.")
+            raise GraphHTTPError(400, "ErrorInvalidSyncStateData", "The sync state data is corrupt or otherwise invalid.")
+        if request.args.get("$select") is not None and not cursor.is_delta_link:
+            raise GraphHTTPError(400, "Request_BadRequest" if rtype.family == "directory" else "BadRequest",
+                                 "$select is not supported together with $skiptoken.")
+        # Graph lets a deltaLink call change the tracked properties (directory, §6.1).
+        if request.args.get("$select") is not None and rtype.family == "directory":
+            cursor.select = parse_select(rtype, request.args.get("$select"))
+        reset = state.faults.take_delta_reset(col.key)
+        if reset == "reset":
+            location = f"{restart}?$deltatoken=" if rtype.family != "drive" else restart
+            raise _gone(state, rtype, location=location, message="Resync required: the tenant was reset; restart the round at the Location.")
+        lifetime = state.config.skiptoken_lifetime_s if not cursor.is_delta_link and state.config.skiptoken_lifetime_s is not None \
+            else _lifetime(state, rtype)
+        expired = (reset == "expired" or cursor.issued < col.tokens_valid_after
+                   or (lifetime is not None and now - cursor.issued > lifetime))
+        if expired:
+            expired_location: str | None = None
+            if state.config.delta_expiry_sends_location or rtype.family == "drive":
+                expired_location = f"{restart}?$deltatoken=" if rtype.family != "drive" else restart
+            raise _gone(state, rtype, location=expired_location,
+                        message=f"The sync state generation is not found; generation={cursor.since};[highest={state.store.seq}]")
+        if applied is None and not request.headers.get("Prefer") and request.args.get("$top") is None:
+            page = cursor.page
+        if cursor.is_delta_link:
+            # A deltaLink starts a new round over (since, now].
+            with state.lock:
+                hwm = state.store.seq
+            cursor = Cursor(col.key, cursor.since, hwm, None, 0, now, cursor.select, page, cursor.window,
+                            False, False, cursor.members)
+        window = cursor.window
+    else:
+        select = parse_select(rtype, request.args.get("$select"))
+        members = False
+        expand = request.args.get("$expand")
+        if "members" in rtype.delta_links:
+            if select and "members" in select:
+                members = True
+            if expand is not None:
+                if expand.strip().lower() != "members":
+                    raise GraphHTTPError(400, "Request_BadRequest", f"Unsupported expand: '{expand}'.")
+                members = True
+        elif expand is not None and rtype.family == "directory":
+            raise GraphHTTPError(400, "Request_BadRequest", "Unsupported query option: $expand.")
+        with state.lock:
+            hwm = state.store.seq
+        if latest:
+            cursor = Cursor(col.key, hwm, hwm, None, 0, now, select, page, window, False, True, members)
+            return _page(state, col, [], cursor, base=base, link_path=link_path, token_kind=token_kind,
+                         applied=applied, done=True, extra=extra_link_args)
+        cursor = Cursor(col.key, 0, hwm, None, 0, now, select, page, window, True, False, members)
+    with state.lock:
+        emitted, pos, sub, done = col.walk(since=cursor.since, hwm=cursor.hwm, pos=cursor.pos, sub=cursor.sub,
+                                           limit=page, include_removed=not cursor.initial)
+        values = _render(rtype, col, emitted, cursor, in_window)
+    cursor.pos, cursor.sub, cursor.issued = pos, sub, now
+    return _page(state, col, values, cursor, base=base, link_path=link_path, token_kind=token_kind,
+                 applied=applied, done=done, extra=extra_link_args)
+
+
+def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor: Cursor,
+            in_window: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
+    out = []
+    select = cursor.select
+    for e in emitted:
+        if e.removed is not None:
+            out.append(_removed(rtype, e, select))
+            continue
+        assert e.item is not None
+        if in_window is not None and not in_window(e.item):
+            if not cursor.initial:
+                # calendarView delta reports events changed outside the window as deleted (§6.3)
+                out.append(_removed(rtype, Emitted(e.item_id, e.item, "deleted", e.seq), select))
+            continue
+        value = project(rtype, e.item, select)
+        if cursor.members:
+            value["members@delta"] = members_delta(col, e.item_id, since=cursor.since, hwm=cursor.hwm,
+                                                   initial=cursor.initial)
+        out.append(value)
+    return out
+
+
+def _page(state: EmulatorState, col: Collection, values: list[dict[str, Any]], cursor: Cursor, *, base: str,
+          link_path: str, token_kind: str, applied: int | None, done: bool, extra: str) -> Response:
+    rtype = col.rtype
+    body: dict[str, Any] = {"@odata.context": _context(base, rtype, col, cursor.select)}
+    if done:
+        final = Cursor(col.key, cursor.hwm, cursor.hwm, None, 0, state.clock.time(), cursor.select, cursor.page,
+                       cursor.window, False, True, cursor.members)
+        tok = encode_token(state, final)
+        if token_kind == "drive":
+            body["@odata.deltaLink"] = f"{base}/v1.0/{link_path}?token={tok}"
+        else:
+            body["@odata.deltaLink"] = f"{base}/v1.0/{link_path}?{extra}$deltatoken={tok}"
+    else:
+        tok = encode_token(state, cursor)
+        if token_kind == "drive":
+            body["@odata.nextLink"] = f"{base}/v1.0/{link_path}?token={tok}"
+        else:
+            body["@odata.nextLink"] = f"{base}/v1.0/{link_path}?{extra}$skiptoken={tok}"
+    body["value"] = values
+    response = Response(orjson.dumps(body), status=200, content_type=ODATA_JSON)
+    if applied is not None:
+        response.headers["Preference-Applied"] = f"odata.maxpagesize={applied}"
+    return response
+
+
+def drive_token_from_path(path_tail: str) -> str | None:
+    """The token in a `delta(token='...')` path segment, or None."""
+    match = re.fullmatch(r"delta\(token='?([^')]*)'?\)", path_tail, re.IGNORECASE)
+    if match is None:
+        return None
+    return unquote(match.group(1))
+
+
+__all__ = ["Cursor", "decode_token", "encode_token", "parse_select", "project", "quote", "run_delta"]

@@ -1,0 +1,144 @@
+"""Run the emulator over real HTTPS: in-process for tests, or in the foreground for `syncer emulator`.
+
+A threaded werkzeug server with keep-alive (HTTP/1.1) and TLS from :mod:`tls`. ``EmulatorServer`` picks
+a free port when ``config.port`` is 0, exposes everything a client needs in :attr:`info` (the keys the
+issue names: ``graph_url``, ``authority``, ``tenant_id``, ``client_id``, ``client_secret``, ``ca_cert``,
+plus the certificate credential), and stops cleanly, running the state's shutdown hooks (EMU-B's
+dispatcher) first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from syncer.emulator.app import create_app
+from syncer.emulator.config import EmulatorConfig
+from syncer.emulator.state import EmulatorState
+from syncer.emulator.tls import write_server_files
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Keep-alive request handler that does not print a line per request."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+    def log_error(self, format: str, *args: Any) -> None:
+        return None
+
+
+class EmulatorServer:
+    """One emulator instance listening on HTTPS (use as a context manager or call start/stop)."""
+
+    def __init__(self, config: EmulatorConfig | None = None, workdir: Path | str | None = None,
+                 *, state: EmulatorState | None = None) -> None:
+        self.config = config or (state.config if state else EmulatorConfig())
+        self.state = state or EmulatorState.create(self.config)
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="syncer-emulator-"))
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.info: dict[str, Any] = {}
+
+    @property
+    def base_url(self) -> str:
+        """`https://host:port` (after start)."""
+        if self.state.base_url is None:
+            raise RuntimeError("the emulator is not started")
+        return self.state.base_url
+
+    def start(self) -> EmulatorServer:
+        """Bind, start serving in a daemon thread, and fill :attr:`info`."""
+        if self._server is not None:
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        files = write_server_files(self.workdir)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(files.server_cert), str(files.server_key))
+        app = create_app(self.state)
+        server = make_server(self.config.host, self.config.port, app, threaded=True,
+                             request_handler=_QuietHandler, ssl_context=ctx)
+        server.daemon_threads = True  # type: ignore[attr-defined]
+        self._server = server
+        host = self.config.host
+        url_host = f"[{host}]" if ":" in host else host
+        base = f"https://{url_host}:{server.server_port}"
+        self.state.base_url = base
+        cert = self.state.client_certificate
+        cert_path = self.workdir / "client-cert.pem"
+        key_path = self.workdir / "client-key.pem"
+        if cert is not None:
+            cert_path.write_bytes(cert.cert_pem)
+            key_path.write_bytes(cert.key_pem)
+            key_path.chmod(0o600)
+        cfg = self.config
+        self.info = {
+            "graph_url": f"{base}/v1.0",
+            "base_url": base,
+            "authority": f"{base}/{cfg.tenant_id}",
+            "tenant_id": cfg.tenant_id,
+            "tenant_domain": cfg.tenant_domain,
+            "client_id": cfg.client_id,
+            "client_secret": cfg.client_secret,
+            "ca_cert": str(files.ca_cert),
+            "client_cert": str(cert_path),
+            "client_key": str(key_path),
+            "client_cert_thumbprint": cert.thumbprint_sha1 if cert else None,
+            "scope": "https://graph.microsoft.com/.default",
+            "admin_url": f"{base}/_emulator",
+            "host": host,
+            "port": server.server_port,
+        }
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"graph-emulator-{server.server_port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def write_info(self, path: Path | str) -> None:
+        """Write :attr:`info` as JSON (for scripts: `--info-file`)."""
+        Path(path).write_text(json.dumps(self.info, indent=2) + "\n")
+
+    def serve_forever(self) -> None:
+        """Block until interrupted (the CLI's foreground mode)."""
+        if self._thread is None:
+            self.start()
+        assert self._thread is not None
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop hooks (EMU-B's dispatcher), then the listener; remove a temporary workdir."""
+        self.state.shutdown()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

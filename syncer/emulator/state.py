@@ -1,0 +1,169 @@
+"""Everything one emulator instance knows, in one object the views share.
+
+The Flask app, the admin API, the $batch dispatcher and EMU-B's subscription and delivery modules all
+receive the same :class:`EmulatorState`; nothing lives in module globals, so several emulators can run in
+one process (one per test).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from syncer.emulator.clock import Clock
+from syncer.emulator.config import EmulatorConfig
+from syncer.emulator.faults import Faults
+from syncer.emulator.identity import AppRegistration, default_roles
+from syncer.emulator.store import Store
+from syncer.emulator.tls import ClientCertificate, cached_key, make_client_certificate
+
+
+@dataclass
+class RequestLogEntry:
+    """One line of the admin request log."""
+
+    seq: int
+    time: str
+    method: str
+    path: str
+    status: int
+    client_request_id: str
+    request_id: str
+    app: str | None
+    duration_ms: float
+    fault: str | None = None
+    batch: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The admin API's rendering."""
+        return {
+            "seq": self.seq, "time": self.time, "method": self.method, "path": self.path,
+            "status": self.status, "clientRequestId": self.client_request_id, "requestId": self.request_id,
+            "app": self.app, "durationMs": round(self.duration_ms, 3), "fault": self.fault, "batch": self.batch,
+        }
+
+
+@dataclass
+class Tenant:
+    """A directory: its id and verified domain."""
+
+    tenant_id: str
+    domain: str
+
+
+@dataclass
+class EmulatorState:
+    """Shared state of one emulator; build it with :meth:`create`."""
+
+    config: EmulatorConfig
+    clock: Clock
+    rng: random.Random
+    lock: threading.RLock
+    store: Store
+    faults: Faults
+    #: RSA key that signs access tokens and EMU-B's validationTokens; published in the JWKS under `signing_kid`.
+    signing_key: rsa.RSAPrivateKey
+    signing_kid: str
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    apps: dict[str, AppRegistration] = field(default_factory=dict)
+    #: The default app's certificate credential (private key included, so tests can use it).
+    client_certificate: ClientCertificate | None = None
+    request_log: deque[RequestLogEntry] = field(default_factory=deque)
+    request_seq: int = 0
+    #: `https://host:port` once the server listens (None for an app used only through a test client).
+    base_url: str | None = None
+    #: EMU-B's subscription registry (syncer.emulator.subscriptions) fills this slot.
+    subscriptions: Any = None
+    #: EMU-B's delivery dispatcher (syncer.emulator.delivery) fills this slot.
+    delivery: Any = None
+    _shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
+    _reset_hooks: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, config: EmulatorConfig | None = None) -> EmulatorState:
+        """A fresh state with the default tenant and app registered."""
+        config = config or EmulatorConfig()
+        clock = Clock()
+        rng = random.Random(config.seed)
+        lock = threading.RLock()
+        state = cls(
+            config=config,
+            clock=clock,
+            rng=rng,
+            lock=lock,
+            store=Store(clock=clock, lock=lock, seed=config.seed),
+            faults=Faults(seed=config.seed, clock=clock, config=config),
+            signing_key=cached_key("signing"),
+            signing_kid=f"emu-{uuid.UUID(int=random.Random(config.seed ^ 0x5EED).getrandbits(128)).hex[:16]}",
+        )
+        state.request_log = deque(maxlen=config.request_log_size)
+        state._register_defaults()
+        return state
+
+    def _register_defaults(self) -> None:
+        config = self.config
+        self.tenants[config.tenant_id] = Tenant(config.tenant_id, config.tenant_domain)
+        self.store.tenant(config.tenant_id)
+        self.client_certificate = make_client_certificate("default-app")
+        self.apps[config.client_id] = AppRegistration(
+            client_id=config.client_id,
+            tenant_id=config.tenant_id,
+            display_name="syncer emulator app",
+            secrets={config.client_secret},
+            certificates={self.client_certificate.thumbprint_sha1: self.client_certificate.cert_pem},
+            roles=set(default_roles()),
+        )
+
+    # --- hooks -------------------------------------------------------------------------------------
+
+    def on_shutdown(self, hook: Callable[[], None]) -> None:
+        """Run *hook* when the server stops (EMU-B stops its dispatcher here)."""
+        self._shutdown_hooks.append(hook)
+
+    def on_reset(self, hook: Callable[[], None]) -> None:
+        """Run *hook* when the admin API resets the emulator (clear subscriptions, queues...)."""
+        self._reset_hooks.append(hook)
+
+    def shutdown(self) -> None:
+        """Run the shutdown hooks once, newest first; a failing hook does not stop the others."""
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        for hook in reversed(hooks):
+            try:
+                hook()
+            except Exception:
+                pass
+
+    def reset(self) -> None:
+        """Forget all data, faults and the request log; keep apps, tenants, keys and the clock."""
+        with self.lock:
+            self.store.clear()
+            for tenant_id in self.tenants:
+                self.store.tenant(tenant_id)
+            self.faults.clear()
+            self.request_log.clear()
+        for hook in list(self._reset_hooks):
+            hook()
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def log_request(self, entry: RequestLogEntry) -> None:
+        """Append to the bounded request log."""
+        with self.lock:
+            self.request_seq += 1
+            entry.seq = self.request_seq
+            self.request_log.append(entry)
+
+    def tenant_by_name(self, name: str) -> Tenant | None:
+        """Resolve a tenant id or verified domain (case-insensitive) as used in authority URLs."""
+        lowered = name.lower()
+        for tenant in self.tenants.values():
+            if tenant.tenant_id.lower() == lowered or tenant.domain.lower() == lowered:
+                return tenant
+        return None

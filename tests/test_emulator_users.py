@@ -1,0 +1,168 @@
+"""Users through Graph's write API, and the users delta exactly as notes §6 describes it."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from emulator_fixtures import EmulatorClient
+
+from syncer.emulator import EmulatorConfig
+
+
+def test_create_get_patch_delete_user(graph: EmulatorClient) -> None:
+    user = graph.create_user("ada", jobTitle="Engineer")
+    assert user["jobTitle"] == "Engineer"
+    assert "passwordProfile" not in user
+    uid = user["id"]
+    r = graph.get(f"users/{uid}?$select=displayName,department")
+    assert r.status_code == 200
+    assert r.json()["department"] is None and r.json()["displayName"] == "Ada" and r.json()["id"] == uid
+    # by UPN, case-insensitively
+    assert graph.get(f"users/ADA@{graph.info['tenant_domain']}").json()["id"] == uid
+    r = graph.patch(f"users/{uid}", json={"jobTitle": "Countess"})
+    assert r.status_code == 204 and r.content == b""
+    assert graph.get(f"users/{uid}").json()["jobTitle"] == "Countess"
+    assert graph.delete(f"users/{uid}").status_code == 204
+    assert graph.get(f"users/{uid}").status_code == 404
+    deleted = graph.get("directory/deletedItems/microsoft.graph.user").json()["value"]
+    assert [d["id"] for d in deleted] == [uid]
+    assert graph.post(f"directory/deletedItems/{uid}/restore").status_code == 200
+    assert graph.get(f"users/{uid}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"displayName": "x"}, "Invalid value specified for property 'accountEnabled'"),
+        ({"favouriteColour": "blue"}, "favouriteColour"),
+        ({"id": "abc"}, "read-only"),
+        ({"accountEnabled": "yes"}, "Edm.Boolean"),
+    ],
+)
+def test_bad_user_bodies_are_400(graph: EmulatorClient, body: dict[str, Any], fragment: str) -> None:
+    full = {"accountEnabled": True, "displayName": "X", "mailNickname": "x",
+            "userPrincipalName": f"x@{graph.info['tenant_domain']}", "passwordProfile": {"password": "p4ss!Word"}}
+    if "Invalid value" in fragment:
+        full = {**body}
+    else:
+        full.update(body)
+    r = graph.post("users", json=full)
+    assert r.status_code == 400, r.text
+    assert fragment in r.json()["error"]["message"]
+    assert r.json()["error"]["innerError"]["request-id"]
+
+
+def test_malformed_json_duplicate_upn_and_wrong_method(graph: EmulatorClient) -> None:
+    r = graph.post("users", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadRequest"
+    graph.create_user("bob")
+    r = graph.post("users", json={"accountEnabled": True, "displayName": "B", "mailNickname": "b",
+                                  "userPrincipalName": f"BOB@{graph.info['tenant_domain']}",
+                                  "passwordProfile": {"password": "p4ss!Word"}})
+    assert r.status_code == 400 and "already exists" in r.json()["error"]["message"]
+    r = graph.request("PUT", "users")
+    assert r.status_code == 405
+    assert "error" in r.json()
+
+
+def test_users_delta_pages_then_reports_changes(graph: EmulatorClient) -> None:
+    graph.admin("POST", "seed", json={"users": 250})
+    first = graph.get("users/delta")
+    assert first.status_code == 200
+    body = first.json()
+    assert len(body["value"]) == 100  # Graph's default page
+    assert "@odata.nextLink" in body and "@odata.deltaLink" not in body
+    assert "$skiptoken=" in body["@odata.nextLink"]
+    items, delta_link = graph.delta_all("users/delta", headers={"Prefer": "odata.maxpagesize=999"})
+    assert len(items) == 250 and len({i["id"] for i in items}) == 250
+    assert "$deltatoken=" in delta_link
+    # nothing changed: empty page and a new deltaLink
+    again, link2 = graph.delta_all(delta_link)
+    assert again == []
+    u1, u2, u3 = items[0]["id"], items[1]["id"], items[2]["id"]
+    assert graph.patch(f"users/{u1}", json={"displayName": "Renamed"}).status_code == 204
+    assert graph.delete(f"users/{u2}").status_code == 204  # soft
+    assert graph.delete(f"users/{u3}").status_code == 204
+    assert graph.delete(f"directory/deletedItems/{u3}").status_code == 204  # permanent
+    new = graph.create_user("carol")
+    changes, link3 = graph.delta_all(link2)
+    by_id = {c["id"]: c for c in changes}
+    assert by_id[u1]["displayName"] == "Renamed"
+    assert by_id[u2]["@removed"] == {"reason": "changed"}
+    assert by_id[u3]["@removed"] == {"reason": "deleted"}
+    assert by_id[new["id"]]["displayName"] == "Carol"
+    assert len(changes) == 4
+    # replay: the old deltaLink still works and gives the same changes
+    replay, _ = graph.delta_all(link2)
+    assert {c["id"] for c in replay} == set(by_id)
+
+
+def test_users_delta_select_and_latest(graph: EmulatorClient) -> None:
+    graph.admin("POST", "seed", json={"users": 5})
+    items, _ = graph.delta_all("users/delta?$select=displayName,jobTitle")
+    assert set(items[0]) == {"id", "displayName", "jobTitle"}
+    r = graph.get("users/delta?$select=favouriteColour")
+    assert r.status_code == 400
+    latest = graph.get("users/delta?$deltatoken=latest").json()
+    assert latest["value"] == [] and "@odata.deltaLink" in latest
+    user = graph.create_user("dan")
+    changes, _ = graph.delta_all(latest["@odata.deltaLink"])
+    assert [c["id"] for c in changes] == [user["id"]]
+
+
+def test_users_delta_maxpagesize_is_capped_at_999(graph: EmulatorClient) -> None:
+    graph.admin("POST", "seed", json={"users": 1500})
+    r = graph.get("users/delta", headers={"Prefer": "odata.maxpagesize=5000"})
+    assert len(r.json()["value"]) == 999
+    assert r.headers["Preference-Applied"] == "odata.maxpagesize=999"
+    assert graph.get("users/delta?$top=5").status_code == 400
+
+
+def test_tampered_token_is_400(graph: EmulatorClient) -> None:
+    _, link = graph.delta_all("users/delta")
+    token = parse_qs(urlsplit(link).query)["$deltatoken"][0]
+    r = graph.get(f"users/delta?$deltatoken={token[:-2]}xx")
+    assert r.status_code == 400
+
+
+class TestExpiry:
+    @pytest.fixture
+    def emulator_config(self) -> EmulatorConfig:
+        return EmulatorConfig(seed=7, directory_delta_token_lifetime_s=3600, token_lifetime_s=86400)
+
+    def test_old_delta_token_is_410_sync_state_not_found(self, graph: EmulatorClient) -> None:
+        _, link = graph.delta_all("users/delta")
+        assert graph.get(link).status_code == 200
+        graph.admin("POST", "clock", json={"advance": 3601})
+        r = graph.get(link)
+        assert r.status_code == 410
+        assert r.json()["error"]["code"] == "SyncStateNotFound"
+        assert "Location" not in r.headers
+
+
+def test_delta_reset_fault_gives_410_with_location(graph: EmulatorClient) -> None:
+    graph.admin("POST", "seed", json={"users": 3})
+    _, link = graph.delta_all("users/delta")
+    assert graph.admin("POST", "faults", json={"type": "deltaReset", "scope": "^users$", "kind": "reset"}).status_code == 201
+    r = graph.get(link)
+    assert r.status_code == 410
+    location = r.headers["Location"]
+    assert location.endswith("/v1.0/users/delta?$deltatoken=")
+    items, _ = graph.delta_all(location)
+    assert len(items) == 3  # a full resync
+    assert graph.get(link).status_code == 200  # the fault fired once
+
+
+def test_list_users_pages_with_top(graph: EmulatorClient) -> None:
+    graph.admin("POST", "seed", json={"users": 25})
+    r = graph.get("users?$top=10&$select=id")
+    body = r.json()
+    assert len(body["value"]) == 10 and set(body["value"][0]) == {"id"}
+    seen = [v["id"] for v in body["value"]]
+    while "@odata.nextLink" in body:
+        body = graph.get(body["@odata.nextLink"]).json()
+        seen += [v["id"] for v in body["value"]]
+    assert len(set(seen)) == 25
+    assert graph.get("users?$top=1000").status_code == 400
