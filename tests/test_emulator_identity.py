@@ -9,7 +9,6 @@ import jwt
 import msal
 import pytest
 import requests
-
 from emulator_fixtures import EmulatorClient
 
 

@@ -87,7 +87,7 @@ def test_users_delta_pages_then_reports_changes(graph: EmulatorClient) -> None:
     assert graph.delete(f"users/{u3}").status_code == 204
     assert graph.delete(f"directory/deletedItems/{u3}").status_code == 204  # permanent
     new = graph.create_user("carol")
-    changes, link3 = graph.delta_all(link2)
+    changes, _link3 = graph.delta_all(link2)
     by_id = {c["id"]: c for c in changes}
     assert by_id[u1]["displayName"] == "Renamed"
     assert by_id[u2]["@removed"] == {"reason": "changed"}
