@@ -71,7 +71,9 @@ class ResourceType:
     lifecycle_url_over: timedelta | None = None  # Teams: lifecycleNotificationUrl required past this lifetime
     delegated_only: bool = False  # no application permission exists; needs delegated auth (not in version 1)
     global_only: bool = False  # todoTask webhooks exist only in the global cloud
-    select_supported: bool = True  # calendarView delta refuses $select: mirror columns come from the full item
+    select_supported: bool = (
+        True  # calendarView delta refuses $select: mirror columns come from the full item
+    )
     field_types: tuple[tuple[str, str], ...] = ()  # common properties' column types (default column type)
 
     @property

@@ -196,7 +196,11 @@ class Subscription:
     @property
     def graph_resource(self) -> str:
         """The ``resource`` sent to Graph: Outlook rich subscriptions need ``$select`` (taken from the mirror)."""
-        if self.include_resource_data and self.resource_type.rich_needs_select and "$select=" not in self.resource:
+        if (
+            self.include_resource_data
+            and self.resource_type.rich_needs_select
+            and "$select=" not in self.resource
+        ):
             separator = "&" if "?" in self.resource else "?"
             return f"{self.resource}{separator}$select={','.join(self.mirror.select)}"
         return self.resource
@@ -263,7 +267,8 @@ class Spec:
             ca_bundle=Path(ca_cert) if ca_cert else self.graph.ca_bundle,
         )
         tenants = tuple(
-            replace(t, tenant_id=t.tenant_id or tenant_id, client_id=t.client_id or client_id) for t in self.tenants
+            replace(t, tenant_id=t.tenant_id or tenant_id, client_id=t.client_id or client_id)
+            for t in self.tenants
         )
         return replace(self, graph=graph, tenants=tenants)
 
@@ -277,7 +282,9 @@ def graph_root(url: str) -> str:
     return url
 
 
-def load_spec(path: str | Path, *, environ: Mapping[str, str] | None = None, check_secrets: bool = True) -> Spec:
+def load_spec(
+    path: str | Path, *, environ: Mapping[str, str] | None = None, check_secrets: bool = True
+) -> Spec:
     """Read and validate the spec at *path*; raises :class:`~syncer.errors.SpecErrors` listing every problem.
 
     *environ* (default ``os.environ``) feeds ``${VAR}`` interpolation and ``{env: NAME}`` secrets. With
@@ -288,7 +295,9 @@ def load_spec(path: str | Path, *, environ: Mapping[str, str] | None = None, che
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read spec {path}: {exc.strerror}") from exc
-    return parse_spec(text, path=path, environ=os.environ if environ is None else environ, check_secrets=check_secrets)
+    return parse_spec(
+        text, path=path, environ=os.environ if environ is None else environ, check_secrets=check_secrets
+    )
 
 
 def parse_spec(text: str, *, path: Path, environ: Mapping[str, str], check_secrets: bool = True) -> Spec:

@@ -58,7 +58,9 @@ class SpecLoader:
             r.error(1, "", "a mapping with version: 1 and subscriptions", "an empty file")
             return None
         top = r.mapping(
-            root, "", ("version", "graph", "tenants", "receiver", "database", "defaults", "subscriptions"),
+            root,
+            "",
+            ("version", "graph", "tenants", "receiver", "database", "defaults", "subscriptions"),
             what="a mapping with version: 1 and subscriptions",
         )
         if top is None:
@@ -67,7 +69,12 @@ class SpecLoader:
         if version is None:
             r.error(top, "version", f"version: {SPEC_VERSION} (the spec format version)", "no version")
         elif not (isinstance(version, yaml.ScalarNode) and version.value == str(SPEC_VERSION)):
-            r.error(version, "version", f"{SPEC_VERSION} (this syncer reads version {SPEC_VERSION})", describe(version))
+            r.error(
+                version,
+                "version",
+                f"{SPEC_VERSION} (this syncer reads version {SPEC_VERSION})",
+                describe(version),
+            )
             return None  # a future format may mean anything: do not guess at the rest
         graph, info = self.graph(top)
         tenants = self.tenants(top, emulator=graph is not None and graph.cloud == "emulator", info=info)
@@ -94,7 +101,13 @@ class SpecLoader:
         env_name = r.whole_env_reference(node)
         if isinstance(node, yaml.ScalarNode) and env_name is None:
             # The value never goes into the message: it may be the secret itself.
-            r.error(node, path, "{env: NAME} or {file: PATH}", "a literal secret", "use {env: NAME} or {file: PATH}")
+            r.error(
+                node,
+                path,
+                "{env: NAME} or {file: PATH}",
+                "a literal secret",
+                "use {env: NAME} or {file: PATH}",
+            )
             return None
         ref: SecretRef | None
         if env_name is not None:
@@ -109,7 +122,12 @@ class SpecLoader:
             if "env" in sm:
                 name = r.string(sm.get("env"), sm.sub("env"), expected="an environment variable name")
                 if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                    r.error(sm.get("env"), sm.sub("env"), "an environment variable name (letters, digits, _)", f"'{name}'")
+                    r.error(
+                        sm.get("env"),
+                        sm.sub("env"),
+                        "an environment variable name (letters, digits, _)",
+                        f"'{name}'",
+                    )
                     name = None
                 ref = SecretRef(env=name, environ=self.environ) if name else None
             else:
@@ -135,7 +153,11 @@ class SpecLoader:
             self.r.error(node, path, expected, f"'{text}' (not a URL)")
             return None
         loopback = host in ("localhost", "::1") or bool(host and host.startswith("127."))
-        if (parts.scheme == "http" and not loopback) or parts.scheme not in ("https", "http") or (https_only and parts.scheme != "https"):
+        if (
+            (parts.scheme == "http" and not loopback)
+            or parts.scheme not in ("https", "http")
+            or (https_only and parts.scheme != "https")
+        ):
             self.r.error(node, path, expected, f"'{text}'")
         elif not host:
             self.r.error(node, path, expected, f"'{text}' (no host)")
@@ -159,9 +181,16 @@ class SpecLoader:
         if column and (text in RESERVED_COLUMNS or text.startswith("_")):
             self.r.error(node, path, "a column name syncer does not reserve (tenant_id, id, _*)", f"'{text}'")
         elif not column and text.startswith("syncer_"):
-            self.r.error(node, path, "a table name not starting with syncer_ (syncer's own tables)", f"'{text}'")
+            self.r.error(
+                node, path, "a table name not starting with syncer_ (syncer's own tables)", f"'{text}'"
+            )
         elif not _SQL_NAME.match(text):
-            self.r.error(node, path, "a SQL name: lower-case letters, digits and _, starting with a letter, at most 63", f"'{text}'")
+            self.r.error(
+                node,
+                path,
+                "a SQL name: lower-case letters, digits and _, starting with a letter, at most 63",
+                f"'{text}'",
+            )
         else:
             return text
         return None
@@ -188,11 +217,16 @@ class SpecLoader:
         if cloud is None:
             return None, None
         if cloud == "emulator":
-            info = self.file_path(g.get("emulator_info"), "graph.emulator_info") or self.base_dir / DEFAULT_EMULATOR_INFO
+            info = (
+                self.file_path(g.get("emulator_info"), "graph.emulator_info")
+                or self.base_dir / DEFAULT_EMULATOR_INFO
+            )
             return GraphConnection("emulator", "", "", ca), info
         if cloud == "custom":
             graph_url = self.url(g.get("graph_url"), "graph.graph_url")
-            authority = self.url(g.get("authority_host"), "graph.authority_host", https_only=True)  # MSAL demands https
+            authority = self.url(
+                g.get("authority_host"), "graph.authority_host", https_only=True
+            )  # MSAL demands https
             for key in ("graph_url", "authority_host"):
                 if key not in g:
                     r.error(g, g.sub(key), f"{key} (cloud: custom)", "nothing")
@@ -252,12 +286,21 @@ class SpecLoader:
             return None
         key = self.secret(c, "private_key")
         cert_path = self.file_path(c.get("certificate"), c.sub("certificate"))
-        thumb = r.string(c.get("thumbprint"), c.sub("thumbprint"), expected="a SHA-1 thumbprint (40 hex digits)")
+        thumb = r.string(
+            c.get("thumbprint"), c.sub("thumbprint"), expected="a SHA-1 thumbprint (40 hex digits)"
+        )
         if thumb is not None and not re.fullmatch(r"[0-9A-Fa-f]{40}", thumb.replace(":", "")):
-            r.error(c.get("thumbprint"), c.sub("thumbprint"), "a SHA-1 thumbprint (40 hex digits)", f"'{thumb}'")
+            r.error(
+                c.get("thumbprint"), c.sub("thumbprint"), "a SHA-1 thumbprint (40 hex digits)", f"'{thumb}'"
+            )
             thumb = None
         if ("certificate" in c) == ("thumbprint" in c):
-            r.error(c, path, "exactly one of certificate (a PEM path), thumbprint", "both" if "thumbprint" in c else "neither")
+            r.error(
+                c,
+                path,
+                "exactly one of certificate (a PEM path), thumbprint",
+                "both" if "thumbprint" in c else "neither",
+            )
             return None
         if key is None or (cert_path is None and thumb is None):
             return None
@@ -270,7 +313,11 @@ class SpecLoader:
         if node is not None and rm is None:
             return None
         rm = rm or Map(yaml.MappingNode("tag:yaml.org,2002:map", []), "receiver", {})
-        notification = self.url(rm.get("notification_url"), "receiver.notification_url") if "notification_url" in rm else None
+        notification = (
+            self.url(rm.get("notification_url"), "receiver.notification_url")
+            if "notification_url" in rm
+            else None
+        )
         parts = urlsplit(notification or DEFAULT_NOTIFICATION_URL)
         lifecycle: str | None
         if "lifecycle_url" not in rm:  # next to the notification URL: .../notifications -> .../lifecycle
@@ -285,7 +332,9 @@ class SpecLoader:
         port = r.integer(rm.get("port"), "receiver.port", low=1, high=65535)
         if len(r.errors) > before:
             return None
-        return Receiver(notification or DEFAULT_NOTIFICATION_URL, lifecycle, host, port or loopback_port or 8080)
+        return Receiver(
+            notification or DEFAULT_NOTIFICATION_URL, lifecycle, host, port or loopback_port or 8080
+        )
 
     def database(self, top: Map) -> str | None:
         r = self.r
@@ -301,8 +350,13 @@ class SpecLoader:
             masked = re.sub(r"\$\{[^}]*\}", "VAR", raw)
             try:
                 if sa.make_url(masked).password not in (None, "VAR"):
-                    r.error(url_node, "database.url", expected + " without a literal password", "a literal password",
-                            "write the password as ${PGPASSWORD} or use a .pgpass file")
+                    r.error(
+                        url_node,
+                        "database.url",
+                        expected + " without a literal password",
+                        "a literal password",
+                        "write the password as ${PGPASSWORD} or use a .pgpass file",
+                    )
                     return None
             except sa.exc.ArgumentError:
                 pass  # reported below, after interpolation

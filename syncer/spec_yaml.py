@@ -118,7 +118,9 @@ class Reader:
 
     # --- errors -------------------------------------------------------------------------------
 
-    def error(self, where: yaml.Node | Map | int | None, path: str, expected: str, found: str = "", hint: str = "") -> None:
+    def error(
+        self, where: yaml.Node | Map | int | None, path: str, expected: str, found: str = "", hint: str = ""
+    ) -> None:
         """Record a problem at a node (or a mapping, or a line number)."""
         if isinstance(where, Map):
             line = where.line
@@ -135,7 +137,9 @@ class Reader:
 
     # --- structure ------------------------------------------------------------------------------
 
-    def mapping(self, node: yaml.Node | None, path: str, allowed: tuple[str, ...], *, what: str = "a mapping") -> Map | None:
+    def mapping(
+        self, node: yaml.Node | None, path: str, allowed: tuple[str, ...], *, what: str = "a mapping"
+    ) -> Map | None:
         """The mapping at *node* with only *allowed* keys (unknown ones refused with a did-you-mean)."""
         if node is None:
             return None
@@ -168,7 +172,9 @@ class Reader:
                 merged.discard(key)
         return Map(node, path, values)
 
-    def sequence(self, node: yaml.Node | None, path: str, *, what: str = "a list") -> Iterator[tuple[str, yaml.Node]]:
+    def sequence(
+        self, node: yaml.Node | None, path: str, *, what: str = "a list"
+    ) -> Iterator[tuple[str, yaml.Node]]:
         """The items of the list at *node* with their field paths; a scalar or mapping is refused."""
         if node is None:
             return
@@ -199,7 +205,10 @@ class Reader:
         text = _VAR.sub(substitute, str(node.value))
         for name in missing:
             self.error(
-                node, path, f"environment variable {name} to be set", f"{name} unset",
+                node,
+                path,
+                f"environment variable {name} to be set",
+                f"{name} unset",
                 f"set it, or write ${{{name}:-default}}",
             )
         return None if missing else text
@@ -278,7 +287,9 @@ class Reader:
         if scalar is None:
             return None
         if scalar.tag in (_INT, _FLOAT):
-            self.error(scalar, path, expected, f"{scalar.value} (a number without a unit)", f"write {scalar.value}m?")
+            self.error(
+                scalar, path, expected, f"{scalar.value} (a number without a unit)", f"write {scalar.value}m?"
+            )
             return None
         if scalar.tag != _STR:
             self.error(scalar, path, expected, describe(scalar))
@@ -298,7 +309,12 @@ class Reader:
         return value
 
     def list_of(
-        self, node: yaml.Node | None, path: str, item: Callable[[yaml.Node, str], T | None], *, what: str = "a list"
+        self,
+        node: yaml.Node | None,
+        path: str,
+        item: Callable[[yaml.Node, str], T | None],
+        *,
+        what: str = "a list",
     ) -> list[T] | None:
         """A list whose items are read by *item*; a single scalar is refused (say it as a list)."""
         if node is None:

@@ -43,7 +43,9 @@ def load(tmp_path: Path, subs: str, *, header: str = HEADER, env: dict[str, str]
     return load_spec(write(tmp_path, header + textwrap.dedent(subs)), environ=ENV if env is None else env)
 
 
-def problems(tmp_path: Path, subs: str, *, header: str = HEADER, env: dict[str, str] | None = None) -> list[SpecError]:
+def problems(
+    tmp_path: Path, subs: str, *, header: str = HEADER, env: dict[str, str] | None = None
+) -> list[SpecError]:
     with pytest.raises(SpecErrors) as caught:
         load(tmp_path, subs, header=header, env=env)
     return caught.value.errors
@@ -152,7 +154,8 @@ def test_rich_outlook_subscription_gets_select_from_the_mirror(tmp_path: Path) -
 
 def test_interpolation_defaults_and_env_secret(tmp_path: Path) -> None:
     header = HEADER.replace("{env: SYNCER_SECRET}", '"${SYNCER_SECRET}"').replace(
-        "subscriptions:", "database: {url: '${DB_URL:-sqlite:///data/x.db}'}\nreceiver: {port: '${PORT}'}\nsubscriptions:"
+        "subscriptions:",
+        "database: {url: '${DB_URL:-sqlite:///data/x.db}'}\nreceiver: {port: '${PORT}'}\nsubscriptions:",
     )
     spec = load(tmp_path, "  - {name: u, resource: users}\n", header=header, env={**ENV, "PORT": "9000"})
     assert spec.receiver.port == 9000
@@ -198,7 +201,9 @@ def test_list_where_a_mapping_is_expected(tmp_path: Path) -> None:
 
 
 def test_mapping_where_a_list_is_expected(tmp_path: Path) -> None:
-    error = problem(tmp_path, "  - name: u\n    resource: users\n    mirror: {columns: {displayName: text}}\n")
+    error = problem(
+        tmp_path, "  - name: u\n    resource: users\n    mirror: {columns: {displayName: text}}\n"
+    )
     at(error, 11, "subscriptions[0].mirror.columns")
     assert error.found == "a mapping"
 
@@ -211,7 +216,10 @@ def test_bad_durations(tmp_path: Path) -> None:
         "  - {name: c, resource: users/x, lifetime: 10m}\n",
     )
     at(errors[0], 9, "subscriptions[0].lifetime")
-    assert errors[0].expected.startswith("a duration like 90m, 36h, 2d or PT2H") and errors[0].found == "'3 days'"
+    assert (
+        errors[0].expected.startswith("a duration like 90m, 36h, 2d or PT2H")
+        and errors[0].found == "'3 days'"
+    )
     at(errors[1], 10, "subscriptions[1].sync_interval")
     assert errors[1].found == "90 (a number without a unit)"
     at(errors[2], 11, "subscriptions[2].lifetime")
@@ -225,7 +233,10 @@ def test_lifetime_over_the_resource_maximum_names_the_maximum(tmp_path: Path) ->
 
 
 def test_lifetime_from_defaults_over_the_maximum_is_reported_on_the_subscription(tmp_path: Path) -> None:
-    errors = problems(tmp_path, "  - {name: d, resource: drives/b!x/root}\n  - {name: m, resource: users/a/events}\ndefaults: {lifetime: 20d}\n")
+    errors = problems(
+        tmp_path,
+        "  - {name: d, resource: drives/b!x/root}\n  - {name: m, resource: users/a/events}\ndefaults: {lifetime: 20d}\n",
+    )
     assert len(errors) == 1  # 20d is within the driveItem maximum, over the event one
     at(errors[0], 10, "subscriptions[1].lifetime")
     assert errors[0].hint == "from defaults.lifetime, line 11" and errors[0].found == "20d"
@@ -259,7 +270,9 @@ def test_literal_secret_is_refused_without_echoing_it(tmp_path: Path) -> None:
 
 
 def test_unset_variable_is_named(tmp_path: Path) -> None:
-    header = HEADER.replace("subscriptions:", "database:\n  url: postgresql://syncer@${DB_HOST}/syncer\nsubscriptions:")
+    header = HEADER.replace(
+        "subscriptions:", "database:\n  url: postgresql://syncer@${DB_HOST}/syncer\nsubscriptions:"
+    )
     errors = problems(tmp_path, "  - {name: u, resource: users}\n", header=header, env={})
     # Two problems: the secret's variable and DB_HOST; both named, each at its line.
     assert [(e.location.line, e.location.path) for e in errors] == [
@@ -267,7 +280,9 @@ def test_unset_variable_is_named(tmp_path: Path) -> None:
         (9, "database.url"),
     ]
     assert errors[0].found == "SYNCER_SECRET unset"
-    assert errors[1].expected == "environment variable DB_HOST to be set" and errors[1].found == "DB_HOST unset"
+    assert (
+        errors[1].expected == "environment variable DB_HOST to be set" and errors[1].found == "DB_HOST unset"
+    )
 
 
 def test_duplicate_names_and_tables(tmp_path: Path) -> None:
@@ -281,7 +296,10 @@ def test_duplicate_names_and_tables(tmp_path: Path) -> None:
     at(errors[0], 10, "subscriptions[1].name")
     assert errors[0].found == "'u' again (first at subscriptions[0])"
     at(errors[1], 11, "subscriptions[2].mirror.table")
-    assert errors[1].expected == "a table used by one subscription" and errors[1].found == "'u' (also subscriptions[0])"
+    assert (
+        errors[1].expected == "a table used by one subscription"
+        and errors[1].found == "'u' (also subscriptions[0])"
+    )
 
 
 def test_same_resource_and_change_types_twice_is_a_graph_conflict(tmp_path: Path) -> None:
@@ -302,7 +320,9 @@ def test_bad_urls(tmp_path: Path) -> None:
 
 
 def test_http_is_accepted_on_loopback_and_sets_the_listening_port(tmp_path: Path) -> None:
-    header = HEADER.replace("subscriptions:", "receiver: {notification_url: 'http://localhost:9100/graph/notify'}\nsubscriptions:")
+    header = HEADER.replace(
+        "subscriptions:", "receiver: {notification_url: 'http://localhost:9100/graph/notify'}\nsubscriptions:"
+    )
     spec = load(tmp_path, "  - {name: u, resource: users}\n", header=header)
     assert spec.receiver.port == 9100
     assert spec.receiver.lifecycle_url == "http://localhost:9100/graph/lifecycle"
@@ -361,7 +381,10 @@ def test_teams_lifetime_over_an_hour_needs_a_lifecycle_url(tmp_path: Path) -> No
 
 
 def test_delegated_only_resources_and_me_are_refused(tmp_path: Path) -> None:
-    errors = problems(tmp_path, "  - {name: p, resource: communications/presences/abc}\n  - {name: m, resource: me/messages}\n")
+    errors = problems(
+        tmp_path,
+        "  - {name: p, resource: communications/presences/abc}\n  - {name: m, resource: me/messages}\n",
+    )
     at(errors[0], 9, "subscriptions[0].resource")
     assert "delegated permissions only" in errors[0].found
     at(errors[1], 10, "subscriptions[1].resource")
@@ -378,7 +401,11 @@ def test_several_tenants_need_a_tenant_on_each_subscription(tmp_path: Path) -> N
         "subscriptions:",
         "  - {name: fabrikam, tenant_id: t2, client_id: c2, certificate: {private_key: {env: SYNCER_SECRET}, thumbprint: 'AB:CD'}}\nsubscriptions:",
     )
-    errors = problems(tmp_path, "  - {name: u, resource: users}\n  - {name: g, resource: groups, tenant: fabrikan}\n", header=header)
+    errors = problems(
+        tmp_path,
+        "  - {name: u, resource: users}\n  - {name: g, resource: groups, tenant: fabrikan}\n",
+        header=header,
+    )
     at(errors[0], 8, "tenants[1].certificate.thumbprint")
     at(errors[1], 10, "subscriptions[0].tenant")
     assert errors[1].found == "nothing (there are 2 tenants)"
@@ -387,14 +414,18 @@ def test_several_tenants_need_a_tenant_on_each_subscription(tmp_path: Path) -> N
 
 
 def test_literal_database_password_is_refused(tmp_path: Path) -> None:
-    header = HEADER.replace("subscriptions:", "database: {url: 'postgresql://syncer:pa55@db/syncer'}\nsubscriptions:")
+    header = HEADER.replace(
+        "subscriptions:", "database: {url: 'postgresql://syncer:pa55@db/syncer'}\nsubscriptions:"
+    )
     error = problem(tmp_path, "  - {name: u, resource: users}\n", header=header)
     at(error, 8, "database.url")
     assert error.found == "a literal password" and "pa55" not in str(error)
 
 
 def test_cloud_specific_keys(tmp_path: Path) -> None:
-    header = HEADER.replace("graph: {cloud: global}", "graph: {cloud: global, graph_url: 'https://graph.example'}")
+    header = HEADER.replace(
+        "graph: {cloud: global}", "graph: {cloud: global, graph_url: 'https://graph.example'}"
+    )
     error = problem(tmp_path, "  - {name: u, resource: users}\n", header=header)
     at(error, 2, "graph.graph_url")
     header = HEADER.replace("graph: {cloud: global}", "graph: {cloud: custom}")
@@ -408,7 +439,9 @@ def test_cloud_specific_keys(tmp_path: Path) -> None:
 def test_version_is_required_and_checked(tmp_path: Path) -> None:
     error = problem(tmp_path, "  - {name: u, resource: users}\n", header=HEADER.replace("version: 1\n", ""))
     at(error, 1, "version")
-    error = problem(tmp_path, "  - {name: u, resource: users}\n", header=HEADER.replace("version: 1", "version: 2"))
+    error = problem(
+        tmp_path, "  - {name: u, resource: users}\n", header=HEADER.replace("version: 1", "version: 2")
+    )
     assert error.expected == "1 (this syncer reads version 1)" and error.found == "2 (a number)"
 
 
@@ -425,8 +458,12 @@ def test_all_problems_reported_together_one_line_each(tmp_path: Path) -> None:
         load(tmp_path, "  - {name: a, resource: users, lifetime: 1 year}\n  - {name: b, resource: nope}\n")
     lines = str(caught.value).splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("subscriptions.yaml:9: subscriptions[0].lifetime: expected a duration like 90m, 36h, 2d or PT2H, or max, found '1 year'")
-    assert ":10: subscriptions[1].resource: expected a resource Graph sends change notifications for" in lines[1]
+    assert lines[0].endswith(
+        "subscriptions.yaml:9: subscriptions[0].lifetime: expected a duration like 90m, 36h, 2d or PT2H, or max, found '1 year'"
+    )
+    assert (
+        ":10: subscriptions[1].resource: expected a resource Graph sends change notifications for" in lines[1]
+    )
 
 
 # --- the emulator connection and secrets ------------------------------------------------------------------
@@ -475,7 +512,9 @@ def test_missing_secret_file_is_reported_unless_secrets_are_not_checked(tmp_path
     error = problem(tmp_path, "  - {name: u, resource: users}\n", header=header)
     at(error, 7, "tenants[0].client_secret")
     assert error.found.startswith("no file at")
-    spec = load_spec(write(tmp_path, header + "  - {name: u, resource: users}\n"), environ={}, check_secrets=False)
+    spec = load_spec(
+        write(tmp_path, header + "  - {name: u, resource: users}\n"), environ={}, check_secrets=False
+    )
     assert spec.tenants[0].client_secret == SecretRef(file=tmp_path.resolve() / "secrets" / "client")
 
 
@@ -493,11 +532,19 @@ def test_unknown_names_in_lookups() -> None:
     [
         ("/Users", "user", {}),
         ("users/8a1d", "user", {"user": "8a1d"}),
-        ("users/a@b.com/mailFolders('inbox')/messages?$select=subject", "message", {"user": "a@b.com", "folder": "inbox"}),
+        (
+            "users/a@b.com/mailFolders('inbox')/messages?$select=subject",
+            "message",
+            {"user": "a@b.com", "folder": "inbox"},
+        ),
         ("me/events", "event", {"user": "me"}),
         ("teams/getAllMessages", "chatMessage.channel", {}),
         ("teams/t1", "team", {"team": "t1"}),
-        ("teams('t1')/channels('19:x@thread.tacv2')/messages", "chatMessage.channel", {"team": "t1", "channel": "19:x@thread.tacv2"}),
+        (
+            "teams('t1')/channels('19:x@thread.tacv2')/messages",
+            "chatMessage.channel",
+            {"team": "t1", "channel": "19:x@thread.tacv2"},
+        ),
         ("chats/getAllMessages", "chatMessage.chat", {}),
         ("drives/b!x/root", "driveItem", {"drive": "b!x"}),
         ("security/alerts?$filter=severity eq 'high'", "alert", {}),
@@ -510,7 +557,9 @@ def test_match_resource(path: str, key: str, params: dict[str, str]) -> None:
 
 
 def test_unknown_paths_do_not_match() -> None:
-    assert resources.match_resource("users/a/memberOf") is None  # Graph accepts it and never fires (notes §10)
+    assert (
+        resources.match_resource("users/a/memberOf") is None
+    )  # Graph accepts it and never fires (notes §10)
     assert resources.match_resource("") is None
 
 
@@ -556,7 +605,9 @@ def test_reference_lists_every_resource_pattern() -> None:
 def test_empty_file_and_a_list_at_the_top(tmp_path: Path) -> None:
     with pytest.raises(SpecErrors) as caught:
         load_spec(write(tmp_path, "# nothing yet\n"), environ={})
-    assert str(caught.value).endswith("subscriptions.yaml:1: expected a mapping with version: 1 and subscriptions, found an empty file")
+    assert str(caught.value).endswith(
+        "subscriptions.yaml:1: expected a mapping with version: 1 and subscriptions, found an empty file"
+    )
     with pytest.raises(SpecErrors) as caught:
         load_spec(write(tmp_path, "- version: 1\n"), environ={})
     assert caught.value.found == "a list"
@@ -596,7 +647,16 @@ def test_errors_in_other_fields_are_reported_even_when_the_resource_is_unknown(t
 
 @pytest.mark.parametrize(
     ("text", "minutes"),
-    [("90m", 90), ("36h", 2160), ("2d", 2880), ("1h30m", 90), ("1w", 10080), ("PT2H", 120), ("P1DT12H", 2160), ("pt45m", 45)],
+    [
+        ("90m", 90),
+        ("36h", 2160),
+        ("2d", 2880),
+        ("1h30m", 90),
+        ("1w", 10080),
+        ("PT2H", 120),
+        ("P1DT12H", 2160),
+        ("pt45m", 45),
+    ],
 )
 def test_durations(tmp_path: Path, text: str, minutes: int) -> None:
     spec = load(tmp_path, f"  - {{name: u, resource: users, lifetime: {text}, renew_before: 1m}}\n")
@@ -606,15 +666,67 @@ def test_durations(tmp_path: Path, text: str, minutes: int) -> None:
 # --- robustness: any document gives a Spec or located errors, never a crash ------------------------------
 
 _KEYS = [
-    "version", "graph", "cloud", "tenants", "name", "tenant_id", "client_id", "client_secret", "env", "file",
-    "receiver", "notification_url", "port", "database", "url", "defaults", "lifetime", "subscriptions",
-    "resource", "change_types", "include_resource_data", "encryption", "mirror", "table", "columns", "field",
-    "column", "type", "for_each", "users", "window", "past", "folders", "renew_before", "certificate",
+    "version",
+    "graph",
+    "cloud",
+    "tenants",
+    "name",
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "env",
+    "file",
+    "receiver",
+    "notification_url",
+    "port",
+    "database",
+    "url",
+    "defaults",
+    "lifetime",
+    "subscriptions",
+    "resource",
+    "change_types",
+    "include_resource_data",
+    "encryption",
+    "mirror",
+    "table",
+    "columns",
+    "field",
+    "column",
+    "type",
+    "for_each",
+    "users",
+    "window",
+    "past",
+    "folders",
+    "renew_before",
+    "certificate",
 ]
 _SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-5, 70_000),
-    st.sampled_from(["users", "users/{user}/messages", "max", "2d", "90", "emulator", "global", "custom", "all",
-                     "https://x.example/n", "http://127.0.0.1:1/n", "${X}", "${X:-1}", "text", "created", "soft", "1"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70_000),
+    st.sampled_from(
+        [
+            "users",
+            "users/{user}/messages",
+            "max",
+            "2d",
+            "90",
+            "emulator",
+            "global",
+            "custom",
+            "all",
+            "https://x.example/n",
+            "http://127.0.0.1:1/n",
+            "${X}",
+            "${X:-1}",
+            "text",
+            "created",
+            "soft",
+            "1",
+        ]
+    ),
     st.text(max_size=8),
 )
 _VALUES = st.recursive(
@@ -634,24 +746,45 @@ def test_any_document_loads_or_gives_located_errors(tmp_path: Path, document: di
         assert all(e.location.file.endswith("s.yaml") and e.expected for e in errors.errors)
 
 
-_SUB_KEYS = ["name", "resource", "change_types", "include_resource_data", "encryption", "lifetime", "renew_before",
-             "sync_interval", "mirror", "for_each", "window", "folders", "tenant"]
+_SUB_KEYS = [
+    "name",
+    "resource",
+    "change_types",
+    "include_resource_data",
+    "encryption",
+    "lifetime",
+    "renew_before",
+    "sync_interval",
+    "mirror",
+    "for_each",
+    "window",
+    "folders",
+    "tenant",
+]
 _SUBSCRIPTION = st.fixed_dictionaries(
-    {"name": st.sampled_from(["a", "b", "c d"]), "resource": st.sampled_from(
-        # every known pattern, placeholders other than {user} filled in
-        [re.sub(r"\{(?!user\})\w+\}", "x1", p) for rt in resources.CATALOGUE for p in rt.patterns])},
+    {
+        "name": st.sampled_from(["a", "b", "c d"]),
+        "resource": st.sampled_from(
+            # every known pattern, placeholders other than {user} filled in
+            [re.sub(r"\{(?!user\})\w+\}", "x1", p) for rt in resources.CATALOGUE for p in rt.patterns]
+        ),
+    },
     optional={key: _VALUES for key in _SUB_KEYS[2:]},
 )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(subs=st.lists(_SUBSCRIPTION, max_size=3))
-def test_any_subscription_list_loads_or_gives_located_errors(tmp_path: Path, subs: list[dict[str, object]]) -> None:
+def test_any_subscription_list_loads_or_gives_located_errors(
+    tmp_path: Path, subs: list[dict[str, object]]
+) -> None:
     text = HEADER + textwrap.indent(yaml.safe_dump(subs), "  ") if subs else HEADER + "  []\n"
     try:
         spec = parse_spec(text, path=tmp_path / "s.yaml", environ=ENV, check_secrets=False)
     except SpecErrors as errors:
-        assert all(e.location.line > 0 and e.location.path.startswith("subscriptions") for e in errors.errors), errors
+        assert all(
+            e.location.line > 0 and e.location.path.startswith("subscriptions") for e in errors.errors
+        ), errors
     else:
         for sub in spec.subscriptions:
             assert sub.renew_before < sub.effective_lifetime <= sub.max_lifetime
@@ -666,6 +799,13 @@ def test_custom_cloud(tmp_path: Path) -> None:
     error = problem(tmp_path, "  - {name: u, resource: users}\n", header=header)
     at(error, 2, "graph.authority_host")
     assert error.expected == "an https:// URL" and error.found == "'http://127.0.0.1:9/'"
-    spec = load(tmp_path, "  - {name: u, resource: users}\n", header=header.replace("http://127.0.0.1:9/", "https://login.example.net/"))
-    assert (spec.graph.graph_url, spec.graph.authority_host) == ("https://graph.example.net", "https://login.example.net")
+    spec = load(
+        tmp_path,
+        "  - {name: u, resource: users}\n",
+        header=header.replace("http://127.0.0.1:9/", "https://login.example.net/"),
+    )
+    assert (spec.graph.graph_url, spec.graph.authority_host) == (
+        "https://graph.example.net",
+        "https://login.example.net",
+    )
     assert spec.graph.ca_bundle == tmp_path.resolve() / "ca.pem"
