@@ -224,25 +224,36 @@ def _create_request(d: Desired, expires: datetime, client_state: str, rid: str) 
     return BatchRequest("POST", "/subscriptions", body=body, id=rid)
 
 
+BATCH_MIN = 2
+"""From this many calls on, they go through ``$batch``; a single call needs no envelope."""
+
+
 def _run(graph: GraphClient, requests: list[BatchRequest]) -> list[BatchResult]:
-    """Send *requests*: one alone as a plain call, more through ``$batch`` (envelopes of 20)."""
+    """Send *requests*: few as plain calls, more through ``$batch`` (envelopes of 20).
+
+    A failure of the envelope itself (after the client's retries) becomes the error of every item,
+    so one bad envelope is reported per subscription instead of aborting the whole apply.
+    """
     if not requests:
         return []
-    if len(requests) > 1:
-        return graph.batch(requests)
-    item = requests[0]
+    if len(requests) >= BATCH_MIN:
+        try:
+            return graph.batch(requests)
+        except GraphError as error:
+            return [
+                BatchResult(item.id or str(i), error.status or 0, error=error)
+                for i, item in enumerate(requests, 1)
+            ]
+    return [_call(graph, item) for item in requests]
+
+
+def _call(graph: GraphClient, item: BatchRequest) -> BatchResult:
     try:
         response = graph.request(item.method, item.url, json=item.body, idempotent=item.idempotent)
     except GraphError as error:
-        return [BatchResult(item.id or "1", error.status or 0, error=error)]
-    return [
-        BatchResult(
-            item.id or "1",
-            response.status,
-            dict(response.headers),
-            response.json() if response.content else None,
-        )
-    ]
+        return BatchResult(item.id or "1", error.status or 0, error=error)
+    body = response.json() if response.content else None
+    return BatchResult(item.id or "1", response.status, dict(response.headers), body)
 
 
 def _graph_for(graphs: Mapping[str, GraphClient], tenant_id: str) -> GraphClient:
