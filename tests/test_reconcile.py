@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from emulator_fixtures import EmulatorClient
 from sqlalchemy.engine import Engine
+from webhook_receiver import Receiver
 
 from syncer.cli import main
 from syncer.graph.client import GraphClient
@@ -30,8 +32,6 @@ from syncer.reconcile import Outcome, graphs_for, reauthorize, reconcile, recrea
 from syncer.schema import create_engine
 from syncer.schema import subscriptions as table
 from syncer.spec import Spec, load_spec
-from emulator_fixtures import EmulatorClient
-from webhook_receiver import Receiver
 
 SECRET_ENV = "RECONCILE_TEST_SECRET"
 
