@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 EndpointMode = Literal["normal", "slow", "drop"]
+LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
 
 @dataclass(frozen=True)
@@ -193,3 +194,24 @@ class DueQueue(Generic[T]):
         items = [entry[3] for entry in sorted(self._heap)]
         self._heap.clear()
         return items
+
+
+@dataclass
+class NotificationFaults:
+    """Rates (0..1) of injected notification faults, drawn from the dispatcher's seeded RNG."""
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.0
+    #: How long a delayed notification is held (emulator seconds).
+    delay_s: float = 5.0
+    #: How long a reordered notification is held back, so that later ones overtake it.
+    reorder_s: float = 0.2
+
+    def to_json(self) -> dict[str, float]:
+        """Admin rendering."""
+        return {
+            "drop": self.drop, "duplicate": self.duplicate, "reorder": self.reorder, "delay": self.delay,
+            "delaySeconds": self.delay_s, "reorderSeconds": self.reorder_s,
+        }

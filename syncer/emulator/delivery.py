@@ -1,0 +1,620 @@
+"""The notification dispatcher: what Graph does between a change in the tenant and a POST to your webhook (notes §3-5).
+
+The store calls :meth:`Dispatcher.on_change` after every committed write; that only enqueues. One dispatcher
+thread matches changes against live subscriptions, builds Graph-shaped ``changeNotification`` items (rich ones
+encrypted, :mod:`syncer.emulator.rich`), applies notification faults and the slow/drop state of the target endpoint,
+and queues them per notification URL. It then hands batches (several items per POST, one URL each) to a small
+worker pool that POSTs them with Graph's budgets: a POST that fails, answers non-2xx or takes too long is retried
+with exponential backoff until the retry window is spent, then dropped (and a ``missed`` lifecycle event goes to the
+subscription's lifecycle URL). Every decision comes from :mod:`syncer.emulator.delivery_policy`; every time is the
+emulator clock, so tests compress hours into milliseconds with config and ``clock.advance``.
+
+Lifecycle events (``reauthorizationRequired`` as a subscription nears expiry, ``missed`` after drops,
+``subscriptionRemoved`` on an early removal) go through the same queues to ``lifecycleNotificationUrl``, and only
+there: a subscription without one gets none (current docs).
+
+The admin side (:data:`admin_bp`, documented in :mod:`syncer.emulator.delivery_admin`) reports counters,
+per-endpoint state and a log of every POST, and injects notification faults.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from syncer.emulator.clock import iso_ts
+from syncer.emulator.delivery_admin import admin_bp
+from syncer.emulator.delivery_policy import (
+    DueQueue,
+    EndpointHealth,
+    NotificationFaults,
+    attempt_timeout,
+    next_retry_at,
+)
+from syncer.emulator.rich import encrypt_content, validation_token
+from syncer.emulator.subscription_model import Subscription, SubscriptionRegistry, notification_datetime
+
+if TYPE_CHECKING:
+    from syncer.emulator.state import EmulatorState
+    from syncer.emulator.store import ChangeEvent
+
+__all__ = ["Dispatcher", "NotificationFaults", "admin_bp", "install", "rich_resource"]
+
+_DIRECTORY_TYPES = {"user", "group"}
+_OUTLOOK_TYPES = {"message", "event", "contact"}
+
+
+@dataclass
+class Notification:
+    """One ``changeNotification`` item on its way to one URL."""
+
+    url: str
+    kind: str  # "change" | "lifecycle"
+    payload: dict[str, Any]
+    subscription: Subscription
+    rich: bool = False
+
+
+@dataclass
+class Batch:
+    """Items POSTed together; retried together."""
+
+    seq: int
+    url: str
+    kind: str
+    items: list[Notification]
+    attempts: int = 0
+    first_attempt_at: float | None = None
+
+
+@dataclass
+class Endpoint:
+    """Everything the dispatcher knows about one notification URL."""
+
+    url: str
+    health: EndpointHealth
+    session: requests.Session
+    fresh: DueQueue[Notification] = field(default_factory=DueQueue)
+    retries: DueQueue[Batch] = field(default_factory=DueQueue)
+    in_flight: int = 0
+    posts: int = 0
+    delivered: int = 0
+    failed_attempts: int = 0
+    dropped: int = 0
+    last_status: int | str | None = None
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The admin report's view of this endpoint."""
+        return {
+            "url": self.url,
+            **self.health.snapshot(now),
+            "queued": len(self.fresh),
+            "retrying": len(self.retries),
+            "inFlight": self.in_flight,
+            "posts": self.posts,
+            "delivered": self.delivered,
+            "failedAttempts": self.failed_attempts,
+            "dropped": self.dropped,
+            "lastStatus": self.last_status,
+        }
+
+
+_COUNTERS = (
+    "delivered", "deliveredPosts", "attempts", "failedAttempts", "retried", "dropped", "duplicated", "delayed",
+    "reordered", "lifecycleQueued", "lifecycleSkipped", "missedQueued",
+)
+
+
+class Dispatcher:
+    """Background delivery of one emulator's notifications; see the module docstring."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.config = state.config
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._events: deque[ChangeEvent] = deque()
+        self._endpoints: dict[str, Endpoint] = {}
+        self._batch_seq = itertools.count(1)
+        self._log_seq = itertools.count(1)
+        self._log: deque[dict[str, Any]] = deque(maxlen=self.config.delivery_log_size)
+        # Its own RNG, so faults do not depend on how many ids the rest of the emulator drew.
+        self._rng = random.Random(f"{self.config.seed}:notifications")
+        self.faults = NotificationFaults()
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self.dropped_by: dict[str, int] = {}
+        self._last_missed: dict[str, float] = {}
+        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._stopping = False
+        self._last_sweep = 0.0
+
+    # --- lifecycle of the dispatcher itself ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread and the worker pool (idempotent; called on the first subscription)."""
+        with self._lock:
+            if self._thread is not None or self._stopping:
+                return
+            self._pool = ThreadPoolExecutor(max_workers=self.config.delivery_workers, thread_name_prefix="emu-deliver")
+            self._thread = threading.Thread(target=self._run, name="emu-dispatcher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop delivering: the thread ends, in-flight POSTs finish (bounded by their timeouts), sessions close."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread, pool = self._thread, self._pool
+        if thread is not None:
+            thread.join(timeout)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for endpoint in self._endpoints.values():
+                endpoint.session.close()
+
+    def reset(self) -> None:
+        """Forget queues, counters, the log and faults (admin reset)."""
+        with self._lock:
+            self._events.clear()
+            for endpoint in self._endpoints.values():
+                endpoint.fresh.drain()
+                endpoint.retries.drain()
+                endpoint.session.close()
+            self._endpoints.clear()
+            self._log.clear()
+            self.counters = dict.fromkeys(_COUNTERS, 0)
+            self.dropped_by.clear()
+            self._last_missed.clear()
+            self.faults = NotificationFaults()
+
+    # --- inputs ------------------------------------------------------------------------------------------------
+
+    @property
+    def _registry(self) -> SubscriptionRegistry:
+        registry: SubscriptionRegistry = self.state.subscriptions
+        return registry
+
+    def on_change(self, event: ChangeEvent) -> None:
+        """The store's change hook: enqueue only (the store's writer must never wait on delivery)."""
+        if self.state.subscriptions is None or len(self._registry) == 0:
+            return
+        with self._cond:
+            self._events.append(event)
+            self._cond.notify()
+
+    def subscription_added(self, subscription: Subscription) -> None:
+        """A subscription exists: make sure the dispatcher runs."""
+        self.start()
+
+    def forget(self, subscriptions: Iterable[Subscription]) -> None:
+        """Subscriptions are gone; their queued change notifications are discarded at send time."""
+        with self._cond:
+            self._cond.notify()
+
+    def send_lifecycle(self, subscription: Subscription, event: str) -> bool:
+        """Queue a lifecycle event to the subscription's lifecycle URL; False when it has none."""
+        with self._cond:
+            if subscription.lifecycle_url is None:
+                self.counters["lifecycleSkipped"] += 1
+                return False
+            self._queue_lifecycle_locked(subscription, event)
+        self.start()
+        return True
+
+    def remove_early(self, subscription: Subscription) -> bool:
+        """Graph removes a subscription on its own (admin fault): delete it and send ``subscriptionRemoved``."""
+        self._registry.remove(subscription.id)
+        return self.send_lifecycle(subscription, "subscriptionRemoved")
+
+    def set_faults(self, faults: NotificationFaults) -> None:
+        """Replace the notification fault rates."""
+        with self._lock:
+            self.faults = faults
+
+    # --- reporting ---------------------------------------------------------------------------------------------
+
+    def report(self, *, log_limit: int = 100, since: int = 0) -> dict[str, Any]:
+        """Counters, per-endpoint state, faults and the tail of the POST log (the admin API's body)."""
+        now = self.state.clock.time()
+        with self._lock:
+            log = [entry for entry in self._log if entry["seq"] > since]
+            return {
+                **self.counters,
+                "droppedBy": dict(self.dropped_by),
+                "pending": len(self._events) + sum(len(e.fresh) + len(e.retries) + e.in_flight for e in self._endpoints.values()),
+                "endpoints": {url: e.snapshot(now) for url, e in self._endpoints.items()},
+                "faults": self.faults.to_json(),
+                "log": log[-log_limit:] if log_limit > 0 else [],
+            }
+
+    def wait_idle(self, timeout: float = 10.0, *, include_scheduled: bool = True) -> bool:
+        """Block until nothing is queued or in flight (or, with ``include_scheduled=False``, nothing is *due*)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._idle(include_scheduled):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return True
+
+    def _idle(self, include_scheduled: bool) -> bool:
+        if self._events:
+            return False
+        now = self.state.clock.time()
+        for endpoint in self._endpoints.values():
+            if endpoint.in_flight:
+                return False
+            for queue in (endpoint.fresh, endpoint.retries):
+                due = queue.next_due()
+                if due is not None and (include_scheduled or due <= now):
+                    return False
+        return True
+
+    # --- the dispatcher thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        tick = self.config.delivery_tick_s
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                if not self._events:
+                    self._cond.wait(tick)
+                if self._stopping:
+                    return
+                events = list(self._events)
+                self._events.clear()
+            try:
+                for event in events:
+                    self._route(event)
+                self._housekeeping()
+                self._schedule()
+            except Exception as exc:
+                self._append_log({"outcome": "internalError", "error": repr(exc)[:500]})
+
+    def _endpoint(self, url: str) -> Endpoint:
+        """The endpoint record for *url* (caller holds the lock)."""
+        endpoint = self._endpoints.get(url)
+        if endpoint is None:
+            session = requests.Session()
+            session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (local-facts.md)
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(self.config.delivery_max_in_flight, 1))
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            endpoint = Endpoint(url=url, health=EndpointHealth(self.config.throttle), session=session)
+            self._endpoints[url] = endpoint
+        return endpoint
+
+    def _route(self, event: ChangeEvent) -> None:
+        """Turn one change into notification items on the queues of the matching subscriptions' URLs."""
+        now_dt = self.state.clock.now()
+        now = now_dt.timestamp()
+        for subscription in self._registry.matching(event.tenant_id, event.collections):
+            if subscription.resource_type != event.resource_type or subscription.expiration <= now_dt:
+                continue
+            change_type = event.change_type
+            if subscription.resource_type in _DIRECTORY_TYPES and change_type == "created":
+                change_type = "updated"  # directory creations arrive as updated (notes §1.1)
+            if change_type not in subscription.change_types:
+                continue
+            item = self._build(subscription, event, change_type)
+            self._enqueue(item, now)
+
+    def _build(self, subscription: Subscription, event: ChangeEvent, change_type: str) -> Notification:
+        payload: dict[str, Any] = {
+            "subscriptionId": subscription.id,
+            "subscriptionExpirationDateTime": notification_datetime(subscription.expiration),
+            "changeType": change_type,
+            "clientState": subscription.client_state,
+            "tenantId": subscription.tenant_id,
+            "resource": event.resource,
+            "resourceData": dict(event.resource_data) if event.resource_data is not None else None,
+        }
+        if subscription.resource_type in _OUTLOOK_TYPES:
+            payload = {"id": uuid.UUID(int=self._rng.getrandbits(128)).hex[:13], **payload}
+        rich = False
+        if subscription.include_resource_data and subscription.certificate is not None and event.item is not None:
+            content = rich_resource(event, subscription)
+            payload["encryptedContent"] = encrypt_content(
+                content,
+                certificate=subscription.certificate,
+                certificate_id=subscription.encryption_certificate_id or "",
+            )
+            rich = True
+        return Notification(subscription.notification_url, "change", payload, subscription, rich)
+
+    def _enqueue(self, item: Notification, now: float) -> None:
+        with self._lock:
+            faults = self.faults
+            if faults.drop and self._rng.random() < faults.drop:
+                self._drop([item], reason="fault")
+                return
+            copies = 1
+            if faults.duplicate and self._rng.random() < faults.duplicate:
+                copies = 2
+                self.counters["duplicated"] += 1
+            due = now
+            if faults.delay and self._rng.random() < faults.delay:
+                due += faults.delay_s
+                self.counters["delayed"] += 1
+            if faults.reorder and self._rng.random() < faults.reorder:
+                due += faults.reorder_s
+                self.counters["reordered"] += 1
+            endpoint = self._endpoint(item.url)
+            mode = endpoint.health.current_mode(now)
+            if mode == "drop":
+                self._drop([item], reason="endpointDrop", endpoint=endpoint)
+                return
+            if mode == "slow":
+                due += self.config.throttle.slow_delay_s
+            for _ in range(copies):
+                endpoint.fresh.push(item, due=due, kind=item.kind)
+
+    def _housekeeping(self) -> None:
+        """Expire subscriptions and send reauthorizationRequired on the configured cadence (rate-limited)."""
+        real_now = time.monotonic()
+        if real_now - self._last_sweep < self.config.delivery_sweep_s:
+            return
+        self._last_sweep = real_now
+        now_dt = self.state.clock.now()
+        now = now_dt.timestamp()
+        self._registry.expire(now_dt)
+        lead = self.config.reauthorization_lead_s
+        interval = self.config.reauthorization_interval_s
+        for subscription in self._registry.all():
+            if subscription.lifecycle_url is None:
+                continue
+            remaining = subscription.expiration.timestamp() - now
+            if remaining <= lead and now - subscription.last_reauthorization_notice >= interval:
+                subscription.last_reauthorization_notice = now
+                self.send_lifecycle(subscription, "reauthorizationRequired")
+
+    def _schedule(self) -> None:
+        """Hand every due batch to the worker pool, within each endpoint's in-flight limit."""
+        now = self.state.clock.time()
+        work: list[tuple[Endpoint, Batch]] = []
+        with self._lock:
+            for endpoint in self._endpoints.values():
+                while endpoint.in_flight < self.config.delivery_max_in_flight:
+                    batch = self._next_batch(endpoint, now)
+                    if batch is None:
+                        break
+                    endpoint.in_flight += 1
+                    work.append((endpoint, batch))
+        pool = self._pool
+        for endpoint, batch in work:
+            if pool is None or self._stopping:
+                with self._lock:
+                    endpoint.in_flight -= 1
+                continue
+            try:
+                pool.submit(self._attempt, endpoint, batch)
+            except RuntimeError:  # pool shut down under us
+                with self._lock:
+                    endpoint.in_flight -= 1
+
+    def _next_batch(self, endpoint: Endpoint, now: float) -> Batch | None:
+        _, retry = endpoint.retries.take_batch(now, 1)
+        if retry:
+            return retry[0]
+        while True:
+            kind, items = endpoint.fresh.take_batch(now, self.config.notification_batch_max)
+            if not items:
+                return None
+            live = [i for i in items if i.kind == "lifecycle" or not i.subscription.removed]
+            if len(live) < len(items):
+                gone = [i for i in items if i.kind == "change" and i.subscription.removed]
+                self._drop(gone, reason="subscriptionGone", endpoint=endpoint, missed=False)
+            if live:
+                return Batch(next(self._batch_seq), endpoint.url, kind, live)
+
+    # --- one POST ----------------------------------------------------------------------------------------------
+
+    def _body(self, batch: Batch) -> dict[str, Any]:
+        body: dict[str, Any] = {"value": [item.payload for item in batch.items]}
+        pairs = sorted({(i.subscription.application_id, i.subscription.tenant_id) for i in batch.items if i.rich})
+        if pairs:
+            now = self.state.clock.now()
+            lifetime = timedelta(seconds=self.config.validation_token_lifetime_s)
+            body["validationTokens"] = [
+                validation_token(
+                    signing_key=self.state.signing_key,
+                    kid=self.state.signing_kid,
+                    app_id=app_id,
+                    tenant_id=tenant_id,
+                    now=now,
+                    lifetime=lifetime,
+                )
+                for app_id, tenant_id in pairs
+            ]
+        return body
+
+    def _attempt(self, endpoint: Endpoint, batch: Batch) -> None:
+        try:
+            self._attempt_inner(endpoint, batch)
+        except Exception as exc:
+            self._append_log({"outcome": "internalError", "url": endpoint.url, "error": repr(exc)[:500]})
+            with self._cond:
+                endpoint.in_flight -= 1
+                self._cond.notify_all()
+
+    def _attempt_inner(self, endpoint: Endpoint, batch: Batch) -> None:
+        started_at = self.state.clock.time()
+        with self._lock:
+            mode = endpoint.health.current_mode(started_at)
+            if mode == "drop" and batch.kind == "change":
+                self._drop(batch.items, reason="endpointDrop", endpoint=endpoint)
+                endpoint.in_flight -= 1
+                self._cond.notify_all()
+                return
+        attempt = batch.attempts + 1
+        timeout = attempt_timeout(self.config.retry, attempt)
+        body = self._body(batch)
+        data = orjson.dumps(body)
+        status: int | str
+        timed_out = False
+        t0 = time.monotonic()
+        try:
+            response = endpoint.session.post(
+                batch.url,
+                data=data,
+                headers={"Content-Type": "application/json; charset=utf-8"},
+                timeout=timeout,
+                verify=self.config.notification_tls_verify,
+            )
+            status = response.status_code
+            response.close()
+        except requests.Timeout:
+            status, timed_out = "timeout", True
+        except requests.RequestException:
+            status = "connectionError"
+        elapsed = time.monotonic() - t0
+        if elapsed > timeout:
+            timed_out = True
+        ok = isinstance(status, int) and 200 <= status < 300 and not timed_out
+        now = self.state.clock.time()
+        with self._cond:
+            endpoint.in_flight -= 1
+            endpoint.posts += 1
+            endpoint.last_status = status
+            endpoint.health.record(now, elapsed_s=elapsed, timed_out=timed_out, timeout_s=timeout)
+            self.counters["attempts"] += 1
+            if attempt > 1:
+                self.counters["retried"] += len(batch.items)
+            if batch.first_attempt_at is None:
+                batch.first_attempt_at = started_at
+            batch.attempts = attempt
+            outcome = "delivered"
+            if ok:
+                self.counters["delivered"] += len(batch.items)
+                self.counters["deliveredPosts"] += 1
+                endpoint.delivered += len(batch.items)
+            else:
+                self.counters["failedAttempts"] += 1
+                endpoint.failed_attempts += 1
+                due = next_retry_at(self.config.retry, first_attempt_at=batch.first_attempt_at, attempts_made=attempt, now=now)
+                if due is None:
+                    outcome = "dropped"
+                    self._drop(batch.items, reason="retryWindow", endpoint=endpoint, log=False)
+                else:
+                    outcome = "retry"
+                    endpoint.retries.push(batch, due=due, kind="retry")
+            self._append_log_locked({
+                "batch": batch.seq, "url": batch.url, "kind": batch.kind, "attempt": attempt, "status": status,
+                "outcome": outcome, "elapsedMs": round(elapsed * 1000, 2), "count": len(batch.items), "body": body,
+            })
+            self._cond.notify_all()
+
+    # --- drops and the log ---------------------------------------------------------------------------------------
+
+    def _drop(
+        self,
+        items: list[Notification],
+        *,
+        reason: str,
+        endpoint: Endpoint | None = None,
+        missed: bool = True,
+        log: bool = True,
+    ) -> None:
+        """Account dropped items and queue ``missed`` where Graph would send it (caller holds the lock)."""
+        self.counters["dropped"] += len(items)
+        self.dropped_by[reason] = self.dropped_by.get(reason, 0) + len(items)
+        if endpoint is not None:
+            endpoint.dropped += len(items)
+        if log:
+            self._append_log_locked({
+                "url": items[0].url if items else None, "kind": items[0].kind if items else None,
+                "outcome": "dropped", "reason": reason, "count": len(items),
+                "body": {"value": [i.payload for i in items]},
+            })
+        # Injected drops model losses Graph does not know about: no missed event for those.
+        if not missed or reason == "fault":
+            return
+        now = self.state.clock.time()
+        owed: dict[str, Subscription] = {}
+        for item in items:
+            subscription = item.subscription
+            if item.kind != "change" or subscription.lifecycle_url is None or subscription.removed:
+                continue
+            if subscription.id in owed or not self._sends(subscription, "missed"):
+                continue
+            last = self._last_missed.get(subscription.id)
+            if last is not None and now - last < self.config.missed_min_interval_s:
+                continue
+            self._last_missed[subscription.id] = now
+            owed[subscription.id] = subscription
+        for subscription in owed.values():
+            self._queue_lifecycle_locked(subscription, "missed")
+
+    def _queue_lifecycle_locked(self, subscription: Subscription, event: str) -> None:
+        assert subscription.lifecycle_url is not None
+        payload = {
+            "subscriptionId": subscription.id,
+            "subscriptionExpirationDateTime": notification_datetime(subscription.expiration),
+            "tenantId": subscription.tenant_id,
+            "clientState": subscription.client_state,
+            "lifecycleEvent": event,
+        }
+        endpoint = self._endpoint(subscription.lifecycle_url)
+        endpoint.fresh.push(
+            Notification(subscription.lifecycle_url, "lifecycle", payload, subscription),
+            due=self.state.clock.time(),
+            kind="lifecycle",
+        )
+        self.counters["lifecycleQueued"] += 1
+        if event == "missed":
+            self.counters["missedQueued"] += 1
+        self._cond.notify_all()
+
+    def _sends(self, subscription: Subscription, event: str) -> bool:
+        """Whether Graph sends *event* for this resource type (notes §4), or the config says every type gets it."""
+        return self.config.lifecycle_events_all_types or event in subscription.parsed.spec.lifecycle_events
+
+    def _append_log(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._append_log_locked(entry)
+
+    def _append_log_locked(self, entry: dict[str, Any]) -> None:
+        self._log.append({"seq": next(self._log_seq), "time": iso_ts(self.state.clock.time()), **entry})
+
+
+def rich_resource(event: ChangeEvent, subscription: Subscription) -> dict[str, Any]:
+    """The resource JSON Graph encrypts: annotations plus the subscription's ``$select`` (all properties without)."""
+    item = event.item or {}
+    select = subscription.parsed.select
+    if select:
+        wanted = {name.lower() for name in select}
+        properties = {k: v for k, v in item.items() if k.lower() in wanted or k == "id"}
+    else:
+        properties = {k: v for k, v in item.items() if not k.startswith("@")}
+    data = event.resource_data or {}
+    annotations: dict[str, Any] = {k: data[k] for k in ("@odata.type", "@odata.id", "@odata.etag") if k in data}
+    return {**annotations, **properties}
+
+
+def install(state: EmulatorState) -> Dispatcher:
+    """Give *state* its dispatcher: hook it to the store, to shutdown and to reset (idempotent)."""
+    if state.delivery is None:
+        dispatcher = Dispatcher(state)
+        state.delivery = dispatcher
+        state.store.add_listener(dispatcher.on_change)
+        state.on_shutdown(dispatcher.stop)
+        state.on_reset(dispatcher.reset)
+    delivery: Dispatcher = state.delivery
+    return delivery

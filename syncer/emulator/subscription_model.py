@@ -1,0 +1,383 @@
+"""What a Graph subscription is and which resources accept one (notes §1-2), with no HTTP in sight.
+
+:mod:`syncer.emulator.subscriptions` turns requests into calls on :class:`SubscriptionRegistry`; the dispatcher asks
+the registry which subscriptions an item change concerns. The table :data:`SUBSCRIBABLE` is the one place that says,
+per resource type, which paths can be subscribed to, which change types are allowed, the maximum lifetime, the
+permission needed and whether rich notifications exist: adding a resource type is adding an entry.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote
+
+from syncer.emulator.rich import EncryptionCertificate
+
+ChangeType = Literal["created", "updated", "deleted"]
+ALL_CHANGE_TYPES: frozenset[str] = frozenset({"created", "updated", "deleted"})
+QuotaScope = Literal["mailbox", "directory", "none"]
+
+OUTLOOK_RICH_REFUSAL = "Rich notifications require a '$select' query option in the resource for this resource type."
+
+
+@dataclass(frozen=True)
+class SubscribableResource:
+    """One resource type that accepts subscriptions."""
+
+    resource_type: str
+    #: Lower-case path shapes; ``*`` stands for one id segment. The first shape's ids become the matching key.
+    shapes: tuple[tuple[str, ...], ...]
+    change_types: frozenset[str]
+    #: Maximum lifetime in minutes (notes §2).
+    max_minutes: int
+    #: Maximum lifetime with includeResourceData, or None when Graph has no rich notifications for the type.
+    max_minutes_rich: int | None
+    #: Application permissions, any one of which allows subscribing (least privileged first).
+    permissions: tuple[str, ...]
+    #: What Graph says when includeResourceData is asked for a type without rich notifications.
+    rich_refusal: str
+    quota: QuotaScope
+    #: Lifecycle events Graph sends for this type besides reauthorizationRequired (notes §4).
+    lifecycle_events: frozenset[str] = frozenset({"reauthorizationRequired"})
+    #: Item shapes (``users/*``) a subscription may name besides the collections.
+    item_shapes: tuple[tuple[str, ...], ...] = ()
+
+
+_OUTLOOK_LIFECYCLE = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+_DIRECTORY_RICH_REFUSAL = "Rich notifications are not supported for this resource type."
+
+SUBSCRIBABLE: tuple[SubscribableResource, ...] = (
+    SubscribableResource(
+        resource_type="user",
+        shapes=(("users",),),
+        item_shapes=(("users", "*"),),
+        change_types=frozenset({"updated", "deleted"}),
+        max_minutes=41_760,
+        max_minutes_rich=None,
+        permissions=("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
+        rich_refusal=_DIRECTORY_RICH_REFUSAL,
+        quota="directory",
+    ),
+    SubscribableResource(
+        resource_type="group",
+        shapes=(("groups",), ("groups", "*", "members")),
+        item_shapes=(("groups", "*"),),
+        change_types=frozenset({"updated", "deleted"}),
+        max_minutes=41_760,
+        max_minutes_rich=None,
+        permissions=("Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
+        rich_refusal=_DIRECTORY_RICH_REFUSAL,
+        quota="directory",
+    ),
+    SubscribableResource(
+        resource_type="message",
+        shapes=(("users", "*", "messages"), ("users", "*", "mailfolders", "*", "messages")),
+        change_types=ALL_CHANGE_TYPES,
+        max_minutes=10_080,
+        max_minutes_rich=1_440,
+        permissions=("Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All", "Mail.ReadBasic"),
+        rich_refusal=OUTLOOK_RICH_REFUSAL,
+        quota="mailbox",
+        lifecycle_events=_OUTLOOK_LIFECYCLE,
+    ),
+    SubscribableResource(
+        resource_type="event",
+        shapes=(("users", "*", "events"), ("users", "*", "calendar", "events")),
+        change_types=ALL_CHANGE_TYPES,
+        max_minutes=10_080,
+        max_minutes_rich=1_440,
+        permissions=("Calendars.Read", "Calendars.ReadWrite"),
+        rich_refusal=OUTLOOK_RICH_REFUSAL,
+        quota="mailbox",
+        lifecycle_events=_OUTLOOK_LIFECYCLE,
+    ),
+    SubscribableResource(
+        resource_type="contact",
+        shapes=(("users", "*", "contacts"), ("users", "*", "contactfolders", "*", "contacts")),
+        change_types=ALL_CHANGE_TYPES,
+        max_minutes=10_080,
+        max_minutes_rich=1_440,
+        permissions=("Contacts.Read", "Contacts.ReadWrite"),
+        rich_refusal=OUTLOOK_RICH_REFUSAL,
+        quota="mailbox",
+        lifecycle_events=_OUTLOOK_LIFECYCLE,
+    ),
+    SubscribableResource(
+        resource_type="driveItem",
+        shapes=(("drives", "*", "root"), ("users", "*", "drive", "root")),
+        change_types=frozenset({"updated"}),
+        max_minutes=42_300,
+        max_minutes_rich=None,
+        permissions=("Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All", "Sites.ReadWrite.All"),
+        rich_refusal="File Services workload is not enabled for rich notifications.",
+        quota="none",
+    ),
+    SubscribableResource(
+        resource_type="todoTask",
+        shapes=(("users", "*", "todo", "lists", "*", "tasks"),),
+        change_types=ALL_CHANGE_TYPES,
+        max_minutes=4_230,
+        max_minutes_rich=None,
+        permissions=("Tasks.ReadWrite.All", "Tasks.Read.All"),
+        rich_refusal="Rich notifications are not supported for this resource type.",
+        quota="none",
+    ),
+)
+
+_ODATA_KEY = re.compile(r"\(\s*'([^']*)'\s*\)|\(\s*\"([^\"]*)\"\s*\)")
+
+
+@dataclass(frozen=True)
+class ParsedResource:
+    """A subscription ``resource`` resolved against :data:`SUBSCRIBABLE`."""
+
+    spec: SubscribableResource
+    #: Normalised key the dispatcher matches against ChangeEvent.collections (lower-case, no leading "/", no query).
+    key: str
+    #: Id segments as written (case kept), in path order.
+    ids: tuple[str, ...]
+    #: The owning user segment for Outlook/To Do paths (quota per mailbox), as written.
+    mailbox: str | None
+    #: ``$select`` of the resource's query string (rich Outlook notifications), lower-case property names kept as written.
+    select: tuple[str, ...] | None
+    query: dict[str, str]
+
+
+def split_segments(resource: str) -> tuple[list[str], str]:
+    """Path segments of *resource* (OData keys ``x('id')`` become ``x/id``) and its raw query string."""
+    text = resource.strip()
+    path, _, query = text.partition("?")
+    path = _ODATA_KEY.sub(lambda m: "/" + (m.group(1) if m.group(1) is not None else m.group(2)), path)
+    segments = [unquote(s) for s in path.strip("/").split("/") if s]
+    return segments, query
+
+
+def parse_resource(resource: str) -> ParsedResource | None:
+    """Resolve *resource* to a subscribable type, or ``None`` when no entry accepts that path."""
+    segments, query = split_segments(resource)
+    lowered = [s.lower() for s in segments]
+    for spec in SUBSCRIBABLE:
+        for shape in (*spec.shapes, *spec.item_shapes):
+            if len(shape) != len(lowered):
+                continue
+            if all(want == "*" or want == got for want, got in zip(shape, lowered, strict=True)):
+                ids = tuple(seg for seg, want in zip(segments, shape, strict=True) if want == "*")
+                mailbox = ids[0] if spec.quota == "mailbox" or spec.resource_type == "todoTask" else None
+                options = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
+                select = None
+                if "$select" in options:
+                    select = tuple(p.strip() for p in options["$select"].split(",") if p.strip())
+                return ParsedResource(
+                    spec=spec,
+                    key="/".join(lowered),
+                    ids=ids,
+                    mailbox=mailbox,
+                    select=select,
+                    query=options,
+                )
+    return None
+
+
+def graph_datetime(dt: datetime) -> str:
+    """Graph's DateTimeOffset with seven fractional digits, as its subscription responses show it."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+
+
+def notification_datetime(dt: datetime) -> str:
+    """``subscriptionExpirationDateTime`` as the notification samples write it (``...0000000+00:00``)."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"
+
+
+@dataclass
+class Subscription:
+    """One live subscription (mutable: PATCH renews it, rotation swaps its certificate)."""
+
+    id: str
+    seq: int
+    tenant_id: str
+    application_id: str
+    creator_id: str
+    resource: str
+    parsed: ParsedResource
+    change_type: str
+    change_types: frozenset[str]
+    notification_url: str
+    expiration: datetime
+    lifecycle_url: str | None = None
+    client_state: str | None = None
+    include_resource_data: bool = False
+    encryption_certificate: str = ""
+    encryption_certificate_id: str | None = None
+    certificate: EncryptionCertificate | None = None
+    latest_supported_tls_version: str = "v1_2"
+    notification_url_app_id: str | None = None
+    notification_query_options: str | None = None
+    #: Emulator-clock time of the last reauthorizationRequired sent (or of creation/renewal).
+    last_reauthorization_notice: float = 0.0
+    #: Set when the subscription is gone (deleted, expired, removed): queued notifications for it are discarded.
+    removed: bool = False
+
+    @property
+    def resource_type(self) -> str:
+        """The subscribed resource type (``user``, ``message``...)."""
+        return self.parsed.spec.resource_type
+
+    def to_json(self, *, base_url: str, hide_client_state: bool = False) -> dict[str, Any]:
+        """Graph's rendering of the subscription (List hides clientState, notes §1.3)."""
+        return {
+            "@odata.context": f"{base_url}/v1.0/$metadata#subscriptions/$entity",
+            "id": self.id,
+            "resource": self.resource,
+            "applicationId": self.application_id,
+            "changeType": self.change_type,
+            "clientState": None if hide_client_state else self.client_state,
+            "notificationUrl": self.notification_url,
+            "notificationQueryOptions": self.notification_query_options,
+            "lifecycleNotificationUrl": self.lifecycle_url,
+            "expirationDateTime": graph_datetime(self.expiration),
+            "creatorId": self.creator_id,
+            "includeResourceData": self.include_resource_data,
+            "latestSupportedTlsVersion": self.latest_supported_tls_version,
+            "encryptionCertificate": self.encryption_certificate,
+            "encryptionCertificateId": self.encryption_certificate_id,
+            "notificationUrlAppId": self.notification_url_app_id,
+            "notificationContentType": "application/json",
+        }
+
+
+@dataclass(frozen=True)
+class QuotaLimits:
+    """Active-subscription quotas of notes §1.5 (small values make them testable)."""
+
+    per_mailbox: int = 1_000
+    directory_per_app: int = 50_000
+    directory_per_tenant: int = 1_000
+    directory_per_app_tenant: int = 100
+
+
+@dataclass
+class SubscriptionRegistry:
+    """Every live subscription of one emulator, indexed for the dispatcher's per-change lookup."""
+
+    quotas: QuotaLimits = field(default_factory=QuotaLimits)
+    _by_id: dict[str, Subscription] = field(default_factory=dict)
+    #: (tenant, key) -> subscriptions on that collection or item
+    _by_key: dict[tuple[str, str], dict[str, Subscription]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _seq: int = 0
+
+    def next_seq(self) -> int:
+        """A creation counter (List orders by it, paging continues from it)."""
+        with self._lock:
+            self._seq += 1
+            return self._seq
+
+    def add(self, subscription: Subscription) -> None:
+        """Register a subscription that passed every check and its handshake."""
+        with self._lock:
+            self._by_id[subscription.id] = subscription
+            self._by_key.setdefault((subscription.tenant_id, subscription.parsed.key), {})[subscription.id] = subscription
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        """The subscription with this id, if it exists."""
+        return self._by_id.get(subscription_id)
+
+    def remove(self, subscription_id: str) -> Subscription | None:
+        """Forget a subscription (delete, expiry, removal); returns it when it existed."""
+        with self._lock:
+            subscription = self._by_id.pop(subscription_id, None)
+            if subscription is None:
+                return None
+            subscription.removed = True
+            bucket = self._by_key.get((subscription.tenant_id, subscription.parsed.key))
+            if bucket is not None:
+                bucket.pop(subscription_id, None)
+                if not bucket:
+                    del self._by_key[(subscription.tenant_id, subscription.parsed.key)]
+            return subscription
+
+    def clear(self) -> list[Subscription]:
+        """Forget everything (admin reset)."""
+        with self._lock:
+            gone = list(self._by_id.values())
+            for subscription in gone:
+                subscription.removed = True
+            self._by_id.clear()
+            self._by_key.clear()
+            return gone
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def all(self) -> list[Subscription]:
+        """Every live subscription, in creation order."""
+        with self._lock:
+            return sorted(self._by_id.values(), key=lambda s: s.seq)
+
+    def for_app(self, *, tenant_id: str, application_id: str) -> list[Subscription]:
+        """What an app-only caller may list: its own subscriptions in its tenant, in creation order."""
+        return [s for s in self.all() if s.tenant_id == tenant_id and s.application_id == application_id]
+
+    def expire(self, now: datetime) -> list[Subscription]:
+        """Remove every subscription whose expirationDateTime has passed; returns them."""
+        with self._lock:
+            due = [s.id for s in self._by_id.values() if s.expiration <= now]
+        return [s for s in (self.remove(sid) for sid in due) if s is not None]
+
+    def duplicate_of(self, *, tenant_id: str, application_id: str, resource_key: str, change_types: Iterable[str]) -> Subscription | None:
+        """An existing subscription of the same app with the same resource and changeType set (409, notes §1.2).
+
+        Graph does not say whether order or case matter: we compare the normalised resource and the *set* of
+        change types, per app and tenant.
+        """
+        wanted = frozenset(change_types)
+        bucket = self._by_key.get((tenant_id, resource_key), {})
+        for subscription in list(bucket.values()):
+            if subscription.application_id == application_id and subscription.change_types == wanted:
+                return subscription
+        return None
+
+    def quota_exceeded(self, *, tenant_id: str, application_id: str, parsed: ParsedResource) -> str | None:
+        """Name of the quota a new subscription would exceed, or None (notes §1.5)."""
+        limits = self.quotas
+        live = self.all()
+        if parsed.spec.quota == "mailbox" and parsed.mailbox is not None:
+            mailbox = parsed.mailbox.lower()
+            count = sum(
+                1
+                for s in live
+                if s.tenant_id == tenant_id
+                and s.parsed.spec.quota == "mailbox"
+                and (s.parsed.mailbox or "").lower() == mailbox
+            )
+            if count >= limits.per_mailbox:
+                return f"{limits.per_mailbox} active subscriptions per mailbox"
+        if parsed.spec.quota == "directory":
+            directory = [s for s in live if s.parsed.spec.quota == "directory"]
+            if sum(1 for s in directory if s.application_id == application_id) >= limits.directory_per_app:
+                return f"{limits.directory_per_app} directory subscriptions per app"
+            if sum(1 for s in directory if s.tenant_id == tenant_id) >= limits.directory_per_tenant:
+                return f"{limits.directory_per_tenant} directory subscriptions per tenant"
+            if (
+                sum(1 for s in directory if s.tenant_id == tenant_id and s.application_id == application_id)
+                >= limits.directory_per_app_tenant
+            ):
+                return f"{limits.directory_per_app_tenant} directory subscriptions per app and tenant"
+        return None
+
+    def matching(self, tenant_id: str, keys: Iterable[str]) -> Iterator[Subscription]:
+        """Live subscriptions of *tenant_id* on any of *keys* (each at most once)."""
+        seen: set[str] = set()
+        for key in keys:
+            bucket = self._by_key.get((tenant_id, key))
+            if not bucket:
+                continue
+            for subscription in list(bucket.values()):
+                if subscription.id not in seen and not subscription.removed:
+                    seen.add(subscription.id)
+                    yield subscription
