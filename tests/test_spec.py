@@ -7,6 +7,7 @@ import re
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -809,3 +810,46 @@ def test_custom_cloud(tmp_path: Path) -> None:
         "https://login.example.net",
     )
     assert spec.graph.ca_bundle == tmp_path.resolve() / "ca.pem"
+
+
+# --- the shipped spec against a real emulator -----------------------------------------------------------
+
+
+def test_shipped_spec_resolves_against_a_running_emulator(emulator: Any, tmp_path: Path) -> None:
+    """The info file the emulator writes is what resolve_emulator() reads: the resolved URLs, CA and
+    credentials get a token and the users mirror's delta query (with its $select) from the emulator."""
+    import shutil
+
+    import requests
+
+    shutil.copy(ROOT / "subscriptions.yaml", tmp_path / "subscriptions.yaml")
+    (tmp_path / ".syncer").mkdir()
+    emulator.write_info(tmp_path / ".syncer" / "emulator.json")
+    spec = load_spec(tmp_path / "subscriptions.yaml", environ={}).resolve_emulator()
+    tenant = spec.tenants[0]
+    assert tenant.client_secret is not None and spec.graph.ca_bundle is not None
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (../shared/local-facts.md)
+    session.verify = str(spec.graph.ca_bundle)
+    token = session.post(
+        f"{spec.graph.authority_host}/{tenant.tenant_id}/oauth2/v2.0/token",
+        data={
+            "client_id": tenant.client_id,
+            "client_secret": tenant.client_secret.resolve(),
+            "grant_type": "client_credentials",
+            "scope": "https://graph.microsoft.com/.default",
+        },
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    seeded = session.post(f"{emulator.info['base_url']}/_emulator/seed", json={"users": 3}, timeout=10)
+    assert seeded.status_code == 200, seeded.text
+    users = spec.subscription("users")
+    delta = resources.delta_path_for(users.resource)
+    page = session.get(
+        f"{spec.graph.graph_url}/v1.0/{delta}?$select={','.join(users.mirror.select)}", timeout=10
+    )
+    assert page.status_code == 200, page.text
+    assert len(page.json()["value"]) == 3
+    assert set(page.json()["value"][0]) >= {"id", "displayName", "userPrincipalName"}
