@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -17,11 +18,7 @@ from flask import Blueprint, Response, current_app, request
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.identity import AppContext, require_app
-from syncer.emulator.resources import (
-    GROUP,
-    USER,
-    ResourceType,
-)
+from syncer.emulator.resources import GROUP, GROUP_MEMBER_WRITE_ROLES, USER, ResourceType
 from syncer.emulator.store import Collection, TenantStore
 
 if TYPE_CHECKING:
@@ -125,11 +122,11 @@ def _entity(rtype: ResourceType, item: dict[str, Any], context: str, status: int
     return _json(body, status)
 
 
-def _list(state: EmulatorState, col: Collection, context: str) -> Response:
-    """A plain (non-delta) collection GET with $top / $skiptoken paging."""
+def _list(state: EmulatorState, col: Collection, context: str, *, allow_filter: bool = False) -> Response:
+    """A plain (non-delta) collection GET with $top / $skiptoken paging (and $filter where Graph has it)."""
     rtype = col.rtype
-    _reject_query(rtype, {"$select", "$top", "$skiptoken", "$count"} if rtype.family != "directory"
-                  else {"$select", "$top", "$skiptoken"})
+    allowed = {"$select", "$top", "$skiptoken"} | ({"$filter"} if allow_filter else set())
+    _reject_query(rtype, allowed)
     select = delta_mod.parse_select(rtype, request.args.get("$select"))
     top = request.args.get("$top")
     size = rtype.list_default_page
@@ -150,17 +147,73 @@ def _list(state: EmulatorState, col: Collection, context: str) -> Response:
     else:
         with state.lock:
             hwm = state.store.seq
-        cursor = delta_mod.Cursor(col.key, 0, hwm, None, 0, now, select, size, None, True, False)
+        cursor = delta_mod.Cursor(col.key, 0, hwm, None, 0, now, select, size, None, True, False,
+                                  filter=request.args.get("$filter"))
+    predicate = compile_filter(rtype, cursor.filter) if cursor.filter else None
+    values: list[dict[str, Any]] = []
+    pos, sub, done = cursor.pos, cursor.sub, False
     with state.lock:
-        emitted, pos, sub, done = col.walk(since=0, hwm=cursor.hwm, pos=cursor.pos, sub=cursor.sub, limit=size,
-                                           include_removed=False)
-        values = [delta_mod.project(rtype, e.item, select) for e in emitted if e.item is not None]
+        while len(values) < size and not done:
+            emitted, pos, sub, done = col.walk(since=0, hwm=cursor.hwm, pos=pos, sub=sub,
+                                               limit=size - len(values), include_removed=False)
+            values.extend(delta_mod.project(rtype, e.item, select) for e in emitted
+                          if e.item is not None and (predicate is None or predicate(e.item)))
     body: dict[str, Any] = {"@odata.context": f"{_base()}/v1.0/$metadata#{context}"}
     if not done:
         cursor.pos, cursor.sub = pos, sub
         body["@odata.nextLink"] = f"{_base()}{request.path}?$skiptoken={delta_mod.encode_token(state, cursor)}"
     body["value"] = values
     return _json(body)
+
+
+_CLAUSE = re.compile(
+    r"\s*(?:(?P<prop>[A-Za-z]+)\s+eq\s+(?P<value>'(?:[^']|'')*'|true|false|null|-?\d+)"
+    r"|startswith\(\s*(?P<sprop>[A-Za-z]+)\s*,\s*(?P<svalue>'(?:[^']|'')*')\s*\))\s*",
+    re.IGNORECASE,
+)
+
+
+def compile_filter(rtype: ResourceType, text: str) -> Any:
+    """A predicate for the small $filter subset the emulator supports on lists.
+
+    Supported: ``prop eq 'x'`` / ``eq true|false|null|N``, ``startswith(prop,'x')``, joined by ``and``
+    or by ``or`` (not mixed). Anything else is Graph's 400 Request_UnsupportedQuery.
+    """
+    def unsupported() -> GraphHTTPError:
+        return GraphHTTPError(400, "Request_UnsupportedQuery", "Unsupported or invalid query filter clause specified"
+                              f" for property '{text}' of resource '{rtype.name[0].upper()}{rtype.name[1:]}'.")
+
+    lowered = f" {text} ".lower()
+    joiner = " and " if " and " in lowered else " or "
+    if " and " in lowered and " or " in lowered:
+        raise unsupported()
+    parts = re.split(r"\s+(?:and|or)\s+", text.strip(), flags=re.IGNORECASE)
+    checks = []
+    for part in parts:
+        m = _CLAUSE.fullmatch(part)
+        if m is None:
+            raise unsupported()
+        prop = rtype.canonical(m.group("prop") or m.group("sprop"))
+        if prop is None:
+            raise GraphHTTPError(400, "Request_BadRequest",
+                                 f"Could not find a property named '{m.group('prop') or m.group('sprop')}' on type 'microsoft.graph.{rtype.name}'.")
+        if m.group("sprop"):
+            needle = m.group("svalue")[1:-1].replace("''", "'").lower()
+            checks.append(lambda item, p=prop, n=needle: str(item.get(p) or "").lower().startswith(n))
+            continue
+        raw = m.group("value")
+        value: Any
+        if raw.startswith("'"):
+            value = raw[1:-1].replace("''", "'")
+            checks.append(lambda item, p=prop, v=value.lower(): isinstance(item.get(p), str) and item[p].lower() == v)
+            continue
+        value = {"true": True, "false": False, "null": None}.get(raw.lower(), None if raw.lower() == "null" else raw)
+        if isinstance(value, str):
+            value = int(value)
+        checks.append(lambda item, p=prop, v=value: item.get(p) == v)
+    if joiner == " and ":
+        return lambda item: all(check(item) for check in checks)
+    return lambda item: any(check(item) for check in checks)
 
 
 # ================================================================================================
@@ -215,7 +268,7 @@ def list_users() -> Response:
     ctx = require_app(*USER.read_roles)
     state = _state()
     _, col = _users(state, ctx)
-    return _list(state, col, "users")
+    return _list(state, col, "users", allow_filter=True)
 
 
 @bp.post("/users")
@@ -409,3 +462,233 @@ def _drop_memberships(state: EmulatorState, ts: TenantStore, member_id: str) -> 
 def seed_content(state: EmulatorState, ts: TenantStore, user_id: str, rtype: ResourceType | None, count: int) -> None:
     """Create *count* items of *rtype* for one user (admin seeding; no notifications)."""
     raise GraphHTTPError(501, "notImplemented", "Seeding this content type is not implemented yet.")
+
+
+# ================================================================================================
+# Groups and membership
+# ================================================================================================
+
+def _groups(state: EmulatorState, ctx: AppContext) -> tuple[TenantStore, Collection]:
+    ts = state.store.tenant(ctx.tenant_id)
+    return ts, ts.groups()
+
+
+def _group_or_404(col: Collection, gid: str) -> dict[str, Any]:
+    group = col.get(gid.lower())
+    if group is None:
+        raise _not_found(GROUP, gid)
+    return group
+
+
+@bp.get("/groups")
+def list_groups() -> Response:
+    """GET /groups."""
+    ctx = require_app(*GROUP.read_roles)
+    state = _state()
+    _, col = _groups(state, ctx)
+    return _list(state, col, "groups", allow_filter=True)
+
+
+@bp.post("/groups")
+def create_group() -> Response:
+    """POST /groups (security or Microsoft 365 group)."""
+    ctx = require_app(*GROUP.write_roles)
+    state = _state()
+    body = _body()
+    props = _validate(GROUP, body, creating=True, allow=frozenset({"members@odata.bind", "owners@odata.bind"}))
+    _check_types(GROUP, props)
+    binds = props.pop("members@odata.bind", None) or []
+    props.pop("owners@odata.bind", None)
+    if not isinstance(binds, list):
+        raise GraphHTTPError(400, "Request_BadRequest", "'members@odata.bind' must be a list of URLs.")
+    ts, col = _groups(state, ctx)
+    member_ids = [_directory_ref(ts, ref) for ref in binds]
+    with state.lock:
+        gid = state.store.new_guid()
+        group: dict[str, Any] = {p: None for p in GROUP.properties}
+        group.update({"groupTypes": [], "proxyAddresses": []})
+        group.update(props)
+        group.update({"id": gid, "createdDateTime": state.store.now_iso(), "deletedDateTime": None,
+                      "renewedDateTime": state.store.now_iso()})
+        if group.get("mailEnabled"):
+            group["mail"] = f"{group['mailNickname']}@{state.tenants[ctx.tenant_id].domain}"
+        members = col.members.setdefault(gid, {})
+        log = col.member_log.setdefault(gid, [])
+        seq = state.store.next_seq()
+        for mid in member_ids:
+            members[mid] = seq
+            log.append((seq, mid, False))
+    state.store.put(col, gid, group, change_type="created")
+    return _entity(GROUP, group, "groups", status=201)
+
+
+@bp.get("/groups/delta")
+def groups_delta() -> Response:
+    """GET /groups/delta (members@delta with $select=members or $expand=members)."""
+    ctx = require_app(*GROUP.read_roles)
+    state = _state()
+    _reject_query(GROUP, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand"})
+    _, col = _groups(state, ctx)
+    token, latest = _directory_token()
+    return delta_mod.run_delta(state, col, link_path="groups/delta", token=token, token_kind="odata", latest=latest)
+
+
+@bp.get("/groups/<gid>")
+def get_group(gid: str) -> Response:
+    """GET /groups/{id}."""
+    ctx = require_app(*GROUP.read_roles)
+    state = _state()
+    _reject_query(GROUP, {"$select"})
+    _, col = _groups(state, ctx)
+    return _entity(GROUP, _group_or_404(col, gid), "groups")
+
+
+@bp.patch("/groups/<gid>")
+def update_group(gid: str) -> Response:
+    """PATCH /groups/{id}: 204."""
+    ctx = require_app(*GROUP.write_roles)
+    state = _state()
+    props = _validate(GROUP, _body(), creating=False)
+    _check_types(GROUP, props)
+    _, col = _groups(state, ctx)
+    with state.lock:
+        group = dict(_group_or_404(col, gid))
+        group.update(props)
+    state.store.put(col, group["id"], group, change_type="updated")
+    return _no_content()
+
+
+@bp.delete("/groups/<gid>")
+def delete_group(gid: str) -> Response:
+    """DELETE /groups/{id}: Microsoft 365 groups are soft-deleted, security groups permanently [DOC]."""
+    ctx = require_app(*GROUP.write_roles)
+    state = _state()
+    _, col = _groups(state, ctx)
+    with state.lock:
+        group = dict(_group_or_404(col, gid))
+    if "Unified" in (group.get("groupTypes") or []):
+        group["deletedDateTime"] = state.store.now_iso()
+        with state.lock:
+            col.items[group["id"]] = group
+        _soft_remove(state, col, group)
+    else:
+        state.store.remove(col, group["id"], reason="deleted")
+    return _no_content()
+
+
+_REF_RE = re.compile(r"/(?:directoryObjects|users|groups)/([^/?]+)$", re.IGNORECASE)
+
+
+def _directory_ref(ts: TenantStore, ref: Any) -> str:
+    """The object id an `@odata.id` / bind URL names (404 if it does not exist)."""
+    if not isinstance(ref, str):
+        raise GraphHTTPError(400, "Request_BadRequest", "Invalid object identifier in '@odata.id'.")
+    m = _REF_RE.search(ref.strip())
+    if m is None:
+        raise GraphHTTPError(400, "Request_BadRequest", f"Invalid object identifier '{ref}'.")
+    object_id = unquote(m.group(1)).strip("'()")
+    user = ts.find_user(object_id)
+    if user is not None:
+        return str(user["id"])
+    group = ts.groups().get(object_id.lower())
+    if group is not None:
+        return str(group["id"])
+    raise GraphHTTPError(404, "Request_ResourceNotFound",
+                         f"Resource '{object_id}' does not exist or one of its queried reference-property objects are not present.")
+
+
+@bp.get("/groups/<gid>/members")
+@bp.get("/groups/<gid>/members/microsoft.graph.user")
+def list_members(gid: str) -> Response:
+    """GET /groups/{id}/members (directoryObjects with @odata.type)."""
+    ctx = require_app(*GROUP.read_roles)
+    state = _state()
+    _reject_query(GROUP, {"$select", "$top", "$skiptoken"})
+    ts, col = _groups(state, ctx)
+    group = _group_or_404(col, gid)
+    select = delta_mod.parse_select(USER, request.args.get("$select"))
+    top = request.args.get("$top")
+    size = 100
+    if top is not None:
+        if not top.isdigit() or not 1 <= int(top) <= 999:
+            raise GraphHTTPError(400, "Request_BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive.")
+        size = int(top)
+    key = f"members:{group['id']}"
+    offset = 0
+    skip = request.args.get("$skiptoken")
+    if skip is not None:
+        cursor = delta_mod.decode_token(state, skip)
+        if cursor is None or cursor.key != key:
+            raise GraphHTTPError(400, "Request_BadRequest", "Invalid skip token.")
+        offset, size, select = cursor.pos or 0, cursor.page, cursor.select
+    with state.lock:
+        member_ids = list(col.members.get(group["id"], {}))
+        chunk = member_ids[offset:offset + size]
+        values = []
+        users = ts.users()
+        for mid in chunk:
+            user = users.get(mid)
+            if user is not None:
+                values.append({"@odata.type": USER.odata_type, **delta_mod.project(USER, user, select)})
+                continue
+            member_group = col.get(mid)
+            if member_group is not None and not request.path.endswith("microsoft.graph.user"):
+                values.append({"@odata.type": GROUP.odata_type, **delta_mod.project(GROUP, member_group, None)})
+    body: dict[str, Any] = {"@odata.context": f"{_base()}/v1.0/$metadata#directoryObjects"}
+    if offset + size < len(member_ids):
+        nxt = delta_mod.Cursor(key, 0, 0, offset + size, 0, state.clock.time(), select, size, None, True, False)
+        body["@odata.nextLink"] = f"{_base()}{request.path}?$skiptoken={delta_mod.encode_token(state, nxt)}"
+    body["value"] = values
+    return _json(body)
+
+
+def _membership_event(state: EmulatorState, col: Collection, gid: str) -> None:
+    group = col.get(gid)
+    event = state.store.event_for(col, gid, "updated", group)
+    extra = (f"groups/{gid}/members".lower(),)
+    state.store.notify([type(event)(**{**event.__dict__, "collections": (*event.collections, *extra)})])
+
+
+@bp.post("/groups/<gid>/members/$ref")
+def add_member(gid: str) -> Response:
+    """POST /groups/{id}/members/$ref {"@odata.id": ".../directoryObjects/{id}"}: 204."""
+    ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
+    state = _state()
+    body = _body()
+    ts, col = _groups(state, ctx)
+    group = _group_or_404(col, gid)
+    if set(body) != {"@odata.id"}:
+        raise GraphHTTPError(400, "Request_BadRequest", "The request body must contain only '@odata.id'.")
+    member_id = _directory_ref(ts, body["@odata.id"])
+    with state.lock:
+        members = col.members.setdefault(group["id"], {})
+        if member_id in members:
+            raise GraphHTTPError(400, "Request_BadRequest",
+                                 "One or more added object references already exist for the following modified properties: 'members'.")
+        seq = state.store.next_seq()
+        members[member_id] = seq
+        col.member_log.setdefault(group["id"], []).append((seq, member_id, False))
+    state.store.touch(col, group["id"])
+    _membership_event(state, col, group["id"])
+    return _no_content()
+
+
+@bp.delete("/groups/<gid>/members/<member_id>/$ref")
+def remove_member(gid: str, member_id: str) -> Response:
+    """DELETE /groups/{id}/members/{memberId}/$ref: 204."""
+    ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
+    state = _state()
+    _, col = _groups(state, ctx)
+    group = _group_or_404(col, gid)
+    with state.lock:
+        members = col.members.get(group["id"], {})
+        key = member_id.lower()
+        if key not in members:
+            raise GraphHTTPError(404, "Request_ResourceNotFound",
+                                 f"Resource '{member_id}' does not exist or one of its queried reference-property objects are not present.")
+        seq = state.store.next_seq()
+        del members[key]
+        col.member_log.setdefault(group["id"], []).append((seq, key, True))
+    state.store.touch(col, group["id"])
+    _membership_event(state, col, group["id"])
+    return _no_content()

@@ -51,19 +51,21 @@ class Cursor:
     initial: bool
     is_delta_link: bool
     members: bool = False
+    #: a list's $filter, carried by its nextLinks
+    filter: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """Compact JSON for the token."""
         return {"k": self.key, "s": self.since, "h": self.hwm, "p": self.pos, "b": self.sub,
                 "t": round(self.issued, 3), "sel": self.select, "n": self.page, "w": self.window,
-                "i": self.initial, "d": self.is_delta_link, "m": self.members}
+                "i": self.initial, "d": self.is_delta_link, "m": self.members, "f": self.filter}
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Cursor:
         """Inverse of :meth:`to_payload`."""
         return cls(key=p["k"], since=p["s"], hwm=p["h"], pos=p["p"], sub=p["b"], issued=p["t"],
                    select=p["sel"], page=p["n"], window=p["w"], initial=p["i"], is_delta_link=p["d"],
-                   members=p.get("m", False))
+                   members=p.get("m", False), filter=p.get("f"))
 
 
 def token_key(state: EmulatorState) -> bytes:
