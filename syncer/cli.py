@@ -211,3 +211,24 @@ def status(spec_path: Path) -> None:
         click.echo(render(collect(engine)))
     finally:
         engine.dispose()
+
+
+@main.command()
+@spec_option
+@friendly_errors
+def doctor(spec_path: Path) -> None:
+    """Pre-flight checks before the first reconcile, one line each with the fix when one fails.
+
+    Spec valid, database reachable and migrated, a token per tenant, the permissions each declared
+    resource needs, clock skew against Graph, and the notification URL answering Graph's validation
+    echo in time (measured).
+    """
+    from syncer.doctor import iter_checks, report
+
+    checks = []
+    for check in iter_checks(spec_path):
+        checks.append(check)
+        click.echo(check.line())
+    lines, code = report(checks)
+    click.echo(lines[-1])
+    sys.exit(code)
