@@ -392,3 +392,64 @@ def test_two_concurrent_reconciles_create_no_duplicates(world: World) -> None:
     assert creates == [0, 4]  # the second one waited, then found everything in place
     assert waits and waits[0] is not None and "reconcile" in waits[0].holder
     assert len(world.live()) == 4 and len(world.rows()) == 4
+
+
+def test_group_fan_out_picks_up_membership_changes_on_the_next_run(world: World) -> None:
+    graph_url = world.graph.info["graph_url"]
+    ada, alan, grace = world.users
+    r = world.graph.post(
+        "groups",
+        json={
+            "displayName": "Finance",
+            "mailEnabled": False,
+            "mailNickname": "finance",
+            "securityEnabled": True,
+            "members@odata.bind": [
+                f"{graph_url}/directoryObjects/{ada}",
+                f"{graph_url}/directoryObjects/{alan}",
+            ],
+        },
+    )
+    assert r.status_code == 201, r.text
+    group = r.json()["id"]
+    declaration = f"""
+  - name: finance-mail
+    resource: users/{{user}}/messages
+    change_types: [created]
+    for_each: {{group: {group}}}
+"""
+    spec = world.spec(declaration)
+    first = world.run(spec)
+    assert first.ok
+    assert first.plan.expansions[0].users == tuple(sorted([ada, alan]))
+    assert first.plan.expansions[0].source == f"members of group {group}"
+
+    # Grace joins, Alan leaves: the next reconcile creates Grace's and reports Alan's as an orphan.
+    ref = {"@odata.id": f"{graph_url}/directoryObjects/{grace}"}
+    assert world.graph.post(f"groups/{group}/members/$ref", json=ref).status_code == 204
+    assert world.graph.delete(f"groups/{group}/members/{alan}/$ref").status_code == 204
+    second = world.run(spec)
+    assert second.ok
+    assert [(str(a.kind), a.resource) for a in second.plan.actions if a.kind != Kind.KEEP] == [
+        ("create", f"users/{grace}/messages")
+    ]
+    assert [a.resource for a in second.plan.orphans] == [f"users/{alan}/messages"]
+    third = world.run(spec, prune=True)
+    assert [(str(a.kind), a.resource) for a in third.plan.actions if a.kind != Kind.KEEP] == [
+        ("prune", f"users/{alan}/messages")
+    ]
+    assert sorted(s["resource"] for s in world.live()) == sorted(f"users/{u}/messages" for u in (ada, grace))
+
+
+def test_filter_fan_out(world: World) -> None:
+    spec = world.spec(
+        """
+  - name: a-mail
+    resource: users/{user}/messages
+    change_types: [created]
+    for_each: {filter: "startswith(displayName,'A')"}
+"""
+    )
+    outcome = world.run(spec, dry_run=True)
+    assert outcome.plan.expansions[0].users == tuple(sorted(world.users[:2]))  # Ada and Alan, not Grace
+    assert outcome.plan.counts()["create"] == 2
