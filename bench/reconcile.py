@@ -33,12 +33,12 @@ from werkzeug.wrappers import Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from syncer.emulator import EmulatorConfig, EmulatorServer  # noqa: E402
-from syncer.graph.subscriptions import parse_datetime  # noqa: E402
-from syncer.migrate import upgrade_core  # noqa: E402
-from syncer.reconcile import Outcome, graphs_for, reconcile  # noqa: E402
-from syncer.schema import create_engine  # noqa: E402
-from syncer.spec import load_spec  # noqa: E402
+from syncer.emulator import EmulatorConfig, EmulatorServer
+from syncer.graph.subscriptions import parse_datetime
+from syncer.migrate import upgrade_core
+from syncer.reconcile import Outcome, graphs_for, reconcile
+from syncer.schema import create_engine
+from syncer.spec import load_spec
 
 
 @Request.application  # type: ignore[misc]
