@@ -460,8 +460,15 @@ def _drop_memberships(state: EmulatorState, ts: TenantStore, member_id: str) -> 
 
 
 def seed_content(state: EmulatorState, ts: TenantStore, user_id: str, rtype: ResourceType | None, count: int) -> None:
-    """Create *count* items of *rtype* for one user (admin seeding; no notifications)."""
-    raise GraphHTTPError(501, "notImplemented", "Seeding this content type is not implemented yet.")
+    """Create *count* items of *rtype* (None = drive files) for one user (admin seeding; no notifications)."""
+    if rtype is None:
+        from syncer.emulator.drive import seed_drive_content
+
+        seed_drive_content(state, ts, user_id, count)
+        return
+    from syncer.emulator.mailbox import seed_mailbox_content
+
+    seed_mailbox_content(state, ts, user_id, rtype, count)
 
 
 # ================================================================================================
