@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -83,7 +84,7 @@ def _aware(value: datetime | None) -> datetime | None:
 class PageSource(Protocol):
     """What a pass needs from the Graph client (GraphClient satisfies it)."""
 
-    def iter_pages(self, url_or_path: str) -> Iterator[Any]: ...
+    def iter_pages(self, url_or_path: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]: ...
 
     def get_json(self, url_or_path: str) -> Any: ...
 
@@ -381,9 +382,10 @@ _END = object()
 class Prefetcher:
     """Fetch pages on a thread while the caller writes the previous one (at most *depth* ahead)."""
 
-    def __init__(self, source: PageSource, url: str, *, depth: int = 2) -> None:
+    def __init__(self, source: PageSource, url: str, *, depth: int = 2, headers: Mapping[str, str] | None = None) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        self._headers = headers
         self._thread = threading.Thread(target=self._run, args=(source, url), name="syncer-prefetch", daemon=True)
         self._thread.start()
 
@@ -398,7 +400,7 @@ class Prefetcher:
 
     def _run(self, source: PageSource, url: str) -> None:
         try:
-            for page in source.iter_pages(url):
+            for page in source.iter_pages(url, headers=self._headers):
                 if not self._put(page):
                     return
         except BaseException as error:
@@ -436,6 +438,10 @@ class _Round:
     resumed: bool
     from_delta: str | None  # the deltaLink this incremental round started from
     started: datetime | None = None
+
+    def become(self, other: _Round) -> None:
+        """Switch to *other* in place (the pass's caller keeps a reference for its result)."""
+        self.__dict__.update(other.__dict__)
 
 
 class ScopeStore:
@@ -571,13 +577,15 @@ def sync_scope(
     clock: Clock = utcnow,
     lease_ttl: timedelta = LEASE_TTL,
     prefetch: int = 2,
+    page_size: int | None = None,
     fault: Fault | None = None,
 ) -> PassResult:
     """Run one pass of *scope*: from its cursor to a new deltaLink (or as far as Graph lets us).
 
     Never raises for Graph or database trouble during the pass: the outcome says what happened and
     ``syncer_sync_runs``/``syncer_sync_state`` record it. Returns ``busy`` at once when another
-    worker holds the scope's lease.
+    worker holds the scope's lease. *page_size* asks Graph for pages of that size
+    (``Prefer: odata.maxpagesize``; Graph may ignore it).
     """
     step = fault or _no_fault
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
@@ -596,7 +604,10 @@ def sync_scope(
     step("leased")
     counters = Progress(scope.key)
     try:
-        outcome = _run_pages(engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step)
+        headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else None
+        outcome = _run_pages(
+            engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step, headers=headers
+        )
     except LeaseLost as error:
         _finish(store, run_id, "lost", counters, error=str(error), started=started, release=False)
         return _result(scope, run_id, rnd, counters, "lost", error=str(error))
@@ -663,14 +674,15 @@ def _run_pages(
     progress: Callable[[Progress], None] | None,
     prefetch: int,
     step: Fault,
+    headers: Mapping[str, str] | None,
 ) -> str:
     scope = store.scope
     writer = None if scope.container else RowWriter(engine, scope)
     restarts = 0
     seen_children: set[str] | None = set() if scope.container and rnd.full and not rnd.resumed else None
     while True:
-        pages = Prefetcher(source, rnd.url, depth=prefetch) if prefetch > 0 else None
-        iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url)
+        pages = Prefetcher(source, rnd.url, depth=prefetch, headers=headers) if prefetch > 0 else None
+        iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
         try:
             for page in iterator:
                 step("page-fetched")
@@ -720,10 +732,13 @@ def _run_pages(
                 if rnd.resumed and not rnd.full and rnd.from_delta:
                     # An expired nextLink of an incremental round: start that round again from its deltaLink.
                     store.update_state(connection, page_link=None, round_id=run_id, round_full=False)
-                    rnd = _Round(rnd.from_delta, run_id, False, False, rnd.from_delta)
+                    rnd.become(_Round(rnd.from_delta, run_id, False, False, rnd.from_delta))
                 else:
                     log.info("scope %s: %s; enumerating it again", scope.key, error)
-                    rnd = _new_full_round(store, connection, run_id, error.location or scope.initial_url)
+                    # Our own initial URL rather than Graph's Location: it carries the declared $select
+                    # (a Location rebuilt from a deltaLink with an empty token may not), and either
+                    # way the round enumerates everything.
+                    rnd.become(_new_full_round(store, connection, run_id, scope.initial_url))
                     store.update_run(connection, run_id, full=True)
                     if scope.container:
                         seen_children = set()
@@ -864,7 +879,8 @@ def fetch_items(
     writer = RowWriter(engine, scope)
     items: list[Mapping[str, Any]] = []
     for resource in dict.fromkeys(resources):
-        path = scope.strategy.item_path.format(resource=resource.lstrip("/")) if scope.strategy.item_path else resource
+        resource = _normalise_resource(resource)
+        path = scope.strategy.item_path.format(resource=resource) if scope.strategy.item_path else resource
         try:
             body = source.get_json(path)
         except NotFoundError:
@@ -882,6 +898,16 @@ def fetch_items(
             connection, run_id, outcome="ok", finished_at=clock(), pages=1, upserted=done.upserted, deleted=done.deleted
         )
     return PassResult(scope.key, "ok", run_id=run_id, pages=1, items=len(items), upserted=done.upserted, deleted=done.deleted)
+
+
+def _normalise_resource(resource: str) -> str:
+    # Notifications spell the collection "Users/{id}" or "Users('{id}')"; Graph's paths are
+    # case-blind but a strict server (or proxy) may not be, so collection names go lower-case.
+    path, _, query = resource.strip().lstrip("/").partition("?")
+    path = re.sub(r"\('([^']*)'\)", r"/\1", path)
+    parts = path.split("/")
+    parts = [p.lower() if i % 2 == 0 else p for i, p in enumerate(parts)]
+    return "/".join(parts) + (f"?{query}" if query else "")
 
 
 def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str], *, now: datetime, resync: bool = False) -> int:

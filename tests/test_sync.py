@@ -1,0 +1,308 @@
+"""One sync pass against the emulator over real HTTPS, on SQLite and PostgreSQL.
+
+Every test compares the mirror with the emulator's truth (a fresh full delta) row by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
+
+from syncer import status, sync
+from syncer.cli import main
+from syncer.scopes import FETCH, Scope, Strategy
+
+SELECT = "users/delta?$select=id,displayName,mail,accountEnabled,createdDateTime"
+
+
+@pytest.fixture
+def env(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any) -> Iterator[SyncEnv]:
+    yield from make_env(tmp_path, emulator_info, database_url, graph, USERS_SPEC.format(delete="soft"))
+
+
+@pytest.fixture
+def hard_env(tmp_path: Path, emulator_info: dict[str, Any], sqlite_url: str, graph: Any) -> Iterator[SyncEnv]:
+    yield from make_env(tmp_path, emulator_info, sqlite_url, graph, USERS_SPEC.format(delete="hard"))
+
+
+def seed(env: SyncEnv, users: int) -> None:
+    r = env.graph.admin("POST", "seed", json={"users": users})
+    assert r.status_code == 200, r.text
+
+
+def assert_mirrors_truth(env: SyncEnv) -> None:
+    truth = env.truth(SELECT)
+    rows = env.rows("users")
+    assert set(rows) == set(truth)
+    for item_id, item in truth.items():
+        assert rows[item_id]["raw"] == item, item_id
+
+
+def test_initial_then_incremental_pass(env: SyncEnv) -> None:
+    seed(env, 250)
+    scope = env.scope()
+    first = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert (first.outcome, first.full, first.upserted) == ("ok", True, 250)
+    assert first.pages >= 3
+    assert_mirrors_truth(env)
+    assert env.state().delta_link and env.state().page_link is None
+
+    created = env.graph.create_user("newcomer")
+    some = next(iter(env.rows("users")))
+    assert env.graph.patch(f"users/{some}", json={"displayName": "Renamed"}).status_code == 204
+    second = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert (second.outcome, second.full) == ("ok", False)
+    assert second.upserted == 2
+    rows = env.rows("users")
+    assert rows[some]["raw"]["displayName"] == "Renamed"
+    assert created["id"] in rows
+    assert_mirrors_truth(env)
+    # Typed columns come from the item.
+    runs = env.runs()
+    assert [r.outcome for r in runs] == ["ok", "ok"] and runs[0].full and not runs[1].full
+
+
+def test_removed_reasons_soft_delete(env: SyncEnv) -> None:
+    seed(env, 20)
+    scope = env.scope()
+    sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    ids = sorted(env.rows("users"))
+    soft, hard = ids[0], ids[1]
+    assert env.graph.delete(f"users/{soft}").status_code == 204  # to deletedItems: @removed "changed"
+    assert env.graph.delete(f"users/{hard}").status_code == 204
+    assert env.graph.delete(f"directory/deletedItems/{hard}").status_code == 204  # purged: "deleted"
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert result.outcome == "ok" and result.deleted == 2
+    rows = env.rows("users", live=False)
+    assert rows[soft]["reason"] == "changed" and rows[soft]["deleted_at"] is not None
+    assert rows[hard]["reason"] == "deleted" and rows[hard]["deleted_at"] is not None
+    assert_mirrors_truth(env)
+    # Restored from deletedItems: it comes back as a live row.
+    assert env.graph.post(f"directory/deletedItems/{soft}/restore").status_code == 200
+    sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert env.rows("users")[soft]["deleted_at"] is None
+    assert_mirrors_truth(env)
+
+
+def test_removed_hard_delete_mode(hard_env: SyncEnv) -> None:
+    env = hard_env
+    seed(env, 10)
+    scope = env.scope()
+    assert scope.delete == "hard"
+    sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    victim = sorted(env.rows("users"))[0]
+    env.graph.delete(f"users/{victim}")
+    sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert victim not in env.rows("users", live=False)
+    assert_mirrors_truth(env)
+
+
+@pytest.mark.parametrize("kind", ["expired", "reset"])
+def test_410_resyncs_with_mark_and_sweep(env: SyncEnv, kind: str) -> None:
+    seed(env, 150)
+    scope = env.scope()
+    sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    victim = sorted(env.rows("users"))[3]
+    env.graph.delete(f"users/{victim}")
+    env.graph.delete(f"directory/deletedItems/{victim}")
+    renamed = sorted(env.rows("users"))[5]
+    env.graph.patch(f"users/{renamed}", json={"displayName": "After reset"})
+    # The token is lost: the removal can only be learnt by enumerating again and sweeping.
+    rule = {"type": "deltaReset", "scope": "users", "kind": kind, "count": 1}
+    assert env.graph.admin("POST", "faults", json=rule).status_code == 201
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert (result.outcome, result.full) == ("ok", True)
+    rows = env.rows("users", live=False)
+    assert rows[victim]["reason"] == sync.SWEPT and rows[victim]["deleted_at"] is not None
+    assert rows[renamed]["raw"]["displayName"] == "After reset"
+    assert_mirrors_truth(env)
+    assert env.state().delta_link and not env.state().round_full
+
+
+def test_forced_full_pass_sweeps_and_keeps_live_rows(env: SyncEnv) -> None:
+    seed(env, 30)
+    scope = env.scope()
+    sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1", full=True)
+    assert result.full and result.deleted == 0 and result.upserted == 30
+    assert_mirrors_truth(env)
+
+
+# --- crash at every step ---------------------------------------------------------------------------
+
+
+class Crash(BaseException):
+    """Simulated process death: not an Exception, so no handler of the pass catches it."""
+
+
+STEPS = ["leased", "page-fetched", "page-applied", "page-written", "page-committed", "swept", "pages-done", "finished"]
+
+
+def crash_at(step: str, occurrence: int) -> sync.Fault:
+    seen = {"n": 0}
+
+    def fault(name: str) -> None:
+        if name == step:
+            seen["n"] += 1
+            if seen["n"] == occurrence:
+                raise Crash(f"{step}#{occurrence}")
+
+    return fault
+
+
+def test_a_crash_between_any_two_steps_converges(env: SyncEnv) -> None:
+    seed(env, 230)  # three pages of 100
+    scope = env.scope()
+    clock = Clock()
+    ids = sorted(env.graph.delta_all(SELECT)[0], key=lambda i: i["id"])
+    cases = [(step, n) for step in STEPS for n in ((1, 2) if step.startswith("page-") else (1,))]
+    for index, (step, occurrence) in enumerate(cases):
+        # Graph changes between passes: an update, a soft delete, a purge, a creation.
+        victim = ids[index]["id"]
+        env.graph.patch(f"users/{ids[-1 - index]['id']}", json={"displayName": f"changed {index}"})
+        env.graph.delete(f"users/{victim}")
+        if index % 2:
+            env.graph.delete(f"directory/deletedItems/{victim}")
+        env.graph.create_user(f"crash{index}")
+        # Crash in full rounds (several pages, a sweep) as well as in incremental ones (one page here).
+        full = occurrence == 2 or step == "swept" or index % 3 == 0
+        with pytest.raises(Crash):
+            outcome = sync.sync_scope(env.engine, env.client, scope, worker=f"dead-{index}", clock=clock, full=full,
+                                      fault=crash_at(step, occurrence))
+            pytest.fail(f"no crash at {step}#{occurrence} (index {index}, full={full}): {outcome}")
+        # The dead worker's lease expires; a new worker converges with a clean pass.
+        clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+        result = sync.sync_scope(env.engine, env.client, scope, worker=f"next-{index}", clock=clock)
+        assert result.outcome == "ok", (step, occurrence, result)
+        assert_mirrors_truth(env)
+        state = env.state()
+        assert state.delta_link and state.page_link is None and state.leased_by is None
+    outcomes = {r.outcome for r in env.runs()}
+    assert outcomes <= {"ok", "abandoned", "running"}
+
+
+# --- throttling ---------------------------------------------------------------------------------
+
+
+def test_throttled_scope_is_postponed_not_failed(env: SyncEnv) -> None:
+    seed(env, 10)
+    scope = env.scope()
+    rule = {"type": "status", "status": 429, "path": "/users/delta", "retryAfter": 120, "count": 50}
+    env.graph.admin("POST", "faults", json=rule)
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert result.outcome == "throttled"
+    assert result.not_before is not None
+    state = env.state()
+    assert state.failures == 0 and state.leased_by is None and state.not_before is not None
+    assert env.runs()[-1].outcome == "throttled"
+    # Before not_before the scope is not run again...
+    assert sync.sync_scope(env.engine, env.client, scope, worker="w1").outcome == "postponed"
+    # ...after it, it is, and converges.
+    env.graph.admin("DELETE", "faults")
+    clock = Clock()
+    clock.advance(timedelta(seconds=121))
+    assert sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock).outcome == "ok"
+    assert_mirrors_truth(env)
+
+
+def test_other_errors_back_off_and_are_recorded(env: SyncEnv) -> None:
+    seed(env, 5)
+    env.graph.admin("POST", "faults", json={"type": "status", "status": 403, "path": "/users/delta", "count": 1})
+    result = sync.sync_scope(env.engine, env.client, env.scope(), worker="w1")
+    assert result.outcome == "error" and "403" in (result.error or "")
+    state = env.state()
+    assert state.failures == 1 and state.last_error and state.not_before is not None
+
+
+# --- leases ---------------------------------------------------------------------------------------
+
+
+def test_a_leased_scope_is_busy_for_another_worker(env: SyncEnv) -> None:
+    seed(env, 5)
+    scope = env.scope()
+    clock = Clock()
+    with pytest.raises(Crash):
+        sync.sync_scope(env.engine, env.client, scope, worker="a", clock=clock, fault=crash_at("leased", 1))
+    assert sync.sync_scope(env.engine, env.client, scope, worker="b", clock=clock).outcome == "busy"
+    clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+    assert sync.sync_scope(env.engine, env.client, scope, worker="b", clock=clock).outcome == "ok"
+
+
+def test_a_worker_whose_lease_was_taken_over_writes_nothing(env: SyncEnv) -> None:
+    seed(env, 250)
+    scope = env.scope()
+    clock = Clock()
+
+    def stall(name: str) -> None:
+        # While "a" is between two pages, its lease expires and "b" syncs the scope.
+        if name == "page-committed" and not stall.done:  # type: ignore[attr-defined]
+            stall.done = True  # type: ignore[attr-defined]
+            clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+            assert sync.sync_scope(env.engine, env.client, scope, worker="b", clock=clock).outcome == "ok"
+
+    stall.done = False  # type: ignore[attr-defined]
+    result = sync.sync_scope(env.engine, env.client, scope, worker="a", clock=clock, fault=stall)
+    assert result.outcome == "lost"
+    assert_mirrors_truth(env)
+
+
+# --- fetch by id (resources without delta) ---------------------------------------------------------
+
+
+def test_fetch_strategy_gets_items_by_id_and_lists_with_sweep(env: SyncEnv) -> None:
+    seed(env, 12)
+    delta_scope = env.scope()
+    strategy = Strategy("user-by-id", FETCH, "users", item_path="{resource}")
+    scope = Scope(
+        tenant_id=env.tenant_id, key="users", name="users", parent_key="users", table="users", strategy=strategy,
+        initial_url="users?$select=id,displayName,mail,accountEnabled,createdDateTime", mirror=delta_scope.mirror,
+    )
+    # The periodic list: a full round every time, no deltaLink, swept at the end.
+    first = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert (first.outcome, first.full, first.upserted) == ("ok", True, 12)
+    ids = sorted(env.rows("users"))
+    env.graph.patch(f"users/{ids[0]}", json={"displayName": "Fetched"})
+    env.graph.delete(f"users/{ids[1]}")
+    env.graph.delete(f"directory/deletedItems/{ids[1]}")
+    # A notification names the item: GET it (200 -> upsert, 404 -> removed).
+    fetched = sync.fetch_items(
+        env.engine, env.client, scope, [f"Users/{ids[0]}?$select=id,displayName,mail,accountEnabled,createdDateTime", f"Users/{ids[1]}"],
+        worker="w1",
+    )
+    assert (fetched.upserted, fetched.deleted) == (1, 1)
+    rows = env.rows("users", live=False)
+    assert rows[ids[0]]["raw"]["displayName"] == "Fetched"
+    assert rows[ids[1]]["reason"] == "deleted"
+    env.graph.delete(f"users/{ids[2]}")
+    again = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert again.full and again.deleted == 1
+    assert env.state().delta_link is None
+    assert set(env.rows("users")) == set(ids) - {ids[1], ids[2]}
+
+
+# --- progress and status --------------------------------------------------------------------------
+
+
+def test_sync_command_prints_progress_and_status_shows_the_scope(env: SyncEnv) -> None:
+    seed(env, 120)
+    runner = CliRunner()
+    result = runner.invoke(main, ["sync", "--spec", str(env.spec.path), "--progress"])
+    assert result.exit_code == 0, result.output
+    assert "users: 100 items, 1 pages" in result.stderr
+    assert "items/s" in result.stderr
+    assert "users: ok full, 120 items, 120 upserted" in result.stdout
+    shown = status.collect(env.engine)
+    (scope,) = shown.scopes
+    assert scope.rows == 120 and scope.last_success is not None and scope.last_error is None
+    printed = runner.invoke(main, ["status", "--spec", str(env.spec.path)])
+    assert printed.exit_code == 0, printed.output
+    assert "users" in printed.output and "120" in printed.output and "Subscriptions" in printed.output
+    # Unknown names are refused with the declared ones.
+    bad = runner.invoke(main, ["sync", "--spec", str(env.spec.path), "nope"])
+    assert bad.exit_code == 1 and "declared: users" in bad.stderr
