@@ -87,8 +87,6 @@ def create_app(state: EmulatorState) -> Flask:
             method=request.method, path=path,
             app=ctx.client_id if ctx else None, tenant=ctx.tenant_id if ctx else None,
         )
-        if decision.latency_s:
-            time.sleep(decision.latency_s)
         if decision.reset:
             g.fault = decision.label
             request.environ["emulator.reset"] = True
@@ -105,6 +103,9 @@ def create_app(state: EmulatorState) -> Flask:
                 g.fault = "mailboxConcurrency"
                 return from_exception(error)
             g.mailbox_slot = (ctx.client_id, mailbox)
+        if decision.latency_s:
+            # Added latency models server work, so it holds the mailbox slot like a slow request does.
+            time.sleep(decision.latency_s)
         return None
 
     @app.after_request
