@@ -309,8 +309,13 @@ class Dispatcher:
             if subscription.resource_type != event.resource_type or subscription.expiration <= now_dt:
                 continue
             change_type = event.change_type
-            if subscription.resource_type in _DIRECTORY_TYPES and change_type == "created":
-                change_type = "updated"  # directory creations arrive as updated (notes §1.1)
+            if subscription.resource_type in _DIRECTORY_TYPES:
+                # Directory creations and soft deletes (the store sends a snapshot with a soft delete) arrive
+                # as `updated`; only a permanent delete is `deleted` (notes §1.1).
+                if change_type == "created" or (change_type == "deleted" and event.item is not None):
+                    change_type = "updated"
+            elif subscription.resource_type == "driveItem":
+                change_type = "updated"  # a drive root only ever says "something changed below" (notes §1.1)
             if change_type not in subscription.change_types:
                 continue
             item = self._build(subscription, event, change_type)
