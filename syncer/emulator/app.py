@@ -9,6 +9,7 @@ that turn anything unexpected into Graph's error body (never a traceback; a 500 
 from __future__ import annotations
 
 import importlib
+import re
 import socket
 import struct
 import time
@@ -37,6 +38,26 @@ def _mailbox_of(path: str) -> str | None:
     if len(parts) >= 5 and parts[2].lower() == "users" and parts[4].lower() in _MAILBOX_SEGMENTS:
         return parts[3]
     return None
+
+
+_DELTA_SEGMENT = re.compile(r"/(?:microsoft\.graph\.)?delta(?:\(\))?(?=/|$)", re.IGNORECASE)
+
+
+class _PathMiddleware:
+    """Accepts Graph's spellings of the delta function: `delta`, `delta()`, `microsoft.graph.delta[()]`.
+
+    msgraph-sdk calls `/users/delta()`; Graph treats all of these alike, so they are folded into
+    `delta` before routing (the drive's `delta(token='...')` form is left for the drive views).
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if "delta" in path.lower():
+            environ["PATH_INFO"] = _DELTA_SEGMENT.sub("/delta", path)
+        return self.app(environ, start_response)
 
 
 class _ResetMiddleware:
@@ -175,7 +196,7 @@ def create_app(state: EmulatorState) -> Flask:
         extra_bp = getattr(module, attr, None)
         if extra_bp is not None:
             app.register_blueprint(extra_bp)
-    app.wsgi_app = _ResetMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = _PathMiddleware(_ResetMiddleware(app.wsgi_app))  # type: ignore[method-assign]
     return app
 
 
