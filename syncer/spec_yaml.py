@@ -92,11 +92,12 @@ class Map:
     values: dict[str, yaml.Node]
 
     def __contains__(self, key: str) -> bool:
-        return key in self.values
+        """Whether *key* is given a value (``key:`` and ``key: null`` count as not given)."""
+        return self.get(key) is not None
 
     def get(self, key: str) -> yaml.Node | None:
         node = self.values.get(key)
-        return None if node is None or (node.tag == _NULL and node.value in ("", "~", "null")) else node
+        return None if node is None or node.tag == _NULL else node  # "key:" and "key: null" = not given
 
     def sub(self, key: str) -> str:
         """The field path of *key* inside this mapping."""

@@ -787,6 +787,7 @@ def test_any_subscription_list_loads_or_gives_located_errors(
             e.location.line > 0 and e.location.path.startswith("subscriptions") for e in errors.errors
         ), errors
     else:
+        assert len(spec.subscriptions) == len(subs)  # none dropped silently
         for sub in spec.subscriptions:
             assert sub.renew_before < sub.effective_lifetime <= sub.max_lifetime
             assert set(sub.change_types) <= sub.resource_type.change_types
@@ -853,3 +854,11 @@ def test_shipped_spec_resolves_against_a_running_emulator(emulator: Any, tmp_pat
     assert page.status_code == 200, page.text
     assert len(page.json()["value"]) == 3
     assert set(page.json()["value"][0]) >= {"id", "displayName", "userPrincipalName"}
+
+
+def test_empty_values_count_as_missing(tmp_path: Path) -> None:
+    errors = problems(tmp_path, "  - name:\n    resource:\n")
+    assert [(e.location.line, e.location.path, e.found) for e in errors] == [
+        (9, "subscriptions[0].name", "nothing"),
+        (9, "subscriptions[0].resource", "nothing"),
+    ]
