@@ -16,13 +16,13 @@ from emulator_fixtures import EmulatorClient
 
 pytest.importorskip("msgraph", reason="msgraph-sdk is in the `test` extra")
 
-import httpx  # noqa: E402
-from azure.core.credentials import AccessToken  # noqa: E402
-from kiota_authentication_azure.azure_identity_authentication_provider import (  # noqa: E402
+import httpx
+from azure.core.credentials import AccessToken
+from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
-from msgraph import GraphRequestAdapter, GraphServiceClient  # noqa: E402
-from msgraph_core import GraphClientFactory  # noqa: E402
+from msgraph import GraphRequestAdapter, GraphServiceClient
+from msgraph_core import GraphClientFactory
 
 
 class _MsalCredential:

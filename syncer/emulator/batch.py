@@ -1,7 +1,144 @@
-"""POST /v1.0/$batch (notes §8). Filled in below the skeleton."""
+"""POST /v1.0/$batch: JSON batching as notes §8 describes it.
+
+The envelope is checked first (JSON, at most 20 requests, unique case-insensitive ids, relative URLs,
+a Content-Type header with every body, dependsOn naming known ids); a bad envelope is one 400. Each
+item then runs through the same Flask app as a separate request -- same auth header, same faults (so a
+throttled item comes back as 429 with its own Retry-After inside the 200 envelope), same request log
+(flagged ``batch``). Items run in order; an item whose dependency failed is not run and answers 424.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import base64
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, current_app, request
+
+from syncer.emulator.errors import GraphHTTPError, error_body
 
 bp = Blueprint("batch", __name__, url_prefix="/v1.0")
+
+MAX_REQUESTS = 20
+_METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE"}
+_KEEP_HEADERS = ("Content-Type", "Location", "Retry-After", "Preference-Applied", "ETag", "OData-Version")
+
+
+def _bad(message: str) -> GraphHTTPError:
+    return GraphHTTPError(400, "BadRequest", message)
+
+
+def _check(payload: Any) -> list[dict[str, Any]]:
+    """The validated list of request items, or a GraphHTTPError(400) for the whole batch."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
+        raise _bad("Invalid batch payload format.")
+    items = payload["requests"]
+    if not items:
+        raise _bad("Invalid batch payload format: 'requests' is empty.")
+    if len(items) > MAX_REQUESTS:
+        raise _bad(f"Number of batch request steps exceeds the maximum of {MAX_REQUESTS}.")
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            raise _bad("Invalid batch payload format: each request must be an object.")
+        rid = item.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise _bad("Invalid batch payload format: every request needs a string 'id'.")
+        if rid.lower() in seen:
+            raise _bad(f"Batch request contains duplicate id '{rid}'.")
+        seen.add(rid.lower())
+        method = item.get("method")
+        if not isinstance(method, str) or method.upper() not in _METHODS:
+            raise _bad(f"Invalid method '{method}' in request '{rid}'.")
+        url = item.get("url")
+        if not isinstance(url, str) or not url or "://" in url:
+            raise _bad(f"Invalid url in request '{rid}': a relative URL is required.")
+        headers = item.get("headers", {})
+        if not isinstance(headers, dict):
+            raise _bad(f"Invalid headers in request '{rid}'.")
+        if "body" in item and not any(k.lower() == "content-type" for k in headers):
+            raise _bad(f"Content-Type header must be specified when a body is present (request '{rid}').")
+    for item in items:
+        depends = item.get("dependsOn", [])
+        if not isinstance(depends, list) or any(not isinstance(d, str) or d.lower() not in seen for d in depends):
+            raise _bad(f"Request '{item['id']}' depends on an unknown request id.")
+    return items
+
+
+def _order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items in an order that honours dependsOn (400 on a cycle)."""
+    by_id = {item["id"].lower(): item for item in items}
+    done: list[dict[str, Any]] = []
+    state: dict[str, int] = {}
+
+    def visit(key: str) -> None:
+        mark = state.get(key)
+        if mark == 2:
+            return
+        if mark == 1:
+            raise _bad("The dependsOn graph of the batch contains a cycle.")
+        state[key] = 1
+        for dep in by_id[key].get("dependsOn", []):
+            visit(dep.lower())
+        state[key] = 2
+        done.append(by_id[key])
+
+    for item in items:
+        visit(item["id"].lower())
+    return done
+
+
+@bp.post("/$batch")
+def batch() -> Response:
+    """Run up to 20 requests; always 200 for a well-formed envelope."""
+    if request.environ.get("emulator.batch"):
+        raise _bad("Nested batch requests are not supported.")
+    raw = request.get_data(cache=True)
+    try:
+        payload = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        raise _bad("Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.") from None
+    items = _order(_check(payload))
+    client = current_app.test_client()
+    base = request.host_url
+    auth = request.headers.get("Authorization")
+    statuses: dict[str, int] = {}
+    responses = []
+    for item in items:
+        rid = item["id"]
+        failed = [d for d in item.get("dependsOn", []) if statuses.get(d.lower(), 200) >= 400]
+        if failed:
+            statuses[rid.lower()] = 424
+            responses.append({"id": rid, "status": 424, "headers": {"Content-Type": "application/json"},
+                              "body": error_body("FailedDependency", f"Dependent request '{failed[0]}' failed.")})
+            continue
+        headers = {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+        if auth and not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = auth
+        body = item.get("body")
+        data: bytes | None = None
+        if body is not None:
+            content_type = next(v for k, v in headers.items() if k.lower() == "content-type")
+            if isinstance(body, str) and "json" not in content_type.lower():
+                try:
+                    data = base64.b64decode(body, validate=True)
+                except ValueError:
+                    data = body.encode()
+            else:
+                data = orjson.dumps(body)
+        url = item["url"] if item["url"].startswith("/") else f"/{item['url']}"
+        # A fresh app context gives the item its own `g` (request id, auth, fault label).
+        with current_app.app_context():
+            inner = client.open(f"/v1.0{url}", method=item["method"].upper(), headers=headers, data=data,
+                                base_url=base, environ_overrides={"emulator.batch": True})
+        statuses[rid.lower()] = inner.status_code
+        out: dict[str, Any] = {"id": rid, "status": inner.status_code,
+                               "headers": {k: inner.headers[k] for k in _KEEP_HEADERS if k in inner.headers}}
+        payload_bytes = inner.get_data()
+        if payload_bytes:
+            if "json" in (inner.headers.get("Content-Type") or ""):
+                out["body"] = orjson.loads(payload_bytes)
+            else:
+                out["body"] = base64.b64encode(payload_bytes).decode()
+        responses.append(out)
+    return Response(orjson.dumps({"responses": responses}), status=200, content_type="application/json")
