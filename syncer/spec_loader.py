@@ -320,7 +320,8 @@ class SpecLoader:
         )
         parts = urlsplit(notification or DEFAULT_NOTIFICATION_URL)
         lifecycle: str | None
-        if "lifecycle_url" not in rm.values:  # next to the notification URL: .../notifications -> .../lifecycle
+        # Default: next to the notification URL (.../notifications -> .../lifecycle).
+        if "lifecycle_url" not in rm.values:
             lifecycle = f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}/lifecycle"
         elif rm.get("lifecycle_url") is None:
             lifecycle = None  # written as null: no lifecycle notifications
