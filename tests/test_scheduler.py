@@ -1,0 +1,298 @@
+"""The worker's jobs against the emulator: inbox to dirty scopes to passes, lifecycle, safety net, locks, races."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from click.testing import CliRunner
+from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
+
+from syncer import schema, scopes, sync
+from syncer.cli import main
+from syncer.errors import LockTimeout
+from syncer.graph.client import GraphClient
+from syncer.graph.retry import RetryPolicy
+from syncer.inbox import Inbox, NewItem
+from syncer.scheduler import (
+    DRAIN_JOB,
+    RECONCILE_JOB,
+    SAFETY_NET_JOB,
+    ScopeIndex,
+    Worker,
+    schedule_jobs,
+    single_worker_lock,
+)
+
+GROUPS_SPEC = """
+  - name: groups
+    resource: groups
+    change_types: [updated, deleted]
+    mirror:
+      table: groups
+      columns: [displayName, mailEnabled]
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any) -> Iterator[SyncEnv]:
+    yield from make_env(tmp_path, emulator_info, database_url, graph, USERS_SPEC.format(delete="soft") + GROUPS_SPEC)
+
+
+@pytest.fixture
+def sqlite_env(tmp_path: Path, emulator_info: dict[str, Any], sqlite_url: str, graph: Any) -> Iterator[SyncEnv]:
+    yield from make_env(tmp_path, emulator_info, sqlite_url, graph, USERS_SPEC.format(delete="soft"))
+
+
+@pytest.fixture
+def postgres_env(tmp_path: Path, emulator_info: dict[str, Any], postgres_url: str, graph: Any) -> Iterator[SyncEnv]:
+    yield from make_env(tmp_path, emulator_info, postgres_url, graph, USERS_SPEC.format(delete="soft"))
+
+
+def worker_for(env: SyncEnv, worker_id: str = "w1", *, client: GraphClient | None = None, clock: Any = None) -> Worker:
+    index = ScopeIndex.of(scopes.declared_scopes(env.spec))
+    sources = {env.tenant_id: client or env.client}
+    worker = Worker(env.engine, sources, index, worker_id=worker_id, spec=env.spec, **({"clock": clock} if clock else {}))
+    worker.register_scopes()
+    return worker
+
+
+def record_subscription(env: SyncEnv, subscription_id: str, name: str, scope_key: str) -> None:
+    now = datetime.now(UTC)
+    with env.engine.begin() as connection:
+        connection.execute(
+            sa.insert(schema.subscriptions).values(
+                subscription_id=subscription_id, tenant_id=env.tenant_id, name=name, scope_key=scope_key,
+                resource=scope_key, change_type="updated,deleted", notification_url="https://example.test/n",
+                client_state="s", include_resource_data=False, expires_at=now + timedelta(days=2),
+                created_at=now, updated_at=now, status="active",
+            )
+        )
+
+
+def notify(env: SyncEnv, subscription_id: str, resource: str, *, kind: str = "change", event: str = "updated", key: str = "") -> None:
+    Inbox(env.engine).put([
+        NewItem(tenant_id=env.tenant_id, subscription_id=subscription_id, kind=kind, event=event,
+                resource=resource, resource_id=resource.rsplit("/", 1)[-1], dedupe_key=key or uuid.uuid4().hex,
+                payload={"resource": resource}),
+    ])
+
+
+def settle(worker: Worker) -> None:
+    """Let every started pass (and the passes they start) finish."""
+    for _ in range(5):
+        worker.wait(timeout=60)
+        if not worker.start_due():
+            worker.wait(timeout=60)
+            return
+
+
+def test_drain_turns_notifications_into_passes(env: SyncEnv) -> None:
+    env.graph.admin("POST", "seed", json={"users": 30})
+    worker = worker_for(env)
+    try:
+        # New scopes start dirty: the first drain enumerates them.
+        first = worker.drain()
+        assert set(first.started) == {"users", "groups"}
+        settle(worker)
+        assert len(env.rows("users")) == 30
+        assert worker.drain().started == ()  # nothing dirty any more
+        user = env.graph.create_user("fresh")
+        record_subscription(env, "sub-users", "users", "users")
+        notify(env, "sub-users", f"Users/{user['id']}")
+        notify(env, "sub-users", f"Users/{user['id']}", key="dup")  # duplicates collapse into one pass
+        drained = worker.drain()
+        assert drained.claimed == 2 and drained.dirty >= 1 and drained.started == ("users",)
+        settle(worker)
+        assert user["id"] in env.rows("users")
+        assert Inbox(env.engine).depth() == 0
+        # A subscription syncer has no row for is routed by its resource path.
+        other = env.graph.create_user("routed")
+        notify(env, "unknown-subscription", f"Users/{other['id']}")
+        assert worker.drain().started == ("users",)
+        settle(worker)
+        assert other["id"] in env.rows("users")
+    finally:
+        worker.close()
+
+
+def test_lifecycle_missed_resyncs_the_scope(env: SyncEnv) -> None:
+    env.graph.admin("POST", "seed", json={"users": 10})
+    worker = worker_for(env)
+    try:
+        worker.drain()
+        settle(worker)
+        record_subscription(env, "sub-users", "users", "users")
+        notify(env, "sub-users", "", kind="lifecycle", event="missed")
+        drained = worker.drain(start=False)
+        assert drained.lifecycle == 1
+        assert env.state("users").resync_requested
+        worker.start_due()
+        settle(worker)
+        full_runs = [r for r in env.runs() if r.scope_key == "users" and r.full]
+        assert len(full_runs) == 2
+        assert not env.state("users").resync_requested
+        # reauthorizationRequired without syncer.reconcile (or with it) never breaks the drain.
+        notify(env, "sub-users", "", kind="lifecycle", event="reauthorizationRequired")
+        assert worker.drain(start=False).lifecycle == 1
+    finally:
+        worker.close()
+
+
+def test_safety_net_marks_stale_scopes_dirty(env: SyncEnv) -> None:
+    env.graph.admin("POST", "seed", json={"users": 5})
+    clock = Clock()
+    worker = worker_for(env, clock=clock)
+    try:
+        worker.drain()
+        settle(worker)
+        assert worker.safety_net() == 0
+        clock.advance(env.spec.subscription("users").sync_interval + timedelta(seconds=1))
+        assert worker.safety_net() == 2
+        assert {s.key for s in worker.due_scopes()} == {"users", "groups"}
+    finally:
+        worker.close()
+
+
+def test_scheduler_jobs_have_fixed_ids_and_no_overlap(env: SyncEnv) -> None:
+    worker = worker_for(env)
+    scheduler = BackgroundScheduler(timezone=UTC)
+    try:
+        schedule_jobs(scheduler, worker)
+        schedule_jobs(scheduler, worker)  # replace_existing: no duplicates
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert set(jobs) == {DRAIN_JOB, SAFETY_NET_JOB, RECONCILE_JOB}
+        for job in jobs.values():
+            assert job.coalesce and job.max_instances == 1
+        worker.reconcile()  # guarded while syncer.reconcile is absent; no exception either way
+    finally:
+        worker.close()
+
+
+def test_group_members_are_mirrored(env: SyncEnv) -> None:
+    seeded = env.graph.admin("POST", "seed", json={"users": 20, "groups": 2, "membersPerGroup": 5}).json()
+    assert seeded
+    scope = env.scope("groups")
+    assert scope.members_table == "groups_members"
+    assert sync.sync_scope(env.engine, env.client, scope, worker="w1").outcome == "ok"
+    groups = env.rows("groups")
+    assert len(groups) == 2
+
+    def members_truth() -> set[tuple[str, str]]:
+        out = set()
+        for gid in groups:
+            url: str | None = f"groups/{gid}/members?$select=id"
+            while url:
+                body = env.graph.get(url).json()
+                out |= {(gid, m["id"]) for m in body["value"]}
+                url = body.get("@odata.nextLink")
+        return out
+
+    def members_mirror() -> set[tuple[str, str]]:
+        m = sa.table("groups_members", sa.column("group_id"), sa.column("member_id"))
+        with env.engine.connect() as connection:
+            return {(r.group_id, r.member_id) for r in connection.execute(sa.select(m.c.group_id, m.c.member_id))}
+
+    assert members_mirror() == members_truth() and len(members_mirror()) == 10
+    gid = sorted(groups)[0]
+    current = sorted(m for g, m in members_truth() if g == gid)
+    users, _ = env.graph.delta_all("users/delta?$select=id")
+    outsider = next(u["id"] for u in users if u["id"] not in current)
+    assert env.graph.post(f"groups/{gid}/members/$ref",
+                          json={"@odata.id": f"{env.graph.graph}/directoryObjects/{outsider}"}).status_code == 204
+    assert env.graph.delete(f"groups/{gid}/members/{current[0]}/$ref").status_code == 204
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert (result.outcome, result.full) == ("ok", False)
+    assert members_mirror() == members_truth()
+    assert (gid, outsider) in members_mirror() and (gid, current[0]) not in members_mirror()
+    # A full resync rebuilds the same membership.
+    assert sync.sync_scope(env.engine, env.client, scope, worker="w1", full=True).outcome == "ok"
+    assert members_mirror() == members_truth()
+
+
+def test_one_throttled_scope_never_holds_back_the_others(env: SyncEnv) -> None:
+    env.graph.admin("POST", "seed", json={"users": 50, "groups": 1, "membersPerGroup": 2})
+    env.graph.admin("POST", "faults", json={"type": "status", "status": 429, "path": "/groups/delta", "retryAfter": 300, "count": 100})
+    worker = worker_for(env)
+    try:
+        started = time.monotonic()
+        worker.drain()
+        settle(worker)
+        assert time.monotonic() - started < 15
+        outcomes = {r.scope: r.outcome for r in worker.results}
+        assert outcomes == {"users": "ok", "groups": "throttled"}
+        assert len(env.rows("users")) == 50
+        assert env.state("groups").not_before is not None
+        assert [s.key for s in worker.due_scopes()] == []  # postponed, not retried in a loop
+    finally:
+        worker.close()
+
+
+def test_sqlite_refuses_a_second_worker(sqlite_env: SyncEnv) -> None:
+    env = sqlite_env
+    lock = single_worker_lock(env.engine, "first-worker")
+    assert lock is not None
+    try:
+        with pytest.raises(LockTimeout, match=r"another syncer worker is running.*first-worker"):
+            single_worker_lock(env.engine, "second-worker")
+        result = CliRunner().invoke(main, ["worker", "--spec", str(env.spec.path)])
+        assert result.exit_code == 1
+        assert "another syncer worker is running" in result.stderr and "first-worker" in result.stderr
+    finally:
+        lock.release()
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres_never_sync_one_scope_twice(postgres_env: SyncEnv) -> None:
+    env = postgres_env
+    env.graph.admin("POST", "seed", json={"users": 300})
+    # Slow pages, so that the two workers' passes would overlap if the lease let them.
+    env.graph.admin("POST", "faults", json={"type": "latency", "ms": 150, "path": "/users/delta"})
+    other = GraphClient.from_spec(env.spec, env.spec.tenants[0].name, retry=RetryPolicy(max_retry_after=2.0))
+    a, b = worker_for(env, "worker-a"), worker_for(env, "worker-b", client=other)
+    try:
+        record_subscription(env, "sub-users", "users", "users")
+        for i in range(40):
+            notify(env, "sub-users", f"Users/u{i}")
+        barrier = threading.Barrier(2)
+        drained: dict[str, Any] = {}
+
+        def run(worker: Worker) -> None:
+            barrier.wait()
+            drained[worker.worker_id] = worker.drain()
+            settle(worker)
+
+        threads = [threading.Thread(target=run, args=(w,)) for w in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        # Each inbox row was claimed by exactly one worker.
+        assert sum(d.claimed for d in drained.values()) == 40
+        inbox = schema.inbox
+        with env.engine.connect() as connection:
+            assert connection.execute(sa.select(sa.func.count()).where(inbox.c.processed_at.is_(None))).scalar() == 0
+        # One full round wrote the scope; the other worker found it leased (busy) or already clean.
+        runs = [r for r in env.runs() if r.scope_key == "users"]
+        assert [r.outcome for r in runs if r.full] == ["ok"]
+        assert all(r.outcome == "ok" for r in runs)
+        ok = [r for w in (a, b) for r in w.results if r.outcome == "ok" and r.full]
+        assert len(ok) == 1 and ok[0].upserted == 300
+        assert len(env.rows("users")) == 300
+        # Passes of the scope never overlapped in time, whichever worker ran them.
+        spans = sorted((r.started_at, r.finished_at) for r in runs)
+        for (_s1, end), (start, _e2) in itertools.pairwise(spans):
+            assert end <= start
+    finally:
+        a.close()
+        b.close()
+        other.close()
