@@ -31,6 +31,8 @@ HELP = {
     "syncer_notifications_rejected_total": ("counter", "notification items refused, by reason"),
     "syncer_handshakes_total": ("counter", "validation handshakes answered"),
     "syncer_inbox_commits_total": ("counter", "inbox transactions committed by the receiver"),
+    "syncer_inbox_committed_requests_total": ("counter", "requests whose rows those transactions carried (group commit)"),
+    "syncer_inbox_commit_seconds": ("histogram", "duration of one group-commit transaction"),
     "syncer_inbox_store_seconds": ("histogram", "time a request waited for its notifications to be committed"),
     "syncer_inbox_depth": ("gauge", "inbox rows not processed yet"),
 }
@@ -88,6 +90,12 @@ class Metrics:
             hist["counts"][index] += 1
             hist["sum"] += value
             hist["count"] += 1
+
+    def record_commit(self, requests: int, rows: int, seconds: float) -> None:
+        """One group commit: how many requests it carried and how long it took."""
+        self.inc("syncer_inbox_commits_total")
+        self.inc("syncer_inbox_committed_requests_total", requests)
+        self.observe("syncer_inbox_commit_seconds", seconds)
 
     def value(self, name: str, **labels: str) -> float:
         """This process's counter value (tests)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -206,8 +207,33 @@ def test_a_slow_commit_times_out_and_its_retry_is_absorbed(postgres_url: str) ->
     finally:
         tx.rollback()
         blocker.close()
-    # The commit went through once the lock was gone; Graph's retry of the 5xx is a duplicate.
+    # The commit goes through once the lock is gone; Graph's retry of the 5xx is then a duplicate.
+    deadline = time.monotonic() + 10
+    while count(engine, dedupe_key="slow") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert committer.put([item("slow")]) == set()
     assert count(engine, dedupe_key="slow") == 1
+    committer.close()
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_committer_connection_killed_while_idle_is_replaced(postgres_url: str) -> None:
+    name = f"inbox-test-{uuid.uuid4().hex[:8]}"  # only this test's connections are terminated
+    engine = schema.create_engine(postgres_url, connect_args={"application_name": name})
+    schema.metadata.create_all(engine)
+    committer = GroupCommitter(Inbox(engine), committers=1)
+    assert committer.put([item("before")]) == {"before"}
+    with engine.begin() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND application_name = :name"
+            ),
+            {"name": name},
+        ).all()
+    assert killed, "the committer's backend should be found"
+    assert committer.put([item("after")]) == {"after"}
+    assert count(engine) == 2
     committer.close()
     engine.dispose()

@@ -1,0 +1,280 @@
+"""Benchmark of the receiver: gunicorn on loopback, driven by wrk, against a no-op Flask app.
+
+    .venv/bin/python bench/receiver.py [--duration 10] [--connections 64] [--backends postgresql,sqlite]
+
+For each backend (PostgreSQL from $SYNCER_TEST_DATABASE_URL or postgresql+psycopg://postgres@127.0.0.1:5432/test,
+in a schema of its own; SQLite in a temporary file) and each body size (1 and 10 notifications per
+POST), it runs the no-op app and then the receiver under the same gunicorn settings
+(syncer.receiver.gunicorn_options), each for --duration seconds at --connections connections, and
+checks that the inbox holds at least (2xx responses x items) rows: every 2xx was committed.
+Target (issue 6): on PostgreSQL >= 70% of the no-op app's req/s and p99 < 100 ms at 64 connections.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TENANT = "84bd8158-6d4d-4958-8b9f-9d6445542f95"
+CLIENT_STATE = "bench-client-state-0123456789"
+SUBSCRIPTIONS = [str(uuid.UUID(int=i + 1)) for i in range(20)]
+
+LUA = r"""
+local n_items = %(items)d
+local subs = {%(subs)s}
+local counter = 0
+local thread_count = 0
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("tid", thread_count)
+end
+local item = '{"subscriptionId":"%%s","subscriptionExpirationDateTime":"2026-04-10T05:00:00+00:00",' ..
+  '"changeType":"updated","clientState":"%(client_state)s","tenantId":"%(tenant)s","resource":"Users/%%s",' ..
+  '"resourceData":{"@odata.type":"#Microsoft.Graph.User","@odata.id":"Users/%%s","id":"%%s"}}'
+local headers = {["Content-Type"] = "application/json"}
+request = function()
+  counter = counter + 1
+  local parts = {}
+  local sub = subs[(counter %% #subs) + 1]
+  for j = 1, n_items do
+    local uid = "%(run)s-" .. tid .. "-" .. counter .. "-" .. j
+    parts[j] = string.format(item, sub, uid, uid, uid)
+  end
+  return wrk.format("POST", "/notifications", headers, '{"value":[' .. table.concat(parts, ",") .. ']}')
+end
+"""
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    print("wrk not found: installing it with apt-get", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
+    path = shutil.which("wrk")
+    if not path:
+        subprocess.run(["apt-get", "update"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+        path = shutil.which("wrk")
+    assert path, "wrk could not be installed"
+    return path
+
+
+# --- the servers (run in a child process: `bench/receiver.py --serve noop|receiver`) ---------------
+
+
+def noop_app() -> Any:
+    from flask import Flask, Response
+
+    app = Flask("noop")
+
+    @app.post("/notifications")
+    def notifications() -> Response:
+        return Response("", status=202)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok")
+
+    return app
+
+
+def serve(kind: str, database_url: str, bind: str, workers: int, threads: int) -> None:
+    from syncer.receiver import ServeConfig, build_app, gunicorn_options, run_gunicorn
+
+    config = ServeConfig(database_url=database_url, bind=bind, workers=workers, threads=threads,
+                         metrics_dir=tempfile.mkdtemp(prefix="bench-metrics-"))
+    load = noop_app if kind == "noop" else (lambda: build_app(config))
+    run_gunicorn(load, gunicorn_options(config))
+
+
+# --- the driver -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(kind: str, database_url: str, workers: int, threads: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    cmd = [sys.executable, __file__, "--serve", kind, "--database-url", database_url, "--bind", f"127.0.0.1:{port}",
+           "--workers", str(workers), "--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    time.sleep(0.5)  # let every worker come up
+                    return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{kind} server did not start; see {log}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def run_wrk(wrk: str, url: str, script: Path, *, duration: int, connections: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    requests_total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": to_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p99_ms": to_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "requests": requests_total,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+    }
+
+
+def prepare_database(backend: str, workdir: Path) -> tuple[str, Any]:
+    import sqlalchemy as sa
+
+    from syncer import schema
+
+    if backend == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        cleanup = None
+    else:
+        base = schema.normalize_url(os.environ.get("SYNCER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+        name = f"bench_receiver_{os.getpid()}"
+        admin = sa.create_engine(base)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+        url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+
+        def cleanup() -> None:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+            admin.dispose()
+
+    engine = schema.create_engine(url)
+    schema.metadata.create_all(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(schema.subscriptions), [
+            dict(subscription_id=sid, tenant_id=TENANT, name="people", scope_key="users", resource="users",
+                 change_type="updated,deleted", notification_url="http://127.0.0.1/notifications", lifecycle_url=None,
+                 client_state=CLIENT_STATE, include_resource_data=False, encryption_certificate_id=None,
+                 expires_at=now + timedelta(days=2), created_at=now, updated_at=now, status="active")
+            for sid in SUBSCRIPTIONS
+        ])
+    engine.dispose()
+    return url, cleanup
+
+
+def inbox_rows(url: str, run: str) -> int:
+    import sqlalchemy as sa
+
+    from syncer import schema
+
+    engine = schema.create_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(schema.inbox).where(schema.inbox.c.resource.like(f"Users/{run}-%"))).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve", choices=["noop", "receiver"])
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--bind", default="127.0.0.1:0")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--items", default="1,10")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.database_url, args.bind, args.workers, args.threads)
+        return
+
+    wrk = ensure_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
+    log = workdir / "servers.log"
+    results: dict[str, Any] = {
+        "connections": args.connections, "duration_s": args.duration, "workers": args.workers,
+        "threads": args.threads, "worker_class": "gthread", "cases": [],
+    }
+    for backend in args.backends.split(","):
+        url, cleanup = prepare_database(backend, workdir)
+        try:
+            for items in map(int, args.items.split(",")):
+                case: dict[str, Any] = {"backend": backend, "items_per_post": items}
+                for kind in ("noop", "receiver"):
+                    # Distinct ids per wrk run: every request carries new notifications, no duplicates.
+                    warm, run = uuid.uuid4().hex[:8], uuid.uuid4().hex[:8]
+                    for name in (warm, run):
+                        (workdir / f"{name}.lua").write_text(LUA % {
+                            "items": items, "subs": ",".join(f'"{s}"' for s in SUBSCRIPTIONS),
+                            "client_state": CLIENT_STATE, "tenant": TENANT, "run": name,
+                        })
+                    proc, base = start(kind, url, args.workers, args.threads, log)
+                    try:
+                        run_wrk(wrk, base, workdir / f"{warm}.lua", duration=2, connections=args.connections)
+                        figures = run_wrk(
+                            wrk, base, workdir / f"{run}.lua", duration=args.duration, connections=args.connections
+                        )
+                    finally:
+                        stop(proc)
+                    if kind == "receiver":
+                        stored = inbox_rows(url, run)
+                        ok = figures["requests"] - figures["non_2xx"]
+                        figures["rows_stored"] = stored
+                        # wrk may cut requests in flight at the end (stored, not counted): >=, not ==
+                        figures["every_2xx_stored"] = stored >= ok * items
+                    case[kind] = figures
+                    print(f"{backend} items={items} {kind}: {figures}", file=sys.stderr)
+                case["ratio"] = round(case["receiver"]["rps"] / case["noop"]["rps"], 3)
+                case["target_met"] = case["ratio"] >= 0.7 and case["receiver"]["p99_ms"] < 100
+                results["cases"].append(case)
+        finally:
+            if cleanup:
+                cleanup()
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
