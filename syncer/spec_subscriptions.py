@@ -55,6 +55,7 @@ SUBSCRIPTION_KEYS = (
 )
 DEFAULT_WINDOW_PAST = timedelta(days=30)
 DEFAULT_WINDOW_FUTURE = timedelta(days=180)
+MAX_GROUP_TABLE = 63 - len("_members")
 _FIELD_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -137,21 +138,8 @@ class SubscriptionsLoader:
                     f"'{sub.name}' again (first at {names[sub.name]})",
                 )
             names.setdefault(sub.name, path)
-            if sub.mirror.table in tables and not repeated_name:  # a repeated name repeats its default table
-                mirror_node = nodes.get("mirror")
-                table_node = (
-                    next((v for k, v in mirror_node.value if k.value == "table"), None)
-                    if isinstance(mirror_node, yaml.MappingNode)
-                    else None
-                )
-                where = table_node or nodes.get("name") or item
-                r.error(
-                    where,
-                    f"{path}.mirror.table",
-                    "a table used by one subscription",
-                    f"'{sub.mirror.table}' (also {tables[sub.mirror.table]})",
-                )
-            tables.setdefault(sub.mirror.table, path)
+            if not repeated_name:  # a repeated name repeats its default table: one error is enough
+                self.claim_tables(sub, path, nodes, item, tables)
             scope = (
                 sub.tenant,
                 resources.split_resource(sub.resource)[0].lower(),
@@ -168,6 +156,42 @@ class SubscriptionsLoader:
             scopes.setdefault(scope, path)
             subs.append(sub)
         return tuple(subs)
+
+    def claim_tables(
+        self,
+        sub: Subscription,
+        path: str,
+        nodes: dict[str, yaml.Node],
+        item: yaml.Node,
+        tables: dict[str, str],
+    ) -> None:
+        """Record the tables *sub* writes to, refusing one another subscription already writes to."""
+        mirror_node = nodes.get("mirror")
+        table_node = (
+            next((v for k, v in mirror_node.value if k.value == "table"), None)
+            if isinstance(mirror_node, yaml.MappingNode)
+            else None
+        )
+        where = table_node or nodes.get("name") or item
+        claimed = {sub.mirror.table: path}
+        if sub.resource_type.name == "group":  # syncer.mirror keeps group membership in <table>_members
+            claimed[f"{sub.mirror.table}_members"] = f"the members table of {path}"
+            if len(sub.mirror.table) > MAX_GROUP_TABLE:
+                self.r.error(
+                    where,
+                    f"{path}.mirror.table",
+                    f"a group table name of at most {MAX_GROUP_TABLE} characters (<table>_members must fit in 63)",
+                    f"'{sub.mirror.table}'",
+                )
+        for table, owner in claimed.items():
+            if table in tables:
+                self.r.error(
+                    where,
+                    f"{path}.mirror.table",
+                    "a table used by one subscription",
+                    f"'{table}' (also {tables[table]})",
+                )
+            tables.setdefault(table, owner)
 
     def subscription(
         self,

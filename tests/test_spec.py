@@ -862,3 +862,13 @@ def test_empty_values_count_as_missing(tmp_path: Path) -> None:
         (9, "subscriptions[0].name", "nothing"),
         (9, "subscriptions[0].resource", "nothing"),
     ]
+
+
+def test_group_members_table_is_claimed_too(tmp_path: Path) -> None:
+    error = problem(
+        tmp_path,
+        "  - {name: g, resource: groups, mirror: {table: teams}}\n"
+        "  - {name: u, resource: users, mirror: {table: teams_members}}\n",
+    )
+    at(error, 10, "subscriptions[1].mirror.table")
+    assert error.found == "'teams_members' (also the members table of subscriptions[0])"
