@@ -122,7 +122,9 @@ class DatabaseLock:
         if self._held:
             raise RuntimeError(f"lock {self.name!r} is already held by this object")
         started = time.monotonic()
-        next_report = started
+        # A wait shorter than this is not worth a message (and on PostgreSQL the holder's info row
+        # lands just after its advisory lock).
+        next_report = started + min(0.5, report_every)
         while True:
             try:
                 got = self._try_acquire()

@@ -46,6 +46,10 @@ class World:
     database_url: str
     tmp: Path
     users: list[str]
+    receiver_base: str | None = None  # syncer's own receiver instead of the test one
+
+    def url(self, path: str) -> str:
+        return f"{self.receiver_base}/{path}" if self.receiver_base else self.receiver.url(path)
 
     def spec_text(self, subscriptions: str, *, notification_path: str = "notifications") -> str:
         info = self.graph.info
@@ -62,8 +66,8 @@ tenants:
     client_id: "{info["client_id"]}"
     client_secret: {{env: {SECRET_ENV}}}
 receiver:
-  notification_url: "{self.receiver.url(notification_path)}"
-  lifecycle_url: "{self.receiver.url("lifecycle")}"
+  notification_url: "{self.url(notification_path)}"
+  lifecycle_url: "{self.url("lifecycle")}"
 database:
   url: "{self.database_url}"
 subscriptions:
@@ -365,6 +369,8 @@ def test_recreate_and_reauthorize_repair_one_subscription(world: World) -> None:
 
 def test_two_concurrent_reconciles_create_no_duplicates(world: World) -> None:
     spec = world.spec(USERS + mail(world.users))
+    # Slow handshakes keep the first run inside the lock long enough for the second to wait visibly.
+    world.receiver.handshake, world.receiver.handshake_delay_s = "slow", 0.3
     outcomes: list[Outcome] = []
     waits: list[LockInfo | None] = []
     errors: list[BaseException] = []
@@ -390,7 +396,7 @@ def test_two_concurrent_reconciles_create_no_duplicates(world: World) -> None:
     assert len(outcomes) == 2 and all(o.ok for o in outcomes)
     creates = sorted(o.plan.counts()["create"] for o in outcomes)
     assert creates == [0, 4]  # the second one waited, then found everything in place
-    assert waits and waits[0] is not None and "reconcile" in waits[0].holder
+    assert waits and all(w is not None and "reconcile" in w.holder for w in waits)
     assert len(world.live()) == 4 and len(world.rows()) == 4
 
 
@@ -453,3 +459,37 @@ def test_filter_fan_out(world: World) -> None:
     outcome = world.run(spec, dry_run=True)
     assert outcome.plan.expansions[0].users == tuple(sorted(world.users[:2]))  # Ada and Alan, not Grace
     assert outcome.plan.counts()["create"] == 2
+
+
+def test_end_to_end_with_syncer_receiver_the_recorded_client_state_verifies_notifications(
+    graph: EmulatorClient, database_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    from werkzeug.serving import make_server
+
+    from syncer.inbox import Inbox
+    from syncer.receiver import create_app
+
+    upgrade_core(database_url)
+    engine = create_engine(database_url)
+    server = make_server("127.0.0.1", 0, create_app(engine), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        user = graph.create_user("linus")["id"]
+        port = server.server_port
+        world = World(graph, Receiver(), engine, database_url, tmp_path, [user], f"http://127.0.0.1:{port}")
+        spec = world.spec(USERS)
+
+        outcome = world.run(spec)
+        assert outcome.ok, [r.error for r in outcome.failed]
+        assert graph.patch(f"users/{user}", json={"jobTitle": "Kernel hacker"}).status_code == 204
+        inbox = Inbox(engine)
+        deadline = time.monotonic() + 15
+        while inbox.depth() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Accepted means the clientState in the notification matched the one reconcile recorded.
+        assert inbox.depth() >= 1
+    finally:
+        server.shutdown()
+        engine.dispose()
