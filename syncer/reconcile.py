@@ -38,6 +38,7 @@ from syncer.errors import (
     DatabaseError,
     ForbiddenError,
     GraphError,
+    LockTimeout,
     NotFoundError,
     ReconcileError,
 )
@@ -693,6 +694,63 @@ def _recreate_locked(
     ((_action, result),) = _create([action], graphs, engine, clock=clock)
     if result.ok:
         result.recreated = True
+    return result
+
+
+# --- entry points for the worker (syncer.scheduler calls these by name) -----------------------------------------
+
+
+def run(
+    spec: Spec,
+    *,
+    engine: Engine | None = None,
+    graphs: Mapping[str, GraphClient] | None = None,
+    clock: Clock = utcnow,
+    lock_timeout: float | None = 30.0,
+) -> Outcome | None:
+    """The worker's periodic reconcile: apply, never prune; None when another reconcile holds the lock."""
+    try:
+        outcome = reconcile(spec, engine=engine, graphs=graphs, clock=clock, lock_timeout=lock_timeout)
+    except LockTimeout as error:
+        log.info("reconcile skipped, another one is running: %s", error)
+        return None
+    for problem in outcome.plan.problems:
+        log.error("reconcile refused: %s", problem)
+    for result in outcome.failed:
+        log.error("reconcile %s %s failed: %s", result.action.kind, result.action.resource, result.error)
+    return outcome
+
+
+def repair(
+    spec: Spec,
+    *,
+    event: str,
+    subscription_id: str,
+    engine: Engine,
+    graphs: Mapping[str, GraphClient] | None = None,
+    clock: Clock = utcnow,
+) -> ActionResult | None:
+    """A lifecycle event's repair: ``reauthorizationRequired`` → :func:`reauthorize`, ``subscriptionRemoved`` →
+    :func:`recreate`. None when there is nothing we can do now (unknown id, lock busy): the next reconcile will."""
+    if event == "reauthorizationRequired":
+        fix = reauthorize
+    elif event == "subscriptionRemoved":
+        fix = recreate
+    else:
+        return None
+    own = graphs is None
+    clients = graphs if graphs is not None else graphs_for(spec)
+    try:
+        result = fix(subscription_id, spec=spec, graphs=clients, engine=engine, clock=clock)
+    except (ReconcileError, LockTimeout) as error:
+        log.warning("%s for %s not repaired now: %s", event, subscription_id, error)
+        return None
+    finally:
+        if own:
+            for graph in clients.values():
+                graph.close()
+    if not result.ok:
+        log.error("%s for %s: repair failed: %s", event, subscription_id, result.error)
     return result
 
 

@@ -493,3 +493,23 @@ def test_end_to_end_with_syncer_receiver_the_recorded_client_state_verifies_noti
     finally:
         server.shutdown()
         engine.dispose()
+
+
+def test_worker_entry_points_run_and_repair(world: World) -> None:
+    from syncer.reconcile import repair, run
+
+    spec = world.spec(USERS)
+    outcome = run(spec, engine=world.engine, clock=world.now)
+    assert outcome is not None and outcome.ok and outcome.plan.counts()["create"] == 1
+    (row,) = world.rows()
+    assert world.graph.delete(f"subscriptions/{row.subscription_id}").status_code == 204
+    result = repair(
+        spec,
+        event="subscriptionRemoved",
+        subscription_id=row.subscription_id,
+        engine=world.engine,
+        clock=world.now,
+    )
+    assert result is not None and result.ok and result.recreated
+    assert repair(spec, event="missed", subscription_id="x", engine=world.engine) is None
+    assert repair(spec, event="subscriptionRemoved", subscription_id="unknown", engine=world.engine) is None
