@@ -232,3 +232,23 @@ def doctor(spec_path: Path) -> None:
     lines, code = report(checks)
     click.echo(lines[-1])
     sys.exit(code)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=0, help="Port (default: a free one, printed at start).")
+@click.option("--seed", "rng_seed", type=int, default=0, show_default=True, help="Seed of every random choice (ids, faults).")
+@click.option("--seed-users", type=int, default=0, show_default=True, help="Seed this many generated users at start.")
+@click.option("--info-file", type=click.Path(dir_okay=False, path_type=Path), help="Write graph_url, authority, tenant_id, client_id, client_secret, ca_cert... as JSON.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Where the certificates go (default: a temporary directory).")
+def emulator(host: str, port: int, rng_seed: int, seed_users: int, info_file: Path | None, workdir: Path | None) -> None:
+    """Serve a local Microsoft Graph emulator over HTTPS (Graph at /v1.0, identity at /{tenant}).
+
+    Prints the app credentials it registered and the CA certificate clients must trust; the admin API
+    under /_emulator/ seeds data, injects faults, moves the clock and reports deliveries.
+    """
+    from syncer.emulator import EmulatorConfig
+    from syncer.emulator.server import serve
+
+    serve(EmulatorConfig(host=host, port=port, seed=rng_seed), workdir=workdir, info_file=info_file,
+          seed_users=seed_users, echo=click.echo)

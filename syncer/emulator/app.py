@@ -72,8 +72,10 @@ class _ResetMiddleware:
             sock = environ.get("werkzeug.socket")
             if sock is not None:
                 try:
+                    # shutdown() acts at once even while werkzeug still holds file objects on the socket
+                    # (close() would wait for them); linger 0 turns the final close into an RST.
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.close()
+                    sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
             raise ConnectionResetError("emulator fault: connection reset")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import ssl
 import tempfile
 import threading
@@ -142,3 +143,35 @@ class EmulatorServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def serve(config: EmulatorConfig, *, workdir: Path | None = None, info_file: Path | None = None,
+          seed_users: int = 0, echo: Any = print) -> None:
+    """Foreground mode for `syncer emulator`: start, optionally seed users, print credentials, block."""
+    from syncer.emulator.seed import seed_users as _seed_users
+
+    server = EmulatorServer(config, workdir=workdir)
+    server.start()
+    if seed_users:
+        _seed_users(server.state, config.tenant_id, seed_users)
+    info = server.info
+    if info_file is not None:
+        server.write_info(info_file)
+    echo(f"Graph emulator listening on {info['base_url']}")
+    echo(f"  graph_url      {info['graph_url']}")
+    echo(f"  authority      {info['authority']}")
+    echo(f"  tenant_id      {info['tenant_id']}")
+    echo(f"  client_id      {info['client_id']}")
+    echo(f"  client_secret  {info['client_secret']}")
+    echo(f"  client cert    {info['client_cert']} (key {info['client_key']}, thumbprint {info['client_cert_thumbprint']})")
+    echo(f"  trust this CA  {info['ca_cert']}")
+    echo(f"  admin API      {info['admin_url']}  (see syncer/emulator/admin.py)")
+    if info_file is not None:
+        echo(f"  info written to {info_file}")
+    echo("Press Ctrl+C to stop.")
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops as cleanly as Ctrl+C (workdir removed, dispatcher stopped)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    server.serve_forever()
