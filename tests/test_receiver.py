@@ -1,13 +1,16 @@
 """The receiver over real HTTP, on SQLite and PostgreSQL: handshake, checks, durable storage, limits.
 
-Bodies are composed from the notes (tests/notification_builders.py); the emulator delivers them
-end to end in test_receiver_emulator.py.
+Most bodies are composed from the notes (tests/notification_builders.py, an independent reading);
+the last tests have the emulator create the subscriptions (handshake included) and deliver changes,
+lifecycle events and rich notifications across a certificate rotation.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,13 +20,19 @@ import notification_builders as nb
 import pytest
 import requests
 import sqlalchemy as sa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from syncer import schema
-from syncer.notifications import DecryptionKey, KeyRing, StaticKeys, TokenValidator
+from syncer.emulator import EmulatorConfig
+from syncer.emulator.delivery_policy import RetryRules
+from syncer.notifications import DecryptionKey, JwksCache, KeyRing, StaticKeys, TokenValidator
 from syncer.receiver import ReceiverSettings, create_app
 
 SUB = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
@@ -386,7 +395,127 @@ def test_random_input_is_never_a_500_and_never_stored(
     headers = {"Content-Type": content_type, **{k: v for k, v in extra.items() if k != "Transfer-Encoding"}}
     try:
         response = receiver.session.post(receiver.url + path, data=raw, headers=headers, params=query, timeout=10)
-    except requests.exceptions.ConnectionError:
-        return  # the client refused to send it (e.g. an impossible header) or the server dropped it: no 500
+    except (requests.exceptions.ConnectionError, requests.exceptions.InvalidHeader):
+        return  # the client refused to send it (an impossible header) or the server dropped it: no 500
     assert response.status_code in {200, 202, 400, 413, 415, 417}, (response.status_code, response.text)
     assert inbox_rows(engine) == [], "the secret clientState is never guessed: nothing may be stored"
+
+
+# --- end to end: the emulator delivers ---------------------------------------------------------------------
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    fast = RetryRules(first_timeout_s=3.0, retry_timeout_s=3.0, window_s=2.0, initial_backoff_s=0.05, backoff_factor=2, max_backoff_s=0.3)
+    return EmulatorConfig(seed=6, retry=fast, delivery_tick_s=0.005, delivery_sweep_s=0.01)
+
+
+def certificate(key_name: str) -> str:
+    key = nb.rsa_key(key_name)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncer receiver")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256())
+    )
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+
+
+def wait_rows(engine: Engine, n: int, timeout: float = 15) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = inbox_rows(engine)
+        if len(rows) >= n or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def emulated(database_url: str, graph: Any) -> Iterator[tuple[Server, Engine, Any]]:
+    """The receiver trusting the emulator's identity platform, and an engine on its database."""
+    engine = schema.create_engine(database_url)
+    schema.metadata.create_all(engine)
+    info = graph.info
+    jwks = JwksCache(f"{info['authority']}/v2.0/.well-known/openid-configuration", verify=info["ca_cert"])
+    tokens = TokenValidator(jwks, app_ids=[info["client_id"]])
+    keys = KeyRing([DecryptionKey("cert-a", nb.rsa_key("emu-cert-a")), DecryptionKey("cert-b", nb.rsa_key("emu-cert-b"))])
+    server = Server(create_app(engine, tokens=tokens, keys=keys))
+    yield server, engine, graph
+    server.close()
+    engine.dispose()
+
+
+def subscribe(graph: Any, server: Server, engine: Engine, **extra: Any) -> dict[str, Any]:
+    """Create the subscription through the emulator (which runs the handshake on both URLs) and record
+    it the way reconcile does."""
+    secret = f"cs-{uuid.uuid4().hex}"
+    body = {
+        "changeType": "updated,deleted", "resource": "users", "clientState": secret,
+        "notificationUrl": f"{server.url}/notifications?tenant=emu", "lifecycleNotificationUrl": f"{server.url}/lifecycle",
+        "expirationDateTime": (datetime.now(UTC) + timedelta(hours=2)).isoformat().replace("+00:00", "Z"), **extra,
+    }
+    response = graph.post("subscriptions", json=body)
+    assert response.status_code == 201, response.text
+    sub = response.json()
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(schema.subscriptions).values(
+            subscription_id=sub["id"], tenant_id=graph.info["tenant_id"], name="x", scope_key=body["resource"],
+            resource=body["resource"], change_type=body["changeType"], notification_url=body["notificationUrl"],
+            lifecycle_url=body["lifecycleNotificationUrl"], client_state=secret,
+            include_resource_data=bool(extra.get("includeResourceData")),
+            encryption_certificate_id=extra.get("encryptionCertificateId"),
+            expires_at=now + timedelta(hours=2), created_at=now, updated_at=now, status="active",
+        ))
+    return sub  # type: ignore[no-any-return]
+
+
+def test_emulator_delivers_changes_and_every_lifecycle_event(emulated: tuple[Server, Engine, Any]) -> None:
+    server, engine, graph = emulated
+    sub = subscribe(graph, server, engine)
+    assert "syncer_handshakes_total" in server.get("/metrics").text
+    user = graph.create_user("ada")
+    rows = wait_rows(engine, 1)
+    assert [(r.kind, r.subscription_id, r.resource_id) for r in rows] == [("change", sub["id"], user["id"])]
+    # Graph's retries after a 503 (database unavailable) are stored once the database is back.
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE syncer_inbox RENAME TO syncer_inbox_away"))
+    graph.create_user("bob")
+    deadline = time.monotonic() + 10
+    while 'syncer_receiver_requests_total{endpoint="notifications",status="503"}' not in server.get("/metrics").text:
+        assert time.monotonic() < deadline, "the emulator should have met a 503"
+        time.sleep(0.05)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE syncer_inbox_away RENAME TO syncer_inbox"))
+    rows = wait_rows(engine, 2)
+    assert len([r for r in rows if r.kind == "change"]) == 2
+    for event in ("reauthorizationRequired", "missed", "subscriptionRemoved"):  # removed last: it ends the subscription
+        fired = graph.admin("POST", f"subscriptions/{sub['id']}/lifecycle", json={"lifecycleEvent": event})
+        assert fired.status_code in (200, 202), fired.text
+    rows = wait_rows(engine, 5)
+    assert sorted(r.event for r in rows if r.kind == "lifecycle") == ["missed", "reauthorizationRequired", "subscriptionRemoved"]
+
+
+def test_emulator_rich_notifications_across_a_key_rotation(emulated: tuple[Server, Engine, Any]) -> None:
+    server, engine, graph = emulated
+    user = graph.create_user("uma")
+    sub = subscribe(
+        graph, server, engine, resource=f"users/{user['id']}/messages?$select=subject,isRead", changeType="created",
+        includeResourceData=True, encryptionCertificate=certificate("emu-cert-a"), encryptionCertificateId="cert-a",
+    )
+    assert graph.post(f"users/{user['id']}/mailFolders/inbox/messages", json={"subject": "before rotation"}).status_code == 201
+    (first,) = wait_rows(engine, 1)
+    assert first.payload["decryptedContent"]["subject"] == "before rotation"
+    assert first.payload["encryptionCertificateId"] == "cert-a"
+    # Rotate: PATCH the subscription's certificate; the receiver holds both keys.
+    patched = graph.patch(f"subscriptions/{sub['id']}", json={
+        "encryptionCertificate": certificate("emu-cert-b"), "encryptionCertificateId": "cert-b",
+        "expirationDateTime": (datetime.now(UTC) + timedelta(hours=3)).isoformat().replace("+00:00", "Z"),
+    })
+    assert patched.status_code == 200, patched.text
+    assert graph.post(f"users/{user['id']}/mailFolders/inbox/messages", json={"subject": "after rotation"}).status_code == 201
+    rows = wait_rows(engine, 2)
+    assert [(r.payload["encryptionCertificateId"], r.payload["decryptedContent"]["subject"]) for r in rows] == [
+        ("cert-a", "before rotation"), ("cert-b", "after rotation"),
+    ]
+    assert "syncer_notifications_rejected_total" not in server.get("/metrics").text
