@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -228,24 +229,38 @@ def _create_request(d: Desired, expires: datetime, client_state: str, rid: str) 
 BATCH_MIN = 2
 """From this many calls on, they go through ``$batch``; a single call needs no envelope."""
 
+BATCH_SIZE = 20
+"""Graph's limit of requests per ``$batch`` envelope (notes §8)."""
+
+ENVELOPES_IN_FLIGHT = 4
+"""Envelopes sent at once: Graph runs each envelope's items one by one, so a few in parallel cut the
+wall time of 1,000 renewals several times over, while staying far below the client's per-tenant cap."""
+
 
 def _run(graph: GraphClient, requests: list[BatchRequest]) -> list[BatchResult]:
-    """Send *requests*: few as plain calls, more through ``$batch`` (envelopes of 20).
+    """Send *requests*: few as plain calls, more through ``$batch`` (envelopes of 20, a few at a time).
 
-    A failure of the envelope itself (after the client's retries) becomes the error of every item,
-    so one bad envelope is reported per subscription instead of aborting the whole apply.
+    A failure of an envelope itself (after the client's retries) becomes the error of each of its
+    items, so one bad envelope is reported per subscription instead of aborting the whole apply.
     """
     if not requests:
         return []
-    if len(requests) >= BATCH_MIN:
-        try:
-            return graph.batch(requests)
-        except GraphError as error:
-            return [
-                BatchResult(item.id or str(i), error.status or 0, error=error)
-                for i, item in enumerate(requests, 1)
-            ]
-    return [_call(graph, item) for item in requests]
+    if len(requests) < BATCH_MIN:
+        return [_call(graph, item) for item in requests]
+    chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
+    if len(chunks) == 1:
+        return _envelope(graph, chunks[0])
+    with ThreadPoolExecutor(max_workers=ENVELOPES_IN_FLIGHT, thread_name_prefix="reconcile-batch") as pool:
+        return [result for chunk in pool.map(lambda c: _envelope(graph, c), chunks) for result in chunk]
+
+
+def _envelope(graph: GraphClient, chunk: list[BatchRequest]) -> list[BatchResult]:
+    try:
+        return graph.batch(chunk)
+    except GraphError as error:
+        return [
+            BatchResult(item.id or str(i), error.status or 0, error=error) for i, item in enumerate(chunk, 1)
+        ]
 
 
 def _call(graph: GraphClient, item: BatchRequest) -> BatchResult:

@@ -113,14 +113,6 @@ subscriptions:
         return int(log[-1]["seq"]) if log else 0
 
 
-@pytest.fixture(autouse=True)
-def _plain_calls_until_the_emulator_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    # TODO(RECONCILE): remove once the emulator's POST /$batch lands (syncer/emulator/batch.py is a skeleton).
-    import syncer.reconcile
-
-    monkeypatch.setattr(syncer.reconcile, "BATCH_MIN", 10**9)
-
-
 @pytest.fixture
 def world(graph: EmulatorClient, database_url: str, tmp_path: Path) -> Iterator[World]:
     upgrade_core(database_url)
