@@ -252,3 +252,73 @@ def emulator(host: str, port: int, rng_seed: int, seed_users: int, info_file: Pa
 
     serve(EmulatorConfig(host=host, port=port, seed=rng_seed), workdir=workdir, info_file=info_file,
           seed_users=seed_users, echo=click.echo)
+
+
+@main.command()
+@spec_option
+@click.option("--host", default=None, help="Address the receiver listens on (default: receiver.host in the spec).")
+@click.option("--port", type=int, default=None, help="Port the receiver listens on (default: receiver.port in the spec).")
+@click.option("--no-reconcile", is_flag=True, help="Do not reconcile at start (the worker still does on its schedule).")
+@friendly_errors
+def run(spec_path: Path, host: str | None, port: int | None, no_reconcile: bool) -> None:
+    """Run the receiver and the worker in one process (small deployments, development).
+
+    Upgrades the database, starts the receiver, reconciles, then runs the worker's jobs until SIGINT
+    or SIGTERM, when it finishes the pages in flight, commits stored notifications and exits.
+    Production runs `syncer serve` under gunicorn and one or more `syncer worker`s instead.
+    """
+    from syncer.run import run as run_all
+    from syncer.spec import load_spec
+
+    run_all(load_spec(spec_path), host=host, port=port, reconcile_at_start=not no_reconcile, echo=click.echo)
+
+
+@main.command()
+@spec_option
+@click.option("--bind", default=None, help="host:port to listen on (default: receiver.host:receiver.port in the spec).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default: one per CPU).")
+@click.option("--threads", type=int, default=None, help="Threads per worker (default 32: they share commits).")
+@click.option("--access-log", is_flag=True, help="Log every request to stderr.")
+@friendly_errors
+def serve(spec_path: Path, bind: str | None, workers: int | None, threads: int | None, access_log: bool) -> None:
+    """Run the webhook receiver under gunicorn (production).
+
+    Answers Graph's validation handshake, checks every notification (clientState, validation tokens,
+    HMAC, decryption) and stores it in the inbox before answering 202; 503 when the database is down.
+    gunicorn gthread workers, one per CPU with 32 threads each, so that concurrent requests share
+    commits. Also serves /healthz, /readyz and Prometheus /metrics. Other WSGI servers can load
+    `syncer.receiver:create_app_from_env()` (SYNCER_DATABASE_URL and friends).
+    """
+    from syncer.receiver import ServeConfig
+    from syncer.receiver import serve as serve_receiver
+    from syncer.spec import load_spec
+
+    spec = load_spec(spec_path).resolve_emulator()
+    serve_receiver(ServeConfig.from_spec(spec, bind=bind, workers=workers, threads=threads, access_log=access_log or None))
+
+
+@main.command()
+@spec_option
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".syncer/demo"),
+    show_default=True,
+    help="Where the demo keeps its SQLite mirror and the emulator's certificates (emptied first).",
+)
+@click.option("--timeout", type=float, default=50.0, show_default=True, help="Seconds before the demo gives up.")
+@friendly_errors
+def demo(spec_path: Path, workdir: Path, timeout: float) -> None:
+    """Run the whole loop against the built-in Graph emulator and show the mirror converging.
+
+    Starts the emulator, seeds a small organisation, runs receiver, reconcile and worker on the
+    bundled subscriptions.yaml, changes the tenant (creates, updates, deletes, a 410, throttling) and
+    compares every mirror table with Graph. Exit status 0 only if they match.
+    """
+    from syncer import log
+    from syncer.demo import run_demo
+
+    if not click.get_current_context().find_root().params.get("log_level"):
+        log.configure("WARNING")  # the demo's own lines are the live view; logs only for problems
+    ok = run_demo(spec_path, workdir=workdir, echo=click.echo, timeout=timeout)
+    sys.exit(0 if ok else 1)

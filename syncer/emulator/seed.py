@@ -38,16 +38,24 @@ def seed_users(state: EmulatorState, tenant_id: str, count: int) -> dict[str, An
     upn_prefix = f"s{block_no}u"
     n_first, n_last = len(_FIRST), len(_LAST)
 
+    # Per-index parts cycle with small periods: precompute them so a user costs one dict literal.
+    firsts = _FIRST
+    lasts = _LAST
+    cities = _CITIES
+    depts = _DEPTS
+    titles = _TITLES
+
     def make(user_id: str, i: int) -> dict[str, Any]:
-        first = _FIRST[i % n_first]
-        last = _LAST[(i // n_first) % n_last]
-        upn = f"{upn_prefix}{i}@{domain}"
+        first = firsts[i % n_first]
+        last = lasts[(i // n_first) % n_last]
+        nick = f"{upn_prefix}{i}"
+        upn = f"{nick}@{domain}"
         return {
             "id": user_id, "accountEnabled": True, "businessPhones": [f"+1 425 555 {i % 10000:04d}"],
-            "city": _CITIES[i % 8], "companyName": "Contoso", "country": "US", "createdDateTime": created,
-            "deletedDateTime": None, "department": _DEPTS[i % 7], "displayName": f"{first} {last} {i}",
-            "employeeId": str(i), "givenName": first, "jobTitle": _TITLES[i % 8], "mail": upn,
-            "mailNickname": f"{upn_prefix}{i}", "mobilePhone": None, "officeLocation": f"{i % 40}/{i % 997}",
+            "city": cities[i & 7], "companyName": "Contoso", "country": "US", "createdDateTime": created,
+            "deletedDateTime": None, "department": depts[i % 7], "displayName": f"{first} {last} {i}",
+            "employeeId": str(i), "givenName": first, "jobTitle": titles[i & 7], "mail": upn,
+            "mailNickname": nick, "mobilePhone": None, "officeLocation": f"{i % 40}/{i % 997}",
             "otherMails": [], "postalCode": None, "preferredLanguage": "en-US", "proxyAddresses": [f"SMTP:{upn}"],
             "state": None, "streetAddress": None, "surname": last, "usageLocation": "US",
             "userPrincipalName": upn, "userType": "Member",

@@ -73,7 +73,7 @@ class SeedBlock:
         return index if index < self.count else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Emitted:
     """One item a collection walk yields."""
 
