@@ -505,3 +505,19 @@ def test_worker_entry_points_run_and_repair(world: World) -> None:
     assert result is not None and result.ok and result.recreated
     assert repair(spec, event="missed", subscription_id="x", engine=world.engine) is None
     assert repair(spec, event="subscriptionRemoved", subscription_id="unknown", engine=world.engine) is None
+
+
+def test_validation_failures_inside_a_batch_and_with_the_receiver_down(world: World) -> None:
+    world.receiver.handshake = "status202"
+    spec = world.spec(USERS + mail(world.users[:2]))  # three creates: one $batch envelope
+    outcome = world.run(spec)
+    assert not outcome.ok and len(outcome.failed) == 3
+    for result in outcome.failed:
+        assert result.error is not None and "200 OK" in result.error  # Graph's message, per subscription
+        assert result.hint is not None and "is the receiver running" in result.hint
+
+    world.receiver.stop()  # nobody listens at the notification URL any more
+    outcome = world.run(spec)
+    assert len(outcome.failed) == 3
+    assert all(r.hint and "reachable from Graph" in r.hint for r in outcome.failed)
+    assert world.live() == [] and world.rows() == []
