@@ -21,7 +21,7 @@ from syncer.schema import normalize_url
 
 pytest_plugins = [
     name
-    for name in ("emulator_fixtures",)
+    for name in ("emulator_fixtures", "graph_fixtures")
     # The emulator's fixtures live beside this file; tolerate their absence while it is being built.
     if (Path(__file__).parent / f"{name}.py").exists()
 ]

@@ -22,13 +22,16 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import msal
 import requests
 
 from syncer.errors import AuthError, TransportError, mask_secrets, truncate
+
+if TYPE_CHECKING:
+    from syncer.spec import Spec
 
 # Tokens are refreshed this long before they expire, so that a token never lapses mid-request.
 # MSAL itself treats a token as expired 5 minutes early; we agree with it.
@@ -331,11 +334,13 @@ class CertificateCredential(_MsalCredential):
         return _fingerprint("cert", self._private_key, self.thumbprint or "", self.public_certificate or "")
 
 
-def credential_from_spec(spec: Any, tenant_name: str) -> Credential:
+def credential_from_spec(spec: Spec, tenant_name: str) -> Credential:
     """The credential of tenant *tenant_name* in a loaded spec (``syncer.spec.Spec``): certificate or secret.
 
     Secrets are resolved here, at the last moment, so they live only inside the credential object.
+    ``cloud: emulator`` specs are resolved against the emulator's info file first.
     """
+    spec = spec.resolve_emulator()
     tenant = spec.tenant(tenant_name)
     graph = spec.graph
     common: dict[str, Any] = {"ca_bundle": str(graph.ca_bundle) if graph.ca_bundle else None}

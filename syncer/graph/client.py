@@ -35,6 +35,7 @@ from syncer.graph.retry import RetryPolicy, RetryState, is_idempotent
 if TYPE_CHECKING:
     from syncer.graph.batch import BatchRequest, BatchResult
     from syncer.graph.delta import DeltaRound, Page
+    from syncer.spec import Spec
 
 log = logging.getLogger("syncer.graph")
 
@@ -99,10 +100,11 @@ class GraphClient:
     # --- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def from_spec(cls, spec: Any, tenant_name: str, **kwargs: Any) -> GraphClient:
-        """A client for tenant *tenant_name* of a loaded subscriptions.yaml (``syncer.spec.Spec``)."""
+    def from_spec(cls, spec: Spec, tenant_name: str, **kwargs: Any) -> GraphClient:
+        """A client for tenant *tenant_name* of a loaded subscriptions.yaml (cloud, URLs, CA, credential)."""
         from syncer.graph.auth import credential_from_spec
 
+        spec = spec.resolve_emulator()
         credential = credential_from_spec(spec, tenant_name)
         ca_bundle = str(spec.graph.ca_bundle) if spec.graph.ca_bundle else None
         return cls(spec.graph.graph_url, credential, ca_bundle=ca_bundle, **kwargs)
