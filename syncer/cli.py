@@ -108,14 +108,34 @@ def db_upgrade(spec_path: Path, rebuild: bool) -> None:
 @main.command()
 @spec_option
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-@click.option("--prune", is_flag=True, help="Delete subscriptions syncer can prove are its own and no longer declared.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format.")
-@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when nothing to do, 2 when there were changes, 1 on errors.")
+@click.option(
+    "--prune", is_flag=True, help="Delete subscriptions syncer can prove are its own and no longer declared."
+)
+@click.option(
+    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when nothing to do, 2 when there were changes, 1 on errors.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also list the subscriptions that stay as they are.")
-@click.option("--lock-timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for another reconcile.")
+@click.option(
+    "--lock-timeout",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for another reconcile.",
+)
 @friendly_errors
 def reconcile(
-    spec_path: Path, dry_run: bool, prune: bool, output: str, detailed_exitcode: bool, verbose: bool, lock_timeout: float
+    spec_path: Path,
+    dry_run: bool,
+    prune: bool,
+    output: str,
+    detailed_exitcode: bool,
+    verbose: bool,
+    lock_timeout: float,
 ) -> None:
     """Make Graph's live subscriptions match subscriptions.yaml (create, renew, update, replace, prune).
 
@@ -141,7 +161,9 @@ def reconcile(
 
 @main.command()
 @spec_option
-@click.option("--worker-id", default=None, help="Name of this worker in leases and `syncer status` (default host:pid).")
+@click.option(
+    "--worker-id", default=None, help="Name of this worker in leases and `syncer status` (default host:pid)."
+)
 @click.option("--passes", type=int, default=4, show_default=True, help="Sync passes run at the same time.")
 @friendly_errors
 def worker(spec_path: Path, worker_id: str | None, passes: int) -> None:
@@ -161,8 +183,14 @@ def worker(spec_path: Path, worker_id: str | None, passes: int) -> None:
 @main.command("sync")
 @spec_option
 @click.argument("names", nargs=-1)
-@click.option("--full", is_flag=True, help="Enumerate every scope from scratch (and sweep what Graph no longer has).")
-@click.option("--progress/--no-progress", default=None, help="Show a progress line (default: when stderr is a terminal).")
+@click.option(
+    "--full", is_flag=True, help="Enumerate every scope from scratch (and sweep what Graph no longer has)."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress line (default: when stderr is a terminal).",
+)
 @friendly_errors
 def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: bool | None) -> None:
     """Run one sync pass now for the named subscriptions (all when none are named).
@@ -237,11 +265,30 @@ def doctor(spec_path: Path) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=0, help="Port (default: a free one, printed at start).")
-@click.option("--seed", "rng_seed", type=int, default=0, show_default=True, help="Seed of every random choice (ids, faults).")
-@click.option("--seed-users", type=int, default=0, show_default=True, help="Seed this many generated users at start.")
-@click.option("--info-file", type=click.Path(dir_okay=False, path_type=Path), help="Write graph_url, authority, tenant_id, client_id, client_secret, ca_cert... as JSON.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Where the certificates go (default: a temporary directory).")
-def emulator(host: str, port: int, rng_seed: int, seed_users: int, info_file: Path | None, workdir: Path | None) -> None:
+@click.option(
+    "--seed",
+    "rng_seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of every random choice (ids, faults).",
+)
+@click.option(
+    "--seed-users", type=int, default=0, show_default=True, help="Seed this many generated users at start."
+)
+@click.option(
+    "--info-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write graph_url, authority, tenant_id, client_id, client_secret, ca_cert... as JSON.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the certificates go (default: a temporary directory).",
+)
+def emulator(
+    host: str, port: int, rng_seed: int, seed_users: int, info_file: Path | None, workdir: Path | None
+) -> None:
     """Serve a local Microsoft Graph emulator over HTTPS (Graph at /v1.0, identity at /{tenant}).
 
     Prints the app credentials it registered and the CA certificate clients must trust; the admin API
@@ -250,15 +297,29 @@ def emulator(host: str, port: int, rng_seed: int, seed_users: int, info_file: Pa
     from syncer.emulator import EmulatorConfig
     from syncer.emulator.server import serve
 
-    serve(EmulatorConfig(host=host, port=port, seed=rng_seed), workdir=workdir, info_file=info_file,
-          seed_users=seed_users, echo=click.echo)
+    serve(
+        EmulatorConfig(host=host, port=port, seed=rng_seed),
+        workdir=workdir,
+        info_file=info_file,
+        seed_users=seed_users,
+        echo=click.echo,
+    )
 
 
 @main.command()
 @spec_option
-@click.option("--host", default=None, help="Address the receiver listens on (default: receiver.host in the spec).")
-@click.option("--port", type=int, default=None, help="Port the receiver listens on (default: receiver.port in the spec).")
-@click.option("--no-reconcile", is_flag=True, help="Do not reconcile at start (the worker still does on its schedule).")
+@click.option(
+    "--host", default=None, help="Address the receiver listens on (default: receiver.host in the spec)."
+)
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="Port the receiver listens on (default: receiver.port in the spec).",
+)
+@click.option(
+    "--no-reconcile", is_flag=True, help="Do not reconcile at start (the worker still does on its schedule)."
+)
 @friendly_errors
 def run(spec_path: Path, host: str | None, port: int | None, no_reconcile: bool) -> None:
     """Run the receiver and the worker in one process (small deployments, development).
@@ -275,12 +336,18 @@ def run(spec_path: Path, host: str | None, port: int | None, no_reconcile: bool)
 
 @main.command()
 @spec_option
-@click.option("--bind", default=None, help="host:port to listen on (default: receiver.host:receiver.port in the spec).")
+@click.option(
+    "--bind", default=None, help="host:port to listen on (default: receiver.host:receiver.port in the spec)."
+)
 @click.option("--workers", type=int, default=None, help="Worker processes (default: one per CPU).")
-@click.option("--threads", type=int, default=None, help="Threads per worker (default 32: they share commits).")
+@click.option(
+    "--threads", type=int, default=None, help="Threads per worker (default 32: they share commits)."
+)
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 @friendly_errors
-def serve(spec_path: Path, bind: str | None, workers: int | None, threads: int | None, access_log: bool) -> None:
+def serve(
+    spec_path: Path, bind: str | None, workers: int | None, threads: int | None, access_log: bool
+) -> None:
     """Run the webhook receiver under gunicorn (production).
 
     Answers Graph's validation handshake, checks every notification (clientState, validation tokens,
@@ -294,7 +361,11 @@ def serve(spec_path: Path, bind: str | None, workers: int | None, threads: int |
     from syncer.spec import load_spec
 
     spec = load_spec(spec_path).resolve_emulator()
-    serve_receiver(ServeConfig.from_spec(spec, bind=bind, workers=workers, threads=threads, access_log=access_log or None))
+    serve_receiver(
+        ServeConfig.from_spec(
+            spec, bind=bind, workers=workers, threads=threads, access_log=access_log or None
+        )
+    )
 
 
 @main.command()
@@ -306,7 +377,9 @@ def serve(spec_path: Path, bind: str | None, workers: int | None, threads: int |
     show_default=True,
     help="Where the demo keeps its SQLite mirror and the emulator's certificates (emptied first).",
 )
-@click.option("--timeout", type=float, default=50.0, show_default=True, help="Seconds before the demo gives up.")
+@click.option(
+    "--timeout", type=float, default=50.0, show_default=True, help="Seconds before the demo gives up."
+)
 @friendly_errors
 def demo(spec_path: Path, workdir: Path, timeout: float) -> None:
     """Run the whole loop against the built-in Graph emulator and show the mirror converging.

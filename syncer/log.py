@@ -31,3 +31,5 @@ def configure(level: str | int | None = None) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
+    # APScheduler logs every job run at INFO: with a drain every few seconds that buries what matters.
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))

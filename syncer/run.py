@@ -1,0 +1,185 @@
+"""`syncer run`: the receiver and the worker in one process, for small deployments and development.
+
+The order matters: the database is brought up to date, then the receiver listens (Graph validates
+the notification URL while reconcile creates subscriptions, so it must answer first), then reconcile
+runs, then the worker's jobs start. Shutdown goes the other way: the scheduler stops taking work and
+waits for the passes in flight (each commits or rolls back a whole page, and releases its lease),
+then the receiver commits what it has queued and stops listening.
+
+Production deployments run `syncer serve` (under gunicorn) and one or more `syncer worker`s instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from syncer import mirror, schema
+from syncer.migrate import upgrade_core
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+    from flask import Flask
+    from sqlalchemy.engine import Engine
+
+    from syncer.reconcile import Outcome
+    from syncer.scheduler import Schedule, Worker
+    from syncer.spec import Spec
+
+log = logging.getLogger("syncer.run")
+
+Echo = Callable[[str], None]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # HTTP/1.1 keep-alive: Graph (and the emulator) reuse connections for successive deliveries.
+    protocol_version = "HTTP/1.1"
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
+def receiver_settings_for(spec: Spec) -> Any:
+    """ReceiverSettings whose paths are those of the spec's public URLs."""
+    from syncer.receiver import ReceiverSettings
+
+    notification_path = urlsplit(spec.receiver.notification_url).path or "/"
+    lifecycle_path = (
+        urlsplit(spec.receiver.lifecycle_url).path
+        if spec.receiver.lifecycle_url
+        else ReceiverSettings.lifecycle_path
+    )
+    return replace(
+        ReceiverSettings(), notification_path=notification_path, lifecycle_path=lifecycle_path or "/"
+    )
+
+
+def build_receiver(spec: Spec, engine: Engine) -> Flask:
+    """The receiver app for *spec*, with the rich-notification keys the spec declares."""
+    from syncer.notifications import DecryptionKey, KeyRing, load_private_key
+    from syncer.receiver import create_app
+
+    keys = []
+    for subscription in spec.subscriptions:
+        cert = subscription.encryption
+        while cert is not None:
+            keys.append(DecryptionKey(cert.id, load_private_key(cert.private_key.resolve().encode())))
+            cert = cert.previous
+    return create_app(engine, settings=receiver_settings_for(spec), keys=KeyRing(keys) if keys else None)
+
+
+@dataclass
+class Runner:
+    """Receiver + worker in this process; :meth:`start` returns once both are running."""
+
+    spec: Spec
+    host: str | None = None
+    port: int | None = None
+    schedule: Schedule | None = None
+    worker_id: str | None = None
+    reconcile_at_start: bool = True
+    echo: Echo = print
+
+    engine: Engine | None = None
+    server: BaseWSGIServer | None = None
+    app: Flask | None = None
+    worker: Worker | None = None
+    scheduler: BaseScheduler | None = None
+    reconcile_outcome: Outcome | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def receiver_url(self) -> str:
+        """Where the receiver listens (after start)."""
+        assert self.server is not None
+        return f"http://{self.server.host}:{self.server.port}"
+
+    def start(self) -> Runner:
+        """Upgrade the database, start the receiver, reconcile, start the worker's jobs."""
+        from syncer.scheduler import run_worker
+
+        spec = self.spec = self.spec.resolve_emulator()
+        upgrade_core(spec.database_url)
+        for change in mirror.upgrade(spec):
+            self.echo(change)
+        self.engine = schema.create_engine(spec.database_url)
+        self.app = build_receiver(spec, self.engine)
+        host = self.host or spec.receiver.host
+        port = spec.receiver.port if self.port is None else self.port
+        self.server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
+        self._thread = threading.Thread(target=self.server.serve_forever, name="syncer-receiver", daemon=True)
+        self._thread.start()
+        self.echo(f"receiver listening on {self.receiver_url} (public URL {spec.receiver.notification_url})")
+        if self.reconcile_at_start:
+            self.reconcile()
+        self.worker, self.scheduler = run_worker(
+            spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False
+        )
+        self.echo("worker started")
+        return self
+
+    def reconcile(self) -> Outcome:
+        """Run reconcile once and print its result lines."""
+        from syncer.reconcile import reconcile, render_plan, render_results
+
+        outcome = reconcile(self.spec, engine=self.engine)
+        lines = render_results(outcome.results) if outcome.applied else render_plan(outcome.plan)
+        for line in lines:
+            self.echo(line)
+        self.reconcile_outcome = outcome
+        return outcome
+
+    def stop(self) -> None:
+        """Stop taking work, let passes in flight finish, commit queued notifications, stop listening."""
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self.worker is not None:
+            self.worker.close()
+            release = getattr(self.worker, "release", None)
+            if callable(release):
+                release()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        if self.app is not None:
+            self.app.extensions["syncer.receiver"].close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.engine is not None:
+            self.engine.dispose()
+        self.scheduler = self.worker = self.server = self.app = self.engine = None
+
+    def __enter__(self) -> Runner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run(spec: Spec, *, echo: Echo = print, **kwargs: Any) -> None:
+    """`syncer run`: start, then block until SIGINT or SIGTERM, then stop cleanly."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        echo(f"{signal.Signals(signum).name} received: stopping (finishing the current pages)")
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    runner = Runner(spec, echo=echo, **kwargs)
+    try:
+        runner.start()
+        echo("syncer is running (Ctrl-C to stop)")
+        stopping.wait()
+    finally:
+        runner.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        echo("stopped")
