@@ -1,0 +1,320 @@
+"""Benchmark of the sync engine: initial mirror of N users from the emulator, SQLite and PostgreSQL.
+
+Measures, in one run and against one emulator (its own process, so it does not share our GIL):
+
+- ``ceiling``: paging the same users delta with plain requests + orjson, storing nothing;
+- ``syncer_sqlite`` / ``syncer_postgres``: :func:`syncer.sync.sync_scope` writing a fresh mirror;
+- ``dlt_sqlite`` / ``dlt_postgres``: dlt's REST API source loading the same pages the way a competent
+  user would (JSON-link paginator on ``@odata.nextLink``, data selector ``value``, primary key ``id``,
+  merge, ``max_table_nesting=0``), when dlt is installed (``pip install dlt[postgres,sqlalchemy]``);
+- ``incremental``: the time of a pass applying 1,000 changes (PATCHed through Graph's API);
+- ``rss``: peak RSS of a syncer pass over N users and over ``--large`` users, each in a fresh process.
+
+Usage: ``python bench/sync.py [--users 100000] [--large 1000000] [--postgres URL] [--skip-dlt]``.
+Prints progress on stderr and one JSON line of figures at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import requests
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from syncer import mirror, schema, scopes, sync  # noqa: E402
+from syncer.graph.client import GraphClient  # noqa: E402
+from syncer.migrate import upgrade_core  # noqa: E402
+from syncer.spec import load_spec  # noqa: E402
+
+PAGE_SIZE = 999
+COLUMNS = [
+    "displayName", "givenName", "surname", "mail", "userPrincipalName", "jobTitle", "department",
+    "officeLocation", "city", "country", "companyName", "employeeId", "mailNickname", "preferredLanguage",
+    "usageLocation", "userType", "accountEnabled",
+    "{field: businessPhones, column: business_phones, type: json}",
+    "{field: proxyAddresses, column: proxy_addresses, type: json}",
+    "{field: createdDateTime, column: created_at, type: datetime}",
+]
+
+
+def log(message: str) -> None:
+    print(f"[bench/sync] {message}", file=sys.stderr, flush=True)
+
+
+# --- the emulator in its own process ---------------------------------------------------------------
+
+
+class Emulator:
+    def __init__(self, workdir: Path) -> None:
+        self.info_file = workdir / "emulator.json"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "syncer", "emulator", "--info-file", str(self.info_file), "--workdir", str(workdir / "emu")],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not self.info_file.exists() or not self.info_file.read_text().strip():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the emulator did not start")
+            time.sleep(0.1)
+        time.sleep(0.2)
+        self.info: dict[str, Any] = json.loads(self.info_file.read_text())
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.session.verify = self.info["ca_cert"]
+
+    def admin(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.session.request(method, f"{self.info['base_url']}/_emulator/{path}", timeout=600, **kw)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def token(self) -> str:
+        return str(self.admin("POST", "token", json={})["access_token"])
+
+    def reset_and_seed(self, users: int) -> None:
+        self.admin("POST", "reset", json={})
+        self.admin("POST", "seed", json={"users": users})
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+# --- the measured things ---------------------------------------------------------------------------
+
+
+def write_spec(workdir: Path, info_file: Path, database_url: str) -> Path:
+    path = workdir / f"spec-{uuid.uuid4().hex[:6]}.yaml"
+    columns = "\n".join(f"        - {c}" for c in COLUMNS)
+    path.write_text(
+        f"version: 1\ngraph: {{cloud: emulator, emulator_info: {info_file}}}\n"
+        f"database: {{url: '{database_url}'}}\n"
+        "subscriptions:\n  - name: users\n    resource: users\n    change_types: [updated, deleted]\n"
+        f"    mirror:\n      table: bench_users\n      columns:\n{columns}\n"
+    )
+    return path
+
+
+def ceiling(emu: Emulator, url: str) -> dict[str, Any]:
+    """Fetch + parse, nothing stored: the most any pass over this delta can reach."""
+    headers = {"Authorization": f"Bearer {emu.token()}", "Prefer": f"odata.maxpagesize={PAGE_SIZE}"}
+    session = requests.Session()
+    session.trust_env = False
+    n = pages = 0
+    started = time.perf_counter()
+    next_url: str | None = f"{emu.info['graph_url']}/{url}"
+    while next_url:
+        r = session.get(next_url, headers=headers, verify=emu.info["ca_cert"], timeout=60)
+        doc = orjson.loads(r.content)
+        n += len(doc["value"])
+        pages += 1
+        next_url = doc.get("@odata.nextLink")
+    elapsed = time.perf_counter() - started
+    return {"items": n, "pages": pages, "seconds": round(elapsed, 2), "items_per_s": round(n / elapsed)}
+
+
+def fresh_database(kind: str, workdir: Path, postgres: str | None) -> str | None:
+    if kind == "sqlite":
+        return f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:6]}.db'}"
+    if postgres is None:
+        return None
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(schema.normalize_url(postgres))
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    admin.dispose()
+    return sa.make_url(schema.normalize_url(postgres)).update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return
+    name = parsed.query["options"].split("=", 1)[1]  # type: ignore[union-attr]
+    admin = sa.create_engine(parsed.difference_update_query(["options"]))
+    with admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
+    admin.dispose()
+
+
+def syncer_pass(spec_path: Path, *, full: bool = False) -> dict[str, Any]:
+    spec = load_spec(spec_path).resolve_emulator()
+    engine = schema.create_engine(spec.database_url)
+    client = GraphClient.from_spec(spec, spec.tenants[0].name)
+    scope = scopes.declared_scopes(spec)[0]
+    started = time.perf_counter()
+    result = sync.sync_scope(engine, client, scope, worker="bench", full=full, page_size=PAGE_SIZE)
+    elapsed = time.perf_counter() - started
+    client.close()
+    engine.dispose()
+    if result.outcome != "ok":
+        raise RuntimeError(f"pass failed: {result}")
+    return {"items": result.items, "pages": result.pages, "seconds": round(elapsed, 2),
+            "items_per_s": round(result.items / elapsed) if elapsed else None}
+
+
+def prepare(spec_path: Path) -> None:
+    spec = load_spec(spec_path).resolve_emulator()
+    upgrade_core(spec.database_url)
+    mirror.upgrade(spec)
+
+
+def dlt_load(emu: Emulator, url: str, database_url: str, kind: str, workdir: Path) -> dict[str, Any]:
+    """dlt's REST API source into the same database, set up as the issue describes."""
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    os.environ["REQUESTS_CA_BUNDLE"] = emu.info["ca_cert"]  # dlt's session trusts the emulator through it
+    os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
+    source = rest_api_source(
+        {
+            "client": {
+                "base_url": f"{emu.info['graph_url']}/",
+                "auth": {"type": "bearer", "token": emu.token()},
+                "headers": {"Prefer": f"odata.maxpagesize={PAGE_SIZE}"},
+                "paginator": {"type": "json_link", "next_url_path": "['@odata.nextLink']"},
+            },
+            "resource_defaults": {"primary_key": "id", "write_disposition": "merge", "max_table_nesting": 0},
+            "resources": [{"name": "dlt_users", "endpoint": {"path": url, "data_selector": "value"}}],
+        },
+        max_table_nesting=0,
+    )
+    if kind == "sqlite":
+        # Primary keys on SQLite: without an index on the key dlt's merge takes minutes (issue 7).
+        destination = dlt.destinations.sqlalchemy(credentials=database_url, create_primary_keys=True)
+    else:
+        parsed = sa.make_url(database_url)
+        schema_name = parsed.query["options"].split("=", 1)[1]  # type: ignore[union-attr]
+        destination = dlt.destinations.postgres(
+            # dlt insists on a password; trust authentication ignores it.
+            credentials=parsed.difference_update_query(["options"])
+            .set(drivername="postgresql", password=parsed.password or "unused")
+            .render_as_string(hide_password=False)
+        )
+    pipeline = dlt.pipeline(
+        pipeline_name=f"bench_{uuid.uuid4().hex[:6]}", destination=destination,
+        dataset_name="main" if kind == "sqlite" else schema_name, pipelines_dir=str(workdir / "dlt"),
+    )
+    started = time.perf_counter()
+    info = pipeline.run(source)
+    elapsed = time.perf_counter() - started
+    count = pipeline.last_trace.last_normalize_info.row_counts.get("dlt_users", 0) if pipeline.last_trace else 0
+    del info
+    return {"items": count, "seconds": round(elapsed, 2), "items_per_s": round(count / elapsed) if elapsed else None}
+
+
+def incremental(emu: Emulator, spec_path: Path, changes: int) -> dict[str, Any]:
+    """PATCH *changes* users through Graph's API, then time the pass that applies them."""
+    headers = {"Authorization": f"Bearer {emu.token()}"}
+    listing = emu.session.get(f"{emu.info['graph_url']}/users?$select=id&$top=999", headers=headers, timeout=60).json()
+    ids = [u["id"] for u in listing["value"]]
+    while len(ids) < changes and listing.get("@odata.nextLink"):
+        listing = emu.session.get(listing["@odata.nextLink"], headers=headers, timeout=60).json()
+        ids += [u["id"] for u in listing["value"]]
+    for i, user_id in enumerate(ids[:changes]):
+        r = emu.session.patch(f"{emu.info['graph_url']}/users/{user_id}", headers=headers,
+                              json={"jobTitle": f"Changed {i}"}, timeout=60)
+        r.raise_for_status()
+    figures = syncer_pass(spec_path)
+    return {"changes": changes, **figures}
+
+
+def rss_child(spec_path: str) -> None:
+    """Run in a fresh process: one full pass, then print the peak RSS in KiB."""
+    figures = syncer_pass(Path(spec_path))
+    figures["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(figures))
+
+
+def rss(emu: Emulator, workdir: Path, users: int) -> dict[str, Any]:
+    emu.reset_and_seed(users)
+    database_url = fresh_database("sqlite", workdir, None)
+    assert database_url is not None
+    spec_path = write_spec(workdir, emu.info_file, database_url)
+    prepare(spec_path)
+    out = subprocess.run([sys.executable, __file__, "--rss-child", str(spec_path)], capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--large", type=int, default=1_000_000, help="users for the RSS comparison (0: skip)")
+    parser.add_argument("--postgres", default=os.environ.get("SYNCER_TEST_DATABASE_URL"))
+    parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--changes", type=int, default=1000)
+    parser.add_argument("--rss-child")
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    emu = Emulator(workdir)
+    figures: dict[str, Any] = {"users": args.users, "page_size": PAGE_SIZE}
+    try:
+        emu.reset_and_seed(args.users)
+        select = ",".join(["id", *[c if not c.startswith("{") else c.split("field: ")[1].split(",")[0] for c in COLUMNS]])
+        url = f"users/delta?$select={select}"
+        log("ceiling (fetch + parse)")
+        figures["ceiling"] = ceiling(emu, url)
+        for kind in ("sqlite", "postgres"):
+            database_url = fresh_database(kind, workdir, args.postgres)
+            if database_url is None:
+                figures[f"syncer_{kind}"] = "skipped: no --postgres / SYNCER_TEST_DATABASE_URL"
+                continue
+            try:
+                spec_path = write_spec(workdir, emu.info_file, database_url)
+                prepare(spec_path)
+                log(f"syncer initial pass into {kind}")
+                figures[f"syncer_{kind}"] = syncer_pass(spec_path)
+                log(f"syncer incremental pass ({args.changes} changes) into {kind}")
+                figures[f"incremental_{kind}"] = incremental(emu, spec_path, args.changes)
+            finally:
+                drop_database(database_url)
+            if not args.skip_dlt:
+                database_url = fresh_database(kind, workdir, args.postgres)
+                assert database_url is not None
+                try:
+                    log(f"dlt into {kind}")
+                    figures[f"dlt_{kind}"] = dlt_load(emu, url, database_url, kind, workdir)
+                except ImportError as error:
+                    figures[f"dlt_{kind}"] = f"skipped: {error}"
+                finally:
+                    drop_database(database_url)
+        ceil = figures["ceiling"]["items_per_s"]
+        for kind in ("sqlite", "postgres"):
+            ours = figures.get(f"syncer_{kind}")
+            if isinstance(ours, dict):
+                ours["of_ceiling"] = round(ours["items_per_s"] / ceil, 2)
+                theirs = figures.get(f"dlt_{kind}")
+                if isinstance(theirs, dict) and theirs.get("items_per_s"):
+                    ours["vs_dlt"] = round(ours["items_per_s"] / theirs["items_per_s"], 1)
+        if args.large:
+            log(f"peak RSS: {args.users} users")
+            small = rss(emu, workdir, args.users)
+            log(f"peak RSS: {args.large} users")
+            large = rss(emu, workdir, args.large)
+            figures["rss"] = {
+                "small": small, "large": large,
+                "large_over_small": round(large["peak_rss_kib"] / small["peak_rss_kib"], 2),
+            }
+    finally:
+        emu.stop()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
