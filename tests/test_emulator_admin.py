@@ -146,3 +146,13 @@ def test_syncer_emulator_command(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out
     assert "client_secret" in out and "trust this CA" in out
+
+
+def test_rate_rule_per_app_and_mailbox(graph: EmulatorClient) -> None:
+    a, b = graph.create_user("ma"), graph.create_user("mb")
+    graph.admin("POST", "clock", json={"freeze": True})
+    graph.admin("POST", "faults", json={"type": "rate", "limit": 2, "perSeconds": 600, "scope": "app+mailbox"})
+    codes_a = [graph.get(f"users/{a['id']}/mailFolders").status_code for _ in range(3)]
+    codes_b = [graph.get(f"users/{b['id']}/mailFolders").status_code for _ in range(2)]
+    assert codes_a == [200, 200, 429] and codes_b == [200, 200]
+    assert graph.get("users").status_code == 200  # not a mailbox path

@@ -166,3 +166,51 @@ def test_list_users_pages_with_top(graph: EmulatorClient) -> None:
         seen += [v["id"] for v in body["value"]]
     assert len(set(seen)) == 25
     assert graph.get("users?$top=1000").status_code == 400
+
+
+def test_return_minimal_sends_only_changed_properties(graph: EmulatorClient) -> None:
+    user = graph.create_user("min", jobTitle="Clerk", department="Ops")
+    _, link = graph.delta_all("users/delta?$select=displayName,jobTitle,department")
+    graph.patch(f"users/{user['id']}", json={"jobTitle": None})
+    new = graph.create_user("fresh")
+    r = graph.get(link, headers={"Prefer": "return=minimal"})
+    assert "return=minimal" in r.headers["Preference-Applied"]
+    by_id = {v["id"]: v for v in r.json()["value"]}
+    assert by_id[user["id"]] == {"id": user["id"], "jobTitle": None}  # set to null: still reported
+    assert set(by_id[new["id"]]) == {"id", "displayName", "jobTitle", "department"}  # new: everything
+    full = {v["id"]: v for v in graph.get(link).json()["value"]}
+    assert set(full[user["id"]]) == {"id", "displayName", "jobTitle", "department"}
+
+
+def test_replay_fault_resends_earlier_changes(graph: EmulatorClient) -> None:
+    a = graph.create_user("aa")
+    _, link = graph.delta_all("users/delta")
+    b = graph.create_user("bb")
+    graph.admin("POST", "faults", json={"type": "deltaReset", "scope": "^users$", "kind": "replay", "back": 5})
+    changes, _ = graph.delta_all(link)
+    assert {c["id"] for c in changes} == {a["id"], b["id"]}  # a was already delivered: a replay
+    changes, _ = graph.delta_all(link)
+    assert {c["id"] for c in changes} == {b["id"]}
+
+
+class TestSkiptokenLifetime:
+    @pytest.fixture
+    def emulator_config(self) -> EmulatorConfig:
+        return EmulatorConfig(seed=3, skiptoken_lifetime_s=60, token_lifetime_s=86400)
+
+    def test_an_old_next_link_expires(self, graph: EmulatorClient) -> None:
+        graph.admin("POST", "seed", json={"users": 150})
+        next_link = graph.get("users/delta").json()["@odata.nextLink"]
+        graph.admin("POST", "clock", json={"advance": 61})
+        r = graph.get(next_link)
+        assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"
+
+
+def test_admin_evicts_delta_tokens(graph: EmulatorClient) -> None:
+    user = graph.create_user("ev")
+    mail_link = graph.delta_all(f"users/{user['id']}/mailFolders/inbox/messages/delta")[1]
+    users_link = graph.delta_all("users/delta")[1]
+    assert graph.admin("POST", "delta/expire", json={"scope": "/messages$"}).json()["collections"] >= 1
+    r = graph.get(mail_link)
+    assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"
+    assert graph.get(users_link).status_code == 200

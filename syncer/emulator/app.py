@@ -107,9 +107,10 @@ def create_app(state: EmulatorState) -> Flask:
             g.app_context = ctx
         except GraphHTTPError as exc:
             auth_error = exc
+        mailbox = _mailbox_of(path)
         decision = state.faults.check(
             method=request.method, path=path,
-            app=ctx.client_id if ctx else None, tenant=ctx.tenant_id if ctx else None,
+            app=ctx.client_id if ctx else None, tenant=ctx.tenant_id if ctx else None, mailbox=mailbox,
         )
         if decision.reset:
             g.fault = decision.label
@@ -122,8 +123,7 @@ def create_app(state: EmulatorState) -> Flask:
             return from_exception(auth_error)
         # Batch items run inside the envelope's request, which is not mailbox-scoped [guess: Graph counts
         # a batch's items separately; the emulator runs them one at a time so they never exceed the limit].
-        mailbox = _mailbox_of(path) if not g.in_batch else None
-        if mailbox is not None and ctx is not None:
+        if mailbox is not None and ctx is not None and not g.in_batch:
             error = state.faults.enter_mailbox(ctx.client_id, mailbox)
             if error is not None:
                 g.fault = "mailboxConcurrency"

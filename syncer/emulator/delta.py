@@ -13,6 +13,7 @@ reset). driveItem uses its own 410 code and a Location that starts a fresh enume
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import hmac
 import re
@@ -53,19 +54,21 @@ class Cursor:
     members: bool = False
     #: a list's $filter, carried by its nextLinks
     filter: str | None = None
+    #: Prefer: return=minimal on a directory deltaLink round
+    minimal: bool = False
 
     def to_payload(self) -> dict[str, Any]:
         """Compact JSON for the token."""
         return {"k": self.key, "s": self.since, "h": self.hwm, "p": self.pos, "b": self.sub,
                 "t": round(self.issued, 3), "sel": self.select, "n": self.page, "w": self.window,
-                "i": self.initial, "d": self.is_delta_link, "m": self.members, "f": self.filter}
+                "i": self.initial, "d": self.is_delta_link, "m": self.members, "f": self.filter, "r": self.minimal}
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Cursor:
         """Inverse of :meth:`to_payload`."""
         return cls(key=p["k"], since=p["s"], hwm=p["h"], pos=p["p"], sub=p["b"], issued=p["t"],
                    select=p["sel"], page=p["n"], window=p["w"], initial=p["i"], is_delta_link=p["d"],
-                   members=p.get("m", False), filter=p.get("f"))
+                   members=p.get("m", False), filter=p.get("f"), minimal=p.get("r", False))
 
 
 def token_key(state: EmulatorState) -> bytes:
@@ -260,7 +263,14 @@ def run_delta(
         # Graph lets a deltaLink call change the tracked properties (directory, §6.1).
         if request.args.get("$select") is not None and rtype.family == "directory":
             cursor.select = parse_select(rtype, request.args.get("$select"))
-        reset = state.faults.take_delta_reset(col.key)
+        fault = state.faults.take_delta_reset(col.key, delta_link=cursor.is_delta_link)
+        reset = fault["kind"] if fault else None
+        if reset == "replay" and fault is not None:
+            # re-send the `back` changes logged just before the token's position
+            idx = bisect.bisect_right(col.log_seq, cursor.since)
+            start = max(0, idx - int(fault["back"]))
+            cursor.since = col.log_seq[start] - 1 if idx > 0 else cursor.since
+            reset = None
         if reset == "reset":
             location = f"{restart}?$deltatoken=" if rtype.family != "drive" else restart
             raise _gone(state, rtype, location=location, message="Resync required: the tenant was reset; restart the round at the Location.")
@@ -280,8 +290,10 @@ def run_delta(
             # A deltaLink starts a new round over (since, now].
             with state.lock:
                 hwm = state.store.seq
+            # Prefer: return=minimal on a deltaLink call: only changed properties (directory) [DOC §6.1].
+            minimal = rtype.family == "directory" and "return=minimal" in request.headers.get("Prefer", "").lower()
             cursor = Cursor(col.key, cursor.since, hwm, None, 0, now, cursor.select, page, cursor.window,
-                            False, False, cursor.members)
+                            False, False, cursor.members, minimal=minimal)
         window = cursor.window
     else:
         select = parse_select(rtype, request.args.get("$select"))
@@ -327,6 +339,10 @@ def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor
                 out.append(_removed(rtype, Emitted(e.item_id, e.item, "deleted", e.seq), select))
             continue
         value = project(rtype, e.item, select)
+        if cursor.minimal and not cursor.initial:
+            changed = col.changed_since(e.item_id, cursor.since)
+            if changed is not None:
+                value = {k: v for k, v in value.items() if k == "id" or k.startswith("@") or k in changed}
         if cursor.members:
             value["members@delta"] = members_delta(col, e.item_id, since=cursor.since, hwm=cursor.hwm,
                                                    initial=cursor.initial)
@@ -354,8 +370,11 @@ def _page(state: EmulatorState, col: Collection, values: list[dict[str, Any]], c
             body["@odata.nextLink"] = f"{base}/v1.0/{link_path}?{extra}$skiptoken={tok}"
     body["value"] = values
     response = Response(orjson.dumps(body), status=200, content_type=ODATA_JSON)
-    if applied is not None:
-        response.headers["Preference-Applied"] = f"odata.maxpagesize={applied}"
+    preferences = [f"odata.maxpagesize={applied}"] if applied is not None else []
+    if cursor.minimal:
+        preferences.append("return=minimal")
+    if preferences:
+        response.headers["Preference-Applied"] = ", ".join(preferences)
     return response
 
 

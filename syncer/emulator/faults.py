@@ -16,18 +16,21 @@ Rule kinds (JSON as the admin API takes it; every field except ``type`` is optio
     500 is the only way the emulator answers 500.
 ``{"type": "rate", "limit": 100, "perSeconds": 10, "scope": "app+tenant", "path": "...",
   "retryAfter": null}``
-    Token bucket per scope key (``app``, ``tenant`` or ``app+tenant``): more than ``limit`` matching
+    Sliding window per scope key (``app``, ``tenant``, ``app+tenant``, or ``app+mailbox`` for Outlook's
+    10,000 requests / 10 min per app and mailbox, counting only mailbox paths): more than ``limit`` matching
     requests in ``perSeconds`` (emulator clock) answer 429 with ``Retry-After`` = seconds until a slot
     frees (rounded up) unless ``retryAfter`` fixes it. Throttled requests still count, as in Graph.
 ``{"type": "latency", "ms": 250, "path": "...", "probability": 1.0, "count": null}``
     Sleep ``ms`` before handling matching requests (real time: the client must see it).
 ``{"type": "reset", "path": "...", "probability": 1.0, "count": 1}``
     Drop the TCP connection without an HTTP answer (RST), as a dying front end does.
-``{"type": "deltaReset", "scope": "users", "kind": "expired" | "reset", "count": 1}``
-    The next ``count`` delta calls whose collection key matches the regex ``scope`` (e.g. ``users`` or
-    ``users/.*/mailfolders/.*/messages``) answer 410: ``expired`` = SyncStateNotFound (token too old),
-    ``reset`` = 410 with a ``Location`` header that restarts the round (tenant maintenance, §6.2).
-    driveItem scopes answer the drive resync code instead.
+``{"type": "deltaReset", "scope": "users", "kind": "expired" | "reset" | "replay", "count": 1, "back": 10}``
+    The next ``count`` delta calls that carry a token and whose collection key matches the regex
+    ``scope`` (e.g. ``users`` or ``users/.*/mailfolders/.*/messages``) answer 410: ``expired`` =
+    SyncStateNotFound (token too old), ``reset`` = 410 with a ``Location`` header that restarts the round
+    (tenant maintenance, §6.2). driveItem scopes answer the drive resync code instead. ``replay`` does not
+    fail: the next deltaLink round also re-sends the ``back`` changes made just before its token
+    (Graph "replays" changes, §6.1), so clients must be idempotent.
 
 Per-mailbox concurrency (not a rule: a limit, on by default like Graph's 4 concurrent requests per
 app+mailbox): ``config.mailbox_concurrency_limit``; change it at run time with
@@ -164,12 +167,14 @@ class Faults:
             limit, per = spec.get("limit"), spec.get("perSeconds", 1)
             if not isinstance(limit, int) or limit < 0 or not isinstance(per, (int, float)) or per <= 0:
                 raise _bad("'limit' must be an integer >= 0 and 'perSeconds' a positive number.")
-            if spec.get("scope", "app+tenant") not in ("app", "tenant", "app+tenant"):
-                raise _bad("'scope' of a rate rule must be 'app', 'tenant' or 'app+tenant'.")
+            if spec.get("scope", "app+tenant") not in ("app", "tenant", "app+tenant", "app+mailbox"):
+                raise _bad("'scope' of a rate rule must be 'app', 'tenant', 'app+tenant' or 'app+mailbox'.")
         if kind == "latency" and (not isinstance(spec.get("ms"), (int, float)) or spec["ms"] < 0):
             raise _bad("'ms' must be a non-negative number.")
-        if kind == "deltaReset" and spec.get("kind", "expired") not in ("expired", "reset"):
-            raise _bad("'kind' of a deltaReset must be 'expired' or 'reset'.")
+        if kind == "deltaReset" and spec.get("kind", "expired") not in ("expired", "reset", "replay"):
+            raise _bad("'kind' of a deltaReset must be 'expired', 'reset' or 'replay'.")
+        if kind == "deltaReset" and (not isinstance(spec.get("back", 10), int) or spec.get("back", 10) < 1):
+            raise _bad("'back' must be a positive integer.")
         if kind == "rate":
             path = re.compile(spec["path"], re.IGNORECASE) if isinstance(spec.get("path"), str) else None
         with self._lock:
@@ -204,7 +209,8 @@ class Faults:
         rule.fired += 1
         return True
 
-    def check(self, *, method: str, path: str, app: str | None, tenant: str | None) -> Decision:
+    def check(self, *, method: str, path: str, app: str | None, tenant: str | None,
+              mailbox: str | None = None) -> Decision:
         """Decide the request-level faults for one request."""
         latency = 0.0
         with self._lock:
@@ -216,7 +222,9 @@ class Faults:
                 if rule.methods is not None and method.upper() not in rule.methods:
                     continue
                 if rule.kind == "rate":
-                    error = self._rate(rule, app=app, tenant=tenant)
+                    if rule.spec.get("scope") == "app+mailbox" and mailbox is None:
+                        continue  # a mailbox rule only counts requests that address a mailbox
+                    error = self._rate(rule, app=app, tenant=tenant, mailbox=mailbox)
                     if error is not None:
                         rule.fired += 1
                         return Decision(latency, error, label=f"rate#{rule.id}")
@@ -243,9 +251,10 @@ class Faults:
         inner = {"code": str(status), "status": str(status)} if status == 429 else None
         return GraphHTTPError(status, code, message, headers=headers, inner=inner)
 
-    def _rate(self, rule: Rule, *, app: str | None, tenant: str | None) -> GraphHTTPError | None:
+    def _rate(self, rule: Rule, *, app: str | None, tenant: str | None, mailbox: str | None) -> GraphHTTPError | None:
         scope = rule.spec.get("scope", "app+tenant")
-        key = {"app": f"{app}", "tenant": f"{tenant}", "app+tenant": f"{app}|{tenant}"}[scope]
+        key = {"app": f"{app}", "tenant": f"{tenant}", "app+tenant": f"{app}|{tenant}",
+               "app+mailbox": f"{app}|{(mailbox or '').lower()}"}[scope]
         now = self.clock.time()
         window = float(rule.spec.get("perSeconds", 1))
         limit = int(rule.spec["limit"])
@@ -265,8 +274,11 @@ class Faults:
             headers={"Retry-After": str(wait)}, inner={"code": "429", "status": "429"},
         )
 
-    def take_delta_reset(self, collection_key: str) -> str | None:
-        """If a deltaReset rule matches *collection_key*, spend one firing and return its kind."""
+    def take_delta_reset(self, collection_key: str, *, delta_link: bool = True) -> dict[str, Any] | None:
+        """If a deltaReset rule matches *collection_key*, spend one firing and return its spec.
+
+        ``replay`` rules only fire on deltaLink calls (a replay is a change sent again in a later round).
+        """
         with self._lock:
             for rule in self.rules:
                 if rule.kind != "deltaReset":
@@ -274,8 +286,10 @@ class Faults:
                 if rule.path is not None and not rule.path.fullmatch(collection_key) \
                         and not rule.path.search(collection_key):
                     continue
+                if rule.spec.get("kind") == "replay" and not delta_link:
+                    continue
                 if self._fires(rule):
-                    return str(rule.spec.get("kind", "expired"))
+                    return {"kind": "expired", "back": 10, **rule.spec}
         return None
 
     # --- mailbox concurrency -------------------------------------------------------------------

@@ -103,6 +103,9 @@ class Collection:
         self.tokens_valid_after: float = 0.0
         # group membership: group id -> {member id: seq}, and per-group link log (seq, member, removed)
         self.members: dict[str, dict[str, int]] = {}
+        #: item id -> [(seq, properties changed by that write)] since its creation (Prefer: return=minimal)
+        self.changes: dict[str, list[tuple[int, frozenset[str]]]] = {}
+        self.created_seq: dict[str, int] = {}
         self.member_log: dict[str, list[tuple[int, str, bool]]] = {}
 
     # --- reads ---------------------------------------------------------------------------------
@@ -199,8 +202,15 @@ class Collection:
         self.log_ref.append(ref)
 
     def put(self, item_id: str, item: dict[str, Any], seq: int) -> None:
-        """Create or replace *item_id*."""
+        """Create or replace *item_id* (remembering which properties changed, for return=minimal)."""
         self._note_override(item_id)
+        before = self.get(item_id)
+        if before is not None:
+            changed = frozenset(k for k in set(before) | set(item) if before.get(k) != item.get(k))
+            self.changes.setdefault(item_id, []).append((seq, changed))
+        else:
+            self.changes.pop(item_id, None)  # created (or restored): everything is new
+            self.created_seq[item_id] = seq
         self.items[item_id] = item
         self.removed.pop(item_id, None)
         self.last_seq[item_id] = seq
@@ -213,6 +223,16 @@ class Collection:
         self.removed[item_id] = (reason, last_state)
         self.last_seq[item_id] = seq
         self._append(seq, item_id)
+
+    def changed_since(self, item_id: str, since: int) -> frozenset[str] | None:
+        """Properties changed after *since*, or None if the item is new since then (everything is new)."""
+        if since <= 0 or self.created_seq.get(item_id, 0) > since:
+            return None
+        names: set[str] = set()
+        for seq, changed in self.changes.get(item_id, ()):
+            if seq > since:
+                names |= changed
+        return frozenset(names)
 
     def add_block(self, block: SeedBlock) -> None:
         """Append a seed block (one log entry for all its items)."""
