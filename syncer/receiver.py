@@ -38,6 +38,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Flask, Response, request
@@ -45,7 +46,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from syncer import schema
-from syncer.errors import ConfigError, DatabaseError, NotificationError
+from syncer.errors import ConfigError, DatabaseError, NotificationError, SyncerError
 from syncer.inbox import GroupCommitter, Inbox, NewItem
 from syncer.metrics import Metrics
 from syncer.notifications import (
@@ -376,11 +377,17 @@ def create_app(
 
 @dataclass(frozen=True)
 class KeySource:
-    """A rich-notification private key: the certificate id Graph echoes, and where its PEM is."""
+    """A rich-notification private key: the certificate id Graph echoes, and how to read its PEM.
+
+    The PEM is read when the app is built (in each worker), never stored in the configuration."""
 
     certificate_id: str
-    pem_path: Path
-    password_env: str | None = None  # name of the variable holding the PEM's passphrase, never the value
+    read_pem: Callable[[], bytes] = field(repr=False)
+    where: str = ""  # for error messages: a path or a secret reference, never the value
+
+    @classmethod
+    def from_file(cls, certificate_id: str, path: Path) -> KeySource:
+        return cls(certificate_id, path.read_bytes, str(path))
 
 
 @dataclass(frozen=True)
@@ -426,7 +433,7 @@ class ServeConfig:
             cert_id, sep, path = entry.partition("=")
             if not sep or not cert_id or not path:
                 raise ConfigError(f"SYNCER_RECEIVER_KEYS: expected certId=/path/to/key.pem, found {entry!r}")
-            keys.append(KeySource(cert_id, Path(path)))
+            keys.append(KeySource.from_file(cert_id, Path(path)))
         settings = ReceiverSettings(
             notification_path=env.get("SYNCER_RECEIVER_NOTIFICATION_PATH", ReceiverSettings.notification_path),
             lifecycle_path=env.get("SYNCER_RECEIVER_LIFECYCLE_PATH", ReceiverSettings.lifecycle_path),
@@ -444,16 +451,76 @@ class ServeConfig:
         )
 
 
+    @classmethod
+    def from_spec(cls, spec: Any, **overrides: Any) -> ServeConfig:
+        """The configuration a :class:`syncer.spec.Spec` implies (call ``resolve_emulator()`` first):
+        its database, listen address and URL paths, the tenants' app ids as token audiences, the
+        identity platform's keys of its cloud, and every encryption key (the rotated-out one too).
+        *overrides* (None values ignored) replace fields, e.g. ``bind`` or ``workers``."""
+        receiver = spec.receiver
+        notification_path = urlsplit(receiver.notification_url).path or "/"
+        lifecycle_path = urlsplit(receiver.lifecycle_url).path or "/" if receiver.lifecycle_url else "/lifecycle"
+        keys: dict[str, KeySource] = {}
+        for subscription in spec.subscriptions:
+            cert = subscription.encryption
+            while cert is not None:
+                secret = cert.private_key
+                keys.setdefault(cert.id, KeySource(cert.id, _secret_reader(secret), where=repr(secret)))
+                cert = cert.previous
+        ca_bundle = spec.graph.ca_bundle
+        config = cls(
+            database_url=spec.database_url,
+            bind=f"{receiver.host}:{receiver.port}",
+            settings=ReceiverSettings(notification_path=notification_path, lifecycle_path=lifecycle_path),
+            app_ids=tuple(dict.fromkeys(t.client_id for t in spec.tenants if t.client_id)),
+            # The identity platform publishes the same signing keys under every tenant; "common" is
+            # what Microsoft's samples use (notes §5.3).
+            jwks_url=f"{spec.graph.authority_host.rstrip('/')}/common/discovery/v2.0/keys",
+            jwks_ca_bundle=str(ca_bundle) if ca_bundle else None,
+            keys=tuple(keys.values()),
+        )
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _secret_reader(secret: Any) -> Callable[[], bytes]:
+    def read() -> bytes:
+        return str(secret.resolve()).encode()
+
+    return read
+
+
 def _load_keys(sources: tuple[KeySource, ...]) -> KeyRing:
     keys = []
     for source in sources:
-        password = os.environ.get(source.password_env, "").encode() if source.password_env else None
         try:
-            private_key = load_private_key(source.pem_path.read_bytes(), password=password or None)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ConfigError(f"cannot load the private key for certificate id {source.certificate_id!r} from {source.pem_path}: {type(exc).__name__}") from None
+            private_key = load_private_key(source.read_pem())
+        except (OSError, ValueError, TypeError, SyncerError) as exc:
+            raise ConfigError(
+                f"cannot load the private key for certificate id {source.certificate_id!r} "
+                f"from {source.where or 'its source'}: {type(exc).__name__}"
+            ) from None
         keys.append(DecryptionKey(source.certificate_id, private_key))
     return KeyRing(keys)
+
+
+def app_for_spec(spec: Any, engine: Engine, *, metrics: Metrics | None = None) -> Flask:
+    """The receiver for a loaded spec on *engine* (``syncer run`` and tests): the spec's paths,
+    decryption keys and validation-token checks, as ``syncer serve`` would build it."""
+    config = ServeConfig.from_spec(spec)
+    return create_app(
+        engine,
+        settings=config.settings,
+        tokens=_token_validator(config),
+        keys=_load_keys(config.keys) if config.keys else None,
+        metrics=metrics,
+    )
+
+
+def _token_validator(config: ServeConfig) -> TokenValidator | None:
+    if not config.app_ids:
+        return None
+    jwks = JwksCache(config.jwks_url, verify=config.jwks_ca_bundle or True)
+    return TokenValidator(jwks, app_ids=config.app_ids, issuer_template=config.issuer_template)
 
 
 def build_app(config: ServeConfig) -> Flask:
@@ -466,10 +533,7 @@ def build_app(config: ServeConfig) -> Flask:
     # is shared by every worker process on every host.
     engine = schema.create_engine(config.database_url, pool_size=4, max_overflow=4)
     keys = _load_keys(config.keys) if config.keys else None
-    tokens = None
-    if config.app_ids:
-        jwks = JwksCache(config.jwks_url, verify=config.jwks_ca_bundle or True)
-        tokens = TokenValidator(jwks, app_ids=config.app_ids, issuer_template=config.issuer_template)
+    tokens = _token_validator(config)
     metrics = Metrics(directory=config.metrics_dir)
     app = create_app(engine, settings=config.settings, tokens=tokens, keys=keys, metrics=metrics)
     app.extensions["syncer.receiver"].closers.append(engine.dispose)

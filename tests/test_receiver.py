@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 import uuid
@@ -519,3 +520,74 @@ def test_emulator_rich_notifications_across_a_key_rotation(emulated: tuple[Serve
         ("cert-a", "before rotation"), ("cert-b", "after rotation"),
     ]
     assert "syncer_notifications_rejected_total" not in server.get("/metrics").text
+
+
+# --- `syncer serve`: gunicorn, several worker processes --------------------------------------------------
+
+
+def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine: Engine, database_url: str) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ, "SYNCER_DATABASE_URL": database_url, "SYNCER_RECEIVER_BIND": f"127.0.0.1:{port}",
+    }
+    code = "from syncer.receiver import ServeConfig, serve; serve(ServeConfig.from_env())"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if session.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not come up"
+            time.sleep(0.1)
+
+        def send(n: int) -> None:
+            local = requests.Session()
+            local.trust_env = False
+            for k in range(5):
+                raw = nb.body(nb.change_item(SUB, user_id=f"s{n}-{k}"), nb.change_item(SUB, user_id=f"s{n}-{k}b"))
+                assert local.post(url + "/notifications", data=raw, headers=JSON, timeout=10).status_code == 202
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(inbox_rows(engine)) == 80
+        # Whichever worker answers /metrics sums every worker's numbers (snapshots flushed each second).
+        deadline = time.monotonic() + 10
+        while "syncer_notifications_stored_total 80" not in session.get(url + "/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, session.get(url + "/metrics", timeout=5).text
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, output
+    assert "Booting worker" in output and output.count("Booting worker") >= 2
+
+
+def test_serve_config_from_the_shipped_spec() -> None:
+    from pathlib import Path
+
+    from syncer.receiver import ServeConfig
+    from syncer.spec import load_spec
+
+    spec = load_spec(Path(__file__).parent.parent / "subscriptions.yaml", check_secrets=False)
+    config = ServeConfig.from_spec(spec, workers=3)
+    assert config.bind == f"{spec.receiver.host}:{spec.receiver.port}"
+    assert config.settings.notification_path == "/notifications"
+    assert config.settings.lifecycle_path == "/lifecycle"
+    assert config.database_url == spec.database_url and config.workers == 3
+    assert config.jwks_url.endswith("/common/discovery/v2.0/keys")
