@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncer.graph.subscriptions import LiveSubscription, format_datetime
+from syncer.quotas import Placed, QuotaProblem, check_quotas
 from syncer.resources import MIN_LIFETIME, ResourceType, split_resource
 
 if TYPE_CHECKING:
@@ -132,22 +133,6 @@ class Expansion:
     tenant_id: str
     source: str  # "users: [..]", "group <id>", "filter <expr>"
     users: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class QuotaProblem:
-    """The plan would hold more subscriptions than Graph allows in one bucket (notes §1.5)."""
-
-    bucket: str  # e.g. "user subscriptions of this app in tenant t1", "message subscriptions in mailbox u1"
-    limit: int
-    planned: int
-    existing: int
-
-    def __str__(self) -> str:
-        return (
-            f"quota exceeded: the plan needs {self.planned} {self.bucket} "
-            f"({self.existing} exist now); Graph allows {self.limit} (notes §1.5)"
-        )
 
 
 @dataclass(frozen=True)
@@ -489,7 +474,20 @@ def plan(
 
     order = {kind: i for i, kind in enumerate(Kind)}
     actions.sort(key=lambda a: (order[a.kind], a.tenant_id, a.name or "", a.resource.lower()))
-    problems.extend(check_quotas(actions, desired, live_by_id, claimed))
+    pruned = {a.subscription_id for a in actions if a.kind == Kind.PRUNE}
+    after = [
+        Placed(a.tenant_id, a.resource, a.desired.resource_type if a.desired else None)
+        for a in actions
+        if a.kind not in (Kind.PRUNE, Kind.FORGET)
+    ]
+    # Live subscriptions the plan neither claims nor prunes keep their place in the quota.
+    after += [
+        Placed(tenant_id, sub.resource)
+        for sub_id, (tenant_id, sub) in live_by_id.items()
+        if sub_id not in claimed and sub_id not in pruned
+    ]
+    before = [Placed(tenant_id, sub.resource) for tenant_id, sub in live_by_id.values()]
+    problems.extend(check_quotas(before, after))
     return Plan(
         now=now,
         actions=tuple(actions),
@@ -616,89 +614,6 @@ def _duplicate_problems(desired: Sequence[Desired]) -> Iterable[str]:
                 f"{names} subscribe {len(same)} times to {same[0].resource} for {','.join(change_types)} in tenant "
                 f"{tenant_id}: Graph allows one subscription per resource and change types (409)"
             )
-
-
-def check_quotas(
-    actions: Sequence[Action],
-    desired: Sequence[Desired],
-    live_by_id: Mapping[str, tuple[str, LiveSubscription]],
-    claimed: set[str],
-) -> list[QuotaProblem]:
-    """Quota problems of the state the plan leaves: every declared subscription plus unclaimed live ones kept."""
-    del desired  # the actions carry what we need; kept in the signature for symmetry with plan()
-    from syncer.resources import match_resource
-
-    after: Counter[tuple[str, str]] = Counter()
-    now_count: Counter[tuple[str, str]] = Counter()
-    limits: dict[tuple[str, str], tuple[int, str]] = {}
-
-    def buckets(
-        tenant_id: str, resource: str, rt: ResourceType | None
-    ) -> list[tuple[tuple[str, str], int, str]]:
-        if rt is None:
-            return []
-        q = rt.quota
-        kind = q.pool or rt.name
-        out = []
-        if q.per_app_tenant is not None:
-            out.append(
-                (
-                    (f"app:{kind}", tenant_id),
-                    q.per_app_tenant,
-                    f"{kind} subscriptions of this app in tenant {tenant_id}",
-                )
-            )
-        if q.per_tenant is not None:
-            out.append(
-                ((f"tenant:{kind}", tenant_id), q.per_tenant, f"{kind} subscriptions in tenant {tenant_id}")
-            )
-        if q.per_app is not None:
-            out.append(
-                ((f"app-all:{kind}", ""), q.per_app, f"{kind} subscriptions of this app (all tenants)")
-            )
-        if q.per_mailbox is not None:
-            matched = match_resource(resource)
-            mailbox = matched[1].get("user") if matched else None
-            if mailbox:
-                out.append(
-                    (
-                        (f"mailbox:{mailbox.lower()}", tenant_id),
-                        q.per_mailbox,
-                        f"subscriptions on mailbox {mailbox}",
-                    )
-                )
-        return out
-
-    def rt_of(resource: str) -> ResourceType | None:
-        matched = match_resource(resource)
-        return matched[0] if matched else None
-
-    for tenant_id, sub in live_by_id.values():
-        for key, limit, label in buckets(tenant_id, sub.resource, rt_of(sub.resource)):
-            now_count[key] += 1
-            limits[key] = (limit, label)
-    for a in actions:
-        if a.kind in (Kind.PRUNE, Kind.FORGET):
-            continue
-        rt = a.desired.resource_type if a.desired else rt_of(a.resource)
-        for key, limit, label in buckets(a.tenant_id, a.resource, rt):
-            after[key] += 1
-            limits[key] = (limit, label)
-    # Live subscriptions the plan neither claims nor prunes keep their place in the quota.
-    pruned = {a.subscription_id for a in actions if a.kind == Kind.PRUNE}
-    for sub_id, (tenant_id, sub) in live_by_id.items():
-        if sub_id in claimed or sub_id in pruned:
-            continue
-        for key, _limit, _label in buckets(tenant_id, sub.resource, rt_of(sub.resource)):
-            after[key] += 1
-    problems = []
-    for key, count in sorted(after.items()):
-        limit, label = limits[key]
-        if count > limit:
-            problems.append(
-                QuotaProblem(bucket=label, limit=limit, planned=count, existing=now_count.get(key, 0))
-            )
-    return problems
 
 
 def _human(delta: timedelta) -> str:

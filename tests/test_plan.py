@@ -292,7 +292,16 @@ def test_a_plan_over_a_quota_carries_the_numbers(spec_path: Path) -> None:
     problem = p.problems[0]
     assert isinstance(problem, QuotaProblem)
     assert (problem.limit, problem.planned, problem.existing) == (100, 101, 0)
-    assert "101 user subscriptions of this app in tenant t1" in str(problem) and "allows 100" in str(problem)
+    assert "101 directory subscriptions of this app in tenant t1" in str(problem) and "allows 100" in str(
+        problem
+    )
+    # Users and groups share Graph's directory quota.
+    mixed = many[:60] + [
+        replace(base, name=f"g{i}", resource=f"groups/g{i}", resource_type=BY_KEY["group"]) for i in range(41)
+    ]
+    assert [
+        p.planned for p in plan(mixed, {TENANT: []}, [], NOW).problems if isinstance(p, QuotaProblem)
+    ] == [101]
     # Pruning makes room: 100 declared + 1 pruned is within the quota.
     live, rows = applied(many[:100], expires=NOW + timedelta(days=2))
     stray = LiveSubscription(
