@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -303,8 +303,10 @@ class Dispatcher:
 
     def _route(self, event: ChangeEvent) -> None:
         """Turn one change into notification items on the queues of the matching subscriptions' URLs."""
-        now_dt = self.state.clock.now()
-        now = now_dt.timestamp()
+        # Float seconds straight from the clock: a datetime round trip rounds to microseconds and could put an
+        # item's due time a hair after a frozen clock's "now", where it would wait for the next advance.
+        now = self.state.clock.time()
+        now_dt = datetime.fromtimestamp(now, UTC)
         for subscription in self._registry.matching(event.tenant_id, event.collections):
             if subscription.resource_type != event.resource_type or subscription.expiration <= now_dt:
                 continue
@@ -377,9 +379,8 @@ class Dispatcher:
         if real_now - self._last_sweep < self.config.delivery_sweep_s:
             return
         self._last_sweep = real_now
-        now_dt = self.state.clock.now()
-        now = now_dt.timestamp()
-        self._registry.expire(now_dt)
+        now = self.state.clock.time()
+        self._registry.expire(datetime.fromtimestamp(now, UTC))
         lead = self.config.reauthorization_lead_s
         interval = self.config.reauthorization_interval_s
         for subscription in self._registry.all():
