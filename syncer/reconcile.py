@@ -46,7 +46,6 @@ from syncer.errors import (
 from syncer.graph.batch import BatchRequest, BatchResult
 from syncer.graph.subscriptions import LiveSubscription, format_datetime
 from syncer.plan import Action, Desired, Expansion, Kind, Plan, Recorded, desired_from_spec, plan
-from syncer.resources import match_resource
 from syncer.schema import subscriptions as table
 
 if TYPE_CHECKING:
@@ -272,7 +271,7 @@ def _call(graph: GraphClient, item: BatchRequest) -> BatchResult:
     return BatchResult(item.id or "1", response.status, dict(response.headers), body)
 
 
-def _graph_for(graphs: Mapping[str, GraphClient], tenant_id: str) -> GraphClient:
+def graph_for(graphs: Mapping[str, GraphClient], tenant_id: str) -> GraphClient:
     graph = graphs.get(tenant_id)
     if graph is None:
         raise ReconcileError(f"no Graph client for tenant {tenant_id}")
@@ -307,7 +306,7 @@ def hint_for(error: GraphError, action: Action) -> str | None:
     return None
 
 
-def _failure(action: Action, error: GraphError | None, fallback: str = "failed") -> ActionResult:
+def failed_result(action: Action, error: GraphError | None, fallback: str = "failed") -> ActionResult:
     if error is None:
         return ActionResult(action, ok=False, error=fallback)
     return ActionResult(action, ok=False, error=str(error), hint=hint_for(error, action))
@@ -338,7 +337,7 @@ def apply(
     to_delete = the_plan.of_kind(Kind.PRUNE, Kind.REPLACE)
     deleted_ok: set[int] = set()
     for tenant_id, actions in _by_tenant(to_delete).items():
-        graph = _graph_for(graphs, tenant_id)
+        graph = graph_for(graphs, tenant_id)
         requests = [
             BatchRequest("DELETE", _sub_path(a.subscription_id or ""), id=str(i))
             for i, a in enumerate(actions, 1)
@@ -349,7 +348,7 @@ def apply(
                 if action.kind == Kind.PRUNE:
                     done(action, ActionResult(action, ok=True, subscription_id=action.subscription_id))
             else:
-                done(action, _failure(action, result.error))
+                done(action, failed_result(action, result.error))
         _delete_rows(
             engine, [a.subscription_id or "" for a in actions if id(a) in deleted_ok and a.kind == Kind.PRUNE]
         )
@@ -358,7 +357,7 @@ def apply(
     to_create = the_plan.of_kind(Kind.CREATE) + [
         a for a in the_plan.of_kind(Kind.REPLACE) if id(a) in deleted_ok
     ]
-    for action, created in _create(to_create, graphs, engine, clock=clock):
+    for action, created in create_subscriptions(to_create, graphs, engine, clock=clock):
         done(action, created)
 
     # Phase 3: PATCHes; 404 = Graph dropped it: recreate.
@@ -367,7 +366,7 @@ def apply(
     ]
     gone: list[Action] = []
     for tenant_id, actions in _by_tenant(to_patch).items():
-        graph = _graph_for(graphs, tenant_id)
+        graph = graph_for(graphs, tenant_id)
         requests = []
         for i, a in enumerate(actions, 1):
             body: dict[str, Any] = {}
@@ -391,8 +390,8 @@ def apply(
             elif isinstance(result.error, NotFoundError):
                 gone.append(action)
             else:
-                done(action, _failure(action, result.error))
-        _update_rows(engine, patched, now=utcnow())
+                done(action, failed_result(action, result.error))
+        record_patches(engine, patched, now=utcnow())
 
     # Adoptions that need no Graph call: only our row changes.
     quiet_adopts = [a for a in the_plan.of_kind(Kind.ADOPT) if not a.writes_graph]
@@ -410,7 +409,9 @@ def apply(
         _delete_rows(engine, [a.subscription_id or "" for a in gone])
         now = clock()
         fresh = [replace(a, new_expires_at=now + a.desired.lifetime) if a.desired else a for a in gone]
-        for original, (_fresh, again) in zip(gone, _create(fresh, graphs, engine, clock=clock), strict=True):
+        for original, (_fresh, again) in zip(
+            gone, create_subscriptions(fresh, graphs, engine, clock=clock), strict=True
+        ):
             again.action = original
             again.recreated = again.ok
             done(original, again)
@@ -422,13 +423,13 @@ def apply(
     return [results[i] for i in sorted(results)]
 
 
-def _create(
+def create_subscriptions(
     actions: Sequence[Action], graphs: Mapping[str, GraphClient], engine: Engine, *, clock: Clock
 ) -> list[tuple[Action, ActionResult]]:
     """POST each action's desired subscription with a fresh clientState; record each success at once."""
     out: list[tuple[Action, ActionResult]] = []
     for tenant_id, group in _by_tenant(actions).items():
-        graph = _graph_for(graphs, tenant_id)
+        graph = graph_for(graphs, tenant_id)
         now = clock()
         states = [new_client_state() for _ in group]
         requests = []
@@ -452,7 +453,7 @@ def _create(
                     )
                 )
             else:
-                out.append((action, _failure(action, result.error)))
+                out.append((action, failed_result(action, result.error)))
         with engine.begin() as connection:
             if replaced:
                 connection.execute(sa.delete(table).where(table.c.subscription_id.in_(replaced)))
@@ -470,7 +471,7 @@ def _delete_rows(engine: Engine, subscription_ids: Sequence[str]) -> None:
             connection.execute(sa.delete(table).where(table.c.subscription_id.in_(ids[start : start + 500])))
 
 
-def _update_rows(
+def record_patches(
     engine: Engine, patched: Sequence[tuple[Action, LiveSubscription]], *, now: datetime
 ) -> None:
     if not patched:
@@ -525,7 +526,7 @@ def make_plan(
 
     spec = spec.resolve_emulator()
     tenant_ids = [t.tenant_id for t in spec.tenants]
-    live = {tenant_id: _graph_for(graphs, tenant_id).subscriptions.list() for tenant_id in tenant_ids}
+    live = {tenant_id: graph_for(graphs, tenant_id).subscriptions.list() for tenant_id in tenant_ids}
     recorded = load_recorded(engine, tenant_ids=tenant_ids)
     expansions: dict[str, Expansion] = fanout.expand(spec, graphs)
     desired = desired_from_spec(spec, expansions)
@@ -585,133 +586,6 @@ def reconcile(
             engine.dispose()
 
 
-# --- lifecycle repairs ------------------------------------------------------------------------------------------
-
-
-def _row(engine: Engine, subscription_id: str) -> Recorded:
-    for row in load_recorded(engine):
-        if row.subscription_id == subscription_id:
-            return row
-    raise ReconcileError(f"subscription {subscription_id} is not in syncer's table: nothing to repair")
-
-
-def _desired_for_row(spec: Spec, row: Recorded) -> Desired:
-    try:
-        declared = spec.subscription(row.name)
-    except Exception as error:  # ConfigError: the declaration is gone
-        raise ReconcileError(
-            f"subscription {row.subscription_id} belongs to {row.name!r}, which is no longer declared; "
-            "run `syncer reconcile --prune`"
-        ) from error
-    expansions = {}
-    if declared.fan_out is not None:
-        matched = match_resource(row.resource)
-        user = matched[1].get("user") if matched else None
-        if not user:
-            raise ReconcileError(f"cannot tell which user {row.resource!r} of {row.name!r} is for")
-        tenant_id = spec.tenant(declared.tenant).tenant_id
-        expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (user,))
-    single = replace(spec, subscriptions=(declared,))
-    return desired_from_spec(single, expansions)[0]
-
-
-def reauthorize(
-    subscription_id: str,
-    *,
-    spec: Spec,
-    graphs: Mapping[str, GraphClient],
-    engine: Engine,
-    clock: Clock = utcnow,
-    lock_timeout: float | None = 60.0,
-) -> ActionResult:
-    """Answer ``reauthorizationRequired``: renew when due (a renewal reauthorizes), else POST reauthorize.
-
-    A 404 means Graph dropped the subscription: it is recreated.
-    """
-    spec = spec.resolve_emulator()
-    with locks.hold(
-        engine, locks.RECONCILE_LOCK, holder=locks.default_holder("reauthorize"), timeout=lock_timeout
-    ):
-        row = _row(engine, subscription_id)
-        d = _desired_for_row(spec, row)
-        graph = _graph_for(graphs, row.tenant_id)
-        now = clock()
-        due = row.expires_at - now <= d.renew_before
-        action = Action(
-            Kind.RENEW if due else Kind.KEEP,
-            row.tenant_id,
-            row.resource,
-            name=row.name,
-            subscription_id=subscription_id,
-            expires_at=row.expires_at,
-            new_expires_at=now + d.lifetime if due else None,
-            reason="reauthorizationRequired",
-            desired=d,
-        )
-        try:
-            if due:
-                live = graph.subscriptions.update(subscription_id, expiration=now + d.lifetime)
-                _update_rows(engine, [(action, live)], now=utcnow())
-                return ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration)
-            graph.subscriptions.reauthorize(subscription_id)
-            return ActionResult(action, ok=True, subscription_id=subscription_id, expires_at=row.expires_at)
-        except NotFoundError:
-            return _recreate_locked(row, d, graphs, engine, clock=clock)
-        except GraphError as error:
-            return _failure(action, error)
-
-
-def recreate(
-    subscription_id: str,
-    *,
-    spec: Spec,
-    graphs: Mapping[str, GraphClient],
-    engine: Engine,
-    clock: Clock = utcnow,
-    lock_timeout: float | None = 60.0,
-) -> ActionResult:
-    """Answer ``subscriptionRemoved`` (or a 404 on renew): create the subscription anew with a fresh clientState.
-
-    The gap has no notifications: the caller should request a delta resync of the scope.
-    """
-    spec = spec.resolve_emulator()
-    with locks.hold(
-        engine, locks.RECONCILE_LOCK, holder=locks.default_holder("recreate"), timeout=lock_timeout
-    ):
-        row = _row(engine, subscription_id)
-        return _recreate_locked(row, _desired_for_row(spec, row), graphs, engine, clock=clock)
-
-
-def _recreate_locked(
-    row: Recorded, d: Desired, graphs: Mapping[str, GraphClient], engine: Engine, *, clock: Clock
-) -> ActionResult:
-    graph = _graph_for(graphs, row.tenant_id)
-    now = clock()
-    action = Action(
-        Kind.REPLACE,
-        row.tenant_id,
-        row.resource,
-        name=row.name,
-        subscription_id=row.subscription_id,
-        expires_at=row.expires_at,
-        new_expires_at=now + d.lifetime,
-        changes=("removed by Graph",),
-        reason="recreate",
-        desired=d,
-    )
-    try:
-        # Removed means gone, but if it is still there a create would be a 409 duplicate.
-        graph.subscriptions.delete(row.subscription_id)
-    except NotFoundError:
-        pass
-    except GraphError as error:
-        return _failure(action, error)
-    ((_action, result),) = _create([action], graphs, engine, clock=clock)
-    if result.ok:
-        result.recreated = True
-    return result
-
-
 # --- entry points for the worker (syncer.scheduler calls these by name) -----------------------------------------
 
 
@@ -736,159 +610,15 @@ def run(
     return outcome
 
 
-def repair(
-    spec: Spec,
-    *,
-    event: str,
-    subscription_id: str,
-    engine: Engine,
-    graphs: Mapping[str, GraphClient] | None = None,
-    clock: Clock = utcnow,
-) -> ActionResult | None:
-    """A lifecycle event's repair: ``reauthorizationRequired`` → :func:`reauthorize`, ``subscriptionRemoved`` →
-    :func:`recreate`. None when there is nothing we can do now (unknown id, lock busy): the next reconcile will."""
-    if event == "reauthorizationRequired":
-        fix = reauthorize
-    elif event == "subscriptionRemoved":
-        fix = recreate
-    else:
-        return None
-    own = graphs is None
-    clients = graphs if graphs is not None else graphs_for(spec)
-    try:
-        result = fix(subscription_id, spec=spec, graphs=clients, engine=engine, clock=clock)
-    except (ReconcileError, LockTimeout) as error:
-        log.warning("%s for %s not repaired now: %s", event, subscription_id, error)
-        return None
-    finally:
-        if own:
-            for graph in clients.values():
-                graph.close()
-    if not result.ok:
-        log.error("%s for %s: repair failed: %s", event, subscription_id, result.error)
-    return result
+def __getattr__(name: str) -> Any:
+    # The lifecycle repairs (syncer.repair) and the text output (syncer.report) build on this module;
+    # they are reachable from here too because the worker looks them up by name on syncer.reconcile.
+    if name in ("reauthorize", "recreate", "repair"):
+        from syncer import repair
 
+        return getattr(repair, name)
+    if name in ("render_plan", "render_results", "action_line", "run_command"):
+        from syncer import report
 
-# --- rendering --------------------------------------------------------------------------------------------------
-
-_SIGNS = {
-    Kind.CREATE: "+",
-    Kind.REPLACE: "-/+",
-    Kind.UPDATE: "~",
-    Kind.RENEW: "~",
-    Kind.ADOPT: "=",
-    Kind.PRUNE: "-",
-    Kind.FORGET: "x",
-    Kind.KEEP: " ",
-}
-
-
-def _when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "?"
-
-
-def _expiry(action: Action) -> str:
-    if action.kind == Kind.CREATE:
-        return f"expires {_when(action.new_expires_at)}"
-    if action.new_expires_at is not None and action.expires_at is not None:
-        return f"expires {_when(action.expires_at)} -> {_when(action.new_expires_at)}"
-    return f"expires {_when(action.expires_at)}"
-
-
-def action_line(action: Action) -> str:
-    """One line for a person: sign, kind, resource, declaration, expiry, and why."""
-    name = f" [{action.name}]" if action.name else ""
-    why = (
-        f" ({', '.join(action.changes)})"
-        if action.kind in (Kind.UPDATE, Kind.REPLACE, Kind.PRUNE) and action.changes
-        else ""
-    )
-    return f"  {_SIGNS[action.kind]:>3} {action.kind:<7} {action.resource}{name}  {_expiry(action)}{why}"
-
-
-def render_plan(the_plan: Plan, *, verbose: bool = False) -> list[str]:
-    """The plan for a person: counts, fan-out expansions, one line per action, orphans, problems."""
-    counts = the_plan.counts()
-    parts = [f"{counts[str(k)]} to {k}" for k in Kind if k != Kind.KEEP]
-    lines = [f"Plan: {', '.join(parts)}, {counts['keep']} unchanged."]
-    for e in the_plan.expansions:
-        shown = ", ".join(e.users[:10]) + (f", ... ({len(e.users) - 10} more)" if len(e.users) > 10 else "")
-        lines.append(f"fan-out {e.name}: {len(e.users)} users ({e.source}): {shown}")
-    for action in the_plan.actions:
-        if action.kind != Kind.KEEP or verbose:
-            lines.append(action_line(action))
-    if the_plan.orphans:
-        lines.append(
-            f"{len(the_plan.orphans)} subscriptions of ours are no longer declared (kept; --prune deletes them):"
-        )
-        lines.extend(action_line(a) for a in the_plan.orphans)
-    if the_plan.ignored:
-        lines.append(
-            f"{the_plan.ignored} live subscriptions are not syncer's (not recorded, other app or URL): left alone"
-        )
-    for problem in the_plan.problems:
-        lines.append(f"refused: {problem}")
-    if not the_plan.has_changes and not the_plan.problems:
-        lines.append("Nothing to do: Graph matches the spec.")
-    return lines
-
-
-def render_results(results: Sequence[ActionResult]) -> list[str]:
-    """One line per applied action (plus a hint line under a failure), then a summary."""
-    lines = []
-    for r in results:
-        a = r.action
-        name = f" [{a.name}]" if a.name else ""
-        if r.ok:
-            what = "recreated (Graph had dropped it)" if r.recreated else f"{a.kind} done"
-            expiry = f"  expires {_when(r.expires_at)}" if r.expires_at else ""
-            ident = f"  id {r.subscription_id}" if r.subscription_id else ""
-            lines.append(f"  ok     {a.kind:<7} {a.resource}{name}{ident}{expiry}  {what}")
-        else:
-            lines.append(f"  FAILED {a.kind:<7} {a.resource}{name}: {r.error}")
-            if r.hint:
-                lines.append(f"         hint: {r.hint}")
-    failed = sum(1 for r in results if not r.ok)
-    lines.append(f"Applied: {len(results) - failed} succeeded, {failed} failed.")
-    return lines
-
-
-def run_command(
-    spec: Spec,
-    *,
-    dry_run: bool,
-    prune: bool,
-    output: str,
-    detailed_exitcode: bool,
-    verbose: bool = False,
-    lock_timeout: float | None = 300.0,
-    echo: Callable[[str], None] = print,
-    echo_err: Callable[[str], None] = print,
-) -> int:
-    """``syncer reconcile`` end to end: run, print (text or JSON), and return the exit status.
-
-    Exit status: 1 when the plan was refused or an action failed; with *detailed_exitcode*, 2 when
-    there were changes (pending in a dry run, applied otherwise) and 0 when there was nothing to do;
-    without it, 0 for every success.
-    """
-    import json
-
-    def waiting(info: locks.LockInfo | None) -> None:
-        echo_err(f"waiting for lock held by {info or 'another process'}")
-
-    outcome = reconcile(spec, dry_run=dry_run, prune=prune, lock_timeout=lock_timeout, on_wait=waiting)
-    if output == "json":
-        echo(json.dumps(outcome.to_json(), indent=2))
-    else:
-        for line in render_plan(outcome.plan, verbose=verbose):
-            echo(line)
-        if outcome.applied and outcome.results:
-            for line in render_results(outcome.results):
-                echo(line)
-        elif dry_run and outcome.plan.has_changes:
-            echo("Dry run: nothing was changed.")
-    if not outcome.ok:
-        return 1
-    if detailed_exitcode and outcome.plan.has_changes:
-        return 2
-    return 0
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
