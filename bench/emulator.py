@@ -112,9 +112,112 @@ def bench_seed(info: dict[str, Any], *, users: int) -> dict[str, Any]:
     return {"seed_users": users, "seed_users_s": round(elapsed, 4)}
 
 
-def bench_delivery(info: dict[str, Any]) -> dict[str, Any]:
-    """EMU-B's part: notification delivery throughput (filled in by EMU-B)."""
-    return {}
+class _CountingReceiver:
+    """The fastest webhook we can write in-process: raw WSGI, keep-alive, counts items, answers 202.
+
+    It answers the validation handshake like a correct receiver, so the emulator accepts the subscription.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Handler(WSGIRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                return None
+
+        self.items = 0
+        self.posts = 0
+        self.done = threading.Event()
+        self.expected = 0
+        self._lock = threading.Lock()
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}/hook"
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        from urllib.parse import parse_qs
+
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        token = parse_qs(environ.get("QUERY_STRING", "")).get("validationToken")
+        if token:
+            data = token[0].encode()
+            start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+            return [data]
+        count = len(orjson.loads(body)["value"])
+        with self._lock:
+            self.items += count
+            self.posts += 1
+            if self.expected and self.items >= self.expected:
+                self.done.set()
+        start_response("202 Accepted", [("Content-Length", "0")])
+        return [b""]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def bench_delivery(info: dict[str, Any], *, changes: int = 20_000) -> dict[str, Any]:
+    """EMU-B's part: notifications/s from the dispatcher to a fast receiver.
+
+    One users subscription; the admin burst endpoint updates *changes* seeded users through the store (a change
+    source much faster than HTTP writes). ``delivery_notifications_per_s`` times change-to-receipt of them all (the
+    store's write path is part of it); ``delivery_drain_per_s`` times the dispatcher alone, releasing *changes*
+    already-queued notifications at once.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    session, _ = _session(info)
+    session.post(f"{info['base_url']}/_emulator/seed", json={"users": changes}, timeout=60).raise_for_status()
+    receiver = _CountingReceiver()
+    try:
+        expiry = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+        created = session.post(f"{info['graph_url']}/subscriptions", timeout=30, json={
+            "resource": "users", "changeType": "updated", "notificationUrl": receiver.url,
+            "expirationDateTime": expiry, "clientState": "bench"})
+        created.raise_for_status()
+        receiver.expected = changes
+        started = time.perf_counter()
+        burst = session.post(f"{info['base_url']}/_emulator/delivery/burst", json={"count": changes}, timeout=600)
+        burst.raise_for_status()
+        if not receiver.done.wait(timeout=600):
+            raise RuntimeError(f"only {receiver.items} of {changes} notifications arrived")
+        elapsed = time.perf_counter() - started
+        # Second round: hold every notification back (delay fault on a frozen clock), then release them at once
+        # to time the dispatcher alone, without the store's write path feeding it.
+        admin = f"{info['base_url']}/_emulator"
+        session.post(f"{admin}/clock", json={"freeze": True}, timeout=30).raise_for_status()
+        session.post(f"{admin}/delivery/faults", json={"delay": 1, "delaySeconds": 1}, timeout=30).raise_for_status()
+        receiver.items, receiver.posts = 0, 0
+        receiver.done.clear()
+        session.post(f"{admin}/delivery/burst", json={"count": changes}, timeout=600).raise_for_status()
+        session.post(f"{admin}/delivery/wait", json={"includeScheduled": False, "timeoutSeconds": 60}, timeout=90)
+        session.delete(f"{admin}/delivery/faults", timeout=30).raise_for_status()
+        drain_started = time.perf_counter()
+        session.post(f"{admin}/clock", json={"advance": 2}, timeout=30).raise_for_status()
+        if not receiver.done.wait(timeout=600):
+            raise RuntimeError(f"only {receiver.items} of {changes} held notifications arrived")
+        drain = time.perf_counter() - drain_started
+        report = session.get(f"{admin}/delivery", params={"limit": 0}, timeout=30).json()
+        return {
+            "delivery_drain_per_s": round(changes / drain),
+            "delivery_notifications_per_s": round(changes / elapsed),
+            "delivery_notifications": changes,
+            "delivery_posts": receiver.posts,
+            "delivery_items_per_post": round(receiver.items / max(receiver.posts, 1), 1),
+            "delivery_changes_per_s": round(changes / max(burst.json()["seconds"], 1e-9)),
+            "delivery_failed_attempts": report["failedAttempts"],
+        }
+    finally:
+        receiver.close()
 
 
 def main() -> None:
