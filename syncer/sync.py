@@ -249,12 +249,18 @@ class RowWriter:
             return
         dbapi = connection.connection.driver_connection
         assert dbapi is not None
+        staged: set[str] = connection.connection.info.setdefault("syncer_stage_tables", set())
         with dbapi.cursor() as cursor:
-            cursor.execute(self._stage_sql)
+            if self.stage not in staged:
+                # A temporary table lives as long as the database connection; ON COMMIT DELETE ROWS
+                # empties it at every commit, so it is created once per pooled connection.
+                cursor.execute(self._stage_sql)
+                staged.add(self.stage)
             with cursor.copy(self._copy_sql) as copy:
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(self._upsert_sql)
+            # Emptied now too, in case a caller upserts twice in one transaction.
             cursor.execute(f"DELETE FROM {self.stage}")
 
     def remove(self, connection: Connection, removals: Sequence[tuple[str, str]], *, now: datetime, run_id: int | None) -> int:
