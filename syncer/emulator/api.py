@@ -699,3 +699,11 @@ def remove_member(gid: str, member_id: str) -> Response:
     state.store.touch(col, group["id"])
     _membership_event(state, col, group["id"])
     return _no_content()
+
+
+@bp.route("/me", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
+@bp.route("/me/<path:rest>", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
+def me(rest: str = "") -> Response:
+    """/me needs a signed-in user; the emulator issues app-only tokens, as Graph answers them."""
+    require_app()
+    raise GraphHTTPError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
