@@ -253,14 +253,14 @@ def check_validation_echo(
         )
     except requests.Timeout:
         return Check(
-            name, FAIL, f"{url}: no answer within {timeout:g}s", "is the receiver running (syncer receive)?"
+            name, FAIL, f"{url}: no answer within {timeout:g}s", "is the receiver running (syncer serve or syncer run)?"
         )
     except requests.RequestException as error:
         return Check(
             name,
             FAIL,
             f"{url}: {type(error).__name__}",
-            "is the receiver running (syncer receive) and the URL right?",
+            "is the receiver running (syncer serve or syncer run) and the URL right?",
         )
     elapsed = time.perf_counter() - started
     problems = []

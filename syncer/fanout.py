@@ -47,7 +47,7 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
 def users_of(fan_out: FanOut, graph: GraphClient) -> tuple[str, tuple[str, ...]]:
     """A description of where the users came from, and their ids (sorted, unique)."""
     if fan_out.users:
-        return "users: " + ", ".join(fan_out.users), tuple(dict.fromkeys(fan_out.users))
+        return "listed in the spec", tuple(dict.fromkeys(fan_out.users))
     if fan_out.group is not None:
         path = f"/groups/{quote(fan_out.group, safe='')}/members?$select=id"
         ids = []

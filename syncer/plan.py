@@ -20,7 +20,9 @@ Decisions (the documented rules of ``syncer reconcile``):
   lifetime is the declared one capped at the resource's maximum minus :data:`SKEW_MARGIN`.
 - **update** (PATCH) the notificationUrl, the only identity field Graph lets us change.
 - **replace** (delete + create) for what Graph cannot change: change types, lifecycle URL,
-  includeResourceData, the encryption certificate id.
+  includeResourceData, the encryption certificate id. When the resource or change types change, the
+  new subscription is created first (Graph's 409 only forbids two with the same ones), so a failed
+  create leaves the old one working; otherwise the old one must go first.
 - **prune** only with ``prune=True``, and only subscriptions syncer can prove are its own: a row in
   our table, or created by our application id *and* pointing at one of our notification URLs.
   Without ``prune`` they are reported as orphans; anything else is left alone and only counted.
@@ -149,6 +151,12 @@ class Action:
     changes: tuple[str, ...] = ()  # the fields that differ (update/replace) or why (prune)
     reason: str = ""
     desired: Desired | None = field(default=None, compare=False)
+
+    @property
+    def create_first(self) -> bool:
+        """A replace onto another resource or change types: Graph allows both at once, so the new
+        subscription is created before the old one is deleted (a failed create loses nothing)."""
+        return self.kind == Kind.REPLACE and bool({"resource", "changeType"} & set(self.changes))
 
     @property
     def writes_graph(self) -> bool:

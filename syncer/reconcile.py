@@ -58,7 +58,7 @@ CLIENT_STATE_BYTES = 48
 """secrets.token_urlsafe(48) is 64 characters: well inside Graph's 128, and 384 bits of secret."""
 
 VALIDATION_HINT = (
-    "Graph could not validate {url}: is the receiver running (syncer receive) and reachable from Graph? "
+    "Graph could not validate {url}: is the receiver running (syncer serve or syncer run) and reachable from Graph? "
     "The URL must be public HTTPS (http only for a local emulator) and answer the validationToken echo "
     "with 200 text/plain within 10 seconds."
 )
@@ -278,6 +278,15 @@ def graph_for(graphs: Mapping[str, GraphClient], tenant_id: str) -> GraphClient:
     return graph
 
 
+def _by_tenant_pairs(
+    pairs: Sequence[tuple[Action, ActionResult]],
+) -> dict[str, list[tuple[Action, ActionResult]]]:
+    out: dict[str, list[tuple[Action, ActionResult]]] = {}
+    for pair in pairs:
+        out.setdefault(pair[0].tenant_id, []).append(pair)
+    return out
+
+
 def _by_tenant(actions: Sequence[Action]) -> dict[str, list[Action]]:
     out: dict[str, list[Action]] = {}
     for action in actions:
@@ -334,7 +343,11 @@ def apply(
         results[index[id(action)]] = result
 
     # Phase 1: deletes. A replace whose delete fails does not go on to create (Graph would say 409).
-    to_delete = the_plan.of_kind(Kind.PRUNE, Kind.REPLACE)
+    # Replaces that move to another resource or change types create first (no 409 possible), so a
+    # failed create leaves the old subscription working.
+    to_delete = the_plan.of_kind(Kind.PRUNE) + [
+        a for a in the_plan.of_kind(Kind.REPLACE) if not a.create_first
+    ]
     deleted_ok: set[int] = set()
     for tenant_id, actions in _by_tenant(to_delete).items():
         graph = graph_for(graphs, tenant_id)
@@ -353,12 +366,32 @@ def apply(
             engine, [a.subscription_id or "" for a in actions if id(a) in deleted_ok and a.kind == Kind.PRUNE]
         )
 
-    # Phase 2: creates (and the second half of each replace whose delete worked).
+    # Phase 2: creates (and the second half of each replace whose delete worked, or the first half of
+    # a create-first replace).
     to_create = the_plan.of_kind(Kind.CREATE) + [
-        a for a in the_plan.of_kind(Kind.REPLACE) if id(a) in deleted_ok
+        a for a in the_plan.of_kind(Kind.REPLACE) if id(a) in deleted_ok or a.create_first
     ]
+    retire: list[tuple[Action, ActionResult]] = []
     for action, created in create_subscriptions(to_create, graphs, engine, clock=clock):
         done(action, created)
+        if action.kind == Kind.REPLACE and action.create_first and created.ok:
+            retire.append((action, created))
+
+    # Phase 2b: the old halves of create-first replaces, now that their successors exist.
+    for tenant_id, pairs in _by_tenant_pairs(retire).items():
+        graph = graph_for(graphs, tenant_id)
+        requests = [
+            BatchRequest("DELETE", _sub_path(a.subscription_id or ""), id=str(i))
+            for i, (a, _r) in enumerate(pairs, 1)
+        ]
+        for (action, created), result in zip(pairs, _run(graph, requests), strict=True):
+            if not (result.ok or isinstance(result.error, NotFoundError)):
+                created.ok = False
+                created.error = (
+                    f"created {created.subscription_id}, but the old subscription {action.subscription_id} "
+                    f"could not be deleted: {result.error}"
+                )
+                created.hint = "it stays live until it expires; `syncer reconcile --prune` deletes it"
 
     # Phase 3: PATCHes; 404 = Graph dropped it: recreate.
     to_patch = the_plan.of_kind(Kind.RENEW, Kind.UPDATE) + [

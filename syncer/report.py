@@ -54,15 +54,18 @@ def action_line(action: Action) -> str:
     return f"  {_SIGNS[action.kind]:>3} {action.kind:<7} {action.resource}{name}  {_expiry(action)}{why}"
 
 
-def render_plan(the_plan: Plan, *, verbose: bool = False) -> list[str]:
-    """The plan for a person: counts, fan-out expansions, one line per action, orphans, problems."""
+def render_plan(the_plan: Plan, *, verbose: bool = False, actions: bool = True) -> list[str]:
+    """The plan for a person: counts, fan-out expansions, one line per action, orphans, problems.
+
+    *actions* False leaves out the action lines (after an apply, the result lines say it all).
+    """
     counts = the_plan.counts()
     parts = [f"{counts[str(k)]} to {k}" for k in Kind if k != Kind.KEEP]
     lines = [f"Plan: {', '.join(parts)}, {counts['keep']} unchanged."]
     for e in the_plan.expansions:
         shown = ", ".join(e.users[:10]) + (f", ... ({len(e.users) - 10} more)" if len(e.users) > 10 else "")
         lines.append(f"fan-out {e.name}: {len(e.users)} users ({e.source}): {shown}")
-    for action in the_plan.actions:
+    for action in the_plan.actions if actions else ():
         if action.kind != Kind.KEEP or verbose:
             lines.append(action_line(action))
     if the_plan.orphans:
@@ -86,16 +89,18 @@ def render_results(results: Sequence[ActionResult]) -> list[str]:
     lines = []
     for r in results:
         a = r.action
-        name = f" [{a.name}]" if a.name else ""
+        head = f"  {_SIGNS[a.kind]:>3} {a.kind:<7} {a.resource}" + (f" [{a.name}]" if a.name else "")
         if r.ok:
-            what = "recreated (Graph had dropped it)" if r.recreated else f"{a.kind} done"
-            expiry = f"  expires {_when(r.expires_at)}" if r.expires_at else ""
-            ident = f"  id {r.subscription_id}" if r.subscription_id else ""
-            lines.append(f"  ok     {a.kind:<7} {a.resource}{name}{ident}{expiry}  {what}")
+            details = [f"id {r.subscription_id}"] if r.subscription_id else []
+            if r.expires_at:
+                details.append(f"expires {_when(r.expires_at)}")
+            if r.recreated:
+                details.append("recreated: Graph had dropped it")
+            lines.append(f"{head}  ok" + (f" ({', '.join(details)})" if details else ""))
         else:
-            lines.append(f"  FAILED {a.kind:<7} {a.resource}{name}: {r.error}")
+            lines.append(f"{head}  FAILED: {r.error}")
             if r.hint:
-                lines.append(f"         hint: {r.hint}")
+                lines.append(f"        hint: {r.hint}")
     failed = sum(1 for r in results if not r.ok)
     lines.append(f"Applied: {len(results) - failed} succeeded, {failed} failed.")
     return lines
@@ -130,7 +135,7 @@ def run_command(
     if output == "json":
         echo(json.dumps(outcome.to_json(), indent=2))
     else:
-        for line in render_plan(outcome.plan, verbose=verbose):
+        for line in render_plan(outcome.plan, verbose=verbose, actions=not outcome.applied):
             echo(line)
         if outcome.applied and outcome.results:
             for line in render_results(outcome.results):

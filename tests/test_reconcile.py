@@ -301,7 +301,7 @@ def test_validation_failure_is_reported_per_subscription_with_a_hint(world: Worl
         main, ["reconcile", "--spec", str(spec_path)], env={SECRET_ENV: world.graph.info["client_secret"]}
     )
     assert result.exit_code == 1, result.output
-    assert "FAILED create" in result.output
+    assert "+ create  users [people]  FAILED: " in result.output
     assert "validationToken" in result.output  # Graph's own message
     assert "is the receiver running" in result.output and "public HTTPS" in result.output
     assert world.live() == [] and world.rows() == []
@@ -523,3 +523,36 @@ def test_validation_failures_inside_a_batch_and_with_the_receiver_down(world: Wo
     assert len(outcome.failed) == 3
     assert all(r.hint and "reachable from Graph" in r.hint for r in outcome.failed)
     assert world.live() == [] and world.rows() == []
+
+
+def test_a_failed_create_first_replace_keeps_the_old_subscription(world: World) -> None:
+    spec = world.spec(mail(world.users[:1]))
+    world.run(spec)
+    (before,) = world.rows()
+    world.receiver.handshake = "wrong"
+    outcome = world.run(world.spec(mail(world.users[:1], change_types="[created]")))
+    (action,) = outcome.plan.actions
+    assert action.kind == Kind.REPLACE and action.create_first
+    assert not outcome.ok
+    # The new one could not be created, so the old one was left alone, row and all.
+    assert [s["id"] for s in world.live()] == [before.subscription_id]
+    assert [r.subscription_id for r in world.rows()] == [before.subscription_id]
+
+
+def test_a_new_lifecycle_url_is_a_delete_first_replace(world: World) -> None:
+    spec = world.spec(USERS)
+    world.run(spec)
+    (before,) = world.rows()
+    text = world.spec_text(USERS).replace(world.url("lifecycle"), world.url("lifecycle2"))
+    path = world.tmp / "subscriptions.yaml"
+    path.write_text(text)
+    moved = load_spec(path, environ={SECRET_ENV: world.graph.info["client_secret"]})
+    outcome = world.run(moved)
+    (action,) = outcome.plan.actions
+    assert action.kind == Kind.REPLACE and not action.create_first
+    assert action.changes == ("lifecycleNotificationUrl",)
+    assert outcome.ok, [r.error for r in outcome.failed]
+    (live,) = world.live()
+    assert live["lifecycleNotificationUrl"].endswith("/lifecycle2") and live["id"] != before.subscription_id
+    (row,) = world.rows()
+    assert row.subscription_id == live["id"] and row.client_state != before.client_state
