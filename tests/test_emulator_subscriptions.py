@@ -495,3 +495,99 @@ def test_admin_lists_every_subscription(graph: EmulatorClient, emulator: Emulato
     _app_client(graph, ["User.Read.All"]).post("subscriptions", json=_sub(receiver.url()))
     listed = graph.admin("GET", "subscriptions").json()["value"]
     assert len(listed) == 2 and all(item["clientState"] == "s3cr3t" for item in listed)
+
+
+# --- Microsoft's own SDK ------------------------------------------------------------------------------------------
+
+
+def _sdk_client(info: dict[str, Any]) -> Any:
+    """msgraph-sdk pointed at the emulator (tokens from MSAL, CA trusted, only URLs changed)."""
+    import httpx
+    import msal
+    import requests
+    from azure.core.credentials import AccessToken
+    from kiota_authentication_azure.azure_identity_authentication_provider import (
+        AzureIdentityAuthenticationProvider,
+    )
+    from msgraph import GraphRequestAdapter, GraphServiceClient
+    from msgraph_core import GraphClientFactory
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = info["ca_cert"]
+    app = msal.ConfidentialClientApplication(
+        info["client_id"], client_credential=info["client_secret"], authority=info["authority"],
+        instance_discovery=False, http_client=session,
+    )
+
+    class Credential:
+        async def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+            result = app.acquire_token_for_client(scopes=list(scopes))
+            return AccessToken(result["access_token"], int(result["expires_in"]))
+
+        async def close(self) -> None:
+            return None
+
+    auth = AzureIdentityAuthenticationProvider(
+        Credential(), scopes=["https://graph.microsoft.com/.default"], allowed_hosts=[info["host"]]
+    )
+    http = GraphClientFactory.create_with_default_middleware(client=httpx.AsyncClient(verify=info["ca_cert"], trust_env=False))
+    adapter = GraphRequestAdapter(auth, http)
+    adapter.base_url = info["graph_url"]
+    return GraphServiceClient(request_adapter=adapter)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's own request-configuration classes
+def test_msgraph_sdk_creates_lists_renews_and_deletes(emulator_info: dict[str, Any], receiver: Receiver) -> None:
+    pytest.importorskip("msgraph", reason="msgraph-sdk is in the `test` extra")
+    import asyncio
+
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+    from msgraph.generated.models.subscription import Subscription as SdkSubscription
+
+    async def run() -> None:
+        client = _sdk_client(emulator_info)
+        wanted = datetime.now(UTC) + timedelta(hours=3)
+        created = await client.subscriptions.post(
+            SdkSubscription(
+                change_type="updated,deleted", notification_url=receiver.url(), resource="users",
+                expiration_date_time=wanted, client_state="sdk-state",
+                lifecycle_notification_url=receiver.url("lifecycle"),
+            )
+        )
+        assert created is not None and created.id
+        assert created.client_state == "sdk-state"
+        assert created.application_id == emulator_info["client_id"]
+        assert created.expiration_date_time is not None
+        assert abs((created.expiration_date_time - wanted).total_seconds()) < 1
+        assert len(receiver.validations) == 2
+
+        listed = await client.subscriptions.get()
+        assert listed is not None and listed.value is not None
+        assert [(s.id, s.client_state) for s in listed.value] == [(created.id, None)]
+
+        renewed = await client.subscriptions.by_subscription_id(created.id).patch(
+            SdkSubscription(expiration_date_time=wanted + timedelta(hours=5))
+        )
+        assert renewed is not None and renewed.expiration_date_time is not None
+        assert renewed.expiration_date_time > wanted + timedelta(hours=4)
+
+        receiver.handshake = "wrong"
+        try:
+            await client.subscriptions.post(
+                SdkSubscription(
+                    change_type="updated", notification_url=receiver.url("other"), resource="groups",
+                    expiration_date_time=wanted,
+                )
+            )
+        except ODataError as exc:
+            assert exc.response_status_code == 400
+            assert exc.error is not None and exc.error.code == "ValidationError"
+        else:
+            raise AssertionError("a bad handshake must fail the create")
+
+        await client.subscriptions.by_subscription_id(created.id).delete()
+        after = await client.subscriptions.get()
+        assert after is not None and after.value == []
+
+    asyncio.run(run())
