@@ -440,6 +440,16 @@ def apply(
     # Phase 4: recreate what a PATCH found gone.
     if gone:
         _delete_rows(engine, [a.subscription_id or "" for a in gone])
+        for tenant_id, actions in _by_tenant(gone).items():
+            # Gone, says Graph; should a copy linger anyway, creating beside it would be a 409. 404s are fine.
+            graph = graph_for(graphs, tenant_id)
+            _run(
+                graph,
+                [
+                    BatchRequest("DELETE", _sub_path(a.subscription_id or ""), id=str(i))
+                    for i, a in enumerate(actions, 1)
+                ],
+            )
         now = clock()
         fresh = [replace(a, new_expires_at=now + a.desired.lifetime) if a.desired else a for a in gone]
         for original, (_fresh, again) in zip(

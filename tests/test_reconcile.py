@@ -556,3 +556,20 @@ def test_a_new_lifecycle_url_is_a_delete_first_replace(world: World) -> None:
     assert live["lifecycleNotificationUrl"].endswith("/lifecycle2") and live["id"] != before.subscription_id
     (row,) = world.rows()
     assert row.subscription_id == live["id"] and row.client_state != before.client_state
+
+
+def test_a_404_while_renewing_recreates_the_subscription(world: World) -> None:
+    spec = world.spec(USERS)
+    world.run(spec)
+    (before,) = world.rows()
+    world.advance(timedelta(days=2) - timedelta(minutes=30))
+    fault = {"type": "status", "status": 404, "method": "PATCH", "path": "^/v1.0/subscriptions/", "count": 1}
+    assert world.graph.admin("POST", "faults", json=fault).status_code == 201
+    outcome = world.run(spec)
+    assert [str(a.kind) for a in outcome.plan.actions] == ["renew"]
+    (result,) = outcome.results
+    assert result.ok and result.recreated and result.subscription_id != before.subscription_id
+    (live,) = world.live()
+    (row,) = world.rows()
+    assert live["id"] == row.subscription_id == result.subscription_id
+    assert row.client_state != before.client_state
