@@ -1,0 +1,131 @@
+"""Per-mailbox declarations against the emulator: mail folder fan-out, calendarView window, To Do lists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from test_sync_support import SyncEnv, make_env
+
+from syncer import schema, scopes, sync
+from syncer.scheduler import sync_once
+
+MAIL_SPEC = """
+  - name: mail
+    resource: users/{{user}}/messages
+    for_each: {{users: [{user}]}}
+    mirror:
+      table: messages
+      columns: [subject, {{field: receivedDateTime, column: received_at, type: datetime}}, isRead]
+  - name: calendar
+    resource: users/{{user}}/events
+    for_each: {{users: [{user}]}}
+    window: {{past: 30d, future: 90d}}
+    mirror:
+      table: events
+      columns: [subject, {{field: start, column: starts_at, type: datetime}}]
+"""
+
+
+@pytest.fixture
+def mailbox(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any) -> Iterator[tuple[SyncEnv, str]]:
+    seeded = graph.admin("POST", "seed", json={"users": 3, "messagesPerUser": 6, "eventsPerUser": 4, "contentUsers": 1})
+    assert seeded.status_code == 200, seeded.text
+    user = seeded.json()["users"]["firstId"]
+    for env in make_env(tmp_path, emulator_info, database_url, graph, MAIL_SPEC.format(user=user)):
+        yield env, user
+
+
+def folders_truth(env: SyncEnv, user: str) -> dict[str, str]:
+    items, _ = env.graph.delta_all(f"users/{user}/mailFolders/delta")
+    return {f["id"]: f.get("displayName", "") for f in items if "@removed" not in f}
+
+
+def messages_truth(env: SyncEnv, user: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for folder in folders_truth(env, user):
+        items, _ = env.graph.delta_all(f"users/{user}/mailFolders/{folder}/messages/delta?$select=id,subject,receivedDateTime,isRead")
+        out.update({i["id"]: i for i in items if "@removed" not in i})
+    return out
+
+
+def scope_keys(env: SyncEnv) -> set[str]:
+    s = schema.sync_state
+    with env.engine.connect() as connection:
+        return set(connection.execute(sa.select(s.c.scope_key)).scalars())
+
+
+def test_a_mailbox_declaration_fans_out_over_its_folders(mailbox: tuple[SyncEnv, str]) -> None:
+    env, user = mailbox
+    declared = [s for s in scopes.declared_scopes(env.spec, names=["mail"])]
+    assert [s.key for s in declared] == [f"users/{user}/mailFolders"] and declared[0].container
+    results = sync_once(env.spec, ["mail"], clients={env.tenant_id: env.client}, engine=env.engine)
+    assert all(r.outcome == "ok" for r in results), results
+    folders = folders_truth(env, user)
+    assert {f"users/{user}/mailFolders/{f}/messages" for f in folders} <= scope_keys(env)
+    truth = messages_truth(env, user)
+    rows = env.rows("messages")
+    assert len(truth) >= 6 and set(rows) == set(truth)
+    for item_id, item in truth.items():
+        assert rows[item_id]["raw"] == item
+
+    # A new folder with a message, and a new message in the inbox.
+    created = env.graph.post(f"users/{user}/mailFolders", json={"displayName": "Projects"})
+    assert created.status_code == 201, created.text
+    projects = created.json()["id"]
+    msg = env.graph.post(f"users/{user}/mailFolders/{projects}/messages", json={"subject": "kick-off"})
+    assert msg.status_code == 201, msg.text
+    inbox_msg = env.graph.post(f"users/{user}/mailFolders/inbox/messages", json={"subject": "hello"})
+    assert inbox_msg.status_code == 201, inbox_msg.text
+    results = sync_once(env.spec, ["mail"], clients={env.tenant_id: env.client}, engine=env.engine)
+    assert all(r.outcome == "ok" for r in results), results
+    assert f"users/{user}/mailFolders/{projects}/messages" in scope_keys(env)
+    rows = env.rows("messages")
+    assert rows[msg.json()["id"]]["raw"]["subject"] == "kick-off"
+    assert inbox_msg.json()["id"] in rows
+    assert set(rows) == set(messages_truth(env, user))
+
+    # The folder is deleted: its scope goes, its rows are marked deleted.
+    assert env.graph.delete(f"users/{user}/mailFolders/{projects}").status_code == 204
+    sync_once(env.spec, ["mail"], clients={env.tenant_id: env.client}, engine=env.engine)
+    assert f"users/{user}/mailFolders/{projects}/messages" not in scope_keys(env)
+    gone = env.rows("messages", live=False)[msg.json()["id"]]
+    assert gone["deleted_at"] is not None and gone["reason"] == "deleted"
+    assert set(env.rows("messages")) == set(messages_truth(env, user))
+
+
+def test_a_deleted_message_is_removed_only_from_its_own_folder_scope(mailbox: tuple[SyncEnv, str]) -> None:
+    env, user = mailbox
+    sync_once(env.spec, ["mail"], clients={env.tenant_id: env.client}, engine=env.engine)
+    victim = sorted(env.rows("messages"))[0]
+    assert env.graph.delete(f"users/{user}/messages/{victim}").status_code == 204
+    results = sync_once(env.spec, ["mail"], clients={env.tenant_id: env.client}, engine=env.engine)
+    assert sum(r.deleted for r in results) == 1
+    assert env.rows("messages", live=False)[victim]["reason"] == "deleted"
+    assert set(env.rows("messages")) == set(messages_truth(env, user))
+
+
+def test_events_follow_the_declared_calendar_window(mailbox: tuple[SyncEnv, str]) -> None:
+    env, user = mailbox
+    (scope,) = scopes.declared_scopes(env.spec, names=["calendar"])
+    assert scope.key == f"users/{user}/events"
+    assert "calendarView/delta?startDateTime=" in scope.initial_url and "$select" not in scope.initial_url
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert result.outcome == "ok", result
+    query = scope.initial_url.split("?", 1)[1]
+    items, _ = env.graph.delta_all(f"users/{user}/calendarView/delta?{query}")
+    truth = {i["id"]: i for i in items if "@removed" not in i}
+    assert set(env.rows("events")) == set(truth)
+    event = env.graph.post(f"users/{user}/events", json={
+        "subject": "Review", "start": {"dateTime": "2030-01-01T10:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2030-01-01T11:00:00", "timeZone": "UTC"},
+    })
+    assert event.status_code == 201, event.text
+    again = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert again.outcome == "ok"
+    items, _ = env.graph.delta_all(f"users/{user}/calendarView/delta?{query}")
+    truth = {i["id"]: i for i in items if "@removed" not in i}
+    assert set(env.rows("events")) == set(truth)
