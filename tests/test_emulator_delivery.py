@@ -567,12 +567,15 @@ def test_rich_notifications_decrypt_and_carry_valid_tokens(
         graph, receiver.url(), resource=f"users/{user['id']}/messages?$select=subject,isRead", changeType="created",
         includeResourceData=True, encryptionCertificate=cert, encryptionCertificateId="cert-1",
     )
-    emulator.state.store.notify([_message_event(emulator, user["id"], message_id="AAMk1", subject="Grüße")])
+    created = graph.post(
+        f"users/{user['id']}/mailFolders/inbox/messages",
+        json={"subject": "Grüße", "body": {"contentType": "text", "content": "secret body"}},
+    ).json()
     receiver.wait_items(1)
     post = receiver.received[0].body
     item = post["value"][0]
     assert item["subscriptionId"] == sub["id"] and item["changeType"] == "created"
-    assert item["resourceData"]["id"] == "AAMk1"
+    assert item["resourceData"]["id"] == created["id"]
     content = item["encryptedContent"]
     assert content["encryptionCertificateId"] == "cert-1"
     # decrypt as the docs tell a receiver to
@@ -586,8 +589,9 @@ def test_rich_notifications_decrypt_and_carry_valid_tokens(
     unpadder = padding.PKCS7(128).unpadder()
     plain = unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
     resource = json.loads(plain)
-    assert resource["subject"] == "Grüße" and resource["isRead"] is False and resource["id"] == "AAMk1"
-    assert "bodyPreview" not in resource and "from" not in resource  # only the $select-ed properties
+    assert resource["subject"] == "Grüße" and resource["isRead"] == created["isRead"] and resource["id"] == created["id"]
+    assert resource["@odata.type"] == "#Microsoft.Graph.Message"
+    assert set(resource) == {"@odata.type", "@odata.id", "@odata.etag", "id", "subject", "isRead"}  # $select only
     # validation tokens: one for our (app, tenant), signed with a key from the emulator's JWKS
     (token,) = post["validationTokens"]
     jwks_uri = graph.session.get(
@@ -606,21 +610,52 @@ def test_rich_notifications_decrypt_and_carry_valid_tokens(
     assert claims["appid"] == "0bf30f3b-4a52-48df-9a82-234910c4a086"
 
 
-def test_drive_item_notifications_have_no_resource_data(
-    graph: EmulatorClient, emulator: EmulatorServer, receiver: Receiver
-) -> None:
-    _subscribe(graph, receiver.url(), resource="drives/b!drive1/root", changeType="updated")
-    emulator.state.store.notify([
-        ChangeEvent(
-            tenant_id=emulator.config.tenant_id, resource_type="driveItem", change_type="created", item_id="01ABC",
-            collections=("drives/b!drive1/root",), resource="drives/b!drive1/root", resource_data=None,
-            item={"id": "01ABC", "name": "a.txt"}, mailbox=None,
-        )
-    ])
-    (item,) = receiver.wait_items(1)
-    assert item["changeType"] == "updated" and item["resourceData"] is None
-    assert item["resource"] == "drives/b!drive1/root"
-    assert "id" not in item
+def test_every_resource_type_through_the_write_api(graph: EmulatorClient, receiver: Receiver) -> None:
+    user = graph.create_user("wes")
+    uid, upn = user["id"], user["userPrincipalName"]
+    drive_id = graph.get(f"users/{uid}/drive").json()["id"]
+    lists = graph.get(f"users/{uid}/todo/lists").json()["value"]
+    list_id = lists[0]["id"]
+    subscriptions = {
+        "inbox": _subscribe(graph, receiver.url("inbox"), resource=f"users/{upn}/mailFolders('Inbox')/messages", changeType="created,updated,deleted"),
+        "messages": _subscribe(graph, receiver.url("messages"), resource=f"/users/{uid}/messages", changeType="created"),
+        "events": _subscribe(graph, receiver.url("events"), resource=f"users/{uid}/events", changeType="created"),
+        "contacts": _subscribe(graph, receiver.url("contacts"), resource=f"users/{uid}/contacts", changeType="created"),
+        "tasks": _subscribe(graph, receiver.url("tasks"), resource=f"users/{uid}/todo/lists/{list_id}/tasks", changeType="created"),
+        "drive": _subscribe(graph, receiver.url("drive"), resource=f"drives/{drive_id}/root", changeType="updated"),
+        "mydrive": _subscribe(graph, receiver.url("mydrive"), resource=f"users/{uid}/drive/root", changeType="updated"),
+    }
+    message = graph.post(f"users/{uid}/mailFolders/inbox/messages", json={"subject": "hello"}).json()
+    assert graph.post(f"users/{uid}/mailFolders/drafts/messages", json={"subject": "draft"}).status_code == 201
+    graph.patch(f"users/{uid}/messages/{message['id']}", json={"isRead": True})
+    graph.delete(f"users/{uid}/messages/{message['id']}")
+    graph.post(f"users/{uid}/events", json={
+        "subject": "standup", "start": {"dateTime": "2026-12-01T09:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-12-01T09:15:00", "timeZone": "UTC"},
+    })
+    graph.post(f"users/{uid}/contacts", json={"givenName": "Ana"})
+    graph.post(f"users/{uid}/todo/lists/{list_id}/tasks", json={"title": "t"})
+    graph.post(f"drives/{drive_id}/root/children", json={"name": "docs", "folder": {}})
+    assert _wait_idle(graph)
+
+    inbox = receiver.items("inbox")
+    assert [i["changeType"] for i in inbox] == ["created", "updated", "deleted"]
+    assert inbox[0]["resource"] == f"Users/{uid}/Messages/{message['id']}"
+    assert inbox[0]["resourceData"]["@odata.type"] == "#Microsoft.Graph.Message"
+    assert inbox[0]["resourceData"]["id"] == message["id"] and "@odata.etag" in inbox[0]["resourceData"]
+    assert inbox[0]["subscriptionId"] == subscriptions["inbox"]["id"]
+    assert len(receiver.items("messages")) == 2  # the whole mailbox: inbox and drafts
+    (event,) = receiver.items("events")
+    assert event["resource"].startswith(f"Users/{uid}/Events/")
+    assert event["resourceData"]["@odata.type"] == "#Microsoft.Graph.Event"
+    assert len(receiver.items("contacts")) == 1 and len(receiver.items("tasks")) == 1
+    for path in ("drive", "mydrive"):
+        (item,) = receiver.items(path)
+        assert item["changeType"] == "updated" and item["resourceData"] is None
+        assert item["resource"].lower() == f"drives/{drive_id}/root".lower()
+    assert graph.post("subscriptions", json={
+        "resource": "drives/b!nope/root", "changeType": "updated", "notificationUrl": receiver.url(),
+        "expirationDateTime": _in(60)}).status_code == 404
 
 
 def test_stop_is_clean_even_with_a_slow_receiver(receiver: Receiver, tmp_path: Any) -> None:

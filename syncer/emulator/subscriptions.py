@@ -26,8 +26,10 @@ import requests
 from flask import Blueprint, Response, current_app, request
 
 from syncer.emulator.clock import parse_iso
+from syncer.emulator.drive import ensure_user_drive
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.identity import require_app
+from syncer.emulator.mailbox import ensure_mailbox
 from syncer.emulator.rich import CertificateError, load_encryption_certificate
 from syncer.emulator.subscription_model import (
     ALL_CHANGE_TYPES,
@@ -238,6 +240,8 @@ def _resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResou
     if parsed is None:
         raise _extension_error(400, f"The value '{resource}' of parameter 'Resource' is invalid.")
     tenant = state.store.tenant(caller.tenant_id)
+    if parsed.key.startswith("drives/") and parsed.ids[0] not in tenant.drives:
+        raise _extension_error(404, "The specified drive was not found.")
     family_user = parsed.mailbox if parsed.mailbox is not None else None
     if parsed.spec.resource_type == "driveItem" and parsed.key.startswith("users/"):
         family_user = parsed.ids[0]
@@ -246,13 +250,21 @@ def _resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResou
             user = tenant.find_user(family_user)
         if user is None:
             raise _extension_error(404, "The specified object was not found in the store.")
-        uid = str(user["id"]).lower()
+        user_id = str(user["id"])
+        uid = user_id.lower()
         key = parsed.key
-        if parsed.spec.resource_type == "message" and "/mailfolders/" in key:
-            folder = parsed.ids[1].lower()
-            well_known = tenant.well_known.get((uid, folder)) or tenant.well_known.get((str(user["id"]), folder))
-            if well_known is not None:
-                key = key.replace(f"/mailfolders/{folder}/", f"/mailfolders/{well_known.lower()}/", 1)
+        # The mailbox (well-known folders) and the drive exist in Graph before anyone asks; the emulator makes
+        # them on first use, so make them now or the subscription could never match their changes.
+        if parsed.spec.resource_type == "driveItem":
+            ensure_user_drive(state, tenant, user_id)
+        else:
+            ensure_mailbox(state, tenant, user_id)
+        for segment in ("mailfolders", "contactfolders"):
+            if f"/{segment}/" in key:
+                folder = parsed.ids[1].lower()
+                well_known = tenant.well_known.get((user_id, folder))
+                if well_known is not None:
+                    key = key.replace(f"/{segment}/{folder}/", f"/{segment}/{well_known.lower()}/", 1)
         # the store names items by user id; a UPN in the path is matched through the store's UPN aliases
         key = key.replace(f"users/{family_user.lower()}/", f"users/{uid}/", 1)
         parsed = ParsedResource(
