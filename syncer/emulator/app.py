@@ -179,13 +179,13 @@ def create_app(state: EmulatorState) -> Flask:
                            f"The emulator failed to handle this request ({type(exc).__name__}); this is a bug in the emulator.")
 
     from syncer.emulator.admin import bp as admin_bp
-    from syncer.emulator.api import bp as api_bp
     from syncer.emulator.batch import bp as batch_bp
+    from syncer.emulator.directory import bp as directory_bp
     from syncer.emulator.drive import bp as drive_bp
     from syncer.emulator.identity import bp as identity_bp
     from syncer.emulator.mailbox import bp as mailbox_bp
 
-    for blueprint in (identity_bp, admin_bp, batch_bp, api_bp, mailbox_bp, drive_bp):
+    for blueprint in (identity_bp, admin_bp, batch_bp, directory_bp, mailbox_bp, drive_bp):
         app.register_blueprint(blueprint)
     # EMU-B's blueprints; guarded so the core works before those modules exist.
     for module_name, attr in (("syncer.emulator.subscriptions", "bp"), ("syncer.emulator.delivery", "admin_bp")):

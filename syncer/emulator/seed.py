@@ -15,7 +15,9 @@ from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.resources import CONTACT, EVENT, GROUP, MESSAGE, TODO_TASK
 
 if TYPE_CHECKING:
+    from syncer.emulator.resources import ResourceType
     from syncer.emulator.state import EmulatorState
+    from syncer.emulator.store import TenantStore
 
 _FIRST = ("Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Leslie",
           "Margaret", "Dennis", "Hedy", "Tim", "Katherine", "John", "Shafi", "Niklaus", "Sophie", "Linus")
@@ -68,7 +70,6 @@ def seed_users(state: EmulatorState, tenant_id: str, count: int) -> dict[str, An
 
 def seed(state: EmulatorState, spec: dict[str, Any]) -> dict[str, Any]:
     """Apply an admin seed request (see admin.py for the fields); returns counts and timings."""
-    from syncer.emulator import api  # the writers live with the views
 
     allowed = {"tenantId", "users", "groups", "membersPerGroup", "messagesPerUser", "eventsPerUser",
                "contactsPerUser", "tasksPerUser", "driveItemsPerUser", "contentUsers"}
@@ -126,7 +127,19 @@ def seed(state: EmulatorState, spec: dict[str, Any]) -> dict[str, Any]:
         if not per:
             continue
         for uid in user_ids[:content_users]:
-            api.seed_content(state, ts, uid, rtype, per)
+            _seed_content(state, ts, uid, rtype, per)
         result[key] = per
     result["seconds"] = round(time.perf_counter() - started, 4)
     return result
+
+
+def _seed_content(state: EmulatorState, ts: TenantStore, user_id: str, rtype: ResourceType | None, count: int) -> None:
+    """Create *count* items of *rtype* (None = drive files) for one user; the writers live with the views."""
+    if rtype is None:
+        from syncer.emulator.drive import seed_drive_content
+
+        seed_drive_content(state, ts, user_id, count)
+        return
+    from syncer.emulator.mailbox import seed_mailbox_content
+
+    seed_mailbox_content(state, ts, user_id, rtype, count)
