@@ -76,10 +76,11 @@ class BatchResult:
 def run_batch(client: GraphClient, requests: list[BatchRequest], *, retry: RetryPolicy) -> list[BatchResult]:
     """Send *requests* in envelopes of ≤20, resend retryable failures; one result per request, in order."""
     items = _with_ids(requests)
-    results: dict[str, BatchResult] = {}
-    for start in range(0, len(items), MAX_BATCH):
-        chunk = items[start : start + MAX_BATCH]
+    chunks = [items[start : start + MAX_BATCH] for start in range(0, len(items), MAX_BATCH)]
+    for chunk in chunks:  # all checked before anything is sent
         _check_dependencies(chunk)
+    results: dict[str, BatchResult] = {}
+    for chunk in chunks:
         results.update(_run_chunk(client, chunk, retry))
     return [results[item.id or ""] for item in items]
 
