@@ -18,9 +18,10 @@ Decisions (the documented rules of ``syncer reconcile``):
   notifications could never be verified: we **replace** it (delete + create with a fresh secret).
 - **renew** when the expiry is within ``renew_before``; the new expiry is ``now + lifetime`` where the
   lifetime is the declared one capped at the resource's maximum minus :data:`SKEW_MARGIN`.
-- **update** (PATCH) the notificationUrl, the only identity field Graph lets us change.
+- **update** (PATCH) the notificationUrl, the only identity field Graph lets us change, and the
+  encryption certificate of rich subscriptions (rotation: both certificate fields).
 - **replace** (delete + create) for what Graph cannot change: change types, lifecycle URL,
-  includeResourceData, the encryption certificate id. When the resource or change types change, the
+  includeResourceData. When the resource or change types change, the
   new subscription is created first (Graph's 409 only forbids two with the same ones), so a failed
   create leaves the old one working; otherwise the old one must go first.
 - **prune** only with ``prune=True``, and only subscriptions syncer can prove are its own: a row in
@@ -319,10 +320,6 @@ def _replace_fields(d: Desired, live: LiveSubscription) -> tuple[str, ...]:
         changed.append("lifecycleNotificationUrl")
     if bool(live.include_resource_data) != d.include_resource_data:
         changed.append("includeResourceData")
-    if d.include_resource_data and (live.encryption_certificate_id or None) != (
-        d.encryption_certificate_id or None
-    ):
-        changed.append("encryptionCertificateId")
     return tuple(changed)
 
 
@@ -541,7 +538,19 @@ def _linked_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
     if immutable:
         return _replace(d, sub, now, immutable, "Graph cannot change " + ", ".join(immutable))
     due = sub.expiration - now <= d.renew_before
-    if sub.notification_url != d.notification_url:
+    moved = sub.notification_url != d.notification_url
+    # Certificate rotation is a PATCH of both certificate fields (notes §5.1).
+    rotated = d.include_resource_data and (sub.encryption_certificate_id or None) != (
+        d.encryption_certificate_id or None
+    )
+    if moved or rotated:
+        # Graph wants expirationDateTime or notificationUrl in every PATCH: a rotation alone renews too.
+        renews = due or not moved
+        changes = (
+            *(("notificationUrl",) if moved else ()),
+            *(("encryptionCertificate",) if rotated else ()),
+            *(("expirationDateTime",) if renews else ()),
+        )
         return Action(
             Kind.UPDATE,
             d.tenant_id,
@@ -549,9 +558,13 @@ def _linked_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
             name=d.name,
             subscription_id=sub.id,
             expires_at=sub.expiration,
-            new_expires_at=now + d.lifetime if due else None,
-            changes=("notificationUrl", *(("expirationDateTime",) if due else ())),
-            reason="notificationUrl changed",
+            new_expires_at=now + d.lifetime if renews else None,
+            changes=changes,
+            reason=" and ".join(
+                what
+                for what, yes in (("notificationUrl changed", moved), ("certificate rotated", rotated))
+                if yes
+            ),
             desired=d,
         )
     if due:

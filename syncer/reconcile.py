@@ -406,7 +406,11 @@ def apply(
             if a.new_expires_at is not None:
                 body["expirationDateTime"] = format_datetime(a.new_expires_at)
             if a.kind == Kind.UPDATE and a.desired is not None:
-                body["notificationUrl"] = a.desired.notification_url
+                if "notificationUrl" in a.changes:
+                    body["notificationUrl"] = a.desired.notification_url
+                if "encryptionCertificate" in a.changes:
+                    body["encryptionCertificate"] = a.desired.encryption_certificate
+                    body["encryptionCertificateId"] = a.desired.encryption_certificate_id
             requests.append(
                 BatchRequest(
                     "PATCH", _sub_path(a.subscription_id or ""), body=body, id=str(i), idempotent=True
@@ -523,6 +527,8 @@ def record_patches(
         for action, live in patched:
             values: dict[str, Any] = {"expires_at": live.expiration, "updated_at": now, "status": "active"}
             values["notification_url"] = live.notification_url
+            if live.include_resource_data:
+                values["encryption_certificate_id"] = live.encryption_certificate_id
             if action.kind == Kind.ADOPT and action.desired is not None:
                 values.update(_link_values(action.desired))
             connection.execute(sa.update(table).where(table.c.subscription_id == live.id).values(**values))

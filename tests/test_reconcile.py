@@ -573,3 +573,64 @@ def test_a_404_while_renewing_recreates_the_subscription(world: World) -> None:
     (row,) = world.rows()
     assert live["id"] == row.subscription_id == result.subscription_id
     assert row.client_state != before.client_state
+
+
+def _certificate(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed RSA certificate and its key, as Graph wants for rich notifications."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now().astimezone()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{name}.pem", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_rich_subscription_and_certificate_rotation(world: World) -> None:
+    def rich(cert_id: str, cert: Path, key: Path) -> str:
+        return f"""
+  - name: rich-mail
+    resource: users/{{user}}/messages
+    change_types: [created]
+    include_resource_data: true
+    encryption: {{certificate: "{cert}", private_key: {{file: "{key}"}}, id: {cert_id}}}
+    for_each: {{users: [{world.users[0]}]}}
+"""
+
+    first = _certificate(world.tmp, "first")
+    outcome = world.run(world.spec(rich("cert-1", *first)))
+    assert outcome.ok, [r.error for r in outcome.failed]
+    (live,) = world.live()
+    assert live["includeResourceData"] is True and live["encryptionCertificateId"] == "cert-1"
+    assert "$select=" in live["resource"]  # Outlook rich subscriptions must select (the spec adds it)
+    (before,) = world.rows()
+
+    second = _certificate(world.tmp, "second")
+    outcome = world.run(world.spec(rich("cert-2", *second)))
+    (action,) = outcome.plan.actions
+    assert action.kind == Kind.UPDATE and "encryptionCertificate" in action.changes
+    assert outcome.ok, [r.error for r in outcome.failed]
+    (live,) = world.live()
+    assert live["id"] == before.subscription_id and live["encryptionCertificateId"] == "cert-2"
+    (row,) = world.rows()
+    assert row.encryption_certificate_id == "cert-2" and row.client_state == before.client_state
+    assert [str(a.kind) for a in world.run(world.spec(rich("cert-2", *second))).plan.actions] == ["keep"]
