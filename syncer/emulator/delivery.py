@@ -44,17 +44,21 @@ from syncer.emulator.delivery_policy import (
     attempt_timeout,
     next_retry_at,
 )
+from syncer.emulator.notification_shapes import (
+    change_notification,
+    lifecycle_notification,
+    notified_change_type,
+    rich_resource,
+)
 from syncer.emulator.rich import encrypt_content, validation_token
-from syncer.emulator.subscription_model import Subscription, SubscriptionRegistry, notification_datetime
+from syncer.emulator.subscription_model import Subscription, SubscriptionRegistry
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
     from syncer.emulator.store import ChangeEvent
 
-__all__ = ["Dispatcher", "NotificationFaults", "admin_bp", "install", "rich_resource"]
+__all__ = ["Dispatcher", "NotificationFaults", "admin_bp", "install"]
 
-_DIRECTORY_TYPES = {"user", "group"}
-_OUTLOOK_TYPES = {"message", "event", "contact"}
 
 
 @dataclass
@@ -310,36 +314,17 @@ class Dispatcher:
         for subscription in self._registry.matching(event.tenant_id, event.collections):
             if subscription.resource_type != event.resource_type or subscription.expiration <= now_dt:
                 continue
-            change_type = event.change_type
-            if subscription.resource_type in _DIRECTORY_TYPES:
-                # Directory creations and soft deletes (the store sends a snapshot with a soft delete) arrive
-                # as `updated`; only a permanent delete is `deleted` (notes §1.1).
-                if change_type == "created" or (change_type == "deleted" and event.item is not None):
-                    change_type = "updated"
-            elif subscription.resource_type == "driveItem":
-                change_type = "updated"  # a drive root only ever says "something changed below" (notes §1.1)
-            if change_type not in subscription.change_types:
-                continue
-            item = self._build(subscription, event, change_type)
-            self._enqueue(item, now)
+            change_type = notified_change_type(subscription, event)
+            if change_type in subscription.change_types:
+                self._enqueue(self._build(subscription, event, change_type), now)
 
     def _build(self, subscription: Subscription, event: ChangeEvent, change_type: str) -> Notification:
-        payload: dict[str, Any] = {
-            "subscriptionId": subscription.id,
-            "subscriptionExpirationDateTime": notification_datetime(subscription.expiration),
-            "changeType": change_type,
-            "clientState": subscription.client_state,
-            "tenantId": subscription.tenant_id,
-            "resource": event.resource,
-            "resourceData": dict(event.resource_data) if event.resource_data is not None else None,
-        }
-        if subscription.resource_type in _OUTLOOK_TYPES:
-            payload = {"id": uuid.UUID(int=self._rng.getrandbits(128)).hex[:13], **payload}
+        notification_id = uuid.UUID(int=self._rng.getrandbits(128)).hex[:13]
+        payload = change_notification(subscription, event, change_type, notification_id=notification_id)
         rich = False
         if subscription.include_resource_data and subscription.certificate is not None and event.item is not None:
-            content = rich_resource(event, subscription)
             payload["encryptedContent"] = encrypt_content(
-                content,
+                rich_resource(event, subscription),
                 certificate=subscription.certificate,
                 certificate_id=subscription.encryption_certificate_id or "",
             )
@@ -570,13 +555,7 @@ class Dispatcher:
 
     def _queue_lifecycle_locked(self, subscription: Subscription, event: str) -> None:
         assert subscription.lifecycle_url is not None
-        payload = {
-            "subscriptionId": subscription.id,
-            "subscriptionExpirationDateTime": notification_datetime(subscription.expiration),
-            "tenantId": subscription.tenant_id,
-            "clientState": subscription.client_state,
-            "lifecycleEvent": event,
-        }
+        payload = lifecycle_notification(subscription, event)
         endpoint = self._endpoint(subscription.lifecycle_url)
         endpoint.fresh.push(
             Notification(subscription.lifecycle_url, "lifecycle", payload, subscription),
@@ -598,20 +577,6 @@ class Dispatcher:
 
     def _append_log_locked(self, entry: dict[str, Any]) -> None:
         self._log.append({"seq": next(self._log_seq), "time": iso_ts(self.state.clock.time()), **entry})
-
-
-def rich_resource(event: ChangeEvent, subscription: Subscription) -> dict[str, Any]:
-    """The resource JSON Graph encrypts: annotations plus the subscription's ``$select`` (all properties without)."""
-    item = event.item or {}
-    select = subscription.parsed.select
-    if select:
-        wanted = {name.lower() for name in select}
-        properties = {k: v for k, v in item.items() if k.lower() in wanted or k == "id"}
-    else:
-        properties = {k: v for k, v in item.items() if not k.startswith("@")}
-    data = event.resource_data or {}
-    annotations: dict[str, Any] = {k: data[k] for k in ("@odata.type", "@odata.id", "@odata.etag") if k in data}
-    return {**annotations, **properties}
 
 
 def install(state: EmulatorState) -> Dispatcher:
