@@ -210,7 +210,8 @@ class Worker:
                 log.warning("lifecycle %s for %s: reconcile is not available; the next reconcile run repairs it",
                             item.event, item.subscription_id)
                 return
-            repair(self.spec, event=item.event, subscription_id=item.subscription_id, engine=self.engine)
+            repair(self.spec, event=item.event, subscription_id=item.subscription_id, engine=self.engine,
+                   graphs=self.sources)
 
     # --- running passes ---
 
@@ -303,7 +304,7 @@ class Worker:
         if run is None:
             log.debug("syncer.reconcile is not available yet: reconcile job skipped")
             return
-        run(self.spec, engine=self.engine)
+        run(self.spec, engine=self.engine, graphs=self.sources)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -160,6 +160,9 @@ def _select(mirror: Mirror | None, strategy: Strategy) -> list[tuple[str, str]]:
     names = list(mirror.select)
     if strategy.members and "members" not in names:
         names.append("members")
+    if strategy.deleted_facet and "deleted" not in names:
+        # Removal is this facet: without it a deleted item would look like a live one.
+        names.append("deleted")
     return [("$select", ",".join(names))]
 
 

@@ -129,3 +129,47 @@ def test_events_follow_the_declared_calendar_window(mailbox: tuple[SyncEnv, str]
     items, _ = env.graph.delta_all(f"users/{user}/calendarView/delta?{query}")
     truth = {i["id"]: i for i in items if "@removed" not in i}
     assert set(env.rows("events")) == set(truth)
+
+
+DRIVE_SPEC = """
+  - name: files
+    resource: users/{{user}}/drive/root
+    change_types: [updated]
+    for_each: {{users: [{user}]}}
+    mirror:
+      table: files
+      columns: [name, {{field: size, column: size, type: integer}}]
+"""
+
+
+@pytest.fixture
+def drive_env(tmp_path: Path, emulator_info: dict[str, Any], sqlite_url: str, graph: Any) -> Iterator[tuple[SyncEnv, str]]:
+    seeded = graph.admin("POST", "seed", json={"users": 2, "driveItemsPerUser": 3, "contentUsers": 1}).json()
+    user = seeded["users"]["firstId"]
+    for env in make_env(tmp_path, emulator_info, sqlite_url, graph, DRIVE_SPEC.format(user=user)):
+        yield env, user
+
+
+def test_drive_items_follow_the_drive_delta_and_its_deleted_facet(drive_env: tuple[SyncEnv, str]) -> None:
+    env, user = drive_env
+    (scope,) = scopes.declared_scopes(env.spec)
+    assert scope.key == f"users/{user}/drive/root" and scope.strategy.deleted_facet
+    assert sync.sync_scope(env.engine, env.client, scope, worker="w1").outcome == "ok"
+
+    def truth() -> set[str]:
+        items, _ = env.graph.delta_all(f"users/{user}/drive/root/delta")
+        return {i["id"] for i in items if "deleted" not in i and "@removed" not in i}
+
+    assert set(env.rows("files")) == truth() and len(truth()) >= 3
+    drive = env.graph.get(f"users/{user}/drive").json()["id"]
+    put = env.graph.request("PUT", f"drives/{drive}/root:/notes.txt:/content", data=b"hello",
+                            headers={"Content-Type": "text/plain"})
+    assert put.status_code in (200, 201), put.text
+    root = env.graph.get(f"drives/{drive}/root").json()["id"]
+    victim = next(i for i in sorted(env.rows("files")) if i != root)
+    assert env.graph.delete(f"drives/{drive}/items/{victim}").status_code == 204
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert result.outcome == "ok" and result.deleted == 1
+    rows = env.rows("files", live=False)
+    assert rows[victim]["reason"] == "deleted" and rows[put.json()["id"]]["raw"]["name"] == "notes.txt"
+    assert set(env.rows("files")) == truth()
