@@ -35,6 +35,7 @@ from syncer.emulator.delivery_policy import (
     next_retry_at,
     retry_schedule,
 )
+from syncer.emulator.tls import write_server_files
 
 # ---------------------------------------------------------------------------------------------------------------
 # pure policy
@@ -687,3 +688,34 @@ def test_thousands_of_notifications_to_a_fast_receiver(graph: EmulatorClient, re
     assert count / elapsed > 1000, f"{count / elapsed:.0f} notifications/s"
     assert len(receiver.received) < count / 10  # batched
     assert graph.admin("POST", "delivery/burst", json={"count": -1}).status_code == 400
+
+
+def test_https_receivers_must_present_a_trusted_certificate(tmp_path: Any) -> None:
+    files = write_server_files(tmp_path / "receiver-tls")
+    with Receiver(tls=(str(files.server_cert), str(files.server_key))) as rx:
+        assert rx.url().startswith("https://")
+        with EmulatorServer(EmulatorConfig(seed=5, delivery_tick_s=0.005), workdir=tmp_path / "a") as emu:
+            graph = EmulatorClient(emu)
+            # default: the system trust store, which does not know the receiver's private CA
+            refused = graph.post("subscriptions", json={
+                "resource": "users", "changeType": "updated", "notificationUrl": rx.url(), "expirationDateTime": _in(60)})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "ValidationError"
+            graph.close()
+        config = EmulatorConfig(seed=5, delivery_tick_s=0.005, notification_tls_verify=str(files.ca_cert))
+        with EmulatorServer(config, workdir=tmp_path / "b") as emu:
+            graph = EmulatorClient(emu)
+            _subscribe(graph, rx.url())
+            graph.create_user("xena")
+            assert len(rx.wait_items(1)) == 1
+            graph.close()
+
+
+def test_reset_forgets_subscriptions_and_delivery_state(graph: EmulatorClient, receiver: Receiver) -> None:
+    _subscribe(graph, receiver.url())
+    graph.create_user("yan")
+    receiver.wait_items(1)
+    graph.admin("POST", "delivery/faults", json={"drop": 1})
+    assert graph.admin("POST", "reset").status_code == 204
+    assert graph.get("subscriptions").json()["value"] == []
+    report = _report(graph)
+    assert report["delivered"] == 0 and report["log"] == [] and report["faults"]["drop"] == 0

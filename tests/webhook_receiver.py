@@ -7,6 +7,7 @@ notification POSTs with scripted statuses and delays, recording everything it sa
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +61,8 @@ class Receiver:
     default_status: int = 202
     #: Seconds to sleep before answering each notification POST (or a function of the POST number).
     delay_s: float | Callable[[int], float] = 0.0
+    #: (certificate PEM path, key PEM path) to serve https instead of http.
+    tls: tuple[str, str] | None = None
     received: list[Received] = field(default_factory=list)
     attempts: int = 0
     validations: list[Validation] = field(default_factory=list)
@@ -73,7 +76,13 @@ class Receiver:
         def hook(path: str) -> Response:
             return self._handle(path)
 
-        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Handler)
+        ssl_context = None
+        if self.tls is not None:
+            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_context.load_cert_chain(*self.tls)
+        self._server = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=_Handler, ssl_context=ssl_context
+        )
         self._server.daemon_threads = True  # type: ignore[attr-defined]
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
@@ -92,7 +101,8 @@ class Receiver:
 
     def url(self, path: str = "hook") -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}/{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_port}/{path}"
 
     def _handle(self, path: str) -> Response:
         token = request.args.get("validationToken")
