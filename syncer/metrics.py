@@ -76,7 +76,7 @@ class Metrics:
             self._flusher.start()
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
-        key: LabelKey = tuple(sorted(labels.items()))
+        key: LabelKey = tuple(sorted(labels.items())) if labels else ()
         with self._lock:
             family = self._counters.setdefault(name, {})
             family[key] = family.get(key, 0) + amount

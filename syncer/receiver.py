@@ -85,7 +85,7 @@ class ReceiverSettings:
     # Under Graph's 3-second allowance, with room for the network.
     store_timeout: float = 2.5
     group_commit: bool = True
-    committers: int = 2  # batches in flight per process (PostgreSQL; SQLite always has one)
+    committers: int = 4  # batches in flight per process (PostgreSQL; SQLite always has one)
     max_batch_rows: int = 2000
     # A known subscription's row changes rarely (clientState never); an unknown id is re-read soon,
     # because reconcile writes the row only after Graph's 201 and the first notification may race it.
@@ -187,6 +187,14 @@ class _LogLimiter:
             return False
 
 
+# Every answer is plain text that no browser may sniff into HTML (the handshake echoes a caller's token).
+_ANSWER_HEADERS = (
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+)
+
+
 def _new_item(a: Accepted) -> NewItem:
     n = a.notification
     return NewItem(
@@ -269,12 +277,9 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions["syncer.receiver"] = state
 
-    def answer(status: int, endpoint: str, body: str = "", mimetype: str = "text/plain") -> Response:
+    def answer(status: int, endpoint: str, body: str = "") -> Response:
         metrics.inc("syncer_receiver_requests_total", endpoint=endpoint, status=str(status))
-        response = Response(body, status=status, mimetype=mimetype)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return Response(body, status=status, headers=_ANSWER_HEADERS)
 
     def log_refusals(refused: tuple[Rejection, ...]) -> None:
         for reason, count in reasons(refused).items():
