@@ -128,8 +128,10 @@ class DatabaseLock:
         while True:
             try:
                 got = self._try_acquire()
-            except sa.exc.OperationalError as error:
-                raise DatabaseError(f"cannot take lock {self.name!r}: {error.orig}") from error
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
+                raise DatabaseError(
+                    f"cannot take lock {self.name!r}: {error.orig}; is the database migrated (`syncer db upgrade`)?"
+                ) from error
             if got:
                 self._held = True
                 if is_sqlite(self.engine):

@@ -634,3 +634,18 @@ def test_rich_subscription_and_certificate_rotation(world: World) -> None:
     (row,) = world.rows()
     assert row.encryption_certificate_id == "cert-2" and row.client_state == before.client_state
     assert [str(a.kind) for a in world.run(world.spec(rich("cert-2", *second))).plan.actions] == ["keep"]
+
+
+def test_an_unmigrated_database_is_one_clear_error(
+    graph: EmulatorClient, database_url: str, tmp_path: Path
+) -> None:
+    from syncer.errors import DatabaseError
+
+    engine = create_engine(database_url)
+    with Receiver() as receiver:
+        world = World(graph, receiver, engine, database_url, tmp_path, [])
+        spec = world.spec(USERS)
+        for dry_run in (True, False):
+            with pytest.raises(DatabaseError, match="syncer db upgrade"):
+                world.run(spec, dry_run=dry_run)
+    engine.dispose()
