@@ -649,3 +649,44 @@ def test_an_unmigrated_database_is_one_clear_error(
             with pytest.raises(DatabaseError, match="syncer db upgrade"):
                 world.run(spec, dry_run=dry_run)
     engine.dispose()
+
+
+def test_two_tenants_each_get_their_own_subscriptions(world: World) -> None:
+    second = world.graph.admin("POST", "tenants", json={"domain": "fabrikam.onmicrosoft.com"}).json()[
+        "tenantId"
+    ]
+    app = world.graph.admin(
+        "POST", "apps", json={"tenantId": second, "roles": ["User.Read.All"], "secret": "second-secret"}
+    ).json()
+    text = world.spec_text(
+        """
+  - name: people
+    tenant: main
+    resource: users
+    change_types: [updated]
+  - name: fabrikam-people
+    tenant: fabrikam
+    resource: users
+    change_types: [updated]
+"""
+    ).replace(
+        "receiver:",
+        f"""  - name: fabrikam
+    tenant_id: "{second}"
+    client_id: "{app["clientId"]}"
+    client_secret: {{env: SECOND_SECRET}}
+receiver:""",
+        1,
+    )
+    path = world.tmp / "subscriptions.yaml"
+    path.write_text(text)
+    spec = load_spec(
+        path, environ={SECRET_ENV: world.graph.info["client_secret"], "SECOND_SECRET": "second-secret"}
+    )
+    outcome = world.run(spec)
+    assert outcome.ok, [r.error for r in outcome.failed]
+    assert sorted((r.tenant_id, r.name) for r in world.rows()) == sorted(
+        [(world.graph.info["tenant_id"], "people"), (second, "fabrikam-people")]
+    )
+    again = world.run(spec)
+    assert [str(a.kind) for a in again.plan.actions] == ["keep", "keep"]
