@@ -719,3 +719,18 @@ def test_reset_forgets_subscriptions_and_delivery_state(graph: EmulatorClient, r
     assert graph.get("subscriptions").json()["value"] == []
     report = _report(graph)
     assert report["delivered"] == 0 and report["log"] == [] and report["faults"]["drop"] == 0
+
+
+@pytest.mark.parametrize("emulator_config", [{"notification_url_app_id_as_audience": True}], indirect=True)
+def test_notification_url_app_id_as_token_audience_when_configured(graph: EmulatorClient, receiver: Receiver) -> None:
+    user = graph.create_user("zoe")
+    _, cert = _certificate()
+    _subscribe(
+        graph, receiver.url(), resource=f"users/{user['id']}/messages?$select=subject", changeType="created",
+        includeResourceData=True, encryptionCertificate=cert, encryptionCertificateId="c",
+        notificationUrlAppId="11111111-2222-3333-4444-555555555555",
+    )
+    graph.post(f"users/{user['id']}/mailFolders/inbox/messages", json={"subject": "s"})
+    receiver.wait_items(1)
+    (token,) = receiver.received[0].body["validationTokens"]
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == "11111111-2222-3333-4444-555555555555"

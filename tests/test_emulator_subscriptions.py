@@ -115,6 +115,12 @@ def test_url_with_a_query_keeps_it_and_appends_the_token(graph: EmulatorClient, 
     assert receiver.validations[0].raw_query.startswith("tenant=a&x=1&validationToken=")
 
 
+@pytest.mark.parametrize("emulator_config", [{"handshake_keeps_query": False}], indirect=True)
+def test_handshake_without_the_query_when_configured(graph: EmulatorClient, receiver: Receiver) -> None:
+    assert graph.post("subscriptions", json=_sub(receiver.url("hook") + "?tenant=a")).status_code == 201
+    assert receiver.validations[0].raw_query.startswith("validationToken=")
+
+
 @pytest.mark.parametrize(
     ("mode", "message"),
     [

@@ -85,6 +85,9 @@ class EmulatorConfig:
     subscription_page_size: int = 100
     #: Re-run the handshake when PATCH changes notificationUrl [UNCONFIRMED; default: validate].
     revalidate_on_patch: bool = True
+    #: A notificationUrl with a query string gets `&validationToken=...` appended, query kept [UNCONFIRMED];
+    #: False = the handshake goes to the URL without its query (`?validationToken=...` only).
+    handshake_keeps_query: bool = True
 
     # --- delivery (EMU-B; notes §3-5) ---
     #: 3-s budget, 10-s retry timeout, 4-h window [DOC]; backoff schedule [UNCONFIRMED].
@@ -111,6 +114,9 @@ class EmulatorConfig:
     lifecycle_events_all_types: bool = False
     #: Lifetime of validationTokens JWTs [UNCONFIRMED: ~1 h like other identity-platform tokens].
     validation_token_lifetime_s: float = 3600.0
+    #: validationTokens' `aud`: the subscribing app id; True = the subscription's notificationUrlAppId when it
+    #: has one [UNCONFIRMED: the docs only say that app id "can be used to generate the validation token"].
+    notification_url_app_id_as_audience: bool = False
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""

@@ -419,7 +419,7 @@ class Dispatcher:
 
     def _body(self, batch: Batch) -> dict[str, Any]:
         body: dict[str, Any] = {"value": [item.payload for item in batch.items]}
-        pairs = sorted({(i.subscription.application_id, i.subscription.tenant_id) for i in batch.items if i.rich})
+        pairs = sorted({(self._audience(i.subscription), i.subscription.tenant_id) for i in batch.items if i.rich})
         if pairs:
             now = self.state.clock.now()
             lifetime = timedelta(seconds=self.config.validation_token_lifetime_s)
@@ -435,6 +435,11 @@ class Dispatcher:
                 for app_id, tenant_id in pairs
             ]
         return body
+
+    def _audience(self, subscription: Subscription) -> str:
+        if self.config.notification_url_app_id_as_audience and subscription.notification_url_app_id:
+            return subscription.notification_url_app_id
+        return subscription.application_id
 
     def _attempt(self, endpoint: Endpoint, batch: Batch) -> None:
         try:

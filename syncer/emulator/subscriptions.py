@@ -316,6 +316,9 @@ def new_validation_token(state: EmulatorState) -> str:
 def handshake(state: EmulatorState, url: str) -> str | None:
     """POST ``url?validationToken=...`` and check the echo; returns Graph's failure message or None on success."""
     token = new_validation_token(state)
+    parts = urlsplit(url)
+    if parts.query and not state.config.handshake_keeps_query:
+        url = parts._replace(query="").geturl()
     separator = "&" if urlsplit(url).query else "?"
     target = f"{url}{separator}validationToken={quote(token, safe='')}"
     session = requests.Session()
