@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from graph_fixtures import Harness, raises_typed
+from graph_fixtures import Harness, Recorder, find_leaks, raises_typed
 
 from syncer.emulator import EmulatorConfig
 from syncer.errors import (
@@ -86,6 +86,19 @@ def test_wrong_secret_is_an_auth_error_without_the_secret(harness: Harness) -> N
     assert error.code == "invalid_client"
     assert "wrong-" not in str(error)
     assert harness.requests_log("/v1.0/") == []  # never reached Graph
+
+
+def test_the_leak_check_sees_a_token_logged_by_anyone(harness: Harness, no_secret_in_logs: Recorder) -> None:
+    # The check every test here ends with must be able to fail: log the token the way a careless
+    # library would, and the detector finds it (then drop the line so this test itself passes).
+    import logging
+
+    credential = harness.secret_credential()
+    harness.client(credential).get_json("/users")
+    token = next(iter(credential._tokens.values()))[0]
+    logging.getLogger("careless.library").debug("sending Authorization: Bearer %s", token)
+    assert find_leaks(no_secret_in_logs.lines, harness.sensitive())
+    no_secret_in_logs.lines = [line for line in no_secret_in_logs.lines if not line.startswith("careless")]
 
 
 def test_token_is_cached_across_calls(harness: Harness) -> None:

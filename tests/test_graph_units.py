@@ -36,11 +36,20 @@ def test_mailbox_of(url: str, mailbox: str | None) -> None:
     assert limits.mailbox_of(url) == mailbox
 
 
-def test_semaphores_are_shared_per_key() -> None:
-    a = limits.semaphore("T-units", "m1", 4)
-    assert limits.semaphore("t-units", "m1", 4) is a
-    assert limits.semaphore("t-units", "m2", 4) is not a
-    assert limits.semaphore("t-units", None, 4) is not a
+def test_tenant_semaphores_are_shared_per_tenant() -> None:
+    a = limits.tenant_semaphore("T-units", 4)
+    assert limits.tenant_semaphore("t-units", 4) is a
+    assert limits.tenant_semaphore("t-other", 4) is not a
+
+
+def test_idle_mailbox_semaphores_are_dropped() -> None:
+    before = limits.mailboxes_tracked()
+    with limits.slot("t-drop", "box-1", per_tenant=4, per_mailbox=2):
+        with limits.slot("t-drop", "box-1", per_tenant=4, per_mailbox=2):
+            assert limits.mailboxes_tracked() == before + 1
+        with limits.slot("t-drop", "box-2", per_tenant=4, per_mailbox=2):
+            assert limits.mailboxes_tracked() == before + 2
+    assert limits.mailboxes_tracked() == before
 
 
 def test_slot_caps_concurrency_across_threads() -> None:

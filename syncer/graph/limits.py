@@ -16,8 +16,12 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-_REGISTRY: dict[tuple[str, str | None, int], threading.BoundedSemaphore] = {}
+_TENANTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+# Mailbox semaphores are counted and dropped when idle: a sync over 100k mailboxes must not keep
+# 100k semaphores alive. Entry: [semaphore, threads holding or waiting for it].
+_MAILBOXES: dict[tuple[str, str, int], list[Any]] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 # /users/{id-or-upn}/<anything>: a call inside one user's mailbox, drive, calendar, To Do...
@@ -35,14 +39,39 @@ def mailbox_of(url: str) -> str | None:
     return None if user == "delta" else user
 
 
-def semaphore(tenant: str, mailbox: str | None, size: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore for *tenant* (mailbox None) or for one mailbox of it."""
-    key = (tenant.lower(), mailbox, size)
-    found = _REGISTRY.get(key)
+def tenant_semaphore(tenant: str, size: int) -> threading.BoundedSemaphore:
+    """The process-wide semaphore capping requests in flight for *tenant*."""
+    key = (tenant.lower(), size)
+    found = _TENANTS.get(key)
     if found is not None:
         return found
     with _REGISTRY_LOCK:
-        return _REGISTRY.setdefault(key, threading.BoundedSemaphore(size))
+        return _TENANTS.setdefault(key, threading.BoundedSemaphore(size))
+
+
+def _enter_mailbox(
+    tenant: str, mailbox: str, size: int
+) -> tuple[tuple[str, str, int], threading.BoundedSemaphore]:
+    key = (tenant.lower(), mailbox, size)
+    with _REGISTRY_LOCK:
+        entry = _MAILBOXES.get(key)
+        if entry is None:
+            entry = _MAILBOXES[key] = [threading.BoundedSemaphore(size), 0]
+        entry[1] += 1
+        return key, entry[0]
+
+
+def _leave_mailbox(key: tuple[str, str, int]) -> None:
+    with _REGISTRY_LOCK:
+        entry = _MAILBOXES[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _MAILBOXES[key]
+
+
+def mailboxes_tracked() -> int:
+    """How many mailbox semaphores exist now (only those in use: for tests and diagnostics)."""
+    return len(_MAILBOXES)
 
 
 @contextmanager
@@ -53,16 +82,14 @@ def slot(tenant: str, mailbox: str | None, *, per_tenant: int, per_mailbox: int)
     tenant slot that calls to other mailboxes could use. Holders of a mailbox slot wait only for the
     tenant slot, whose holders wait for nothing, so there is no cycle.
     """
-    mailbox_sem = semaphore(tenant, mailbox, per_mailbox) if mailbox else None
-    tenant_sem = semaphore(tenant, None, per_tenant)
-    if mailbox_sem is not None:
-        mailbox_sem.acquire()
-    try:
-        tenant_sem.acquire()
-        try:
+    tenant_sem = tenant_semaphore(tenant, per_tenant)
+    if mailbox is None:
+        with tenant_sem:
             yield
-        finally:
-            tenant_sem.release()
+        return
+    key, mailbox_sem = _enter_mailbox(tenant, mailbox, per_mailbox)
+    try:
+        with mailbox_sem, tenant_sem:
+            yield
     finally:
-        if mailbox_sem is not None:
-            mailbox_sem.release()
+        _leave_mailbox(key)

@@ -167,8 +167,3 @@ def error_from_response(
 def code_is(error: GraphError, *codes: str) -> bool:
     """Whether Graph's error code is one of *codes*, compared case-insensitively (both spellings occur, notes §7)."""
     return error.code is not None and error.code.lower() in {c.lower() for c in codes}
-
-
-def utc_now() -> datetime:
-    """The current time, aware UTC (one place, so tests can reason about it)."""
-    return datetime.now(UTC)
