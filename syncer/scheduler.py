@@ -129,6 +129,8 @@ class Worker:
         self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
         self._lock = threading.Lock()
         self.results: list[sync.PassResult] = []
+        self.refresh_every = timedelta(hours=1)
+        self._refreshed: datetime | None = clock() if spec is not None else None
 
     # --- setup ---
 
@@ -169,9 +171,16 @@ class Worker:
                     failed.append((item.id, str(error)))
             for (tenant_id, key), resources in fetches.items():
                 scope = self.index.static[(tenant_id, key)]
-                result = sync.fetch_items(self.engine, self.sources[tenant_id], scope, resources,
-                                          worker=self.worker_id, clock=self.clock)
-                fetched += result.items
+                try:
+                    result = sync.fetch_items(self.engine, self.sources[tenant_id], scope, resources,
+                                              worker=self.worker_id, clock=self.clock)
+                    fetched += result.items
+                except Exception as error:
+                    # The periodic list of the scope (a full round with its sweep) covers these items.
+                    log.warning("fetching %d notified items of %s failed (%s): listing the scope instead",
+                                len(resources), scope.key, error)
+                    with self.engine.begin() as connection:
+                        dirty += sync.mark_dirty(connection, tenant_id, [scope.parent_key], now=self.clock())
             self.inbox.ack(done, worker=self.worker_id)
             for row_id, reason in failed:
                 self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
@@ -252,7 +261,16 @@ class Worker:
         return started
 
     def _pass(self, scope: Scope) -> sync.PassResult:
-        result = sync.sync_scope(self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock)
+        try:
+            result = sync.sync_scope(
+                self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock
+            )
+        except Exception as error:  # the database failed before the pass could record anything
+            log.exception("pass %s could not start", scope.key)
+            result = sync.PassResult(scope.key, "error", error=str(error))
+            with self._lock:
+                self.results.append(result)
+            return result
         log.info("pass %s: %s (%d items, %d pages)", scope.key, result.outcome, result.items, result.pages)
         with self._lock:
             self.results.append(result)
@@ -273,10 +291,33 @@ class Worker:
 
     # --- job: safety net ---
 
+    def refresh_scopes(self) -> int:
+        """Expand the declarations again (fan-out over a group or filter changes); register new scopes."""
+        if self.spec is None:
+            return 0
+        by_name = {t.name: self.sources[t.tenant_id] for t in self.spec.tenants if t.tenant_id in self.sources}
+        fresh = ScopeIndex.of(scopes.declared_scopes(self.spec, clients=by_name))
+        added = [sc for key, sc in fresh.static.items() if key not in self.index.static]
+        self.index = fresh
+        if added:
+            with self.engine.begin() as connection:
+                sync.ensure_scope_rows(connection, added, dirty=True, now=self.clock())
+        self._refreshed = self.clock()
+        return len(added)
+
     def safety_net(self) -> int:
-        """Mark dirty the scopes whose last success is older than their interval; how many."""
+        """Mark dirty the scopes whose last success is older than their interval; how many.
+
+        Also re-expands the declarations every :attr:`refresh_every` (a fan-out group gained a member).
+        """
         s = schema.sync_state
         now = self.clock()
+        if self._refreshed is None or now - self._refreshed >= self.refresh_every:
+            try:
+                self.refresh_scopes()
+            except Exception:
+                log.exception("expanding the declarations failed; keeping the scopes known so far")
+                self._refreshed = now
         marked = 0
         with self.engine.begin() as connection:
             rows = connection.execute(

@@ -24,15 +24,22 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from syncer import resources
 from syncer.errors import ConfigError
 
 if TYPE_CHECKING:
-    from syncer.graph.client import GraphClient
+    from collections.abc import Iterator
+
     from syncer.spec import Mirror, Spec, Subscription
+
+
+class PageLister(Protocol):
+    """What expanding a fan-out needs from the Graph client (GraphClient satisfies it)."""
+
+    def iter_pages(self, url_or_path: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]: ...
 
 # Methods: how a scope's pass reads Graph.
 DELTA = resources.DELTA  # {collection}/delta with $select; follow nextLinks to the deltaLink
@@ -301,7 +308,7 @@ def folder_of(child_key: str, container: Scope) -> str | None:
 # --- fan-out over users -----------------------------------------------------------------------------
 
 
-def resolve_users(subscription: Subscription, client: GraphClient | None) -> list[str]:
+def resolve_users(subscription: Subscription, client: PageLister | None) -> list[str]:
     """The users a per-mailbox declaration is expanded over (ids or UPNs as declared or listed)."""
     fan_out = subscription.fan_out
     path, _ = resources.split_resource(subscription.resource)
@@ -329,7 +336,7 @@ def resolve_users(subscription: Subscription, client: GraphClient | None) -> lis
 def declared_scopes(
     spec: Spec,
     *,
-    clients: Mapping[str, GraphClient] | None = None,
+    clients: Mapping[str, PageLister] | None = None,
     names: Iterable[str] | None = None,
     now: datetime | None = None,
 ) -> list[Scope]:

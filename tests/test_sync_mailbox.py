@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
 from syncer import schema, scopes, sync
-from syncer.scheduler import sync_once
+from syncer.scheduler import ScopeIndex, Worker, sync_once
 
 MAIL_SPEC = """
   - name: mail
@@ -173,3 +173,39 @@ def test_drive_items_follow_the_drive_delta_and_its_deleted_facet(drive_env: tup
     rows = env.rows("files", live=False)
     assert rows[victim]["reason"] == "deleted" and rows[put.json()["id"]]["raw"]["name"] == "notes.txt"
     assert set(env.rows("files")) == truth()
+
+
+GROUP_MAIL_SPEC = """
+  - name: team-mail
+    resource: users/{{user}}/messages
+    for_each: {{group: {group}}}
+    mirror:
+      table: team_messages
+      columns: [subject]
+"""
+
+
+def test_fan_out_over_a_group_follows_its_membership(
+    tmp_path: Path, emulator_info: dict[str, Any], sqlite_url: str, graph: Any
+) -> None:
+    graph.admin("POST", "seed", json={"users": 4, "groups": 1, "membersPerGroup": 1, "messagesPerUser": 2, "contentUsers": 2})
+    group = graph.get("groups?$select=id").json()["value"][0]["id"]
+    users = [u["id"] for u in graph.get("users?$select=id").json()["value"]]
+    gen = make_env(tmp_path, emulator_info, sqlite_url, graph, GROUP_MAIL_SPEC.format(group=group))
+    env = next(gen)
+    try:
+        index = ScopeIndex.of(scopes.declared_scopes(env.spec, clients={env.spec.tenants[0].name: env.client}))
+        worker = Worker(env.engine, {env.tenant_id: env.client}, index, worker_id="w1", spec=env.spec)
+        try:
+            worker.register_scopes()
+            assert len(worker.index.containers()) == 1
+            newcomer = next(u for u in users if u not in {s.mailbox for s in worker.index.containers()})
+            added = env.graph.post(f"groups/{group}/members/$ref", json={"@odata.id": f"{env.graph.graph}/directoryObjects/{newcomer}"})
+            assert added.status_code == 204, added.text
+            assert worker.refresh_scopes() == 1
+            assert {s.mailbox for s in worker.index.containers()} >= {newcomer}
+            assert f"users/{newcomer}/mailFolders" in scope_keys(env)
+        finally:
+            worker.close()
+    finally:
+        gen.close()
