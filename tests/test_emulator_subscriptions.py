@@ -281,6 +281,19 @@ def test_duplicate_change_type_and_resource_is_409(graph: EmulatorClient, receiv
     assert graph.post("subscriptions", json=_sub(receiver.url(), changeType="updated")).status_code == 201
 
 
+def test_twin_creates_racing_through_the_handshake_yield_one_subscription(
+    graph: EmulatorClient, receiver: Receiver
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    graph.token()
+    receiver.handshake, receiver.handshake_delay_s = "slow", 0.3
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(pool.map(lambda _: graph.post("subscriptions", json=_sub(receiver.url())).status_code, range(2)))
+    assert statuses == [201, 409]
+    assert len(graph.get("subscriptions").json()["value"]) == 1
+
+
 def _app_client(graph: EmulatorClient, roles: list[str]) -> EmulatorClient:
     app = graph.admin("POST", "apps", json={"roles": roles, "secret": "s"}).json()
     token = graph.admin("POST", "token", json={"clientId": app["clientId"]}).json()["access_token"]

@@ -30,7 +30,7 @@ class SubscribableResource:
     """One resource type that accepts subscriptions."""
 
     resource_type: str
-    #: Lower-case path shapes; ``*`` stands for one id segment. The first shape's ids become the matching key.
+    #: Lower-case collection path shapes; ``*`` stands for one id segment.
     shapes: tuple[tuple[str, ...], ...]
     change_types: frozenset[str]
     #: Maximum lifetime in minutes (notes §2).
@@ -277,11 +277,23 @@ class SubscriptionRegistry:
             self._seq += 1
             return self._seq
 
-    def add(self, subscription: Subscription) -> None:
-        """Register a subscription that passed every check and its handshake."""
+    def add(self, subscription: Subscription) -> Subscription | None:
+        """Register a subscription that passed every check and its handshake.
+
+        Returns the existing duplicate instead (and adds nothing) when a twin request won the race meanwhile.
+        """
         with self._lock:
+            duplicate = self.duplicate_of(
+                tenant_id=subscription.tenant_id,
+                application_id=subscription.application_id,
+                resource_key=subscription.parsed.key,
+                change_types=subscription.change_types,
+            )
+            if duplicate is not None:
+                return duplicate
             self._by_id[subscription.id] = subscription
             self._by_key.setdefault((subscription.tenant_id, subscription.parsed.key), {})[subscription.id] = subscription
+            return None
 
     def get(self, subscription_id: str) -> Subscription | None:
         """The subscription with this id, if it exists."""

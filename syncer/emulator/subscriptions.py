@@ -390,13 +390,7 @@ def create_subscription() -> Response:
     if lifecycle_url is not None:
         check_url(state, lifecycle_url, field="lifecycleNotificationUrl")
     registry: SubscriptionRegistry = state.subscriptions
-    duplicate = registry.duplicate_of(
-        tenant_id=caller.tenant_id, application_id=caller.client_id, resource_key=parsed.key, change_types=change_types
-    )
-    if duplicate is not None:
-        raise GraphHTTPError(
-            409, "Conflict", f"Subscription Id {duplicate.id} already exists for the requested combination"
-        )
+    _refuse_duplicate(registry, caller, parsed, change_types)
     exceeded = registry.quota_exceeded(tenant_id=caller.tenant_id, application_id=caller.client_id, parsed=parsed)
     if exceeded is not None:
         raise _extension_error(403, f"Maximum number of subscriptions has been reached ({exceeded})")
@@ -425,10 +419,25 @@ def create_subscription() -> Response:
         notification_query_options=_string(body, "notificationQueryOptions"),
         last_reauthorization_notice=now,
     )
-    registry.add(subscription)
+    # The handshake took time without a lock: a twin request may have won meanwhile.
+    winner = registry.add(subscription)
+    if winner is not None:
+        raise GraphHTTPError(409, "Conflict", f"Subscription Id {winner.id} already exists for the requested combination")
     if state.delivery is not None:
         state.delivery.subscription_added(subscription)
     return _json(subscription.to_json(base_url=_base_url()), 201)
+
+
+def _refuse_duplicate(
+    registry: SubscriptionRegistry, caller: Caller, parsed: ParsedResource, change_types: frozenset[str]
+) -> None:
+    duplicate = registry.duplicate_of(
+        tenant_id=caller.tenant_id, application_id=caller.client_id, resource_key=parsed.key, change_types=change_types
+    )
+    if duplicate is not None:
+        raise GraphHTTPError(
+            409, "Conflict", f"Subscription Id {duplicate.id} already exists for the requested combination"
+        )
 
 
 def _own(state: EmulatorState, caller: Caller, subscription_id: str) -> Subscription:
