@@ -8,7 +8,8 @@ seeds --users users through the admin API, then pages the users delta with
 emulator's CA), several rounds, parsing each page with orjson to count its items. Then it times seeding
 --seed-million users in a fresh emulator. The last line printed is one JSON object:
 ``delta_pages_per_s``, ``delta_items_per_s`` (best round), ``delta_page_ms_p50``/``_max``,
-``seed_users_s`` (time to seed 1M users, admin round trip included), plus EMU-B's delivery figures
+``seed_users_s`` (time to seed 1M users, admin round trip included), the same delta with Graph's
+default page (100 users: ``delta_default_page_items_per_s``), plus EMU-B's delivery figures
 when its part is present (``bench_delivery`` below).
 """
 
@@ -65,11 +66,13 @@ def _session(info: dict[str, Any]) -> tuple[requests.Session, str]:
     return session, token
 
 
-def bench_delta(info: dict[str, Any], *, users: int, rounds: int) -> dict[str, Any]:
+def bench_delta(info: dict[str, Any], *, users: int, rounds: int, prefer: str = "odata.maxpagesize=999",
+                seed: bool = True) -> dict[str, Any]:
     """Page a users delta of *users* items, *rounds* times; best round's throughput."""
     session, _ = _session(info)
-    r = session.post(f"{info['base_url']}/_emulator/seed", json={"users": users}, timeout=60)
-    r.raise_for_status()
+    if seed:
+        r = session.post(f"{info['base_url']}/_emulator/seed", json={"users": users}, timeout=60)
+        r.raise_for_status()
     best: dict[str, Any] = {}
     for _ in range(rounds):
         url = f"{info['graph_url']}/users/delta"
@@ -78,7 +81,7 @@ def bench_delta(info: dict[str, Any], *, users: int, rounds: int) -> dict[str, A
         started = time.perf_counter()
         while True:
             t0 = time.perf_counter()
-            resp = session.get(url, headers={"Prefer": "odata.maxpagesize=999"}, timeout=60)
+            resp = session.get(url, headers={"Prefer": prefer} if prefer else {}, timeout=60)
             resp.raise_for_status()
             body = orjson.loads(resp.content)
             page_ms.append((time.perf_counter() - t0) * 1000)
@@ -230,6 +233,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with emulator_process(Path(tmp) / "a") as info:
             results.update(bench_delta(info, users=args.users, rounds=args.rounds))
+            default = bench_delta(info, users=args.users, rounds=1, prefer="", seed=False)
+            results["delta_default_page_items_per_s"] = default["delta_items_per_s"]
+            results["delta_default_page_ms_p50"] = default["delta_page_ms_p50"]
             print(f"delta: {results}", file=sys.stderr)
         with emulator_process(Path(tmp) / "b") as info:
             results.update(bench_seed(info, users=args.seed_million))

@@ -156,3 +156,18 @@ def test_rate_rule_per_app_and_mailbox(graph: EmulatorClient) -> None:
     codes_b = [graph.get(f"users/{b['id']}/mailFolders").status_code for _ in range(2)]
     assert codes_a == [200, 200, 429] and codes_b == [200, 200]
     assert graph.get("users").status_code == 200  # not a mailbox path
+
+
+def test_reset_fault_never_hangs(graph: EmulatorClient) -> None:
+    for _ in range(15):
+        graph.admin("POST", "faults", json={"type": "reset", "path": "^/v1.0/users$", "count": 1})
+        with pytest.raises(requests.ConnectionError):
+            graph.get("users", timeout=5)
+        assert graph.get("users", timeout=5).status_code == 200
+
+
+def test_path_segments_are_case_insensitive(graph: EmulatorClient) -> None:
+    user = graph.create_user("Case")
+    assert graph.get(f"Users/{user['id']}").status_code == 200
+    assert graph.get(f"USERS/{user['id']}/MailFolders/Inbox/Messages").status_code == 200
+    assert graph.get("Users/Delta").status_code == 200

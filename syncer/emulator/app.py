@@ -43,6 +43,12 @@ def _mailbox_of(path: str) -> str | None:
 _DELTA_SEGMENT = re.compile(r"/(?:microsoft\.graph\.)?delta(?:\(\))?(?=/|$)", re.IGNORECASE)
 
 
+_SEGMENTS = {name.lower(): name for name in (
+    "users", "groups", "drives", "directory", "deletedItems", "members", "$ref", "delta", "restore",
+    "subscriptions", "reauthorize", "me", "$batch", "microsoft.graph.user", "microsoft.graph.group",
+)}
+
+
 class _PathMiddleware:
     """Accepts Graph's spellings of the delta function: `delta`, `delta()`, `microsoft.graph.delta[()]`.
 
@@ -56,8 +62,31 @@ class _PathMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if "delta" in path.lower():
-            environ["PATH_INFO"] = _DELTA_SEGMENT.sub("/delta", path)
+            path = _DELTA_SEGMENT.sub("/delta", path)
+        if path.startswith("/v1.0/"):
+            # Graph's path segments are case-insensitive (notifications say "Users/{id}"); ids are not, so
+            # only the literal segment names are folded to the spelling the routes use.
+            path = "/".join(_SEGMENTS.get(seg.lower(), seg) for seg in path.split("/"))
+        environ["PATH_INFO"] = path
         return self.app(environ, start_response)
+
+
+def drop_connection(sock: socket.socket) -> None:
+    """End a client connection at once, without an HTTP answer.
+
+    shutdown() acts immediately even while werkzeug still holds file objects on the socket (close()
+    would wait for them); it is called on the plain socket type so TLS state cannot get in the way, and
+    separately from the linger option (which turns the final close into an RST) so one failing cannot
+    leave the connection open -- a client would then wait for an answer that never comes.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 class _ResetMiddleware:
@@ -71,13 +100,7 @@ class _ResetMiddleware:
         if environ.get("emulator.reset"):
             sock = environ.get("werkzeug.socket")
             if sock is not None:
-                try:
-                    # shutdown() acts at once even while werkzeug still holds file objects on the socket
-                    # (close() would wait for them); linger 0 turns the final close into an RST.
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                drop_connection(sock)
             raise ConnectionResetError("emulator fault: connection reset")
         return result
 

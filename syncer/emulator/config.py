@@ -99,11 +99,14 @@ class EmulatorConfig:
     #: Concurrent POSTs per notification URL, and worker threads for all URLs.
     delivery_max_in_flight: int = 2
     delivery_workers: int = 8
-    #: How often (real seconds) the dispatcher wakes to look at due retries, expiry and reauthorization.
+    #: How often (real seconds) the dispatcher wakes to look for due notifications and retries, and how often
+    #: it sweeps every subscription for expiry and reauthorizationRequired (API calls also expire lazily).
     delivery_tick_s: float = 0.02
-    delivery_sweep_s: float = 0.05
+    delivery_sweep_s: float = 0.25
     #: POSTs (and drops) remembered by GET /_emulator/delivery.
     delivery_log_size: int = 10_000
+    #: ... and at most this many notification items in the bodies it keeps (memory bound under load).
+    delivery_log_items: int = 50_000
     #: reauthorizationRequired: sent while the subscription expires within `lead`, every `interval`
     #: (emulator seconds) [UNCONFIRMED cadence; docs sketch 15 min under an hour].
     reauthorization_lead_s: float = 3600.0

@@ -25,6 +25,7 @@ import jwt
 import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, current_app, g, request
 
 from syncer.emulator.errors import GraphHTTPError
@@ -282,7 +283,7 @@ def _verify_assertion(assertion: str, *, app: AppRegistration, tenant_names: set
     if cert_pem is None and "x5t#S256" in header:
         sha256 = _thumb(str(header["x5t#S256"]))
         for pem in app.certificates.values():
-            der = x509.load_pem_x509_certificate(pem).public_bytes(_DER)
+            der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
             if hashlib.sha256(der).hexdigest().upper() == sha256:
                 cert_pem = pem
                 break
@@ -320,9 +321,6 @@ def _verify_assertion(assertion: str, *, app: AppRegistration, tenant_names: set
     return None
 
 
-from cryptography.hazmat.primitives.serialization import Encoding as _Encoding  # noqa: E402
-
-_DER = _Encoding.DER
 
 
 # --- the bearer check Graph views call ----------------------------------------------------------
@@ -343,6 +341,28 @@ def authenticate(state: EmulatorState, authorization: str | None, *, base: str) 
     if scheme.lower() != "bearer" or not raw.strip():
         raise _unauthorized("Access token is empty.")
     raw = raw.strip()
+    cache: dict[str, dict[str, Any]] = state.token_cache
+    claims = cache.get(raw)
+    if claims is None:
+        claims = _verify_access_token(state, raw, base=base)
+        if len(cache) >= 10_000:
+            cache.clear()  # bounded; verified tokens are cheap to re-verify
+        cache[raw] = claims
+    now = state.clock.time()
+    if float(claims.get("exp", 0)) < now:
+        raise _unauthorized("Lifetime validation failed, the token is expired.")
+    if float(claims.get("nbf", 0)) > now + 300:
+        raise _unauthorized("Lifetime validation failed, the token is not yet valid.")
+    tid, appid = str(claims.get("tid", "")), str(claims.get("appid", ""))
+    app = state.apps.get(appid)
+    if app is None or app.tenant_id != tid or tid not in state.tenants:
+        raise _unauthorized("Access token validation failure. The application or tenant is unknown.")
+    # Roles come from the token, as in Graph: a permission granted after issue needs a new token.
+    return AppContext(tid, appid, frozenset(claims.get("roles") or ()), app.service_principal_id)
+
+
+def _verify_access_token(state: EmulatorState, raw: str, *, base: str) -> dict[str, Any]:
+    """Signature and audience check of an access token (time is checked by the caller, per request)."""
     try:
         header = jwt.get_unverified_header(raw)
     except jwt.PyJWTError:
@@ -357,17 +377,7 @@ def authenticate(state: EmulatorState, authorization: str | None, *, base: str) 
         raise _unauthorized("Invalid audience.") from None
     except jwt.PyJWTError:
         raise _unauthorized("Access token validation failure. Invalid signature.") from None
-    now = state.clock.time()
-    if float(claims.get("exp", 0)) < now:
-        raise _unauthorized("Lifetime validation failed, the token is expired.")
-    if float(claims.get("nbf", 0)) > now + 300:
-        raise _unauthorized("Lifetime validation failed, the token is not yet valid.")
-    tid, appid = str(claims.get("tid", "")), str(claims.get("appid", ""))
-    app = state.apps.get(appid)
-    if app is None or app.tenant_id != tid or tid not in state.tenants:
-        raise _unauthorized("Access token validation failure. The application or tenant is unknown.")
-    # Roles come from the token, as in Graph: a permission granted after issue needs a new token.
-    return AppContext(tid, appid, frozenset(claims.get("roles") or ()), app.service_principal_id)
+    return claims
 
 
 def current_app_context() -> AppContext:

@@ -42,6 +42,10 @@ class _QuietHandler(WSGIRequestHandler):
         except OSError:
             pass
 
+    def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
+        # Never serve another request on a connection we dropped (the reset fault relies on it).
+        self.close_connection = True
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return None
 

@@ -77,6 +77,8 @@ class EmulatorState:
     client_certificate: ClientCertificate | None = None
     request_log: deque[RequestLogEntry] = field(default_factory=deque)
     request_seq: int = 0
+    #: verified access tokens -> claims (signature checks are the costliest part of a small request)
+    token_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: `https://host:port` once the server listens (None for an app used only through a test client).
     base_url: str | None = None
     #: EMU-B's subscription registry (syncer.emulator.subscriptions) fills this slot.
