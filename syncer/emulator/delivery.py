@@ -134,7 +134,8 @@ class Dispatcher:
         self._endpoints: dict[str, Endpoint] = {}
         self._batch_seq = itertools.count(1)
         self._log_seq = itertools.count(1)
-        self._log: deque[dict[str, Any]] = deque(maxlen=self.config.delivery_log_size)
+        self._log: deque[dict[str, Any]] = deque()
+        self._log_items = 0
         # Its own RNG, so faults do not depend on how many ids the rest of the emulator drew.
         self._rng = random.Random(f"{self.config.seed}:notifications")
         self.faults = NotificationFaults()
@@ -181,6 +182,7 @@ class Dispatcher:
                 endpoint.session.close()
             self._endpoints.clear()
             self._log.clear()
+            self._log_items = 0
             self.counters = dict.fromkeys(_COUNTERS, 0)
             self.dropped_by.clear()
             self._last_missed.clear()
@@ -582,6 +584,12 @@ class Dispatcher:
 
     def _append_log_locked(self, entry: dict[str, Any]) -> None:
         self._log.append({"seq": next(self._log_seq), "time": iso_ts(self.state.clock.time()), **entry})
+        self._log_items += int(entry.get("count") or 0)
+        # Bounded by entries and by the items their bodies hold: bodies reference whole notifications.
+        while self._log and (
+            len(self._log) > self.config.delivery_log_size or self._log_items > self.config.delivery_log_items
+        ):
+            self._log_items -= int(self._log.popleft().get("count") or 0)
 
 
 def install(state: EmulatorState) -> Dispatcher:
