@@ -163,7 +163,6 @@ def delete_user(key: str) -> Response:
         ts, col = _users(state, ctx)
         user = dict(_user_or_404(ts, key))
         user["deletedDateTime"] = state.store.now_iso()
-        col.items[user["id"]] = user  # remember the snapshot with deletedDateTime
         ts.upn_index.pop(str(user.get("userPrincipalName", "")).lower(), None)
     _soft_remove(state, col, user)
     return _no_content()
@@ -171,11 +170,7 @@ def delete_user(key: str) -> Response:
 
 def _soft_remove(state: EmulatorState, col: Collection, item: dict[str, Any]) -> None:
     """Soft delete: delta says reason "changed"; the ChangeEvent carries the snapshot (item not None)."""
-    with state.lock:
-        event = state.store.remove(col, item["id"], reason="changed", notify=False)
-    del event
-    ev = state.store.event_for(col, item["id"], "deleted", item)
-    state.store.notify([ev])
+    state.store.remove(col, item["id"], reason="changed", snapshot=item)
 
 
 # --- directory deleted items -----------------------------------------------------------------
@@ -374,8 +369,6 @@ def delete_group(gid: str) -> Response:
         group = dict(_group_or_404(col, gid))
     if "Unified" in (group.get("groupTypes") or []):
         group["deletedDateTime"] = state.store.now_iso()
-        with state.lock:
-            col.items[group["id"]] = group
         _soft_remove(state, col, group)
     else:
         state.store.remove(col, group["id"], reason="deleted")

@@ -418,16 +418,22 @@ class Store:
         return event
 
     def remove(self, col: Collection, item_id: str, *, reason: str, notify: bool = True,
-               change_type: str = "deleted") -> ChangeEvent | None:
-        """Remove an item ("changed" = soft delete, "deleted" = permanent)."""
+               snapshot: dict[str, Any] | None = None) -> ChangeEvent | None:
+        """Remove an item: reason "changed" = soft delete (restorable), "deleted" = permanent.
+
+        A soft delete keeps *snapshot* (the item as deleted, e.g. with deletedDateTime) and hands it to
+        the listeners as the event's ``item``; a permanent delete's event has ``item`` None. Both are
+        change_type "deleted": EMU-B maps soft deletes of users/groups to "updated" as Graph does.
+        """
         with self.lock:
-            last = col.get(item_id)
+            last = snapshot if snapshot is not None else col.get(item_id)
             if last is None:
                 prior = col.removed.get(item_id)
                 last = prior[1] if prior else {"id": item_id}
             seq = self.next_seq()
             col.remove(item_id, reason, seq, last)
-            event = self.event_for(col, item_id, change_type, None) if notify else None
+            item = last if reason == "changed" else None
+            event = self.event_for(col, item_id, "deleted", item) if notify else None
         if event is not None:
             self.notify([event])
         return event
