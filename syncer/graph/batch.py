@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from requests.structures import CaseInsensitiveDict
 
 from syncer.errors import GraphError, RetryBudgetExhausted
+from syncer.graph import limits
 from syncer.graph.responses import error_from_response
 from syncer.graph.retry import RetryPolicy, RetryState, is_idempotent
 
@@ -153,7 +154,13 @@ def _run_chunk(client: GraphClient, chunk: list[BatchRequest], policy: RetryPoli
         live = {item.id or "" for item in pending}
         envelope = {"requests": [_item_json(client, item, live) for item in pending]}
         all_idempotent = all(is_idempotent(i.method, i.idempotent) for i in pending)
-        response = client.request("POST", "/$batch", json=envelope, idempotent=all_idempotent)
+        # Graph runs the items one by one: an envelope whose items all work in one mailbox counts as
+        # one request in flight there, so it takes that mailbox's slot like a direct call would.
+        mailboxes = {limits.mailbox_of(item.url) for item in pending}
+        mailbox = mailboxes.pop() if len(mailboxes) == 1 else None
+        response = client.request(
+            "POST", "/$batch", json=envelope, idempotent=all_idempotent, mailbox=mailbox
+        )
         answered = _parse_envelope(client, response.json(), by_id, attempt)
         for rid in live:
             if rid not in answered:
