@@ -202,3 +202,20 @@ def test_connection_refused_is_a_connect_error_retried_even_for_post() -> None:
     assert type(error).__name__ == "RetryBudgetExhausted"
     assert isinstance(error.last_error, ConnectError)  # type: ignore[attr-defined]
     assert error.last_error.client_request_id  # type: ignore[attr-defined]
+
+
+def test_unreachable_identity_platform_is_a_retried_transport_error() -> None:
+    port = _free_port()
+    credential = ClientSecretCredential(
+        f"https://127.0.0.1:{port}", "tenant", "client", "secret-value", timeout=2
+    )
+    client = GraphClient(
+        f"https://127.0.0.1:{port}",
+        credential,
+        retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.01),
+    )
+    client._sleep = lambda seconds: None
+    with pytest.raises(GraphError) as info:
+        client.get_json("/users")
+    assert type(info.value).__name__ == "RetryBudgetExhausted"
+    assert "identity platform" in str(info.value) and "secret-value" not in str(info.value)
