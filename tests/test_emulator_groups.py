@@ -76,3 +76,11 @@ def test_users_filter_subset(graph: EmulatorClient) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "Request_UnsupportedQuery"
     r = graph.get("users?$orderby=displayName")
     assert r.status_code == 400
+
+
+def test_large_group_members_delta_is_split(graph: EmulatorClient) -> None:
+    graph.admin("POST", "seed", json={"users": 250, "groups": 1, "membersPerGroup": 250})
+    items, _ = graph.delta_all("groups/delta?$select=displayName,members")
+    assert len(items) == 3 and len({i["id"] for i in items}) == 1  # the same group, three pieces
+    merged = {m["id"] for i in items for m in i["members@delta"]}
+    assert len(merged) == 250

@@ -150,3 +150,12 @@ def test_mailbox_concurrency_limit_answers_429(graph: EmulatorClient, uid: str) 
     assert retry_after and all(v.isdigit() for v in retry_after)
     faults = graph.admin("GET", "faults").json()
     assert faults["mailboxRejections"] == 3
+
+
+def test_messages_delta_received_filter(graph: EmulatorClient, uid: str) -> None:
+    graph.post(f"users/{uid}/mailFolders/inbox/messages", json={"subject": "old"})
+    items, _ = graph.delta_all(f"users/{uid}/mailFolders/inbox/messages/delta?$filter=receivedDateTime ge 2000-01-01T00:00:00Z")
+    assert [i["subject"] for i in items] == ["old"]
+    none, _ = graph.delta_all(f"users/{uid}/mailFolders/inbox/messages/delta?$filter=receivedDateTime gt 2999-01-01T00:00:00Z")
+    assert none == []
+    assert graph.get(f"users/{uid}/mailFolders/inbox/messages/delta?$filter=subject eq 'x'").status_code == 400

@@ -214,3 +214,15 @@ def test_admin_evicts_delta_tokens(graph: EmulatorClient) -> None:
     r = graph.get(mail_link)
     assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"
     assert graph.get(users_link).status_code == 200
+
+
+def test_users_delta_filter_by_ids(graph: EmulatorClient) -> None:
+    a, b, _ = graph.create_user("fa"), graph.create_user("fb"), graph.create_user("fc")
+    items, link = graph.delta_all(f"users/delta?$filter=id eq '{a['id']}' or id eq '{b['id']}'")
+    assert {i["id"] for i in items} == {a["id"], b["id"]}
+    graph.patch(f"users/{a['id']}", json={"jobTitle": "x"})
+    graph.create_user("fd")
+    changes, _ = graph.delta_all(link)
+    assert [c["id"] for c in changes] == [a["id"]]  # the filter travels in the token
+    assert graph.get("users/delta?$filter=displayName eq 'x'").status_code == 400
+    assert graph.get(f"{link}&$filter=id eq 'x'").status_code == 400

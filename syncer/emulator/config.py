@@ -50,6 +50,9 @@ class EmulatorConfig:
     delta_expiry_sends_location: bool = False
     #: driveItem 410 code spelling: the API page and the errors page disagree (notes §6.2).
     drive_resync_code: str = "resyncChangesApplyDifferences"
+    #: Large groups' members@delta is split: the group repeats with at most this many links each
+    #: (notes §6.3 says large groups are split; the size is a guess). None = never split.
+    group_members_delta_chunk: int | None = 100
     #: Honour `Prefer: odata.maxpagesize` on the users/groups delta (Graph does; set False to ignore it).
     directory_honours_maxpagesize: bool = True
 

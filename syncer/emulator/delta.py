@@ -257,6 +257,9 @@ def run_delta(
             if rtype.family == "drive":
                 raise GraphHTTPError(400, "invalidRequest", "Invalid token.")
             raise GraphHTTPError(400, "ErrorInvalidSyncStateData", "The sync state data is corrupt or otherwise invalid.")
+        if request.args.get("$filter") is not None:
+            raise GraphHTTPError(400, "Request_BadRequest" if rtype.family == "directory" else "BadRequest",
+                                 "$filter is not supported together with a delta or skip token; the token carries it.")
         if request.args.get("$select") is not None and not cursor.is_delta_link:
             raise GraphHTTPError(400, "Request_BadRequest" if rtype.family == "directory" else "BadRequest",
                                  "$select is not supported together with $skiptoken.")
@@ -293,7 +296,7 @@ def run_delta(
             # Prefer: return=minimal on a deltaLink call: only changed properties (directory) [DOC §6.1].
             minimal = rtype.family == "directory" and "return=minimal" in request.headers.get("Prefer", "").lower()
             cursor = Cursor(col.key, cursor.since, hwm, None, 0, now, cursor.select, page, cursor.window,
-                            False, False, cursor.members, minimal=minimal)
+                            False, False, cursor.members, filter=cursor.filter, minimal=minimal)
         window = cursor.window
     else:
         select = parse_select(rtype, request.args.get("$select"))
@@ -308,27 +311,38 @@ def run_delta(
                 members = True
         elif expand is not None and rtype.family == "directory":
             raise GraphHTTPError(400, "Request_BadRequest", "Unsupported query option: $expand.")
+        filter_text = request.args.get("$filter")
+        if filter_text is not None:
+            delta_filter(rtype, filter_text)  # 400 now, not on a later page
         with state.lock:
             hwm = state.store.seq
         if latest:
-            cursor = Cursor(col.key, hwm, hwm, None, 0, now, select, page, window, False, True, members)
+            cursor = Cursor(col.key, hwm, hwm, None, 0, now, select, page, window, False, True, members,
+                            filter=filter_text)
             return _page(state, col, [], cursor, base=base, link_path=link_path, token_kind=token_kind,
                          applied=applied, done=True, extra=extra_link_args)
-        cursor = Cursor(col.key, 0, hwm, None, 0, now, select, page, window, True, False, members)
+        cursor = Cursor(col.key, 0, hwm, None, 0, now, select, page, window, True, False, members,
+                        filter=filter_text)
+    item_filter = delta_filter(rtype, cursor.filter) if cursor.filter else None
     with state.lock:
         emitted, pos, sub, done = col.walk(since=cursor.since, hwm=cursor.hwm, pos=cursor.pos, sub=cursor.sub,
                                            limit=page, include_removed=not cursor.initial)
-        values = _render(rtype, col, emitted, cursor, in_window)
+        values = _render(rtype, col, emitted, cursor, in_window, item_filter,
+                         chunk=state.config.group_members_delta_chunk)
     cursor.pos, cursor.sub, cursor.issued = pos, sub, now
     return _page(state, col, values, cursor, base=base, link_path=link_path, token_kind=token_kind,
                  applied=applied, done=done, extra=extra_link_args)
 
 
 def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor: Cursor,
-            in_window: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
-    out = []
+            in_window: Callable[[dict[str, Any]], bool] | None,
+            item_filter: Callable[[dict[str, Any]], bool] | None = None, *,
+            chunk: int | None = None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     select = cursor.select
     for e in emitted:
+        if item_filter is not None and not item_filter(e.item or {"id": e.item_id}):
+            continue
         if e.removed is not None:
             out.append(_removed(rtype, e, select))
             continue
@@ -344,10 +358,60 @@ def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor
             if changed is not None:
                 value = {k: v for k, v in value.items() if k == "id" or k.startswith("@") or k in changed}
         if cursor.members:
-            value["members@delta"] = members_delta(col, e.item_id, since=cursor.since, hwm=cursor.hwm,
-                                                   initial=cursor.initial)
+            links = members_delta(col, e.item_id, since=cursor.since, hwm=cursor.hwm, initial=cursor.initial)
+            if chunk and len(links) > chunk:
+                # Large groups come back in pieces: the same group repeats, each with part of its
+                # members@delta; clients merge them (notes §6.3).
+                for start in range(0, len(links), chunk):
+                    out.append({**value, "members@delta": links[start:start + chunk]})
+                continue
+            value["members@delta"] = links
         out.append(value)
     return out
+
+
+_ID_EQ = re.compile(r"\s*id\s+eq\s+'([^']+)'\s*", re.IGNORECASE)
+_RECEIVED = re.compile(r"\s*receivedDateTime\s+(ge|gt)\s+(\S+)\s*", re.IGNORECASE)
+
+
+def delta_filter(rtype: ResourceType, text: str) -> Callable[[dict[str, Any]], bool]:
+    """The $filter forms delta accepts (§6.3); anything else is a 400.
+
+    users/groups: ``id eq '..' or id eq '..'`` (at most 50 ids); messages: ``receivedDateTime ge|gt X``.
+    """
+    if rtype.family == "directory":
+        parts = re.split(r"\s+or\s+", text.strip(), flags=re.IGNORECASE)
+        ids = []
+        for part in parts:
+            m = _ID_EQ.fullmatch(part)
+            if m is None:
+                raise GraphHTTPError(400, "Request_UnsupportedQuery",
+                                     f"Unsupported query filter for delta: '{text}'. Only 'id eq' clauses joined by 'or' are supported.")
+            ids.append(m.group(1).lower())
+        if len(ids) > 50:
+            raise GraphHTTPError(400, "Request_UnsupportedQuery", "Too many ids in the delta $filter (at most 50).")
+        wanted = frozenset(ids)
+        return lambda item: str(item.get("id", "")).lower() in wanted
+    if rtype.name == "message":
+        m = _RECEIVED.fullmatch(text)
+        if m is not None:
+            from syncer.emulator.clock import parse_iso
+
+            try:
+                bound = parse_iso(m.group(2))
+            except ValueError:
+                raise GraphHTTPError(400, "BadRequest", f"Invalid date in $filter: '{m.group(2)}'.") from None
+            op = m.group(1).lower()
+
+            def check(item: dict[str, Any]) -> bool:
+                raw = item.get("receivedDateTime")
+                if not isinstance(raw, str):
+                    return True  # removed items: no date left to compare, report them
+                value = parse_iso(raw)
+                return value >= bound if op == "ge" else value > bound
+            return check
+    raise GraphHTTPError(400, "ErrorInvalidUrlQueryFilter" if rtype.family != "directory" else "Request_UnsupportedQuery",
+                         f"The filter '{text}' is not supported with delta on {rtype.name}.")
 
 
 def _page(state: EmulatorState, col: Collection, values: list[dict[str, Any]], cursor: Cursor, *, base: str,
@@ -356,7 +420,7 @@ def _page(state: EmulatorState, col: Collection, values: list[dict[str, Any]], c
     body: dict[str, Any] = {"@odata.context": _context(base, rtype, col, cursor.select)}
     if done:
         final = Cursor(col.key, cursor.hwm, cursor.hwm, None, 0, state.clock.time(), cursor.select, cursor.page,
-                       cursor.window, False, True, cursor.members)
+                       cursor.window, False, True, cursor.members, filter=cursor.filter)
         tok = encode_token(state, final)
         if token_kind == "drive":
             body["@odata.deltaLink"] = f"{base}/v1.0/{link_path}?token={tok}"

@@ -109,7 +109,7 @@ def users_delta() -> Response:
     """GET /users/delta (and its links)."""
     ctx = require_app(*USER.read_roles)
     state = _state()
-    _reject_query(USER, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand"})
+    _reject_query(USER, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
     _, col = _users(state, ctx)
     token, latest = _directory_token()
     return delta_mod.run_delta(state, col, link_path="users/delta", token=token, token_kind="odata", latest=latest)
@@ -328,7 +328,7 @@ def groups_delta() -> Response:
     """GET /groups/delta (members@delta with $select=members or $expand=members)."""
     ctx = require_app(*GROUP.read_roles)
     state = _state()
-    _reject_query(GROUP, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand"})
+    _reject_query(GROUP, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
     _, col = _groups(state, ctx)
     token, latest = _directory_token()
     return delta_mod.run_delta(state, col, link_path="groups/delta", token=token, token_kind="odata", latest=latest)

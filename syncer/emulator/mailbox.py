@@ -332,7 +332,7 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
         if method != "GET":
             raise _method()
         assert t.col is not None
-        allowed = {"$select", "$deltatoken", "$skiptoken", "$top", "$expand"}
+        allowed = {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"}
         if t.calendar_view:
             allowed = {"$deltatoken", "$skiptoken"}
             for name in request.args:
