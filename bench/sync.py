@@ -232,10 +232,22 @@ def incremental(emu: Emulator, spec_path: Path, changes: int) -> dict[str, Any]:
     return {"changes": changes, **figures}
 
 
+def peak_rss_kib() -> int:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    child would report its (large) parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def rss_child(spec_path: str) -> None:
     """Run in a fresh process: one full pass, then print the peak RSS in KiB."""
     figures = syncer_pass(Path(spec_path))
-    figures["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    figures["peak_rss_kib"] = peak_rss_kib()
     print(json.dumps(figures))
 
 
@@ -256,6 +268,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("SYNCER_TEST_DATABASE_URL"))
     parser.add_argument("--skip-dlt", action="store_true")
     parser.add_argument("--changes", type=int, default=1000)
+    parser.add_argument("--only", choices=["sqlite", "postgres"], help="measure one database only")
     parser.add_argument("--rss-child")
     args = parser.parse_args()
     if args.rss_child:
@@ -271,6 +284,8 @@ def main() -> None:
         log("ceiling (fetch + parse)")
         figures["ceiling"] = ceiling(emu, url)
         for kind in ("sqlite", "postgres"):
+            if args.only and kind != args.only:
+                continue
             database_url = fresh_database(kind, workdir, args.postgres)
             if database_url is None:
                 figures[f"syncer_{kind}"] = "skipped: no --postgres / SYNCER_TEST_DATABASE_URL"

@@ -198,9 +198,9 @@ class RowWriter:
             if match is not None:
                 # Graph's usual "2026-01-02T03:04:05(.fffffff)Z": reformatted without a datetime object.
                 day, clock, fraction = match.groups()
-                if self.postgres:
-                    return value
-                return f"{day} {clock}.{(fraction or '')[:6].ljust(6, '0')}"
+                # Graph sends up to 7 fractional digits; like mirror.convert, keep 6 (truncated, not rounded).
+                text = f"{day} {clock}.{(fraction or '')[:6].ljust(6, '0')}"
+                return f"{text}+00" if self.postgres else text
         return self._db_value(mirror.convert(value, "datetime"), "datetime")
 
     def _compile_row(self) -> Callable[..., tuple[Any, ...]]:
@@ -738,6 +738,11 @@ def _run_pages(
                 now = store.clock()
                 last = page.next_link is None
                 with engine.begin() as connection:
+                    if store.postgres:
+                        # A page commit need not wait for its WAL flush: rows and cursor are in one
+                        # transaction, so a server crash loses both together and the next pass fetches
+                        # them again; the pass's final (synchronous) commit flushes everything before it.
+                        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     store.renew_lease(connection)
                     if writer is not None:
                         done = apply_items(connection, writer, page.items, now=now, run_id=rnd.round_id)

@@ -306,3 +306,52 @@ def test_sync_command_prints_progress_and_status_shows_the_scope(env: SyncEnv) -
     # Unknown names are refused with the declared ones.
     bad = runner.invoke(main, ["sync", "--spec", str(env.spec.path), "nope"])
     assert bad.exit_code == 1 and "declared: users" in bad.stderr
+
+
+# --- the fast row writer agrees with mirror.row_values ---------------------------------------------------
+
+
+def test_row_writer_converts_like_mirror_row_values(database_url: str) -> None:
+    import sqlalchemy as sa
+
+    from syncer import mirror, schema
+    from syncer.spec import Column, Mirror
+
+    columns = (
+        Column("displayName", "name", "text"), Column("count", "count", "integer"), Column("ratio", "ratio", "float"),
+        Column("enabled", "enabled", "boolean"), Column("when", "when", "datetime"), Column("start", "start", "datetime"),
+        Column("tags", "tags", "json"), Column("owner.name", "owner_name", "text"), Column("odd", "odd", "text"),
+    )
+    m = Mirror(table="typed_items", columns=columns)
+    scope = Scope(tenant_id="t", key="things", name="things", parent_key="things", table="typed_items",
+                  strategy=Strategy("thing", "delta", "things/delta"), initial_url="things/delta", mirror=m)
+    items = [
+        {"id": "a", "displayName": "Ada", "count": 3, "ratio": 0.5, "enabled": True, "when": "2026-01-02T03:04:05Z",
+         "start": {"dateTime": "2030-01-01T10:00:00.0000000", "timeZone": "UTC"}, "tags": ["x", {"y": 1}],
+         "owner": {"name": "Grace"}, "odd": 12},
+        {"id": "b", "displayName": None, "count": "42", "ratio": 1, "enabled": "yes", "when": "2026-01-02T03:04:05.1234567Z",
+         "start": "not a date", "tags": None, "owner": "flat", "odd": {"k": [1, 2]}},
+        {"id": "c", "count": 2.5, "ratio": True, "enabled": False, "when": "2026-01-02T03:04:05+02:00", "odd": False},
+    ]
+    engine = schema.create_engine(database_url)
+    try:
+        mirror.build_table(m).create(engine)
+        writer = sync.RowWriter(engine, scope)
+        with engine.begin() as connection:
+            sync.apply_items(connection, writer, items, now=sync.utcnow(), run_id=7)
+        table = mirror.build_table(m)
+        with engine.connect() as connection:
+            stored = {r.id: r for r in connection.execute(sa.select(table))}
+    finally:
+        engine.dispose()
+    for item in items:
+        expected = mirror.row_values(m, item)
+        row = stored[item["id"]]
+        for name, value in expected.items():
+            got = getattr(row, name)
+            if hasattr(value, "tzinfo") and value is not None:
+                got = got if got.tzinfo else got.replace(tzinfo=value.tzinfo)
+                assert got == value, (item["id"], name)
+            else:
+                assert got == value, (item["id"], name, got, value)
+        assert row._raw == item and row._scope == "things" and row._sync_run_id == 7
