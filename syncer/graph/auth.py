@@ -219,9 +219,12 @@ class _MsalCredential:
             key = (self.authority_url, self.client_id, self._credential_fingerprint(), self.ca_bundle)
             with _APPS_LOCK:
                 app = _APPS.get(key)
-                if app is None:
-                    app = self._build_app()
-                    _APPS[key] = app
+            if app is None:
+                # Built outside the registry lock: the constructor fetches the OpenID configuration,
+                # and a slow identity platform of one tenant must not hold up the others.
+                built = self._build_app()
+                with _APPS_LOCK:
+                    app = _APPS.setdefault(key, built)
             self._app = app
         return self._app
 
