@@ -211,6 +211,8 @@ def token(tenant: str) -> Response:
                           f"Application with identifier '{client_id}' was not found in the directory '{found.tenant_id}'.")
     base = _base()
     scope = form.get("scope")
+    if not scope and request.path.endswith("/oauth2/token") and form.get("resource"):
+        scope = f"{form['resource'].rstrip('/')}/.default"  # the v1 endpoint names the resource instead
     if not scope:
         return _aad_error(400, "invalid_request", 900144, "The request body must contain the following parameter: 'scope'.")
     resource = _check_scope(scope, base)

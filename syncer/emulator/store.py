@@ -264,8 +264,8 @@ class TenantStore:
         key = collection_key(rtype, parents)
         col = self.collections.get(key)
         if col is None:
-            col = Collection(key, rtype, self.tenant_id, dict(parents))
-            self.collections[key] = col
+            # setdefault is atomic: two requests creating the same collection must share one object
+            col = self.collections.setdefault(key, Collection(key, rtype, self.tenant_id, dict(parents)))
         return col
 
     def users(self) -> Collection:
