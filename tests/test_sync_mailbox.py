@@ -209,3 +209,43 @@ def test_fan_out_over_a_group_follows_its_membership(
             worker.close()
     finally:
         gen.close()
+
+
+TWO_MAILBOXES = """
+  - name: mail
+    resource: users/{{user}}/messages
+    for_each: {{users: [{a}, {b}]}}
+    mirror:
+      table: messages
+      columns: [subject]
+"""
+
+
+@pytest.fixture
+def two_mailboxes(tmp_path: Path, emulator_info: dict[str, Any], sqlite_url: str, graph: Any) -> Iterator[tuple[SyncEnv, str, str]]:
+    graph.admin("POST", "seed", json={"users": 2, "messagesPerUser": 3, "contentUsers": 2})
+    a, b = sorted(u["id"] for u in graph.get("users?$select=id").json()["value"])
+    for env in make_env(tmp_path, emulator_info, sqlite_url, graph, TWO_MAILBOXES.format(a=a, b=b)):
+        yield env, a, b
+
+
+def test_a_throttled_mailbox_does_not_hold_back_another(two_mailboxes: tuple[SyncEnv, str, str]) -> None:
+    env, a, b = two_mailboxes
+    rule = {"type": "status", "status": 429, "path": f"/users/{a}/", "retryAfter": 600, "count": 1000}
+    assert env.graph.admin("POST", "faults", json=rule).status_code == 201
+    index = ScopeIndex.of(scopes.declared_scopes(env.spec))
+    worker = Worker(env.engine, {env.tenant_id: env.client}, index, worker_id="w1", spec=env.spec)
+    try:
+        worker.register_scopes()
+        for _ in range(4):  # containers, then the folders they found
+            worker.drain()
+            worker.wait(timeout=60)
+        by_mailbox: dict[str, set[str]] = {a: set(), b: set()}
+        for result in worker.results:
+            by_mailbox[a if f"users/{a}/" in result.scope + "/" else b].add(result.outcome)
+        assert by_mailbox[a] == {"throttled"}
+        assert by_mailbox[b] == {"ok"}
+        assert len(env.rows("messages")) >= 3  # mailbox b is mirrored
+        assert all(s.mailbox == a for s in worker.due_scopes()) or not worker.due_scopes()
+    finally:
+        worker.close()
