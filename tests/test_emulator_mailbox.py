@@ -159,3 +159,17 @@ def test_messages_delta_received_filter(graph: EmulatorClient, uid: str) -> None
     none, _ = graph.delta_all(f"users/{uid}/mailFolders/inbox/messages/delta?$filter=receivedDateTime gt 2999-01-01T00:00:00Z")
     assert none == []
     assert graph.get(f"users/{uid}/mailFolders/inbox/messages/delta?$filter=subject eq 'x'").status_code == 400
+
+
+def test_move_message_changes_its_id_and_both_deltas(graph: EmulatorClient, uid: str) -> None:
+    msg = graph.post(f"users/{uid}/mailFolders/inbox/messages", json={"subject": "mv"}).json()
+    _, inbox_link = graph.delta_all(f"users/{uid}/mailFolders/inbox/messages/delta")
+    _, archive_link = graph.delta_all(f"users/{uid}/mailFolders/archive/messages/delta")
+    r = graph.post(f"users/{uid}/messages/{msg['id']}/move", json={"destinationId": "archive"})
+    assert r.status_code == 201 and r.json()["id"] != msg["id"] and r.json()["subject"] == "mv"
+    inbox, _ = graph.delta_all(inbox_link)
+    archive, _ = graph.delta_all(archive_link)
+    assert inbox == [{"@odata.type": "#microsoft.graph.message", "id": msg["id"], "@removed": {"reason": "deleted"}}]
+    assert [a["id"] for a in archive] == [r.json()["id"]]
+    assert graph.get(f"users/{uid}/messages/{msg['id']}").status_code == 404
+    assert graph.post(f"users/{uid}/messages/{r.json()['id']}/move", json={"destinationId": "nowhere"}).status_code == 404

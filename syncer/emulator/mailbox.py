@@ -112,6 +112,8 @@ class Target:
     delta: bool = False
     link_path: str = ""
     calendar_view: bool = False
+    #: an action on the item, e.g. "move"
+    action: str | None = None
 
 
 def _invalid_user(key: str) -> GraphHTTPError:
@@ -153,12 +155,16 @@ def _resolve(state: EmulatorState, ts: TenantStore, uid: str, segs: list[str], u
             return tail(MAIL_FOLDER, col(MAIL_FOLDER), segs[1:], f"{base}/mailFolders")
         fid = _folder(state, ts, uid, MAIL_FOLDER, segs[1])
         if low[2] == "messages":
+            if n == 5 and low[4] == "move":
+                return Target(MESSAGE, col(MESSAGE, mailFolder=fid), item_id=segs[3], action="move")
             return tail(MESSAGE, col(MESSAGE, mailFolder=fid), segs[3:], f"{base}/mailFolders/{segs[1]}/messages")
     elif head == "messages":
         if n == 1:
             return Target(MESSAGE, None, link_path=f"{base}/messages")
         if n == 2 and low[1] != "delta":
             return Target(MESSAGE, _indexed(ts, uid, MESSAGE, segs[1]), item_id=segs[1])
+        if n == 3 and low[2] == "move":
+            return Target(MESSAGE, _indexed(ts, uid, MESSAGE, segs[1]), item_id=segs[1], action="move")
     elif head in ("events", "calendar") and (head == "events" or (n >= 2 and low[1] == "events")):
         rest = segs[1:] if head == "events" else segs[2:]
         if rest and rest[0].lower() == "delta":
@@ -379,6 +385,10 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
         item = col.get(t.item_id)
     if item is None:
         raise GraphHTTPError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+    if t.action == "move":
+        if method != "POST":
+            raise _method()
+        return _move(state, ts, user, col, item)
     if method == "GET":
         _reject_query(rtype, {"$select", "$expand"})
         select = delta_mod.parse_select(rtype, request.args.get("$select"))
@@ -397,6 +407,22 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
         state.store.remove(col, item["id"], reason="deleted")
         return _no_content()
     raise _method()
+
+
+def _move(state: EmulatorState, ts: TenantStore, user: dict[str, Any], col: Collection, item: dict[str, Any]) -> Response:
+    """POST .../messages/{id}/move {"destinationId"}: Exchange gives the moved copy a new id (so a
+    notification's id can go stale, notes §3.1); the source folder's delta reports the old id removed."""
+    body = _body()
+    if set(body) != {"destinationId"} or not isinstance(body["destinationId"], str):
+        raise GraphHTTPError(400, "ErrorInvalidRequest", "The request body must contain only 'destinationId'.")
+    uid = str(user["id"])
+    dest_id = _folder(state, ts, uid, MAIL_FOLDER, body["destinationId"])
+    dest = ts.collection(MESSAGE, {"user": uid, "mailFolder": dest_id})
+    moved = _stamp(state, MESSAGE, {**item, "id": state.store.new_outlook_id(), "parentFolderId": dest_id})
+    state.store.remove(col, item["id"], reason="deleted")
+    state.store.put(dest, moved["id"], moved, change_type="created")
+    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#users('{uid}')/messages/$entity",
+                  **delta_mod.project(MESSAGE, moved, None)}, 201)
 
 
 def _method() -> GraphHTTPError:
