@@ -475,6 +475,7 @@ class Dispatcher:
                 headers={"Content-Type": "application/json; charset=utf-8"},
                 timeout=timeout,
                 verify=self.config.notification_tls_verify,
+                allow_redirects=False,
             )
             status = response.status_code
             response.close()

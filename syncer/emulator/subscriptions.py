@@ -191,7 +191,7 @@ def check_url(state: EmulatorState, url: str, *, field: str) -> None:
     raise _invalid(f"Invalid '{field}' value '{url}': the URL must be an absolute https URL.")
 
 
-def _expiration(state: EmulatorState, value: str | None, parsed: ParsedResource, *, rich: bool, operation: str) -> datetime:
+def _expiration(state: EmulatorState, value: str | None, parsed: ParsedResource, *, rich: bool) -> datetime:
     """Apply the 45-minute floor and the per-resource maximum (notes §2)."""
     if value is None:
         raise _invalid("expirationDateTime is a required property for subscription creation.")
@@ -331,6 +331,7 @@ def handshake(state: EmulatorState, url: str) -> str | None:
             headers={"Content-Type": "text/plain; charset=utf-8"},
             timeout=state.config.handshake_timeout_s,
             verify=state.config.notification_tls_verify,
+            allow_redirects=False,  # a redirect is not a 200 (guess: Graph does not follow them)
         )
     except requests.Timeout:
         return HANDSHAKE_TIMEOUT
@@ -378,7 +379,7 @@ def create_subscription() -> Response:
     change_types = _change_types(change_type, parsed)
     _check_permission(caller, parsed)
     rich, certificate = _check_rich(state, body, parsed)
-    expiration = _expiration(state, expiration_text, parsed, rich=rich, operation="Create")
+    expiration = _expiration(state, expiration_text, parsed, rich=rich)
     client_state = _string(body, "clientState")
     if client_state is not None and len(client_state) > _MAX_CLIENT_STATE:
         raise _invalid(f"clientState cannot be longer than {_MAX_CLIENT_STATE} characters.")
@@ -513,7 +514,6 @@ def update_subscription(subscription_id: str) -> Response:
             _string(body, "expirationDateTime", required=True),
             subscription.parsed,
             rich=subscription.include_resource_data,
-            operation="Update",
         )
     new_url = _string(body, "notificationUrl") if "notificationUrl" in body else None
     if "notificationUrl" in body and not new_url:
