@@ -123,8 +123,11 @@ def test_users_delta_maxpagesize_is_capped_at_999(graph: EmulatorClient) -> None
 def test_tampered_token_is_400(graph: EmulatorClient) -> None:
     _, link = graph.delta_all("users/delta")
     token = parse_qs(urlsplit(link).query)["$deltatoken"][0]
-    r = graph.get(f"users/delta?$deltatoken={token[:-2]}xx")
+    r = graph.get(f"users/delta?$deltatoken=x{token}")  # not a token at all
     assert r.status_code == 400
+    body, _, _sig = token.partition(".")
+    r = graph.get(f"users/delta?$deltatoken={body}.AAAAAAAAAAAAAAAA")  # readable but not signed by us
+    assert r.status_code == 410
 
 
 class TestExpiry:
@@ -260,3 +263,15 @@ def test_concurrent_writes_while_paging_converge(graph: EmulatorClient) -> None:
     seen.update({c["id"]: c for c in changes})
     assert not errors
     assert len(seen) == 600  # every user exactly once across the two rounds, none lost
+
+
+def test_token_from_another_instance_is_410(graph: EmulatorClient, tmp_path: Any) -> None:
+    from syncer.emulator import EmulatorServer
+
+    with EmulatorServer(EmulatorConfig(seed=1234), workdir=tmp_path / "other") as other:
+        client = EmulatorClient(other)
+        _, link = client.delta_all("users/delta")
+        client.close()
+    token = parse_qs(urlsplit(link).query)["$deltatoken"][0]
+    r = graph.get(f"users/delta?$deltatoken={token}")
+    assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"

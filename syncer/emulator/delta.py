@@ -16,6 +16,7 @@ import base64
 import bisect
 import hashlib
 import hmac
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ def token_key(state: EmulatorState) -> bytes:
     """The per-instance HMAC key for tokens."""
     key: bytes | None = getattr(state, "_delta_token_key", None)
     if key is None:
-        key = hashlib.sha256(f"delta-{state.config.seed}-{id(state)}".encode()).digest()
+        # Random per instance: a token from an earlier emulator run must not look valid here.
+        key = os.urandom(32)
         state._delta_token_key = key  # type: ignore[attr-defined]
     return key
 
@@ -101,6 +103,18 @@ def decode_token(state: EmulatorState, token: str) -> Cursor | None:
         return Cursor.from_payload(payload)
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def is_foreign_token(token: str) -> bool:
+    """A well-formed token this instance did not sign (e.g. from before a restart): a lost sync state."""
+    body, _, sig = token.partition(".")
+    if not body or not sig:
+        return False
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, TypeError):
+        return False
+    return isinstance(payload, dict) and "k" in payload and "s" in payload
 
 
 def requested_page_size(rtype: ResourceType, *, honour_prefer: bool = True) -> tuple[int, int | None]:
@@ -251,6 +265,11 @@ def run_delta(
     restart = f"{base}/v1.0/{link_path}"
     if token is not None:
         cursor = decode_token(state, token)
+        if cursor is None and is_foreign_token(token):
+            # Signed by another emulator instance (a restart): the sync state is gone, as after Graph
+            # loses one -> 410, so clients resync instead of failing.
+            raise _gone(state, rtype, location=None,
+                        message="The sync state generation is not found; the token was issued by another instance.")
         if cursor is None or cursor.key != col.key:
             if rtype.family == "directory":
                 raise GraphHTTPError(400, "Request_BadRequest", "Invalid delta token or skip token.")
