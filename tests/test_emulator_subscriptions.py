@@ -126,6 +126,7 @@ def test_handshake_without_the_query_when_configured(graph: EmulatorClient, rece
     [
         ("status202", NOT_200),
         ("status500", NOT_200),
+        ("redirect", NOT_200),
         ("encoded", MISMATCH),
         ("json", MISMATCH),
         ("html", MISMATCH),

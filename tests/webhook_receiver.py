@@ -53,7 +53,7 @@ class Receiver:
     """Start with :meth:`start`; stop with :meth:`stop` (or use as a context manager)."""
 
     #: "echo" (correct), "encoded" (returns the token still URL-encoded), "json", "html", "status202",
-    #: "status500", "wrong", "slow" (sleeps handshake_delay_s first, then echoes).
+    #: "status500", "redirect", "wrong", "slow" (sleeps handshake_delay_s first, then echoes).
     handshake: str = "echo"
     handshake_delay_s: float = 0.0
     #: Statuses for the next notification POSTs, consumed in order; then `default_status`.
@@ -129,7 +129,7 @@ class Receiver:
             self.validations.append(
                 Validation(path, token, raw_query, request.headers.get("Content-Type", ""), request.get_data())
             )
-        mode = self.handshake
+        mode = "echo" if path == "echoed" else self.handshake  # the target of "redirect" answers correctly
         if mode == "slow":
             time.sleep(self.handshake_delay_s)
             mode = "echo"
@@ -144,6 +144,8 @@ class Receiver:
             return Response(token, content_type="text/html")
         if mode == "status202":
             return Response(token, status=202, content_type="text/plain")
+        if mode == "redirect":  # to a URL that would echo correctly
+            return Response(status=307, headers={"Location": f"/echoed?{raw_query}"})
         if mode == "status500":
             return Response("boom", status=500, content_type="text/plain")
         return Response(token + "x", content_type="text/plain")
