@@ -50,7 +50,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: cheaper to build, one per stored notification; treat as immutable
 class NewItem:
     """A row to put in the inbox (built by the receiver from an accepted notification)."""
 

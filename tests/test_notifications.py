@@ -140,6 +140,8 @@ def test_depth_and_size_limits() -> None:
         lambda i: i.update(subscriptionId="x" * 65),
         lambda i: i.pop("tenantId"),
         lambda i: i.update(changeType="exploded"),
+        lambda i: i.update(changeType=["updated"]),  # unhashable: must not reach a set lookup
+        lambda i: (i.pop("changeType"), i.update(lifecycleEvent={"x": 1})),
         lambda i: i.update(lifecycleEvent="missed"),  # both changeType and lifecycleEvent
         lambda i: i.pop("changeType"),  # neither
         lambda i: i.update(resource=None),
