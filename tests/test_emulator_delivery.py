@@ -732,3 +732,52 @@ def test_notification_url_app_id_as_token_audience_when_configured(graph: Emulat
     receiver.wait_items(1)
     (token,) = receiver.received[0].body["validationTokens"]
     assert jwt.decode(token, options={"verify_signature": False})["aud"] == "11111111-2222-3333-4444-555555555555"
+
+
+def test_held_delivery_resumes_on_reauthorize(graph: EmulatorClient, receiver: Receiver, lifecycle: Receiver) -> None:
+    sub = _subscribe(graph, receiver.url(), lifecycleNotificationUrl=lifecycle.url())
+    held = graph.admin(
+        "POST", f"subscriptions/{sub['id']}/lifecycle", json={"lifecycleEvent": "reauthorizationRequired", "hold": True}
+    )
+    assert held.json() == {"sent": True}
+    assert [i["lifecycleEvent"] for i in lifecycle.wait_items(1)] == ["reauthorizationRequired"]
+    user = graph.create_user("abe")
+    assert _wait_idle(graph)
+    assert receiver.items() == [] and _report(graph)["heldNow"] == {sub["id"]: 1}
+    assert graph.post(f"subscriptions/{sub['id']}/reauthorize").status_code == 204
+    (item,) = receiver.wait_items(1)
+    assert item["resourceData"]["id"] == user["id"]
+    assert _report(graph)["heldNow"] == {}
+
+
+@pytest.mark.parametrize("emulator_config", [{"lifecycle_events_all_types": True, "missed_min_interval_s": 0}], indirect=True)
+def test_revoked_permission_holds_delivery_until_the_app_can_reauthorize(
+    graph: EmulatorClient, receiver: Receiver, lifecycle: Receiver
+) -> None:
+    app = graph.admin("POST", "apps", json={"roles": ["User.Read.All"], "secret": "s"}).json()
+    client_id = app["clientId"]
+
+    def client() -> EmulatorClient:
+        other = EmulatorClient(graph.server)
+        other._token = graph.admin("POST", "token", json={"clientId": client_id}).json()["access_token"]
+        return other
+
+    sub = _subscribe(client(), receiver.url(), lifecycleNotificationUrl=lifecycle.url())
+    graph.admin("PATCH", f"apps/{client_id}", json={"roles": []})
+    graph.create_user("bea")
+    assert [i["lifecycleEvent"] for i in lifecycle.wait_items(1)] == ["reauthorizationRequired"]
+    assert _wait_idle(graph) and receiver.items() == []
+    refused = client().post(f"subscriptions/{sub['id']}/reauthorize")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "ExtensionError"
+    assert "Operation: Reauthorize" in refused.json()["error"]["message"]
+    graph.admin("PATCH", f"apps/{client_id}", json={"roles": ["User.Read.All"]})
+    assert client().post(f"subscriptions/{sub['id']}/reauthorize").status_code == 204
+    assert len(receiver.wait_items(1)) == 1
+
+    # held longer than the retry window: lost, and the app hears `missed`
+    graph.admin("PATCH", f"apps/{client_id}", json={"roles": []})
+    graph.create_user("cy")
+    lifecycle.wait_items(2)
+    _clock(graph, advance=5)
+    assert [i["lifecycleEvent"] for i in lifecycle.wait_items(3)][-1] == "missed"
+    assert _report(graph)["droppedBy"] == {"heldTooLong": 1}

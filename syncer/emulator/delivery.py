@@ -118,7 +118,7 @@ class Endpoint:
 
 _COUNTERS = (
     "delivered", "deliveredPosts", "attempts", "failedAttempts", "retried", "dropped", "duplicated", "delayed",
-    "reordered", "lifecycleQueued", "lifecycleSkipped", "missedQueued",
+    "reordered", "held", "lifecycleQueued", "lifecycleSkipped", "missedQueued",
 )
 
 
@@ -142,6 +142,8 @@ class Dispatcher:
         self.counters: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self.dropped_by: dict[str, int] = {}
         self._last_missed: dict[str, float] = {}
+        #: subscription id -> (held-at time, notification) while the app must reauthorize
+        self._held: dict[str, list[tuple[float, Notification]]] = {}
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
@@ -186,6 +188,7 @@ class Dispatcher:
             self.counters = dict.fromkeys(_COUNTERS, 0)
             self.dropped_by.clear()
             self._last_missed.clear()
+            self._held.clear()
             self.faults = NotificationFaults()
 
     # --- inputs ------------------------------------------------------------------------------------------------
@@ -210,6 +213,10 @@ class Dispatcher:
     def forget(self, subscriptions: Iterable[Subscription]) -> None:
         """Subscriptions are gone; their queued change notifications are discarded at send time."""
         with self._cond:
+            for subscription in subscriptions:
+                held = self._held.pop(subscription.id, [])
+                if held:
+                    self._drop([item for _, item in held], reason="subscriptionGone", missed=False)
             self._cond.notify()
 
     def send_lifecycle(self, subscription: Subscription, event: str) -> bool:
@@ -225,6 +232,7 @@ class Dispatcher:
     def remove_early(self, subscription: Subscription) -> bool:
         """Graph removes a subscription on its own (admin fault): delete it and send ``subscriptionRemoved``."""
         self._registry.remove(subscription.id)
+        self.forget([subscription])
         return self.send_lifecycle(subscription, "subscriptionRemoved")
 
     def set_faults(self, faults: NotificationFaults) -> None:
@@ -243,6 +251,7 @@ class Dispatcher:
                 **self.counters,
                 "droppedBy": dict(self.dropped_by),
                 "pending": len(self._events) + sum(len(e.fresh) + len(e.retries) + e.in_flight for e in self._endpoints.values()),
+                "heldNow": {sid: len(items) for sid, items in self._held.items() if items},
                 "endpoints": {url: e.snapshot(now) for url, e in self._endpoints.items()},
                 "faults": self.faults.to_json(),
                 "log": log[-log_limit:] if log_limit > 0 else [],
@@ -317,8 +326,40 @@ class Dispatcher:
             if subscription.resource_type != event.resource_type or subscription.expiration <= now_dt:
                 continue
             change_type = notified_change_type(subscription, event)
-            if change_type in subscription.change_types:
-                self._enqueue(self._build(subscription, event, change_type), now)
+            if change_type not in subscription.change_types:
+                continue
+            if subscription.held_since is None and not self._app_may_read(subscription):
+                self.hold(subscription)
+            item = self._build(subscription, event, change_type)
+            if subscription.held_since is not None:
+                with self._lock:
+                    self._held.setdefault(subscription.id, []).append((now, item))
+                    self.counters["held"] += 1
+            else:
+                self._enqueue(item, now)
+
+    def _app_may_read(self, subscription: Subscription) -> bool:
+        """Whether the subscribing app still holds a permission the resource needs (an admin may revoke it)."""
+        app = self.state.apps.get(subscription.application_id)
+        return app is not None and bool(app.roles.intersection(subscription.parsed.spec.permissions))
+
+    def hold(self, subscription: Subscription) -> bool:
+        """Pause delivery for *subscription* until it is reauthorized or renewed, and say so with
+        ``reauthorizationRequired`` (notes §3.2, §4). Held notifications older than the retry window are lost."""
+        if subscription.held_since is not None:
+            return False
+        subscription.held_since = self.state.clock.time()
+        self.send_lifecycle(subscription, "reauthorizationRequired")
+        return True
+
+    def release(self, subscription: Subscription) -> None:
+        """The app reauthorized (or renewed): deliver what was held, resume normal delivery."""
+        subscription.held_since = None
+        now = self.state.clock.time()
+        with self._cond:
+            for _held_at, item in self._held.pop(subscription.id, []):
+                self._endpoint(item.url).fresh.push(item, due=now, kind=item.kind)
+            self._cond.notify()
 
     def _build(self, subscription: Subscription, event: ChangeEvent, change_type: str) -> Notification:
         notification_id = uuid.UUID(int=self._rng.getrandbits(128)).hex[:13]
@@ -368,6 +409,13 @@ class Dispatcher:
         self._last_sweep = real_now
         now = self.state.clock.time()
         self._registry.expire(datetime.fromtimestamp(now, UTC))
+        with self._lock:
+            window = self.config.retry.window_s
+            for subscription_id, held in list(self._held.items()):
+                lost = [item for held_at, item in held if now - held_at > window]
+                if lost:
+                    self._held[subscription_id] = [(t, i) for t, i in held if now - t <= window]
+                    self._drop(lost, reason="heldTooLong")
         lead = self.config.reauthorization_lead_s
         interval = self.config.reauthorization_interval_s
         for subscription in self._registry.all():

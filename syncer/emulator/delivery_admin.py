@@ -21,9 +21,13 @@ No authentication (it is the test harness), JSON in and out, everything under ``
     waiting on a frozen clock do not count). Answers ``{"idle": bool}``.
 ``GET /_emulator/subscriptions``
     Every live subscription of every app (clientState included).
-``POST /_emulator/subscriptions/<id>/lifecycle`` ``{"lifecycleEvent": "reauthorizationRequired"}``
+``POST /_emulator/subscriptions/<id>/lifecycle`` ``{"lifecycleEvent": "reauthorizationRequired", "hold": false}``
     Fire a lifecycle event now (``subscriptionRemoved`` also deletes the subscription). ``202 {"sent": bool}``;
-    ``sent`` is false when the subscription has no lifecycleNotificationUrl.
+    ``sent`` is false when the subscription has no lifecycleNotificationUrl. With ``"hold": true`` the
+    subscription's access has lapsed: its notifications are held (``heldNow`` in the report) until the app
+    reauthorizes or renews it; held ones older than the retry window are lost (``droppedBy.heldTooLong``, with
+    ``missed``). The same happens on its own when the app loses the permission the resource needs
+    (``PATCH /_emulator/apps/<id> {"roles": [...]}``).
 ``DELETE /_emulator/subscriptions/<id>``
     Graph removes the subscription early: it is deleted and ``subscriptionRemoved`` is sent.
 ``POST /_emulator/delivery/burst`` ``{"count": 10000, "tenantId": "..."}``
@@ -163,9 +167,14 @@ def fire_lifecycle(subscription_id: str) -> Response:
     event = body.get("lifecycleEvent", body.get("event"))
     if event not in LIFECYCLE_EVENTS:
         return _error(400, f"lifecycleEvent must be one of {list(LIFECYCLE_EVENTS)}")
+    hold = body.get("hold", False)
+    if not isinstance(hold, bool) or (hold and event != "reauthorizationRequired"):
+        return _error(400, "hold is a boolean, only with reauthorizationRequired")
     dispatcher = _dispatcher()
     if event == "subscriptionRemoved":
         sent = dispatcher.remove_early(subscription)
+    elif hold:
+        sent = dispatcher.hold(subscription) and subscription.lifecycle_url is not None
     else:
         sent = dispatcher.send_lifecycle(subscription, str(event))
     return _json({"sent": sent}, 202)

@@ -221,6 +221,8 @@ class Subscription:
     last_reauthorization_notice: float = 0.0
     #: Set when the subscription is gone (deleted, expired, removed): queued notifications for it are discarded.
     removed: bool = False
+    #: Emulator time since which delivery is paused until the app reauthorizes (access revoked or lapsed).
+    held_since: float | None = None
 
     @property
     def resource_type(self) -> str:

@@ -273,10 +273,10 @@ def _resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResou
     return parsed
 
 
-def _check_permission(caller: Caller, parsed: ParsedResource) -> None:
+def _check_permission(caller: Caller, parsed: ParsedResource, *, operation: str = "Create") -> None:
     if not caller.roles.intersection(parsed.spec.permissions):
         # Observed body (outer status not shown in reports; 403 is our guess, notes §1.4).
-        raise _extension_error(403, "Access denied")
+        raise _extension_error(403, "Access denied", operation=operation)
 
 
 def _check_rich(state: EmulatorState, body: dict[str, Any], parsed: ParsedResource) -> tuple[bool, Any]:
@@ -502,6 +502,7 @@ def update_subscription(subscription_id: str) -> Response:
     subscription = _own(state, caller, subscription_id)
     body = _body()
     _check_unknown(body, _CREATABLE)
+    _check_permission(caller, subscription.parsed, operation="Update")
     for name in body:
         if name in _CREATABLE and name not in _PATCHABLE:
             raise _invalid(f"The property '{name}' cannot be updated.")
@@ -545,6 +546,8 @@ def update_subscription(subscription_id: str) -> Response:
     subscription.encryption_certificate_id = certificate_id
     # renewing also reauthorizes (notes §1.3)
     subscription.last_reauthorization_notice = state.clock.time()
+    if state.delivery is not None:
+        state.delivery.release(subscription)
     return _json(subscription.to_json(base_url=_base_url()))
 
 
@@ -569,5 +572,10 @@ def reauthorize_subscription(subscription_id: str) -> Response:
     caller = _caller()
     _sweep(state)
     subscription = _own(state, caller, subscription_id)
+    # Reauthorizing fails while the app lacks the permission the resource needs (notes §4: "may fail if access
+    # is gone"); delivery stays paused then.
+    _check_permission(caller, subscription.parsed, operation="Reauthorize")
     subscription.last_reauthorization_notice = state.clock.time()
+    if state.delivery is not None:
+        state.delivery.release(subscription)
     return Response(status=204)
