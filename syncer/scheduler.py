@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -130,6 +130,7 @@ class Worker:
         self._lock = threading.Lock()
         self.results: list[sync.PassResult] = []
         self.refresh_every = timedelta(hours=1)
+        self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
 
     # --- setup ---
@@ -318,23 +319,26 @@ class Worker:
             except Exception:
                 log.exception("expanding the declarations failed; keeping the scopes known so far")
                 self._refreshed = now
-        marked = 0
-        with self.engine.begin() as connection:
+        with self.engine.connect() as connection:
             rows = connection.execute(
                 sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, s.c.last_success_at).where(s.c.dirty_since.is_(None))
             ).all()
-            for row in rows:
-                scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
-                if scope is None:
-                    continue
-                last = sync._aware(row.last_success_at)
-                if last is None or last + scope.interval <= now:
-                    connection.execute(
-                        sa.update(s)
-                        .where(s.c.tenant_id == row.tenant_id, s.c.scope_key == row.scope_key, s.c.dirty_since.is_(None))
-                        .values(dirty_since=now, updated_at=now)
-                    )
-                    marked += 1
+        stale = []
+        for row in rows:
+            scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
+            last = sync._aware(row.last_success_at)
+            if scope is not None and (last is None or last + scope.interval <= now):
+                stale.append((row.tenant_id, row.scope_key))
+        marked = 0
+        # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
+        # fails at once instead of waiting when another writer got in between).
+        with self.engine.begin() as connection:
+            for tenant_id, key in stale:
+                marked += connection.execute(
+                    sa.update(s)
+                    .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.dirty_since.is_(None))
+                    .values(dirty_since=now, updated_at=now)
+                ).rowcount
         return marked
 
     # --- job: reconcile ---
@@ -348,7 +352,14 @@ class Worker:
         run(self.spec, engine=self.engine, graphs=self.sources)
 
     def close(self) -> None:
+        """Wait for the passes in flight; start no more."""
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def release(self) -> None:
+        """Give back what :func:`run_worker` took for this worker (the SQLite worker lock)."""
+        finalizers, self._finalizers = self._finalizers, []
+        for finalize in reversed(finalizers):
+            finalize()
 
 
 def _reconcile_entry(name: str) -> Callable[..., Any] | None:
@@ -421,37 +432,65 @@ def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule |
                       name="reconcile subscriptions", **common)
 
 
+@dataclass
+class RunningWorker:
+    """A started worker: its jobs' state, its scheduler and what to release when it stops."""
+
+    worker: Worker
+    scheduler: BaseScheduler
+    engine: Engine
+    lock: DatabaseLock | None
+
+    def stop(self) -> None:
+        """Stop the jobs, wait for running passes, release the SQLite worker lock."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.worker.close()
+        self.worker.release()
+
+    def __iter__(self) -> Iterator[Any]:
+        # `worker, scheduler = run_worker(...)` keeps working; stop with scheduler.shutdown(),
+        # worker.close() and worker.release().
+        return iter((self.worker, self.scheduler))
+
+
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
-               blocking: bool = True, max_passes: int = 4) -> tuple[Worker, BaseScheduler]:
-    """Start the worker for *spec* (blocking until interrupted unless *blocking* is False)."""
+               blocking: bool = True, max_passes: int = 4) -> RunningWorker:
+    """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``)."""
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     engine = schema.create_engine(spec.database_url)
     worker_id = worker_id or default_worker_id()
-    lock = single_worker_lock(engine, worker_id)
+    try:
+        lock = single_worker_lock(engine, worker_id)
+    except BaseException:
+        engine.dispose()
+        raise
     try:
         worker = build_worker(spec, engine=engine, worker_id=worker_id, max_passes=max_passes)
         worker.register_scopes()
     except BaseException:
         if lock is not None:
             lock.release()
+        engine.dispose()
         raise
+    if lock is not None:
+        worker._finalizers.append(lock.release)
+    worker._finalizers.append(engine.dispose)
     scheduler: BaseScheduler = BlockingScheduler(timezone=UTC) if blocking else BackgroundScheduler(timezone=UTC)
     schedule_jobs(scheduler, worker, schedule)
+    running = RunningWorker(worker, scheduler, engine, lock)
     if not blocking:
         scheduler.start()
-        return worker, scheduler
+        return running
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        worker.close()
-        if lock is not None:
-            lock.release()
-        engine.dispose()
-    return worker, scheduler
+        running.stop()
+    return running
 
 
 def sync_once(

@@ -27,8 +27,10 @@ from syncer.scheduler import (
     DRAIN_JOB,
     RECONCILE_JOB,
     SAFETY_NET_JOB,
+    Schedule,
     ScopeIndex,
     Worker,
+    run_worker,
     schedule_jobs,
     single_worker_lock,
 )
@@ -302,3 +304,22 @@ def test_two_workers_on_postgres_never_sync_one_scope_twice(postgres_env: SyncEn
         a.close()
         b.close()
         other.close()
+
+
+def test_the_worker_mirrors_on_its_own_schedule(sqlite_env: SyncEnv) -> None:
+    env = sqlite_env
+    env.graph.admin("POST", "seed", json={"users": 40})
+    running = run_worker(env.spec, schedule=Schedule(drain=0.2, safety_net=1.0, reconcile=3600), blocking=False,
+                         worker_id="bg-worker")
+    try:
+        deadline = time.monotonic() + 30
+        while len(env.rows("users")) < 40 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(env.rows("users")) == 40
+        # A change with no notification at all: the safety net finds it after the scope's interval.
+        assert running.worker.index.static[(env.tenant_id, "users")].interval.total_seconds() > 0
+        with pytest.raises(LockTimeout):
+            single_worker_lock(env.engine, "another")
+    finally:
+        running.stop()
+    assert single_worker_lock(env.engine, "after") is not None  # released on stop
