@@ -171,3 +171,15 @@ def test_path_segments_are_case_insensitive(graph: EmulatorClient) -> None:
     assert graph.get(f"Users/{user['id']}").status_code == 200
     assert graph.get(f"USERS/{user['id']}/MailFolders/Inbox/Messages").status_code == 200
     assert graph.get("Users/Delta").status_code == 200
+
+
+def test_faults_reach_the_token_endpoint(graph: EmulatorClient) -> None:
+    graph.admin("POST", "faults", json={"type": "status", "status": 503, "path": "/oauth2/v2.0/token", "count": 1,
+                                        "retryAfter": 2})
+    url = f"{graph.info['authority']}/oauth2/v2.0/token"
+    form = {"client_id": graph.info["client_id"], "client_secret": graph.info["client_secret"],
+            "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default"}
+    r = graph.session.post(url, data=form, timeout=10)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+    assert r.json()["error"] == "temporarily_unavailable"
+    assert graph.session.post(url, data=form, timeout=10).status_code == 200

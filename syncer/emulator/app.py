@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
@@ -105,6 +106,16 @@ class _ResetMiddleware:
         return result
 
 
+def _identity_fault(error: GraphHTTPError) -> Response:
+    """An injected failure of the identity platform, in its own error shape (not Graph's)."""
+    kind = "temporarily_unavailable" if error.status >= 500 or error.status == 429 else "invalid_request"
+    body = {"error": kind, "error_description": f"AADSTS90033: {error.message}", "error_codes": [90033]}
+    response = Response(orjson.dumps(body), status=error.status, content_type="application/json; charset=utf-8")
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
 def create_app(state: EmulatorState) -> Flask:
     """Build the Flask app serving Graph, the identity platform and the admin API for *state*."""
     app = Flask("syncer.emulator")
@@ -121,19 +132,23 @@ def create_app(state: EmulatorState) -> Flask:
         g.mailbox_slot = None
         g.in_batch = bool(request.environ.get("emulator.batch"))
         path = request.path
-        if not path.startswith("/v1.0/") and path != "/v1.0":
-            return None
+        if path.startswith("/_emulator"):
+            return None  # the harness itself never misbehaves
+        graph_call = path.startswith("/v1.0/") or path == "/v1.0"
         ctx = None
         auth_error: GraphHTTPError | None = None
-        try:
-            ctx = authenticate(state, request.headers.get("Authorization"), base=request.host_url.rstrip("/"))
-            g.app_context = ctx
-        except GraphHTTPError as exc:
-            auth_error = exc
-        mailbox = _mailbox_of(path)
+        if graph_call:
+            try:
+                ctx = authenticate(state, request.headers.get("Authorization"), base=request.host_url.rstrip("/"))
+                g.app_context = ctx
+            except GraphHTTPError as exc:
+                auth_error = exc
+        # Faults apply to the identity endpoints too (a token endpoint can throttle or fail as well).
+        mailbox = _mailbox_of(path) if graph_call else None
         decision = state.faults.check(
             method=request.method, path=path,
             app=ctx.client_id if ctx else None, tenant=ctx.tenant_id if ctx else None, mailbox=mailbox,
+            graph_call=graph_call,
         )
         if decision.reset:
             g.fault = decision.label
@@ -141,6 +156,8 @@ def create_app(state: EmulatorState) -> Flask:
             return Response(b"", status=204)
         if decision.error is not None:
             g.fault = decision.label
+            if not graph_call:
+                return _identity_fault(decision.error)
             return from_exception(decision.error)
         if auth_error is not None:
             return from_exception(auth_error)

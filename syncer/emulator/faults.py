@@ -32,6 +32,10 @@ Rule kinds (JSON as the admin API takes it; every field except ``type`` is optio
     fail: the next deltaLink round also re-sends the ``back`` changes made just before its token
     (Graph "replays" changes, §6.1), so clients must be idempotent.
 
+Rules without ``path`` apply to Graph calls (``/v1.0``) only; give a ``path`` such as
+``/oauth2/v2.0/token`` to fail or slow the identity platform (its errors then use the identity
+platform's shape, ``{"error": "temporarily_unavailable", ...}``).
+
 Per-mailbox concurrency (not a rule: a limit, on by default like Graph's 4 concurrent requests per
 app+mailbox): ``config.mailbox_concurrency_limit``; change it at run time with
 ``POST /_emulator/faults {"mailboxConcurrency": 2}`` (``null`` disables). A request over the limit gets
@@ -210,12 +214,18 @@ class Faults:
         return True
 
     def check(self, *, method: str, path: str, app: str | None, tenant: str | None,
-              mailbox: str | None = None) -> Decision:
-        """Decide the request-level faults for one request."""
+              mailbox: str | None = None, graph_call: bool = True) -> Decision:
+        """Decide the request-level faults for one request.
+
+        Identity-platform calls (``graph_call`` False) are only hit by rules whose ``path`` names them,
+        so a blanket rule never locks a test out of its own token.
+        """
         latency = 0.0
         with self._lock:
             for rule in self.rules:
                 if rule.kind == "deltaReset":
+                    continue
+                if not graph_call and rule.path is None:
                     continue
                 if rule.path is not None and not rule.path.search(path):
                     continue
