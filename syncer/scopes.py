@@ -95,7 +95,14 @@ STRATEGIES: dict[str, Strategy] = {
             container_placeholder="folder",
         ),
         Strategy("event", CALENDAR_VIEW, "users/{user}/calendarView/delta", select=False, window=True),
-        Strategy("todoTask", DELTA, "users/{user}/todo/lists/{list}/tasks/delta"),
+        Strategy(
+            "todoTask",
+            DELTA,
+            "users/{user}/todo/lists/{list}/tasks/delta",
+            # A declaration over every list of a mailbox ({list} left open) follows the lists.
+            containers="users/{user}/todo/lists/delta",
+            container_placeholder="list",
+        ),
         Strategy("driveItem", DRIVE_DELTA, "{drive_root}/delta", deleted_facet=True),
         # No delta in Graph (or in our notes): list + GET by id.
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
@@ -238,6 +245,8 @@ def _scopes_for(
     now: datetime,
 ) -> list[Scope]:
     mailbox = params.get("user")
+    # A placeholder left open in the declaration ({list}) is one the containers fill.
+    params = {k: v for k, v in params.items() if not v.startswith("{")}
     base = _base(subscription, tenant_id, strategy, parent, mailbox)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:

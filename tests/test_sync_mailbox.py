@@ -249,3 +249,36 @@ def test_a_throttled_mailbox_does_not_hold_back_another(two_mailboxes: tuple[Syn
         assert all(s.mailbox == a for s in worker.due_scopes()) or not worker.due_scopes()
     finally:
         worker.close()
+
+
+TODO_SPEC = """
+  - name: tasks
+    resource: users/{{user}}/todo/lists/{todo_list}/tasks
+    for_each: {{users: [{user}]}}
+    mirror:
+      table: tasks
+      columns: [title, status]
+"""
+
+
+@pytest.fixture
+def todo_env(tmp_path: Path, emulator_info: dict[str, Any], sqlite_url: str, graph: Any) -> Iterator[tuple[SyncEnv, str, str]]:
+    seeded = graph.admin("POST", "seed", json={"users": 2, "tasksPerUser": 3, "contentUsers": 1}).json()
+    user = seeded["users"]["firstId"]
+    todo_list = graph.get(f"users/{user}/todo/lists").json()["value"][0]["id"]
+    spec = TODO_SPEC.format(user=user, todo_list=todo_list)
+    yield from ((env, user, todo_list) for env in make_env(tmp_path, emulator_info, sqlite_url, graph, spec))
+
+
+def test_todo_tasks_are_synced_per_list(todo_env: tuple[SyncEnv, str, str]) -> None:
+    env, user, todo_list = todo_env
+    (scope,) = scopes.declared_scopes(env.spec)
+    assert scope.key == f"users/{user}/todo/lists/{todo_list}/tasks" and not scope.container
+    result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
+    assert result.outcome == "ok", result
+    task = env.graph.post(f"users/{user}/todo/lists/{todo_list}/tasks", json={"title": "milk"})
+    assert task.status_code == 201, task.text
+    assert sync.sync_scope(env.engine, env.client, scope, worker="w1").outcome == "ok"
+    items, _ = env.graph.delta_all(f"users/{user}/todo/lists/{todo_list}/tasks/delta")
+    truth = {i["id"] for i in items if "@removed" not in i}
+    assert set(env.rows("tasks")) == truth and task.json()["id"] in truth and len(truth) >= 4
