@@ -323,3 +323,22 @@ def test_the_worker_mirrors_on_its_own_schedule(sqlite_env: SyncEnv) -> None:
     finally:
         running.stop()
     assert single_worker_lock(env.engine, "after") is not None  # released on stop
+
+
+def test_status_shows_scopes_and_subscription_expiry(env: SyncEnv) -> None:
+    from syncer import status
+
+    env.graph.admin("POST", "seed", json={"users": 7})
+    record_subscription(env, "sub-users", "users", "users")
+    sync.sync_scope(env.engine, env.client, env.scope("users"), worker="w1")
+    env.graph.admin("POST", "faults", json={"type": "status", "status": 429, "path": "/groups/delta", "retryAfter": 900, "count": 10})
+    assert sync.sync_scope(env.engine, env.client, env.scope("groups"), worker="w1").outcome == "throttled"
+    shown = status.collect(env.engine)
+    by_scope = {s.scope: s for s in shown.scopes}
+    assert by_scope["users"].rows == 7 and by_scope["users"].lag is not None and by_scope["users"].last_outcome == "ok"
+    assert by_scope["groups"].not_before is not None and by_scope["groups"].last_outcome == "throttled"
+    assert by_scope["groups"].last_success is None and "429" in (by_scope["groups"].last_error or "")
+    (sub,) = shown.subscriptions
+    assert sub.name == "users" and timedelta(days=1) < sub.expires_in <= timedelta(days=2)
+    text = status.render(shown)
+    assert "postponed to" in text and "sub-users" in text and "1d 23h" in text and "never" in text
