@@ -130,6 +130,7 @@ class Worker:
         self._lock = threading.Lock()
         self.results: list[sync.PassResult] = []
         self.refresh_every = timedelta(hours=1)
+        self.reanchor_every = timedelta(days=1)
         self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
 
@@ -329,6 +330,7 @@ class Worker:
             last = sync._aware(row.last_success_at)
             if scope is not None and (last is None or last + scope.interval <= now):
                 stale.append((row.tenant_id, row.scope_key))
+        resync = self._window_scopes_to_reanchor(now)
         marked = 0
         # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
         # fails at once instead of waiting when another writer got in between).
@@ -339,7 +341,38 @@ class Worker:
                     .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.dirty_since.is_(None))
                     .values(dirty_since=now, updated_at=now)
                 ).rowcount
-        return marked
+            for tenant_id, key in resync:
+                connection.execute(
+                    sa.update(s)
+                    .where(s.c.tenant_id == tenant_id, s.c.scope_key == key)
+                    .values(resync_requested=True, dirty_since=now, updated_at=now)
+                )
+        return marked + len(resync)
+
+    def _window_scopes_to_reanchor(self, now: datetime) -> list[tuple[str, str]]:
+        """calendarView scopes whose window was last set more than :attr:`reanchor_every` ago.
+
+        A calendarView deltaLink keeps the window of the round that created it; moving the window
+        with time takes a full round from a fresh initial URL (which also sweeps the events that
+        fell out of it).
+        """
+        windowed = [sc for sc in self.index.static.values() if sc.strategy.window]
+        if not windowed:
+            return []
+        r = schema.sync_runs
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
+                .where(r.c.full.is_(True), r.c.outcome == "ok")
+                .group_by(r.c.tenant_id, r.c.scope_key)
+            ).all()
+        last_full = {(t, k): sync._aware(at) for t, k, at in rows}
+        due = []
+        for sc in windowed:
+            at = last_full.get((sc.tenant_id, sc.key))
+            if at is not None and at + self.reanchor_every <= now:
+                due.append((sc.tenant_id, sc.key))
+        return due
 
     # --- job: reconcile ---
 

@@ -282,3 +282,27 @@ def test_todo_tasks_are_synced_per_list(todo_env: tuple[SyncEnv, str, str]) -> N
     items, _ = env.graph.delta_all(f"users/{user}/todo/lists/{todo_list}/tasks/delta")
     truth = {i["id"] for i in items if "@removed" not in i}
     assert set(env.rows("tasks")) == truth and task.json()["id"] in truth and len(truth) >= 4
+
+
+def test_the_calendar_window_is_moved_daily_by_a_full_round(mailbox: tuple[SyncEnv, str]) -> None:
+    from datetime import timedelta
+
+    from test_sync_support import Clock
+
+    env, user = mailbox
+    clock = Clock()
+    index = ScopeIndex.of(scopes.declared_scopes(env.spec, names=["calendar"]))
+    worker = Worker(env.engine, {env.tenant_id: env.client}, index, worker_id="w1", spec=None, clock=clock)
+    try:
+        worker.register_scopes()
+        worker.drain()
+        worker.wait(timeout=60)
+        key = f"users/{user}/events"
+        assert not env.state(key).resync_requested
+        worker.safety_net()
+        assert not env.state(key).resync_requested
+        clock.advance(timedelta(days=1, seconds=1))
+        worker.safety_net()
+        assert env.state(key).resync_requested
+    finally:
+        worker.close()
