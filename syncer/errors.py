@@ -10,7 +10,8 @@ is a property of the error (:attr:`SyncerError.retryable`), never guessed from a
     ├── ConfigError               settings / environment / secret references that cannot be resolved
     ├── DatabaseError             the database is unreachable or not in the expected shape
     │   ├── SchemaChangeRefused   a mirror-table change that cannot be applied in place
-    │   └── LockTimeout           a database lock (reconcile, lease) could not be taken in time
+    │   ├── LockTimeout           a database lock (reconcile, lease) could not be taken in time
+    │   └── LeaseLost             a sync pass's scope lease expired and another worker took it
     ├── GraphError                an HTTP call to Graph failed (status, code, request ids, Retry-After)
     │   ├── TransportError        connection reset, DNS, TLS, timeout: no HTTP answer   [retryable]
     │   │   └── ConnectError      the connection was never made: the request was not sent [retryable]
@@ -132,6 +133,13 @@ class SchemaChangeRefused(DatabaseError):
 
 class LockTimeout(DatabaseError):
     """A database lock could not be taken within the allowed time."""
+
+
+class LeaseLost(DatabaseError):
+    """A sync pass stalled past its scope lease and another worker took the scope: the pass stops
+    without writing (its page transaction is rolled back); the other worker's pass carries on."""
+
+    retryable = False
 
 
 # --- Graph ----------------------------------------------------------------------------------------

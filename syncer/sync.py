@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 from syncer import mirror, schema
 from syncer.errors import (
     GraphError,
+    LeaseLost,
     NotFoundError,
     ResyncRequired,
     RetryBudgetExhausted,
@@ -99,10 +100,6 @@ class PageSource(Protocol):
     def iter_pages(self, url_or_path: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]: ...
 
     def get_json(self, url_or_path: str) -> Any: ...
-
-
-class LeaseLost(SyncerError):
-    """Another worker took the scope's lease (ours expired): this pass stops without writing."""
 
 
 @dataclass
