@@ -208,6 +208,12 @@ class Demo:
             }
             created.append(g.request("POST", "users", json=body).json()["id"])
         self.say(f"created 3 users ({', '.join(created)})")
+        # What the worker's reconcile job does on its schedule: new users get their mailbox
+        # subscriptions (fan-out over all users), and the worker starts syncing their scopes.
+        assert self.runner is not None and self.runner.worker is not None
+        self.runner.reconcile()
+        added = self.runner.worker.refresh_scopes()
+        self.say(f"reconcile picked up the new users: {added} new scopes to sync")
         g.request(
             "PATCH", f"users/{first}", json={"jobTitle": "Chief Demo Officer", "displayName": "Ada Demo"}
         )

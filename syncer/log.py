@@ -32,4 +32,6 @@ def configure(level: str | int | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
     # APScheduler logs every job run at INFO: with a drain every few seconds that buries what matters.
-    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))
+    # alembic announces each plugin at INFO on every upgrade. Neither says anything a user acts on.
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))

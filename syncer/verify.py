@@ -60,7 +60,7 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     for page in client.iter_pages(scope.initial_url):
         for item in page.items:
             item_id = str(item.get("id"))
-            if "@removed" in item or (scope.strategy.deleted_facet and "deleted" in item):
+            if "@removed" in item or (scope.strategy.deleted_facet and item.get("deleted") is not None):
                 items.pop(item_id, None)
                 members.pop(item_id, None)
                 continue
