@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -46,7 +46,6 @@ DELTA = resources.DELTA  # {collection}/delta with $select; follow nextLinks to 
 CALENDAR_VIEW = resources.CALENDAR_VIEW  # calendarView/delta over a window; no $select
 DRIVE_DELTA = resources.DRIVE_DELTA  # drive root delta; removal is a "deleted" facet
 FETCH = resources.FETCH  # no delta: list the collection (mark-and-sweep), GET items by id on notifications
-CONTAINERS = "containers"  # follow folders with their delta; each folder becomes a child scope
 
 
 @dataclass(frozen=True)
@@ -360,8 +359,3 @@ def declared_scopes(
         users = resolve_users(subscription, client)
         scopes += expand_subscription(subscription, tenant.tenant_id, users=users, now=now)
     return scopes
-
-
-def with_interval(scope: Scope, interval: timedelta) -> Scope:
-    """*scope* with another safety-net period."""
-    return replace(scope, interval=interval)

@@ -53,7 +53,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.mirror_writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
-from syncer.scopes import CONTAINERS, FETCH, Scope, child_scope, folder_of
+from syncer.scopes import FETCH, Scope, child_scope, folder_of
 
 __all__ = [
     "LEASE_TTL",
@@ -696,11 +696,6 @@ def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str
         values["resync_requested"] = True
     stmt = sa.update(s).where(s.c.tenant_id == tenant_id, s.c.parent_key.in_(list(parent_keys))).values(**values)
     return max(connection.execute(stmt).rowcount, 0)
-
-
-def is_container(scope: Scope) -> bool:
-    """Whether *scope* follows folders rather than items."""
-    return scope.container or scope.strategy.method == CONTAINERS
 
 
 def progress_line(p: Progress) -> str:
