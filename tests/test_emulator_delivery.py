@@ -744,6 +744,7 @@ def test_held_delivery_resumes_on_reauthorize(graph: EmulatorClient, receiver: R
     user = graph.create_user("abe")
     assert _wait_idle(graph)
     assert receiver.items() == [] and _report(graph)["heldNow"] == {sub["id"]: 1}
+    assert graph.admin("GET", "subscriptions").json()["value"][0]["heldSince"] is not None
     assert graph.post(f"subscriptions/{sub['id']}/reauthorize").status_code == 204
     (item,) = receiver.wait_items(1)
     assert item["resourceData"]["id"] == user["id"]

@@ -20,7 +20,7 @@ No authentication (it is the test harness), JSON in and out, everything under ``
     Block until nothing is queued or in flight (``includeScheduled: false``: nothing is *due* now, so retries
     waiting on a frozen clock do not count). Answers ``{"idle": bool}``.
 ``GET /_emulator/subscriptions``
-    Every live subscription of every app (clientState included).
+    Every live subscription of every app (clientState included, plus ``tenantId`` and ``heldSince``).
 ``POST /_emulator/subscriptions/<id>/lifecycle`` ``{"lifecycleEvent": "reauthorizationRequired", "hold": false}``
     Fire a lifecycle event now (``subscriptionRemoved`` also deletes the subscription). ``202 {"sent": bool}``;
     ``sent`` is false when the subscription has no lifecycleNotificationUrl. With ``"hold": true`` the
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Blueprint, Response, current_app, request
 
+from syncer.emulator.clock import iso_ts
 from syncer.emulator.delivery_policy import LIFECYCLE_EVENTS, NotificationFaults
 from syncer.emulator.errors import graph_error
 
@@ -151,6 +152,7 @@ def all_subscriptions() -> Response:
         item = subscription.to_json(base_url=base)
         item.pop("@odata.context")
         item["tenantId"] = subscription.tenant_id
+        item["heldSince"] = iso_ts(subscription.held_since) if subscription.held_since is not None else None
         values.append(item)
     return _json({"value": values})
 
