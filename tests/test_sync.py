@@ -183,6 +183,16 @@ def test_a_crash_between_any_two_steps_converges(env: SyncEnv) -> None:
         assert_mirrors_truth(env)
         state = env.state()
         assert state.delta_link and state.page_link is None and state.leased_by is None
+    # And right after a 410 made the pass restart as a full round.
+    env.graph.delete(f"users/{ids[len(cases)]['id']}")
+    env.graph.delete(f"directory/deletedItems/{ids[len(cases)]['id']}")
+    env.graph.admin("POST", "faults", json={"type": "deltaReset", "scope": "users", "kind": "expired", "count": 1})
+    with pytest.raises(Crash):
+        sync.sync_scope(env.engine, env.client, scope, worker="dead-410", clock=clock, fault=crash_at("restarted", 1))
+        pytest.fail("no 410 restart")
+    clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+    assert sync.sync_scope(env.engine, env.client, scope, worker="next-410", clock=clock).outcome == "ok"
+    assert_mirrors_truth(env)
     outcomes = {r.outcome for r in env.runs()}
     assert outcomes <= {"ok", "abandoned", "running"}
 
