@@ -1,0 +1,254 @@
+"""What Graph checks in a subscription request before it runs the validation handshake (notes §1-2).
+
+Each function takes the parsed request and either returns the checked value or raises
+:class:`~syncer.emulator.errors.GraphHTTPError` with Graph's status, code and (observed or guessed) message: the
+views in :mod:`syncer.emulator.subscriptions` only call these in Graph's order. Guesses are listed in
+docs/emulator-subscriptions-delivery.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+from flask import request
+
+from syncer.emulator.clock import parse_iso
+from syncer.emulator.drive import ensure_user_drive
+from syncer.emulator.errors import GraphHTTPError
+from syncer.emulator.identity import require_app
+from syncer.emulator.mailbox import ensure_mailbox
+from syncer.emulator.rich import CertificateError, EncryptionCertificate, load_encryption_certificate
+from syncer.emulator.subscription_model import ALL_CHANGE_TYPES, ParsedResource, parse_resource
+
+if TYPE_CHECKING:
+    from syncer.emulator.state import EmulatorState
+
+#: Properties a create body may carry (read-only ones are tolerated the way OData ignores computed values).
+CREATABLE = {
+    "resource", "changeType", "notificationUrl", "lifecycleNotificationUrl", "expirationDateTime", "clientState",
+    "includeResourceData", "encryptionCertificate", "encryptionCertificateId", "latestSupportedTlsVersion",
+    "notificationQueryOptions", "notificationUrlAppId",
+}
+READ_ONLY = {"id", "applicationId", "creatorId", "notificationContentType", "@odata.type", "@odata.context"}
+WEB_PUSH = {"vapidPublicKey", "webPushEncryptionP256dhPublicKey", "webPushEncryptionSecret"}
+PATCHABLE = {"expirationDateTime", "notificationUrl", "encryptionCertificate", "encryptionCertificateId"}
+TLS_VERSIONS = {"v1_0", "v1_1", "v1_2", "v1_3"}
+MAX_CLIENT_STATE = 128
+MAX_CERTIFICATE_ID = 128
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The app behind the current request's token."""
+
+    tenant_id: str
+    client_id: str
+    roles: frozenset[str]
+    service_principal_id: str
+
+
+def caller() -> Caller:
+    """The app behind the request's token (no permission yet: which one depends on the resource)."""
+    # No permission here: which one is needed depends on the resource in the body (checked later).
+    app = require_app()
+    return Caller(
+        tenant_id=app.tenant_id,
+        client_id=app.client_id,
+        roles=frozenset(app.roles),
+        service_principal_id=app.service_principal_id,
+    )
+
+
+def extension_error(status: int, reason: str, *, operation: str = "Create") -> GraphHTTPError:
+    """Graph's wrapped workload error: ``ExtensionError`` with "Operation: ...; Exception: [Status Code: ...]"."""
+    phrase = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 409: "Conflict"}.get(status, str(status))
+    return GraphHTTPError(
+        status, "ExtensionError", f"Operation: {operation}; Exception: [Status Code: {phrase}; Reason: {reason}]"
+    )
+
+
+def invalid(message: str, code: str = "InvalidRequest") -> GraphHTTPError:
+    """A 400 with Graph's usual code for a bad subscription property."""
+    return GraphHTTPError(400, code, message)
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, or Graph's 400 for an empty or malformed one."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise GraphHTTPError(400, "BadRequest", "Empty Payload. JSON content expected.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GraphHTTPError(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.") from exc
+    if not isinstance(body, dict):
+        raise GraphHTTPError(400, "BadRequest", "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.")
+    return body
+
+
+def check_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    """OData refuses properties the type does not define."""
+    for name in body:
+        if name in allowed or name in READ_ONLY or name.startswith("@odata."):
+            continue
+        raise GraphHTTPError(
+            400,
+            "BadRequest",
+            f"The property '{name}' does not exist on type 'microsoft.graph.subscription'. "
+            "Make sure to only use property names that are defined by the type.",
+        )
+
+
+def string(body: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    """A string property (None when absent), or 400 when it has another type or a required one is missing."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise invalid(f"{name} is a required property for subscription creation.")
+        return None
+    if not isinstance(value, str):
+        raise GraphHTTPError(400, "BadRequest", f"Cannot convert the literal '{value}' to the expected type 'Edm.String'.")
+    if required and not value.strip():
+        raise invalid(f"{name} is a required property for subscription creation.")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(state: EmulatorState, url: str, *, field: str) -> None:
+    """Graph needs absolute HTTPS URLs; the emulator also accepts plain HTTP on loopback (configurable)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return
+    if parts.scheme == "http" and parts.hostname and state.config.allow_http_loopback and _is_loopback(parts.hostname):
+        return
+    raise invalid(f"Invalid '{field}' value '{url}': the URL must be an absolute https URL.")
+
+
+def expiration(state: EmulatorState, value: str | None, parsed: ParsedResource, *, rich: bool) -> datetime:
+    """Apply the 45-minute floor and the per-resource maximum (notes §2)."""
+    if value is None:
+        raise invalid("expirationDateTime is a required property for subscription creation.")
+    try:
+        requested = parse_iso(value)
+    except ValueError as exc:
+        raise GraphHTTPError(400, "BadRequest", f"Cannot convert the literal '{value}' to the expected type 'Edm.DateTimeOffset'.") from exc
+    now = state.clock.now()
+    floor = now + timedelta(minutes=state.config.subscription_min_minutes)
+    if requested < floor:
+        return floor
+    max_minutes = max_lifetime_minutes(state, parsed, rich=rich)
+    ceiling = now + timedelta(minutes=max_minutes)
+    if requested > ceiling:
+        if state.config.subscription_expiry_overflow == "clamp":
+            return ceiling
+        raise GraphHTTPError(400, "ExtensionError", f"Subscription expiration can only be {max_minutes} minutes in the future.")
+    return requested
+
+
+def max_lifetime_minutes(state: EmulatorState, parsed: ParsedResource, *, rich: bool) -> int:
+    """Maximum lifetime for the type (config overrides first), rich or basic."""
+    spec = parsed.spec
+    overrides = state.config.subscription_max_minutes
+    key = f"{spec.resource_type}:rich" if rich else spec.resource_type
+    if key in overrides:
+        return int(overrides[key])
+    if rich and spec.max_minutes_rich is not None:
+        return spec.max_minutes_rich
+    return spec.max_minutes
+
+
+def change_types(text: str, parsed: ParsedResource) -> frozenset[str]:
+    """The comma list of change types, each one allowed for the resource type (observed message)."""
+    names = [part.strip() for part in text.split(",")]
+    for name in names:
+        if name not in ALL_CHANGE_TYPES or name not in parsed.spec.change_types:
+            raise invalid(f"Invalid 'changeType' attribute: '{name}'.")
+    return frozenset(names)
+
+
+def resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResource:
+    """Parse the resource path and check that what it names exists in the tenant."""
+    if resource.strip().lstrip("/").lower().startswith("me/") or resource.strip().lstrip("/").lower() == "me":
+        raise GraphHTTPError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+    parsed = parse_resource(resource)
+    if parsed is None:
+        raise extension_error(400, f"The value '{resource}' of parameter 'Resource' is invalid.")
+    tenant = state.store.tenant(caller.tenant_id)
+    if parsed.key.startswith("drives/") and parsed.ids[0] not in tenant.drives:
+        raise extension_error(404, "The specified drive was not found.")
+    family_user = parsed.mailbox if parsed.mailbox is not None else None
+    if parsed.spec.resource_type == "driveItem" and parsed.key.startswith("users/"):
+        family_user = parsed.ids[0]
+    if family_user is not None:
+        with state.lock:
+            user = tenant.find_user(family_user)
+        if user is None:
+            raise extension_error(404, "The specified object was not found in the store.")
+        user_id = str(user["id"])
+        uid = user_id.lower()
+        key = parsed.key
+        # The mailbox (well-known folders) and the drive exist in Graph before anyone asks; the emulator makes
+        # them on first use, so make them now or the subscription could never match their changes.
+        if parsed.spec.resource_type == "driveItem":
+            ensure_user_drive(state, tenant, user_id)
+        else:
+            ensure_mailbox(state, tenant, user_id)
+        for segment in ("mailfolders", "contactfolders"):
+            if f"/{segment}/" in key:
+                folder = parsed.ids[1].lower()
+                well_known = tenant.well_known.get((user_id, folder))
+                if well_known is not None:
+                    key = key.replace(f"/{segment}/{folder}/", f"/{segment}/{well_known.lower()}/", 1)
+        # the store names items by user id; a UPN in the path is matched through the store's UPN aliases
+        key = key.replace(f"users/{family_user.lower()}/", f"users/{uid}/", 1)
+        parsed = ParsedResource(
+            spec=parsed.spec, key=key, ids=parsed.ids, mailbox=uid, select=parsed.select, query=parsed.query
+        )
+    return parsed
+
+
+def check_permission(caller: Caller, parsed: ParsedResource, *, operation: str = "Create") -> None:
+    """403 unless the token holds one of the permissions the resource needs."""
+    if not caller.roles.intersection(parsed.spec.permissions):
+        # Observed body (outer status not shown in reports; 403 is our guess, notes §1.4).
+        raise extension_error(403, "Access denied", operation=operation)
+
+
+def check_rich(state: EmulatorState, body: dict[str, Any], parsed: ParsedResource) -> tuple[bool, EncryptionCertificate | None]:
+    """includeResourceData rules (notes §5.1): supported type, certificate and id, $select for Outlook."""
+    include = body.get("includeResourceData", False)
+    if include is None:
+        include = False
+    if not isinstance(include, bool):
+        raise GraphHTTPError(400, "BadRequest", f"Cannot convert the literal '{include}' to the expected type 'Edm.Boolean'.")
+    certificate_text = string(body, "encryptionCertificate")
+    certificate_id = string(body, "encryptionCertificateId")
+    if certificate_id is not None and len(certificate_id) > MAX_CERTIFICATE_ID:
+        raise invalid(f"encryptionCertificateId cannot be longer than {MAX_CERTIFICATE_ID} characters.")
+    if not include:
+        return False, None
+    if parsed.spec.max_minutes_rich is None:
+        raise extension_error(400, parsed.spec.rich_refusal)
+    if not certificate_text:
+        raise invalid("A valid encryptionCertificate value was not provided for a subscription with includeResourceData set to true.")
+    if not certificate_id:
+        raise invalid("A valid encryptionCertificateId value was not provided for a subscription with includeResourceData set to true.")
+    if parsed.spec.quota == "mailbox" and not parsed.select:
+        raise invalid(parsed.spec.rich_refusal)
+    try:
+        return True, load_encryption_certificate(certificate_text)
+    except CertificateError as exc:
+        raise invalid(str(exc)) from exc
