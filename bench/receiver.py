@@ -96,7 +96,7 @@ def noop_app() -> Any:
     return app
 
 
-def serve(kind: str, database_url: str, bind: str, workers: int, threads: int) -> None:
+def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int) -> None:
     from syncer.receiver import ServeConfig, build_app, gunicorn_options, run_gunicorn
 
     config = ServeConfig(database_url=database_url, bind=bind, workers=workers, threads=threads,
@@ -116,10 +116,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(kind: str, database_url: str, workers: int, threads: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(kind: str, database_url: str, workers: int | None, threads: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", kind, "--database-url", database_url, "--bind", f"127.0.0.1:{port}",
-           "--workers", str(workers), "--threads", str(threads)]
+           "--workers", str(workers or 0), "--threads", str(threads)]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -224,7 +224,7 @@ def measure(kind: str, wrk: str, url: str, items: int, args: Any, workdir: Path,
             "items": items, "subs": ",".join(f'"{s}"' for s in SUBSCRIPTIONS),
             "client_state": CLIENT_STATE, "tenant": TENANT, "run": name,
         })
-    proc, base = start(kind, url, args.workers, args.threads, log)
+    proc, base = start(kind, url, args.workers or None, args.threads, log)
     try:
         run_wrk(wrk, base, workdir / f"{warm}.lua", duration=2, connections=args.connections)
         figures = run_wrk(wrk, base, workdir / f"{run}.lua", duration=args.duration, connections=args.connections)
@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--serve", choices=["noop", "receiver"])
     parser.add_argument("--database-url", default="")
     parser.add_argument("--bind", default="127.0.0.1:0")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workers", type=int, default=0, help="0: syncer serve's default (CPU count; 1 on SQLite)")
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="noop/receiver pairs per case; the best pair is reported")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.database_url, args.bind, args.workers, args.threads)
+        serve(args.serve, args.database_url, args.bind, args.workers or None, args.threads)
         return
 
     wrk = ensure_wrk()
@@ -267,7 +267,10 @@ def main() -> None:
         url, cleanup = prepare_database(backend, workdir)
         try:
             for items in map(int, args.items.split(",")):
-                case: dict[str, Any] = {"backend": backend, "items_per_post": items, "rounds": []}
+                case: dict[str, Any] = {
+                    "backend": backend, "items_per_post": items, "rounds": [],
+                    "workers": args.workers or (1 if backend == "sqlite" else os.cpu_count() or 2),
+                }
                 # Alternate noop and receiver runs: the machine is shared, and its load drifts within
                 # minutes; pairing each receiver run with the noop run next to it keeps the ratio fair.
                 for _ in range(args.rounds):

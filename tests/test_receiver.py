@@ -536,6 +536,7 @@ def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine
         port = s.getsockname()[1]
     env = {
         **os.environ, "SYNCER_DATABASE_URL": database_url, "SYNCER_RECEIVER_BIND": f"127.0.0.1:{port}",
+        "SYNCER_RECEIVER_WORKERS": "2",  # also on SQLite (whose default is 1): correctness, not speed
     }
     code = "from syncer.receiver import ServeConfig, serve; serve(ServeConfig.from_env())"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -591,3 +592,20 @@ def test_serve_config_from_the_shipped_spec() -> None:
     assert config.settings.lifecycle_path == "/lifecycle"
     assert config.database_url == spec.database_url and config.workers == 3
     assert config.jwks_url.endswith("/common/discovery/v2.0/keys")
+
+
+def test_subscription_cache_bounds_queries_caused_by_forged_ids(engine: Engine) -> None:
+    from syncer.receiver import SubscriptionCache
+
+    queries: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: queries.append(a[2]))
+    cache = SubscriptionCache(engine, ttl=0.0, unknown_ttl=60, max_queries_per_second=1)
+    assert set(cache([SUB, "forged-1"])) == {SUB}
+    assert len(queries) == 1
+    # The bucket is empty: more random ids cost no query (and are refused as unknown) ...
+    for n in range(20):
+        assert cache([f"forged-{n + 2}"]) == {}
+    assert len(queries) == 1
+    # ... while our own subscription, whose entry expired (ttl 0), is still re-read every time.
+    assert set(cache([SUB])) == {SUB} and set(cache([SUB, "forged-99"])) == {SUB}
+    assert len(queries) == 3
