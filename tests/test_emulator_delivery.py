@@ -782,3 +782,48 @@ def test_revoked_permission_holds_delivery_until_the_app_can_reauthorize(
     _clock(graph, advance=5)
     assert [i["lifecycleEvent"] for i in lifecycle.wait_items(3)][-1] == "missed"
     assert _report(graph)["droppedBy"] == {"heldTooLong": 1}
+
+
+def test_syncers_receiver_core_accepts_what_the_emulator_sends(
+    graph: EmulatorClient, emulator: EmulatorServer, receiver: Receiver
+) -> None:
+    """The emulator and syncer's receiver are independent readings of the docs: they must agree on the wire."""
+    from syncer import notifications
+
+    key, cert = _certificate()
+    user = graph.create_user("dee")
+    plain = _subscribe(graph, receiver.url(), lifecycleNotificationUrl=receiver.url("lifecycle"))
+    rich = _subscribe(
+        graph, receiver.url(), resource=f"users/{user['id']}/messages?$select=subject", changeType="created",
+        includeResourceData=True, encryptionCertificate=cert, encryptionCertificateId="c1",
+    )
+    graph.patch(f"users/{user['id']}", json={"jobTitle": "j"})
+    message = graph.post(f"users/{user['id']}/mailFolders/inbox/messages", json={"subject": "hello"}).json()
+    graph.admin("POST", f"subscriptions/{plain['id']}/lifecycle", json={"lifecycleEvent": "reauthorizationRequired"})
+    assert _wait_idle(graph)
+
+    subscriptions = {s["id"]: s for s in (plain, rich)}
+
+    def lookup(ids: Any) -> dict[str, Any]:
+        return {
+            i: notifications.SubscriptionInfo(i, emulator.config.tenant_id, "cs-1", "scope", subscriptions[i]["includeResourceData"])
+            for i in ids
+            if i in subscriptions
+        }
+
+    tokens = notifications.TokenValidator(
+        notifications.StaticKeys({emulator.state.signing_kid: emulator.state.signing_key.public_key()}),
+        app_ids=[graph.info["client_id"]],
+    )
+    keys = notifications.KeyRing([notifications.DecryptionKey("c1", key)])
+    accepted = []
+    for post in receiver.received:
+        verdict = notifications.check_collection(
+            notifications.parse_collection(json.dumps(post.body)), lookup=lookup, tokens=tokens, keys=keys
+        )
+        assert verdict.rejected == ()
+        accepted.extend(verdict.accepted)
+    kinds = sorted((a.notification.kind, a.notification.event) for a in accepted)
+    assert kinds == [("change", "created"), ("change", "updated"), ("lifecycle", "reauthorizationRequired")]
+    (decrypted,) = [a.decrypted for a in accepted if a.decrypted is not None]
+    assert decrypted["subject"] == "hello" and decrypted["id"] == message["id"]
