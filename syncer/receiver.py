@@ -300,13 +300,14 @@ def create_app(
             metrics.inc("syncer_notifications_rejected_total", count, reason=reason)
         if refused and limiter.allow():
             subs = sorted({r.subscription_id for r in refused if r.subscription_id})[:5]
+            suppressed, limiter.suppressed = limiter.suppressed, 0
             log.warning(
                 "refused %d notification item(s) from %s: %s; subscriptions %s%s",
                 len(refused),
                 request.remote_addr,
                 ", ".join(f"{k}={v}" for k, v in sorted(reasons(refused).items())),
                 subs,
-                f" ({limiter.suppressed} earlier lines suppressed)" if limiter.suppressed else "",
+                f" ({suppressed} similar lines suppressed)" if suppressed else "",
             )
 
     def receive(endpoint: str) -> Response:
