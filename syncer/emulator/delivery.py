@@ -148,6 +148,7 @@ class Dispatcher:
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
         self._last_sweep = 0.0
+        self._routing = 0
 
     # --- lifecycle of the dispatcher itself ----------------------------------------------------------------
 
@@ -250,7 +251,7 @@ class Dispatcher:
             return {
                 **self.counters,
                 "droppedBy": dict(self.dropped_by),
-                "pending": len(self._events) + sum(len(e.fresh) + len(e.retries) + e.in_flight for e in self._endpoints.values()),
+                "pending": len(self._events) + self._routing + sum(len(e.fresh) + len(e.retries) + e.in_flight for e in self._endpoints.values()),
                 "heldNow": {sid: len(items) for sid, items in self._held.items() if items},
                 "endpoints": {url: e.snapshot(now) for url, e in self._endpoints.items()},
                 "faults": self.faults.to_json(),
@@ -269,7 +270,7 @@ class Dispatcher:
             return True
 
     def _idle(self, include_scheduled: bool) -> bool:
-        if self._events:
+        if self._events or self._routing:
             return False
         now = self.state.clock.time()
         for endpoint in self._endpoints.values():
@@ -295,13 +296,19 @@ class Dispatcher:
                     return
                 events = list(self._events)
                 self._events.clear()
+                # Taken but not yet queued: wait_idle must not call the dispatcher idle meanwhile.
+                self._routing = len(events)
             try:
                 for event in events:
                     self._route(event)
                 self._housekeeping()
                 self._schedule()
-            except Exception as exc:
+            except Exception as exc:  # the dispatcher must survive a bad event
                 self._append_log({"outcome": "internalError", "error": repr(exc)[:500]})
+            finally:
+                with self._cond:
+                    self._routing = 0
+                    self._cond.notify_all()
 
     def _endpoint(self, url: str) -> Endpoint:
         """The endpoint record for *url* (caller holds the lock)."""
