@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wsgi import LimitedStream
 
 from syncer.emulator.app import create_app
 from syncer.emulator.config import EmulatorConfig
@@ -28,19 +29,92 @@ from syncer.emulator.state import EmulatorState
 from syncer.emulator.tls import write_server_files
 
 
-class _QuietHandler(WSGIRequestHandler):
-    """Keep-alive request handler that does not print a line per request."""
+class _KeepAliveHandler(WSGIRequestHandler):
+    """werkzeug's request handler, but with HTTP/1.1 keep-alive and without a line per request.
+
+    werkzeug's development server closes every connection after one response (and then waits 10 ms
+    for stray input), so each Graph call would pay a TCP and TLS handshake; Graph's front ends keep
+    connections alive, and clients (requests, httpx) reuse them. Responses here are always complete
+    byte strings, so the handler buffers the app's output and sends it with a Content-Length.
+    """
 
     protocol_version = "HTTP/1.1"
+    #: idle keep-alive connections are closed after this many seconds
+    timeout = 30
 
     def setup(self) -> None:
         super().setup()
-        # werkzeug writes headers and body separately; with Nagle on, the client's delayed ACK stalls
-        # every response ~40 ms. Graph's front ends do not, so neither do we.
+        # headers and body go out in separate writes; with Nagle on, the client's delayed ACK would
+        # stall every response ~40 ms
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        connections = getattr(self.server, "open_connections", None)
+        if connections is not None:
+            connections.add(self.connection)
+
+    def finish(self) -> None:
+        connections = getattr(self.server, "open_connections", None)
+        if connections is not None:
+            connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def run_wsgi(self) -> None:
+        if self.headers.get("Expect", "").lower().strip() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.environ = environ = self.make_environ()
+        # Bound the body so the app cannot read into the next request, and so it can be drained.
+        body_stream: Any = environ["wsgi.input"]
+        if not environ.get("wsgi.input_terminated"):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body_stream = LimitedStream(environ["wsgi.input"], length)
+            environ["wsgi.input"] = body_stream
+            environ["wsgi.input_terminated"] = True
+        response: list[Any] = []
+        chunks: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if exc_info is not None and response:
+                raise exc_info[1].with_traceback(exc_info[2])
+            response[:] = [status, headers]
+            return chunks.append
+
+        try:
+            result = self.server.app(environ, start_response)
+            try:
+                for data in result:
+                    chunks.append(data)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            self.close_connection = True  # dropped on purpose (reset fault) or by the client
+            return
+        try:
+            while body_stream.read(65536):
+                pass
+        except (OSError, ValueError):
+            self.close_connection = True
+        status, headers = response
+        code_text, _, reason = status.partition(" ")
+        code = int(code_text)
+        body = b"".join(chunks)
+        self.send_response(code, reason)
+        for key, value in headers:
+            if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(key, value)
+        if code not in (204, 304) and not 100 <= code < 200:
+            self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if body and environ["REQUEST_METHOD"] != "HEAD" and code not in (204, 304):
+            self.wfile.write(body)
 
     def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
         # Never serve another request on a connection we dropped (the reset fault relies on it).
@@ -84,8 +158,9 @@ class EmulatorServer:
         ctx.load_cert_chain(str(files.server_cert), str(files.server_key))
         app = create_app(self.state)
         server = make_server(self.config.host, self.config.port, app, threaded=True,
-                             request_handler=_QuietHandler, ssl_context=ctx)
+                             request_handler=_KeepAliveHandler, ssl_context=ctx)
         server.daemon_threads = True  # type: ignore[attr-defined]
+        server.open_connections = set()  # type: ignore[attr-defined]
         self._server = server
         host = self.config.host
         url_host = f"[{host}]" if ":" in host else host
@@ -145,6 +220,12 @@ class EmulatorServer:
         if server is not None:
             server.shutdown()
             server.server_close()
+            # keep-alive connections would otherwise go on being served by a stopped emulator
+            for conn in list(getattr(server, "open_connections", ())):
+                try:
+                    socket.socket.shutdown(conn, socket.SHUT_RDWR)
+                except OSError:
+                    pass
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
