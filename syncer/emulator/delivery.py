@@ -415,7 +415,9 @@ class Dispatcher:
             return
         self._last_sweep = real_now
         now = self.state.clock.time()
-        self._registry.expire(datetime.fromtimestamp(now, UTC))
+        expired = self._registry.expire(datetime.fromtimestamp(now, UTC))
+        if expired:
+            self.forget(expired)
         with self._lock:
             window = self.config.retry.window_s
             for subscription_id, held in list(self._held.items()):
