@@ -6,8 +6,9 @@ encrypted, :mod:`syncer.emulator.rich`), applies notification faults and the slo
 and queues them per notification URL. It then hands batches (several items per POST, one URL each) to a small
 worker pool that POSTs them with Graph's budgets: a POST that fails, answers non-2xx or takes too long is retried
 with exponential backoff until the retry window is spent, then dropped (and a ``missed`` lifecycle event goes to the
-subscription's lifecycle URL). Every decision comes from :mod:`syncer.emulator.delivery_policy`; every time is the
-emulator clock, so tests compress hours into milliseconds with config and ``clock.advance``.
+subscription's lifecycle URL). Every decision comes from :mod:`syncer.emulator.delivery_policy`, every item's shape
+from :mod:`syncer.emulator.notification_shapes`, every POST leaves through :mod:`syncer.emulator.webhook_endpoint`;
+every time is the emulator clock, so tests compress hours into milliseconds with config and ``clock.advance``.
 
 Lifecycle events (``reauthorizationRequired`` as a subscription nears expiry, ``missed`` after drops,
 ``subscriptionRemoved`` on an early removal) go through the same queues to ``lifecycleNotificationUrl``, and only
@@ -27,23 +28,14 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import requests
-from requests.adapters import HTTPAdapter
 
 from syncer.emulator.clock import iso_ts
 from syncer.emulator.delivery_admin import admin_bp
-from syncer.emulator.delivery_policy import (
-    DueQueue,
-    EndpointHealth,
-    NotificationFaults,
-    attempt_timeout,
-    next_retry_at,
-)
+from syncer.emulator.delivery_policy import NotificationFaults, attempt_timeout, next_retry_at
 from syncer.emulator.notification_shapes import (
     change_notification,
     lifecycle_notification,
@@ -52,6 +44,7 @@ from syncer.emulator.notification_shapes import (
 )
 from syncer.emulator.rich import encrypt_content, validation_token
 from syncer.emulator.subscription_model import Subscription, SubscriptionRegistry
+from syncer.emulator.webhook_endpoint import Batch, Endpoint, Notification
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
@@ -59,61 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Dispatcher", "NotificationFaults", "admin_bp", "install"]
 
-
-
-@dataclass
-class Notification:
-    """One ``changeNotification`` item on its way to one URL."""
-
-    url: str
-    kind: str  # "change" | "lifecycle"
-    payload: dict[str, Any]
-    subscription: Subscription
-    rich: bool = False
-
-
-@dataclass
-class Batch:
-    """Items POSTed together; retried together."""
-
-    seq: int
-    url: str
-    kind: str
-    items: list[Notification]
-    attempts: int = 0
-    first_attempt_at: float | None = None
-
-
-@dataclass
-class Endpoint:
-    """Everything the dispatcher knows about one notification URL."""
-
-    url: str
-    health: EndpointHealth
-    session: requests.Session
-    fresh: DueQueue[Notification] = field(default_factory=DueQueue)
-    retries: DueQueue[Batch] = field(default_factory=DueQueue)
-    in_flight: int = 0
-    posts: int = 0
-    delivered: int = 0
-    failed_attempts: int = 0
-    dropped: int = 0
-    last_status: int | str | None = None
-
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """The admin report's view of this endpoint."""
-        return {
-            "url": self.url,
-            **self.health.snapshot(now),
-            "queued": len(self.fresh),
-            "retrying": len(self.retries),
-            "inFlight": self.in_flight,
-            "posts": self.posts,
-            "delivered": self.delivered,
-            "failedAttempts": self.failed_attempts,
-            "dropped": self.dropped,
-            "lastStatus": self.last_status,
-        }
 
 
 _COUNTERS = (
@@ -314,12 +252,7 @@ class Dispatcher:
         """The endpoint record for *url* (caller holds the lock)."""
         endpoint = self._endpoints.get(url)
         if endpoint is None:
-            session = requests.Session()
-            session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (local-facts.md)
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(self.config.delivery_max_in_flight, 1))
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            endpoint = Endpoint(url=url, health=EndpointHealth(self.config.throttle), session=session)
+            endpoint = Endpoint.open(url, rules=self.config.throttle, pool_size=self.config.delivery_max_in_flight)
             self._endpoints[url] = endpoint
         return endpoint
 
@@ -522,27 +455,7 @@ class Dispatcher:
         timeout = attempt_timeout(self.config.retry, attempt)
         body = self._body(batch)
         data = orjson.dumps(body)
-        status: int | str
-        timed_out = False
-        t0 = time.monotonic()
-        try:
-            response = endpoint.session.post(
-                batch.url,
-                data=data,
-                headers={"Content-Type": "application/json; charset=utf-8"},
-                timeout=timeout,
-                verify=self.config.notification_tls_verify,
-                allow_redirects=False,
-            )
-            status = response.status_code
-            response.close()
-        except requests.Timeout:
-            status, timed_out = "timeout", True
-        except requests.RequestException:
-            status = "connectionError"
-        elapsed = time.monotonic() - t0
-        if elapsed > timeout:
-            timed_out = True
+        status, elapsed, timed_out = endpoint.post(data, timeout=timeout, verify=self.config.notification_tls_verify)
         ok = isinstance(status, int) and 200 <= status < 300 and not timed_out
         now = self.state.clock.time()
         with self._cond:
