@@ -173,3 +173,18 @@ def test_move_message_changes_its_id_and_both_deltas(graph: EmulatorClient, uid:
     assert [a["id"] for a in archive] == [r.json()["id"]]
     assert graph.get(f"users/{uid}/messages/{msg['id']}").status_code == 404
     assert graph.post(f"users/{uid}/messages/{r.json()['id']}/move", json={"destinationId": "nowhere"}).status_code == 404
+
+
+class TestOutlookSyncStateCache:
+    @pytest.fixture
+    def emulator_config(self) -> Any:
+        from syncer.emulator import EmulatorConfig
+
+        return EmulatorConfig(seed=9, outlook_delta_token_cache_size=2)
+
+    def test_oldest_delta_links_are_evicted_first(self, graph: EmulatorClient, uid: str) -> None:
+        url = f"users/{uid}/mailFolders/inbox/messages/delta"
+        links = [graph.delta_all(url)[1] for _ in range(3)]
+        r = graph.get(links[0])
+        assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"
+        assert graph.get(links[2]).status_code == 200

@@ -41,6 +41,9 @@ class EmulatorConfig:
     directory_delta_token_lifetime_s: float | None = 7 * 24 * 3600
     #: Outlook/To Do tokens have no fixed limit [DOC] (evicted oldest-first; use the admin API to evict).
     outlook_delta_token_lifetime_s: float | None = None
+    #: Outlook keeps sync states in a cache and evicts the oldest [DOC]; with N set, each Outlook/To Do
+    #: collection keeps its N newest deltaLinks valid and older ones answer 410. None = no eviction.
+    outlook_delta_token_cache_size: int | None = None
     #: OneDrive tokens: undocumented lifetime [UNCONFIRMED]; None = never expire by age.
     drive_delta_token_lifetime_s: float | None = None
     #: nextLinks of a running round can expire too [OBS]; None = they live as long as delta tokens.

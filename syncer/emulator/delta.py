@@ -57,19 +57,21 @@ class Cursor:
     filter: str | None = None
     #: Prefer: return=minimal on a directory deltaLink round
     minimal: bool = False
+    #: unique per issued deltaLink (Outlook cache eviction is by issue order)
+    serial: int = 0
 
     def to_payload(self) -> dict[str, Any]:
         """Compact JSON for the token."""
         return {"k": self.key, "s": self.since, "h": self.hwm, "p": self.pos, "b": self.sub,
                 "t": round(self.issued, 3), "sel": self.select, "n": self.page, "w": self.window,
-                "i": self.initial, "d": self.is_delta_link, "m": self.members, "f": self.filter, "r": self.minimal}
+                "i": self.initial, "d": self.is_delta_link, "m": self.members, "f": self.filter, "r": self.minimal, "q": self.serial}
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Cursor:
         """Inverse of :meth:`to_payload`."""
         return cls(key=p["k"], since=p["s"], hwm=p["h"], pos=p["p"], sub=p["b"], issued=p["t"],
                    select=p["sel"], page=p["n"], window=p["w"], initial=p["i"], is_delta_link=p["d"],
-                   members=p.get("m", False), filter=p.get("f"), minimal=p.get("r", False))
+                   members=p.get("m", False), filter=p.get("f"), minimal=p.get("r", False), serial=p.get("q", 0))
 
 
 def token_key(state: EmulatorState) -> bytes:
@@ -298,7 +300,9 @@ def run_delta(
             raise _gone(state, rtype, location=location, message="Resync required: the tenant was reset; restart the round at the Location.")
         lifetime = state.config.skiptoken_lifetime_s if not cursor.is_delta_link and state.config.skiptoken_lifetime_s is not None \
             else _lifetime(state, rtype)
-        expired = (reset == "expired" or cursor.issued < col.tokens_valid_after
+        evicted = cursor.is_delta_link and state.config.outlook_delta_token_cache_size is not None \
+            and 0 < cursor.serial <= col.evicted_serial
+        expired = (reset == "expired" or evicted or cursor.issued < col.tokens_valid_after
                    or (lifetime is not None and now - cursor.issued > lifetime))
         if expired:
             expired_location: str | None = None
@@ -440,6 +444,7 @@ def _page(state: EmulatorState, col: Collection, values: list[dict[str, Any]], c
     if done:
         final = Cursor(col.key, cursor.hwm, cursor.hwm, None, 0, state.clock.time(), cursor.select, cursor.page,
                        cursor.window, False, True, cursor.members, filter=cursor.filter)
+        _remember_for_eviction(state, col, final)
         tok = encode_token(state, final)
         if token_kind == "drive":
             body["@odata.deltaLink"] = f"{base}/v1.0/{link_path}?token={tok}"
@@ -470,3 +475,16 @@ def drive_token_from_path(path_tail: str) -> str | None:
 
 
 __all__ = ["Cursor", "decode_token", "encode_token", "parse_select", "project", "quote", "run_delta"]
+
+
+def _remember_for_eviction(state: EmulatorState, col: Collection, final: Cursor) -> None:
+    """Oldest-first eviction of Outlook sync states (config.outlook_delta_token_cache_size)."""
+    size = state.config.outlook_delta_token_cache_size
+    if size is None or col.rtype.family not in ("outlook", "todo"):
+        return
+    with state.lock:
+        col.link_serial += 1
+        final.serial = col.link_serial
+        col.issued_links.append(final.serial)
+        while len(col.issued_links) > size:
+            col.evicted_serial = max(col.evicted_serial, col.issued_links.pop(0))

@@ -101,6 +101,10 @@ class Collection:
         self.overrides: set[str] = set()
         #: Delta tokens issued before this epoch time are treated as expired (admin "evict").
         self.tokens_valid_after: float = 0.0
+        #: serials of the deltaLinks handed out, oldest first, and the newest evicted one (Outlook cache)
+        self.issued_links: list[int] = []
+        self.link_serial = 0
+        self.evicted_serial = 0
         # group membership: group id -> {member id: seq}, and per-group link log (seq, member, removed)
         self.members: dict[str, dict[str, int]] = {}
         #: item id -> [(seq, properties changed by that write)] since its creation (Prefer: return=minimal)
