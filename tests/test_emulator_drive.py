@@ -58,3 +58,17 @@ def test_user_drive_paths_and_errors(graph: EmulatorClient) -> None:
     assert graph.get(f"drives/{drive_id}/items/NOPE").status_code == 404
     r = graph.post(f"drives/{drive_id}/root/children", json={"name": "x", "folder": {}, "shape": "round"})
     assert r.status_code == 400
+
+
+def test_rename_and_move_are_updates_in_delta(graph: EmulatorClient, drive_id: str) -> None:
+    a = graph.post(f"drives/{drive_id}/root/children", json={"name": "a", "folder": {}}).json()
+    b = graph.post(f"drives/{drive_id}/root/children", json={"name": "b", "folder": {}}).json()
+    f = graph.request("PUT", f"drives/{drive_id}/items/{a['id']}:/f.txt:/content", data=b"x").json()
+    _, link = graph.delta_all(f"drives/{drive_id}/root/delta")
+    r = graph.patch(f"drives/{drive_id}/items/{f['id']}", json={"name": "g.txt", "parentReference": {"id": b["id"]}})
+    assert r.status_code == 200 and r.json()["parentReference"]["id"] == b["id"]
+    assert graph.patch(f"drives/{drive_id}/items/{a['id']}", json={"name": "b"}).status_code == 409
+    changes, _ = graph.delta_all(link)
+    by_name = {c["name"]: c for c in changes}
+    assert by_name["g.txt"]["id"] == f["id"] and "deleted" not in by_name["g.txt"]
+    assert by_name["a"]["folder"]["childCount"] == 0 and by_name["b"]["folder"]["childCount"] == 1

@@ -294,7 +294,8 @@ def _patch(state: EmulatorState, col: Collection, did: str, item: dict[str, Any]
         if "name" in props:
             if not isinstance(props["name"], str) or not props["name"]:
                 raise GraphHTTPError(400, "invalidRequest", "Invalid name.")
-            _unique_name(col, new_parent or "", props["name"], "fail") if props["name"].lower() != str(item["name"]).lower() else None
+            if props["name"].lower() != str(item["name"]).lower():
+                _unique_name(col, new_parent or "", props["name"], "fail")  # 409 on a clash
         updated.update(props)
     state.store.put(col, updated["id"], updated, change_type="updated")
     for parent in {old_parent, new_parent} - {None}:
