@@ -25,26 +25,26 @@ if TYPE_CHECKING:
 JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 
 
-def _state() -> EmulatorState:
+def emulator_state() -> EmulatorState:
     return current_app.config["EMULATOR_STATE"]
 
 
-def _base() -> str:
+def base_url() -> str:
     return request.host_url.rstrip("/")
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     response = Response(orjson.dumps(body), status=status, content_type=JSON)
     for k, v in (headers or {}).items():
         response.headers[k] = v
     return response
 
 
-def _no_content() -> Response:
+def no_content() -> Response:
     return Response(b"", status=204)
 
 
-def _code(rtype: ResourceType, kind: str) -> str:
+def error_code(rtype: ResourceType, kind: str) -> str:
     directory = rtype.family == "directory"
     return {
         "bad": "Request_BadRequest" if directory else ("invalidRequest" if rtype.family == "drive" else "RequestBodyRead"),
@@ -52,7 +52,7 @@ def _code(rtype: ResourceType, kind: str) -> str:
     }[kind]
 
 
-def _not_found(rtype: ResourceType, item_id: str) -> GraphHTTPError:
+def not_found_error(rtype: ResourceType, item_id: str) -> GraphHTTPError:
     if rtype.family == "directory":
         return GraphHTTPError(404, "Request_ResourceNotFound",
                               f"Resource '{item_id}' does not exist or one of its queried reference-property objects are not present.")
@@ -61,7 +61,7 @@ def _not_found(rtype: ResourceType, item_id: str) -> GraphHTTPError:
     return GraphHTTPError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
 
 
-def _body() -> dict[str, Any]:
+def json_body() -> dict[str, Any]:
     """The request's JSON object body, or Graph's 400."""
     raw = request.get_data(cache=True)
     if not raw.strip():
@@ -76,7 +76,7 @@ def _body() -> dict[str, Any]:
     return body
 
 
-def _validate(rtype: ResourceType, body: dict[str, Any], *, creating: bool,
+def validate_props(rtype: ResourceType, body: dict[str, Any], *, creating: bool,
               allow: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Canonicalise property names; 400 on unknown or read-only properties or missing required ones."""
     out: dict[str, Any] = {}
@@ -87,42 +87,39 @@ def _validate(rtype: ResourceType, body: dict[str, Any], *, creating: bool,
             continue
         canonical = rtype.canonical(name)
         if canonical is None or canonical in rtype.delta_links:
-            raise GraphHTTPError(400, _code(rtype, "bad"),
+            raise GraphHTTPError(400, error_code(rtype, "bad"),
                                  f"The property '{name}' does not exist on type 'microsoft.graph.{rtype.name}'. "
                                  "Make sure to only use property names that are defined by the type or mark the type as open type.")
         if canonical in rtype.read_only:
-            raise GraphHTTPError(400, _code(rtype, "bad"),
+            raise GraphHTTPError(400, error_code(rtype, "bad"),
                                  f"Property '{canonical}' is read-only and cannot be set.")
         out[canonical] = value
     if creating:
         for name in rtype.required_on_create:
             if out.get(name) in (None, ""):
-                raise GraphHTTPError(400, _code(rtype, "bad"),
+                raise GraphHTTPError(400, error_code(rtype, "bad"),
                                      f"Invalid value specified for property '{name}' of resource '{rtype.name[0].upper()}{rtype.name[1:]}'.")
     return out
 
 
-_SIMPLE_QUERY = {"$select"}
-
-
-def _reject_query(rtype: ResourceType, allowed: set[str]) -> None:
+def reject_query(rtype: ResourceType, allowed: set[str]) -> None:
     for name in request.args:
         if name.startswith("$") and name not in allowed:
             raise GraphHTTPError(400, "Request_UnsupportedQuery" if rtype.family == "directory" else "BadRequest",
                                  f"Unsupported query option '{name}' for this request.")
 
 
-def _entity(rtype: ResourceType, item: dict[str, Any], context: str, status: int = 200) -> Response:
+def entity_response(rtype: ResourceType, item: dict[str, Any], context: str, status: int = 200) -> Response:
     select = delta_mod.parse_select(rtype, request.args.get("$select"))
-    body = {"@odata.context": f"{_base()}/v1.0/$metadata#{context}/$entity", **delta_mod.project(rtype, item, select)}
-    return _json(body, status)
+    body = {"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity", **delta_mod.project(rtype, item, select)}
+    return json_response(body, status)
 
 
-def _list(state: EmulatorState, col: Collection, context: str, *, allow_filter: bool = False) -> Response:
+def list_response(state: EmulatorState, col: Collection, context: str, *, allow_filter: bool = False) -> Response:
     """A plain (non-delta) collection GET with $top / $skiptoken paging (and $filter where Graph has it)."""
     rtype = col.rtype
     allowed = {"$select", "$top", "$skiptoken"} | ({"$filter"} if allow_filter else set())
-    _reject_query(rtype, allowed)
+    reject_query(rtype, allowed)
     select = delta_mod.parse_select(rtype, request.args.get("$select"))
     top = request.args.get("$top")
     size = rtype.list_default_page
@@ -154,12 +151,12 @@ def _list(state: EmulatorState, col: Collection, context: str, *, allow_filter: 
                                                limit=size - len(values), include_removed=False)
             values.extend(delta_mod.project(rtype, e.item, select) for e in emitted
                           if e.item is not None and (predicate is None or predicate(e.item)))
-    body: dict[str, Any] = {"@odata.context": f"{_base()}/v1.0/$metadata#{context}"}
+    body: dict[str, Any] = {"@odata.context": f"{base_url()}/v1.0/$metadata#{context}"}
     if not done:
         cursor.pos, cursor.sub = pos, sub
-        body["@odata.nextLink"] = f"{_base()}{request.path}?$skiptoken={delta_mod.encode_token(state, cursor)}"
+        body["@odata.nextLink"] = f"{base_url()}{request.path}?$skiptoken={delta_mod.encode_token(state, cursor)}"
     body["value"] = values
-    return _json(body)
+    return json_response(body)
 
 
 _CLAUSE = re.compile(
@@ -212,13 +209,13 @@ def compile_filter(rtype: ResourceType, text: str) -> Any:
     return lambda item: any(check(item) for check in checks)
 
 
-def _check_types(rtype: ResourceType, props: dict[str, Any]) -> None:
+def check_types(rtype: ResourceType, props: dict[str, Any]) -> None:
     bools = {"accountEnabled", "mailEnabled", "securityEnabled", "isRead", "isAllDay", "isReminderOn", "isHidden"}
     for name, value in props.items():
         if name in bools and not isinstance(value, bool):
-            raise GraphHTTPError(400, _code(rtype, "bad"),
+            raise GraphHTTPError(400, error_code(rtype, "bad"),
                                  f"Cannot convert the literal '{value}' to the expected type 'Edm.Boolean'.")
         if name in ("displayName", "mailNickname", "subject", "title", "name") and value is not None \
                 and not isinstance(value, str):
-            raise GraphHTTPError(400, _code(rtype, "bad"),
+            raise GraphHTTPError(400, error_code(rtype, "bad"),
                                  f"Cannot convert the literal '{value}' to the expected type 'Edm.String'.")

@@ -16,17 +16,17 @@ from flask import Blueprint, Response, request
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import (
-    _base,
-    _body,
-    _check_types,
-    _entity,
-    _json,
-    _list,
-    _no_content,
-    _not_found,
-    _reject_query,
-    _state,
-    _validate,
+    base_url,
+    check_types,
+    emulator_state,
+    entity_response,
+    json_body,
+    json_response,
+    list_response,
+    no_content,
+    not_found_error,
+    reject_query,
+    validate_props,
 )
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.identity import AppContext, require_app
@@ -50,7 +50,7 @@ def _users(state: EmulatorState, ctx: AppContext) -> tuple[TenantStore, Collecti
 def _user_or_404(ts: TenantStore, key: str) -> dict[str, Any]:
     user = ts.find_user(key)
     if user is None:
-        raise _not_found(USER, key)
+        raise not_found_error(USER, key)
     return user
 
 
@@ -76,18 +76,18 @@ def _check_upn(state: EmulatorState, ts: TenantStore, upn: Any, *, current_id: s
 def list_users() -> Response:
     """GET /users."""
     ctx = require_app(*USER.read_roles)
-    state = _state()
+    state = emulator_state()
     _, col = _users(state, ctx)
-    return _list(state, col, "users", allow_filter=True)
+    return list_response(state, col, "users", allow_filter=True)
 
 
 @bp.post("/users")
 def create_user() -> Response:
     """POST /users."""
     ctx = require_app(*USER.write_roles)
-    state = _state()
-    props = _validate(USER, _body(), creating=True)
-    _check_types(USER, props)
+    state = emulator_state()
+    props = validate_props(USER, json_body(), creating=True)
+    check_types(USER, props)
     profile = props.get("passwordProfile")
     if not isinstance(profile, dict) or not profile.get("password"):
         raise GraphHTTPError(400, "Request_BadRequest", "Invalid value specified for property 'passwordProfile' of resource 'User'.")
@@ -101,15 +101,15 @@ def create_user() -> Response:
         user.update({"id": user_id, "createdDateTime": state.store.now_iso(), "deletedDateTime": None})
         ts.upn_index[upn.lower()] = user_id
     state.store.put(col, user_id, user, change_type="created")
-    return _entity(USER, user, "users", status=201)
+    return entity_response(USER, user, "users", status=201)
 
 
 @bp.get("/users/delta")
 def users_delta() -> Response:
     """GET /users/delta (and its links)."""
     ctx = require_app(*USER.read_roles)
-    state = _state()
-    _reject_query(USER, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
+    state = emulator_state()
+    reject_query(USER, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
     _, col = _users(state, ctx)
     token, latest = _directory_token()
     return delta_mod.run_delta(state, col, link_path="users/delta", token=token, token_kind="odata", latest=latest)
@@ -129,19 +129,19 @@ def _directory_token() -> tuple[str | None, bool]:
 def get_user(key: str) -> Response:
     """GET /users/{id | userPrincipalName}."""
     ctx = require_app(*USER.read_roles)
-    state = _state()
-    _reject_query(USER, {"$select"})
+    state = emulator_state()
+    reject_query(USER, {"$select"})
     ts, _ = _users(state, ctx)
-    return _entity(USER, _user_or_404(ts, key), "users")
+    return entity_response(USER, _user_or_404(ts, key), "users")
 
 
 @bp.patch("/users/<key>")
 def update_user(key: str) -> Response:
     """PATCH /users/{id}: 204."""
     ctx = require_app(*USER.write_roles)
-    state = _state()
-    props = _validate(USER, _body(), creating=False)
-    _check_types(USER, props)
+    state = emulator_state()
+    props = validate_props(USER, json_body(), creating=False)
+    check_types(USER, props)
     with state.lock:
         ts, col = _users(state, ctx)
         user = dict(_user_or_404(ts, key))
@@ -151,21 +151,21 @@ def update_user(key: str) -> Response:
             ts.upn_index[upn.lower()] = user["id"]
         user.update({k: v for k, v in props.items() if k not in USER.write_only})
     state.store.put(col, user["id"], user, change_type="updated")
-    return _no_content()
+    return no_content()
 
 
 @bp.delete("/users/<key>")
 def delete_user(key: str) -> Response:
     """DELETE /users/{id}: soft delete (to deletedItems for 30 days; delta reason "changed")."""
     ctx = require_app(*USER.write_roles)
-    state = _state()
+    state = emulator_state()
     with state.lock:
         ts, col = _users(state, ctx)
         user = dict(_user_or_404(ts, key))
         user["deletedDateTime"] = state.store.now_iso()
         ts.upn_index.pop(str(user.get("userPrincipalName", "")).lower(), None)
     _soft_remove(state, col, user)
-    return _no_content()
+    return no_content()
 
 
 def _soft_remove(state: EmulatorState, col: Collection, item: dict[str, Any]) -> None:
@@ -188,12 +188,12 @@ def _deleted_collection(ts: TenantStore, type_name: str) -> tuple[ResourceType, 
 def list_deleted(type_name: str) -> Response:
     """GET /directory/deletedItems/microsoft.graph.user (or .group)."""
     ctx = require_app(*USER.read_roles, *GROUP.read_roles)
-    state = _state()
+    state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     rtype, col = _deleted_collection(ts, type_name)
     with state.lock:
         values = [delta_mod.project(rtype, last, None) for (reason, last) in col.removed.values() if reason == "changed"]
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#directoryObjects", "value": values})
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#directoryObjects", "value": values})
 
 
 def _find_deleted(ts: TenantStore, item_id: str) -> tuple[ResourceType, Collection, dict[str, Any]]:
@@ -209,9 +209,9 @@ def _find_deleted(ts: TenantStore, item_id: str) -> tuple[ResourceType, Collecti
 def get_deleted(item_id: str) -> Response:
     """GET /directory/deletedItems/{id}."""
     ctx = require_app(*USER.read_roles, *GROUP.read_roles)
-    state = _state()
+    state = emulator_state()
     rtype, _, item = _find_deleted(state.store.tenant(ctx.tenant_id), item_id)
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#directoryObjects/$entity",
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#directoryObjects/$entity",
                   "@odata.type": rtype.odata_type, **delta_mod.project(rtype, item, None)})
 
 
@@ -219,21 +219,21 @@ def get_deleted(item_id: str) -> Response:
 def purge_deleted(item_id: str) -> Response:
     """DELETE /directory/deletedItems/{id}: permanent delete (delta reason "deleted")."""
     ctx = require_app(*USER.write_roles, *GROUP.write_roles)
-    state = _state()
+    state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     with state.lock:
         rtype, col, item = _find_deleted(ts, item_id)
     state.store.remove(col, item["id"], reason="deleted")
     if rtype is USER:
         _drop_memberships(state, ts, item["id"])
-    return _no_content()
+    return no_content()
 
 
 @bp.post("/directory/deletedItems/<item_id>/restore")
 def restore_deleted(item_id: str) -> Response:
     """POST /directory/deletedItems/{id}/restore: the object comes back (as new, in delta)."""
     ctx = require_app(*USER.write_roles, *GROUP.write_roles)
-    state = _state()
+    state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     with state.lock:
         rtype, col, item = _find_deleted(ts, item_id)
@@ -246,7 +246,7 @@ def restore_deleted(item_id: str) -> Response:
                                      "Another object with the same value for property userPrincipalName already exists.")
             ts.upn_index[upn.lower()] = restored["id"]
     state.store.put(col, restored["id"], restored, change_type="created")
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#directoryObjects/$entity",
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#directoryObjects/$entity",
                   "@odata.type": rtype.odata_type, **delta_mod.project(rtype, restored, None)})
 
 
@@ -277,7 +277,7 @@ def _groups(state: EmulatorState, ctx: AppContext) -> tuple[TenantStore, Collect
 def _group_or_404(col: Collection, gid: str) -> dict[str, Any]:
     group = col.get(gid.lower())
     if group is None:
-        raise _not_found(GROUP, gid)
+        raise not_found_error(GROUP, gid)
     return group
 
 
@@ -285,19 +285,19 @@ def _group_or_404(col: Collection, gid: str) -> dict[str, Any]:
 def list_groups() -> Response:
     """GET /groups."""
     ctx = require_app(*GROUP.read_roles)
-    state = _state()
+    state = emulator_state()
     _, col = _groups(state, ctx)
-    return _list(state, col, "groups", allow_filter=True)
+    return list_response(state, col, "groups", allow_filter=True)
 
 
 @bp.post("/groups")
 def create_group() -> Response:
     """POST /groups (security or Microsoft 365 group)."""
     ctx = require_app(*GROUP.write_roles)
-    state = _state()
-    body = _body()
-    props = _validate(GROUP, body, creating=True, allow=frozenset({"members@odata.bind", "owners@odata.bind"}))
-    _check_types(GROUP, props)
+    state = emulator_state()
+    body = json_body()
+    props = validate_props(GROUP, body, creating=True, allow=frozenset({"members@odata.bind", "owners@odata.bind"}))
+    check_types(GROUP, props)
     binds = props.pop("members@odata.bind", None) or []
     props.pop("owners@odata.bind", None)
     if not isinstance(binds, list):
@@ -320,15 +320,15 @@ def create_group() -> Response:
             members[mid] = seq
             log.append((seq, mid, False))
     state.store.put(col, gid, group, change_type="created")
-    return _entity(GROUP, group, "groups", status=201)
+    return entity_response(GROUP, group, "groups", status=201)
 
 
 @bp.get("/groups/delta")
 def groups_delta() -> Response:
     """GET /groups/delta (members@delta with $select=members or $expand=members)."""
     ctx = require_app(*GROUP.read_roles)
-    state = _state()
-    _reject_query(GROUP, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
+    state = emulator_state()
+    reject_query(GROUP, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
     _, col = _groups(state, ctx)
     token, latest = _directory_token()
     return delta_mod.run_delta(state, col, link_path="groups/delta", token=token, token_kind="odata", latest=latest)
@@ -338,32 +338,32 @@ def groups_delta() -> Response:
 def get_group(gid: str) -> Response:
     """GET /groups/{id}."""
     ctx = require_app(*GROUP.read_roles)
-    state = _state()
-    _reject_query(GROUP, {"$select"})
+    state = emulator_state()
+    reject_query(GROUP, {"$select"})
     _, col = _groups(state, ctx)
-    return _entity(GROUP, _group_or_404(col, gid), "groups")
+    return entity_response(GROUP, _group_or_404(col, gid), "groups")
 
 
 @bp.patch("/groups/<gid>")
 def update_group(gid: str) -> Response:
     """PATCH /groups/{id}: 204."""
     ctx = require_app(*GROUP.write_roles)
-    state = _state()
-    props = _validate(GROUP, _body(), creating=False)
-    _check_types(GROUP, props)
+    state = emulator_state()
+    props = validate_props(GROUP, json_body(), creating=False)
+    check_types(GROUP, props)
     _, col = _groups(state, ctx)
     with state.lock:
         group = dict(_group_or_404(col, gid))
         group.update(props)
     state.store.put(col, group["id"], group, change_type="updated")
-    return _no_content()
+    return no_content()
 
 
 @bp.delete("/groups/<gid>")
 def delete_group(gid: str) -> Response:
     """DELETE /groups/{id}: Microsoft 365 groups are soft-deleted, security groups permanently [DOC]."""
     ctx = require_app(*GROUP.write_roles)
-    state = _state()
+    state = emulator_state()
     _, col = _groups(state, ctx)
     with state.lock:
         group = dict(_group_or_404(col, gid))
@@ -372,7 +372,7 @@ def delete_group(gid: str) -> Response:
         _soft_remove(state, col, group)
     else:
         state.store.remove(col, group["id"], reason="deleted")
-    return _no_content()
+    return no_content()
 
 
 _REF_RE = re.compile(r"/(?:directoryObjects|users|groups)/([^/?]+)$", re.IGNORECASE)
@@ -401,8 +401,8 @@ def _directory_ref(ts: TenantStore, ref: Any) -> str:
 def list_members(gid: str) -> Response:
     """GET /groups/{id}/members (directoryObjects with @odata.type)."""
     ctx = require_app(*GROUP.read_roles)
-    state = _state()
-    _reject_query(GROUP, {"$select", "$top", "$skiptoken"})
+    state = emulator_state()
+    reject_query(GROUP, {"$select", "$top", "$skiptoken"})
     ts, col = _groups(state, ctx)
     group = _group_or_404(col, gid)
     select = delta_mod.parse_select(USER, request.args.get("$select"))
@@ -433,12 +433,12 @@ def list_members(gid: str) -> Response:
             member_group = col.get(mid)
             if member_group is not None and not request.path.endswith("microsoft.graph.user"):
                 values.append({"@odata.type": GROUP.odata_type, **delta_mod.project(GROUP, member_group, None)})
-    body: dict[str, Any] = {"@odata.context": f"{_base()}/v1.0/$metadata#directoryObjects"}
+    body: dict[str, Any] = {"@odata.context": f"{base_url()}/v1.0/$metadata#directoryObjects"}
     if offset + size < len(member_ids):
         nxt = delta_mod.Cursor(key, 0, 0, offset + size, 0, state.clock.time(), select, size, None, True, False)
-        body["@odata.nextLink"] = f"{_base()}{request.path}?$skiptoken={delta_mod.encode_token(state, nxt)}"
+        body["@odata.nextLink"] = f"{base_url()}{request.path}?$skiptoken={delta_mod.encode_token(state, nxt)}"
     body["value"] = values
-    return _json(body)
+    return json_response(body)
 
 
 def _membership_event(state: EmulatorState, col: Collection, gid: str) -> None:
@@ -452,8 +452,8 @@ def _membership_event(state: EmulatorState, col: Collection, gid: str) -> None:
 def add_member(gid: str) -> Response:
     """POST /groups/{id}/members/$ref {"@odata.id": ".../directoryObjects/{id}"}: 204."""
     ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
-    state = _state()
-    body = _body()
+    state = emulator_state()
+    body = json_body()
     ts, col = _groups(state, ctx)
     group = _group_or_404(col, gid)
     if set(body) != {"@odata.id"}:
@@ -469,14 +469,14 @@ def add_member(gid: str) -> Response:
         col.member_log.setdefault(group["id"], []).append((seq, member_id, False))
     state.store.touch(col, group["id"])
     _membership_event(state, col, group["id"])
-    return _no_content()
+    return no_content()
 
 
 @bp.delete("/groups/<gid>/members/<member_id>/$ref")
 def remove_member(gid: str, member_id: str) -> Response:
     """DELETE /groups/{id}/members/{memberId}/$ref: 204."""
     ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
-    state = _state()
+    state = emulator_state()
     _, col = _groups(state, ctx)
     group = _group_or_404(col, gid)
     with state.lock:
@@ -490,7 +490,7 @@ def remove_member(gid: str, member_id: str) -> Response:
         col.member_log.setdefault(group["id"], []).append((seq, key, True))
     state.store.touch(col, group["id"])
     _membership_event(state, col, group["id"])
-    return _no_content()
+    return no_content()
 
 
 @bp.route("/me", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, request
 
 from syncer.emulator import delta as delta_mod
-from syncer.emulator.api import _base, _body, _json, _no_content, _reject_query, _validate
+from syncer.emulator.api import base_url, json_body, json_response, no_content, reject_query, validate_props
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.identity import require_app
 from syncer.emulator.resources import DRIVE_ITEM
@@ -129,7 +129,7 @@ def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Re
         if method != "GET":
             raise _method()
         owner = ts.drives.get(did)
-        return _json({"@odata.context": f"{_base()}/v1.0/$metadata#drives/$entity", "id": did, "driveType": "business",
+        return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives/$entity", "id": did, "driveType": "business",
                       "name": "OneDrive", "owner": {"user": {"id": owner}} if owner else None,
                       "webUrl": f"https://contoso-my.sharepoint.com/personal/{did[2:12]}/Documents"})
     # PUT .../items/{parent}:/{name}:/content and .../root:/{name}:/content
@@ -155,11 +155,11 @@ def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Re
         raise _not_found()
     if rest_low == ["children"]:
         if method == "GET":
-            _reject_query(DRIVE_ITEM, {"$select", "$top"})
+            reject_query(DRIVE_ITEM, {"$select", "$top"})
             select = delta_mod.parse_select(DRIVE_ITEM, request.args.get("$select"))
             with state.lock:
                 values = [delta_mod.project(DRIVE_ITEM, c, select) for c in _children(col, item_id)]
-            return _json({"@odata.context": f"{_base()}/v1.0/$metadata#drives('{did}')/items", "value": values})
+            return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives('{did}')/items", "value": values})
         if method == "POST":
             return _create_child(state, col, did, item)
         raise _method()
@@ -167,7 +167,7 @@ def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Re
         raise GraphHTTPError(400, "invalidRequest", f"Resource not found for the segment '{rest[0]}'.")
     if method == "GET":
         select = delta_mod.parse_select(DRIVE_ITEM, request.args.get("$select"))
-        return _json({"@odata.context": f"{_base()}/v1.0/$metadata#drives('{did}')/items/$entity",
+        return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives('{did}')/items/$entity",
                       **delta_mod.project(DRIVE_ITEM, item, select)})
     if method == "PATCH":
         return _patch(state, col, did, item)
@@ -175,7 +175,7 @@ def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Re
         if item_id == root_id:
             raise GraphHTTPError(403, "accessDenied", "The root of a drive cannot be deleted.")
         _delete_tree(state, col, item)
-        return _no_content()
+        return no_content()
     raise _method()
 
 
@@ -187,7 +187,7 @@ def _delta(state: EmulatorState, col: Collection, segment: str, *, link_path: st
     token = delta_mod.drive_token_from_path(segment) if segment.lower().startswith("delta(") else None
     if segment.lower().startswith("delta(") and token is None:
         raise GraphHTTPError(400, "invalidRequest", "Malformed delta token segment.")
-    _reject_query(DRIVE_ITEM, {"$select", "$top", "$expand", "$skiptoken", "$deltatoken", "token"})
+    reject_query(DRIVE_ITEM, {"$select", "$top", "$expand", "$skiptoken", "$deltatoken", "token"})
     if token is None:
         token = request.args.get("token") or request.args.get("$skiptoken") or request.args.get("$deltatoken")
     latest = False
@@ -217,9 +217,9 @@ def _unique_name(col: Collection, parent_id: str, name: str, behaviour: str) -> 
 def _create_child(state: EmulatorState, col: Collection, did: str, parent: dict[str, Any]) -> Response:
     if "folder" not in parent:
         raise GraphHTTPError(400, "invalidRequest", "The parent item is not a folder.")
-    body = _body()
+    body = json_body()
     behaviour = str(body.pop("@microsoft.graph.conflictBehavior", "fail"))
-    props = _validate(DRIVE_ITEM, body, creating=True, allow=frozenset({"folder", "file"}))
+    props = validate_props(DRIVE_ITEM, body, creating=True, allow=frozenset({"folder", "file"}))
     if not isinstance(props.get("name"), str) or not props["name"] or "/" in props["name"]:
         raise GraphHTTPError(400, "invalidRequest", "Invalid name.")
     if "folder" not in props and "file" not in props:
@@ -233,7 +233,7 @@ def _create_child(state: EmulatorState, col: Collection, did: str, parent: dict[
             item["description"] = props["description"]
     state.store.put(col, item_id, item, change_type="updated")
     _touch_parent(state, col, parent["id"])
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#drives('{did}')/items/$entity", **item}, 201)
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives('{did}')/items/$entity", **item}, 201)
 
 
 def _put_content(state: EmulatorState, col: Collection, did: str, root_id: str, raw_rest: str) -> Response:
@@ -261,7 +261,7 @@ def _put_content(state: EmulatorState, col: Collection, did: str, root_id: str, 
             status = 201
     state.store.put(col, item["id"], item, change_type="updated")
     _touch_parent(state, col, parent_id)
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#drives('{did}')/items/$entity", **item}, status)
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives('{did}')/items/$entity", **item}, status)
 
 
 def _touch_parent(state: EmulatorState, col: Collection, parent_id: str) -> None:
@@ -276,9 +276,9 @@ def _touch_parent(state: EmulatorState, col: Collection, parent_id: str) -> None
 
 
 def _patch(state: EmulatorState, col: Collection, did: str, item: dict[str, Any]) -> Response:
-    body = _body()
+    body = json_body()
     parent_ref = body.pop("parentReference", None)
-    props = _validate(DRIVE_ITEM, body, creating=False)
+    props = validate_props(DRIVE_ITEM, body, creating=False)
     with state.lock:
         updated = _bump(dict(item), state.store.now_iso())
         old_parent = (item.get("parentReference") or {}).get("id")
@@ -300,7 +300,7 @@ def _patch(state: EmulatorState, col: Collection, did: str, item: dict[str, Any]
     state.store.put(col, updated["id"], updated, change_type="updated")
     for parent in {old_parent, new_parent} - {None}:
         _touch_parent(state, col, str(parent))
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#drives('{did}')/items/$entity", **updated})
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives('{did}')/items/$entity", **updated})
 
 
 def _delete_tree(state: EmulatorState, col: Collection, item: dict[str, Any]) -> None:

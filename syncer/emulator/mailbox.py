@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, request
 
 from syncer.emulator import delta as delta_mod
-from syncer.emulator.api import _base, _body, _check_types, _json, _no_content, _reject_query, _validate
+from syncer.emulator.api import (
+    base_url,
+    check_types,
+    json_body,
+    json_response,
+    no_content,
+    reject_query,
+    validate_props,
+)
 from syncer.emulator.clock import parse_iso
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.identity import require_app
@@ -346,7 +354,7 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
                     raise GraphHTTPError(400, "ErrorInvalidUrlQuery",
                                          f"The following parameters are not supported with change tracking over the 'CalendarView' resource: '{name}'.")
         else:
-            _reject_query(rtype, allowed)
+            reject_query(rtype, allowed)
         token = request.args.get("$skiptoken") or request.args.get("$deltatoken")
         window = None
         in_window = None
@@ -372,7 +380,7 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
         select = delta_mod.parse_select(rtype, request.args.get("$select"))
         with state.lock:
             values = [delta_mod.project(rtype, item, select) for _, item in t.col.iter_live() if check(item)]
-        return _json({"@odata.context": f"{_base()}/v1.0/$metadata#{context}", "value": values})
+        return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}", "value": values})
     if t.item_id is None:
         if method == "GET":
             return _list_collection(state, ts, user, t, context)
@@ -390,29 +398,29 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
             raise _method()
         return _move(state, ts, user, col, item)
     if method == "GET":
-        _reject_query(rtype, {"$select", "$expand"})
+        reject_query(rtype, {"$select", "$expand"})
         select = delta_mod.parse_select(rtype, request.args.get("$select"))
-        return _json({"@odata.context": f"{_base()}/v1.0/$metadata#{context}/$entity",
+        return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity",
                       **delta_mod.project(rtype, item, select)})
     if method == "PATCH":
-        props = _validate(rtype, _body(), creating=False)
-        _check_types(rtype, props)
+        props = validate_props(rtype, json_body(), creating=False)
+        check_types(rtype, props)
         if rtype is EVENT:
             _check_event_times(props)
         updated = _stamp(state, rtype, {**item, **props})
         state.store.put(col, updated["id"], updated, change_type="updated")
-        return _json({"@odata.context": f"{_base()}/v1.0/$metadata#{context}/$entity",
+        return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity",
                       **delta_mod.project(rtype, updated, None)})
     if method == "DELETE":
         state.store.remove(col, item["id"], reason="deleted")
-        return _no_content()
+        return no_content()
     raise _method()
 
 
 def _move(state: EmulatorState, ts: TenantStore, user: dict[str, Any], col: Collection, item: dict[str, Any]) -> Response:
     """POST .../messages/{id}/move {"destinationId"}: Exchange gives the moved copy a new id (so a
     notification's id can go stale, notes §3.1); the source folder's delta reports the old id removed."""
-    body = _body()
+    body = json_body()
     if set(body) != {"destinationId"} or not isinstance(body["destinationId"], str):
         raise GraphHTTPError(400, "ErrorInvalidRequest", "The request body must contain only 'destinationId'.")
     uid = str(user["id"])
@@ -421,7 +429,7 @@ def _move(state: EmulatorState, ts: TenantStore, user: dict[str, Any], col: Coll
     moved = _stamp(state, MESSAGE, {**item, "id": state.store.new_outlook_id(), "parentFolderId": dest_id})
     state.store.remove(col, item["id"], reason="deleted")
     state.store.put(dest, moved["id"], moved, change_type="created")
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#users('{uid}')/messages/$entity",
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#users('{uid}')/messages/$entity",
                   **delta_mod.project(MESSAGE, moved, None)}, 201)
 
 
@@ -430,12 +438,12 @@ def _method() -> GraphHTTPError:
 
 
 def _list_collection(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Target, context: str) -> Response:
-    from syncer.emulator.api import _list
+    from syncer.emulator.api import list_response
 
     if t.col is not None:
-        return _list(state, t.col, context)
+        return list_response(state, t.col, context)
     # users/{u}/messages: every folder's messages (newest writes last; small mailboxes only)
-    _reject_query(t.rtype, {"$select", "$top"})
+    reject_query(t.rtype, {"$select", "$top"})
     select = delta_mod.parse_select(t.rtype, request.args.get("$select"))
     prefix = f"users/{str(user['id']).lower()}/mailfolders/"
     values: list[dict[str, Any]] = []
@@ -446,7 +454,7 @@ def _list_collection(state: EmulatorState, ts: TenantStore, user: dict[str, Any]
     top = request.args.get("$top")
     if top is not None and top.isdigit():
         values = values[: int(top)]
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#{context}", "value": values})
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}", "value": values})
 
 
 def _create(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Target, context: str) -> Response:
@@ -454,13 +462,13 @@ def _create(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
     col = t.col
     if col is None:  # POST users/{u}/messages creates a draft in Drafts
         col = ts.collection(MESSAGE, {"user": str(user["id"]), "mailFolder": ts.well_known[(str(user["id"]), "drafts")]})
-    props = _validate(rtype, _body(), creating=True)
-    _check_types(rtype, props)
+    props = validate_props(rtype, json_body(), creating=True)
+    check_types(rtype, props)
     if rtype is EVENT:
         _check_event_times(props)
     item = _new_item(state, rtype, col, props, user=user)
     state.store.put(col, item["id"], item, change_type="created")
-    return _json({"@odata.context": f"{_base()}/v1.0/$metadata#{context}/$entity",
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity",
                   **delta_mod.project(rtype, item, None)}, 201)
 
 
