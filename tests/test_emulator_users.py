@@ -275,3 +275,15 @@ def test_token_from_another_instance_is_410(graph: EmulatorClient, tmp_path: Any
     token = parse_qs(urlsplit(link).query)["$deltatoken"][0]
     r = graph.get(f"users/delta?$deltatoken={token}")
     assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"
+
+
+def test_delta_lag_hides_recent_changes_until_they_replicate(graph: EmulatorClient) -> None:
+    graph.admin("POST", "clock", json={"freeze": True})
+    _, link = graph.delta_all("users/delta")
+    graph.admin("POST", "faults", json={"type": "deltaLag", "scope": "^users$", "seconds": 30})
+    user = graph.create_user("lag")
+    early, link2 = graph.delta_all(link)
+    assert early == []
+    graph.admin("POST", "clock", json={"advance": 31})
+    late, _ = graph.delta_all(link2)
+    assert [u["id"] for u in late] == [user["id"]]

@@ -314,8 +314,7 @@ def run_delta(
             page = cursor.page
         if cursor.is_delta_link:
             # A deltaLink starts a new round over (since, now].
-            with state.lock:
-                hwm = state.store.seq
+            hwm = _visible_hwm(state, col)
             # Prefer: return=minimal on a deltaLink call: only changed properties (directory) [DOC §6.1].
             minimal = rtype.family == "directory" and "return=minimal" in request.headers.get("Prefer", "").lower()
             cursor = Cursor(col.key, cursor.since, hwm, None, 0, now, cursor.select, page, cursor.window,
@@ -337,8 +336,7 @@ def run_delta(
         filter_text = request.args.get("$filter")
         if filter_text is not None:
             delta_filter(rtype, filter_text)  # 400 now, not on a later page
-        with state.lock:
-            hwm = state.store.seq
+        hwm = _visible_hwm(state, col)
         if latest:
             cursor = Cursor(col.key, hwm, hwm, None, 0, now, select, page, window, False, True, members,
                             filter=filter_text)
@@ -488,3 +486,12 @@ def _remember_for_eviction(state: EmulatorState, col: Collection, final: Cursor)
         col.issued_links.append(final.serial)
         while len(col.issued_links) > size:
             col.evicted_serial = max(col.evicted_serial, col.issued_links.pop(0))
+
+
+def _visible_hwm(state: EmulatorState, col: Collection) -> int:
+    """The round's high-water mark: now, or earlier under a replication-lag fault (changes not yet visible)."""
+    lag = state.faults.delta_lag(col.key)
+    with state.lock:
+        if not lag:
+            return state.store.seq
+        return state.store.seq_visible_at(state.clock.time() - lag)

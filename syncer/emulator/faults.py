@@ -32,6 +32,11 @@ Rule kinds (JSON as the admin API takes it; every field except ``type`` is optio
     fail: the next deltaLink round also re-sends the ``back`` changes made just before its token
     (Graph "replays" changes, §6.1), so clients must be idempotent.
 
+``{"type": "deltaLag", "scope": "users", "seconds": 30}``
+    Replication lag (Entra "can delay changes", §6.1): delta rounds of matching collections only see
+    changes older than ``seconds`` on the emulator clock, so a notification can arrive before its
+    change shows up in delta. Stays until removed.
+
 Rules without ``path`` apply to Graph calls (``/v1.0``) only; give a ``path`` such as
 ``/oauth2/v2.0/token`` to fail or slow the identity platform (its errors then use the identity
 platform's shape, ``{"error": "temporarily_unavailable", ...}``).
@@ -56,7 +61,7 @@ from syncer.emulator.clock import Clock
 from syncer.emulator.config import EmulatorConfig
 from syncer.emulator.errors import GraphHTTPError
 
-_KINDS = {"status", "rate", "latency", "reset", "deltaReset"}
+_KINDS = {"status", "rate", "latency", "reset", "deltaReset", "deltaLag"}
 
 _DEFAULT_CODES = {
     400: ("BadRequest", "Injected bad request."),
@@ -142,7 +147,7 @@ class Faults:
         if kind not in _KINDS:
             raise _bad(f"Unknown fault type {kind!r}; expected one of {sorted(_KINDS)}.")
         path = None
-        pattern = spec.get("scope" if kind == "deltaReset" else "path")
+        pattern = spec.get("scope" if kind in ("deltaReset", "deltaLag") else "path")
         if pattern is not None:
             if not isinstance(pattern, str):
                 raise _bad("'path'/'scope' must be a regular expression string.")
@@ -173,6 +178,8 @@ class Faults:
                 raise _bad("'limit' must be an integer >= 0 and 'perSeconds' a positive number.")
             if spec.get("scope", "app+tenant") not in ("app", "tenant", "app+tenant", "app+mailbox"):
                 raise _bad("'scope' of a rate rule must be 'app', 'tenant', 'app+tenant' or 'app+mailbox'.")
+        if kind == "deltaLag" and (not isinstance(spec.get("seconds"), (int, float)) or spec["seconds"] < 0):
+            raise _bad("'seconds' must be a non-negative number.")
         if kind == "latency" and (not isinstance(spec.get("ms"), (int, float)) or spec["ms"] < 0):
             raise _bad("'ms' must be a non-negative number.")
         if kind == "deltaReset" and spec.get("kind", "expired") not in ("expired", "reset", "replay"):
@@ -223,7 +230,7 @@ class Faults:
         latency = 0.0
         with self._lock:
             for rule in self.rules:
-                if rule.kind == "deltaReset":
+                if rule.kind in ("deltaReset", "deltaLag"):
                     continue
                 if not graph_call and rule.path is None:
                     continue
@@ -301,6 +308,15 @@ class Faults:
                 if self._fires(rule):
                     return {"kind": "expired", "back": 10, **rule.spec}
         return None
+
+    def delta_lag(self, collection_key: str) -> float:
+        """Seconds of replication lag for delta rounds of *collection_key* (0 = none)."""
+        with self._lock:
+            lag = 0.0
+            for rule in self.rules:
+                if rule.kind == "deltaLag" and (rule.path is None or rule.path.search(collection_key)):
+                    lag = max(lag, float(rule.spec["seconds"]))
+            return lag
 
     # --- mailbox concurrency -------------------------------------------------------------------
 

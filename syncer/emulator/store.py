@@ -323,6 +323,8 @@ class Store:
         self.seed = seed
         self.rng = random.Random(seed ^ 0xD47A)
         self.seq = 0
+        #: commit time of each seq (index seq-1), emulator clock
+        self.seq_times: list[float] = []
         self.tenants: dict[str, TenantStore] = {}
         self._listeners: list[Listener] = []
         self.seed_blocks = 0
@@ -358,12 +360,18 @@ class Store:
         with self.lock:
             self.tenants.clear()
             self.seq = 0
+            self.seq_times.clear()
             self.seed_blocks = 0
 
     def next_seq(self) -> int:
         """A fresh change sequence number (caller holds the lock)."""
         self.seq += 1
+        self.seq_times.append(self.clock.time())
         return self.seq
+
+    def seq_visible_at(self, instant: float) -> int:
+        """The newest seq committed at or before *instant* (for replication lag)."""
+        return bisect.bisect_right(self.seq_times, instant)
 
     def now_iso(self) -> str:
         """The clock's now, Graph-formatted."""
