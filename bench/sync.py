@@ -35,9 +35,9 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syncer import mirror, schema, scopes, sync  # noqa: E402
-from syncer.graph.client import GraphClient  # noqa: E402
+from syncer import mirror, schema  # noqa: E402
 from syncer.migrate import upgrade_core  # noqa: E402
+from syncer.scheduler import sync_once  # noqa: E402
 from syncer.spec import load_spec  # noqa: E402
 
 PAGE_SIZE = 999
@@ -151,15 +151,11 @@ def drop_database(url: str) -> None:
 
 
 def syncer_pass(spec_path: Path, *, full: bool = False) -> dict[str, Any]:
+    """Exactly what `syncer sync` runs (scheduler.sync_once), timed from the call to its return."""
     spec = load_spec(spec_path).resolve_emulator()
-    engine = schema.create_engine(spec.database_url)
-    client = GraphClient.from_spec(spec, spec.tenants[0].name)
-    scope = scopes.declared_scopes(spec)[0]
     started = time.perf_counter()
-    result = sync.sync_scope(engine, client, scope, worker="bench", full=full, page_size=PAGE_SIZE)
+    (result,) = sync_once(spec, full=full, page_size=PAGE_SIZE)
     elapsed = time.perf_counter() - started
-    client.close()
-    engine.dispose()
     if result.outcome != "ok":
         raise RuntimeError(f"pass failed: {result}")
     return {"items": result.items, "pages": result.pages, "seconds": round(elapsed, 2),

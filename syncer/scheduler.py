@@ -22,6 +22,7 @@ import importlib
 import logging
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -130,6 +131,7 @@ class Worker:
         self._lock = threading.Lock()
         self.results: list[sync.PassResult] = []
         self.refresh_every = timedelta(hours=1)
+        self.page_size: int | None = sync.DEFAULT_PAGE_SIZE
         self.reanchor_every = timedelta(days=1)
         self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
@@ -265,7 +267,8 @@ class Worker:
     def _pass(self, scope: Scope) -> sync.PassResult:
         try:
             result = sync.sync_scope(
-                self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock
+                self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock,
+                page_size=self.page_size,
             )
         except Exception as error:  # the database failed before the pass could record anything
             log.exception("pass %s could not start", scope.key)
@@ -408,6 +411,17 @@ def _reconcile_entry(name: str) -> Callable[..., Any] | None:
 # --- building a worker from the spec and scheduling it ---------------------------------------------
 
 
+def tune_process() -> None:
+    """Process settings for a syncer worker (or `syncer sync`), set by their entry points.
+
+    A pass fetches pages on one thread while it writes on another. With CPython's default 5 ms
+    switch interval the fetching thread, woken by its socket, waits up to 5 ms for the writer to
+    yield the GIL, several times per page; 1 ms measured 20-40% more items/s on an initial mirror.
+    """
+    if sys.getswitchinterval() > 0.001:
+        sys.setswitchinterval(0.001)
+
+
 def clients_for(spec: Spec, **client_kwargs: Any) -> dict[str, Any]:
     """One GraphClient per tenant, keyed by tenant id."""
     from syncer.graph.client import GraphClient
@@ -493,6 +507,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    tune_process()
     engine = schema.create_engine(spec.database_url)
     worker_id = worker_id or default_worker_id()
     try:
@@ -535,6 +550,7 @@ def sync_once(
     engine: Engine | None = None,
     clients: Mapping[str, Any] | None = None,
     worker_id: str | None = None,
+    page_size: int | None = sync.DEFAULT_PAGE_SIZE,
 ) -> list[sync.PassResult]:
     """What ``syncer sync`` does: one pass of every scope of the named declarations (all when empty).
 
@@ -543,6 +559,7 @@ def sync_once(
     """
     for name in names:
         spec.subscription(name)  # ConfigError naming the declared ones
+    tune_process()
     own = engine is None
     engine = engine or schema.create_engine(spec.database_url)
     sources = dict(clients) if clients is not None else clients_for(spec)
@@ -556,11 +573,17 @@ def sync_once(
         ordered = [s for s in found if s.container] + [s for s in found if not s.container]
         for scope in ordered:
             source = sources[scope.tenant_id]
-            result = sync.sync_scope(engine, source, scope, worker=worker_id, full=full, progress=progress)
+            result = sync.sync_scope(
+                engine, source, scope, worker=worker_id, full=full, progress=progress, page_size=page_size
+            )
             results.append(result)
             if scope.container and result.outcome == "ok":
                 for child in sync.children_of(engine, scope):
-                    results.append(sync.sync_scope(engine, source, child, worker=worker_id, full=full, progress=progress))
+                    results.append(
+                        sync.sync_scope(
+                            engine, source, child, worker=worker_id, full=full, progress=progress, page_size=page_size
+                        )
+                    )
         return results
     except SyncerError:
         raise

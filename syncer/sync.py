@@ -9,12 +9,15 @@ A pass, and why each step is where it is:
    another worker holds an unexpired lease, record the pass in ``syncer_sync_runs``, and decide where
    the round starts: the nextLink of an interrupted round (resume), the stored deltaLink
    (incremental), or the initial URL (a *full* round: first pass, ``--full``, a requested resync).
-2. **Pages**: a prefetch thread fetches page N+1 while page N is written. Each page is applied in one
-   transaction together with the round's progress: the page's nextLink (where to resume), or on the
-   last page the new deltaLink. So rows and cursor always move together; a crash anywhere loses at
-   most the page in flight, which the next pass fetches again (upserts are idempotent, and a removal
-   keeps its first ``_deleted_at``). The same transaction renews the lease and fails if the lease was
-   lost, so a worker that stalled past its lease can never write over the one that took over.
+2. **Pages**: a prefetch thread fetches page N+1 while page N is written. Pages are applied in a
+   transaction together with the round's progress: the last page's nextLink (where to resume), or
+   at the end of the round the new deltaLink. So rows and cursor always move together; a crash
+   anywhere loses at most the uncommitted pages, which the next pass fetches again (upserts are
+   idempotent, and a removal keeps its first ``_deleted_at``). A transaction gathers pages only
+   while the next one is already fetched, for at most ``commit_every`` seconds: it never waits on
+   the network (on SQLite an open write transaction would block the receiver). The same
+   transaction renews the lease and fails if the lease was lost, so a worker that stalled past its
+   lease can never write over the one that took over.
 3. **Full rounds mark and sweep**: rows written in a full round carry the round's id in
    ``_sync_run_id``; the last page's transaction deletes (or soft-deletes) the scope's rows the round
    did not see, atomically with the new deltaLink. A 410 (token expired, sync state reset) turns the
@@ -79,6 +82,12 @@ LEASE_TTL = timedelta(minutes=5)
 THROTTLE_DEFAULT = timedelta(seconds=60)
 """Postponement after a 429 that named no Retry-After."""
 ERROR_BACKOFF_MAX = timedelta(minutes=30)
+COMMIT_EVERY = 1.0
+"""Seconds of pages one transaction may gather while the next page is already fetched (fewer commits
+and SQLite checkpoints); a page that is not there yet commits what was written at once."""
+DEFAULT_PAGE_SIZE = 999
+"""``Prefer: odata.maxpagesize`` the worker and ``syncer sync`` send: Graph's default pages are small
+(10 messages, 100 users) and every page is a round trip; Graph caps what a resource does not allow."""
 MAX_RESTARTS = 2
 """410s handled in one pass before it gives up (each restarts the round)."""
 
@@ -188,6 +197,10 @@ class Prefetcher:
                 raise value
             yield value
 
+    def ready(self) -> bool:
+        """Whether the next page (or the end, or an error) is already waiting."""
+        return not self._queue.empty()
+
     def close(self) -> None:
         """Stop fetching (the thread ends after its current request)."""
         self._stop.set()
@@ -199,6 +212,54 @@ class Prefetcher:
 
 
 # --- the pass -------------------------------------------------------------------------------------
+
+
+class _Batch:
+    """Consecutive pages written in one transaction, with the round's cursor and a lease renewal."""
+
+    def __init__(self, engine: Engine, store: ScopeStore) -> None:
+        self.connection = engine.connect()
+        self._transaction = self.connection.begin()
+        self.started = time.monotonic()
+        self.pages = self.items = self.upserted = self.deleted = 0
+        try:
+            if store.postgres:
+                # A commit need not wait for its WAL flush: rows and cursor are in one transaction, so
+                # a server crash loses both together and the next pass fetches them again; the pass's
+                # final (synchronous) commit flushes everything before it.
+                self.connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            store.renew_lease(self.connection)
+        except BaseException:
+            self.rollback()
+            raise
+
+    @property
+    def age(self) -> float:
+        """Seconds since the transaction began."""
+        return time.monotonic() - self.started
+
+    def add(self, *, pages: int = 0, items: int = 0, upserted: int = 0, deleted: int = 0) -> None:
+        self.pages += pages
+        self.items += items
+        self.upserted += upserted
+        self.deleted += deleted
+
+    def commit(self, counters: Progress) -> None:
+        """Commit, then count what is now durable."""
+        try:
+            self._transaction.commit()
+        finally:
+            self.connection.close()
+        counters.pages += self.pages
+        counters.items += self.items
+        counters.upserted += self.upserted
+        counters.deleted += self.deleted
+
+    def rollback(self) -> None:
+        try:
+            self._transaction.rollback()
+        finally:
+            self.connection.close()
 
 
 @dataclass
@@ -349,6 +410,7 @@ def sync_scope(
     lease_ttl: timedelta = LEASE_TTL,
     prefetch: int = 2,
     page_size: int | None = None,
+    commit_every: float = COMMIT_EVERY,
     fault: Fault | None = None,
 ) -> PassResult:
     """Run one pass of *scope*: from its cursor to a new deltaLink (or as far as Graph lets us).
@@ -377,7 +439,8 @@ def sync_scope(
     try:
         headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else None
         outcome = _run_pages(
-            engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step, headers=headers
+            engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step,
+            headers=headers, commit_every=commit_every,
         )
     except LeaseLost as error:
         _finish(store, run_id, "lost", counters, error=str(error), started=started, release=False)
@@ -446,6 +509,7 @@ def _run_pages(
     prefetch: int,
     step: Fault,
     headers: Mapping[str, str] | None,
+    commit_every: float,
 ) -> str:
     scope = store.scope
     writer = None if scope.container else RowWriter(engine, scope)
@@ -454,37 +518,31 @@ def _run_pages(
     while True:
         pages = Prefetcher(source, rnd.url, depth=prefetch, headers=headers) if prefetch > 0 else None
         iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
+        batch: _Batch | None = None
         try:
-            for page in iterator:
-                step("page-fetched")
-                now = store.clock()
-                last = page.next_link is None
-                with engine.begin() as connection:
-                    if store.postgres:
-                        # A page commit need not wait for its WAL flush: rows and cursor are in one
-                        # transaction, so a server crash loses both together and the next pass fetches
-                        # them again; the pass's final (synchronous) commit flushes everything before it.
-                        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                    store.renew_lease(connection)
+            try:
+                for page in iterator:
+                    step("page-fetched")
+                    now = store.clock()
+                    last = page.next_link is None
+                    if batch is None:
+                        batch = _Batch(engine, store)
+                    connection = batch.connection
                     if writer is not None:
                         done = apply_items(connection, writer, page.items, now=now, run_id=rnd.round_id)
                     else:
                         done = _apply_containers(connection, store, page.items, seen_children, now=now)
-                    counters.pages += 1
-                    counters.items += len(page.items)
-                    counters.upserted += done.upserted
-                    counters.deleted += done.deleted
+                    batch.add(pages=1, items=len(page.items), upserted=done.upserted, deleted=done.deleted)
                     step("page-applied")
                     if not last:
                         store.update_state(connection, page_link=page.next_link)
                     else:
                         if rnd.full:
                             if writer is not None:
-                                counters.deleted += writer.sweep(
-                                    connection, round_id=rnd.round_id, now=now, round_started=rnd.started
-                                )
-                            elif seen_children is not None:
-                                counters.deleted += _sweep_children(connection, store, seen_children)
+                                swept = writer.sweep(connection, round_id=rnd.round_id, now=now, round_started=rnd.started)
+                            else:
+                                swept = _sweep_children(connection, store, seen_children) if seen_children is not None else 0
+                            batch.add(deleted=swept)
                             step("swept")
                         if page.delta_link is None and scope.strategy.method not in (FETCH,):
                             raise GraphError(f"delta round of {scope.key} ended without an @odata.deltaLink")
@@ -492,13 +550,24 @@ def _run_pages(
                             connection, delta_link=page.delta_link, page_link=None, round_id=None, round_full=False
                         )
                     store.update_run(
-                        connection, run_id, pages=counters.pages, upserted=counters.upserted, deleted=counters.deleted
+                        connection, run_id, pages=counters.pages + batch.pages, upserted=counters.upserted + batch.upserted,
+                        deleted=counters.deleted + batch.deleted,
                     )
                     step("page-written")
-                step("page-committed")
-                if progress is not None:
-                    progress(counters)
-            return "ok"
+                    # Commit at the end, after commit_every seconds, or when the next page is not here yet:
+                    # an open transaction never waits on the network (on SQLite it would block the receiver).
+                    if last or batch.age >= commit_every or pages is None or not pages.ready():
+                        batch.commit(counters)
+                        batch = None
+                        step("page-committed")
+                        if progress is not None:
+                            progress(counters)
+                return "ok"
+            except BaseException:
+                if batch is not None:
+                    batch.rollback()
+                    batch = None
+                raise
         except ResyncRequired as error:
             restarts += 1
             if restarts > MAX_RESTARTS:
