@@ -188,3 +188,14 @@ class TestOutlookSyncStateCache:
         r = graph.get(links[0])
         assert r.status_code == 410 and r.json()["error"]["code"] == "SyncStateNotFound"
         assert graph.get(links[2]).status_code == 200
+
+
+def test_calendar_view_reset_location_keeps_the_window(graph: EmulatorClient, uid: str) -> None:
+    _event(graph, uid, 2)
+    window = "startDateTime=2026-12-01T00:00:00Z&endDateTime=2026-12-10T00:00:00Z"
+    _, link = graph.delta_all(f"users/{uid}/calendarView/delta?{window}")
+    graph.admin("POST", "faults", json={"type": "deltaReset", "scope": "/events$", "kind": "reset"})
+    r = graph.get(link)
+    assert r.status_code == 410
+    items, _ = graph.delta_all(r.headers["Location"])
+    assert len(items) == 1

@@ -296,7 +296,7 @@ def run_delta(
             cursor.since = col.log_seq[start] - 1 if idx > 0 else cursor.since
             reset = None
         if reset == "reset":
-            location = f"{restart}?$deltatoken=" if rtype.family != "drive" else restart
+            location = _restart_url(restart, rtype, cursor)
             raise _gone(state, rtype, location=location, message="Resync required: the tenant was reset; restart the round at the Location.")
         lifetime = state.config.skiptoken_lifetime_s if not cursor.is_delta_link and state.config.skiptoken_lifetime_s is not None \
             else _lifetime(state, rtype)
@@ -307,7 +307,7 @@ def run_delta(
         if expired:
             expired_location: str | None = None
             if state.config.delta_expiry_sends_location or rtype.family == "drive":
-                expired_location = f"{restart}?$deltatoken=" if rtype.family != "drive" else restart
+                expired_location = _restart_url(restart, rtype, cursor)
             raise _gone(state, rtype, location=expired_location,
                         message=f"The sync state generation is not found; generation={cursor.since};[highest={state.store.seq}]")
         if applied is None and not request.headers.get("Prefer") and request.args.get("$top") is None:
@@ -495,3 +495,14 @@ def _visible_hwm(state: EmulatorState, col: Collection) -> int:
         if not lag:
             return state.store.seq
         return state.store.seq_visible_at(state.clock.time() - lag)
+
+
+def _restart_url(restart: str, rtype: ResourceType, cursor: Cursor) -> str:
+    """Where a 410 sends the client: the initial query with an empty $deltatoken (drive: a fresh
+    enumeration); calendarView keeps its window, the one query option a fresh round cannot do without."""
+    if rtype.family == "drive":
+        return restart
+    if cursor.window:
+        start, end = (quote(v, safe="") for v in cursor.window)
+        return f"{restart}?startDateTime={start}&endDateTime={end}&$deltatoken="
+    return f"{restart}?$deltatoken="

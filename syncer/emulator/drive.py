@@ -189,7 +189,7 @@ def _delta(state: EmulatorState, col: Collection, segment: str, *, link_path: st
         raise GraphHTTPError(400, "invalidRequest", "Malformed delta token segment.")
     reject_query(DRIVE_ITEM, {"$select", "$top", "$expand", "$skiptoken", "$deltatoken", "token"})
     if token is None:
-        token = request.args.get("token") or request.args.get("$skiptoken") or request.args.get("$deltatoken")
+        token = request.args.get("token") or request.args.get("$skiptoken") or request.args.get("$deltatoken") or None
     latest = False
     if token is not None and token.lower() == "latest":
         token, latest = None, True

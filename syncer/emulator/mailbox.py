@@ -355,7 +355,7 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
                                          f"The following parameters are not supported with change tracking over the 'CalendarView' resource: '{name}'.")
         else:
             reject_query(rtype, allowed)
-        token = request.args.get("$skiptoken") or request.args.get("$deltatoken")
+        token = request.args.get("$skiptoken") or request.args.get("$deltatoken") or None  # "" = restart
         window = None
         in_window = None
         if t.calendar_view:
