@@ -256,8 +256,8 @@ def run_delta(
     """Serve one delta page of *col*.
 
     *link_path* is the path after /v1.0/ that links point at (e.g. "users/delta"); *token* is the
-    token the caller sent (None = start a round); *token_kind* is "skip" / "delta" / "drive" for how
-    it arrived (drive tokens serve both roles).
+    token the caller sent (None = start a round); *token_kind* says how links carry tokens: "odata"
+    (`$skiptoken` / `$deltatoken`) or "drive" (`token=` for both).
     """
     rtype = col.rtype
     base = request.host_url.rstrip("/")
@@ -310,8 +310,8 @@ def run_delta(
                 expired_location = _restart_url(restart, rtype, cursor)
             raise _gone(state, rtype, location=expired_location,
                         message=f"The sync state generation is not found; generation={cursor.since};[highest={state.store.seq}]")
-        if applied is None and not request.headers.get("Prefer") and request.args.get("$top") is None:
-            page = cursor.page
+        if applied is None and request.args.get("$top") is None:
+            page = cursor.page  # the round keeps the page size it started with unless the call asks again
         if cursor.is_delta_link:
             # A deltaLink starts a new round over (since, now].
             hwm = _visible_hwm(state, col)
