@@ -344,6 +344,9 @@ def test_row_writer_converts_like_mirror_row_values(database_url: str) -> None:
         {"id": "b", "displayName": None, "count": "42", "ratio": 1, "enabled": "yes", "when": "2026-01-02T03:04:05.1234567Z",
          "start": "not a date", "tags": None, "owner": "flat", "odd": {"k": [1, 2]}},
         {"id": "c", "count": 2.5, "ratio": True, "enabled": False, "when": "2026-01-02T03:04:05+02:00", "odd": False},
+        {"id": "d", "displayName": "Zoë \u2713 \"quoted\" \\ back", "odd": 0.5, "tags": {"é": "ü", "n": [None, -1]},
+         "owner": {"name": None}, "enabled": None, "count": -7},
+        {"id": "e", "displayName": "", "odd": [], "tags": {}, "owner": [{"name": "in a list"}], "odd2": "x"},
     ]
     engine = schema.create_engine(database_url)
     try:
