@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import schema, scopes, sync
-from syncer.errors import LockTimeout, SyncerError
+from syncer import mirror, schema, scopes, sync
+from syncer.errors import DatabaseError, LockTimeout, SyncerError
 from syncer.inbox import Inbox, InboxItem
 from syncer.scopes import FETCH, Scope
 
@@ -411,6 +411,22 @@ def _reconcile_entry(name: str) -> Callable[..., Any] | None:
 # --- building a worker from the spec and scheduling it ---------------------------------------------
 
 
+def require_tables(engine: Engine, spec: Spec) -> None:
+    """DatabaseError naming the fix when the core or mirror tables are missing (never migrated)."""
+    try:
+        existing = set(sa.inspect(engine).get_table_names())
+    except sa.exc.SQLAlchemyError as error:
+        raise DatabaseError(f"cannot reach the database {mirror.describe_url(spec.database_url)}: {error}") from error
+    wanted = {schema.sync_state.name, schema.sync_runs.name, schema.inbox.name}
+    wanted |= {sub.mirror.table for sub in spec.subscriptions}
+    missing = sorted(wanted - existing)
+    if missing:
+        raise DatabaseError(
+            f"the database {mirror.describe_url(spec.database_url)} lacks {', '.join(missing)}: "
+            "run `syncer db upgrade` first"
+        )
+
+
 def tune_process() -> None:
     """Process settings for a syncer worker (or `syncer sync`), set by their entry points.
 
@@ -511,6 +527,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     engine = schema.create_engine(spec.database_url)
     worker_id = worker_id or default_worker_id()
     try:
+        require_tables(engine, spec)
         lock = single_worker_lock(engine, worker_id)
     except BaseException:
         engine.dispose()
@@ -562,6 +579,12 @@ def sync_once(
     tune_process()
     own = engine is None
     engine = engine or schema.create_engine(spec.database_url)
+    try:
+        require_tables(engine, spec)
+    except BaseException:
+        if own:
+            engine.dispose()
+        raise
     sources = dict(clients) if clients is not None else clients_for(spec)
     try:
         by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from syncer import schema
+from syncer.errors import DatabaseError
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -65,6 +66,13 @@ def collect(engine: Engine, *, now: datetime | None = None) -> Status:
     """Read the status of every scope and subscription."""
     now = now or datetime.now(UTC)
     s, r, subs, inbox = schema.sync_state, schema.sync_runs, schema.subscriptions, schema.inbox
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    except sa.exc.SQLAlchemyError as error:
+        raise DatabaseError(f"cannot reach the database: {error}") from error
+    lacking = sorted({s.name, r.name, subs.name, inbox.name} - tables)
+    if lacking:
+        raise DatabaseError(f"the database lacks {', '.join(lacking)}: run `syncer db upgrade` first")
     with engine.connect() as connection:
         states = connection.execute(sa.select(s).order_by(s.c.name, s.c.tenant_id, s.c.scope_key)).all()
         latest = (

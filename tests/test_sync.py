@@ -370,3 +370,14 @@ def test_row_writer_converts_like_mirror_row_values(database_url: str) -> None:
             else:
                 assert got == value, (item["id"], name, got, value)
         assert row._raw == item and row._scope == "things" and row._sync_run_id == 7
+
+
+def test_commands_on_a_database_never_upgraded_say_what_to_run(tmp_path: Path, emulator_info: dict[str, Any], graph: Any) -> None:
+    from test_sync_support import write_spec
+
+    spec = write_spec(tmp_path, emulator_info, f"sqlite:///{tmp_path / 'fresh.db'}", USERS_SPEC.format(delete="soft"))
+    runner = CliRunner()
+    for command in (["sync"], ["status"]):
+        result = runner.invoke(main, [*command, "--spec", str(spec.path)])
+        assert result.exit_code == 1, (command, result.output)
+        assert "run `syncer db upgrade` first" in result.stderr, (command, result.stderr)
