@@ -165,19 +165,95 @@ def reconcile(
     "--worker-id", default=None, help="Name of this worker in leases and `syncer status` (default host:pid)."
 )
 @click.option("--passes", type=int, default=4, show_default=True, help="Sync passes run at the same time.")
+@click.option(
+    "--drain-interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two looks at the inbox (the floor of notification-to-row latency).",
+)
+@click.option(
+    "--safety-net-interval",
+    type=click.FloatRange(min=0.5),
+    default=60.0,
+    show_default=True,
+    help="Seconds between two checks for scopes older than their sync_interval.",
+)
 @friendly_errors
-def worker(spec_path: Path, worker_id: str | None, passes: int) -> None:
+def worker(
+    spec_path: Path,
+    worker_id: str | None,
+    passes: int,
+    drain_interval: float,
+    safety_net_interval: float,
+) -> None:
     """Run the worker: drain the inbox into sync passes, run the safety-net delta and reconcile on a schedule.
 
     Several workers may share one PostgreSQL database (inbox rows and scopes are leased). On SQLite
-    only one worker may run: a second one is refused with the name of the first.
+    only one worker may run: a second one is refused with the name of the first. A worker restarted
+    under the same --worker-id takes back at once what its killed predecessor held.
     """
-    from syncer.scheduler import run_worker
+    from syncer.scheduler import Schedule, run_worker
     from syncer.spec import load_spec
 
     spec = load_spec(spec_path).resolve_emulator()
     click.echo(f"syncer worker started on {len(spec.subscriptions)} subscriptions (Ctrl-C to stop)", err=True)
-    run_worker(spec, worker_id=worker_id, max_passes=passes)
+    schedule = Schedule(drain=drain_interval, safety_net=safety_net_interval)
+    run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes)
+
+
+@main.command()
+@spec_option
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    default=None,
+    help="Only notifications received at or after this time (UTC).",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    default=None,
+    help="Only notifications received before this time (UTC).",
+)
+@click.option("--subscription", "subscription_id", default=None, help="Only this Graph subscription id.")
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant id.")
+@click.option("--yes", is_flag=True, help="Replay every stored notification when no filter is given.")
+@friendly_errors
+def replay(
+    spec_path: Path,
+    since: Any,
+    until: Any,
+    subscription_id: str | None,
+    tenant_id: str | None,
+    yes: bool,
+) -> None:
+    """Put processed inbox rows back in the queue, by time range or subscription, for recovery.
+
+    After restoring the database from a backup, or after a bug in a pass, the worker processes the
+    replayed notifications again (each marks its scope dirty; a delta pass is idempotent). Notifications
+    purged from the inbox cannot be replayed: `syncer sync --full` enumerates from scratch instead.
+    """
+    from datetime import UTC
+
+    from syncer import schema
+    from syncer.inbox import Inbox
+    from syncer.spec import load_spec
+
+    if since is None and until is None and subscription_id is None and tenant_id is None and not yes:
+        raise click.UsageError("give --since, --until, --subscription or --tenant (or --yes for all)")
+    spec = load_spec(spec_path, check_secrets=False)
+    engine = schema.create_engine(spec.database_url)
+    try:
+        count = Inbox(engine).replay(
+            since=since.replace(tzinfo=UTC) if since else None,
+            until=until.replace(tzinfo=UTC) if until else None,
+            subscription_id=subscription_id,
+            tenant_id=tenant_id,
+        )
+    finally:
+        engine.dispose()
+    click.echo(f"{count} notifications queued again; the worker processes them at its next drain")
 
 
 @main.command("sync")

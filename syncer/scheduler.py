@@ -143,15 +143,52 @@ class Worker:
         with self.engine.begin() as connection:
             sync.ensure_scope_rows(connection, list(self.index.static.values()), dirty=True, now=self.clock())
 
+    def resume(self) -> int:
+        """Make claimable again the inbox rows this worker id claimed in a previous life; how many.
+
+        A worker that starts holds nothing yet, so rows claimed under its id were left by a process
+        that died (SIGKILL, OOM, a lost node) before acknowledging them. Without this a restart under
+        a stable ``--worker-id`` would wait out the claim lease (5 minutes); scope leases are already
+        retaken by the same id (:meth:`syncer.sync.ScopeStore.take_lease`).
+        """
+        t = schema.inbox
+        with self.engine.begin() as connection:
+            return int(
+                connection.execute(
+                    sa.update(t)
+                    .where(t.c.claimed_by == self.worker_id, t.c.processed_at.is_(None))
+                    .values(claimed_until=None)
+                ).rowcount
+            )
+
     # --- job: drain the inbox ---
 
-    def drain(self, *, start: bool = True) -> DrainResult:
-        """Claim inbox rows, mark their scopes dirty (or fetch items / repair subscriptions), ack them, start due passes."""
+    def drain(self, *, start: bool = True, max_batches: int = 20) -> DrainResult:
+        """Claim inbox rows, mark their scopes dirty (or fetch items / repair subscriptions), ack them, start due passes.
+
+        Claims batch after batch while they come back full (a burst of notifications collapses into
+        one pass per scope), at most *max_batches* per run of the job.
+        """
+        claimed = dirty = fetched = lifecycle = 0
+        for _ in range(max_batches):
+            batch = self._drain_batch()
+            claimed += batch.claimed
+            dirty += batch.dirty
+            fetched += batch.fetched
+            lifecycle += batch.lifecycle
+            if batch.claimed < self.claim_limit:
+                break
+        started = self.start_due() if start else ()
+        return DrainResult(claimed, dirty, fetched, lifecycle, tuple(started))
+
+    def _drain_batch(self) -> DrainResult:
         items = self.inbox.claim(self.worker_id, limit=self.claim_limit)
         dirty = fetched = lifecycle = 0
         if items:
             subs = self._subscriptions({i.subscription_id for i in items})
             fetches: dict[tuple[str, str], list[str]] = {}
+            parents: dict[str, set[str]] = {}  # tenant -> parent keys: many notifications, one mark each
+            marking: list[int] = []
             done: list[int] = []
             failed: list[tuple[int, str]] = []
             for item in items:
@@ -167,12 +204,21 @@ class Worker:
                         elif target.strategy.method == FETCH and item.resource:
                             fetches.setdefault((target.tenant_id, target.key), []).append(item.resource)
                         else:
-                            with self.engine.begin() as connection:
-                                dirty += sync.mark_dirty(connection, target.tenant_id, [target.parent_key], now=self.clock())
+                            parents.setdefault(target.tenant_id, set()).add(target.parent_key)
+                            marking.append(item.id)
+                            continue
                     done.append(item.id)
                 except Exception as error:  # one bad row must not block the queue
                     log.exception("inbox row %d failed", item.id)
                     failed.append((item.id, str(error)))
+            try:
+                with self.engine.begin() as connection:
+                    for tenant_id, keys in parents.items():
+                        dirty += sync.mark_dirty(connection, tenant_id, sorted(keys), now=self.clock())
+                done += marking
+            except Exception as error:
+                log.exception("marking %d scopes dirty failed", sum(len(k) for k in parents.values()))
+                failed += [(row_id, str(error)) for row_id in marking]
             for (tenant_id, key), resources in fetches.items():
                 scope = self.index.static[(tenant_id, key)]
                 try:
@@ -188,8 +234,7 @@ class Worker:
             self.inbox.ack(done, worker=self.worker_id)
             for row_id, reason in failed:
                 self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
-        started = self.start_due() if start else ()
-        return DrainResult(len(items), dirty, fetched, lifecycle, tuple(started))
+        return DrainResult(len(items), dirty, fetched, lifecycle)
 
     def _subscriptions(self, ids: set[str]) -> dict[str, Any]:
         t = schema.subscriptions
@@ -464,6 +509,12 @@ def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
         return None
     from syncer.locks import DatabaseLock
 
+    # The row of a worker killed under this same id (a restarted systemd unit or pod with a stable
+    # --worker-id) is taken back at once instead of after its ttl: this process is its successor.
+    with engine.begin() as connection:
+        connection.execute(
+            sa.delete(schema.locks).where(schema.locks.c.name == WORKER_LOCK, schema.locks.c.holder == worker_id)
+        )
     lock = DatabaseLock(engine, WORKER_LOCK, holder=worker_id, ttl=timedelta(seconds=30))
     try:
         lock.acquire(timeout=0)
@@ -535,6 +586,8 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     try:
         worker = build_worker(spec, engine=engine, worker_id=worker_id, max_passes=max_passes)
         worker.register_scopes()
+        if resumed := worker.resume():
+            log.info("worker %s resumed %d inbox rows its previous process had claimed", worker_id, resumed)
     except BaseException:
         if lock is not None:
             lock.release()
