@@ -117,6 +117,14 @@ def test_drain_turns_notifications_into_passes(env: SyncEnv) -> None:
         settle(worker)
         assert user["id"] in env.rows("users")
         assert Inbox(env.engine).depth() == 0
+        # A burst larger than one claim is drained in one run of the job, into one pass.
+        worker.claim_limit = 7
+        for i in range(30):
+            notify(env, "sub-users", f"Users/{user['id']}#{i}")
+        burst = worker.drain()
+        assert burst.claimed == 30 and burst.started == ("users",)
+        settle(worker)
+        assert Inbox(env.engine).depth() == 0
         # A subscription syncer has no row for is routed by its resource path.
         other = env.graph.create_user("routed")
         notify(env, "unknown-subscription", f"Users/{other['id']}")
