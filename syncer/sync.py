@@ -256,6 +256,8 @@ class _Batch:
         counters.deleted += self.deleted
 
     def rollback(self) -> None:
+        if self.connection.closed:
+            return
         try:
             self._transaction.rollback()
         finally:
@@ -521,7 +523,18 @@ def _run_pages(
         batch: _Batch | None = None
         try:
             try:
-                for page in iterator:
+                while True:
+                    try:
+                        page = next(iterator)
+                    except StopIteration:
+                        break
+                    except Exception:
+                        # Graph failed (throttled, 410, ...): the pages written so far agree with their
+                        # cursor, so they are kept rather than fetched again.
+                        if batch is not None:
+                            pending, batch = batch, None
+                            pending.commit(counters)
+                        raise
                     step("page-fetched")
                     now = store.clock()
                     last = page.next_link is None

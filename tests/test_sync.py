@@ -381,3 +381,36 @@ def test_commands_on_a_database_never_upgraded_say_what_to_run(tmp_path: Path, e
         result = runner.invoke(main, [*command, "--spec", str(spec.path)])
         assert result.exit_code == 1, (command, result.output)
         assert "run `syncer db upgrade` first" in result.stderr, (command, result.stderr)
+
+
+def test_pages_written_before_graph_fails_are_kept_and_the_round_resumes(env: SyncEnv) -> None:
+    from syncer.errors import ThrottledError
+
+    seed(env, 350)  # four pages of 100
+    scope = env.scope()
+
+    class ThrottledAfterTwoPages:
+        """The real client, except that Graph throttles the third page request."""
+
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def iter_pages(self, url: str, *, headers: Any = None) -> Iterator[Any]:
+            for n, page in enumerate(self.client.iter_pages(url, headers=headers)):
+                if n == 2:
+                    raise ThrottledError("Please retry again later.", status=429, retry_after=30)
+                yield page
+
+        def get_json(self, url: str) -> Any:
+            return self.client.get_json(url)
+
+    result = sync.sync_scope(env.engine, ThrottledAfterTwoPages(env.client), scope, worker="w1", commit_every=60.0)
+    assert result.outcome == "throttled" and result.pages == 2 and result.upserted == 200
+    state = env.state()
+    assert state.page_link and state.round_full and state.delta_link is None
+    assert len(env.rows("users")) == 200
+    clock = Clock()
+    clock.advance(timedelta(seconds=31))
+    resumed = sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock)
+    assert resumed.outcome == "ok" and resumed.full and resumed.pages == 2 and resumed.upserted == 150
+    assert_mirrors_truth(env)
