@@ -97,6 +97,29 @@ class Metrics:
         self.inc("syncer_inbox_committed_requests_total", requests)
         self.observe("syncer_inbox_commit_seconds", seconds)
 
+    def record_stored(self, endpoint: str, *, received: int, stored: int, duplicates: int, seconds: float) -> None:
+        """A notification POST whose accepted items were committed: every counter under one lock."""
+        index = next((i for i, b in enumerate(self.buckets) if seconds <= b), len(self.buckets))
+        with self._lock:
+            c = self._counters
+            for name, key, amount in (
+                ("syncer_receiver_requests_total", (("endpoint", endpoint), ("status", "202")), 1),
+                ("syncer_notifications_received_total", (), received),
+                ("syncer_notifications_stored_total", (), stored),
+                ("syncer_notifications_duplicate_total", (), duplicates),
+            ):
+                if amount:
+                    family = c.setdefault(name, {})
+                    family[key] = family.get(key, 0) + amount
+            hist = self._hists.get("syncer_inbox_store_seconds")
+            if hist is None:
+                hist = self._hists["syncer_inbox_store_seconds"] = {
+                    "counts": [0] * (len(self.buckets) + 1), "sum": 0.0, "count": 0,
+                }
+            hist["counts"][index] += 1
+            hist["sum"] += seconds
+            hist["count"] += 1
+
     def value(self, name: str, **labels: str) -> float:
         """This process's counter value (tests)."""
         with self._lock:

@@ -204,6 +204,10 @@ _ANSWER_HEADERS = (
 )
 
 
+def _response(status: int, body: str = "") -> Response:
+    return Response(body, status=status, headers=_ANSWER_HEADERS)
+
+
 def _new_item(a: Accepted) -> NewItem:
     n = a.notification
     return NewItem(
@@ -293,7 +297,7 @@ def create_app(
 
     def answer(status: int, endpoint: str, body: str = "") -> Response:
         metrics.inc("syncer_receiver_requests_total", endpoint=endpoint, status=str(status))
-        return Response(body, status=status, headers=_ANSWER_HEADERS)
+        return _response(status, body)
 
     def log_refusals(refused: tuple[Rejection, ...]) -> None:
         for reason, count in reasons(refused).items():
@@ -311,12 +315,16 @@ def create_app(
             )
 
     def receive(endpoint: str) -> Response:
-        token = request.args.get("validationToken")
-        if token is not None:
-            # The handshake: echo the decoded token as plain text, nothing else (notes §1.2).
-            metrics.inc("syncer_handshakes_total", endpoint=endpoint)
-            return answer(200, endpoint, token)
-        if request.mimetype != "application/json":
+        environ = request.environ
+        # Cheap tests on the raw environ first: this runs for every notification POST.
+        if "validationToken" in environ.get("QUERY_STRING", ""):
+            token = request.args.get("validationToken")
+            if token is not None:
+                # The handshake: echo the decoded token as plain text, nothing else (notes §1.2).
+                metrics.inc("syncer_handshakes_total", endpoint=endpoint)
+                return answer(200, endpoint, token)
+        content_type = environ.get("CONTENT_TYPE", "")
+        if content_type != "application/json" and request.mimetype != "application/json":
             return answer(415, endpoint, "expected application/json")
         # Read one byte past the cap ourselves: for a chunked body (no Content-Length) werkzeug's
         # limit may just stop reading, which would look like a truncated (400) body, not a 413.
@@ -328,25 +336,32 @@ def create_app(
         except NotificationError as exc:
             metrics.inc("syncer_notifications_rejected_total", reason=exc.reason)
             return answer(400, endpoint, f"malformed notification collection ({exc.reason})")
-        metrics.inc("syncer_notifications_received_total", collection.size)
         try:
             verdict = check_collection(collection, lookup=state.lookup, tokens=state.tokens, keys=state.keys)
         except DatabaseError as exc:
+            metrics.inc("syncer_notifications_received_total", collection.size)
             log.error("cannot check notifications, answering 503: %s", exc)
             return answer(503, endpoint, "temporarily unavailable")
-        log_refusals(verdict.rejected)
+        if verdict.rejected:
+            log_refusals(verdict.rejected)
         if verdict.accepted:
             items = [_new_item(a) for a in verdict.accepted]
             started = time.perf_counter()
             try:
                 new_keys = state.store(items)
             except (DatabaseError, sa.exc.SQLAlchemyError) as exc:
+                metrics.inc("syncer_notifications_received_total", collection.size)
                 log.error("cannot store %d notification(s), answering 503: %s", len(items), exc)
                 return answer(503, endpoint, "temporarily unavailable")
-            metrics.observe("syncer_inbox_store_seconds", time.perf_counter() - started)
-            metrics.inc("syncer_notifications_stored_total", len(new_keys))
-            if len(items) > len(new_keys):
-                metrics.inc("syncer_notifications_duplicate_total", len(items) - len(new_keys))
+            metrics.record_stored(
+                endpoint,
+                received=collection.size,
+                stored=len(new_keys),
+                duplicates=len(items) - len(new_keys),
+                seconds=time.perf_counter() - started,
+            )
+            return _response(202)
+        metrics.inc("syncer_notifications_received_total", collection.size)
         return answer(202, endpoint)
 
     app.add_url_rule(
