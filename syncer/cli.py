@@ -168,7 +168,7 @@ def reconcile(
 @click.option(
     "--drain-interval",
     type=click.FloatRange(min=0.05),
-    default=2.0,
+    default=0.5,
     show_default=True,
     help="Seconds between two looks at the inbox (the floor of notification-to-row latency).",
 )

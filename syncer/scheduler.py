@@ -528,9 +528,14 @@ def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
 
 @dataclass(frozen=True)
 class Schedule:
-    """How often each job runs (seconds)."""
+    """How often each job runs (seconds).
 
-    drain: float = 2.0
+    ``drain`` is the floor of freshness: a stored notification waits half of it on average before a
+    pass starts (bench/latency.py: p50 1.1 s at 2 s, 0.34 s at 0.5 s). An idle drain is two indexed
+    queries, ~5 ms with 40,000 scopes on PostgreSQL or SQLite, so 0.5 s costs about 1% of a core.
+    """
+
+    drain: float = 0.5
     safety_net: float = 60.0
     reconcile: float = 900.0
 

@@ -203,8 +203,8 @@ class Database:
     proxy: TcpProxy | None = None
 
     @classmethod
-    def for_url(cls, url: str) -> Database:
-        if url.startswith("sqlite"):
+    def for_url(cls, url: str, *, proxy: bool = True) -> Database:
+        if url.startswith("sqlite") or not proxy:
             return cls(url, url)
         parsed = sa.make_url(url)
         proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432)).start()
@@ -305,6 +305,10 @@ class Harness:
     seed: int = 1
     sync_interval: str = "1m"  # the spec's minimum
     echo: Callable[[str], None] = lambda line: None
+    org: dict[str, int] = field(default_factory=lambda: dict(SEED))
+    drain_interval: float = 0.3
+    emulator_settings: dict[str, Any] = field(default_factory=dict)
+    proxy: bool = True  # PostgreSQL through a TCP proxy the harness can cut (for outages)
 
     emulator: EmulatorServer | None = None
     db: Database | None = None
@@ -329,21 +333,22 @@ class Harness:
     def start(self) -> Harness:
         self.rng = random.Random(self.seed)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.emulator = EmulatorServer(emulator_config(self.seed), workdir=self.workdir / "emulator").start()
+        config = emulator_config(self.seed).with_changes(**self.emulator_settings)
+        self.emulator = EmulatorServer(config, workdir=self.workdir / "emulator").start()
         info = self.emulator.info
         info_file = self.workdir / "emulator.json"
         self.emulator.write_info(info_file)
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= otherwise
         self.session.verify = info["ca_cert"]
-        self.admin("POST", "seed", json=SEED)
-        self.db = Database.for_url(self.database_url)
+        self.admin("POST", "seed", json=self.org)
+        self.db = Database.for_url(self.database_url, proxy=self.proxy)
 
         # The content users (the first ones) are those the per-user declarations follow.
         self.port = free_port()
         bootstrap = self._load(info_file, users=["placeholder"])
         self.graph = GraphClient.from_spec(bootstrap, bootstrap.tenants[0].name)
-        self.users = [u["id"] for u in self.graph.get_json("users?$select=id&$top=100")["value"]]
-        self.content_users = self.users[: SEED["contentUsers"]]
+        self.users = [u["id"] for page in self.graph.iter_pages("users?$select=id&$top=999") for u in page.items]
+        self.content_users = self.users[: self.org["contentUsers"]]
         self.spec = self._load(info_file, users=self.content_users)
         self.groups = [g["id"] for g in self.graph.get_json("groups?$select=id")["value"]]
         for user in self.content_users:
@@ -368,7 +373,8 @@ class Harness:
         )
         self.worker = Proc(
             "worker",
-            [*syncer, "worker", "--worker-id", WORKER_ID, "--drain-interval", "0.3", "--safety-net-interval", "1"],
+            [*syncer, "worker", "--worker-id", WORKER_ID, "--drain-interval", str(self.drain_interval),
+             "--safety-net-interval", "1"],
             env,
             self.workdir,
         )
