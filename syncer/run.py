@@ -26,12 +26,11 @@ from syncer import mirror, schema
 from syncer.migrate import upgrade_core
 
 if TYPE_CHECKING:
-    from apscheduler.schedulers.base import BaseScheduler
     from flask import Flask
     from sqlalchemy.engine import Engine
 
     from syncer.reconcile import Outcome
-    from syncer.scheduler import Schedule, Worker
+    from syncer.scheduler import RunningWorker, Schedule, Worker
     from syncer.spec import Spec
 
 log = logging.getLogger("syncer.run")
@@ -91,8 +90,7 @@ class Runner:
     engine: Engine | None = None
     server: BaseWSGIServer | None = None
     app: Flask | None = None
-    worker: Worker | None = None
-    scheduler: BaseScheduler | None = None
+    running: RunningWorker | None = None
     reconcile_outcome: Outcome | None = None
     _thread: threading.Thread | None = None
 
@@ -120,9 +118,7 @@ class Runner:
         self.echo(f"receiver listening on {self.receiver_url} (public URL {spec.receiver.notification_url})")
         if self.reconcile_at_start:
             self.reconcile()
-        self.worker, self.scheduler = run_worker(
-            spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False
-        )
+        self.running = run_worker(spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False)
         self.echo("worker started")
         return self
 
@@ -139,13 +135,8 @@ class Runner:
 
     def stop(self) -> None:
         """Stop taking work, let passes in flight finish, commit queued notifications, stop listening."""
-        if self.scheduler is not None and self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
-        if self.worker is not None:
-            self.worker.close()
-            release = getattr(self.worker, "release", None)
-            if callable(release):
-                release()
+        if self.running is not None:
+            self.running.stop()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -155,7 +146,12 @@ class Runner:
             self._thread.join(timeout=5)
         if self.engine is not None:
             self.engine.dispose()
-        self.scheduler = self.worker = self.server = self.app = self.engine = None
+        self.running = self.server = self.app = self.engine = None
+
+    @property
+    def worker(self) -> Worker | None:
+        """The worker's state (scopes, clients), while running."""
+        return self.running.worker if self.running is not None else None
 
     def __enter__(self) -> Runner:
         return self.start()

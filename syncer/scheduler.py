@@ -18,7 +18,6 @@ row for as long as it runs, and a second one is refused with the holder's name.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
@@ -28,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -41,6 +40,7 @@ from syncer.scopes import FETCH, Scope
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
 
+    from syncer.graph.client import GraphClient
     from syncer.locks import DatabaseLock
     from syncer.spec import Spec
     from syncer.sync import PageSource
@@ -263,13 +263,11 @@ class Worker:
             with self.engine.begin() as connection:
                 sync.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
         if item.event in ("subscriptionRemoved", "reauthorizationRequired"):
-            repair = _reconcile_entry("repair")
-            if repair is None:
-                log.warning("lifecycle %s for %s: reconcile is not available; the next reconcile run repairs it",
-                            item.event, item.subscription_id)
-                return
-            repair(self.spec, event=item.event, subscription_id=item.subscription_id, engine=self.engine,
-                   graphs=self.sources)
+            from syncer import reconcile  # late: reconcile's own imports are heavy and unused by most jobs
+
+            if self.spec is not None:
+                reconcile.repair(self.spec, event=item.event, subscription_id=item.subscription_id,
+                                 engine=self.engine, graphs=self._graphs())
 
     # --- running passes ---
 
@@ -425,12 +423,22 @@ class Worker:
     # --- job: reconcile ---
 
     def reconcile(self) -> None:
-        """Run reconcile (renewals, repairs) when the module is available."""
-        run = _reconcile_entry("run")
-        if run is None:
-            log.debug("syncer.reconcile is not available yet: reconcile job skipped")
+        """Run reconcile (renewals, repairs, fan-out changes), then sync the scopes it added at once."""
+        from syncer import reconcile
+
+        if self.spec is None:  # a worker built without a spec (tests) has nothing to reconcile
             return
-        run(self.spec, engine=self.engine, graphs=self.sources)
+        if reconcile.run(self.spec, engine=self.engine, graphs=self._graphs()) is not None:
+            # A fan-out group may have gained members: their new subscriptions need their scopes now,
+            # not at the next hourly re-expansion.
+            added = self.refresh_scopes()
+            if added:
+                log.info("reconcile added %d scopes to sync", added)
+
+    def _graphs(self) -> Mapping[str, GraphClient]:
+        # The page sources of a worker built from a spec are GraphClients (tests may use lighter fakes
+        # for passes, but reconcile and repairs only ever run on spec-built workers).
+        return cast("Mapping[str, GraphClient]", self.sources)
 
     def close(self) -> None:
         """Wait for the passes in flight; start no more."""
@@ -441,16 +449,6 @@ class Worker:
         finalizers, self._finalizers = self._finalizers, []
         for finalize in reversed(finalizers):
             finalize()
-
-
-def _reconcile_entry(name: str) -> Callable[..., Any] | None:
-    """``syncer.reconcile.<name>`` if that module and function exist (it is written separately)."""
-    try:
-        module = importlib.import_module("syncer.reconcile")
-    except ImportError:
-        return None
-    entry = getattr(module, name, None)
-    return entry if callable(entry) else None
 
 
 # --- building a worker from the spec and scheduling it ---------------------------------------------
