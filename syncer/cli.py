@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -199,6 +200,9 @@ def worker(
     spec = load_spec(spec_path).resolve_emulator()
     click.echo(f"syncer worker started on {len(spec.subscriptions)} subscriptions (Ctrl-C to stop)", err=True)
     schedule = Schedule(drain=drain_interval, safety_net=safety_net_interval)
+    # systemd and Kubernetes stop with SIGTERM: leave like Ctrl-C (passes in flight finish, leases
+    # and the SQLite worker lock are released) instead of dying mid-page.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes)
 
 
