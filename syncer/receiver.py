@@ -85,7 +85,7 @@ class ReceiverSettings:
     # Under Graph's 3-second allowance, with room for the network.
     store_timeout: float = 2.5
     group_commit: bool = True
-    committers: int = 4  # batches in flight per process (PostgreSQL; SQLite always has one)
+    committers: int = 2  # batches in flight per process (PostgreSQL; SQLite always has one)
     max_batch_rows: int = 2000
     # A known subscription's row changes rarely (clientState never); an unknown id is re-read soon,
     # because reconcile writes the row only after Graph's 201 and the first notification may race it.
