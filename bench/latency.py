@@ -69,14 +69,14 @@ def epoch(value: Any) -> float:
     return float(value.timestamp())
 
 
-def database(kind: str) -> tuple[str, Any]:
-    """(url, cleanup) for a fresh database of *kind*."""
+def database(kind: str, *, prefix: str = "bench_latency") -> tuple[str, Any]:
+    """(url, cleanup) for a fresh database of *kind* (PostgreSQL: a schema of its own)."""
     if kind == "sqlite":
         directory = tempfile.mkdtemp(prefix="syncer-latency-")
         return f"sqlite:///{directory}/syncer.db", lambda: None
     base = os.environ.get("SYNCER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     base = schema.normalize_url(base)
-    name = f"bench_latency_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(base)
     with admin.begin() as connection:
         connection.execute(sa.text(f'CREATE SCHEMA "{name}"'))

@@ -148,8 +148,8 @@ class Worker:
 
         A worker that starts holds nothing yet, so rows claimed under its id were left by a process
         that died (SIGKILL, OOM, a lost node) before acknowledging them. Without this a restart under
-        a stable ``--worker-id`` would wait out the claim lease (5 minutes); scope leases are already
-        retaken by the same id (:meth:`syncer.sync.ScopeStore.take_lease`).
+        a stable ``--worker-id`` would wait out the claim lease (5 minutes); scope leases under the
+        same id are retaken by :meth:`due_scopes`.
         """
         t = schema.inbox
         with self.engine.begin() as connection:
@@ -281,7 +281,11 @@ class Worker:
                 .where(
                     sa.or_(s.c.dirty_since.is_not(None), s.c.resync_requested.is_(True), s.c.page_link.is_not(None)),
                     sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
-                    sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now),
+                    # A lease under this worker's own id with no pass of it running here (start_due
+                    # skips those) is stale: left by its killed predecessor, or by a pass that could
+                    # not release it because the database was down. Waiting out its ttl would
+                    # freeze the scope for minutes after an outage.
+                    sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == self.worker_id),
                 )
                 .order_by(s.c.dirty_since)
             ).all()

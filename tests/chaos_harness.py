@@ -251,8 +251,11 @@ class Proc:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
+    crashes: list[int] = field(default_factory=list)  # exit codes of exits the harness did not cause
 
     def start(self) -> None:
+        if self.process is not None and self.process.poll() not in (None, -signal.SIGKILL):
+            self.crashes.append(int(self.process.returncode))
         self.starts += 1
         log = (self.log_dir / f"{self.name}.{self.starts}.log").open("wb")
         self.process = subprocess.Popen(

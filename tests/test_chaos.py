@@ -12,10 +12,14 @@ The machinery is in tests/chaos_harness.py; bench/chaos.py is the long version.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from chaos_harness import Harness
+import sqlalchemy as sa
+from chaos_harness import WORKER_ID, Harness
+
+from syncer import schema
 
 pytestmark = pytest.mark.timeout(110)
 
@@ -52,6 +56,8 @@ def test_chaos_converges(database_url: str, tmp_path: Path) -> None:
             f"not converged after {took:.0f}s: " + "; ".join(map(str, differences)) + "\n" + "\n".join(lines) + outputs
         )
         assert harness.receiver.kills + harness.worker.kills >= 3, lines  # type: ignore[union-attr]
+        # Nothing died of its own: the outage and the faults were survived, not restarted away.
+        assert harness.receiver.crashes == [] and harness.worker.crashes == [], outputs  # type: ignore[union-attr]
         assert sum(harness.changes.values()) >= 40, harness.changes
 
         # Every 2xx stands for a committed inbox row; the outage was answered with refusals.
@@ -66,5 +72,47 @@ def test_chaos_converges(database_url: str, tmp_path: Path) -> None:
         assert counts["inbox_rows"] > 0
         print(f"chaos {database_url.split(':')[0]}: converged in {took:.1f}s;", *lines, dict(harness.changes),
               counts, {k: counters.get(k) for k in ("delivered", "retried", "dropped", "duplicated")}, sep="\n  ")
+    finally:
+        harness.stop()
+
+
+def test_worker_restarted_under_its_id_resumes_at_once(database_url: str, tmp_path: Path) -> None:
+    """What a SIGKILL mid-pass leaves (a scope lease, claimed inbox rows, the SQLite worker lock) is
+    taken back by the next process under the same --worker-id, not after the 5-minute leases."""
+    harness = Harness(database_url, tmp_path / "resume", seed=5)
+    try:
+        harness.start()
+        _, differences = harness.converge(timeout=30)
+        assert not differences
+        assert harness.worker is not None and harness.graph is not None
+        harness.worker.kill()
+        user = harness.content_users[0]
+        harness.graph.request("POST", f"users/{user}/mailFolders/inbox/messages",
+                              json={"subject": "after the kill", "body": {"contentType": "text", "content": "x"}})
+        harness.admin("POST", "delivery/wait", json={"timeoutSeconds": 10})
+        # The state a SIGKILL in the middle of a drain and a pass leaves behind.
+        now = datetime.now(UTC)
+        engine = harness.engine()
+        try:
+            with engine.begin() as connection:
+                s, i = schema.sync_state, schema.inbox
+                leased = connection.execute(
+                    sa.update(s).where(s.c.scope_key == f"users/{user}/mailFolders/inbox/messages")
+                    .values(leased_by=WORKER_ID, lease_until=now + timedelta(minutes=5))
+                ).rowcount
+                claimed = connection.execute(
+                    sa.update(i).where(i.c.processed_at.is_(None))
+                    .values(claimed_by=WORKER_ID, claimed_until=now + timedelta(minutes=5))
+                ).rowcount
+                connection.execute(sa.delete(schema.locks))
+                connection.execute(sa.insert(schema.locks).values(
+                    name="worker", holder=WORKER_ID, acquired_at=now, expires_at=now + timedelta(seconds=30)))
+        finally:
+            engine.dispose()
+        assert leased == 1 and claimed >= 1
+        harness.worker.start()
+        _, differences = harness.converge(timeout=20)
+        assert not differences, "; ".join(map(str, differences)) + harness.worker.output()
+        assert harness.worker.crashes == [], harness.worker.output()
     finally:
         harness.stop()
