@@ -135,6 +135,7 @@ class Worker:
         self.reanchor_every = timedelta(days=1)
         self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
+        self._drain_failed = False
 
     # --- setup ---
 
@@ -169,6 +170,11 @@ class Worker:
         Claims batch after batch while they come back full (a burst of notifications collapses into
         one pass per scope), at most *max_batches* per run of the job.
         """
+        if self._drain_failed:
+            # The last drain died between claiming and acknowledging (the database went away): its
+            # rows stay claimed under this id for minutes. Take them back before claiming anew.
+            self.resume()
+        self._drain_failed = True
         claimed = dirty = fetched = lifecycle = 0
         for _ in range(max_batches):
             batch = self._drain_batch()
@@ -178,6 +184,7 @@ class Worker:
             lifecycle += batch.lifecycle
             if batch.claimed < self.claim_limit:
                 break
+        self._drain_failed = False
         started = self.start_due() if start else ()
         return DrainResult(claimed, dirty, fetched, lifecycle, tuple(started))
 
