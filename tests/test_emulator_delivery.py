@@ -188,6 +188,17 @@ def _wait_idle(graph: EmulatorClient, *, scheduled: bool = True, timeout: float 
     return bool(body["idle"])
 
 
+def _endpoint_after(graph: EmulatorClient, url: str, mode: str, timeout: float = 10) -> dict[str, Any]:
+    """The endpoint's state once it reaches *mode*: the receiver sees a POST before the emulator has
+    timed its answer, so reading the report right after the receiver got an item races with that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        endpoint: dict[str, Any] = _report(graph)["endpoints"][url]
+        if endpoint["mode"] == mode or time.monotonic() > deadline:
+            return endpoint
+        time.sleep(0.02)
+
+
 def _clock(graph: EmulatorClient, **body: Any) -> None:
     assert graph.admin("POST", "clock", json=body).status_code == 200
 
@@ -387,14 +398,14 @@ def test_slow_endpoint_gets_new_notifications_late(graph: EmulatorClient, receiv
     receiver.wait_items(1)
     graph.create_user("jack")
     receiver.wait_items(2)
-    endpoint = _report(graph)["endpoints"][receiver.url()]
+    endpoint = _endpoint_after(graph, receiver.url(), "slow")
     assert endpoint["mode"] == "slow" and endpoint["times_slow"] == 1
     graph.create_user("kim")
     assert _wait_idle(graph, scheduled=False)
     assert len(receiver.items()) == 2  # held back ten (emulator) minutes
     _clock(graph, advance=601)
     assert len(receiver.wait_items(3)) == 3
-    assert _report(graph)["endpoints"][receiver.url()]["mode"] == "normal"
+    assert _endpoint_after(graph, receiver.url(), "normal")["mode"] == "normal"
 
 
 DROP_RULES = ThrottleRules(min_samples=2, slow_response_s=50, drop_response_s=0.1, drop_ratio=0.15, drop_duration_s=600)
@@ -413,7 +424,7 @@ def test_dropping_endpoint_loses_notifications_and_says_missed(
     for n in (1, 2):
         emulator.state.store.notify([_message_event(emulator, user["id"], message_id=f"m{n}")])
         receiver.wait_items(n)
-    assert _report(graph)["endpoints"][receiver.url()]["mode"] == "drop"
+    assert _endpoint_after(graph, receiver.url(), "drop")["mode"] == "drop"
     emulator.state.store.notify([_message_event(emulator, user["id"], message_id="m3")])
     assert [i["lifecycleEvent"] for i in lifecycle.wait_items(1)] == ["missed"]
     assert _wait_idle(graph)
