@@ -15,10 +15,9 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
@@ -44,35 +43,6 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return None
-
-
-def receiver_settings_for(spec: Spec) -> Any:
-    """ReceiverSettings whose paths are those of the spec's public URLs."""
-    from syncer.receiver import ReceiverSettings
-
-    notification_path = urlsplit(spec.receiver.notification_url).path or "/"
-    lifecycle_path = (
-        urlsplit(spec.receiver.lifecycle_url).path
-        if spec.receiver.lifecycle_url
-        else ReceiverSettings.lifecycle_path
-    )
-    return replace(
-        ReceiverSettings(), notification_path=notification_path, lifecycle_path=lifecycle_path or "/"
-    )
-
-
-def build_receiver(spec: Spec, engine: Engine) -> Flask:
-    """The receiver app for *spec*, with the rich-notification keys the spec declares."""
-    from syncer.notifications import DecryptionKey, KeyRing, load_private_key
-    from syncer.receiver import create_app
-
-    keys = []
-    for subscription in spec.subscriptions:
-        cert = subscription.encryption
-        while cert is not None:
-            keys.append(DecryptionKey(cert.id, load_private_key(cert.private_key.resolve().encode())))
-            cert = cert.previous
-    return create_app(engine, settings=receiver_settings_for(spec), keys=KeyRing(keys) if keys else None)
 
 
 @dataclass
@@ -102,6 +72,7 @@ class Runner:
 
     def start(self) -> Runner:
         """Upgrade the database, start the receiver, reconcile, start the worker's jobs."""
+        from syncer.receiver import app_for_spec
         from syncer.scheduler import run_worker
 
         spec = self.spec = self.spec.resolve_emulator()
@@ -109,7 +80,7 @@ class Runner:
         for change in mirror.upgrade(spec):
             self.echo(change)
         self.engine = schema.create_engine(spec.database_url)
-        self.app = build_receiver(spec, self.engine)
+        self.app = app_for_spec(spec, self.engine)
         host = self.host or spec.receiver.host
         port = spec.receiver.port if self.port is None else self.port
         self.server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
