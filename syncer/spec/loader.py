@@ -1,10 +1,10 @@
 """Building a :class:`~syncer.spec.Spec` from a composed subscriptions.yaml, section by section.
 
-:mod:`syncer.spec` holds the dataclasses and :func:`~syncer.spec.load_spec`; this module holds the
-rules of the document and of its connection sections (graph, tenants, receiver, database) and the
-readers every section shares (names, SQL identifiers, URLs, secrets);
-:mod:`syncer.spec_subscriptions` holds the rules of the subscriptions. Each check records a problem
-on the :class:`~syncer.spec_yaml.Reader` and carries on, so one run reports everything that is wrong.
+:mod:`syncer.spec.model` holds the dataclasses and :func:`syncer.spec.load_spec` calls this; this module
+holds the rules of the document and of its connection sections (graph, tenants, receiver, database)
+and the readers every section shares (names, SQL identifiers, URLs, secrets);
+:mod:`syncer.spec.subscriptions` holds the rules of the subscriptions. Each check records a problem
+on the :class:`~syncer.spec.reader.Reader` and carries on, so one run reports everything that is wrong.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import yaml
 
 from syncer.schema import normalize_url
-from syncer.spec import (
+from syncer.spec.model import (
     CLOUD_NAMES,
     CLOUDS,
     DEFAULT_DATABASE_URL,
@@ -35,8 +35,8 @@ from syncer.spec import (
     Tenant,
     graph_root,
 )
-from syncer.spec_subscriptions import SubscriptionsLoader
-from syncer.spec_yaml import Map, Reader, describe
+from syncer.spec.reader import Map, Reader, describe
+from syncer.spec.subscriptions import SubscriptionsLoader
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")

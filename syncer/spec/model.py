@@ -1,11 +1,8 @@
-"""subscriptions.yaml: what the user declares, validated once into frozen dataclasses.
+"""What subscriptions.yaml declares, as frozen dataclasses: the value every other module works on.
 
-Everything after :func:`load_spec` works on :class:`Spec` and never sees a raw dict. Validation
-refuses here, before any call to Graph, what Graph would refuse (unknown resources, change types,
-lifetimes over the maximum, rich notifications where unsupported: :mod:`syncer.resources`) and what
-would hurt later (literal secrets, unsafe SQL names, duplicate tables). All problems are reported
-together, each with file, line, field path, what was expected and what was found. The format is
-documented key by key in docs/spec.md.
+:func:`syncer.spec.load_spec` builds a :class:`Spec` (through :mod:`syncer.spec.loader`); nothing
+here reads YAML. The constants are the spec's vocabulary (clouds, column types, defaults) that the
+loader checks against and the rest of syncer falls back on.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from urllib.parse import urlsplit
 
 from syncer.errors import ConfigError
 from syncer.resources import ResourceType
-from syncer.spec_yaml import compose
 
 SPEC_VERSION = 1
 CLOUDS: dict[str, tuple[str, str]] = {
@@ -281,32 +277,3 @@ def graph_root(url: str) -> str:
             return url[: -len(suffix)]
     return url
 
-
-def load_spec(
-    path: str | Path, *, environ: Mapping[str, str] | None = None, check_secrets: bool = True
-) -> Spec:
-    """Read and validate the spec at *path*; raises :class:`~syncer.errors.SpecErrors` listing every problem.
-
-    *environ* (default ``os.environ``) feeds ``${VAR}`` interpolation and ``{env: NAME}`` secrets. With
-    *check_secrets*, secrets given as environment variables or files must exist now (not only when used).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read spec {path}: {exc.strerror}") from exc
-    return parse_spec(
-        text, path=path, environ=os.environ if environ is None else environ, check_secrets=check_secrets
-    )
-
-
-def parse_spec(text: str, *, path: Path, environ: Mapping[str, str], check_secrets: bool = True) -> Spec:
-    """Validate spec *text* as if read from *path* (relative paths in it are taken from its directory)."""
-    # The loader builds these dataclasses, so it imports this module: import it late.
-    from syncer.spec_loader import SpecLoader
-
-    loader = SpecLoader(path, environ=environ, check_secrets=check_secrets)
-    spec = loader.build(compose(text, str(path)))
-    loader.r.raise_errors()
-    assert spec is not None  # no problem recorded means every part was built
-    return spec

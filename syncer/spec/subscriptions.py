@@ -1,6 +1,6 @@
 """The subscriptions section of subscriptions.yaml: each declared subscription, checked against Graph's rules.
 
-Split from :mod:`syncer.spec_loader` (which reads the connection sections and owns the shared readers
+Apart from :mod:`syncer.spec.loader` (which reads the connection sections and owns the shared readers
 for names, URLs and secrets) because this is where most of the rules live: resource paths and
 change types from :mod:`syncer.resources`, lifetimes, rich notifications, the mirror's SQL names,
 fan-out over users, and the cross-subscription checks (names, tables, Graph's 409 duplicates).
@@ -18,7 +18,7 @@ import yaml
 
 from syncer import resources
 from syncer.resources import MIN_LIFETIME, ResourceType
-from syncer.spec import (
+from syncer.spec.model import (
     CLOUDS,
     COLUMN_TYPES,
     DEFAULT_SYNC_INTERVAL,
@@ -33,10 +33,10 @@ from syncer.spec import (
     Subscription,
     Tenant,
 )
-from syncer.spec_yaml import Map, format_duration
+from syncer.spec.reader import Map, format_duration
 
 if TYPE_CHECKING:
-    from syncer.spec_loader import SpecLoader
+    from syncer.spec.loader import SpecLoader
 
 SUBSCRIPTION_KEYS = (
     "name",
