@@ -5,7 +5,7 @@
 For each backend (PostgreSQL from $SYNCER_TEST_DATABASE_URL or postgresql+psycopg://postgres@127.0.0.1:5432/test,
 in a schema of its own; SQLite in a temporary file) and each body size (1 and 10 notifications per
 POST), it runs the no-op app and then the receiver under the same gunicorn settings
-(syncer.receiver.gunicorn_options), each for --duration seconds at --connections connections, and
+(syncer.serve.gunicorn_options), each for --duration seconds at --connections connections, and
 checks that the inbox holds at least (2xx responses x items) rows: every 2xx was committed.
 Target (issue 6): on PostgreSQL >= 70% of the no-op app's req/s and p99 < 100 ms at 64 connections.
 Each case runs --rounds noop/receiver pairs (alternated, the load on a shared machine drifts); the best
@@ -97,7 +97,7 @@ def noop_app() -> Any:
 
 
 def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int) -> None:
-    from syncer.receiver import ServeConfig, build_app, gunicorn_options, run_gunicorn
+    from syncer.serve import ServeConfig, build_app, gunicorn_options, run_gunicorn
 
     config = ServeConfig(database_url=database_url, bind=bind, workers=workers, threads=threads,
                          metrics_dir=tempfile.mkdtemp(prefix="bench-metrics-"))

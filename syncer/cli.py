@@ -436,8 +436,8 @@ def serve(
     commits. Also serves /healthz, /readyz and Prometheus /metrics. Other WSGI servers can load
     `syncer.receiver:create_app_from_env()` (SYNCER_DATABASE_URL and friends).
     """
-    from syncer.receiver import ServeConfig
-    from syncer.receiver import serve as serve_receiver
+    from syncer.serve import ServeConfig
+    from syncer.serve import serve as serve_receiver
     from syncer.spec import load_spec
 
     spec = load_spec(spec_path).resolve_emulator()

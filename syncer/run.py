@@ -72,7 +72,7 @@ class Runner:
 
     def start(self) -> Runner:
         """Upgrade the database, start the receiver, reconcile, start the worker's jobs."""
-        from syncer.receiver import app_for_spec
+        from syncer.serve import app_for_spec
         from syncer.scheduler import run_worker
 
         spec = self.spec = self.spec.resolve_emulator()

@@ -538,7 +538,7 @@ def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine
         **os.environ, "SYNCER_DATABASE_URL": database_url, "SYNCER_RECEIVER_BIND": f"127.0.0.1:{port}",
         "SYNCER_RECEIVER_WORKERS": "2",  # also on SQLite (whose default is 1): correctness, not speed
     }
-    code = "from syncer.receiver import ServeConfig, serve; serve(ServeConfig.from_env())"
+    code = "from syncer.serve import ServeConfig, serve; serve(ServeConfig.from_env())"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     session = requests.Session()
@@ -582,7 +582,7 @@ def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine
 def test_serve_config_from_the_shipped_spec() -> None:
     from pathlib import Path
 
-    from syncer.receiver import ServeConfig
+    from syncer.serve import ServeConfig
     from syncer.spec import load_spec
 
     spec = load_spec(Path(__file__).parent.parent / "subscriptions.yaml", check_secrets=False)

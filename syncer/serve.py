@@ -1,0 +1,258 @@
+"""Running the receiver: its configuration (``ServeConfig``), building the app from it, and gunicorn.
+
+Split from :mod:`syncer.receiver`, which is the app itself (what a request does); this module is
+how a process gets one: from ``SYNCER_*`` variables or a spec, with its engine, decryption keys and
+token validator, served by gunicorn with the worker settings documented on :class:`ServeConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.engine import Engine
+
+from syncer import schema
+from syncer.errors import ConfigError, SyncerError
+from syncer.metrics import Metrics
+from syncer.notifications import (
+    DEFAULT_ISSUER_TEMPLATE,
+    DecryptionKey,
+    JwksCache,
+    KeyRing,
+    TokenValidator,
+    load_private_key,
+)
+from syncer.receiver import ReceiverSettings, create_app
+
+#: Where the identity platform publishes its signing keys (notes §5.3).
+DEFAULT_JWKS_URL = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """A rich-notification private key: the certificate id Graph echoes, and how to read its PEM.
+
+    The PEM is read when the app is built (in each worker), never stored in the configuration."""
+
+    certificate_id: str
+    read_pem: Callable[[], bytes] = field(repr=False)
+    where: str = ""  # for error messages: a path or a secret reference, never the value
+
+    @classmethod
+    def from_file(cls, certificate_id: str, path: Path) -> KeySource:
+        return cls(certificate_id, path.read_bytes, str(path))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``syncer serve`` needs; also read from ``SYNCER_*`` variables by :meth:`from_env`.
+
+    Worker settings (gunicorn): ``gthread`` workers, ``workers`` = CPU count on PostgreSQL and 1 on
+    SQLite (unless set), ``threads`` = 32 each. Threads, not processes, carry the concurrency because
+    the group committer batches the requests of *one* process: 32 requests in flight per process make
+    batches worth committing, and the threads mostly wait on the commit (no GIL held). One process per
+    core keeps the Python work parallel on PostgreSQL; SQLite has one writer at a time, and processes
+    contending for its lock back off by sleeping (p99 over a second measured with 2 workers).
+    ``timeout`` 30 s (a worker stuck that long is restarted), ``keepalive`` 5 s (Graph reuses
+    connections), ``graceful_timeout`` 20 s so queued rows are committed before a worker exits.
+    """
+
+    database_url: str
+    bind: str = "127.0.0.1:8000"
+    workers: int | None = None  # None: CPU count on PostgreSQL, 1 on SQLite
+    threads: int = 32
+    timeout: int = 30
+    keepalive: int = 5
+    graceful_timeout: int = 20
+    settings: ReceiverSettings = field(default_factory=ReceiverSettings)
+    app_ids: tuple[str, ...] = ()
+    jwks_url: str = DEFAULT_JWKS_URL
+    jwks_ca_bundle: str | None = None
+    issuer_template: str = DEFAULT_ISSUER_TEMPLATE
+    keys: tuple[KeySource, ...] = ()
+    metrics_dir: str | None = None
+    access_log: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
+        """Read ``SYNCER_DATABASE_URL`` (required), ``SYNCER_RECEIVER_BIND``, ``SYNCER_RECEIVER_APP_IDS``
+        (comma list), ``SYNCER_RECEIVER_WORKERS``, ``SYNCER_RECEIVER_JWKS_URL``, ``SYNCER_RECEIVER_JWKS_CA_BUNDLE``,
+        ``SYNCER_RECEIVER_KEYS`` (``certId=/path/key.pem,...``), ``SYNCER_RECEIVER_NOTIFICATION_PATH``,
+        ``SYNCER_RECEIVER_LIFECYCLE_PATH``, ``SYNCER_RECEIVER_MAX_BODY``, ``SYNCER_METRICS_DIR``."""
+        env = os.environ if environ is None else environ
+        url = env.get("SYNCER_DATABASE_URL")
+        if not url:
+            raise ConfigError("SYNCER_DATABASE_URL is not set (the database the receiver stores notifications in)")
+        keys = []
+        for entry in filter(None, (e.strip() for e in env.get("SYNCER_RECEIVER_KEYS", "").split(","))):
+            cert_id, sep, path = entry.partition("=")
+            if not sep or not cert_id or not path:
+                raise ConfigError(f"SYNCER_RECEIVER_KEYS: expected certId=/path/to/key.pem, found {entry!r}")
+            keys.append(KeySource.from_file(cert_id, Path(path)))
+        settings = ReceiverSettings(
+            notification_path=env.get("SYNCER_RECEIVER_NOTIFICATION_PATH", ReceiverSettings.notification_path),
+            lifecycle_path=env.get("SYNCER_RECEIVER_LIFECYCLE_PATH", ReceiverSettings.lifecycle_path),
+            max_body_bytes=int(env.get("SYNCER_RECEIVER_MAX_BODY", ReceiverSettings.max_body_bytes)),
+        )
+        return cls(
+            database_url=url,
+            bind=env.get("SYNCER_RECEIVER_BIND", "127.0.0.1:8000"),
+            workers=int(env["SYNCER_RECEIVER_WORKERS"]) if env.get("SYNCER_RECEIVER_WORKERS") else None,
+            settings=settings,
+            app_ids=tuple(a.strip() for a in env.get("SYNCER_RECEIVER_APP_IDS", "").split(",") if a.strip()),
+            jwks_url=env.get("SYNCER_RECEIVER_JWKS_URL", DEFAULT_JWKS_URL),
+            jwks_ca_bundle=env.get("SYNCER_RECEIVER_JWKS_CA_BUNDLE") or None,
+            keys=tuple(keys),
+            metrics_dir=env.get("SYNCER_METRICS_DIR") or None,
+        )
+
+
+    @classmethod
+    def from_spec(cls, spec: Any, **overrides: Any) -> ServeConfig:
+        """The configuration a :class:`syncer.spec.Spec` implies (call ``resolve_emulator()`` first):
+        its database, listen address and URL paths, the tenants' app ids as token audiences, the
+        identity platform's keys of its cloud, and every encryption key (the rotated-out one too).
+        *overrides* (None values ignored) replace fields, e.g. ``bind`` or ``workers``."""
+        receiver = spec.receiver
+        notification_path = urlsplit(receiver.notification_url).path or "/"
+        lifecycle_path = urlsplit(receiver.lifecycle_url).path or "/" if receiver.lifecycle_url else "/lifecycle"
+        keys: dict[str, KeySource] = {}
+        for subscription in spec.subscriptions:
+            cert = subscription.encryption
+            while cert is not None:
+                secret = cert.private_key
+                keys.setdefault(cert.id, KeySource(cert.id, _secret_reader(secret), where=repr(secret)))
+                cert = cert.previous
+        ca_bundle = spec.graph.ca_bundle
+        config = cls(
+            database_url=spec.database_url,
+            bind=f"{receiver.host}:{receiver.port}",
+            settings=ReceiverSettings(notification_path=notification_path, lifecycle_path=lifecycle_path),
+            app_ids=tuple(dict.fromkeys(t.client_id for t in spec.tenants if t.client_id)),
+            # The identity platform publishes the same signing keys under every tenant; "common" is
+            # what Microsoft's samples use (notes §5.3).
+            jwks_url=f"{spec.graph.authority_host.rstrip('/')}/common/discovery/v2.0/keys",
+            jwks_ca_bundle=str(ca_bundle) if ca_bundle else None,
+            keys=tuple(keys.values()),
+        )
+        return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _secret_reader(secret: Any) -> Callable[[], bytes]:
+    def read() -> bytes:
+        return str(secret.resolve()).encode()
+
+    return read
+
+
+def _load_keys(sources: tuple[KeySource, ...]) -> KeyRing:
+    keys = []
+    for source in sources:
+        try:
+            private_key = load_private_key(source.read_pem())
+        except (OSError, ValueError, TypeError, SyncerError) as exc:
+            raise ConfigError(
+                f"cannot load the private key for certificate id {source.certificate_id!r} "
+                f"from {source.where or 'its source'}: {type(exc).__name__}"
+            ) from None
+        keys.append(DecryptionKey(source.certificate_id, private_key))
+    return KeyRing(keys)
+
+
+def app_for_spec(spec: Any, engine: Engine, *, metrics: Metrics | None = None) -> Flask:
+    """The receiver for a loaded spec on *engine* (``syncer run`` and tests): the spec's paths,
+    decryption keys and validation-token checks, as ``syncer serve`` would build it."""
+    config = ServeConfig.from_spec(spec)
+    return create_app(
+        engine,
+        settings=config.settings,
+        tokens=_token_validator(config),
+        keys=_load_keys(config.keys) if config.keys else None,
+        metrics=metrics,
+    )
+
+
+def _token_validator(config: ServeConfig) -> TokenValidator | None:
+    if not config.app_ids:
+        return None
+    jwks = JwksCache(config.jwks_url, verify=config.jwks_ca_bundle or True)
+    return TokenValidator(jwks, app_ids=config.app_ids, issuer_template=config.issuer_template)
+
+
+def build_app(config: ServeConfig) -> Flask:
+    """The app for *config*, with its engine, key ring and token validator."""
+    # Request threads are CPU-bound, committer threads mostly wait on the database. With the default
+    # 5 ms switch interval a committer returning from I/O can wait that long for the GIL after every
+    # round trip, which stretches each commit and with it every request's latency.
+    sys.setswitchinterval(0.001)
+    # Few connections: the committers keep one each, lookups are cached; PostgreSQL's max_connections
+    # is shared by every worker process on every host.
+    engine = schema.create_engine(config.database_url, pool_size=4, max_overflow=4)
+    keys = _load_keys(config.keys) if config.keys else None
+    tokens = _token_validator(config)
+    metrics = Metrics(directory=config.metrics_dir)
+    app = create_app(engine, settings=config.settings, tokens=tokens, keys=keys, metrics=metrics)
+    app.extensions["syncer.receiver"].closers.append(engine.dispose)
+    return app
+
+
+def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
+    """The gunicorn settings for *config* (documented on :class:`ServeConfig`); the benchmark reuses them."""
+    return {
+        "bind": config.bind,
+        "workers": config.workers or (1 if schema.is_sqlite(schema.normalize_url(config.database_url)) else os.cpu_count() or 2),
+        "worker_class": "gthread",
+        "threads": config.threads,
+        "timeout": config.timeout,
+        "keepalive": config.keepalive,
+        "graceful_timeout": config.graceful_timeout,
+        "accesslog": "-" if config.access_log else None,
+        # Each worker builds its own app after the fork: engines, pools and the committer thread
+        # must not be shared across processes.
+        "preload_app": False,
+        "worker_exit": _worker_exit,
+    }
+
+
+def run_gunicorn(load: Callable[[], Any], options: Mapping[str, Any]) -> None:
+    """Run gunicorn in this process (blocking) with *options*, each worker calling *load* for its app."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return load()
+
+    _Gunicorn().run()
+
+
+def serve(config: ServeConfig) -> None:
+    """Run the receiver under gunicorn (blocking) with the settings documented on :class:`ServeConfig`."""
+    metrics_dir = config.metrics_dir or tempfile.mkdtemp(prefix="syncer-metrics-")
+    config = replace(config, metrics_dir=metrics_dir)
+    # Fail before forking if the configuration is wrong (missing key file, bad URL).
+    if config.keys:
+        _load_keys(config.keys)
+    sa.make_url(schema.normalize_url(config.database_url))
+    run_gunicorn(lambda: build_app(config), gunicorn_options(config))
+
+
+def _worker_exit(_server: Any, worker: Any) -> None:
+    # Commit whatever is queued before the process goes away (gunicorn drained the requests already).
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("syncer.receiver") if app is not None else None
+    if state is not None:
+        state.close()
