@@ -16,7 +16,9 @@ The package, following the data:
 - :mod:`~syncer.spec.loader`: the document and its connection sections (graph, tenants, receiver,
   database), and the readers every section shares (names, SQL identifiers, URLs, secrets).
 - :mod:`~syncer.spec.subscriptions`: each declared subscription against Graph's rules, and the checks
-  across subscriptions.
+  across subscriptions; with three parts read apart: :mod:`~syncer.spec.mirror` (table and columns),
+  :mod:`~syncer.spec.rich` (resource data and encryption) and :mod:`~syncer.spec.scopes` (for_each,
+  window, folders).
 """
 
 from __future__ import annotations
