@@ -72,8 +72,8 @@ class Runner:
 
     def start(self) -> Runner:
         """Upgrade the database, start the receiver, reconcile, start the worker's jobs."""
-        from syncer.serve import app_for_spec
         from syncer.scheduler import run_worker
+        from syncer.serve import app_for_spec
 
         spec = self.spec = self.spec.resolve_emulator()
         upgrade_core(spec.database_url)

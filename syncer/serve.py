@@ -23,7 +23,8 @@ from sqlalchemy.engine import Engine
 from syncer import schema
 from syncer.errors import ConfigError, SyncerError
 from syncer.metrics import Metrics
-from syncer.notifications import (
+from syncer.receiver import ReceiverSettings, create_app
+from syncer.richnotify import (
     DEFAULT_ISSUER_TEMPLATE,
     DecryptionKey,
     JwksCache,
@@ -31,7 +32,6 @@ from syncer.notifications import (
     TokenValidator,
     load_private_key,
 )
-from syncer.receiver import ReceiverSettings, create_app
 
 #: Where the identity platform publishes its signing keys (notes §5.3).
 DEFAULT_JWKS_URL = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
