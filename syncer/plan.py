@@ -551,13 +551,10 @@ def _linked_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
             *(("encryptionCertificate",) if rotated else ()),
             *(("expirationDateTime",) if renews else ()),
         )
-        return Action(
+        return _on_live(
             Kind.UPDATE,
-            d.tenant_id,
-            d.resource,
-            name=d.name,
-            subscription_id=sub.id,
-            expires_at=sub.expiration,
+            d,
+            sub,
             new_expires_at=now + d.lifetime if renews else None,
             changes=changes,
             reason=" and ".join(
@@ -565,59 +562,55 @@ def _linked_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
                 for what, yes in (("notificationUrl changed", moved), ("certificate rotated", rotated))
                 if yes
             ),
-            desired=d,
         )
     if due:
-        return Action(
+        return _on_live(
             Kind.RENEW,
-            d.tenant_id,
-            d.resource,
-            name=d.name,
-            subscription_id=sub.id,
-            expires_at=sub.expiration,
+            d,
+            sub,
             new_expires_at=now + d.lifetime,
             changes=("expirationDateTime",),
             reason=f"expires within {_human(d.renew_before)}",
-            desired=d,
         )
-    return Action(
-        Kind.KEEP,
-        d.tenant_id,
-        d.resource,
-        name=d.name,
-        subscription_id=sub.id,
-        expires_at=sub.expiration,
-        desired=d,
-    )
+    return _on_live(Kind.KEEP, d, sub)
 
 
 def _adopt_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
     due = sub.expiration - now <= d.renew_before
-    return Action(
+    return _on_live(
         Kind.ADOPT,
-        d.tenant_id,
-        d.resource,
-        name=d.name,
-        subscription_id=sub.id,
-        expires_at=sub.expiration,
+        d,
+        sub,
         new_expires_at=now + d.lifetime if due else None,
         changes=("expirationDateTime",) if due else (),
         reason="live subscription with a known clientState, recorded under another declaration",
-        desired=d,
     )
 
 
 def _replace(
     d: Desired, sub: LiveSubscription, now: datetime, changes: tuple[str, ...], reason: str
 ) -> Action:
+    return _on_live(Kind.REPLACE, d, sub, new_expires_at=now + d.lifetime, changes=changes, reason=reason)
+
+
+def _on_live(
+    kind: Kind,
+    d: Desired,
+    sub: LiveSubscription,
+    *,
+    new_expires_at: datetime | None = None,
+    changes: tuple[str, ...] = (),
+    reason: str = "",
+) -> Action:
+    """An action on declaration *d* and the live subscription *sub* it is linked or adopted to."""
     return Action(
-        Kind.REPLACE,
+        kind,
         d.tenant_id,
         d.resource,
         name=d.name,
         subscription_id=sub.id,
         expires_at=sub.expiration,
-        new_expires_at=now + d.lifetime,
+        new_expires_at=new_expires_at,
         changes=changes,
         reason=reason,
         desired=d,

@@ -36,6 +36,8 @@ from syncer.reconcile import (
 from syncer.resources import match_resource
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from syncer.graph.client import GraphClient
     from syncer.spec import Spec
 
@@ -69,6 +71,30 @@ def _desired_for_row(spec: Spec, row: Recorded) -> Desired:
     return desired_from_spec(single, expansions)[0]
 
 
+def _on_row(
+    kind: Kind,
+    row: Recorded,
+    d: Desired,
+    *,
+    new_expires_at: datetime | None,
+    changes: tuple[str, ...] = (),
+    reason: str,
+) -> Action:
+    """A repair of our *row*: named after the row (what Graph has), planned from its declaration *d*."""
+    return Action(
+        kind,
+        row.tenant_id,
+        row.resource,
+        name=row.name,
+        subscription_id=row.subscription_id,
+        expires_at=row.expires_at,
+        new_expires_at=new_expires_at,
+        changes=changes,
+        reason=reason,
+        desired=d,
+    )
+
+
 def reauthorize(
     subscription_id: str,
     *,
@@ -91,16 +117,12 @@ def reauthorize(
         graph = graph_for(graphs, row.tenant_id)
         now = clock()
         due = row.expires_at - now <= d.renew_before
-        action = Action(
+        action = _on_row(
             Kind.RENEW if due else Kind.KEEP,
-            row.tenant_id,
-            row.resource,
-            name=row.name,
-            subscription_id=subscription_id,
-            expires_at=row.expires_at,
+            row,
+            d,
             new_expires_at=now + d.lifetime if due else None,
             reason="reauthorizationRequired",
-            desired=d,
         )
         try:
             if due:
@@ -141,17 +163,8 @@ def _recreate_locked(
 ) -> ActionResult:
     graph = graph_for(graphs, row.tenant_id)
     now = clock()
-    action = Action(
-        Kind.REPLACE,
-        row.tenant_id,
-        row.resource,
-        name=row.name,
-        subscription_id=row.subscription_id,
-        expires_at=row.expires_at,
-        new_expires_at=now + d.lifetime,
-        changes=("removed by Graph",),
-        reason="recreate",
-        desired=d,
+    action = _on_row(
+        Kind.REPLACE, row, d, new_expires_at=now + d.lifetime, changes=("removed by Graph",), reason="recreate"
     )
     try:
         # Removed means gone, but if it is still there a create would be a 409 duplicate.
