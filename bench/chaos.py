@@ -62,7 +62,7 @@ def main() -> None:
         harness.faults_on(delta_resets=max(2, int(args.seconds // 10)))
         half = args.seconds / 2
         harness.changes_for(half, rate=args.rate, during=harness.killer(seconds=half, kills=args.kills // 2))
-        harness.ensure_running()
+        harness.settle()
         seq = max([e["seq"] for e in harness.delivery()["log"]] or [0])
         assert harness.db is not None
         print(f"{time.monotonic() - started:5.1f}s database outage begins", file=sys.stderr)

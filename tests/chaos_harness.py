@@ -252,11 +252,13 @@ class Proc:
     starts: int = 0
     kills: int = 0
     crashes: list[int] = field(default_factory=list)  # exit codes of exits the harness did not cause
+    started_at: float = 0.0
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() not in (None, -signal.SIGKILL):
             self.crashes.append(int(self.process.returncode))
         self.starts += 1
+        self.started_at = time.monotonic()
         log = (self.log_dir / f"{self.name}.{self.starts}.log").open("wb")
         self.process = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
@@ -560,6 +562,14 @@ class Harness:
             self.start_receiver()
         if not self.worker.running:
             self.worker.start()
+
+    def settle(self, min_uptime: float = 3.0) -> None:
+        """Everything running, and past its start-up (a worker that starts while the database is away
+        exits at once, as it should: its supervisor restarts it; the outage tests the running ones)."""
+        self.ensure_running()
+        for proc in (self.receiver, self.worker):
+            assert proc is not None
+            time.sleep(max(0.0, proc.started_at + min_uptime - time.monotonic()))
 
     # --- convergence and checks ---
 

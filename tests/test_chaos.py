@@ -37,7 +37,7 @@ def test_chaos_converges(database_url: str, tmp_path: Path) -> None:
 
         harness.faults_on(delta_resets=4)
         harness.changes_for(CHAOS_SECONDS, rate=6.0, during=harness.killer(seconds=CHAOS_SECONDS, kills=4))
-        harness.ensure_running()
+        harness.settle()
         # The database goes away while changes keep coming: the receiver must refuse, not pretend.
         before_outage = harness.delivery()["log"]
         with harness.db.outage():  # type: ignore[union-attr]
