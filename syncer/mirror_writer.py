@@ -56,6 +56,9 @@ class RowWriter:
         self.qtable = self.dialect.identifier_preparer.format_table(self.table)
         cols = ", ".join(q(c) for c in self.columns)
         updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in self.columns if c not in ("tenant_id", "id"))
+        self.direct: bool | None = None
+        """PostgreSQL: COPY pages straight into the mirror table while its rows are new (None: not
+        decided yet). Set by the first upsert; False for good after the first page that collided."""
         if self.postgres:
             self.stage = q(f"_syncer_stage_{scope.mirror.table}"[:63])
             self._stage_sql = (
@@ -63,6 +66,10 @@ class RowWriter:
                 f"(LIKE {self.qtable} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
             self._copy_sql = f"COPY {self.stage} ({cols}) FROM STDIN"
+            self._copy_direct_sql = f"COPY {self.qtable} ({cols}) FROM STDIN"
+            self._scope_has_rows_sql = (
+                f"SELECT EXISTS (SELECT 1 FROM {self.qtable} WHERE tenant_id = %s AND _scope = %s)"
+            )
             self._upsert_sql = (
                 f"INSERT INTO {self.qtable} ({cols}) SELECT {cols} FROM {self.stage} "
                 f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}"
@@ -138,10 +145,35 @@ class RowWriter:
         if not self.postgres:
             connection.exec_driver_sql(self._upsert_sql, list(rows))
             return
+        from psycopg.errors import UniqueViolation  # the postgres extra; imported once, then cached
+
         dbapi = connection.connection.driver_connection
         assert dbapi is not None
         staged: set[str] = connection.connection.info.setdefault("syncer_stage_tables", set())
         with dbapi.cursor() as cursor:
+            if self.direct is None:
+                # A scope with no rows yet (a first enumeration) gets new items: COPY them into the
+                # table itself, skipping the staging table and the merge (about half the server's
+                # work per row). Its key is checked all the same: an item already there (a message
+                # moved in from another folder's scope, a repeat across pages) fails the COPY.
+                cursor.execute(self._scope_has_rows_sql, (self.scope.tenant_id, self.scope.key))
+                found = cursor.fetchone()
+                self.direct = not (found and found[0])
+            if self.direct:
+                cursor.execute("SAVEPOINT syncer_copy")
+                try:
+                    with cursor.copy(self._copy_direct_sql) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                except UniqueViolation:
+                    # Only this page's COPY is undone; the merge below then writes it, as it does
+                    # every later page of this writer.
+                    cursor.execute("ROLLBACK TO SAVEPOINT syncer_copy")
+                    cursor.execute("RELEASE SAVEPOINT syncer_copy")
+                    self.direct = False
+                else:
+                    cursor.execute("RELEASE SAVEPOINT syncer_copy")
+                    return
             if self.stage not in staged:
                 # A temporary table lives as long as the database connection; ON COMMIT DELETE ROWS
                 # empties it at every commit, so it is created once per pooled connection.

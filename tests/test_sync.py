@@ -414,3 +414,49 @@ def test_pages_written_before_graph_fails_are_kept_and_the_round_resumes(env: Sy
     resumed = sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock)
     assert resumed.outcome == "ok" and resumed.full and resumed.pages == 2 and resumed.upserted == 150
     assert_mirrors_truth(env)
+
+
+def test_row_writer_copies_new_rows_then_merges_once_a_page_collides(database_url: str) -> None:
+    """PostgreSQL COPYs a new scope's pages straight into the table; a page whose key is already
+    there (a repeat across pages, a row of another scope) is undone and merged, and so are the next."""
+    import sqlalchemy as sa
+
+    from syncer import mirror, schema
+    from syncer.spec import Column, Mirror
+
+    m = Mirror(table="copied_items", columns=(Column("displayName", "name", "text"),))
+
+    def scope(key: str) -> Scope:
+        return Scope(tenant_id="t", key=key, name=key, parent_key=key, table="copied_items",
+                     strategy=Strategy("thing", "delta", "things/delta"), initial_url="things/delta", mirror=m)
+
+    engine = schema.create_engine(database_url)
+    postgres = engine.dialect.name == "postgresql"
+    table = mirror.build_table(m)
+    try:
+        table.create(engine)
+        other = sync.RowWriter(engine, scope("other"))
+        with engine.begin() as connection:
+            sync.apply_items(connection, other, [{"id": "moved", "displayName": "before"}], now=sync.utcnow(), run_id=1)
+        writer = sync.RowWriter(engine, scope("folder"))
+        with engine.begin() as connection:
+            sync.apply_items(connection, writer, [{"id": "a", "displayName": "A1"}, {"id": "b", "displayName": "B"}],
+                             now=sync.utcnow(), run_id=2)
+            assert writer.direct is (True if postgres else None)
+            # "a" again (Graph may repeat an item across pages) and a row of another scope.
+            page = [{"id": "c", "displayName": "C"}, {"id": "a", "displayName": "A2"}, {"id": "moved", "displayName": "after"}]
+            sync.apply_items(connection, writer, page, now=sync.utcnow(), run_id=2)
+            assert writer.direct is (False if postgres else None)
+            sync.apply_items(connection, writer, [{"id": "b", "displayName": "B2"}], now=sync.utcnow(), run_id=2)
+        with engine.connect() as connection:
+            stored = {r.id: (r.name, r._scope, r._sync_run_id) for r in connection.execute(sa.select(table))}
+        # A writer for a scope that already has rows merges from its first page.
+        again = sync.RowWriter(engine, scope("folder"))
+        with engine.begin() as connection:
+            sync.apply_items(connection, again, [{"id": "d", "displayName": "D"}], now=sync.utcnow(), run_id=3)
+            assert again.direct is (False if postgres else None)
+    finally:
+        engine.dispose()
+    assert stored == {
+        "a": ("A2", "folder", 2), "b": ("B2", "folder", 2), "c": ("C", "folder", 2), "moved": ("after", "folder", 2),
+    }
