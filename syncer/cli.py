@@ -143,7 +143,7 @@ def reconcile(
     Like terraform apply: the plan is printed (counts, then one line per action) and applied, unless
     --dry-run. Secrets (clientState) are never printed.
     """
-    from syncer.report import run_command
+    from syncer.reconcile.report import run_command
     from syncer.spec import load_spec
 
     code = run_command(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncer.graph.subscriptions import LiveSubscription
-from syncer.plan import (
+from syncer.reconcile.plan import (
     SKEW_MARGIN,
     Desired,
     Expansion,

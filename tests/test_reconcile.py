@@ -27,9 +27,9 @@ from syncer.graph.client import GraphClient
 from syncer.graph.subscriptions import parse_datetime
 from syncer.locks import LockInfo
 from syncer.migrate import upgrade_core
-from syncer.plan import Kind
 from syncer.reconcile import Outcome, graphs_for, reconcile
-from syncer.repair import reauthorize, recreate
+from syncer.reconcile.lifecycle import reauthorize, recreate
+from syncer.reconcile.plan import Kind
 from syncer.schema import create_engine
 from syncer.schema import subscriptions as table
 from syncer.spec import Spec, load_spec
@@ -490,7 +490,7 @@ def test_end_to_end_with_syncer_receiver_the_recorded_client_state_verifies_noti
 
 def test_worker_entry_points_run_and_repair(world: World) -> None:
     from syncer.reconcile import run
-    from syncer.repair import repair
+    from syncer.reconcile.lifecycle import repair
 
     spec = world.spec(USERS)
     outcome = run(spec, engine=world.engine, clock=world.now)

@@ -6,7 +6,7 @@
 - *live*: what ``GET /subscriptions`` returned, per tenant (clientState always null there);
 - *recorded*: syncer's own table (``syncer_subscriptions``), which alone knows each clientState;
 
-and returns a :class:`Plan`, a value one can print, serialise and test, which :mod:`syncer.reconcile`
+and returns a :class:`Plan`, a value one can print, serialise and test, which :mod:`syncer.reconcile.apply`
 then applies. Nothing here does I/O, so every decision below is covered by tests with no server.
 
 Decisions (the documented rules of ``syncer reconcile``):
@@ -29,7 +29,7 @@ Decisions (the documented rules of ``syncer reconcile``):
   Without ``prune`` they are reported as orphans; anything else is left alone and only counted.
 - **forget**: a row of ours whose subscription Graph no longer has (expired or removed).
 - Quotas (notes §1.5) are checked on the state the plan would leave; a plan over a quota carries a
-  problem with the numbers and :mod:`syncer.reconcile` refuses to apply it.
+  problem with the numbers and :mod:`syncer.reconcile.apply` refuses to apply it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncer.graph.subscriptions import LiveSubscription, format_datetime
-from syncer.quotas import Placed, QuotaProblem, check_quotas
+from syncer.reconcile.quotas import Placed, QuotaProblem, check_quotas
 from syncer.resources import MIN_LIFETIME, ResourceType, split_resource
 
 if TYPE_CHECKING:

@@ -1,19 +1,13 @@
-"""Applying a reconcile plan: Graph calls (batched), syncer's subscription table, and lifecycle repairs.
+"""Applying a reconcile plan: Graph calls (batched), in phases, each result recorded in our table.
 
-:mod:`syncer.plan` decides; this module does. ``syncer reconcile`` is :func:`reconcile`: under the
-database lock (so a deploy and the scheduler never both create a subscription) it lists the live
-subscriptions, reads our table, expands fan-outs, plans, and unless it is a dry run applies the
-plan in phases, each through ``$batch`` (20 calls per envelope):
+:mod:`syncer.reconcile.plan` decides; this module does. :func:`apply` carries out a plan in phases,
+each through ``$batch`` (20 calls per envelope):
 
 1. deletes (prune, and the first half of replace); a 404 means already gone, which is fine;
 2. creates (create, the second half of replace), each with a fresh random clientState that is
    written to ``syncer_subscriptions`` as soon as Graph confirms, for the receiver to check;
 3. PATCHes (renew, update, adopt-and-renew); a 404 here means Graph dropped the subscription, so it
    is created anew in a last phase (the documented advice, notes §1.3).
-
-The receiver and the worker call :func:`reauthorize` (``reauthorizationRequired``) and
-:func:`recreate` (``subscriptionRemoved``, or a 404 while renewing) for one subscription; they take
-the same lock.
 
 A clientState is never printed, logged or put in an exception: it lives in the table only.
 """
@@ -32,20 +26,18 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import locks
 from syncer.errors import (
     BadRequestError,
     ConflictError,
-    DatabaseError,
     ForbiddenError,
     GraphError,
-    LockTimeout,
     NotFoundError,
     ReconcileError,
 )
 from syncer.graph.batch import BatchRequest, BatchResult
 from syncer.graph.subscriptions import LiveSubscription, format_datetime
-from syncer.plan import Action, Desired, Expansion, Kind, Plan, Recorded, desired_from_spec, plan
+from syncer.reconcile.plan import Action, Desired, Kind, Plan
+from syncer.reconcile.records import delete_rows, record_patches, relink_rows, row_values
 from syncer.schema import subscriptions as table
 
 if TYPE_CHECKING:
@@ -131,76 +123,6 @@ class Outcome:
         return doc
 
 
-# --- our table --------------------------------------------------------------------------------------------------
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def load_recorded(engine: Engine, *, tenant_ids: Sequence[str] | None = None) -> list[Recorded]:
-    """The rows of ``syncer_subscriptions`` (without their clientState), optionally for some tenants."""
-    query = sa.select(*(c for c in table.c if c.name != "client_state"))
-    if tenant_ids is not None:
-        query = query.where(table.c.tenant_id.in_(list(tenant_ids)))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(query).all()
-    except sa.exc.OperationalError as error:
-        raise DatabaseError(
-            f"cannot read syncer_subscriptions ({error.orig}); is the database migrated (`syncer db upgrade`)?"
-        ) from error
-    except sa.exc.ProgrammingError as error:
-        raise DatabaseError(
-            f"cannot read syncer_subscriptions ({error.orig}); run `syncer db upgrade` first"
-        ) from error
-    return [
-        Recorded(
-            subscription_id=r.subscription_id,
-            tenant_id=r.tenant_id,
-            name=r.name,
-            scope_key=r.scope_key,
-            resource=r.resource,
-            change_types=tuple(sorted(c for c in r.change_type.split(",") if c)),
-            notification_url=r.notification_url,
-            expires_at=_aware(r.expires_at),
-            lifecycle_url=r.lifecycle_url,
-            include_resource_data=bool(r.include_resource_data),
-            encryption_certificate_id=r.encryption_certificate_id,
-            status=r.status,
-        )
-        for r in rows
-    ]
-
-
-def client_state_of(engine: Engine, subscription_id: str) -> str | None:
-    """The clientState syncer gave *subscription_id* (for the receiver), or None when unknown."""
-    with engine.connect() as connection:
-        return connection.execute(
-            sa.select(table.c.client_state).where(table.c.subscription_id == subscription_id)
-        ).scalar_one_or_none()
-
-
-def _row_values(d: Desired, live: LiveSubscription, client_state: str, now: datetime) -> dict[str, Any]:
-    return {
-        "subscription_id": live.id,
-        "tenant_id": d.tenant_id,
-        "name": d.name,
-        "scope_key": d.scope_key,
-        "resource": d.resource,
-        "change_type": ",".join(d.change_types),
-        "notification_url": d.notification_url,
-        "lifecycle_url": d.lifecycle_url,
-        "client_state": client_state,
-        "include_resource_data": d.include_resource_data,
-        "encryption_certificate_id": d.encryption_certificate_id,
-        "expires_at": live.expiration,
-        "created_at": now,
-        "updated_at": now,
-        "status": "active",
-    }
-
-
 # --- Graph calls ------------------------------------------------------------------------------------------------
 
 
@@ -276,6 +198,14 @@ def graph_for(graphs: Mapping[str, GraphClient], tenant_id: str) -> GraphClient:
     if graph is None:
         raise ReconcileError(f"no Graph client for tenant {tenant_id}")
     return graph
+
+
+def graphs_for(spec: Spec, **kwargs: Any) -> dict[str, GraphClient]:
+    """One Graph client per tenant of *spec*, keyed by tenant id."""
+    from syncer.graph.client import GraphClient
+
+    spec = spec.resolve_emulator()
+    return {t.tenant_id: GraphClient.from_spec(spec, t.name, **kwargs) for t in spec.tenants}
 
 
 def _by_tenant_pairs(
@@ -362,7 +292,7 @@ def apply(
                     done(action, ActionResult(action, ok=True, subscription_id=action.subscription_id))
             else:
                 done(action, failed_result(action, result.error))
-        _delete_rows(
+        delete_rows(
             engine, [a.subscription_id or "" for a in actions if id(a) in deleted_ok and a.kind == Kind.PRUNE]
         )
 
@@ -432,7 +362,7 @@ def apply(
 
     # Adoptions that need no Graph call: only our row changes.
     quiet_adopts = [a for a in the_plan.of_kind(Kind.ADOPT) if not a.writes_graph]
-    _relink_rows(engine, quiet_adopts, now=utcnow())
+    relink_rows(engine, quiet_adopts, now=utcnow())
     for action in quiet_adopts:
         done(
             action,
@@ -443,7 +373,7 @@ def apply(
 
     # Phase 4: recreate what a PATCH found gone.
     if gone:
-        _delete_rows(engine, [a.subscription_id or "" for a in gone])
+        delete_rows(engine, [a.subscription_id or "" for a in gone])
         for tenant_id, actions in _by_tenant(gone).items():
             # Gone, says Graph; should a copy linger anyway, creating beside it would be a 409. 404s are fine.
             graph = graph_for(graphs, tenant_id)
@@ -464,7 +394,7 @@ def apply(
             done(original, again)
 
     forget = the_plan.of_kind(Kind.FORGET)
-    _delete_rows(engine, [a.subscription_id or "" for a in forget])
+    delete_rows(engine, [a.subscription_id or "" for a in forget])
     for action in forget:
         done(action, ActionResult(action, ok=True))
     return [results[i] for i in sorted(results)]
@@ -490,7 +420,7 @@ def create_subscriptions(
             if result.ok and isinstance(result.body, dict):
                 live = LiveSubscription.from_json(result.body)
                 assert action.desired is not None
-                rows.append(_row_values(action.desired, live, state, utcnow()))
+                rows.append(row_values(action.desired, live, state, utcnow()))
                 if action.kind == Kind.REPLACE and action.subscription_id:
                     replaced.append(action.subscription_id)
                 out.append(
@@ -509,165 +439,3 @@ def create_subscriptions(
     return out
 
 
-def _delete_rows(engine: Engine, subscription_ids: Sequence[str]) -> None:
-    ids = [s for s in subscription_ids if s]
-    if not ids:
-        return
-    with engine.begin() as connection:
-        for start in range(0, len(ids), 500):
-            connection.execute(sa.delete(table).where(table.c.subscription_id.in_(ids[start : start + 500])))
-
-
-def record_patches(
-    engine: Engine, patched: Sequence[tuple[Action, LiveSubscription]], *, now: datetime
-) -> None:
-    if not patched:
-        return
-    with engine.begin() as connection:
-        for action, live in patched:
-            values: dict[str, Any] = {"expires_at": live.expiration, "updated_at": now, "status": "active"}
-            values["notification_url"] = live.notification_url
-            if live.include_resource_data:
-                values["encryption_certificate_id"] = live.encryption_certificate_id
-            if action.kind == Kind.ADOPT and action.desired is not None:
-                values.update(_link_values(action.desired))
-            connection.execute(sa.update(table).where(table.c.subscription_id == live.id).values(**values))
-
-
-def _link_values(d: Desired) -> dict[str, Any]:
-    return {"name": d.name, "scope_key": d.scope_key, "resource": d.resource, "tenant_id": d.tenant_id}
-
-
-def _relink_rows(engine: Engine, actions: Sequence[Action], *, now: datetime) -> None:
-    if not actions:
-        return
-    with engine.begin() as connection:
-        for action in actions:
-            assert action.desired is not None
-            connection.execute(
-                sa.update(table)
-                .where(table.c.subscription_id == action.subscription_id)
-                .values(**_link_values(action.desired), updated_at=now, status="active")
-            )
-
-
-# --- the whole run ----------------------------------------------------------------------------------------------
-
-
-def graphs_for(spec: Spec, **kwargs: Any) -> dict[str, GraphClient]:
-    """One Graph client per tenant of *spec*, keyed by tenant id."""
-    from syncer.graph.client import GraphClient
-
-    spec = spec.resolve_emulator()
-    return {t.tenant_id: GraphClient.from_spec(spec, t.name, **kwargs) for t in spec.tenants}
-
-
-def make_plan(
-    spec: Spec,
-    graphs: Mapping[str, GraphClient],
-    engine: Engine,
-    *,
-    now: datetime,
-    prune: bool = False,
-) -> Plan:
-    """Read everything the planner needs (live subscriptions, our table, fan-out) and plan."""
-    from syncer import fanout
-
-    spec = spec.resolve_emulator()
-    tenant_ids = [t.tenant_id for t in spec.tenants]
-    live = {tenant_id: graph_for(graphs, tenant_id).subscriptions.list() for tenant_id in tenant_ids}
-    recorded = load_recorded(engine, tenant_ids=tenant_ids)
-    expansions: dict[str, Expansion] = fanout.expand(spec, graphs)
-    desired = desired_from_spec(spec, expansions)
-    app_ids = {t.tenant_id: t.client_id for t in spec.tenants}
-    own_urls = [u for u in (spec.receiver.notification_url, spec.receiver.lifecycle_url) if u]
-    return plan(
-        desired,
-        live,
-        recorded,
-        now,
-        prune=prune,
-        app_ids=app_ids,
-        own_urls=own_urls,
-        expansions=list(expansions.values()),
-    )
-
-
-def reconcile(
-    spec: Spec,
-    *,
-    graphs: Mapping[str, GraphClient] | None = None,
-    engine: Engine | None = None,
-    dry_run: bool = False,
-    prune: bool = False,
-    clock: Clock = utcnow,
-    lock_timeout: float | None = 300.0,
-    on_wait: Callable[[locks.LockInfo | None], None] | None = None,
-) -> Outcome:
-    """``syncer reconcile``: plan, and unless *dry_run* apply, holding the reconcile lock throughout."""
-    from syncer.schema import create_engine
-
-    spec = spec.resolve_emulator()
-    own_graphs = graphs is None
-    own_engine = engine is None
-    graphs = graphs if graphs is not None else graphs_for(spec)
-    engine = engine if engine is not None else create_engine(spec.database_url)
-    try:
-        if dry_run:
-            # Reads only: no lock, so a dry run never waits behind (or blocks) a real one.
-            return Outcome(make_plan(spec, graphs, engine, now=clock(), prune=prune))
-        with locks.hold(
-            engine,
-            locks.RECONCILE_LOCK,
-            holder=locks.default_holder("reconcile"),
-            timeout=lock_timeout,
-            on_wait=on_wait,
-        ):
-            the_plan = make_plan(spec, graphs, engine, now=clock(), prune=prune)
-            if the_plan.problems:
-                return Outcome(the_plan)
-            return Outcome(the_plan, apply(the_plan, graphs, engine, clock=clock), applied=True)
-    finally:
-        if own_graphs:
-            for graph in graphs.values():
-                graph.close()
-        if own_engine:
-            engine.dispose()
-
-
-# --- entry points for the worker (syncer.scheduler calls these by name) -----------------------------------------
-
-
-def run(
-    spec: Spec,
-    *,
-    engine: Engine | None = None,
-    graphs: Mapping[str, GraphClient] | None = None,
-    clock: Clock = utcnow,
-    lock_timeout: float | None = 30.0,
-) -> Outcome | None:
-    """The worker's periodic reconcile: apply, never prune; None when another reconcile holds the lock."""
-    try:
-        outcome = reconcile(spec, engine=engine, graphs=graphs, clock=clock, lock_timeout=lock_timeout)
-    except LockTimeout as error:
-        log.info("reconcile skipped, another one is running: %s", error)
-        return None
-    for problem in outcome.plan.problems:
-        log.error("reconcile refused: %s", problem)
-    for result in outcome.failed:
-        log.error("reconcile %s %s failed: %s", result.action.kind, result.action.resource, result.error)
-    return outcome
-
-
-def __getattr__(name: str) -> Any:
-    # The lifecycle repairs (syncer.repair) and the text output (syncer.report) build on this module;
-    # they are reachable from here too because the worker looks them up by name on syncer.reconcile.
-    if name in ("reauthorize", "recreate", "repair"):
-        from syncer import repair
-
-        return getattr(repair, name)
-    if name in ("render_plan", "render_results", "action_line", "run_command"):
-        from syncer import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

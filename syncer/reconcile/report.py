@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from syncer import locks
-from syncer.plan import Action, Kind, Plan
+from syncer.reconcile.plan import Action, Kind, Plan
 
 if TYPE_CHECKING:
-    from syncer.reconcile import ActionResult
+    from syncer.reconcile.apply import ActionResult
     from syncer.spec import Spec
 
 _SIGNS = {

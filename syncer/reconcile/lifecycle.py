@@ -21,18 +21,17 @@ from sqlalchemy.engine import Engine
 
 from syncer import locks
 from syncer.errors import GraphError, LockTimeout, NotFoundError, ReconcileError
-from syncer.plan import Action, Desired, Expansion, Kind, Recorded, desired_from_spec
-from syncer.reconcile import (
+from syncer.reconcile.apply import (
     ActionResult,
     Clock,
     create_subscriptions,
     failed_result,
     graph_for,
     graphs_for,
-    load_recorded,
-    record_patches,
     utcnow,
 )
+from syncer.reconcile.plan import Action, Desired, Expansion, Kind, Recorded, desired_from_spec
+from syncer.reconcile.records import load_recorded, record_patches
 from syncer.resources import match_resource
 
 if TYPE_CHECKING:
