@@ -96,10 +96,12 @@ def noop_app() -> Any:
     return app
 
 
-def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int) -> None:
+def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int, committers: int) -> None:
+    from syncer.receiver import ReceiverSettings
     from syncer.serve import ServeConfig, build_app, gunicorn_options, run_gunicorn
 
-    config = ServeConfig(database_url=database_url, bind=bind, workers=workers, threads=threads,
+    settings = ReceiverSettings(committers=committers) if committers else ReceiverSettings()
+    config = ServeConfig(database_url=database_url, bind=bind, workers=workers, threads=threads, settings=settings,
                          metrics_dir=tempfile.mkdtemp(prefix="bench-metrics-"))
     load = noop_app if kind == "noop" else (lambda: build_app(config))
     run_gunicorn(load, gunicorn_options(config))
@@ -116,10 +118,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(kind: str, database_url: str, workers: int | None, threads: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(kind: str, database_url: str, workers: int | None, threads: int, committers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", kind, "--database-url", database_url, "--bind", f"127.0.0.1:{port}",
-           "--workers", str(workers or 0), "--threads", str(threads)]
+           "--workers", str(workers or 0), "--threads", str(threads), "--committers", str(committers)]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -224,7 +226,7 @@ def measure(kind: str, wrk: str, url: str, items: int, args: Any, workdir: Path,
             "items": items, "subs": ",".join(f'"{s}"' for s in SUBSCRIPTIONS),
             "client_state": CLIENT_STATE, "tenant": TENANT, "run": name,
         })
-    proc, base = start(kind, url, args.workers or None, args.threads, log)
+    proc, base = start(kind, url, args.workers or None, args.threads, args.committers, log)
     try:
         run_wrk(wrk, base, workdir / f"{warm}.lua", duration=2, connections=args.connections)
         figures = run_wrk(wrk, base, workdir / f"{run}.lua", duration=args.duration, connections=args.connections)
@@ -246,6 +248,7 @@ def main() -> None:
     parser.add_argument("--bind", default="127.0.0.1:0")
     parser.add_argument("--workers", type=int, default=0, help="0: syncer serve's default (CPU count; 1 on SQLite)")
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--committers", type=int, default=0, help="0: ReceiverSettings' default (connections per process)")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--backends", default="postgresql,sqlite")
@@ -253,7 +256,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="noop/receiver pairs per case; the best pair is reported")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.database_url, args.bind, args.workers or None, args.threads)
+        serve(args.serve, args.database_url, args.bind, args.workers or None, args.threads, args.committers)
         return
 
     wrk = ensure_wrk()
@@ -261,7 +264,7 @@ def main() -> None:
     log = workdir / "servers.log"
     results: dict[str, Any] = {
         "connections": args.connections, "duration_s": args.duration, "workers": args.workers,
-        "threads": args.threads, "worker_class": "gthread", "rounds": args.rounds, "cases": [],
+        "threads": args.threads, "committers": args.committers, "worker_class": "gthread", "rounds": args.rounds, "cases": [],
     }
     for backend in args.backends.split(","):
         url, cleanup = prepare_database(backend, workdir)

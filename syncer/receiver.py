@@ -257,6 +257,7 @@ def create_app(
             inbox,
             committers=settings.committers,
             max_batch_rows=settings.max_batch_rows,
+            statement_timeout=settings.store_timeout,
             on_commit=lambda requests, rows, seconds: metrics.record_commit(requests, rows, seconds),
         )
     state = ReceiverState(
