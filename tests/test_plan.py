@@ -10,18 +10,8 @@ from pathlib import Path
 import pytest
 
 from syncer.graph.subscriptions import LiveSubscription
-from syncer.reconcile.plan import (
-    SKEW_MARGIN,
-    Desired,
-    Expansion,
-    Kind,
-    Plan,
-    QuotaProblem,
-    Recorded,
-    desired_from_spec,
-    effective_lifetime,
-    plan,
-)
+from syncer.reconcile.desired import SKEW_MARGIN, Desired, Expansion, desired_from_spec, effective_lifetime
+from syncer.reconcile.plan import Kind, Plan, QuotaProblem, Recorded, plan
 from syncer.resources import BY_KEY, MIN_LIFETIME
 from syncer.spec import load_spec
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from syncer.errors import ReconcileError
-from syncer.reconcile.plan import Expansion
+from syncer.reconcile.desired import Expansion
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient

@@ -30,7 +30,8 @@ from syncer.reconcile.apply import (
     graphs_for,
     utcnow,
 )
-from syncer.reconcile.plan import Action, Desired, Expansion, Kind, Recorded, desired_from_spec
+from syncer.reconcile.desired import Desired, Expansion, desired_from_spec
+from syncer.reconcile.plan import Action, Kind, Recorded
 from syncer.reconcile.records import load_recorded, record_patches
 from syncer.resources import match_resource
 
