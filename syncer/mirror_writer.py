@@ -59,6 +59,8 @@ class RowWriter:
         self.direct: bool | None = None
         """PostgreSQL: COPY pages straight into the mirror table while its rows are new (None: not
         decided yet). Set by the first upsert; False for good after the first page that collided."""
+        self._savepoint_in: Any = None
+        """The transaction in which our COPY savepoint is open (released by the next page's)."""
         if self.postgres:
             self.stage = q(f"_syncer_stage_{scope.mirror.table}"[:63])
             self._stage_sql = (
@@ -160,7 +162,15 @@ class RowWriter:
                 found = cursor.fetchone()
                 self.direct = not (found and found[0])
             if self.direct:
-                cursor.execute("SAVEPOINT syncer_copy")
+                # The savepoint is released by the next page's (one round trip per page instead of
+                # two); it only ever guards the COPY that follows it, which is all a rollback to it
+                # undoes. A new transaction has none open yet.
+                transaction = connection.get_transaction()
+                if self._savepoint_in is not None and self._savepoint_in is transaction:
+                    cursor.execute("RELEASE SAVEPOINT syncer_copy; SAVEPOINT syncer_copy")
+                else:
+                    cursor.execute("SAVEPOINT syncer_copy")
+                self._savepoint_in = transaction
                 try:
                     with cursor.copy(self._copy_direct_sql) as copy:
                         for row in rows:
@@ -168,11 +178,10 @@ class RowWriter:
                 except UniqueViolation:
                     # Only this page's COPY is undone; the merge below then writes it, as it does
                     # every later page of this writer.
-                    cursor.execute("ROLLBACK TO SAVEPOINT syncer_copy")
-                    cursor.execute("RELEASE SAVEPOINT syncer_copy")
+                    cursor.execute("ROLLBACK TO SAVEPOINT syncer_copy; RELEASE SAVEPOINT syncer_copy")
                     self.direct = False
+                    self._savepoint_in = None
                 else:
-                    cursor.execute("RELEASE SAVEPOINT syncer_copy")
                     return
             if self.stage not in staged:
                 # A temporary table lives as long as the database connection; ON COMMIT DELETE ROWS
