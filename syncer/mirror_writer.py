@@ -140,12 +140,13 @@ class RowWriter:
         """*now* as the driver wants it for the ``_synced_at`` column."""
         return self._dt(now) if self._dt else now
 
-    def upsert(self, connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert or replace *rows* (keys unique within the batch)."""
-        if not rows:
+    def upsert(self, connection: Connection, items: Sequence[Mapping[str, Any]], *, synced_at: Any, run_id: int | None) -> None:
+        """Insert or replace the rows of live *items* (ids unique within the batch)."""
+        if not items:
             return
+        tenant, scope, build = self.scope.tenant_id, self.scope.key, self._row
         if not self.postgres:
-            connection.exec_driver_sql(self._upsert_sql, list(rows))
+            connection.exec_driver_sql(self._upsert_sql, [build(item, tenant, scope, synced_at, run_id) for item in items])
             return
         from psycopg.errors import UniqueViolation  # the postgres extra; imported once, then cached
 
@@ -173,8 +174,9 @@ class RowWriter:
                 self._savepoint_in = transaction
                 try:
                     with cursor.copy(self._copy_direct_sql) as copy:
-                        for row in rows:
-                            copy.write_row(row)
+                        # Rows built as they are sent: the server stores the first while we build the next.
+                        for item in items:
+                            copy.write_row(build(item, tenant, scope, synced_at, run_id))
                 except UniqueViolation:
                     # Only this page's COPY is undone; the merge below then writes it, as it does
                     # every later page of this writer.
@@ -189,11 +191,10 @@ class RowWriter:
                 cursor.execute(self._stage_sql)
                 staged.add(self.stage)
             with cursor.copy(self._copy_sql) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(self._upsert_sql)
-            # Emptied now too, in case a caller upserts twice in one transaction.
-            cursor.execute(f"DELETE FROM {self.stage}")
+                for item in items:
+                    copy.write_row(build(item, tenant, scope, synced_at, run_id))
+            # Emptied at once too (same round trip), in case a caller upserts twice in one transaction.
+            cursor.execute(f"{self._upsert_sql}; DELETE FROM {self.stage}")
 
     def remove(self, connection: Connection, removals: Sequence[tuple[str, str]], *, now: datetime, run_id: int | None) -> int:
         """Apply Graph's removals ``(id, reason)`` to rows of this scope; how many rows changed."""
@@ -340,15 +341,15 @@ def apply_items(
                 continue
         last.pop(key, None)
         last[key] = item
-    rows = []
+    live = []
     removals = []
     for key, item in last.items():
         reason = removal_of(item, deleted_facet=strategy.deleted_facet)
         if reason is None:
-            rows.append(writer.row(item, synced_at=synced_at, run_id=run_id))
+            live.append(item)
         else:
             removals.append((key, reason))
-    writer.upsert(connection, rows)
+    writer.upsert(connection, live, synced_at=synced_at, run_id=run_id)
     deleted = writer.remove(connection, removals, now=now, run_id=run_id)
     writer.members_delta(connection, members, now=now)
-    return PageOutcome(upserted=len(rows), deleted=deleted)
+    return PageOutcome(upserted=len(live), deleted=deleted)
