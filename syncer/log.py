@@ -31,7 +31,8 @@ def configure(level: str | int | None = None) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
-    # APScheduler logs every job run at INFO: with a drain every few seconds that buries what matters.
-    # alembic announces each plugin at INFO on every upgrade. Neither says anything a user acts on.
-    for noisy in ("apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+    # APScheduler logs every job run at INFO, and at WARNING each drain it skips because the previous
+    # one is still running (by design: max_instances=1, every half second). alembic announces each
+    # plugin at INFO on every upgrade. None of it is anything a user acts on; job errors still show.
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.ERROR))
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

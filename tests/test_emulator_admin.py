@@ -124,7 +124,7 @@ def test_change_hook_sees_writes(emulator: EmulatorServer, graph: EmulatorClient
 
 
 def test_syncer_emulator_command(tmp_path: Path) -> None:
-    info_file = tmp_path / "info.json"
+    info_file = tmp_path / "not-yet" / "info.json"  # the folder is created
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "syncer", "emulator", "--seed-users", "3", "--info-file",
                              str(info_file), "--workdir", str(tmp_path / "wd")],

@@ -197,8 +197,10 @@ class EmulatorServer:
         return self
 
     def write_info(self, path: Path | str) -> None:
-        """Write :attr:`info` as JSON (for scripts: `--info-file`)."""
-        Path(path).write_text(json.dumps(self.info, indent=2) + "\n")
+        """Write :attr:`info` as JSON (for scripts: `--info-file`), creating its folder if needed."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.info, indent=2) + "\n")
 
     def serve_forever(self) -> None:
         """Block until interrupted (the CLI's foreground mode)."""
