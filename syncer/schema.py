@@ -84,7 +84,8 @@ inbox = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.UniqueConstraint("dedupe_key"),
     sa.Index(None, "processed_at", "id"),
-    sa.Index(None, "subscription_id"),
+    # No index on subscription_id: every stored notification would pay for it, and only the rare
+    # replay by subscription would use it (migration 0003).
 )
 
 sync_state = sa.Table(
