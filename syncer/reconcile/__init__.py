@@ -72,7 +72,6 @@ def make_plan(
     prune: bool = False,
 ) -> Plan:
     """Read everything the planner needs (live subscriptions, our table, fan-out) and plan."""
-
     spec = spec.resolve_emulator()
     tenant_ids = [t.tenant_id for t in spec.tenants]
     live = {tenant_id: graph_for(graphs, tenant_id).subscriptions.list() for tenant_id in tenant_ids}

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from syncer.errors import (
@@ -37,8 +36,7 @@ from syncer.errors import (
 from syncer.graph.batch import BatchRequest, BatchResult
 from syncer.graph.subscriptions import LiveSubscription, format_datetime
 from syncer.reconcile.plan import Action, Desired, Kind, Plan
-from syncer.reconcile.records import delete_rows, record_patches, relink_rows, row_values
-from syncer.schema import subscriptions as table
+from syncer.reconcile.records import delete_rows, record_created, record_patches, relink_rows, row_values
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
@@ -431,11 +429,7 @@ def create_subscriptions(
                 )
             else:
                 out.append((action, failed_result(action, result.error)))
-        with engine.begin() as connection:
-            if replaced:
-                connection.execute(sa.delete(table).where(table.c.subscription_id.in_(replaced)))
-            if rows:
-                connection.execute(sa.insert(table), rows)
+        record_created(engine, rows, replacing=replaced)
     return out
 
 

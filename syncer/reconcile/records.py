@@ -89,6 +89,15 @@ def row_values(d: Desired, live: LiveSubscription, client_state: str, now: datet
     }
 
 
+def record_created(engine: Engine, rows: Sequence[dict[str, Any]], *, replacing: Sequence[str]) -> None:
+    """Insert the rows of subscriptions just created, and delete those of the ones they replace, in one transaction."""
+    with engine.begin() as connection:
+        if replacing:
+            connection.execute(sa.delete(table).where(table.c.subscription_id.in_(list(replacing))))
+        if rows:
+            connection.execute(sa.insert(table), list(rows))
+
+
 def delete_rows(engine: Engine, subscription_ids: Sequence[str]) -> None:
     """Forget these subscriptions (in chunks: an IN list of thousands is slow or refused)."""
     ids = [s for s in subscription_ids if s]
