@@ -2,7 +2,8 @@
 
 Kept apart from :mod:`syncer.sync` (which decides *what* to write and *when* to commit) because it
 is where the speed is: a row function compiled once per table, ``executemany`` on plain tuples for
-SQLite, ``COPY`` + one ``INSERT … ON CONFLICT`` for PostgreSQL. Everything here runs inside the
+SQLite, ``COPY`` (straight into the table while rows are new, else staged + one ``INSERT … ON
+CONFLICT``) for PostgreSQL. Everything here runs inside the
 caller's transaction; nothing commits.
 
 Removals only touch rows whose ``_scope`` is the writer's scope: a message moved to another folder
@@ -33,7 +34,9 @@ class RowWriter:
     """Writes a page of items into one mirror table as fast as the database allows.
 
     SQLite: one prepared ``INSERT … ON CONFLICT DO UPDATE`` run with ``executemany`` on plain tuples
-    (no per-row SQLAlchemy work). PostgreSQL: ``COPY`` into a temporary staging table, then one
+    (no per-row SQLAlchemy work). PostgreSQL: while the scope's rows are new (a first enumeration),
+    ``COPY`` straight into the mirror table under a savepoint; otherwise (or once a page collides with
+    a row already there) ``COPY`` into a temporary staging table, then one
     ``INSERT … SELECT … ON CONFLICT DO UPDATE``. Values are converted once, here, with the same
     processors SQLAlchemy would use, so rows read back through SQLAlchemy as usual; JSON is
     serialised with orjson.
