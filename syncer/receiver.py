@@ -42,7 +42,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from syncer import schema
 from syncer.errors import DatabaseError, NotificationError
-from syncer.inbox import GroupCommitter, Inbox, NewItem
+from syncer.groupcommit import GroupCommitter
+from syncer.inbox import Inbox, NewItem
 from syncer.metrics import Metrics
 from syncer.notifications import (
     Accepted,

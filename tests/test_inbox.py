@@ -14,7 +14,8 @@ from sqlalchemy.engine import Engine
 
 from syncer import schema
 from syncer.errors import DatabaseError
-from syncer.inbox import GroupCommitter, Inbox, NewItem
+from syncer.groupcommit import GroupCommitter
+from syncer.inbox import Inbox, NewItem
 
 
 @pytest.fixture
