@@ -221,8 +221,10 @@ class _Batch:
     commit, rather than after every page: the same transaction either way, a round trip less per page.
     """
 
-    def __init__(self, engine: Engine, store: ScopeStore, run_id: int) -> None:
-        self.connection = engine.connect()
+    def __init__(self, connection: Connection, store: ScopeStore, run_id: int) -> None:
+        # The pass's connection, kept between batches (no pool checkout and ping per batch); a batch
+        # that fails closes it, so the next one starts on a fresh connection.
+        self.connection = connection
         self._transaction = self.connection.begin()
         self.store = store
         self.run_id = run_id
@@ -262,8 +264,9 @@ class _Batch:
                 upserted=counters.upserted + self.upserted, deleted=counters.deleted + self.deleted,
             )
             self._transaction.commit()
-        finally:
+        except BaseException:
             self.connection.close()
+            raise
         counters.pages += self.pages
         counters.items += self.items
         counters.upserted += self.upserted
@@ -535,6 +538,7 @@ def _run_pages(
         pages = Prefetcher(source, rnd.url, depth=prefetch, headers=headers) if prefetch > 0 else None
         iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
         batch: _Batch | None = None
+        held: Connection | None = None
         try:
             try:
                 while True:
@@ -553,7 +557,9 @@ def _run_pages(
                     now = store.clock()
                     last = page.next_link is None
                     if batch is None:
-                        batch = _Batch(engine, store, run_id)
+                        if held is None or held.closed:
+                            held = engine.connect()
+                        batch = _Batch(held, store, run_id)
                     connection = batch.connection
                     if writer is not None:
                         done = apply_items(connection, writer, page.items, now=now, run_id=rnd.round_id)
@@ -591,6 +597,8 @@ def _run_pages(
                 if batch is not None:
                     batch.rollback()
                     batch = None
+                if held is not None:
+                    held.close()  # before a restart opens its own
                 raise
         except ResyncRequired as error:
             restarts += 1
@@ -613,6 +621,8 @@ def _run_pages(
                         seen_children = set()
                 step("restarted")
         finally:
+            if held is not None:
+                held.close()
             if pages is not None:
                 pages.close()
 
