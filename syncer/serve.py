@@ -220,7 +220,16 @@ def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
         # must not be shared across processes.
         "preload_app": False,
         "worker_exit": _worker_exit,
+        **_no_control_socket(),
     }
+
+
+def _no_control_socket() -> dict[str, Any]:
+    # gunicorn 24+ opens a control socket at one fixed path per user (~/.gunicorn/gunicorn.ctl):
+    # two receivers on one host (or two test runs) fight over it. syncer does not use it.
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return {"control_socket_disable": True} if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else {}
 
 
 def run_gunicorn(load: Callable[[], Any], options: Mapping[str, Any]) -> None:
