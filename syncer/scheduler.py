@@ -127,6 +127,8 @@ class Worker:
         self.claim_limit = claim_limit
         self.inbox = Inbox(engine, clock=clock)
         self.pool = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="syncer-pass")
+        # Set by close(): passes end at their next commit, and nothing new is started.
+        self._stopping = threading.Event()
         self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
         self._lock = threading.Lock()
         self.results: list[sync.PassResult] = []
@@ -305,7 +307,9 @@ class Worker:
 
     def start_due(self) -> list[str]:
         """Start a pass for every due scope not already running in this process."""
-        started = []
+        started: list[str] = []
+        if self._stopping.is_set():
+            return started
         with self._lock:
             for key, future in list(self._running.items()):
                 if future.done():
@@ -322,7 +326,7 @@ class Worker:
         try:
             result = sync.sync_scope(
                 self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock,
-                page_size=self.page_size,
+                page_size=self.page_size, stop=self._stopping,
             )
         except Exception as error:  # the database failed before the pass could record anything
             log.exception("pass %s could not start", scope.key)
@@ -333,7 +337,7 @@ class Worker:
         log.info("pass %s: %s (%d items, %d pages)", scope.key, result.outcome, result.items, result.pages)
         with self._lock:
             self.results.append(result)
-        if result.outcome == "ok" and scope.container:
+        if result.outcome == "ok" and scope.container and not self._stopping.is_set():
             # New folders were registered dirty: start them now rather than at the next drain.
             self.pool.submit(self.start_due)
         return result
@@ -452,7 +456,8 @@ class Worker:
         return cast("Mapping[str, GraphClient]", self.sources)
 
     def close(self) -> None:
-        """Wait for the passes in flight; start no more."""
+        """Start no more passes; let those in flight stop at their next commit, and wait for them."""
+        self._stopping.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def release(self) -> None:

@@ -135,6 +135,7 @@ class PassResult:
 
     scope: str
     outcome: str  # ok | throttled | error | busy (leased elsewhere) | postponed (not_before) | lost (lease taken over)
+    # | stopped (the worker is shutting down; resumes from the committed page)
     run_id: int | None = None
     full: bool = False
     pages: int = 0
@@ -431,8 +432,13 @@ def sync_scope(
     page_size: int | None = None,
     commit_every: float = COMMIT_EVERY,
     fault: Fault | None = None,
+    stop: threading.Event | None = None,
 ) -> PassResult:
     """Run one pass of *scope*: from its cursor to a new deltaLink (or as far as Graph lets us).
+
+    When *stop* is set (the worker is shutting down) the pass ends after its next commit with
+    outcome ``stopped``: the rows and the resume point committed so far stay, the lease is released
+    and the next pass carries on from there.
 
     Never raises for Graph or database trouble during the pass: the outcome says what happened and
     ``syncer_sync_runs``/``syncer_sync_state`` record it. Returns ``busy`` at once when another
@@ -459,7 +465,7 @@ def sync_scope(
         headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else None
         outcome = _run_pages(
             engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step,
-            headers=headers, commit_every=commit_every,
+            headers=headers, commit_every=commit_every, stop=stop,
         )
     except LeaseLost as error:
         _finish(store, run_id, "lost", counters, error=str(error), started=started, release=False)
@@ -529,6 +535,7 @@ def _run_pages(
     step: Fault,
     headers: Mapping[str, str] | None,
     commit_every: float,
+    stop: threading.Event | None = None,
 ) -> str:
     scope = store.scope
     writer = None if scope.container else RowWriter(engine, scope)
@@ -592,6 +599,9 @@ def _run_pages(
                         step("page-committed")
                         if progress is not None:
                             progress(counters)
+                        if not last and stop is not None and stop.is_set():
+                            # Everything so far is committed with its resume point (page_link).
+                            return "stopped"
                 return "ok"
             except BaseException:
                 if batch is not None:
@@ -654,6 +664,8 @@ def _finish(
             values["dirty_since"] = sa.case((s.c.dirty_since <= started, None), else_=s.c.dirty_since)
         elif outcome == "throttled":
             values.update(last_error=error, not_before=not_before)
+        elif outcome == "stopped":
+            pass  # not a failure: the scope stays due and resumes from its page_link
         else:
             failures = int(store.state(connection).failures or 0) + 1
             backoff = min(timedelta(seconds=30 * 2 ** min(failures - 1, 10)), ERROR_BACKOFF_MAX)

@@ -6,6 +6,7 @@ Every test compares the mirror with the emulator's truth (a fresh full delta) ro
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -460,3 +461,21 @@ def test_row_writer_copies_new_rows_then_merges_once_a_page_collides(database_ur
     assert stored == {
         "a": ("A2", "folder", 2), "b": ("B2", "folder", 2), "c": ("C", "folder", 2), "moved": ("after", "folder", 2),
     }
+
+
+def test_a_stopping_worker_ends_the_pass_at_a_commit_and_the_next_pass_resumes(env: SyncEnv) -> None:
+    seed(env, 500)
+    scope = env.scope()
+    stop = threading.Event()
+    first = sync.sync_scope(
+        env.engine, env.client, scope, worker="w1", page_size=100, prefetch=0,
+        progress=lambda _p: stop.set(), stop=stop,
+    )
+    assert (first.outcome, first.pages, first.upserted) == ("stopped", 1, 100)
+    state = env.state()
+    assert state.page_link and state.delta_link is None and state.leased_by is None
+    assert len(env.rows("users")) == 100
+    second = sync.sync_scope(env.engine, env.client, scope, worker="w2", page_size=100, prefetch=0)
+    assert (second.outcome, second.full) == ("ok", True)
+    assert second.upserted == 400, "the second pass resumed where the first stopped"
+    assert_mirrors_truth(env)
