@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from syncer.reconcile import Outcome
-    from syncer.scheduler import RunningWorker, Schedule, Worker
+    from syncer.scheduler import RunningWorker, Schedule
     from syncer.spec import Spec
+    from syncer.worker import Worker
 
 log = logging.getLogger("syncer.run")
 

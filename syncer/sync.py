@@ -5,19 +5,18 @@ truth with a delta query (or a list and GETs where Graph has no delta) and write
 
 A pass, and why each step is where it is:
 
-1. **Lease** (one transaction): take the scope's row in ``syncer_sync_state`` for ``lease_ttl`` unless
-   another worker holds an unexpired lease, record the pass in ``syncer_sync_runs``, and decide where
-   the round starts: the nextLink of an interrupted round (resume), the stored deltaLink
-   (incremental), or the initial URL (a *full* round: first pass, ``--full``, a requested resync).
-2. **Pages**: a prefetch thread fetches page N+1 while page N is written. Pages are applied in a
-   transaction together with the round's progress: the last page's nextLink (where to resume), or
-   at the end of the round the new deltaLink. So rows and cursor always move together; a crash
-   anywhere loses at most the uncommitted pages, which the next pass fetches again (upserts are
-   idempotent, and a removal keeps its first ``_deleted_at``). A transaction gathers pages only
-   while the next one is already fetched, for at most ``commit_every`` seconds: it never waits on
-   the network (on SQLite an open write transaction would block the receiver). The same
-   transaction renews the lease and fails if the lease was lost, so a worker that stalled past its
-   lease can never write over the one that took over.
+1. **Lease** (one transaction): take the scope's lease (:mod:`syncer.scopestate`: one writer per
+   scope across all workers), record the pass in ``syncer_sync_runs``, and decide where the round
+   starts: the nextLink of an interrupted round (resume), the stored deltaLink (incremental), or the
+   initial URL (a *full* round: first pass, ``--full``, a requested resync).
+2. **Pages**: a prefetch thread (:mod:`syncer.prefetch`) fetches page N+1 while page N is written.
+   Pages are applied in a transaction together with the round's progress: the last page's nextLink
+   (where to resume), or at the end of the round the new deltaLink. So rows and cursor always move
+   together; a crash anywhere loses at most the uncommitted pages, which the next pass fetches again
+   (upserts are idempotent, and a removal keeps its first ``_deleted_at``). A transaction gathers
+   pages only while the next one is already fetched, for at most ``commit_every`` seconds: it never
+   waits on the network (on SQLite an open write transaction would block the receiver). The same
+   transaction renews the lease, and fails if the lease was lost.
 3. **Full rounds mark and sweep**: rows written in a full round carry the round's id in
    ``_sync_run_id``; the last page's transaction deletes (or soft-deletes) the scope's rows the round
    did not see, atomically with the new deltaLink. A 410 (token expired, sync state reset) turns the
@@ -31,17 +30,16 @@ Writing the rows themselves (fast, per database) is :mod:`syncer.mirror_writer`.
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
@@ -56,29 +54,25 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.mirror_writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
+from syncer.prefetch import Prefetcher
 from syncer.scopes import FETCH, Scope, child_scope, folder_of
+from syncer.scopestate import LEASE_TTL, Clock, ScopeStore, as_utc, ensure_scope_rows, utcnow
 
 __all__ = [
-    "LEASE_TTL",
     "SWEPT",
     "LeaseLost",
     "PassResult",
     "Progress",
     "RowWriter",
     "apply_items",
-    "ensure_scope_rows",
+    "children_of",
     "fetch_items",
-    "mark_dirty",
     "removal_of",
     "sync_scope",
 ]
 
 log = logging.getLogger("syncer.sync")
 
-Clock = Callable[[], datetime]
-
-LEASE_TTL = timedelta(minutes=5)
-"""How long a scope stays leased without a page committed; a dead worker's scopes are free after it."""
 THROTTLE_DEFAULT = timedelta(seconds=60)
 """Postponement after a 429 that named no Retry-After."""
 ERROR_BACKOFF_MAX = timedelta(minutes=30)
@@ -90,17 +84,6 @@ DEFAULT_PAGE_SIZE = 999
 (10 messages, 100 users) and every page is a round trip; Graph caps what a resource does not allow."""
 MAX_RESTARTS = 2
 """410s handled in one pass before it gives up (each restarts the round)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes for timezone=True columns; everything we write is UTC.
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class PageSource(Protocol):
@@ -152,64 +135,6 @@ Fault = Callable[[str], None]
 
 def _no_fault(_step: str) -> None:
     return None
-
-
-# --- prefetch ------------------------------------------------------------------------------------
-
-
-_END = object()
-
-
-class Prefetcher:
-    """Fetch pages on a thread while the caller writes the previous one (at most *depth* ahead)."""
-
-    def __init__(self, source: PageSource, url: str, *, depth: int = 2, headers: Mapping[str, str] | None = None) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._headers = headers
-        self._thread = threading.Thread(target=self._run, args=(source, url), name="syncer-prefetch", daemon=True)
-        self._thread.start()
-
-    def _put(self, value: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(value, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, source: PageSource, url: str) -> None:
-        try:
-            for page in source.iter_pages(url, headers=self._headers):
-                if not self._put(page):
-                    return
-        except BaseException as error:
-            self._put(error)
-            return
-        self._put(_END)
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            value = self._queue.get()
-            if value is _END:
-                return
-            if isinstance(value, BaseException):
-                raise value
-            yield value
-
-    def ready(self) -> bool:
-        """Whether the next page (or the end, or an error) is already waiting."""
-        return not self._queue.empty()
-
-    def close(self) -> None:
-        """Stop fetching (the thread ends after its current request)."""
-        self._stop.set()
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
 
 
 # --- the pass -------------------------------------------------------------------------------------
@@ -296,118 +221,6 @@ class _Round:
         self.__dict__.update(other.__dict__)
 
 
-class ScopeStore:
-    """The SQL of one scope's bookkeeping rows: lease, round state, run records."""
-
-    def __init__(self, engine: Engine, scope: Scope, *, worker: str, clock: Clock, lease_ttl: timedelta) -> None:
-        self.engine = engine
-        self.scope = scope
-        self.worker = worker
-        self.clock = clock
-        self.lease_ttl = lease_ttl
-        self.postgres = engine.dialect.name == "postgresql"
-
-    def _key(self) -> list[Any]:
-        s = schema.sync_state
-        return [s.c.tenant_id == self.scope.tenant_id, s.c.scope_key == self.scope.key]
-
-    def ensure(self, connection: Connection, *, dirty: bool = False) -> None:
-        """Create the scope's state row if it is missing."""
-        ensure_scope_rows(connection, [self.scope], dirty=dirty, now=self.clock())
-
-    def take_lease(self, connection: Connection) -> bool:
-        s = schema.sync_state
-        now = self.clock()
-        stmt = (
-            sa.update(s)
-            .where(
-                *self._key(),
-                sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == self.worker),
-            )
-            .values(leased_by=self.worker, lease_until=now + self.lease_ttl, updated_at=now)
-        )
-        return bool(connection.execute(stmt).rowcount == 1)
-
-    def renew_lease(self, connection: Connection) -> None:
-        """Extend our lease inside the page transaction; LeaseLost if another worker has it now."""
-        s = schema.sync_state
-        now = self.clock()
-        stmt = (
-            sa.update(s)
-            .where(*self._key(), s.c.leased_by == self.worker)
-            .values(lease_until=now + self.lease_ttl, updated_at=now)
-        )
-        if connection.execute(stmt).rowcount != 1:
-            raise LeaseLost(f"scope {self.scope.key!r}: the lease of worker {self.worker!r} was taken over")
-
-    def state(self, connection: Connection) -> Any:
-        s = schema.sync_state
-        return connection.execute(sa.select(s).where(*self._key())).one()
-
-    def update_state(self, connection: Connection, **values: Any) -> None:
-        s = schema.sync_state
-        connection.execute(sa.update(s).where(*self._key()).values(updated_at=self.clock(), **values))
-
-    def start_run(self, connection: Connection, *, full: bool) -> int:
-        r = schema.sync_runs
-        now = self.clock()
-        # We hold the lease: any run of this scope still "running" belongs to a worker that died.
-        connection.execute(
-            sa.update(r)
-            .where(r.c.tenant_id == self.scope.tenant_id, r.c.scope_key == self.scope.key, r.c.outcome == "running")
-            .values(outcome="abandoned", finished_at=now)
-        )
-        result = connection.execute(
-            sa.insert(r).values(
-                tenant_id=self.scope.tenant_id,
-                scope_key=self.scope.key,
-                started_at=now,
-                full=full,
-                pages=0,
-                upserted=0,
-                deleted=0,
-                outcome="running",
-            )
-        )
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-    def update_run(self, connection: Connection, run_id: int, **values: Any) -> None:
-        r = schema.sync_runs
-        connection.execute(sa.update(r).where(r.c.id == run_id).values(**values))
-
-    def run_started_at(self, connection: Connection, run_id: int) -> datetime | None:
-        r = schema.sync_runs
-        value = connection.execute(sa.select(r.c.started_at).where(r.c.id == run_id)).scalar()
-        return _aware(value)
-
-
-def ensure_scope_rows(connection: Connection, scopes: Sequence[Scope], *, dirty: bool = False, now: datetime | None = None) -> None:
-    """Create missing ``syncer_sync_state`` rows for *scopes* (existing rows keep their state)."""
-    if not scopes:
-        return
-    now = now or utcnow()
-    s = schema.sync_state
-    insert = postgresql.insert(s) if connection.dialect.name == "postgresql" else sqlite.insert(s)
-    rows = [
-        {
-            "tenant_id": sc.tenant_id,
-            "scope_key": sc.key,
-            "name": sc.name,
-            "table_name": sc.table,
-            "parent_key": sc.parent_key,
-            "resync_requested": False,
-            "round_full": False,
-            "failures": 0,
-            "dirty_since": now if dirty else None,
-            "updated_at": now,
-        }
-        for sc in scopes
-    ]
-    connection.execute(insert.on_conflict_do_nothing(index_elements=[s.c.tenant_id, s.c.scope_key]), rows)
-
-
 def _throttle_of(error: BaseException) -> GraphError | None:
     if isinstance(error, ThrottledError):
         return error
@@ -453,9 +266,9 @@ def sync_scope(
         if not store.take_lease(connection):
             return PassResult(scope.key, "busy")
         state = store.state(connection)
-        if state.not_before is not None and _aware(state.not_before) > started and not full:  # type: ignore[operator]
+        if state.not_before is not None and as_utc(state.not_before) > started and not full:  # type: ignore[operator]
             store.update_state(connection, leased_by=None, lease_until=None)
-            return PassResult(scope.key, "postponed", not_before=_aware(state.not_before))
+            return PassResult(scope.key, "postponed", not_before=as_utc(state.not_before))
         run_id = store.start_run(connection, full=False)
         rnd = _start_round(store, connection, state, run_id, force_full=full)
         store.update_run(connection, run_id, full=rnd.full)
@@ -542,7 +355,7 @@ def _run_pages(
     restarts = 0
     seen_children: set[str] | None = set() if scope.container and rnd.full and not rnd.resumed else None
     while True:
-        pages = Prefetcher(source, rnd.url, depth=prefetch, headers=headers) if prefetch > 0 else None
+        pages = Prefetcher(partial(source.iter_pages, rnd.url, headers=headers), depth=prefetch) if prefetch > 0 else None
         iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
         batch: _Batch | None = None
         held: Connection | None = None
@@ -657,7 +470,7 @@ def _finish(
         )
         if not release:
             return None
-        values: dict[str, Any] = {"leased_by": None, "lease_until": None}
+        values: dict[str, Any] = {}
         if outcome == "ok":
             values.update(last_success_at=now, last_error=None, failures=0, not_before=None)
             # A notification that came in while we ran keeps the scope dirty for another pass.
@@ -671,9 +484,7 @@ def _finish(
             backoff = min(timedelta(seconds=30 * 2 ** min(failures - 1, 10)), ERROR_BACKOFF_MAX)
             not_before = now + backoff
             values.update(last_error=error, failures=failures, not_before=not_before)
-        connection.execute(
-            sa.update(s).where(*store._key(), s.c.leased_by == store.worker).values(updated_at=now, **values)
-        )
+        store.release_lease(connection, **values)
     return not_before
 
 
@@ -799,18 +610,6 @@ def _normalise_resource(resource: str) -> str:
     parts = path.split("/")
     parts = [p.lower() if i % 2 == 0 else p for i, p in enumerate(parts)]
     return "/".join(parts) + (f"?{query}" if query else "")
-
-
-def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str], *, now: datetime, resync: bool = False) -> int:
-    """Mark every scope under *parent_keys* dirty (and due for a full round when *resync*)."""
-    if not parent_keys:
-        return 0
-    s = schema.sync_state
-    values: dict[str, Any] = {"dirty_since": now, "updated_at": now}
-    if resync:
-        values["resync_requested"] = True
-    stmt = sa.update(s).where(s.c.tenant_id == tenant_id, s.c.parent_key.in_(list(parent_keys))).values(**values)
-    return max(connection.execute(stmt).rowcount, 0)
 
 
 def progress_line(p: Progress) -> str:

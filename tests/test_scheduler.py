@@ -28,12 +28,11 @@ from syncer.scheduler import (
     RECONCILE_JOB,
     SAFETY_NET_JOB,
     Schedule,
-    ScopeIndex,
-    Worker,
     run_worker,
     schedule_jobs,
     single_worker_lock,
 )
+from syncer.worker import ScopeIndex, Worker
 
 GROUPS_SPEC = """
   - name: groups

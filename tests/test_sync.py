@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
-from syncer import status, sync
+from syncer import scopestate, status, sync
 from syncer.cli import main
 from syncer.scopes import FETCH, Scope, Strategy
 
@@ -181,7 +181,7 @@ def test_a_crash_between_any_two_steps_converges(env: SyncEnv) -> None:
                                       fault=crash_at(step, occurrence), commit_every=commit_every)
             pytest.fail(f"no crash at {step}#{occurrence} (index {index}, full={full}): {outcome}")
         # The dead worker's lease expires; a new worker converges with a clean pass.
-        clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+        clock.advance(scopestate.LEASE_TTL + timedelta(seconds=1))
         result = sync.sync_scope(env.engine, env.client, scope, worker=f"next-{index}", clock=clock)
         assert result.outcome == "ok", (step, occurrence, result)
         assert_mirrors_truth(env)
@@ -194,7 +194,7 @@ def test_a_crash_between_any_two_steps_converges(env: SyncEnv) -> None:
     with pytest.raises(Crash):
         sync.sync_scope(env.engine, env.client, scope, worker="dead-410", clock=clock, fault=crash_at("restarted", 1))
         pytest.fail("no 410 restart")
-    clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+    clock.advance(scopestate.LEASE_TTL + timedelta(seconds=1))
     assert sync.sync_scope(env.engine, env.client, scope, worker="next-410", clock=clock).outcome == "ok"
     assert_mirrors_truth(env)
     outcomes = {r.outcome for r in env.runs()}
@@ -244,7 +244,7 @@ def test_a_leased_scope_is_busy_for_another_worker(env: SyncEnv) -> None:
     with pytest.raises(Crash):
         sync.sync_scope(env.engine, env.client, scope, worker="a", clock=clock, fault=crash_at("leased", 1))
     assert sync.sync_scope(env.engine, env.client, scope, worker="b", clock=clock).outcome == "busy"
-    clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+    clock.advance(scopestate.LEASE_TTL + timedelta(seconds=1))
     assert sync.sync_scope(env.engine, env.client, scope, worker="b", clock=clock).outcome == "ok"
 
 
@@ -257,7 +257,7 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(env: SyncEnv) -> Non
         # While "a" is between two pages, its lease expires and "b" syncs the scope.
         if name == "page-committed" and not stall.done:  # type: ignore[attr-defined]
             stall.done = True  # type: ignore[attr-defined]
-            clock.advance(sync.LEASE_TTL + timedelta(seconds=1))
+            clock.advance(scopestate.LEASE_TTL + timedelta(seconds=1))
             assert sync.sync_scope(env.engine, env.client, scope, worker="b", clock=clock).outcome == "ok"
 
     stall.done = False  # type: ignore[attr-defined]
@@ -354,7 +354,7 @@ def test_row_writer_converts_like_mirror_row_values(database_url: str) -> None:
         mirror.build_table(m).create(engine)
         writer = sync.RowWriter(engine, scope)
         with engine.begin() as connection:
-            sync.apply_items(connection, writer, items, now=sync.utcnow(), run_id=7)
+            sync.apply_items(connection, writer, items, now=scopestate.utcnow(), run_id=7)
         table = mirror.build_table(m)
         with engine.connect() as connection:
             stored = {r.id: r for r in connection.execute(sa.select(table))}
@@ -438,23 +438,23 @@ def test_row_writer_copies_new_rows_then_merges_once_a_page_collides(database_ur
         table.create(engine)
         other = sync.RowWriter(engine, scope("other"))
         with engine.begin() as connection:
-            sync.apply_items(connection, other, [{"id": "moved", "displayName": "before"}], now=sync.utcnow(), run_id=1)
+            sync.apply_items(connection, other, [{"id": "moved", "displayName": "before"}], now=scopestate.utcnow(), run_id=1)
         writer = sync.RowWriter(engine, scope("folder"))
         with engine.begin() as connection:
             sync.apply_items(connection, writer, [{"id": "a", "displayName": "A1"}, {"id": "b", "displayName": "B"}],
-                             now=sync.utcnow(), run_id=2)
+                             now=scopestate.utcnow(), run_id=2)
             assert writer.direct is (True if postgres else None)
             # "a" again (Graph may repeat an item across pages) and a row of another scope.
             page = [{"id": "c", "displayName": "C"}, {"id": "a", "displayName": "A2"}, {"id": "moved", "displayName": "after"}]
-            sync.apply_items(connection, writer, page, now=sync.utcnow(), run_id=2)
+            sync.apply_items(connection, writer, page, now=scopestate.utcnow(), run_id=2)
             assert writer.direct is (False if postgres else None)
-            sync.apply_items(connection, writer, [{"id": "b", "displayName": "B2"}], now=sync.utcnow(), run_id=2)
+            sync.apply_items(connection, writer, [{"id": "b", "displayName": "B2"}], now=scopestate.utcnow(), run_id=2)
         with engine.connect() as connection:
             stored = {r.id: (r.name, r._scope, r._sync_run_id) for r in connection.execute(sa.select(table))}
         # A writer for a scope that already has rows merges from its first page.
         again = sync.RowWriter(engine, scope("folder"))
         with engine.begin() as connection:
-            sync.apply_items(connection, again, [{"id": "d", "displayName": "D"}], now=sync.utcnow(), run_id=3)
+            sync.apply_items(connection, again, [{"id": "d", "displayName": "D"}], now=scopestate.utcnow(), run_id=3)
             assert again.direct is (False if postgres else None)
     finally:
         engine.dispose()

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
 from syncer import schema, scopes, sync
-from syncer.scheduler import ScopeIndex, Worker, sync_once
+from syncer.scheduler import sync_once
+from syncer.worker import ScopeIndex, Worker
 
 MAIL_SPEC = """
   - name: mail

@@ -1,0 +1,182 @@
+"""The bookkeeping rows of each scope: its lease, its round state and the records of its passes.
+
+``syncer_sync_state`` has one row per scope (a delta cursor): where the next round starts
+(``delta_link``, or ``page_link`` of an interrupted round), whether it is dirty or due for a full
+round, when it may run again, and who holds it. ``syncer_sync_runs`` has one row per pass. The pass
+(:mod:`syncer.sync`) and the worker (:mod:`syncer.worker`, which registers scopes and marks them
+dirty) both write these rows; their SQL lives here, once, because the rules below depend on every
+writer following them.
+
+**The lease** is ``leased_by``/``lease_until`` on the state row. It is taken unless another worker
+holds an unexpired one (a lease under our own id is taken back at once: its holder was our killed
+predecessor), renewed by every transaction that writes the scope's rows, and released when the
+pass ends. Renewing fails with :class:`~syncer.errors.LeaseLost` if the lease was taken over, in
+the same transaction as the rows, so a worker that stalled past its lease can never write over the
+one that took over. Mirror rows are only written under a lease: one writer per scope across all
+workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from syncer import schema
+from syncer.errors import LeaseLost
+from syncer.scopes import Scope
+
+__all__ = ["LEASE_TTL", "Clock", "ScopeStore", "as_utc", "ensure_scope_rows", "mark_dirty", "utcnow"]
+
+Clock = Callable[[], datetime]
+
+LEASE_TTL = timedelta(minutes=5)
+"""How long a scope stays leased without a page committed; a dead worker's scopes are free after it."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A datetime read from the database, timezone-aware (SQLite returns naive ones; we write UTC)."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ScopeStore:
+    """The SQL of one scope's bookkeeping rows: lease, round state, run records."""
+
+    def __init__(self, engine: Engine, scope: Scope, *, worker: str, clock: Clock, lease_ttl: timedelta) -> None:
+        self.engine = engine
+        self.scope = scope
+        self.worker = worker
+        self.clock = clock
+        self.lease_ttl = lease_ttl
+        self.postgres = engine.dialect.name == "postgresql"
+
+    def _key(self) -> list[Any]:
+        s = schema.sync_state
+        return [s.c.tenant_id == self.scope.tenant_id, s.c.scope_key == self.scope.key]
+
+    def ensure(self, connection: Connection, *, dirty: bool = False) -> None:
+        """Create the scope's state row if it is missing."""
+        ensure_scope_rows(connection, [self.scope], dirty=dirty, now=self.clock())
+
+    def take_lease(self, connection: Connection) -> bool:
+        s = schema.sync_state
+        now = self.clock()
+        stmt = (
+            sa.update(s)
+            .where(
+                *self._key(),
+                sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == self.worker),
+            )
+            .values(leased_by=self.worker, lease_until=now + self.lease_ttl, updated_at=now)
+        )
+        return bool(connection.execute(stmt).rowcount == 1)
+
+    def renew_lease(self, connection: Connection) -> None:
+        """Extend our lease inside the page transaction; LeaseLost if another worker has it now."""
+        s = schema.sync_state
+        now = self.clock()
+        stmt = (
+            sa.update(s)
+            .where(*self._key(), s.c.leased_by == self.worker)
+            .values(lease_until=now + self.lease_ttl, updated_at=now)
+        )
+        if connection.execute(stmt).rowcount != 1:
+            raise LeaseLost(f"scope {self.scope.key!r}: the lease of worker {self.worker!r} was taken over")
+
+    def release_lease(self, connection: Connection, **values: Any) -> None:
+        """Give our lease back, writing *values* to the state row with it (nothing if it is no longer ours)."""
+        s = schema.sync_state
+        connection.execute(
+            sa.update(s)
+            .where(*self._key(), s.c.leased_by == self.worker)
+            .values(leased_by=None, lease_until=None, updated_at=self.clock(), **values)
+        )
+
+    def state(self, connection: Connection) -> Any:
+        s = schema.sync_state
+        return connection.execute(sa.select(s).where(*self._key())).one()
+
+    def update_state(self, connection: Connection, **values: Any) -> None:
+        s = schema.sync_state
+        connection.execute(sa.update(s).where(*self._key()).values(updated_at=self.clock(), **values))
+
+    def start_run(self, connection: Connection, *, full: bool) -> int:
+        r = schema.sync_runs
+        now = self.clock()
+        # We hold the lease: any run of this scope still "running" belongs to a worker that died.
+        connection.execute(
+            sa.update(r)
+            .where(r.c.tenant_id == self.scope.tenant_id, r.c.scope_key == self.scope.key, r.c.outcome == "running")
+            .values(outcome="abandoned", finished_at=now)
+        )
+        result = connection.execute(
+            sa.insert(r).values(
+                tenant_id=self.scope.tenant_id,
+                scope_key=self.scope.key,
+                started_at=now,
+                full=full,
+                pages=0,
+                upserted=0,
+                deleted=0,
+                outcome="running",
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def update_run(self, connection: Connection, run_id: int, **values: Any) -> None:
+        r = schema.sync_runs
+        connection.execute(sa.update(r).where(r.c.id == run_id).values(**values))
+
+    def run_started_at(self, connection: Connection, run_id: int) -> datetime | None:
+        r = schema.sync_runs
+        value = connection.execute(sa.select(r.c.started_at).where(r.c.id == run_id)).scalar()
+        return as_utc(value)
+
+
+def ensure_scope_rows(connection: Connection, scopes: Sequence[Scope], *, dirty: bool = False, now: datetime | None = None) -> None:
+    """Create missing ``syncer_sync_state`` rows for *scopes* (existing rows keep their state)."""
+    if not scopes:
+        return
+    now = now or utcnow()
+    s = schema.sync_state
+    insert = postgresql.insert(s) if connection.dialect.name == "postgresql" else sqlite.insert(s)
+    rows = [
+        {
+            "tenant_id": sc.tenant_id,
+            "scope_key": sc.key,
+            "name": sc.name,
+            "table_name": sc.table,
+            "parent_key": sc.parent_key,
+            "resync_requested": False,
+            "round_full": False,
+            "failures": 0,
+            "dirty_since": now if dirty else None,
+            "updated_at": now,
+        }
+        for sc in scopes
+    ]
+    connection.execute(insert.on_conflict_do_nothing(index_elements=[s.c.tenant_id, s.c.scope_key]), rows)
+
+
+def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str], *, now: datetime, resync: bool = False) -> int:
+    """Mark every scope under *parent_keys* dirty (and due for a full round when *resync*)."""
+    if not parent_keys:
+        return 0
+    s = schema.sync_state
+    values: dict[str, Any] = {"dirty_since": now, "updated_at": now}
+    if resync:
+        values["resync_requested"] = True
+    stmt = sa.update(s).where(s.c.tenant_id == tenant_id, s.c.parent_key.in_(list(parent_keys))).values(**values)
+    return max(connection.execute(stmt).rowcount, 0)

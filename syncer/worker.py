@@ -1,0 +1,457 @@
+"""The worker: the state one worker process keeps, and its jobs as plain methods.
+
+- :meth:`Worker.drain`: claim inbox rows, collapse them into dirty scopes (a notification only says
+  *something changed here*), fetch the notified items of scopes without delta, run lifecycle
+  repairs, acknowledge, then start one pass per dirty scope that is due. Passes run on a thread pool
+  and the job does not wait for them, so one long or throttled scope never holds back the others.
+- :meth:`Worker.safety_net`: mark dirty every scope whose last success is older than its declared
+  interval. A lost notification then costs latency, never data.
+- :meth:`Worker.reconcile`: renewals and lifecycle repairs through :mod:`syncer.reconcile`.
+
+Several workers may share one PostgreSQL database: the inbox is claimed with ``SKIP LOCKED`` and each
+scope is leased (see :mod:`syncer.scopestate`). When and how often each job runs, and building a
+worker from the spec, is :mod:`syncer.scheduler`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from syncer import schema, scopes, scopestate, sync
+from syncer.inbox import Inbox, InboxItem
+from syncer.scopes import FETCH, Scope
+from syncer.scopestate import utcnow
+
+if TYPE_CHECKING:
+    from syncer.graph.client import GraphClient
+    from syncer.spec import Spec
+    from syncer.sync import PageSource
+
+__all__ = ["DrainResult", "ScopeIndex", "Worker", "default_worker_id"]
+
+log = logging.getLogger("syncer.worker")
+
+
+def default_worker_id() -> str:
+    """``host:pid``: unique per process, readable in ``syncer status`` and lock messages."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class ScopeIndex:
+    """Every scope the worker knows: the spec's static ones and the folders their containers found."""
+
+    static: dict[tuple[str, str], Scope] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, found: Iterable[Scope]) -> ScopeIndex:
+        return cls({(s.tenant_id, s.key): s for s in found})
+
+    def containers(self) -> list[Scope]:
+        return [s for s in self.static.values() if s.container]
+
+    def resolve(self, tenant_id: str, key: str, parent_key: str | None) -> Scope | None:
+        """The Scope of a ``syncer_sync_state`` row, or None when the spec no longer declares it."""
+        found = self.static.get((tenant_id, key))
+        if found is not None:
+            return found
+        for container in self.containers():
+            if container.tenant_id == tenant_id and container.parent_key == parent_key:
+                folder = scopes.folder_of(key, container)
+                if folder is not None:
+                    return scopes.child_scope(container, folder)
+        return None
+
+    def parents(self, tenant_id: str) -> dict[str, Scope]:
+        """Parent key (lower-case) -> one scope under it, for one tenant."""
+        return {s.parent_key.lower(): s for s in self.static.values() if s.tenant_id == tenant_id}
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """What one drain did (for logs and tests)."""
+
+    claimed: int = 0
+    dirty: int = 0
+    fetched: int = 0
+    lifecycle: int = 0
+    started: tuple[str, ...] = ()
+
+
+class Worker:
+    """The state one worker process keeps between jobs; each job is a plain method."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        sources: Mapping[str, PageSource],
+        index: ScopeIndex,
+        *,
+        worker_id: str | None = None,
+        spec: Spec | None = None,
+        max_passes: int = 4,
+        clock: Callable[[], datetime] = utcnow,
+        claim_limit: int = 500,
+    ) -> None:
+        self.engine = engine
+        self.sources = sources  # tenant id -> client
+        self.index = index
+        self.worker_id = worker_id or default_worker_id()
+        self.spec = spec
+        self.clock = clock
+        self.claim_limit = claim_limit
+        self.inbox = Inbox(engine, clock=clock)
+        self.pool = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="syncer-pass")
+        # Set by close(): passes end at their next commit, and nothing new is started.
+        self._stopping = threading.Event()
+        self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
+        self._lock = threading.Lock()
+        self.results: list[sync.PassResult] = []
+        self.refresh_every = timedelta(hours=1)
+        self.page_size: int | None = sync.DEFAULT_PAGE_SIZE
+        self.reanchor_every = timedelta(days=1)
+        self._finalizers: list[Callable[[], None]] = []
+        self._refreshed: datetime | None = clock() if spec is not None else None
+        self._drain_failed = False
+
+    # --- setup ---
+
+    def register_scopes(self) -> None:
+        """Create the state rows of every declared scope (new scopes start dirty: enumerate them)."""
+        with self.engine.begin() as connection:
+            scopestate.ensure_scope_rows(connection, list(self.index.static.values()), dirty=True, now=self.clock())
+
+    def resume(self) -> int:
+        """Make claimable again the inbox rows this worker id claimed in a previous life; how many.
+
+        A worker that starts holds nothing yet, so rows claimed under its id were left by a process
+        that died (SIGKILL, OOM, a lost node) before acknowledging them. Without this a restart under
+        a stable ``--worker-id`` would wait out the claim lease (5 minutes); scope leases under the
+        same id are retaken by :meth:`due_scopes`.
+        """
+        t = schema.inbox
+        with self.engine.begin() as connection:
+            return int(
+                connection.execute(
+                    sa.update(t)
+                    .where(t.c.claimed_by == self.worker_id, t.c.processed_at.is_(None))
+                    .values(claimed_until=None)
+                ).rowcount
+            )
+
+    # --- job: drain the inbox ---
+
+    def drain(self, *, start: bool = True, max_batches: int = 20) -> DrainResult:
+        """Claim inbox rows, mark their scopes dirty (or fetch items / repair subscriptions), ack them, start due passes.
+
+        Claims batch after batch while they come back full (a burst of notifications collapses into
+        one pass per scope), at most *max_batches* per run of the job.
+        """
+        if self._drain_failed:
+            # The last drain died between claiming and acknowledging (the database went away): its
+            # rows stay claimed under this id for minutes. Take them back before claiming anew.
+            self.resume()
+        self._drain_failed = True
+        claimed = dirty = fetched = lifecycle = 0
+        for _ in range(max_batches):
+            batch = self._drain_batch()
+            claimed += batch.claimed
+            dirty += batch.dirty
+            fetched += batch.fetched
+            lifecycle += batch.lifecycle
+            if batch.claimed < self.claim_limit:
+                break
+        self._drain_failed = False
+        started = self.start_due() if start else ()
+        return DrainResult(claimed, dirty, fetched, lifecycle, tuple(started))
+
+    def _drain_batch(self) -> DrainResult:
+        items = self.inbox.claim(self.worker_id, limit=self.claim_limit)
+        dirty = fetched = lifecycle = 0
+        if items:
+            subs = self._subscriptions({i.subscription_id for i in items})
+            fetches: dict[tuple[str, str], list[str]] = {}
+            parents: dict[str, set[str]] = {}  # tenant -> parent keys: many notifications, one mark each
+            marking: list[int] = []
+            done: list[int] = []
+            failed: list[tuple[int, str]] = []
+            for item in items:
+                try:
+                    if item.kind == "lifecycle":
+                        lifecycle += 1
+                        self._lifecycle(item, subs.get(item.subscription_id))
+                    else:
+                        target = self._scope_of(item, subs.get(item.subscription_id))
+                        if target is None:
+                            log.warning("notification for unknown scope (subscription %s, resource %s): ignored",
+                                        item.subscription_id, item.resource)
+                        elif target.strategy.method == FETCH and item.resource:
+                            fetches.setdefault((target.tenant_id, target.key), []).append(item.resource)
+                        else:
+                            parents.setdefault(target.tenant_id, set()).add(target.parent_key)
+                            marking.append(item.id)
+                            continue
+                    done.append(item.id)
+                except Exception as error:  # one bad row must not block the queue
+                    log.exception("inbox row %d failed", item.id)
+                    failed.append((item.id, str(error)))
+            try:
+                with self.engine.begin() as connection:
+                    for tenant_id, keys in parents.items():
+                        dirty += scopestate.mark_dirty(connection, tenant_id, sorted(keys), now=self.clock())
+                done += marking
+            except Exception as error:
+                log.exception("marking %d scopes dirty failed", sum(len(k) for k in parents.values()))
+                failed += [(row_id, str(error)) for row_id in marking]
+            for (tenant_id, key), resources in fetches.items():
+                scope = self.index.static[(tenant_id, key)]
+                try:
+                    result = sync.fetch_items(self.engine, self.sources[tenant_id], scope, resources,
+                                              worker=self.worker_id, clock=self.clock)
+                    fetched += result.items
+                except Exception as error:
+                    # The periodic list of the scope (a full round with its sweep) covers these items.
+                    log.warning("fetching %d notified items of %s failed (%s): listing the scope instead",
+                                len(resources), scope.key, error)
+                    with self.engine.begin() as connection:
+                        dirty += scopestate.mark_dirty(connection, tenant_id, [scope.parent_key], now=self.clock())
+            self.inbox.ack(done, worker=self.worker_id)
+            for row_id, reason in failed:
+                self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
+        return DrainResult(len(items), dirty, fetched, lifecycle)
+
+    def _subscriptions(self, ids: set[str]) -> dict[str, Any]:
+        t = schema.subscriptions
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(t).where(t.c.subscription_id.in_(sorted(ids)))).all()
+        return {r.subscription_id: r for r in rows}
+
+    def _scope_of(self, item: InboxItem, sub: Any) -> Scope | None:
+        parents = self.index.parents(item.tenant_id)
+        if sub is not None:
+            found = parents.get(str(sub.scope_key).lower())
+            if found is not None:
+                return found
+        # No row for the subscription (adopted elsewhere, or removed): the resource path says where.
+        resource = (item.resource or "").strip("/").lower()
+        best: Scope | None = None
+        for key, scope in parents.items():
+            if (resource == key or resource.startswith(key + "/")) and (best is None or len(key) > len(best.parent_key)):
+                best = scope
+        return best
+
+    def _lifecycle(self, item: InboxItem, sub: Any) -> None:
+        parent = str(sub.scope_key) if sub is not None else None
+        if item.event in ("missed", "subscriptionRemoved") and parent is not None:
+            # Changes may have been lost: the scope is enumerated again and swept.
+            with self.engine.begin() as connection:
+                scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
+        if item.event in ("subscriptionRemoved", "reauthorizationRequired"):
+            from syncer import reconcile  # late: reconcile's own imports are heavy and unused by most jobs
+
+            if self.spec is not None:
+                reconcile.repair(self.spec, event=item.event, subscription_id=item.subscription_id,
+                                 engine=self.engine, graphs=self._graphs())
+
+    # --- running passes ---
+
+    def due_scopes(self) -> list[Scope]:
+        """Dirty (or resync-requested) scopes that are not postponed, not leased and not running here."""
+        s = schema.sync_state
+        now = self.clock()
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
+                .where(
+                    sa.or_(s.c.dirty_since.is_not(None), s.c.resync_requested.is_(True), s.c.page_link.is_not(None)),
+                    sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
+                    # A lease under this worker's own id with no pass of it running here (start_due
+                    # skips those) is stale: left by its killed predecessor, or by a pass that could
+                    # not release it because the database was down. Waiting out its ttl would
+                    # freeze the scope for minutes after an outage.
+                    sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == self.worker_id),
+                )
+                .order_by(s.c.dirty_since)
+            ).all()
+        due = []
+        for row in rows:
+            scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
+            if scope is not None:
+                due.append(scope)
+        return due
+
+    def start_due(self) -> list[str]:
+        """Start a pass for every due scope not already running in this process."""
+        started: list[str] = []
+        if self._stopping.is_set():
+            return started
+        with self._lock:
+            for key, future in list(self._running.items()):
+                if future.done():
+                    del self._running[key]
+            for scope in self.due_scopes():
+                key = (scope.tenant_id, scope.key)
+                if key in self._running:
+                    continue
+                self._running[key] = self.pool.submit(self._pass, scope)
+                started.append(scope.key)
+        return started
+
+    def _pass(self, scope: Scope) -> sync.PassResult:
+        try:
+            result = sync.sync_scope(
+                self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock,
+                page_size=self.page_size, stop=self._stopping,
+            )
+        except Exception as error:  # the database failed before the pass could record anything
+            log.exception("pass %s could not start", scope.key)
+            result = sync.PassResult(scope.key, "error", error=str(error))
+            with self._lock:
+                self.results.append(result)
+            return result
+        log.info("pass %s: %s (%d items, %d pages)", scope.key, result.outcome, result.items, result.pages)
+        with self._lock:
+            self.results.append(result)
+        if result.outcome == "ok" and scope.container and not self._stopping.is_set():
+            # New folders were registered dirty: start them now rather than at the next drain.
+            self.pool.submit(self.start_due)
+        return result
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the passes started so far (tests, `syncer sync`)."""
+        while True:
+            with self._lock:
+                pending = [f for f in self._running.values() if not f.done()]
+            if not pending:
+                return
+            for future in pending:
+                future.result(timeout=timeout)
+
+    # --- job: safety net ---
+
+    def refresh_scopes(self) -> int:
+        """Expand the declarations again (fan-out over a group or filter changes); register new scopes."""
+        if self.spec is None:
+            return 0
+        by_name = {t.name: self.sources[t.tenant_id] for t in self.spec.tenants if t.tenant_id in self.sources}
+        fresh = ScopeIndex.of(scopes.declared_scopes(self.spec, clients=by_name))
+        added = [sc for key, sc in fresh.static.items() if key not in self.index.static]
+        self.index = fresh
+        if added:
+            with self.engine.begin() as connection:
+                scopestate.ensure_scope_rows(connection, added, dirty=True, now=self.clock())
+        self._refreshed = self.clock()
+        return len(added)
+
+    def safety_net(self) -> int:
+        """Mark dirty the scopes whose last success is older than their interval; how many.
+
+        Also re-expands the declarations every :attr:`refresh_every` (a fan-out group gained a member).
+        """
+        s = schema.sync_state
+        now = self.clock()
+        if self._refreshed is None or now - self._refreshed >= self.refresh_every:
+            try:
+                self.refresh_scopes()
+            except Exception:
+                log.exception("expanding the declarations failed; keeping the scopes known so far")
+                self._refreshed = now
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, s.c.last_success_at).where(s.c.dirty_since.is_(None))
+            ).all()
+        stale = []
+        for row in rows:
+            scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
+            last = scopestate.as_utc(row.last_success_at)
+            if scope is not None and (last is None or last + scope.interval <= now):
+                stale.append((row.tenant_id, row.scope_key))
+        resync = self._window_scopes_to_reanchor(now)
+        marked = 0
+        # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
+        # fails at once instead of waiting when another writer got in between).
+        with self.engine.begin() as connection:
+            for tenant_id, key in stale:
+                marked += connection.execute(
+                    sa.update(s)
+                    .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.dirty_since.is_(None))
+                    .values(dirty_since=now, updated_at=now)
+                ).rowcount
+            for tenant_id, key in resync:
+                connection.execute(
+                    sa.update(s)
+                    .where(s.c.tenant_id == tenant_id, s.c.scope_key == key)
+                    .values(resync_requested=True, dirty_since=now, updated_at=now)
+                )
+        return marked + len(resync)
+
+    def _window_scopes_to_reanchor(self, now: datetime) -> list[tuple[str, str]]:
+        """calendarView scopes whose window was last set more than :attr:`reanchor_every` ago.
+
+        A calendarView deltaLink keeps the window of the round that created it; moving the window
+        with time takes a full round from a fresh initial URL (which also sweeps the events that
+        fell out of it).
+        """
+        windowed = [sc for sc in self.index.static.values() if sc.strategy.window]
+        if not windowed:
+            return []
+        r = schema.sync_runs
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
+                .where(r.c.full.is_(True), r.c.outcome == "ok")
+                .group_by(r.c.tenant_id, r.c.scope_key)
+            ).all()
+        last_full = {(t, k): scopestate.as_utc(at) for t, k, at in rows}
+        due = []
+        for sc in windowed:
+            at = last_full.get((sc.tenant_id, sc.key))
+            if at is not None and at + self.reanchor_every <= now:
+                due.append((sc.tenant_id, sc.key))
+        return due
+
+    # --- job: reconcile ---
+
+    def reconcile(self) -> None:
+        """Run reconcile (renewals, repairs, fan-out changes), then sync the scopes it added at once."""
+        from syncer import reconcile
+
+        if self.spec is None:  # a worker built without a spec (tests) has nothing to reconcile
+            return
+        if reconcile.run(self.spec, engine=self.engine, graphs=self._graphs()) is not None:
+            # A fan-out group may have gained members: their new subscriptions need their scopes now,
+            # not at the next hourly re-expansion.
+            added = self.refresh_scopes()
+            if added:
+                log.info("reconcile added %d scopes to sync", added)
+
+    def _graphs(self) -> Mapping[str, GraphClient]:
+        # The page sources of a worker built from a spec are GraphClients (tests may use lighter fakes
+        # for passes, but reconcile and repairs only ever run on spec-built workers).
+        return cast("Mapping[str, GraphClient]", self.sources)
+
+    def close(self) -> None:
+        """Start no more passes; let those in flight stop at their next commit, and wait for them."""
+        self._stopping.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def on_release(self, finalize: Callable[[], None]) -> None:
+        """Call *finalize* in :meth:`release` (last added, first called)."""
+        self._finalizers.append(finalize)
+
+    def release(self) -> None:
+        """Give back what :func:`syncer.scheduler.run_worker` took for this worker (the SQLite worker lock)."""
+        finalizers, self._finalizers = self._finalizers, []
+        for finalize in reversed(finalizers):
+            finalize()
