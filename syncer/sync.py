@@ -24,6 +24,9 @@ A pass, and why each step is where it is:
 4. **Finish**: record the outcome. Throttling postpones the scope (``not_before``), it does not fail
    it, and it never holds a lock or a thread that other scopes need.
 
+Resources without delta are listed by the same pass (a full round every time, swept) and, between
+lists, fetched by id when a notification names them (:func:`fetch_items`), under the same lease.
+
 Writing the rows themselves (fast, per database) is :mod:`syncer.mirror_writer`.
 """
 
@@ -575,10 +578,47 @@ def fetch_items(
     *,
     worker: str,
     clock: Clock = utcnow,
+    lease_ttl: timedelta = LEASE_TTL,
 ) -> PassResult:
-    """GET each notified *resource* of a no-delta scope and write what Graph returns (404 = removed)."""
-    store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=LEASE_TTL)
+    """GET each notified *resource* of a no-delta scope and write what Graph returns (404 = removed).
+
+    Under the scope's lease, like a pass: two workers never write one scope at once, and a list
+    pass (a full round) never sweeps what a fetch wrote while it ran. Returns ``busy`` at once, with
+    nothing fetched or written, when another worker holds the lease (``lost`` when it was taken over
+    during the GETs): the caller tries again later. Only the lease is given back at the end; the
+    scope's dirtiness and last success belong to its passes. Graph or database trouble is raised
+    (after recording the run) for the caller to list the scope instead.
+    """
+    store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     writer = RowWriter(engine, scope)
+    with engine.begin() as connection:
+        store.ensure(connection)
+        if not store.take_lease(connection):
+            return PassResult(scope.key, "busy")
+        run_id = store.start_run(connection, full=False)
+    try:
+        items = _get_items(source, scope, resources)
+        with engine.begin() as connection:
+            store.renew_lease(connection)
+            done = apply_items(connection, writer, items, now=clock(), run_id=run_id)
+            store.update_run(
+                connection, run_id, outcome="ok", finished_at=clock(), pages=1, upserted=done.upserted,
+                deleted=done.deleted,
+            )
+            store.release_lease(connection)
+    except LeaseLost as error:
+        with engine.begin() as connection:
+            store.update_run(connection, run_id, outcome="lost", finished_at=clock(), error=str(error))
+        return PassResult(scope.key, "lost", run_id=run_id, error=str(error))
+    except Exception as error:
+        with engine.begin() as connection:
+            store.update_run(connection, run_id, outcome="error", finished_at=clock(), error=_describe(error))
+            store.release_lease(connection)
+        raise
+    return PassResult(scope.key, "ok", run_id=run_id, pages=1, items=len(items), upserted=done.upserted, deleted=done.deleted)
+
+
+def _get_items(source: PageSource, scope: Scope, resources: Sequence[str]) -> list[Mapping[str, Any]]:
     items: list[Mapping[str, Any]] = []
     for resource in dict.fromkeys(resources):
         resource = _normalise_resource(resource)
@@ -591,15 +631,7 @@ def fetch_items(
             continue
         if isinstance(body, dict) and "id" in body:
             items.append(body)
-    started = clock()
-    with engine.begin() as connection:
-        store.ensure(connection)
-        run_id = store.start_run(connection, full=False)
-        done = apply_items(connection, writer, items, now=started, run_id=run_id)
-        store.update_run(
-            connection, run_id, outcome="ok", finished_at=clock(), pages=1, upserted=done.upserted, deleted=done.deleted
-        )
-    return PassResult(scope.key, "ok", run_id=run_id, pages=1, items=len(items), upserted=done.upserted, deleted=done.deleted)
+    return items
 
 
 def _normalise_resource(resource: str) -> str:

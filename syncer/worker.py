@@ -42,6 +42,9 @@ __all__ = ["DrainResult", "ScopeIndex", "Worker", "default_worker_id"]
 
 log = logging.getLogger("syncer.worker")
 
+FETCH_RETRY = timedelta(seconds=10)
+"""How long notified items of a scope without delta wait in the inbox while another pass holds the scope."""
+
 
 def default_worker_id() -> str:
     """``host:pid``: unique per process, readable in ``syncer status`` and lock messages."""
@@ -116,6 +119,7 @@ class Worker:
         # Set by close(): passes end at their next commit, and nothing new is started.
         self._stopping = threading.Event()
         self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
+        self._fetching: set[tuple[str, str]] = set()  # scopes whose notified items the drain is fetching
         self._lock = threading.Lock()
         self.results: list[sync.PassResult] = []
         self.refresh_every = timedelta(hours=1)
@@ -181,7 +185,7 @@ class Worker:
         dirty = fetched = lifecycle = 0
         if items:
             subs = self._subscriptions({i.subscription_id for i in items})
-            fetches: dict[tuple[str, str], list[str]] = {}
+            fetches: dict[tuple[str, str], list[InboxItem]] = {}
             parents: dict[str, set[str]] = {}  # tenant -> parent keys: many notifications, one mark each
             marking: list[int] = []
             done: list[int] = []
@@ -197,7 +201,8 @@ class Worker:
                             log.warning("notification for unknown scope (subscription %s, resource %s): ignored",
                                         item.subscription_id, item.resource)
                         elif target.strategy.method == FETCH and item.resource:
-                            fetches.setdefault((target.tenant_id, target.key), []).append(item.resource)
+                            fetches.setdefault((target.tenant_id, target.key), []).append(item)
+                            continue  # acknowledged once fetched
                         else:
                             parents.setdefault(target.tenant_id, set()).add(target.parent_key)
                             marking.append(item.id)
@@ -214,22 +219,53 @@ class Worker:
             except Exception as error:
                 log.exception("marking %d scopes dirty failed", sum(len(k) for k in parents.values()))
                 failed += [(row_id, str(error)) for row_id in marking]
-            for (tenant_id, key), resources in fetches.items():
+            waiting: list[int] = []
+            for (tenant_id, key), notified in fetches.items():
                 scope = self.index.static[(tenant_id, key)]
+                rows = [i.id for i in notified]
                 try:
-                    result = sync.fetch_items(self.engine, self.sources[tenant_id], scope, resources,
-                                              worker=self.worker_id, clock=self.clock)
-                    fetched += result.items
+                    result = self._fetch(scope, [i.resource for i in notified if i.resource])
                 except Exception as error:
                     # The periodic list of the scope (a full round with its sweep) covers these items.
                     log.warning("fetching %d notified items of %s failed (%s): listing the scope instead",
-                                len(resources), scope.key, error)
+                                len(notified), scope.key, error)
                     with self.engine.begin() as connection:
                         dirty += scopestate.mark_dirty(connection, tenant_id, [scope.parent_key], now=self.clock())
+                    done += rows
+                    continue
+                if result.outcome == "ok":
+                    fetched += result.items
+                    done += rows
+                else:
+                    # Another pass holds the scope (busy, or it took the lease over): nothing was
+                    # written, so these notifications wait in the inbox until the scope is free.
+                    log.info("fetching %d notified items of %s: %s, trying again in %ss", len(notified), scope.key,
+                             result.outcome, int(FETCH_RETRY.total_seconds()))
+                    waiting += rows
             self.inbox.ack(done, worker=self.worker_id)
+            self.inbox.release(waiting, worker=self.worker_id, retry_in=FETCH_RETRY)
             for row_id, reason in failed:
                 self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
         return DrainResult(len(items), dirty, fetched, lifecycle)
+
+    def _fetch(self, scope: Scope, resources: list[str]) -> sync.PassResult:
+        """:func:`syncer.sync.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
+
+        Such a pass holds the lease under this worker's own id, which the fetch would take as its
+        own and release under it; so would a pass that :meth:`start_due` started during the fetch.
+        """
+        key = (scope.tenant_id, scope.key)
+        with self._lock:
+            running = self._running.get(key)
+            if running is not None and not running.done():
+                return sync.PassResult(scope.key, "busy")
+            self._fetching.add(key)
+        try:
+            return sync.fetch_items(self.engine, self.sources[scope.tenant_id], scope, resources,
+                                    worker=self.worker_id, clock=self.clock)
+        finally:
+            with self._lock:
+                self._fetching.discard(key)
 
     def _subscriptions(self, ids: set[str]) -> dict[str, Any]:
         t = schema.subscriptions
@@ -302,7 +338,7 @@ class Worker:
                     del self._running[key]
             for scope in self.due_scopes():
                 key = (scope.tenant_id, scope.key)
-                if key in self._running:
+                if key in self._running or key in self._fetching:
                     continue
                 self._running[key] = self.pool.submit(self._pass, scope)
                 started.append(scope.key)

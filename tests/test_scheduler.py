@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from syncer.scheduler import (
     schedule_jobs,
     single_worker_lock,
 )
-from syncer.worker import ScopeIndex, Worker
+from syncer.scopestate import LEASE_TTL, ScopeStore
+from syncer.worker import FETCH_RETRY, ScopeIndex, Worker
 
 GROUPS_SPEC = """
   - name: groups
@@ -248,6 +250,45 @@ def test_one_throttled_scope_never_holds_back_the_others(env: SyncEnv) -> None:
         assert len(env.rows("users")) == 50
         assert env.state("groups").not_before is not None
         assert [s.key for s in worker.due_scopes()] == []  # postponed, not retried in a loop
+    finally:
+        worker.close()
+
+
+def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: SyncEnv) -> None:
+    env.graph.admin("POST", "seed", json={"users": 5})
+    scope = env.fetch_scope()  # a resource without delta: notified items are fetched by id
+    clock = Clock()
+    worker = Worker(env.engine, {env.tenant_id: env.client}, ScopeIndex.of([scope]), worker_id="w1", clock=clock)
+    try:
+        worker.register_scopes()
+        assert sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock).outcome == "ok"
+        user = sorted(env.rows("users"))[0]
+        env.graph.patch(f"users/{user}", json={"displayName": "Notified"})
+        other = ScopeStore(env.engine, scope, worker="w2", clock=clock, lease_ttl=LEASE_TTL)
+        with env.engine.begin() as connection:
+            assert other.take_lease(connection)
+        notify(env, "sub-users", f"Users/{user}")
+        busy = worker.drain(start=False)
+        assert (busy.claimed, busy.fetched) == (1, 0)
+        assert env.rows("users")[user]["raw"]["displayName"] != "Notified"
+        assert Inbox(env.engine).depth() == 1  # not acknowledged: the change is still to be fetched
+        assert worker.drain(start=False).claimed == 0  # and not retried at once
+
+        # A pass of the scope running in this worker (under its own lease) holds the fetch back too.
+        with env.engine.begin() as connection:
+            other.release_lease(connection)
+        clock.advance(FETCH_RETRY + timedelta(seconds=1))
+        running: Future[sync.PassResult] = Future()
+        worker._running[(scope.tenant_id, scope.key)] = running
+        held = worker.drain(start=False)
+        assert (held.claimed, held.fetched) == (1, 0) and Inbox(env.engine).depth() == 1
+        running.set_result(sync.PassResult(scope.key, "ok"))
+
+        clock.advance(FETCH_RETRY + timedelta(seconds=1))
+        done = worker.drain(start=False)
+        assert (done.claimed, done.fetched) == (1, 1)
+        assert env.rows("users")[user]["raw"]["displayName"] == "Notified"
+        assert Inbox(env.engine).depth() == 0
     finally:
         worker.close()
 

@@ -18,7 +18,8 @@ from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
 from syncer import scopestate, status, sync
 from syncer.cli import main
-from syncer.scopes import FETCH, Scope, Strategy
+from syncer.scopes import Scope, Strategy
+from syncer.scopestate import ScopeStore
 
 SELECT = "users/delta?$select=id,displayName,mail,accountEnabled,createdDateTime"
 
@@ -271,12 +272,7 @@ def test_a_worker_whose_lease_was_taken_over_writes_nothing(env: SyncEnv) -> Non
 
 def test_fetch_strategy_gets_items_by_id_and_lists_with_sweep(env: SyncEnv) -> None:
     seed(env, 12)
-    delta_scope = env.scope()
-    strategy = Strategy("user-by-id", FETCH, "users", item_path="{resource}")
-    scope = Scope(
-        tenant_id=env.tenant_id, key="users", name="users", parent_key="users", table="users", strategy=strategy,
-        initial_url="users?$select=id,displayName,mail,accountEnabled,createdDateTime", mirror=delta_scope.mirror,
-    )
+    scope = env.fetch_scope()
     # The periodic list: a full round every time, no deltaLink, swept at the end.
     first = sync.sync_scope(env.engine, env.client, scope, worker="w1")
     assert (first.outcome, first.full, first.upserted) == ("ok", True, 12)
@@ -298,6 +294,48 @@ def test_fetch_strategy_gets_items_by_id_and_lists_with_sweep(env: SyncEnv) -> N
     assert again.full and again.deleted == 1
     assert env.state().delta_link is None
     assert set(env.rows("users")) == set(ids) - {ids[1], ids[2]}
+
+
+def test_fetch_by_id_while_another_worker_holds_the_scope_writes_nothing(env: SyncEnv) -> None:
+    seed(env, 6)
+    scope = env.fetch_scope()
+    clock = Clock()
+    assert sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock).outcome == "ok"
+    ids = sorted(env.rows("users"))
+    env.graph.patch(f"users/{ids[0]}", json={"displayName": "Fetched later"})
+    other = ScopeStore(env.engine, scope, worker="w2", clock=clock, lease_ttl=scopestate.LEASE_TTL)
+    with env.engine.begin() as connection:
+        assert other.take_lease(connection)  # w2 is in the middle of a pass (a list, say)
+    runs = len(env.runs())
+    busy = sync.fetch_items(env.engine, env.client, scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)
+    assert (busy.outcome, busy.run_id, busy.items) == ("busy", None, 0)
+    assert env.rows("users")[ids[0]]["raw"]["displayName"] != "Fetched later"
+    assert len(env.runs()) == runs and env.state().leased_by == "w2"
+
+    # The lease is taken over while the GETs run: the rows are not written either.
+    class TakenOver:
+        def get_json(self, path: str) -> Any:
+            clock.advance(scopestate.LEASE_TTL + timedelta(seconds=1))
+            with env.engine.begin() as connection:
+                assert other.take_lease(connection)
+            return env.client.get_json(path)
+
+    clock.advance(scopestate.LEASE_TTL + timedelta(seconds=1))  # w2 died: its lease runs out
+    lost = sync.fetch_items(env.engine, TakenOver(), scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)  # type: ignore[arg-type]
+    assert lost.outcome == "lost" and env.runs()[-1].outcome == "lost"
+    assert env.rows("users")[ids[0]]["raw"]["displayName"] != "Fetched later"
+    assert env.state().leased_by == "w2"
+
+    # Once the lease is free the same fetch writes the change, and gives back only the lease.
+    with env.engine.begin() as connection:
+        other.release_lease(connection)
+    before = env.state()
+    done = sync.fetch_items(env.engine, env.client, scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)
+    assert (done.outcome, done.upserted) == ("ok", 1)
+    assert env.rows("users")[ids[0]]["raw"]["displayName"] == "Fetched later"
+    after = env.state()
+    assert after.leased_by is None and after.lease_until is None
+    assert (after.last_success_at, after.dirty_since) == (before.last_success_at, before.dirty_since)
 
 
 # --- progress and status --------------------------------------------------------------------------

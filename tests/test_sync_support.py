@@ -17,7 +17,7 @@ from syncer import mirror, schema, scopes
 from syncer.graph.client import GraphClient
 from syncer.graph.retry import RetryPolicy
 from syncer.migrate import upgrade_core
-from syncer.scopes import Scope
+from syncer.scopes import FETCH, Scope, Strategy
 from syncer.spec import Spec, load_spec
 
 USERS_SPEC = """
@@ -70,6 +70,14 @@ class SyncEnv:
         """What Graph has now, by a fresh full delta (the emulator's truth)."""
         items, _link = self.graph.delta_all(path)
         return {i["id"]: i for i in items if "@removed" not in i}
+
+    def fetch_scope(self) -> Scope:
+        """The users declaration synced as a resource without delta: a list, and GETs by id."""
+        strategy = Strategy("user-by-id", FETCH, "users", item_path="{resource}")
+        return Scope(
+            tenant_id=self.tenant_id, key="users", name="users", parent_key="users", table="users", strategy=strategy,
+            initial_url="users?$select=id,displayName,mail,accountEnabled,createdDateTime", mirror=self.scope().mirror,
+        )
 
     def state(self, key: str = "users") -> Any:
         s = schema.sync_state
