@@ -8,8 +8,9 @@ POST), it runs the no-op app and then the receiver under the same gunicorn setti
 (syncer.serve.gunicorn_options), each for --duration seconds at --connections connections, and
 checks that the inbox holds at least (2xx responses x items) rows: every 2xx was committed.
 Target (issue 6): on PostgreSQL >= 70% of the no-op app's req/s and p99 < 100 ms at 64 connections.
-Each case runs --rounds noop/receiver pairs (alternated, the load on a shared machine drifts); the best
-pair is reported, with every round and the median ratio. The last line printed is one JSON object.
+Each case runs --rounds noop/receiver pairs (alternated, the load on a shared machine drifts); the
+figures reported are medians over the rounds (ratio, req/s, p99), with every round listed. The last
+line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,12 +98,14 @@ def noop_app() -> Any:
     return app
 
 
-def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int, committers: int) -> None:
+def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int, committers: int,
+          worker_class: str | None) -> None:
     from syncer.receiver import ReceiverSettings
     from syncer.serve import ServeConfig, build_app, gunicorn_options, run_gunicorn
 
     settings = ReceiverSettings(committers=committers) if committers else ReceiverSettings()
-    config = ServeConfig(database_url=database_url, bind=bind, workers=workers, threads=threads, settings=settings,
+    config = ServeConfig(database_url=database_url, bind=bind, workers=workers, worker_class=worker_class,
+                         threads=threads, settings=settings,
                          metrics_dir=tempfile.mkdtemp(prefix="bench-metrics-"))
     load = noop_app if kind == "noop" else (lambda: build_app(config))
     run_gunicorn(load, gunicorn_options(config))
@@ -118,10 +122,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(kind: str, database_url: str, workers: int | None, threads: int, committers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(kind: str, database_url: str, args: Any, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", kind, "--database-url", database_url, "--bind", f"127.0.0.1:{port}",
-           "--workers", str(workers or 0), "--threads", str(threads), "--committers", str(committers)]
+           "--workers", str(args.workers or 0), "--threads", str(args.threads), "--committers", str(args.committers),
+           "--worker-class", args.worker_class]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -226,7 +231,7 @@ def measure(kind: str, wrk: str, url: str, items: int, args: Any, workdir: Path,
             "items": items, "subs": ",".join(f'"{s}"' for s in SUBSCRIPTIONS),
             "client_state": CLIENT_STATE, "tenant": TENANT, "run": name,
         })
-    proc, base = start(kind, url, args.workers or None, args.threads, args.committers, log)
+    proc, base = start(kind, url, args, log)
     try:
         run_wrk(wrk, base, workdir / f"{warm}.lua", duration=2, connections=args.connections)
         figures = run_wrk(wrk, base, workdir / f"{run}.lua", duration=args.duration, connections=args.connections)
@@ -247,16 +252,18 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--bind", default="127.0.0.1:0")
     parser.add_argument("--workers", type=int, default=0, help="0: syncer serve's default (CPU count; 1 on SQLite)")
-    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--worker-class", default="", help="'': syncer serve's default (gevent on PostgreSQL, gthread on SQLite)")
+    parser.add_argument("--threads", type=int, default=32, help="per gthread worker")
     parser.add_argument("--committers", type=int, default=0, help="0: ReceiverSettings' default (connections per process)")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--backends", default="postgresql,sqlite")
     parser.add_argument("--items", default="1,10")
-    parser.add_argument("--rounds", type=int, default=2, help="noop/receiver pairs per case; the best pair is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="noop/receiver pairs per case; medians are reported")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.database_url, args.bind, args.workers or None, args.threads, args.committers)
+        serve(args.serve, args.database_url, args.bind, args.workers or None, args.threads, args.committers,
+              args.worker_class or None)
         return
 
     wrk = ensure_wrk()
@@ -264,7 +271,7 @@ def main() -> None:
     log = workdir / "servers.log"
     results: dict[str, Any] = {
         "connections": args.connections, "duration_s": args.duration, "workers": args.workers,
-        "threads": args.threads, "committers": args.committers, "worker_class": "gthread", "rounds": args.rounds, "cases": [],
+        "threads": args.threads, "committers": args.committers, "rounds": args.rounds, "cases": [],
     }
     for backend in args.backends.split(","):
         url, cleanup = prepare_database(backend, workdir)
@@ -273,6 +280,7 @@ def main() -> None:
                 case: dict[str, Any] = {
                     "backend": backend, "items_per_post": items, "rounds": [],
                     "workers": args.workers or (1 if backend == "sqlite" else os.cpu_count() or 2),
+                    "worker_class": args.worker_class or ("gthread" if backend == "sqlite" else "gevent"),
                 }
                 # Alternate noop and receiver runs: the machine is shared, and its load drifts within
                 # minutes; pairing each receiver run with the noop run next to it keeps the ratio fair.
@@ -281,12 +289,14 @@ def main() -> None:
                     pair["ratio"] = round(pair["receiver"]["rps"] / pair["noop"]["rps"], 3)
                     case["rounds"].append(pair)
                     print(f"{backend} items={items}: {pair}", file=sys.stderr)
-                best = max(case["rounds"], key=lambda r: r["ratio"])
+                rounds = case["rounds"]
                 case.update(
-                    noop_rps=best["noop"]["rps"], receiver_rps=best["receiver"]["rps"], ratio=best["ratio"],
-                    receiver_p99_ms=best["receiver"]["p99_ms"], noop_p99_ms=best["noop"]["p99_ms"],
-                    median_ratio=sorted(r["ratio"] for r in case["rounds"])[len(case["rounds"]) // 2],
-                    every_2xx_stored=all(r["receiver"]["every_2xx_stored"] for r in case["rounds"]),
+                    ratio=median(r["ratio"] for r in rounds),
+                    noop_rps=median(r["noop"]["rps"] for r in rounds),
+                    receiver_rps=median(r["receiver"]["rps"] for r in rounds),
+                    receiver_p99_ms=median(r["receiver"]["p99_ms"] for r in rounds),
+                    noop_p99_ms=median(r["noop"]["p99_ms"] for r in rounds),
+                    every_2xx_stored=all(r["receiver"]["every_2xx_stored"] for r in rounds),
                 )
                 case["target_met"] = case["ratio"] >= 0.7 and case["receiver_p99_ms"] < 100
                 results["cases"].append(case)

@@ -419,22 +419,36 @@ def run(spec_path: Path, host: str | None, port: int | None, no_reconcile: bool)
 @click.option(
     "--bind", default=None, help="host:port to listen on (default: receiver.host:receiver.port in the spec)."
 )
-@click.option("--workers", type=int, default=None, help="Worker processes (default: one per CPU).")
 @click.option(
-    "--threads", type=int, default=None, help="Threads per worker (default 32: they share commits)."
+    "--workers", type=int, default=None, help="Worker processes (default: one per CPU; 1 on SQLite)."
+)
+@click.option(
+    "--worker-class",
+    type=click.Choice(["gevent", "gthread"]),
+    default=None,
+    help="gunicorn worker class (default: gevent on PostgreSQL, gthread on SQLite).",
+)
+@click.option(
+    "--threads", type=int, default=None, help="Threads per gthread worker (default 32: they share commits)."
 )
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 @friendly_errors
 def serve(
-    spec_path: Path, bind: str | None, workers: int | None, threads: int | None, access_log: bool
+    spec_path: Path,
+    bind: str | None,
+    workers: int | None,
+    worker_class: str | None,
+    threads: int | None,
+    access_log: bool,
 ) -> None:
     """Run the webhook receiver under gunicorn (production).
 
     Answers Graph's validation handshake, checks every notification (clientState, validation tokens,
     HMAC, decryption) and stores it in the inbox before answering 202; 503 when the database is down.
-    gunicorn gthread workers, one per CPU with 32 threads each, so that concurrent requests share
-    commits. Also serves /healthz, /readyz and Prometheus /metrics. Other WSGI servers can load
-    `syncer.receiver:create_app_from_env()` (SYNCER_DATABASE_URL and friends).
+    gunicorn workers, one per CPU (gevent on PostgreSQL; one gthread worker with 32 threads on
+    SQLite), so that concurrent requests share commits. Also serves /healthz, /readyz and
+    Prometheus /metrics. Other WSGI servers can load `syncer.receiver:create_app_from_env()`
+    (SYNCER_DATABASE_URL and friends).
     """
     from syncer.serve import ServeConfig
     from syncer.serve import serve as serve_receiver
@@ -443,7 +457,12 @@ def serve(
     spec = load_spec(spec_path).resolve_emulator()
     serve_receiver(
         ServeConfig.from_spec(
-            spec, bind=bind, workers=workers, threads=threads, access_log=access_log or None
+            spec,
+            bind=bind,
+            workers=workers,
+            worker_class=worker_class,
+            threads=threads,
+            access_log=access_log or None,
         )
     )
 

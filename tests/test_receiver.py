@@ -577,6 +577,23 @@ def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine
         output = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 0, output
     assert "Booting worker" in output and output.count("Booting worker") >= 2
+    # gevent on PostgreSQL, threads on SQLite (ServeConfig explains why), and no warning from the patching
+    assert f"Using worker: {'gthread' if database_url.startswith('sqlite') else 'gevent'}" in output
+    assert "MonkeyPatchWarning" not in output
+
+
+def test_serve_worker_class_follows_the_database_unless_set() -> None:
+    from syncer.errors import ConfigError
+    from syncer.serve import ServeConfig, gunicorn_options
+
+    sqlite = gunicorn_options(ServeConfig(database_url="sqlite:///x.db"))
+    postgres = gunicorn_options(ServeConfig(database_url="postgresql://h/db"))
+    assert (sqlite["worker_class"], sqlite["workers"]) == ("gthread", 1)
+    assert postgres["worker_class"] == "gevent" and postgres["worker_connections"] == 1000
+    assert gunicorn_options(ServeConfig(database_url="postgresql://h/db", worker_class="gthread"))["worker_class"] == "gthread"
+    with pytest.raises(ConfigError, match="worker class.*'eventlet'"):
+        gunicorn_options(ServeConfig(database_url="postgresql://h/db", worker_class="eventlet"))
+    assert ServeConfig.from_env({"SYNCER_DATABASE_URL": "sqlite://", "SYNCER_RECEIVER_WORKER_CLASS": "gevent"}).worker_class == "gevent"
 
 
 def test_serve_config_from_the_shipped_spec() -> None:
