@@ -31,14 +31,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 import sqlalchemy as sa
 from flask import Flask, Response, request
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from syncer import schema
 from syncer.errors import DatabaseError, NotificationError
@@ -196,6 +199,42 @@ def _response(status: int, body: str = "") -> Response:
     return Response(body, status=status, headers=_ANSWER_HEADERS)
 
 
+def _status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+class _FastPath:
+    """WSGI middleware: notification POSTs go straight to ``receive``, everything else to Flask.
+
+    The notification POST is the one request Graph sends by the thousand, and Flask's request and
+    response objects, context push and routing cost as much CPU as all of syncer's own checks
+    (measured ~40 us of ~85 us per request, in-process). The same ``receive`` serves Flask's view,
+    so there is one implementation; this only skips the framework around it. A request whose body
+    end the server does not mark (neither Content-Length nor ``wsgi.input_terminated``) goes the
+    Flask way, whose stream never reads past the body.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        receive: Callable[[str, dict[str, Any], Callable[[int], bytes]], tuple[int, str]],
+        endpoints: Mapping[str, str],
+    ) -> None:
+        self.app = app
+        self.receive = receive
+        self.endpoints = dict(endpoints)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        endpoint = self.endpoints.get(environ.get("PATH_INFO", ""))
+        bounded = environ.get("CONTENT_LENGTH") or environ.get("wsgi.input_terminated")
+        if endpoint is None or environ.get("REQUEST_METHOD") != "POST" or not bounded:
+            return self.app(environ, start_response)
+        status, text = self.receive(endpoint, environ, environ["wsgi.input"].read)
+        body = text.encode()
+        start_response(_status_line(status), [*_ANSWER_HEADERS, ("Content-Length", str(len(body)))])
+        return [body]
+
+
 def _new_item(a: Accepted) -> NewItem:
     n = a.notification
     return NewItem(
@@ -284,11 +323,11 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions["syncer.receiver"] = state
 
-    def answer(status: int, endpoint: str, body: str = "") -> Response:
+    def answer(status: int, endpoint: str, body: str = "") -> tuple[int, str]:
         metrics.inc("syncer_receiver_requests_total", endpoint=endpoint, status=str(status))
-        return _response(status, body)
+        return status, body
 
-    def log_refusals(refused: tuple[Rejection, ...]) -> None:
+    def log_refusals(refused: tuple[Rejection, ...], remote_addr: str | None) -> None:
         for reason, count in reasons(refused).items():
             metrics.inc("syncer_notifications_rejected_total", count, reason=reason)
         if refused and limiter.allow():
@@ -297,29 +336,36 @@ def create_app(
             log.warning(
                 "refused %d notification item(s) from %s: %s; subscriptions %s%s",
                 len(refused),
-                request.remote_addr,
+                remote_addr,
                 ", ".join(f"{k}={v}" for k, v in sorted(reasons(refused).items())),
                 subs,
                 f" ({suppressed} similar lines suppressed)" if suppressed else "",
             )
 
-    def receive(endpoint: str) -> Response:
-        environ = request.environ
+    def receive(endpoint: str, environ: dict[str, Any], read: Callable[[int], bytes]) -> tuple[int, str]:
+        """A POST to the notification or lifecycle path: (status, body). Reads only the WSGI environ
+        and *read* (the body stream), so that Flask's view and the fast path share it."""
         # Cheap tests on the raw environ first: this runs for every notification POST.
-        if "validationToken" in environ.get("QUERY_STRING", ""):
-            token = request.args.get("validationToken")
-            if token is not None:
+        query = environ.get("QUERY_STRING", "")
+        if "validationToken" in query:
+            tokens = parse_qs(query, keep_blank_values=True).get("validationToken")
+            if tokens:
                 # The handshake: echo the decoded token as plain text, nothing else (notes §1.2).
                 metrics.inc("syncer_handshakes_total", endpoint=endpoint)
-                return answer(200, endpoint, token)
+                return answer(200, endpoint, tokens[0])
         content_type = environ.get("CONTENT_TYPE", "")
-        if content_type != "application/json" and request.mimetype != "application/json":
+        if content_type != "application/json" and content_type.partition(";")[0].strip().lower() != "application/json":
             return answer(415, endpoint, "expected application/json")
-        # Read one byte past the cap ourselves: for a chunked body (no Content-Length) werkzeug's
-        # limit may just stop reading, which would look like a truncated (400) body, not a 413.
-        body = request.stream.read(settings.max_body_bytes + 1)
-        if len(body) > settings.max_body_bytes:
-            raise RequestEntityTooLarge()
+        declared = environ.get("CONTENT_LENGTH", "")
+        length = int(declared) if declared.isdigit() else None
+        # Never read past a declared length (PEP 3333: the stream may be the bare socket). Without
+        # one (chunked), read one byte past the cap ourselves: a server may just stop reading at a
+        # limit, which would look like a truncated (400) body rather than a 413.
+        too_large = length is not None and length > settings.max_body_bytes
+        body = b"" if too_large else read(settings.max_body_bytes + 1 if length is None else length)
+        if too_large or len(body) > settings.max_body_bytes:
+            metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
+            return answer(413, endpoint, "Request Entity Too Large")
         try:
             collection = parse_collection(body, limits=settings.limits)
         except NotificationError as exc:
@@ -332,7 +378,7 @@ def create_app(
             log.error("cannot check notifications, answering 503: %s", exc)
             return answer(503, endpoint, "temporarily unavailable")
         if verdict.rejected:
-            log_refusals(verdict.rejected)
+            log_refusals(verdict.rejected, environ.get("REMOTE_ADDR"))
         if verdict.accepted:
             items = [_new_item(a) for a in verdict.accepted]
             started = time.perf_counter()
@@ -349,15 +395,18 @@ def create_app(
                 duplicates=len(items) - len(new_keys),
                 seconds=time.perf_counter() - started,
             )
-            return _response(202)
+            return 202, ""
         metrics.inc("syncer_notifications_received_total", collection.size)
         return answer(202, endpoint)
 
-    app.add_url_rule(
-        settings.notification_path, "notifications", lambda: receive("notifications"), methods=["POST"]
-    )
-    if settings.lifecycle_path != settings.notification_path:
-        app.add_url_rule(settings.lifecycle_path, "lifecycle", lambda: receive("lifecycle"), methods=["POST"])
+    def view(endpoint: str) -> Response:
+        status, body = receive(endpoint, request.environ, request.stream.read)
+        return _response(status, body)
+
+    endpoints = {settings.lifecycle_path: "lifecycle", settings.notification_path: "notifications"}  # one path: notifications
+    for path, endpoint in endpoints.items():
+        app.add_url_rule(path, endpoint, partial(view, endpoint), methods=["POST"])
+    app.wsgi_app = _FastPath(app.wsgi_app, receive, endpoints)  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
