@@ -231,7 +231,10 @@ class _FastPath:
             return self.app(environ, start_response)
         status, text = self.receive(endpoint, environ, environ["wsgi.input"].read)
         body = text.encode()
-        start_response(_status_line(status), [*_ANSWER_HEADERS, ("Content-Length", str(len(body)))])
+        headers = [*_ANSWER_HEADERS, ("Content-Length", str(len(body)))]
+        if status == 413:
+            headers.append(("Connection", "close"))  # or the server would read the unwanted body to reuse it
+        start_response(_status_line(status), headers)
         return [body]
 
 
