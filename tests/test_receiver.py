@@ -591,7 +591,7 @@ def test_serve_worker_class_follows_the_database_unless_set() -> None:
     assert (sqlite["worker_class"], sqlite["workers"]) == ("gthread", 1)
     assert postgres["worker_class"] == "gevent" and postgres["worker_connections"] == 1000
     assert gunicorn_options(ServeConfig(database_url="postgresql://h/db", worker_class="gthread"))["worker_class"] == "gthread"
-    with pytest.raises(ConfigError, match="worker class.*'eventlet'"):
+    with pytest.raises(ConfigError, match=r"worker class.*'eventlet'"):
         gunicorn_options(ServeConfig(database_url="postgresql://h/db", worker_class="eventlet"))
     assert ServeConfig.from_env({"SYNCER_DATABASE_URL": "sqlite://", "SYNCER_RECEIVER_WORKER_CLASS": "gevent"}).worker_class == "gevent"
 
