@@ -14,7 +14,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import notification_builders as nb
@@ -22,7 +25,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
@@ -446,7 +449,7 @@ def emulated(database_url: str, graph: Any) -> Iterator[tuple[Server, Engine, An
     engine.dispose()
 
 
-def subscribe(graph: Any, server: Server, engine: Engine, **extra: Any) -> dict[str, Any]:
+def subscribe(graph: Any, server: Any, engine: Engine, **extra: Any) -> dict[str, Any]:
     """Create the subscription through the emulator (which runs the handshake on both URLs) and record
     it the way reconcile does."""
     secret = f"cs-{uuid.uuid4().hex}"
@@ -525,7 +528,10 @@ def test_emulator_rich_notifications_across_a_key_rotation(emulated: tuple[Serve
 # --- `syncer serve`: gunicorn, several worker processes --------------------------------------------------
 
 
-def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine: Engine, database_url: str) -> None:
+@contextmanager
+def served(database_url: str, **env: str) -> Iterator[tuple[str, list[str]]]:
+    """`syncer serve` (gunicorn) in a subprocess configured by SYNCER_* *env*: its URL, and a list that
+    holds its whole output once it stopped (SIGTERM, asserted clean)."""
     import signal
     import socket
     import subprocess
@@ -534,13 +540,11 @@ def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {
-        **os.environ, "SYNCER_DATABASE_URL": database_url, "SYNCER_RECEIVER_BIND": f"127.0.0.1:{port}",
-        "SYNCER_RECEIVER_WORKERS": "2",  # also on SQLite (whose default is 1): correctness, not speed
-    }
+    environ = {**os.environ, "SYNCER_DATABASE_URL": database_url, "SYNCER_RECEIVER_BIND": f"127.0.0.1:{port}", **env}
     code = "from syncer.serve import ServeConfig, serve; serve(ServeConfig.from_env())"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    output: list[str] = []
     session = requests.Session()
     session.trust_env = False
     try:
@@ -553,6 +557,21 @@ def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine
                 pass
             assert time.monotonic() < deadline, "gunicorn did not come up"
             time.sleep(0.1)
+        yield url, output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output.append(proc.communicate(timeout=30)[0].decode())
+    assert proc.returncode == 0, output[0]
+    # gevent on PostgreSQL, threads on SQLite (ServeConfig explains why), and no warning from the patching
+    assert f"Using worker: {'gthread' if database_url.startswith('sqlite') else 'gevent'}" in output[0]
+    assert "MonkeyPatchWarning" not in output[0]
+
+
+def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine: Engine, database_url: str) -> None:
+    # Two workers also on SQLite (whose default is 1): correctness, not speed.
+    with served(database_url, SYNCER_RECEIVER_WORKERS="2") as (url, output):
+        session = requests.Session()
+        session.trust_env = False
 
         def send(n: int) -> None:
             local = requests.Session()
@@ -572,14 +591,33 @@ def test_serve_runs_gunicorn_workers_that_share_the_inbox_and_the_metrics(engine
         while "syncer_notifications_stored_total 80" not in session.get(url + "/metrics", timeout=5).text:
             assert time.monotonic() < deadline, session.get(url + "/metrics", timeout=5).text
             time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=30)[0].decode()
-    assert proc.returncode == 0, output
-    assert "Booting worker" in output and output.count("Booting worker") >= 2
-    # gevent on PostgreSQL, threads on SQLite (ServeConfig explains why), and no warning from the patching
-    assert f"Using worker: {'gthread' if database_url.startswith('sqlite') else 'gevent'}" in output
-    assert "MonkeyPatchWarning" not in output
+    assert output[0].count("Booting worker") >= 2
+
+
+def test_serve_decrypts_rich_notifications_the_emulator_delivers(
+    engine: Engine, database_url: str, graph: Any, tmp_path: Path
+) -> None:
+    """Under gunicorn (gevent on PostgreSQL): the JWKS fetch over HTTPS and the decryption in a worker."""
+    key_file = tmp_path / "cert-a.pem"
+    key_file.write_bytes(nb.rsa_key("emu-cert-a").private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+    info = graph.info
+    with served(
+        database_url, SYNCER_RECEIVER_WORKERS="1", SYNCER_RECEIVER_APP_IDS=info["client_id"],
+        SYNCER_RECEIVER_JWKS_URL=f"{info['authority']}/v2.0/.well-known/openid-configuration",
+        SYNCER_RECEIVER_JWKS_CA_BUNDLE=str(info["ca_cert"]), SYNCER_RECEIVER_KEYS=f"cert-a={key_file}",
+    ) as (url, _output):
+        user = graph.create_user("ida")
+        subscribe(
+            graph, SimpleNamespace(url=url), engine, resource=f"users/{user['id']}/messages?$select=subject",
+            changeType="created", includeResourceData=True, encryptionCertificate=certificate("emu-cert-a"),
+            encryptionCertificateId="cert-a",
+        )
+        posted = graph.post(f"users/{user['id']}/mailFolders/inbox/messages", json={"subject": "under gunicorn"})
+        assert posted.status_code == 201
+        (row,) = wait_rows(engine, 1)
+    assert row.payload["decryptedContent"]["subject"] == "under gunicorn"
 
 
 def test_serve_worker_class_follows_the_database_unless_set() -> None:
@@ -597,8 +635,6 @@ def test_serve_worker_class_follows_the_database_unless_set() -> None:
 
 
 def test_serve_config_from_the_shipped_spec() -> None:
-    from pathlib import Path
-
     from syncer.serve import ServeConfig
     from syncer.spec import load_spec
 
