@@ -112,7 +112,7 @@ class GroupCommitter:
         self,
         inbox: Inbox,
         *,
-        committers: int = 2,
+        committers: int = 1,
         max_batch_rows: int = 2000,
         statement_timeout: float = 2.5,
         on_commit: Callable[[int, int, float], None] | None = None,
