@@ -233,7 +233,7 @@ def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
     if worker_class == "gevent" and not has_gevent:
         raise ConfigError("the gevent worker class needs gevent: pip install 'syncer[server]'")
     if not sqlite and not has_gevent:
-        log.warning("gevent is not installed: serving with gthread workers, about 40%% slower (pip install 'syncer[server]')")
+        log.warning("gevent is not installed: serving with gthread workers, about 40% slower (pip install 'syncer[server]')")
     if worker_class == "gevent":
         _quiet_late_ssl_patch()
     return {
