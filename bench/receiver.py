@@ -266,6 +266,8 @@ def main() -> None:
               args.worker_class or None)
         return
 
+    from syncer.serve import ServeConfig, gunicorn_options
+
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
     log = workdir / "servers.log"
@@ -275,12 +277,14 @@ def main() -> None:
     }
     for backend in args.backends.split(","):
         url, cleanup = prepare_database(backend, workdir)
+        options = gunicorn_options(ServeConfig(database_url=url, workers=args.workers or None,
+                                               worker_class=args.worker_class or None))
         try:
             for items in map(int, args.items.split(",")):
                 case: dict[str, Any] = {
                     "backend": backend, "items_per_post": items, "rounds": [],
-                    "workers": args.workers or (1 if backend == "sqlite" else os.cpu_count() or 2),
-                    "worker_class": args.worker_class or ("gthread" if backend == "sqlite" else "gevent"),
+                    # What the servers ran with: syncer serve's own choice, not a copy of its rules.
+                    **{k: options[k] for k in ("workers", "worker_class")},
                 }
                 # Alternate noop and receiver runs: the machine is shared, and its load drifts within
                 # minutes; pairing each receiver run with the noop run next to it keeps the ratio fair.
