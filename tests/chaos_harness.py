@@ -131,18 +131,26 @@ class TcpProxy:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
         listener.listen(128)
-        self._listener, self.up = listener, True
+        with self._lock:
+            self._listener, self.up = listener, True
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
 
     def cut(self) -> None:
         """The database host vanishes: open connections are reset, new ones refused."""
-        self.up = False
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
         with self._lock:
+            self.up = False
+            listener, self._listener = self._listener, None
             conns, self._conns = self._conns, set()
+        if listener is not None:
+            # close() alone does not stop a thread blocked in accept(): the kernel keeps the socket
+            # listening until that accept returns, and it returns with the next connection, which
+            # would then reach the database in the middle of the outage. shutdown() wakes it first.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
         for conn in conns:
             try:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -170,6 +178,10 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
+                if listener is not self._listener:  # cut while this connection was being set up
+                    client.close()
+                    upstream.close()
+                    return
                 self._conns |= {client, upstream}
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 

@@ -11,6 +11,7 @@ The machinery is in tests/chaos_harness.py; bench/chaos.py is the long version.
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from chaos_harness import WORKER_ID, Harness
+from chaos_harness import WORKER_ID, Harness, TcpProxy
 
 from syncer import schema
 
@@ -129,3 +130,28 @@ def test_worker_restarted_under_its_id_resumes_at_once(database_url: str, tmp_pa
         assert harness.worker.crashes == [], harness.worker.output()
     finally:
         harness.stop()
+
+
+def test_a_cut_proxy_lets_no_connection_through() -> None:
+    """The outage is total: a connection attempted right after the cut is refused, not accepted by the
+    accept() that was already waiting (which a plain close() of the listening socket leaves running)."""
+    upstream = socket.create_server(("127.0.0.1", 0))
+    proxy = TcpProxy(upstream.getsockname()[:2]).start()
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as before:
+            before.sendall(b"x")
+            peer, _ = upstream.accept()  # the proxy forwards while it is up
+            assert peer.recv(1) == b"x"
+            peer.close()
+        time.sleep(0.1)  # the proxy's accept thread is blocked in accept() again
+        proxy.cut()
+        for _ in range(3):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+        proxy.restore()
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5):
+            peer, _ = upstream.accept()
+            peer.close()
+    finally:
+        proxy.stop()
+        upstream.close()
