@@ -234,6 +234,10 @@ def _throttle_of(error: BaseException) -> GraphError | None:
     return None
 
 
+def _throttle_wait(throttle: GraphError) -> timedelta:
+    return timedelta(seconds=throttle.retry_after) if throttle.retry_after else THROTTLE_DEFAULT
+
+
 def sync_scope(
     engine: Engine,
     source: PageSource,
@@ -289,8 +293,7 @@ def sync_scope(
     except Exception as error:
         throttle = _throttle_of(error)
         if throttle is not None:
-            wait = timedelta(seconds=throttle.retry_after) if throttle.retry_after else THROTTLE_DEFAULT
-            until = clock() + wait
+            until = clock() + _throttle_wait(throttle)
             _finish(store, run_id, "throttled", counters, error=str(error), started=started, not_before=until)
             log.info("scope %s throttled, postponed until %s", scope.key, until.isoformat())
             return _result(scope, run_id, rnd, counters, "throttled", error=str(error), not_before=until)
@@ -585,9 +588,12 @@ def fetch_items(
     Under the scope's lease, like a pass: two workers never write one scope at once, and a list
     pass (a full round) never sweeps what a fetch wrote while it ran. Returns ``busy`` at once, with
     nothing fetched or written, when another worker holds the lease (``lost`` when it was taken over
-    during the GETs): the caller tries again later. Only the lease is given back at the end; the
-    scope's dirtiness and last success belong to its passes. Graph or database trouble is raised
-    (after recording the run) for the caller to list the scope instead.
+    during the GETs): the caller tries again later. Throttling postpones, as in a pass: a scope
+    whose ``not_before`` lies ahead is not fetched (``postponed``), and a GET that Graph throttles
+    past the client's retries postpones the scope (``throttled``, nothing written); both return
+    ``not_before``. Only the lease (and a throttle's ``not_before``) is given back at the end; the
+    scope's dirtiness and last success belong to its passes. Other Graph or database trouble is
+    raised (after recording the run) for the caller to list the scope instead.
     """
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     writer = RowWriter(engine, scope)
@@ -595,6 +601,10 @@ def fetch_items(
         store.ensure(connection)
         if not store.take_lease(connection):
             return PassResult(scope.key, "busy")
+        not_before = as_utc(store.state(connection).not_before)
+        if not_before is not None and not_before > clock():
+            store.release_lease(connection)
+            return PassResult(scope.key, "postponed", not_before=not_before)
         run_id = store.start_run(connection, full=False)
     try:
         items = _get_items(source, scope, resources)
@@ -611,10 +621,19 @@ def fetch_items(
             store.update_run(connection, run_id, outcome="lost", finished_at=clock(), error=str(error))
         return PassResult(scope.key, "lost", run_id=run_id, error=str(error))
     except Exception as error:
+        throttle = _throttle_of(error)
+        until = clock() + _throttle_wait(throttle) if throttle is not None else None
         with engine.begin() as connection:
-            store.update_run(connection, run_id, outcome="error", finished_at=clock(), error=_describe(error))
-            store.release_lease(connection)
-        raise
+            if until is not None:
+                store.update_run(connection, run_id, outcome="throttled", finished_at=clock(), error=str(error))
+                store.release_lease(connection, last_error=str(error), not_before=until)
+            else:
+                store.update_run(connection, run_id, outcome="error", finished_at=clock(), error=_describe(error))
+                store.release_lease(connection)
+        if until is None:
+            raise
+        log.info("scope %s throttled while fetching by id, postponed until %s", scope.key, until.isoformat())
+        return PassResult(scope.key, "throttled", run_id=run_id, error=str(error), not_before=until)
     return PassResult(scope.key, "ok", run_id=run_id, pages=1, items=len(items), upserted=done.upserted, deleted=done.deleted)
 
 

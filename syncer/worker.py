@@ -219,7 +219,7 @@ class Worker:
             except Exception as error:
                 log.exception("marking %d scopes dirty failed", sum(len(k) for k in parents.values()))
                 failed += [(row_id, str(error)) for row_id in marking]
-            waiting: list[int] = []
+            waiting: dict[timedelta, list[int]] = {}  # retry in -> rows
             for (tenant_id, key), notified in fetches.items():
                 scope = self.index.static[(tenant_id, key)]
                 rows = [i.id for i in notified]
@@ -236,14 +236,19 @@ class Worker:
                 if result.outcome == "ok":
                     fetched += result.items
                     done += rows
-                else:
-                    # Another pass holds the scope (busy, or it took the lease over): nothing was
-                    # written, so these notifications wait in the inbox until the scope is free.
-                    log.info("fetching %d notified items of %s: %s, trying again in %ss", len(notified), scope.key,
-                             result.outcome, int(FETCH_RETRY.total_seconds()))
-                    waiting += rows
+                    continue
+                # Nothing was written: another pass holds the scope (busy, or it took the lease
+                # over), or Graph throttles it. The notifications wait in the inbox until the scope
+                # is free, or until the throttle's not_before.
+                retry_in = FETCH_RETRY
+                if result.not_before is not None:
+                    retry_in = max(result.not_before - self.clock(), timedelta(seconds=1))
+                log.info("fetching %d notified items of %s: %s, trying again in %ss", len(notified), scope.key,
+                         result.outcome, int(retry_in.total_seconds()))
+                waiting.setdefault(retry_in, []).extend(rows)
             self.inbox.ack(done, worker=self.worker_id)
-            self.inbox.release(waiting, worker=self.worker_id, retry_in=FETCH_RETRY)
+            for retry_in, rows in waiting.items():
+                self.inbox.release(rows, worker=self.worker_id, retry_in=retry_in)
             for row_id, reason in failed:
                 self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
         return DrainResult(len(items), dirty, fetched, lifecycle)

@@ -293,6 +293,44 @@ def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: 
         worker.close()
 
 
+def test_notified_items_of_a_throttled_scope_wait_until_graph_lets_them_through(env: SyncEnv) -> None:
+    env.graph.admin("POST", "seed", json={"users": 5})
+    scope = env.fetch_scope()
+    clock = Clock()
+    worker = Worker(env.engine, {env.tenant_id: env.client}, ScopeIndex.of([scope]), worker_id="w1", clock=clock)
+    try:
+        worker.register_scopes()
+        assert sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock).outcome == "ok"
+        user = sorted(env.rows("users"))[0]
+        env.graph.patch(f"users/{user}", json={"displayName": "Notified"})
+        # Graph throttles GETs of the item for two minutes (longer than the client waits in place).
+        rule = {"type": "status", "status": 429, "path": f"/users/{user}", "method": "GET", "retryAfter": 120}
+        env.graph.admin("POST", "faults", json=rule)
+        notify(env, "sub-users", f"Users/{user}")
+        throttled = worker.drain(start=False)
+        assert (throttled.claimed, throttled.fetched, throttled.dirty) == (1, 0, 0)  # not listed instead
+        state = env.state()
+        assert state.not_before is not None and state.failures == 0 and state.leased_by is None
+        assert env.runs()[-1].outcome == "throttled"
+        assert Inbox(env.engine).depth() == 1  # the change is still to be fetched
+
+        # Until not_before neither the notification nor the scope runs, even once Graph would answer.
+        env.graph.admin("DELETE", "faults")
+        clock.advance(FETCH_RETRY + timedelta(seconds=1))
+        assert worker.drain(start=False).claimed == 0
+        postponed = sync.fetch_items(env.engine, env.client, scope, [f"Users/{user}"], worker="w1", clock=clock)
+        assert postponed.outcome == "postponed" and postponed.not_before is not None
+        assert env.rows("users")[user]["raw"]["displayName"] != "Notified"
+
+        clock.advance(timedelta(seconds=120))
+        done = worker.drain(start=False)
+        assert (done.claimed, done.fetched) == (1, 1)
+        assert env.rows("users")[user]["raw"]["displayName"] == "Notified"
+        assert Inbox(env.engine).depth() == 0
+    finally:
+        worker.close()
+
+
 def test_sqlite_refuses_a_second_worker(sqlite_env: SyncEnv) -> None:
     env = sqlite_env
     lock = single_worker_lock(env.engine, "first-worker")
