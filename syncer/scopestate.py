@@ -20,22 +20,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from syncer import schema
+from syncer import mirror, schema
 from syncer.errors import LeaseLost
 from syncer.scopes import Scope
 
-__all__ = ["LEASE_TTL", "Clock", "ScopeStore", "as_utc", "ensure_scope_rows", "mark_dirty", "utcnow"]
+if TYPE_CHECKING:
+    from syncer.spec import Mirror
+
+__all__ = [
+    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "as_utc", "drop_scope", "ensure_scope_rows", "mark_dirty", "utcnow",
+]
 
 Clock = Callable[[], datetime]
 
 LEASE_TTL = timedelta(minutes=5)
 """How long a scope stays leased without a page committed; a dead worker's scopes are free after it."""
+
+RETIRED = "retired"
+"""``_removed_reason`` of the rows of a scope its declaration no longer expands to (a user left the
+fan-out group, a filter changed): Graph still has them, the spec no longer follows them."""
 
 
 def utcnow() -> datetime:
@@ -179,4 +188,39 @@ def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str
     if resync:
         values["resync_requested"] = True
     stmt = sa.update(s).where(s.c.tenant_id == tenant_id, s.c.parent_key.in_(list(parent_keys))).values(**values)
+    return max(connection.execute(stmt).rowcount, 0)
+
+
+def drop_scope(
+    connection: Connection,
+    tenant_id: str,
+    key: str,
+    *,
+    mirror_spec: Mirror | None,
+    delete: str,
+    reason: str,
+    now: datetime,
+    worker: str | None = None,
+) -> int | None:
+    """Forget a scope: its state row, and its rows in the mirror table; how many rows went.
+
+    Rows go as the declaration says: deleted (``delete: hard``) or soft-deleted with *reason*. With
+    *worker*, only when no other worker holds the scope's lease (``None``: nothing done, the caller
+    tries again later), so that no pass is writing the rows being removed.
+    """
+    s = schema.sync_state
+    where = [s.c.tenant_id == tenant_id, s.c.scope_key == key]
+    if worker is not None:
+        where.append(sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker))
+    if connection.execute(sa.delete(s).where(*where)).rowcount != 1 and worker is not None:
+        return None
+    if mirror_spec is None:
+        return 0
+    t = mirror.build_table(mirror_spec)
+    rows = [t.c.tenant_id == tenant_id, t.c._scope == key]
+    if delete == "hard":
+        return max(connection.execute(sa.delete(t).where(*rows)).rowcount, 0)
+    stmt = sa.update(t).where(*rows, t.c._deleted_at.is_(None)).values(
+        _deleted_at=now, _removed_reason=reason, _synced_at=now
+    )
     return max(connection.execute(stmt).rowcount, 0)

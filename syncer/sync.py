@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from syncer import mirror, schema
+from syncer import schema
 from syncer.errors import (
     GraphError,
     LeaseLost,
@@ -59,7 +59,7 @@ from syncer.errors import (
 from syncer.mirror_writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
 from syncer.prefetch import Prefetcher
 from syncer.scopes import FETCH, Scope, child_scope, folder_of
-from syncer.scopestate import LEASE_TTL, Clock, ScopeStore, as_utc, ensure_scope_rows, utcnow
+from syncer.scopestate import LEASE_TTL, Clock, ScopeStore, as_utc, drop_scope, ensure_scope_rows, utcnow
 
 __all__ = [
     "SWEPT",
@@ -523,18 +523,10 @@ def _apply_containers(
 
 
 def _drop_child(connection: Connection, store: ScopeStore, child: Scope, *, now: datetime) -> int:
-    s = schema.sync_state
-    connection.execute(sa.delete(s).where(s.c.tenant_id == child.tenant_id, s.c.scope_key == child.key))
-    if child.mirror is None:
-        return 0
-    t = mirror.build_table(child.mirror)
-    where = [t.c.tenant_id == child.tenant_id, t.c._scope == child.key]
-    if child.delete == "hard":
-        return max(connection.execute(sa.delete(t).where(*where)).rowcount, 0)
-    stmt = sa.update(t).where(*where, t.c._deleted_at.is_(None)).values(
-        _deleted_at=now, _removed_reason="deleted", _synced_at=now
+    dropped = drop_scope(
+        connection, child.tenant_id, child.key, mirror_spec=child.mirror, delete=child.delete, reason="deleted", now=now,
     )
-    return max(connection.execute(stmt).rowcount, 0)
+    return dropped or 0
 
 
 def _sweep_children(connection: Connection, store: ScopeStore, seen: set[str]) -> int:

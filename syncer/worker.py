@@ -132,9 +132,11 @@ class Worker:
     # --- setup ---
 
     def register_scopes(self) -> None:
-        """Create the state rows of every declared scope (new scopes start dirty: enumerate them)."""
+        """Create the state rows of every declared scope (new scopes start dirty: enumerate them), and
+        retire those the declarations no longer expand to (see :meth:`retire_scopes`)."""
         with self.engine.begin() as connection:
             scopestate.ensure_scope_rows(connection, list(self.index.static.values()), dirty=True, now=self.clock())
+        self.retire_scopes()
 
     def resume(self) -> int:
         """Make claimable again the inbox rows this worker id claimed in a previous life; how many.
@@ -393,7 +395,49 @@ class Worker:
             with self.engine.begin() as connection:
                 scopestate.ensure_scope_rows(connection, added, dirty=True, now=self.clock())
         self._refreshed = self.clock()
+        self.retire_scopes()
         return len(added)
+
+    def retire_scopes(self) -> int:
+        """Forget the scopes a declaration no longer expands to; how many.
+
+        A user who left a ``for_each`` group (or no longer matches its filter, or was taken off its
+        list) is no longer followed: reconcile deletes the user's subscriptions, and here the scopes
+        go with their rows (soft-deleted with reason ``retired``, or deleted under ``delete: hard``),
+        so the mirror holds what the spec follows. Only declarations still in the spec are looked at
+        (the rows of a removed declaration stay where they are), and only after an expansion that
+        succeeded: a Graph error while listing a group keeps every scope. A scope that a pass is
+        writing is left for the next refresh. If the user comes back, the scope is new: a full pass.
+        """
+        if self.spec is None:
+            return 0
+        declarations = {(self.spec.tenant(d.tenant).tenant_id, d.name): d for d in self.spec.subscriptions}
+        followed = {(sc.tenant_id, sc.name, sc.parent_key) for sc in self.index.static.values()}
+        s = schema.sync_state
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(s.c.tenant_id, s.c.scope_key, s.c.name, s.c.parent_key)
+                .where(s.c.name.in_(sorted({name for _, name in declarations})))
+            ).all()
+        with self._lock:
+            busy = {key for key, future in self._running.items() if not future.done()} | self._fetching
+        retired = 0
+        for row in rows:
+            declaration = declarations.get((row.tenant_id, row.name))
+            if declaration is None or (row.tenant_id, row.name, row.parent_key or row.scope_key) in followed:
+                continue
+            if (row.tenant_id, row.scope_key) in busy:
+                continue
+            with self.engine.begin() as connection:
+                dropped = scopestate.drop_scope(
+                    connection, row.tenant_id, row.scope_key, mirror_spec=declaration.mirror,
+                    delete=declaration.mirror.delete, reason=scopestate.RETIRED, now=self.clock(), worker=self.worker_id,
+                )
+            if dropped is not None:
+                retired += 1
+                log.info("scope %s is no longer declared (%s): retired, %d mirror rows removed",
+                         row.scope_key, row.name, dropped)
+        return retired
 
     def safety_net(self) -> int:
         """Mark dirty the scopes whose last success is older than their interval; how many.

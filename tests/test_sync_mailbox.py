@@ -212,6 +212,58 @@ def test_fan_out_over_a_group_follows_its_membership(
         gen.close()
 
 
+
+def test_a_member_who_leaves_the_group_leaves_the_mirror(
+    tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any
+) -> None:
+    graph.admin("POST", "seed", json={"users": 3, "groups": 1, "membersPerGroup": 2, "messagesPerUser": 2, "contentUsers": 3})
+    group = graph.get("groups?$select=id").json()["value"][0]["id"]
+    members = sorted(m["id"] for m in graph.get(f"groups/{group}/members?$select=id").json()["value"])
+    assert len(members) == 2
+    leaver, stayer = members
+    gen = make_env(tmp_path, emulator_info, database_url, graph, GROUP_MAIL_SPEC.format(group=group))
+    env = next(gen)
+    clients = {env.tenant_id: env.client}
+
+    def mailbox_rows(user: str, *, live: bool = True) -> dict[str, str | None]:
+        t = sa.table("team_messages", sa.column("id"), sa.column("_scope"), sa.column("_deleted_at"), sa.column("_removed_reason"))
+        query = sa.select(t.c.id, t.c._removed_reason).where(t.c._scope.like(f"users/{user}/%"))
+        if live:
+            query = query.where(t.c._deleted_at.is_(None))
+        with env.engine.connect() as connection:
+            return {row.id: row._removed_reason for row in connection.execute(query)}
+
+    try:
+        index = ScopeIndex.of(scopes.declared_scopes(env.spec, clients={env.spec.tenants[0].name: env.client}))
+        worker = Worker(env.engine, clients, index, worker_id="w1", spec=env.spec)
+        try:
+            worker.register_scopes()
+            assert all(r.outcome == "ok" for r in sync_once(env.spec, clients=clients, engine=env.engine))
+            assert len(mailbox_rows(leaver)) >= 2 and len(mailbox_rows(stayer)) >= 2
+            kept = mailbox_rows(stayer)
+
+            assert graph.delete(f"groups/{group}/members/{leaver}/$ref").status_code == 204
+            assert worker.refresh_scopes() == 0
+            # The leaver's mailbox is no longer followed: its scopes are forgotten and its rows leave
+            # the live mirror (soft delete: kept, with the reason); the other member's stay as they were.
+            assert not {k for k in scope_keys(env) if k.startswith(f"users/{leaver}/")}
+            assert mailbox_rows(leaver) == {}
+            gone = mailbox_rows(leaver, live=False)
+            assert len(gone) >= 2 and set(gone.values()) == {"retired"}
+            assert mailbox_rows(stayer) == kept
+            assert worker.retire_scopes() == 0  # nothing left to retire
+
+            # Back in the group: a new scope, enumerated in full, and the rows are live again.
+            ref = {"@odata.id": f"{env.graph.graph}/directoryObjects/{leaver}"}
+            assert graph.post(f"groups/{group}/members/$ref", json=ref).status_code == 204
+            assert worker.refresh_scopes() == 1
+            assert all(r.outcome == "ok" for r in sync_once(env.spec, clients=clients, engine=env.engine))
+            assert set(mailbox_rows(leaver)) == set(gone)
+        finally:
+            worker.close()
+    finally:
+        gen.close()
+
 TWO_MAILBOXES = """
   - name: mail
     resource: users/{{user}}/messages
