@@ -180,6 +180,13 @@ def reconcile(
     show_default=True,
     help="Seconds between two checks for scopes older than their sync_interval.",
 )
+@click.option(
+    "--startup-wait",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait at start for an unreachable database or Graph (0: fail at once).",
+)
 @friendly_errors
 def worker(
     spec_path: Path,
@@ -187,6 +194,7 @@ def worker(
     passes: int,
     drain_interval: float,
     safety_net_interval: float,
+    startup_wait: float,
 ) -> None:
     """Run the worker: drain the inbox into sync passes, run the safety-net delta and reconcile on a schedule.
 
@@ -203,7 +211,7 @@ def worker(
     # systemd and Kubernetes stop with SIGTERM: leave like Ctrl-C (passes in flight finish, leases
     # and the SQLite worker lock are released) instead of dying mid-page.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
-    run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes)
+    run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes, startup_wait=startup_wait)
 
 
 @main.command()

@@ -9,6 +9,7 @@ is a property of the error (:attr:`SyncerError.retryable`), never guessed from a
     │   └── SpecErrors            several SpecErrors found in one load, reported together
     ├── ConfigError               settings / environment / secret references that cannot be resolved
     ├── DatabaseError             the database is unreachable or not in the expected shape
+    │   ├── DatabaseUnreachable   no connection to the database (down, starting, wrong address)
     │   ├── SchemaChangeRefused   a mirror-table change that cannot be applied in place
     │   ├── LockTimeout           a database lock (reconcile, lease) could not be taken in time
     │   └── LeaseLost             a sync pass's scope lease expired and another worker took it
@@ -123,6 +124,10 @@ class DatabaseError(SyncerError):
     """The database is unreachable, or not in the shape syncer expects."""
 
     retryable = True
+
+
+class DatabaseUnreachable(DatabaseError):
+    """No connection to the database could be made or kept: it is down, still starting, or elsewhere."""
 
 
 class SchemaChangeRefused(DatabaseError):

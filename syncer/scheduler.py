@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from syncer import mirror, schema, scopes, scopestate, sync
-from syncer.errors import DatabaseError, LockTimeout, SyncerError
+from syncer.errors import (
+    DatabaseError,
+    DatabaseUnreachable,
+    GraphError,
+    LockTimeout,
+    RetryBudgetExhausted,
+    SyncerError,
+)
 from syncer.worker import ScopeIndex, Worker, default_worker_id
 
 if TYPE_CHECKING:
@@ -37,6 +45,7 @@ __all__ = [
     "DRAIN_JOB",
     "RECONCILE_JOB",
     "SAFETY_NET_JOB",
+    "STARTUP_WAIT",
     "WORKER_LOCK",
     "RunningWorker",
     "Schedule",
@@ -57,13 +66,18 @@ SAFETY_NET_JOB = "syncer.safety_net"
 RECONCILE_JOB = "syncer.reconcile"
 WORKER_LOCK = "worker"
 
+STARTUP_WAIT = 300.0
+"""Seconds ``syncer worker`` waits at start for an unreachable database or Graph before giving up."""
+
+T = TypeVar("T")
+
 
 def require_tables(engine: Engine, spec: Spec) -> None:
     """DatabaseError naming the fix when the core or mirror tables are missing (never migrated)."""
     try:
         existing = set(sa.inspect(engine).get_table_names())
     except sa.exc.SQLAlchemyError as error:
-        raise DatabaseError(f"cannot reach the database {mirror.describe_url(spec.database_url)}: {error}") from error
+        raise DatabaseUnreachable(f"cannot reach the database {mirror.describe_url(spec.database_url)}: {error}") from error
     wanted = {schema.sync_state.name, schema.sync_runs.name, schema.inbox.name}
     wanted |= {sub.mirror.table for sub in spec.subscriptions}
     missing = sorted(wanted - existing)
@@ -72,6 +86,33 @@ def require_tables(engine: Engine, spec: Spec) -> None:
             f"the database {mirror.describe_url(spec.database_url)} lacks {', '.join(missing)}: "
             "run `syncer db upgrade` first"
         )
+
+
+def _transient(error: SyncerError) -> bool:
+    """Whether *error* says something is not there *yet* (worth waiting for at start)."""
+    if isinstance(error, DatabaseUnreachable):
+        return True
+    return isinstance(error, GraphError) and (error.retryable or isinstance(error, RetryBudgetExhausted))
+
+
+def when_ready(step: Callable[[], T], *, wait: float, sleep: Callable[[float], None] = time.sleep) -> T:
+    """*step*, tried again while the database or Graph is unreachable, for up to *wait* seconds.
+
+    systemd and Kubernetes start the worker with (or before) its database: waiting here, saying so
+    once per attempt, beats exiting and being restarted with a growing back-off. Anything that time
+    will not fix (tables missing, another SQLite worker, credentials refused) fails at once.
+    """
+    deadline = time.monotonic() + wait
+    delay = 1.0
+    while True:
+        try:
+            return step()
+        except SyncerError as error:
+            if not _transient(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("not ready to start: %s; trying again in %.0f s", error, delay)
+            sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def tune_process() -> None:
@@ -176,8 +217,12 @@ class RunningWorker:
 
 
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
-               blocking: bool = True, max_passes: int = 4) -> RunningWorker:
-    """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``)."""
+               blocking: bool = True, max_passes: int = 4, startup_wait: float = STARTUP_WAIT) -> RunningWorker:
+    """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``).
+
+    An unreachable database or Graph at start is waited for, up to *startup_wait* seconds (see
+    :func:`when_ready`).
+    """
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -185,13 +230,18 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     engine = schema.create_engine(spec.database_url)
     worker_id = worker_id or default_worker_id()
     try:
-        require_tables(engine, spec)
+        when_ready(lambda: require_tables(engine, spec), wait=startup_wait)
         lock = single_worker_lock(engine, worker_id)
     except BaseException:
         engine.dispose()
         raise
     try:
-        worker = build_worker(spec, engine=engine, worker_id=worker_id, max_passes=max_passes)
+        sources = clients_for(spec)
+        # Expanding the declarations lists fan-out groups' members: Graph must answer.
+        worker = when_ready(
+            lambda: build_worker(spec, engine=engine, worker_id=worker_id, clients=sources, max_passes=max_passes),
+            wait=startup_wait,
+        )
         worker.register_scopes()
         if resumed := worker.resume():
             log.info("worker %s resumed %d inbox rows its previous process had claimed", worker_id, resumed)

@@ -20,7 +20,7 @@ from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
 from syncer import schema, scopes, sync
 from syncer.cli import main
-from syncer.errors import LockTimeout
+from syncer.errors import DatabaseUnreachable, LockTimeout
 from syncer.graph.client import GraphClient
 from syncer.graph.retry import RetryPolicy
 from syncer.inbox import Inbox, NewItem
@@ -28,6 +28,7 @@ from syncer.scheduler import (
     DRAIN_JOB,
     RECONCILE_JOB,
     SAFETY_NET_JOB,
+    RunningWorker,
     Schedule,
     run_worker,
     schedule_jobs,
@@ -409,6 +410,51 @@ def test_the_worker_mirrors_on_its_own_schedule(sqlite_env: SyncEnv) -> None:
     finally:
         running.stop()
     assert single_worker_lock(env.engine, "after") is not None  # released on stop
+
+
+@pytest.mark.postgres
+def test_the_worker_waits_at_start_for_its_database(
+    postgres_env: SyncEnv, tmp_path: Path, emulator_info: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started while its database is unreachable (systemd/Kubernetes start both at once), the worker
+    waits and then runs, instead of exiting; with --startup-wait 0 it fails at once."""
+    from chaos_harness import Database
+    from test_sync_support import write_spec
+
+    env = postgres_env
+    env.graph.admin("POST", "seed", json={"users": 5})
+    db = Database.for_url(env.spec.database_url)
+    assert db.proxy is not None
+    (tmp_path / "proxied").mkdir()
+    spec = write_spec(tmp_path / "proxied", emulator_info, db.process_url, USERS_SPEC.format(delete="soft"))
+    db.proxy.cut()
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnreachable):
+            run_worker(spec, blocking=False, worker_id="impatient", startup_wait=0)
+        assert time.monotonic() - started < 10
+
+        result: dict[str, RunningWorker] = {}
+        schedule = Schedule(drain=0.2, safety_net=1.0, reconcile=3600)
+        thread = threading.Thread(target=lambda: result.setdefault(
+            "worker", run_worker(spec, schedule=schedule, blocking=False, worker_id="patient", startup_wait=60)))
+        with caplog.at_level("WARNING", logger="syncer.worker"):
+            thread.start()
+            time.sleep(2.5)
+            assert thread.is_alive() and not result  # still waiting
+            db.proxy.restore()
+            thread.join(timeout=60)
+        assert "not ready to start" in caplog.text and "cannot reach the database" in caplog.text
+        running = result["worker"]
+        try:
+            deadline = time.monotonic() + 30
+            while len(env.rows("users")) < 5 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert len(env.rows("users")) == 5
+        finally:
+            running.stop()
+    finally:
+        db.close()
 
 
 def test_status_shows_scopes_and_subscription_expiry(env: SyncEnv) -> None:
