@@ -424,7 +424,8 @@ class Worker:
         retired = 0
         for row in rows:
             declaration = declarations.get((row.tenant_id, row.name))
-            if declaration is None or (row.tenant_id, row.name, row.parent_key or row.scope_key) in followed:
+            # (A row without parent_key predates migration 0002: where it belongs is unknown, keep it.)
+            if declaration is None or row.parent_key is None or (row.tenant_id, row.name, row.parent_key) in followed:
                 continue
             if (row.tenant_id, row.scope_key) in busy:
                 continue
