@@ -408,6 +408,8 @@ class Worker:
         (the rows of a removed declaration stay where they are), and only after an expansion that
         succeeded: a Graph error while listing a group keeps every scope. A scope that a pass is
         writing is left for the next refresh. If the user comes back, the scope is new: a full pass.
+        The worker's index must be the expansion of its whole spec (as :func:`syncer.scheduler.build_worker`
+        and :meth:`refresh_scopes` make it): a scope missing from it is taken as no longer declared.
         """
         if self.spec is None:
             return 0
