@@ -180,14 +180,25 @@ def ensure_scope_rows(connection: Connection, scopes: Sequence[Scope], *, dirty:
 
 
 def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str], *, now: datetime, resync: bool = False) -> int:
-    """Mark every scope under *parent_keys* dirty (and due for a full round when *resync*)."""
+    """Mark every scope under *parent_keys* dirty (and due for a full round when *resync*); how many
+    rows changed.
+
+    A scope that is already dirty and not leased is left as it is: no pass of it has started, and
+    the pass that will start reads Graph after this notification's change, so the mark it has covers
+    this one too. Rewriting it would cost a row version per notification in a burst. A leased scope
+    gets ``dirty_since = now``: its running pass may have read past the change already, and a mark
+    newer than the pass's start keeps the scope dirty for another pass when it ends.
+    """
     if not parent_keys:
         return 0
     s = schema.sync_state
     values: dict[str, Any] = {"dirty_since": now, "updated_at": now}
+    where = [s.c.tenant_id == tenant_id, schema.one_of(s.c.parent_key, parent_keys, dialect=connection.dialect.name)]
     if resync:
         values["resync_requested"] = True
-    stmt = sa.update(s).where(s.c.tenant_id == tenant_id, s.c.parent_key.in_(list(parent_keys))).values(**values)
+    else:
+        where.append(sa.or_(s.c.dirty_since.is_(None), s.c.leased_by.is_not(None)))
+    stmt = sa.update(s).where(*where).values(**values)
     return max(connection.execute(stmt).rowcount, 0)
 
 

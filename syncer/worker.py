@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -53,32 +53,54 @@ def default_worker_id() -> str:
 
 @dataclass
 class ScopeIndex:
-    """Every scope the worker knows: the spec's static ones and the folders their containers found."""
+    """Every scope the worker knows: the spec's static ones and the folders their containers found.
+
+    Built once per expansion of the spec and not changed afterwards (a refresh builds a new one):
+    the lookups below run for every notification and every state row, so they are dictionary
+    lookups, never scans of the scopes (40,000 of them in a large tenant).
+    """
 
     static: dict[tuple[str, str], Scope] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # (tenant, parent key lower-cased) -> a scope under it; (tenant, parent key) -> its containers.
+        self._by_parent: dict[tuple[str, str], Scope] = {}
+        self._containers: dict[tuple[str, str | None], list[Scope]] = {}
+        for scope in self.static.values():
+            self._by_parent[(scope.tenant_id, scope.parent_key.lower())] = scope
+            if scope.container:
+                self._containers.setdefault((scope.tenant_id, scope.parent_key), []).append(scope)
 
     @classmethod
     def of(cls, found: Iterable[Scope]) -> ScopeIndex:
         return cls({(s.tenant_id, s.key): s for s in found})
 
     def containers(self) -> list[Scope]:
-        return [s for s in self.static.values() if s.container]
+        return [s for found in self._containers.values() for s in found]
 
     def resolve(self, tenant_id: str, key: str, parent_key: str | None) -> Scope | None:
         """The Scope of a ``syncer_sync_state`` row, or None when the spec no longer declares it."""
         found = self.static.get((tenant_id, key))
         if found is not None:
             return found
-        for container in self.containers():
-            if container.tenant_id == tenant_id and container.parent_key == parent_key:
-                folder = scopes.folder_of(key, container)
-                if folder is not None:
-                    return scopes.child_scope(container, folder)
+        for container in self._containers.get((tenant_id, parent_key), ()):
+            folder = scopes.folder_of(key, container)
+            if folder is not None:
+                return scopes.child_scope(container, folder)
         return None
 
-    def parents(self, tenant_id: str) -> dict[str, Scope]:
-        """Parent key (lower-case) -> one scope under it, for one tenant."""
-        return {s.parent_key.lower(): s for s in self.static.values() if s.tenant_id == tenant_id}
+    def under(self, tenant_id: str, parent_key: str) -> Scope | None:
+        """A scope expanded from the subscription-level *parent_key* (any case)."""
+        return self._by_parent.get((tenant_id, parent_key.lower()))
+
+    def owning(self, tenant_id: str, resource: str) -> Scope | None:
+        """The scope whose parent key is the longest prefix of *resource* (a notification's path)."""
+        parts = resource.strip("/").lower().split("/")
+        for end in range(len(parts), 0, -1):
+            found = self._by_parent.get((tenant_id, "/".join(parts[:end])))
+            if found is not None:
+                return found
+        return None
 
 
 @dataclass(frozen=True)
@@ -128,6 +150,7 @@ class Worker:
         self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
         self._drain_failed = False
+        self._scope_key_of: dict[str, str] = {}  # subscription id -> scope key (see _scope_keys)
 
     # --- setup ---
 
@@ -186,7 +209,7 @@ class Worker:
         items = self.inbox.claim(self.worker_id, limit=self.claim_limit)
         dirty = fetched = lifecycle = 0
         if items:
-            subs = self._subscriptions({i.subscription_id for i in items})
+            subs = self._scope_keys({i.subscription_id for i in items})
             fetches: dict[tuple[str, str], list[InboxItem]] = {}
             parents: dict[str, set[str]] = {}  # tenant -> parent keys: many notifications, one mark each
             marking: list[int] = []
@@ -274,28 +297,34 @@ class Worker:
             with self._lock:
                 self._fetching.discard(key)
 
-    def _subscriptions(self, ids: set[str]) -> dict[str, Any]:
-        t = schema.subscriptions
-        with self.engine.connect() as connection:
-            rows = connection.execute(sa.select(t).where(t.c.subscription_id.in_(sorted(ids)))).all()
-        return {r.subscription_id: r for r in rows}
+    def _scope_keys(self, ids: set[str]) -> dict[str, str]:
+        """Subscription id -> its scope key (the subscription-level resource), for those we have a row of.
 
-    def _scope_of(self, item: InboxItem, sub: Any) -> Scope | None:
-        parents = self.index.parents(item.tenant_id)
-        if sub is not None:
-            found = parents.get(str(sub.scope_key).lower())
+        Cached: a subscription keeps its resource for life (a changed resource is a new
+        subscription), and a burst of notifications names the same few hundred ids batch after batch.
+        """
+        missing = sorted(ids - self._scope_key_of.keys())
+        if missing:
+            t = schema.subscriptions
+            with self.engine.connect() as connection:
+                rows = connection.execute(
+                    sa.select(t.c.subscription_id, t.c.scope_key)
+                    .where(schema.one_of(t.c.subscription_id, missing, dialect=self.engine.dialect.name))
+                ).all()
+            if len(self._scope_key_of) > 100_000:  # ids of subscriptions long gone
+                self._scope_key_of.clear()
+            self._scope_key_of.update({r.subscription_id: str(r.scope_key) for r in rows})
+        return {i: self._scope_key_of[i] for i in ids if i in self._scope_key_of}
+
+    def _scope_of(self, item: InboxItem, scope_key: str | None) -> Scope | None:
+        if scope_key is not None:
+            found = self.index.under(item.tenant_id, scope_key)
             if found is not None:
                 return found
         # No row for the subscription (adopted elsewhere, or removed): the resource path says where.
-        resource = (item.resource or "").strip("/").lower()
-        best: Scope | None = None
-        for key, scope in parents.items():
-            if (resource == key or resource.startswith(key + "/")) and (best is None or len(key) > len(best.parent_key)):
-                best = scope
-        return best
+        return self.index.owning(item.tenant_id, item.resource or "")
 
-    def _lifecycle(self, item: InboxItem, sub: Any) -> None:
-        parent = str(sub.scope_key) if sub is not None else None
+    def _lifecycle(self, item: InboxItem, parent: str | None) -> None:
         if item.event in ("missed", "subscriptionRemoved") and parent is not None:
             # Changes may have been lost: the scope is enumerated again and swept.
             with self.engine.begin() as connection:

@@ -1,4 +1,5 @@
-"""The worker's jobs against the emulator: inbox to dirty scopes to passes, lifecycle, safety net, locks, races."""
+"""The worker (syncer.worker) and its scheduling (syncer.scheduler) against the emulator: inbox to dirty
+scopes to passes, lifecycle, safety net, throttling, locks, races, start-up."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
-from syncer import schema, scopes, sync
+from syncer import schema, scopes, scopestate, sync
 from syncer.cli import main
 from syncer.errors import DatabaseUnreachable, LockTimeout
 from syncer.graph.client import GraphClient
@@ -330,6 +331,56 @@ def test_notified_items_of_a_throttled_scope_wait_until_graph_lets_them_through(
         assert Inbox(env.engine).depth() == 0
     finally:
         worker.close()
+
+
+def test_a_burst_marks_a_waiting_scope_once_and_a_running_scope_again(env: SyncEnv) -> None:
+    scope = env.scope("users")
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    second = timedelta(seconds=1)
+
+    def mark(at: datetime, **kwargs: Any) -> int:
+        with env.engine.begin() as connection:
+            return scopestate.mark_dirty(connection, env.tenant_id, [scope.parent_key], now=at, **kwargs)
+
+    with env.engine.begin() as connection:
+        scopestate.ensure_scope_rows(connection, [scope], now=t0)
+    assert mark(t0) == 1
+    # Waiting for its pass, the scope is not rewritten: the pass to come reads Graph after these changes.
+    assert mark(t0 + second) == 0
+    assert scopestate.as_utc(env.state().dirty_since) == t0
+    # A pass holds it: the mark moves past the pass's start, so the scope stays dirty when the pass ends.
+    holder = ScopeStore(env.engine, scope, worker="w2", clock=lambda: t0, lease_ttl=LEASE_TTL)
+    with env.engine.begin() as connection:
+        assert holder.take_lease(connection)
+    assert mark(t0 + 2 * second) == 1
+    assert scopestate.as_utc(env.state().dirty_since) == t0 + 2 * second
+    with env.engine.begin() as connection:
+        holder.release_lease(connection)
+    # missed / subscriptionRemoved always ask for a full round.
+    assert mark(t0 + 3 * second, resync=True) == 1
+    state = env.state()
+    assert state.resync_requested and scopestate.as_utc(state.dirty_since) == t0 + 3 * second
+
+
+def test_the_scope_index_finds_scopes_by_lookup() -> None:
+    mail, users = scopes.STRATEGIES["message"], scopes.STRATEGIES["user"]
+    found = [
+        scopes.Scope(tenant_id="t", key=f"users/u{i}/mailFolders", name="mail", parent_key=f"users/u{i}/messages",
+                     table="messages", strategy=mail, initial_url="x", container=True, mailbox=f"u{i}") for i in range(3)
+    ] + [scopes.Scope(tenant_id="t", key="users", name="users", parent_key="users", table="users", strategy=users,
+                      initial_url="x")]
+    index = ScopeIndex.of(found)
+    assert index.under("t", "Users/U1/Messages") is found[1] and index.under("t", "users/u9/messages") is None
+    assert index.under("other-tenant", "users/u1/messages") is None
+    # A notification's resource: the longest declared prefix owns it.
+    assert index.owning("t", "/Users/u2/Messages/AAMk=") is found[2]
+    assert index.owning("t", "Users/u7") is found[3]  # under "users"
+    assert index.owning("t", "groups/g1") is None
+    # A folder's state row resolves through its container; a folder of an undeclared mailbox does not.
+    child = index.resolve("t", "users/u0/mailFolders/f1/messages", "users/u0/messages")
+    assert child is not None and child.key == "users/u0/mailFolders/f1/messages"
+    assert index.resolve("t", "users/u9/mailFolders/f1/messages", "users/u9/messages") is None
+    assert sorted(s.key for s in index.containers()) == [f"users/u{i}/mailFolders" for i in range(3)]
 
 
 def test_sqlite_refuses_a_second_worker(sqlite_env: SyncEnv) -> None:
