@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -181,6 +182,20 @@ def reconcile(
     help="Seconds between two checks for scopes older than their sync_interval.",
 )
 @click.option(
+    "--keep-notifications",
+    default="7d",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _retention(value),
+    help="How long processed notifications stay in the inbox (what `syncer replay` can replay); `forever` keeps them.",
+)
+@click.option(
+    "--keep-runs",
+    default="30d",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _retention(value),
+    help="How long the record of each sync pass is kept; `forever` keeps them.",
+)
+@click.option(
     "--startup-wait",
     type=click.FloatRange(min=0),
     default=300.0,
@@ -194,6 +209,8 @@ def worker(
     passes: int,
     drain_interval: float,
     safety_net_interval: float,
+    keep_notifications: timedelta | None,
+    keep_runs: timedelta | None,
     startup_wait: float,
 ) -> None:
     """Run the worker: drain the inbox into sync passes, run the safety-net delta and reconcile on a schedule.
@@ -204,6 +221,7 @@ def worker(
     """
     from syncer.scheduler import Schedule, run_worker
     from syncer.spec import load_spec
+    from syncer.worker import Retention
 
     spec = load_spec(spec_path).resolve_emulator()
     click.echo(f"syncer worker started on {len(spec.subscriptions)} subscriptions (Ctrl-C to stop)", err=True)
@@ -211,7 +229,21 @@ def worker(
     # systemd and Kubernetes stop with SIGTERM: leave like Ctrl-C (passes in flight finish, leases
     # and the SQLite worker lock are released) instead of dying mid-page.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
-    run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes, startup_wait=startup_wait)
+    retention = Retention(notifications=keep_notifications, runs=keep_runs)
+    run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes, startup_wait=startup_wait,
+               retention=retention)
+
+
+def _retention(value: str) -> timedelta | None:
+    """A retention flag: a duration as the spec writes them (``7d``, ``36h``), or ``forever``."""
+    from syncer.spec.reader import parse_duration
+
+    if value.strip().lower() == "forever":
+        return None
+    found = parse_duration(value)
+    if found is None or found <= timedelta(0):
+        raise click.BadParameter(f"{value!r} is not a duration such as 7d, 36h or 90m (or forever)")
+    return found
 
 
 @main.command()
@@ -243,8 +275,9 @@ def replay(
     """Put processed inbox rows back in the queue, by time range or subscription, for recovery.
 
     After restoring the database from a backup, or after a bug in a pass, the worker processes the
-    replayed notifications again (each marks its scope dirty; a delta pass is idempotent). Notifications
-    purged from the inbox cannot be replayed: `syncer sync --full` enumerates from scratch instead.
+    replayed notifications again (each marks its scope dirty; a delta pass is idempotent). The worker
+    deletes processed notifications after --keep-notifications (7 days by default); those cannot be
+    replayed: `syncer sync --full` enumerates from scratch instead.
     """
     from datetime import UTC
 

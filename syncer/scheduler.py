@@ -6,6 +6,7 @@ stacked behind itself), each a plain method of :class:`syncer.worker.Worker`:
 - ``syncer.drain`` (every few seconds): the inbox into dirty scopes and passes.
 - ``syncer.safety_net`` (every minute): the scopes whose last success is too old.
 - ``syncer.reconcile``: renewals and lifecycle repairs.
+- ``syncer.housekeeping`` (hourly): processed notifications and pass records past their retention.
 
 On SQLite there is one worker: it holds the ``worker`` lock row for as long as it runs, and a
 second one is refused with the holder's name.
@@ -33,7 +34,7 @@ from syncer.errors import (
     RetryBudgetExhausted,
     SyncerError,
 )
-from syncer.worker import ScopeIndex, Worker, default_worker_id
+from syncer.worker import Retention, ScopeIndex, Worker, default_worker_id
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAIN_JOB",
+    "HOUSEKEEPING_JOB",
     "RECONCILE_JOB",
     "SAFETY_NET_JOB",
     "STARTUP_WAIT",
@@ -64,6 +66,7 @@ log = logging.getLogger("syncer.worker")
 DRAIN_JOB = "syncer.drain"
 SAFETY_NET_JOB = "syncer.safety_net"
 RECONCILE_JOB = "syncer.reconcile"
+HOUSEKEEPING_JOB = "syncer.housekeeping"
 WORKER_LOCK = "worker"
 
 STARTUP_WAIT = 300.0
@@ -181,6 +184,7 @@ class Schedule:
     drain: float = 0.5
     safety_net: float = 60.0
     reconcile: float = 900.0
+    housekeeping: float = 3600.0
 
 
 def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule | None = None) -> None:
@@ -192,6 +196,10 @@ def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule |
                       name="safety-net delta", next_run_time=datetime.now(UTC), **common)
     scheduler.add_job(worker.reconcile, "interval", seconds=schedule.reconcile, id=RECONCILE_JOB,
                       name="reconcile subscriptions", **common)
+    # First a minute after start, not an hour: a worker redeployed more often than hourly still purges.
+    scheduler.add_job(worker.housekeeping, "interval", seconds=schedule.housekeeping, id=HOUSEKEEPING_JOB,
+                      name="delete old notifications and pass records",
+                      next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, schedule.housekeeping)), **common)
 
 
 @dataclass
@@ -217,7 +225,8 @@ class RunningWorker:
 
 
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
-               blocking: bool = True, max_passes: int = 4, startup_wait: float = STARTUP_WAIT) -> RunningWorker:
+               blocking: bool = True, max_passes: int = 4, startup_wait: float = STARTUP_WAIT,
+               retention: Retention | None = None) -> RunningWorker:
     """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``).
 
     An unreachable database or Graph at start is waited for, up to *startup_wait* seconds (see
@@ -242,6 +251,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
             lambda: build_worker(spec, engine=engine, worker_id=worker_id, clients=sources, max_passes=max_passes),
             wait=startup_wait,
         )
+        worker.retention = retention or worker.retention
         worker.register_scopes()
         if resumed := worker.resume():
             log.info("worker %s resumed %d inbox rows its previous process had claimed", worker_id, resumed)

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "as_utc", "drop_scope", "ensure_scope_rows", "mark_dirty", "utcnow",
+    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "as_utc", "drop_scope", "ensure_scope_rows", "mark_dirty",
+    "purge_runs", "utcnow",
 ]
 
 Clock = Callable[[], datetime]
@@ -235,3 +236,34 @@ def drop_scope(
         _deleted_at=now, _removed_reason=reason, _synced_at=now
     )
     return max(connection.execute(stmt).rowcount, 0)
+
+
+def purge_runs(engine: Engine, *, started_before: datetime, batch: int = 5_000) -> int:
+    """Delete the records of passes that started before *started_before* and have finished; how many.
+
+    Oldest first by id (ids grow with time; the table has no index on time, and needs none for
+    this): a batch at a time, stopping at the first run that is recent enough. A run that a round in
+    progress still refers to (``round_id``: its start decides the round's sweep) is kept.
+    """
+    r, s = schema.sync_runs, schema.sync_state
+    total, after = 0, 0
+    while True:
+        with engine.begin() as connection:
+            rows = connection.execute(
+                sa.select(r.c.id, r.c.started_at, r.c.finished_at).where(r.c.id > after).order_by(r.c.id).limit(batch)
+            ).all()
+            if not rows:
+                return total
+            after = rows[-1].id
+            kept = set(connection.execute(sa.select(s.c.round_id).where(s.c.round_id.is_not(None))).scalars())
+            old = [
+                row.id for row in rows
+                if as_utc(row.started_at) < started_before and row.finished_at is not None  # type: ignore[operator]
+                and row.id not in kept
+            ]
+            if old:
+                total += connection.execute(
+                    sa.delete(r).where(schema.one_of(r.c.id, old, dialect=connection.dialect.name))
+                ).rowcount
+        if as_utc(rows[-1].started_at) >= started_before:  # type: ignore[operator]
+            return total

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from syncer.spec import Spec
     from syncer.sync import PageSource
 
-__all__ = ["DrainResult", "ScopeIndex", "Worker", "default_worker_id"]
+__all__ = ["DrainResult", "Retention", "ScopeIndex", "Worker", "default_worker_id"]
 
 log = logging.getLogger("syncer.worker")
 
@@ -104,6 +104,16 @@ class ScopeIndex:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long the worker keeps what it no longer needs (None: forever)."""
+
+    notifications: timedelta | None = timedelta(days=7)
+    """Processed notifications in the inbox: what `syncer replay` can still replay."""
+    runs: timedelta | None = timedelta(days=30)
+    """The record of each pass in ``syncer_sync_runs``."""
+
+
+@dataclass(frozen=True)
 class DrainResult:
     """What one drain did (for logs and tests)."""
 
@@ -151,6 +161,7 @@ class Worker:
         self._refreshed: datetime | None = clock() if spec is not None else None
         self._drain_failed = False
         self._scope_key_of: dict[str, str] = {}  # subscription id -> scope key (see _scope_keys)
+        self.retention = Retention()
 
     # --- setup ---
 
@@ -537,6 +548,23 @@ class Worker:
             if at is not None and at + self.reanchor_every <= now:
                 due.append((sc.tenant_id, sc.key))
         return due
+
+    # --- job: housekeeping ---
+
+    def housekeeping(self) -> tuple[int, int]:
+        """Delete processed notifications and pass records older than their retention; how many of each.
+
+        Without it both tables only grow: a busy tenant stores millions of notifications a day.
+        """
+        now, keep = self.clock(), self.retention
+        notifications = runs = 0
+        if keep.notifications is not None:
+            notifications = self.inbox.purge(processed_before=now - keep.notifications)
+        if keep.runs is not None:
+            runs = scopestate.purge_runs(self.engine, started_before=now - keep.runs)
+        if notifications or runs:
+            log.info("housekeeping: deleted %d processed notifications and %d pass records", notifications, runs)
+        return notifications, runs
 
     # --- job: reconcile ---
 

@@ -27,6 +27,7 @@ from syncer.graph.retry import RetryPolicy
 from syncer.inbox import Inbox, NewItem
 from syncer.scheduler import (
     DRAIN_JOB,
+    HOUSEKEEPING_JOB,
     RECONCILE_JOB,
     SAFETY_NET_JOB,
     RunningWorker,
@@ -36,7 +37,7 @@ from syncer.scheduler import (
     single_worker_lock,
 )
 from syncer.scopestate import LEASE_TTL, ScopeStore
-from syncer.worker import FETCH_RETRY, ScopeIndex, Worker
+from syncer.worker import FETCH_RETRY, Retention, ScopeIndex, Worker
 
 GROUPS_SPEC = """
   - name: groups
@@ -189,7 +190,7 @@ def test_scheduler_jobs_have_fixed_ids_and_no_overlap(env: SyncEnv) -> None:
         schedule_jobs(scheduler, worker)
         schedule_jobs(scheduler, worker)  # replace_existing: no duplicates
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert set(jobs) == {DRAIN_JOB, SAFETY_NET_JOB, RECONCILE_JOB}
+        assert set(jobs) == {DRAIN_JOB, SAFETY_NET_JOB, RECONCILE_JOB, HOUSEKEEPING_JOB}
         for job in jobs.values():
             assert job.coalesce and job.max_instances == 1
         worker.reconcile()  # guarded while syncer.reconcile is absent; no exception either way
@@ -381,6 +382,54 @@ def test_the_scope_index_finds_scopes_by_lookup() -> None:
     assert child is not None and child.key == "users/u0/mailFolders/f1/messages"
     assert index.resolve("t", "users/u9/mailFolders/f1/messages", "users/u9/messages") is None
     assert sorted(s.key for s in index.containers()) == [f"users/u{i}/mailFolders" for i in range(3)]
+
+
+def test_housekeeping_deletes_what_is_past_its_retention_and_nothing_else(env: SyncEnv) -> None:
+    env.graph.admin("POST", "seed", json={"users": 3})
+    scope = env.scope("users")
+    worker = worker_for(env)
+    try:
+        for _ in range(4):
+            assert sync.sync_scope(env.engine, env.client, scope, worker="w1").outcome == "ok"
+        for n in range(7):
+            notify(env, "sub-users", f"Users/u{n}")
+        inbox = Inbox(env.engine)
+        claimed = inbox.claim("w1", limit=5)
+        inbox.ack([i.id for i in claimed], worker="w1")  # five processed, two waiting
+        long_ago = datetime.now(UTC) - timedelta(days=40)
+        i, r, s = schema.inbox, schema.sync_runs, schema.sync_state
+        with env.engine.begin() as connection:
+            connection.execute(sa.update(i).where(i.c.processed_at.is_not(None)).values(processed_at=long_ago))
+            connection.execute(sa.update(i).where(i.c.processed_at.is_(None)).values(received_at=long_ago))
+            runs = [row.id for row in connection.execute(sa.select(r.c.id).order_by(r.c.id))]
+            connection.execute(sa.update(r).where(r.c.id.in_(runs[:3])).values(started_at=long_ago))
+            # The oldest run started a round still in progress (the sweep needs its start): kept.
+            connection.execute(sa.update(s).where(s.c.scope_key == "users").values(round_id=runs[0]))
+            connection.execute(sa.insert(r).values(tenant_id=env.tenant_id, scope_key="users", started_at=long_ago,
+                                                   outcome="running"))  # a pass still running: kept
+        worker.retention = Retention(notifications=timedelta(days=7), runs=timedelta(days=30))
+        assert worker.housekeeping() == (5, 2)
+        assert inbox.depth() == 2  # waiting notifications are never purged, however old
+        with env.engine.connect() as connection:
+            left = {row.id for row in connection.execute(sa.select(r.c.id))}
+            stored = connection.execute(sa.select(sa.func.count()).select_from(i)).scalar_one()
+        assert runs[0] in left and not {runs[1], runs[2]} & left and set(runs[3:]) <= left and len(left) == 3
+        assert stored == 2
+        assert worker.housekeeping() == (0, 0)
+        # Small batches reach the same end; `forever` keeps everything.
+        for n in range(5):
+            notify(env, "sub-users", f"Users/v{n}")
+        inbox.ack([x.id for x in inbox.claim("w1", limit=10)], worker="w1")
+        assert inbox.purge(processed_before=datetime.now(UTC) + timedelta(seconds=1), batch=2) == 7
+        worker.retention = Retention(notifications=None, runs=None)
+        assert worker.housekeeping() == (0, 0)
+    finally:
+        worker.close()
+
+
+def test_worker_refuses_a_retention_that_is_not_a_duration(sqlite_env: SyncEnv) -> None:
+    result = CliRunner().invoke(main, ["worker", "--spec", str(sqlite_env.spec.path), "--keep-runs", "a month"])
+    assert result.exit_code == 2 and "not a duration such as 7d" in result.stderr
 
 
 def test_sqlite_refuses_a_second_worker(sqlite_env: SyncEnv) -> None:
