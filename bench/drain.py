@@ -37,8 +37,8 @@ from sync import drop_database, fresh_database  # noqa: E402  (bench/sync.py)
 from syncer import schema  # noqa: E402
 from syncer.inbox import Inbox, NewItem  # noqa: E402
 from syncer.migrate import upgrade_core  # noqa: E402
-from syncer.scopes import STRATEGIES, Scope  # noqa: E402
-from syncer.worker import ScopeIndex, Worker  # noqa: E402
+from syncer.scopes import STRATEGIES, Scope, ScopeIndex  # noqa: E402
+from syncer.worker import Worker  # noqa: E402
 
 TENANT = "bench-tenant"
 

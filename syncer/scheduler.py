@@ -34,7 +34,8 @@ from syncer.errors import (
     RetryBudgetExhausted,
     SyncerError,
 )
-from syncer.worker import Retention, ScopeIndex, Worker, default_worker_id
+from syncer.scopes import ScopeIndex
+from syncer.worker import Retention, Worker, default_worker_id
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler

@@ -6,7 +6,9 @@
   and the job does not wait for them, so one long or throttled scope never holds back the others.
 - :meth:`Worker.safety_net`: mark dirty every scope whose last success is older than its declared
   interval. A lost notification then costs latency, never data.
-- :meth:`Worker.reconcile`: renewals and lifecycle repairs through :mod:`syncer.reconcile`.
+- :meth:`Worker.reconcile`: renewals and lifecycle repairs through :mod:`syncer.reconcile`, then
+  :meth:`Worker.refresh_scopes` (a fan-out group gained or lost members).
+- :meth:`Worker.housekeeping`: delete processed notifications and pass records past their retention.
 
 Several workers may share one PostgreSQL database: the inbox is claimed with ``SKIP LOCKED`` and each
 scope is leased (see :mod:`syncer.scopestate`). When and how often each job runs, and building a
@@ -19,9 +21,9 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
@@ -30,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from syncer import schema, scopes, scopestate, sync
 from syncer.inbox import Inbox, InboxItem
-from syncer.scopes import FETCH, Scope
+from syncer.scopes import FETCH, Scope, ScopeIndex
 from syncer.scopestate import utcnow
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from syncer.spec import Spec
     from syncer.sync import PageSource
 
-__all__ = ["DrainResult", "Retention", "ScopeIndex", "Worker", "default_worker_id"]
+__all__ = ["DrainResult", "Retention", "Worker", "default_worker_id"]
 
 log = logging.getLogger("syncer.worker")
 
@@ -49,58 +51,6 @@ FETCH_RETRY = timedelta(seconds=10)
 def default_worker_id() -> str:
     """``host:pid``: unique per process, readable in ``syncer status`` and lock messages."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class ScopeIndex:
-    """Every scope the worker knows: the spec's static ones and the folders their containers found.
-
-    Built once per expansion of the spec and not changed afterwards (a refresh builds a new one):
-    the lookups below run for every notification and every state row, so they are dictionary
-    lookups, never scans of the scopes (40,000 of them in a large tenant).
-    """
-
-    static: dict[tuple[str, str], Scope] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # (tenant, parent key lower-cased) -> a scope under it; (tenant, parent key) -> its containers.
-        self._by_parent: dict[tuple[str, str], Scope] = {}
-        self._containers: dict[tuple[str, str | None], list[Scope]] = {}
-        for scope in self.static.values():
-            self._by_parent[(scope.tenant_id, scope.parent_key.lower())] = scope
-            if scope.container:
-                self._containers.setdefault((scope.tenant_id, scope.parent_key), []).append(scope)
-
-    @classmethod
-    def of(cls, found: Iterable[Scope]) -> ScopeIndex:
-        return cls({(s.tenant_id, s.key): s for s in found})
-
-    def containers(self) -> list[Scope]:
-        return [s for found in self._containers.values() for s in found]
-
-    def resolve(self, tenant_id: str, key: str, parent_key: str | None) -> Scope | None:
-        """The Scope of a ``syncer_sync_state`` row, or None when the spec no longer declares it."""
-        found = self.static.get((tenant_id, key))
-        if found is not None:
-            return found
-        for container in self._containers.get((tenant_id, parent_key), ()):
-            folder = scopes.folder_of(key, container)
-            if folder is not None:
-                return scopes.child_scope(container, folder)
-        return None
-
-    def under(self, tenant_id: str, parent_key: str) -> Scope | None:
-        """A scope expanded from the subscription-level *parent_key* (any case)."""
-        return self._by_parent.get((tenant_id, parent_key.lower()))
-
-    def owning(self, tenant_id: str, resource: str) -> Scope | None:
-        """The scope whose parent key is the longest prefix of *resource* (a notification's path)."""
-        parts = resource.strip("/").lower().split("/")
-        for end in range(len(parts), 0, -1):
-            found = self._by_parent.get((tenant_id, "/".join(parts[:end])))
-            if found is not None:
-                return found
-        return None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from test_sync_support import SyncEnv, make_env
 
 from syncer import schema, scopes, sync
 from syncer.scheduler import sync_once
-from syncer.worker import ScopeIndex, Worker
+from syncer.scopes import ScopeIndex
+from syncer.worker import Worker
 
 MAIL_SPEC = """
   - name: mail

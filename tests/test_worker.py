@@ -36,8 +36,9 @@ from syncer.scheduler import (
     schedule_jobs,
     single_worker_lock,
 )
+from syncer.scopes import ScopeIndex
 from syncer.scopestate import LEASE_TTL, ScopeStore
-from syncer.worker import FETCH_RETRY, Retention, ScopeIndex, Worker
+from syncer.worker import FETCH_RETRY, Retention, Worker
 
 GROUPS_SPEC = """
   - name: groups
