@@ -234,16 +234,24 @@ def worker(
                retention=retention)
 
 
-def _retention(value: str) -> timedelta | None:
-    """A retention flag: a duration as the spec writes them (``7d``, ``36h``), or ``forever``."""
+def _duration(value: str) -> timedelta:
+    """A duration flag, written as in the spec (``7d``, ``36h``, ``90m``)."""
     from syncer.spec.reader import parse_duration
 
-    if value.strip().lower() == "forever":
-        return None
     found = parse_duration(value)
     if found is None or found <= timedelta(0):
-        raise click.BadParameter(f"{value!r} is not a duration such as 7d, 36h or 90m (or forever)")
+        raise click.BadParameter(f"{value!r} is not a duration such as 7d, 36h or 90m")
     return found
+
+
+def _retention(value: str) -> timedelta | None:
+    """A retention flag: a duration, or ``forever``."""
+    if value.strip().lower() == "forever":
+        return None
+    try:
+        return _duration(value)
+    except click.BadParameter as error:
+        raise click.BadParameter(f"{error.message} (or forever)") from error
 
 
 @main.command()
@@ -347,19 +355,40 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
 
 @main.command()
 @spec_option
+@click.option(
+    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."
+)
+@click.option(
+    "--max-lag",
+    default=None,
+    callback=lambda _ctx, _param, value: None if value is None else _duration(value),
+    help="Exit 2 if a scope's last success is older than this (30m, 2h, ...) or it never succeeded: a check "
+    "for monitoring.",
+)
 @friendly_errors
-def status(spec_path: Path) -> None:
-    """Print each scope's last success, lag, rows and last error, and each subscription's expiry."""
+def status(spec_path: Path, output: str, max_lag: timedelta | None) -> None:
+    """Print each scope's last success, lag, rows and last error, and each subscription's expiry.
+
+    Exit 0; with --max-lag, exit 2 when a scope is staler than that (the scopes are named on stderr),
+    1 on errors.
+    """
+    import json
+
     from syncer import schema
     from syncer.spec import load_spec
-    from syncer.status import collect, render
+    from syncer.status import collect, human, render, stale, to_json
 
     spec = load_spec(spec_path, check_secrets=False)
     engine = schema.create_engine(spec.database_url)
     try:
-        click.echo(render(collect(engine)))
+        found = collect(engine)
     finally:
         engine.dispose()
+    click.echo(json.dumps(to_json(found), indent=2) if output == "json" else render(found))
+    late = stale(found, max_lag) if max_lag is not None else []
+    if late:
+        click.echo(f"{len(late)} scope(s) staler than {human(max_lag)}: " + ", ".join(sc.scope for sc in late[:20]), err=True)
+        sys.exit(2)
 
 
 @main.command()

@@ -8,8 +8,9 @@ run against a busy production database. Computed values (lag, rows) are plain da
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -201,6 +202,32 @@ def render(status: Status) -> str:
     lines.append("")
     lines.append(f"Inbox: {status.inbox_waiting} notification(s) waiting")
     return "\n".join(lines)
+
+
+def to_json(status: Status) -> dict[str, Any]:
+    """The status as JSON-ready data (``syncer status --output json``): times in ISO 8601 UTC,
+    durations in seconds, for monitoring to read."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, datetime):
+            return v.isoformat()
+        if isinstance(v, timedelta):
+            return round(v.total_seconds(), 3)
+        return v
+
+    def record(item: Any, renames: dict[str, str]) -> dict[str, Any]:
+        return {renames.get(f.name, f.name): value(getattr(item, f.name)) for f in fields(item)}
+
+    return {
+        "scopes": [record(sc, {"lag": "lag_seconds"}) for sc in status.scopes],
+        "subscriptions": [record(sub, {"expires_in": "expires_in_seconds"}) for sub in status.subscriptions],
+        "inbox_waiting": status.inbox_waiting,
+    }
+
+
+def stale(status: Status, max_lag: timedelta) -> list[ScopeStatus]:
+    """The scopes whose last success is older than *max_lag*, or that never succeeded."""
+    return [sc for sc in status.scopes if sc.lag is None or sc.lag > max_lag]
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:

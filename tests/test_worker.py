@@ -4,6 +4,7 @@ scopes to passes, lifecycle, safety net, throttling, locks, races, start-up."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import uuid
@@ -575,3 +576,20 @@ def test_status_shows_scopes_and_subscription_expiry(env: SyncEnv) -> None:
     assert sub.name == "users" and timedelta(days=1) < sub.expires_in <= timedelta(days=2)
     text = status.render(shown)
     assert "postponed to" in text and "sub-users" in text and "1d 23h" in text and "never" in text
+
+    # For monitoring: JSON, and an exit code when a scope is staler than allowed.
+    runner = CliRunner()
+    result = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--output", "json", "--max-lag", "1h"])
+    assert result.exit_code == 2, result.output
+    assert "1 scope(s) staler than 1h 0m: groups" in result.stderr
+    data = json.loads(result.stdout)
+    scopes_by_key = {sc["scope"]: sc for sc in data["scopes"]}
+    assert scopes_by_key["users"]["rows"] == 7 and 0 <= scopes_by_key["users"]["lag_seconds"] < 3600
+    assert scopes_by_key["groups"]["last_success"] is None and scopes_by_key["groups"]["lag_seconds"] is None
+    assert datetime.fromisoformat(scopes_by_key["groups"]["not_before"]) > datetime.now(UTC)
+    assert data["subscriptions"][0]["expires_in_seconds"] > 86400 and data["inbox_waiting"] == 0
+    env.graph.admin("DELETE", "faults")
+    assert sync.sync_scope(env.engine, env.client, env.scope("groups"), worker="w1", full=True).outcome == "ok"
+    assert runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "1h"]).exit_code == 0
+    bad = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "soon"])
+    assert bad.exit_code == 2 and "not a duration" in bad.stderr
