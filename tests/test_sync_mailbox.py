@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +245,17 @@ def test_a_member_who_leaves_the_group_leaves_the_mirror(
             kept = mailbox_rows(stayer)
 
             assert graph.delete(f"groups/{group}/members/{leaver}/$ref").status_code == 204
+            # Another worker's pass is writing one of the leaver's folders: that scope waits for it.
+            s = schema.sync_state
+            busy = sorted(k for k in scope_keys(env) if k.startswith(f"users/{leaver}/mailFolders/"))[0]
+            with env.engine.begin() as connection:
+                connection.execute(sa.update(s).where(s.c.scope_key == busy).values(
+                    leased_by="w2", lease_until=datetime.now(UTC) + timedelta(minutes=5)))
             assert worker.refresh_scopes() == 0
+            assert {k for k in scope_keys(env) if k.startswith(f"users/{leaver}/")} == {busy}
+            with env.engine.begin() as connection:
+                connection.execute(sa.update(s).where(s.c.scope_key == busy).values(leased_by=None, lease_until=None))
+            assert worker.retire_scopes() == 1
             # The leaver's mailbox is no longer followed: its scopes are forgotten and its rows leave
             # the live mirror (soft delete: kept, with the reason); the other member's stay as they were.
             assert not {k for k in scope_keys(env) if k.startswith(f"users/{leaver}/")}
