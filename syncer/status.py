@@ -75,18 +75,19 @@ def collect(engine: Engine, *, now: datetime | None = None) -> Status:
     if lacking:
         raise DatabaseError(f"the database lacks {', '.join(lacking)}: run `syncer db upgrade` first")
     with engine.connect() as connection:
-        states = connection.execute(sa.select(s).order_by(s.c.name, s.c.tenant_id, s.c.scope_key)).all()
-        latest = (
-            sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.id).label("id"))
-            .group_by(r.c.tenant_id, r.c.scope_key)
-            .subquery()
+        # The last pass of each scope: one probe of the (tenant_id, scope_key, started_at) index per
+        # scope, not an aggregate over every pass ever recorded (months of them, for a status that
+        # monitoring may run every minute).
+        last_outcome = (
+            sa.select(r.c.outcome)
+            .where(r.c.tenant_id == s.c.tenant_id, r.c.scope_key == s.c.scope_key)
+            .order_by(r.c.started_at.desc(), r.c.id.desc())  # (id: two passes started in one instant)
+            .limit(1)
+            .scalar_subquery()
         )
-        outcomes = {
-            (row.tenant_id, row.scope_key): row.outcome
-            for row in connection.execute(
-                sa.select(r.c.tenant_id, r.c.scope_key, r.c.outcome).join(latest, r.c.id == latest.c.id)
-            )
-        }
+        states = connection.execute(
+            sa.select(s, last_outcome.label("last_outcome")).order_by(s.c.name, s.c.tenant_id, s.c.scope_key)
+        ).all()
         counts: dict[tuple[str, str], int] = {}
         missing: set[str] = set()
         existing = set(sa.inspect(connection).get_table_names())
@@ -120,7 +121,7 @@ def collect(engine: Engine, *, now: datetime | None = None) -> Status:
                 not_before=_aware(row.not_before),
                 leased_by=row.leased_by if row.lease_until and _aware(row.lease_until) > now else None,  # type: ignore[operator]
                 last_error=row.last_error,
-                last_outcome=outcomes.get((row.tenant_id, row.scope_key)),
+                last_outcome=row.last_outcome,
             )
         )
     subscriptions = [
