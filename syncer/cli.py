@@ -365,8 +365,14 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     help="Exit 2 if a scope's last success is older than this (30m, 2h, ...) or it never succeeded: a check "
     "for monitoring.",
 )
+@click.option(
+    "--rows/--no-rows",
+    default=True,
+    show_default=True,
+    help="Count each scope's live mirror rows (reads every mirror table; --no-rows for checks run often).",
+)
 @friendly_errors
-def status(spec_path: Path, output: str, max_lag: timedelta | None) -> None:
+def status(spec_path: Path, output: str, max_lag: timedelta | None, rows: bool) -> None:
     """Print each scope's last success, lag, rows and last error, and each subscription's expiry.
 
     Exit 0; with --max-lag, exit 2 when a scope is staler than that (the scopes are named on stderr),
@@ -381,7 +387,7 @@ def status(spec_path: Path, output: str, max_lag: timedelta | None) -> None:
     spec = load_spec(spec_path, check_secrets=False)
     engine = schema.create_engine(spec.database_url)
     try:
-        found = collect(engine)
+        found = collect(engine, count_rows=rows)
     finally:
         engine.dispose()
     click.echo(json.dumps(to_json(found), indent=2) if output == "json" else render(found))

@@ -590,6 +590,8 @@ def test_status_shows_scopes_and_subscription_expiry(env: SyncEnv) -> None:
     assert data["subscriptions"][0]["expires_in_seconds"] > 86400 and data["inbox_waiting"] == 0
     env.graph.admin("DELETE", "faults")
     assert sync.sync_scope(env.engine, env.client, env.scope("groups"), worker="w1", full=True).outcome == "ok"
-    assert runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "1h"]).exit_code == 0
+    checked = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "1h", "--no-rows", "--output", "json"])
+    assert checked.exit_code == 0, checked.output
+    assert {sc["rows"] for sc in json.loads(checked.stdout)["scopes"]} == {None}  # not counted
     bad = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "soon"])
     assert bad.exit_code == 2 and "not a duration" in bad.stderr
