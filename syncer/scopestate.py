@@ -246,6 +246,9 @@ def purge_runs(engine: Engine, *, started_before: datetime, batch: int = 5_000) 
     progress still refers to (``round_id``: its start decides the round's sweep) is kept.
     """
     r, s = schema.sync_runs, schema.sync_state
+    # Read once: a round that starts during the purge refers to a run too recent to be purged.
+    with engine.connect() as connection:
+        kept = set(connection.execute(sa.select(s.c.round_id).where(s.c.round_id.is_not(None))).scalars())
     total, after = 0, 0
     while True:
         with engine.begin() as connection:
@@ -255,7 +258,6 @@ def purge_runs(engine: Engine, *, started_before: datetime, batch: int = 5_000) 
             if not rows:
                 return total
             after = rows[-1].id
-            kept = set(connection.execute(sa.select(s.c.round_id).where(s.c.round_id.is_not(None))).scalars())
             old = [
                 row.id for row in rows
                 if as_utc(row.started_at) < started_before and row.finished_at is not None  # type: ignore[operator]

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from syncer.scheduler import (
     schedule_jobs,
     single_worker_lock,
 )
-from syncer.scopes import ScopeIndex
+from syncer.scopes import Scope, ScopeIndex
 from syncer.scopestate import LEASE_TTL, ScopeStore
 from syncer.worker import FETCH_RETRY, Retention, Worker
 
@@ -259,9 +260,12 @@ def test_one_throttled_scope_never_holds_back_the_others(env: SyncEnv) -> None:
         worker.close()
 
 
-def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: SyncEnv) -> None:
+@contextmanager
+def fetch_scope_worker(env: SyncEnv) -> Iterator[tuple[Worker, Scope, Clock, str]]:
+    """A worker over the users declaration synced without delta (a list, then GETs by id of the
+    notified items), after its first list; and a user renamed in Graph since, not yet notified."""
     env.graph.admin("POST", "seed", json={"users": 5})
-    scope = env.fetch_scope()  # a resource without delta: notified items are fetched by id
+    scope = env.fetch_scope()
     clock = Clock()
     worker = Worker(env.engine, {env.tenant_id: env.client}, ScopeIndex.of([scope]), worker_id="w1", clock=clock)
     try:
@@ -269,6 +273,20 @@ def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: 
         assert sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock).outcome == "ok"
         user = sorted(env.rows("users"))[0]
         env.graph.patch(f"users/{user}", json={"displayName": "Notified"})
+        yield worker, scope, clock, user
+    finally:
+        worker.close()
+
+
+def assert_fetched_at_last(env: SyncEnv, worker: Worker, user: str) -> None:
+    done = worker.drain(start=False)
+    assert (done.claimed, done.fetched) == (1, 1)
+    assert env.rows("users")[user]["raw"]["displayName"] == "Notified"
+    assert Inbox(env.engine).depth() == 0
+
+
+def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: SyncEnv) -> None:
+    with fetch_scope_worker(env) as (worker, scope, clock, user):
         other = ScopeStore(env.engine, scope, worker="w2", clock=clock, lease_ttl=LEASE_TTL)
         with env.engine.begin() as connection:
             assert other.take_lease(connection)
@@ -290,24 +308,11 @@ def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: 
         running.set_result(sync.PassResult(scope.key, "ok"))
 
         clock.advance(FETCH_RETRY + timedelta(seconds=1))
-        done = worker.drain(start=False)
-        assert (done.claimed, done.fetched) == (1, 1)
-        assert env.rows("users")[user]["raw"]["displayName"] == "Notified"
-        assert Inbox(env.engine).depth() == 0
-    finally:
-        worker.close()
+        assert_fetched_at_last(env, worker, user)
 
 
 def test_notified_items_of_a_throttled_scope_wait_until_graph_lets_them_through(env: SyncEnv) -> None:
-    env.graph.admin("POST", "seed", json={"users": 5})
-    scope = env.fetch_scope()
-    clock = Clock()
-    worker = Worker(env.engine, {env.tenant_id: env.client}, ScopeIndex.of([scope]), worker_id="w1", clock=clock)
-    try:
-        worker.register_scopes()
-        assert sync.sync_scope(env.engine, env.client, scope, worker="w1", clock=clock).outcome == "ok"
-        user = sorted(env.rows("users"))[0]
-        env.graph.patch(f"users/{user}", json={"displayName": "Notified"})
+    with fetch_scope_worker(env) as (worker, scope, clock, user):
         # Graph throttles GETs of the item for two minutes (longer than the client waits in place).
         rule = {"type": "status", "status": 429, "path": f"/users/{user}", "method": "GET", "retryAfter": 120}
         env.graph.admin("POST", "faults", json=rule)
@@ -328,12 +333,7 @@ def test_notified_items_of_a_throttled_scope_wait_until_graph_lets_them_through(
         assert env.rows("users")[user]["raw"]["displayName"] != "Notified"
 
         clock.advance(timedelta(seconds=120))
-        done = worker.drain(start=False)
-        assert (done.claimed, done.fetched) == (1, 1)
-        assert env.rows("users")[user]["raw"]["displayName"] == "Notified"
-        assert Inbox(env.engine).depth() == 0
-    finally:
-        worker.close()
+        assert_fetched_at_last(env, worker, user)
 
 
 def test_a_burst_marks_a_waiting_scope_once_and_a_running_scope_again(env: SyncEnv) -> None:
