@@ -2,7 +2,8 @@
 
 Modules log through ``logging.getLogger(__name__)`` as usual; the CLI calls :func:`configure` once.
 The formatter masks tokens, client secrets and clientState values even when a library (MSAL,
-urllib3) logs them, because a leak in a log is a leak for good.
+urllib3) logs them, because a leak in a log is a leak for good. :class:`OutageLog` keeps an outage
+of the database to a few lines however often the worker's jobs or Graph's retries run into it.
 """
 
 from __future__ import annotations
