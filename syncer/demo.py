@@ -74,7 +74,9 @@ class Demo:
 
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
-        self.workdir.mkdir(parents=True)
+        # Owner-only: the folder holds the database and the emulator's credentials (emulator.json).
+        for folder in reversed([p for p in (self.workdir, *self.workdir.parents) if not p.exists()]):
+            folder.mkdir(mode=0o700)
         self.emulator = EmulatorServer(EmulatorConfig(seed=7), workdir=self.workdir / "emulator").start()
         info_file = self.workdir / "emulator.json"
         self.emulator.write_info(info_file)

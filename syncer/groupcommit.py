@@ -245,7 +245,9 @@ class GroupCommitter:
             # missing, timeout) would fail each retry the same way, so the batch fails as one.
             statement_level = isinstance(exc, (sa.exc.DataError, sa.exc.IntegrityError))
             if len(batch) == 1 or not statement_level:
-                log.warning("inbox commit of %d requests failed: %s", len(batch), type(exc).__name__)
+                # Each request's caller gets the error and reports it (the receiver: once per outage,
+                # syncer.log.OutageLog); a warning here would be a line per batch during an outage.
+                log.debug("inbox commit of %d requests failed: %s", len(batch), type(exc).__name__)
                 for waiter in batch:
                     waiter.error = exc
                     waiter.state = _DONE

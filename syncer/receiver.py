@@ -47,6 +47,7 @@ from syncer import schema
 from syncer.errors import DatabaseError, NotificationError
 from syncer.groupcommit import GroupCommitter
 from syncer.inbox import Inbox, NewItem
+from syncer.log import OutageLog
 from syncer.metrics import Metrics
 from syncer.notifications import (
     Accepted,
@@ -323,6 +324,8 @@ def create_app(
         keys=keys,
     )
     limiter = _RateLimiter(settings.log_rejections_per_second)
+    # Graph retries each 503 and many POSTs arrive per second: a line per outage, not per request.
+    outage = OutageLog(log, "database", level=logging.ERROR)
 
     app = Flask("syncer.receiver")
     # One more than the cap, so that the view can tell "exactly the cap" from "over it" (see receive).
@@ -381,7 +384,7 @@ def create_app(
             verdict = check_collection(collection, lookup=state.lookup, tokens=state.tokens, keys=state.keys)
         except DatabaseError as exc:
             metrics.inc("syncer_notifications_received_total", collection.size)
-            log.error("cannot check notifications, answering 503: %s", exc)
+            outage.failed(exc, "answering 503 to notifications (Graph retries them)")
             return answer(503, endpoint, "temporarily unavailable")
         if verdict.rejected:
             log_refusals(verdict.rejected, environ.get("REMOTE_ADDR"))
@@ -392,8 +395,9 @@ def create_app(
                 new_keys = state.store(items)
             except (DatabaseError, sa.exc.SQLAlchemyError) as exc:
                 metrics.inc("syncer_notifications_received_total", collection.size)
-                log.error("cannot store %d notification(s), answering 503: %s", len(items), exc)
+                outage.failed(exc, "answering 503 to notifications (Graph retries them)")
                 return answer(503, endpoint, "temporarily unavailable")
+            outage.ok()
             metrics.record_stored(
                 endpoint,
                 received=collection.size,

@@ -14,6 +14,7 @@ second one is refused with the holder's name.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -34,6 +35,7 @@ from syncer.errors import (
     RetryBudgetExhausted,
     SyncerError,
 )
+from syncer.log import database_unreachable
 from syncer.scopes import ScopeIndex
 from syncer.worker import Retention, Worker, default_worker_id
 
@@ -188,17 +190,42 @@ class Schedule:
     housekeeping: float = 3600.0
 
 
+def guarded(worker: Worker, job: Callable[[], object]) -> Callable[[], None]:
+    """*job* as the scheduler runs it: a failure to reach the database goes to ``worker.database``.
+
+    APScheduler logs each exception a job raises with its traceback: every half second for the drain
+    while the database is down. The job runs again at its next interval anyway, so such a failure is
+    reported by the outage's changes of state instead (:class:`syncer.log.OutageLog`); any other
+    exception still reaches APScheduler's log.
+    """
+
+    @functools.wraps(job)
+    def run() -> None:
+        try:
+            job()
+        except Exception as error:
+            if not database_unreachable(error):
+                raise
+            worker.database.failed(error, "retrying")
+        else:
+            worker.database.ok()
+
+    return run
+
+
 def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule | None = None) -> None:
     """Add the worker's jobs to *scheduler* with fixed ids (replacing any of the same id)."""
     schedule = schedule or Schedule()
     common: dict[str, Any] = {"replace_existing": True, "coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
-    scheduler.add_job(worker.drain, "interval", seconds=schedule.drain, id=DRAIN_JOB, name="drain the inbox", **common)
-    scheduler.add_job(worker.safety_net, "interval", seconds=schedule.safety_net, id=SAFETY_NET_JOB,
+    scheduler.add_job(guarded(worker, worker.drain), "interval", seconds=schedule.drain, id=DRAIN_JOB,
+                      name="drain the inbox", **common)
+    scheduler.add_job(guarded(worker, worker.safety_net), "interval", seconds=schedule.safety_net, id=SAFETY_NET_JOB,
                       name="safety-net delta", next_run_time=datetime.now(UTC), **common)
-    scheduler.add_job(worker.reconcile, "interval", seconds=schedule.reconcile, id=RECONCILE_JOB,
+    scheduler.add_job(guarded(worker, worker.reconcile), "interval", seconds=schedule.reconcile, id=RECONCILE_JOB,
                       name="reconcile subscriptions", **common)
     # First a minute after start, not an hour: a worker redeployed more often than hourly still purges.
-    scheduler.add_job(worker.housekeeping, "interval", seconds=schedule.housekeeping, id=HOUSEKEEPING_JOB,
+    scheduler.add_job(guarded(worker, worker.housekeeping), "interval", seconds=schedule.housekeeping,
+                      id=HOUSEKEEPING_JOB,
                       name="delete old notifications and pass records",
                       next_run_time=datetime.now(UTC) + timedelta(seconds=min(60.0, schedule.housekeeping)), **common)
 

@@ -10,6 +10,7 @@ several tenants.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,27 @@ def normalize_url(url: str, *, base_dir: Path | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _create_private_sqlite_file(url: str) -> None:
+    """Create a missing SQLite database file as owner-only (0600) before SQLite does.
+
+    The file holds the mirror, subscriptions and clientState secrets; SQLite would create it with
+    0644 under the usual umask. Its -wal and -shm files take the main file's permissions (SQLite's
+    unix VFS, findCreateFileMode in os_unix.c; tests/test_migrations.py checks), so creating this one
+    right covers them. An existing
+    file keeps whatever permissions its owner chose.
+    """
+    parsed = sa.make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # a missing folder, no permission: SQLite's own error on connecting says so
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the receiver write while the worker reads; busy_timeout makes writers queue instead
     # of failing at once; synchronous=NORMAL is durable across process crashes in WAL mode.
@@ -225,6 +247,7 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     """The engine syncer uses for *url*, with the settings each backend needs."""
     url = normalize_url(url)
     if is_sqlite(url):
+        _create_private_sqlite_file(url)
         engine = sa.create_engine(url, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine

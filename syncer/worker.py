@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from syncer import schema, scopes, scopestate, sync
 from syncer.inbox import Inbox, InboxItem
+from syncer.log import OutageLog, database_unreachable
 from syncer.scopes import FETCH, Scope, ScopeIndex
 from syncer.scopestate import utcnow
 
@@ -112,6 +113,8 @@ class Worker:
         self._drain_failed = False
         self._scope_key_of: dict[str, str] = {}  # subscription id -> scope key (see _scope_keys)
         self.retention = Retention()
+        # The jobs and passes report database failures here: a line per outage, not per attempt.
+        self.database = OutageLog(log, "database")
 
     # --- setup ---
 
@@ -348,7 +351,10 @@ class Worker:
                 page_size=self.page_size, stop=self._stopping,
             )
         except Exception as error:  # the database failed before the pass could record anything
-            log.exception("pass %s could not start", scope.key)
+            if database_unreachable(error):
+                self.database.failed(error, f"pass {scope.key} could not start; the scope stays dirty")
+            else:
+                log.exception("pass %s could not start", scope.key)
             result = sync.PassResult(scope.key, "error", error=str(error))
             with self._lock:
                 self.results.append(result)

@@ -53,3 +53,57 @@ def test_graph_error_str_is_masked_and_truncated() -> None:
     text = str(error)
     assert "abc123" not in text and "rid-1" in text and "HTTP 400 invalidRequest" in text
     assert error.body is not None and len(error.body) < 700
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_outage_is_logged_by_its_changes_of_state_not_per_attempt(caplog: pytest.LogCaptureFixture) -> None:
+    import sqlalchemy as sa
+
+    clock = FakeClock()
+    outage = log.OutageLog(logging.getLogger("syncer.test"), "database", every=60.0, clock=clock)
+    error = sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+    with caplog.at_level(logging.DEBUG, logger="syncer.test"):
+        outage.ok()  # nothing to say while all is well
+        for _ in range(300):  # 150 s of a drain every 0.5 s
+            outage.failed(error)
+            clock.now += 0.5
+        outage.ok()
+        outage.ok()
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [r.getMessage() for r in lines] == [
+        "database unreachable: ConnectionRefusedError: connection refused; retrying",
+        "database still unreachable after 60 s; 121 failed attempts, the last: ConnectionRefusedError: "
+        "connection refused; retrying",
+        "database still unreachable after 2 min; 241 failed attempts, the last: ConnectionRefusedError: "
+        "connection refused; retrying",
+        "database reachable again after 2 min 30 s (300 failed attempts)",
+    ]
+    assert all(r.exc_info is None for r in lines)
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 300 and all(r.exc_info for r in debug)  # the tracebacks, for whoever wants them
+
+
+def test_what_counts_as_the_database_being_unreachable() -> None:
+    import sqlalchemy as sa
+
+    from syncer.errors import DatabaseUnreachable, LockTimeout
+
+    refused = sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+    assert log.database_unreachable(refused)
+    assert log.database_unreachable(DatabaseUnreachable("down"))
+    try:
+        try:
+            raise refused
+        except sa.exc.OperationalError as inner:
+            raise LockTimeout("could not take the lock") from inner
+    except LockTimeout as outer:
+        assert log.database_unreachable(outer)
+    assert not log.database_unreachable(sa.exc.IntegrityError("INSERT", {}, ValueError("duplicate key")))
+    assert not log.database_unreachable(KeyError("a bug"))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -63,3 +67,28 @@ def _only_core(obj: object, name: str | None, type_: str, reflected: bool, compa
         return name in schema.metadata.tables
     table = getattr(obj, "table", None)
     return table is None or table.name in schema.metadata.tables
+
+
+def test_a_new_sqlite_database_and_its_wal_files_are_owner_only(tmp_path: Path) -> None:
+    """The database holds the mirror and the subscriptions' clientState secrets: 0600, whatever the umask
+    (SQLite itself would create it 0644 under the usual 022)."""
+    path = tmp_path / "syncer.db"
+    previous = os.umask(0o022)
+    try:
+        upgrade_core(f"sqlite:///{path}")
+        engine = schema.create_engine(f"sqlite:///{path}")
+        with engine.connect() as connection:  # WAL mode: the -wal and -shm files exist while connected
+            connection.execute(sa.select(schema.inbox.c.id)).all()
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert modes == {"syncer.db": 0o600, "syncer.db-wal": 0o600, "syncer.db-shm": 0o600}
+
+
+def test_an_existing_sqlite_database_keeps_its_mode(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    path.touch(mode=0o640)
+    path.chmod(0o640)
+    upgrade_core(f"sqlite:///{path}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

@@ -294,6 +294,44 @@ def test_a_failing_commit_means_503_and_nothing_false_is_stored(receiver: Server
     assert [r.resource_id for r in inbox_rows(engine)] == ["first", "lost?"]
 
 
+@pytest.mark.postgres
+def test_a_database_outage_is_logged_once_not_per_503(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Each POST during an outage is answered 503 (Graph retries it), but the log says so once, then
+    once more when the database is back, without a traceback above DEBUG."""
+    import logging
+
+    from chaos_harness import Database
+
+    engine = schema.create_engine(postgres_url)
+    schema.metadata.create_all(engine)
+    add_subscription(engine, SUB)
+    db = Database.for_url(postgres_url)
+    assert db.proxy is not None
+    proxied = schema.create_engine(db.process_url)
+    server = make_receiver(proxied)
+    try:
+        assert server.post("/notifications", nb.body(nb.change_item(SUB, user_id="before"))).status_code == 202
+        with caplog.at_level(logging.INFO, logger="syncer"):
+            db.proxy.cut()
+            for n in range(10):
+                response = server.post("/notifications", nb.body(nb.change_item(SUB, user_id=f"during-{n}")))
+                assert response.status_code == 503
+            db.proxy.restore()
+            assert server.post("/notifications", nb.body(nb.change_item(SUB, user_id="after"))).status_code == 202
+    finally:
+        server.close()
+        proxied.dispose()
+        db.close()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 2, "\n".join(f"{r.name} {r.levelname} {r.getMessage()}" for r in loud)
+    assert loud[0].getMessage().startswith("database unreachable: ")
+    assert loud[0].getMessage().endswith("; answering 503 to notifications (Graph retries them)")
+    assert loud[1].getMessage().startswith("database reachable again after ") and "(10 failed attempts)" in loud[1].getMessage()
+    assert all(r.exc_info is None for r in loud)
+    assert [r.resource_id for r in inbox_rows(engine)] == ["before", "after"]
+    engine.dispose()
+
+
 # --- limits ------------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,11 +23,15 @@ BUNDLED_SPEC = ROOT / "subscriptions.yaml"
 
 def test_demo_converges_on_the_bundled_spec(tmp_path: Path) -> None:
     lines: list[str] = []
-    assert run_demo(BUNDLED_SPEC, workdir=tmp_path / "demo", echo=lines.append, timeout=50), "\n".join(lines)
+    workdir = tmp_path / "dot-syncer" / "demo"  # like .syncer/demo: both folders created by the demo
+    assert run_demo(BUNDLED_SPEC, workdir=workdir, echo=lines.append, timeout=50), "\n".join(lines)
     text = "\n".join(lines)
     assert "converged" in text and "the mirror matches Graph" in text
+    # The database and the emulator's credentials are the owner's only.
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (workdir.parent, workdir, workdir / "syncer.db", workdir / "emulator.json")}
+    assert list(modes.values()) == [0o700, 0o700, 0o600, 0o600], modes
     # Every kind of live change reached the mirror through notifications, not only the safety net.
-    engine = schema.create_engine(f"sqlite:///{tmp_path / 'demo' / 'syncer.db'}")
+    engine = schema.create_engine(f"sqlite:///{workdir / 'syncer.db'}")
     try:
         with engine.connect() as connection:
             stored = connection.execute(sa.select(sa.func.count()).select_from(schema.inbox)).scalar_one()

@@ -354,6 +354,29 @@ def test_reserved_and_unsafe_sql_names(tmp_path: Path) -> None:
     assert errors[4].found == "'string'" and errors[4].expected.startswith("one of text, integer")
 
 
+def test_a_trailing_newline_is_not_part_of_a_valid_identifier(tmp_path: Path) -> None:
+    # Python's "$" matches before a final newline: "users\n" used to pass as a table name.
+    errors = problems(
+        tmp_path,
+        """\
+          - name: "u\\n"
+            resource: users
+            mirror:
+              table: "users\\n"
+              columns:
+                - {field: "mail\\n", column: mail}
+                - {field: displayName, column: "name\\n"}
+        """,
+    )
+    assert len(errors) == 4, "\n".join(str(e) for e in errors)
+    at(errors[0], 9, "subscriptions[0].name")
+    assert errors[0].found == "'u\\n'"
+    at(errors[1], 12, "subscriptions[0].mirror.table")
+    assert errors[1].expected.startswith("a SQL name") and errors[1].found == "'users\\n'"
+    at(errors[2], 14, "subscriptions[0].mirror.columns[0].field")
+    at(errors[3], 15, "subscriptions[0].mirror.columns[1].column")
+
+
 def test_rich_notifications_where_graph_has_none(tmp_path: Path) -> None:
     error = problem(tmp_path, "  - name: u\n    resource: users\n    include_resource_data: true\n")
     at(error, 11, "subscriptions[0].include_resource_data")

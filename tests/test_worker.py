@@ -600,3 +600,41 @@ def test_status_shows_scopes_and_subscription_expiry(env: SyncEnv) -> None:
     assert {sc["rows"] for sc in json.loads(checked.stdout)["scopes"]} == {None}  # not counted
     bad = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "soon"])
     assert bad.exit_code == 2 and "not a duration" in bad.stderr
+
+
+def test_a_database_outage_is_logged_once_not_every_drain(
+    postgres_env: SyncEnv, tmp_path: Path, emulator_info: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the database is away the drain fails every interval: one line when it goes, one when it
+    is back, no traceback above DEBUG (APScheduler used to log one per drain, every half second)."""
+    import logging
+
+    from chaos_harness import Database
+    from test_sync_support import write_spec
+
+    env = postgres_env
+    db = Database.for_url(env.spec.database_url)
+    assert db.proxy is not None
+    (tmp_path / "proxied").mkdir()
+    spec = write_spec(tmp_path / "proxied", emulator_info, db.process_url, USERS_SPEC.format(delete="soft"))
+    running = run_worker(spec, schedule=Schedule(drain=0.05, safety_net=3600, reconcile=3600, housekeeping=3600),
+                         blocking=False, worker_id="outage")
+    try:
+        time.sleep(0.5)
+        with caplog.at_level(logging.INFO):
+            db.proxy.cut()
+            time.sleep(1.5)  # some thirty drains
+            db.proxy.restore()
+            deadline = time.monotonic() + 5  # pool_pre_ping reconnects at the next drain
+            while time.monotonic() < deadline and not any("reachable again" in r.getMessage() for r in caplog.records):
+                time.sleep(0.05)
+            time.sleep(0.3)
+    finally:
+        running.stop()
+        db.close()
+    # What `syncer worker` shows: syncer's lines from WARNING, APScheduler's from ERROR (syncer.log.configure).
+    loud = [r for r in caplog.records if r.levelno >= (logging.ERROR if r.name.startswith("apscheduler") else logging.WARNING)]
+    assert len(loud) == 2, "\n".join(f"{r.name} {r.levelname} {r.getMessage()}" for r in loud)
+    assert loud[0].getMessage().startswith("database unreachable: ") and loud[0].getMessage().endswith("; retrying")
+    assert loud[1].getMessage().startswith("database reachable again after ")
+    assert all(r.exc_info is None for r in loud)

@@ -9,11 +9,15 @@ dispatcher) first.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
+import os
 import shutil
 import signal
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -27,6 +31,41 @@ from syncer.emulator.app import create_app
 from syncer.emulator.config import EmulatorConfig
 from syncer.emulator.state import EmulatorState
 from syncer.emulator.tls import write_server_files
+
+log = logging.getLogger("syncer.emulator")
+
+
+def beyond_loopback(host: str) -> bool:
+    """Whether listening on *host* lets other machines connect (any address but loopback ones).
+
+    The admin API (/_emulator) has no authentication by design and hands out the app's credentials,
+    so the emulator warns when it is reachable from elsewhere. A name is resolved; one that does not
+    resolve, or resolves to any non-loopback address, counts as beyond loopback.
+    """
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return True
+    return not found or any(not ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in found)
+
+
+def _private_folder(path: Path) -> None:
+    """Create *path* (and missing parents) owner-only: it holds the certificates' private keys."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write *data* to *path* readable by its owner only (0600), from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
 
 
 class _KeepAliveHandler(WSGIRequestHandler):
@@ -151,7 +190,7 @@ class EmulatorServer:
         """Bind, start serving in a daemon thread, and fill :attr:`info`."""
         if self._server is not None:
             return self
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        _private_folder(self.workdir)
         files = write_server_files(self.workdir)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -171,8 +210,7 @@ class EmulatorServer:
         key_path = self.workdir / "client-key.pem"
         if cert is not None:
             cert_path.write_bytes(cert.cert_pem)
-            key_path.write_bytes(cert.key_pem)
-            key_path.chmod(0o600)
+            _write_private(key_path, cert.key_pem)
         cfg = self.config
         self.info = {
             "graph_url": f"{base}/v1.0",
@@ -197,10 +235,13 @@ class EmulatorServer:
         return self
 
     def write_info(self, path: Path | str) -> None:
-        """Write :attr:`info` as JSON (for scripts: `--info-file`), creating its folder if needed."""
+        """Write :attr:`info` as JSON (for scripts: `--info-file`), creating its folder if needed.
+
+        Owner-only (0600, a created folder 0700): the file holds the app's client secret.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.info, indent=2) + "\n")
+        _private_folder(path.parent)
+        _write_private(path, (json.dumps(self.info, indent=2) + "\n").encode())
 
     def serve_forever(self) -> None:
         """Block until interrupted (the CLI's foreground mode)."""
@@ -247,6 +288,13 @@ def serve(config: EmulatorConfig, *, workdir: Path | None = None, info_file: Pat
     """Foreground mode for `syncer emulator`: start, optionally seed users, print credentials, block."""
     from syncer.emulator.seed import seed_users as _seed_users
 
+    if beyond_loopback(config.host):
+        warning = (
+            f"listening on {config.host}, reachable from other machines: the admin API (/_emulator) has no "
+            "authentication and hands out the app's credentials; use --host 127.0.0.1 unless you mean it"
+        )
+        log.warning("%s", warning)
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     server = EmulatorServer(config, workdir=workdir)
     server.start()
     if seed_users:

@@ -38,8 +38,9 @@ from syncer.spec.model import (
 from syncer.spec.reader import Map, Reader, describe
 from syncer.spec.subscriptions import SubscriptionsLoader
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_SQL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# Used with fullmatch: ``$`` also matches before a final newline, so ``re.match(r"^x$")`` accepts "x\n".
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 class SpecLoader:
@@ -171,8 +172,8 @@ class SpecLoader:
 
     def name(self, node: yaml.Node | None, path: str) -> str | None:
         text = self.r.string(node, path, expected="a name")
-        if text is not None and not _NAME.match(text):
-            self.r.error(node, path, "a name of letters, digits, _ . - (at most 100)", f"'{text}'")
+        if text is not None and not _NAME.fullmatch(text):
+            self.r.error(node, path, "a name of letters, digits, _ . - (at most 100)", repr(text))
             return None
         return text
 
@@ -184,12 +185,12 @@ class SpecLoader:
             self.r.error(
                 node, path, "a table name not starting with syncer_ (syncer's own tables)", f"'{text}'"
             )
-        elif not _SQL_NAME.match(text):
+        elif not _SQL_NAME.fullmatch(text):
             self.r.error(
                 node,
                 path,
                 "a SQL name: lower-case letters, digits and _, starting with a letter, at most 63",
-                f"'{text}'",
+                repr(text),
             )
         else:
             return text

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from syncer.spec.loader import SpecLoader
 
 MAX_GROUP_TABLE = 63 - len("_members")
-_FIELD_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_FIELD_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" would let "mail\n" through
 
 
 def column_name(field: str) -> str:
@@ -145,8 +145,8 @@ class MirrorLoader:
             return None
         path_field = path if isinstance(node, yaml.ScalarNode) else f"{path}.field"
         segments = field.split(".")
-        if not _FIELD_SEGMENT.match(segments[0]) or not all(
-            _FIELD_SEGMENT.match(p) or p.isdigit() for p in segments[1:]
+        if not _FIELD_SEGMENT.fullmatch(segments[0]) or not all(
+            _FIELD_SEGMENT.fullmatch(p) or p.isdigit() for p in segments[1:]
         ):
             r.error(
                 field_node,

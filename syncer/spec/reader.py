@@ -30,10 +30,11 @@ _NULL = "tag:yaml.org,2002:null"
 _FLOAT = "tag:yaml.org,2002:float"
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_WHOLE_VAR = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+# The patterns below are used with fullmatch: "$" also matches before a trailing newline.
+_WHOLE_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-_DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_ISO_DURATION = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$")
+_DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_ISO_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
 
 def describe(node: yaml.Node | None) -> str:
@@ -72,11 +73,11 @@ def format_duration(value: timedelta) -> str:
 def parse_duration(text: str) -> timedelta | None:
     """``90m``, ``36h``, ``2d``, ``1h30m``, ``1w`` or ISO-8601 ``PT2H`` / ``P1DT2H``; None if not a duration."""
     text = text.strip()
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match and any(match.groups()):
         w, d, h, m, s = (int(g) if g else 0 for g in match.groups())
         return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
-    match = _ISO_DURATION.match(text.upper())
+    match = _ISO_DURATION.fullmatch(text.upper())
     if match and any(match.groups()):
         w, d, h, m = (int(g) if g else 0 for g in match.groups()[:4])
         return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=float(match.group(5) or 0))
@@ -330,7 +331,7 @@ class Reader:
     def whole_env_reference(node: yaml.Node) -> str | None:
         """``NAME`` when the raw scalar is exactly ``${NAME}`` (a secret given as an env reference)."""
         if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
-            match = _WHOLE_VAR.match(str(node.value).strip())
+            match = _WHOLE_VAR.fullmatch(str(node.value).strip())
             if match:
                 return match.group(1)
         return None
