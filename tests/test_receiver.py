@@ -591,8 +591,8 @@ def served(database_url: str, **env: str) -> Iterator[tuple[str, list[str]]]:
             try:
                 if session.get(url + "/readyz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or a worker still booting behind the listening socket
             assert time.monotonic() < deadline, "gunicorn did not come up"
             time.sleep(0.1)
         yield url, output
