@@ -24,7 +24,7 @@ from webhook_receiver import Receiver
 
 from syncer.cli import main
 from syncer.graph.client import GraphClient
-from syncer.graph.subscriptions import parse_datetime
+from syncer.graph.times import parse_datetime
 from syncer.locks import LockInfo
 from syncer.migrate import upgrade_core
 from syncer.reconcile import Outcome, graphs_for, reconcile

@@ -34,7 +34,8 @@ from syncer.errors import (
     ReconcileError,
 )
 from syncer.graph.batch import BatchRequest, BatchResult
-from syncer.graph.subscriptions import LiveSubscription, format_datetime
+from syncer.graph.subscriptions import LiveSubscription
+from syncer.graph.times import format_datetime
 from syncer.reconcile.plan import Action, Desired, Kind, Plan
 from syncer.reconcile.records import delete_rows, record_created, record_patches, relink_rows, row_values
 

@@ -42,7 +42,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from syncer.graph.subscriptions import LiveSubscription, format_datetime
+from syncer.graph.subscriptions import LiveSubscription
+from syncer.graph.times import format_datetime
 from syncer.reconcile.desired import Desired, Expansion, change_set, normalise_resource
 from syncer.reconcile.quotas import Placed, QuotaProblem, check_quotas
 
