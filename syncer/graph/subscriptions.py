@@ -1,4 +1,4 @@
-"""Typed calls on Graph's ``/subscriptions`` (notes §1): create, get, list, update, delete, reauthorize.
+"""Typed calls on Graph's ``/subscriptions`` (https://learn.microsoft.com/en-us/graph/api/resources/subscription): create, get, list, update, delete, reauthorize.
 
 Callers (reconcile, doctor) work with :class:`LiveSubscription` values, never with raw dicts. The
 retry rules of :mod:`.retry` apply: create is a POST and is not repeated after a failure that may
