@@ -34,7 +34,7 @@ from werkzeug.wrappers import Request, Response
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from syncer.emulator import EmulatorConfig, EmulatorServer
-from syncer.graph.subscriptions import parse_datetime
+from syncer.graph.times import parse_datetime
 from syncer.migrate import upgrade_core
 from syncer.reconcile import Outcome, graphs_for, reconcile
 from syncer.schema import create_engine

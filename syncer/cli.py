@@ -8,6 +8,7 @@ keeps its traceback.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
@@ -143,22 +144,34 @@ def reconcile(
 
     Like terraform apply: the plan is printed (counts, then one line per action) and applied, unless
     --dry-run. Secrets (clientState) are never printed.
+
+    Exit status: 1 when the plan was refused or an action failed; with --detailed-exitcode, 2 when
+    there were changes (pending in a dry run, applied otherwise) and 0 when there was nothing to do.
     """
-    from syncer.reconcile.report import run_command
+    from syncer.locks import LockInfo
+    from syncer.reconcile import reconcile as run_reconcile
+    from syncer.reconcile import render_plan, render_results
     from syncer.spec import load_spec
 
-    code = run_command(
-        load_spec(spec_path),
-        dry_run=dry_run,
-        prune=prune,
-        output=output,
-        detailed_exitcode=detailed_exitcode,
-        verbose=verbose,
-        lock_timeout=lock_timeout,
-        echo=click.echo,
-        echo_err=lambda line: click.echo(line, err=True),
+    def waiting(info: LockInfo | None) -> None:
+        click.echo(f"waiting for lock held by {info or 'another process'}", err=True)
+
+    outcome = run_reconcile(
+        load_spec(spec_path), dry_run=dry_run, prune=prune, lock_timeout=lock_timeout, on_wait=waiting
     )
-    sys.exit(code)
+    if output == "json":
+        click.echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        for line in render_plan(outcome.plan, verbose=verbose, actions=not outcome.applied):
+            click.echo(line)
+        if outcome.applied and outcome.results:
+            for line in render_results(outcome.results):
+                click.echo(line)
+        elif dry_run and outcome.plan.has_changes:
+            click.echo("Dry run: nothing was changed.")
+    if not outcome.ok:
+        sys.exit(1)
+    sys.exit(2 if detailed_exitcode and outcome.plan.has_changes else 0)
 
 
 @main.command()

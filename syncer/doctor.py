@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 HANDSHAKE_LIMIT = 10.0
-"""Graph's limit for answering the validation request (notes §1.2)."""
+"""Graph's limit for answering the validation request (https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks#notificationurl-validation)."""
 HANDSHAKE_COMFORT = 3.0
 """Above this, a cold start or a busy receiver may push the answer past Graph's limit."""
 SKEW_FAIL = 300.0

@@ -75,11 +75,6 @@ class InboxItem:
     last_error: str | None
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone=True columns; every value we wrote was UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class Inbox:
     """Operations on the inbox table; thread-safe (each call uses its own pooled connection)."""
 
@@ -234,7 +229,7 @@ class Inbox:
             InboxItem(
                 id=r.id, tenant_id=r.tenant_id, subscription_id=r.subscription_id, kind=r.kind, event=r.event,
                 resource=r.resource, resource_id=r.resource_id, payload=r.payload,
-                received_at=_aware(r.received_at), attempts=r.attempts, last_error=r.last_error,
+                received_at=r.received_at, attempts=r.attempts, last_error=r.last_error,
             )
             for r in rows
         ]

@@ -68,18 +68,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands timestamps back naive; syncer only ever stores UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def read_lock(engine: Engine, name: str) -> LockInfo | None:
     """The ``syncer_locks`` row for *name* (on PostgreSQL: informative; it may outlive a dead holder)."""
     with engine.connect() as connection:
         row = connection.execute(sa.select(locks).where(locks.c.name == name)).first()
     if row is None:
         return None
-    return LockInfo(row.name, row.holder, _aware(row.acquired_at), _aware(row.expires_at))
+    return LockInfo(row.name, row.holder, row.acquired_at, row.expires_at)
 
 
 class DatabaseLock:

@@ -28,11 +28,13 @@ import sqlalchemy as sa
 
 from syncer import schema
 from syncer.errors import SchemaChangeRefused
+from syncer.graph.times import parse_datetime
 
 if TYPE_CHECKING:
     from syncer.spec import Mirror, Spec, Subscription
 
-COLUMN_TYPES: dict[str, Any] = {
+# The SQL type of each column type a spec may declare (syncer.spec.model.COLUMN_TYPES names them).
+SQL_TYPES: dict[str, Any] = {
     "text": sa.Text,
     "integer": sa.BigInteger,
     "float": sa.Float,
@@ -42,9 +44,9 @@ COLUMN_TYPES: dict[str, Any] = {
 }
 
 # Columns syncer adds to every mirror table; declared columns may not take these names.
-KEY_COLUMNS = ("tenant_id", "id")
+# Every bookkeeping column starts with "_", which the spec refuses for declared columns (as it
+# refuses the key columns, syncer.spec.model.KEY_COLUMNS).
 BOOKKEEPING_COLUMNS = ("_raw", "_scope", "_deleted_at", "_removed_reason", "_synced_at", "_sync_run_id")
-RESERVED_COLUMNS = frozenset(KEY_COLUMNS + BOOKKEEPING_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def build_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table
         sa.Column("tenant_id", sa.String(64), primary_key=True),
         sa.Column("id", sa.String(512), primary_key=True),
     ]
-    columns += [sa.Column(c.name, COLUMN_TYPES[c.type], nullable=True) for c in mirror.columns]
+    columns += [sa.Column(c.name, SQL_TYPES[c.type], nullable=True) for c in mirror.columns]
     columns += [
         sa.Column("_raw", sa.JSON, nullable=False),
         sa.Column("_scope", sa.String(500), nullable=False),
@@ -219,7 +221,7 @@ def _incompatible(applied: list[ColumnLayout], desired: list[ColumnLayout]) -> l
 
 def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout) -> None:
     preparer = connection.dialect.identifier_preparer
-    type_sql = COLUMN_TYPES[column.type]().compile(dialect=connection.dialect)
+    type_sql = SQL_TYPES[column.type]().compile(dialect=connection.dialect)
     connection.execute(
         sa.text(
             f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {type_sql}"
@@ -283,21 +285,10 @@ def extract(item: dict[str, Any], field: str) -> Any:
 
 
 def _parse_datetime(value: str) -> datetime | None:
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    # Graph sends up to 7 fractional digits; Python takes 6.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = ""
-        while rest and rest[0].isdigit():
-            digits, rest = digits + rest[0], rest[1:]
-        text = f"{head}.{digits[:6]}{rest}" if digits else head + rest
     try:
-        parsed = datetime.fromisoformat(text)
+        return parse_datetime(value)
     except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return None  # not a time after all: the column stays empty, _raw keeps the text
 
 
 def convert(value: Any, type_name: str) -> Any:

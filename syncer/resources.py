@@ -4,8 +4,10 @@ One entry per kind of subscribable resource path: which paths it covers, which `
 Graph accepts, the maximum lifetime (basic and rich), the application permission, quotas, lifecycle
 events, and how syncer brings the mirror up to date (a delta query, or GETs when Graph has no delta).
 Spec validation refuses what Graph would refuse before any call is made; reconcile and sync read the
-same entries. This is the client's reading of ../shared/graph-api-notes.md (sections 1, 2, 4, 5, 6, 9)
-and of Graph's list of supported resources; the emulator keeps its own, independent catalogue so that
+same entries. This is the client's reading of Graph's documentation: the subscription resource and
+its lifetimes (https://learn.microsoft.com/en-us/graph/api/resources/subscription), the supported
+resources (https://learn.microsoft.com/en-us/graph/change-notifications-overview), lifecycle events,
+rich notifications and delta query; the emulator keeps its own, independent catalogue so that
 a misreading shows up as a failing test rather than as two matching bugs.
 
 Pure data and lookups, no I/O.

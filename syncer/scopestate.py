@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "as_utc", "drop_scope", "ensure_scope_rows", "mark_dirty",
+    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "drop_scope", "ensure_scope_rows", "mark_dirty",
     "purge_runs", "utcnow",
 ]
 
@@ -50,13 +50,6 @@ fan-out group, a filter changed): Graph still has them, the spec no longer follo
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """A datetime read from the database, timezone-aware (SQLite returns naive ones; we write UTC)."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class ScopeStore:
@@ -152,7 +145,7 @@ class ScopeStore:
     def run_started_at(self, connection: Connection, run_id: int) -> datetime | None:
         r = schema.sync_runs
         value = connection.execute(sa.select(r.c.started_at).where(r.c.id == run_id)).scalar()
-        return as_utc(value)
+        return value
 
 
 def ensure_scope_rows(connection: Connection, scopes: Sequence[Scope], *, dirty: bool = False, now: datetime | None = None) -> None:
@@ -260,12 +253,12 @@ def purge_runs(engine: Engine, *, started_before: datetime, batch: int = 5_000) 
             after = rows[-1].id
             old = [
                 row.id for row in rows
-                if as_utc(row.started_at) < started_before and row.finished_at is not None  # type: ignore[operator]
+                if row.started_at < started_before and row.finished_at is not None
                 and row.id not in kept
             ]
             if old:
                 total += connection.execute(
                     sa.delete(r).where(schema.one_of(r.c.id, old, dialect=connection.dialect.name))
                 ).rowcount
-        if as_utc(rows[-1].started_at) >= started_before:  # type: ignore[operator]
+        if rows[-1].started_at >= started_before:
             return total

@@ -19,12 +19,6 @@ from syncer import schema
 from syncer.errors import DatabaseError
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class ScopeStatus:
     """One scope's freshness."""
@@ -110,7 +104,7 @@ def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = T
         waiting = int(connection.execute(sa.select(sa.func.count()).where(inbox.c.processed_at.is_(None))).scalar_one())
     scopes = []
     for row in states:
-        last = _aware(row.last_success_at)
+        last = row.last_success_at
         scopes.append(
             ScopeStatus(
                 tenant_id=row.tenant_id,
@@ -121,8 +115,8 @@ def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = T
                 lag=(now - last) if last else None,
                 rows=None if row.table_name in missing or not count_rows else counts.get((row.tenant_id, row.scope_key), 0),
                 dirty=row.dirty_since is not None or bool(row.resync_requested) or row.page_link is not None,
-                not_before=_aware(row.not_before),
-                leased_by=row.leased_by if row.lease_until and _aware(row.lease_until) > now else None,  # type: ignore[operator]
+                not_before=row.not_before,
+                leased_by=row.leased_by if row.lease_until and row.lease_until > now else None,
                 last_error=row.last_error,
                 last_outcome=row.last_outcome,
             )
@@ -133,8 +127,8 @@ def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = T
             name=row.name,
             scope=row.scope_key,
             subscription_id=row.subscription_id,
-            expires_at=_aware(row.expires_at) or now,
-            expires_in=(_aware(row.expires_at) or now) - now,
+            expires_at=row.expires_at,
+            expires_in=row.expires_at - now,
             status=row.status,
         )
         for row in sub_rows

@@ -59,7 +59,7 @@ from syncer.errors import (
 from syncer.mirror_writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
 from syncer.prefetch import Prefetcher
 from syncer.scopes import FETCH, Scope, child_scope, folder_of
-from syncer.scopestate import LEASE_TTL, Clock, ScopeStore, as_utc, drop_scope, ensure_scope_rows, utcnow
+from syncer.scopestate import LEASE_TTL, Clock, ScopeStore, drop_scope, ensure_scope_rows, utcnow
 
 __all__ = [
     "SWEPT",
@@ -273,9 +273,9 @@ def sync_scope(
         if not store.take_lease(connection):
             return PassResult(scope.key, "busy")
         state = store.state(connection)
-        if state.not_before is not None and as_utc(state.not_before) > started and not full:  # type: ignore[operator]
+        if state.not_before is not None and state.not_before > started and not full:
             store.update_state(connection, leased_by=None, lease_until=None)
-            return PassResult(scope.key, "postponed", not_before=as_utc(state.not_before))
+            return PassResult(scope.key, "postponed", not_before=state.not_before)
         run_id = store.start_run(connection, full=False)
         rnd = _start_round(store, connection, state, run_id, force_full=full)
         store.update_run(connection, run_id, full=rnd.full)
@@ -593,7 +593,7 @@ def fetch_items(
         store.ensure(connection)
         if not store.take_lease(connection):
             return PassResult(scope.key, "busy")
-        not_before = as_utc(store.state(connection).not_before)
+        not_before = store.state(connection).not_before
         if not_before is not None and not_before > clock():
             store.release_lease(connection)
             return PassResult(scope.key, "postponed", not_before=not_before)

@@ -458,7 +458,7 @@ class Worker:
         stale = []
         for row in rows:
             scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
-            last = scopestate.as_utc(row.last_success_at)
+            last = row.last_success_at
             if scope is not None and (last is None or last + scope.interval <= now):
                 stale.append((row.tenant_id, row.scope_key))
         resync = self._window_scopes_to_reanchor(now)
@@ -497,7 +497,7 @@ class Worker:
                 .where(r.c.full.is_(True), r.c.outcome == "ok")
                 .group_by(r.c.tenant_id, r.c.scope_key)
             ).all()
-        last_full = {(t, k): scopestate.as_utc(at) for t, k, at in rows}
+        last_full = {(t, k): at for t, k, at in rows}
         due = []
         for sc in windowed:
             at = last_full.get((sc.tenant_id, sc.key))

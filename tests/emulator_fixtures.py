@@ -18,6 +18,40 @@ import requests
 from syncer.emulator import EmulatorConfig, EmulatorServer
 
 
+def spec_yaml(
+    info: dict[str, Any],
+    *,
+    database_url: str,
+    notification_url: str,
+    lifecycle_url: str,
+    subscriptions: str,
+    secret_env: str,
+    client_id: str | None = None,
+) -> str:
+    """A subscriptions.yaml for an emulator reached by its URLs (``cloud: custom``), the secret read
+    from *secret_env*; *subscriptions* is the YAML list under ``subscriptions:``."""
+    return f"""
+version: 1
+graph:
+  cloud: custom
+  graph_url: "{info["graph_url"]}"
+  authority_host: "{info["base_url"]}"
+  ca_bundle: "{info["ca_cert"]}"
+tenants:
+  - name: main
+    tenant_id: "{info["tenant_id"]}"
+    client_id: "{client_id or info["client_id"]}"
+    client_secret: {{env: {secret_env}}}
+receiver:
+  notification_url: "{notification_url}"
+  lifecycle_url: "{lifecycle_url}"
+database:
+  url: "{database_url}"
+subscriptions:
+{subscriptions}
+"""
+
+
 class EmulatorClient:
     """A tiny test-side HTTP helper bound to one emulator (token fetched once, CA trusted)."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from emulator_fixtures import EmulatorClient
+from emulator_fixtures import EmulatorClient, spec_yaml
 from webhook_receiver import Receiver
 
 from syncer.cli import main
@@ -17,36 +17,24 @@ from syncer.migrate import upgrade_core
 SECRET_ENV = "DOCTOR_TEST_SECRET"
 
 
-def spec_text(
-    graph: EmulatorClient, receiver: Receiver, database_url: str, *, client_id: str | None = None
-) -> str:
-    info = graph.info
-    return f"""
-version: 1
-graph:
-  cloud: custom
-  graph_url: "{info["graph_url"]}"
-  authority_host: "{info["base_url"]}"
-  ca_bundle: "{info["ca_cert"]}"
-tenants:
-  - name: main
-    tenant_id: "{info["tenant_id"]}"
-    client_id: "{client_id or info["client_id"]}"
-    client_secret: {{env: {SECRET_ENV}}}
-receiver:
-  notification_url: "{receiver.url("notifications")}"
-  lifecycle_url: "{receiver.url("lifecycle")}"
-database:
-  url: "{database_url}"
-subscriptions:
-  - name: people
+DOCTOR_SUBSCRIPTIONS = """  - name: people
     resource: users
     change_types: [updated]
   - name: mail
-    resource: users/{{user}}/messages
+    resource: users/{user}/messages
     change_types: [created]
-    for_each: {{users: [someone]}}
+    for_each: {users: [someone]}
 """
+
+
+def spec_text(
+    graph: EmulatorClient, receiver: Receiver, database_url: str, *, client_id: str | None = None
+) -> str:
+    return spec_yaml(
+        graph.info, database_url=database_url, notification_url=receiver.url("notifications"),
+        lifecycle_url=receiver.url("lifecycle"), subscriptions=DOCTOR_SUBSCRIPTIONS, secret_env=SECRET_ENV,
+        client_id=client_id,
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""JSON batching (notes §8): envelope checks, dependsOn/424, per-item throttling, request log."""
+"""JSON batching (https://learn.microsoft.com/en-us/graph/json-batching): envelope checks, dependsOn/424, per-item throttling, request log."""
 
 from __future__ import annotations
 

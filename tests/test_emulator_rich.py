@@ -1,4 +1,4 @@
-"""Rich-notification crypto of the emulator, checked by an independent decryption written from the docs (notes §5.2).
+"""Rich-notification crypto of the emulator, checked by an independent decryption written from the docs (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data).
 
 The test never calls the emulator to decrypt: it follows the receiver steps with plain ``cryptography`` primitives,
 so a misreading on the emulator side fails here instead of cancelling out.

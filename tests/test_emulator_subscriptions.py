@@ -1,4 +1,4 @@
-"""The emulator's /v1.0/subscriptions over real HTTPS, against a real webhook receiver on loopback (notes §1-2)."""
+"""The emulator's /v1.0/subscriptions over real HTTPS, against a real webhook receiver on loopback (https://learn.microsoft.com/en-us/graph/api/resources/subscription)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Users through Graph's write API, and the users delta exactly as notes §6 describes it."""
+"""Users through Graph's write API, and the users delta exactly as https://learn.microsoft.com/en-us/graph/delta-query-overview describes it."""
 
 from __future__ import annotations
 

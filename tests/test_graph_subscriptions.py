@@ -50,7 +50,7 @@ def test_create_get_list_update_reauthorize_delete(harness: Harness, receiver: R
 
     listed = subs.list()
     assert [s.id for s in listed] == [created.id]
-    assert listed[0].client_state is None  # List returns clientState as null (notes §1.3)
+    assert listed[0].client_state is None  # List returns clientState as null (https://learn.microsoft.com/en-us/graph/api/subscription-list)
 
     renewed = subs.update(created.id, expiration=in_(600))
     assert renewed.expiration > created.expiration

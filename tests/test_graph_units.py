@@ -16,7 +16,8 @@ from syncer.graph.auth import CLOUDS, ClientSecretCredential, cloud, graph_root,
 from syncer.graph.client import GraphClient
 from syncer.graph.delta import parse_page
 from syncer.graph.retry import RetryPolicy
-from syncer.graph.subscriptions import LiveSubscription, format_datetime, parse_datetime
+from syncer.graph.subscriptions import LiveSubscription
+from syncer.graph.times import format_datetime, parse_datetime
 
 
 @pytest.mark.parametrize(

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from emulator_fixtures import EmulatorClient
+from emulator_fixtures import EmulatorClient, spec_yaml
 from sqlalchemy.engine import Engine
 from webhook_receiver import Receiver
 
 from syncer.cli import main
 from syncer.graph.client import GraphClient
-from syncer.graph.subscriptions import parse_datetime
+from syncer.graph.times import parse_datetime
 from syncer.locks import LockInfo
 from syncer.migrate import upgrade_core
 from syncer.reconcile import Outcome, graphs_for, reconcile
@@ -53,27 +53,10 @@ class World:
         return f"{self.receiver_base}/{path}" if self.receiver_base else self.receiver.url(path)
 
     def spec_text(self, subscriptions: str, *, notification_path: str = "notifications") -> str:
-        info = self.graph.info
-        return f"""
-version: 1
-graph:
-  cloud: custom
-  graph_url: "{info["graph_url"]}"
-  authority_host: "{info["base_url"]}"
-  ca_bundle: "{info["ca_cert"]}"
-tenants:
-  - name: main
-    tenant_id: "{info["tenant_id"]}"
-    client_id: "{info["client_id"]}"
-    client_secret: {{env: {SECRET_ENV}}}
-receiver:
-  notification_url: "{self.url(notification_path)}"
-  lifecycle_url: "{self.url("lifecycle")}"
-database:
-  url: "{self.database_url}"
-subscriptions:
-{subscriptions}
-"""
+        return spec_yaml(
+            self.graph.info, database_url=self.database_url, notification_url=self.url(notification_path),
+            lifecycle_url=self.url("lifecycle"), subscriptions=subscriptions, secret_env=SECRET_ENV,
+        )
 
     def spec(self, subscriptions: str, **kwargs: Any) -> Spec:
         path = self.tmp / "subscriptions.yaml"

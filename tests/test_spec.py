@@ -583,7 +583,7 @@ def test_match_resource(path: str, key: str, params: dict[str, str]) -> None:
 def test_unknown_paths_do_not_match() -> None:
     assert (
         resources.match_resource("users/a/memberOf") is None
-    )  # Graph accepts it and never fires (notes §10)
+    )  # Graph accepts it and never fires
     assert resources.match_resource("") is None
 
 
@@ -853,7 +853,7 @@ def test_shipped_spec_resolves_against_a_running_emulator(emulator: Any, tmp_pat
     tenant = spec.tenants[0]
     assert tenant.client_secret is not None and spec.graph.ca_bundle is not None
     session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (../shared/local-facts.md)
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (requests' trust_env)
     session.verify = str(spec.graph.ca_bundle)
     token = session.post(
         f"{spec.graph.authority_host}/{tenant.tenant_id}/oauth2/v2.0/token",

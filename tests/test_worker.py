@@ -350,19 +350,19 @@ def test_a_burst_marks_a_waiting_scope_once_and_a_running_scope_again(env: SyncE
     assert mark(t0) == 1
     # Waiting for its pass, the scope is not rewritten: the pass to come reads Graph after these changes.
     assert mark(t0 + second) == 0
-    assert scopestate.as_utc(env.state().dirty_since) == t0
+    assert env.state().dirty_since == t0
     # A pass holds it: the mark moves past the pass's start, so the scope stays dirty when the pass ends.
     holder = ScopeStore(env.engine, scope, worker="w2", clock=lambda: t0, lease_ttl=LEASE_TTL)
     with env.engine.begin() as connection:
         assert holder.take_lease(connection)
     assert mark(t0 + 2 * second) == 1
-    assert scopestate.as_utc(env.state().dirty_since) == t0 + 2 * second
+    assert env.state().dirty_since == t0 + 2 * second
     with env.engine.begin() as connection:
         holder.release_lease(connection)
     # missed / subscriptionRemoved always ask for a full round.
     assert mark(t0 + 3 * second, resync=True) == 1
     state = env.state()
-    assert state.resync_requested and scopestate.as_utc(state.dirty_since) == t0 + 3 * second
+    assert state.resync_requested and state.dirty_since == t0 + 3 * second
 
 
 def test_the_scope_index_finds_scopes_by_lookup() -> None:

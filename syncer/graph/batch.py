@@ -224,7 +224,7 @@ def _parse_envelope(
 
 
 def _decode_body(body: Any, headers: Mapping[str, str]) -> Any:
-    # Non-JSON item bodies come base64-encoded (notes §8); JSON ones already parsed.
+    # Non-JSON item bodies come base64-encoded (https://learn.microsoft.com/en-us/graph/json-batching); JSON ones already parsed.
     if isinstance(body, str) and not headers.get("Content-Type", "application/json").startswith(
         "application/json"
     ):

@@ -1,7 +1,7 @@
 """Caps on requests in flight, per tenant and per mailbox, shared by every thread of the process.
 
 Graph throttles per tenant and per app, and Outlook allows 4 concurrent requests per app and
-mailbox (notes §7). A scheduler with many worker threads must stay under those caps whatever the
+mailbox (https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits). A scheduler with many worker threads must stay under those caps whatever the
 number of GraphClient objects, so the semaphores live in a module-level registry keyed by
 ``(tenant, mailbox, size)``: two clients of the same tenant share them. The size is part of the key
 so that a client configured with another cap gets its own (configuration is per process, so in

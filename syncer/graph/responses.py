@@ -2,7 +2,7 @@
 
 Pure functions of status, headers and body, so every rule (error body shapes, request ids,
 ``Retry-After`` as seconds or as an HTTP date, ``Location`` on 410) is unit-tested without a server.
-Graph's error body (notes §7) is ``{"error": {"code", "message", "innerError": {"request-id",
+Graph's error body (https://learn.microsoft.com/en-us/graph/errors) is ``{"error": {"code", "message", "innerError": {"request-id",
 "client-request-id", "date", ...}}}``; anything else (an HTML page from a proxy, an empty body) still
 becomes a typed error with the status and a truncated, masked excerpt.
 """
@@ -165,5 +165,5 @@ def error_from_response(
 
 
 def code_is(error: GraphError, *codes: str) -> bool:
-    """Whether Graph's error code is one of *codes*, compared case-insensitively (both spellings occur, notes §7)."""
+    """Whether Graph's error code is one of *codes*, compared case-insensitively (both spellings occur: https://learn.microsoft.com/en-us/graph/throttling)."""
     return error.code is not None and error.code.lower() in {c.lower() for c in codes}

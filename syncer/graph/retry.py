@@ -1,6 +1,6 @@
 """When to try a Graph call again, and how long to wait: Graph's throttling guidance as a pure policy.
 
-Rules (notes §7, and what we decided where the docs are silent):
+Rules (https://learn.microsoft.com/en-us/graph/throttling and https://learn.microsoft.com/en-us/graph/errors, and what we decided where the docs are silent):
 
 * Whether a failure is worth repeating is the error's own ``retryable`` flag (429, 500/502/503/504/509,
   transport failures). 400, 401 (handled separately: one token refresh), 403, 404, 409, 410 never are.

@@ -1,4 +1,4 @@
-"""Typed calls on Graph's ``/subscriptions`` (notes §1): create, get, list, update, delete, reauthorize.
+"""Typed calls on Graph's ``/subscriptions`` (https://learn.microsoft.com/en-us/graph/api/resources/subscription): create, get, list, update, delete, reauthorize.
 
 Callers (reconcile, doctor) work with :class:`LiveSubscription` values, never with raw dicts. The
 retry rules of :mod:`.retry` apply: create is a POST and is not repeated after a failure that may
@@ -11,39 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from syncer.errors import GraphError
+from syncer.graph.times import format_datetime, parse_datetime
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
-
-
-def format_datetime(value: datetime) -> str:
-    """A datetime as Graph wants it: UTC, ISO 8601 with a ``Z``."""
-    if value.tzinfo is None:
-        raise ValueError("subscription times must be timezone-aware")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
-
-
-def parse_datetime(value: str) -> datetime:
-    """Graph's DateTimeOffset (``Z`` or an offset, up to 7 fractional digits) as aware UTC."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python accepts at most 6 fractional digits; Graph sends 7.
-    if "." in text:
-        head, _, rest = text.partition(".")
-        digits = ""
-        while rest and rest[0].isdigit():
-            digits, rest = digits + rest[0], rest[1:]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)

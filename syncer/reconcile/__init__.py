@@ -37,7 +37,7 @@ from syncer.reconcile.fanout import expand
 from syncer.reconcile.lifecycle import reauthorize, recreate, repair
 from syncer.reconcile.plan import Plan
 from syncer.reconcile.records import client_state_of, load_recorded
-from syncer.reconcile.report import action_line, render_plan, render_results, run_command
+from syncer.reconcile.report import action_line, render_plan, render_results
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
@@ -57,7 +57,6 @@ __all__ = [
     "render_results",
     "repair",
     "run",
-    "run_command",
 ]
 
 log = logging.getLogger("syncer.reconcile")

@@ -7,7 +7,7 @@ each through ``$batch`` (20 calls per envelope):
 2. creates (create, the second half of replace), each with a fresh random clientState that is
    written to ``syncer_subscriptions`` as soon as Graph confirms, for the receiver to check;
 3. PATCHes (renew, update, adopt-and-renew); a 404 here means Graph dropped the subscription, so it
-   is created anew in a last phase (the documented advice, notes §1.3).
+   is created anew in a last phase (the documented advice: https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events).
 
 A clientState is never printed, logged or put in an exception: it lives in the table only.
 """
@@ -34,7 +34,8 @@ from syncer.errors import (
     ReconcileError,
 )
 from syncer.graph.batch import BatchRequest, BatchResult
-from syncer.graph.subscriptions import LiveSubscription, format_datetime
+from syncer.graph.subscriptions import LiveSubscription
+from syncer.graph.times import format_datetime
 from syncer.reconcile.plan import Action, Desired, Kind, Plan
 from syncer.reconcile.records import delete_rows, record_created, record_patches, relink_rows, row_values
 
@@ -149,7 +150,7 @@ BATCH_MIN = 2
 """From this many calls on, they go through ``$batch``; a single call needs no envelope."""
 
 BATCH_SIZE = 20
-"""Graph's limit of requests per ``$batch`` envelope (notes §8)."""
+"""Graph's limit of requests per ``$batch`` envelope (https://learn.microsoft.com/en-us/graph/json-batching)."""
 
 ENVELOPES_IN_FLIGHT = 4
 """Envelopes sent at once: Graph runs each envelope's items one by one, so a few in parallel cut the
@@ -230,7 +231,7 @@ def hint_for(error: GraphError, action: Action) -> str | None:
         return VALIDATION_HINT.format(url=d.notification_url if d else "the notification URL")
     if isinstance(error, ForbiddenError):
         if "quota" in text or "limit" in text or "maximum" in text:
-            return "a Graph quota is reached (notes §1.5): prune subscriptions or spread them over apps"
+            return "a Graph quota is reached: prune subscriptions or spread them over apps"
         permission = d.resource_type.permission if d else "the resource's read permission"
         return f"does the app have the application permission {permission}, with admin consent?"
     if isinstance(error, ConflictError):

@@ -29,7 +29,7 @@ Decisions (the documented rules of ``syncer reconcile``):
   our table, or created by our application id *and* pointing at one of our notification URLs.
   Without ``prune`` they are reported as orphans; anything else is left alone and only counted.
 - **forget**: a row of ours whose subscription Graph no longer has (expired or removed).
-- Quotas (notes §1.5) are checked on the state the plan would leave; a plan over a quota carries a
+- Quotas (https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions) are checked on the state the plan would leave; a plan over a quota carries a
   problem with the numbers and :mod:`syncer.reconcile.apply` refuses to apply it.
 """
 
@@ -42,7 +42,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from syncer.graph.subscriptions import LiveSubscription, format_datetime
+from syncer.graph.subscriptions import LiveSubscription
+from syncer.graph.times import format_datetime
 from syncer.reconcile.desired import Desired, Expansion, change_set, normalise_resource
 from syncer.reconcile.quotas import Placed, QuotaProblem, check_quotas
 
@@ -415,7 +416,7 @@ def _linked_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
         return _replace(d, sub, now, immutable, "Graph cannot change " + ", ".join(immutable))
     due = sub.expiration - now <= d.renew_before
     moved = sub.notification_url != d.notification_url
-    # Certificate rotation is a PATCH of both certificate fields (notes §5.1).
+    # Certificate rotation is a PATCH of both certificate fields (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data).
     rotated = d.include_resource_data and (sub.encryption_certificate_id or None) != (
         d.encryption_certificate_id or None
     )

@@ -1,4 +1,4 @@
-"""Graph's subscription quotas (notes §1.5), checked on the state a reconcile plan would leave.
+"""Graph's subscription quotas (https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions), checked on the state a reconcile plan would leave.
 
 Graph answers ``403`` once a quota is full, part-way through an apply. Checking the plan first turns
 that into one refusal, before any call, that says which bucket, its limit and the numbers. The
@@ -45,7 +45,7 @@ class QuotaProblem:
     def __str__(self) -> str:
         return (
             f"quota exceeded: the plan needs {self.planned} {self.bucket} "
-            f"({self.existing} exist now); Graph allows {self.limit} (notes §1.5)"
+            f"({self.existing} exist now); Graph allows {self.limit}"
         )
 
 

@@ -9,7 +9,7 @@ confirmed a call, so a crash between two phases loses nothing Graph already did.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,10 +19,6 @@ from syncer.errors import DatabaseError
 from syncer.graph.subscriptions import LiveSubscription
 from syncer.reconcile.plan import Action, Desired, Kind, Recorded
 from syncer.schema import subscriptions as table
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def load_recorded(engine: Engine, *, tenant_ids: Sequence[str] | None = None) -> list[Recorded]:
@@ -50,7 +46,7 @@ def load_recorded(engine: Engine, *, tenant_ids: Sequence[str] | None = None) ->
             resource=r.resource,
             change_types=tuple(sorted(c for c in r.change_type.split(",") if c)),
             notification_url=r.notification_url,
-            expires_at=_aware(r.expires_at),
+            expires_at=r.expires_at,
             lifecycle_url=r.lifecycle_url,
             include_resource_data=bool(r.include_resource_data),
             encryption_certificate_id=r.encryption_certificate_id,

@@ -8,16 +8,14 @@ plan nor the results carry one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from syncer import locks
 from syncer.reconcile.plan import Action, Kind, Plan
 
 if TYPE_CHECKING:
     from syncer.reconcile.apply import ActionResult
-    from syncer.spec import Spec
 
 _SIGNS = {
     Kind.CREATE: "+",
@@ -104,46 +102,3 @@ def render_results(results: Sequence[ActionResult]) -> list[str]:
     failed = sum(1 for r in results if not r.ok)
     lines.append(f"Applied: {len(results) - failed} succeeded, {failed} failed.")
     return lines
-
-
-def run_command(
-    spec: Spec,
-    *,
-    dry_run: bool,
-    prune: bool,
-    output: str,
-    detailed_exitcode: bool,
-    verbose: bool = False,
-    lock_timeout: float | None = 300.0,
-    echo: Callable[[str], None] = print,
-    echo_err: Callable[[str], None] = print,
-) -> int:
-    """``syncer reconcile`` end to end: run, print (text or JSON), and return the exit status.
-
-    Exit status: 1 when the plan was refused or an action failed; with *detailed_exitcode*, 2 when
-    there were changes (pending in a dry run, applied otherwise) and 0 when there was nothing to do;
-    without it, 0 for every success.
-    """
-    import json
-
-    from syncer.reconcile import reconcile
-
-    def waiting(info: locks.LockInfo | None) -> None:
-        echo_err(f"waiting for lock held by {info or 'another process'}")
-
-    outcome = reconcile(spec, dry_run=dry_run, prune=prune, lock_timeout=lock_timeout, on_wait=waiting)
-    if output == "json":
-        echo(json.dumps(outcome.to_json(), indent=2))
-    else:
-        for line in render_plan(outcome.plan, verbose=verbose, actions=not outcome.applied):
-            echo(line)
-        if outcome.applied and outcome.results:
-            for line in render_results(outcome.results):
-                echo(line)
-        elif dry_run and outcome.plan.has_changes:
-            echo("Dry run: nothing was changed.")
-    if not outcome.ok:
-        return 1
-    if detailed_exitcode and outcome.plan.has_changes:
-        return 2
-    return 0

@@ -25,7 +25,7 @@ from syncer.spec.model import (
     DEFAULT_DATABASE_URL,
     DEFAULT_EMULATOR_INFO,
     DEFAULT_NOTIFICATION_URL,
-    RESERVED_COLUMNS,
+    KEY_COLUMNS,
     SPEC_VERSION,
     CertificateCredential,
     GraphConnection,
@@ -179,7 +179,7 @@ class SpecLoader:
 
     def sql_name(self, node: yaml.Node | None, path: str, text: str, *, column: bool) -> str | None:
         """*text* if it is a safe SQL identifier not reserved by syncer."""
-        if column and (text in RESERVED_COLUMNS or text.startswith("_")):
+        if column and (text in KEY_COLUMNS or text.startswith("_")):
             self.r.error(node, path, "a column name syncer does not reserve (tenant_id, id, _*)", f"'{text}'")
         elif not column and text.startswith("syncer_"):
             self.r.error(

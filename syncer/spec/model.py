@@ -28,7 +28,9 @@ CLOUDS: dict[str, tuple[str, str]] = {
 }
 CLOUD_NAMES = (*CLOUDS, "emulator", "custom")
 COLUMN_TYPES = ("text", "integer", "float", "boolean", "datetime", "json")
-RESERVED_COLUMNS = ("tenant_id", "id")  # plus every name starting with "_": syncer's own mirror columns
+# The primary key of every mirror table. A declared column may take neither name, nor any name
+# starting with "_" (syncer's bookkeeping columns, syncer.mirror.BOOKKEEPING_COLUMNS).
+KEY_COLUMNS = ("tenant_id", "id")
 DEFAULT_EMULATOR_INFO = ".syncer/emulator.json"
 DEFAULT_NOTIFICATION_URL = "http://127.0.0.1:8080/notifications"
 DEFAULT_DATABASE_URL = "sqlite:///syncer.db"
