@@ -93,6 +93,9 @@ class ReceiverSettings:
     # because reconcile writes the row only after Graph's 201 and the first notification may race it.
     subscription_ttl: float = 30.0
     unknown_subscription_ttl: float = 1.0
+    # How long a request waits for a grouped subscription read before answering 503: a read takes
+    # milliseconds; a second leaves the store most of Graph's 3 seconds.
+    lookup_timeout: float = 1.0
     log_rejections_per_second: float = 5.0
 
 
@@ -155,7 +158,7 @@ class SubscriptionCache:
         ttl: float = 30.0,
         unknown_ttl: float = 1.0,
         max_entries: int = 100_000,
-        timeout: float = 2.5,
+        timeout: float = 1.0,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -397,7 +400,7 @@ def create_app(
             engine,
             ttl=settings.subscription_ttl,
             unknown_ttl=settings.unknown_subscription_ttl,
-            timeout=settings.store_timeout,
+            timeout=settings.lookup_timeout,
         ),
         metrics=metrics,
         committer=committer,
