@@ -65,7 +65,10 @@ class JwksCache:
 
     Keys rotate (notes §5.3): an unknown ``kid`` triggers a refetch, but at most once per
     ``min_refresh_interval`` so that a flood of forged tokens with random key ids cannot turn the
-    receiver into a load generator against the identity platform. Thread-safe.
+    receiver into a load generator against the identity platform. Between refetches an unknown kid
+    is ``token_keys_unavailable`` (transient: its items get 503 and Graph retries), because it may
+    be a real new key; only a kid absent from a set fetched just now is ``token_key_unknown``.
+    Thread-safe.
     """
 
     def __init__(
@@ -106,7 +109,16 @@ class JwksCache:
         with self._lock:
             now = time.monotonic()
             stale = kid not in self._keys or now - self._fetched_at > self._ttl
-            if stale and now - self._attempted_at > self._min_refresh_interval:
+            may_refresh = now - self._attempted_at > self._min_refresh_interval
+            if kid not in self._keys and not may_refresh:
+                # Not refetched (rate limit): a key published since, after a rotation, cannot be
+                # told from a forged kid yet. Transient (503, Graph retries after the interval),
+                # not a refusal that would drop a real notification.
+                raise NotificationError(
+                    "token_keys_unavailable",
+                    f"signing key {kid[:64]!r} unknown, keys last fetched under {self._min_refresh_interval:g} s ago",
+                )
+            if stale and may_refresh:
                 self._attempted_at = now
                 try:
                     self._refresh()

@@ -422,3 +422,21 @@ def test_unreachable_signing_keys_defer_rich_items() -> None:
     verdict = check_collection(parse_collection(rich_body()), lookup=lookup_of(RICH), tokens=tokens, keys=keyring())
     assert not verdict.accepted and not verdict.rejected
     assert [r.reason for r in verdict.deferred] == ["token_keys_unavailable"]
+
+
+def test_a_new_signing_key_within_the_refetch_interval_is_transient_not_a_refusal() -> None:
+    published = {"keys": [jwk(nb.rsa_key("graph-signing"), "graph-key-1")]}
+    cache = JwksCache("https://idp.test/keys", fetch=lambda url: published, min_refresh_interval=3600)
+    tokens = TokenValidator(cache, app_ids=[nb.APP_ID])
+    assert tokens.validate(nb.validation_token()).tenant_id == nb.TENANT
+    # The identity platform rotates moments after our fetch (or a forged kid made us refetch) ...
+    published["keys"].append(jwk(nb.rsa_key("graph-signing-2"), "graph-key-2"))
+    raw = rich_body(tokens=[nb.validation_token(signing_key=nb.rsa_key("graph-signing-2"), kid="graph-key-2")])
+    verdict = check_collection(parse_collection(raw), lookup=lookup_of(RICH), tokens=tokens, keys=keyring())
+    # ... so the real token cannot be checked yet: 503 and Graph retries, not a silent refusal.
+    assert not verdict.rejected and [r.reason for r in verdict.deferred] == ["token_keys_unavailable"]
+    # A kid absent from a set fetched just now is unknown for good.
+    fresh = JwksCache("https://idp.test/keys", fetch=lambda url: published, min_refresh_interval=0)
+    with pytest.raises(NotificationError) as info:
+        fresh.key_for("forged-kid")
+    assert info.value.reason == "token_key_unknown"
