@@ -591,7 +591,7 @@ def served(database_url: str, **env: str) -> Iterator[tuple[str, list[str]]]:
             try:
                 if session.get(url + "/readyz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still booting (a loaded machine: over 1 s)
                 pass
             assert time.monotonic() < deadline, "gunicorn did not come up"
             time.sleep(0.1)
