@@ -67,8 +67,10 @@ def test_a_flood_of_random_ids_never_costs_a_valid_notification(engine: Engine) 
     try:
         for t in threads:
             t.start()
-        while len(flood_answers) < 100:
+        deadline = time.monotonic() + 10
+        while len(flood_answers) < 100 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert len(flood_answers) >= 100, "the flood runs before the valid notifications"
         answered = {}
         for n, sid in enumerate(fresh):
             response = server.post("/notifications", nb.body(nb.change_item(sid, user_id=f"u{n}")))
@@ -113,21 +115,25 @@ def test_concurrent_lookups_share_one_read(engine: Engine) -> None:
     cache = SubscriptionCache(engine)
     results: list[Mapping[str, Any]] = []
 
+    start = threading.Barrier(20)
+
     def look(ids: list[str]) -> None:
+        start.wait()
         results.append(cache(ids))
 
     threads = [threading.Thread(target=look, args=([f"forged-{n}", SUB],)) for n in range(20)]
     for t in threads:
         t.start()
-        time.sleep(0.005)
     for t in threads:
         t.join()
     assert len(results) == 20 and all(set(r) == {SUB} for r in results)
-    assert len(queries) <= 3, "reads are grouped: one in flight, the next one gathers the rest"
+    # One leader reads its ids while the other 19 gather into the next read (a loaded machine may
+    # split them a little more; ungrouped it is 20).
+    assert len(queries) <= 5, "reads are grouped: one in flight, the next one gathers the rest"
 
 
 def test_a_lookup_that_cannot_finish_is_a_503_not_an_unknown_id(engine: Engine) -> None:
-    count_queries(engine, delay=1.0)
+    queries = count_queries(engine, delay=1.0)
     cache = SubscriptionCache(engine, timeout=0.2)
     errors: list[Exception] = []
 
@@ -139,7 +145,9 @@ def test_a_lookup_that_cannot_finish_is_a_503_not_an_unknown_id(engine: Engine) 
 
     leader = threading.Thread(target=look)
     leader.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5
+    while not queries and time.monotonic() < deadline:  # the leader is inside its slow read
+        time.sleep(0.01)
     with pytest.raises(DatabaseError):
         cache([SUB])  # waits behind the slow read, past its deadline
     leader.join()
