@@ -9,8 +9,8 @@ What is checked (../shared/graph-api-notes.md §3-§5):
 * the envelope (``changeNotificationCollection``): JSON, bounded size and depth, ``value`` a list;
 * each item: shape, ``clientState`` against the subscription's secret (constant time), ``tenantId``
   against the subscription's tenant;
-* rich notifications: every JWT in ``validationTokens`` and each ``encryptedContent``, with the
-  checks and cryptography of :mod:`syncer.richnotify`.
+* rich notifications: the JWTs of ``validationTokens`` that concern our apps and each
+  ``encryptedContent``, with the checks and cryptography of :mod:`syncer.richnotify`.
 
 Every refusal carries a short ``reason`` that is a metric label; none carries a secret.
 """
@@ -38,6 +38,7 @@ from syncer.richnotify import EncryptedContent as EncryptedContent
 from syncer.richnotify import JwksCache as JwksCache
 from syncer.richnotify import KeyRing as KeyRing
 from syncer.richnotify import StaticKeys as StaticKeys
+from syncer.richnotify import TokenCheck as TokenCheck
 from syncer.richnotify import TokenValidator as TokenValidator
 from syncer.richnotify import load_private_key as load_private_key
 
@@ -334,8 +335,53 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Verdict:
+    """Item by item: stored as work (``accepted``), refused for good (``rejected``: the answer may still
+    be 202, a forger learns nothing), or not decidable now (``deferred``: transient, the receiver
+    answers 503 so that Graph retries the POST). ``problems`` are log lines about the deferrals."""
+
     accepted: tuple[Accepted, ...]
     rejected: tuple[Rejection, ...]
+    deferred: tuple[Rejection, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass
+class _TokenVerdict:
+    """The POST's validation tokens, folded by tenant (``None``: a token whose tenant is unreadable)."""
+
+    valid: set[str] = field(default_factory=set)
+    refused: dict[str | None, str] = field(default_factory=dict)
+    transient: dict[str | None, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def judge(self, tenant_id: str) -> tuple[str | None, bool]:
+        """(reason, transient) for a rich item of *tenant_id*; ``(None, False)`` when a token covers it."""
+        refused = self.refused.get(tenant_id) or self.refused.get(None)
+        if refused is not None:
+            return refused, False
+        if tenant_id in self.valid:
+            return None, False
+        transient = self.transient.get(tenant_id) or self.transient.get(None)
+        if transient is not None:
+            return transient, True
+        return "token_tenant", False
+
+
+def _judge_tokens(raw_tokens: Sequence[str], tokens: TokenValidator | None) -> _TokenVerdict:
+    judged = _TokenVerdict()
+    for token in raw_tokens:
+        if tokens is None:
+            judged.refused.setdefault(None, "token_unverifiable")
+            continue
+        check = tokens.check(token)
+        if check.outcome == "valid" and check.tenant_id is not None:
+            judged.valid.add(check.tenant_id)
+        elif check.outcome == "refused":
+            judged.refused.setdefault(check.tenant_id, check.reason or "token_invalid")
+        elif check.outcome == "transient":
+            judged.transient.setdefault(check.tenant_id, check.reason or "token_unavailable")
+            judged.problems.append(check.detail)
+    return judged
 
 
 def check_collection(
@@ -345,35 +391,38 @@ def check_collection(
     tokens: TokenValidator | None = None,
     keys: KeyRing | None = None,
 ) -> Verdict:
-    """Decide, item by item, what may be stored as work.
+    """Decide, item by item, what may be stored as work, what is refused and what must wait.
 
-    A validation token that fails makes the whole POST suspicious (notes §5.3): every item is
-    refused with that token's reason. Encrypted items need at least one valid token for their
-    tenant, and a key to decrypt with.
+    Validation tokens (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data#validation-tokens-in-the-change-notification):
+    Graph puts one token per (app, tenant) of the items in a POST, and several apps may share a
+    notification URL, so each token speaks only for its own (app, tenant):
+
+    * a token for another application is ignored;
+    * a token that claims one of our apps but fails a check (signature, issuer, ``appid``, expired:
+      a replay) makes the *rich* items of its tenant suspicious: refused, whatever other tokens say;
+      one that cannot even be read spoils the rich items of every tenant;
+    * a token that cannot be judged now (not yet valid beyond the leeway: our clock is behind;
+      signing keys unreachable) defers its tenant's rich items (503, Graph retries), unless a valid
+      token covers that tenant;
+    * an encrypted item needs a valid token for its tenant, and a key to decrypt with.
+
+    Items without ``encryptedContent`` need no token and are judged alone (subscription, clientState,
+    tenant), whatever the tokens of the POST. May raise :class:`~syncer.errors.DatabaseError` (lookup).
     """
     rejected = list(collection.rejected)
+    deferred: list[Rejection] = []
     notifications = collection.notifications
-
-    token_failure: str | None = None
-    token_tenants: set[str] = set()
-    for token in collection.validation_tokens:
-        if tokens is None:
-            token_failure = "token_unverifiable"
-            break
-        try:
-            token_tenants.add(tokens.validate(token).tenant_id)
-        except NotificationError as exc:
-            token_failure = exc.reason
-            break
-    if token_failure is not None:
-        rejected.extend(Rejection(n.index, token_failure, n.subscription_id, n.tenant_id) for n in notifications)
-        return Verdict((), tuple(sorted(rejected, key=lambda r: r.index)))
+    raw_tokens = collection.validation_tokens
+    judged: _TokenVerdict | None = None
+    if raw_tokens and any(n.encrypted is not None for n in notifications):
+        judged = _judge_tokens(raw_tokens, tokens)
 
     subscriptions = lookup({n.subscription_id for n in notifications}) if notifications else {}
     accepted: list[Accepted] = []
     for n in notifications:
         sub = subscriptions.get(n.subscription_id)
         reason: str | None = None
+        transient = False
         decrypted: Mapping[str, Any] | None = None
         if sub is None:
             reason = "unknown_subscription"
@@ -382,22 +431,23 @@ def check_collection(
         elif n.tenant_id != sub.tenant_id:
             reason = "tenant_mismatch"
         elif n.encrypted is not None:
-            if not collection.validation_tokens:
-                reason = "token_missing"
-            elif n.tenant_id not in token_tenants:
-                reason = "token_tenant"
-            elif keys is None:
+            reason, transient = ("token_missing", False) if judged is None else judged.judge(n.tenant_id)
+            if reason is None and keys is None:
                 reason = "unknown_certificate"
-            else:
+            elif reason is None and keys is not None:
                 try:
                     decrypted = keys.decrypt(n.encrypted)
                 except NotificationError as exc:
                     reason = exc.reason
         if reason is not None or sub is None:
-            rejected.append(Rejection(n.index, reason or "unknown_subscription", n.subscription_id, n.tenant_id))
+            refusal = Rejection(n.index, reason or "unknown_subscription", n.subscription_id, n.tenant_id)
+            (deferred if transient else rejected).append(refusal)
         else:
             accepted.append(Accepted(n, sub, decrypted))
-    return Verdict(tuple(accepted), tuple(sorted(rejected, key=lambda r: r.index)))
+    problems = tuple(dict.fromkeys(judged.problems)) if judged is not None and deferred else ()
+    return Verdict(
+        tuple(accepted), tuple(sorted(rejected, key=lambda r: r.index)), tuple(deferred), problems
+    )
 
 
 def reasons(rejections: Sequence[Rejection]) -> dict[str, int]:

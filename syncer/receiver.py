@@ -11,8 +11,14 @@ Responses (decided here, following notes §3.2):
 * ``POST <path>?validationToken=...`` → ``200 text/plain`` with the decoded token, on the notification
   and lifecycle paths alike, before any other check and without touching the database.
 * A well-formed collection → ``202`` once every accepted item is committed, **also when some or all
-  items were refused** (unknown subscription, wrong clientState, bad token or HMAC): the rich-notification
-  guide says to answer 202 so that a forger learns nothing. Refusals are counted and logged (no secrets).
+  items were refused** (subscription read and not ours, wrong clientState, bad token or HMAC): the
+  rich-notification guide says to answer 202 so that a forger learns nothing. Refusals are counted
+  and logged (no secrets).
+* An item that cannot be judged *now* → ``503`` for the POST, after the accepted items are committed
+  (Graph retries the POST; those come back as duplicates): the subscription lookup fails, a
+  validation token is not yet valid (this host's clock is behind; the log names the skew) or the
+  token-signing keys cannot be fetched. Only items that passed clientState can be deferred, so a
+  forger without the secret still always gets 202.
 * Database unavailable, or the commit not confirmed within ``store_timeout`` → ``503``: Graph retries,
   and a retry of something that did land after all is absorbed as a duplicate. Never 2xx for an item
   that is not committed.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -86,12 +93,14 @@ class ReceiverSettings:
     # because reconcile writes the row only after Graph's 201 and the first notification may race it.
     subscription_ttl: float = 30.0
     unknown_subscription_ttl: float = 1.0
-    subscription_queries_per_second: float = 50.0
+    # How long a request waits for a grouped subscription read before answering 503: a read takes
+    # milliseconds; a second leaves the store most of Graph's 3 seconds.
+    lookup_timeout: float = 1.0
     log_rejections_per_second: float = 5.0
 
 
 class _RateLimiter:
-    """A token bucket: at most *rate* events per second (log lines, lookups a forger can cause)."""
+    """A token bucket: at most *rate* events per second (log lines)."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -112,13 +121,33 @@ class _RateLimiter:
             return False
 
 
+_LOOKUP_CHUNK = 1000
+
+
+class _Read:
+    """One grouped read of subscription rows: the ids of every caller that joined it, and its outcome."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.rows: dict[str, SubscriptionInfo] = {}
+        self.error: DatabaseError | None = None
+        self.done = False
+
+
 class SubscriptionCache:
     """Subscription lookups from ``syncer_subscriptions``, cached briefly, negative answers too.
 
-    The negative cache absorbs a repeated unknown id; a flood of *random* forged ids is bounded by
-    ``max_queries_per_second``: past it an unknown id is treated as unknown without asking the
-    database (a brand-new subscription's first notification may then be refused; the worker's
-    safety-net sync covers that). Thread-safe; rows are written by reconcile (another process).
+    Every id is read from the database before it is called unknown: refusing an id unread would
+    refuse a real notification whenever other traffic (a flood of forged ids) used up a budget.
+    The cost of such a flood is bounded instead by grouping: one read is in flight at a time, and
+    the ids of every request that arrives meanwhile are read together in the next one (as the group
+    committer does for writes), so a flood costs at most one indexed ``IN (...)`` query per query
+    time, one connection, whatever its rate. A lookup that cannot finish raises
+    :class:`DatabaseError`: the receiver answers 503 and Graph retries.
+
+    Entries are evicted one at a time, least recently used first, and unknown ids have their own
+    bounded space: forged ids can never push out a subscription of ours. Thread-safe (and
+    gevent-safe once patched); rows are written by reconcile (another process).
     """
 
     def __init__(
@@ -129,45 +158,92 @@ class SubscriptionCache:
         ttl: float = 30.0,
         unknown_ttl: float = 1.0,
         max_entries: int = 100_000,
-        max_queries_per_second: float = 50.0,
+        timeout: float = 1.0,
     ) -> None:
         self.engine = engine
         self.table = table
         self.ttl = ttl
         self.unknown_ttl = unknown_ttl
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[float, SubscriptionInfo | None]] = {}
+        self.timeout = timeout
+        self._known: OrderedDict[str, tuple[float, SubscriptionInfo]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
-        self._queries = _RateLimiter(max_queries_per_second)
+        self._read_done = threading.Condition(self._lock)
+        self._reading = False  # a read is in flight
+        self._next: _Read | None = None  # the read the next leader will run; callers join it
+        self.queries = 0
 
     def __call__(self, ids: Collection[str]) -> Mapping[str, SubscriptionInfo]:
         now = time.monotonic()
         found: dict[str, SubscriptionInfo] = {}
-        known: list[str] = []  # ours, cached entry expired: always re-read
-        unknown: list[str] = []  # never seen, or seen as unknown: re-read within the rate limit
+        missing: list[str] = []
         with self._lock:
             for sid in ids:
-                entry = self._cache.get(sid)
+                entry = self._known.get(sid)
                 if entry is not None and entry[0] > now:
-                    if entry[1] is not None:
-                        found[sid] = entry[1]
-                elif entry is not None and entry[1] is not None:
-                    known.append(sid)
-                else:
-                    unknown.append(sid)
-        missing = known + unknown if unknown and self._queries.allow() else known
-        if not missing:
-            return found
+                    self._known.move_to_end(sid)
+                    found[sid] = entry[1]
+                    continue
+                expires = self._unknown.get(sid)
+                if expires is not None and expires > now:
+                    self._unknown.move_to_end(sid)
+                    continue
+                missing.append(sid)
+        if missing:
+            loaded = self._read(missing)
+            found.update((sid, loaded[sid]) for sid in missing if sid in loaded)
+        return found
+
+    def _read(self, ids: list[str]) -> Mapping[str, SubscriptionInfo]:
+        """Read *ids*, joining the next grouped read; the leader of a read queries for all who joined."""
+        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            read = self._next
+            if read is None:
+                read = self._next = _Read()
+            read.ids.update(ids)
+            while not read.done and self._reading:
+                if not self._read_done.wait(deadline - time.monotonic()) and not read.done:
+                    raise DatabaseError(f"subscription lookup not answered within {self.timeout:g} s")
+            if read.done:
+                if read.error is not None:
+                    raise read.error
+                return read.rows
+            # No read in flight and ours not done: lead it.
+            self._reading = True
+            self._next = None
+        try:
+            read.rows = self._query(read.ids)
+        except BaseException as exc:
+            # Whatever stopped the leader (a gevent timeout too), its followers must neither wait
+            # forever nor take the empty result for "unknown".
+            read.error = exc if isinstance(exc, DatabaseError) else DatabaseError(f"cannot read subscriptions: {type(exc).__name__}")
+            raise
+        finally:
+            with self._lock:
+                if read.error is None:
+                    self._remember(read.ids, read.rows, time.monotonic())
+                read.done = True
+                self._reading = False
+                self._read_done.notify_all()
+        return read.rows
+
+    def _query(self, ids: Collection[str]) -> dict[str, SubscriptionInfo]:
         t = self.table
-        stmt = sa.select(
-            t.c.subscription_id, t.c.tenant_id, t.c.client_state, t.c.scope_key, t.c.include_resource_data
-        ).where(t.c.subscription_id.in_(missing))
+        columns = (t.c.subscription_id, t.c.tenant_id, t.c.client_state, t.c.scope_key, t.c.include_resource_data)
+        ordered = sorted(ids)
+        rows: list[Any] = []
+        self.queries += 1
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(stmt).all()
+                # A group under a flood can hold many ids: chunks keep each statement's parameters few.
+                for i in range(0, len(ordered), _LOOKUP_CHUNK):
+                    chunk = ordered[i : i + _LOOKUP_CHUNK]
+                    rows.extend(conn.execute(sa.select(*columns).where(t.c.subscription_id.in_(chunk))).all())
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot read subscriptions: {type(exc).__name__}") from exc
-        loaded = {
+        return {
             r.subscription_id: SubscriptionInfo(
                 subscription_id=r.subscription_id,
                 tenant_id=r.tenant_id,
@@ -177,18 +253,27 @@ class SubscriptionCache:
             )
             for r in rows
         }
-        with self._lock:
-            if len(self._cache) + len(missing) > self.max_entries:
-                self._cache.clear()  # crude, but bounded: forged ids cannot grow it without limit
-            for sid in missing:
-                info = loaded.get(sid)
-                self._cache[sid] = (now + (self.ttl if info else self.unknown_ttl), info)
-        found.update(loaded)
-        return found
+
+    def _remember(self, ids: Collection[str], rows: Mapping[str, SubscriptionInfo], now: float) -> None:
+        # Caller holds the lock.
+        for sid in ids:
+            info = rows.get(sid)
+            if info is not None:
+                self._unknown.pop(sid, None)
+                self._known[sid] = (now + self.ttl, info)
+                self._known.move_to_end(sid)
+            else:
+                self._known.pop(sid, None)
+                self._unknown[sid] = now + self.unknown_ttl
+                self._unknown.move_to_end(sid)
+        for cache in (self._known, self._unknown):
+            while len(cache) > self.max_entries:
+                cache.popitem(last=False)
 
     def forget(self) -> None:
         with self._lock:
-            self._cache.clear()
+            self._known.clear()
+            self._unknown.clear()
 
 
 # Every answer is plain text that no browser may sniff into HTML (the handshake echoes a caller's token).
@@ -315,7 +400,7 @@ def create_app(
             engine,
             ttl=settings.subscription_ttl,
             unknown_ttl=settings.unknown_subscription_ttl,
-            max_queries_per_second=settings.subscription_queries_per_second,
+            timeout=settings.lookup_timeout,
         ),
         metrics=metrics,
         committer=committer,
@@ -326,6 +411,7 @@ def create_app(
     limiter = _RateLimiter(settings.log_rejections_per_second)
     # Graph retries each 503 and many POSTs arrive per second: a line per outage, not per request.
     outage = OutageLog(log, "database", level=logging.ERROR)
+    deferral_limiter = _RateLimiter(settings.log_rejections_per_second)
 
     app = Flask("syncer.receiver")
     # One more than the cap, so that the view can tell "exactly the cap" from "over it" (see receive).
@@ -348,6 +434,19 @@ def create_app(
                 remote_addr,
                 ", ".join(f"{k}={v}" for k, v in sorted(reasons(refused).items())),
                 subs,
+                f" ({suppressed} similar lines suppressed)" if suppressed else "",
+            )
+
+    def log_deferrals(deferred: tuple[Rejection, ...], problems: tuple[str, ...]) -> None:
+        for reason, count in reasons(deferred).items():
+            metrics.inc("syncer_notifications_deferred_total", count, reason=reason)
+        if deferral_limiter.allow():
+            suppressed, deferral_limiter.suppressed = deferral_limiter.suppressed, 0
+            log.warning(
+                "cannot judge %d notification item(s) now, answering 503 so that Graph retries: %s%s%s",
+                len(deferred),
+                ", ".join(f"{k}={v}" for k, v in sorted(reasons(deferred).items())),
+                "".join(f"; {p}" for p in problems),
                 f" ({suppressed} similar lines suppressed)" if suppressed else "",
             )
 
@@ -388,6 +487,8 @@ def create_app(
             return answer(503, endpoint, "temporarily unavailable")
         if verdict.rejected:
             log_refusals(verdict.rejected, environ.get("REMOTE_ADDR"))
+        if verdict.deferred:
+            log_deferrals(verdict.deferred, verdict.problems)
         if verdict.accepted:
             items = [_new_item(a) for a in verdict.accepted]
             started = time.perf_counter()
@@ -398,15 +499,22 @@ def create_app(
                 outage.failed(exc, "answering 503 to notifications (Graph retries them)")
                 return answer(503, endpoint, "temporarily unavailable")
             outage.ok()
-            metrics.record_stored(
-                endpoint,
-                received=collection.size,
-                stored=len(new_keys),
-                duplicates=len(items) - len(new_keys),
-                seconds=time.perf_counter() - started,
-            )
-            return 202, ""
+            if not verdict.deferred:
+                metrics.record_stored(
+                    endpoint,
+                    received=collection.size,
+                    stored=len(new_keys),
+                    duplicates=len(items) - len(new_keys),
+                    seconds=time.perf_counter() - started,
+                )
+                return 202, ""
+            # Stored, but others of the POST could not be judged: 503, and Graph's retry of the
+            # whole POST finds these as duplicates.
+            metrics.inc("syncer_notifications_stored_total", len(new_keys))
+            metrics.inc("syncer_notifications_duplicate_total", len(items) - len(new_keys))
         metrics.inc("syncer_notifications_received_total", collection.size)
+        if verdict.deferred:
+            return answer(503, endpoint, "temporarily unavailable")
         return answer(202, endpoint)
 
     def view(endpoint: str) -> Response:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import jwt
 import orjson
@@ -65,7 +65,10 @@ class JwksCache:
 
     Keys rotate (notes §5.3): an unknown ``kid`` triggers a refetch, but at most once per
     ``min_refresh_interval`` so that a flood of forged tokens with random key ids cannot turn the
-    receiver into a load generator against the identity platform. Thread-safe.
+    receiver into a load generator against the identity platform. Between refetches an unknown kid
+    is ``token_keys_unavailable`` (transient: its items get 503 and Graph retries), because it may
+    be a real new key; only a kid absent from a set fetched just now is ``token_key_unknown``.
+    Thread-safe.
     """
 
     def __init__(
@@ -106,7 +109,16 @@ class JwksCache:
         with self._lock:
             now = time.monotonic()
             stale = kid not in self._keys or now - self._fetched_at > self._ttl
-            if stale and now - self._attempted_at > self._min_refresh_interval:
+            may_refresh = now - self._attempted_at > self._min_refresh_interval
+            if kid not in self._keys and not may_refresh:
+                # Not refetched (rate limit): a key published since, after a rotation, cannot be
+                # told from a forged kid yet. Transient (503, Graph retries after the interval),
+                # not a refusal that would drop a real notification.
+                raise NotificationError(
+                    "token_keys_unavailable",
+                    f"signing key {kid[:64]!r} unknown, keys last fetched under {self._min_refresh_interval:g} s ago",
+                )
+            if stale and may_refresh:
                 self._attempted_at = now
                 try:
                     self._refresh()
@@ -168,6 +180,38 @@ class ValidatedToken:
     expires_at: float
 
 
+#: Microsoft's own token validation allows 5 minutes of clock skew by default (``DefaultClockSkew``,
+#: https://learn.microsoft.com/en-us/dotnet/api/microsoft.identitymodel.tokens.tokenvalidationparameters.defaultclockskew).
+DEFAULT_LEEWAY = 300.0
+
+#: Refusals that say nothing about the token's honesty, only about now: our clock is behind the
+#: issuer's (``nbf``/``iat`` in the future), or the signing keys cannot be fetched. Graph retries a 503.
+TRANSIENT_TOKEN_REASONS = frozenset({"token_not_yet_valid", "token_keys_unavailable"})
+
+TokenOutcome = Literal["valid", "foreign", "refused", "transient"]
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What one token of ``validationTokens`` says about the items of its (app, tenant).
+
+    * ``valid``: signed by the identity platform for one of our apps; covers ``tenant_id``'s items.
+    * ``foreign``: for another application sharing the notification URL (Graph puts one token per
+      (app, tenant) in a POST); ignored, it neither covers nor spoils our items.
+    * ``refused``: claims one of our apps (or cannot be read at all) and fails a check: the rich items
+      of ``tenant_id`` (``None``: of every tenant) are suspicious.
+    * ``transient``: cannot be judged now (clock skew, keys unreachable): their rich items get 503.
+
+    ``tenant_id`` is verified only when ``valid``; otherwise it is the unverified claim, which is
+    used only to *narrow* a refusal, never to accept anything.
+    """
+
+    outcome: TokenOutcome
+    tenant_id: str | None
+    reason: str | None = None
+    detail: str = ""
+
+
 class TokenValidator:
     """Checks the JWTs of ``validationTokens`` (notes §5.3)."""
 
@@ -178,7 +222,7 @@ class TokenValidator:
         app_ids: Iterable[str],
         issuer_template: str = DEFAULT_ISSUER_TEMPLATE,
         publisher_app_id: str = GRAPH_PUBLISHER_APP_ID,
-        leeway: float = 60.0,
+        leeway: float = DEFAULT_LEEWAY,
     ) -> None:
         self._keys = keys
         self.app_ids = frozenset(app_ids)
@@ -214,7 +258,7 @@ class TokenValidator:
         except jwt.ExpiredSignatureError:
             raise NotificationError("token_expired", "a validation token has expired") from None
         except jwt.ImmatureSignatureError:
-            raise NotificationError("token_not_yet_valid", "a validation token is not valid yet") from None
+            raise NotificationError("token_not_yet_valid", self._skew_message(token)) from None
         except jwt.InvalidAudienceError:
             raise NotificationError("token_audience", "a validation token is for another application") from None
         except jwt.PyJWTError:
@@ -229,6 +273,40 @@ class TokenValidator:
         aud = claims["aud"]
         audience = aud if isinstance(aud, str) else next(a for a in aud if a in self.app_ids)
         return ValidatedToken(tenant_id=tenant_id, audience=audience, expires_at=float(claims["exp"]))
+
+    def check(self, token: str) -> TokenCheck:
+        """Classify *token* for :func:`syncer.notifications.check_collection` (see :class:`TokenCheck`).
+
+        The audience is read before anything is verified, so that a token of another app sharing the
+        URL costs no signature check and no key fetch; trusting that unverified claim is safe because
+        it can only make the token be ignored, and an ignored token covers nothing.
+        """
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return TokenCheck("refused", None, "token_malformed", "a validation token is not a JWT")
+        tid = unverified.get("tid")
+        tenant_id = tid if isinstance(tid, str) and tid else None
+        aud = unverified.get("aud")
+        audiences = {aud} if isinstance(aud, str) else {a for a in aud if isinstance(a, str)} if isinstance(aud, list) else set()
+        if self.app_ids and not audiences & self.app_ids:
+            return TokenCheck("foreign", tenant_id)
+        try:
+            validated = self.validate(token)
+        except NotificationError as exc:
+            outcome: TokenOutcome = "transient" if exc.reason in TRANSIENT_TOKEN_REASONS else "refused"
+            return TokenCheck(outcome, tenant_id, exc.reason, str(exc))
+        return TokenCheck("valid", validated.tenant_id)
+
+    def _skew_message(self, token: str) -> str:
+        """Name the skew of a not-yet-valid token: it is our clock, far more likely than Graph's."""
+        claims = jwt.decode(token, options={"verify_signature": False})
+        starts = [float(v) for k in ("nbf", "iat") if isinstance(v := claims.get(k), int | float)]
+        ahead = max(starts, default=time.time()) - time.time()
+        return (
+            f"a validation token's nbf/iat is {ahead:.0f} s in the future (leeway {self.leeway:.0f} s): "
+            "is this host's clock right?"
+        )
 
 
 # --- encryptedContent -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from syncer.metrics import Metrics
 from syncer.receiver import ReceiverSettings, create_app
 from syncer.richnotify import (
     DEFAULT_ISSUER_TEMPLATE,
+    DEFAULT_LEEWAY,
     DecryptionKey,
     JwksCache,
     KeyRing,
@@ -92,6 +93,8 @@ class ServeConfig:
     jwks_url: str = DEFAULT_JWKS_URL
     jwks_ca_bundle: str | None = None
     issuer_template: str = DEFAULT_ISSUER_TEMPLATE
+    # Clock skew allowed on validation tokens' nbf/iat/exp (Microsoft's default: 5 minutes).
+    token_leeway: float = DEFAULT_LEEWAY
     keys: tuple[KeySource, ...] = ()
     metrics_dir: str | None = None
     access_log: bool = False
@@ -101,7 +104,8 @@ class ServeConfig:
         """Read ``SYNCER_DATABASE_URL`` (required), ``SYNCER_RECEIVER_BIND``, ``SYNCER_RECEIVER_APP_IDS``
         (comma list), ``SYNCER_RECEIVER_WORKERS``, ``SYNCER_RECEIVER_WORKER_CLASS``, ``SYNCER_RECEIVER_JWKS_URL``, ``SYNCER_RECEIVER_JWKS_CA_BUNDLE``,
         ``SYNCER_RECEIVER_KEYS`` (``certId=/path/key.pem,...``), ``SYNCER_RECEIVER_NOTIFICATION_PATH``,
-        ``SYNCER_RECEIVER_LIFECYCLE_PATH``, ``SYNCER_RECEIVER_MAX_BODY``, ``SYNCER_METRICS_DIR``."""
+        ``SYNCER_RECEIVER_LIFECYCLE_PATH``, ``SYNCER_RECEIVER_MAX_BODY``, ``SYNCER_RECEIVER_TOKEN_LEEWAY``
+        (seconds), ``SYNCER_METRICS_DIR``."""
         env = os.environ if environ is None else environ
         url = env.get("SYNCER_DATABASE_URL")
         if not url:
@@ -126,6 +130,7 @@ class ServeConfig:
             app_ids=tuple(a.strip() for a in env.get("SYNCER_RECEIVER_APP_IDS", "").split(",") if a.strip()),
             jwks_url=env.get("SYNCER_RECEIVER_JWKS_URL", DEFAULT_JWKS_URL),
             jwks_ca_bundle=env.get("SYNCER_RECEIVER_JWKS_CA_BUNDLE") or None,
+            token_leeway=float(env.get("SYNCER_RECEIVER_TOKEN_LEEWAY") or DEFAULT_LEEWAY),
             keys=tuple(keys),
             metrics_dir=env.get("SYNCER_METRICS_DIR") or None,
         )
@@ -200,7 +205,9 @@ def _token_validator(config: ServeConfig) -> TokenValidator | None:
     if not config.app_ids:
         return None
     jwks = JwksCache(config.jwks_url, verify=config.jwks_ca_bundle or True)
-    return TokenValidator(jwks, app_ids=config.app_ids, issuer_template=config.issuer_template)
+    return TokenValidator(
+        jwks, app_ids=config.app_ids, issuer_template=config.issuer_template, leeway=config.token_leeway
+    )
 
 
 def build_app(config: ServeConfig) -> Flask:

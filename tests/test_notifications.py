@@ -248,7 +248,8 @@ def tampered(field: str) -> bytes:
         (lambda: rich_body(cert="cert-2026-02", key_name="cert-old"), "decrypt_failed"),
         (lambda: rich_body(tokens=[]), "token_missing"),
         (lambda: rich_body(tokens=[nb.validation_token(signing_key=nb.rsa_key("forger"))]), "token_signature"),
-        (lambda: rich_body(tokens=[nb.validation_token(audience="someone-else")]), "token_audience"),
+        # a token for another app is ignored: nothing covers the item
+        (lambda: rich_body(tokens=[nb.validation_token(audience="someone-else")]), "token_tenant"),
         (lambda: rich_body(tokens=[nb.validation_token(appid="forger-app")]), "token_appid"),
         (lambda: rich_body(tokens=[nb.validation_token(issued_ago=7200)]), "token_expired"),
         (lambda: rich_body(tokens=[nb.validation_token(issuer="https://evil.example/")]), "token_issuer"),
@@ -287,10 +288,42 @@ def test_hmac_is_checked_before_decrypting() -> None:
     assert info.value.reason == "hmac_mismatch"
 
 
-def test_a_bad_token_spoils_the_whole_post_even_basic_items() -> None:
-    raw = nb.body(nb.change_item(SUB), tokens=[nb.validation_token(audience="x")])
+OTHER_TENANT = "99999999-0000-0000-0000-000000000000"
+
+
+def rich_item(sub: str = RICH_SUB, *, tenant: str = nb.TENANT) -> dict[str, Any]:
+    return nb.rich_item(sub, public_key=nb.rsa_key("cert-new").public_key(), certificate_id="cert-2026-02",
+                        resource={"id": "m1"}, tenant=tenant)
+
+
+def test_a_token_for_another_app_sharing_the_url_spoils_nothing() -> None:
+    # Graph batches the items of several apps sharing one URL, one token per (app, tenant).
+    raw = nb.body(nb.change_item(SUB), rich_item(), tokens=[nb.validation_token(audience="another-app"),
+                                                           nb.validation_token()])
+    verdict = check_collection(parse_collection(raw), lookup=lookup_of(BASIC, RICH), tokens=validator(), keys=keyring())
+    assert [a.notification.index for a in verdict.accepted] == [0, 1] and not verdict.rejected
+
+
+def test_a_bad_token_for_our_app_refuses_the_rich_items_of_its_tenant_only() -> None:
+    other_rich = SubscriptionInfo("sub-other-tenant", OTHER_TENANT, nb.CLIENT_STATE, "chats", include_resource_data=True)
+    forged = nb.validation_token(signing_key=nb.rsa_key("forger"))
+    raw = nb.body(
+        nb.change_item(SUB), rich_item(), rich_item("sub-other-tenant", tenant=OTHER_TENANT),
+        tokens=[nb.validation_token(), forged, nb.validation_token(tenant=OTHER_TENANT)],
+    )
+    verdict = check_collection(
+        parse_collection(raw), lookup=lookup_of(BASIC, RICH, other_rich), tokens=validator(), keys=keyring()
+    )
+    # The basic item is judged alone; the other tenant's rich item has its own valid token; ours is
+    # suspicious even though a valid token covers it too (a badly signed token claiming our app).
+    assert [a.notification.index for a in verdict.accepted] == [0, 2]
+    assert [(r.index, r.reason) for r in verdict.rejected] == [(1, "token_signature")]
+
+
+def test_a_bad_token_does_not_touch_items_that_need_none() -> None:
+    raw = nb.body(nb.change_item(SUB), nb.lifecycle_item(SUB, "missed"), tokens=[nb.validation_token(audience=nb.APP_ID, appid="x"), "junk"])
     verdict = check_collection(parse_collection(raw), lookup=lookup_of(BASIC), tokens=validator(), keys=keyring())
-    assert not verdict.accepted and [r.reason for r in verdict.rejected] == ["token_audience"]
+    assert len(verdict.accepted) == 2 and not verdict.rejected
 
 
 def test_tokens_without_a_validator_are_unverifiable() -> None:
@@ -352,3 +385,58 @@ def test_jwks_unreachable_is_a_token_failure_not_a_crash() -> None:
     with pytest.raises(NotificationError) as info:
         JwksCache("https://idp.test/keys", fetch=fetch).key_for("k")
     assert info.value.reason == "token_keys_unavailable"
+
+
+# --- clock skew and unreachable keys ----------------------------------------------------------------
+
+
+def test_a_token_from_a_clock_minutes_ahead_is_accepted() -> None:
+    # This host's clock 2 minutes behind the issuer's: within Microsoft's default 5-minute skew.
+    verdict = check_collection(parse_collection(rich_body(tokens=[nb.validation_token(issued_ago=-120)])),
+                               lookup=lookup_of(RICH), tokens=validator(), keys=keyring())
+    assert len(verdict.accepted) == 1 and not verdict.rejected and not verdict.deferred
+
+
+def test_a_token_not_yet_valid_beyond_the_leeway_defers_its_items_and_names_the_skew() -> None:
+    raw = nb.body(nb.change_item(SUB), rich_item(), tokens=[nb.validation_token(issued_ago=-600)])
+    verdict = check_collection(parse_collection(raw), lookup=lookup_of(BASIC, RICH), tokens=validator(), keys=keyring())
+    assert [a.notification.index for a in verdict.accepted] == [0]
+    assert not verdict.rejected and [(r.index, r.reason) for r in verdict.deferred] == [(1, "token_not_yet_valid")]
+    (problem,) = verdict.problems
+    assert "s in the future" in problem and "clock" in problem
+    assert 590 <= int(problem.split("is ")[1].split(" s")[0]) <= 610
+
+
+def test_an_expired_token_is_still_refused() -> None:
+    token = nb.validation_token(issued_ago=3600 + 400, lifetime=3600)
+    verdict = check_collection(parse_collection(rich_body(tokens=[token])), lookup=lookup_of(RICH),
+                               tokens=validator(), keys=keyring())
+    assert [r.reason for r in verdict.rejected] == ["token_expired"] and not verdict.deferred
+
+
+def test_unreachable_signing_keys_defer_rich_items() -> None:
+    def fetch(url: str) -> Mapping[str, Any]:
+        raise ConnectionError("down")
+
+    tokens = TokenValidator(JwksCache("https://idp.test/keys", fetch=fetch), app_ids=[nb.APP_ID])
+    verdict = check_collection(parse_collection(rich_body()), lookup=lookup_of(RICH), tokens=tokens, keys=keyring())
+    assert not verdict.accepted and not verdict.rejected
+    assert [r.reason for r in verdict.deferred] == ["token_keys_unavailable"]
+
+
+def test_a_new_signing_key_within_the_refetch_interval_is_transient_not_a_refusal() -> None:
+    published = {"keys": [jwk(nb.rsa_key("graph-signing"), "graph-key-1")]}
+    cache = JwksCache("https://idp.test/keys", fetch=lambda url: published, min_refresh_interval=3600)
+    tokens = TokenValidator(cache, app_ids=[nb.APP_ID])
+    assert tokens.validate(nb.validation_token()).tenant_id == nb.TENANT
+    # The identity platform rotates moments after our fetch (or a forged kid made us refetch) ...
+    published["keys"].append(jwk(nb.rsa_key("graph-signing-2"), "graph-key-2"))
+    raw = rich_body(tokens=[nb.validation_token(signing_key=nb.rsa_key("graph-signing-2"), kid="graph-key-2")])
+    verdict = check_collection(parse_collection(raw), lookup=lookup_of(RICH), tokens=tokens, keys=keyring())
+    # ... so the real token cannot be checked yet: 503 and Graph retries, not a silent refusal.
+    assert not verdict.rejected and [r.reason for r in verdict.deferred] == ["token_keys_unavailable"]
+    # A kid absent from a set fetched just now is unknown for good.
+    fresh = JwksCache("https://idp.test/keys", fetch=lambda url: published, min_refresh_interval=0)
+    with pytest.raises(NotificationError) as info:
+        fresh.key_for("forged-kid")
+    assert info.value.reason == "token_key_unknown"
