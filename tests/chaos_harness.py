@@ -423,8 +423,8 @@ class Harness:
             try:
                 if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or a worker still booting behind the listening socket
             if not self.receiver.running:
                 break
             time.sleep(0.1)
