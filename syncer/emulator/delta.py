@@ -1,11 +1,11 @@
-"""Delta query (notes §6): paging, tokens, ``@removed``, ``$select``, expiry and resets.
+"""Delta query (https://learn.microsoft.com/graph/delta-query-overview): paging, tokens, ``@removed``, ``$select``, expiry and resets.
 
 A delta round walks a collection's change log (see :mod:`store`). The state of a round travels in the
 links as an opaque, HMAC-signed token (so links can be replayed and survive nothing else), carrying the
 collection key, the window of the log being walked, the position, the issue time and the original query
 options (``$select``, page size, calendar window), because Graph's links "carry the original options".
 
-Expiry (§6.2): a token older than the family's lifetime (config) answers ``410 Gone`` ``SyncStateNotFound``;
+Expiry (https://learn.microsoft.com/graph/delta-query-overview): a token older than the family's lifetime (config) answers ``410 Gone`` ``SyncStateNotFound``;
 an admin "evict" or a ``deltaReset`` fault answers 410 too (with ``Location`` restarting the round for a
 reset). driveItem uses its own 410 code and a Location that starts a fresh enumeration.
 """
@@ -284,7 +284,7 @@ def run_delta(
         if request.args.get("$select") is not None and not cursor.is_delta_link:
             raise GraphHTTPError(400, "Request_BadRequest" if rtype.family == "directory" else "BadRequest",
                                  "$select is not supported together with $skiptoken.")
-        # Graph lets a deltaLink call change the tracked properties (directory, §6.1).
+        # Graph lets a deltaLink call change the tracked properties (directory, https://learn.microsoft.com/graph/api/user-delta).
         if request.args.get("$select") is not None and rtype.family == "directory":
             cursor.select = parse_select(rtype, request.args.get("$select"))
         fault = state.faults.take_delta_reset(col.key, delta_link=cursor.is_delta_link)
@@ -315,7 +315,7 @@ def run_delta(
         if cursor.is_delta_link:
             # A deltaLink starts a new round over (since, now].
             hwm = _visible_hwm(state, col)
-            # Prefer: return=minimal on a deltaLink call: only changed properties (directory) [DOC §6.1].
+            # Prefer: return=minimal on a deltaLink call: only changed properties (directory) [DOC: https://learn.microsoft.com/graph/api/user-delta].
             minimal = rtype.family == "directory" and "return=minimal" in request.headers.get("Prefer", "").lower()
             cursor = Cursor(col.key, cursor.since, hwm, None, 0, now, cursor.select, page, cursor.window,
                             False, False, cursor.members, filter=cursor.filter, minimal=minimal)
@@ -370,7 +370,7 @@ def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor
         assert e.item is not None
         if in_window is not None and not in_window(e.item):
             if not cursor.initial:
-                # calendarView delta reports events changed outside the window as deleted (§6.3)
+                # calendarView delta reports events changed outside the window as deleted (https://learn.microsoft.com/graph/api/event-delta)
                 out.append(_removed(rtype, Emitted(e.item_id, e.item, "deleted", e.seq), select))
             continue
         value = project(rtype, e.item, select)
@@ -382,7 +382,7 @@ def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor
             links = members_delta(col, e.item_id, since=cursor.since, hwm=cursor.hwm, initial=cursor.initial)
             if chunk and len(links) > chunk:
                 # Large groups come back in pieces: the same group repeats, each with part of its
-                # members@delta; clients merge them (notes §6.3).
+                # members@delta; clients merge them (https://learn.microsoft.com/graph/delta-query-groups).
                 for start in range(0, len(links), chunk):
                     out.append({**value, "members@delta": links[start:start + chunk]})
                 continue
@@ -396,7 +396,7 @@ _RECEIVED = re.compile(r"\s*receivedDateTime\s+(ge|gt)\s+(\S+)\s*", re.IGNORECAS
 
 
 def delta_filter(rtype: ResourceType, text: str) -> Callable[[dict[str, Any]], bool]:
-    """The $filter forms delta accepts (§6.3); anything else is a 400.
+    """The $filter forms delta accepts (https://learn.microsoft.com/graph/delta-query-overview); anything else is a 400.
 
     users/groups: ``id eq '..' or id eq '..'`` (at most 50 ids); messages: ``receivedDateTime ge|gt X``.
     """

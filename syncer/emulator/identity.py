@@ -26,8 +26,9 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
+from syncer.emulator.api import emulator_state
 from syncer.emulator.errors import GraphHTTPError
 
 if TYPE_CHECKING:
@@ -70,17 +71,6 @@ class AppContext:
     client_id: str
     roles: frozenset[str]
     service_principal_id: str
-
-
-def default_roles() -> frozenset[str]:
-    """Every application permission the emulator knows (the default app gets all of them)."""
-    from syncer.emulator.resources import all_roles
-
-    return all_roles() | {"Subscription.Read.All"}
-
-
-def _state() -> EmulatorState:
-    return current_app.config["EMULATOR_STATE"]
 
 
 def _b64url_uint(value: int) -> str:
@@ -128,7 +118,7 @@ def _base() -> str:
 @bp.get("/<tenant>/.well-known/openid-configuration")
 def openid_configuration(tenant: str) -> Response:
     """OpenID discovery for a tenant (id or verified domain)."""
-    state = _state()
+    state = emulator_state()
     found = state.tenant_by_name(tenant)
     if found is None:
         return _aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
@@ -164,7 +154,7 @@ def openid_configuration(tenant: str) -> Response:
 @bp.get("/<tenant>/discovery/keys")
 def keys(tenant: str) -> Response:
     """The JWKS (the same keys for every tenant, like Microsoft's common keys)."""
-    return _json(jwks(_state()))
+    return _json(jwks(emulator_state()))
 
 
 def _accepted_resources(base: str) -> set[str]:
@@ -190,7 +180,7 @@ def _check_scope(scope: str, base: str) -> str | None:
 @bp.post("/<tenant>/oauth2/token")
 def token(tenant: str) -> Response:
     """Client-credentials token endpoint (secret or certificate assertion)."""
-    state = _state()
+    state = emulator_state()
     found = state.tenant_by_name(tenant)
     if found is None:
         return _aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID.")
@@ -386,7 +376,7 @@ def current_app_context() -> AppContext:
     """The authenticated caller of the current request (401 if none)."""
     ctx = getattr(g, "app_context", None)
     if ctx is None:
-        ctx = authenticate(_state(), request.headers.get("Authorization"), base=_base())
+        ctx = authenticate(emulator_state(), request.headers.get("Authorization"), base=_base())
         g.app_context = ctx
     return ctx
 

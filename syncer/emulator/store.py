@@ -13,7 +13,7 @@ Design, driven by the speed targets (1M users seeded in seconds, a 999-item delt
   read from their index (ids embed the index), and materialised into ``items`` only when written.
 
 Every committed write calls the listeners with a :class:`ChangeEvent` (after the lock is released), which
-is how EMU-B's subscriptions learn about changes. Bulk seeding does not notify: it builds a tenant, it is
+is how the subscription dispatcher learns about changes. Bulk seeding does not notify: it builds a tenant, it is
 not a change in one.
 """
 
@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncer.emulator.clock import Clock, iso_ts
-from syncer.emulator.resources import DRIVE_ITEM, GROUP, USER, ResourceType
+from syncer.emulator.resources import ResourceType
 
 
 @dataclass(frozen=True)
 class ChangeEvent:
-    """One committed change, as EMU-B's subscription matcher consumes it (see emulator-shared.md)."""
+    """One committed change, as the subscription dispatcher consumes it (see docs/emulator-core.md)."""
 
     tenant_id: str
     resource_type: str
@@ -272,33 +272,6 @@ class TenantStore:
             col = self.collections.setdefault(key, Collection(key, rtype, self.tenant_id, dict(parents)))
         return col
 
-    def users(self) -> Collection:
-        """The tenant's user collection."""
-        return self.collection(USER)
-
-    def groups(self) -> Collection:
-        """The tenant's group collection."""
-        return self.collection(GROUP)
-
-    def find_user(self, key: str) -> dict[str, Any] | None:
-        """A live user by id or UPN (case-insensitive for UPN)."""
-        users = self.users()
-        if "@" in key:
-            lowered = key.lower()
-            uid = self.upn_index.get(lowered)
-            if uid is not None:
-                return users.get(uid)
-            for block in users.blocks:
-                suffix = f"@{block.upn_domain}"
-                if block.upn_prefix and lowered.startswith(block.upn_prefix) and lowered.endswith(suffix):
-                    digits = lowered[len(block.upn_prefix):-len(suffix)]
-                    if digits.isdigit() and int(digits) < block.count:
-                        user = users.get(block.item_id(int(digits)))
-                        if user is not None and str(user.get("userPrincipalName", "")).lower() == lowered:
-                            return user
-            return None
-        return users.get(key.lower())
-
 
 def collection_key(rtype: ResourceType, parents: dict[str, str]) -> str:
     """Normalised collection path: placeholders filled, lower-case, no leading slash."""
@@ -422,7 +395,7 @@ class Store:
             seq = self.next_seq()
             col.put(item_id, item, seq)
             ts = self.tenants[col.tenant_id]
-            if col.rtype is not USER:
+            if col.rtype.index_by_id:
                 ts.index[item_id] = col.key
             event = self.event_for(col, item_id, change_type, item) if notify else None
         if event is not None:
@@ -435,7 +408,7 @@ class Store:
 
         A soft delete keeps *snapshot* (the item as deleted, e.g. with deletedDateTime) and hands it to
         the listeners as the event's ``item``; a permanent delete's event has ``item`` None. Both are
-        change_type "deleted": EMU-B maps soft deletes of users/groups to "updated" as Graph does.
+        change_type "deleted": the notification shapes map soft deletes of users/groups to "updated" as Graph does.
         """
         with self.lock:
             last = snapshot if snapshot is not None else col.get(item_id)
@@ -465,38 +438,28 @@ class Store:
 
     def event_for(self, col: Collection, item_id: str, change_type: str,
                   item: dict[str, Any] | None) -> ChangeEvent:
-        """Build the ChangeEvent for a write in *col* (see emulator-shared.md)."""
+        """Build the ChangeEvent for a write in *col* (see docs/emulator-core.md)."""
         rtype = col.rtype
         parents = dict(col.parents)
         fmt = {**parents, "id": item_id}
         resource = rtype.notification_resource.format(**fmt)
-        collections = [col.key]
-        for alias in rtype.alias_collections:
-            collections.append(_fill(alias, parents))
         mailbox = parents.get("user")
-        if rtype is USER:
-            collections.append(f"users/{item_id}".lower())
-        elif rtype is GROUP:
-            collections.append(f"groups/{item_id}".lower())
-        elif rtype is DRIVE_ITEM:
-            drive_id = parents["drive"]
-            collections = [f"drives/{drive_id}/root".lower()]
-            ts = self.tenants[col.tenant_id]
-            owner = ts.drives.get(drive_id)
-            if owner:
-                collections.append(f"users/{owner}/drive/root".lower())
-            mailbox = None
-        if mailbox is not None and rtype is not USER:
+        if rtype.event_collections is not None:
+            collections = rtype.event_collections(self.tenants[col.tenant_id], col, item_id)
+        else:
+            collections = [col.key, *(_fill(alias, parents) for alias in rtype.alias_collections)]
+            if rtype.item_collection is not None:
+                collections.append(_fill(rtype.item_collection, fmt))
+        if mailbox is not None:
             # subscriptions may name the mailbox by UPN as well as by id
-            user = self.tenants[col.tenant_id].users().get(mailbox)
+            users = self.tenants[col.tenant_id].collections.get("users")
+            user = users.get(mailbox) if users is not None else None
             upn = str(user.get("userPrincipalName", "")).lower() if user else ""
             if upn:
                 collections.extend(c.replace(f"users/{mailbox.lower()}/", f"users/{upn}/", 1)
                                    for c in list(collections) if c.startswith(f"users/{mailbox.lower()}/"))
-        resource_data: dict[str, Any] | None
-        if rtype is DRIVE_ITEM:
-            resource_data = None
-        else:
+        resource_data: dict[str, Any] | None = None
+        if rtype.notification_resource_data:
             resource_data = {"@odata.type": rtype.notification_type, "@odata.id": resource, "id": item_id}
             if rtype.etag and item is not None and "@odata.etag" in item:
                 resource_data["@odata.etag"] = item["@odata.etag"]
@@ -509,7 +472,7 @@ class Store:
             resource=resource,
             resource_data=resource_data,
             item=dict(item) if item is not None else None,
-            mailbox=mailbox if rtype.family in ("outlook", "todo") else None,
+            mailbox=mailbox,
         )
 
     def add_block(self, col: Collection, *, count: int, make: Callable[[str, int], dict[str, Any]],
