@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Blueprint, Response, request
 
-from syncer.emulator.api import emulator_state
+from syncer.emulator.api import base_url, emulator_state
 from syncer.emulator.clock import iso_ts
 from syncer.emulator.delivery_policy import LIFECYCLE_EVENTS, NotificationFaults
 from syncer.emulator.errors import graph_error
@@ -142,7 +142,7 @@ def delivery_wait() -> Response:
 @admin_bp.get("/_emulator/subscriptions")
 def all_subscriptions() -> Response:
     """Every live subscription, any app."""
-    base = request.host_url.rstrip("/")
+    base = base_url()
     values = []
     for subscription in _registry().all():
         item = subscription.to_json(base_url=base)

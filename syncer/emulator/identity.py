@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask import Blueprint, Response, g, request
 
-from syncer.emulator.api import emulator_state
+from syncer.emulator.api import base_url, emulator_state
 from syncer.emulator.errors import GraphHTTPError
 
 if TYPE_CHECKING:
@@ -106,12 +106,8 @@ def _aad_error(status: int, error: str, code: int, description: str) -> Response
         "timestamp": now.strftime("%Y-%m-%d %H:%M:%SZ"),
         "trace_id": trace,
         "correlation_id": getattr(g, "client_request_id", "") or trace,
-        "error_uri": f"{request.host_url.rstrip('/')}/error?code={code}",
+        "error_uri": f"{base_url()}/error?code={code}",
     }, status)
-
-
-def _base() -> str:
-    return request.host_url.rstrip("/")
 
 
 @bp.get("/<tenant>/v2.0/.well-known/openid-configuration")
@@ -122,7 +118,7 @@ def openid_configuration(tenant: str) -> Response:
     found = state.tenant_by_name(tenant)
     if found is None:
         return _aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
-    base = _base()
+    base = base_url()
     tid = found.tenant_id
     return _json({
         "token_endpoint": f"{base}/{tid}/oauth2/v2.0/token",
@@ -199,7 +195,7 @@ def token(tenant: str) -> Response:
     if app is None or app.tenant_id != found.tenant_id:
         return _aad_error(400, "unauthorized_client", 700016,
                           f"Application with identifier '{client_id}' was not found in the directory '{found.tenant_id}'.")
-    base = _base()
+    base = base_url()
     scope = form.get("scope")
     if not scope and request.path.endswith("/oauth2/token") and form.get("resource"):
         scope = f"{form['resource'].rstrip('/')}/.default"  # the v1 endpoint names the resource instead
@@ -376,7 +372,7 @@ def current_app_context() -> AppContext:
     """The authenticated caller of the current request (401 if none)."""
     ctx = getattr(g, "app_context", None)
     if ctx is None:
-        ctx = authenticate(emulator_state(), request.headers.get("Authorization"), base=_base())
+        ctx = authenticate(emulator_state(), request.headers.get("Authorization"), base=base_url())
         g.app_context = ctx
     return ctx
 

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flask import Blueprint
 
+    from syncer.emulator.changelog import Collection
     from syncer.emulator.state import EmulatorState
-    from syncer.emulator.store import Collection, TenantStore
+    from syncer.emulator.store import TenantStore
     from syncer.emulator.subscription_model import SubscribableResource
 
 #: Extra collection paths an item's change is also "in" (subscription matching), given its tenant, collection and id.
@@ -41,6 +42,9 @@ class DeltaSpec:
     removed_has_type: bool = False
     #: `$top` is accepted as a page size (Outlook, drive, To Do) [DOC]; directory rejects `$top`.
     accepts_top: bool = True
+    #: A date property delta's `$filter` may bound with `ge`/`gt` (messages: receivedDateTime
+    #: [DOC: https://learn.microsoft.com/graph/delta-query-messages]); None = no such filter.
+    date_filter: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ one process (one per test).
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import uuid
@@ -84,6 +85,8 @@ class EmulatorState:
     request_seq: int = 0
     #: verified access tokens -> claims (signature checks are the costliest part of a small request)
     token_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: HMAC key of delta and skip tokens; random per instance, so an earlier run's token reads as foreign.
+    delta_token_key: bytes = field(default_factory=lambda: os.urandom(32))
     #: `https://host:port` once the server listens (None for an app used only through a test client).
     base_url: str | None = None
     #: Every live subscription (served by syncer.emulator.subscriptions, read by the dispatcher).

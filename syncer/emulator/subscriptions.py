@@ -23,7 +23,7 @@ import orjson
 from flask import Blueprint, Response, request
 
 from syncer.emulator import subscription_checks as checks
-from syncer.emulator.api import emulator_state
+from syncer.emulator.api import base_url, emulator_state
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.handshake import validate_endpoints
 from syncer.emulator.rich import CertificateError, load_encryption_certificate
@@ -38,8 +38,12 @@ def _json(payload: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status=status, content_type="application/json; odata.metadata=minimal")
 
 
-def _base_url() -> str:
-    return request.host_url.rstrip("/")
+def _begin() -> tuple[EmulatorState, checks.Caller]:
+    """Every call: who is calling, and the registry swept of expired subscriptions first."""
+    state = emulator_state()
+    caller = checks.caller()
+    _sweep(state)
+    return state, caller
 
 
 def _sweep(state: EmulatorState) -> None:
@@ -55,9 +59,7 @@ def _sweep(state: EmulatorState) -> None:
 @bp.post("/v1.0/subscriptions")
 def create_subscription() -> Response:
     """Create: check, handshake, 201."""
-    state = emulator_state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     body = checks.json_body()
     for name in checks.WEB_PUSH:
         if body.get(name) is not None:
@@ -119,7 +121,7 @@ def create_subscription() -> Response:
         raise GraphHTTPError(409, "Conflict", f"Subscription Id {winner.id} already exists for the requested combination")
     if state.delivery is not None:
         state.delivery.subscription_added(subscription)
-    return _json(subscription.to_json(base_url=_base_url()), 201)
+    return _json(subscription.to_json(base_url=base_url()), 201)
 
 
 def _refuse_duplicate(
@@ -146,9 +148,7 @@ def _own(state: EmulatorState, caller: checks.Caller, subscription_id: str) -> S
 @bp.get("/v1.0/subscriptions")
 def list_subscriptions() -> Response:
     """List this app's subscriptions in the caller's tenant, paged, with clientState null."""
-    state = emulator_state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     for name in request.args:
         if name != "$skiptoken":
             raise GraphHTTPError(400, "BadRequest", f"The query parameter '{name}' is not supported.")
@@ -163,7 +163,7 @@ def list_subscriptions() -> Response:
     mine = [s for s in registry.for_app(tenant_id=caller.tenant_id, application_id=caller.client_id) if s.seq > after]
     size = state.config.subscription_page_size
     page = mine[:size]
-    base = _base_url()
+    base = base_url()
     payload: dict[str, Any] = {"@odata.context": f"{base}/v1.0/$metadata#subscriptions"}
     if len(mine) > size:
         next_token = base64.urlsafe_b64encode(str(page[-1].seq).encode()).decode().rstrip("=")
@@ -180,18 +180,14 @@ def list_subscriptions() -> Response:
 @bp.get("/v1.0/subscriptions/<subscription_id>")
 def get_subscription(subscription_id: str) -> Response:
     """Get one subscription (404 once it is gone)."""
-    state = emulator_state()
-    caller = checks.caller()
-    _sweep(state)
-    return _json(_own(state, caller, subscription_id).to_json(base_url=_base_url()))
+    state, caller = _begin()
+    return _json(_own(state, caller, subscription_id).to_json(base_url=base_url()))
 
 
 @bp.patch("/v1.0/subscriptions/<subscription_id>")
 def update_subscription(subscription_id: str) -> Response:
     """Renew (expirationDateTime), move (notificationUrl, re-validated) or rotate the certificate."""
-    state = emulator_state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     subscription = _own(state, caller, subscription_id)
     body = checks.json_body()
     checks.check_unknown(body, checks.CREATABLE)
@@ -241,15 +237,13 @@ def update_subscription(subscription_id: str) -> Response:
     subscription.last_reauthorization_notice = state.clock.time()
     if state.delivery is not None:
         state.delivery.release(subscription)
-    return _json(subscription.to_json(base_url=_base_url()))
+    return _json(subscription.to_json(base_url=base_url()))
 
 
 @bp.delete("/v1.0/subscriptions/<subscription_id>")
 def delete_subscription(subscription_id: str) -> Response:
     """Delete: 204, and nothing more is delivered for it."""
-    state = emulator_state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     subscription = _own(state, caller, subscription_id)
     registry = state.subscriptions
     registry.remove(subscription.id)
@@ -261,9 +255,7 @@ def delete_subscription(subscription_id: str) -> Response:
 @bp.post("/v1.0/subscriptions/<subscription_id>/reauthorize")
 def reauthorize_subscription(subscription_id: str) -> Response:
     """Reauthorize: 204, expiration unchanged (https://learn.microsoft.com/graph/api/subscription-reauthorize)."""
-    state = emulator_state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     subscription = _own(state, caller, subscription_id)
     # Reauthorizing fails while the app lacks the permission the resource needs (https://learn.microsoft.com/graph/change-notifications-lifecycle-events: "may fail if access
     # is gone"); delivery stays paused then.

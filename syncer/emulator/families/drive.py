@@ -26,11 +26,12 @@ from syncer.emulator.api import (
     reject_query,
     validate_props,
 )
+from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.users import find_user
 from syncer.emulator.identity import require_app
 from syncer.emulator.resources import DeltaSpec, Family, ResourceType
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.store import TenantStore
 from syncer.emulator.subscription_model import SubscribableResource
 
 if TYPE_CHECKING:

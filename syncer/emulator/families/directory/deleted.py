@@ -12,12 +12,13 @@ from flask import Blueprint, Response
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import base_url, emulator_state, json_response, no_content
+from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.groups import GROUP, groups_of
 from syncer.emulator.families.directory.users import USER, find_user, users_of
 from syncer.emulator.identity import require_app
 from syncer.emulator.resources import ResourceType
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.store import TenantStore
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState

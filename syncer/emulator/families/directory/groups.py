@@ -28,6 +28,8 @@ from syncer.emulator.api import (
     reject_query,
     validate_props,
 )
+from syncer.emulator.changelog import Collection
+from syncer.emulator.delta_token import Cursor, decode_token, encode_token
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.users import (
     DIRECTORY_READ,
@@ -41,7 +43,7 @@ from syncer.emulator.families.directory.users import (
 )
 from syncer.emulator.identity import AppContext, require_app
 from syncer.emulator.resources import DeltaSpec, ResourceType
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.store import TenantStore
 from syncer.emulator.subscription_model import SubscribableResource
 
 if TYPE_CHECKING:
@@ -248,7 +250,7 @@ def list_members(gid: str) -> Response:
     offset = 0
     skip = request.args.get("$skiptoken")
     if skip is not None:
-        cursor = delta_mod.decode_token(state, skip)
+        cursor = decode_token(state, skip)
         if cursor is None or cursor.key != key:
             raise GraphHTTPError(400, "Request_BadRequest", "Invalid skip token.")
         offset, size, select = cursor.pos or 0, cursor.page, cursor.select
@@ -267,8 +269,8 @@ def list_members(gid: str) -> Response:
                 values.append({"@odata.type": GROUP.odata_type, **delta_mod.project(GROUP, member_group, None)})
     body: dict[str, Any] = {"@odata.context": f"{base_url()}/v1.0/$metadata#directoryObjects"}
     if offset + size < len(member_ids):
-        nxt = delta_mod.Cursor(key, 0, 0, offset + size, 0, state.clock.time(), select, size, None, True, False)
-        body["@odata.nextLink"] = f"{base_url()}{request.path}?$skiptoken={delta_mod.encode_token(state, nxt)}"
+        nxt = Cursor(key, 0, 0, offset + size, 0, state.clock.time(), select, size, None, True, False)
+        body["@odata.nextLink"] = f"{base_url()}{request.path}?$skiptoken={encode_token(state, nxt)}"
     body["value"] = values
     return json_response(body)
 

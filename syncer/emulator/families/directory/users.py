@@ -24,10 +24,11 @@ from syncer.emulator.api import (
     reject_query,
     validate_props,
 )
+from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.identity import AppContext, require_app
 from syncer.emulator.resources import DeltaSpec, ResourceType
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.store import TenantStore
 from syncer.emulator.subscription_model import SubscribableResource
 
 if TYPE_CHECKING:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from syncer.emulator.changelog import Collection
 from syncer.emulator.clock import parse_iso
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.users import users_of
@@ -24,7 +25,7 @@ from syncer.emulator.families.mailbox.kinds import (
 )
 from syncer.emulator.families.mailbox.todo import TODO_LIST, TODO_TASK, new_list, new_task
 from syncer.emulator.resources import ResourceType
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.store import TenantStore
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState

@@ -56,7 +56,7 @@ MESSAGE = ResourceType(
         "lastModifiedDateTime", "parentFolderId", "webLink", "bodyPreview", "uniqueBody", "isDraft",
         "receivedDateTime", "sentDateTime",
     }),
-    delta=DeltaSpec(default_page=10, max_page=1000, removed_has_type=True),
+    delta=DeltaSpec(default_page=10, max_page=1000, removed_has_type=True, date_filter="receivedDateTime"),
     list_default_page=10,
     list_max_page=1000,
     notification_resource="Users/{user}/Messages/{id}",

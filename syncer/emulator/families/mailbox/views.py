@@ -28,7 +28,9 @@ from syncer.emulator.api import (
     reject_query,
     validate_props,
 )
+from syncer.emulator.changelog import Collection
 from syncer.emulator.clock import parse_iso
+from syncer.emulator.delta_token import decode_token
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.users import find_user
 from syncer.emulator.families.drive import user_drive
@@ -37,7 +39,7 @@ from syncer.emulator.families.mailbox.kinds import CONTACT, CONTACT_FOLDER, EVEN
 from syncer.emulator.families.mailbox.todo import TODO_LIST, TODO_TASK
 from syncer.emulator.identity import require_app
 from syncer.emulator.resources import ResourceType
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.store import TenantStore
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
@@ -234,7 +236,7 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
                 start, end = _window()
                 window = [start.isoformat(), end.isoformat()]
             else:
-                cursor = delta_mod.decode_token(state, token)
+                cursor = decode_token(state, token)
                 if cursor is not None and cursor.window:
                     start, end = parse_iso(cursor.window[0]), parse_iso(cursor.window[1])
                 else:
