@@ -6,7 +6,8 @@ import threading
 from datetime import UTC, datetime
 
 from syncer.emulator.clock import Clock, iso, parse_iso
-from syncer.emulator.resources import MESSAGE, USER
+from syncer.emulator.families.directory.users import USER, users_of
+from syncer.emulator.families.mailbox.kinds import MESSAGE
 from syncer.emulator.store import ChangeEvent, Store
 
 
@@ -21,7 +22,7 @@ def _ids(emitted: list) -> list[str]:
 def test_walk_reports_each_item_once_with_its_latest_state() -> None:
     store = _store()
     ts = store.tenant("t")
-    col = ts.users()
+    col = users_of(ts)
     for i in range(5):
         store.put(col, f"u{i}", {"id": f"u{i}", "v": 0}, change_type="created", notify=False)
     since = store.seq
@@ -36,7 +37,7 @@ def test_walk_reports_each_item_once_with_its_latest_state() -> None:
 
 def test_walk_pages_resume_inside_a_seed_block() -> None:
     store = _store()
-    col = store.tenant("t").users()
+    col = users_of(store.tenant("t"))
     block = store.add_block(col, count=10, make=lambda uid, i: {"id": uid, "i": i})
     store.put(col, block.item_id(4), {"id": block.item_id(4), "i": 40}, change_type="updated", notify=False)
     hwm = store.seq
@@ -54,7 +55,7 @@ def test_walk_pages_resume_inside_a_seed_block() -> None:
 
 def test_items_changed_after_the_high_water_mark_wait_for_the_next_round() -> None:
     store = _store()
-    col = store.tenant("t").users()
+    col = users_of(store.tenant("t"))
     store.put(col, "a", {"id": "a"}, change_type="created", notify=False)
     hwm = store.seq
     store.put(col, "a", {"id": "a", "x": 1}, change_type="updated", notify=False)
@@ -65,7 +66,7 @@ def test_items_changed_after_the_high_water_mark_wait_for_the_next_round() -> No
 
 def test_changed_since_tracks_properties_for_return_minimal() -> None:
     store = _store()
-    col = store.tenant("t").users()
+    col = users_of(store.tenant("t"))
     store.put(col, "a", {"id": "a", "x": 1, "y": 1}, change_type="created", notify=False)
     mark = store.seq
     store.put(col, "a", {"id": "a", "x": 2, "y": 1}, change_type="updated", notify=False)
@@ -79,7 +80,7 @@ def test_listeners_get_events_with_collections_and_resource() -> None:
     ts = store.tenant("t")
     events: list[ChangeEvent] = []
     store.add_listener(events.append)
-    ts.users().put("u", {"id": "u", "userPrincipalName": "u@x"}, store.next_seq())
+    users_of(ts).put("u", {"id": "u", "userPrincipalName": "u@x"}, store.next_seq())
     col = ts.collection(MESSAGE, {"user": "u", "mailFolder": "F1"})
     store.put(col, "m1", {"id": "m1", "@odata.etag": 'W/"1"'}, change_type="created")
     (event,) = events

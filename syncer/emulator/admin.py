@@ -42,7 +42,7 @@ Delta tokens
 
 Reset and info
     ``POST /_emulator/reset`` drops all data, faults and the request log (apps, keys and the clock stay)
-    and runs reset hooks (EMU-B clears subscriptions). ``GET /_emulator/info`` → counts and settings.
+    and runs reset hooks (subscriptions and queued notifications go too). ``GET /_emulator/info`` → counts and settings.
 """
 
 from __future__ import annotations
@@ -53,10 +53,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from syncer.emulator.api import emulator_state
 from syncer.emulator.clock import iso_ts, parse_iso
 from syncer.emulator.errors import GraphHTTPError, graph_error
+from syncer.emulator.families.directory.users import users_of
 from syncer.emulator.identity import AppRegistration, issue_token
 from syncer.emulator.seed import seed
 from syncer.emulator.state import Tenant
@@ -66,10 +68,6 @@ if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
 
 bp = Blueprint("emulator_admin", __name__, url_prefix="/_emulator")
-
-
-def _state() -> EmulatorState:
-    return current_app.config["EMULATOR_STATE"]
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -98,19 +96,19 @@ def _object(default: dict[str, Any] | None = None) -> dict[str, Any]:
 @bp.post("/seed")
 def seed_view() -> Response:
     """Bulk-seed data."""
-    return _json(seed(_state(), _object()))
+    return _json(seed(emulator_state(), _object()))
 
 
 @bp.get("/faults")
 def faults_get() -> Response:
     """List fault rules and limits."""
-    return _json(_state().faults.to_json())
+    return _json(emulator_state().faults.to_json())
 
 
 @bp.post("/faults")
 def faults_add() -> Response:
     """Add rules and/or set the mailbox limit."""
-    state = _state()
+    state = emulator_state()
     body = _body()
     rules: list[Any]
     if isinstance(body, list):
@@ -133,14 +131,14 @@ def faults_add() -> Response:
 @bp.delete("/faults")
 def faults_clear() -> Response:
     """Remove every rule."""
-    _state().faults.clear()
+    emulator_state().faults.clear()
     return Response(b"", status=204)
 
 
 @bp.delete("/faults/<int:rule_id>")
 def faults_remove(rule_id: int) -> Response:
     """Remove one rule."""
-    if not _state().faults.remove(rule_id):
+    if not emulator_state().faults.remove(rule_id):
         return graph_error(404, "ResourceNotFound", f"No fault rule with id {rule_id}.")
     return Response(b"", status=204)
 
@@ -153,13 +151,13 @@ def _clock_json(state: EmulatorState) -> dict[str, Any]:
 @bp.get("/clock")
 def clock_get() -> Response:
     """The emulator's time."""
-    return _json(_clock_json(_state()))
+    return _json(_clock_json(emulator_state()))
 
 
 @bp.post("/clock")
 def clock_set() -> Response:
     """Freeze / unfreeze / advance / set the clock."""
-    state = _state()
+    state = emulator_state()
     body = _object()
     unknown = set(body) - {"freeze", "advance", "set"}
     if unknown:
@@ -186,7 +184,7 @@ def clock_set() -> Response:
 @bp.get("/requests")
 def requests_get() -> Response:
     """The request log."""
-    state = _state()
+    state = emulator_state()
     try:
         since = int(request.args.get("since", 0))
         limit = int(request.args.get("limit", 1000))
@@ -200,7 +198,7 @@ def requests_get() -> Response:
 @bp.delete("/requests")
 def requests_clear() -> Response:
     """Forget the request log."""
-    state = _state()
+    state = emulator_state()
     with state.lock:
         state.request_log.clear()
     return Response(b"", status=204)
@@ -232,13 +230,13 @@ def _roles(value: Any) -> set[str]:
 @bp.get("/apps")
 def apps_list() -> Response:
     """Registered apps."""
-    return _json({"apps": [a.to_json() for a in _state().apps.values()]})
+    return _json({"apps": [a.to_json() for a in emulator_state().apps.values()]})
 
 
 @bp.post("/apps")
 def apps_add() -> Response:
     """Register an app."""
-    state = _state()
+    state = emulator_state()
     body = _object()
     unknown = set(body) - {"clientId", "tenantId", "displayName", "secret", "certificate", "roles"}
     if unknown:
@@ -268,7 +266,7 @@ def apps_add() -> Response:
 @bp.patch("/apps/<client_id>")
 def apps_patch(client_id: str) -> Response:
     """Change an app's roles or add credentials."""
-    state = _state()
+    state = emulator_state()
     app = state.apps.get(client_id)
     if app is None:
         return graph_error(404, "ResourceNotFound", f"No app '{client_id}'.")
@@ -292,7 +290,7 @@ def apps_patch(client_id: str) -> Response:
 @bp.delete("/apps/<client_id>")
 def apps_delete(client_id: str) -> Response:
     """Unregister an app (its tokens stop working)."""
-    state = _state()
+    state = emulator_state()
     with state.lock:
         if state.apps.pop(client_id, None) is None:
             return graph_error(404, "ResourceNotFound", f"No app '{client_id}'.")
@@ -302,7 +300,7 @@ def apps_delete(client_id: str) -> Response:
 @bp.post("/tenants")
 def tenants_add() -> Response:
     """Add a tenant."""
-    state = _state()
+    state = emulator_state()
     body = _object()
     tenant_id = str(body.get("tenantId") or uuid.uuid4())
     domain = str(body.get("domain") or f"tenant{len(state.tenants) + 1}.onmicrosoft.com")
@@ -315,7 +313,7 @@ def tenants_add() -> Response:
 @bp.post("/token")
 def token_mint() -> Response:
     """Mint a token for an app without going through the token endpoint."""
-    state = _state()
+    state = emulator_state()
     body = _object({})
     client_id = str(body.get("clientId") or state.config.client_id)
     app = state.apps.get(client_id)
@@ -327,7 +325,7 @@ def token_mint() -> Response:
 @bp.post("/delta/expire")
 def delta_expire() -> Response:
     """Expire every delta token issued so far for matching collections."""
-    state = _state()
+    state = emulator_state()
     body = _object({})
     pattern = body.get("scope", ".*")
     try:
@@ -348,16 +346,16 @@ def delta_expire() -> Response:
 @bp.post("/reset")
 def reset() -> Response:
     """Drop all data, faults and the request log."""
-    _state().reset()
+    emulator_state().reset()
     return Response(b"", status=204)
 
 
 @bp.get("/info")
 def info() -> Response:
     """Counts and key settings."""
-    state = _state()
+    state = emulator_state()
     with state.lock:
-        tenants = {tid: {"collections": len(ts.collections), "users": ts.users().live_count()}
+        tenants = {tid: {"collections": len(ts.collections), "users": users_of(ts).live_count()}
                    for tid, ts in state.store.tenants.items()}
     return _json({"baseUrl": state.base_url, "tenants": tenants, "seq": state.store.seq,
                   "clock": _clock_json(state), "seed": state.config.seed})

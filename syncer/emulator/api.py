@@ -15,9 +15,10 @@ import orjson
 from flask import Response, current_app, request
 
 from syncer.emulator import delta as delta_mod
+from syncer.emulator.changelog import Collection
+from syncer.emulator.delta_token import Cursor, decode_token, encode_token
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.resources import ResourceType
-from syncer.emulator.store import Collection
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
@@ -26,10 +27,13 @@ JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Comp
 
 
 def emulator_state() -> EmulatorState:
-    return current_app.config["EMULATOR_STATE"]
+    """The state of the emulator serving this request (every view's way in; nothing lives in module globals)."""
+    state: EmulatorState = current_app.config["EMULATOR_STATE"]
+    return state
 
 
 def base_url() -> str:
+    """This emulator's scheme, host and port as the client addressed it (no trailing slash)."""
     return request.host_url.rstrip("/")
 
 
@@ -131,7 +135,7 @@ def list_response(state: EmulatorState, col: Collection, context: str, *, allow_
     skip = request.args.get("$skiptoken")
     now = state.clock.time()
     if skip is not None:
-        cursor = delta_mod.decode_token(state, skip)
+        cursor = decode_token(state, skip)
         if cursor is None or cursor.key != col.key or cursor.is_delta_link:
             raise GraphHTTPError(400, "Request_BadRequest" if rtype.family == "directory" else "BadRequest",
                                  "Invalid skip token.")
@@ -140,7 +144,7 @@ def list_response(state: EmulatorState, col: Collection, context: str, *, allow_
     else:
         with state.lock:
             hwm = state.store.seq
-        cursor = delta_mod.Cursor(col.key, 0, hwm, None, 0, now, select, size, None, True, False,
+        cursor = Cursor(col.key, 0, hwm, None, 0, now, select, size, None, True, False,
                                   filter=request.args.get("$filter"))
     predicate = compile_filter(rtype, cursor.filter) if cursor.filter else None
     values: list[dict[str, Any]] = []
@@ -154,7 +158,7 @@ def list_response(state: EmulatorState, col: Collection, context: str, *, allow_
     body: dict[str, Any] = {"@odata.context": f"{base_url()}/v1.0/$metadata#{context}"}
     if not done:
         cursor.pos, cursor.sub = pos, sub
-        body["@odata.nextLink"] = f"{base_url()}{request.path}?$skiptoken={delta_mod.encode_token(state, cursor)}"
+        body["@odata.nextLink"] = f"{base_url()}{request.path}?$skiptoken={encode_token(state, cursor)}"
     body["value"] = values
     return json_response(body)
 

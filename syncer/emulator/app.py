@@ -8,35 +8,35 @@ that turn anything unexpected into Graph's error body (never a traceback; a 500 
 
 from __future__ import annotations
 
-import importlib
 import re
 import socket
 import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from syncer.emulator import admin, batch, delivery, delivery_admin, identity, subscriptions
 from syncer.emulator.clock import iso_ts
 from syncer.emulator.errors import GraphHTTPError, from_exception, graph_error
+from syncer.emulator.families import FAMILIES, MAILBOX_SEGMENTS
 from syncer.emulator.identity import authenticate
+from syncer.emulator.state import EmulatorState, RequestLogEntry
 
-if TYPE_CHECKING:
-    from syncer.emulator.state import EmulatorState
-
-_MAILBOX_SEGMENTS = {"messages", "mailfolders", "events", "calendar", "calendarview", "calendars",
-                     "contacts", "contactfolders", "todo"}
+#: The shared core's blueprints, then every family's, in registration order.
+_BLUEPRINTS = (identity.bp, admin.bp, batch.bp, *(bp for family in FAMILIES for bp in family.blueprints),
+               subscriptions.bp, delivery_admin.admin_bp)
 
 
 def _mailbox_of(path: str) -> str | None:
     """The mailbox a /v1.0/users/{x}/<outlook-thing> path addresses (id or UPN as written)."""
     parts = path.split("/", 5)
     # ["", "v1.0", "users", "{x}", "<segment>", ...]
-    if len(parts) >= 5 and parts[2].lower() == "users" and parts[4].lower() in _MAILBOX_SEGMENTS:
+    if len(parts) >= 5 and parts[2].lower() == "users" and parts[4].lower() in MAILBOX_SEGMENTS:
         return parts[3]
     return None
 
@@ -218,36 +218,14 @@ def create_app(state: EmulatorState) -> Flask:
         return graph_error(500, "EmulatorBug",
                            f"The emulator failed to handle this request ({type(exc).__name__}); this is a bug in the emulator.")
 
-    from syncer.emulator.admin import bp as admin_bp
-    from syncer.emulator.batch import bp as batch_bp
-    from syncer.emulator.directory import bp as directory_bp
-    from syncer.emulator.drive import bp as drive_bp
-    from syncer.emulator.identity import bp as identity_bp
-    from syncer.emulator.mailbox import bp as mailbox_bp
-
-    for blueprint in (identity_bp, admin_bp, batch_bp, directory_bp, mailbox_bp, drive_bp):
+    delivery.install(state)
+    for blueprint in _BLUEPRINTS:
         app.register_blueprint(blueprint)
-    # EMU-B's blueprints; guarded so the core works before those modules exist.
-    for module_name, attr in (("syncer.emulator.subscriptions", "bp"), ("syncer.emulator.delivery", "admin_bp")):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        install = getattr(module, "install", None)
-        if callable(install):
-            install(state)
-        extra_bp = getattr(module, attr, None)
-        if extra_bp is not None:
-            app.register_blueprint(extra_bp)
     app.wsgi_app = _PathMiddleware(_ResetMiddleware(app.wsgi_app))  # type: ignore[method-assign]
     return app
 
 
-def _entry(state: EmulatorState, status: int, app_id: str | None) -> Any:
-    from syncer.emulator.state import RequestLogEntry
-
+def _entry(state: EmulatorState, status: int, app_id: str | None) -> RequestLogEntry:
     started = g.get("started", time.perf_counter())
     return RequestLogEntry(
         seq=0, time=iso_ts(state.clock.time()), method=request.method, path=request.full_path.rstrip("?"),

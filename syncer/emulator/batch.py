@@ -1,4 +1,4 @@
-"""POST /v1.0/$batch: JSON batching as notes §8 describes it.
+"""POST /v1.0/$batch: JSON batching as https://learn.microsoft.com/graph/json-batching describes it.
 
 The envelope is checked first (JSON, at most 20 requests, unique case-insensitive ids, relative URLs,
 a Content-Type header with every body, dependsOn naming known ids); a bad envelope is one 400. Each

@@ -1,9 +1,8 @@
 """Every knob of the Graph emulator in one frozen value.
 
-Where Graph's behaviour is documented the default follows the documentation; where the notes
-(../shared/graph-api-notes.md) mark a point UNCONFIRMED the default is the observed behaviour and the
-alternative is a field here, so a test can pin either reading. EMU-B adds its delivery knobs below
-the ``# --- delivery`` marker.
+Where Graph's behaviour is documented the default follows the documentation ([DOC]); where it is not
+(UNCONFIRMED, docs/emulator-core.md and docs/emulator-subscriptions-delivery.md list each point) the default is the
+observed behaviour and the alternative is a field here, so a test can pin either reading.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ class EmulatorConfig:
     #: Access-token lifetime. Graph issues ~1 h tokens; MSAL treats <= 300 s as already expired.
     token_lifetime_s: int = 3599
 
-    # --- delta (notes §6) ---
+    # --- delta (https://learn.microsoft.com/graph/delta-query-overview) ---
     #: Directory (user, group) delta tokens are valid for 7 days [DOC].
     directory_delta_token_lifetime_s: float | None = 7 * 24 * 3600
     #: Outlook/To Do tokens have no fixed limit [DOC] (evicted oldest-first; use the admin API to evict).
@@ -51,26 +50,23 @@ class EmulatorConfig:
     #: Expired token -> 410 SyncStateNotFound; with this set the 410 also carries a Location header
     #: (Graph sends Location only on a tenant "reset" [DOC]; expiry without it is what users observed).
     delta_expiry_sends_location: bool = False
-    #: driveItem 410 code spelling: the API page and the errors page disagree (notes §6.2).
+    #: driveItem 410 code spelling: https://learn.microsoft.com/graph/api/driveitem-delta and https://learn.microsoft.com/graph/errors disagree.
     drive_resync_code: str = "resyncChangesApplyDifferences"
     #: Large groups' members@delta is split: the group repeats with at most this many links each
-    #: (notes §6.3 says large groups are split; the size is a guess). None = never split.
+    #: (https://learn.microsoft.com/graph/delta-query-groups says large groups are split; the size is a guess). None = never split.
     group_members_delta_chunk: int | None = 100
     #: Honour `Prefer: odata.maxpagesize` on the users/groups delta (Graph does; set False to ignore it).
     directory_honours_maxpagesize: bool = True
 
     # --- limits / faults ---
-    #: Outlook allows 4 concurrent requests per app+mailbox (notes §7, second-hand); None = unlimited.
+    #: Outlook allows 4 concurrent requests per app+mailbox (https://learn.microsoft.com/graph/throttling-limits, second-hand); None = unlimited.
     mailbox_concurrency_limit: int | None = 4
     #: Retry-After (seconds) sent with a mailbox-concurrency 429.
     mailbox_concurrency_retry_after_s: int = 1
     #: How many requests the admin request log keeps.
     request_log_size: int = 10_000
 
-    #: Extra fields EMU-B's modules read (kept as a dict so either side can add knobs without churn).
-    extra: dict[str, object] = field(default_factory=dict)
-
-    # --- subscriptions (EMU-B; notes §1-2) ---
+    # --- subscriptions (https://learn.microsoft.com/graph/api/resources/subscription) ---
     #: The validation handshake must be answered within 10 s [DOC].
     handshake_timeout_s: float = 10.0
     #: Graph needs https notification URLs; the emulator also takes http on loopback so a local receiver
@@ -85,7 +81,7 @@ class EmulatorConfig:
     #: Expiration beyond the maximum: "reject" = observed 400 ExtensionError; "clamp" = shorten silently
     #: (also observed, 2025) [UNCONFIRMED which one Graph does today].
     subscription_expiry_overflow: str = "reject"
-    #: Active-subscription quotas (notes §1.5); small values make them testable.
+    #: Active-subscription quotas (https://learn.microsoft.com/graph/api/subscription-post-subscriptions); small values make them testable.
     subscription_quotas: QuotaLimits = field(default_factory=QuotaLimits)
     #: Page size of GET /subscriptions [UNCONFIRMED: Graph pages, size undocumented].
     subscription_page_size: int = 100
@@ -95,7 +91,7 @@ class EmulatorConfig:
     #: False = the handshake goes to the URL without its query (`?validationToken=...` only).
     handshake_keeps_query: bool = True
 
-    # --- delivery (EMU-B; notes §3-5) ---
+    # --- delivery (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks) ---
     #: 3-s budget, 10-s retry timeout, 4-h window [DOC]; backoff schedule [UNCONFIRMED].
     retry: RetryRules = field(default_factory=RetryRules)
     #: Slow/drop endpoint rules [DOC, thresholds differ across revisions].

@@ -1,4 +1,5 @@
-"""The notification dispatcher: what Graph does between a change in the tenant and a POST to your webhook (notes §3-5).
+"""The notification dispatcher: what Graph does between a change in the tenant and a POST to your webhook
+(https://learn.microsoft.com/graph/change-notifications-delivery-webhooks, https://learn.microsoft.com/graph/change-notifications-lifecycle-events, https://learn.microsoft.com/graph/change-notifications-with-resource-data).
 
 The store calls :meth:`Dispatcher.on_change` after every committed write; that only enqueues. One dispatcher
 thread matches changes against live subscriptions, builds Graph-shaped ``changeNotification`` items (rich ones
@@ -14,7 +15,7 @@ Lifecycle events (``reauthorizationRequired`` as a subscription nears expiry, ``
 ``subscriptionRemoved`` on an early removal) go through the same queues to ``lifecycleNotificationUrl``, and only
 there: a subscription without one gets none (current docs).
 
-The admin side (:data:`admin_bp`, documented in :mod:`syncer.emulator.delivery_admin`) reports counters,
+The admin side (:mod:`syncer.emulator.delivery_admin`) reports counters,
 per-endpoint state and a log of every POST, and injects notification faults.
 """
 
@@ -34,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from syncer.emulator.clock import iso_ts
-from syncer.emulator.delivery_admin import admin_bp
 from syncer.emulator.delivery_policy import NotificationFaults, attempt_timeout, next_retry_at
 from syncer.emulator.notification_shapes import (
     change_notification,
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
     from syncer.emulator.store import ChangeEvent
 
-__all__ = ["Dispatcher", "NotificationFaults", "admin_bp", "install"]
+__all__ = ["Dispatcher", "NotificationFaults", "install"]
 
 
 
@@ -134,12 +134,11 @@ class Dispatcher:
 
     @property
     def _registry(self) -> SubscriptionRegistry:
-        registry: SubscriptionRegistry = self.state.subscriptions
-        return registry
+        return self.state.subscriptions
 
     def on_change(self, event: ChangeEvent) -> None:
         """The store's change hook: enqueue only (the store's writer must never wait on delivery)."""
-        if self.state.subscriptions is None or len(self._registry) == 0:
+        if len(self._registry) == 0:
             return
         with self._cond:
             self._events.append(event)
@@ -285,7 +284,7 @@ class Dispatcher:
 
     def hold(self, subscription: Subscription) -> bool:
         """Pause delivery for *subscription* until it is reauthorized or renewed, and say so with
-        ``reauthorizationRequired`` (notes §3.2, §4). Held notifications older than the retry window are lost."""
+        ``reauthorizationRequired`` (https://learn.microsoft.com/graph/change-notifications-lifecycle-events). Held notifications older than the retry window are lost."""
         if subscription.held_since is not None:
             return False
         subscription.held_since = self.state.clock.time()
@@ -546,7 +545,7 @@ class Dispatcher:
         self._cond.notify_all()
 
     def _sends(self, subscription: Subscription, event: str) -> bool:
-        """Whether Graph sends *event* for this resource type (notes §4), or the config says every type gets it."""
+        """Whether Graph sends *event* for this resource type (https://learn.microsoft.com/graph/change-notifications-lifecycle-events), or the config says every type gets it."""
         return self.config.lifecycle_events_all_types or event in subscription.parsed.spec.lifecycle_events
 
     def _append_log(self, entry: dict[str, Any]) -> None:
@@ -571,5 +570,4 @@ def install(state: EmulatorState) -> Dispatcher:
         state.store.add_listener(dispatcher.on_change)
         state.on_shutdown(dispatcher.stop)
         state.on_reset(dispatcher.reset)
-    delivery: Dispatcher = state.delivery
-    return delivery
+    return state.delivery

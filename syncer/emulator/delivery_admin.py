@@ -42,33 +42,29 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from syncer.emulator.api import base_url, emulator_state
 from syncer.emulator.clock import iso_ts
 from syncer.emulator.delivery_policy import LIFECYCLE_EVENTS, NotificationFaults
 from syncer.emulator.errors import graph_error
+from syncer.emulator.families.directory.users import users_of
 
 if TYPE_CHECKING:
     from syncer.emulator.delivery import Dispatcher
-    from syncer.emulator.state import EmulatorState
     from syncer.emulator.subscription_model import SubscriptionRegistry
 
 admin_bp = Blueprint("emulator_delivery_admin", __name__)
 
 
-def _state() -> EmulatorState:
-    state: EmulatorState = current_app.config["EMULATOR_STATE"]
-    return state
-
-
 def _dispatcher() -> Dispatcher:
-    dispatcher: Dispatcher = _state().delivery
+    dispatcher = emulator_state().delivery
+    assert dispatcher is not None, "create_app installs the dispatcher before serving this blueprint"
     return dispatcher
 
 
 def _registry() -> SubscriptionRegistry:
-    registry: SubscriptionRegistry = _state().subscriptions
-    return registry
+    return emulator_state().subscriptions
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -146,7 +142,7 @@ def delivery_wait() -> Response:
 @admin_bp.get("/_emulator/subscriptions")
 def all_subscriptions() -> Response:
     """Every live subscription, any app."""
-    base = request.host_url.rstrip("/")
+    base = base_url()
     values = []
     for subscription in _registry().all():
         item = subscription.to_json(base_url=base)
@@ -195,7 +191,7 @@ def remove_subscription(subscription_id: str) -> Response:
 @admin_bp.post("/_emulator/delivery/burst")
 def delivery_burst() -> Response:
     """Update many existing users at once (each write notifies like a PATCH)."""
-    state = _state()
+    state = emulator_state()
     body = _body()
     if body is None:
         return _error(400, "body must be a JSON object")
@@ -206,7 +202,7 @@ def delivery_burst() -> Response:
     if tenant_id not in state.tenants:
         return _error(404, f"no tenant {tenant_id}")
     started = time.perf_counter()
-    users = state.store.tenant(tenant_id).users()
+    users = users_of(state.store.tenant(tenant_id))
     with state.lock:
         emitted, _, _, _ = users.walk(since=0, hwm=1 << 62, pos=None, sub=0, limit=count, include_removed=False)
     for n, entry in enumerate(emitted):

@@ -1,4 +1,5 @@
-"""When the emulator sends, retries, delays or drops a notification: Graph's delivery rules as pure values (notes §3).
+"""When the emulator sends, retries, delays or drops a notification: Graph's delivery rules as pure values
+(https://learn.microsoft.com/graph/change-notifications-delivery-webhooks).
 
 The dispatcher in :mod:`syncer.emulator.delivery` does the I/O; every decision it takes comes from here, so the rules
 can be tested without a server and compressed for tests through :class:`RetryRules` and :class:`ThrottleRules`
@@ -19,7 +20,7 @@ LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
 @dataclass(frozen=True)
 class RetryRules:
-    """How long a POST may take and how failed POSTs are retried (notes §3.2).
+    """How long a POST may take and how failed POSTs are retried (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks).
 
     Graph documents the 3-s budget, the 10-s timeout of retries and the 4-h window; the backoff schedule itself is
     undocumented, so the initial delay, factor and cap are guesses (double from one minute, capped at an hour).
@@ -35,7 +36,7 @@ class RetryRules:
 
 @dataclass(frozen=True)
 class ThrottleRules:
-    """Graph's slow/drop endpoint rules (notes §3.3, current text), every threshold adjustable.
+    """Graph's slow/drop endpoint rules (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks, current text), every threshold adjustable.
 
     An endpoint turns *slow* when more than ``slow_ratio`` of the responses in a window took longer than
     ``slow_response_s``: new notifications are then held back ``slow_delay_s``. It turns *drop* when more than

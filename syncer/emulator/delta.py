@@ -1,122 +1,34 @@
-"""Delta query (notes §6): paging, tokens, ``@removed``, ``$select``, expiry and resets.
+"""Delta query: paging, ``@removed``, ``$select``, expiry and resets (https://learn.microsoft.com/graph/delta-query-overview).
 
-A delta round walks a collection's change log (see :mod:`store`). The state of a round travels in the
-links as an opaque, HMAC-signed token (so links can be replayed and survive nothing else), carrying the
-collection key, the window of the log being walked, the position, the issue time and the original query
-options (``$select``, page size, calendar window), because Graph's links "carry the original options".
+A delta round walks a collection's change log (:mod:`syncer.emulator.changelog`). The state of a round travels in
+its links as a signed token (:mod:`syncer.emulator.delta_token`), so links can be replayed and survive nothing else.
 
-Expiry (§6.2): a token older than the family's lifetime (config) answers ``410 Gone`` ``SyncStateNotFound``;
+Expiry: a token older than the family's lifetime (config) answers ``410 Gone`` ``SyncStateNotFound``;
 an admin "evict" or a ``deltaReset`` fault answers 410 too (with ``Location`` restarting the round for a
 reset). driveItem uses its own 410 code and a Location that starts a fresh enumeration.
 """
-
 from __future__ import annotations
 
-import base64
 import bisect
-import hashlib
-import hmac
-import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import orjson
 from flask import Response, request
 
+from syncer.emulator.changelog import Collection, Emitted
+from syncer.emulator.clock import parse_iso
+from syncer.emulator.delta_token import Cursor, decode_token, encode_token, is_foreign_token
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.resources import ResourceType
-from syncer.emulator.store import Collection, Emitted
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
 
 ODATA_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 _PAGE_RE = re.compile(r"odata\.maxpagesize\s*=\s*(\d+)", re.IGNORECASE)
-
-
-@dataclass
-class Cursor:
-    """Decoded delta/skip token."""
-
-    key: str
-    since: int
-    hwm: int
-    pos: int | None
-    sub: int
-    issued: float
-    select: list[str] | None
-    page: int
-    window: list[str] | None
-    initial: bool
-    is_delta_link: bool
-    members: bool = False
-    #: a list's $filter, carried by its nextLinks
-    filter: str | None = None
-    #: Prefer: return=minimal on a directory deltaLink round
-    minimal: bool = False
-    #: unique per issued deltaLink (Outlook cache eviction is by issue order)
-    serial: int = 0
-
-    def to_payload(self) -> dict[str, Any]:
-        """Compact JSON for the token."""
-        return {"k": self.key, "s": self.since, "h": self.hwm, "p": self.pos, "b": self.sub,
-                "t": round(self.issued, 3), "sel": self.select, "n": self.page, "w": self.window,
-                "i": self.initial, "d": self.is_delta_link, "m": self.members, "f": self.filter, "r": self.minimal, "q": self.serial}
-
-    @classmethod
-    def from_payload(cls, p: dict[str, Any]) -> Cursor:
-        """Inverse of :meth:`to_payload`."""
-        return cls(key=p["k"], since=p["s"], hwm=p["h"], pos=p["p"], sub=p["b"], issued=p["t"],
-                   select=p["sel"], page=p["n"], window=p["w"], initial=p["i"], is_delta_link=p["d"],
-                   members=p.get("m", False), filter=p.get("f"), minimal=p.get("r", False), serial=p.get("q", 0))
-
-
-def token_key(state: EmulatorState) -> bytes:
-    """The per-instance HMAC key for tokens."""
-    key: bytes | None = getattr(state, "_delta_token_key", None)
-    if key is None:
-        # Random per instance: a token from an earlier emulator run must not look valid here.
-        key = os.urandom(32)
-        state._delta_token_key = key  # type: ignore[attr-defined]
-    return key
-
-
-def encode_token(state: EmulatorState, cursor: Cursor) -> str:
-    """Sign and encode a cursor (URL-safe, no padding)."""
-    body = base64.urlsafe_b64encode(orjson.dumps(cursor.to_payload())).rstrip(b"=")
-    sig = base64.urlsafe_b64encode(hmac.new(token_key(state), body, hashlib.sha256).digest()[:12]).rstrip(b"=")
-    return (body + b"." + sig).decode()
-
-
-def decode_token(state: EmulatorState, token: str) -> Cursor | None:
-    """The cursor in *token*, or None if it is malformed or forged."""
-    body, _, sig = token.partition(".")
-    if not body or not sig:
-        return None
-    expected = base64.urlsafe_b64encode(
-        hmac.new(token_key(state), body.encode(), hashlib.sha256).digest()[:12]).rstrip(b"=").decode()
-    if not hmac.compare_digest(expected, sig):
-        return None
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        return Cursor.from_payload(payload)
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def is_foreign_token(token: str) -> bool:
-    """A well-formed token this instance did not sign (e.g. from before a restart): a lost sync state."""
-    body, _, sig = token.partition(".")
-    if not body or not sig:
-        return False
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (ValueError, TypeError):
-        return False
-    return isinstance(payload, dict) and "k" in payload and "s" in payload
 
 
 def requested_page_size(rtype: ResourceType, *, honour_prefer: bool = True) -> tuple[int, int | None]:
@@ -284,7 +196,7 @@ def run_delta(
         if request.args.get("$select") is not None and not cursor.is_delta_link:
             raise GraphHTTPError(400, "Request_BadRequest" if rtype.family == "directory" else "BadRequest",
                                  "$select is not supported together with $skiptoken.")
-        # Graph lets a deltaLink call change the tracked properties (directory, §6.1).
+        # Graph lets a deltaLink call change the tracked properties (directory, https://learn.microsoft.com/graph/api/user-delta).
         if request.args.get("$select") is not None and rtype.family == "directory":
             cursor.select = parse_select(rtype, request.args.get("$select"))
         fault = state.faults.take_delta_reset(col.key, delta_link=cursor.is_delta_link)
@@ -315,7 +227,7 @@ def run_delta(
         if cursor.is_delta_link:
             # A deltaLink starts a new round over (since, now].
             hwm = _visible_hwm(state, col)
-            # Prefer: return=minimal on a deltaLink call: only changed properties (directory) [DOC §6.1].
+            # Prefer: return=minimal on a deltaLink call: only changed properties (directory) [DOC: https://learn.microsoft.com/graph/api/user-delta].
             minimal = rtype.family == "directory" and "return=minimal" in request.headers.get("Prefer", "").lower()
             cursor = Cursor(col.key, cursor.since, hwm, None, 0, now, cursor.select, page, cursor.window,
                             False, False, cursor.members, filter=cursor.filter, minimal=minimal)
@@ -370,7 +282,7 @@ def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor
         assert e.item is not None
         if in_window is not None and not in_window(e.item):
             if not cursor.initial:
-                # calendarView delta reports events changed outside the window as deleted (§6.3)
+                # calendarView delta reports events changed outside the window as deleted (https://learn.microsoft.com/graph/api/event-delta)
                 out.append(_removed(rtype, Emitted(e.item_id, e.item, "deleted", e.seq), select))
             continue
         value = project(rtype, e.item, select)
@@ -382,7 +294,7 @@ def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor
             links = members_delta(col, e.item_id, since=cursor.since, hwm=cursor.hwm, initial=cursor.initial)
             if chunk and len(links) > chunk:
                 # Large groups come back in pieces: the same group repeats, each with part of its
-                # members@delta; clients merge them (notes §6.3).
+                # members@delta; clients merge them (https://learn.microsoft.com/graph/delta-query-groups).
                 for start in range(0, len(links), chunk):
                     out.append({**value, "members@delta": links[start:start + chunk]})
                 continue
@@ -392,11 +304,10 @@ def _render(rtype: ResourceType, col: Collection, emitted: list[Emitted], cursor
 
 
 _ID_EQ = re.compile(r"\s*id\s+eq\s+'([^']+)'\s*", re.IGNORECASE)
-_RECEIVED = re.compile(r"\s*receivedDateTime\s+(ge|gt)\s+(\S+)\s*", re.IGNORECASE)
 
 
 def delta_filter(rtype: ResourceType, text: str) -> Callable[[dict[str, Any]], bool]:
-    """The $filter forms delta accepts (§6.3); anything else is a 400.
+    """The $filter forms delta accepts (https://learn.microsoft.com/graph/delta-query-overview); anything else is a 400.
 
     users/groups: ``id eq '..' or id eq '..'`` (at most 50 ids); messages: ``receivedDateTime ge|gt X``.
     """
@@ -413,11 +324,10 @@ def delta_filter(rtype: ResourceType, text: str) -> Callable[[dict[str, Any]], b
             raise GraphHTTPError(400, "Request_UnsupportedQuery", "Too many ids in the delta $filter (at most 50).")
         wanted = frozenset(ids)
         return lambda item: str(item.get("id", "")).lower() in wanted
-    if rtype.name == "message":
-        m = _RECEIVED.fullmatch(text)
+    date_property = rtype.delta.date_filter if rtype.delta is not None else None
+    if date_property is not None:
+        m = re.fullmatch(rf"\s*{date_property}\s+(ge|gt)\s+(\S+)\s*", text, re.IGNORECASE)
         if m is not None:
-            from syncer.emulator.clock import parse_iso
-
             try:
                 bound = parse_iso(m.group(2))
             except ValueError:
@@ -425,7 +335,7 @@ def delta_filter(rtype: ResourceType, text: str) -> Callable[[dict[str, Any]], b
             op = m.group(1).lower()
 
             def check(item: dict[str, Any]) -> bool:
-                raw = item.get("receivedDateTime")
+                raw = item.get(date_property)
                 if not isinstance(raw, str):
                     return True  # removed items: no date left to compare, report them
                 value = parse_iso(raw)
@@ -472,7 +382,7 @@ def drive_token_from_path(path_tail: str) -> str | None:
     return unquote(match.group(1))
 
 
-__all__ = ["Cursor", "decode_token", "encode_token", "parse_select", "project", "quote", "run_delta"]
+__all__ = ["parse_select", "project", "quote", "run_delta"]
 
 
 def _remember_for_eviction(state: EmulatorState, col: Collection, final: Cursor) -> None:

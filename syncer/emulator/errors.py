@@ -1,6 +1,6 @@
 """Graph's error body, and the one exception the emulator's code raises to produce it.
 
-Every failure a client can see leaves the emulator as Graph writes it (notes §7)::
+Every failure a client can see leaves the emulator as Graph writes it (https://learn.microsoft.com/graph/errors)::
 
     {"error": {"code": "...", "message": "...",
                "innerError": {"date": "...", "request-id": "...", "client-request-id": "..."}}}

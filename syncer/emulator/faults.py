@@ -28,12 +28,12 @@ Rule kinds (JSON as the admin API takes it; every field except ``type`` is optio
     The next ``count`` delta calls that carry a token and whose collection key matches the regex
     ``scope`` (e.g. ``users`` or ``users/.*/mailfolders/.*/messages``) answer 410: ``expired`` =
     SyncStateNotFound (token too old), ``reset`` = 410 with a ``Location`` header that restarts the round
-    (tenant maintenance, §6.2). driveItem scopes answer the drive resync code instead. ``replay`` does not
+    (tenant maintenance, https://learn.microsoft.com/graph/delta-query-overview). driveItem scopes answer the drive resync code instead. ``replay`` does not
     fail: the next deltaLink round also re-sends the ``back`` changes made just before its token
-    (Graph "replays" changes, §6.1), so clients must be idempotent.
+    (Graph "replays" changes), so clients must be idempotent.
 
 ``{"type": "deltaLag", "scope": "users", "seconds": 30}``
-    Replication lag (Entra "can delay changes", §6.1): delta rounds of matching collections only see
+    Replication lag (Entra "can delay changes", https://learn.microsoft.com/graph/delta-query-overview): delta rounds of matching collections only see
     changes older than ``seconds`` on the emulator clock, so a notification can arrive before its
     change shows up in delta. Stays until removed.
 
@@ -279,7 +279,7 @@ class Faults:
         while hits and hits[0] <= now - window:
             hits.popleft()
         over = len(hits) >= limit
-        hits.append(now)  # throttled calls count too [DOC §7]
+        hits.append(now)  # throttled calls count too [DOC: https://learn.microsoft.com/graph/throttling]
         if not over:
             return None
         wait = rule.spec.get("retryAfter")

@@ -1,4 +1,5 @@
-"""Graph's validation handshake: prove a notification URL belongs to the subscriber before subscribing (notes §1.2).
+"""Graph's validation handshake: prove a notification URL belongs to the subscriber before subscribing
+(https://learn.microsoft.com/graph/change-notifications-delivery-webhooks#notificationurl-validation).
 
 Graph POSTs ``{url}?validationToken={opaque}`` (``text/plain``, empty body) and wants, within 10 s, ``200 OK`` with
 ``text/plain`` and the URL-decoded token verbatim; anything else fails the create (or the PATCH of the URL) with
@@ -19,7 +20,7 @@ from syncer.emulator.errors import GraphHTTPError
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
 
-# Observed handshake failures (notes §1.2).
+# Observed handshake failures (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks lists the rules, not these bodies).
 HANDSHAKE_NOT_200 = (
     "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request."
 )

@@ -26,8 +26,9 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
+from syncer.emulator.api import base_url, emulator_state
 from syncer.emulator.errors import GraphHTTPError
 
 if TYPE_CHECKING:
@@ -72,17 +73,6 @@ class AppContext:
     service_principal_id: str
 
 
-def default_roles() -> frozenset[str]:
-    """Every application permission the emulator knows (the default app gets all of them)."""
-    from syncer.emulator.resources import all_roles
-
-    return all_roles() | {"Subscription.Read.All"}
-
-
-def _state() -> EmulatorState:
-    return current_app.config["EMULATOR_STATE"]
-
-
 def _b64url_uint(value: int) -> str:
     raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -116,23 +106,19 @@ def _aad_error(status: int, error: str, code: int, description: str) -> Response
         "timestamp": now.strftime("%Y-%m-%d %H:%M:%SZ"),
         "trace_id": trace,
         "correlation_id": getattr(g, "client_request_id", "") or trace,
-        "error_uri": f"{request.host_url.rstrip('/')}/error?code={code}",
+        "error_uri": f"{base_url()}/error?code={code}",
     }, status)
-
-
-def _base() -> str:
-    return request.host_url.rstrip("/")
 
 
 @bp.get("/<tenant>/v2.0/.well-known/openid-configuration")
 @bp.get("/<tenant>/.well-known/openid-configuration")
 def openid_configuration(tenant: str) -> Response:
     """OpenID discovery for a tenant (id or verified domain)."""
-    state = _state()
+    state = emulator_state()
     found = state.tenant_by_name(tenant)
     if found is None:
         return _aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
-    base = _base()
+    base = base_url()
     tid = found.tenant_id
     return _json({
         "token_endpoint": f"{base}/{tid}/oauth2/v2.0/token",
@@ -164,7 +150,7 @@ def openid_configuration(tenant: str) -> Response:
 @bp.get("/<tenant>/discovery/keys")
 def keys(tenant: str) -> Response:
     """The JWKS (the same keys for every tenant, like Microsoft's common keys)."""
-    return _json(jwks(_state()))
+    return _json(jwks(emulator_state()))
 
 
 def _accepted_resources(base: str) -> set[str]:
@@ -190,7 +176,7 @@ def _check_scope(scope: str, base: str) -> str | None:
 @bp.post("/<tenant>/oauth2/token")
 def token(tenant: str) -> Response:
     """Client-credentials token endpoint (secret or certificate assertion)."""
-    state = _state()
+    state = emulator_state()
     found = state.tenant_by_name(tenant)
     if found is None:
         return _aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID.")
@@ -209,7 +195,7 @@ def token(tenant: str) -> Response:
     if app is None or app.tenant_id != found.tenant_id:
         return _aad_error(400, "unauthorized_client", 700016,
                           f"Application with identifier '{client_id}' was not found in the directory '{found.tenant_id}'.")
-    base = _base()
+    base = base_url()
     scope = form.get("scope")
     if not scope and request.path.endswith("/oauth2/token") and form.get("resource"):
         scope = f"{form['resource'].rstrip('/')}/.default"  # the v1 endpoint names the resource instead
@@ -386,7 +372,7 @@ def current_app_context() -> AppContext:
     """The authenticated caller of the current request (401 if none)."""
     ctx = getattr(g, "app_context", None)
     if ctx is None:
-        ctx = authenticate(_state(), request.headers.get("Authorization"), base=_base())
+        ctx = authenticate(emulator_state(), request.headers.get("Authorization"), base=base_url())
         g.app_context = ctx
     return ctx
 

@@ -1,4 +1,5 @@
-"""What Graph POSTs to a webhook, as pure functions of a subscription and a change (notes §3.1, §4, §5).
+"""What Graph POSTs to a webhook, as pure functions of a subscription and a change
+(https://learn.microsoft.com/graph/change-notifications-delivery-webhooks, https://learn.microsoft.com/graph/change-notifications-lifecycle-events, https://learn.microsoft.com/graph/change-notifications-with-resource-data).
 
 The dispatcher (:mod:`syncer.emulator.delivery`) decides when and where to send; this module decides what one
 ``changeNotification`` or lifecycle item looks like. Kept apart so the shapes can be read (and tested) without the
@@ -14,24 +15,18 @@ from syncer.emulator.subscription_model import Subscription, notification_dateti
 if TYPE_CHECKING:
     from syncer.emulator.store import ChangeEvent
 
-_DIRECTORY_TYPES = frozenset({"user", "group"})
-#: Outlook notifications carry an item `id` (the docs' message sample); others show none.
-_OUTLOOK_TYPES = frozenset({"message", "event", "contact"})
 
 
 def notified_change_type(subscription: Subscription, event: ChangeEvent) -> str:
-    """The changeType Graph reports for *event* on this subscription's resource type (notes §1.1).
+    """The changeType Graph reports for *event* on this subscription's resource type.
 
-    Directory creations and soft deletes arrive as ``updated`` (the store sends a soft delete as ``deleted`` with
-    the item's last snapshot; a permanent delete has none); a drive root only ever says ``updated``.
+    Which change types read as ``updated`` is the type's :attr:`SubscribableResource.reported_as_updated` (directory
+    creations and soft deletes; everything on a drive root). The store sends a soft delete as ``deleted`` with the
+    item's last snapshot; a permanent delete has none.
     """
     change_type = event.change_type
-    if subscription.resource_type in _DIRECTORY_TYPES:
-        if change_type == "created" or (change_type == "deleted" and event.item is not None):
-            return "updated"
-    elif subscription.resource_type == "driveItem":
-        return "updated"
-    return change_type
+    kind = "softDeleted" if change_type == "deleted" and event.item is not None else change_type
+    return "updated" if kind in subscription.parsed.spec.reported_as_updated else change_type
 
 
 def change_notification(
@@ -52,13 +47,13 @@ def change_notification(
         # driveItem: null, no item id [OBS]; others: @odata.type, @odata.id, (Outlook) @odata.etag, id
         "resourceData": dict(event.resource_data) if event.resource_data is not None else None,
     }
-    if subscription.resource_type in _OUTLOOK_TYPES:
+    if subscription.parsed.spec.notification_id:
         payload = {"id": notification_id, **payload}
     return payload
 
 
 def lifecycle_notification(subscription: Subscription, event: str) -> dict[str, Any]:
-    """One lifecycle item: no resource, no resourceData, ``lifecycleEvent`` instead of ``changeType`` (notes §4)."""
+    """One lifecycle item: no resource, no resourceData, ``lifecycleEvent`` instead of ``changeType`` (https://learn.microsoft.com/graph/change-notifications-lifecycle-events)."""
     return {
         "subscriptionId": subscription.id,
         "subscriptionExpirationDateTime": notification_datetime(subscription.expiration),

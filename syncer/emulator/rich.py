@@ -1,4 +1,4 @@
-"""Rich-notification cryptography, done the way Graph does it (notes §5).
+"""Rich-notification cryptography, done the way Graph does it (https://learn.microsoft.com/graph/change-notifications-with-resource-data).
 
 Graph never sends a rich resource in clear: it encrypts each item's JSON with a fresh symmetric key and wraps that key
 with the public key of the certificate the subscriber uploaded, then adds ``validationTokens`` (JWTs signed by the
@@ -76,7 +76,7 @@ def certificate_thumbprint(certificate: x509.Certificate) -> str:
     """Upper-case hex SHA-1 of the DER certificate.
 
     The docs' example is 40 upper-case hex characters, the size of a SHA-1 digest and the way Windows prints
-    certificate thumbprints; the hash algorithm itself is not stated (notes §11.7).
+    certificate thumbprints; the hash algorithm itself is not stated [UNCONFIRMED].
     """
     return hashlib.sha1(certificate.public_bytes(Encoding.DER)).hexdigest().upper()
 

@@ -3,7 +3,7 @@
 A threaded werkzeug server with keep-alive (HTTP/1.1) and TLS from :mod:`tls`. ``EmulatorServer`` picks
 a free port when ``config.port`` is 0, exposes everything a client needs in :attr:`info` (the keys the
 issue names: ``graph_url``, ``authority``, ``tenant_id``, ``client_id``, ``client_secret``, ``ca_cert``,
-plus the certificate credential), and stops cleanly, running the state's shutdown hooks (EMU-B's
+plus the certificate credential), and stops cleanly, running the state's shutdown hooks (the delivery
 dispatcher) first.
 """
 
@@ -257,7 +257,7 @@ class EmulatorServer:
             self.stop()
 
     def stop(self) -> None:
-        """Stop hooks (EMU-B's dispatcher), then the listener; remove a temporary workdir."""
+        """Stop hooks (the delivery dispatcher), then the listener; remove a temporary workdir."""
         self.state.shutdown()
         server, self._server = self._server, None
         if server is not None:
@@ -286,7 +286,7 @@ class EmulatorServer:
 def serve(config: EmulatorConfig, *, workdir: Path | None = None, info_file: Path | None = None,
           seed_users: int = 0, echo: Any = print) -> None:
     """Foreground mode for `syncer emulator`: start, optionally seed users, print credentials, block."""
-    from syncer.emulator.seed import seed_users as _seed_users
+    from syncer.emulator.families.directory.users import seed_users as _seed_users
 
     if beyond_loopback(config.host):
         warning = (

@@ -1,28 +1,34 @@
 """Everything one emulator instance knows, in one object the views share.
 
-The Flask app, the admin API, the $batch dispatcher and EMU-B's subscription and delivery modules all
+The Flask app, the admin API, the $batch dispatcher, the subscription API and the delivery dispatcher all
 receive the same :class:`EmulatorState`; nothing lives in module globals, so several emulators can run in
 one process (one per test).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from syncer.emulator.clock import Clock
 from syncer.emulator.config import EmulatorConfig
+from syncer.emulator.families import all_roles
 from syncer.emulator.faults import Faults
-from syncer.emulator.identity import AppRegistration, default_roles
+from syncer.emulator.identity import AppRegistration
 from syncer.emulator.store import Store
+from syncer.emulator.subscription_model import SubscriptionRegistry
 from syncer.emulator.tls import ClientCertificate, cached_key, make_client_certificate
+
+if TYPE_CHECKING:
+    from syncer.emulator.delivery import Dispatcher
 
 
 @dataclass
@@ -68,7 +74,7 @@ class EmulatorState:
     lock: threading.RLock
     store: Store
     faults: Faults
-    #: RSA key that signs access tokens and EMU-B's validationTokens; published in the JWKS under `signing_kid`.
+    #: RSA key that signs access tokens and the validationTokens of rich notifications; published in the JWKS under `signing_kid`.
     signing_key: rsa.RSAPrivateKey
     signing_kid: str
     tenants: dict[str, Tenant] = field(default_factory=dict)
@@ -79,14 +85,16 @@ class EmulatorState:
     request_seq: int = 0
     #: verified access tokens -> claims (signature checks are the costliest part of a small request)
     token_cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: HMAC key of delta and skip tokens; random per instance, so an earlier run's token reads as foreign.
+    delta_token_key: bytes = field(default_factory=lambda: os.urandom(32))
     #: `https://host:port` once the server listens (None for an app used only through a test client).
     base_url: str | None = None
-    #: EMU-B's subscription registry (syncer.emulator.subscriptions) fills this slot.
-    subscriptions: Any = None
-    #: EMU-B's delivery dispatcher (syncer.emulator.delivery) fills this slot.
-    delivery: Any = None
+    #: Every live subscription (served by syncer.emulator.subscriptions, read by the dispatcher).
+    subscriptions: SubscriptionRegistry = field(default_factory=SubscriptionRegistry)
+    #: The notification dispatcher; create_app installs it (an app-less state delivers nothing).
+    delivery: Dispatcher | None = None
     _shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
-    _reset_hooks: list[Callable[[], None]] = field(default_factory=list)
+    _reset_hooks: list[Callable[[], object]] = field(default_factory=list)
 
     @classmethod
     def create(cls, config: EmulatorConfig | None = None) -> EmulatorState:
@@ -104,7 +112,9 @@ class EmulatorState:
             faults=Faults(seed=config.seed, clock=clock, config=config),
             signing_key=cached_key("signing"),
             signing_kid=f"emu-{uuid.UUID(int=random.Random(config.seed ^ 0x5EED).getrandbits(128)).hex[:16]}",
+            subscriptions=SubscriptionRegistry(quotas=config.subscription_quotas),
         )
+        state.on_reset(state.subscriptions.clear)
         state.request_log = deque(maxlen=config.request_log_size)
         state._register_defaults()
         return state
@@ -120,16 +130,17 @@ class EmulatorState:
             display_name="syncer emulator app",
             secrets={config.client_secret},
             certificates={self.client_certificate.thumbprint_sha1: self.client_certificate.cert_pem},
-            roles=set(default_roles()),
+            # the default app holds every permission the emulator knows
+            roles=set(all_roles()) | {"Subscription.Read.All"},
         )
 
     # --- hooks -------------------------------------------------------------------------------------
 
     def on_shutdown(self, hook: Callable[[], None]) -> None:
-        """Run *hook* when the server stops (EMU-B stops its dispatcher here)."""
+        """Run *hook* when the server stops (the delivery dispatcher stops here)."""
         self._shutdown_hooks.append(hook)
 
-    def on_reset(self, hook: Callable[[], None]) -> None:
+    def on_reset(self, hook: Callable[[], object]) -> None:
         """Run *hook* when the admin API resets the emulator (clear subscriptions, queues...)."""
         self._reset_hooks.append(hook)
 

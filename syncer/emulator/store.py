@@ -1,20 +1,9 @@
-"""In-memory data of the emulated tenants, with a change log per collection for delta.
+"""In-memory data of the emulated tenants: every write goes through :class:`Store`.
 
-Design, driven by the speed targets (1M users seeded in seconds, a 999-item delta page in a few ms):
-
-* A **collection** (e.g. ``users`` or ``users/{uid}/mailfolders/{fid}/messages``) keeps its items in a
-  dict and an append-only **log** of ``(seq, ref)`` where ``ref`` is an item id or a :class:`SeedBlock`.
-  ``seq`` is one monotonic counter per store. ``last_seq[id]`` is the seq of an item's latest change.
-* A delta round is a walk of that log from the token's ``since`` to the round's high-water mark ``hwm``;
-  an entry is emitted only if it is the item's latest change, so every item appears once with its
-  current state. Items changed after ``hwm`` are left for the next round (they are newer than the delta
-  link's ``since``), which is exactly Graph's contract: converge, replays allowed.
-* **Seed blocks** make bulk seeding O(1): a block of N users is one log entry; its items are generated on
-  read from their index (ids embed the index), and materialised into ``items`` only when written.
-
-Every committed write calls the listeners with a :class:`ChangeEvent` (after the lock is released), which
-is how EMU-B's subscriptions learn about changes. Bulk seeding does not notify: it builds a tenant, it is
-not a change in one.
+Each collection keeps its items and change log (:mod:`syncer.emulator.changelog`); the store hands out the change
+sequence numbers, the ids Graph would mint, and the indexes that cross collections. Every committed write calls the
+listeners with a :class:`ChangeEvent` (after the lock is released), which is how the subscription dispatcher learns
+about changes. Bulk seeding does not notify: it builds a tenant, it is not a change in one.
 """
 
 from __future__ import annotations
@@ -23,17 +12,18 @@ import base64
 import bisect
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from syncer.emulator.changelog import Collection, SeedBlock
 from syncer.emulator.clock import Clock, iso_ts
-from syncer.emulator.resources import DRIVE_ITEM, GROUP, USER, ResourceType
+from syncer.emulator.resources import ResourceType
 
 
 @dataclass(frozen=True)
 class ChangeEvent:
-    """One committed change, as EMU-B's subscription matcher consumes it (see emulator-shared.md)."""
+    """One committed change, as the subscription dispatcher consumes it (see docs/emulator-core.md)."""
 
     tenant_id: str
     resource_type: str
@@ -44,204 +34,6 @@ class ChangeEvent:
     resource_data: dict[str, Any] | None
     item: dict[str, Any] | None
     mailbox: str | None
-
-
-@dataclass
-class SeedBlock:
-    """`count` generated items sharing an id prefix; item i is ``make(id, i)``."""
-
-    prefix: str
-    count: int
-    seq: int
-    make: Callable[[str, int], dict[str, Any]]
-    #: For users: UPN of item i is f"{upn_prefix}{i}@{domain}".
-    upn_prefix: str = ""
-    upn_domain: str = ""
-
-    def item_id(self, index: int) -> str:
-        """The id of item *index*."""
-        return f"{self.prefix}{index:012x}"
-
-    def index_of(self, item_id: str) -> int | None:
-        """The index encoded in *item_id*, or None if it is not one of this block's ids."""
-        if not item_id.startswith(self.prefix) or len(item_id) != len(self.prefix) + 12:
-            return None
-        try:
-            index = int(item_id[len(self.prefix):], 16)
-        except ValueError:
-            return None
-        return index if index < self.count else None
-
-
-@dataclass(slots=True)
-class Emitted:
-    """One item a collection walk yields."""
-
-    item_id: str
-    item: dict[str, Any] | None  # current state, or the last state when removed
-    removed: str | None  # None, "changed" or "deleted"
-    seq: int
-
-
-class Collection:
-    """One addressable collection and its change log."""
-
-    def __init__(self, key: str, rtype: ResourceType, tenant_id: str, parents: dict[str, str]) -> None:
-        self.key = key
-        self.rtype = rtype
-        self.tenant_id = tenant_id
-        self.parents = parents
-        self.items: dict[str, dict[str, Any]] = {}
-        self.last_seq: dict[str, int] = {}
-        self.removed: dict[str, tuple[str, dict[str, Any]]] = {}
-        self.log_seq: list[int] = []
-        self.log_ref: list[str | SeedBlock] = []
-        self.blocks: list[SeedBlock] = []
-        #: seeded ids that have their own log entries now (materialised or removed)
-        self.overrides: set[str] = set()
-        #: Delta tokens issued before this epoch time are treated as expired (admin "evict").
-        self.tokens_valid_after: float = 0.0
-        #: serials of the deltaLinks handed out, oldest first, and the newest evicted one (Outlook cache)
-        self.issued_links: list[int] = []
-        self.link_serial = 0
-        self.evicted_serial = 0
-        # group membership: group id -> {member id: seq}, and per-group link log (seq, member, removed)
-        self.members: dict[str, dict[str, int]] = {}
-        #: item id -> [(seq, properties changed by that write)] since its creation (Prefer: return=minimal)
-        self.changes: dict[str, list[tuple[int, frozenset[str]]]] = {}
-        self.created_seq: dict[str, int] = {}
-        self.member_log: dict[str, list[tuple[int, str, bool]]] = {}
-
-    # --- reads ---------------------------------------------------------------------------------
-
-    def _block_for(self, item_id: str) -> tuple[SeedBlock, int] | None:
-        for block in self.blocks:
-            index = block.index_of(item_id)
-            if index is not None:
-                return block, index
-        return None
-
-    def get(self, item_id: str) -> dict[str, Any] | None:
-        """Current state of *item_id*, or None."""
-        item = self.items.get(item_id)
-        if item is not None:
-            return item
-        if item_id in self.last_seq or not self.blocks:
-            return None  # removed, or materialised then removed
-        found = self._block_for(item_id)
-        if found is None:
-            return None
-        block, index = found
-        return block.make(item_id, index)
-
-    def live_count(self) -> int:
-        """How many items exist now."""
-        return len(self.items) + sum(b.count for b in self.blocks) - len(self.overrides)
-
-    def _note_override(self, item_id: str) -> None:
-        if self.blocks and item_id not in self.overrides and self._block_for(item_id) is not None:
-            self.overrides.add(item_id)
-
-    def walk(
-        self,
-        *,
-        since: int,
-        hwm: int,
-        pos: int | None,
-        sub: int,
-        limit: int,
-        include_removed: bool,
-    ) -> tuple[list[Emitted], int, int, bool]:
-        """Up to *limit* items changed in (since, hwm], resuming at log position (pos, sub).
-
-        Returns (items, next_pos, next_sub, done). ``pos`` None means "start of the round".
-        """
-        out: list[Emitted] = []
-        log_seq, log_ref, last_seq = self.log_seq, self.log_ref, self.last_seq
-        i = bisect.bisect_right(log_seq, since) if pos is None else pos
-        end = bisect.bisect_right(log_seq, hwm)
-        items, removed = self.items, self.removed
-        while i < end and len(out) < limit:
-            ref = log_ref[i]
-            seq = log_seq[i]
-            if isinstance(ref, SeedBlock):
-                block = ref
-                j = sub
-                count = block.count
-                make, prefix = block.make, block.prefix
-                while j < count and len(out) < limit:
-                    item_id = f"{prefix}{j:012x}"
-                    j += 1
-                    if item_id in last_seq:
-                        continue  # changed later: its own log entry reports it
-                    out.append(Emitted(item_id, make(item_id, j - 1), None, seq))
-                if j < count:
-                    return out, i, j, False
-                i += 1
-                sub = 0
-                continue
-            i += 1
-            item_id = ref
-            if last_seq.get(item_id) != seq:
-                continue
-            item = items.get(item_id)
-            if item is not None:
-                out.append(Emitted(item_id, item, None, seq))
-            elif include_removed and item_id in removed:
-                reason, last = removed[item_id]
-                out.append(Emitted(item_id, last, reason, seq))
-        return out, i, 0, i >= end
-
-    def iter_live(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every current item, oldest change first (used for small collections)."""
-        emitted, _, _, _ = self.walk(since=0, hwm=1 << 62, pos=None, sub=0, limit=1 << 62, include_removed=False)
-        for e in emitted:
-            assert e.item is not None
-            yield e.item_id, e.item
-
-    # --- writes (caller holds the store lock and passes a fresh seq) ----------------------------
-
-    def _append(self, seq: int, ref: str | SeedBlock) -> None:
-        self.log_seq.append(seq)
-        self.log_ref.append(ref)
-
-    def put(self, item_id: str, item: dict[str, Any], seq: int) -> None:
-        """Create or replace *item_id* (remembering which properties changed, for return=minimal)."""
-        self._note_override(item_id)
-        before = self.get(item_id)
-        if before is not None:
-            changed = frozenset(k for k in set(before) | set(item) if before.get(k) != item.get(k))
-            self.changes.setdefault(item_id, []).append((seq, changed))
-        else:
-            self.changes.pop(item_id, None)  # created (or restored): everything is new
-            self.created_seq[item_id] = seq
-        self.items[item_id] = item
-        self.removed.pop(item_id, None)
-        self.last_seq[item_id] = seq
-        self._append(seq, item_id)
-
-    def remove(self, item_id: str, reason: str, seq: int, last_state: dict[str, Any]) -> None:
-        """Record *item_id* as removed with *reason* ("changed" = soft, "deleted" = permanent)."""
-        self._note_override(item_id)
-        self.items.pop(item_id, None)
-        self.removed[item_id] = (reason, last_state)
-        self.last_seq[item_id] = seq
-        self._append(seq, item_id)
-
-    def changed_since(self, item_id: str, since: int) -> frozenset[str] | None:
-        """Properties changed after *since*, or None if the item is new since then (everything is new)."""
-        if since <= 0 or self.created_seq.get(item_id, 0) > since:
-            return None
-        names: set[str] = set()
-        for seq, changed in self.changes.get(item_id, ()):
-            if seq > since:
-                names |= changed
-        return frozenset(names)
-
-    def add_block(self, block: SeedBlock) -> None:
-        """Append a seed block (one log entry for all its items)."""
-        self.blocks.append(block)
-        self._append(block.seq, block)
 
 
 @dataclass
@@ -265,50 +57,17 @@ class TenantStore:
     def collection(self, rtype: ResourceType, parents: dict[str, str] | None = None) -> Collection:
         """The collection of *rtype* under *parents*, created empty on first use."""
         parents = parents or {}
-        key = collection_key(rtype, parents)
+        key = fill_path(rtype.collection, parents)
         col = self.collections.get(key)
         if col is None:
             # setdefault is atomic: two requests creating the same collection must share one object
             col = self.collections.setdefault(key, Collection(key, rtype, self.tenant_id, dict(parents)))
         return col
 
-    def users(self) -> Collection:
-        """The tenant's user collection."""
-        return self.collection(USER)
 
-    def groups(self) -> Collection:
-        """The tenant's group collection."""
-        return self.collection(GROUP)
-
-    def find_user(self, key: str) -> dict[str, Any] | None:
-        """A live user by id or UPN (case-insensitive for UPN)."""
-        users = self.users()
-        if "@" in key:
-            lowered = key.lower()
-            uid = self.upn_index.get(lowered)
-            if uid is not None:
-                return users.get(uid)
-            for block in users.blocks:
-                suffix = f"@{block.upn_domain}"
-                if block.upn_prefix and lowered.startswith(block.upn_prefix) and lowered.endswith(suffix):
-                    digits = lowered[len(block.upn_prefix):-len(suffix)]
-                    if digits.isdigit() and int(digits) < block.count:
-                        user = users.get(block.item_id(int(digits)))
-                        if user is not None and str(user.get("userPrincipalName", "")).lower() == lowered:
-                            return user
-            return None
-        return users.get(key.lower())
-
-
-def collection_key(rtype: ResourceType, parents: dict[str, str]) -> str:
-    """Normalised collection path: placeholders filled, lower-case, no leading slash."""
-    parts = []
-    for seg in rtype.collection.split("/"):
-        if seg.startswith("{"):
-            parts.append(parents[seg[1:-1]])
-        else:
-            parts.append(seg)
-    return "/".join(parts).lower()
+def fill_path(pattern: str, values: dict[str, str]) -> str:
+    """*pattern* with its ``{name}`` segments filled from *values*, lower-case (a collection key)."""
+    return "/".join(values[seg[1:-1]] if seg.startswith("{") else seg for seg in pattern.split("/")).lower()
 
 
 Listener = Callable[[ChangeEvent], None]
@@ -422,7 +181,7 @@ class Store:
             seq = self.next_seq()
             col.put(item_id, item, seq)
             ts = self.tenants[col.tenant_id]
-            if col.rtype is not USER:
+            if col.rtype.index_by_id:
                 ts.index[item_id] = col.key
             event = self.event_for(col, item_id, change_type, item) if notify else None
         if event is not None:
@@ -435,7 +194,7 @@ class Store:
 
         A soft delete keeps *snapshot* (the item as deleted, e.g. with deletedDateTime) and hands it to
         the listeners as the event's ``item``; a permanent delete's event has ``item`` None. Both are
-        change_type "deleted": EMU-B maps soft deletes of users/groups to "updated" as Graph does.
+        change_type "deleted": the notification shapes map soft deletes of users/groups to "updated" as Graph does.
         """
         with self.lock:
             last = snapshot if snapshot is not None else col.get(item_id)
@@ -456,47 +215,32 @@ class Store:
             item = col.get(item_id)
             if item is None:
                 return
-            seq = self.next_seq()
-            if item_id not in col.items:
-                col._note_override(item_id)
-                col.items[item_id] = item  # materialise a seeded item
-            col.last_seq[item_id] = seq
-            col._append(seq, item_id)
+            col.touch(item_id, item, self.next_seq())
 
     def event_for(self, col: Collection, item_id: str, change_type: str,
                   item: dict[str, Any] | None) -> ChangeEvent:
-        """Build the ChangeEvent for a write in *col* (see emulator-shared.md)."""
+        """Build the ChangeEvent for a write in *col* (see docs/emulator-core.md)."""
         rtype = col.rtype
         parents = dict(col.parents)
         fmt = {**parents, "id": item_id}
         resource = rtype.notification_resource.format(**fmt)
-        collections = [col.key]
-        for alias in rtype.alias_collections:
-            collections.append(_fill(alias, parents))
         mailbox = parents.get("user")
-        if rtype is USER:
-            collections.append(f"users/{item_id}".lower())
-        elif rtype is GROUP:
-            collections.append(f"groups/{item_id}".lower())
-        elif rtype is DRIVE_ITEM:
-            drive_id = parents["drive"]
-            collections = [f"drives/{drive_id}/root".lower()]
-            ts = self.tenants[col.tenant_id]
-            owner = ts.drives.get(drive_id)
-            if owner:
-                collections.append(f"users/{owner}/drive/root".lower())
-            mailbox = None
-        if mailbox is not None and rtype is not USER:
+        if rtype.event_collections is not None:
+            collections = rtype.event_collections(self.tenants[col.tenant_id], col, item_id)
+        else:
+            collections = [col.key, *(fill_path(alias, parents) for alias in rtype.alias_collections)]
+            if rtype.item_collection is not None:
+                collections.append(fill_path(rtype.item_collection, fmt))
+        if mailbox is not None:
             # subscriptions may name the mailbox by UPN as well as by id
-            user = self.tenants[col.tenant_id].users().get(mailbox)
+            users = self.tenants[col.tenant_id].collections.get("users")
+            user = users.get(mailbox) if users is not None else None
             upn = str(user.get("userPrincipalName", "")).lower() if user else ""
             if upn:
                 collections.extend(c.replace(f"users/{mailbox.lower()}/", f"users/{upn}/", 1)
                                    for c in list(collections) if c.startswith(f"users/{mailbox.lower()}/"))
-        resource_data: dict[str, Any] | None
-        if rtype is DRIVE_ITEM:
-            resource_data = None
-        else:
+        resource_data: dict[str, Any] | None = None
+        if rtype.notification_resource_data:
             resource_data = {"@odata.type": rtype.notification_type, "@odata.id": resource, "id": item_id}
             if rtype.etag and item is not None and "@odata.etag" in item:
                 resource_data["@odata.etag"] = item["@odata.etag"]
@@ -509,7 +253,7 @@ class Store:
             resource=resource,
             resource_data=resource_data,
             item=dict(item) if item is not None else None,
-            mailbox=mailbox if rtype.family in ("outlook", "todo") else None,
+            mailbox=mailbox,
         )
 
     def add_block(self, col: Collection, *, count: int, make: Callable[[str, int], dict[str, Any]],
@@ -521,9 +265,3 @@ class Store:
             self.seed_blocks += 1
             return block
 
-
-def _fill(pattern: str, parents: dict[str, str]) -> str:
-    parts = []
-    for seg in pattern.split("/"):
-        parts.append(parents[seg[1:-1]] if seg.startswith("{") else seg)
-    return "/".join(parts).lower()

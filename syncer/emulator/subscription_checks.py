@@ -1,4 +1,5 @@
-"""What Graph checks in a subscription request before it runs the validation handshake (notes §1-2).
+"""What Graph checks in a subscription request before it runs the validation handshake
+(https://learn.microsoft.com/graph/api/subscription-post-subscriptions).
 
 Each function takes the parsed request and either returns the checked value or raises
 :class:`~syncer.emulator.errors.GraphHTTPError` with Graph's status, code and (observed or guessed) message: the
@@ -18,10 +19,10 @@ import orjson
 from flask import request
 
 from syncer.emulator.clock import parse_iso
-from syncer.emulator.drive import ensure_user_drive
 from syncer.emulator.errors import GraphHTTPError
+from syncer.emulator.families import SUBSCRIBABLE
+from syncer.emulator.families.directory.users import find_user
 from syncer.emulator.identity import require_app
-from syncer.emulator.mailbox import ensure_mailbox
 from syncer.emulator.rich import CertificateError, EncryptionCertificate, load_encryption_certificate
 from syncer.emulator.subscription_model import ALL_CHANGE_TYPES, ParsedResource, parse_resource
 
@@ -138,7 +139,7 @@ def check_url(state: EmulatorState, url: str, *, field: str) -> None:
 
 
 def expiration(state: EmulatorState, value: str | None, parsed: ParsedResource, *, rich: bool) -> datetime:
-    """Apply the 45-minute floor and the per-resource maximum (notes §2)."""
+    """Apply the 45-minute floor and the per-resource maximum (https://learn.microsoft.com/graph/api/resources/subscription#subscription-lifetime)."""
     if value is None:
         raise invalid("expirationDateTime is a required property for subscription creation.")
     try:
@@ -183,18 +184,17 @@ def resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResour
     """Parse the resource path and check that what it names exists in the tenant."""
     if resource.strip().lstrip("/").lower().startswith("me/") or resource.strip().lstrip("/").lower() == "me":
         raise GraphHTTPError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
-    parsed = parse_resource(resource)
+    parsed = parse_resource(resource, SUBSCRIBABLE)
     if parsed is None:
         raise extension_error(400, f"The value '{resource}' of parameter 'Resource' is invalid.")
     tenant = state.store.tenant(caller.tenant_id)
     if parsed.key.startswith("drives/") and parsed.ids[0] not in tenant.drives:
         raise extension_error(404, "The specified drive was not found.")
-    family_user = parsed.mailbox if parsed.mailbox is not None else None
-    if parsed.spec.resource_type == "driveItem" and parsed.key.startswith("users/"):
-        family_user = parsed.ids[0]
-    if family_user is not None:
+    provision = parsed.spec.provision
+    family_user = parsed.ids[0] if provision is not None and parsed.key.startswith("users/") else None
+    if provision is not None and family_user is not None:
         with state.lock:
-            user = tenant.find_user(family_user)
+            user = find_user(tenant, family_user)
         if user is None:
             raise extension_error(404, "The specified object was not found in the store.")
         user_id = str(user["id"])
@@ -202,10 +202,7 @@ def resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResour
         key = parsed.key
         # The mailbox (well-known folders) and the drive exist in Graph before anyone asks; the emulator makes
         # them on first use, so make them now or the subscription could never match their changes.
-        if parsed.spec.resource_type == "driveItem":
-            ensure_user_drive(state, tenant, user_id)
-        else:
-            ensure_mailbox(state, tenant, user_id)
+        provision(state, tenant, user_id)
         for segment in ("mailfolders", "contactfolders"):
             if f"/{segment}/" in key:
                 folder = parsed.ids[1].lower()
@@ -223,12 +220,12 @@ def resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResour
 def check_permission(caller: Caller, parsed: ParsedResource, *, operation: str = "Create") -> None:
     """403 unless the token holds one of the permissions the resource needs."""
     if not caller.roles.intersection(parsed.spec.permissions):
-        # Observed body (outer status not shown in reports; 403 is our guess, notes §1.4).
+        # Observed body (outer status not shown in reports; 403 is our guess).
         raise extension_error(403, "Access denied", operation=operation)
 
 
 def check_rich(state: EmulatorState, body: dict[str, Any], parsed: ParsedResource) -> tuple[bool, EncryptionCertificate | None]:
-    """includeResourceData rules (notes §5.1): supported type, certificate and id, $select for Outlook."""
+    """includeResourceData rules (https://learn.microsoft.com/graph/change-notifications-with-resource-data): supported type, certificate and id, $select for Outlook."""
     include = body.get("includeResourceData", False)
     if include is None:
         include = False

@@ -1,26 +1,35 @@
-"""What a Graph subscription is and which resources accept one (notes §1-2), with no HTTP in sight.
+"""What a Graph subscription is and which resources accept one, with no HTTP in sight.
+
+See https://learn.microsoft.com/graph/api/resources/subscription and
+https://learn.microsoft.com/graph/api/subscription-post-subscriptions.
 
 :mod:`syncer.emulator.subscriptions` turns requests into calls on :class:`SubscriptionRegistry`; the dispatcher asks
-the registry which subscriptions an item change concerns. The table :data:`SUBSCRIBABLE` is the one place that says,
-per resource type, which paths can be subscribed to, which change types are allowed, the maximum lifetime, the
-permission needed and whether rich notifications exist: adding a resource type is adding an entry.
+the registry which subscriptions an item change concerns. Each family declares its :class:`SubscribableResource`
+entries (:attr:`syncer.emulator.resources.Family.subscribable`): which paths can be subscribed to, which change types
+are allowed, the maximum lifetime, the permission needed and whether rich notifications exist.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote
 
 from syncer.emulator.rich import EncryptionCertificate
 
+if TYPE_CHECKING:
+    from syncer.emulator.state import EmulatorState
+    from syncer.emulator.store import TenantStore
+
 ChangeType = Literal["created", "updated", "deleted"]
 ALL_CHANGE_TYPES: frozenset[str] = frozenset({"created", "updated", "deleted"})
 QuotaScope = Literal["mailbox", "directory", "none"]
+#: (state, tenant, user id) -> the container id it made or found.
+Provision = Callable[["EmulatorState", "TenantStore", str], object]
 
 OUTLOOK_RICH_REFUSAL = "Rich notifications require a '$select' query option in the resource for this resource type."
 
@@ -33,7 +42,7 @@ class SubscribableResource:
     #: Lower-case collection path shapes; ``*`` stands for one id segment.
     shapes: tuple[tuple[str, ...], ...]
     change_types: frozenset[str]
-    #: Maximum lifetime in minutes (notes §2).
+    #: Maximum lifetime in minutes (https://learn.microsoft.com/graph/api/resources/subscription#subscription-lifetime).
     max_minutes: int
     #: Maximum lifetime with includeResourceData, or None when Graph has no rich notifications for the type.
     max_minutes_rich: int | None
@@ -42,99 +51,27 @@ class SubscribableResource:
     #: What Graph says when includeResourceData is asked for a type without rich notifications.
     rich_refusal: str
     quota: QuotaScope
-    #: Lifecycle events Graph sends for this type besides reauthorizationRequired (notes §4).
+    #: Lifecycle events Graph sends for this type besides reauthorizationRequired (https://learn.microsoft.com/graph/change-notifications-lifecycle-events).
     lifecycle_events: frozenset[str] = frozenset({"reauthorizationRequired"})
     #: Item shapes (``users/*``) a subscription may name besides the collections.
     item_shapes: tuple[tuple[str, ...], ...] = ()
+    #: Change types Graph reports as ``updated`` for this type: "created", "deleted", and "softDeleted" (a delete
+    #: that keeps the item restorable).
+    reported_as_updated: frozenset[str] = frozenset()
+    #: The notification item carries its own ``id`` (Outlook, as the docs' message sample shows).
+    notification_id: bool = False
+    #: The first id of a ``users/{id}/...`` path names the mailbox (per-mailbox quota and provisioning).
+    mailbox_path: bool = False
+    #: Makes the user's container (mailbox, drive) exist before subscribing, so its changes can match.
+    provision: Provision | None = None
 
-
-_OUTLOOK_LIFECYCLE = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
-_DIRECTORY_RICH_REFUSAL = "Rich notifications are not supported for this resource type."
-
-SUBSCRIBABLE: tuple[SubscribableResource, ...] = (
-    SubscribableResource(
-        resource_type="user",
-        shapes=(("users",),),
-        item_shapes=(("users", "*"),),
-        change_types=frozenset({"updated", "deleted"}),
-        max_minutes=41_760,
-        max_minutes_rich=None,
-        permissions=("User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
-        rich_refusal=_DIRECTORY_RICH_REFUSAL,
-        quota="directory",
-    ),
-    SubscribableResource(
-        resource_type="group",
-        shapes=(("groups",), ("groups", "*", "members")),
-        item_shapes=(("groups", "*"),),
-        change_types=frozenset({"updated", "deleted"}),
-        max_minutes=41_760,
-        max_minutes_rich=None,
-        permissions=("Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"),
-        rich_refusal=_DIRECTORY_RICH_REFUSAL,
-        quota="directory",
-    ),
-    SubscribableResource(
-        resource_type="message",
-        shapes=(("users", "*", "messages"), ("users", "*", "mailfolders", "*", "messages")),
-        change_types=ALL_CHANGE_TYPES,
-        max_minutes=10_080,
-        max_minutes_rich=1_440,
-        permissions=("Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All", "Mail.ReadBasic"),
-        rich_refusal=OUTLOOK_RICH_REFUSAL,
-        quota="mailbox",
-        lifecycle_events=_OUTLOOK_LIFECYCLE,
-    ),
-    SubscribableResource(
-        resource_type="event",
-        shapes=(("users", "*", "events"), ("users", "*", "calendar", "events")),
-        change_types=ALL_CHANGE_TYPES,
-        max_minutes=10_080,
-        max_minutes_rich=1_440,
-        permissions=("Calendars.Read", "Calendars.ReadWrite"),
-        rich_refusal=OUTLOOK_RICH_REFUSAL,
-        quota="mailbox",
-        lifecycle_events=_OUTLOOK_LIFECYCLE,
-    ),
-    SubscribableResource(
-        resource_type="contact",
-        shapes=(("users", "*", "contacts"), ("users", "*", "contactfolders", "*", "contacts")),
-        change_types=ALL_CHANGE_TYPES,
-        max_minutes=10_080,
-        max_minutes_rich=1_440,
-        permissions=("Contacts.Read", "Contacts.ReadWrite"),
-        rich_refusal=OUTLOOK_RICH_REFUSAL,
-        quota="mailbox",
-        lifecycle_events=_OUTLOOK_LIFECYCLE,
-    ),
-    SubscribableResource(
-        resource_type="driveItem",
-        shapes=(("drives", "*", "root"), ("users", "*", "drive", "root")),
-        change_types=frozenset({"updated"}),
-        max_minutes=42_300,
-        max_minutes_rich=None,
-        permissions=("Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All", "Sites.ReadWrite.All"),
-        rich_refusal="File Services workload is not enabled for rich notifications.",
-        quota="none",
-    ),
-    SubscribableResource(
-        resource_type="todoTask",
-        shapes=(("users", "*", "todo", "lists", "*", "tasks"),),
-        change_types=ALL_CHANGE_TYPES,
-        max_minutes=4_230,
-        max_minutes_rich=None,
-        permissions=("Tasks.ReadWrite.All", "Tasks.Read.All"),
-        rich_refusal="Rich notifications are not supported for this resource type.",
-        quota="none",
-    ),
-)
 
 _ODATA_KEY = re.compile(r"\(\s*'([^']*)'\s*\)|\(\s*\"([^\"]*)\"\s*\)")
 
 
 @dataclass(frozen=True)
 class ParsedResource:
-    """A subscription ``resource`` resolved against :data:`SUBSCRIBABLE`."""
+    """A subscription ``resource`` resolved against the families' subscribable entries."""
 
     spec: SubscribableResource
     #: Normalised key the dispatcher matches against ChangeEvent.collections (lower-case, no leading "/", no query).
@@ -157,17 +94,17 @@ def split_segments(resource: str) -> tuple[list[str], str]:
     return segments, query
 
 
-def parse_resource(resource: str) -> ParsedResource | None:
-    """Resolve *resource* to a subscribable type, or ``None`` when no entry accepts that path."""
+def parse_resource(resource: str, specs: Iterable[SubscribableResource]) -> ParsedResource | None:
+    """Resolve *resource* against *specs* (the first that accepts the path), or ``None`` when none does."""
     segments, query = split_segments(resource)
     lowered = [s.lower() for s in segments]
-    for spec in SUBSCRIBABLE:
+    for spec in specs:
         for shape in (*spec.shapes, *spec.item_shapes):
             if len(shape) != len(lowered):
                 continue
             if all(want == "*" or want == got for want, got in zip(shape, lowered, strict=True)):
                 ids = tuple(seg for seg, want in zip(segments, shape, strict=True) if want == "*")
-                mailbox = ids[0] if spec.quota == "mailbox" or spec.resource_type == "todoTask" else None
+                mailbox = ids[0] if spec.mailbox_path else None
                 options = {k.lower(): v for k, v in parse_qsl(query, keep_blank_values=True)}
                 select = None
                 if "$select" in options:
@@ -230,7 +167,7 @@ class Subscription:
         return self.parsed.spec.resource_type
 
     def to_json(self, *, base_url: str, hide_client_state: bool = False) -> dict[str, Any]:
-        """Graph's rendering of the subscription (List hides clientState, notes §1.3)."""
+        """Graph's rendering of the subscription (List hides clientState, https://learn.microsoft.com/graph/api/subscription-list)."""
         return {
             "@odata.context": f"{base_url}/v1.0/$metadata#subscriptions/$entity",
             "id": self.id,
@@ -254,7 +191,7 @@ class Subscription:
 
 @dataclass(frozen=True)
 class QuotaLimits:
-    """Active-subscription quotas of notes §1.5 (small values make them testable)."""
+    """Active-subscription quotas (https://learn.microsoft.com/graph/api/subscription-post-subscriptions; small values make them testable)."""
 
     per_mailbox: int = 1_000
     directory_per_app: int = 50_000
@@ -344,7 +281,7 @@ class SubscriptionRegistry:
         return [s for s in (self.remove(sid) for sid in due) if s is not None]
 
     def duplicate_of(self, *, tenant_id: str, application_id: str, resource_key: str, change_types: Iterable[str]) -> Subscription | None:
-        """An existing subscription of the same app with the same resource and changeType set (409, notes §1.2).
+        """An existing subscription of the same app with the same resource and changeType set (409) [OBS].
 
         Graph does not say whether order or case matter: we compare the normalised resource and the *set* of
         change types, per app and tenant.
@@ -357,7 +294,7 @@ class SubscriptionRegistry:
         return None
 
     def quota_exceeded(self, *, tenant_id: str, application_id: str, parsed: ParsedResource) -> str | None:
-        """Name of the quota a new subscription would exceed, or None (notes §1.5)."""
+        """Name of the quota a new subscription would exceed, or None."""
         limits = self.quotas
         live = self.all()
         if parsed.spec.quota == "mailbox" and parsed.mailbox is not None:

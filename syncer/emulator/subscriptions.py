@@ -1,9 +1,11 @@
-"""``/v1.0/subscriptions``: Graph's subscription API, validation handshake included (notes §1-2).
+"""``/v1.0/subscriptions``: Graph's subscription API, validation handshake included
+(https://learn.microsoft.com/graph/api/resources/subscription).
 
 Create checks the body the way Graph does (:mod:`syncer.emulator.subscription_checks`: required fields, change types
 per resource, lifetimes, rich-notification rules, URL schemes; then quotas and duplicates here), then blocks on the
 validation handshake (:mod:`syncer.emulator.handshake`) against ``notificationUrl`` and ``lifecycleNotificationUrl``
-before answering ``201``. Get/List/Update/Delete/Reauthorize follow §1.3. Subscriptions
+before answering ``201``. Get/List/Update/Delete/Reauthorize follow their pages
+(https://learn.microsoft.com/graph/api/subscription-get and siblings). Subscriptions
 live in :class:`~syncer.emulator.subscription_model.SubscriptionRegistry` (``state.subscriptions``) and expire on the
 emulator clock: every call here sweeps expired ones first, and the dispatcher sweeps between deliveries.
 
@@ -18,9 +20,10 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from syncer.emulator import subscription_checks as checks
+from syncer.emulator.api import base_url, emulator_state
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.handshake import validate_endpoints
 from syncer.emulator.rich import CertificateError, load_encryption_certificate
@@ -31,34 +34,20 @@ if TYPE_CHECKING:
 
 bp = Blueprint("emulator_subscriptions", __name__)
 
-# --- wiring --------------------------------------------------------------------------------------------------
-
-
-def install(state: EmulatorState) -> SubscriptionRegistry:
-    """Give *state* its subscription registry (idempotent)."""
-    if state.subscriptions is None:
-        state.subscriptions = SubscriptionRegistry(quotas=state.config.subscription_quotas)
-        state.on_reset(state.subscriptions.clear)
-    registry: SubscriptionRegistry = state.subscriptions
-    return registry
-
-
-def _state() -> EmulatorState:
-    state: EmulatorState = current_app.config["EMULATOR_STATE"]
-    install(state)
-    return state
-
-
 def _json(payload: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status=status, content_type="application/json; odata.metadata=minimal")
 
 
-def _base_url() -> str:
-    return request.host_url.rstrip("/")
+def _begin() -> tuple[EmulatorState, checks.Caller]:
+    """Every call: who is calling, and the registry swept of expired subscriptions first."""
+    state = emulator_state()
+    caller = checks.caller()
+    _sweep(state)
+    return state, caller
 
 
 def _sweep(state: EmulatorState) -> None:
-    registry: SubscriptionRegistry = state.subscriptions
+    registry = state.subscriptions
     expired = registry.expire(state.clock.now())
     if expired and state.delivery is not None:
         state.delivery.forget(expired)
@@ -70,9 +59,7 @@ def _sweep(state: EmulatorState) -> None:
 @bp.post("/v1.0/subscriptions")
 def create_subscription() -> Response:
     """Create: check, handshake, 201."""
-    state = _state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     body = checks.json_body()
     for name in checks.WEB_PUSH:
         if body.get(name) is not None:
@@ -98,7 +85,7 @@ def create_subscription() -> Response:
     lifecycle_url = checks.string(body, "lifecycleNotificationUrl")
     if lifecycle_url is not None:
         checks.check_url(state, lifecycle_url, field="lifecycleNotificationUrl")
-    registry: SubscriptionRegistry = state.subscriptions
+    registry = state.subscriptions
     _refuse_duplicate(registry, caller, parsed, change_types)
     exceeded = registry.quota_exceeded(tenant_id=caller.tenant_id, application_id=caller.client_id, parsed=parsed)
     if exceeded is not None:
@@ -134,7 +121,7 @@ def create_subscription() -> Response:
         raise GraphHTTPError(409, "Conflict", f"Subscription Id {winner.id} already exists for the requested combination")
     if state.delivery is not None:
         state.delivery.subscription_added(subscription)
-    return _json(subscription.to_json(base_url=_base_url()), 201)
+    return _json(subscription.to_json(base_url=base_url()), 201)
 
 
 def _refuse_duplicate(
@@ -150,10 +137,10 @@ def _refuse_duplicate(
 
 
 def _own(state: EmulatorState, caller: checks.Caller, subscription_id: str) -> Subscription:
-    registry: SubscriptionRegistry = state.subscriptions
+    registry = state.subscriptions
     subscription = registry.get(subscription_id)
     if subscription is None or subscription.tenant_id != caller.tenant_id or subscription.application_id != caller.client_id:
-        # Observed for unknown/expired ids (notes §1.3); another app's subscription is hidden the same way (guess).
+        # Observed for unknown/expired ids (https://learn.microsoft.com/graph/api/subscription-get); another app's subscription is hidden the same way (guess).
         raise GraphHTTPError(404, "ResourceNotFound", "The object was not found.")
     return subscription
 
@@ -161,9 +148,7 @@ def _own(state: EmulatorState, caller: checks.Caller, subscription_id: str) -> S
 @bp.get("/v1.0/subscriptions")
 def list_subscriptions() -> Response:
     """List this app's subscriptions in the caller's tenant, paged, with clientState null."""
-    state = _state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     for name in request.args:
         if name != "$skiptoken":
             raise GraphHTTPError(400, "BadRequest", f"The query parameter '{name}' is not supported.")
@@ -174,11 +159,11 @@ def list_subscriptions() -> Response:
             after = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
         except (ValueError, UnicodeDecodeError) as exc:
             raise GraphHTTPError(400, "BadRequest", "The $skiptoken is invalid.") from exc
-    registry: SubscriptionRegistry = state.subscriptions
+    registry = state.subscriptions
     mine = [s for s in registry.for_app(tenant_id=caller.tenant_id, application_id=caller.client_id) if s.seq > after]
     size = state.config.subscription_page_size
     page = mine[:size]
-    base = _base_url()
+    base = base_url()
     payload: dict[str, Any] = {"@odata.context": f"{base}/v1.0/$metadata#subscriptions"}
     if len(mine) > size:
         next_token = base64.urlsafe_b64encode(str(page[-1].seq).encode()).decode().rstrip("=")
@@ -195,18 +180,14 @@ def list_subscriptions() -> Response:
 @bp.get("/v1.0/subscriptions/<subscription_id>")
 def get_subscription(subscription_id: str) -> Response:
     """Get one subscription (404 once it is gone)."""
-    state = _state()
-    caller = checks.caller()
-    _sweep(state)
-    return _json(_own(state, caller, subscription_id).to_json(base_url=_base_url()))
+    state, caller = _begin()
+    return _json(_own(state, caller, subscription_id).to_json(base_url=base_url()))
 
 
 @bp.patch("/v1.0/subscriptions/<subscription_id>")
 def update_subscription(subscription_id: str) -> Response:
     """Renew (expirationDateTime), move (notificationUrl, re-validated) or rotate the certificate."""
-    state = _state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     subscription = _own(state, caller, subscription_id)
     body = checks.json_body()
     checks.check_unknown(body, checks.CREATABLE)
@@ -252,21 +233,19 @@ def update_subscription(subscription_id: str) -> Response:
     subscription.certificate = certificate
     subscription.encryption_certificate = certificate_text
     subscription.encryption_certificate_id = certificate_id
-    # renewing also reauthorizes (notes §1.3)
+    # renewing also reauthorizes (https://learn.microsoft.com/graph/api/subscription-update)
     subscription.last_reauthorization_notice = state.clock.time()
     if state.delivery is not None:
         state.delivery.release(subscription)
-    return _json(subscription.to_json(base_url=_base_url()))
+    return _json(subscription.to_json(base_url=base_url()))
 
 
 @bp.delete("/v1.0/subscriptions/<subscription_id>")
 def delete_subscription(subscription_id: str) -> Response:
     """Delete: 204, and nothing more is delivered for it."""
-    state = _state()
-    caller = checks.caller()
-    _sweep(state)
+    state, caller = _begin()
     subscription = _own(state, caller, subscription_id)
-    registry: SubscriptionRegistry = state.subscriptions
+    registry = state.subscriptions
     registry.remove(subscription.id)
     if state.delivery is not None:
         state.delivery.forget([subscription])
@@ -275,12 +254,10 @@ def delete_subscription(subscription_id: str) -> Response:
 
 @bp.post("/v1.0/subscriptions/<subscription_id>/reauthorize")
 def reauthorize_subscription(subscription_id: str) -> Response:
-    """Reauthorize: 204, expiration unchanged (notes §1.3, §4)."""
-    state = _state()
-    caller = checks.caller()
-    _sweep(state)
+    """Reauthorize: 204, expiration unchanged (https://learn.microsoft.com/graph/api/subscription-reauthorize)."""
+    state, caller = _begin()
     subscription = _own(state, caller, subscription_id)
-    # Reauthorizing fails while the app lacks the permission the resource needs (notes §4: "may fail if access
+    # Reauthorizing fails while the app lacks the permission the resource needs (https://learn.microsoft.com/graph/change-notifications-lifecycle-events: "may fail if access
     # is gone"); delivery stays paused then.
     checks.check_permission(caller, subscription.parsed, operation="Reauthorize")
     subscription.last_reauthorization_notice = state.clock.time()

@@ -1,11 +1,10 @@
-"""Outlook and To Do resources under /v1.0/users/{id|upn}/...: mail folders, messages, events
+"""Outlook and To Do paths under /v1.0/users/{id|upn}/...: mail folders, messages, events
 (with calendarView and its delta), contact folders, contacts, To Do lists and tasks.
 
 One dispatcher parses the path below the user (segment names are case-insensitive, as in Graph) into a
 :class:`Target` -- which resource type, which collection, which item -- and generic handlers do the
-rest from the :mod:`resources` entries. Each mailbox is provisioned on first use with its well-known
-folders (Inbox, Drafts, ...), the default Contacts folder and the default To Do list, so seeded users
-have mailboxes without seeding cost.
+rest from the :class:`~syncer.emulator.resources.ResourceType` entries. The mailbox is provisioned on first use
+(:func:`~syncer.emulator.families.mailbox.items.ensure_mailbox`).
 """
 
 from __future__ import annotations
@@ -15,97 +14,38 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import (
     base_url,
     check_types,
+    emulator_state,
     json_body,
     json_response,
+    list_response,
     no_content,
     reject_query,
     validate_props,
 )
+from syncer.emulator.changelog import Collection
 from syncer.emulator.clock import parse_iso
+from syncer.emulator.delta_token import decode_token
 from syncer.emulator.errors import GraphHTTPError
+from syncer.emulator.families.directory.users import find_user
+from syncer.emulator.families.drive import user_drive
+from syncer.emulator.families.mailbox.items import check_event_times, ensure_mailbox, new_item, stamp
+from syncer.emulator.families.mailbox.kinds import CONTACT, CONTACT_FOLDER, EVENT, MAIL_FOLDER, MESSAGE
+from syncer.emulator.families.mailbox.todo import TODO_LIST, TODO_TASK
 from syncer.emulator.identity import require_app
-from syncer.emulator.resources import (
-    CONTACT,
-    CONTACT_FOLDER,
-    EVENT,
-    MAIL_FOLDER,
-    MESSAGE,
-    TODO_LIST,
-    TODO_TASK,
-    WELL_KNOWN_MAIL_FOLDERS,
-    ResourceType,
-)
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.resources import ResourceType
+from syncer.emulator.store import TenantStore
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
 
 bp = Blueprint("mailbox", __name__, url_prefix="/v1.0")
 
-_FOLDER_NAMES = {
-    "inbox": "Inbox", "drafts": "Drafts", "sentitems": "Sent Items", "deleteditems": "Deleted Items",
-    "archive": "Archive", "junkemail": "Junk Email", "outbox": "Outbox",
-}
-
-
-def _state() -> EmulatorState:
-    return current_app.config["EMULATOR_STATE"]
-
-
-# --- provisioning -------------------------------------------------------------------------------
-
-def ensure_mailbox(state: EmulatorState, ts: TenantStore, uid: str) -> None:
-    """Create the user's well-known folders, default contact folder and default To Do list once."""
-    if uid in ts.provisioned:
-        return
-    with state.lock:
-        if uid in ts.provisioned:
-            return
-        ts.provisioned.add(uid)
-        store = state.store
-        now = store.now_iso()
-        folders = ts.collection(MAIL_FOLDER, {"user": uid})
-        root_id = store.new_outlook_id()
-        for name in WELL_KNOWN_MAIL_FOLDERS:
-            fid = store.new_outlook_id()
-            ts.well_known[(uid, name)] = fid
-            store.put(folders, fid, {
-                "id": fid, "displayName": _FOLDER_NAMES[name], "parentFolderId": root_id, "childFolderCount": 0,
-                "unreadItemCount": 0, "totalItemCount": 0, "isHidden": False,
-            }, change_type="created", notify=False)
-        contact_folders = ts.collection(CONTACT_FOLDER, {"user": uid})
-        cfid = store.new_outlook_id()
-        ts.well_known[(uid, "contacts")] = cfid
-        store.put(contact_folders, cfid, {"id": cfid, "displayName": "Contacts", "parentFolderId": root_id},
-                  change_type="created", notify=False)
-        lists = ts.collection(TODO_LIST, {"user": uid})
-        lid = store.new_outlook_id()
-        ts.well_known[(uid, "defaultlist")] = lid
-        store.put(lists, lid, _stamp(state, TODO_LIST, {
-            "id": lid, "displayName": "Tasks", "isOwner": True, "isShared": False,
-            "wellknownListName": "defaultList"}, created=now), change_type="created", notify=False)
-        ts.collection(EVENT, {"user": uid})
-
-
-def _stamp(state: EmulatorState, rtype: ResourceType, item: dict[str, Any], *, created: str | None = None) -> dict[str, Any]:
-    """Refresh change stamps (lastModifiedDateTime, changeKey, @odata.etag) on a write."""
-    now = state.store.now_iso()
-    if created is not None and "createdDateTime" in rtype.properties:
-        item["createdDateTime"] = created
-    if "lastModifiedDateTime" in rtype.properties:
-        item["lastModifiedDateTime"] = now
-    if rtype.etag:
-        key = state.store.new_change_key()
-        if "changeKey" in rtype.properties:
-            item["changeKey"] = key
-        item["@odata.etag"] = f'W/"{key}"'
-    return item
 
 
 # --- path parsing -------------------------------------------------------------------------------
@@ -212,71 +152,6 @@ def _indexed(ts: TenantStore, uid: str, rtype: ResourceType, item_id: str) -> Co
     return col
 
 
-# --- defaults for new items --------------------------------------------------------------------
-
-def _new_item(state: EmulatorState, rtype: ResourceType, col: Collection, props: dict[str, Any],
-              *, user: dict[str, Any], draft: bool = True) -> dict[str, Any]:
-    store = state.store
-    now = store.now_iso()
-    item: dict[str, Any] = dict.fromkeys(rtype.properties)
-    email = {"emailAddress": {"name": user.get("displayName"), "address": user.get("mail") or user.get("userPrincipalName")}}
-    if rtype is MESSAGE:
-        item.update({"bccRecipients": [], "ccRecipients": [], "toRecipients": [], "replyTo": [], "categories": [],
-                     "body": {"contentType": "text", "content": ""}, "importance": "normal",
-                     "inferenceClassification": "focused", "isDeliveryReceiptRequested": False, "isDraft": draft,
-                     "isRead": draft, "isReadReceiptRequested": False, "hasAttachments": False,
-                     "receivedDateTime": now, "sentDateTime": None if draft else now, "flag": {"flagStatus": "notFlagged"},
-                     "from": None if draft else email, "sender": None if draft else email,
-                     "conversationId": store.new_outlook_id()[:40], "internetMessageId": f"<{store.new_guid()}@emulator>",
-                     "parentFolderId": col.parents.get("mailFolder"), "subject": ""})
-    elif rtype is EVENT:
-        item.update({"attendees": [], "categories": [], "body": {"contentType": "html", "content": ""},
-                     "importance": "normal", "isAllDay": False, "isCancelled": False, "isOnlineMeeting": False,
-                     "isOrganizer": True, "isReminderOn": True, "reminderMinutesBeforeStart": 15,
-                     "responseRequested": True, "responseStatus": {"response": "organizer", "time": "0001-01-01T00:00:00Z"},
-                     "sensitivity": "normal", "showAs": "busy", "type": "singleInstance", "organizer": email,
-                     "iCalUId": store.new_outlook_id()[:60], "location": {"displayName": ""}, "locations": [],
-                     "originalStartTimeZone": "UTC", "originalEndTimeZone": "UTC", "subject": ""})
-    elif rtype is CONTACT:
-        item.update({"businessPhones": [], "homePhones": [], "emailAddresses": [], "categories": [], "children": [],
-                     "imAddresses": [], "parentFolderId": col.parents.get("contactFolder")})
-    elif rtype is MAIL_FOLDER:
-        item.update({"childFolderCount": 0, "unreadItemCount": 0, "totalItemCount": 0, "isHidden": False,
-                     "parentFolderId": None})
-    elif rtype is CONTACT_FOLDER:
-        item.update({"parentFolderId": None})
-    elif rtype is TODO_LIST:
-        item.update({"isOwner": True, "isShared": False, "wellknownListName": "none"})
-    elif rtype is TODO_TASK:
-        item.update({"status": "notStarted", "importance": "normal", "isReminderOn": False, "categories": [],
-                     "body": {"content": "", "contentType": "text"}, "hasAttachments": False,
-                     "bodyLastModifiedDateTime": now})
-    item.update(props)
-    if rtype is MESSAGE:
-        body = item.get("body") or {}
-        item["bodyPreview"] = str(body.get("content", ""))[:255] if isinstance(body, dict) else ""
-    if rtype is CONTACT and not item.get("displayName"):
-        item["displayName"] = " ".join(str(p) for p in (item.get("givenName"), item.get("surname")) if p)
-    item["id"] = store.new_outlook_id()
-    if "webLink" in rtype.properties:
-        item["webLink"] = f"https://outlook.office365.com/owa/?ItemID={item['id']}&exvsurl=1&viewmodel=ReadMessageItem"
-    return _stamp(state, rtype, item, created=now)
-
-
-def _check_event_times(props: dict[str, Any]) -> None:
-    for name in ("start", "end"):
-        value = props.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, dict) or not isinstance(value.get("dateTime"), str):
-            raise GraphHTTPError(400, "ErrorInvalidRequest", f"Property '{name}' must be a dateTimeTimeZone object.")
-        try:
-            parse_iso(value["dateTime"])
-        except ValueError:
-            raise GraphHTTPError(400, "ErrorInvalidRequest",
-                                 f"Cannot convert the literal '{value['dateTime']}' to the expected type 'Edm.DateTimeOffset'.") from None
-
-
 def _event_bounds(item: dict[str, Any]) -> tuple[datetime, datetime] | None:
     try:
         # The emulator stores times as given and reads them as UTC (no time-zone database) [guess].
@@ -310,16 +185,14 @@ def mailbox(ukey: str, rest: str) -> Response:
     """Every Outlook / To Do path below a user (the drive is served by :mod:`drive`)."""
     segs = [s for s in rest.split("/") if s]
     if segs and segs[0].lower() == "drive":
-        from syncer.emulator.drive import user_drive
-
         return user_drive(ukey, segs[1:])
-    state = _state()
+    state = emulator_state()
     # Permission before existence, as Graph does: resolve the type from the path shape first.
     rtype = _type_of(segs)
     write = request.method != "GET"
     ctx = require_app(*(rtype.write_roles if write else rtype.read_roles), family=rtype.family)
     ts = state.store.tenant(ctx.tenant_id)
-    user = ts.find_user(ukey)
+    user = find_user(ts, ukey)
     if user is None:
         raise _invalid_user(ukey)
     uid = str(user["id"])
@@ -363,7 +236,7 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
                 start, end = _window()
                 window = [start.isoformat(), end.isoformat()]
             else:
-                cursor = delta_mod.decode_token(state, token)
+                cursor = decode_token(state, token)
                 if cursor is not None and cursor.window:
                     start, end = parse_iso(cursor.window[0]), parse_iso(cursor.window[1])
                 else:
@@ -406,8 +279,8 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
         props = validate_props(rtype, json_body(), creating=False)
         check_types(rtype, props)
         if rtype is EVENT:
-            _check_event_times(props)
-        updated = _stamp(state, rtype, {**item, **props})
+            check_event_times(props)
+        updated = stamp(state, rtype, {**item, **props})
         state.store.put(col, updated["id"], updated, change_type="updated")
         return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity",
                       **delta_mod.project(rtype, updated, None)})
@@ -419,14 +292,14 @@ def _handle(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
 
 def _move(state: EmulatorState, ts: TenantStore, user: dict[str, Any], col: Collection, item: dict[str, Any]) -> Response:
     """POST .../messages/{id}/move {"destinationId"}: Exchange gives the moved copy a new id (so a
-    notification's id can go stale, notes §3.1); the source folder's delta reports the old id removed."""
+    notification's id can go stale, https://learn.microsoft.com/graph/outlook-change-notifications-overview); the source folder's delta reports the old id removed."""
     body = json_body()
     if set(body) != {"destinationId"} or not isinstance(body["destinationId"], str):
         raise GraphHTTPError(400, "ErrorInvalidRequest", "The request body must contain only 'destinationId'.")
     uid = str(user["id"])
     dest_id = _folder(state, ts, uid, MAIL_FOLDER, body["destinationId"])
     dest = ts.collection(MESSAGE, {"user": uid, "mailFolder": dest_id})
-    moved = _stamp(state, MESSAGE, {**item, "id": state.store.new_outlook_id(), "parentFolderId": dest_id})
+    moved = stamp(state, MESSAGE, {**item, "id": state.store.new_outlook_id(), "parentFolderId": dest_id})
     state.store.remove(col, item["id"], reason="deleted")
     state.store.put(dest, moved["id"], moved, change_type="created")
     return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#users('{uid}')/messages/$entity",
@@ -438,8 +311,6 @@ def _method() -> GraphHTTPError:
 
 
 def _list_collection(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Target, context: str) -> Response:
-    from syncer.emulator.api import list_response
-
     if t.col is not None:
         return list_response(state, t.col, context)
     # users/{u}/messages: every folder's messages (newest writes last; small mailboxes only)
@@ -465,45 +336,8 @@ def _create(state: EmulatorState, ts: TenantStore, user: dict[str, Any], t: Targ
     props = validate_props(rtype, json_body(), creating=True)
     check_types(rtype, props)
     if rtype is EVENT:
-        _check_event_times(props)
-    item = _new_item(state, rtype, col, props, user=user)
+        check_event_times(props)
+    item = new_item(state, rtype, col, props, user=user)
     state.store.put(col, item["id"], item, change_type="created")
     return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity",
                   **delta_mod.project(rtype, item, None)}, 201)
-
-
-# --- seeding ------------------------------------------------------------------------------------
-
-def seed_mailbox_content(state: EmulatorState, ts: TenantStore, uid: str, rtype: ResourceType, count: int) -> None:
-    """Create *count* received messages / events / contacts / tasks for one user (no notifications)."""
-    ensure_mailbox(state, ts, uid)
-    user = ts.users().get(uid) or {"id": uid}
-    if rtype is MESSAGE:
-        col = ts.collection(MESSAGE, {"user": uid, "mailFolder": ts.well_known[(uid, "inbox")]})
-    elif rtype is CONTACT:
-        col = ts.collection(CONTACT, {"user": uid, "contactFolder": ts.well_known[(uid, "contacts")]})
-    elif rtype is TODO_TASK:
-        col = ts.collection(TODO_TASK, {"user": uid, "todoTaskList": ts.well_known[(uid, "defaultlist")]})
-    else:
-        col = ts.collection(EVENT, {"user": uid})
-    base = state.clock.now().replace(minute=0, second=0, microsecond=0)
-    from datetime import timedelta
-
-    for i in range(count):
-        if rtype is MESSAGE:
-            props: dict[str, Any] = {"subject": f"Message {i}", "body": {"contentType": "text", "content": f"Hello {i}"},
-                                     "toRecipients": [{"emailAddress": {"address": user.get("mail")}}]}
-            item = _new_item(state, rtype, col, props, user=user, draft=False)
-            item["isRead"] = False
-        elif rtype is EVENT:
-            start = base + timedelta(days=i % 30, hours=9)
-            props = {"subject": f"Meeting {i}",
-                     "start": {"dateTime": start.strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"},
-                     "end": {"dateTime": (start + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"}}
-            item = _new_item(state, rtype, col, props, user=user)
-        elif rtype is CONTACT:
-            item = _new_item(state, rtype, col, {"givenName": f"Contact{i}", "surname": "Example",
-                                                 "emailAddresses": [{"address": f"contact{i}@example.com"}]}, user=user)
-        else:
-            item = _new_item(state, rtype, col, {"title": f"Task {i}"}, user=user)
-        state.store.put(col, item["id"], item, change_type="created", notify=False)

@@ -4,7 +4,8 @@ Items live in one collection per drive (the delta scope ``drives/{id}/root``). T
 item too and appears in delta, as in Graph. Folders are created with ``POST .../children``, files with
 ``PUT .../{parent}:/{name}:/content``; a delete removes the item and everything below it, each
 reported in delta with the ``deleted`` facet. Delta links use ``?token=`` and the older
-``delta(token='...')`` path form is accepted too (notes §6.3).
+``delta(token='...')`` path form is accepted too (https://learn.microsoft.com/graph/api/driveitem-delta).
+Subscriptions name a drive's root only, and hear of a change anywhere in the drive.
 """
 
 from __future__ import annotations
@@ -13,14 +14,25 @@ import base64
 import re
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from syncer.emulator import delta as delta_mod
-from syncer.emulator.api import base_url, json_body, json_response, no_content, reject_query, validate_props
+from syncer.emulator.api import (
+    base_url,
+    emulator_state,
+    json_body,
+    json_response,
+    no_content,
+    reject_query,
+    validate_props,
+)
+from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
+from syncer.emulator.families.directory.users import find_user
 from syncer.emulator.identity import require_app
-from syncer.emulator.resources import DRIVE_ITEM
-from syncer.emulator.store import Collection, TenantStore
+from syncer.emulator.resources import DeltaSpec, Family, ResourceType
+from syncer.emulator.store import TenantStore
+from syncer.emulator.subscription_model import SubscribableResource
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
@@ -30,8 +42,43 @@ bp = Blueprint("drive", __name__, url_prefix="/v1.0")
 _PUT_RE = re.compile(r"^(?P<parent>[^:]+):/(?P<name>[^:]+):/content$")
 
 
-def _state() -> EmulatorState:
-    return current_app.config["EMULATOR_STATE"]
+def _root_collections(ts: TenantStore, col: Collection, item_id: str) -> list[str]:
+    """A change anywhere in a drive is a change of its root, also addressed through the owner's /drive."""
+    drive_id = col.parents["drive"]
+    collections = [f"drives/{drive_id}/root".lower()]
+    owner = ts.drives.get(drive_id)
+    if owner:
+        collections.append(f"users/{owner}/drive/root".lower())
+    return collections
+
+
+_FILES_READ = frozenset({"Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All", "Sites.ReadWrite.All"})
+DRIVE_ITEM = ResourceType(
+    name="driveItem",
+    odata_type="#microsoft.graph.driveItem",
+    notification_type="#Microsoft.Graph.DriveItem",
+    collection="drives/{drive}/items",
+    family="drive",
+    read_roles=_FILES_READ,
+    write_roles=frozenset({"Files.ReadWrite.All", "Sites.ReadWrite.All"}),
+    properties=(
+        "id", "cTag", "createdBy", "createdDateTime", "deleted", "description", "eTag", "file",
+        "fileSystemInfo", "folder", "lastModifiedBy", "lastModifiedDateTime", "name", "parentReference",
+        "root", "size", "webUrl",
+    ),
+    read_only=frozenset({
+        "id", "cTag", "createdBy", "createdDateTime", "deleted", "eTag", "lastModifiedBy",
+        "lastModifiedDateTime", "parentReference", "root", "size", "webUrl",
+    }),
+    required_on_create=("name",),
+    # drive delta: default 200 [guess], $top honoured up to 1000 [guess].
+    delta=DeltaSpec(default_page=200, max_page=1000),
+    list_default_page=200,
+    list_max_page=1000,
+    notification_resource="drives/{drive}/root",
+    event_collections=_root_collections,
+    notification_resource_data=False,
+)
 
 
 def _not_found() -> GraphHTTPError:
@@ -106,10 +153,10 @@ def drives(did: str, rest: str = "") -> Response:
 
 def user_drive(ukey: str, segs: list[str]) -> Response:
     """/users/{u}/drive/... (called by the mailbox dispatcher)."""
-    state = _state()
+    state = emulator_state()
     ctx = require_app(*(DRIVE_ITEM.read_roles if request.method == "GET" else DRIVE_ITEM.write_roles), family="drive")
     ts = state.store.tenant(ctx.tenant_id)
-    user = ts.find_user(ukey)
+    user = find_user(ts, ukey)
     if user is None:
         raise GraphHTTPError(404, "itemNotFound", f"The user '{ukey}' could not be found.")
     did = ensure_user_drive(state, ts, str(user["id"]))
@@ -118,7 +165,7 @@ def user_drive(ukey: str, segs: list[str]) -> Response:
 
 
 def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Response:
-    state = _state()
+    state = emulator_state()
     method = request.method
     ctx = require_app(*(DRIVE_ITEM.read_roles if method == "GET" else DRIVE_ITEM.write_roles), family="drive")
     ts = state.store.tenant(ctx.tenant_id)
@@ -333,3 +380,26 @@ def seed_drive_content(state: EmulatorState, ts: TenantStore, uid: str, count: i
         state.store.put(col, file_id, _item_body(state, did, file_id, name=f"file{i}.txt", parent=folder_id,
                                                  folder=False, created=now, size=100 + i),
                         change_type="created", notify=False)
+
+
+SUBSCRIBABLE_DRIVE_ROOT = SubscribableResource(
+    resource_type="driveItem",
+    shapes=(("drives", "*", "root"), ("users", "*", "drive", "root")),
+    change_types=frozenset({"updated"}),
+    max_minutes=42_300,
+    max_minutes_rich=None,
+    permissions=("Files.Read.All", "Files.ReadWrite.All", "Sites.Read.All", "Sites.ReadWrite.All"),
+    rich_refusal="File Services workload is not enabled for rich notifications.",
+    quota="none",
+    # A drive root only ever says "updated" (https://learn.microsoft.com/graph/api/resources/driveitem).
+    reported_as_updated=frozenset({"created", "deleted", "softDeleted"}),
+    provision=ensure_user_drive,
+)
+
+FAMILY = Family(
+    name="drive",
+    resource_types=(DRIVE_ITEM,),
+    blueprints=(bp,),
+    subscribable=(SUBSCRIBABLE_DRIVE_ROOT,),
+    seeders={"driveItemsPerUser": seed_drive_content},
+)
