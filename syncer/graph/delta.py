@@ -117,7 +117,7 @@ def iter_pages(
         raise PagingError(f"the URL to page from is {problem}")
     cap = max_pages if max_pages is not None else client.max_pages
     # Digests rather than the links: constant-size entries, and a 16-byte collision is not a concern.
-    seen = {_digest(url)}
+    seen = {_digest(client.url_for(url))}
     next_url = url
     pages = 0
     while True:
