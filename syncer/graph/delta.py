@@ -1,7 +1,8 @@
 """Paging and delta rounds: follow Graph's links lazily, page by page, and hand back the deltaLink.
 
 Graph pages a collection with ``@odata.nextLink`` and ends a delta round with ``@odata.deltaLink``
-(notes §6.1; never both on one page, and a page may be empty yet still carry a nextLink). Links are
+(never both on one page, and a page may be empty yet still carry a nextLink: see
+https://learn.microsoft.com/en-us/graph/delta-query-overview). Links are
 opaque: they are called exactly as Graph sent them, never rebuilt. Only one page is held at a
 time, so a 100k-item round runs in constant memory; the caller stores each page (and, at the end,
 the deltaLink in the same transaction as the last rows).
