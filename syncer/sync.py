@@ -52,7 +52,6 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import schema
 from syncer.errors import (
-    BadRequestError,
     ForeignOriginError,
     GraphError,
     LeaseLost,
@@ -95,6 +94,11 @@ DEFAULT_PAGE_SIZE = 999
 (10 messages, 100 users) and every page is a round trip; Graph caps what a resource does not allow."""
 MAX_RESTARTS = 2
 """410s handled in one pass before it gives up (each restarts the round)."""
+LOST_LINK_STATUSES = frozenset({400, 404})
+"""Statuses that, on the first page of a stored deltaLink or nextLink, mean its token is bad: a lost sync
+state, resynced. Graph documents 410 for a token it no longer knows
+(https://learn.microsoft.com/en-us/graph/delta-query-overview); a token it cannot read is refused with
+400 (or 404 on some resources), which is not documented: hence a setting."""
 
 
 class PageSource(Protocol):
@@ -400,17 +404,17 @@ class _LostLink(Exception):
 def _lost_link(rnd: _Round, error: BaseException) -> _LostLink | None:
     """The lost sync state that *error*, raised by the first page of *rnd*, reveals; None if it reveals none.
 
-    Only a link read from the database is suspect: Graph answering 400 or 404 to the first page of a
-    stored deltaLink or nextLink means the token is bad (Graph's own tokens have no other reason to
-    be refused), and a stored link on another origin was never Graph's. Anything else (throttling,
-    an outage, a 404 on our own initial URL) is handled as before.
+    Only a link read from the database is suspect: Graph answering 400 or 404 (LOST_LINK_STATUSES) to
+    the first page of a stored deltaLink or nextLink means the token is bad (the same request with
+    a good token is one Graph built itself), and a stored link on another origin was never Graph's.
+    Anything else (throttling, an outage, a 404 on our own initial URL) is handled as before.
     """
     if not rnd.stored:
         return None
     what = "deltaLink" if not rnd.resumed else "nextLink of the round in progress"
     if isinstance(error, ForeignOriginError) and error.handed is None:
         return _LostLink(f"the stored {what} points outside the Graph origin ({error.graph_message})", error)
-    if isinstance(error, BadRequestError | NotFoundError):
+    if isinstance(error, GraphError) and not isinstance(error, ForeignOriginError) and error.status in LOST_LINK_STATUSES:
         code = f" {error.code}" if error.code else ""
         return _LostLink(f"Graph refused the stored {what} with HTTP {error.status}{code}", error)
     return None
