@@ -357,7 +357,7 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
         click.echo("", err=True)
     failed = 0
     for r in results:
-        detail = f" ({r.error})" if r.error else ""
+        detail = f" ({r.error})" if r.error else f" (resync: {r.resync})" if r.resync else ""
         click.echo(
             f"{r.scope}: {r.outcome}{' full' if r.full else ''}, {r.items} items, {r.upserted} upserted, "
             f"{r.deleted} deleted, {r.pages} pages{detail}"

@@ -22,6 +22,8 @@ is a property of the error (:attr:`SyncerError.retryable`), never guessed from a
     │   ├── NotFoundError         404
     │   ├── ConflictError         409
     │   ├── ResyncRequired        410 Gone: the delta token is no longer valid, enumerate again
+    │   ├── ForeignOriginError    a link points outside the configured Graph origin: not called
+    │   ├── PagingError           Graph's paging broke its contract (bad nextLink, a loop, a non-object item)
     │   ├── ThrottledError        429                                                  [retryable]
     │   ├── ServerError           5xx                                    [retryable: 500/502/503/504]
     │   └── RetryBudgetExhausted  retries ran out; wraps the last retryable error
@@ -43,6 +45,10 @@ _SECRET_PATTERNS = [
         re.compile(r"(?i)((?:client_secret|client_assertion|access_token|refresh_token|clientstate|password)[\"']?\s*[=:]\s*[\"']?)[^\"'&\s,}]+"),
         r"\1***",
     ),
+    # delta and skip tokens in links (`$deltatoken=`, `$skiptoken=`, drive `token=` and `delta(token='...')`):
+    # a deltaLink reads a scope's changes, so its token is treated like a credential.
+    (re.compile(r"(?i)((?:[?&]|\$)(?:delta|skip)?token=)[^&\s\"'#:,)\]]+"), r"\1***"),
+    (re.compile(r"(?i)(delta\(token=)'?[^)\s\"]*"), r"\1***"),
 ]
 
 
@@ -243,6 +249,24 @@ class ResyncRequired(GraphError):
     def __init__(self, message: str, *, location: str | None = None, **kwargs: object) -> None:
         self.location = location
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class ForeignOriginError(GraphError):
+    """A URL to call (a nextLink, a deltaLink, a stored link) points outside the configured Graph origin.
+
+    Nothing was sent: the request would have carried our bearer token to another host. ``handed`` names
+    the annotation (``@odata.nextLink``...) when Graph handed us the link in a page; None when it was
+    the URL we were asked to call.
+    """
+
+    def __init__(self, message: str, *, handed: str | None = None, **kwargs: object) -> None:
+        self.handed = handed
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+class PagingError(GraphError):
+    """Graph's paging broke its contract: a nextLink or deltaLink that is empty or not a string, a nextLink
+    seen before in the round (a loop), a ``value`` item that is not an object, or more pages than the cap."""
 
 
 class ThrottledError(GraphError):

@@ -35,6 +35,8 @@ class ScopeStatus:
     leased_by: str | None
     last_error: str | None
     last_outcome: str | None
+    last_resync: str | None = None
+    """Why the last pass had to enumerate the scope again (a 410, a lost deltaLink); None if it did not."""
 
 
 @dataclass(frozen=True)
@@ -75,15 +77,19 @@ def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = T
         # The last pass of each scope: one probe of the (tenant_id, scope_key, started_at) index per
         # scope, not an aggregate over every pass ever recorded (months of them, for a status that
         # monitoring may run every minute).
-        last_outcome = (
-            sa.select(r.c.outcome)
-            .where(r.c.tenant_id == s.c.tenant_id, r.c.scope_key == s.c.scope_key)
-            .order_by(r.c.started_at.desc(), r.c.id.desc())  # (id: two passes started in one instant)
-            .limit(1)
-            .scalar_subquery()
-        )
+        def last_run(column: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
+            return (
+                sa.select(column)
+                .where(r.c.tenant_id == s.c.tenant_id, r.c.scope_key == s.c.scope_key)
+                .order_by(r.c.started_at.desc(), r.c.id.desc())  # (id: two passes started in one instant)
+                .limit(1)
+                .scalar_subquery()
+            )
+
+        # A pass that resynced (sync.py) says why in its run's error column, its outcome being ok.
         states = connection.execute(
-            sa.select(s, last_outcome.label("last_outcome")).order_by(s.c.name, s.c.tenant_id, s.c.scope_key)
+            sa.select(s, last_run(r.c.outcome).label("last_outcome"), last_run(r.c.error).label("last_run_error"))
+            .order_by(s.c.name, s.c.tenant_id, s.c.scope_key)
         ).all()
         counts: dict[tuple[str, str], int] = {}
         missing: set[str] = set()
@@ -119,6 +125,7 @@ def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = T
                 leased_by=row.leased_by if row.lease_until and row.lease_until > now else None,
                 last_error=row.last_error,
                 last_outcome=row.last_outcome,
+                last_resync=_resync_of(row.last_outcome, row.last_run_error),
             )
         )
     subscriptions = [
@@ -134,6 +141,12 @@ def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = T
         for row in sub_rows
     ]
     return Status(scopes, subscriptions, waiting)
+
+
+def _resync_of(outcome: str | None, error: str | None) -> str | None:
+    if outcome in ("ok", "stopped", "running") and error and error.startswith("resync: "):
+        return error.removeprefix("resync: ")
+    return None
 
 
 def human(delta: timedelta | None) -> str:
@@ -167,6 +180,8 @@ def render(status: Status) -> str:
     rows = [("NAME", "SCOPE", "LAST SUCCESS", "LAG", "ROWS", "STATE", "LAST ERROR")]
     for sc in status.scopes:
         state = sc.last_outcome or "new"
+        if sc.last_resync:
+            state = f"{state}, resynced"
         if sc.leased_by:
             state = f"running ({sc.leased_by})"
         elif sc.not_before:
@@ -181,7 +196,7 @@ def render(status: Status) -> str:
                 human(sc.lag),
                 "-" if sc.rows is None else str(sc.rows),
                 state,
-                (sc.last_error or "")[:80],
+                (sc.last_error or (f"resync: {sc.last_resync}" if sc.last_resync else ""))[:80],
             )
         )
     if status.scopes:

@@ -20,7 +20,12 @@ A pass, and why each step is where it is:
 3. **Full rounds mark and sweep**: rows written in a full round carry the round's id in
    ``_sync_run_id``; the last page's transaction deletes (or soft-deletes) the scope's rows the round
    did not see, atomically with the new deltaLink. A 410 (token expired, sync state reset) turns the
-   pass into a full round.
+   pass into a full round, and so does a stored link that cannot be used (**lost sync state**): one
+   that is empty or not a string, one Graph refuses on its first page with 400 or 404 (a bad token),
+   or one on another origin (refused before anything is sent). A 404 that the full round's first
+   page gets too means the resource itself is gone: the stored link is put back and the pass fails
+   as it did before (a vanished mailbox or drive backs off; it is not a reason to forget its cursor).
+   The reason is logged (never the link: its token reads the scope's changes) and kept on the run.
 4. **Finish**: record the outcome. Throttling postpones the scope (``not_before``), it does not fail
    it, and it never holds a lock or a thread that other scopes need.
 
@@ -47,6 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import schema
 from syncer.errors import (
+    ForeignOriginError,
     GraphError,
     LeaseLost,
     NotFoundError,
@@ -56,6 +62,7 @@ from syncer.errors import (
     SyncerError,
     ThrottledError,
 )
+from syncer.graph.delta import link_problem
 from syncer.mirror_writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
 from syncer.prefetch import Prefetcher
 from syncer.scopes import FETCH, Scope, child_scope, folder_of
@@ -87,6 +94,11 @@ DEFAULT_PAGE_SIZE = 999
 (10 messages, 100 users) and every page is a round trip; Graph caps what a resource does not allow."""
 MAX_RESTARTS = 2
 """410s handled in one pass before it gives up (each restarts the round)."""
+LOST_LINK_STATUSES = frozenset({400, 404})
+"""Statuses that, on the first page of a stored deltaLink or nextLink, mean its token is bad: a lost sync
+state, resynced. Graph documents 410 for a token it no longer knows
+(https://learn.microsoft.com/en-us/graph/delta-query-overview); a token it cannot read is refused with
+400 (or 404 on some resources), which is not documented: hence a setting."""
 
 
 class PageSource(Protocol):
@@ -130,6 +142,8 @@ class PassResult:
     deleted: int = 0
     error: str | None = None
     not_before: datetime | None = None
+    resync: str | None = None
+    """Why the pass had to enumerate the scope again (a 410, a lost stored link); None otherwise."""
 
 
 Fault = Callable[[str], None]
@@ -218,6 +232,9 @@ class _Round:
     resumed: bool
     from_delta: str | None  # the deltaLink this incremental round started from
     started: datetime | None = None
+    stored: bool = False  # url is a link read from syncer_sync_state (a deltaLink or a page_link)
+    resync: str | None = None  # why this full round replaces lost sync state
+    replaced: str | None = None  # the stored deltaLink a 404 made this full round replace (put back if 404 again)
 
     def become(self, other: _Round) -> None:
         """Switch to *other* in place (the pass's caller keeps a reference for its result)."""
@@ -278,7 +295,7 @@ def sync_scope(
             return PassResult(scope.key, "postponed", not_before=state.not_before)
         run_id = store.start_run(connection, full=False)
         rnd = _start_round(store, connection, state, run_id, force_full=full)
-        store.update_run(connection, run_id, full=rnd.full)
+        store.update_run(connection, run_id, full=rnd.full, error=_note(rnd.resync))
     step("leased")
     counters = Progress(scope.key)
     try:
@@ -301,9 +318,14 @@ def sync_scope(
         retry_at = _finish(store, run_id, "error", counters, error=_describe(error), started=started)
         return _result(scope, run_id, rnd, counters, "error", error=_describe(error), not_before=retry_at)
     step("pages-done")
-    _finish(store, run_id, outcome, counters, started=started)
+    _finish(store, run_id, outcome, counters, started=started, error=_note(rnd.resync))
     step("finished")
     return _result(scope, run_id, rnd, counters, outcome)
+
+
+def _note(resync: str | None) -> str | None:
+    """What a pass that resynced records in its run's ``error`` column (shown by ``syncer status``)."""
+    return f"resync: {resync}" if resync else None
 
 
 def _describe(error: BaseException) -> str:
@@ -315,6 +337,8 @@ def _describe(error: BaseException) -> str:
 
 
 def _result(scope: Scope, run_id: int, rnd: _Round, c: Progress, outcome: str, **kw: Any) -> PassResult:
+    if rnd.resync and "resync" not in kw:
+        kw["resync"] = rnd.resync
     return PassResult(
         scope.key, outcome, run_id=run_id, full=rnd.full, pages=c.pages, items=c.items, upserted=c.upserted,
         deleted=c.deleted, **kw,
@@ -323,22 +347,77 @@ def _result(scope: Scope, run_id: int, rnd: _Round, c: Progress, outcome: str, *
 
 def _start_round(store: ScopeStore, connection: Connection, state: Any, run_id: int, *, force_full: bool) -> _Round:
     scope = store.scope
-    if force_full or state.resync_requested or (state.page_link is None and state.delta_link is None):
+    lost: list[str] = []
+    delta_link = _stored_link(state.delta_link, "deltaLink", lost)
+    page_link = _stored_link(state.page_link, "nextLink of the round in progress", lost)
+    if force_full or state.resync_requested:
         return _new_full_round(store, connection, run_id, scope.initial_url)
-    if state.page_link is not None and state.round_id is not None:
+    if page_link is not None and state.round_id is not None and (state.round_full or delta_link is not None):
+        if lost:
+            log.warning("scope %s: %s; resuming the round", scope.key, "; ".join(lost))
         started = store.run_started_at(connection, int(state.round_id)) if state.round_full else None
-        return _Round(state.page_link, int(state.round_id), bool(state.round_full), True, state.delta_link, started)
+        return _Round(page_link, int(state.round_id), bool(state.round_full), True, delta_link, started, stored=True)
+    if delta_link is None or (state.round_full and state.page_link is not None):
+        # Nothing to start from, or a full round whose resume point is lost: enumerate (and sweep).
+        resync = "; ".join(lost) or None
+        if resync:
+            log.warning("scope %s: lost sync state (%s); enumerating it again", scope.key, resync)
+        return _new_full_round(store, connection, run_id, scope.initial_url, resync=resync)
+    if lost:
+        log.warning("scope %s: %s; starting the round again from its deltaLink", scope.key, "; ".join(lost))
     store.update_state(connection, round_id=run_id, round_full=False, page_link=None)
-    return _Round(state.delta_link, run_id, False, False, state.delta_link)
+    return _Round(delta_link, run_id, False, False, delta_link, stored=True)
 
 
-def _new_full_round(store: ScopeStore, connection: Connection, run_id: int, url: str) -> _Round:
+def _stored_link(link: object, what: str, lost: list[str]) -> str | None:
+    """*link* if it can be called; else None, with the reason appended to *lost* (never the link itself)."""
+    if link is None:
+        return None
+    problem = link_problem(link)
+    if problem is None:
+        return str(link)
+    lost.append(f"the stored {what} is {problem}")
+    return None
+
+
+def _new_full_round(
+    store: ScopeStore, connection: Connection, run_id: int, url: str, *, resync: str | None = None,
+    replaced: str | None = None,
+) -> _Round:
     # Forgetting the deltaLink here, in the same transaction as the round's start, is what makes a
     # crash mid-round resume as a full round (and end with its sweep) rather than as an incremental one.
     store.update_state(
         connection, delta_link=None, page_link=None, round_id=run_id, round_full=True, resync_requested=False
     )
-    return _Round(url, run_id, True, False, None, store.clock())
+    return _Round(url, run_id, True, False, None, store.clock(), resync=resync, replaced=replaced)
+
+
+class _LostLink(Exception):
+    """The stored link a round started from cannot be used (a bad token, another origin): lost sync state."""
+
+    def __init__(self, reason: str, cause: GraphError) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.cause = cause
+
+
+def _lost_link(rnd: _Round, error: BaseException) -> _LostLink | None:
+    """The lost sync state that *error*, raised by the first page of *rnd*, reveals; None if it reveals none.
+
+    Only a link read from the database is suspect: Graph answering 400 or 404 (LOST_LINK_STATUSES) to
+    the first page of a stored deltaLink or nextLink means the token is bad (the same request with
+    a good token is one Graph built itself), and a stored link on another origin was never Graph's.
+    Anything else (throttling, an outage, a 404 on our own initial URL) is handled as before.
+    """
+    if not rnd.stored:
+        return None
+    what = "deltaLink" if not rnd.resumed else "nextLink of the round in progress"
+    if isinstance(error, ForeignOriginError) and error.handed is None:
+        return _LostLink(f"the stored {what} points outside the Graph origin ({error.graph_message})", error)
+    if isinstance(error, GraphError) and not isinstance(error, ForeignOriginError) and error.status in LOST_LINK_STATUSES:
+        code = f" {error.code}" if error.code else ""
+        return _LostLink(f"Graph refused the stored {what} with HTTP {error.status}{code}", error)
+    return None
 
 
 def _run_pages(
@@ -365,6 +444,7 @@ def _run_pages(
         iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
         batch: _Batch | None = None
         held: Connection | None = None
+        fetched = 0
         try:
             try:
                 while True:
@@ -372,13 +452,20 @@ def _run_pages(
                         page = next(iterator)
                     except StopIteration:
                         break
-                    except Exception:
+                    except Exception as error:
                         # Graph failed (throttled, 410, ...): the pages written so far agree with their
                         # cursor, so they are kept rather than fetched again.
                         if batch is not None:
                             pending, batch = batch, None
                             pending.commit(counters)
+                        if fetched == 0:
+                            lost = _lost_link(rnd, error)
+                            if lost is not None:
+                                raise lost from error
+                            if rnd.replaced is not None and isinstance(error, NotFoundError):
+                                _put_back(engine, store, rnd)
                         raise
+                    fetched += 1
                     step("page-fetched")
                     now = store.clock()
                     last = page.next_link is None
@@ -429,23 +516,42 @@ def _run_pages(
                 if held is not None:
                     held.close()  # before a restart opens its own
                 raise
-        except ResyncRequired as error:
+        except (ResyncRequired, _LostLink) as error:
             restarts += 1
             if restarts > MAX_RESTARTS:
+                if isinstance(error, _LostLink):
+                    raise error.cause from error
                 raise
             with engine.begin() as connection:
                 store.renew_lease(connection)
                 if rnd.resumed and not rnd.full and rnd.from_delta:
-                    # An expired nextLink of an incremental round: start that round again from its deltaLink.
+                    # An expired (or refused) nextLink of an incremental round: start that round again
+                    # from its deltaLink.
+                    if isinstance(error, _LostLink):
+                        log.warning("scope %s: %s; starting the round again from its deltaLink", scope.key, error.reason)
                     store.update_state(connection, page_link=None, round_id=run_id, round_full=False)
-                    rnd.become(_Round(rnd.from_delta, run_id, False, False, rnd.from_delta))
+                    rnd.become(_Round(rnd.from_delta, run_id, False, False, rnd.from_delta, stored=True))
                 else:
-                    log.info("scope %s: %s; enumerating it again", scope.key, error)
+                    if isinstance(error, _LostLink):
+                        resync = error.reason
+                        log.warning("scope %s: lost sync state (%s); enumerating it again", scope.key, resync)
+                    else:
+                        code = f" {error.code}" if error.code else ""
+                        resync = f"Graph answered HTTP {error.status}{code}"
+                        log.info("scope %s: %s; enumerating it again", scope.key, error)
+                    # A 404 may mean the resource is gone rather than the token bad: the link is
+                    # put back if the full round's first page is refused with 404 too.
+                    replaced = (
+                        rnd.url if isinstance(error, _LostLink) and isinstance(error.cause, NotFoundError)
+                        and not rnd.resumed else None
+                    )
                     # Our own initial URL rather than Graph's Location: it carries the declared $select
                     # (a Location rebuilt from a deltaLink with an empty token may not), and either
                     # way the round enumerates everything.
-                    rnd.become(_new_full_round(store, connection, run_id, scope.initial_url))
-                    store.update_run(connection, run_id, full=True)
+                    rnd.become(
+                        _new_full_round(store, connection, run_id, scope.initial_url, resync=resync, replaced=replaced)
+                    )
+                    store.update_run(connection, run_id, full=True, error=_note(resync))
                     if scope.container:
                         seen_children = set()
                 step("restarted")
@@ -454,6 +560,17 @@ def _run_pages(
                 held.close()
             if pages is not None:
                 pages.close()
+
+
+def _put_back(engine: Engine, store: ScopeStore, rnd: _Round) -> None:
+    """Restore the deltaLink a full round replaced: the resource is gone (404 on our initial URL too),
+    which says nothing against the token; the pass fails as it did before, and a later pass (once the
+    resource is back) carries on from the link, or resyncs if Graph refuses it again."""
+    with engine.begin() as connection:
+        store.renew_lease(connection)
+        store.update_state(connection, delta_link=rnd.replaced, page_link=None, round_id=None, round_full=False)
+    rnd.resync = None
+    log.info("scope %s: its resource is gone (404); its stored deltaLink is kept", store.scope.key)
 
 
 def _finish(

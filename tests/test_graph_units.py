@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from syncer.errors import ConnectError, GraphError
+from syncer.errors import ConnectError, ForeignOriginError, GraphError
 from syncer.graph import limits
 from syncer.graph.auth import CLOUDS, ClientSecretCredential, cloud, graph_root, graph_scope
 from syncer.graph.client import GraphClient
@@ -181,7 +181,7 @@ def test_client_urls_and_origin_check() -> None:
     assert client.url_for("/users") == "https://graph.microsoft.com/v1.0/users"
     assert client.url_for("users/x") == "https://graph.microsoft.com/v1.0/users/x"
     assert client.url_for("https://GRAPH.microsoft.com/v1.0/users?$skiptoken=1").endswith("skiptoken=1")
-    with pytest.raises(ValueError, match="refusing"):
+    with pytest.raises(ForeignOriginError, match="refusing"):
         client.url_for("https://evil.example/v1.0/users")
     assert GraphClient("https://graph.microsoft.com/beta/", StaticCredential()).base_url.endswith("/beta")
     assert client.scopes == ("https://graph.microsoft.com/.default",)

@@ -20,6 +20,11 @@ JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJlLXZhbHVl"
         ('{"clientState": "s3cr3t-state-123"}', "s3cr3t-state-123"),
         (f"token {JWT} leaked", JWT),
         ("client_assertion=abc.def.ghi&grant_type=x", "abc.def.ghi"),
+        # delta and skip tokens: a deltaLink reads a scope's changes
+        ("GET https://graph.microsoft.com/v1.0/users/delta?$deltatoken=sZwAFZibx-LQOdZ: HTTP 400", "sZwAFZibx-LQOdZ"),
+        ("https://graph.microsoft.com/v1.0/users/delta?$select=id&$skiptoken=pqwSUjGYvb3j", "pqwSUjGYvb3j"),
+        ("https://graph.microsoft.com/v1.0/drives/b!x/root/delta?token=MzslMjM0OyUyMzE7", "MzslMjM0OyUyMzE7"),
+        ("https://graph.microsoft.com/v1.0/drives/b!x/root/delta(token='MzslMjM0')", "MzslMjM0"),
     ],
 )
 def test_mask_secrets(text: str, secret: str) -> None:

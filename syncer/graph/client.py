@@ -26,7 +26,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from syncer.errors import ConnectError, GraphError, TransportError, mask_secrets
+from syncer.errors import ConnectError, ForeignOriginError, GraphError, TransportError, mask_secrets
 from syncer.graph import limits
 from syncer.graph.auth import Credential, graph_root, graph_scope
 from syncer.graph.responses import GraphResponse, error_from_response
@@ -43,6 +43,10 @@ DEFAULT_TIMEOUT = (10.0, 60.0)
 """(connect, read) seconds: no call goes without a timeout."""
 
 _USER_AGENT = "syncer-graph-client"
+
+DEFAULT_MAX_PAGES = 100_000
+"""Pages one paging run may follow before it stops with PagingError: a guard against a round that never
+ends. Generous: a 1M-user tenant is ~1,000 pages at 999 per page, ~10,000 at Graph's default 100."""
 
 
 class GraphClient:
@@ -65,9 +69,12 @@ class GraphClient:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         scopes: tuple[str, ...] | None = None,
         session: requests.Session | None = None,
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
         if max_in_flight_per_tenant < 1 or per_mailbox < 1:
             raise ValueError("concurrency caps must be >= 1")
+        if max_pages < 1:
+            raise ValueError("max_pages must be >= 1")
         root = graph_root(graph_url)
         self.root = root
         stripped = graph_url.rstrip("/")
@@ -75,7 +82,9 @@ class GraphClient:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("https", "http") or not parts.netloc:
             raise ValueError(f"graph_url must be an absolute https URL, found {graph_url!r}")
-        self._origin = f"{parts.scheme}://{parts.netloc}".lower()
+        self._origin = _origin(self.base_url)
+        self.max_pages = max_pages
+        """Default page cap of :meth:`iter_pages` and :meth:`delta`."""
         self.credential = credential
         self.tenant = credential.tenant_id
         self.scopes = scopes or (graph_scope(root),)
@@ -126,13 +135,18 @@ class GraphClient:
     # --- the one request path -------------------------------------------------------------------
 
     def url_for(self, url_or_path: str) -> str:
-        """The absolute URL for a path relative to the versioned base, or an absolute URL checked against our origin."""
-        if url_or_path.startswith(("https://", "http://")):
-            parts = urlsplit(url_or_path)
-            if f"{parts.scheme}://{parts.netloc}".lower() != self._origin:
-                # A nextLink or Location pointing elsewhere must not receive our token.
-                raise ValueError(
-                    f"refusing to send a Graph token to {parts.scheme}://{parts.netloc} (client is for {self._origin})"
+        """The absolute URL for a path relative to the versioned base, or an absolute URL checked against our origin.
+
+        ForeignOriginError (nothing sent) for an absolute URL on another scheme, host or port: a nextLink,
+        deltaLink or stored link pointing elsewhere must not receive our bearer token.
+        """
+        parts = urlsplit(url_or_path)
+        if parts.netloc or parts.scheme.lower() in ("https", "http") or url_or_path.lstrip().startswith("//"):
+            origin = _origin(url_or_path)
+            if origin != self._origin:
+                # Only the origin is named: the rest of the link may carry a delta token.
+                raise ForeignOriginError(
+                    f"refusing to send a Graph token to {origin or 'a URL without scheme or host'} (client is for {self._origin})"
                 )
             return url_or_path
         return f"{self.base_url}/{url_or_path.lstrip('/')}"
@@ -253,7 +267,7 @@ class GraphClient:
         """Follow ``@odata.nextLink`` lazily from *url_or_path*; the last page carries ``delta_link`` if any."""
         from syncer.graph.delta import iter_pages
 
-        return iter_pages(self, url_or_path, headers=headers, mailbox=mailbox)
+        return iter_pages(self, url_or_path, headers=headers, mailbox=mailbox, max_pages=self.max_pages)
 
     def delta(
         self, url_or_path: str, *, headers: Mapping[str, str] | None = None, mailbox: str | None = None
@@ -261,7 +275,7 @@ class GraphClient:
         """One delta round from an initial delta URL or a saved deltaLink (iterate it; then read ``.delta_link``)."""
         from syncer.graph.delta import DeltaRound
 
-        return DeltaRound(self, url_or_path, headers=headers, mailbox=mailbox)
+        return DeltaRound(self, url_or_path, headers=headers, mailbox=mailbox, max_pages=self.max_pages)
 
     def batch(
         self, requests: Iterable[BatchRequest], *, retry: RetryPolicy | None = None
@@ -273,9 +287,27 @@ class GraphClient:
 
 
 def _short(url: str) -> str:
-    # Log lines and error strings carry the URL masked; query strings (skip/delta tokens) are kept
-    # because they are what one needs to reproduce a paging problem, and they are not credentials.
+    # Log lines and error strings carry the URL masked, skip and delta tokens included: a deltaLink
+    # reads a scope's changes, so its token is treated like a credential (the path and the other
+    # query options are kept: they say which collection and which options a paging problem was on).
     return mask_secrets(url)
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of *url*, lower-case, with the scheme's default port made explicit ('' if none)."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    host = (parts.hostname or "").lower()
+    if not scheme or not host or parts.username is not None or parts.password is not None:
+        # user@host links are refused too: they make the apparent host differ from the real one.
+        return f"{scheme}://{parts.netloc}".lower() if scheme and parts.netloc else ""
+    if port is None:
+        port = {"https": 443, "http": 80}.get(scheme)
+    return f"{scheme}://{host}:{port}" if port is not None else f"{scheme}://{host}"
 
 
 def _transport_error(
