@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
 from syncer.scopes import Scope
-from syncer.storable import JSON_NUL, storable
+from syncer.storable import has_nul, storable
 
 SWEPT = "swept"
 """``_removed_reason`` of a row a full round did not see (Graph never reported it removed)."""
@@ -111,7 +111,7 @@ class RowWriter:
         # The hot loop of an initial mirror (one call per item, ~20 columns): generated once per
         # table so that common column types convert inline, without a dispatch per value.
         env: dict[str, Any] = {
-            "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_nul": JSON_NUL,
+            "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_has_nul": has_nul,
         }
         parts = []
         for i, (_name, field_path, type_name) in enumerate(self.declared):
@@ -133,7 +133,7 @@ class RowWriter:
         source = (
             "def row(item, tenant, scope, synced, run):\n"
             "    raw = _dumps(item)\n"
-            "    if _nul in raw:\n"
+            "    if _has_nul(raw):\n"
             "        item = _storable(item)\n"
             "        raw = _dumps(item)\n"
             "    g = item.get\n"

@@ -40,7 +40,10 @@ T = TypeVar("T")
 
 def has_nul(json_text: bytes) -> bool:
     """Whether serialised JSON *json_text* may hold a U+0000 (a false positive only costs a walk)."""
-    return JSON_NUL in json_text
+    # A one-byte search is memchr (~50x faster than a six-byte one, measured): most of Graph's JSON
+    # has no backslash at all, and the six-byte search starts from the first one.
+    first = json_text.find(b"\\")
+    return first >= 0 and json_text.find(JSON_NUL, first) >= 0
 
 
 def storable(value: T) -> T:

@@ -16,7 +16,7 @@ import notification_builders as nb
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from test_receiver import SUB, Server, add_subscription, inbox_rows, make_receiver
+from test_receiver import RICH_SUB, SUB, Server, add_subscription, inbox_rows, make_receiver
 from test_sync_support import USERS_SPEC, SyncEnv, make_env
 
 from syncer import mirror, schema, scopestate, sync, verify
@@ -165,6 +165,43 @@ def test_the_writer_stores_nul_in_every_column_and_id_as_fffd(database_url: str)
     assert stored["c"]._removed_reason == f"x{FFFD}"
     for row in stored.values():
         assert NUL not in repr(tuple(row))
+
+
+def test_group_members_with_nul_are_stored_as_fffd(database_url: str) -> None:
+    m = Mirror(table="nul_groups", columns=(Column("displayName", "name", "text"),))
+    scope = Scope(tenant_id="t", key="groups", name="groups", parent_key="groups", table="nul_groups",
+                  strategy=Strategy("group", "delta", "groups/delta", members=True), initial_url="groups/delta", mirror=m)
+    members = [{"@odata.type": "#microsoft.graph.user\x00", "id": "m\x00"}, {"@odata.type": "#microsoft.graph.user", "id": "n"}]
+    engine = schema.create_engine(database_url)
+    try:
+        mirror.build_table(m).create(engine)
+        mirror.build_members_table(m).create(engine)
+        with engine.begin() as connection:
+            group = {"id": "g\x00", "displayName": "G", "members@delta": members}
+            sync.apply_items(connection, sync.RowWriter(engine, scope), [group], now=scopestate.utcnow(), run_id=1)
+        with engine.begin() as connection:
+            gone = {"id": "g\x00", "members@delta": [{"id": "n", "@removed": {"reason": "deleted"}}]}
+            sync.apply_items(connection, sync.RowWriter(engine, scope), [gone], now=scopestate.utcnow(), run_id=2)
+        table = mirror.build_members_table(m)
+        with engine.connect() as connection:
+            stored = connection.execute(sa.select(table.c.group_id, table.c.member_id, table.c.member_type)).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in stored] == [(f"g{FFFD}", f"m{FFFD}", f"#microsoft.graph.user{FFFD}")]
+
+
+def test_decrypted_resource_data_with_nul_is_stored_as_fffd(engine: Engine) -> None:
+    add_subscription(engine, RICH_SUB, rich=True)
+    server = make_receiver(engine)
+    try:
+        item = nb.rich_item(RICH_SUB, public_key=nb.rsa_key("cert-new").public_key(), certificate_id="cert-2026-02",
+                            resource={"id": "m-1", "body": {"content": "hel\x00lo"}})
+        response = server.post("/notifications", nb.body(item, tokens=[nb.validation_token()]))
+    finally:
+        server.close()
+    assert response.status_code == 202, response.text
+    (row,) = inbox_rows(engine)
+    assert row.payload["decryptedContent"]["body"]["content"] == f"hel{FFFD}lo"
 
 
 # --- through the emulator: a subject / displayName with U+0000 syncs, and verify agrees --------------
