@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import schema
 from syncer.errors import DatabaseError
+from syncer.storable import has_nul, storable, storable_json
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,21 @@ class Inbox:
         """Rows ready for :meth:`put_rows` (payload serialised, duplicates within *items* dropped).
 
         Done by the caller's thread, not the committer's: a payload that cannot be serialised fails
-        only its own request, and the committer holds the connection for less time."""
+        only its own request, and the committer holds the connection for less time. A U+0000 in
+        Graph's data becomes U+FFFD (:mod:`syncer.storable`): PostgreSQL could not store it."""
         rows: dict[str, Row] = {}
         for item in items:
             if item.dedupe_key not in rows:
-                rows[item.dedupe_key] = (
+                payload = orjson.dumps(item.payload)
+                row: Row = (
                     item.tenant_id, item.subscription_id, item.kind, item.event, item.resource,
-                    item.resource_id, item.dedupe_key, orjson.dumps(item.payload).decode(),
+                    item.resource_id, item.dedupe_key, payload.decode(),
                 )
+                if has_nul(payload):
+                    # Graph data with U+0000, which PostgreSQL cannot store: syncer.storable's rule,
+                    # on every field (the receiver's text fields are copies of payload values).
+                    row = (*storable(row[:7]), storable_json(item.payload).decode())
+                rows[item.dedupe_key] = row
         return list(rows.values())
 
     def put_rows(self, connection: Connection, rows: Sequence[Row]) -> set[str]:

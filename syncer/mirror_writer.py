@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
 from syncer.scopes import Scope
+from syncer.storable import has_nul, storable
 
 SWEPT = "swept"
 """``_removed_reason`` of a row a full round did not see (Graph never reported it removed)."""
@@ -109,7 +110,9 @@ class RowWriter:
     def _compile_row(self) -> Callable[..., tuple[Any, ...]]:
         # The hot loop of an initial mirror (one call per item, ~20 columns): generated once per
         # table so that common column types convert inline, without a dispatch per value.
-        env: dict[str, Any] = {"_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value}
+        env: dict[str, Any] = {
+            "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_has_nul": has_nul,
+        }
         parts = []
         for i, (_name, field_path, type_name) in enumerate(self.declared):
             get = f"g({field_path!r})" if "." not in field_path else f"_extract(item, {field_path!r})"
@@ -125,12 +128,18 @@ class RowWriter:
             else:
                 env[f"_c{i}"] = lambda v, t=type_name: self._db_value(mirror.convert(v, t), t)
                 parts.append(f"_c{i}({get})")
+        # _raw is serialised first: its bytes tell at no extra cost whether the item holds a U+0000,
+        # which then becomes U+FFFD in every column (syncer.storable: PostgreSQL cannot store it).
         source = (
             "def row(item, tenant, scope, synced, run):\n"
+            "    raw = _dumps(item)\n"
+            "    if _has_nul(raw):\n"
+            "        item = _storable(item)\n"
+            "        raw = _dumps(item)\n"
             "    g = item.get\n"
             "    return (tenant, str(item['id']), "
             + "".join(f"{p}, " for p in parts)
-            + "_dumps(item).decode(), scope, None, None, synced, run)\n"
+            + "raw.decode(), scope, None, None, synced, run)\n"
         )
         exec(compile(source, f"<row builder for {self.scope.table}>", "exec"), env)
         return env["row"]
@@ -203,6 +212,7 @@ class RowWriter:
         """Apply Graph's removals ``(id, reason)`` to rows of this scope; how many rows changed."""
         if not removals:
             return 0
+        removals = storable(removals)  # a U+0000 in a reason (ids come cleaned from apply_items)
         t = self.table
         where = [t.c.tenant_id == self.scope.tenant_id, t.c.id == sa.bindparam("b_id"), t.c._scope == self.scope.key]
         if self.scope.delete == "hard":
@@ -257,6 +267,7 @@ class RowWriter:
         """Apply ``members@delta`` entries ``(group id, member)`` to ``<table>_members``."""
         if self.members is None or not changes:
             return
+        changes = storable(changes)  # a U+0000 in a member's id or type (syncer.storable)
         m = self.members
         added: dict[tuple[str, str], dict[str, Any]] = {}
         removed: dict[tuple[str, str], dict[str, Any]] = {}
@@ -337,6 +348,8 @@ def apply_items(
         if item_id is None:
             continue
         key = str(item_id)
+        if "\x00" in key:  # the id the row is stored under (syncer.storable), for removals and repeats too
+            key = storable(key)
         if strategy.members:
             members += [(key, member) for member in item.get("members@delta") or ()]
             # A large group is split across pages: a repeat carrying only members is not a new state.

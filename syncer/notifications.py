@@ -41,6 +41,7 @@ from syncer.richnotify import StaticKeys as StaticKeys
 from syncer.richnotify import TokenCheck as TokenCheck
 from syncer.richnotify import TokenValidator as TokenValidator
 from syncer.richnotify import load_private_key as load_private_key
+from syncer.storable import has_nul
 
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
@@ -285,14 +286,20 @@ def parse_collection(body: bytes | str, *, limits: Limits = Limits()) -> Notific
         tokens = tuple(raw_tokens)
     parsed: list[Notification] = []
     rejected: list[Rejection] = []
+    # Tested once on the body: a U+0000 anywhere is rare, and only then are the ids looked at.
+    nul = has_nul(body.encode() if isinstance(body, str) else body)
     for index, item in enumerate(items):
         try:
-            parsed.append(_parse_item(index, item))
+            notification = _parse_item(index, item)
+            if nul and ("\x00" in notification.subscription_id or "\x00" in notification.tenant_id):
+                # Our subscription and tenant ids never hold U+0000, and PostgreSQL could not even
+                # look one up: refused here, without a query (other fields follow syncer.storable).
+                raise ValueError("subscriptionId/tenantId")
+            parsed.append(notification)
         except ValueError:
             sub = item.get("subscriptionId") if isinstance(item, dict) else None
-            rejected.append(
-                Rejection(index, "malformed_item", sub if isinstance(sub, str) and len(sub) <= _MAX_ID else None)
-            )
+            known = isinstance(sub, str) and len(sub) <= _MAX_ID and "\x00" not in sub
+            rejected.append(Rejection(index, "malformed_item", sub if known else None))
     return NotificationCollection(tuple(parsed), tuple(rejected), tokens)
 
 

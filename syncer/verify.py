@@ -2,7 +2,8 @@
 
 For every scope syncer syncs, a full delta round from scratch (no token) is Graph's current state of
 that collection. The mirror's live rows of that scope (``_deleted_at`` null) must hold exactly those
-ids, with every declared column equal to the converted Graph value; a group's members table must
+ids, with every declared column equal to the converted Graph value (both under the storage rule of
+:mod:`syncer.storable`); a group's members table must
 hold exactly its members. `syncer verify`, the demo and the chaos tests use this.
 
 It reads Graph through the client but none of the sync code, so a bug in a pass shows up here as a
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Engine
 from syncer import mirror, scopes, sync
 from syncer.graph.client import GraphClient
 from syncer.scopes import Scope
+from syncer.storable import storable
 
 # How many example ids a difference lists.
 _EXAMPLES = 5
@@ -59,6 +61,9 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     members: dict[str, set[str]] = {}
     for page in client.iter_pages(scope.initial_url):
         for item in page.items:
+            # The mirror holds Graph's data under syncer.storable's rule (U+0000 becomes U+FFFD):
+            # so does the truth it is compared with.
+            item = storable(item)
             item_id = str(item.get("id"))
             if "@removed" in item or (scope.strategy.deleted_facet and item.get("deleted") is not None):
                 items.pop(item_id, None)
