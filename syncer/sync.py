@@ -63,6 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.graph.delta import link_problem
+from syncer.log import database_unreachable
 from syncer.mirror_writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
 from syncer.prefetch import Prefetcher
 from syncer.scopes import FETCH, Scope, child_scope, folder_of
@@ -314,6 +315,10 @@ def sync_scope(
             _finish(store, run_id, "throttled", counters, error=str(error), started=started, not_before=until)
             log.info("scope %s throttled, postponed until %s", scope.key, until.isoformat())
             return _result(scope, run_id, rnd, counters, "throttled", error=str(error), not_before=until)
+        if database_unreachable(error):
+            # Nothing can be recorded now; the caller's outage log reports it once per outage
+            # (syncer.log.OutageLog), not once per pass with the failed SQL statement.
+            raise
         log.warning("scope %s: pass failed: %s", scope.key, error, exc_info=not isinstance(error, SyncerError))
         retry_at = _finish(store, run_id, "error", counters, error=_describe(error), started=started)
         return _result(scope, run_id, rnd, counters, "error", error=_describe(error), not_before=retry_at)

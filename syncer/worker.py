@@ -350,9 +350,9 @@ class Worker:
                 self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock,
                 page_size=self.page_size, stop=self._stopping,
             )
-        except Exception as error:  # the database failed before the pass could record anything
+        except Exception as error:  # the database failed: the pass could not record its outcome
             if database_unreachable(error):
-                self.database.failed(error, f"pass {scope.key} could not start; the scope stays dirty")
+                self.database.failed(error, f"pass {scope.key} did not finish; the scope stays dirty")
             else:
                 log.exception("pass %s could not start", scope.key)
             result = sync.PassResult(scope.key, "error", error=str(error))
