@@ -1,0 +1,267 @@
+"""Failover on PostgreSQL: the receiver and the worker recover by themselves, and say when they cannot.
+
+Three ways a database goes bad without going away cleanly, each on a real server:
+
+- a silent partition (a failover behind a virtual IP): the open connections go dead without a RST
+  while new ones get through (tests/chaos_harness.py's TcpProxy ``blackhole()``);
+- a primary that turns read-only (``default_transaction_read_only``, its sessions terminated) and
+  then writable again: sessions opened in between stay read-only unless replaced;
+- a slow database (TcpProxy ``slow()``): answers come, late.
+
+Throughout, every 2xx stands for a stored notification, and /readyz says 503 while a notification
+could not be stored. Recovery is asserted within 30 s of the database being healthy again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import notification_builders as nb
+import pytest
+import requests
+import sqlalchemy as sa
+from chaos_harness import Database
+from sqlalchemy.engine import Engine
+from test_receiver import Server, add_subscription
+from test_sync_support import USERS_SPEC, make_env
+from test_worker import notify, settle, worker_for
+
+from syncer import schema
+from syncer.receiver import ReceiverSettings, create_app
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+SUB = "0c3b8f6e-7d51-4a47-9b0e-51a3c2a7e001"
+RECOVERY_SECONDS = 30.0
+
+
+def post(server: Server, user_id: str, *, tenant: str = nb.TENANT, timeout: float = 10.0) -> int:
+    """POST one change notification for *user_id*; the status, or 0 when no answer came in *timeout*."""
+    try:
+        return server.session.post(
+            server.url + "/notifications", data=nb.body(nb.change_item(SUB, user_id=user_id, tenant=tenant)),
+            headers={"Content-Type": "application/json"}, timeout=timeout,
+        ).status_code
+    except requests.RequestException:
+        return 0
+
+
+def ready(server: Server, *, timeout: float = 5.0) -> int:
+    try:
+        return server.session.get(server.url + "/readyz", timeout=timeout).status_code
+    except requests.RequestException:
+        return 0
+
+
+def stored_users(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        resources = conn.execute(sa.select(schema.inbox.c.resource)).scalars().all()
+    return {str(r).rsplit("/", 1)[-1] for r in resources}
+
+
+@pytest.fixture
+def tables(postgres_url: str) -> Iterator[Engine]:
+    """Direct (no proxy) engine on the test's schema, with the core tables and our subscription."""
+    engine = schema.create_engine(postgres_url)
+    schema.metadata.create_all(engine)
+    add_subscription(engine, SUB)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def proxied(postgres_url: str, tables: Engine) -> Iterator[tuple[Database, Server]]:
+    """The receiver (real HTTP, in-process) reaching PostgreSQL through a TcpProxy."""
+    db = Database.for_url(postgres_url)
+    engine = schema.create_engine(db.process_url)
+    # A known subscription is not looked up again within the test: only the committer meets the fault.
+    server = Server(create_app(engine, settings=ReceiverSettings(subscription_ttl=600.0)))
+    try:
+        yield db, server
+    finally:
+        server.close()
+        engine.dispose()
+        db.close()
+
+
+def test_a_silent_partition_is_survived_and_readiness_tells(proxied: tuple[Database, Server], tables: Engine) -> None:
+    db, server = proxied
+    assert db.proxy is not None
+    assert post(server, "warm") == 202 and ready(server) == 200  # the committer's connection is open
+    results: list[tuple[float, str, int]] = []  # (seconds since the blackhole, user, status)
+    readiness: list[tuple[float, int]] = []
+    stop = threading.Event()
+    db.proxy.blackhole()  # the committer's connection is now dead; new connections get through
+    started = time.monotonic()
+
+    def sender(name: str) -> None:  # Graph delivers concurrently
+        while not stop.is_set():
+            user = f"{name}-{len(results)}"
+            status = post(server, user)
+            results.append((time.monotonic() - started, user, status))
+
+    def prober() -> None:  # a load balancer's readiness probe
+        while not stop.is_set():
+            readiness.append((time.monotonic() - started, ready(server)))
+            time.sleep(0.2)
+
+    threads = [threading.Thread(target=sender, args=(f"s{i}",)) for i in range(3)]
+    threads.append(threading.Thread(target=prober))
+    for thread in threads:
+        thread.start()
+    try:
+        recovered_at = None
+        while time.monotonic() - started < RECOVERY_SECONDS:
+            time.sleep(0.2)
+            recent = [status for _, _, status in results[-6:]]
+            if len(recent) == 6 and set(recent) == {202} and readiness and readiness[-1][1] == 200:
+                recovered_at = time.monotonic() - started
+                break
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    statuses = [status for _, _, status in results]
+    assert recovered_at is not None, f"no recovery within {RECOVERY_SECONDS:g}s: {results}, readyz {readiness}"
+    # It could not commit for a while (the dead connection), and readiness said so.
+    assert 503 in statuses and 503 in [status for _, status in readiness], (results, readiness)
+    # Every 2xx has its row.
+    acked = {user for _, user, status in results if status == 202}
+    assert acked <= stored_users(tables), sorted(acked - stored_users(tables))
+    print(f"silent partition: 202 and ready again after {recovered_at:.1f}s; {results}; readyz {readiness}")
+
+
+def test_a_slow_database_acknowledges_nothing_unstored(proxied: tuple[Database, Server], tables: Engine) -> None:
+    db, server = proxied
+    assert db.proxy is not None
+    assert post(server, "warm") == 202 and ready(server) == 200
+    settings = ReceiverSettings()
+    db.proxy.slow(1.2)  # a round trip takes 2.4 s more: about Graph's whole allowance
+    acked: list[str] = []
+    statuses: list[int] = []
+    readiness: list[tuple[int, float]] = []
+    try:
+        for i in range(6):
+            user = f"slow{i}"
+            status = post(server, user)
+            statuses.append(status)
+            if status == 202:
+                acked.append(user)
+            t = time.monotonic()
+            readiness.append((ready(server, timeout=15), time.monotonic() - t))
+    finally:
+        db.proxy.restore()
+    # Readiness answers within the time a request is given (a probe must not hang on a slow
+    # database), and it may not claim readiness it cannot back: it never says 200 after the store
+    # timeout has passed.
+    for status, seconds in readiness:
+        assert seconds < settings.store_timeout + 2.0, readiness
+        assert status in (200, 503), readiness
+    # Fast again: accepted at once.
+    deadline = time.monotonic() + RECOVERY_SECONDS
+    while post(server, f"fast{len(statuses)}") != 202:
+        statuses.append(0)
+        assert time.monotonic() < deadline, statuses
+    assert set(acked) <= stored_users(tables), (acked, statuses)
+    print(f"slow database: statuses {statuses}; readyz {readiness}")
+
+
+# --- a primary that turns read-only and back ---------------------------------------------------------
+
+
+@pytest.fixture
+def own_database() -> Iterator[tuple[str, Engine]]:
+    """A whole database of the test's own (it is made read-only; others share `test`): its URL, and
+    an engine on the server's `test` database to administer it from."""
+    from conftest import postgres_base_url
+
+    base = postgres_base_url()
+    assert base is not None
+    name = f"syncer_ro_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(base).set(database=name).render_as_string(hide_password=False), admin
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def set_read_only(admin: Engine, database: str, on: bool, *, terminate: bool) -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{database}" SET default_transaction_read_only = {"on" if on else "off"}')
+        if terminate:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
+                {"d": database},
+            )
+
+
+def test_a_primary_read_only_then_writable_again_is_recovered_from(
+    own_database: tuple[str, Engine], tmp_path: Path, emulator_info: dict[str, Any], graph: Any
+) -> None:
+    url, admin = own_database
+    name = sa.make_url(url).database
+    assert name
+    env_gen = make_env(tmp_path, emulator_info, url, graph, USERS_SPEC.format(delete="soft"))
+    env = next(env_gen)
+    receiver_engine = schema.create_engine(url)
+    server = Server(create_app(receiver_engine))
+    worker = worker_for(env)
+    try:
+        with env.engine.begin() as conn:
+            now = sa.func.now()
+            conn.execute(sa.insert(schema.subscriptions).values(
+                subscription_id=SUB, tenant_id=env.tenant_id, name="users", scope_key="users", resource="users",
+                change_type="updated,deleted", notification_url="https://example.test/n", client_state=nb.CLIENT_STATE,
+                include_resource_data=False, expires_at=sa.func.now() + sa.text("interval '2 days'"), created_at=now,
+                updated_at=now, status="active"))
+        worker.drain()
+        settle(worker)
+        assert post(server, "before", tenant=env.tenant_id) == 202 and ready(server) == 200
+
+        # Read-only: the sessions are terminated; the new ones the receiver and the worker open are read-only.
+        set_read_only(admin, name, True, terminate=True)
+        assert post(server, "during", tenant=env.tenant_id) == 503
+        assert ready(server) == 503
+        try:
+            notify(env, SUB, "Users/during")
+        except Exception:
+            pass  # refused, as it should be
+        try:
+            worker.drain()
+        except Exception:
+            pass
+        # The database is writable again; nobody terminates the read-only sessions this time.
+        set_read_only(admin, name, False, terminate=False)
+        healthy = time.monotonic()
+
+        user = env.graph.create_user("after-read-only")
+        receiver_ok = worker_ok = None
+        while time.monotonic() - healthy < RECOVERY_SECONDS and (receiver_ok is None or worker_ok is None):
+            if receiver_ok is None and post(server, user["id"], tenant=env.tenant_id) == 202 and ready(server) == 200:
+                receiver_ok = time.monotonic() - healthy
+            try:
+                worker.drain()
+                settle(worker)
+            except Exception:
+                pass
+            if worker_ok is None and user["id"] in env.rows("users"):
+                worker_ok = time.monotonic() - healthy
+            time.sleep(0.2)
+        assert receiver_ok is not None, "the receiver did not recover from the read-only episode"
+        assert worker_ok is not None, "the worker did not recover from the read-only episode"
+        assert user["id"] in stored_users(env.engine)
+        print(f"read-only episode: receiver back after {receiver_ok:.1f}s, worker after {worker_ok:.1f}s")
+    finally:
+        worker.close()
+        server.close()
+        receiver_engine.dispose()
+        env_gen.close()
