@@ -10,6 +10,7 @@ answered 2xx only after the transaction containing its rows committed. The rows 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from syncer import schema
 from syncer.errors import DatabaseError
 from syncer.inbox import Inbox, NewItem, Row
 from syncer.schema import session_unusable
@@ -45,8 +47,9 @@ class _Waiter:
 
 
 # How long past its statement timeout the committer still waits for the server's answer: the server
-# cancels the statement at the timeout; silence beyond it means no server is listening any more.
-_ANSWER_GRACE = 1.0
+# cancels the statement at the timeout; silence beyond it means no server is listening any more (or
+# a link so slow that a round trip exceeds Graph's whole allowance: then reconnecting costs nothing).
+_ANSWER_GRACE = 3.0
 
 
 class _Link:
@@ -151,7 +154,15 @@ class GroupCommitter:
         self._postgres = inbox.engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: more connections would only queue on its lock.
         count = 1 if inbox.engine.dialect.name == "sqlite" else max(1, committers)
-        self._links = [_Link(inbox.engine, statement_timeout=statement_timeout) for _ in range(count)]
+        # The committer's own engine: its connection start-ups are bounded like its statements. A
+        # leader that opens a connection does it for the requests waiting on it, which Graph gives up
+        # on after 3 s; the default connect_timeout (10 s) would hold them, and readiness, for longer.
+        self._engine = (
+            schema.bounded_connect(inbox.engine, max(2, math.ceil(statement_timeout)))
+            if self._postgres
+            else inbox.engine
+        )
+        self._links = [_Link(self._engine, statement_timeout=statement_timeout) for _ in range(count)]
         self._idle = list(self._links)  # connections no leader holds
         self._pending: deque[_Waiter] = deque()
         self._lock = threading.Lock()
@@ -172,8 +183,31 @@ class GroupCommitter:
     def probe(self, *, timeout: float = 2.5) -> None:
         """Raise DatabaseError unless this committer can commit now: a request with no rows, queued
         and led like any other on the same connections, checked for writability. A leader stuck on a
-        dead connection, or a read-only session, fails it as it fails the notifications."""
-        self._submit([], timeout)
+        dead connection, or a read-only session, fails it as it fails the notifications.
+
+        Answers within *timeout* whatever happens: the probe runs on a thread of its own, because
+        a probe that becomes the leader would otherwise wait as long as its batch (a connection
+        start-up, a slow round trip) and a readiness check must not hang on the database."""
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._submit([], timeout)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller
+                outcome.append(exc)
+            done.set()
+
+        threading.Thread(target=run, name="syncer-commit-probe", daemon=True).start()
+        if not done.wait(timeout):
+            raise DatabaseError(f"the inbox committer did not commit within {timeout:g}s")
+        error = outcome[0]
+        if error is None:
+            return
+        if isinstance(error, DatabaseError):
+            raise error
+        raise DatabaseError(f"the inbox committer cannot commit: {type(error).__name__}") from error
 
     def _submit(self, rows: list[Row], timeout: float) -> set[str]:
         me = _Waiter(rows)
@@ -221,6 +255,8 @@ class GroupCommitter:
         with self._lock:
             for link in self._idle:
                 link.drop()
+        if self._engine is not self.inbox.engine:
+            self._engine.dispose()
 
     def _take(self, first: _Waiter) -> list[_Waiter]:
         # Caller holds self._lock.

@@ -364,6 +364,17 @@ def _replace_unusable_sessions(context: sa.engine.ExceptionContext) -> None:
         context.is_disconnect = True
 
 
+def bounded_connect(engine: Engine, connect_timeout: int) -> Engine:
+    """A pool-less engine like PostgreSQL *engine* whose connection start-up takes at most
+    *connect_timeout* seconds (or less if its URL says so), for a user that keeps its connections."""
+    url = engine.url
+    current = url.query.get("connect_timeout")
+    if isinstance(current, str) and current.isdigit() and 0 < int(current) < connect_timeout:
+        connect_timeout = int(current)
+    bounded = url.update_query_dict({"connect_timeout": str(connect_timeout)})
+    return create_engine(bounded.render_as_string(hide_password=False), poolclass=sa.pool.NullPool)
+
+
 def create_engine(url: str, **kwargs: Any) -> Engine:
     """The engine syncer uses for *url*, with the settings each backend needs.
 

@@ -142,27 +142,26 @@ def test_a_slow_database_acknowledges_nothing_unstored(proxied: tuple[Database, 
     assert db.proxy is not None
     assert post(server, "warm") == 202 and ready(server) == 200
     settings = ReceiverSettings()
-    db.proxy.slow(1.2)  # a round trip takes 2.4 s more: about Graph's whole allowance
+    db.proxy.slow(2.0)  # a round trip takes 4 s more: beyond Graph's whole allowance, yet it works
     acked: list[str] = []
     statuses: list[int] = []
     readiness: list[tuple[int, float]] = []
     try:
-        for i in range(6):
+        for i in range(4):
             user = f"slow{i}"
-            status = post(server, user)
+            status = post(server, user, timeout=30)
             statuses.append(status)
             if status == 202:
                 acked.append(user)
             t = time.monotonic()
-            readiness.append((ready(server, timeout=15), time.monotonic() - t))
+            readiness.append((ready(server, timeout=30), time.monotonic() - t))
     finally:
         db.proxy.restore()
-    # Readiness answers within the time a request is given (a probe must not hang on a slow
-    # database), and it may not claim readiness it cannot back: it never says 200 after the store
-    # timeout has passed.
-    for status, seconds in readiness:
-        assert seconds < settings.store_timeout + 2.0, readiness
-        assert status in (200, 503), readiness
+    # Readiness answers within the time a notification is given (a probe that hangs on a slow
+    # database is a probe timeout, not an answer), and says 503: a notification would not be stored
+    # within store_timeout either.
+    assert all(seconds < settings.store_timeout + 1.0 for _, seconds in readiness), readiness
+    assert [status for status, _ in readiness] == [503] * len(readiness), readiness
     # Fast again: accepted at once.
     deadline = time.monotonic() + RECOVERY_SECONDS
     while post(server, f"fast{len(statuses)}") != 202:
