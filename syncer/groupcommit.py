@@ -10,7 +10,6 @@ answered 2xx only after the transaction containing its rows committed. The rows 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -64,7 +63,10 @@ class _Link:
         """The connection, and whether it was already open (then it may have died while idle)."""
         if self.connection is not None:
             return self.connection, True
-        conn = self.engine.connect()
+        # A leader opens the connection for the requests waiting on it, which Graph gives up on after
+        # 3 s: the engine's connect_timeout (10 s) would hold them, and readiness, far longer.
+        with schema.connect_within(self.statement_timeout):
+            conn = self.engine.connect()
         dbapi: Any = conn.connection.dbapi_connection
         if hasattr(dbapi, "io_timeout"):
             # syncer.schema's bounded psycopg connection: the server cancels a stuck statement after
@@ -154,15 +156,7 @@ class GroupCommitter:
         self._postgres = inbox.engine.dialect.name == "postgresql"
         # SQLite has one writer at a time: more connections would only queue on its lock.
         count = 1 if inbox.engine.dialect.name == "sqlite" else max(1, committers)
-        # The committer's own engine: its connection start-ups are bounded like its statements. A
-        # leader that opens a connection does it for the requests waiting on it, which Graph gives up
-        # on after 3 s; the default connect_timeout (10 s) would hold them, and readiness, for longer.
-        self._engine = (
-            schema.bounded_connect(inbox.engine, max(2, math.ceil(statement_timeout)))
-            if self._postgres
-            else inbox.engine
-        )
-        self._links = [_Link(self._engine, statement_timeout=statement_timeout) for _ in range(count)]
+        self._links = [_Link(inbox.engine, statement_timeout=statement_timeout) for _ in range(count)]
         self._idle = list(self._links)  # connections no leader holds
         self._pending: deque[_Waiter] = deque()
         self._lock = threading.Lock()
@@ -255,8 +249,6 @@ class GroupCommitter:
         with self._lock:
             for link in self._idle:
                 link.drop()
-        if self._engine is not self.inbox.engine:
-            self._engine.dispose()
 
     def _take(self, first: _Waiter) -> list[_Waiter]:
         # Caller holds self._lock.

@@ -10,8 +10,11 @@ several tenants.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -307,12 +310,11 @@ def session_unusable(error: BaseException) -> bool:
     return type(error).__name__ in ("OperationalError", "InterfaceError")
 
 
-def postgres_url(url: sa.URL) -> tuple[sa.URL, float | None]:
+def postgres_url(url: sa.URL, *, io_timeout: float | None = IO_TIMEOUT) -> tuple[sa.URL, float | None]:
     """*url* with :data:`POSTGRES_BOUNDS` and the statement timeout added where its query sets none,
     and the client I/O bound (seconds, None for none) taken out of it (libpq would refuse the key)."""
     query = dict(url.query)
     raw_io = query.pop(IO_TIMEOUT_PARAM, None)
-    io_timeout: float | None = IO_TIMEOUT
     if raw_io is not None:
         seconds = float(raw_io if isinstance(raw_io, str) else raw_io[-1])
         io_timeout = seconds if seconds > 0 else None
@@ -364,23 +366,37 @@ def _replace_unusable_sessions(context: sa.engine.ExceptionContext) -> None:
         context.is_disconnect = True
 
 
-def bounded_connect(engine: Engine, connect_timeout: int) -> Engine:
-    """A pool-less engine like PostgreSQL *engine* whose connection start-up takes at most
-    *connect_timeout* seconds (or less if its URL says so), for a user that keeps its connections."""
-    url = engine.url
-    current = url.query.get("connect_timeout")
-    if isinstance(current, str) and current.isdigit() and 0 < int(current) < connect_timeout:
-        connect_timeout = int(current)
-    bounded = url.update_query_dict({"connect_timeout": str(connect_timeout)})
-    return create_engine(bounded.render_as_string(hide_password=False), poolclass=sa.pool.NullPool)
+_connect_within: ContextVar[int | None] = ContextVar("syncer_connect_within", default=None)
 
 
-def create_engine(url: str, **kwargs: Any) -> Engine:
+@contextmanager
+def connect_within(seconds: float) -> Iterator[None]:
+    """Connections a PostgreSQL engine of :func:`create_engine` opens inside the block start up in at
+    most *seconds* (rounded up; libpq's minimum is 2), or less if the URL says so. For a caller that
+    answers someone waiting (the receiver's committer: Graph gives up after 3 s), where the default
+    ``connect_timeout`` would hold the wait far longer."""
+    token = _connect_within.set(max(2, math.ceil(seconds)))
+    try:
+        yield
+    finally:
+        _connect_within.reset(token)
+
+
+def _bound_connect_timeout(cparams: dict[str, Any]) -> None:
+    within = _connect_within.get()
+    if within is None:
+        return
+    current = str(cparams.get("connect_timeout", ""))
+    if not (current.isdigit() and 0 < int(current) <= within):
+        cparams["connect_timeout"] = str(within)
+
+
+def create_engine(url: str, *, io_timeout: float | None = IO_TIMEOUT, **kwargs: Any) -> Engine:
     """The engine syncer uses for *url*, with the settings each backend needs.
 
-    PostgreSQL connections are bounded (:data:`POSTGRES_BOUNDS`, :data:`STATEMENT_TIMEOUT`,
-    :data:`IO_TIMEOUT`; each overridable in the URL's query), and a connection whose session cannot
-    recover (:func:`session_unusable`) is replaced, with the rest of the pool, instead of reused."""
+    PostgreSQL connections are bounded (:data:`POSTGRES_BOUNDS`, :data:`STATEMENT_TIMEOUT`, and
+    *io_timeout* (:data:`IO_TIMEOUT`); each overridable in the URL's query), and a connection whose
+    session cannot recover (:func:`session_unusable`) is replaced, with the rest of the pool."""
     url = normalize_url(url)
     if is_sqlite(url):
         _create_private_sqlite_file(url)
@@ -388,14 +404,15 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    parsed, io_timeout = postgres_url(sa.make_url(url))
+    parsed, io_timeout = postgres_url(sa.make_url(url), io_timeout=io_timeout)
     engine = sa.create_engine(parsed, **kwargs)
     sa.event.listen(engine, "handle_error", _replace_unusable_sessions)
-    if engine.dialect.driver == "psycopg" and io_timeout is not None:
-        factory = _bounded_connection_class(io_timeout)
+    if engine.dialect.driver == "psycopg":
+        factory = _bounded_connection_class(io_timeout) if io_timeout is not None else None
 
-        def connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
-            return factory.connect(*cargs, **cparams)
+        def connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+            _bound_connect_timeout(cparams)
+            return factory.connect(*cargs, **cparams) if factory is not None else None
 
         sa.event.listen(engine, "do_connect", connect)
     return engine

@@ -79,9 +79,9 @@ def tables(postgres_url: str) -> Iterator[Engine]:
 def proxied(postgres_url: str, tables: Engine) -> Iterator[tuple[Database, Server]]:
     """The receiver (real HTTP, in-process) reaching PostgreSQL through a TcpProxy."""
     db = Database.for_url(postgres_url)
-    engine = schema.create_engine(db.process_url)
-    # A known subscription is not looked up again within the test: only the committer meets the fault.
-    server = Server(create_app(engine, settings=ReceiverSettings(subscription_ttl=600.0)))
+    settings = ReceiverSettings(subscription_ttl=1.0)  # lookups meet the fault too (pooled connections)
+    engine = schema.create_engine(db.process_url, io_timeout=settings.store_timeout + 3.0)  # as syncer.serve does
+    server = Server(create_app(engine, settings=settings))
     try:
         yield db, server
     finally:
