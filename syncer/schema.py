@@ -307,7 +307,7 @@ def session_unusable(error: BaseException) -> bool:
         return sqlstate in SESSION_FATAL_SQLSTATES or sqlstate.startswith("08")
     # psycopg raises OperationalError without a SQLSTATE for a connection failure on the client side
     # (closed by the server, reset, our I/O bound).
-    return type(error).__name__ in ("OperationalError", "InterfaceError")
+    return any(cls.__name__ in ("OperationalError", "InterfaceError") for cls in type(error).__mro__)
 
 
 def postgres_url(url: sa.URL, *, io_timeout: float | None = IO_TIMEOUT) -> tuple[sa.URL, float | None]:

@@ -171,6 +171,29 @@ def test_a_slow_database_acknowledges_nothing_unstored(proxied: tuple[Database, 
     print(f"slow database: statuses {statuses}; readyz {readiness}")
 
 
+def test_connection_bounds_are_set_and_the_url_overrides_them() -> None:
+    url, io_timeout = schema.postgres_url(sa.make_url("postgresql+psycopg://u@db/x?options=-csearch_path%3Ds"))
+    assert io_timeout == schema.IO_TIMEOUT
+    assert {k: url.query[k] for k in schema.POSTGRES_BOUNDS} == schema.POSTGRES_BOUNDS
+    assert url.query["options"] == f"-csearch_path=s -c statement_timeout={schema.STATEMENT_TIMEOUT}"
+    url, io_timeout = schema.postgres_url(sa.make_url(
+        "postgresql+psycopg://u@db/x?tcp_user_timeout=60000&options=-c%20statement_timeout%3D0&syncer_io_timeout=0"
+    ))
+    assert io_timeout is None and "syncer_io_timeout" not in url.query  # libpq would refuse the key
+    assert url.query["tcp_user_timeout"] == "60000" and url.query["options"] == "-c statement_timeout=0"
+    assert url.query["keepalives_idle"] == schema.POSTGRES_BOUNDS["keepalives_idle"]
+
+
+def test_sessions_that_outlive_their_cause_are_told_apart_from_bad_statements() -> None:
+    import psycopg
+
+    assert schema.session_unusable(psycopg.errors.ReadOnlySqlTransaction())  # 25006
+    assert schema.session_unusable(psycopg.errors.AdminShutdown())  # 57P01
+    assert schema.session_unusable(psycopg.errors.ConnectionTimeout())  # client side, no SQLSTATE
+    assert not schema.session_unusable(psycopg.errors.UniqueViolation())
+    assert not schema.session_unusable(psycopg.errors.QueryCanceled())  # the server is there: it cancelled
+
+
 # --- a primary that turns read-only and back ---------------------------------------------------------
 
 
