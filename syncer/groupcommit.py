@@ -22,7 +22,6 @@ from sqlalchemy.engine import Connection, Engine
 from syncer import schema
 from syncer.errors import DatabaseError
 from syncer.inbox import Inbox, NewItem, Row
-from syncer.schema import session_unusable
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class _ReadOnlySession(DatabaseError):
 
 def _connection_lost(exc: sa.exc.DBAPIError) -> bool:
     """The connection, not the batch, failed: a fresh connection may succeed at once."""
-    return exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError) or session_unusable(exc.orig or exc)
+    return exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError) or schema.session_unusable(exc.orig or exc)
 
 
 # The probe's statement: what an insert would meet, without writing. A session that would refuse the
@@ -161,8 +160,6 @@ class GroupCommitter:
         self._pending: deque[_Waiter] = deque()
         self._lock = threading.Lock()
         self._closed = False
-        # The latest batch's outcome (monotonic time, error or None), for readiness and post-mortems.
-        self.last_outcome: tuple[float, BaseException | None] | None = None
 
     def put(self, items: Sequence[NewItem], *, timeout: float = 2.5) -> set[str]:
         """Store *items* durably; returns the dedupe keys that were new. Raises DatabaseError."""
@@ -326,7 +323,6 @@ class GroupCommitter:
         try:
             new_keys = self._transaction(link, batch)
         except Exception as exc:
-            self.last_outcome = (time.monotonic(), exc)
             # A bad row (a value the database refuses) fails the whole batch: retry request by
             # request so that it fails only its own request. Anything else (connection lost, table
             # missing, timeout) would fail each retry the same way, so the batch fails as one.
@@ -344,7 +340,6 @@ class GroupCommitter:
                 self._commit(link, [waiter])
             return
         elapsed = time.perf_counter() - started
-        self.last_outcome = (time.monotonic(), None)
         for waiter in batch:
             waiter.new_keys = {row[6] for row in waiter.rows} & new_keys
             waiter.state = _DONE
