@@ -391,6 +391,27 @@ def _bound_connect_timeout(cparams: dict[str, Any]) -> None:
         cparams["connect_timeout"] = str(within)
 
 
+@contextmanager
+def unbounded(connection: sa.Connection) -> Iterator[None]:
+    """Inside a transaction of *connection*: no statement timeout and no client I/O bound, for the
+    statements that may rightly run for minutes (schema changes, backfills of large tables, waiting
+    for another migrator's lock). The bounds come back when the transaction or the block ends."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+    dbapi: Any = connection.connection.dbapi_connection
+    bounded = hasattr(dbapi, "io_timeout")
+    previous = getattr(dbapi, "io_timeout", None)
+    if bounded:
+        dbapi.io_timeout = None
+    try:
+        yield
+    finally:
+        if bounded:
+            dbapi.io_timeout = previous
+
+
 def create_engine(url: str, *, io_timeout: float | None = IO_TIMEOUT, **kwargs: Any) -> Engine:
     """The engine syncer uses for *url*, with the settings each backend needs.
 

@@ -194,6 +194,23 @@ def test_sessions_that_outlive_their_cause_are_told_apart_from_bad_statements() 
     assert not schema.session_unusable(psycopg.errors.QueryCanceled())  # the server is there: it cancelled
 
 
+def test_migrations_and_backfills_are_exempt_from_the_bounds(postgres_url: str) -> None:
+    """A statement timeout protects the receiver and the worker; it must not fail a schema change or
+    a backfill that rightly runs for minutes (syncer db upgrade, mirror.upgrade use ``unbounded``)."""
+    url = sa.make_url(postgres_url)
+    tight = url.update_query_dict({"syncer_io_timeout": "1", "options": f"{url.query['options']} -c statement_timeout=300"})
+    engine = schema.create_engine(tight.render_as_string(hide_password=False), pool_size=1, max_overflow=0)
+    try:
+        with pytest.raises(sa.exc.OperationalError), engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_sleep(0.6)")  # cancelled by the server (57014)
+        with engine.begin() as conn, schema.unbounded(conn):
+            conn.exec_driver_sql("SELECT pg_sleep(1.3)")  # past both bounds
+        with pytest.raises(sa.exc.OperationalError), engine.begin() as conn:
+            conn.exec_driver_sql("SELECT pg_sleep(0.6)")  # the same pooled connection is bounded again
+    finally:
+        engine.dispose()
+
+
 # --- a primary that turns read-only and back ---------------------------------------------------------
 
 
