@@ -137,6 +137,49 @@ def test_a_silent_partition_is_survived_and_readiness_tells(proxied: tuple[Datab
     print(f"silent partition: 202 and ready again after {recovered_at:.1f}s; {results}; readyz {readiness}")
 
 
+def test_the_worker_leaves_connections_that_died_silently(
+    postgres_url: str, tmp_path: Path, emulator_info: dict[str, Any], graph: Any
+) -> None:
+    """The worker's pooled connections go silent (a failover): its next drain must not wait on them
+    for ever. The client I/O bound is shortened to 5 s here (default 75 s; on a real network TCP's
+    own timers, tcp_user_timeout and keepalives, fire first: the user-space proxy hides them)."""
+    db = Database.for_url(postgres_url)
+    url = sa.make_url(db.process_url).update_query_dict({"syncer_io_timeout": "5"})
+    env_gen = make_env(tmp_path, emulator_info, url.render_as_string(hide_password=False), graph, USERS_SPEC.format(delete="soft"))
+    env = next(env_gen)
+    worker = worker_for(env)
+    direct = schema.create_engine(postgres_url)
+    try:
+        worker.drain()
+        settle(worker)
+        assert db.proxy is not None
+        db.proxy.blackhole()  # every connection the worker's pool holds is now dead
+        healthy = time.monotonic()
+        user = env.graph.create_user("after-the-failover")
+        notify(SimpleNamespace(engine=direct, tenant_id=env.tenant_id), "unknown-sub", f"Users/{user['id']}")  # type: ignore[arg-type]
+        mirrored = threading.Event()
+
+        def drain_until_mirrored() -> None:
+            while not mirrored.is_set() and time.monotonic() - healthy < RECOVERY_SECONDS + 5:
+                try:
+                    worker.drain()
+                    settle(worker)
+                    if user["id"] in env.rows("users"):
+                        mirrored.set()
+                except Exception:
+                    time.sleep(0.2)
+
+        thread = threading.Thread(target=drain_until_mirrored, daemon=True)  # may hang on the old code
+        thread.start()
+        assert mirrored.wait(RECOVERY_SECONDS), "the worker did not recover from the silent partition"
+        print(f"worker after a silent partition: mirrored after {time.monotonic() - healthy:.1f}s")
+    finally:
+        worker.close()
+        direct.dispose()
+        env_gen.close()
+        db.close()
+
+
 def test_a_slow_database_acknowledges_nothing_unstored(proxied: tuple[Database, Server], tables: Engine) -> None:
     db, server = proxied
     assert db.proxy is not None
