@@ -14,10 +14,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from syncer import schema
 from syncer.errors import DatabaseError
 from syncer.inbox import Inbox, NewItem, Row
 
@@ -42,6 +44,12 @@ class _Waiter:
         self.link: _Link | None = None  # handed over with the lead
 
 
+# How long past its statement timeout the committer still waits for the server's answer: the server
+# cancels the statement at the timeout; silence beyond it means no server is listening any more (or
+# a link so slow that a round trip exceeds Graph's whole allowance: then reconnecting costs nothing).
+_ANSWER_GRACE = 3.0
+
+
 class _Link:
     """One database connection of the committer, reopened when it dies; used by one leader at a time."""
 
@@ -54,7 +62,17 @@ class _Link:
         """The connection, and whether it was already open (then it may have died while idle)."""
         if self.connection is not None:
             return self.connection, True
-        conn = self.engine.connect()
+        # A leader opens the connection for the requests waiting on it, which Graph gives up on after
+        # 3 s: the engine's connect_timeout (10 s) would hold them, and readiness, far longer.
+        with schema.connect_within(self.statement_timeout):
+            conn = self.engine.connect()
+        dbapi: Any = conn.connection.dbapi_connection
+        if hasattr(dbapi, "io_timeout"):
+            # syncer.schema's bounded psycopg connection: the server cancels a stuck statement after
+            # statement_timeout, but a server that is gone (its socket silently dead after a failover)
+            # answers nothing, and without this bound the leader would wait in recv() for ever, with
+            # every request of the process queued behind it.
+            dbapi.io_timeout = self.statement_timeout + _ANSWER_GRACE
         if self.engine.dialect.name == "postgresql":
             # The leader is a request thread: it cannot wait on a stuck commit (a lock, a stalled
             # server) longer than Graph waits for our answer. PostgreSQL cancels the statement
@@ -85,6 +103,20 @@ class _Link:
 def _cancelled(exc: BaseException) -> bool:
     # psycopg's QueryCanceled (SQLSTATE 57014): our statement_timeout fired.
     return getattr(getattr(exc, "orig", None), "sqlstate", None) == "57014"
+
+
+class _ReadOnlySession(DatabaseError):
+    pass
+
+
+def _connection_lost(exc: sa.exc.DBAPIError) -> bool:
+    """The connection, not the batch, failed: a fresh connection may succeed at once."""
+    return exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError) or schema.session_unusable(exc.orig or exc)
+
+
+# The probe's statement: what an insert would meet, without writing. A session that would refuse the
+# insert (opened while the database was read-only, or on a hot standby after a failover) says "on".
+_READ_ONLY_SQL = "SELECT current_setting('transaction_read_only')"
 
 
 class GroupCommitter:
@@ -137,6 +169,38 @@ class GroupCommitter:
             rows = self.inbox.encode(items)
         except (TypeError, ValueError) as exc:
             raise DatabaseError(f"cannot encode the notifications: {type(exc).__name__}") from exc
+        return self._submit(rows, timeout)
+
+    def probe(self, *, timeout: float = 2.5) -> None:
+        """Raise DatabaseError unless this committer can commit now: a request with no rows, queued
+        and led like any other on the same connections, checked for writability. A leader stuck on a
+        dead connection, or a read-only session, fails it as it fails the notifications.
+
+        Answers within *timeout* whatever happens: the probe runs on a thread of its own, because
+        a probe that becomes the leader would otherwise wait as long as its batch (a connection
+        start-up, a slow round trip) and a readiness check must not hang on the database."""
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self._submit([], timeout)
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller
+                outcome.append(exc)
+            done.set()
+
+        threading.Thread(target=run, name="syncer-commit-probe", daemon=True).start()
+        if not done.wait(timeout):
+            raise DatabaseError(f"the inbox committer did not commit within {timeout:g}s")
+        error = outcome[0]
+        if error is None:
+            return
+        if isinstance(error, DatabaseError):
+            raise error
+        raise DatabaseError(f"the inbox committer cannot commit: {type(error).__name__}") from error
+
+    def _submit(self, rows: list[Row], timeout: float) -> set[str]:
         me = _Waiter(rows)
         link: _Link | None = None
         with self._lock:
@@ -215,25 +279,44 @@ class GroupCommitter:
         for attempt in (1, 2):
             conn, reused = link.open()
             try:
+                if not rows:
+                    self._check_writable(conn)  # probes only: an insert proves as much
+                    return set()
                 if self._postgres:
                     return self.inbox.put_rows(conn, rows)  # autocommit: the one statement is the transaction
                 with conn.begin():
                     return self.inbox.put_rows(conn, rows)
+            except (sa.exc.DataError, sa.exc.IntegrityError):
+                raise  # a bad row: the connection is fine
             except sa.exc.DBAPIError as exc:
+                # Anything else may outlive its cause on this connection (a read-only or terminated
+                # session, a dead socket, a cancel whose answer never came): replace it. Reconnecting
+                # costs one connection start; reusing a broken session fails every batch after it.
+                link.drop()
                 if _cancelled(exc):
                     raise DatabaseError(
                         f"storing the notifications took longer than {link.statement_timeout:g}s"
                     ) from exc
-                lost = exc.connection_invalidated or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
-                if lost:
-                    link.drop()
-                    if reused and attempt == 1:
-                        continue  # the kept connection died while idle: one more try on a fresh one
+                if reused and attempt == 1 and _connection_lost(exc):
+                    continue  # the kept connection died while idle: one more try on a fresh one
+                raise
+            except _ReadOnlySession:
+                link.drop()
+                if reused and attempt == 1:
+                    continue  # opened while the database was read-only; a new session may not be
                 raise
             except Exception:
                 link.drop()
                 raise
         raise AssertionError("unreachable")
+
+    def _check_writable(self, conn: Connection) -> None:
+        if not self._postgres:
+            with conn.begin():
+                conn.exec_driver_sql("SELECT 1")
+            return
+        if conn.exec_driver_sql(_READ_ONLY_SQL).scalar() == "on":
+            raise _ReadOnlySession("the database session is read-only")
 
     def _commit(self, link: _Link, batch: list[_Waiter]) -> None:
         started = time.perf_counter()

@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from syncer.errors import DatabaseError
-from syncer.schema import create_engine, is_sqlite
+from syncer.schema import create_engine, is_sqlite, unbounded
 
 # A fixed key for pg_advisory_lock: two processes upgrading one database at once would race on DDL.
 _PG_MIGRATION_LOCK = 0x5359_4E43_0001
@@ -41,7 +41,7 @@ def upgrade_core(url: str, revision: str = "head") -> None:
     """Bring syncer's core tables in *url* up to *revision*."""
     engine = create_engine(url)
     try:
-        with engine.begin() as connection:
+        with engine.begin() as connection, unbounded(connection):  # a migration may take minutes
             if not is_sqlite(engine):
                 connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
             config = alembic_config(url)

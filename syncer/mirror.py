@@ -137,7 +137,8 @@ def upgrade(spec: Spec, *, rebuild: bool = False, engine: sa.Engine | None = Non
     changes: list[str] = []
     try:
         for subscription in spec.subscriptions:
-            with engine.begin() as connection:
+            # A new column is filled from _raw over the whole table: minutes on a large mirror.
+            with engine.begin() as connection, schema.unbounded(connection):
                 changes += _upgrade_one(connection, subscription, rebuild=rebuild)
     finally:
         if own_engine:

@@ -361,6 +361,25 @@ class ReceiverState:
         with self.engine.begin() as conn:
             return self.inbox.put_in(conn, items)
 
+    def probe(self) -> None:
+        """Raise DatabaseError unless a notification could be stored now, through the path ``store``
+        takes: the committer (its connections, its queue, its leader), not a spare pool connection
+        that may well work while the committer's is stuck or read-only."""
+        if self.committer is not None:
+            self.committer.probe(timeout=self.settings.store_timeout)
+            return
+        try:
+            with self.engine.connect() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    # A session that would refuse the insert: the database (or the server, a hot
+                    # standby after a failover) is read-only.
+                    if conn.exec_driver_sql("SELECT current_setting('transaction_read_only')").scalar() == "on":
+                        raise DatabaseError("the database is read-only")
+                else:
+                    conn.execute(sa.select(1))
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"database unreachable: {type(exc).__name__}") from exc
+
     def close(self) -> None:
         if self.committer is not None:
             self.committer.close()
@@ -532,11 +551,13 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
+        # Ready = a notification POSTed now would be stored: the probe goes the way of one (see
+        # ReceiverState.probe), so readiness fails while the committer cannot commit and comes back
+        # with its first success. It waits up to store_timeout: give the probe a longer timeout.
         try:
-            with engine.connect() as conn:
-                conn.execute(sa.select(1))
-        except sa.exc.SQLAlchemyError as exc:
-            return Response(f"database unreachable: {type(exc).__name__}\n", status=503, mimetype="text/plain")
+            state.probe()
+        except DatabaseError as exc:
+            return Response(f"cannot store notifications: {exc}\n", status=503, mimetype="text/plain")
         return Response("ok\n", mimetype="text/plain")
 
     @app.get("/metrics")

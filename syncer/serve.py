@@ -218,7 +218,10 @@ def build_app(config: ServeConfig) -> Flask:
     sys.setswitchinterval(0.001)
     # Few connections: the committers keep one each, lookups are cached; PostgreSQL's max_connections
     # is shared by every worker process on every host.
-    engine = schema.create_engine(config.database_url, pool_size=4, max_overflow=4)
+    # Its waits for the server are bounded like the committer's: a subscription lookup on a pooled
+    # connection that died silently (a failover) must fail in time for Graph's retry, not hang.
+    io_timeout = config.settings.store_timeout + 3.0
+    engine = schema.create_engine(config.database_url, io_timeout=io_timeout, pool_size=4, max_overflow=4)
     keys = _load_keys(config.keys) if config.keys else None
     tokens = _token_validator(config)
     metrics = Metrics(directory=config.metrics_dir)

@@ -116,13 +116,28 @@ def emulator_config(seed: int) -> EmulatorConfig:
 
 
 class TcpProxy:
-    """A loopback TCP forwarder to PostgreSQL that can be cut (every connection reset, new ones refused)."""
+    """A loopback TCP forwarder to PostgreSQL with the ways a database goes away or bad:
+
+    - ``cut()``: the host vanishes loudly: every connection reset, new ones refused;
+    - ``blackhole()``: a failover behind a virtual IP, or a dropped NAT entry: the connections open
+      now go silent for ever (their bytes are swallowed; no RST, no FIN) while new ones get through;
+      ``blackhole(new_connections=True)``: new ones are accepted and go silent too, until ``restore()``;
+    - ``slow(seconds)``: every chunk of bytes is delayed, both ways (a congested link, a far database);
+    - ``restore()``: back to normal for new connections (silenced ones stay silent, as a peer that
+      is gone does not come back) and no delay.
+
+    The proxy runs in user space, so the local kernel acknowledges every byte the client sends: only
+    timers in the client (not TCP's own) can notice a blackhole. The real partition is easier to see.
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = free_port()
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
+        self._silent: set[socket.socket] = set()  # connections whose bytes are swallowed
+        self._silence_new = False
+        self.delay = 0.0
         self._lock = threading.Lock()
         self.up = False
 
@@ -158,8 +173,21 @@ class TcpProxy:
             except OSError:
                 pass
 
+    def blackhole(self, *, new_connections: bool = False) -> None:
+        """The open connections go silent for ever (see the class); new ones too if *new_connections*."""
+        with self._lock:
+            self._silent |= self._conns
+            self._silence_new = new_connections
+
+    def slow(self, seconds: float) -> None:
+        """Every chunk forwarded *seconds* late, each way (a round trip takes 2 x *seconds* longer)."""
+        self.delay = seconds
+
     def restore(self) -> None:
-        """The database is back (same address)."""
+        """The database is back (same address): new connections are forwarded at full speed."""
+        self.delay = 0.0
+        with self._lock:
+            self._silence_new = False
         if not self.up:
             self.start()
 
@@ -183,6 +211,8 @@ class TcpProxy:
                     upstream.close()
                     return
                 self._conns |= {client, upstream}
+                if self._silence_new:
+                    self._silent |= {client, upstream}
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a: socket.socket, b: socket.socket) -> None:
@@ -193,12 +223,17 @@ class TcpProxy:
                     data = source.recv(65536)
                     if not data:
                         return
+                    if source in self._silent:
+                        continue  # swallowed: the other end never hears of it
+                    if self.delay:
+                        time.sleep(self.delay)
                     (b if source is a else a).sendall(data)
         except (OSError, ValueError):
             return
         finally:
             with self._lock:
                 self._conns -= {a, b}
+                self._silent -= {a, b}
             for s in (a, b):
                 try:
                     s.close()
