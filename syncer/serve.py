@@ -126,9 +126,7 @@ class ServeConfig:
         settings = ReceiverSettings(
             notification_path=env.get("SYNCER_RECEIVER_NOTIFICATION_PATH", ReceiverSettings.notification_path),
             lifecycle_path=env.get("SYNCER_RECEIVER_LIFECYCLE_PATH", ReceiverSettings.lifecycle_path),
-            max_body_bytes=int(env.get("SYNCER_RECEIVER_MAX_BODY", ReceiverSettings.max_body_bytes)),
-            body_timeout=float(env.get("SYNCER_RECEIVER_BODY_TIMEOUT", ReceiverSettings.body_timeout)),
-            body_budget_bytes=int(env.get("SYNCER_RECEIVER_BODY_BUDGET", ReceiverSettings.body_budget_bytes)),
+            **_body_limits(env),
         )
         return cls(
             database_url=url,
@@ -152,7 +150,8 @@ class ServeConfig:
         """The configuration a :class:`syncer.spec.Spec` implies (call ``resolve_emulator()`` first):
         its database, listen address and URL paths, the tenants' app ids as token audiences, the
         identity platform's keys of its cloud, and every encryption key (the rotated-out one too).
-        *overrides* (None values ignored) replace fields, e.g. ``bind`` or ``workers``."""
+        *overrides* (None values ignored) replace fields, e.g. ``bind`` or ``workers``. The body limits and
+        ``connections`` are read from the same ``SYNCER_RECEIVER_*`` variables as :meth:`from_env`."""
         receiver = spec.receiver
         notification_path = urlsplit(receiver.notification_url).path or "/"
         lifecycle_path = urlsplit(receiver.lifecycle_url).path or "/" if receiver.lifecycle_url else "/lifecycle"
@@ -167,7 +166,10 @@ class ServeConfig:
         config = cls(
             database_url=spec.database_url,
             bind=f"{receiver.host}:{receiver.port}",
-            settings=ReceiverSettings(notification_path=notification_path, lifecycle_path=lifecycle_path),
+            settings=ReceiverSettings(
+                notification_path=notification_path, lifecycle_path=lifecycle_path, **_body_limits(os.environ)
+            ),
+            connections=int(os.environ.get("SYNCER_RECEIVER_CONNECTIONS") or cls.connections),
             app_ids=tuple(dict.fromkeys(t.client_id for t in spec.tenants if t.client_id)),
             # The identity platform publishes the same signing keys under every tenant; "common" is
             # what Microsoft's samples use (notes §5.3).
@@ -176,6 +178,14 @@ class ServeConfig:
             keys=tuple(keys.values()),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _body_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "max_body_bytes": int(env.get("SYNCER_RECEIVER_MAX_BODY") or ReceiverSettings.max_body_bytes),
+        "body_timeout": float(env.get("SYNCER_RECEIVER_BODY_TIMEOUT") or ReceiverSettings.body_timeout),
+        "body_budget_bytes": int(env.get("SYNCER_RECEIVER_BODY_BUDGET") or ReceiverSettings.body_budget_bytes),
+    }
 
 
 def _secret_reader(secret: Any) -> Callable[[], bytes]:

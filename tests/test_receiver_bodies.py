@@ -20,10 +20,10 @@ import orjson
 import pytest
 import requests
 from sqlalchemy.engine import Engine
-from test_receiver import JSON, SUB, engine, inbox_rows, make_receiver, served  # noqa: F401  (engine: a fixture)
+from test_receiver import JSON, SUB, add_subscription, inbox_rows, make_receiver, served
 from werkzeug.serving import make_server
 
-from syncer import notifications
+from syncer import notifications, schema
 from syncer.errors import NotificationError
 from syncer.receiver import ReceiverSettings, create_app
 from syncer.run import _QuietHandler
@@ -35,6 +35,15 @@ ENV = {
     "threads": "SYNCER_RECEIVER_THREADS",
     "connections": "SYNCER_RECEIVER_CONNECTIONS",
 }
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = schema.create_engine(database_url)
+    schema.metadata.create_all(engine)
+    add_subscription(engine, SUB)
+    yield engine
+    engine.dispose()
 
 
 @contextmanager
@@ -136,7 +145,7 @@ def test_the_app_itself_refuses_a_length_that_is_not_ascii_digits_without_readin
             "REQUEST_METHOD": "POST", "PATH_INFO": "/notifications", "QUERY_STRING": "", "CONTENT_TYPE": "application/json",
             "CONTENT_LENGTH": value, "wsgi.input": Unreadable(), "wsgi.url_scheme": "http", "SERVER_NAME": "x", "SERVER_PORT": "80",
         }
-        body = b"".join(app.wsgi_app(environ, lambda status, headers, *_: seen.append((status, headers))))
+        body = b"".join(app.wsgi_app(environ, lambda status, headers, *_, seen=seen: seen.append((status, headers))))
         status, headers = seen[0]
         assert status.startswith("400 "), (value, status, body)
         assert ("Connection", "close") in headers
