@@ -23,6 +23,9 @@ Responses (decided here, following notes §3.2):
   and a retry of something that did land after all is absorbed as a duplicate. Never 2xx for an item
   that is not committed.
 * Malformed body → 400, body over the cap → 413, not JSON → 415, not POST → 405.
+* A ``Content-Length`` that is not plain ASCII digits → 400 at once (the body's end is unknown).
+* A body not read within ``body_timeout`` → 408; past the process's budget of body bytes in flight →
+  503 (Graph retries). These three close the connection: the rest of the body is never read.
 
 Both paths accept both kinds of item: the kind is the item's (``changeType`` vs ``lifecycleEvent``),
 because an older Graph revision sent lifecycle events to the notification URL (notes §4).
@@ -34,7 +37,10 @@ from a spec and running gunicorn (``ServeConfig``, ``app_for_spec``, ``serve``) 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -97,6 +103,15 @@ class ReceiverSettings:
     # milliseconds; a second leaves the store most of Graph's 3 seconds.
     lookup_timeout: float = 1.0
     log_rejections_per_second: float = 5.0
+    # A body must be in within this many seconds of its headers (Graph sends one in milliseconds and
+    # gives up on the answer after 3 s): a slow or idle client cannot hold a worker's thread or greenlet.
+    body_timeout: float = 10.0
+    # Bytes of request bodies one process holds at once (reserved from Content-Length before reading).
+    # Bodies over ``large_body_bytes`` may take only three quarters of it: the last quarter stays for
+    # the small POSTs Graph sends most (one to a few KiB per basic notification), whatever large
+    # bodies a client holds open. Past the budget: 503, which Graph retries.
+    body_budget_bytes: int = 64 * 1024 * 1024
+    large_body_bytes: int = 1024 * 1024
 
 
 class _RateLimiter:
@@ -321,10 +336,102 @@ class _FastPath:
         status, text = self.receive(endpoint, environ, environ["wsgi.input"].read)
         body = text.encode()
         headers = [*_ANSWER_HEADERS, ("Content-Length", str(len(body)))]
-        if status == 413:
-            headers.append(("Connection", "close"))  # or the server would read the unwanted body to reuse it
+        if environ.get(CLOSE_KEY):
+            _force_close(start_response, headers)  # or the server would read the unwanted body to reuse it
         start_response(_status_line(status), headers)
         return [body]
+
+
+# RFC 9110 §8.6: Content-Length = 1*DIGIT. Not str.isdigit(), which is true for "²" and other digits.
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
+_READ_CHUNK = 64 * 1024
+# Set in the WSGI environ by ``receive`` when the connection must not be reused (the rest of the body
+# was not read); the fast path and the Flask view act on it.
+CLOSE_KEY = "syncer.close_connection"
+
+
+class BodyBudget:
+    """Bytes of request bodies in flight in this process, against a budget (see ``ReceiverSettings``)."""
+
+    def __init__(self, total: int, large_body_bytes: int) -> None:
+        self.total = total
+        self.large_limit = total * 3 // 4
+        self.large_body_bytes = large_body_bytes
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int, *, body_size: int) -> bool:
+        """Reserve *size* bytes for a body of (so far) *body_size* bytes; False when over budget."""
+        limit = self.total if body_size <= self.large_body_bytes else self.large_limit
+        with self._lock:
+            if self.in_flight + size > limit:
+                return False
+            self.in_flight += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.in_flight -= size
+
+
+class ReadDeadlines:
+    """Cuts the body read of a request still running at its deadline.
+
+    A timer thread (a greenlet under gevent's patching) shuts down the read side of the request's
+    socket: a ``recv`` blocked in any thread or greenlet returns at once with end of stream. A socket
+    timeout alone would not do: it bounds each ``recv``, and a client dripping a byte per interval
+    would hold the request for as long as it likes. The timer looks every *tick* seconds (the
+    deadline's precision), so that watching a request costs one dictionary entry.
+    """
+
+    def __init__(self, tick: float = 0.2) -> None:
+        self.tick = tick
+        self._lock = threading.Lock()
+        self._watched: dict[int, tuple[float, socket.socket]] = {}
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, deadline: float) -> int:
+        key = next(self._keys)
+        with self._lock:
+            self._watched[key] = (deadline, sock)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="syncer-read-deadlines", daemon=True)
+                self._thread.start()
+        return key
+
+    def done(self, key: int) -> bool:
+        """Stop watching; True if the deadline had passed (the socket's read side is shut)."""
+        with self._lock:
+            return self._watched.pop(key, None) is None
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self._lock:
+                expired = [key for key, (deadline, _) in self._watched.items() if deadline <= now]
+                socks = [self._watched.pop(key)[1] for key in expired]
+            for sock in socks:
+                try:
+                    sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass  # the client went away already
+
+
+def _request_socket(environ: Mapping[str, Any]) -> socket.socket | None:
+    # gunicorn (every worker class) and werkzeug's server publish the client socket.
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _force_close(start_response: Callable[..., Any], headers: list[tuple[str, str]]) -> None:
+    # gunicorn drops a Connection header from the app (hop-by-hop) but closes when its response object,
+    # whose bound method start_response is, is told to; werkzeug's server honours the header.
+    close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+    if callable(close):
+        close()
+    headers.append(("Connection", "close"))
 
 
 def _new_item(a: Accepted) -> NewItem:
@@ -431,6 +538,8 @@ def create_app(
     # Graph retries each 503 and many POSTs arrive per second: a line per outage, not per request.
     outage = OutageLog(log, "database", level=logging.ERROR)
     deferral_limiter = _RateLimiter(settings.log_rejections_per_second)
+    budget = BodyBudget(settings.body_budget_bytes, settings.large_body_bytes)
+    deadlines = ReadDeadlines()
 
     app = Flask("syncer.receiver")
     # One more than the cap, so that the view can tell "exactly the cap" from "over it" (see receive).
@@ -469,6 +578,13 @@ def create_app(
                 f" ({suppressed} similar lines suppressed)" if suppressed else "",
             )
 
+    def over_budget(endpoint: str, environ: dict[str, Any]) -> tuple[int, str]:
+        environ[CLOSE_KEY] = True
+        metrics.inc("syncer_notifications_rejected_total", reason="body_budget")
+        if limiter.allow():
+            log.warning("request bodies in flight are over the budget of %d bytes: answering 503", budget.total)
+        return answer(503, endpoint, "too many request bodies in flight, retry")
+
     def receive(endpoint: str, environ: dict[str, Any], read: Callable[[int], bytes]) -> tuple[int, str]:
         """A POST to the notification or lifecycle path: (status, body). Reads only the WSGI environ
         and *read* (the body stream), so that Flask's view and the fast path share it."""
@@ -483,21 +599,63 @@ def create_app(
         content_type = environ.get("CONTENT_TYPE", "")
         if content_type != "application/json" and content_type.partition(";")[0].strip().lower() != "application/json":
             return answer(415, endpoint, "expected application/json")
-        declared = environ.get("CONTENT_LENGTH", "")
-        length = int(declared) if declared.isdigit() else None
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if declared and not _CONTENT_LENGTH.fullmatch(declared):
+            environ[CLOSE_KEY] = True
+            metrics.inc("syncer_notifications_rejected_total", reason="bad_content_length")
+            return answer(400, endpoint, "Content-Length must be decimal digits")
+        length = int(declared) if declared else None
         # Never read past a declared length (PEP 3333: the stream may be the bare socket). Without
         # one (chunked), read one byte past the cap ourselves: a server may just stop reading at a
         # limit, which would look like a truncated (400) body rather than a 413.
-        too_large = length is not None and length > settings.max_body_bytes
-        body = b"" if too_large else read(settings.max_body_bytes + 1 if length is None else length)
-        if too_large or len(body) > settings.max_body_bytes:
+        if length is not None and length > settings.max_body_bytes:
+            environ[CLOSE_KEY] = True
             metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
             return answer(413, endpoint, "Request Entity Too Large")
+        reserved = 0
         try:
-            collection = parse_collection(body, limits=settings.limits)
-        except NotificationError as exc:
-            metrics.inc("syncer_notifications_rejected_total", reason=exc.reason)
-            return answer(400, endpoint, f"malformed notification collection ({exc.reason})")
+            if length is not None:
+                if not budget.take(length, body_size=length):
+                    return over_budget(endpoint, environ)
+                reserved = length
+            body = bytearray()
+            want = settings.max_body_bytes + 1 if length is None else length
+            sock = _request_socket(environ)
+            watch = deadlines.watch(sock, time.monotonic() + settings.body_timeout) if sock is not None else None
+            failed = False
+            try:
+                while len(body) < want:
+                    size = min(_READ_CHUNK, want - len(body))
+                    if length is None:  # chunked: reserve as it grows
+                        if not budget.take(size, body_size=len(body) + size):
+                            return over_budget(endpoint, environ)
+                        reserved += size
+                    data = read(size)
+                    if not data:
+                        break
+                    body += data
+            except OSError:  # a socket timeout (`syncer run` sets one), a reset
+                failed = True
+            finally:
+                timed_out = watch is not None and deadlines.done(watch)
+            if timed_out:
+                environ[CLOSE_KEY] = True  # the socket's read side is shut
+            if failed or (timed_out and (length is None or len(body) < length)):
+                environ[CLOSE_KEY] = True
+                metrics.inc("syncer_notifications_rejected_total", reason="body_timeout")
+                return answer(408, endpoint, "Request Timeout")
+            if len(body) > settings.max_body_bytes:
+                environ[CLOSE_KEY] = True
+                metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
+                return answer(413, endpoint, "Request Entity Too Large")
+            try:
+                collection = parse_collection(body, limits=settings.limits)
+            except NotificationError as exc:
+                metrics.inc("syncer_notifications_rejected_total", reason=exc.reason)
+                return answer(400, endpoint, f"malformed notification collection ({exc.reason})")
+            del body  # the budget counts bodies; the parsed items are bounded by the limits
+        finally:
+            budget.give(reserved)
         try:
             verdict = check_collection(collection, lookup=state.lookup, tokens=state.tokens, keys=state.keys)
         except DatabaseError as exc:
@@ -538,7 +696,10 @@ def create_app(
 
     def view(endpoint: str) -> Response:
         status, body = receive(endpoint, request.environ, request.stream.read)
-        return _response(status, body)
+        response = _response(status, body)
+        if request.environ.get(CLOSE_KEY):
+            response.headers["Connection"] = "close"
+        return response
 
     endpoints = {settings.lifecycle_path: "lifecycle", settings.notification_path: "notifications"}  # one path: notifications
     for path, endpoint in endpoints.items():

@@ -84,7 +84,11 @@ class Runner:
         self.app = app_for_spec(spec, self.engine)
         host = self.host or spec.receiver.host
         port = spec.receiver.port if self.port is None else self.port
-        self.server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
+        # A socket timeout on each connection: an idle client (between requests, or stalling its
+        # headers) lets go of its thread; the receiver bounds each whole body on top of that.
+        timeout = self.app.extensions["syncer.receiver"].settings.body_timeout
+        handler = type("_Handler", (_QuietHandler,), {"timeout": timeout})
+        self.server = make_server(host, port, self.app, threaded=True, request_handler=handler)
         self._thread = threading.Thread(target=self.server.serve_forever, name="syncer-receiver", daemon=True)
         self._thread.start()
         self.echo(f"receiver listening on {self.receiver_url} (public URL {spec.receiver.notification_url})")

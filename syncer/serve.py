@@ -77,6 +77,11 @@ class ServeConfig:
     requests in flight. ``timeout`` 30 s (a worker stuck that long is restarted), ``keepalive`` 5 s
     (Graph reuses connections), ``graceful_timeout`` 20 s so queued rows are committed before a
     worker exits.
+
+    Request bodies (:class:`syncer.receiver.ReceiverSettings`): at most ``max_body_bytes`` each, in
+    within ``body_timeout`` seconds of the headers, ``body_budget_bytes`` in flight per process. The
+    request line and headers keep gunicorn's own bounds (``limit_request_line`` 4094 bytes,
+    ``limit_request_fields`` 100, ``limit_request_field_size`` 8190), set explicitly below.
     """
 
     database_url: str
@@ -102,10 +107,12 @@ class ServeConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
         """Read ``SYNCER_DATABASE_URL`` (required), ``SYNCER_RECEIVER_BIND``, ``SYNCER_RECEIVER_APP_IDS``
-        (comma list), ``SYNCER_RECEIVER_WORKERS``, ``SYNCER_RECEIVER_WORKER_CLASS``, ``SYNCER_RECEIVER_JWKS_URL``, ``SYNCER_RECEIVER_JWKS_CA_BUNDLE``,
+        (comma list), ``SYNCER_RECEIVER_WORKERS``, ``SYNCER_RECEIVER_WORKER_CLASS``, ``SYNCER_RECEIVER_THREADS``,
+        ``SYNCER_RECEIVER_CONNECTIONS``, ``SYNCER_RECEIVER_JWKS_URL``, ``SYNCER_RECEIVER_JWKS_CA_BUNDLE``,
         ``SYNCER_RECEIVER_KEYS`` (``certId=/path/key.pem,...``), ``SYNCER_RECEIVER_NOTIFICATION_PATH``,
-        ``SYNCER_RECEIVER_LIFECYCLE_PATH``, ``SYNCER_RECEIVER_MAX_BODY``, ``SYNCER_RECEIVER_TOKEN_LEEWAY``
-        (seconds), ``SYNCER_METRICS_DIR``."""
+        ``SYNCER_RECEIVER_LIFECYCLE_PATH``, ``SYNCER_RECEIVER_MAX_BODY`` (bytes), ``SYNCER_RECEIVER_TOKEN_LEEWAY``
+        (seconds), ``SYNCER_RECEIVER_BODY_TIMEOUT`` (seconds), ``SYNCER_RECEIVER_BODY_BUDGET`` (bytes per process),
+        ``SYNCER_METRICS_DIR``."""
         env = os.environ if environ is None else environ
         url = env.get("SYNCER_DATABASE_URL")
         if not url:
@@ -119,13 +126,15 @@ class ServeConfig:
         settings = ReceiverSettings(
             notification_path=env.get("SYNCER_RECEIVER_NOTIFICATION_PATH", ReceiverSettings.notification_path),
             lifecycle_path=env.get("SYNCER_RECEIVER_LIFECYCLE_PATH", ReceiverSettings.lifecycle_path),
-            max_body_bytes=int(env.get("SYNCER_RECEIVER_MAX_BODY", ReceiverSettings.max_body_bytes)),
+            **_body_limits(env),
         )
         return cls(
             database_url=url,
             bind=env.get("SYNCER_RECEIVER_BIND", "127.0.0.1:8000"),
             workers=int(env["SYNCER_RECEIVER_WORKERS"]) if env.get("SYNCER_RECEIVER_WORKERS") else None,
             worker_class=env.get("SYNCER_RECEIVER_WORKER_CLASS") or None,
+            threads=int(env.get("SYNCER_RECEIVER_THREADS") or cls.threads),
+            connections=int(env.get("SYNCER_RECEIVER_CONNECTIONS") or cls.connections),
             settings=settings,
             app_ids=tuple(a.strip() for a in env.get("SYNCER_RECEIVER_APP_IDS", "").split(",") if a.strip()),
             jwks_url=env.get("SYNCER_RECEIVER_JWKS_URL", DEFAULT_JWKS_URL),
@@ -141,7 +150,8 @@ class ServeConfig:
         """The configuration a :class:`syncer.spec.Spec` implies (call ``resolve_emulator()`` first):
         its database, listen address and URL paths, the tenants' app ids as token audiences, the
         identity platform's keys of its cloud, and every encryption key (the rotated-out one too).
-        *overrides* (None values ignored) replace fields, e.g. ``bind`` or ``workers``."""
+        *overrides* (None values ignored) replace fields, e.g. ``bind`` or ``workers``. The body limits and
+        ``connections`` are read from the same ``SYNCER_RECEIVER_*`` variables as :meth:`from_env`."""
         receiver = spec.receiver
         notification_path = urlsplit(receiver.notification_url).path or "/"
         lifecycle_path = urlsplit(receiver.lifecycle_url).path or "/" if receiver.lifecycle_url else "/lifecycle"
@@ -156,7 +166,10 @@ class ServeConfig:
         config = cls(
             database_url=spec.database_url,
             bind=f"{receiver.host}:{receiver.port}",
-            settings=ReceiverSettings(notification_path=notification_path, lifecycle_path=lifecycle_path),
+            settings=ReceiverSettings(
+                notification_path=notification_path, lifecycle_path=lifecycle_path, **_body_limits(os.environ)
+            ),
+            connections=int(os.environ.get("SYNCER_RECEIVER_CONNECTIONS") or cls.connections),
             app_ids=tuple(dict.fromkeys(t.client_id for t in spec.tenants if t.client_id)),
             # The identity platform publishes the same signing keys under every tenant; "common" is
             # what Microsoft's samples use (notes §5.3).
@@ -165,6 +178,14 @@ class ServeConfig:
             keys=tuple(keys.values()),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _body_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "max_body_bytes": int(env.get("SYNCER_RECEIVER_MAX_BODY") or ReceiverSettings.max_body_bytes),
+        "body_timeout": float(env.get("SYNCER_RECEIVER_BODY_TIMEOUT") or ReceiverSettings.body_timeout),
+        "body_budget_bytes": int(env.get("SYNCER_RECEIVER_BODY_BUDGET") or ReceiverSettings.body_budget_bytes),
+    }
 
 
 def _secret_reader(secret: Any) -> Callable[[], bytes]:
@@ -255,6 +276,10 @@ def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
         "timeout": config.timeout,
         "keepalive": config.keepalive,
         "graceful_timeout": config.graceful_timeout,
+        # Graph's POSTs carry a few short headers; gunicorn answers 400 past these, before the app.
+        "limit_request_line": 4094,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
         "accesslog": "-" if config.access_log else None,
         # Each worker builds its own app after the fork (and, with gevent, after its monkey-patching):
         # engines, pools and the committer's connections must not be shared across processes.

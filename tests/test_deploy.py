@@ -137,6 +137,14 @@ def test_kubernetes_manifest(manifest: Path) -> None:
     # The Ingress serves the paths the spec's URLs name.
     paths = {p["path"] for rule in kinds["Ingress"]["spec"]["rules"] for p in rule["http"]["paths"]}
     assert {"/notifications", "/lifecycle"} <= paths
+    # The edge refuses what the receiver would (issue 12): its body cap, and whole bodies forwarded.
+    from syncer.receiver import ReceiverSettings
+
+    annotations = kinds["Ingress"]["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{ReceiverSettings.max_body_bytes >> 20}m"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    env = {e["name"]: e["value"] for e in receiver["env"] if "value" in e}
+    assert int(env["SYNCER_RECEIVER_MAX_BODY"]) == ReceiverSettings.max_body_bytes
     # Workers have stable ids (the pod name), the resumption after a kill depends on it.
     worker = kinds["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
     assert worker["command"][worker["command"].index("--worker-id") + 1] == "$(POD_NAME)"
