@@ -6,7 +6,7 @@ A burst (an outage of the worker, a mass change in the tenant) leaves many notif
 receiver stores up to ~22k per second on PostgreSQL, so the worker must drain at least as fast as
 Graph sends, or the backlog only grows. Each round: a fresh database (SQLite file, PostgreSQL schema)
 with --scopes mailbox scopes and their subscriptions, --notifications rows put in the inbox
-round-robin over the scopes, then :meth:`syncer.worker.Worker.drain` (without starting passes)
+round-robin over the scopes, then :meth:`syncer.worker.jobs.Worker.drain` (without starting passes)
 until the inbox is empty: rows/s. Then the same again on top of the processed rows ("warm"): a
 queue table with history, whose statistics say that nothing waits, is where a planner goes wrong.
 
@@ -37,8 +37,8 @@ from sync import drop_database, fresh_database  # noqa: E402  (bench/sync.py)
 from syncer import schema  # noqa: E402
 from syncer.inbox import Inbox, NewItem  # noqa: E402
 from syncer.migrate import upgrade_core  # noqa: E402
-from syncer.scopes import STRATEGIES, Scope, ScopeIndex  # noqa: E402
-from syncer.worker import Worker  # noqa: E402
+from syncer.worker.jobs import Worker  # noqa: E402
+from syncer.worker.scopes import STRATEGIES, Scope, ScopeIndex  # noqa: E402
 
 TENANT = "bench-tenant"
 

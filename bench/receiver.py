@@ -5,7 +5,7 @@
 For each backend (PostgreSQL from $SYNCER_TEST_DATABASE_URL or postgresql+psycopg://postgres@127.0.0.1:5432/test,
 in a schema of its own; SQLite in a temporary file) and each body size (1 and 10 notifications per
 POST), it runs the no-op app and then the receiver under the same gunicorn settings
-(syncer.serve.gunicorn_options), each for --duration seconds at --connections connections, and
+(syncer.receiver.serve.gunicorn_options), each for --duration seconds at --connections connections, and
 checks that the inbox holds at least (2xx responses x items) rows: every 2xx was committed.
 Target (issue 6): on PostgreSQL >= 70% of the no-op app's req/s and p99 < 100 ms at 64 connections.
 Each case runs --rounds noop/receiver pairs (alternated, the load on a shared machine drifts); the
@@ -100,8 +100,8 @@ def noop_app() -> Any:
 
 def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int, committers: int,
           worker_class: str | None) -> None:
-    from syncer.receiver import ReceiverSettings
-    from syncer.serve import ServeConfig, build_app, gunicorn_options, run_gunicorn
+    from syncer.receiver.app import ReceiverSettings
+    from syncer.receiver.serve import ServeConfig, build_app, gunicorn_options, run_gunicorn
 
     settings = ReceiverSettings(committers=committers) if committers else ReceiverSettings()
     config = ServeConfig(database_url=database_url, bind=bind, workers=workers, worker_class=worker_class,
@@ -266,7 +266,7 @@ def main() -> None:
               args.worker_class or None)
         return
 
-    from syncer.serve import ServeConfig, gunicorn_options
+    from syncer.receiver.serve import ServeConfig, gunicorn_options
 
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))

@@ -3,7 +3,7 @@
 Measures, in one run and against one emulator (its own process, so it does not share our GIL):
 
 - ``ceiling``: paging the same users delta with plain requests + orjson, storing nothing;
-- ``syncer_sqlite`` / ``syncer_postgres``: :func:`syncer.sync.sync_scope` writing a fresh mirror,
+- ``syncer_sqlite`` / ``syncer_postgres``: :func:`syncer.worker.sync.sync_scope` writing a fresh mirror,
   ``--repeat`` times, each pass right after a ceiling measurement (``of_ceiling`` is the median of
   those pairs: the machine is shared and its load moves between minutes, not within one pair);
 - ``dlt_sqlite`` / ``dlt_postgres``: dlt's REST API source loading the same pages the way a competent
@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from syncer import mirror, schema  # noqa: E402
 from syncer.migrate import upgrade_core  # noqa: E402
-from syncer.scheduler import sync_once  # noqa: E402
 from syncer.spec import load_spec  # noqa: E402
+from syncer.worker.scheduler import sync_once  # noqa: E402
 
 PAGE_SIZE = 999
 COLUMNS = [

@@ -232,9 +232,9 @@ def worker(
     only one worker may run: a second one is refused with the name of the first. A worker restarted
     under the same --worker-id takes back at once what its killed predecessor held.
     """
-    from syncer.scheduler import Schedule, run_worker
     from syncer.spec import load_spec
-    from syncer.worker import Retention
+    from syncer.worker.jobs import Retention
+    from syncer.worker.scheduler import Schedule, run_worker
 
     spec = load_spec(spec_path).resolve_emulator()
     click.echo(f"syncer worker started on {len(spec.subscriptions)} subscriptions (Ctrl-C to stop)", err=True)
@@ -340,9 +340,9 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     The same pass the worker runs: from the stored deltaLink (or a full enumeration the first time),
     writing rows and the new deltaLink together. Exit status 1 if any scope failed.
     """
-    from syncer.scheduler import sync_once
     from syncer.spec import load_spec
-    from syncer.sync import Progress, progress_line
+    from syncer.worker.scheduler import sync_once
+    from syncer.worker.sync import Progress, progress_line
 
     show = sys.stderr.isatty() if progress is None else progress
     tty = sys.stderr.isatty()
@@ -539,8 +539,8 @@ def serve(
     Prometheus /metrics. Other WSGI servers can load `syncer.receiver:create_app_from_env()`
     (SYNCER_DATABASE_URL and friends).
     """
-    from syncer.serve import ServeConfig
-    from syncer.serve import serve as serve_receiver
+    from syncer.receiver.serve import ServeConfig
+    from syncer.receiver.serve import serve as serve_receiver
     from syncer.spec import load_spec
 
     spec = load_spec(spec_path).resolve_emulator()

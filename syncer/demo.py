@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from syncer import mirror, schema, verify
 from syncer.graph.client import GraphClient
 from syncer.run import Runner
-from syncer.scheduler import Schedule
 from syncer.spec import Spec, load_spec
+from syncer.worker.scheduler import Schedule
 
 Echo = Callable[[str], None]
 

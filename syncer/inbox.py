@@ -11,7 +11,7 @@ from then on a new notification with the same key is stored again. That is delib
 again", and a change that arrives while a sync pass is already running must trigger another pass.
 The worker's processing (a delta sync) is idempotent, so the extra row costs one cheap pass.
 
-Group commit (one transaction for the rows of many concurrent requests) is :mod:`syncer.groupcommit`;
+Group commit (one transaction for the rows of many concurrent requests) is :mod:`syncer.receiver.groupcommit`;
 it writes through :meth:`Inbox.put_rows`.
 
 Claiming: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so that several workers on several hosts share the

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from syncer.reconcile import Outcome
-    from syncer.scheduler import RunningWorker, Schedule
     from syncer.spec import Spec
-    from syncer.worker import Worker
+    from syncer.worker.jobs import Worker
+    from syncer.worker.scheduler import RunningWorker, Schedule
 
 log = logging.getLogger("syncer.run")
 
@@ -73,8 +73,8 @@ class Runner:
 
     def start(self) -> Runner:
         """Upgrade the database, start the receiver, reconcile, start the worker's jobs."""
-        from syncer.scheduler import run_worker
-        from syncer.serve import app_for_spec
+        from syncer.receiver.serve import app_for_spec
+        from syncer.worker.scheduler import run_worker
 
         spec = self.spec = self.spec.resolve_emulator()
         upgrade_core(spec.database_url)
@@ -86,7 +86,7 @@ class Runner:
         port = spec.receiver.port if self.port is None else self.port
         # A socket timeout on each connection: an idle client (between requests, or stalling its
         # headers) lets go of its thread; the receiver bounds each whole body on top of that.
-        timeout = self.app.extensions["syncer.receiver"].settings.body_timeout
+        timeout = self.app.extensions["syncer.receiver.app"].settings.body_timeout
         handler = type("_Handler", (_QuietHandler,), {"timeout": timeout})
         self.server = make_server(host, port, self.app, threaded=True, request_handler=handler)
         self._thread = threading.Thread(target=self.server.serve_forever, name="syncer-receiver", daemon=True)
@@ -117,7 +117,7 @@ class Runner:
             self.server.shutdown()
             self.server.server_close()
         if self.app is not None:
-            self.app.extensions["syncer.receiver"].close()
+            self.app.extensions["syncer.receiver.app"].close()
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self.engine is not None:

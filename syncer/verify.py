@@ -20,10 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import mirror, scopes, sync
+from syncer import mirror
 from syncer.graph.client import GraphClient
-from syncer.scopes import Scope
 from syncer.storable import storable
+from syncer.worker import scopes, sync
+from syncer.worker.scopes import Scope
 
 # How many example ids a difference lists.
 _EXAMPLES = 5

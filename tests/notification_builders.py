@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from syncer.notifications import GRAPH_PUBLISHER_APP_ID
+from syncer.receiver.notifications import GRAPH_PUBLISHER_APP_ID
 
 TENANT = "84bd8158-6d4d-4958-8b9f-9d6445542f95"
 APP_ID = "11111111-2222-3333-4444-555555555555"

@@ -138,7 +138,7 @@ def test_kubernetes_manifest(manifest: Path) -> None:
     paths = {p["path"] for rule in kinds["Ingress"]["spec"]["rules"] for p in rule["http"]["paths"]}
     assert {"/notifications", "/lifecycle"} <= paths
     # The edge refuses what the receiver would (issue 12): its body cap, and whole bodies forwarded.
-    from syncer.receiver import ReceiverSettings
+    from syncer.receiver.app import ReceiverSettings
 
     annotations = kinds["Ingress"]["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{ReceiverSettings.max_body_bytes >> 20}m"
@@ -151,7 +151,7 @@ def test_kubernetes_manifest(manifest: Path) -> None:
 
 
 def test_probe_paths_are_served(sqlite_url: str) -> None:
-    from syncer.receiver import create_app
+    from syncer.receiver.app import create_app
 
     upgrade_core(sqlite_url)
     engine = schema.create_engine(sqlite_url)
@@ -163,7 +163,7 @@ def test_probe_paths_are_served(sqlite_url: str) -> None:
         metrics = client.get("/metrics")
         assert metrics.status_code == 200 and b"syncer_" in metrics.data
     finally:
-        app.extensions["syncer.receiver"].close()
+        app.extensions["syncer.receiver.app"].close()
         engine.dispose()
 
 

@@ -802,7 +802,7 @@ def test_syncers_receiver_core_accepts_what_the_emulator_sends(
     graph: EmulatorClient, emulator: EmulatorServer, receiver: Receiver
 ) -> None:
     """The emulator and syncer's receiver are independent readings of the docs: they must agree on the wire."""
-    from syncer import notifications
+    from syncer.receiver import notifications
 
     key, cert = _certificate()
     user = graph.create_user("dee")

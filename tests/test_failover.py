@@ -33,7 +33,7 @@ from test_sync_support import USERS_SPEC, make_env
 from test_worker import notify, settle, worker_for
 
 from syncer import schema
-from syncer.receiver import ReceiverSettings, create_app
+from syncer.receiver.app import ReceiverSettings, create_app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -80,7 +80,7 @@ def proxied(postgres_url: str, tables: Engine) -> Iterator[tuple[Database, Serve
     """The receiver (real HTTP, in-process) reaching PostgreSQL through a TcpProxy."""
     db = Database.for_url(postgres_url)
     settings = ReceiverSettings(subscription_ttl=1.0)  # lookups meet the fault too (pooled connections)
-    engine = schema.create_engine(db.process_url, io_timeout=settings.store_timeout + 3.0)  # as syncer.serve does
+    engine = schema.create_engine(db.process_url, io_timeout=settings.store_timeout + 3.0)  # as syncer.receiver.serve does
     server = Server(create_app(engine, settings=settings))
     try:
         yield db, server

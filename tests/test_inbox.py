@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 
 from syncer import schema
 from syncer.errors import DatabaseError
-from syncer.groupcommit import GroupCommitter
 from syncer.inbox import Inbox, NewItem
+from syncer.receiver.groupcommit import GroupCommitter
 
 
 @pytest.fixture

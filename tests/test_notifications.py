@@ -1,4 +1,4 @@
-"""syncer.notifications: parsing, clientState, validation tokens and decryption, with no server."""
+"""syncer.receiver.notifications: parsing, clientState, validation tokens and decryption, with no server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from syncer.errors import NotificationError
-from syncer.notifications import (
+from syncer.receiver.notifications import (
     DecryptionKey,
     EncryptedContent,
     JwksCache,

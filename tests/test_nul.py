@@ -19,13 +19,14 @@ from sqlalchemy.engine import Engine
 from test_receiver import RICH_SUB, SUB, Server, add_subscription, inbox_rows, make_receiver
 from test_sync_support import USERS_SPEC, SyncEnv, make_env
 
-from syncer import mirror, schema, scopestate, sync, verify
+from syncer import mirror, schema, verify
 from syncer.inbox import Inbox, NewItem
-from syncer.notifications import parse_collection
-from syncer.scheduler import sync_once
-from syncer.scopes import Scope, Strategy
+from syncer.receiver.notifications import parse_collection
 from syncer.spec import Column, Mirror
 from syncer.storable import REPLACEMENT, storable
+from syncer.worker import scopestate, sync
+from syncer.worker.scheduler import sync_once
+from syncer.worker.scopes import Scope, Strategy
 
 NUL = "\x00"
 FFFD = REPLACEMENT

@@ -36,8 +36,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from syncer import schema
 from syncer.emulator import EmulatorConfig
 from syncer.emulator.delivery_policy import RetryRules
-from syncer.notifications import DecryptionKey, JwksCache, KeyRing, StaticKeys, TokenValidator
-from syncer.receiver import ReceiverSettings, create_app
+from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.notifications import DecryptionKey, JwksCache, KeyRing, StaticKeys, TokenValidator
 
 SUB = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
 RICH_SUB = "76222963-cc7b-42d2-882d-8aaa69cb2ba3"
@@ -84,7 +84,7 @@ class Server:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-        self.app.extensions["syncer.receiver"].close()
+        self.app.extensions["syncer.receiver.app"].close()
 
 
 def make_receiver(engine: Engine, **settings: Any) -> Server:
@@ -169,7 +169,7 @@ def test_accepted_items_are_stored_refused_ones_counted_and_the_answer_is_202(re
 
 
 def test_refusals_are_logged_without_secrets(receiver: Server, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("WARNING", logger="syncer.receiver")
+    caplog.set_level("WARNING", logger="syncer.receiver.app")
     receiver.post("/notifications", nb.body(nb.change_item(SUB, client_state="attacker-guess-123")))
     text = caplog.text
     assert "client_state_mismatch" in text and SUB in text
@@ -579,7 +579,7 @@ def served(database_url: str, **env: str) -> Iterator[tuple[str, list[str]]]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     environ = {**os.environ, "SYNCER_DATABASE_URL": database_url, "SYNCER_RECEIVER_BIND": f"127.0.0.1:{port}", **env}
-    code = "from syncer.serve import ServeConfig, serve; serve(ServeConfig.from_env())"
+    code = "from syncer.receiver.serve import ServeConfig, serve; serve(ServeConfig.from_env())"
     proc = subprocess.Popen([sys.executable, "-c", code], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     output: list[str] = []
@@ -660,7 +660,7 @@ def test_serve_decrypts_rich_notifications_the_emulator_delivers(
 
 def test_serve_worker_class_follows_the_database_unless_set() -> None:
     from syncer.errors import ConfigError
-    from syncer.serve import ServeConfig, gunicorn_options
+    from syncer.receiver.serve import ServeConfig, gunicorn_options
 
     sqlite = gunicorn_options(ServeConfig(database_url="sqlite:///x.db"))
     postgres = gunicorn_options(ServeConfig(database_url="postgresql://h/db"))
@@ -673,7 +673,7 @@ def test_serve_worker_class_follows_the_database_unless_set() -> None:
 
 
 def test_serve_config_from_the_shipped_spec() -> None:
-    from syncer.serve import ServeConfig
+    from syncer.receiver.serve import ServeConfig
     from syncer.spec import load_spec
 
     spec = load_spec(Path(__file__).parent.parent / "subscriptions.yaml", check_secrets=False)

@@ -23,9 +23,10 @@ from sqlalchemy.engine import Engine
 from test_receiver import JSON, SUB, add_subscription, inbox_rows, make_receiver, served
 from werkzeug.serving import make_server
 
-from syncer import notifications, schema
+from syncer import schema
 from syncer.errors import NotificationError
-from syncer.receiver import ReceiverSettings, create_app
+from syncer.receiver import notifications
+from syncer.receiver.app import ReceiverSettings, create_app
 from syncer.run import _QuietHandler
 
 SERVERS = ["werkzeug", "gunicorn"]
@@ -64,7 +65,7 @@ def receiver_at(kind: str, engine: Engine, database_url: str, **settings: Any) -
         finally:
             httpd.shutdown()
             httpd.server_close()
-            server.app.extensions["syncer.receiver"].close()
+            server.app.extensions["syncer.receiver.app"].close()
     else:
         env = {ENV[k]: str(v) for k, v in settings.items()}
         with served(database_url, SYNCER_RECEIVER_WORKERS="1", **env) as (url, _output):
@@ -149,7 +150,7 @@ def test_the_app_itself_refuses_a_length_that_is_not_ascii_digits_without_readin
         status, headers = seen[0]
         assert status.startswith("400 "), (value, status, body)
         assert ("Connection", "close") in headers
-    app.extensions["syncer.receiver"].close()
+    app.extensions["syncer.receiver.app"].close()
 
 
 # --- slow bodies -------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from test_receiver import JSON, RICH_SUB, SUB, Server, add_subscription, inbox_r
 
 from syncer import schema
 from syncer.errors import DatabaseError
-from syncer.notifications import DecryptionKey, JwksCache, KeyRing, TokenValidator
-from syncer.receiver import ReceiverSettings, SubscriptionCache, create_app
+from syncer.receiver.app import ReceiverSettings, SubscriptionCache, create_app
+from syncer.receiver.notifications import DecryptionKey, JwksCache, KeyRing, TokenValidator
 
 
 @pytest.fixture
@@ -176,7 +176,7 @@ def test_a_token_from_a_clock_two_minutes_ahead_is_stored(engine: Engine) -> Non
 def test_a_token_not_yet_valid_beyond_the_leeway_gets_503_a_metric_and_a_log_line(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("WARNING", logger="syncer.receiver")
+    caplog.set_level("WARNING", logger="syncer.receiver.app")
     server = make_receiver(engine)
     try:
         response = server.post("/notifications", rich_post(nb.validation_token(issued_ago=-600)))
@@ -222,7 +222,7 @@ def test_unreachable_signing_keys_mean_503(engine: Engine) -> None:
 
 
 def test_serve_config_reads_the_token_leeway() -> None:
-    from syncer.serve import ServeConfig, _token_validator
+    from syncer.receiver.serve import ServeConfig, _token_validator
 
     config = ServeConfig.from_env({"SYNCER_DATABASE_URL": "sqlite://", "SYNCER_RECEIVER_APP_IDS": nb.APP_ID,
                                    "SYNCER_RECEIVER_TOKEN_LEEWAY": "42"})

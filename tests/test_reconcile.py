@@ -445,7 +445,7 @@ def test_end_to_end_with_syncer_receiver_the_recorded_client_state_verifies_noti
     from werkzeug.serving import make_server
 
     from syncer.inbox import Inbox
-    from syncer.receiver import create_app
+    from syncer.receiver.app import create_app
 
     upgrade_core(database_url)
     engine = create_engine(database_url)

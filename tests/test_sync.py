@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
-from syncer import scopestate, status, sync
+from syncer import status
 from syncer.cli import main
-from syncer.scopes import Scope, Strategy
-from syncer.scopestate import ScopeStore
+from syncer.worker import scopestate, sync
+from syncer.worker.scopes import Scope, Strategy
+from syncer.worker.scopestate import ScopeStore
 
 SELECT = "users/delta?$select=id,displayName,mail,accountEnabled,createdDateTime"
 

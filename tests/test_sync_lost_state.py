@@ -19,8 +19,9 @@ import pytest
 from test_graph_paging import Listener
 from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
-from syncer import scopestate, status, sync, verify
-from syncer.scopestate import ScopeStore
+from syncer import status, verify
+from syncer.worker import scopestate, sync
+from syncer.worker.scopestate import ScopeStore
 
 SELECT = "users/delta?$select=id,displayName,mail,accountEnabled,createdDateTime"
 
@@ -68,13 +69,13 @@ def assert_resynced(env: SyncEnv, result: sync.PassResult, victim: str, renamed:
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "syncer.sync" and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "syncer.worker.sync" and r.levelno >= logging.WARNING]
 
 
 def test_an_empty_stored_delta_link_runs_a_full_round(env: SyncEnv, caplog: pytest.LogCaptureFixture) -> None:
     victim, renamed = synced_then_changed(env)
     store_links(env, delta_link="")
-    with caplog.at_level(logging.INFO, logger="syncer.sync"):
+    with caplog.at_level(logging.INFO, logger="syncer.worker.sync"):
         result = sync.sync_scope(env.engine, env.client, env.scope(), worker="w1")
     (warning,) = warnings_of(caplog)
     assert "users" in warning and "stored deltaLink is empty" in warning
@@ -93,7 +94,7 @@ def test_a_delta_link_with_a_bad_token_is_refused_by_graph_and_resynced(
     # What Graph answers a token that is not one of its own (observed: 400; an expired one is a 410).
     assert env.graph.get(bad).status_code == 400
     store_links(env, delta_link=bad)
-    with caplog.at_level(logging.INFO, logger="syncer.sync"):
+    with caplog.at_level(logging.INFO, logger="syncer.worker.sync"):
         result = sync.sync_scope(env.engine, env.client, env.scope(), worker="w1")
     (warning,) = warnings_of(caplog)
     assert "users" in warning and "HTTP 400" in warning
@@ -110,7 +111,7 @@ def test_a_delta_link_to_another_origin_is_never_called_and_resynced(
     try:
         # Same host as the emulator, another port: another origin, which would receive our bearer token.
         store_links(env, delta_link=f"https://127.0.0.1:{elsewhere.port}/v1.0/users/delta?$deltatoken=stolen-token")
-        with caplog.at_level(logging.INFO, logger="syncer.sync"):
+        with caplog.at_level(logging.INFO, logger="syncer.worker.sync"):
             result = sync.sync_scope(env.engine, env.client, env.scope(), worker="w1")
     finally:
         elsewhere.close()

@@ -11,10 +11,11 @@ import pytest
 import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
-from syncer import schema, scopes, sync
-from syncer.scheduler import sync_once
-from syncer.scopes import ScopeIndex
-from syncer.worker import Worker
+from syncer import schema
+from syncer.worker import scopes, sync
+from syncer.worker.jobs import Worker
+from syncer.worker.scheduler import sync_once
+from syncer.worker.scopes import ScopeIndex
 
 MAIL_SPEC = """
   - name: mail

@@ -13,12 +13,13 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import mirror, schema, scopes
+from syncer import mirror, schema
 from syncer.graph.client import GraphClient
 from syncer.graph.retry import RetryPolicy
 from syncer.migrate import upgrade_core
-from syncer.scopes import FETCH, Scope, Strategy
 from syncer.spec import Spec, load_spec
+from syncer.worker import scopes
+from syncer.worker.scopes import FETCH, Scope, Strategy
 
 USERS_SPEC = """
   - name: users

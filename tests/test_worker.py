@@ -1,4 +1,4 @@
-"""The worker (syncer.worker) and its scheduling (syncer.scheduler) against the emulator: inbox to dirty
+"""The worker (syncer.worker.jobs) and its scheduling (syncer.worker.scheduler) against the emulator: inbox to dirty
 scopes to passes, lifecycle, safety net, throttling, locks, races, start-up."""
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
-from syncer import schema, scopes, scopestate, sync
+from syncer import schema
 from syncer.cli import main
 from syncer.errors import DatabaseUnreachable, LockTimeout
 from syncer.graph.client import GraphClient
 from syncer.graph.retry import RetryPolicy
 from syncer.inbox import Inbox, NewItem
-from syncer.scheduler import (
+from syncer.worker import scopes, scopestate, sync
+from syncer.worker.jobs import FETCH_RETRY, Retention, Worker
+from syncer.worker.scheduler import (
     DRAIN_JOB,
     HOUSEKEEPING_JOB,
     RECONCILE_JOB,
@@ -38,9 +40,8 @@ from syncer.scheduler import (
     schedule_jobs,
     single_worker_lock,
 )
-from syncer.scopes import Scope, ScopeIndex
-from syncer.scopestate import LEASE_TTL, ScopeStore
-from syncer.worker import FETCH_RETRY, Retention, Worker
+from syncer.worker.scopes import Scope, ScopeIndex
+from syncer.worker.scopestate import LEASE_TTL, ScopeStore
 
 GROUPS_SPEC = """
   - name: groups
@@ -545,7 +546,7 @@ def test_the_worker_waits_at_start_for_its_database(
         schedule = Schedule(drain=0.2, safety_net=1.0, reconcile=3600)
         thread = threading.Thread(target=lambda: result.setdefault(
             "worker", run_worker(spec, schedule=schedule, blocking=False, worker_id="patient", startup_wait=60)))
-        with caplog.at_level("WARNING", logger="syncer.worker"):
+        with caplog.at_level("WARNING", logger="syncer.worker.jobs"):
             thread.start()
             time.sleep(2.5)
             assert thread.is_alive() and not result  # still waiting

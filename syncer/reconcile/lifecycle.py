@@ -7,7 +7,7 @@
   the scope for a resync.
 
 Both hold the reconcile lock, so a repair never races a reconcile into a duplicate. :func:`repair`
-is the worker's entry point (``syncer.worker`` finds it as ``syncer.reconcile.repair``).
+is the worker's entry point (``syncer.worker.jobs`` finds it as ``syncer.reconcile.repair``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a subscription's sync passes cover: the users of a fan-out, a calendar window, mail folders.
 
-Apart from :mod:`syncer.spec.subscriptions` because it is the spec's side of :mod:`syncer.scopes`:
+Apart from :mod:`syncer.spec.subscriptions` because it is the spec's side of :mod:`syncer.worker.scopes`:
 ``for_each`` says which users a ``{user}`` placeholder expands to, ``window`` bounds a calendarView
 delta, and ``folders`` picks the folders of a whole mailbox that get a delta scope of their own.
 """

@@ -1,6 +1,6 @@
 """Reading and checking what Graph POSTs to the receiver: pure functions of bytes and keys, no Flask.
 
-The receiver (``syncer.receiver``) only adapts HTTP to this module: it hands over the body and gets back
+The receiver (``syncer.receiver.app``) only adapts HTTP to this module: it hands over the body and gets back
 which notifications may be stored as work and which were refused, and why. Keeping the checks here
 means they are tested without a server and that nothing about trust is decided in a view function.
 
@@ -10,7 +10,7 @@ What is checked (../shared/graph-api-notes.md §3-§5):
 * each item: shape, ``clientState`` against the subscription's secret (constant time), ``tenantId``
   against the subscription's tenant;
 * rich notifications: the JWTs of ``validationTokens`` that concern our apps and each
-  ``encryptedContent``, with the checks and cryptography of :mod:`syncer.richnotify`.
+  ``encryptedContent``, with the checks and cryptography of :mod:`syncer.receiver.rich`.
 
 Every refusal carries a short ``reason`` that is a metric label; none carries a secret.
 """
@@ -30,18 +30,18 @@ import orjson
 
 from syncer.errors import NotificationError
 
-# Rich notifications (tokens, keys, decryption) live in syncer.richnotify; the names callers used to
+# Rich notifications (tokens, keys, decryption) live in syncer.receiver.rich; the names callers used to
 # import from here are re-exported so that they keep working.
-from syncer.richnotify import DEFAULT_ISSUER_TEMPLATE as DEFAULT_ISSUER_TEMPLATE
-from syncer.richnotify import GRAPH_PUBLISHER_APP_ID as GRAPH_PUBLISHER_APP_ID
-from syncer.richnotify import DecryptionKey as DecryptionKey
-from syncer.richnotify import EncryptedContent as EncryptedContent
-from syncer.richnotify import JwksCache as JwksCache
-from syncer.richnotify import KeyRing as KeyRing
-from syncer.richnotify import StaticKeys as StaticKeys
-from syncer.richnotify import TokenCheck as TokenCheck
-from syncer.richnotify import TokenValidator as TokenValidator
-from syncer.richnotify import load_private_key as load_private_key
+from syncer.receiver.rich import DEFAULT_ISSUER_TEMPLATE as DEFAULT_ISSUER_TEMPLATE
+from syncer.receiver.rich import GRAPH_PUBLISHER_APP_ID as GRAPH_PUBLISHER_APP_ID
+from syncer.receiver.rich import DecryptionKey as DecryptionKey
+from syncer.receiver.rich import EncryptedContent as EncryptedContent
+from syncer.receiver.rich import JwksCache as JwksCache
+from syncer.receiver.rich import KeyRing as KeyRing
+from syncer.receiver.rich import StaticKeys as StaticKeys
+from syncer.receiver.rich import TokenCheck as TokenCheck
+from syncer.receiver.rich import TokenValidator as TokenValidator
+from syncer.receiver.rich import load_private_key as load_private_key
 from syncer.storable import has_nul
 
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})

@@ -11,8 +11,8 @@
 - :meth:`Worker.housekeeping`: delete processed notifications and pass records past their retention.
 
 Several workers may share one PostgreSQL database: the inbox is claimed with ``SKIP LOCKED`` and each
-scope is leased (see :mod:`syncer.scopestate`). When and how often each job runs, and building a
-worker from the spec, is :mod:`syncer.scheduler`'s.
+scope is leased (see :mod:`syncer.worker.scopestate`). When and how often each job runs, and building a
+worker from the spec, is :mod:`syncer.worker.scheduler`'s.
 """
 
 from __future__ import annotations
@@ -30,20 +30,21 @@ from typing import TYPE_CHECKING, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import schema, scopes, scopestate, sync
+from syncer import schema
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
-from syncer.scopes import FETCH, Scope, ScopeIndex
-from syncer.scopestate import utcnow
+from syncer.worker import scopes, scopestate, sync
+from syncer.worker.scopes import FETCH, Scope, ScopeIndex
+from syncer.worker.scopestate import utcnow
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
     from syncer.spec import Spec
-    from syncer.sync import PageSource
+    from syncer.worker.sync import PageSource
 
 __all__ = ["DrainResult", "Retention", "Worker", "default_worker_id"]
 
-log = logging.getLogger("syncer.worker")
+log = logging.getLogger("syncer.worker.jobs")
 
 FETCH_RETRY = timedelta(seconds=10)
 """How long notified items of a scope without delta wait in the inbox while another pass holds the scope."""
@@ -243,7 +244,7 @@ class Worker:
         return DrainResult(len(items), dirty, fetched, lifecycle)
 
     def _fetch(self, scope: Scope, resources: list[str]) -> sync.PassResult:
-        """:func:`syncer.sync.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
+        """:func:`syncer.worker.sync.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
 
         Such a pass holds the lease under this worker's own id, which the fetch would take as its
         own and release under it; so would a pass that :meth:`start_due` started during the fetch.
@@ -404,7 +405,7 @@ class Worker:
         (the rows of a removed declaration stay where they are), and only after an expansion that
         succeeded: a Graph error while listing a group keeps every scope. A scope that a pass is
         writing is left for the next refresh. If the user comes back, the scope is new: a full pass.
-        The worker's index must be the expansion of its whole spec (as :func:`syncer.scheduler.build_worker`
+        The worker's index must be the expansion of its whole spec (as :func:`syncer.worker.scheduler.build_worker`
         and :meth:`refresh_scopes` make it): a scope missing from it is taken as no longer declared.
         """
         if self.spec is None:
@@ -552,7 +553,7 @@ class Worker:
         self._finalizers.append(finalize)
 
     def release(self) -> None:
-        """Give back what :func:`syncer.scheduler.run_worker` took for this worker (the SQLite worker lock)."""
+        """Give back what :func:`syncer.worker.scheduler.run_worker` took for this worker (the SQLite worker lock)."""
         finalizers, self._finalizers = self._finalizers, []
         for finalize in reversed(finalizers):
             finalize()

@@ -3,7 +3,7 @@
 ``syncer_sync_state`` has one row per scope (a delta cursor): where the next round starts
 (``delta_link``, or ``page_link`` of an interrupted round), whether it is dirty or due for a full
 round, when it may run again, and who holds it. ``syncer_sync_runs`` has one row per pass. The pass
-(:mod:`syncer.sync`) and the worker (:mod:`syncer.worker`, which registers scopes and marks them
+(:mod:`syncer.worker.sync`) and the worker (:mod:`syncer.worker.jobs`, which registers scopes and marks them
 dirty) both write these rows; their SQL lives here, once, because the rules below depend on every
 writer following them.
 
@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
 from syncer.errors import LeaseLost
-from syncer.scopes import Scope
+from syncer.worker.scopes import Scope
 
 if TYPE_CHECKING:
     from syncer.spec import Mirror

@@ -5,11 +5,11 @@ truth with a delta query (or a list and GETs where Graph has no delta) and write
 
 A pass, and why each step is where it is:
 
-1. **Lease** (one transaction): take the scope's lease (:mod:`syncer.scopestate`: one writer per
+1. **Lease** (one transaction): take the scope's lease (:mod:`syncer.worker.scopestate`: one writer per
    scope across all workers), record the pass in ``syncer_sync_runs``, and decide where the round
    starts: the nextLink of an interrupted round (resume), the stored deltaLink (incremental), or the
    initial URL (a *full* round: first pass, ``--full``, a requested resync).
-2. **Pages**: a prefetch thread (:mod:`syncer.prefetch`) fetches page N+1 while page N is written.
+2. **Pages**: a prefetch thread (:mod:`syncer.worker.prefetch`) fetches page N+1 while page N is written.
    Pages are applied in a transaction together with the round's progress: the last page's nextLink
    (where to resume), or at the end of the round the new deltaLink. So rows and cursor always move
    together; a crash anywhere loses at most the uncommitted pages, which the next pass fetches again
@@ -32,7 +32,7 @@ A pass, and why each step is where it is:
 Resources without delta are listed by the same pass (a full round every time, swept) and, between
 lists, fetched by id when a notification names them (:func:`fetch_items`), under the same lease.
 
-Writing the rows themselves (fast, per database) is :mod:`syncer.mirror_writer`.
+Writing the rows themselves (fast, per database) is :mod:`syncer.worker.writer`.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ from syncer.errors import (
 )
 from syncer.graph.delta import link_problem
 from syncer.log import database_unreachable
-from syncer.mirror_writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
-from syncer.prefetch import Prefetcher
-from syncer.scopes import FETCH, Scope, child_scope, folder_of
-from syncer.scopestate import LEASE_TTL, Clock, ScopeStore, drop_scope, ensure_scope_rows, utcnow
+from syncer.worker.prefetch import Prefetcher
+from syncer.worker.scopes import FETCH, Scope, child_scope, folder_of
+from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, drop_scope, ensure_scope_rows, utcnow
+from syncer.worker.writer import SWEPT, PageOutcome, RowWriter, apply_items, removal_of
 
 __all__ = [
     "SWEPT",
@@ -82,7 +82,7 @@ __all__ = [
     "sync_scope",
 ]
 
-log = logging.getLogger("syncer.sync")
+log = logging.getLogger("syncer.worker.sync")
 
 THROTTLE_DEFAULT = timedelta(seconds=60)
 """Postponement after a 429 that named no Retry-After."""

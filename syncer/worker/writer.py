@@ -1,6 +1,6 @@
 """Writing Graph items into a mirror table: the hot path of every sync pass.
 
-Kept apart from :mod:`syncer.sync` (which decides *what* to write and *when* to commit) because it
+Kept apart from :mod:`syncer.worker.sync` (which decides *what* to write and *when* to commit) because it
 is where the speed is: a row function compiled once per table, ``executemany`` on plain tuples for
 SQLite, ``COPY`` (straight into the table while rows are new, else staged + one ``INSERT … ON
 CONFLICT``) for PostgreSQL. Everything here runs inside the
@@ -24,8 +24,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
-from syncer.scopes import Scope
 from syncer.storable import has_nul, storable
+from syncer.worker.scopes import Scope
 
 SWEPT = "swept"
 """``_removed_reason`` of a row a full round did not see (Graph never reported it removed)."""

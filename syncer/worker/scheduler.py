@@ -1,7 +1,7 @@
 """When the worker's jobs run, and building a worker from the spec: ``syncer worker`` and ``syncer sync``.
 
 Jobs (APScheduler 3.x, fixed ids, ``coalesce=True``, ``max_instances=1``, so a slow run is never
-stacked behind itself), each a plain method of :class:`syncer.worker.Worker`:
+stacked behind itself), each a plain method of :class:`syncer.worker.jobs.Worker`:
 
 - ``syncer.drain`` (every few seconds): the inbox into dirty scopes and passes.
 - ``syncer.safety_net`` (every minute): the scopes whose last success is too old.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import mirror, schema, scopes, scopestate, sync
+from syncer import mirror, schema
 from syncer.errors import (
     DatabaseError,
     DatabaseUnreachable,
@@ -36,8 +36,9 @@ from syncer.errors import (
     SyncerError,
 )
 from syncer.log import database_unreachable
-from syncer.scopes import ScopeIndex
-from syncer.worker import Retention, Worker, default_worker_id
+from syncer.worker import scopes, scopestate, sync
+from syncer.worker.jobs import Retention, Worker, default_worker_id
+from syncer.worker.scopes import ScopeIndex
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -64,7 +65,7 @@ __all__ = [
     "tune_process",
 ]
 
-log = logging.getLogger("syncer.worker")
+log = logging.getLogger("syncer.worker.jobs")
 
 DRAIN_JOB = "syncer.drain"
 SAFETY_NET_JOB = "syncer.safety_net"
@@ -319,7 +320,7 @@ def sync_once(
 ) -> list[sync.PassResult]:
     """What ``syncer sync`` does: one pass of every scope of the named declarations (all when empty).
 
-    The very function the worker's passes call (:func:`syncer.sync.sync_scope`), run in the
+    The very function the worker's passes call (:func:`syncer.worker.sync.sync_scope`), run in the
     foreground; container scopes run first so that the folders they find are synced in the same call.
     """
     for name in names:

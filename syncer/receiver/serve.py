@@ -1,6 +1,6 @@
 """Running the receiver: its configuration (``ServeConfig``), building the app from it, and gunicorn.
 
-Split from :mod:`syncer.receiver`, which is the app itself (what a request does); this module is
+Split from :mod:`syncer.receiver.app`, which is the app itself (what a request does); this module is
 how a process gets one: from ``SYNCER_*`` variables or a spec, with its engine, decryption keys and
 token validator, served by gunicorn with the worker settings documented on :class:`ServeConfig`.
 """
@@ -25,8 +25,8 @@ from sqlalchemy.engine import Engine
 from syncer import schema
 from syncer.errors import ConfigError, SyncerError
 from syncer.metrics import Metrics
-from syncer.receiver import ReceiverSettings, create_app
-from syncer.richnotify import (
+from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.rich import (
     DEFAULT_ISSUER_TEMPLATE,
     DEFAULT_LEEWAY,
     DecryptionKey,
@@ -78,7 +78,7 @@ class ServeConfig:
     (Graph reuses connections), ``graceful_timeout`` 20 s so queued rows are committed before a
     worker exits.
 
-    Request bodies (:class:`syncer.receiver.ReceiverSettings`): at most ``max_body_bytes`` each, in
+    Request bodies (:class:`syncer.receiver.app.ReceiverSettings`): at most ``max_body_bytes`` each, in
     within ``body_timeout`` seconds of the headers, ``body_budget_bytes`` in flight per process. The
     request line and headers keep gunicorn's own bounds (``limit_request_line`` 4094 bytes,
     ``limit_request_fields`` 100, ``limit_request_field_size`` 8190), set explicitly below.
@@ -247,7 +247,7 @@ def build_app(config: ServeConfig) -> Flask:
     tokens = _token_validator(config)
     metrics = Metrics(directory=config.metrics_dir)
     app = create_app(engine, settings=config.settings, tokens=tokens, keys=keys, metrics=metrics)
-    app.extensions["syncer.receiver"].closers.append(engine.dispose)
+    app.extensions["syncer.receiver.app"].closers.append(engine.dispose)
     return app
 
 
@@ -337,6 +337,6 @@ def serve(config: ServeConfig) -> None:
 def _worker_exit(_server: Any, worker: Any) -> None:
     # Commit whatever is queued before the process goes away (gunicorn drained the requests already).
     app = getattr(worker, "wsgi", None)
-    state = getattr(app, "extensions", {}).get("syncer.receiver") if app is not None else None
+    state = getattr(app, "extensions", {}).get("syncer.receiver.app") if app is not None else None
     if state is not None:
         state.close()

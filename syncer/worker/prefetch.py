@@ -3,7 +3,7 @@
 A sync pass is two waits in a row per page: Graph's answer, then the database's commit. Running
 them side by side nearly halves a large enumeration. This module is the generic half of that (a
 bounded queue fed by one thread, errors handed over in order); what a pass does with
-:meth:`Prefetcher.ready` (commit when the next page is not here yet) is :mod:`syncer.sync`'s.
+:meth:`Prefetcher.ready` (commit when the next page is not here yet) is :mod:`syncer.worker.sync`'s.
 """
 
 from __future__ import annotations

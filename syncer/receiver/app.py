@@ -2,7 +2,7 @@
 
 Graph gives a receiver 3 seconds and drops the notifications of an endpoint that is too often slow
 (notes §3.3), so this app does the minimum before answering, and nothing that can wait: parse and
-check the POST (``syncer.notifications``, pure), store what passed in the inbox (``syncer.inbox``,
+check the POST (``syncer.receiver.notifications``, pure), store what passed in the inbox (``syncer.inbox``,
 group commit), answer ``202 Accepted``. The worker does the rest — delta syncs for change items,
 reauthorize/renew, recreate + resync, resync for lifecycle items — without Graph ever waiting on it.
 
@@ -32,7 +32,7 @@ because an older Graph revision sent lifecycle events to the notification URL (n
 
 ``create_app`` takes its dependencies; ``create_app_from_env`` builds them from ``SYNCER_*`` variables
 for any WSGI server (``gunicorn 'syncer.receiver:create_app_from_env()'``). Configuration, building
-from a spec and running gunicorn (``ServeConfig``, ``app_for_spec``, ``serve``) live in :mod:`syncer.serve`.
+from a spec and running gunicorn (``ServeConfig``, ``app_for_spec``, ``serve``) live in :mod:`syncer.receiver.serve`.
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ from werkzeug.exceptions import HTTPException
 
 from syncer import schema
 from syncer.errors import DatabaseError, NotificationError
-from syncer.groupcommit import GroupCommitter
 from syncer.inbox import Inbox, NewItem
 from syncer.log import OutageLog
 from syncer.metrics import Metrics
-from syncer.notifications import (
+from syncer.receiver.groupcommit import GroupCommitter
+from syncer.receiver.notifications import (
     Accepted,
     KeyRing,
     Limits,
@@ -450,7 +450,7 @@ def _new_item(a: Accepted) -> NewItem:
 
 @dataclass
 class ReceiverState:
-    """What a running app holds; ``app.extensions['syncer.receiver']``. ``close()`` flushes and stops."""
+    """What a running app holds; ``app.extensions['syncer.receiver.app']``. ``close()`` flushes and stops."""
 
     engine: Engine
     inbox: Inbox
@@ -541,10 +541,10 @@ def create_app(
     budget = BodyBudget(settings.body_budget_bytes, settings.large_body_bytes)
     deadlines = ReadDeadlines()
 
-    app = Flask("syncer.receiver")
+    app = Flask("syncer.receiver.app")
     # One more than the cap, so that the view can tell "exactly the cap" from "over it" (see receive).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
-    app.extensions["syncer.receiver"] = state
+    app.extensions["syncer.receiver.app"] = state
 
     def answer(status: int, endpoint: str, body: str = "") -> tuple[int, str]:
         metrics.inc("syncer_receiver_requests_total", endpoint=endpoint, status=str(status))
@@ -743,13 +743,3 @@ def create_app(
         return response
 
     return app
-
-
-def create_app_from_env() -> Flask:
-    """``gunicorn 'syncer.receiver:create_app_from_env()'``: the app configured from ``SYNCER_*`` variables.
-
-    Kept here, where the README and ``syncer serve --help`` point WSGI servers; the building lives
-    in :mod:`syncer.serve`."""
-    from syncer.serve import ServeConfig, build_app
-
-    return build_app(ServeConfig.from_env())
