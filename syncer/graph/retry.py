@@ -60,7 +60,7 @@ class RetryPolicy:
 
     def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
         """The wait before retry number *retry_number* (1-based) when the server said nothing."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** max(retry_number - 1, 0)))
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** max(retry_number - 1, 0))
         return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
     def wait_for(self, error: GraphError, retry_number: int, rng: random.Random | None = None) -> float:

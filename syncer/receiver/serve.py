@@ -311,7 +311,7 @@ def run_gunicorn(load: Callable[[], Any], options: Mapping[str, Any]) -> None:
     """Run gunicorn in this process (blocking) with *options*, each worker calling *load* for its app."""
     from gunicorn.app.base import BaseApplication
 
-    class _Gunicorn(BaseApplication):
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
         def load_config(self) -> None:
             for key, value in options.items():
                 if value is not None:

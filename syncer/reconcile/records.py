@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 
 from syncer.errors import DatabaseError
 from syncer.graph.subscriptions import LiveSubscription
-from syncer.reconcile.plan import Action, Desired, Kind, Recorded
+from syncer.reconcile.desired import Desired
+from syncer.reconcile.plan import Action, Kind, Recorded
 from syncer.schema import subscriptions as table
 
 

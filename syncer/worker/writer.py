@@ -142,7 +142,8 @@ class RowWriter:
             + "raw.decode(), scope, None, None, synced, run)\n"
         )
         exec(compile(source, f"<row builder for {self.scope.table}>", "exec"), env)
-        return env["row"]
+        row: Callable[..., tuple[Any, ...]] = env["row"]
+        return row
 
     def row(self, item: Mapping[str, Any], *, synced_at: Any, run_id: int | None) -> tuple[Any, ...]:
         """The table row of one Graph item, ready for the driver."""
