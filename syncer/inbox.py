@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -37,8 +37,19 @@ from syncer.storable import has_nul, storable, storable_json
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-#: An encoded inbox row: tenant, subscription, kind, event, resource, resource id, dedupe key, payload JSON.
-Row = tuple[str, str, str, str, str | None, str | None, str, str]
+
+
+class Row(NamedTuple):
+    """An encoded inbox row, ready for :meth:`Inbox.put_rows` (a tuple: cheap on the hot path)."""
+
+    tenant_id: str
+    subscription_id: str
+    kind: str
+    event: str
+    resource: str | None
+    resource_id: str | None
+    dedupe_key: str
+    payload: str  # JSON text
 
 
 def utcnow() -> datetime:
@@ -110,14 +121,14 @@ class Inbox:
         for item in items:
             if item.dedupe_key not in rows:
                 payload = orjson.dumps(item.payload)
-                row: Row = (
+                row = Row(
                     item.tenant_id, item.subscription_id, item.kind, item.event, item.resource,
                     item.resource_id, item.dedupe_key, payload.decode(),
                 )
                 if has_nul(payload):
                     # Graph data with U+0000, which PostgreSQL cannot store: syncer.storable's rule,
                     # on every field (the receiver's text fields are copies of payload values).
-                    row = (*storable(row[:7]), storable_json(item.payload).decode())
+                    row = Row(*storable(row[:7]), storable_json(item.payload).decode())
                 rows[item.dedupe_key] = row
         return list(rows.values())
 
@@ -133,7 +144,7 @@ class Inbox:
         """
         if not rows:
             return set()
-        unique = list({r[6]: r for r in rows}.values())
+        unique = list({r.dedupe_key: r for r in rows}.values())
         now = self.clock()
         dbapi: Any = connection.connection.dbapi_connection
         driver_error = self.engine.dialect.loaded_dbapi.Error
@@ -144,7 +155,8 @@ class Inbox:
                 # re-encoded): one text parameter costs psycopg far less than a parameter per value.
                 # One-letter keys: the columns of the recordset in _pg_insert_sql.
                 batch = orjson.dumps([
-                    {"t": r[0], "s": r[1], "k": r[2], "e": r[3], "r": r[4], "i": r[5], "d": r[6], "p": orjson.Fragment(r[7])}
+                    {"t": r.tenant_id, "s": r.subscription_id, "k": r.kind, "e": r.event, "r": r.resource,
+                     "i": r.resource_id, "d": r.dedupe_key, "p": orjson.Fragment(r.payload)}
                     for r in unique
                 ]).decode()
                 cursor.execute(self._pg_insert_sql, (now, batch))
@@ -156,7 +168,7 @@ class Inbox:
                 for row in unique:
                     cursor.execute(self._sqlite_insert_sql, (*row, stamp))
                     if cursor.rowcount == 1:
-                        new.add(row[6])
+                        new.add(row.dedupe_key)
                 return new
         except driver_error as exc:
             # Raw driver errors become SQLAlchemy's, so that callers tell a bad row (DataError,

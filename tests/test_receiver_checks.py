@@ -26,8 +26,9 @@ from test_receiver import JSON, RICH_SUB, SUB, Server, add_subscription, inbox_r
 
 from syncer import schema
 from syncer.errors import DatabaseError
-from syncer.receiver.app import ReceiverSettings, SubscriptionCache, create_app
+from syncer.receiver.app import ReceiverSettings, create_app
 from syncer.receiver.notifications import DecryptionKey, JwksCache, KeyRing, TokenValidator
+from syncer.receiver.subscriptions import SubscriptionCache
 
 
 @pytest.fixture

@@ -37,14 +37,10 @@ from a spec and running gunicorn (``ServeConfig``, ``app_for_spec``, ``serve``) 
 
 from __future__ import annotations
 
-import itertools
 import logging
-import re
-import socket
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
@@ -56,24 +52,33 @@ from flask import Flask, Response, request
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
-from syncer import schema
 from syncer.errors import DatabaseError, NotificationError
 from syncer.inbox import Inbox, NewItem
 from syncer.log import OutageLog
 from syncer.metrics import Metrics
+from syncer.receiver.bodies import (
+    CLOSE_KEY,
+    CONTENT_LENGTH,
+    READ_CHUNK,
+    BodyBudget,
+    ReadDeadlines,
+    force_close,
+    request_socket,
+)
 from syncer.receiver.groupcommit import GroupCommitter
 from syncer.receiver.notifications import (
     Accepted,
     KeyRing,
     Limits,
+    NotificationCollection,
     Rejection,
-    SubscriptionInfo,
     SubscriptionLookup,
     TokenValidator,
     check_collection,
     parse_collection,
     reasons,
 )
+from syncer.receiver.subscriptions import SubscriptionCache
 
 log = logging.getLogger(__name__)
 
@@ -136,161 +141,6 @@ class _RateLimiter:
             return False
 
 
-_LOOKUP_CHUNK = 1000
-
-
-class _Read:
-    """One grouped read of subscription rows: the ids of every caller that joined it, and its outcome."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        self.rows: dict[str, SubscriptionInfo] = {}
-        self.error: DatabaseError | None = None
-        self.done = False
-
-
-class SubscriptionCache:
-    """Subscription lookups from ``syncer_subscriptions``, cached briefly, negative answers too.
-
-    Every id is read from the database before it is called unknown: refusing an id unread would
-    refuse a real notification whenever other traffic (a flood of forged ids) used up a budget.
-    The cost of such a flood is bounded instead by grouping: one read is in flight at a time, and
-    the ids of every request that arrives meanwhile are read together in the next one (as the group
-    committer does for writes), so a flood costs at most one indexed ``IN (...)`` query per query
-    time, one connection, whatever its rate. A lookup that cannot finish raises
-    :class:`DatabaseError`: the receiver answers 503 and Graph retries.
-
-    Entries are evicted one at a time, least recently used first, and unknown ids have their own
-    bounded space: forged ids can never push out a subscription of ours. Thread-safe (and
-    gevent-safe once patched); rows are written by reconcile (another process).
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        table: sa.Table = schema.subscriptions,
-        ttl: float = 30.0,
-        unknown_ttl: float = 1.0,
-        max_entries: int = 100_000,
-        timeout: float = 1.0,
-    ) -> None:
-        self.engine = engine
-        self.table = table
-        self.ttl = ttl
-        self.unknown_ttl = unknown_ttl
-        self.max_entries = max_entries
-        self.timeout = timeout
-        self._known: OrderedDict[str, tuple[float, SubscriptionInfo]] = OrderedDict()
-        self._unknown: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-        self._read_done = threading.Condition(self._lock)
-        self._reading = False  # a read is in flight
-        self._next: _Read | None = None  # the read the next leader will run; callers join it
-        self.queries = 0
-
-    def __call__(self, ids: Collection[str]) -> Mapping[str, SubscriptionInfo]:
-        now = time.monotonic()
-        found: dict[str, SubscriptionInfo] = {}
-        missing: list[str] = []
-        with self._lock:
-            for sid in ids:
-                entry = self._known.get(sid)
-                if entry is not None and entry[0] > now:
-                    self._known.move_to_end(sid)
-                    found[sid] = entry[1]
-                    continue
-                expires = self._unknown.get(sid)
-                if expires is not None and expires > now:
-                    self._unknown.move_to_end(sid)
-                    continue
-                missing.append(sid)
-        if missing:
-            loaded = self._read(missing)
-            found.update((sid, loaded[sid]) for sid in missing if sid in loaded)
-        return found
-
-    def _read(self, ids: list[str]) -> Mapping[str, SubscriptionInfo]:
-        """Read *ids*, joining the next grouped read; the leader of a read queries for all who joined."""
-        deadline = time.monotonic() + self.timeout
-        with self._lock:
-            read = self._next
-            if read is None:
-                read = self._next = _Read()
-            read.ids.update(ids)
-            while not read.done and self._reading:
-                if not self._read_done.wait(deadline - time.monotonic()) and not read.done:
-                    raise DatabaseError(f"subscription lookup not answered within {self.timeout:g} s")
-            if read.done:
-                if read.error is not None:
-                    raise read.error
-                return read.rows
-            # No read in flight and ours not done: lead it.
-            self._reading = True
-            self._next = None
-        try:
-            read.rows = self._query(read.ids)
-        except BaseException as exc:
-            # Whatever stopped the leader (a gevent timeout too), its followers must neither wait
-            # forever nor take the empty result for "unknown".
-            read.error = exc if isinstance(exc, DatabaseError) else DatabaseError(f"cannot read subscriptions: {type(exc).__name__}")
-            raise
-        finally:
-            with self._lock:
-                if read.error is None:
-                    self._remember(read.ids, read.rows, time.monotonic())
-                read.done = True
-                self._reading = False
-                self._read_done.notify_all()
-        return read.rows
-
-    def _query(self, ids: Collection[str]) -> dict[str, SubscriptionInfo]:
-        t = self.table
-        columns = (t.c.subscription_id, t.c.tenant_id, t.c.client_state, t.c.scope_key, t.c.include_resource_data)
-        ordered = sorted(ids)
-        rows: list[Any] = []
-        self.queries += 1
-        try:
-            with self.engine.connect() as conn:
-                # A group under a flood can hold many ids: chunks keep each statement's parameters few.
-                for i in range(0, len(ordered), _LOOKUP_CHUNK):
-                    chunk = ordered[i : i + _LOOKUP_CHUNK]
-                    rows.extend(conn.execute(sa.select(*columns).where(t.c.subscription_id.in_(chunk))).all())
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot read subscriptions: {type(exc).__name__}") from exc
-        return {
-            r.subscription_id: SubscriptionInfo(
-                subscription_id=r.subscription_id,
-                tenant_id=r.tenant_id,
-                client_state=r.client_state,
-                scope_key=r.scope_key,
-                include_resource_data=bool(r.include_resource_data),
-            )
-            for r in rows
-        }
-
-    def _remember(self, ids: Collection[str], rows: Mapping[str, SubscriptionInfo], now: float) -> None:
-        # Caller holds the lock.
-        for sid in ids:
-            info = rows.get(sid)
-            if info is not None:
-                self._unknown.pop(sid, None)
-                self._known[sid] = (now + self.ttl, info)
-                self._known.move_to_end(sid)
-            else:
-                self._known.pop(sid, None)
-                self._unknown[sid] = now + self.unknown_ttl
-                self._unknown.move_to_end(sid)
-        for cache in (self._known, self._unknown):
-            while len(cache) > self.max_entries:
-                cache.popitem(last=False)
-
-    def forget(self) -> None:
-        with self._lock:
-            self._known.clear()
-            self._unknown.clear()
-
-
 # Every answer is plain text that no browser may sniff into HTML (the handshake echoes a caller's token).
 _ANSWER_HEADERS = (
     ("Content-Type", "text/plain; charset=utf-8"),
@@ -337,101 +187,9 @@ class _FastPath:
         body = text.encode()
         headers = [*_ANSWER_HEADERS, ("Content-Length", str(len(body)))]
         if environ.get(CLOSE_KEY):
-            _force_close(start_response, headers)  # or the server would read the unwanted body to reuse it
+            force_close(start_response, headers)  # or the server would read the unwanted body to reuse it
         start_response(_status_line(status), headers)
         return [body]
-
-
-# RFC 9110 §8.6: Content-Length = 1*DIGIT. Not str.isdigit(), which is true for "²" and other digits.
-_CONTENT_LENGTH = re.compile(r"[0-9]+")
-_READ_CHUNK = 64 * 1024
-# Set in the WSGI environ by ``receive`` when the connection must not be reused (the rest of the body
-# was not read); the fast path and the Flask view act on it.
-CLOSE_KEY = "syncer.close_connection"
-
-
-class BodyBudget:
-    """Bytes of request bodies in flight in this process, against a budget (see ``ReceiverSettings``)."""
-
-    def __init__(self, total: int, large_body_bytes: int) -> None:
-        self.total = total
-        self.large_limit = total * 3 // 4
-        self.large_body_bytes = large_body_bytes
-        self.in_flight = 0
-        self._lock = threading.Lock()
-
-    def take(self, size: int, *, body_size: int) -> bool:
-        """Reserve *size* bytes for a body of (so far) *body_size* bytes; False when over budget."""
-        limit = self.total if body_size <= self.large_body_bytes else self.large_limit
-        with self._lock:
-            if self.in_flight + size > limit:
-                return False
-            self.in_flight += size
-            return True
-
-    def give(self, size: int) -> None:
-        with self._lock:
-            self.in_flight -= size
-
-
-class ReadDeadlines:
-    """Cuts the body read of a request still running at its deadline.
-
-    A timer thread (a greenlet under gevent's patching) shuts down the read side of the request's
-    socket: a ``recv`` blocked in any thread or greenlet returns at once with end of stream. A socket
-    timeout alone would not do: it bounds each ``recv``, and a client dripping a byte per interval
-    would hold the request for as long as it likes. The timer looks every *tick* seconds (the
-    deadline's precision), so that watching a request costs one dictionary entry.
-    """
-
-    def __init__(self, tick: float = 0.2) -> None:
-        self.tick = tick
-        self._lock = threading.Lock()
-        self._watched: dict[int, tuple[float, socket.socket]] = {}
-        self._keys = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, sock: socket.socket, deadline: float) -> int:
-        key = next(self._keys)
-        with self._lock:
-            self._watched[key] = (deadline, sock)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="syncer-read-deadlines", daemon=True)
-                self._thread.start()
-        return key
-
-    def done(self, key: int) -> bool:
-        """Stop watching; True if the deadline had passed (the socket's read side is shut)."""
-        with self._lock:
-            return self._watched.pop(key, None) is None
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.tick)
-            now = time.monotonic()
-            with self._lock:
-                expired = [key for key, (deadline, _) in self._watched.items() if deadline <= now]
-                socks = [self._watched.pop(key)[1] for key in expired]
-            for sock in socks:
-                try:
-                    sock.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass  # the client went away already
-
-
-def _request_socket(environ: Mapping[str, Any]) -> socket.socket | None:
-    # gunicorn (every worker class) and werkzeug's server publish the client socket.
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _force_close(start_response: Callable[..., Any], headers: list[tuple[str, str]]) -> None:
-    # gunicorn drops a Connection header from the app (hop-by-hop) but closes when its response object,
-    # whose bound method start_response is, is told to; werkzeug's server honours the header.
-    close = getattr(getattr(start_response, "__self__", None), "force_close", None)
-    if callable(close):
-        close()
-    headers.append(("Connection", "close"))
 
 
 def _new_item(a: Accepted) -> NewItem:
@@ -448,19 +206,41 @@ def _new_item(a: Accepted) -> NewItem:
     )
 
 
-@dataclass
-class ReceiverState:
-    """What a running app holds; ``app.extensions['syncer.receiver.app']``. ``close()`` flushes and stops."""
+class Receiver:
+    """What the receiver does with a request, without Flask: :meth:`receive` is the hot path.
 
-    engine: Engine
-    inbox: Inbox
-    lookup: SubscriptionLookup
-    metrics: Metrics
-    committer: GroupCommitter | None
-    settings: ReceiverSettings
-    tokens: TokenValidator | None = None
-    keys: KeyRing | None = None
-    closers: list[Any] = field(default_factory=list)
+    ``create_app`` wraps one in a Flask app (``app.extensions['syncer.receiver.app']``); tests and
+    benchmarks may call :meth:`receive` with a WSGI environ and a body reader. ``close()`` flushes the
+    group commit and stops.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        settings: ReceiverSettings,
+        inbox: Inbox,
+        lookup: SubscriptionLookup,
+        metrics: Metrics,
+        committer: GroupCommitter | None,
+        tokens: TokenValidator | None = None,
+        keys: KeyRing | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.inbox = inbox
+        self.lookup = lookup
+        self.metrics = metrics
+        self.committer = committer
+        self.tokens = tokens
+        self.keys = keys
+        self.closers: list[Callable[[], object]] = []
+        self.limiter = _RateLimiter(settings.log_rejections_per_second)
+        self.deferral_limiter = _RateLimiter(settings.log_rejections_per_second)
+        # Graph retries each 503 and many POSTs arrive per second: a line per outage, not per request.
+        self.outage = OutageLog(log, "database", level=logging.ERROR)
+        self.budget = BodyBudget(settings.body_budget_bytes, settings.large_body_bytes)
+        self.deadlines = ReadDeadlines()
 
     def store(self, items: list[NewItem]) -> set[str]:
         if self.committer is not None:
@@ -494,6 +274,162 @@ class ReceiverState:
         for closer in self.closers:
             closer()
 
+    def _answer(self, status: int, endpoint: str, body: str = "") -> tuple[int, str]:
+        self.metrics.inc("syncer_receiver_requests_total", endpoint=endpoint, status=str(status))
+        return status, body
+
+    def _log_refusals(self, refused: tuple[Rejection, ...], remote_addr: str | None) -> None:
+        for reason, count in reasons(refused).items():
+            self.metrics.inc("syncer_notifications_rejected_total", count, reason=reason)
+        if refused and self.limiter.allow():
+            subs = sorted({r.subscription_id for r in refused if r.subscription_id})[:5]
+            suppressed, self.limiter.suppressed = self.limiter.suppressed, 0
+            log.warning(
+                "refused %d notification item(s) from %s: %s; subscriptions %s%s",
+                len(refused),
+                remote_addr,
+                ", ".join(f"{k}={v}" for k, v in sorted(reasons(refused).items())),
+                subs,
+                f" ({suppressed} similar lines suppressed)" if suppressed else "",
+            )
+
+    def _log_deferrals(self, deferred: tuple[Rejection, ...], problems: tuple[str, ...]) -> None:
+        for reason, count in reasons(deferred).items():
+            self.metrics.inc("syncer_notifications_deferred_total", count, reason=reason)
+        if self.deferral_limiter.allow():
+            suppressed, self.deferral_limiter.suppressed = self.deferral_limiter.suppressed, 0
+            log.warning(
+                "cannot judge %d notification item(s) now, answering 503 so that Graph retries: %s%s%s",
+                len(deferred),
+                ", ".join(f"{k}={v}" for k, v in sorted(reasons(deferred).items())),
+                "".join(f"; {p}" for p in problems),
+                f" ({suppressed} similar lines suppressed)" if suppressed else "",
+            )
+
+    def _over_budget(self, endpoint: str, environ: dict[str, Any]) -> tuple[int, str]:
+        environ[CLOSE_KEY] = True
+        self.metrics.inc("syncer_notifications_rejected_total", reason="body_budget")
+        if self.limiter.allow():
+            log.warning("request bodies in flight are over the budget of %d bytes: answering 503", self.budget.total)
+        return self._answer(503, endpoint, "too many request bodies in flight, retry")
+
+    def receive(self, endpoint: str, environ: dict[str, Any], read: Callable[[int], bytes]) -> tuple[int, str]:
+        """A POST to the notification or lifecycle path: (status, body). Reads only the WSGI environ
+        and *read* (the body stream), so that Flask's view and the fast path share it."""
+        # Cheap tests on the raw environ first: this runs for every notification POST.
+        query = environ.get("QUERY_STRING", "")
+        if "validationToken" in query:
+            echo = parse_qs(query, keep_blank_values=True).get("validationToken")
+            if echo:
+                # The handshake: echo the decoded token as plain text, nothing else (notes §1.2).
+                self.metrics.inc("syncer_handshakes_total", endpoint=endpoint)
+                return self._answer(200, endpoint, echo[0])
+        content_type = environ.get("CONTENT_TYPE", "")
+        if content_type != "application/json" and content_type.partition(";")[0].strip().lower() != "application/json":
+            return self._answer(415, endpoint, "expected application/json")
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if declared and not CONTENT_LENGTH.fullmatch(declared):
+            environ[CLOSE_KEY] = True
+            self.metrics.inc("syncer_notifications_rejected_total", reason="bad_content_length")
+            return self._answer(400, endpoint, "Content-Length must be decimal digits")
+        length = int(declared) if declared else None
+        # Never read past a declared length (PEP 3333: the stream may be the bare socket). Without
+        # one (chunked), read one byte past the cap ourselves: a server may just stop reading at a
+        # limit, which would look like a truncated (400) body rather than a 413.
+        if length is not None and length > self.settings.max_body_bytes:
+            environ[CLOSE_KEY] = True
+            self.metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
+            return self._answer(413, endpoint, "Request Entity Too Large")
+        reserved = 0
+        try:
+            if length is not None:
+                if not self.budget.take(length, body_size=length):
+                    return self._over_budget(endpoint, environ)
+                reserved = length
+            body = bytearray()
+            want = self.settings.max_body_bytes + 1 if length is None else length
+            sock = request_socket(environ)
+            watch = self.deadlines.watch(sock, time.monotonic() + self.settings.body_timeout) if sock is not None else None
+            failed = False
+            try:
+                while len(body) < want:
+                    size = min(READ_CHUNK, want - len(body))
+                    if length is None:  # chunked: reserve as it grows
+                        if not self.budget.take(size, body_size=len(body) + size):
+                            return self._over_budget(endpoint, environ)
+                        reserved += size
+                    data = read(size)
+                    if not data:
+                        break
+                    body += data
+            except OSError:  # a socket timeout (`syncer run` sets one), a reset
+                failed = True
+            finally:
+                timed_out = watch is not None and self.deadlines.done(watch)
+            if timed_out:
+                environ[CLOSE_KEY] = True  # the socket's read side is shut
+            if failed or (timed_out and (length is None or len(body) < length)):
+                environ[CLOSE_KEY] = True
+                self.metrics.inc("syncer_notifications_rejected_total", reason="body_timeout")
+                return self._answer(408, endpoint, "Request Timeout")
+            if len(body) > self.settings.max_body_bytes:
+                environ[CLOSE_KEY] = True
+                self.metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
+                return self._answer(413, endpoint, "Request Entity Too Large")
+            try:
+                collection = parse_collection(body, limits=self.settings.limits)
+            except NotificationError as exc:
+                self.metrics.inc("syncer_notifications_rejected_total", reason=exc.reason)
+                return self._answer(400, endpoint, f"malformed notification collection ({exc.reason})")
+            del body  # the budget counts bodies; the parsed items are bounded by the limits
+        finally:
+            self.budget.give(reserved)
+        return self._judge_and_store(endpoint, environ, collection)
+
+    def _judge_and_store(
+        self, endpoint: str, environ: dict[str, Any], collection: NotificationCollection
+    ) -> tuple[int, str]:
+        """Check each item (``check_collection``, pure), store what passed, and choose the answer:
+        202 once stored (refusals included, so that forgers learn nothing), 503 while something could
+        not be judged or stored (Graph retries; what was stored comes back as duplicates)."""
+        try:
+            verdict = check_collection(collection, lookup=self.lookup, tokens=self.tokens, keys=self.keys)
+        except DatabaseError as exc:
+            self.metrics.inc("syncer_notifications_received_total", collection.size)
+            self.outage.failed(exc, "answering 503 to notifications (Graph retries them)")
+            return self._answer(503, endpoint, "temporarily unavailable")
+        if verdict.rejected:
+            self._log_refusals(verdict.rejected, environ.get("REMOTE_ADDR"))
+        if verdict.deferred:
+            self._log_deferrals(verdict.deferred, verdict.problems)
+        if verdict.accepted:
+            items = [_new_item(a) for a in verdict.accepted]
+            started = time.perf_counter()
+            try:
+                new_keys = self.store(items)
+            except (DatabaseError, sa.exc.SQLAlchemyError) as exc:
+                self.metrics.inc("syncer_notifications_received_total", collection.size)
+                self.outage.failed(exc, "answering 503 to notifications (Graph retries them)")
+                return self._answer(503, endpoint, "temporarily unavailable")
+            self.outage.ok()
+            if not verdict.deferred:
+                self.metrics.record_stored(
+                    endpoint,
+                    received=collection.size,
+                    stored=len(new_keys),
+                    duplicates=len(items) - len(new_keys),
+                    seconds=time.perf_counter() - started,
+                )
+                return 202, ""
+            # Stored, but others of the POST could not be judged: 503, and Graph's retry of the
+            # whole POST finds these as duplicates.
+            self.metrics.inc("syncer_notifications_stored_total", len(new_keys))
+            self.metrics.inc("syncer_notifications_duplicate_total", len(items) - len(new_keys))
+        self.metrics.inc("syncer_notifications_received_total", collection.size)
+        if verdict.deferred:
+            return self._answer(503, endpoint, "temporarily unavailable")
+        return self._answer(202, endpoint)
+
 
 def create_app(
     engine: Engine,
@@ -518,8 +454,8 @@ def create_app(
             statement_timeout=settings.store_timeout,
             on_commit=lambda requests, rows, seconds: metrics.record_commit(requests, rows, seconds),
         )
-    state = ReceiverState(
-        engine=engine,
+    receiver = Receiver(
+        engine,
         inbox=inbox,
         lookup=subscriptions
         or SubscriptionCache(
@@ -534,168 +470,14 @@ def create_app(
         tokens=tokens,
         keys=keys,
     )
-    limiter = _RateLimiter(settings.log_rejections_per_second)
-    # Graph retries each 503 and many POSTs arrive per second: a line per outage, not per request.
-    outage = OutageLog(log, "database", level=logging.ERROR)
-    deferral_limiter = _RateLimiter(settings.log_rejections_per_second)
-    budget = BodyBudget(settings.body_budget_bytes, settings.large_body_bytes)
-    deadlines = ReadDeadlines()
 
     app = Flask("syncer.receiver.app")
     # One more than the cap, so that the view can tell "exactly the cap" from "over it" (see receive).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
-    app.extensions["syncer.receiver.app"] = state
-
-    def answer(status: int, endpoint: str, body: str = "") -> tuple[int, str]:
-        metrics.inc("syncer_receiver_requests_total", endpoint=endpoint, status=str(status))
-        return status, body
-
-    def log_refusals(refused: tuple[Rejection, ...], remote_addr: str | None) -> None:
-        for reason, count in reasons(refused).items():
-            metrics.inc("syncer_notifications_rejected_total", count, reason=reason)
-        if refused and limiter.allow():
-            subs = sorted({r.subscription_id for r in refused if r.subscription_id})[:5]
-            suppressed, limiter.suppressed = limiter.suppressed, 0
-            log.warning(
-                "refused %d notification item(s) from %s: %s; subscriptions %s%s",
-                len(refused),
-                remote_addr,
-                ", ".join(f"{k}={v}" for k, v in sorted(reasons(refused).items())),
-                subs,
-                f" ({suppressed} similar lines suppressed)" if suppressed else "",
-            )
-
-    def log_deferrals(deferred: tuple[Rejection, ...], problems: tuple[str, ...]) -> None:
-        for reason, count in reasons(deferred).items():
-            metrics.inc("syncer_notifications_deferred_total", count, reason=reason)
-        if deferral_limiter.allow():
-            suppressed, deferral_limiter.suppressed = deferral_limiter.suppressed, 0
-            log.warning(
-                "cannot judge %d notification item(s) now, answering 503 so that Graph retries: %s%s%s",
-                len(deferred),
-                ", ".join(f"{k}={v}" for k, v in sorted(reasons(deferred).items())),
-                "".join(f"; {p}" for p in problems),
-                f" ({suppressed} similar lines suppressed)" if suppressed else "",
-            )
-
-    def over_budget(endpoint: str, environ: dict[str, Any]) -> tuple[int, str]:
-        environ[CLOSE_KEY] = True
-        metrics.inc("syncer_notifications_rejected_total", reason="body_budget")
-        if limiter.allow():
-            log.warning("request bodies in flight are over the budget of %d bytes: answering 503", budget.total)
-        return answer(503, endpoint, "too many request bodies in flight, retry")
-
-    def receive(endpoint: str, environ: dict[str, Any], read: Callable[[int], bytes]) -> tuple[int, str]:
-        """A POST to the notification or lifecycle path: (status, body). Reads only the WSGI environ
-        and *read* (the body stream), so that Flask's view and the fast path share it."""
-        # Cheap tests on the raw environ first: this runs for every notification POST.
-        query = environ.get("QUERY_STRING", "")
-        if "validationToken" in query:
-            tokens = parse_qs(query, keep_blank_values=True).get("validationToken")
-            if tokens:
-                # The handshake: echo the decoded token as plain text, nothing else (notes §1.2).
-                metrics.inc("syncer_handshakes_total", endpoint=endpoint)
-                return answer(200, endpoint, tokens[0])
-        content_type = environ.get("CONTENT_TYPE", "")
-        if content_type != "application/json" and content_type.partition(";")[0].strip().lower() != "application/json":
-            return answer(415, endpoint, "expected application/json")
-        declared = environ.get("CONTENT_LENGTH") or ""
-        if declared and not _CONTENT_LENGTH.fullmatch(declared):
-            environ[CLOSE_KEY] = True
-            metrics.inc("syncer_notifications_rejected_total", reason="bad_content_length")
-            return answer(400, endpoint, "Content-Length must be decimal digits")
-        length = int(declared) if declared else None
-        # Never read past a declared length (PEP 3333: the stream may be the bare socket). Without
-        # one (chunked), read one byte past the cap ourselves: a server may just stop reading at a
-        # limit, which would look like a truncated (400) body rather than a 413.
-        if length is not None and length > settings.max_body_bytes:
-            environ[CLOSE_KEY] = True
-            metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
-            return answer(413, endpoint, "Request Entity Too Large")
-        reserved = 0
-        try:
-            if length is not None:
-                if not budget.take(length, body_size=length):
-                    return over_budget(endpoint, environ)
-                reserved = length
-            body = bytearray()
-            want = settings.max_body_bytes + 1 if length is None else length
-            sock = _request_socket(environ)
-            watch = deadlines.watch(sock, time.monotonic() + settings.body_timeout) if sock is not None else None
-            failed = False
-            try:
-                while len(body) < want:
-                    size = min(_READ_CHUNK, want - len(body))
-                    if length is None:  # chunked: reserve as it grows
-                        if not budget.take(size, body_size=len(body) + size):
-                            return over_budget(endpoint, environ)
-                        reserved += size
-                    data = read(size)
-                    if not data:
-                        break
-                    body += data
-            except OSError:  # a socket timeout (`syncer run` sets one), a reset
-                failed = True
-            finally:
-                timed_out = watch is not None and deadlines.done(watch)
-            if timed_out:
-                environ[CLOSE_KEY] = True  # the socket's read side is shut
-            if failed or (timed_out and (length is None or len(body) < length)):
-                environ[CLOSE_KEY] = True
-                metrics.inc("syncer_notifications_rejected_total", reason="body_timeout")
-                return answer(408, endpoint, "Request Timeout")
-            if len(body) > settings.max_body_bytes:
-                environ[CLOSE_KEY] = True
-                metrics.inc("syncer_notifications_rejected_total", reason="body_too_large")
-                return answer(413, endpoint, "Request Entity Too Large")
-            try:
-                collection = parse_collection(body, limits=settings.limits)
-            except NotificationError as exc:
-                metrics.inc("syncer_notifications_rejected_total", reason=exc.reason)
-                return answer(400, endpoint, f"malformed notification collection ({exc.reason})")
-            del body  # the budget counts bodies; the parsed items are bounded by the limits
-        finally:
-            budget.give(reserved)
-        try:
-            verdict = check_collection(collection, lookup=state.lookup, tokens=state.tokens, keys=state.keys)
-        except DatabaseError as exc:
-            metrics.inc("syncer_notifications_received_total", collection.size)
-            outage.failed(exc, "answering 503 to notifications (Graph retries them)")
-            return answer(503, endpoint, "temporarily unavailable")
-        if verdict.rejected:
-            log_refusals(verdict.rejected, environ.get("REMOTE_ADDR"))
-        if verdict.deferred:
-            log_deferrals(verdict.deferred, verdict.problems)
-        if verdict.accepted:
-            items = [_new_item(a) for a in verdict.accepted]
-            started = time.perf_counter()
-            try:
-                new_keys = state.store(items)
-            except (DatabaseError, sa.exc.SQLAlchemyError) as exc:
-                metrics.inc("syncer_notifications_received_total", collection.size)
-                outage.failed(exc, "answering 503 to notifications (Graph retries them)")
-                return answer(503, endpoint, "temporarily unavailable")
-            outage.ok()
-            if not verdict.deferred:
-                metrics.record_stored(
-                    endpoint,
-                    received=collection.size,
-                    stored=len(new_keys),
-                    duplicates=len(items) - len(new_keys),
-                    seconds=time.perf_counter() - started,
-                )
-                return 202, ""
-            # Stored, but others of the POST could not be judged: 503, and Graph's retry of the
-            # whole POST finds these as duplicates.
-            metrics.inc("syncer_notifications_stored_total", len(new_keys))
-            metrics.inc("syncer_notifications_duplicate_total", len(items) - len(new_keys))
-        metrics.inc("syncer_notifications_received_total", collection.size)
-        if verdict.deferred:
-            return answer(503, endpoint, "temporarily unavailable")
-        return answer(202, endpoint)
+    app.extensions["syncer.receiver.app"] = receiver
 
     def view(endpoint: str) -> Response:
-        status, body = receive(endpoint, request.environ, request.stream.read)
+        status, body = receiver.receive(endpoint, request.environ, request.stream.read)
         response = _response(status, body)
         if request.environ.get(CLOSE_KEY):
             response.headers["Connection"] = "close"
@@ -704,7 +486,7 @@ def create_app(
     endpoints = {settings.lifecycle_path: "lifecycle", settings.notification_path: "notifications"}  # one path: notifications
     for path, endpoint in endpoints.items():
         app.add_url_rule(path, endpoint, partial(view, endpoint), methods=["POST"])
-    app.wsgi_app = _FastPath(app.wsgi_app, receive, endpoints)  # type: ignore[method-assign]
+    app.wsgi_app = _FastPath(app.wsgi_app, receiver.receive, endpoints)  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -713,10 +495,10 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> Response:
         # Ready = a notification POSTed now would be stored: the probe goes the way of one (see
-        # ReceiverState.probe), so readiness fails while the committer cannot commit and comes back
+        # Receiver.probe), so readiness fails while the committer cannot commit and comes back
         # with its first success. It waits up to store_timeout: give the probe a longer timeout.
         try:
-            state.probe()
+            receiver.probe()
         except DatabaseError as exc:
             return Response(f"cannot store notifications: {exc}\n", status=503, mimetype="text/plain")
         return Response("ok\n", mimetype="text/plain")
@@ -724,10 +506,10 @@ def create_app(
     @app.get("/metrics")
     def metrics_view() -> Response:
         try:
-            depth: float | None = state.inbox.depth()
+            depth: float | None = receiver.inbox.depth()
         except DatabaseError:
             depth = None
-        text = metrics.render(gauges={"syncer_inbox_depth": depth})
+        text = receiver.metrics.render(gauges={"syncer_inbox_depth": depth})
         return Response(text, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.errorhandler(HTTPException)

@@ -341,7 +341,7 @@ class GroupCommitter:
             return
         elapsed = time.perf_counter() - started
         for waiter in batch:
-            waiter.new_keys = {row[6] for row in waiter.rows} & new_keys
+            waiter.new_keys = {row.dedupe_key for row in waiter.rows} & new_keys
             waiter.state = _DONE
             waiter.done.release()
         if self._on_commit is not None:
