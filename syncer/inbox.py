@@ -3,7 +3,7 @@
 Why a table and not a broker: the inbox must be as durable as the mirror it feeds, and the same
 database already is. A notification is acknowledged to Graph (2xx) only after its row is committed.
 
-Duplicates: Graph delivers some notifications more than once (notes §3.4). ``dedupe_key`` is unique,
+Duplicates: Graph delivers some notifications more than once (https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks). ``dedupe_key`` is unique,
 and ``put`` inserts with ON CONFLICT DO NOTHING, so a redelivery that arrives while the first copy
 is still waiting is absorbed. When the worker *claims* a row the key is rewritten to a per-row value:
 from then on a new notification with the same key is stored again. That is deliberate: many items

@@ -341,7 +341,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="Chat.ReadBasic.All",  # not in the notes' table: Graph's chat permission reference
+        permission="Chat.ReadBasic.All",  # Graph's chat permission reference
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -352,7 +352,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="Channel.ReadBasic.All",  # not in the notes' table
+        permission="Channel.ReadBasic.All",  # Graph's permission reference for the resource
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -363,7 +363,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="Team.ReadBasic.All",  # not in the notes' table
+        permission="Team.ReadBasic.All",  # Graph's permission reference for the resource
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -374,7 +374,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="TeamMember.Read.All",  # not in the notes' table
+        permission="TeamMember.Read.All",  # Graph's permission reference for the resource
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -385,7 +385,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="ChatMember.Read.All",  # not in the notes' table
+        permission="ChatMember.Read.All",  # Graph's permission reference for the resource
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -410,7 +410,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset({"created"}),  # "a recording becomes available": our reading
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="OnlineMeetingRecording.Read.All",  # not in the notes' table
+        permission="OnlineMeetingRecording.Read.All",  # Graph's permission reference for the resource
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -424,7 +424,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset({"created"}),  # "a transcript becomes available": our reading
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="OnlineMeetingTranscript.Read.All",  # not in the notes' table
+        permission="OnlineMeetingTranscript.Read.All",  # Graph's permission reference for the resource
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -457,7 +457,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset({"created"}),  # jobFetchable
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
-        permission="Printer.Read.All",  # not in the notes' table
+        permission="Printer.Read.All",  # Graph's permission reference for the resource
     ),
     ResourceType(
         key="printTaskDefinition",
@@ -466,7 +466,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset({"created"}),  # jobStarted
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
-        permission="PrintTaskDefinition.ReadWrite.All",  # not in the notes' table
+        permission="PrintTaskDefinition.ReadWrite.All",  # Graph's permission reference for the resource
     ),
 )
 

@@ -1,6 +1,6 @@
-"""Graph-shaped notification bodies for the receiver's tests, composed from ../shared/graph-api-notes.md.
+"""Graph-shaped notification bodies for the receiver's tests, composed from Graph's documentation (https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks).
 
-The encryption and token signing here are an independent reading of notes §5 (not the emulator's
+The encryption and token signing here are an independent reading of https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data (not the emulator's
 code): a random 32-byte key, iv = key[:16], AES-256-CBC + PKCS7, HMAC-SHA256 over the ciphertext,
 the key wrapped with RSA-OAEP(SHA-1); validation tokens are RS256 JWTs with Graph's claims.
 """
@@ -93,7 +93,7 @@ def change_item(
     etag: str | None = None,
     notification_id: str | None = None,
 ) -> dict[str, Any]:
-    """A directory-user change notification item (notes §3.5)."""
+    """A directory-user change notification item."""
     user_id = user_id or str(uuid.uuid4())
     item: dict[str, Any] = {
         "subscriptionId": subscription_id,
@@ -113,7 +113,7 @@ def change_item(
 
 
 def lifecycle_item(subscription_id: str, event: str, *, client_state: str = CLIENT_STATE, tenant: str = TENANT) -> dict[str, Any]:
-    """A lifecycle notification item (notes §4)."""
+    """A lifecycle notification item."""
     return {
         "subscriptionId": subscription_id,
         "subscriptionExpirationDateTime": "2026-03-20T11:00:00.0000000+00:00",
@@ -132,7 +132,7 @@ def rich_item(
     client_state: str = CLIENT_STATE,
     tenant: str = TENANT,
 ) -> dict[str, Any]:
-    """A Teams channel message created, with encrypted resource data (notes §5.2)."""
+    """A Teams channel message created, with encrypted resource data."""
     message_id = str(int(time.time() * 1000))
     path = f"teams('d29828b8')/channels('19:abc@thread.tacv2')/messages('{message_id}')"
     resource = resource or {"id": message_id, "body": {"content": "hello"}, "@odata.type": "#Microsoft.Graph.ChatMessage"}

@@ -1,6 +1,6 @@
 """The receiver over real HTTP, on SQLite and PostgreSQL: handshake, checks, durable storage, limits.
 
-Most bodies are composed from the notes (tests/notification_builders.py, an independent reading);
+Most bodies are composed from Graph's documentation (tests/notification_builders.py, an independent reading);
 the last tests have the emulator create the subscriptions (handshake included) and deliver changes,
 lifecycle events and rich notifications across a certificate rotation.
 """

@@ -1,8 +1,8 @@
 """A tiny webhook receiver for the emulator's subscription and delivery tests (plain http on loopback).
 
 It answers Graph's validation handshake correctly or in one of the wrong ways Graph rejects, and answers
-notification POSTs with scripted statuses and delays, recording everything it saw. Written from the docs (notes §1.2,
-§3.2), independently of syncer's own receiver.
+notification POSTs with scripted statuses and delays, recording everything it saw. Written from the docs
+(https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks), independently of syncer's own receiver.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The webhook receiver: a Flask app that answers Graph's handshake and stores every notification.
 
 Graph gives a receiver 3 seconds and drops the notifications of an endpoint that is too often slow
-(notes §3.3), so this app does the minimum before answering, and nothing that can wait: parse and
+(https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks), so this app does the minimum before answering, and nothing that can wait: parse and
 check the POST (``syncer.receiver.notifications``, pure), store what passed in the inbox (``syncer.inbox``,
 group commit), answer ``202 Accepted``. The worker does the rest — delta syncs for change items,
 reauthorize/renew, recreate + resync, resync for lifecycle items — without Graph ever waiting on it.
 
-Responses (decided here, following notes §3.2):
+Responses (decided here, following https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks):
 
 * ``POST <path>?validationToken=...`` → ``200 text/plain`` with the decoded token, on the notification
   and lifecycle paths alike, before any other check and without touching the database.
@@ -28,7 +28,7 @@ Responses (decided here, following notes §3.2):
   503 (Graph retries). These three close the connection: the rest of the body is never read.
 
 Both paths accept both kinds of item: the kind is the item's (``changeType`` vs ``lifecycleEvent``),
-because an older Graph revision sent lifecycle events to the notification URL (notes §4).
+because an older Graph revision sent lifecycle events to the notification URL (https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events).
 
 ``create_app`` takes its dependencies; ``create_app_from_env`` builds them from ``SYNCER_*`` variables
 for any WSGI server (``gunicorn 'syncer.receiver:create_app_from_env()'``). Configuration, building
@@ -321,7 +321,7 @@ class Receiver:
         if "validationToken" in query:
             echo = parse_qs(query, keep_blank_values=True).get("validationToken")
             if echo:
-                # The handshake: echo the decoded token as plain text, nothing else (notes §1.2).
+                # The handshake: echo the decoded token as plain text, nothing else (https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks#notificationurl-validation).
                 self.metrics.inc("syncer_handshakes_total", endpoint=endpoint)
                 return self._answer(200, endpoint, echo[0])
         content_type = environ.get("CONTENT_TYPE", "")

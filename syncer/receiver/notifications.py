@@ -4,7 +4,7 @@ The receiver (``syncer.receiver.app``) only adapts HTTP to this module: it hands
 which notifications may be stored as work and which were refused, and why. Keeping the checks here
 means they are tested without a server and that nothing about trust is decided in a view function.
 
-What is checked (../shared/graph-api-notes.md §3-§5):
+What is checked (https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks and https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data):
 
 * the envelope (``changeNotificationCollection``): JSON, bounded size and depth, ``value`` a list;
 * each item: shape, ``clientState`` against the subscription's secret (constant time), ``tenantId``

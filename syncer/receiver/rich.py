@@ -6,7 +6,7 @@ platform's keys, cached; audience = one of our app ids, issuer = ``https://sts.w
 ``appid`` = Graph's publisher, lifetime), and each ``encryptedContent``: the RSA-OAEP(SHA-1) wrapped
 key is unwrapped with the private key named by ``encryptionCertificateId`` (two during a rotation),
 the HMAC-SHA256 of the ciphertext is verified *before* anything is decrypted, then AES-CBC with
-``iv = key[:16]`` and PKCS7 (../shared/graph-api-notes.md §5). PyJWT and cryptography do the crypto.
+``iv = key[:16]`` and PKCS7 (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data#decrypting-resource-data-from-change-notifications). PyJWT and cryptography do the crypto.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from syncer.errors import NotificationError
 
-#: The app id Graph signs rich-notification validation tokens as (notes §5.3: "critical").
+#: The app id Graph signs rich-notification validation tokens as (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data#validation-tokens-in-the-change-notification).
 GRAPH_PUBLISHER_APP_ID = "0bf30f3b-4a52-48df-9a82-234910c4a086"
 #: v1 tokens from the identity platform; ``{tid}`` is the token's own tenant claim.
 DEFAULT_ISSUER_TEMPLATE = "https://sts.windows.net/{tid}/"
@@ -63,7 +63,7 @@ FetchJson = Callable[[str], Mapping[str, Any]]
 class JwksCache:
     """The identity platform's signing keys, fetched from a JWKS (or OpenID configuration) URL and cached.
 
-    Keys rotate (notes §5.3): an unknown ``kid`` triggers a refetch, but at most once per
+    Keys rotate: an unknown ``kid`` triggers a refetch, but at most once per
     ``min_refresh_interval`` so that a flood of forged tokens with random key ids cannot turn the
     receiver into a load generator against the identity platform. Between refetches an unknown kid
     is ``token_keys_unavailable`` (transient: its items get 503 and Graph retries), because it may
@@ -144,7 +144,7 @@ def _requests_fetcher(*, verify: bool | str, timeout: float) -> FetchJson:
     import requests
 
     session = requests.Session()
-    # REQUESTS_CA_BUNDLE would override Session.verify (../shared/local-facts.md): pass verify per request.
+    # REQUESTS_CA_BUNDLE would override Session.verify (requests' trust_env): pass verify per request.
     session.trust_env = False
 
     def fetch(url: str) -> Mapping[str, Any]:
@@ -213,7 +213,7 @@ class TokenCheck:
 
 
 class TokenValidator:
-    """Checks the JWTs of ``validationTokens`` (notes §5.3)."""
+    """Checks the JWTs of ``validationTokens`` (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data#validation-tokens-in-the-change-notification)."""
 
     def __init__(
         self,
@@ -325,7 +325,7 @@ class DecryptionKey:
 
 
 class KeyRing:
-    """The decryption keys in use; during a certificate rotation there are two (notes §5.1)."""
+    """The decryption keys in use; during a certificate rotation there are two (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data#managing-encryption-keys)."""
 
     def __init__(self, keys: Iterable[DecryptionKey] = ()) -> None:
         self._keys = {k.certificate_id: k for k in keys}

@@ -38,7 +38,7 @@ from syncer.receiver.rich import (
 
 log = logging.getLogger(__name__)
 
-#: Where the identity platform publishes its signing keys (notes §5.3).
+#: Where the identity platform publishes its signing keys (https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data#validation-tokens-in-the-change-notification).
 DEFAULT_JWKS_URL = "https://login.microsoftonline.com/common/discovery/v2.0/keys"
 
 
@@ -172,7 +172,7 @@ class ServeConfig:
             connections=int(os.environ.get("SYNCER_RECEIVER_CONNECTIONS") or cls.connections),
             app_ids=tuple(dict.fromkeys(t.client_id for t in spec.tenants if t.client_id)),
             # The identity platform publishes the same signing keys under every tenant; "common" is
-            # what Microsoft's samples use (notes §5.3).
+            # what Microsoft's samples use.
             jwks_url=f"{spec.graph.authority_host.rstrip('/')}/common/discovery/v2.0/keys",
             jwks_ca_bundle=str(ca_bundle) if ca_bundle else None,
             keys=tuple(keys.values()),
