@@ -21,7 +21,7 @@ from datetime import timedelta
 from urllib.parse import unquote
 
 MIN_LIFETIME = timedelta(minutes=45)
-"""Graph raises any requested expiration under 45 minutes to 45 minutes (notes section 1.1)."""
+"""Graph raises any requested expiration under 45 minutes to 45 minutes (https://learn.microsoft.com/en-us/graph/api/resources/subscription)."""
 
 CHANGE_TYPES = ("created", "updated", "deleted")
 
@@ -37,7 +37,7 @@ FETCH = "fetch"  # no delta in Graph (or not in our notes): GET the item by id +
 
 @dataclass(frozen=True)
 class Quota:
-    """Subscription limits Graph enforces with ``403`` (notes section 1.5); None = no documented limit."""
+    """Subscription limits Graph enforces with ``403`` (https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions); None = no documented limit."""
 
     per_mailbox: int | None = None  # all apps together, per mailbox (Outlook)
     per_tenant: int | None = None  # all apps together, per tenant (organization)
@@ -60,9 +60,9 @@ class ResourceType:
     name: str  # the Graph entity type: "user", "message", "chatMessage", ...
     patterns: tuple[str, ...]  # resource-path templates, e.g. "users/{user}/mailFolders/{folder}/messages"
     change_types: frozenset[str]
-    max_lifetime: timedelta  # basic notifications (notes section 2)
+    max_lifetime: timedelta  # basic notifications (https://learn.microsoft.com/en-us/graph/api/resources/subscription#subscription-lifetime)
     max_lifetime_rich: timedelta | None  # None = rich notifications (includeResourceData) unsupported
-    permission: str  # least-privileged application permission to subscribe and read (notes section 9)
+    permission: str  # least-privileged application permission to subscribe and read (https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions#permissions)
     per_mailbox: bool = False  # one subscription per user mailbox (Outlook, To Do)
     lifecycle_events: frozenset[str] = REAUTH_ONLY
     sync: str = FETCH
@@ -202,7 +202,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
         permission="Group.Read.All",
-        delegated_only=True,  # notes section 9: application permission "not supported"
+        delegated_only=True,  # Graph: application permission "not supported"
     ),
     # --- Outlook (per mailbox) --------------------------------------------------------------------
     ResourceType(
@@ -437,7 +437,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime_rich=_minutes(60),
         permission="Presence.Read.All",
         rich_required=True,
-        delegated_only=True,  # notes section 9: no application permission
+        delegated_only=True,  # Graph: no application permission
         quota=Quota(per_instance=650),  # at most 650 users per subscription
     ),
     # --- security and print --------------------------------------------------------------------

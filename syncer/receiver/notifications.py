@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import orjson
 
+from syncer import resources
 from syncer.errors import NotificationError
 
 # Rich notifications (tokens, keys, decryption) live in syncer.receiver.rich; the names callers used to
@@ -44,8 +45,9 @@ from syncer.receiver.rich import TokenValidator as TokenValidator
 from syncer.receiver.rich import load_private_key as load_private_key
 from syncer.storable import has_nul
 
-CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
-LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
+# The values Graph sends; syncer.resources holds the one list (and which types accept which).
+CHANGE_TYPES = frozenset(resources.CHANGE_TYPES)
+LIFECYCLE_EVENTS = resources.ALL_LIFECYCLE
 
 Kind = Literal["change", "lifecycle"]
 

@@ -20,7 +20,7 @@ from syncer.resources import ResourceType
 
 SPEC_VERSION = 1
 CLOUDS: dict[str, tuple[str, str]] = {
-    # cloud: (Graph root, token authority host), notes section 9
+    # cloud: (Graph root, token authority host), https://learn.microsoft.com/en-us/graph/deployments
     "global": ("https://graph.microsoft.com", "https://login.microsoftonline.com"),
     "usgov": ("https://graph.microsoft.us", "https://login.microsoftonline.us"),
     "usgov-dod": ("https://dod-graph.microsoft.us", "https://login.microsoftonline.us"),
