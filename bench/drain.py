@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import sqlalchemy as sa  # noqa: E402
 from sync import drop_database, fresh_database  # noqa: E402  (bench/sync.py)
 
-from syncer import schema  # noqa: E402
+from syncer import database, schema  # noqa: E402
 from syncer.inbox import Inbox, NewItem  # noqa: E402
 from syncer.migrate import upgrade_core  # noqa: E402
 from syncer.worker.jobs import Worker  # noqa: E402
@@ -95,7 +95,7 @@ def drain_all(worker: Worker) -> dict[str, Any]:
 
 def one_round(database_url: str, notifications: int, scopes: int) -> dict[str, Any]:
     upgrade_core(database_url)
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     try:
         found = mailbox_scopes(scopes)
         record_subscriptions(engine, found)

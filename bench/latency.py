@@ -44,6 +44,7 @@ import sqlalchemy as sa  # noqa: E402
 from chaos_harness import Harness  # noqa: E402
 
 from syncer import mirror, schema  # noqa: E402
+from syncer.database import normalize_url  # noqa: E402
 
 MAILBOXES = 30
 
@@ -75,7 +76,7 @@ def database(kind: str, *, prefix: str = "bench_latency") -> tuple[str, Any]:
         directory = tempfile.mkdtemp(prefix="syncer-latency-")
         return f"sqlite:///{directory}/syncer.db", lambda: None
     base = os.environ.get("SYNCER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    base = schema.normalize_url(base)
+    base = normalize_url(base)
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(base)
     with admin.begin() as connection:

@@ -177,13 +177,13 @@ def run_wrk(wrk: str, url: str, script: Path, *, duration: int, connections: int
 def prepare_database(backend: str, workdir: Path) -> tuple[str, Any]:
     import sqlalchemy as sa
 
-    from syncer import schema
+    from syncer import database, schema
 
     if backend == "sqlite":
         url = f"sqlite:///{workdir / 'bench.db'}"
         cleanup = None
     else:
-        base = schema.normalize_url(os.environ.get("SYNCER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+        base = database.normalize_url(os.environ.get("SYNCER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
         name = f"bench_receiver_{os.getpid()}"
         admin = sa.create_engine(base)
         with admin.begin() as conn:
@@ -195,7 +195,7 @@ def prepare_database(backend: str, workdir: Path) -> tuple[str, Any]:
                 conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
             admin.dispose()
 
-    engine = schema.create_engine(url)
+    engine = database.create_engine(url)
     schema.metadata.create_all(engine)
     now = datetime.now(UTC)
     with engine.begin() as conn:
@@ -213,9 +213,9 @@ def prepare_database(backend: str, workdir: Path) -> tuple[str, Any]:
 def inbox_rows(url: str, run: str) -> int:
     import sqlalchemy as sa
 
-    from syncer import schema
+    from syncer import database, schema
 
-    engine = schema.create_engine(url)
+    engine = database.create_engine(url)
     with engine.connect() as conn:
         n = conn.execute(sa.select(sa.func.count()).select_from(schema.inbox).where(schema.inbox.c.resource.like(f"Users/{run}-%"))).scalar_one()
     engine.dispose()

@@ -33,11 +33,11 @@ from werkzeug.wrappers import Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from syncer.database import create_engine
 from syncer.emulator import EmulatorConfig, EmulatorServer
 from syncer.graph.times import parse_datetime
 from syncer.migrate import upgrade_core
 from syncer.reconcile import Outcome, graphs_for, reconcile
-from syncer.schema import create_engine
 from syncer.spec import load_spec
 
 

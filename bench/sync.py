@@ -38,7 +38,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from syncer import mirror, schema  # noqa: E402
+from syncer import database, mirror  # noqa: E402
 from syncer.migrate import upgrade_core  # noqa: E402
 from syncer.spec import load_spec  # noqa: E402
 from syncer.worker.scheduler import sync_once  # noqa: E402
@@ -135,11 +135,11 @@ def fresh_database(kind: str, workdir: Path, postgres: str | None) -> str | None
     if postgres is None:
         return None
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(schema.normalize_url(postgres))
+    admin = sa.create_engine(database.normalize_url(postgres))
     with admin.begin() as connection:
         connection.execute(sa.text(f'CREATE SCHEMA "{name}"'))
     admin.dispose()
-    return sa.make_url(schema.normalize_url(postgres)).update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+    return sa.make_url(database.normalize_url(postgres)).update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
 
 
 def drop_database(url: str) -> None:

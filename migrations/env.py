@@ -11,7 +11,8 @@ from typing import Any
 
 from alembic import context
 
-from syncer.schema import create_engine, is_sqlite, metadata
+from syncer.database import create_engine, is_sqlite
+from syncer.schema import metadata
 
 config = context.config
 

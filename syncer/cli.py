@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from syncer import __version__
+from syncer import __version__, database
 from syncer.errors import SyncerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -302,14 +302,13 @@ def replay(
     """
     from datetime import UTC
 
-    from syncer import schema
     from syncer.inbox import Inbox
     from syncer.spec import load_spec
 
     if since is None and until is None and subscription_id is None and tenant_id is None and not yes:
         raise click.UsageError("give --since, --until, --subscription or --tenant (or --yes for all)")
     spec = load_spec(spec_path, check_secrets=False)
-    engine = schema.create_engine(spec.database_url)
+    engine = database.create_engine(spec.database_url)
     try:
         count = Inbox(engine).replay(
             since=since.replace(tzinfo=UTC) if since else None,
@@ -393,12 +392,11 @@ def status(spec_path: Path, output: str, max_lag: timedelta | None, rows: bool) 
     """
     import json
 
-    from syncer import schema
     from syncer.spec import load_spec
     from syncer.status import collect, human, render, stale, to_json
 
     spec = load_spec(spec_path, check_secrets=False)
-    engine = schema.create_engine(spec.database_url)
+    engine = database.create_engine(spec.database_url)
     try:
         found = collect(engine, count_rows=rows)
     finally:

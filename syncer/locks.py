@@ -31,8 +31,9 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from syncer.database import is_sqlite
 from syncer.errors import DatabaseError, LockTimeout
-from syncer.schema import is_sqlite, locks
+from syncer.schema import locks
 
 log = logging.getLogger("syncer.locks")
 

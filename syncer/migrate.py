@@ -16,8 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from syncer.database import create_engine, is_sqlite, unbounded
 from syncer.errors import DatabaseError
-from syncer.schema import create_engine, is_sqlite, unbounded
 
 # A fixed key for pg_advisory_lock: two processes upgrading one database at once would race on DDL.
 _PG_MIGRATION_LOCK = 0x5359_4E43_0001

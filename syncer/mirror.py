@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from syncer import schema
+from syncer import database, schema
 from syncer.errors import SchemaChangeRefused
 from syncer.graph.times import parse_datetime
 
@@ -133,12 +133,12 @@ def upgrade(spec: Spec, *, rebuild: bool = False, engine: sa.Engine | None = Non
     the table and resyncs its scopes.
     """
     own_engine = engine is None
-    engine = engine if engine is not None else schema.create_engine(spec.database_url)
+    engine = engine if engine is not None else database.create_engine(spec.database_url)
     changes: list[str] = []
     try:
         for subscription in spec.subscriptions:
             # A new column is filled from _raw over the whole table: minutes on a large mirror.
-            with engine.begin() as connection, schema.unbounded(connection):
+            with engine.begin() as connection, database.unbounded(connection):
                 changes += _upgrade_one(connection, subscription, rebuild=rebuild)
     finally:
         if own_engine:

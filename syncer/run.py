@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from syncer import mirror, schema
+from syncer import database, mirror
 from syncer.migrate import upgrade_core
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Runner:
         upgrade_core(spec.database_url)
         for change in mirror.upgrade(spec):
             self.echo(change)
-        self.engine = schema.create_engine(spec.database_url)
+        self.engine = database.create_engine(spec.database_url)
         self.app = app_for_spec(spec, self.engine)
         host = self.host or spec.receiver.host
         port = spec.receiver.port if self.port is None else self.port

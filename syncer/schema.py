@@ -1,4 +1,4 @@
-"""syncer's own tables (SQLAlchemy Core) and the engine factory.
+"""syncer's own tables (SQLAlchemy Core); connecting to the database is :mod:`syncer.database`.
 
 These are the tables alembic manages (``migrations/`` is wired to :data:`metadata`). The mirror
 tables, whose shape comes from subscriptions.yaml, live in :mod:`syncer.mirror` on a separate
@@ -10,18 +10,12 @@ several tenants.
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Engine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -205,12 +199,6 @@ locks = sa.Table(
 )
 
 
-def is_sqlite(engine_or_url: Engine | str | sa.URL) -> bool:
-    """Whether the engine or URL points to SQLite."""
-    url = engine_or_url.url if isinstance(engine_or_url, Engine) else sa.make_url(engine_or_url)
-    return url.get_backend_name() == "sqlite"
-
-
 def one_of(column: sa.ColumnElement[Any], values: Sequence[Any], *, dialect: str) -> sa.ColumnElement[bool]:
     """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter whatever the count.
 
@@ -220,220 +208,3 @@ def one_of(column: sa.ColumnElement[Any], values: Sequence[Any], *, dialect: str
     if dialect == "postgresql":
         return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
     return column.in_(list(values))
-
-
-def normalize_url(url: str, *, base_dir: Path | None = None) -> str:
-    """Make a database URL usable: relative SQLite paths are taken from *base_dir*, and
-    ``postgresql://`` selects psycopg 3 (SQLAlchemy's default would be psycopg2, which we do not ship)."""
-    parsed = sa.make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "postgresql" and parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if backend == "sqlite" and parsed.database and parsed.database != ":memory:" and base_dir is not None:
-        path = Path(parsed.database)
-        if not path.is_absolute():
-            parsed = parsed.set(database=str((base_dir / path).resolve()))
-    return parsed.render_as_string(hide_password=False)
-
-
-def _create_private_sqlite_file(url: str) -> None:
-    """Create a missing SQLite database file as owner-only (0600) before SQLite does.
-
-    The file holds the mirror, subscriptions and clientState secrets; SQLite would create it with
-    0644 under the usual umask. Its -wal and -shm files take the main file's permissions (SQLite's
-    unix VFS, findCreateFileMode in os_unix.c; tests/test_migrations.py checks), so creating this one
-    right covers them. An existing
-    file keeps whatever permissions its owner chose.
-    """
-    parsed = sa.make_url(url)
-    database = parsed.database
-    if not database or database == ":memory:" or database.startswith("file:") or parsed.query.get("mode") == "memory":
-        return
-    try:
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-    except OSError:
-        pass  # a missing folder, no permission: SQLite's own error on connecting says so
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the receiver write while the worker reads; busy_timeout makes writers queue instead
-    # of failing at once; synchronous=NORMAL is durable across process crashes in WAL mode.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-# Bounds on every PostgreSQL connection, as libpq connection parameters
-# (https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS). Without them a
-# connection whose peer vanished without a RST (a failover, a dropped NAT entry) blocks its user
-# for the kernel's 15-minute retransmission limit or, when idle, forever. A parameter given in the
-# URL's query wins over these, e.g. ``?tcp_user_timeout=60000&options=-c%20statement_timeout%3D0``.
-POSTGRES_BOUNDS: dict[str, str] = {
-    "connect_timeout": "10",  # seconds for the whole connection start-up
-    "keepalives": "1",
-    "keepalives_idle": "10",  # an idle connection is probed after 10 s of silence,
-    "keepalives_interval": "5",  # every 5 s,
-    "keepalives_count": "3",  # and declared dead after 3 unanswered probes (~25 s)
-    "tcp_user_timeout": "20000",  # ms: data sent and not acknowledged for 20 s -> the connection is dead
-}
-# A statement the server runs longer than this is cancelled by the server (a lock wait, a stall).
-STATEMENT_TIMEOUT = "60s"
-# The client's own bound on each wait for the server (seconds), for what TCP cannot see: a server
-# that acknowledges bytes but never answers (a frozen host, a proxy to a dead peer). Beyond the
-# statement timeout, so that it only fires when the server could not cancel the statement itself.
-# ``?syncer_io_timeout=N`` in the URL changes it (0: no bound); syncer takes it out of the URL.
-IO_TIMEOUT_PARAM = "syncer_io_timeout"
-IO_TIMEOUT = 75.0
-
-# SQLSTATEs after which a session stays unusable although the database may be fine again
-# (https://www.postgresql.org/docs/current/errcodes-appendix.html): the session was opened read-only
-# (default_transaction_read_only, a hot standby) and keeps that default forever; the server is
-# terminating it (admin shutdown, crash shutdown, cannot connect now). Class 08 is a lost connection.
-SESSION_FATAL_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03", "57P05"})
-
-
-def session_unusable(error: BaseException) -> bool:
-    """Whether a driver *error* means its connection must be replaced, not reused (pure).
-
-    Such an error outlives its cause on the connection it happened on: reused, the connection would
-    fail the same way after the database recovered (a read-only session stays read-only)."""
-    sqlstate = getattr(error, "sqlstate", None)
-    if sqlstate is not None:
-        return sqlstate in SESSION_FATAL_SQLSTATES or sqlstate.startswith("08")
-    # psycopg raises OperationalError without a SQLSTATE for a connection failure on the client side
-    # (closed by the server, reset, our I/O bound).
-    return any(cls.__name__ in ("OperationalError", "InterfaceError") for cls in type(error).__mro__)
-
-
-def postgres_url(url: sa.URL, *, io_timeout: float | None = IO_TIMEOUT) -> tuple[sa.URL, float | None]:
-    """*url* with :data:`POSTGRES_BOUNDS` and the statement timeout added where its query sets none,
-    and the client I/O bound (seconds, None for none) taken out of it (libpq would refuse the key)."""
-    query = dict(url.query)
-    raw_io = query.pop(IO_TIMEOUT_PARAM, None)
-    if raw_io is not None:
-        seconds = float(raw_io if isinstance(raw_io, str) else raw_io[-1])
-        io_timeout = seconds if seconds > 0 else None
-    for key, value in POSTGRES_BOUNDS.items():
-        query.setdefault(key, value)
-    options = query.get("options", "")
-    options = options if isinstance(options, str) else " ".join(options)
-    if "statement_timeout" not in options:
-        query["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT}".strip()
-    return url.set(query=query), io_timeout
-
-
-def _bounded_connection_class(io_timeout: float) -> Any:
-    import psycopg
-    from psycopg import errors as pg_errors
-
-    class BoundedConnection(psycopg.Connection[Any]):
-        """A psycopg connection that gives up a wait for the server after ``io_timeout`` seconds.
-
-        psycopg waits on the socket with no deadline of its own; once that deadline passes the
-        protocol state is unknown, so the connection is closed and the error says the connection is
-        lost: SQLAlchemy then invalidates it instead of handing it out again. ``io_timeout`` may be
-        changed on an instance (the receiver's committer bounds its own much tighter)."""
-
-        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-            bound = getattr(self, "io_timeout", io_timeout)
-            if timeout is None and bound is not None:
-                try:
-                    return super().wait(gen, interval=interval, timeout=bound)
-                except pg_errors._WaitTimeout as exc:
-                    self.pgconn.finish()
-                    raise psycopg.OperationalError(
-                        f"no answer from the database server within {bound:g}s: connection closed"
-                    ) from exc
-            return super().wait(gen, interval=interval, timeout=timeout)
-
-    BoundedConnection.io_timeout = io_timeout  # type: ignore[attr-defined]
-    return BoundedConnection
-
-
-def _replace_unusable_sessions(context: sa.engine.ExceptionContext) -> None:
-    # Every user of the engine (worker, scheduler, receiver, CLI): a session that cannot recover is
-    # treated as a disconnect, so SQLAlchemy discards it and the other connections of the pool opened
-    # before it (they may share its fate: all opened while the database was read-only).
-    original = context.original_exception
-    if context.is_disconnect or not isinstance(original, Exception):
-        return
-    if session_unusable(original):
-        context.is_disconnect = True
-
-
-_connect_within: ContextVar[int | None] = ContextVar("syncer_connect_within", default=None)
-
-
-@contextmanager
-def connect_within(seconds: float) -> Iterator[None]:
-    """Connections a PostgreSQL engine of :func:`create_engine` opens inside the block start up in at
-    most *seconds* (rounded up; libpq's minimum is 2), or less if the URL says so. For a caller that
-    answers someone waiting (the receiver's committer: Graph gives up after 3 s), where the default
-    ``connect_timeout`` would hold the wait far longer."""
-    token = _connect_within.set(max(2, math.ceil(seconds)))
-    try:
-        yield
-    finally:
-        _connect_within.reset(token)
-
-
-def _bound_connect_timeout(cparams: dict[str, Any]) -> None:
-    within = _connect_within.get()
-    if within is None:
-        return
-    current = str(cparams.get("connect_timeout", ""))
-    if not (current.isdigit() and 0 < int(current) <= within):
-        cparams["connect_timeout"] = str(within)
-
-
-@contextmanager
-def unbounded(connection: sa.Connection) -> Iterator[None]:
-    """Inside a transaction of *connection*: no statement timeout and no client I/O bound, for the
-    statements that may rightly run for minutes (schema changes, backfills of large tables, waiting
-    for another migrator's lock). The bounds come back when the transaction or the block ends."""
-    if connection.dialect.name != "postgresql":
-        yield
-        return
-    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
-    dbapi: Any = connection.connection.dbapi_connection
-    bounded = hasattr(dbapi, "io_timeout")
-    previous = getattr(dbapi, "io_timeout", None)
-    if bounded:
-        dbapi.io_timeout = None
-    try:
-        yield
-    finally:
-        if bounded:
-            dbapi.io_timeout = previous
-
-
-def create_engine(url: str, *, io_timeout: float | None = IO_TIMEOUT, **kwargs: Any) -> Engine:
-    """The engine syncer uses for *url*, with the settings each backend needs.
-
-    PostgreSQL connections are bounded (:data:`POSTGRES_BOUNDS`, :data:`STATEMENT_TIMEOUT`, and
-    *io_timeout* (:data:`IO_TIMEOUT`); each overridable in the URL's query), and a connection whose
-    session cannot recover (:func:`session_unusable`) is replaced, with the rest of the pool."""
-    url = normalize_url(url)
-    if is_sqlite(url):
-        _create_private_sqlite_file(url)
-        engine = sa.create_engine(url, **kwargs)
-        sa.event.listen(engine, "connect", _sqlite_on_connect)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    parsed, io_timeout = postgres_url(sa.make_url(url), io_timeout=io_timeout)
-    engine = sa.create_engine(parsed, **kwargs)
-    sa.event.listen(engine, "handle_error", _replace_unusable_sessions)
-    if engine.dialect.driver == "psycopg":
-        factory = _bounded_connection_class(io_timeout) if io_timeout is not None else None
-
-        def connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
-            _bound_connect_timeout(cparams)
-            return factory.connect(*cargs, **cparams) if factory is not None else None
-
-        sa.event.listen(engine, "do_connect", connect)
-    return engine

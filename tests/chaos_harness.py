@@ -45,7 +45,7 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from syncer import mirror, schema, verify
+from syncer import database, mirror, schema, verify
 from syncer.demo import free_port
 from syncer.emulator import EmulatorConfig, EmulatorServer
 from syncer.emulator.delivery_policy import RetryRules
@@ -433,7 +433,7 @@ class Harness:
         self.start_receiver()
         from syncer.reconcile import reconcile
 
-        engine = schema.create_engine(self.spec.database_url)
+        engine = database.create_engine(self.spec.database_url)
         try:
             outcome = reconcile(self.spec, engine=engine)
         finally:
@@ -621,7 +621,7 @@ class Harness:
     # --- convergence and checks ---
 
     def engine(self) -> sa.Engine:
-        return schema.create_engine(self.database_url)
+        return database.create_engine(self.database_url)
 
     def idle(self, engine: sa.Engine) -> bool:
         s, i = schema.sync_state, schema.inbox

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from syncer.schema import normalize_url
+from syncer.database import normalize_url
 
 pytest_plugins = [
     name

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from syncer import schema
+from syncer import database, schema
 from syncer.cli import main
 from syncer.emulator import EmulatorServer
 from syncer.migrate import upgrade_core
@@ -154,7 +154,7 @@ def test_probe_paths_are_served(sqlite_url: str) -> None:
     from syncer.receiver.app import create_app
 
     upgrade_core(sqlite_url)
-    engine = schema.create_engine(sqlite_url)
+    engine = database.create_engine(sqlite_url)
     app = create_app(engine)
     try:
         client = app.test_client()
@@ -178,7 +178,7 @@ def test_worker_stops_cleanly_on_sigterm(tmp_path: Path, emulator: EmulatorServe
                    capture_output=True)
     process = subprocess.Popen([sys.executable, "-m", "syncer", "worker", "--spec", spec, "--worker-id", "w1"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    engine = schema.create_engine(f"sqlite:///{db}")
+    engine = database.create_engine(f"sqlite:///{db}")
     try:
         deadline = time.monotonic() + 20
         held = False

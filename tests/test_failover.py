@@ -32,7 +32,7 @@ from test_receiver import Server, add_subscription
 from test_sync_support import USERS_SPEC, make_env
 from test_worker import notify, settle, worker_for
 
-from syncer import schema
+from syncer import database, schema
 from syncer.receiver.app import ReceiverSettings, create_app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
@@ -68,7 +68,7 @@ def stored_users(engine: Engine) -> set[str]:
 @pytest.fixture
 def tables(postgres_url: str) -> Iterator[Engine]:
     """Direct (no proxy) engine on the test's schema, with the core tables and our subscription."""
-    engine = schema.create_engine(postgres_url)
+    engine = database.create_engine(postgres_url)
     schema.metadata.create_all(engine)
     add_subscription(engine, SUB)
     yield engine
@@ -80,7 +80,7 @@ def proxied(postgres_url: str, tables: Engine) -> Iterator[tuple[Database, Serve
     """The receiver (real HTTP, in-process) reaching PostgreSQL through a TcpProxy."""
     db = Database.for_url(postgres_url)
     settings = ReceiverSettings(subscription_ttl=1.0)  # lookups meet the fault too (pooled connections)
-    engine = schema.create_engine(db.process_url, io_timeout=settings.store_timeout + 3.0)  # as syncer.receiver.serve does
+    engine = database.create_engine(db.process_url, io_timeout=settings.store_timeout + 3.0)  # as syncer.receiver.serve does
     server = Server(create_app(engine, settings=settings))
     try:
         yield db, server
@@ -148,7 +148,7 @@ def test_the_worker_leaves_connections_that_died_silently(
     env_gen = make_env(tmp_path, emulator_info, url.render_as_string(hide_password=False), graph, USERS_SPEC.format(delete="soft"))
     env = next(env_gen)
     worker = worker_for(env)
-    direct = schema.create_engine(postgres_url)
+    direct = database.create_engine(postgres_url)
     try:
         worker.drain()
         settle(worker)
@@ -215,26 +215,26 @@ def test_a_slow_database_acknowledges_nothing_unstored(proxied: tuple[Database, 
 
 
 def test_connection_bounds_are_set_and_the_url_overrides_them() -> None:
-    url, io_timeout = schema.postgres_url(sa.make_url("postgresql+psycopg://u@db/x?options=-csearch_path%3Ds"))
-    assert io_timeout == schema.IO_TIMEOUT
-    assert {k: url.query[k] for k in schema.POSTGRES_BOUNDS} == schema.POSTGRES_BOUNDS
-    assert url.query["options"] == f"-csearch_path=s -c statement_timeout={schema.STATEMENT_TIMEOUT}"
-    url, io_timeout = schema.postgres_url(sa.make_url(
+    url, io_timeout = database.postgres_url(sa.make_url("postgresql+psycopg://u@db/x?options=-csearch_path%3Ds"))
+    assert io_timeout == database.IO_TIMEOUT
+    assert {k: url.query[k] for k in database.POSTGRES_BOUNDS} == database.POSTGRES_BOUNDS
+    assert url.query["options"] == f"-csearch_path=s -c statement_timeout={database.STATEMENT_TIMEOUT}"
+    url, io_timeout = database.postgres_url(sa.make_url(
         "postgresql+psycopg://u@db/x?tcp_user_timeout=60000&options=-c%20statement_timeout%3D0&syncer_io_timeout=0"
     ))
     assert io_timeout is None and "syncer_io_timeout" not in url.query  # libpq would refuse the key
     assert url.query["tcp_user_timeout"] == "60000" and url.query["options"] == "-c statement_timeout=0"
-    assert url.query["keepalives_idle"] == schema.POSTGRES_BOUNDS["keepalives_idle"]
+    assert url.query["keepalives_idle"] == database.POSTGRES_BOUNDS["keepalives_idle"]
 
 
 def test_sessions_that_outlive_their_cause_are_told_apart_from_bad_statements() -> None:
     import psycopg
 
-    assert schema.session_unusable(psycopg.errors.ReadOnlySqlTransaction())  # 25006
-    assert schema.session_unusable(psycopg.errors.AdminShutdown())  # 57P01
-    assert schema.session_unusable(psycopg.errors.ConnectionTimeout())  # client side, no SQLSTATE
-    assert not schema.session_unusable(psycopg.errors.UniqueViolation())
-    assert not schema.session_unusable(psycopg.errors.QueryCanceled())  # the server is there: it cancelled
+    assert database.session_unusable(psycopg.errors.ReadOnlySqlTransaction())  # 25006
+    assert database.session_unusable(psycopg.errors.AdminShutdown())  # 57P01
+    assert database.session_unusable(psycopg.errors.ConnectionTimeout())  # client side, no SQLSTATE
+    assert not database.session_unusable(psycopg.errors.UniqueViolation())
+    assert not database.session_unusable(psycopg.errors.QueryCanceled())  # the server is there: it cancelled
 
 
 def test_migrations_and_backfills_are_exempt_from_the_bounds(postgres_url: str) -> None:
@@ -242,11 +242,11 @@ def test_migrations_and_backfills_are_exempt_from_the_bounds(postgres_url: str) 
     a backfill that rightly runs for minutes (syncer db upgrade, mirror.upgrade use ``unbounded``)."""
     url = sa.make_url(postgres_url)
     tight = url.update_query_dict({"syncer_io_timeout": "1", "options": f"{url.query['options']} -c statement_timeout=300"})
-    engine = schema.create_engine(tight.render_as_string(hide_password=False), pool_size=1, max_overflow=0)
+    engine = database.create_engine(tight.render_as_string(hide_password=False), pool_size=1, max_overflow=0)
     try:
         with pytest.raises(sa.exc.OperationalError), engine.begin() as conn:
             conn.exec_driver_sql("SELECT pg_sleep(0.6)")  # cancelled by the server (57014)
-        with engine.begin() as conn, schema.unbounded(conn):
+        with engine.begin() as conn, database.unbounded(conn):
             conn.exec_driver_sql("SELECT pg_sleep(1.3)")  # past both bounds
         with pytest.raises(sa.exc.OperationalError), engine.begin() as conn:
             conn.exec_driver_sql("SELECT pg_sleep(0.6)")  # the same pooled connection is bounded again
@@ -295,7 +295,7 @@ def test_a_primary_read_only_then_writable_again_is_recovered_from(
     assert name
     env_gen = make_env(tmp_path, emulator_info, url, graph, USERS_SPEC.format(delete="soft"))
     env = next(env_gen)
-    receiver_engine = schema.create_engine(url)
+    receiver_engine = database.create_engine(url)
     server = Server(create_app(receiver_engine))
     worker = worker_for(env)
     try:
@@ -329,7 +329,7 @@ def test_a_primary_read_only_then_writable_again_is_recovered_from(
         user = env.graph.create_user("after-read-only")
         # The worker's side on its own: the notification is stored by a fresh engine (a receiver that
         # started after the episode), so that the worker is judged by its own connections.
-        fresh = schema.create_engine(url)
+        fresh = database.create_engine(url)
         try:
             notify(SimpleNamespace(engine=fresh, tenant_id=env.tenant_id), SUB, f"Users/{user['id']}")  # type: ignore[arg-type]
         finally:

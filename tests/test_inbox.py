@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import schema
+from syncer import database, schema
 from syncer.errors import DatabaseError
 from syncer.inbox import Inbox, NewItem
 from syncer.receiver.groupcommit import GroupCommitter
@@ -20,7 +20,7 @@ from syncer.receiver.groupcommit import GroupCommitter
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     schema.metadata.create_all(engine)
     yield engine
     engine.dispose()
@@ -183,7 +183,7 @@ def test_a_bad_request_fails_alone(engine: Engine) -> None:
 
 
 def test_database_down_raises_database_error() -> None:
-    engine = schema.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=2")
+    engine = database.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=2")
     committer = GroupCommitter(Inbox(engine))
     with pytest.raises(DatabaseError):
         committer.put([item()])
@@ -196,7 +196,7 @@ def test_database_down_raises_database_error() -> None:
 
 @pytest.mark.postgres
 def test_a_slow_commit_times_out_and_its_retry_is_stored_once(postgres_url: str) -> None:
-    engine = schema.create_engine(postgres_url)
+    engine = database.create_engine(postgres_url)
     schema.metadata.create_all(engine)
     committer = GroupCommitter(Inbox(engine), statement_timeout=0.5)
     blocker = engine.connect()
@@ -235,7 +235,7 @@ def test_a_slow_commit_times_out_and_its_retry_is_stored_once(postgres_url: str)
 @pytest.mark.postgres
 def test_a_committer_connection_killed_while_idle_is_replaced(postgres_url: str) -> None:
     name = f"inbox-test-{uuid.uuid4().hex[:8]}"  # only this test's connections are terminated
-    engine = schema.create_engine(postgres_url, connect_args={"application_name": name})
+    engine = database.create_engine(postgres_url, connect_args={"application_name": name})
     schema.metadata.create_all(engine)
     committer = GroupCommitter(Inbox(engine), committers=1)
     assert committer.put([item("before")]) == {"before"}

@@ -11,10 +11,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from syncer.database import create_engine, is_sqlite
 from syncer.errors import LockTimeout
 from syncer.locks import DatabaseLock, LockInfo, hold, read_lock
 from syncer.migrate import upgrade_core
-from syncer.schema import create_engine, is_sqlite, locks
+from syncer.schema import locks
 
 
 @pytest.fixture

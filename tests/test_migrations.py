@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from syncer import schema
+from syncer import database, schema
 from syncer.migrate import alembic_config, current_revision, head_revision, upgrade_core
 
 
@@ -19,7 +19,7 @@ def test_upgrade_head_creates_every_core_table(database_url: str) -> None:
     assert current_revision(database_url) is None
     upgrade_core(database_url)
     assert current_revision(database_url) == head_revision()
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     try:
         tables = set(sa.inspect(engine).get_table_names())
     finally:
@@ -35,7 +35,7 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
 
 def test_autogenerate_finds_no_drift(database_url: str) -> None:
     upgrade_core(database_url)
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
@@ -76,7 +76,7 @@ def test_a_new_sqlite_database_and_its_wal_files_are_owner_only(tmp_path: Path) 
     previous = os.umask(0o022)
     try:
         upgrade_core(f"sqlite:///{path}")
-        engine = schema.create_engine(f"sqlite:///{path}")
+        engine = database.create_engine(f"sqlite:///{path}")
         with engine.connect() as connection:  # WAL mode: the -wal and -shm files exist while connected
             connection.execute(sa.select(schema.inbox.c.id)).all()
             modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from syncer import mirror, schema
+from syncer import database, mirror, schema
 from syncer.cli import main
 from syncer.errors import SchemaChangeRefused
 from syncer.migrate import upgrade_core
@@ -47,7 +47,7 @@ def columns_of(engine: sa.Engine, table: str) -> dict[str, str]:
 @pytest.fixture
 def engine(database_url: str) -> sa.Engine:
     upgrade_core(database_url)
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     yield engine  # type: ignore[misc]
     engine.dispose()
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from test_receiver import RICH_SUB, SUB, Server, add_subscription, inbox_rows, make_receiver
 from test_sync_support import USERS_SPEC, SyncEnv, make_env
 
-from syncer import mirror, schema, verify
+from syncer import database, mirror, schema, verify
 from syncer.inbox import Inbox, NewItem
 from syncer.receiver.notifications import parse_collection
 from syncer.spec import Column, Mirror
@@ -47,7 +47,7 @@ def test_the_rule_replaces_every_nul_at_any_depth_and_keeps_clean_values() -> No
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     schema.metadata.create_all(engine)
     add_subscription(engine, SUB)
     yield engine
@@ -145,7 +145,7 @@ def test_the_writer_stores_nul_in_every_column_and_id_as_fffd(database_url: str)
         {"id": "b\x00", "displayName": "plain"},
         {"id": "c", "displayName": "gone soon"},
     ]
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     try:
         mirror.build_table(m).create(engine)
         for _ in range(2):  # on PostgreSQL: COPY straight into the new table, then the staged merge
@@ -173,7 +173,7 @@ def test_group_members_with_nul_are_stored_as_fffd(database_url: str) -> None:
     scope = Scope(tenant_id="t", key="groups", name="groups", parent_key="groups", table="nul_groups",
                   strategy=Strategy("group", "delta", "groups/delta", members=True), initial_url="groups/delta", mirror=m)
     members = [{"@odata.type": "#microsoft.graph.user\x00", "id": "m\x00"}, {"@odata.type": "#microsoft.graph.user", "id": "n"}]
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     try:
         mirror.build_table(m).create(engine)
         mirror.build_members_table(m).create(engine)

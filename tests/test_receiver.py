@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from syncer import schema
+from syncer import database, schema
 from syncer.emulator import EmulatorConfig
 from syncer.emulator.delivery_policy import RetryRules
 from syncer.receiver.app import ReceiverSettings, create_app
@@ -95,7 +95,7 @@ def make_receiver(engine: Engine, **settings: Any) -> Server:
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     schema.metadata.create_all(engine)
     add_subscription(engine, SUB)
     add_subscription(engine, RICH_SUB, rich=True)
@@ -115,7 +115,7 @@ def receiver(engine: Engine) -> Iterator[Server]:
 
 @pytest.mark.parametrize("path", ["/notifications", "/lifecycle"])
 def test_handshake_echoes_the_decoded_token_as_plain_text_without_a_database(path: str) -> None:
-    dead = schema.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    dead = database.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
     server = make_receiver(dead)
     try:
         token = "Validation: Testing client application reachability <script>alert(1)</script> a+b&c=d é"
@@ -262,7 +262,7 @@ def test_each_rich_forgery_is_refused_and_nothing_is_stored(receiver: Server, en
 
 
 def test_database_unreachable_means_503_never_2xx() -> None:
-    dead = schema.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
+    dead = database.create_engine("postgresql+psycopg://postgres@127.0.0.1:9/none?connect_timeout=1")
     server = make_receiver(dead)
     try:
         response = server.post("/notifications", nb.body(nb.change_item(SUB)))
@@ -302,12 +302,12 @@ def test_a_database_outage_is_logged_once_not_per_503(postgres_url: str, caplog:
 
     from chaos_harness import Database
 
-    engine = schema.create_engine(postgres_url)
+    engine = database.create_engine(postgres_url)
     schema.metadata.create_all(engine)
     add_subscription(engine, SUB)
     db = Database.for_url(postgres_url)
     assert db.proxy is not None
-    proxied = schema.create_engine(db.process_url)
+    proxied = database.create_engine(db.process_url)
     server = make_receiver(proxied)
     try:
         assert server.post("/notifications", nb.body(nb.change_item(SUB, user_id="before"))).status_code == 202
@@ -475,7 +475,7 @@ def wait_rows(engine: Engine, n: int, timeout: float = 15) -> list[Any]:
 @pytest.fixture
 def emulated(database_url: str, graph: Any) -> Iterator[tuple[Server, Engine, Any]]:
     """The receiver trusting the emulator's identity platform, and an engine on its database."""
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     schema.metadata.create_all(engine)
     info = graph.info
     jwks = JwksCache(f"{info['authority']}/v2.0/.well-known/openid-configuration", verify=info["ca_cert"])

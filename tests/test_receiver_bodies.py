@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from test_receiver import JSON, SUB, add_subscription, inbox_rows, make_receiver, served
 from werkzeug.serving import make_server
 
-from syncer import schema
+from syncer import database, schema
 from syncer.errors import NotificationError
 from syncer.receiver import notifications
 from syncer.receiver.app import ReceiverSettings, create_app
@@ -40,7 +40,7 @@ ENV = {
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     schema.metadata.create_all(engine)
     add_subscription(engine, SUB)
     yield engine

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from test_receiver import JSON, RICH_SUB, SUB, Server, add_subscription, inbox_rows, make_receiver
 
-from syncer import schema
+from syncer import database, schema
 from syncer.errors import DatabaseError
 from syncer.receiver.app import ReceiverSettings, create_app
 from syncer.receiver.notifications import DecryptionKey, JwksCache, KeyRing, TokenValidator
@@ -33,7 +33,7 @@ from syncer.receiver.subscriptions import SubscriptionCache
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     schema.metadata.create_all(engine)
     add_subscription(engine, SUB)
     add_subscription(engine, RICH_SUB, rich=True)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from webhook_receiver import Receiver
 
 from syncer.cli import main
+from syncer.database import create_engine
 from syncer.graph.client import GraphClient
 from syncer.graph.times import parse_datetime
 from syncer.locks import LockInfo
@@ -30,7 +31,6 @@ from syncer.migrate import upgrade_core
 from syncer.reconcile import Outcome, graphs_for, reconcile
 from syncer.reconcile.lifecycle import reauthorize, recreate
 from syncer.reconcile.plan import Kind
-from syncer.schema import create_engine
 from syncer.schema import subscriptions as table
 from syncer.spec import Spec, load_spec
 

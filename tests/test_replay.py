@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from syncer import schema
+from syncer import database, schema
 from syncer.cli import main
 from syncer.inbox import Inbox, NewItem
 from syncer.migrate import upgrade_core
@@ -23,7 +23,7 @@ def item(n: int, subscription: str) -> NewItem:
 
 def test_replay_by_time_range_and_subscription(database_url: str) -> None:
     upgrade_core(database_url)
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     base = datetime(2026, 1, 1, tzinfo=UTC)
     times = iter([base, base + timedelta(hours=1), base + timedelta(hours=2), base + timedelta(hours=3)])
     inbox = Inbox(engine, clock=lambda: next(times))

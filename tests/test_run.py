@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
-from syncer import schema
+from syncer import database, schema
 from syncer.demo import free_port, run_demo
 from syncer.emulator import EmulatorServer
 
@@ -31,7 +31,7 @@ def test_demo_converges_on_the_bundled_spec(tmp_path: Path) -> None:
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (workdir.parent, workdir, workdir / "syncer.db", workdir / "emulator.json")}
     assert list(modes.values()) == [0o700, 0o700, 0o600, 0o600], modes
     # Every kind of live change reached the mirror through notifications, not only the safety net.
-    engine = schema.create_engine(f"sqlite:///{workdir / 'syncer.db'}")
+    engine = database.create_engine(f"sqlite:///{workdir / 'syncer.db'}")
     try:
         with engine.connect() as connection:
             stored = connection.execute(sa.select(sa.func.count()).select_from(schema.inbox)).scalar_one()

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 
-from syncer import status
+from syncer import database, status
 from syncer.cli import main
 from syncer.worker import scopestate, sync
 from syncer.worker.scopes import Scope, Strategy
@@ -366,7 +366,7 @@ def test_sync_command_prints_progress_and_status_shows_the_scope(env: SyncEnv) -
 def test_row_writer_converts_like_mirror_row_values(database_url: str) -> None:
     import sqlalchemy as sa
 
-    from syncer import mirror, schema
+    from syncer import mirror
     from syncer.spec import Column, Mirror
 
     columns = (
@@ -388,7 +388,7 @@ def test_row_writer_converts_like_mirror_row_values(database_url: str) -> None:
          "owner": {"name": None}, "enabled": None, "count": -7},
         {"id": "e", "displayName": "", "odd": [], "tags": {}, "owner": [{"name": "in a list"}], "odd2": "x"},
     ]
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     try:
         mirror.build_table(m).create(engine)
         writer = sync.RowWriter(engine, scope)
@@ -461,7 +461,7 @@ def test_row_writer_copies_new_rows_then_merges_once_a_page_collides(database_ur
     there (a repeat across pages, a row of another scope) is undone and merged, and so are the next."""
     import sqlalchemy as sa
 
-    from syncer import mirror, schema
+    from syncer import mirror
     from syncer.spec import Column, Mirror
 
     m = Mirror(table="copied_items", columns=(Column("displayName", "name", "text"),))
@@ -470,7 +470,7 @@ def test_row_writer_copies_new_rows_then_merges_once_a_page_collides(database_ur
         return Scope(tenant_id="t", key=key, name=key, parent_key=key, table="copied_items",
                      strategy=Strategy("thing", "delta", "things/delta"), initial_url="things/delta", mirror=m)
 
-    engine = schema.create_engine(database_url)
+    engine = database.create_engine(database_url)
     postgres = engine.dialect.name == "postgresql"
     table = mirror.build_table(m)
     try:

@@ -13,7 +13,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import mirror, schema
+from syncer import database, mirror, schema
 from syncer.graph.client import GraphClient
 from syncer.graph.retry import RetryPolicy
 from syncer.migrate import upgrade_core
@@ -107,7 +107,7 @@ def make_env(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, g
     spec = write_spec(tmp_path, emulator_info, database_url, subscriptions)
     upgrade_core(spec.database_url)
     mirror.upgrade(spec)
-    engine = schema.create_engine(spec.database_url)
+    engine = database.create_engine(spec.database_url)
     client = GraphClient.from_spec(spec, spec.tenants[0].name, retry=RetryPolicy(max_retry_after=2.0, max_elapsed=20.0, backoff_base=0.05))
     try:
         yield SyncEnv(spec, engine, client, graph)

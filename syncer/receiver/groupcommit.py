@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from syncer import schema
+from syncer import database
 from syncer.errors import DatabaseError
 from syncer.inbox import Inbox, NewItem, Row
 
@@ -64,7 +64,7 @@ class _Link:
             return self.connection, True
         # A leader opens the connection for the requests waiting on it, which Graph gives up on after
         # 3 s: the engine's connect_timeout (10 s) would hold them, and readiness, far longer.
-        with schema.connect_within(self.statement_timeout):
+        with database.connect_within(self.statement_timeout):
             conn = self.engine.connect()
         dbapi: Any = conn.connection.dbapi_connection
         if hasattr(dbapi, "io_timeout"):
@@ -111,7 +111,7 @@ class _ReadOnlySession(DatabaseError):
 
 def _connection_lost(exc: sa.exc.DBAPIError) -> bool:
     """The connection, not the batch, failed: a fresh connection may succeed at once."""
-    return exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError) or schema.session_unusable(exc.orig or exc)
+    return exc.connection_invalidated or isinstance(exc, sa.exc.InterfaceError) or database.session_unusable(exc.orig or exc)
 
 
 # The probe's statement: what an insert would meet, without writing. A session that would refuse the

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.engine import Engine
 
-from syncer import schema
+from syncer import database
 from syncer.errors import ConfigError, SyncerError
 from syncer.metrics import Metrics
 from syncer.receiver.app import ReceiverSettings, create_app
@@ -242,7 +242,7 @@ def build_app(config: ServeConfig) -> Flask:
     # Its waits for the server are bounded like the committer's: a subscription lookup on a pooled
     # connection that died silently (a failover) must fail in time for Graph's retry, not hang.
     io_timeout = config.settings.store_timeout + 3.0
-    engine = schema.create_engine(config.database_url, io_timeout=io_timeout, pool_size=4, max_overflow=4)
+    engine = database.create_engine(config.database_url, io_timeout=io_timeout, pool_size=4, max_overflow=4)
     keys = _load_keys(config.keys) if config.keys else None
     tokens = _token_validator(config)
     metrics = Metrics(directory=config.metrics_dir)
@@ -256,7 +256,7 @@ WORKER_CLASSES = ("gevent", "gthread")
 
 def gunicorn_options(config: ServeConfig) -> dict[str, Any]:
     """The gunicorn settings for *config* (documented on :class:`ServeConfig`); the benchmark reuses them."""
-    sqlite = schema.is_sqlite(schema.normalize_url(config.database_url))
+    sqlite = database.is_sqlite(database.normalize_url(config.database_url))
     has_gevent = importlib.util.find_spec("gevent") is not None
     worker_class = config.worker_class or ("gthread" if sqlite or not has_gevent else "gevent")
     if worker_class not in WORKER_CLASSES:
@@ -330,7 +330,7 @@ def serve(config: ServeConfig) -> None:
     # Fail before forking if the configuration is wrong (missing key file, bad URL).
     if config.keys:
         _load_keys(config.keys)
-    sa.make_url(schema.normalize_url(config.database_url))
+    sa.make_url(database.normalize_url(config.database_url))
     run_gunicorn(lambda: build_app(config), gunicorn_options(config))
 
 

@@ -103,7 +103,7 @@ def reconcile(
     on_wait: Callable[[locks.LockInfo | None], None] | None = None,
 ) -> Outcome:
     """``syncer reconcile``: plan, and unless *dry_run* apply, holding the reconcile lock throughout."""
-    from syncer.schema import create_engine
+    from syncer.database import create_engine
 
     spec = spec.resolve_emulator()
     own_graphs = graphs is None

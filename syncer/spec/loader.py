@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 import yaml
 
-from syncer.schema import normalize_url
+from syncer.database import normalize_url
 from syncer.spec.model import (
     CLOUD_NAMES,
     CLOUDS,

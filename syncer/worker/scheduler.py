@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import mirror, schema
+from syncer import database, mirror, schema
 from syncer.errors import (
     DatabaseError,
     DatabaseUnreachable,
@@ -146,7 +146,7 @@ def clients_for(spec: Spec, **client_kwargs: Any) -> dict[str, Any]:
 def build_worker(spec: Spec, *, engine: Engine | None = None, worker_id: str | None = None,
                  clients: Mapping[str, Any] | None = None, max_passes: int = 4) -> Worker:
     """A worker for *spec*: engine, one client per tenant, the declared scopes."""
-    engine = engine or schema.create_engine(spec.database_url)
+    engine = engine or database.create_engine(spec.database_url)
     sources = dict(clients) if clients is not None else clients_for(spec)
     by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
     index = ScopeIndex.of(scopes.declared_scopes(spec, clients=by_name))
@@ -155,7 +155,7 @@ def build_worker(spec: Spec, *, engine: Engine | None = None, worker_id: str | N
 
 def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
     """On SQLite, the ``worker`` lock (a second worker is refused with its holder); None on PostgreSQL."""
-    if not schema.is_sqlite(engine):
+    if not database.is_sqlite(engine):
         return None
     from syncer.locks import DatabaseLock
 
@@ -265,7 +265,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     tune_process()
-    engine = schema.create_engine(spec.database_url)
+    engine = database.create_engine(spec.database_url)
     worker_id = worker_id or default_worker_id()
     try:
         when_ready(lambda: require_tables(engine, spec), wait=startup_wait)
@@ -327,7 +327,7 @@ def sync_once(
         spec.subscription(name)  # ConfigError naming the declared ones
     tune_process()
     own = engine is None
-    engine = engine or schema.create_engine(spec.database_url)
+    engine = engine or database.create_engine(spec.database_url)
     try:
         require_tables(engine, spec)
     except BaseException:
