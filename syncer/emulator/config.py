@@ -123,6 +123,19 @@ class EmulatorConfig:
     #: has one [UNCONFIRMED: the docs only say that app id "can be used to generate the validation token"].
     notification_url_app_id_as_audience: bool = False
 
+    # --- SharePoint, group owners, security, call records, print (docs/emulator-core.md, the guesses table) ---
+    #: Notifications per list item change: SharePoint sends bursts (tens for one rename) [OBS
+    #: https://github.com/microsoftgraph/microsoft-graph-docs/issues/7637]; the count is a guess.
+    list_notification_burst: int = 2
+    #: Accept `/groups/{id}/drive/root` and `/sites/{id}/drive/root` as subscription resources [UNCONFIRMED: only
+    #: `/drives/{id}/root` and `/users/{id}/drive/root` are documented]; False = 400 like an unknown resource.
+    library_path_subscriptions: bool = False
+    #: groups delta reports `owners@delta` with `$select=owners`/`$expand=owners` [UNCONFIRMED; members@delta is DOC].
+    group_owners_delta: bool = False
+    #: `/groups` notifications carry the changed links as `members@delta` in resourceData [OBS
+    #: https://github.com/microsoftgraph/microsoft-graph-docs/issues/9915].
+    group_notification_members_delta: bool = True
+
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""
         return replace(self, **changes)  # type: ignore[arg-type]

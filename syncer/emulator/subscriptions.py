@@ -71,6 +71,8 @@ def create_subscription() -> Response:
     expiration_text = checks.string(body, "expirationDateTime", required=True)
     assert resource is not None and change_type is not None and notification_url is not None
     parsed = checks.resolve(state, caller, resource)
+    if parsed.spec.admit is not None:
+        parsed = parsed.spec.admit(state, state.store.tenant(caller.tenant_id), parsed, body)
     change_types = checks.change_types(change_type, parsed)
     checks.check_permission(caller, parsed)
     rich, certificate = checks.check_rich(state, body, parsed)
