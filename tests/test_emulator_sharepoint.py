@@ -168,3 +168,65 @@ def test_permissions(graph: EmulatorClient) -> None:
     token = graph.admin("POST", "token", json={"clientId": app["clientId"]}).json()["access_token"]
     r = graph.get(f"sites/{site['id']}/lists", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "accessDenied"
+
+
+# --- group and site libraries (https://learn.microsoft.com/graph/api/drive-get) -------------------------------------
+
+
+def _group(graph: EmulatorClient, nick: str = "team") -> dict[str, Any]:
+    r = graph.post("groups", json={"displayName": nick.title(), "mailNickname": nick, "mailEnabled": True,
+                                   "securityEnabled": False, "groupTypes": ["Unified"]})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_group_and_site_libraries_are_drives(graph: EmulatorClient) -> None:
+    group = _group(graph)
+    drive = graph.get(f"groups/{group['id']}/drive").json()
+    assert drive["driveType"] == "documentLibrary" and drive["owner"]["group"]["id"] == group["id"]
+    assert graph.get(f"groups/{group['id']}/drive/root").json()["root"] == {}
+    folder = graph.post(f"groups/{group['id']}/drive/root/children", json={"name": "General", "folder": {}})
+    assert folder.status_code == 201
+    items, link = graph.delta_all(f"groups/{group['id']}/drive/root/delta")
+    assert {i["name"] for i in items} == {"root", "General"}
+    assert f"/groups/{group['id']}/drive/root/delta?token=" in link
+    site = graph.get(f"groups/{group['id']}/sites/root").json()
+    assert site["webUrl"].endswith("/sites/team")
+    assert graph.get(f"sites/{site['id']}/drive").json()["id"] == drive["id"]
+    assert [d["id"] for d in graph.get(f"sites/{site['id']}/drives").json()["value"]] == [drive["id"]]
+    assert [d["id"] for d in graph.get(f"groups/{group['id']}/drives").json()["value"]] == [drive["id"]]
+    same, _ = graph.delta_all(f"drives/{drive['id']}/root/delta")
+    assert {i["id"] for i in same} == {i["id"] for i in items}
+    graph.request("PUT", f"sites/{site['id']}/drive/root:/a.txt:/content", data=b"abc")
+    changes, _ = graph.delta_all(link)
+    assert "a.txt" in {c["name"] for c in changes}
+    standalone = _site(graph, "hr")
+    hr_drive = graph.get(f"sites/{standalone['id']}/drive").json()
+    assert hr_drive["owner"] == {"site": {"id": standalone["id"]}} and hr_drive["id"] != drive["id"]
+    assert graph.get("groups/00000000-0000-4000-8000-000000000000/drive").status_code == 404
+
+
+def _drive_sub(resource: str, url: str) -> dict[str, Any]:
+    return {"resource": resource, "changeType": "updated", "notificationUrl": url, "expirationDateTime": _in(600)}
+
+
+def test_library_subscriptions_use_the_drive_id(graph: EmulatorClient, receiver: Receiver) -> None:
+    group = _group(graph)
+    drive_id = graph.get(f"groups/{group['id']}/drive").json()["id"]
+    r = graph.post("subscriptions", json=_drive_sub(f"groups/{group['id']}/drive/root", receiver.url("g")))
+    assert r.status_code == 400  # undocumented form, refused by default
+    assert graph.post("subscriptions", json=_drive_sub(f"drives/{drive_id}/root", receiver.url("d"))).status_code == 201
+    graph.post(f"groups/{group['id']}/drive/root/children", json={"name": "x", "folder": {}})
+    items = receiver.wait_items(1, path="d")
+    assert items[0]["resource"] == f"drives/{drive_id}/root" and items[0]["resourceData"] is None
+
+
+@pytest.mark.parametrize("emulator_config", [{"library_path_subscriptions": True}], indirect=True)
+def test_library_path_subscriptions_when_configured(graph: EmulatorClient, receiver: Receiver) -> None:
+    group = _group(graph)
+    site = graph.get(f"groups/{group['id']}/sites/root").json()
+    assert graph.post("subscriptions", json=_drive_sub(f"groups/{group['id']}/drive/root", receiver.url("g"))).status_code == 201
+    # the group's site library is the same drive: the same subscription again
+    assert graph.post("subscriptions", json=_drive_sub(f"sites/{site['id']}/drive/root", receiver.url("s"))).status_code == 409
+    graph.post(f"groups/{group['id']}/drive/root/children", json={"name": "x", "folder": {}})
+    assert receiver.wait_items(1, path="g")[0]["resourceData"] is None
