@@ -130,8 +130,6 @@ class EmulatorConfig:
     #: Accept `/groups/{id}/drive/root` and `/sites/{id}/drive/root` as subscription resources [UNCONFIRMED: only
     #: `/drives/{id}/root` and `/users/{id}/drive/root` are documented]; False = 400 like an unknown resource.
     library_path_subscriptions: bool = False
-    #: groups delta reports `owners@delta` with `$select=owners`/`$expand=owners` [UNCONFIRMED; members@delta is DOC].
-    group_owners_delta: bool = False
     #: `/groups` notifications carry the changed links as `members@delta` in resourceData [OBS
     #: https://github.com/microsoftgraph/microsoft-graph-docs/issues/9915].
     group_notification_members_delta: bool = True

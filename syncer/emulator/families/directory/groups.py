@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -79,7 +80,8 @@ GROUP_MEMBER_WRITE_ROLES = frozenset({"GroupMember.ReadWrite.All", "Group.ReadWr
 
 SUBSCRIBABLE_GROUPS = SubscribableResource(
     resource_type="group",
-    shapes=(("groups",), ("groups", "*", "members")),
+    # /groups/{id}/owners too (https://learn.microsoft.com/graph/api/subscription-post-subscriptions)
+    shapes=(("groups",), ("groups", "*", "members"), ("groups", "*", "owners")),
     item_shapes=(("groups", "*"),),
     change_types=frozenset({"updated", "deleted"}),
     max_minutes=41_760,
@@ -113,7 +115,7 @@ def _groups(state: EmulatorState, ctx: AppContext) -> tuple[TenantStore, Collect
     return ts, groups_of(ts)
 
 
-def _group_or_404(col: Collection, gid: str) -> dict[str, Any]:
+def group_or_404(col: Collection, gid: str) -> dict[str, Any]:
     group = col.get(gid.lower())
     if group is None:
         raise not_found_error(GROUP, gid)
@@ -138,11 +140,12 @@ def create_group() -> Response:
     props = validate_props(GROUP, body, creating=True, allow=frozenset({"members@odata.bind", "owners@odata.bind"}))
     check_types(GROUP, props)
     binds = props.pop("members@odata.bind", None) or []
-    props.pop("owners@odata.bind", None)
-    if not isinstance(binds, list):
-        raise GraphHTTPError(400, "Request_BadRequest", "'members@odata.bind' must be a list of URLs.")
+    owner_binds = props.pop("owners@odata.bind", None) or []
+    if not isinstance(binds, list) or not isinstance(owner_binds, list):
+        raise GraphHTTPError(400, "Request_BadRequest", "'members@odata.bind' and 'owners@odata.bind' must be lists of URLs.")
     ts, col = _groups(state, ctx)
-    member_ids = [_directory_ref(ts, ref) for ref in binds]
+    member_ids = [directory_ref(ts, ref) for ref in binds]
+    owner_ids = [directory_ref(ts, ref) for ref in owner_binds]
     with state.lock:
         gid = state.store.new_guid()
         group: dict[str, Any] = {p: None for p in GROUP.properties}
@@ -153,6 +156,10 @@ def create_group() -> Response:
         if group.get("mailEnabled"):
             group["mail"] = f"{group['mailNickname']}@{state.tenants[ctx.tenant_id].domain}"
         add_members(state, col, gid, member_ids)
+        from syncer.emulator.families.directory.owners import (
+            add_owners_on_create,  # owners builds on this module
+        )
+        add_owners_on_create(state, ts, gid, owner_ids)
     state.store.put(col, gid, group, change_type="created")
     return entity_response(GROUP, group, "groups", status=201)
 
@@ -175,7 +182,7 @@ def get_group(gid: str) -> Response:
     state = emulator_state()
     reject_query(GROUP, {"$select"})
     _, col = _groups(state, ctx)
-    return entity_response(GROUP, _group_or_404(col, gid), "groups")
+    return entity_response(GROUP, group_or_404(col, gid), "groups")
 
 
 @bp.patch("/groups/<gid>")
@@ -187,7 +194,7 @@ def update_group(gid: str) -> Response:
     check_types(GROUP, props)
     _, col = _groups(state, ctx)
     with state.lock:
-        group = dict(_group_or_404(col, gid))
+        group = dict(group_or_404(col, gid))
         group.update(props)
     state.store.put(col, group["id"], group, change_type="updated")
     return no_content()
@@ -200,7 +207,7 @@ def delete_group(gid: str) -> Response:
     state = emulator_state()
     _, col = _groups(state, ctx)
     with state.lock:
-        group = dict(_group_or_404(col, gid))
+        group = dict(group_or_404(col, gid))
     if "Unified" in (group.get("groupTypes") or []):
         group["deletedDateTime"] = state.store.now_iso()
         soft_remove(state, col, group)
@@ -212,7 +219,7 @@ def delete_group(gid: str) -> Response:
 _REF_RE = re.compile(r"/(?:directoryObjects|users|groups)/([^/?]+)$", re.IGNORECASE)
 
 
-def _directory_ref(ts: TenantStore, ref: Any) -> str:
+def directory_ref(ts: TenantStore, ref: Any) -> str:
     """The object id an `@odata.id` / bind URL names (404 if it does not exist)."""
     if not isinstance(ref, str):
         raise GraphHTTPError(400, "Request_BadRequest", "Invalid object identifier in '@odata.id'.")
@@ -238,7 +245,7 @@ def list_members(gid: str) -> Response:
     state = emulator_state()
     reject_query(GROUP, {"$select", "$top", "$skiptoken"})
     ts, col = _groups(state, ctx)
-    group = _group_or_404(col, gid)
+    group = group_or_404(col, gid)
     select = delta_mod.parse_select(USER, request.args.get("$select"))
     top = request.args.get("$top")
     size = 100
@@ -275,11 +282,22 @@ def list_members(gid: str) -> Response:
     return json_response(body)
 
 
-def _membership_event(state: EmulatorState, col: Collection, gid: str) -> None:
+def link_event(state: EmulatorState, col: Collection, gid: str, *, relation: str, changed: str, removed: bool) -> None:
+    """Notify a membership or ownership change: the group is ``updated``, also on ``/groups/{id}/{relation}``.
+
+    Member changes carry the link as ``members@delta`` in ``resourceData`` [OBS:
+    https://github.com/microsoftgraph/microsoft-graph-docs/issues/9915] (``group_notification_members_delta``).
+    """
     group = col.get(gid)
     event = state.store.event_for(col, gid, "updated", group)
-    extra = (f"groups/{gid}/members".lower(),)
-    state.store.notify([type(event)(**{**event.__dict__, "collections": (*event.collections, *extra)})])
+    data = event.resource_data
+    if relation == "members" and data is not None and state.config.group_notification_members_delta:
+        link: dict[str, Any] = {"@odata.type": USER.odata_type, "id": changed}
+        if removed:
+            link["@removed"] = {"reason": "deleted"}
+        data = {**data, "members@delta": [link]}
+    extra = (f"groups/{gid}/{relation}".lower(),)
+    state.store.notify([replace(event, collections=(*event.collections, *extra), resource_data=data)])
 
 
 @bp.post("/groups/<gid>/members/$ref")
@@ -289,10 +307,10 @@ def add_member(gid: str) -> Response:
     state = emulator_state()
     body = json_body()
     ts, col = _groups(state, ctx)
-    group = _group_or_404(col, gid)
+    group = group_or_404(col, gid)
     if set(body) != {"@odata.id"}:
         raise GraphHTTPError(400, "Request_BadRequest", "The request body must contain only '@odata.id'.")
-    member_id = _directory_ref(ts, body["@odata.id"])
+    member_id = directory_ref(ts, body["@odata.id"])
     with state.lock:
         members = col.members.setdefault(group["id"], {})
         if member_id in members:
@@ -302,7 +320,7 @@ def add_member(gid: str) -> Response:
         members[member_id] = seq
         col.member_log.setdefault(group["id"], []).append((seq, member_id, False))
     state.store.touch(col, group["id"])
-    _membership_event(state, col, group["id"])
+    link_event(state, col, group["id"], relation="members", changed=member_id, removed=False)
     return no_content()
 
 
@@ -312,7 +330,7 @@ def remove_member(gid: str, member_id: str) -> Response:
     ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
     state = emulator_state()
     _, col = _groups(state, ctx)
-    group = _group_or_404(col, gid)
+    group = group_or_404(col, gid)
     with state.lock:
         members = col.members.get(group["id"], {})
         key = member_id.lower()
@@ -323,7 +341,7 @@ def remove_member(gid: str, member_id: str) -> Response:
         del members[key]
         col.member_log.setdefault(group["id"], []).append((seq, key, True))
     state.store.touch(col, group["id"])
-    _membership_event(state, col, group["id"])
+    link_event(state, col, group["id"], relation="members", changed=key, removed=True)
     return no_content()
 
 
