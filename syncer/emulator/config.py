@@ -133,6 +133,13 @@ class EmulatorConfig:
     #: `/groups` notifications carry the changed links as `members@delta` in resourceData [OBS
     #: https://github.com/microsoftgraph/microsoft-graph-docs/issues/9915].
     group_notification_members_delta: bool = True
+    #: A new call record is notified as `created` and also `updated` [DOC:
+    #: https://learn.microsoft.com/graph/changenotifications-for-callrecords]; False = `created` only.
+    call_record_created_also_updated: bool = True
+    #: Call records older than this are 404 and leave the list [DOC: 30 days].
+    call_record_retention_days: int = 30
+    #: callRecord subscriptions per organisation, all apps together [DOC: 100]; the 101st is 403.
+    call_record_subscriptions_per_organization: int = 100
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""
