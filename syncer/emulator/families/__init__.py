@@ -27,7 +27,8 @@ MAILBOX_SEGMENTS: frozenset[str] = frozenset().union(*(f.mailbox_segments for f 
 
 #: Application permissions whose names do not end in ".All" (the other names without it are delegated-only).
 _APP_ROLES_WITHOUT_ALL = frozenset({"Mail.Read", "Mail.ReadWrite", "Calendars.Read", "Calendars.ReadWrite",
-                                    "Contacts.Read", "Contacts.ReadWrite", "Group.Create"})
+                                    "Contacts.Read", "Contacts.ReadWrite", "Group.Create",
+                                    "Mail.Send"})
 
 
 def all_roles() -> frozenset[str]:
