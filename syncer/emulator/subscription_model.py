@@ -30,9 +30,6 @@ ALL_CHANGE_TYPES: frozenset[str] = frozenset({"created", "updated", "deleted"})
 QuotaScope = Literal["mailbox", "directory", "none"]
 #: (state, tenant, user id) -> the container id it made or found.
 Provision = Callable[["EmulatorState", "TenantStore", str], object]
-#: (state, tenant, parsed resource, create body) -> the parsed resource with its canonical key, or GraphHTTPError:
-#: a family's own checks (the named object exists, notificationQueryOptions, per-organisation quotas).
-Admit = Callable[["EmulatorState", "TenantStore", "ParsedResource", dict[str, Any]], "ParsedResource"]
 
 OUTLOOK_RICH_REFUSAL = "Rich notifications require a '$select' query option in the resource for this resource type."
 
@@ -58,6 +55,9 @@ class SubscribableResource:
     lifecycle_events: frozenset[str] = frozenset({"reauthorizationRequired"})
     #: Item shapes (``users/*``) a subscription may name besides the collections.
     item_shapes: tuple[tuple[str, ...], ...] = ()
+    #: The family's own checks on create (the named object exists, notificationQueryOptions, per-organisation quotas):
+    #: (state, tenant, parsed resource, request body) -> the parsed resource with the canonical key its changes name.
+    admit: Callable[[EmulatorState, TenantStore, ParsedResource, dict[str, Any]], ParsedResource] | None = None
     #: Change types Graph reports as ``updated`` for this type: "created", "deleted", and "softDeleted" (a delete
     #: that keeps the item restorable).
     reported_as_updated: frozenset[str] = frozenset()
@@ -67,8 +67,6 @@ class SubscribableResource:
     mailbox_path: bool = False
     #: Makes the user's container (mailbox, drive) exist before subscribing, so its changes can match.
     provision: Provision | None = None
-    #: The family's own checks on create, which may also rewrite the key to the canonical path its changes name.
-    admit: Admit | None = None
 
 
 _ODATA_KEY = re.compile(r"\(\s*'([^']*)'\s*\)|\(\s*\"([^\"]*)\"\s*\)")

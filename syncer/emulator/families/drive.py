@@ -174,7 +174,7 @@ def _children(col: Collection, parent_id: str) -> list[dict[str, Any]]:
 @bp.route("/drives/<did>/<path:rest>", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
 def drives(did: str, rest: str = "") -> Response:
     """Everything under /drives/{id}."""
-    return dispatch(did, [s for s in rest.split("/") if s], link_base=f"drives/{did}", raw_rest=rest)
+    return _dispatch(did, [s for s in rest.split("/") if s], link_base=f"drives/{did}", raw_rest=rest)
 
 
 def user_drive(ukey: str, segs: list[str]) -> Response:
@@ -187,10 +187,10 @@ def user_drive(ukey: str, segs: list[str]) -> Response:
         raise GraphHTTPError(404, "itemNotFound", f"The user '{ukey}' could not be found.")
     did = ensure_user_drive(state, ts, str(user["id"]))
     raw = request.path.split("/drive", 1)[1].lstrip("/") if "/drive" in request.path else ""
-    return dispatch(did, segs, link_base=f"users/{ukey}/drive", raw_rest=raw)
+    return _dispatch(did, segs, link_base=f"users/{ukey}/drive", raw_rest=raw)
 
 
-def dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Response:
+def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Response:
     state = emulator_state()
     method = request.method
     ctx = require_app(*(DRIVE_ITEM.read_roles if method == "GET" else DRIVE_ITEM.write_roles), family="drive")
@@ -418,6 +418,9 @@ SUBSCRIBABLE_DRIVE_ROOT = SubscribableResource(
     reported_as_updated=frozenset({"created", "deleted", "softDeleted"}),
     provision=ensure_user_drive,
 )
+
+#: Serves the paths below one drive; other families (group and site libraries) reach their drives through it.
+dispatch = _dispatch
 
 FAMILY = Family(
     name="drive",

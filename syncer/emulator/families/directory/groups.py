@@ -115,7 +115,7 @@ def _groups(state: EmulatorState, ctx: AppContext) -> tuple[TenantStore, Collect
     return ts, groups_of(ts)
 
 
-def group_or_404(col: Collection, gid: str) -> dict[str, Any]:
+def _group_or_404(col: Collection, gid: str) -> dict[str, Any]:
     group = col.get(gid.lower())
     if group is None:
         raise not_found_error(GROUP, gid)
@@ -144,8 +144,8 @@ def create_group() -> Response:
     if not isinstance(binds, list) or not isinstance(owner_binds, list):
         raise GraphHTTPError(400, "Request_BadRequest", "'members@odata.bind' and 'owners@odata.bind' must be lists of URLs.")
     ts, col = _groups(state, ctx)
-    member_ids = [directory_ref(ts, ref) for ref in binds]
-    owner_ids = [directory_ref(ts, ref) for ref in owner_binds]
+    member_ids = [_directory_ref(ts, ref) for ref in binds]
+    owner_ids = [_directory_ref(ts, ref) for ref in owner_binds]
     with state.lock:
         gid = state.store.new_guid()
         group: dict[str, Any] = {p: None for p in GROUP.properties}
@@ -182,7 +182,7 @@ def get_group(gid: str) -> Response:
     state = emulator_state()
     reject_query(GROUP, {"$select"})
     _, col = _groups(state, ctx)
-    return entity_response(GROUP, group_or_404(col, gid), "groups")
+    return entity_response(GROUP, _group_or_404(col, gid), "groups")
 
 
 @bp.patch("/groups/<gid>")
@@ -194,7 +194,7 @@ def update_group(gid: str) -> Response:
     check_types(GROUP, props)
     _, col = _groups(state, ctx)
     with state.lock:
-        group = dict(group_or_404(col, gid))
+        group = dict(_group_or_404(col, gid))
         group.update(props)
     state.store.put(col, group["id"], group, change_type="updated")
     return no_content()
@@ -207,7 +207,7 @@ def delete_group(gid: str) -> Response:
     state = emulator_state()
     _, col = _groups(state, ctx)
     with state.lock:
-        group = dict(group_or_404(col, gid))
+        group = dict(_group_or_404(col, gid))
     if "Unified" in (group.get("groupTypes") or []):
         group["deletedDateTime"] = state.store.now_iso()
         soft_remove(state, col, group)
@@ -219,7 +219,7 @@ def delete_group(gid: str) -> Response:
 _REF_RE = re.compile(r"/(?:directoryObjects|users|groups)/([^/?]+)$", re.IGNORECASE)
 
 
-def directory_ref(ts: TenantStore, ref: Any) -> str:
+def _directory_ref(ts: TenantStore, ref: Any) -> str:
     """The object id an `@odata.id` / bind URL names (404 if it does not exist)."""
     if not isinstance(ref, str):
         raise GraphHTTPError(400, "Request_BadRequest", "Invalid object identifier in '@odata.id'.")
@@ -245,7 +245,7 @@ def list_members(gid: str) -> Response:
     state = emulator_state()
     reject_query(GROUP, {"$select", "$top", "$skiptoken"})
     ts, col = _groups(state, ctx)
-    group = group_or_404(col, gid)
+    group = _group_or_404(col, gid)
     select = delta_mod.parse_select(USER, request.args.get("$select"))
     top = request.args.get("$top")
     size = 100
@@ -307,10 +307,10 @@ def add_member(gid: str) -> Response:
     state = emulator_state()
     body = json_body()
     ts, col = _groups(state, ctx)
-    group = group_or_404(col, gid)
+    group = _group_or_404(col, gid)
     if set(body) != {"@odata.id"}:
         raise GraphHTTPError(400, "Request_BadRequest", "The request body must contain only '@odata.id'.")
-    member_id = directory_ref(ts, body["@odata.id"])
+    member_id = _directory_ref(ts, body["@odata.id"])
     with state.lock:
         members = col.members.setdefault(group["id"], {})
         if member_id in members:
@@ -330,7 +330,7 @@ def remove_member(gid: str, member_id: str) -> Response:
     ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
     state = emulator_state()
     _, col = _groups(state, ctx)
-    group = group_or_404(col, gid)
+    group = _group_or_404(col, gid)
     with state.lock:
         members = col.members.get(group["id"], {})
         key = member_id.lower()
@@ -343,6 +343,11 @@ def remove_member(gid: str, member_id: str) -> Response:
     state.store.touch(col, group["id"])
     link_event(state, col, group["id"], relation="members", changed=key, removed=True)
     return no_content()
+
+
+#: For the owners module, which shares the group lookups.
+group_or_404 = _group_or_404
+directory_ref = _directory_ref
 
 
 # --- seeding ------------------------------------------------------------------------------------
