@@ -230,3 +230,18 @@ def test_library_path_subscriptions_when_configured(graph: EmulatorClient, recei
     assert graph.post("subscriptions", json=_drive_sub(f"sites/{site['id']}/drive/root", receiver.url("s"))).status_code == 409
     graph.post(f"groups/{group['id']}/drive/root/children", json={"name": "x", "folder": {}})
     assert receiver.wait_items(1, path="g")[0]["resourceData"] is None
+
+
+def test_group_site_lists_and_their_subscription(graph: EmulatorClient, receiver: Receiver) -> None:
+    group = _group(graph, "crew")
+    r = graph.post(f"groups/{group['id']}/sites/root/lists", json={"displayName": "Tasks", "columns": [{"name": "Due", "dateTime": {}}]})
+    assert r.status_code == 201, r.text
+    site = graph.get(f"groups/{group['id']}/sites/root").json()
+    assert graph.get(f"sites/{site['id']}/lists/Tasks").json()["id"] == r.json()["id"]
+    library = graph.get(f"sites/{site['id']}/drive").json()["id"]
+    assert graph.get(f"drives/{library}").json()["driveType"] == "documentLibrary"
+    sub = _list_sub(f"groups/{group['id']}/sites/root/lists/Tasks", receiver.url("tasks"))
+    assert graph.post("subscriptions", json=sub).status_code == 201
+    graph.post(f"sites/{site['id']}/lists/Tasks/items", json={"fields": {"Title": "x", "Due": "2026-12-24T00:00:00Z"}})
+    assert receiver.wait_items(2, path="tasks")[0]["resource"] == f"sites/{site['id']}/lists/{r.json()['id']}"
+    assert graph.get(f"groups/{group['id']}/sites/other").status_code == 400
