@@ -105,7 +105,7 @@ def _sessions(state: EmulatorState, participants: list[str], count: int, segment
     return out
 
 
-def end_call(state: EmulatorState, ts: TenantStore, body: dict[str, Any]) -> dict[str, Any]:
+def end_call(state: EmulatorState, ts: TenantStore, body: dict[str, Any], *, notify: bool = True) -> dict[str, Any]:
     """A call ended: its record appears (``created``, and ``updated`` too when configured)."""
     participants = [str(p) for p in body.get("participants") or []]
     organizer = str(body.get("organizerId") or (participants[0] if participants else state.store.new_guid()))
@@ -125,10 +125,16 @@ def end_call(state: EmulatorState, ts: TenantStore, body: dict[str, Any]) -> dic
         "sessions": _sessions(state, participants, sessions, segments, start, end),
     }
     col = records_of(ts)
-    state.store.put(col, record_id, record, change_type="created")
-    if state.config.call_record_created_also_updated:
+    state.store.put(col, record_id, record, change_type="created", notify=notify)
+    if notify and state.config.call_record_created_also_updated:
         state.store.put(col, record_id, record, change_type="updated")
     return record
+
+
+def seed_call_records(state: EmulatorState, ts: TenantStore, uid: str, count: int) -> None:
+    """*count* ended calls organised by the user, each with two sessions (no notifications)."""
+    for _ in range(count):
+        end_call(state, ts, {"participants": [uid, state.store.new_guid()], "sessions": 2}, notify=False)
 
 
 def update_record(state: EmulatorState, ts: TenantStore, record_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -343,4 +349,5 @@ FAMILY = Family(
     resource_types=(CALL_RECORD,),
     blueprints=(bp, admin_bp),
     subscribable=(SUBSCRIBABLE_CALL_RECORDS,),
+    seeders={"callRecordsPerUser": seed_call_records},
 )

@@ -175,6 +175,24 @@ def submit_job(state: EmulatorState, ts: TenantStore, printer_id: str, body: dic
     return job
 
 
+def seed_print_jobs(state: EmulatorState, ts: TenantStore, uid: str, count: int) -> None:
+    """*count* fetchable jobs per user on the printer "Seeded printer" (no notifications)."""
+    with state.lock:
+        printer = next((p for _, p in printers_of(ts).iter_live() if p["displayName"] == "Seeded printer"), None)
+    if printer is None:
+        printer = register_printer(state, ts, {"displayName": "Seeded printer"})
+    col = jobs_of(ts, str(printer["id"]))
+    for i in range(count):
+        job_id = str(state.store.rng.randint(1000, 9_999_999))
+        state.store.put(col, job_id, {
+            "id": job_id, "createdDateTime": state.store.now_iso(), "createdBy": {"id": uid, "displayName": None},
+            "status": _job_status("pending", "The job is ready to be fetched."), "isFetchable": True,
+            "redirectedFrom": None, "redirectedTo": None,
+            "documents": [{"id": state.store.new_guid(), "displayName": f"document{i}.pdf",
+                           "contentType": "application/pdf", "size": 1024}],
+            "configuration": {"copies": 1}}, change_type="created", notify=False)
+
+
 # --- Graph views ----------------------------------------------------------------------------------------------
 
 
@@ -377,4 +395,5 @@ FAMILY = Family(
     resource_types=(PRINTER, PRINT_JOB, TASK_DEFINITION, PRINT_TASK),
     blueprints=(bp, admin_bp),
     subscribable=(SUBSCRIBABLE_JOBS, SUBSCRIBABLE_TASKS),
+    seeders={"printJobsPerUser": seed_print_jobs},
 )

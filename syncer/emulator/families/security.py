@@ -99,7 +99,7 @@ def alerts_of(ts: TenantStore) -> Collection:
     return ts.collection(ALERT)
 
 
-def raise_alert(state: EmulatorState, ts: TenantStore, body: dict[str, Any]) -> dict[str, Any]:
+def raise_alert(state: EmulatorState, ts: TenantStore, body: dict[str, Any], *, notify: bool = True) -> dict[str, Any]:
     """A new alert from a security product (notifies ``created``)."""
     severity = body.get("severity", "medium")
     status = body.get("status", "newAlert")
@@ -118,8 +118,16 @@ def raise_alert(state: EmulatorState, ts: TenantStore, body: dict[str, Any]) -> 
                                                                 "vendor": "Microsoft", "subProvider": None,
                                                                 "providerVersion": "2.0"},
     })
-    state.store.put(alerts_of(ts), alert_id, alert, change_type="created")
+    state.store.put(alerts_of(ts), alert_id, alert, change_type="created", notify=notify)
     return alert
+
+
+def seed_alerts(state: EmulatorState, ts: TenantStore, uid: str, count: int) -> None:
+    """*count* new alerts naming the user in ``userStates`` (no notifications)."""
+    for i in range(count):
+        raise_alert(state, ts, {"title": f"Suspicious sign-in {i}", "severity": SEVERITIES[1 + i % 4],
+                                "userStates": [{"aadUserId": uid, "accountName": None, "userPrincipalName": None}]},
+                    notify=False)
 
 
 @bp.get("/security/alerts")
@@ -230,4 +238,5 @@ FAMILY = Family(
     resource_types=(ALERT,),
     blueprints=(bp, admin_bp),
     subscribable=(SUBSCRIBABLE_ALERTS,),
+    seeders={"alertsPerUser": seed_alerts},
 )

@@ -27,6 +27,7 @@ from syncer.emulator.families.sharepoint.sites import (
     create_site,
     group_drive,
     group_site,
+    hostname,
     resolve_site,
     root_site,
     site_drive,
@@ -165,6 +166,25 @@ def admit_library_subscription(state: EmulatorState, ts: TenantStore, parsed: Pa
                           query=parsed.query)
 
 
+def seed_list_items(state: EmulatorState, ts: TenantStore, uid: str, count: int) -> None:
+    """*count* items per user in the list "Issues" (Title, Status) of the site /sites/seeded (no notifications)."""
+    root_site(state, ts)
+    host_path = [f"{hostname(state, ts.tenant_id)}:", "sites", "seeded"]
+    try:
+        site, _ = resolve_site(state, ts, host_path)
+    except GraphHTTPError:
+        site = create_site(state, ts, name="seeded", display_name="Seeded")
+    try:
+        lst = lists_mod.find_list(state, ts, site, "Issues")
+    except GraphHTTPError:
+        lst = lists_mod.create_list(state, ts, site, {"displayName": "Issues", "columns": [
+            {"name": "Status", "choice": {"choices": ["Open", "Closed"]}}, {"name": "ReportedBy", "text": {}}]})
+    for i in range(count):
+        lists_mod.create_item(state, ts, site, lst, {"Title": f"Issue {i} of {uid[:8]}",
+                                                     "Status": "Open" if i % 2 == 0 else "Closed", "ReportedBy": uid},
+                              notify=False)
+
+
 SUBSCRIBABLE_LIBRARY_ROOT = SubscribableResource(
     resource_type="driveItem",
     shapes=(("groups", "*", "drive", "root"), ("sites", "*", "drive", "root")),
@@ -183,4 +203,5 @@ FAMILY = Family(
     resource_types=(SITE, lists_mod.LIST, lists_mod.LIST_ITEM),
     blueprints=(bp, admin_bp),
     subscribable=(lists_mod.SUBSCRIBABLE_LIST, SUBSCRIBABLE_LIBRARY_ROOT),
+    seeders={"listItemsPerUser": seed_list_items},
 )

@@ -251,7 +251,8 @@ def _user_fields(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item["fields"].items() if k not in SYSTEM_FIELDS and not k.startswith("@")}
 
 
-def _commit(state: EmulatorState, col: Collection, item_id: str, item: dict[str, Any] | None) -> None:
+def _commit(state: EmulatorState, col: Collection, item_id: str, item: dict[str, Any] | None, *,
+            notify: bool = True) -> None:
     """Write (or delete, *item* None) and tell the subscriptions, as many times as SharePoint would."""
     with state.lock:
         if item is None:
@@ -259,12 +260,14 @@ def _commit(state: EmulatorState, col: Collection, item_id: str, item: dict[str,
         else:
             state.store.put(col, item_id, item, change_type="updated", notify=False)
         event: ChangeEvent = state.store.event_for(col, item_id, "deleted" if item is None else "updated", item)
+    if not notify:
+        return
     # One action can yield several shoulder taps (https://github.com/microsoftgraph/microsoft-graph-docs/issues/7637).
     state.store.notify([event] * max(1, state.config.list_notification_burst))
 
 
 def create_item(state: EmulatorState, ts: TenantStore, site: dict[str, Any], lst: dict[str, Any],
-                fields: dict[str, Any]) -> dict[str, Any]:
+                fields: dict[str, Any], *, notify: bool = True) -> dict[str, Any]:
     """A new list item (ids count up per list, as SharePoint's do)."""
     values = _check_fields(lst, fields)
     for column in lst["columns"]:
@@ -276,7 +279,7 @@ def create_item(state: EmulatorState, ts: TenantStore, site: dict[str, Any], lst
         item_id = ts.well_known.get(counter_key, "1")
         ts.well_known[counter_key] = str(int(item_id) + 1)
         item = _item_body(state, site, lst, item_id, values, created=state.store.now_iso(), version=1)
-    _commit(state, col, item_id, item)
+    _commit(state, col, item_id, item, notify=notify)
     return item
 
 
