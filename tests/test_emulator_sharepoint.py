@@ -200,7 +200,10 @@ def test_group_and_site_libraries_are_drives(graph: EmulatorClient) -> None:
     graph.request("PUT", f"sites/{site['id']}/drive/root:/a.txt:/content", data=b"abc")
     changes, _ = graph.delta_all(link)
     assert "a.txt" in {c["name"] for c in changes}
+    clash = _group(graph, "hr")
+    _site(graph, "hr2")
     standalone = _site(graph, "hr")
+    assert graph.get(f"groups/{clash['id']}/sites/root").json()["webUrl"].endswith("/sites/hr3")
     hr_drive = graph.get(f"sites/{standalone['id']}/drive").json()
     assert hr_drive["owner"] == {"site": {"id": standalone["id"]}} and hr_drive["id"] != drive["id"]
     assert graph.get("groups/00000000-0000-4000-8000-000000000000/drive").status_code == 404

@@ -125,7 +125,12 @@ def group_site(state: EmulatorState, ts: TenantStore, group_id: str) -> dict[str
             if site is not None:
                 return dict(site)
         nickname = str(group.get("mailNickname") or group["id"])
-        return create_site(state, ts, name=nickname, display_name=str(group.get("displayName") or nickname),
+        taken = {_path_of(site).lower() for _, site in sites_of(ts).iter_live()}
+        name, n = nickname, 1
+        while f"/sites/{name}".lower() in taken:  # SharePoint numbers a URL that is taken
+            n += 1
+            name = f"{nickname}{n}"
+        return create_site(state, ts, name=name, display_name=str(group.get("displayName") or nickname),
                            group_id=str(group["id"]))
 
 
