@@ -96,7 +96,7 @@ def _serve_site(state: EmulatorState, ts: TenantStore, site: dict[str, Any], tai
             raise GraphHTTPError(405, "invalidRequest", f"The method {request.method} is not supported on this resource.")
         return json_response(_site_json(site))
     if low[0] == "lists":
-        return lists_mod.serve_lists(state, ts, site, tail[1:], f"sites/{site['id']}")
+        return lists_mod.serve_lists(state, ts, site, tail[1:])
     if low[0] == "drive":
         did = site_drive(ts, site)
         return drive_family.dispatch(did, tail[1:], link_base=f"sites/{site['id']}/drive", raw_rest="/".join(tail[1:]))

@@ -393,7 +393,7 @@ def _page(state: EmulatorState, values: list[dict[str, Any]], key: str, context:
 # --- views ----------------------------------------------------------------------------------------------------
 
 
-def serve_lists(state: EmulatorState, ts: TenantStore, site: dict[str, Any], rest: list[str], site_path: str) -> Response:
+def serve_lists(state: EmulatorState, ts: TenantStore, site: dict[str, Any], rest: list[str]) -> Response:
     """Everything below ``/sites/{site}/lists``."""
     method = request.method
     col = lists_of(ts, site)
