@@ -248,3 +248,23 @@ def test_group_site_lists_and_their_subscription(graph: EmulatorClient, receiver
     graph.post(f"sites/{site['id']}/lists/Tasks/items", json={"fields": {"Title": "x", "Due": "2026-12-24T00:00:00Z"}})
     assert receiver.wait_items(2, path="tasks")[0]["resource"] == f"sites/{site['id']}/lists/{r.json()['id']}"
     assert graph.get(f"groups/{group['id']}/sites/other").status_code == 400
+
+
+def test_item_paging_and_patch_forms(graph: EmulatorClient) -> None:
+    site = _site(graph)
+    lst = _list(graph, site["id"])
+    base = f"sites/{site['id']}/lists/{lst['id']}/items"
+    for i in range(5):
+        graph.post(base, json={"fields": {"Title": f"t{i}"}})
+    page = graph.get(f"{base}?$top=2&$expand=fields").json()
+    seen = [i["fields"]["Title"] for i in page["value"]]
+    while "@odata.nextLink" in page:
+        page = graph.get(page["@odata.nextLink"]).json()
+        seen.extend(i["fields"]["Title"] for i in page["value"])
+    assert seen == [f"t{i}" for i in range(5)]
+    r = graph.patch(f"{base}/2", json={"fields": {"Count": 7}})
+    assert r.status_code == 200 and r.json()["fields"]["Count"] == 7 and r.json()["fields"]["Title"] == "t1"
+    assert graph.patch(f"{base}/2", json={"webUrl": "x"}).status_code == 400
+    assert graph.patch(f"{base}/2/fields", json={"Created": "2020-01-01T00:00:00Z"}).status_code == 400
+    assert graph.get(f"{base}/2/fields").json()["Count"] == 7
+    assert graph.get(f"{base}/2/versions/1").status_code == 400
