@@ -70,6 +70,7 @@ def test_owner_changes_show_in_groups_delta(graph: EmulatorClient) -> None:
     changes, _ = graph.delta_all(link)
     assert [c["id"] for c in changes] == [group["id"]]
     assert "owners@delta" not in changes[0]  # undocumented: not sent
+    assert graph.get("groups/delta?$select=owners").status_code == 400  # nor asked for
 
 
 def _in(minutes: float) -> str:
