@@ -58,6 +58,24 @@ class EmulatorConfig:
     #: Honour `Prefer: odata.maxpagesize` on the users/groups delta (Graph does; set False to ignore it).
     directory_honours_maxpagesize: bool = True
 
+    # --- SharePoint, group owners, security, call records, print (docs/emulator-core.md, the guesses table) ---
+    #: Notifications per list item change: SharePoint sends bursts (tens for one rename) [OBS
+    #: https://github.com/microsoftgraph/microsoft-graph-docs/issues/7637]; the count is a guess.
+    list_notification_burst: int = 2
+    #: Accept `/groups/{id}/drive/root` and `/sites/{id}/drive/root` as subscription resources [UNCONFIRMED: only
+    #: `/drives/{id}/root` and `/users/{id}/drive/root` are documented]; False = 400 like an unknown resource.
+    library_path_subscriptions: bool = False
+    #: `/groups` notifications carry the changed links as `members@delta` in resourceData [OBS
+    #: https://github.com/microsoftgraph/microsoft-graph-docs/issues/9915].
+    group_notification_members_delta: bool = True
+    #: A new call record is notified as `created` and also `updated` [DOC:
+    #: https://learn.microsoft.com/graph/changenotifications-for-callrecords]; False = `created` only.
+    call_record_created_also_updated: bool = True
+    #: Call records older than this are 404 and leave the list [DOC: 30 days].
+    call_record_retention_days: int = 30
+    #: callRecord subscriptions per organisation, all apps together [DOC: 100]; the 101st is 403.
+    call_record_subscriptions_per_organization: int = 100
+
     # --- limits / faults ---
     #: Outlook allows 4 concurrent requests per app+mailbox (https://learn.microsoft.com/graph/throttling-limits, second-hand); None = unlimited.
     mailbox_concurrency_limit: int | None = 4

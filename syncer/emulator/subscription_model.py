@@ -55,6 +55,9 @@ class SubscribableResource:
     lifecycle_events: frozenset[str] = frozenset({"reauthorizationRequired"})
     #: Item shapes (``users/*``) a subscription may name besides the collections.
     item_shapes: tuple[tuple[str, ...], ...] = ()
+    #: The family's own checks on create (the named object exists, notificationQueryOptions, per-organisation quotas):
+    #: (state, tenant, parsed resource, request body) -> the parsed resource with the canonical key its changes name.
+    admit: Callable[[EmulatorState, TenantStore, ParsedResource, dict[str, Any]], ParsedResource] | None = None
     #: Change types Graph reports as ``updated`` for this type: "created", "deleted", and "softDeleted" (a delete
     #: that keeps the item restorable).
     reported_as_updated: frozenset[str] = frozenset()

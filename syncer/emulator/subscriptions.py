@@ -85,6 +85,8 @@ def create_subscription() -> Response:
     lifecycle_url = checks.string(body, "lifecycleNotificationUrl")
     if lifecycle_url is not None:
         checks.check_url(state, lifecycle_url, field="lifecycleNotificationUrl")
+    if parsed.spec.admit is not None:  # the family's own checks; the key its changes name
+        parsed = parsed.spec.admit(state, state.store.tenant(caller.tenant_id), parsed, body)
     registry = state.subscriptions
     _refuse_duplicate(registry, caller, parsed, change_types)
     exceeded = registry.quota_exceeded(tenant_id=caller.tenant_id, application_id=caller.client_id, parsed=parsed)

@@ -94,10 +94,21 @@ def ensure_user_drive(state: EmulatorState, ts: TenantStore, uid: str) -> str:
         did = ts.user_drive.get(uid)
         if did is not None:
             return did
+        did = new_drive(state, ts, owner_user=uid)
+        ts.user_drive[uid] = did
+    return did
+
+
+def new_drive(state: EmulatorState, ts: TenantStore, *, owner_user: str | None = None,
+              library_of: tuple[str, str] | None = None) -> str:
+    """A new drive with its root folder: a user's OneDrive, or a document library (*library_of* = ("group" or
+    "site", id)) as a group's or site's default library (https://learn.microsoft.com/graph/api/resources/drive)."""
+    with state.lock:
         raw = state.store.rng.getrandbits(8 * 48).to_bytes(48, "big")
         did = "b!" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
-        ts.user_drive[uid] = did
-        ts.drives[did] = uid
+        ts.drives[did] = owner_user
+        if library_of is not None:
+            ts.well_known[(did, f"owner:{library_of[0]}")] = library_of[1]
         col = ts.collection(DRIVE_ITEM, {"drive": did})
         root_id = state.store.new_drive_item_id()
         ts.well_known[(did, "root")] = root_id
@@ -106,6 +117,21 @@ def ensure_user_drive(state: EmulatorState, ts: TenantStore, uid: str) -> str:
         root["root"] = {}
         state.store.put(col, root_id, root, change_type="created", notify=False)
     return did
+
+
+def drive_json(ts: TenantStore, did: str) -> dict[str, Any]:
+    """The drive resource: a user's OneDrive (``business``) or a library (``documentLibrary``, owned by its group or
+    site)."""
+    owner = ts.drives.get(did)
+    group = ts.well_known.get((did, "owner:group"))
+    site = ts.well_known.get((did, "owner:site"))
+    if owner is not None or (group is None and site is None):
+        return {"id": did, "driveType": "business", "name": "OneDrive",
+                "owner": {"user": {"id": owner}} if owner else None,
+                "webUrl": f"https://contoso-my.sharepoint.com/personal/{did[2:12]}/Documents"}
+    return {"id": did, "driveType": "documentLibrary", "name": "Documents",
+            "owner": {"group": {"id": group}} if group else {"site": {"id": site}},
+            "webUrl": f"https://contoso.sharepoint.com/sites/{did[2:12]}/Shared%20Documents"}
 
 
 def _item_body(state: EmulatorState, did: str, item_id: str, *, name: str, parent: str | None, folder: bool,
@@ -175,10 +201,7 @@ def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Re
     if not segs:
         if method != "GET":
             raise _method()
-        owner = ts.drives.get(did)
-        return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives/$entity", "id": did, "driveType": "business",
-                      "name": "OneDrive", "owner": {"user": {"id": owner}} if owner else None,
-                      "webUrl": f"https://contoso-my.sharepoint.com/personal/{did[2:12]}/Documents"})
+        return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#drives/$entity", **drive_json(ts, did)})
     # PUT .../items/{parent}:/{name}:/content and .../root:/{name}:/content
     if method == "PUT":
         return _put_content(state, col, did, root_id, raw_rest)
@@ -395,6 +418,9 @@ SUBSCRIBABLE_DRIVE_ROOT = SubscribableResource(
     reported_as_updated=frozenset({"created", "deleted", "softDeleted"}),
     provision=ensure_user_drive,
 )
+
+#: Serves the paths below one drive; other families (group and site libraries) reach their drives through it.
+dispatch = _dispatch
 
 FAMILY = Family(
     name="drive",

@@ -6,13 +6,13 @@ families import :func:`~syncer.emulator.families.directory.users.find_user` from
 
 from __future__ import annotations
 
-from syncer.emulator.families.directory import deleted, groups, users
+from syncer.emulator.families.directory import deleted, groups, owners, users
 from syncer.emulator.resources import Family
 
 FAMILY = Family(
     name="directory",
     resource_types=(users.USER, groups.GROUP),
-    blueprints=(users.bp, deleted.bp, groups.bp),
+    blueprints=(users.bp, deleted.bp, groups.bp, owners.bp),
     subscribable=(users.SUBSCRIBABLE_USERS, groups.SUBSCRIBABLE_GROUPS),
     extra_roles=groups.GROUP_MEMBER_WRITE_ROLES,
 )

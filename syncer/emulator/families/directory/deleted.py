@@ -15,6 +15,7 @@ from syncer.emulator.api import base_url, emulator_state, json_response, no_cont
 from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.groups import GROUP, groups_of
+from syncer.emulator.families.directory.owners import drop_owner_everywhere
 from syncer.emulator.families.directory.users import USER, find_user, users_of
 from syncer.emulator.identity import require_app
 from syncer.emulator.resources import ResourceType
@@ -77,6 +78,7 @@ def purge_deleted(item_id: str) -> Response:
     state.store.remove(col, item["id"], reason="deleted")
     if rtype is USER:
         _drop_memberships(state, ts, item["id"])
+        drop_owner_everywhere(state, ts, item["id"])
     return no_content()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -79,7 +80,8 @@ GROUP_MEMBER_WRITE_ROLES = frozenset({"GroupMember.ReadWrite.All", "Group.ReadWr
 
 SUBSCRIBABLE_GROUPS = SubscribableResource(
     resource_type="group",
-    shapes=(("groups",), ("groups", "*", "members")),
+    # /groups/{id}/owners too (https://learn.microsoft.com/graph/api/subscription-post-subscriptions)
+    shapes=(("groups",), ("groups", "*", "members"), ("groups", "*", "owners")),
     item_shapes=(("groups", "*"),),
     change_types=frozenset({"updated", "deleted"}),
     max_minutes=41_760,
@@ -138,11 +140,12 @@ def create_group() -> Response:
     props = validate_props(GROUP, body, creating=True, allow=frozenset({"members@odata.bind", "owners@odata.bind"}))
     check_types(GROUP, props)
     binds = props.pop("members@odata.bind", None) or []
-    props.pop("owners@odata.bind", None)
-    if not isinstance(binds, list):
-        raise GraphHTTPError(400, "Request_BadRequest", "'members@odata.bind' must be a list of URLs.")
+    owner_binds = props.pop("owners@odata.bind", None) or []
+    if not isinstance(binds, list) or not isinstance(owner_binds, list):
+        raise GraphHTTPError(400, "Request_BadRequest", "'members@odata.bind' and 'owners@odata.bind' must be lists of URLs.")
     ts, col = _groups(state, ctx)
     member_ids = [_directory_ref(ts, ref) for ref in binds]
+    owner_ids = [_directory_ref(ts, ref) for ref in owner_binds]
     with state.lock:
         gid = state.store.new_guid()
         group: dict[str, Any] = {p: None for p in GROUP.properties}
@@ -153,6 +156,10 @@ def create_group() -> Response:
         if group.get("mailEnabled"):
             group["mail"] = f"{group['mailNickname']}@{state.tenants[ctx.tenant_id].domain}"
         add_members(state, col, gid, member_ids)
+        from syncer.emulator.families.directory.owners import (
+            add_owners_on_create,  # owners builds on this module
+        )
+        add_owners_on_create(state, ts, gid, owner_ids)
     state.store.put(col, gid, group, change_type="created")
     return entity_response(GROUP, group, "groups", status=201)
 
@@ -275,11 +282,22 @@ def list_members(gid: str) -> Response:
     return json_response(body)
 
 
-def _membership_event(state: EmulatorState, col: Collection, gid: str) -> None:
+def link_event(state: EmulatorState, col: Collection, gid: str, *, relation: str, changed: str, removed: bool) -> None:
+    """Notify a membership or ownership change: the group is ``updated``, also on ``/groups/{id}/{relation}``.
+
+    Member changes carry the link as ``members@delta`` in ``resourceData`` [OBS:
+    https://github.com/microsoftgraph/microsoft-graph-docs/issues/9915] (``group_notification_members_delta``).
+    """
     group = col.get(gid)
     event = state.store.event_for(col, gid, "updated", group)
-    extra = (f"groups/{gid}/members".lower(),)
-    state.store.notify([type(event)(**{**event.__dict__, "collections": (*event.collections, *extra)})])
+    data = event.resource_data
+    if relation == "members" and data is not None and state.config.group_notification_members_delta:
+        link: dict[str, Any] = {"@odata.type": USER.odata_type, "id": changed}
+        if removed:
+            link["@removed"] = {"reason": "deleted"}
+        data = {**data, "members@delta": [link]}
+    extra = (f"groups/{gid}/{relation}".lower(),)
+    state.store.notify([replace(event, collections=(*event.collections, *extra), resource_data=data)])
 
 
 @bp.post("/groups/<gid>/members/$ref")
@@ -302,7 +320,7 @@ def add_member(gid: str) -> Response:
         members[member_id] = seq
         col.member_log.setdefault(group["id"], []).append((seq, member_id, False))
     state.store.touch(col, group["id"])
-    _membership_event(state, col, group["id"])
+    link_event(state, col, group["id"], relation="members", changed=member_id, removed=False)
     return no_content()
 
 
@@ -323,8 +341,13 @@ def remove_member(gid: str, member_id: str) -> Response:
         del members[key]
         col.member_log.setdefault(group["id"], []).append((seq, key, True))
     state.store.touch(col, group["id"])
-    _membership_event(state, col, group["id"])
+    link_event(state, col, group["id"], relation="members", changed=key, removed=True)
     return no_content()
+
+
+#: For the owners module, which shares the group lookups.
+group_or_404 = _group_or_404
+directory_ref = _directory_ref
 
 
 # --- seeding ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ lifecycle events, which their records below carry.
 
 from __future__ import annotations
 
-from syncer.emulator.families.mailbox import items, kinds, todo, views
+from syncer.emulator.families.mailbox import items, kinds, sendmail, todo, views
 from syncer.emulator.resources import Family
 from syncer.emulator.subscription_model import ALL_CHANGE_TYPES, OUTLOOK_RICH_REFUSAL, SubscribableResource
 
@@ -37,7 +37,7 @@ def _outlook(resource_type: str, shapes: tuple[tuple[str, ...], ...], permission
 OUTLOOK = Family(
     name="outlook",
     resource_types=(kinds.MAIL_FOLDER, kinds.MESSAGE, kinds.EVENT, kinds.CONTACT_FOLDER, kinds.CONTACT),
-    blueprints=(views.bp,),
+    blueprints=(sendmail.bp, views.bp),
     subscribable=(
         _outlook("message", (("users", "*", "messages"), ("users", "*", "mailfolders", "*", "messages")),
                  ("Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All", "Mail.ReadBasic")),
@@ -49,7 +49,8 @@ OUTLOOK = Family(
     seeders={"messagesPerUser": items.seed_messages, "eventsPerUser": items.seed_events,
              "contactsPerUser": items.seed_contacts},
     mailbox_segments=frozenset({"messages", "mailfolders", "events", "calendar", "calendarview", "calendars",
-                                "contacts", "contactfolders"}),
+                                "contacts", "contactfolders", "sendmail"}),
+    extra_roles=sendmail.SEND_ROLES,
 )
 
 TODO = Family(
