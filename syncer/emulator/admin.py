@@ -60,6 +60,7 @@ from syncer.emulator.clock import iso_ts, parse_iso
 from syncer.emulator.errors import GraphHTTPError, graph_error
 from syncer.emulator.families.directory.users import users_of
 from syncer.emulator.identity import AppRegistration, issue_token
+from syncer.emulator.identity.apps import AUDIENCES
 from syncer.emulator.seed import seed
 from syncer.emulator.state import Tenant
 from syncer.emulator.tls import thumbprints
@@ -227,6 +228,28 @@ def _roles(value: Any) -> set[str]:
     return set(value)
 
 
+_SIGN_IN_FIELDS = ("signInAudience", "redirectUris", "publicClient", "delegatedScopes")
+
+
+def _sign_in_settings(app: AppRegistration, body: dict[str, Any]) -> None:
+    """Apply the delegated sign-in fields of an app body (docs/emulator-identity.md)."""
+    if "signInAudience" in body:
+        if body["signInAudience"] not in AUDIENCES:
+            raise GraphHTTPError(400, "BadRequest", f"'signInAudience' must be one of {sorted(AUDIENCES)}.")
+        app.sign_in_audience = body["signInAudience"]
+    if "redirectUris" in body:
+        uris = body["redirectUris"]
+        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+            raise GraphHTTPError(400, "BadRequest", "'redirectUris' must be a list of URIs.")
+        app.redirect_uris = list(uris)
+    if "publicClient" in body:
+        if not isinstance(body["publicClient"], bool):
+            raise GraphHTTPError(400, "BadRequest", "'publicClient' must be true or false.")
+        app.public_client = body["publicClient"]
+    if "delegatedScopes" in body:
+        app.delegated_scopes = _roles(body["delegatedScopes"])
+
+
 @bp.get("/apps")
 def apps_list() -> Response:
     """Registered apps."""
@@ -238,7 +261,7 @@ def apps_add() -> Response:
     """Register an app."""
     state = emulator_state()
     body = _object()
-    unknown = set(body) - {"clientId", "tenantId", "displayName", "secret", "certificate", "roles"}
+    unknown = set(body) - {"clientId", "tenantId", "displayName", "secret", "certificate", "roles", *_SIGN_IN_FIELDS}
     if unknown:
         raise GraphHTTPError(400, "BadRequest", f"Unknown app field(s): {sorted(unknown)}.")
     client_id = str(body.get("clientId") or uuid.uuid4())
@@ -258,6 +281,7 @@ def apps_add() -> Response:
     if "certificate" in body:
         sha1, pem = _cert_thumb(body["certificate"])
         app.certificates[sha1] = pem
+    _sign_in_settings(app, body)
     with state.lock:
         state.apps[client_id] = app
     return _json(_app_json(app, str(secret) if secret is not None else None), 201)
@@ -271,7 +295,7 @@ def apps_patch(client_id: str) -> Response:
     if app is None:
         return graph_error(404, "ResourceNotFound", f"No app '{client_id}'.")
     body = _object()
-    unknown = set(body) - {"roles", "addSecret", "addCertificate", "displayName"}
+    unknown = set(body) - {"roles", "addSecret", "addCertificate", "displayName", *_SIGN_IN_FIELDS}
     if unknown:
         raise GraphHTTPError(400, "BadRequest", f"Unknown app field(s): {sorted(unknown)}.")
     with state.lock:
@@ -284,6 +308,7 @@ def apps_patch(client_id: str) -> Response:
             app.certificates[sha1] = pem
         if "displayName" in body:
             app.display_name = str(body["displayName"])
+        _sign_in_settings(app, body)
     return _json(app.to_json())
 
 

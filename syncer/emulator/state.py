@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from syncer.emulator.clock import Clock
 from syncer.emulator.config import EmulatorConfig
-from syncer.emulator.families import all_roles
+from syncer.emulator.families import all_delegated_scopes, all_roles
 from syncer.emulator.faults import Faults
 from syncer.emulator.identity import AppRegistration
+from syncer.emulator.identity.accounts import CONSUMER_TENANT_ID
+from syncer.emulator.identity.grants import Grants
 from syncer.emulator.store import Store
 from syncer.emulator.subscription_model import SubscriptionRegistry
 from syncer.emulator.tls import ClientCertificate, cached_key, make_client_certificate
@@ -58,10 +60,15 @@ class RequestLogEntry:
 
 @dataclass
 class Tenant:
-    """A directory: its id and verified domain."""
+    """A directory: its id and verified domain (the initial `*.onmicrosoft.com` one, also the default)."""
 
     tenant_id: str
     domain: str
+    #: The personal-Microsoft-account tenant (its users are consumer accounts with 16-hex ids).
+    personal: bool = False
+    display_name: str = "Contoso"
+    #: Further verified domains (the first becomes the default domain; `domain` stays the initial one).
+    custom_domains: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +98,8 @@ class EmulatorState:
     base_url: str | None = None
     #: Every live subscription (served by syncer.emulator.subscriptions, read by the dispatcher).
     subscriptions: SubscriptionRegistry = field(default_factory=SubscriptionRegistry)
+    #: Delegated sign-in: codes, device codes, refresh tokens, sessions, revocations.
+    grants: Grants = field(default_factory=Grants)
     #: The notification dispatcher; create_app installs it (an app-less state delivers nothing).
     delivery: Dispatcher | None = None
     _shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
@@ -123,6 +132,11 @@ class EmulatorState:
         config = self.config
         self.tenants[config.tenant_id] = Tenant(config.tenant_id, config.tenant_domain)
         self.store.tenant(config.tenant_id)
+        if config.personal_accounts:
+            self.tenants[CONSUMER_TENANT_ID] = Tenant(CONSUMER_TENANT_ID, "outlook.com", personal=True,
+                                                      display_name="Microsoft Accounts")
+            self.store.tenant(CONSUMER_TENANT_ID)
+        self.grants.sign_in_as = config.sign_in_as
         self.client_certificate = make_client_certificate("default-app")
         self.apps[config.client_id] = AppRegistration(
             client_id=config.client_id,
@@ -132,6 +146,8 @@ class EmulatorState:
             certificates={self.client_certificate.thumbprint_sha1: self.client_certificate.cert_pem},
             # the default app holds every permission the emulator knows
             roles=set(all_roles()) | {"Subscription.Read.All"},
+            sign_in_audience=config.default_app_audience,
+            delegated_scopes=set(all_delegated_scopes()),
         )
 
     # --- hooks -------------------------------------------------------------------------------------
