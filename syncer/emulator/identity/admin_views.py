@@ -96,8 +96,9 @@ def device_code_decide(user_code: str) -> Response:
         flow = state.grants.device_code_by_user_code(user_code)
     if flow is None:
         raise GraphHTTPError(404, "ResourceNotFound", f"No device code '{user_code}'.")
-    if flow.status != "pending":
-        raise GraphHTTPError(409, "Conflict", f"Device code '{user_code}' is {flow.status}.")
+    if flow.status != "pending" or state.clock.time() > flow.expires:
+        status = flow.status if flow.status != "pending" else "expired"
+        raise GraphHTTPError(409, "Conflict", f"Device code '{user_code}' is {status}.")
     if body.get("decline") is True:
         decline(state, flow)
         return _json(flow.to_json())
