@@ -104,8 +104,10 @@ def _scopes_for(state: EmulatorState, app: AppRegistration, account: Account, as
                 granted: tuple[str, ...]) -> ScopeRequest:
     """The scopes of a redemption: what was asked now, within what the user consented to."""
     base = base_url()
-    scopes = parse_scopes(asked or " ".join(granted), app, base)
     consented = state.grants.consents.get((account.tenant_id, account.user_id, app.client_id), set())
+    # Without `scope` a redemption gets what the user consented to (refresh: everything consented so far).
+    scopes = parse_scopes(asked or " ".join(granted) or " ".join(["openid", "profile", "offline_access", *sorted(consented)]),
+                          app, base)
     missing = sorted(scopes.graph - consented)
     if missing:
         raise IdentityError(400, "invalid_grant", 65001,
