@@ -1,0 +1,153 @@
+"""Graph with a signed-in user's token: `scp` checks per resource family, /me on every family's paths, one's own data
+only, and delegated subscriptions owned by (app, user)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from emulator_fixtures import EmulatorClient
+from webhook_receiver import Receiver
+
+
+def user_token(graph: EmulatorClient, user: str, scope: str, *, authority: str | None = None,
+               client_id: str | None = None) -> str:
+    """A delegated access token for *user* (device code approved through the admin API)."""
+    where = authority or graph.info["authority"]
+    cid = client_id or graph.info["client_id"]
+    start = graph.session.post(f"{where}/oauth2/v2.0/devicecode", data={"client_id": cid, "scope": scope}, timeout=10)
+    assert start.status_code == 200, start.text
+    approved = graph.admin("POST", f"device-codes/{start.json()['user_code']}", json={"user": user})
+    assert approved.status_code == 200, approved.text
+    r = graph.session.post(f"{where}/oauth2/v2.0/token", data={
+        "client_id": cid, "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": start.json()["device_code"]}, timeout=10)
+    assert r.status_code == 200, r.text
+    token: str = r.json()["access_token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def people(graph: EmulatorClient) -> dict[str, dict[str, Any]]:
+    alice, bob = graph.create_user("alice"), graph.create_user("bob")
+    r = graph.admin("POST", "seed", json={"messagesPerUser": 3, "eventsPerUser": 2, "contactsPerUser": 2,
+                                          "tasksPerUser": 2, "driveItemsPerUser": 2})
+    assert r.status_code == 200, r.text
+    return {"alice": alice, "bob": bob}
+
+
+ALL = "User.Read Mail.Read Calendars.Read Contacts.Read Tasks.Read Files.Read"
+FAMILY_PATHS = ("messages", "mailFolders/inbox/messages", "events", "contacts", "todo/lists", "drive/root/children")
+
+
+def test_me_with_an_app_token_is_graphs_400(graph: EmulatorClient) -> None:
+    r = graph.get("me/messages")
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "BadRequest"
+    assert r.json()["error"]["message"] == "/me request is only valid with delegated authentication flow."
+
+
+def test_me_is_the_signed_in_user_on_every_family(graph: EmulatorClient, people: dict[str, dict[str, Any]]) -> None:
+    alice = people["alice"]
+    token = user_token(graph, alice["userPrincipalName"], ALL)
+    me = graph.get("me", headers=bearer(token))
+    assert me.status_code == 200 and me.json()["id"] == alice["id"]
+    for path in FAMILY_PATHS:
+        mine = graph.get(f"me/{path}", headers=bearer(token))
+        assert mine.status_code == 200, (path, mine.text)
+        as_app = graph.get(f"users/{alice['id']}/{path}")
+        assert as_app.status_code == 200, (path, as_app.text)
+        assert sorted(i["id"] for i in mine.json()["value"]) == sorted(i["id"] for i in as_app.json()["value"]), path
+    delta = graph.get("me/mailFolders/inbox/messages/delta", headers=bearer(token))
+    assert delta.status_code == 200 and delta.json()["value"], delta.text
+
+
+@pytest.mark.parametrize(("path", "code"), [
+    ("messages", "ErrorAccessDenied"), ("events", "ErrorAccessDenied"), ("todo/lists", "Forbidden"),
+    ("drive/root/children", "accessDenied"),
+])
+def test_a_scope_the_token_lacks_is_the_familys_403(graph: EmulatorClient, people: dict[str, dict[str, Any]],
+                                                    path: str, code: str) -> None:
+    token = user_token(graph, people["alice"]["id"], "User.Read Contacts.Read")
+    r = graph.get(f"me/{path}", headers=bearer(token))
+    assert r.status_code == 403 and r.json()["error"]["code"] == code, r.text
+
+
+def test_a_user_reaches_only_their_own_data(graph: EmulatorClient, people: dict[str, dict[str, Any]]) -> None:
+    token = user_token(graph, people["alice"]["id"], ALL)
+    bob = people["bob"]
+    for path in FAMILY_PATHS:
+        r = graph.get(f"users/{bob['id']}/{path}", headers=bearer(token))
+        assert r.status_code == 403, (path, r.text)
+    assert graph.get(f"users/{people['alice']['userPrincipalName']}/messages", headers=bearer(token)).status_code == 200
+
+
+def test_directory_reads_need_directory_scopes(graph: EmulatorClient, people: dict[str, dict[str, Any]]) -> None:
+    alice = people["alice"]
+    basic = user_token(graph, alice["id"], "User.Read")
+    assert graph.get(f"users/{alice['id']}", headers=bearer(basic)).status_code == 200
+    denied = graph.get("users", headers=bearer(basic))
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "Authorization_RequestDenied"
+    assert graph.get(f"users/{people['bob']['id']}", headers=bearer(basic)).status_code == 403
+    assert graph.get("groups", headers=bearer(basic)).status_code == 403
+    wide = user_token(graph, alice["id"], "User.Read.All Group.Read.All")
+    assert graph.get("users", headers=bearer(wide)).status_code == 200
+    assert graph.get("users/delta", headers=bearer(wide)).status_code == 200
+    assert graph.get("groups", headers=bearer(wide)).status_code == 200
+
+
+def test_writes_need_a_write_scope(graph: EmulatorClient, people: dict[str, dict[str, Any]]) -> None:
+    read = user_token(graph, people["alice"]["id"], "Mail.Read")
+    body = {"subject": "hello"}
+    assert graph.post("me/messages", json=body, headers=bearer(read)).status_code == 403
+    write = user_token(graph, people["alice"]["id"], "Mail.ReadWrite")
+    assert graph.post("me/messages", json=body, headers=bearer(write)).status_code == 201
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as rx:
+        yield rx
+
+
+def _subscription(url: str, resource: str) -> dict[str, Any]:
+    expires = (datetime.now(UTC) + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    return {"resource": resource, "changeType": "created,updated", "notificationUrl": url,
+            "expirationDateTime": expires, "clientState": "c"}
+
+
+def test_delegated_subscriptions_belong_to_app_and_user(graph: EmulatorClient, people: dict[str, dict[str, Any]],
+                                                        receiver: Receiver) -> None:
+    alice, bob = people["alice"], people["bob"]
+    a_token = user_token(graph, alice["id"], "Mail.Read")
+    b_token = user_token(graph, bob["id"], "Mail.Read")
+    created = graph.post("subscriptions", json=_subscription(receiver.url("n"), "me/mailFolders/inbox/messages"),
+                         headers=bearer(a_token))
+    assert created.status_code == 201, created.text
+    sub = created.json()
+    assert sub["creatorId"] == alice["id"]
+    other = graph.post("subscriptions", json=_subscription(receiver.url("n"), "me/messages"), headers=bearer(b_token))
+    assert other.status_code == 201, other.text
+    assert [s["id"] for s in graph.get("subscriptions", headers=bearer(a_token)).json()["value"]] == [sub["id"]]
+    assert graph.get(f"subscriptions/{sub['id']}", headers=bearer(b_token)).status_code == 404
+    assert graph.delete(f"subscriptions/{sub['id']}", headers=bearer(b_token)).status_code == 404
+    everything = graph.get("subscriptions").json()["value"]  # the app itself sees every user's
+    assert {s["id"] for s in everything} == {sub["id"], other.json()["id"]}
+    stolen = graph.post("subscriptions", json=_subscription(receiver.url("n"), f"users/{bob['id']}/messages"),
+                        headers=bearer(a_token))
+    assert stolen.status_code == 403, stolen.text
+    assert graph.post(f"subscriptions/{sub['id']}/reauthorize", headers=bearer(a_token)).status_code == 204
+    # A change in Alice's inbox reaches her subscription.
+    assert graph.post("me/mailFolders/inbox/messages", json={"subject": "hi"},
+                      headers=bearer(user_token(graph, alice["id"], "Mail.ReadWrite"))).status_code == 201
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(sub["id"] in str(r.body) for r in receiver.received):
+        time.sleep(0.05)
+    assert any(sub["id"] in str(r.body) for r in receiver.received)
