@@ -33,7 +33,10 @@ Apps and tenants
     "roles"?: [...]}`` → ``201`` with the app (and the secret you gave or a generated one).
     ``PATCH /_emulator/apps/<clientId>`` ``{"roles": [...], "addSecret": "...", "addCertificate": PEM}``.
     ``DELETE /_emulator/apps/<clientId>``.
-    ``POST /_emulator/tenants`` ``{"tenantId", "domain"}`` adds a tenant (for multi-tenant tests).
+    ``POST /_emulator/tenants`` ``{"tenantId", "domain", "displayName"?, "customDomains"?: [...]}`` adds a tenant
+    (for multi-tenant tests; the first custom domain becomes the default one of /organization's verifiedDomains).
+    Apps also take ``signInAudience``, ``redirectUris``, ``publicClient`` and ``delegatedScopes`` (delegated sign-in,
+    docs/emulator-identity.md); identity's own admin routes are in :mod:`syncer.emulator.identity.admin_views`.
     ``POST /_emulator/token`` ``{"clientId"?}`` → a token response minted without the token endpoint.
 
 Delta tokens
@@ -329,8 +332,12 @@ def tenants_add() -> Response:
     body = _object()
     tenant_id = str(body.get("tenantId") or uuid.uuid4())
     domain = str(body.get("domain") or f"tenant{len(state.tenants) + 1}.onmicrosoft.com")
+    custom = body.get("customDomains", [])
+    if not isinstance(custom, list) or not all(isinstance(d, str) for d in custom):
+        raise GraphHTTPError(400, "BadRequest", "'customDomains' must be a list of domain names.")
     with state.lock:
-        state.tenants[tenant_id] = Tenant(tenant_id, domain)
+        state.tenants[tenant_id] = Tenant(tenant_id, domain, display_name=str(body.get("displayName") or "Contoso"),
+                                          custom_domains=list(custom))
         state.store.tenant(tenant_id)
     return _json({"tenantId": tenant_id, "domain": domain}, 201)
 

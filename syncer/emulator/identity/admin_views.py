@@ -19,8 +19,9 @@ from flask import Blueprint, Response, request
 
 from syncer.emulator.api import emulator_state
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.identity.accounts import find_account
+from syncer.emulator.identity.accounts import find_account, resolve_authority
 from syncer.emulator.identity.device_code import approve, decline
+from syncer.emulator.identity.signin import account_problem
 
 bp = Blueprint("identity_admin", __name__, url_prefix="/_emulator")
 
@@ -106,6 +107,11 @@ def device_code_decide(user_code: str) -> Response:
     account = find_account(state, str(key)) if isinstance(key, str) else None
     if account is None:
         raise GraphHTTPError(404, "ResourceNotFound", f"No user '{key}'.")
+    authority, app = resolve_authority(state, flow.authority), state.apps.get(flow.client_id)
+    problem = account_problem(authority, app, account) if authority is not None and app is not None else None
+    if problem is not None:
+        # the page would refuse this account too (e.g. a personal account on /organizations)
+        raise GraphHTTPError(400, "BadRequest", f"AADSTS{problem.code}: {problem.description}")
     approve(state, flow, account)
     return _json(flow.to_json())
 
