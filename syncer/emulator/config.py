@@ -42,6 +42,10 @@ class EmulatorConfig:
     default_app_audience: str = "AzureADandPersonalMicrosoftAccount"
     #: UPN (or id) signed in without a page: /authorize redirects at once, device codes are approved when issued.
     sign_in_as: str | None = None
+    #: Personal Microsoft accounts created at start (UPNs), each with a few messages, events, contacts, To Do tasks
+    #: and OneDrive files (`personal_user_items` of each).
+    personal_users: tuple[str, ...] = ()
+    personal_user_items: int = 3
     #: Accounts listed per tenant on the sign-in page (others are typed by UPN).
     sign_in_page_users: int = 50
     #: Authorization codes live ~10 minutes [DOC].

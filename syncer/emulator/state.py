@@ -137,6 +137,8 @@ class EmulatorState:
                                                       display_name="Microsoft Accounts")
             self.store.tenant(CONSUMER_TENANT_ID)
         self.grants.sign_in_as = config.sign_in_as
+        if config.personal_accounts and config.personal_users:
+            self._add_personal_users()
         self.client_certificate = make_client_certificate("default-app")
         self.apps[config.client_id] = AppRegistration(
             client_id=config.client_id,
@@ -149,6 +151,20 @@ class EmulatorState:
             sign_in_audience=config.default_app_audience,
             delegated_scopes=set(all_delegated_scopes()),
         )
+
+    def _add_personal_users(self) -> None:
+        from syncer.emulator.families import PER_USER_SEEDERS
+        from syncer.emulator.families.directory.users import add_user
+        from syncer.emulator.seed import seed
+
+        for upn in self.config.personal_users:
+            add_user(self, CONSUMER_TENANT_ID, upn, upn.split("@")[0].replace(".", " ").title())
+        items = self.config.personal_user_items
+        if items:
+            # only what Graph serves to personal accounts (no Teams chats and the like)
+            fields = ("messagesPerUser", "eventsPerUser", "contactsPerUser", "tasksPerUser", "driveItemsPerUser")
+            seed(self, {"tenantId": CONSUMER_TENANT_ID, "contentUsers": len(self.config.personal_users),
+                        **{name: items for name in fields if name in PER_USER_SEEDERS}})
 
     # --- hooks -------------------------------------------------------------------------------------
 
