@@ -139,3 +139,12 @@ def test_a_disabled_or_deleted_user_cannot_refresh(emulator_info: dict[str, Any]
     assert graph.delete(f"users/{alice['id']}").status_code == 204
     r = _refresh(browser(emulator_info), emulator_info, first["refresh_token"])
     assert r.status_code == 400 and "AADSTS50034" in r.json()["error_description"]
+
+
+def test_graphs_revoke_sign_in_sessions(emulator_info: dict[str, Any], graph: EmulatorClient,
+                                        alice: dict[str, Any]) -> None:
+    first = sign_in(emulator_info, graph.admin, public_app(emulator_info), alice["id"], ["User.Read"])
+    r = graph.post(f"users/{alice['userPrincipalName']}/revokeSignInSessions")
+    assert r.status_code == 200 and r.json()["value"] is True, r.text
+    refused = _refresh(browser(emulator_info), emulator_info, first["refresh_token"])
+    assert refused.status_code == 400 and "AADSTS50173" in refused.json()["error_description"]

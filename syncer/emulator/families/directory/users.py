@@ -14,10 +14,12 @@ from flask import Blueprint, Response, request
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import (
+    base_url,
     check_types,
     emulator_state,
     entity_response,
     json_body,
+    json_response,
     list_response,
     no_content,
     not_found_error,
@@ -276,6 +278,21 @@ def delete_user(key: str) -> Response:
 def soft_remove(state: EmulatorState, col: Collection, item: dict[str, Any]) -> None:
     """Soft delete: delta says reason "changed"; the ChangeEvent carries the snapshot (item not None)."""
     state.store.remove(col, item["id"], reason="changed", snapshot=item)
+
+
+#: https://learn.microsoft.com/graph/api/user-revokesigninsessions#permissions
+REVOKE_SESSIONS = frozenset({"User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All"})
+
+
+@bp.post("/users/<key>/revokeSignInSessions")
+def revoke_sign_in_sessions(key: str) -> Response:
+    """Invalidate the user's refresh tokens and session cookies: their next refresh is `invalid_grant`."""
+    ctx = require_app(*REVOKE_SESSIONS, delegated=REVOKE_SESSIONS)
+    state = emulator_state()
+    with state.lock:
+        user = _user_or_404(state.store.tenant(ctx.tenant_id), key)
+        state.grants.revoke((ctx.tenant_id, str(user["id"])), state.clock.time())
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#Edm.Boolean", "value": True})
 
 
 @bp.route("/me", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
