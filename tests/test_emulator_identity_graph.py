@@ -151,3 +151,62 @@ def test_delegated_subscriptions_belong_to_app_and_user(graph: EmulatorClient, p
     while time.monotonic() < deadline and not any(sub["id"] in str(r.body) for r in receiver.received):
         time.sleep(0.05)
     assert any(sub["id"] in str(r.body) for r in receiver.received)
+
+
+def test_me_inside_a_batch(graph: EmulatorClient, people: dict[str, dict[str, Any]]) -> None:
+    token = user_token(graph, people["alice"]["id"], "User.Read Mail.Read")
+    r = graph.post("$batch", headers=bearer(token), json={"requests": [
+        {"id": "1", "method": "GET", "url": "/me"},
+        {"id": "2", "method": "GET", "url": "/me/messages"},
+        {"id": "3", "method": "GET", "url": f"/users/{people['bob']['id']}/messages"},
+    ]})
+    assert r.status_code == 200, r.text
+    by_id = {item["id"]: item for item in r.json()["responses"]}
+    assert by_id["1"]["status"] == 200 and by_id["1"]["body"]["id"] == people["alice"]["id"]
+    assert by_id["2"]["status"] == 200
+    assert by_id["3"]["status"] == 403
+
+
+def test_revoked_sessions_pause_a_users_subscription_until_a_fresh_token_reauthorizes_it(
+        graph: EmulatorClient, people: dict[str, dict[str, Any]], receiver: Receiver) -> None:
+    alice = people["alice"]
+    old = user_token(graph, alice["id"], "Mail.ReadWrite")
+    body = {**_subscription(receiver.url("n"), "me/mailFolders/inbox/messages"),
+            "lifecycleNotificationUrl": receiver.url("life")}
+    sub = graph.post("subscriptions", json=body, headers=bearer(old)).json()
+    assert graph.admin("POST", f"users/{alice['id']}/revoke-sessions").status_code == 200
+    assert graph.post(f"users/{alice['id']}/mailFolders/inbox/messages", json={"subject": "while revoked"}).status_code == 201
+
+    def seen(path: str, text: str) -> bool:
+        return any(r.path == path and text in str(r.body) for r in receiver.received)
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not seen("life", "reauthorizationRequired"):
+        time.sleep(0.05)
+    assert seen("life", "reauthorizationRequired")
+    assert not seen("n", sub["id"]), "held while the user's sessions are revoked"
+    stale = graph.post(f"subscriptions/{sub['id']}/reauthorize", headers=bearer(old))
+    assert stale.status_code == 403, "a token from before the revocation cannot reauthorize"
+    fresh = user_token(graph, alice["id"], "Mail.Read")
+    assert graph.post(f"subscriptions/{sub['id']}/reauthorize", headers=bearer(fresh)).status_code == 204
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not seen("n", sub["id"]):
+        time.sleep(0.05)
+    assert seen("n", sub["id"]), "the held notification is delivered after reauthorization"
+
+
+def test_a_users_subscription_needs_no_application_permission(graph: EmulatorClient, people: dict[str, dict[str, Any]],
+                                                              receiver: Receiver) -> None:
+    """A public client holding no application permission at all: its users' subscriptions deliver."""
+    r = graph.admin("POST", "apps", json={"clientId": "22222222-0000-0000-0000-000000000002", "displayName": "cli",
+                                          "roles": [], "delegatedScopes": ["Mail.Read"]})
+    assert r.status_code == 201, r.text
+    token = user_token(graph, people["alice"]["id"], "Mail.Read", client_id="22222222-0000-0000-0000-000000000002")
+    sub = graph.post("subscriptions", json=_subscription(receiver.url("n"), "me/mailFolders/inbox/messages"),
+                     headers=bearer(token))
+    assert sub.status_code == 201, sub.text
+    assert graph.post(f"users/{people['alice']['id']}/mailFolders/inbox/messages", json={"subject": "x"}).status_code == 201
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(sub.json()["id"] in str(r.body) for r in receiver.received):
+        time.sleep(0.05)
+    assert any(sub.json()["id"] in str(r.body) for r in receiver.received)

@@ -55,6 +55,7 @@ class Caller:
     user_id: str | None = None
     scopes: frozenset[str] = frozenset()
     personal: bool = False
+    token_serial: int = 0
 
     @property
     def creator_id(self) -> str:
@@ -75,6 +76,7 @@ def caller() -> Caller:
         user_id=app.user_id,
         scopes=app.scopes,
         personal=app.personal,
+        token_serial=app.token_serial,
     )
 
 
@@ -254,6 +256,20 @@ def check_permission(caller: Caller, parsed: ParsedResource, *, operation: str =
         owner = tenant.drives.get(parsed.ids[0])
     if not allowed or (owner is not None and owner.lower() != caller.user_id.lower()):
         raise extension_error(403, "Access denied", operation=operation)
+
+
+def authorize_delegation(state: EmulatorState, caller: Caller, subscription_id: str, *, operation: str) -> None:
+    """A user's subscription runs on the user's authorization: creating, renewing or reauthorizing it with a token
+    issued before the user's sessions were revoked is refused [UNCONFIRMED: Graph keeps a token per subscription and
+    fails to refresh it, https://learn.microsoft.com/graph/change-notifications-lifecycle-events]; a fresh token
+    of the same user records a new authorization (delivery resumes)."""
+    if caller.user_id is None:
+        return
+    with state.lock:
+        if state.grants.revoked_since(caller.tenant_id, caller.user_id, caller.token_serial) is not None:
+            raise extension_error(403, "The user's sessions were revoked; sign in again to authorize this subscription.",
+                                  operation=operation)
+        state.grants.subscription_tokens[subscription_id] = caller.token_serial
 
 
 def check_rich(state: EmulatorState, body: dict[str, Any], parsed: ParsedResource) -> tuple[bool, EncryptionCertificate | None]:

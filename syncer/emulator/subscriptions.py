@@ -115,6 +115,7 @@ def create_subscription() -> Response:
         notification_query_options=checks.string(body, "notificationQueryOptions"),
         last_reauthorization_notice=now,
     )
+    checks.authorize_delegation(state, caller, subscription.id, operation="Create")
     # The handshake took time without a lock: a twin request may have won meanwhile.
     winner = registry.add(subscription)
     if winner is not None:
@@ -195,7 +196,8 @@ def update_subscription(subscription_id: str) -> Response:
     subscription = _own(state, caller, subscription_id)
     body = checks.json_body()
     checks.check_unknown(body, checks.CREATABLE)
-    checks.check_permission(caller, subscription.parsed, operation="Update")
+    checks.check_permission(caller, subscription.parsed, operation="Update",
+                            tenant=state.store.tenant(caller.tenant_id))
     for name in body:
         if name in checks.CREATABLE and name not in checks.PATCHABLE:
             raise checks.invalid(f"The property '{name}' cannot be updated.")
@@ -230,6 +232,7 @@ def update_subscription(subscription_id: str) -> Response:
             raise checks.invalid("A valid encryptionCertificateId value was not provided for a subscription with includeResourceData set to true.")
     if new_url is not None and new_url != subscription.notification_url and state.config.revalidate_on_patch:
         validate_endpoints(state, [new_url])
+    checks.authorize_delegation(state, caller, subscription.id, operation="Update")
     # mutate only after every check passed, so a failed PATCH leaves the subscription as it was
     subscription.expiration = expiration
     if new_url is not None:
@@ -265,6 +268,7 @@ def reauthorize_subscription(subscription_id: str) -> Response:
     # is gone"); delivery stays paused then.
     checks.check_permission(caller, subscription.parsed, operation="Reauthorize",
                             tenant=state.store.tenant(caller.tenant_id))
+    checks.authorize_delegation(state, caller, subscription.id, operation="Reauthorize")
     subscription.last_reauthorization_notice = state.clock.time()
     if state.delivery is not None:
         state.delivery.release(subscription)

@@ -41,6 +41,8 @@ class AppContext:
     scopes: frozenset[str] = frozenset()
     #: The signed-in user is a personal Microsoft account.
     personal: bool = False
+    #: Issue order of a user's token (compared with revocations of the user's sessions).
+    token_serial: int = 0
 
     @property
     def delegated(self) -> bool:
@@ -84,7 +86,8 @@ def authenticate(state: EmulatorState, authorization: str | None, *, base: str) 
             raise _unauthorized("Access token validation failure. The application or tenant is unknown.")
         return AppContext(tid, appid, frozenset(), app.service_principal_id,
                           user_id=graph_user_id(tid, str(claims.get("oid", ""))),
-                          scopes=frozenset(str(claims["scp"]).split()), personal=tid == CONSUMER_TENANT_ID)
+                          scopes=frozenset(str(claims["scp"]).split()), personal=tid == CONSUMER_TENANT_ID,
+                          token_serial=int(claims.get("xms_emu_seq") or 0))
     if app is None or app.tenant_id != tid or tid not in state.tenants:
         raise _unauthorized("Access token validation failure. The application or tenant is unknown.")
     # Roles come from the token, as in Graph: a permission granted after issue needs a new token.

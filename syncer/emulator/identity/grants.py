@@ -102,6 +102,8 @@ class Grants:
     #: (tenant id, user id) -> (serial, time): refresh tokens issued up to that serial are dead (revoked sessions).
     valid_from: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     serial: int = 0
+    #: delegated subscription id -> issue number of the user's token that last created, renewed or reauthorized it.
+    subscription_tokens: dict[str, int] = field(default_factory=dict)
     #: UPN (or id) signed in without a page (`syncer emulator --sign-in-as`); None = the pages decide.
     sign_in_as: str | None = None
 
@@ -120,7 +122,7 @@ class Grants:
 
     def revoke(self, account_key: tuple[str, str], now: float) -> int:
         """Kill every refresh token and browser session of a user issued so far; returns how many tokens died."""
-        self.valid_from[account_key] = (self.next_serial(), now)
+        self.valid_from[(account_key[0], account_key[1].lower())] = (self.next_serial(), now)
         for cookie, account in list(self.sessions.items()):
             if (account.tenant_id, account.user_id) == account_key:
                 del self.sessions[cookie]
@@ -129,10 +131,18 @@ class Grants:
 
     def revoked_at(self, rt: RefreshToken) -> float | None:
         """When the user's sessions were revoked, if that was after *rt* was issued."""
-        cutoff = self.valid_from.get((rt.account.tenant_id, rt.account.user_id))
-        if cutoff is not None and rt.serial < cutoff[0]:
+        return self.revoked_since(rt.account.tenant_id, rt.account.user_id, rt.serial)
+
+    def revoked_since(self, tenant_id: str, user_id: str, serial: int) -> float | None:
+        """When the user's sessions were revoked, if after the thing numbered *serial* was issued."""
+        cutoff = self.valid_from.get((tenant_id, user_id.lower()))
+        if cutoff is not None and serial < cutoff[0]:
             return cutoff[1]
         return None
+
+    def delegation_alive(self, subscription_id: str, tenant_id: str, user_id: str) -> bool:
+        """Whether a delegated subscription's authorization predates no revocation of its user's sessions."""
+        return self.revoked_since(tenant_id, user_id, self.subscription_tokens.get(subscription_id, 0)) is None
 
 
 def opaque(prefix: str, nbytes: int = 48) -> str:

@@ -125,6 +125,8 @@ def user_token_response(state: EmulatorState, app: AppRegistration, account: Acc
     now = int(state.clock.time())
     lifetime = state.config.token_lifetime_s
     tid = account.tenant_id
+    with state.lock:
+        serial = state.grants.next_serial()
     scp = sorted(scopes.graph) + sorted(s for s in scopes.oidc if s != "offline_access")
     access_claims: dict[str, Any] = {
         "aud": GRAPH_RESOURCE,
@@ -135,6 +137,8 @@ def user_token_response(state: EmulatorState, app: AppRegistration, account: Acc
         "idtyp": "user", "name": account.name, "oid": account.oid, "scp": " ".join(scp),
         "sub": _pairwise_sub(account, GRAPH_APP_ID), "tid": tid, "unique_name": account.upn,
         "upn": account.upn, "uti": uuid.uuid4().hex[:22], "ver": "1.0", "sid": session_id,
+        # emulator-only: issue order, so a subscription can tell a token from before a revocation (frozen clocks too)
+        "xms_emu_seq": serial,
     }
     body: dict[str, Any] = {
         "token_type": "Bearer",
