@@ -16,18 +16,7 @@ from webhook_receiver import Receiver
 def user_token(graph: EmulatorClient, user: str, scope: str, *, authority: str | None = None,
                client_id: str | None = None) -> str:
     """A delegated access token for *user* (device code approved through the admin API)."""
-    where = authority or graph.info["authority"]
-    cid = client_id or graph.info["client_id"]
-    start = graph.session.post(f"{where}/oauth2/v2.0/devicecode", data={"client_id": cid, "scope": scope}, timeout=10)
-    assert start.status_code == 200, start.text
-    approved = graph.admin("POST", f"device-codes/{start.json()['user_code']}", json={"user": user})
-    assert approved.status_code == 200, approved.text
-    r = graph.session.post(f"{where}/oauth2/v2.0/token", data={
-        "client_id": cid, "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
-        "device_code": start.json()["device_code"]}, timeout=10)
-    assert r.status_code == 200, r.text
-    token: str = r.json()["access_token"]
-    return token
+    return graph.user_token(user, scope, authority=authority, client_id=client_id)
 
 
 def bearer(token: str) -> dict[str, str]:
