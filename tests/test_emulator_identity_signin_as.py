@@ -90,3 +90,33 @@ def test_the_cli_option(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+BROWSER_SCRIPT = """
+import html, os, re, sys, requests
+session = requests.Session()
+session.trust_env = False
+# What a browser does: follow redirects, and submit a response_mode=form_post page's form (MSAL asks for form_post).
+page = session.get(sys.argv[1], verify=os.environ["EMULATOR_CA"], timeout=10)
+form = re.search(r"<form method='post' action='([^']+)'>", page.text)
+if form:
+    fields = {html.unescape(k): html.unescape(v) for k, v in re.findall(r"name='([^']+)' value='([^']*)'", page.text)}
+    session.post(html.unescape(form.group(1)), data=fields, timeout=10)
+"""
+
+
+def test_msal_interactive_login_with_a_loopback_redirect(emulator: EmulatorServer, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `syncer login` does when a browser is at hand: MSAL's acquire_token_interactive listens on
+    http://localhost:PORT and opens the authorize URL; a stand-in browser (a process fetching that URL) follows the
+    emulator's redirect back to it."""
+    import webbrowser
+
+    script = tmp_path / "browser.py"
+    script.write_text(BROWSER_SCRIPT)
+    monkeypatch.setenv("EMULATOR_CA", emulator.info["ca_cert"])
+    webbrowser.register("emulator-test-browser", None,
+                        webbrowser.BackgroundBrowser([sys.executable, str(script), "%s"]), preferred=True)
+    app = public_app(emulator.info, authority=f"{emulator.info['base_url']}/common")
+    result = app.acquire_token_interactive(["Mail.Read"], timeout=20)
+    assert result.get("id_token_claims", {}).get("preferred_username") == "pat@outlook.com", result
