@@ -135,3 +135,11 @@ def test_a_personal_account_may_subscribe_to_its_mail_but_not_to_users(graph: Em
         users = graph.post("subscriptions", json={**_subscription(rx.url("n"), "users"), "changeType": "updated"},
                            headers=bearer(token))
         assert users.status_code == 403, users.text
+
+
+def test_app_only_tokens_need_a_tenant_not_an_alias(graph: EmulatorClient) -> None:
+    for alias in ("common", "organizations", "consumers"):
+        r = graph.session.post(f"{graph.base}/{alias}/oauth2/v2.0/token", data={
+            "client_id": graph.info["client_id"], "client_secret": graph.info["client_secret"],
+            "grant_type": "client_credentials", "scope": "https://graph.microsoft.com/.default"}, timeout=10)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request", (alias, r.text)

@@ -115,7 +115,7 @@ def authorize(tenant: str) -> Response:
     txn = opaque("txn.", 24)
     with state.lock:
         state.grants.pending[txn] = req
-    return page("Sign in", sign_in_page(state, title="Sign in", action=f"{base_url()}/{tenant}/login",
+    return page("Sign in", sign_in_page(state, action=f"{base_url()}/{tenant}/login",
                                         hidden={"txn": txn}, authority=authority, app=app,
                                         login_hint=req.login_hint))
 

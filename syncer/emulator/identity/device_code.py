@@ -112,7 +112,7 @@ def devicelogin_submit() -> Response:
     if authority is None or app is None:
         return _code_form("That code didn't work. Check the code and try again.")
     if "account" not in request.form and "action" not in request.form:
-        return page("Sign in", sign_in_page(state, title="Sign in", action=VERIFICATION_PATH,
+        return page("Sign in", sign_in_page(state, action=VERIFICATION_PATH,
                                             hidden={"user_code": flow.user_code}, authority=authority, app=app,
                                             login_hint=None, note="You are signing in on another device."))
     try:

@@ -83,7 +83,7 @@ def consent(state: EmulatorState, app: AppRegistration, account: Account, scope_
         state.grants.consents.setdefault((account.tenant_id, account.user_id, app.client_id), set()).update(scopes.graph)
 
 
-def sign_in_page(state: EmulatorState, *, title: str, action: str, hidden: dict[str, str], authority: Authority,
+def sign_in_page(state: EmulatorState, *, action: str, hidden: dict[str, str], authority: Authority,
                  app: AppRegistration, login_hint: str | None, note: str = "") -> str:
     """The body of a sign-in page: one button per account that may sign in, a UPN field, and Decline."""
     accounts = listed_accounts(state, authority, app, state.config.sign_in_page_users)

@@ -81,7 +81,7 @@ def _client_credentials(state: EmulatorState, authority: Authority, tenant: str,
     found = authority.tenant
     if authority.is_alias or found is None:
         # An app-only token names its tenant; the aliases cannot (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow).
-        raise IdentityError(400, "invalid_request", 700016 if app is None else 90002,
+        raise IdentityError(400, "invalid_request", 90002,
                             f"Tenant '{tenant}' cannot issue app-only tokens: use the tenant id or domain.")
     if app is None or app.tenant_id != found.tenant_id:
         raise IdentityError(400, "unauthorized_client", 700016,
