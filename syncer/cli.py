@@ -453,8 +453,29 @@ def doctor(spec_path: Path) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the certificates go (default: a temporary directory).",
 )
+@click.option(
+    "--personal-user",
+    "personal_users",
+    metavar="UPN",
+    multiple=True,
+    help="Create this personal Microsoft account (tenant 9188040d-...) with a little mail, calendar, contacts, "
+    "To Do and OneDrive content. Repeatable.",
+)
+@click.option(
+    "--sign-in-as",
+    metavar="UPN",
+    default=None,
+    help="Sign this user in without a page: /authorize redirects at once, device codes are approved when issued.",
+)
 def emulator(
-    host: str, port: int, rng_seed: int, seed_users: int, info_file: Path | None, workdir: Path | None
+    host: str,
+    port: int,
+    rng_seed: int,
+    seed_users: int,
+    info_file: Path | None,
+    workdir: Path | None,
+    personal_users: tuple[str, ...],
+    sign_in_as: str | None,
 ) -> None:
     """Serve a local Microsoft Graph emulator over HTTPS (Graph at /v1.0, identity at /{tenant}).
 
@@ -465,7 +486,9 @@ def emulator(
     from syncer.emulator.server import serve
 
     serve(
-        EmulatorConfig(host=host, port=port, seed=rng_seed),
+        EmulatorConfig(
+            host=host, port=port, seed=rng_seed, sign_in_as=sign_in_as, personal_users=personal_users
+        ),
         workdir=workdir,
         info_file=info_file,
         seed_users=seed_users,

@@ -132,6 +132,22 @@ class EmulatorClient:
         assert r.status_code == 201, r.text
         return r.json()
 
+    def user_token(self, user: str, scope: str, *, authority: str | None = None, client_id: str | None = None) -> str:
+        """A delegated access token for *user* (UPN or id) with *scope*, through the device code flow approved by
+        the admin API (docs/emulator-identity.md); *authority* is a URL such as f"{base}/consumers"."""
+        where = authority or self.info["authority"]
+        cid = client_id or self.info["client_id"]
+        start = self.session.post(f"{where}/oauth2/v2.0/devicecode", data={"client_id": cid, "scope": scope}, timeout=10)
+        assert start.status_code == 200, start.text
+        approved = self.admin("POST", f"device-codes/{start.json()['user_code']}", json={"user": user})
+        assert approved.status_code == 200, approved.text
+        r = self.session.post(f"{where}/oauth2/v2.0/token", data={
+            "client_id": cid, "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": start.json()["device_code"]}, timeout=10)
+        assert r.status_code == 200, r.text
+        token: str = r.json()["access_token"]
+        return token
+
     def close(self) -> None:
         """Close the HTTP session."""
         self.session.close()

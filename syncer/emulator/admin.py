@@ -33,7 +33,10 @@ Apps and tenants
     "roles"?: [...]}`` → ``201`` with the app (and the secret you gave or a generated one).
     ``PATCH /_emulator/apps/<clientId>`` ``{"roles": [...], "addSecret": "...", "addCertificate": PEM}``.
     ``DELETE /_emulator/apps/<clientId>``.
-    ``POST /_emulator/tenants`` ``{"tenantId", "domain"}`` adds a tenant (for multi-tenant tests).
+    ``POST /_emulator/tenants`` ``{"tenantId", "domain", "displayName"?, "customDomains"?: [...]}`` adds a tenant
+    (for multi-tenant tests; the first custom domain becomes the default one of /organization's verifiedDomains).
+    Apps also take ``signInAudience``, ``redirectUris``, ``publicClient`` and ``delegatedScopes`` (delegated sign-in,
+    docs/emulator-identity.md); identity's own admin routes are in :mod:`syncer.emulator.identity.admin_views`.
     ``POST /_emulator/token`` ``{"clientId"?}`` → a token response minted without the token endpoint.
 
 Delta tokens
@@ -60,6 +63,7 @@ from syncer.emulator.clock import iso_ts, parse_iso
 from syncer.emulator.errors import GraphHTTPError, graph_error
 from syncer.emulator.families.directory.users import users_of
 from syncer.emulator.identity import AppRegistration, issue_token
+from syncer.emulator.identity.apps import AUDIENCES
 from syncer.emulator.seed import seed
 from syncer.emulator.state import Tenant
 from syncer.emulator.tls import thumbprints
@@ -227,6 +231,28 @@ def _roles(value: Any) -> set[str]:
     return set(value)
 
 
+_SIGN_IN_FIELDS = ("signInAudience", "redirectUris", "publicClient", "delegatedScopes")
+
+
+def _sign_in_settings(app: AppRegistration, body: dict[str, Any]) -> None:
+    """Apply the delegated sign-in fields of an app body (docs/emulator-identity.md)."""
+    if "signInAudience" in body:
+        if body["signInAudience"] not in AUDIENCES:
+            raise GraphHTTPError(400, "BadRequest", f"'signInAudience' must be one of {sorted(AUDIENCES)}.")
+        app.sign_in_audience = body["signInAudience"]
+    if "redirectUris" in body:
+        uris = body["redirectUris"]
+        if not isinstance(uris, list) or not all(isinstance(u, str) for u in uris):
+            raise GraphHTTPError(400, "BadRequest", "'redirectUris' must be a list of URIs.")
+        app.redirect_uris = list(uris)
+    if "publicClient" in body:
+        if not isinstance(body["publicClient"], bool):
+            raise GraphHTTPError(400, "BadRequest", "'publicClient' must be true or false.")
+        app.public_client = body["publicClient"]
+    if "delegatedScopes" in body:
+        app.delegated_scopes = _roles(body["delegatedScopes"])
+
+
 @bp.get("/apps")
 def apps_list() -> Response:
     """Registered apps."""
@@ -238,7 +264,7 @@ def apps_add() -> Response:
     """Register an app."""
     state = emulator_state()
     body = _object()
-    unknown = set(body) - {"clientId", "tenantId", "displayName", "secret", "certificate", "roles"}
+    unknown = set(body) - {"clientId", "tenantId", "displayName", "secret", "certificate", "roles", *_SIGN_IN_FIELDS}
     if unknown:
         raise GraphHTTPError(400, "BadRequest", f"Unknown app field(s): {sorted(unknown)}.")
     client_id = str(body.get("clientId") or uuid.uuid4())
@@ -258,6 +284,7 @@ def apps_add() -> Response:
     if "certificate" in body:
         sha1, pem = _cert_thumb(body["certificate"])
         app.certificates[sha1] = pem
+    _sign_in_settings(app, body)
     with state.lock:
         state.apps[client_id] = app
     return _json(_app_json(app, str(secret) if secret is not None else None), 201)
@@ -271,7 +298,7 @@ def apps_patch(client_id: str) -> Response:
     if app is None:
         return graph_error(404, "ResourceNotFound", f"No app '{client_id}'.")
     body = _object()
-    unknown = set(body) - {"roles", "addSecret", "addCertificate", "displayName"}
+    unknown = set(body) - {"roles", "addSecret", "addCertificate", "displayName", *_SIGN_IN_FIELDS}
     if unknown:
         raise GraphHTTPError(400, "BadRequest", f"Unknown app field(s): {sorted(unknown)}.")
     with state.lock:
@@ -284,6 +311,7 @@ def apps_patch(client_id: str) -> Response:
             app.certificates[sha1] = pem
         if "displayName" in body:
             app.display_name = str(body["displayName"])
+        _sign_in_settings(app, body)
     return _json(app.to_json())
 
 
@@ -304,8 +332,12 @@ def tenants_add() -> Response:
     body = _object()
     tenant_id = str(body.get("tenantId") or uuid.uuid4())
     domain = str(body.get("domain") or f"tenant{len(state.tenants) + 1}.onmicrosoft.com")
+    custom = body.get("customDomains", [])
+    if not isinstance(custom, list) or not all(isinstance(d, str) for d in custom):
+        raise GraphHTTPError(400, "BadRequest", "'customDomains' must be a list of domain names.")
     with state.lock:
-        state.tenants[tenant_id] = Tenant(tenant_id, domain)
+        state.tenants[tenant_id] = Tenant(tenant_id, domain, display_name=str(body.get("displayName") or "Contoso"),
+                                          custom_domains=list(custom))
         state.store.tenant(tenant_id)
     return _json({"tenantId": tenant_id, "domain": domain}, 201)
 

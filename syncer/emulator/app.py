@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jwt
 import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -25,6 +26,7 @@ from syncer.emulator.clock import iso_ts
 from syncer.emulator.errors import GraphHTTPError, from_exception, graph_error
 from syncer.emulator.families import FAMILIES, MAILBOX_SEGMENTS
 from syncer.emulator.identity import authenticate
+from syncer.emulator.identity.accounts import graph_user_id
 from syncer.emulator.state import EmulatorState, RequestLogEntry
 
 #: The shared core's blueprints, then every family's, in registration order.
@@ -68,8 +70,29 @@ class _PathMiddleware:
             # Graph's path segments are case-insensitive (notifications say "Users/{id}"); ids are not, so
             # only the literal segment names are folded to the spelling the routes use.
             path = "/".join(_SEGMENTS.get(seg.lower(), seg) for seg in path.split("/"))
+        if path.startswith("/v1.0/me/") or path == "/v1.0/me":
+            path = _route_me(path, environ.get("HTTP_AUTHORIZATION"))
         environ["PATH_INFO"] = path
         return self.app(environ, start_response)
+
+
+def _route_me(path: str, authorization: str | None) -> str:
+    """`/me/...` with a signed-in user's token is `/users/{their id}/...` (https://learn.microsoft.com/graph/api/user-get).
+
+    The claims are read unverified here only to route: the bearer check then verifies the same token, so a forged
+    one still ends in 401. An app-only token (no `scp`) keeps `/me`, which answers Graph's 400.
+    """
+    scheme, _, raw = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return path
+    try:
+        claims = jwt.decode(raw.strip(), options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return path
+    if "scp" not in claims or not claims.get("oid"):
+        return path
+    user_id = graph_user_id(str(claims.get("tid", "")), str(claims["oid"]))
+    return f"/v1.0/users/{user_id}{path[len('/v1.0/me'):]}"
 
 
 def drop_connection(sock: socket.socket) -> None:

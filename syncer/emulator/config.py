@@ -35,6 +35,35 @@ class EmulatorConfig:
     #: Access-token lifetime. Graph issues ~1 h tokens; MSAL treats <= 300 s as already expired.
     token_lifetime_s: int = 3599
 
+    # --- delegated sign-in (docs/emulator-identity.md) ---
+    #: Serve the personal-Microsoft-account tenant (9188040d-6c67-4c5b-b112-36a304b66dad) and the consumers authority.
+    personal_accounts: bool = True
+    #: Who may sign in to the default app (signInAudience); it is also a public client with http://localhost.
+    default_app_audience: str = "AzureADandPersonalMicrosoftAccount"
+    #: UPN (or id) signed in without a page: /authorize redirects at once, device codes are approved when issued.
+    sign_in_as: str | None = None
+    #: Personal Microsoft accounts created at start (UPNs), each with a few messages, events, contacts, To Do tasks
+    #: and OneDrive files (`personal_user_items` of each).
+    personal_users: tuple[str, ...] = ()
+    personal_user_items: int = 3
+    #: Accounts listed per tenant on the sign-in page (others are typed by UPN).
+    sign_in_page_users: int = 50
+    #: Authorization codes live ~10 minutes [DOC].
+    auth_code_lifetime_s: float = 600.0
+    #: Device codes: expires_in 900 s and poll interval 5 s [DOC].
+    device_code_lifetime_s: float = 900.0
+    device_code_interval_s: int = 5
+    #: Answer polls faster than `interval` with RFC 8628's slow_down (not in Microsoft's table) [UNCONFIRMED].
+    device_code_slow_down: bool = False
+    #: Refresh tokens live 90 days [DOC].
+    refresh_token_lifetime_s: float = 90 * 24 * 3600.0
+    #: After rotation the old refresh token stays valid (None: until it expires, as the docs say the old one is not
+    #: revoked); a number = valid only this many seconds after its first use; 0 = single use [UNCONFIRMED].
+    refresh_token_reuse_grace_s: float | None = None
+    #: `prompt=none` with no signed-in session: OpenID Connect's `login_required` (AADSTS50058) [UNCONFIRMED; some
+    #: write interaction_required].
+    prompt_none_error: str = "login_required"
+
     # --- delta (https://learn.microsoft.com/graph/delta-query-overview) ---
     #: Directory (user, group) delta tokens are valid for 7 days [DOC].
     directory_delta_token_lifetime_s: float | None = 7 * 24 * 3600

@@ -278,9 +278,16 @@ class Dispatcher:
                 self._enqueue(item, now)
 
     def _app_may_read(self, subscription: Subscription) -> bool:
-        """Whether the subscribing app still holds a permission the resource needs (an admin may revoke it)."""
+        """Whether the subscribing app still holds a permission the resource needs (an admin may revoke it); for a
+        user's subscription, whether the user's sessions were not revoked since it was last authorized."""
         app = self.state.apps.get(subscription.application_id)
-        return app is not None and bool(app.roles.intersection(subscription.parsed.spec.permissions))
+        if app is None:
+            return False
+        if subscription.creator_id != app.service_principal_id:
+            with self.state.lock:
+                return self.state.grants.delegation_alive(subscription.id, subscription.tenant_id,
+                                                          subscription.creator_id)
+        return bool(app.roles.intersection(subscription.parsed.spec.permissions))
 
     def hold(self, subscription: Subscription) -> bool:
         """Pause delivery for *subscription* until it is reauthorized or renewed, and say so with

@@ -61,6 +61,11 @@ class ResourceType:
     read_roles: frozenset[str]
     write_roles: frozenset[str]
     properties: tuple[str, ...]
+    #: Delegated permissions (a signed-in user's `scp`) that read / write it; empty = no delegated access.
+    delegated_read: frozenset[str] = frozenset()
+    delegated_write: frozenset[str] = frozenset()
+    #: Graph serves it to personal Microsoft accounts (the "Delegated (personal Microsoft account)" column).
+    personal_accounts: bool = False
     read_only: frozenset[str] = frozenset({"id"})
     required_on_create: tuple[str, ...] = ()
     #: Properties returned when there is no $select (None = all).

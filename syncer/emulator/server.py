@@ -29,6 +29,7 @@ from werkzeug.wsgi import LimitedStream
 
 from syncer.emulator.app import create_app
 from syncer.emulator.config import EmulatorConfig
+from syncer.emulator.identity.accounts import CONSUMER_TENANT_ID
 from syncer.emulator.state import EmulatorState
 from syncer.emulator.tls import write_server_files
 
@@ -226,6 +227,8 @@ class EmulatorServer:
             "client_cert_thumbprint": cert.thumbprint_sha1 if cert else None,
             "scope": "https://graph.microsoft.com/.default",
             "admin_url": f"{base}/_emulator",
+            "personal_tenant_id": CONSUMER_TENANT_ID if cfg.personal_accounts else None,
+            "sign_in_as": cfg.sign_in_as,
             "host": host,
             "port": server.server_port,
         }
@@ -311,6 +314,10 @@ def serve(config: EmulatorConfig, *, workdir: Path | None = None, info_file: Pat
     echo(f"  client cert    {info['client_cert']} (key {info['client_key']}, thumbprint {info['client_cert_thumbprint']})")
     echo(f"  trust this CA  {info['ca_cert']}")
     echo(f"  admin API      {info['admin_url']}  (see syncer/emulator/admin.py)")
+    echo(f"  delegated      device code / auth code at {info['base_url']}/{{tenant|common|organizations|consumers}}"
+         f"; public client {info['client_id']}")
+    if config.sign_in_as:
+        echo(f"  signed in as   {config.sign_in_as} (no sign-in page; device codes approved when issued)")
     if info_file is not None:
         echo(f"  info written to {info_file}")
     echo("Press Ctrl+C to stop.")

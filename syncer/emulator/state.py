@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from syncer.emulator.clock import Clock
 from syncer.emulator.config import EmulatorConfig
-from syncer.emulator.families import all_roles
+from syncer.emulator.families import all_delegated_scopes, all_roles
 from syncer.emulator.faults import Faults
 from syncer.emulator.identity import AppRegistration
+from syncer.emulator.identity.accounts import CONSUMER_TENANT_ID
+from syncer.emulator.identity.grants import Grants
 from syncer.emulator.store import Store
 from syncer.emulator.subscription_model import SubscriptionRegistry
 from syncer.emulator.tls import ClientCertificate, cached_key, make_client_certificate
@@ -58,10 +60,15 @@ class RequestLogEntry:
 
 @dataclass
 class Tenant:
-    """A directory: its id and verified domain."""
+    """A directory: its id and verified domain (the initial `*.onmicrosoft.com` one, also the default)."""
 
     tenant_id: str
     domain: str
+    #: The personal-Microsoft-account tenant (its users are consumer accounts with 16-hex ids).
+    personal: bool = False
+    display_name: str = "Contoso"
+    #: Further verified domains (the first becomes the default domain; `domain` stays the initial one).
+    custom_domains: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +98,8 @@ class EmulatorState:
     base_url: str | None = None
     #: Every live subscription (served by syncer.emulator.subscriptions, read by the dispatcher).
     subscriptions: SubscriptionRegistry = field(default_factory=SubscriptionRegistry)
+    #: Delegated sign-in: codes, device codes, refresh tokens, sessions, revocations.
+    grants: Grants = field(default_factory=Grants)
     #: The notification dispatcher; create_app installs it (an app-less state delivers nothing).
     delivery: Dispatcher | None = None
     _shutdown_hooks: list[Callable[[], None]] = field(default_factory=list)
@@ -123,6 +132,13 @@ class EmulatorState:
         config = self.config
         self.tenants[config.tenant_id] = Tenant(config.tenant_id, config.tenant_domain)
         self.store.tenant(config.tenant_id)
+        if config.personal_accounts:
+            self.tenants[CONSUMER_TENANT_ID] = Tenant(CONSUMER_TENANT_ID, "outlook.com", personal=True,
+                                                      display_name="Microsoft Accounts")
+            self.store.tenant(CONSUMER_TENANT_ID)
+        self.grants.sign_in_as = config.sign_in_as
+        if config.personal_accounts and config.personal_users:
+            self._add_personal_users()
         self.client_certificate = make_client_certificate("default-app")
         self.apps[config.client_id] = AppRegistration(
             client_id=config.client_id,
@@ -132,7 +148,23 @@ class EmulatorState:
             certificates={self.client_certificate.thumbprint_sha1: self.client_certificate.cert_pem},
             # the default app holds every permission the emulator knows
             roles=set(all_roles()) | {"Subscription.Read.All"},
+            sign_in_audience=config.default_app_audience,
+            delegated_scopes=set(all_delegated_scopes()),
         )
+
+    def _add_personal_users(self) -> None:
+        from syncer.emulator.families import PER_USER_SEEDERS
+        from syncer.emulator.families.directory.users import add_user
+        from syncer.emulator.seed import seed
+
+        for upn in self.config.personal_users:
+            add_user(self, CONSUMER_TENANT_ID, upn, upn.split("@")[0].replace(".", " ").title())
+        items = self.config.personal_user_items
+        if items:
+            # only what Graph serves to personal accounts (no Teams chats and the like)
+            fields = ("messagesPerUser", "eventsPerUser", "contactsPerUser", "tasksPerUser", "driveItemsPerUser")
+            seed(self, {"tenantId": CONSUMER_TENANT_ID, "contentUsers": len(self.config.personal_users),
+                        **{name: items for name in fields if name in PER_USER_SEEDERS}})
 
     # --- hooks -------------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from flask import request
 
 from syncer.emulator.clock import parse_iso
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families import SUBSCRIBABLE
+from syncer.emulator.families import RESOURCE_TYPES, SUBSCRIBABLE
 from syncer.emulator.families.directory.users import find_user
 from syncer.emulator.identity import require_app
 from syncer.emulator.rich import CertificateError, EncryptionCertificate, load_encryption_certificate
@@ -28,6 +28,7 @@ from syncer.emulator.subscription_model import ALL_CHANGE_TYPES, ParsedResource,
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
+    from syncer.emulator.store import TenantStore
 
 #: Properties a create body may carry (read-only ones are tolerated the way OData ignores computed values).
 CREATABLE = {
@@ -45,12 +46,22 @@ MAX_CERTIFICATE_ID = 128
 
 @dataclass(frozen=True)
 class Caller:
-    """The app behind the current request's token."""
+    """The app behind the current request's token (and the signed-in user, for a delegated token)."""
 
     tenant_id: str
     client_id: str
     roles: frozenset[str]
     service_principal_id: str
+    user_id: str | None = None
+    scopes: frozenset[str] = frozenset()
+    personal: bool = False
+    token_serial: int = 0
+
+    @property
+    def creator_id(self) -> str:
+        """The subscription's `creatorId`: the signed-in user, or the app's service principal
+        (https://learn.microsoft.com/graph/api/resources/subscription#properties)."""
+        return self.user_id or self.service_principal_id
 
 
 def caller() -> Caller:
@@ -62,6 +73,10 @@ def caller() -> Caller:
         client_id=app.client_id,
         roles=frozenset(app.roles),
         service_principal_id=app.service_principal_id,
+        user_id=app.user_id,
+        scopes=app.scopes,
+        personal=app.personal,
+        token_serial=app.token_serial,
     )
 
 
@@ -182,8 +197,11 @@ def change_types(text: str, parsed: ParsedResource) -> frozenset[str]:
 
 def resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResource:
     """Parse the resource path and check that what it names exists in the tenant."""
-    if resource.strip().lstrip("/").lower().startswith("me/") or resource.strip().lstrip("/").lower() == "me":
-        raise GraphHTTPError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+    trimmed = resource.strip().lstrip("/")
+    if trimmed.lower().startswith("me/") or trimmed.lower() == "me":
+        if caller.user_id is None:
+            raise GraphHTTPError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+        resource = f"users/{caller.user_id}{trimmed[2:]}"
     parsed = parse_resource(resource, SUBSCRIBABLE)
     if parsed is None:
         raise extension_error(400, f"The value '{resource}' of parameter 'Resource' is invalid.")
@@ -217,11 +235,41 @@ def resolve(state: EmulatorState, caller: Caller, resource: str) -> ParsedResour
     return parsed
 
 
-def check_permission(caller: Caller, parsed: ParsedResource, *, operation: str = "Create") -> None:
-    """403 unless the token holds one of the permissions the resource needs."""
-    if not caller.roles.intersection(parsed.spec.permissions):
-        # Observed body (outer status not shown in reports; 403 is our guess).
+def check_permission(caller: Caller, parsed: ParsedResource, *, operation: str = "Create",
+                     tenant: TenantStore | None = None) -> None:
+    """403 unless the token holds one of the permissions the resource needs.
+
+    A signed-in user needs a delegated permission that reads the type, may watch only their own data (mailbox,
+    To Do, OneDrive), and a personal account only the types Graph serves to personal accounts
+    (https://learn.microsoft.com/graph/api/subscription-post-subscriptions#permissions).
+    """
+    if caller.user_id is None:
+        if not caller.roles.intersection(parsed.spec.permissions):
+            # Observed body (outer status not shown in reports; 403 is our guess).
+            raise extension_error(403, "Access denied", operation=operation)
+        return
+    rtype = RESOURCE_TYPES.get(parsed.spec.resource_type)
+    allowed = rtype is not None and bool(caller.scopes & rtype.delegated_read) \
+        and (rtype.personal_accounts or not caller.personal)
+    owner = parsed.mailbox
+    if owner is None and parsed.key.startswith("drives/") and tenant is not None:
+        owner = tenant.drives.get(parsed.ids[0])
+    if not allowed or (owner is not None and owner.lower() != caller.user_id.lower()):
         raise extension_error(403, "Access denied", operation=operation)
+
+
+def authorize_delegation(state: EmulatorState, caller: Caller, subscription_id: str, *, operation: str) -> None:
+    """A user's subscription runs on the user's authorization: creating, renewing or reauthorizing it with a token
+    issued before the user's sessions were revoked is refused [UNCONFIRMED: Graph keeps a token per subscription and
+    fails to refresh it, https://learn.microsoft.com/graph/change-notifications-lifecycle-events]; a fresh token
+    of the same user records a new authorization (delivery resumes)."""
+    if caller.user_id is None:
+        return
+    with state.lock:
+        if state.grants.revoked_since(caller.tenant_id, caller.user_id, caller.token_serial) is not None:
+            raise extension_error(403, "The user's sessions were revoked; sign in again to authorize this subscription.",
+                                  operation=operation)
+        state.grants.subscription_tokens[subscription_id] = caller.token_serial
 
 
 def check_rich(state: EmulatorState, body: dict[str, Any], parsed: ParsedResource) -> tuple[bool, EncryptionCertificate | None]:

@@ -40,3 +40,12 @@ def all_roles() -> frozenset[str]:
             roles |= rtype.read_roles | rtype.write_roles
     # Delegated-only scopes never appear in an app-only token's roles.
     return frozenset(r for r in roles if r.endswith(".All") or r in _APP_ROLES_WITHOUT_ALL)
+
+
+def all_delegated_scopes() -> frozenset[str]:
+    """Every delegated permission some resource type accepts, and the sign-in basics (User.Read: one's own profile)."""
+    scopes: set[str] = {"User.Read", "User.ReadWrite", "User.ReadBasic.All"}
+    for family in FAMILIES:
+        for rtype in family.resource_types:
+            scopes |= rtype.delegated_read | rtype.delegated_write
+    return frozenset(scopes)

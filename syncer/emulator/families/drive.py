@@ -29,7 +29,7 @@ from syncer.emulator.api import (
 from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.users import find_user
-from syncer.emulator.identity import require_app
+from syncer.emulator.identity import check_owner, require_access
 from syncer.emulator.resources import DeltaSpec, Family, ResourceType
 from syncer.emulator.store import TenantStore
 from syncer.emulator.subscription_model import SubscribableResource
@@ -61,6 +61,9 @@ DRIVE_ITEM = ResourceType(
     family="drive",
     read_roles=_FILES_READ,
     write_roles=frozenset({"Files.ReadWrite.All", "Sites.ReadWrite.All"}),
+    delegated_read=_FILES_READ | {"Files.Read", "Files.ReadWrite"},
+    delegated_write=frozenset({"Files.ReadWrite", "Files.ReadWrite.All", "Sites.ReadWrite.All"}),
+    personal_accounts=True,
     properties=(
         "id", "cTag", "createdBy", "createdDateTime", "deleted", "description", "eTag", "file",
         "fileSystemInfo", "folder", "lastModifiedBy", "lastModifiedDateTime", "name", "parentReference",
@@ -180,11 +183,12 @@ def drives(did: str, rest: str = "") -> Response:
 def user_drive(ukey: str, segs: list[str]) -> Response:
     """/users/{u}/drive/... (called by the mailbox dispatcher)."""
     state = emulator_state()
-    ctx = require_app(*(DRIVE_ITEM.read_roles if request.method == "GET" else DRIVE_ITEM.write_roles), family="drive")
+    ctx = require_access(DRIVE_ITEM, write=request.method != "GET")
     ts = state.store.tenant(ctx.tenant_id)
     user = find_user(ts, ukey)
     if user is None:
         raise GraphHTTPError(404, "itemNotFound", f"The user '{ukey}' could not be found.")
+    check_owner(ctx, str(user["id"]), "drive")
     did = ensure_user_drive(state, ts, str(user["id"]))
     raw = request.path.split("/drive", 1)[1].lstrip("/") if "/drive" in request.path else ""
     return _dispatch(did, segs, link_base=f"users/{ukey}/drive", raw_rest=raw)
@@ -193,9 +197,13 @@ def user_drive(ukey: str, segs: list[str]) -> Response:
 def _dispatch(did: str, segs: list[str], *, link_base: str, raw_rest: str) -> Response:
     state = emulator_state()
     method = request.method
-    ctx = require_app(*(DRIVE_ITEM.read_roles if method == "GET" else DRIVE_ITEM.write_roles), family="drive")
+    ctx = require_access(DRIVE_ITEM, write=method != "GET")
     ts = state.store.tenant(ctx.tenant_id)
     col = _drive_col(state, ts, did)
+    owner_id = ts.drives.get(did)
+    if owner_id:
+        # a signed-in user reaches their own OneDrive (sharing is not emulated)
+        check_owner(ctx, owner_id, "drive")
     root_id = ts.well_known[(did, "root")]
     low = [s.lower() for s in segs]
     if not segs:

@@ -39,7 +39,7 @@ def _deleted_collection(ts: TenantStore, type_name: str) -> tuple[ResourceType, 
 @bp.get("/directory/deletedItems/<type_name>")
 def list_deleted(type_name: str) -> Response:
     """GET /directory/deletedItems/microsoft.graph.user (or .group)."""
-    ctx = require_app(*USER.read_roles, *GROUP.read_roles)
+    ctx = require_app(*USER.read_roles, *GROUP.read_roles, delegated=USER.delegated_read | GROUP.delegated_read)
     state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     rtype, col = _deleted_collection(ts, type_name)
@@ -60,7 +60,7 @@ def _find_deleted(ts: TenantStore, item_id: str) -> tuple[ResourceType, Collecti
 @bp.get("/directory/deletedItems/<item_id>")
 def get_deleted(item_id: str) -> Response:
     """GET /directory/deletedItems/{id}."""
-    ctx = require_app(*USER.read_roles, *GROUP.read_roles)
+    ctx = require_app(*USER.read_roles, *GROUP.read_roles, delegated=USER.delegated_read | GROUP.delegated_read)
     state = emulator_state()
     rtype, _, item = _find_deleted(state.store.tenant(ctx.tenant_id), item_id)
     return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#directoryObjects/$entity",
@@ -70,7 +70,7 @@ def get_deleted(item_id: str) -> Response:
 @bp.delete("/directory/deletedItems/<item_id>")
 def purge_deleted(item_id: str) -> Response:
     """DELETE /directory/deletedItems/{id}: permanent delete (delta reason "deleted")."""
-    ctx = require_app(*USER.write_roles, *GROUP.write_roles)
+    ctx = require_app(*USER.write_roles, *GROUP.write_roles, delegated=USER.delegated_write | GROUP.delegated_write)
     state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     with state.lock:
@@ -85,7 +85,7 @@ def purge_deleted(item_id: str) -> Response:
 @bp.post("/directory/deletedItems/<item_id>/restore")
 def restore_deleted(item_id: str) -> Response:
     """POST /directory/deletedItems/{id}/restore: the object comes back (as new, in delta)."""
-    ctx = require_app(*USER.write_roles, *GROUP.write_roles)
+    ctx = require_app(*USER.write_roles, *GROUP.write_roles, delegated=USER.delegated_write | GROUP.delegated_write)
     state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     with state.lock:

@@ -42,7 +42,7 @@ from syncer.emulator.families.directory.users import (
     soft_remove,
     users_of,
 )
-from syncer.emulator.identity import AppContext, require_app
+from syncer.emulator.identity import AppContext, require_access, require_app
 from syncer.emulator.resources import DeltaSpec, ResourceType
 from syncer.emulator.store import TenantStore
 from syncer.emulator.subscription_model import SubscribableResource
@@ -60,6 +60,8 @@ GROUP = ResourceType(
     family="directory",
     read_roles=frozenset({"Group.Read.All", "Group.ReadWrite.All", "GroupMember.Read.All"}) | DIRECTORY_READ,
     write_roles=frozenset({"Group.ReadWrite.All", "Group.Create"}) | DIRECTORY_WRITE,
+    delegated_read=frozenset({"Group.Read.All", "Group.ReadWrite.All", "GroupMember.Read.All"}) | DIRECTORY_READ,
+    delegated_write=frozenset({"Group.ReadWrite.All"}) | DIRECTORY_WRITE,
     properties=(
         "id", "classification", "createdDateTime", "deletedDateTime", "description", "displayName",
         "groupTypes", "mail", "mailEnabled", "mailNickname", "securityEnabled", "visibility",
@@ -125,7 +127,7 @@ def _group_or_404(col: Collection, gid: str) -> dict[str, Any]:
 @bp.get("/groups")
 def list_groups() -> Response:
     """GET /groups."""
-    ctx = require_app(*GROUP.read_roles)
+    ctx = require_access(GROUP)
     state = emulator_state()
     _, col = _groups(state, ctx)
     return list_response(state, col, "groups", allow_filter=True)
@@ -134,7 +136,7 @@ def list_groups() -> Response:
 @bp.post("/groups")
 def create_group() -> Response:
     """POST /groups (security or Microsoft 365 group)."""
-    ctx = require_app(*GROUP.write_roles)
+    ctx = require_access(GROUP, write=True)
     state = emulator_state()
     body = json_body()
     props = validate_props(GROUP, body, creating=True, allow=frozenset({"members@odata.bind", "owners@odata.bind"}))
@@ -167,7 +169,7 @@ def create_group() -> Response:
 @bp.get("/groups/delta")
 def groups_delta() -> Response:
     """GET /groups/delta (members@delta with $select=members or $expand=members)."""
-    ctx = require_app(*GROUP.read_roles)
+    ctx = require_access(GROUP)
     state = emulator_state()
     reject_query(GROUP, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
     _, col = _groups(state, ctx)
@@ -178,7 +180,7 @@ def groups_delta() -> Response:
 @bp.get("/groups/<gid>")
 def get_group(gid: str) -> Response:
     """GET /groups/{id}."""
-    ctx = require_app(*GROUP.read_roles)
+    ctx = require_access(GROUP)
     state = emulator_state()
     reject_query(GROUP, {"$select"})
     _, col = _groups(state, ctx)
@@ -188,7 +190,7 @@ def get_group(gid: str) -> Response:
 @bp.patch("/groups/<gid>")
 def update_group(gid: str) -> Response:
     """PATCH /groups/{id}: 204."""
-    ctx = require_app(*GROUP.write_roles)
+    ctx = require_access(GROUP, write=True)
     state = emulator_state()
     props = validate_props(GROUP, json_body(), creating=False)
     check_types(GROUP, props)
@@ -203,7 +205,7 @@ def update_group(gid: str) -> Response:
 @bp.delete("/groups/<gid>")
 def delete_group(gid: str) -> Response:
     """DELETE /groups/{id}: Microsoft 365 groups are soft-deleted, security groups permanently [DOC]."""
-    ctx = require_app(*GROUP.write_roles)
+    ctx = require_access(GROUP, write=True)
     state = emulator_state()
     _, col = _groups(state, ctx)
     with state.lock:
@@ -241,7 +243,7 @@ def _directory_ref(ts: TenantStore, ref: Any) -> str:
 @bp.get("/groups/<gid>/members/microsoft.graph.user")
 def list_members(gid: str) -> Response:
     """GET /groups/{id}/members (directoryObjects with @odata.type)."""
-    ctx = require_app(*GROUP.read_roles)
+    ctx = require_access(GROUP)
     state = emulator_state()
     reject_query(GROUP, {"$select", "$top", "$skiptoken"})
     ts, col = _groups(state, ctx)
@@ -303,7 +305,7 @@ def link_event(state: EmulatorState, col: Collection, gid: str, *, relation: str
 @bp.post("/groups/<gid>/members/$ref")
 def add_member(gid: str) -> Response:
     """POST /groups/{id}/members/$ref {"@odata.id": ".../directoryObjects/{id}"}: 204."""
-    ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
+    ctx = require_app(*GROUP_MEMBER_WRITE_ROLES, delegated=GROUP.delegated_write | {"GroupMember.ReadWrite.All"})
     state = emulator_state()
     body = json_body()
     ts, col = _groups(state, ctx)
@@ -327,7 +329,7 @@ def add_member(gid: str) -> Response:
 @bp.delete("/groups/<gid>/members/<member_id>/$ref")
 def remove_member(gid: str, member_id: str) -> Response:
     """DELETE /groups/{id}/members/{memberId}/$ref: 204."""
-    ctx = require_app(*GROUP_MEMBER_WRITE_ROLES)
+    ctx = require_app(*GROUP_MEMBER_WRITE_ROLES, delegated=GROUP.delegated_write | {"GroupMember.ReadWrite.All"})
     state = emulator_state()
     _, col = _groups(state, ctx)
     group = _group_or_404(col, gid)

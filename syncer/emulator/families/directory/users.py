@@ -14,10 +14,12 @@ from flask import Blueprint, Response, request
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import (
+    base_url,
     check_types,
     emulator_state,
     entity_response,
     json_body,
+    json_response,
     list_response,
     no_content,
     not_found_error,
@@ -26,7 +28,7 @@ from syncer.emulator.api import (
 )
 from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.identity import AppContext, require_app
+from syncer.emulator.identity import AppContext, current_app_context, forbidden, require_app
 from syncer.emulator.resources import DeltaSpec, ResourceType
 from syncer.emulator.store import TenantStore
 from syncer.emulator.subscription_model import SubscribableResource
@@ -48,6 +50,9 @@ USER = ResourceType(
     family="directory",
     read_roles=frozenset({"User.Read.All", "User.ReadWrite.All"}) | DIRECTORY_READ,
     write_roles=frozenset({"User.ReadWrite.All"}) | DIRECTORY_WRITE,
+    # Delegated: the directory needs User.ReadBasic.All or more; one's own profile only User.Read (see _self_access).
+    delegated_read=frozenset({"User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All"}) | DIRECTORY_READ,
+    delegated_write=frozenset({"User.ReadWrite.All"}) | DIRECTORY_WRITE,
     properties=(
         "id", "accountEnabled", "businessPhones", "city", "companyName", "country", "createdDateTime",
         "deletedDateTime", "department", "displayName", "employeeId", "givenName", "jobTitle", "mail",
@@ -143,10 +148,40 @@ def _check_upn(state: EmulatorState, ts: TenantStore, upn: Any, *, current_id: s
     return upn
 
 
+#: What a signed-in user needs to read or change their own profile
+#: (https://learn.microsoft.com/graph/api/user-get#permissions).
+SELF_READ = frozenset({"User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All",
+                       "Directory.Read.All", "Directory.ReadWrite.All"})
+SELF_WRITE = frozenset({"User.ReadWrite", "User.ReadWrite.All", "Directory.ReadWrite.All"})
+
+
+def _user_access(ts_key: str, *, write: bool) -> AppContext:
+    """The caller, if it may read (write) the user *ts_key*: a signed-in user always reaches their own profile with
+    User.Read (User.ReadWrite), others need the directory permissions; a personal account only its own."""
+    ctx = current_app_context()
+    if ctx.delegated:
+        state = emulator_state()
+        user = find_user(state.store.tenant(ctx.tenant_id), ts_key)
+        if user is not None and str(user["id"]).lower() == str(ctx.user_id).lower():
+            if not ctx.scopes & (SELF_WRITE if write else SELF_READ):
+                raise forbidden("directory")
+            return ctx
+        if ctx.personal:
+            raise forbidden("directory")
+    return require_app(*(USER.write_roles if write else USER.read_roles),
+                       delegated=USER.delegated_write if write else USER.delegated_read)
+
+
+def _directory_access(*, write: bool = False) -> AppContext:
+    """The caller, if it may list (or create) users; never a personal account."""
+    return require_app(*(USER.write_roles if write else USER.read_roles),
+                       delegated=USER.delegated_write if write else USER.delegated_read)
+
+
 @bp.get("/users")
 def list_users() -> Response:
     """GET /users."""
-    ctx = require_app(*USER.read_roles)
+    ctx = _directory_access()
     state = emulator_state()
     _, col = _users(state, ctx)
     return list_response(state, col, "users", allow_filter=True)
@@ -155,7 +190,7 @@ def list_users() -> Response:
 @bp.post("/users")
 def create_user() -> Response:
     """POST /users."""
-    ctx = require_app(*USER.write_roles)
+    ctx = _directory_access(write=True)
     state = emulator_state()
     props = validate_props(USER, json_body(), creating=True)
     check_types(USER, props)
@@ -178,7 +213,7 @@ def create_user() -> Response:
 @bp.get("/users/delta")
 def users_delta() -> Response:
     """GET /users/delta (and its links)."""
-    ctx = require_app(*USER.read_roles)
+    ctx = _directory_access()
     state = emulator_state()
     reject_query(USER, {"$select", "$deltatoken", "$skiptoken", "$top", "$expand", "$filter"})
     _, col = _users(state, ctx)
@@ -199,8 +234,8 @@ def directory_token() -> tuple[str | None, bool]:
 
 @bp.get("/users/<key>")
 def get_user(key: str) -> Response:
-    """GET /users/{id | userPrincipalName}."""
-    ctx = require_app(*USER.read_roles)
+    """GET /users/{id | userPrincipalName} (and /me, rewritten to the signed-in user's id)."""
+    ctx = _user_access(key, write=False)
     state = emulator_state()
     reject_query(USER, {"$select"})
     ts, _ = _users(state, ctx)
@@ -210,7 +245,7 @@ def get_user(key: str) -> Response:
 @bp.patch("/users/<key>")
 def update_user(key: str) -> Response:
     """PATCH /users/{id}: 204."""
-    ctx = require_app(*USER.write_roles)
+    ctx = _user_access(key, write=True)
     state = emulator_state()
     props = validate_props(USER, json_body(), creating=False)
     check_types(USER, props)
@@ -229,7 +264,7 @@ def update_user(key: str) -> Response:
 @bp.delete("/users/<key>")
 def delete_user(key: str) -> Response:
     """DELETE /users/{id}: soft delete (to deletedItems for 30 days; delta reason "changed")."""
-    ctx = require_app(*USER.write_roles)
+    ctx = _directory_access(write=True)
     state = emulator_state()
     with state.lock:
         ts, col = _users(state, ctx)
@@ -245,12 +280,47 @@ def soft_remove(state: EmulatorState, col: Collection, item: dict[str, Any]) -> 
     state.store.remove(col, item["id"], reason="changed", snapshot=item)
 
 
+#: https://learn.microsoft.com/graph/api/user-revokesigninsessions#permissions
+REVOKE_SESSIONS = frozenset({"User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All"})
+
+
+@bp.post("/users/<key>/revokeSignInSessions")
+def revoke_sign_in_sessions(key: str) -> Response:
+    """Invalidate the user's refresh tokens and session cookies: their next refresh is `invalid_grant`."""
+    ctx = require_app(*REVOKE_SESSIONS, delegated=REVOKE_SESSIONS)
+    state = emulator_state()
+    with state.lock:
+        user = _user_or_404(state.store.tenant(ctx.tenant_id), key)
+        state.grants.revoke((ctx.tenant_id, str(user["id"])), state.clock.time())
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#Edm.Boolean", "value": True})
+
+
 @bp.route("/me", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
 @bp.route("/me/<path:rest>", methods=["GET", "POST", "PATCH", "DELETE", "PUT"])
 def me(rest: str = "") -> Response:
-    """/me needs a signed-in user; the emulator issues app-only tokens, as Graph answers them."""
+    """/me needs a signed-in user (a user's token is routed to /users/{id} before it gets here); an app-only token
+    gets Graph's 400 (observed: https://github.com/microsoftgraph/msgraph-sdk-php/issues/1163)."""
     require_app()
     raise GraphHTTPError(400, "BadRequest", "/me request is only valid with delegated authentication flow.")
+
+
+def add_user(state: EmulatorState, tenant_id: str, upn: str, display_name: str, *,
+             account_enabled: bool = True) -> dict[str, Any]:
+    """Create a user directly (the admin API): in the personal-account tenant with a 16-hex id, as Graph shows
+    Microsoft accounts' ids; elsewhere a GUID."""
+    tenant = state.tenants[tenant_id]
+    ts = state.store.tenant(tenant_id)
+    col = users_of(ts)
+    with state.lock:
+        user_id = f"{state.store.rng.getrandbits(64):016x}" if tenant.personal else state.store.new_guid()
+        user: dict[str, Any] = {p: None for p in USER.properties if p not in USER.write_only}
+        user.update({"businessPhones": [], "otherMails": [], "proxyAddresses": [], "userType": "Member",
+                     "id": user_id, "createdDateTime": state.store.now_iso(), "accountEnabled": account_enabled,
+                     "displayName": display_name, "userPrincipalName": upn, "mail": upn,
+                     "mailNickname": upn.split("@")[0]})
+        ts.upn_index[upn.lower()] = user_id
+    state.store.put(col, user_id, user, change_type="created", notify=False)
+    return user
 
 
 # --- seeding ------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from syncer.emulator.families.drive import user_drive
 from syncer.emulator.families.mailbox.items import check_event_times, ensure_mailbox, new_item, stamp
 from syncer.emulator.families.mailbox.kinds import CONTACT, CONTACT_FOLDER, EVENT, MAIL_FOLDER, MESSAGE
 from syncer.emulator.families.mailbox.todo import TODO_LIST, TODO_TASK
-from syncer.emulator.identity import require_app
+from syncer.emulator.identity import check_owner, require_access
 from syncer.emulator.resources import ResourceType
 from syncer.emulator.store import TenantStore
 
@@ -190,12 +190,13 @@ def mailbox(ukey: str, rest: str) -> Response:
     # Permission before existence, as Graph does: resolve the type from the path shape first.
     rtype = _type_of(segs)
     write = request.method != "GET"
-    ctx = require_app(*(rtype.write_roles if write else rtype.read_roles), family=rtype.family)
+    ctx = require_access(rtype, write=write)
     ts = state.store.tenant(ctx.tenant_id)
     user = find_user(ts, ukey)
     if user is None:
         raise _invalid_user(ukey)
     uid = str(user["id"])
+    check_owner(ctx, uid, rtype.family)
     ensure_mailbox(state, ts, uid)
     target = _resolve(state, ts, uid, segs, ukey)
     return _handle(state, ts, user, target)
