@@ -567,9 +567,12 @@ def test_emulator_rich_notifications_across_a_key_rotation(emulated: tuple[Serve
 
 
 @contextmanager
-def served(database_url: str, **env: str) -> Iterator[tuple[str, list[str]]]:
+def served(
+    database_url: str, *, python: str | None = None, cwd: Path | None = None, **env: str
+) -> Iterator[tuple[str, list[str]]]:
     """`syncer serve` (gunicorn) in a subprocess configured by SYNCER_* *env*: its URL, and a list that
-    holds its whole output once it stopped (SIGTERM, asserted clean)."""
+    holds its whole output once it stopped (SIGTERM, asserted clean). *python*: another interpreter
+    (an installed syncer's), run in *cwd*."""
     import signal
     import socket
     import subprocess
@@ -580,7 +583,9 @@ def served(database_url: str, **env: str) -> Iterator[tuple[str, list[str]]]:
         port = s.getsockname()[1]
     environ = {**os.environ, "SYNCER_DATABASE_URL": database_url, "SYNCER_RECEIVER_BIND": f"127.0.0.1:{port}", **env}
     code = "from syncer.receiver.serve import ServeConfig, serve; serve(ServeConfig.from_env())"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [python or sys.executable, "-c", code], env=environ, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     output: list[str] = []
     session = requests.Session()
