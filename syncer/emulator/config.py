@@ -123,6 +123,19 @@ class EmulatorConfig:
     #: has one [UNCONFIRMED: the docs only say that app id "can be used to generate the validation token"].
     notification_url_app_id_as_audience: bool = False
 
+    # --- Microsoft Teams (docs/emulator-core.md lists these guesses) ---
+    #: Which changeType a message's softDelete raises: "deleted" (rich payload with deletedDateTime) or "updated"
+    #: [UNCONFIRMED: https://learn.microsoft.com/graph/api/chatmessage-softdelete does not say]; undo is "updated".
+    teams_soft_delete_change_type: str = "deleted"
+    #: A new reply also puts its root in the next channel delta round [UNCONFIRMED]; False = only the reply changes.
+    teams_reply_resurfaces_root: bool = False
+    #: Emulator seconds a `POST /teams` operation takes before the team exists [UNCONFIRMED: undocumented].
+    teams_create_delay_s: float = 1.0
+    #: Status of a second oneOnOne `POST /chats` for the same pair, which returns the existing chat [UNCONFIRMED].
+    teams_existing_chat_status: int = 201
+    #: Status when an app token posts a message outside migration mode [UNCONFIRMED: status not stated].
+    teams_app_send_status: int = 403
+
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -9,12 +9,12 @@ family".
 
 from __future__ import annotations
 
-from syncer.emulator.families import directory, drive, mailbox
+from syncer.emulator.families import directory, drive, mailbox, teams
 from syncer.emulator.resources import Family, ResourceType, Seeder
 from syncer.emulator.subscription_model import SubscribableResource
 
 #: Every family, in the order their blueprints register and their seeders run.
-FAMILIES: tuple[Family, ...] = (directory.FAMILY, mailbox.OUTLOOK, mailbox.TODO, drive.FAMILY)
+FAMILIES: tuple[Family, ...] = (directory.FAMILY, mailbox.OUTLOOK, mailbox.TODO, drive.FAMILY, teams.FAMILY)
 
 RESOURCE_TYPES: dict[str, ResourceType] = {r.name: r for f in FAMILIES for r in f.resource_types}
 #: Subscription path shapes, matched in order.
@@ -26,7 +26,8 @@ MAILBOX_SEGMENTS: frozenset[str] = frozenset().union(*(f.mailbox_segments for f 
 
 #: Application permissions whose names do not end in ".All" (the other names without it are delegated-only).
 _APP_ROLES_WITHOUT_ALL = frozenset({"Mail.Read", "Mail.ReadWrite", "Calendars.Read", "Calendars.ReadWrite",
-                                    "Contacts.Read", "Contacts.ReadWrite", "Group.Create"})
+                                    "Contacts.Read", "Contacts.ReadWrite", "Group.Create",
+                                    "Team.Create", "Channel.Create", "Chat.Create"})
 
 
 def all_roles() -> frozenset[str]:

@@ -1,0 +1,21 @@
+"""Microsoft Teams: teams (a group with the same id), channels, members, channel messages and replies, chats and
+chat messages, with their subscriptions, delta and the admin API that posts as a user.
+
+Modules: :mod:`.kinds` (resource types, ids), :mod:`.model` (every write), :mod:`.operations` (asynchronous team
+creation), :mod:`.listing` (paging and query options), :mod:`.views` (Graph paths), :mod:`.delta` (channel and
+per-user chat delta), :mod:`.admin` (``/_emulator/teams``, ``/_emulator/chats``), :mod:`.subscribable` (subscription
+paths and Teams' subscription rules), :mod:`.seed`. Reference: docs/emulator-core.md and
+https://learn.microsoft.com/graph/teams-concept-overview.
+"""
+
+from __future__ import annotations
+
+from syncer.emulator.families.teams import admin, kinds, seed, views
+from syncer.emulator.resources import Family
+
+FAMILY = Family(
+    name="teams",
+    resource_types=kinds.RESOURCE_TYPES,
+    blueprints=(views.bp, admin.bp),
+    seeders={"teamsPerUser": seed.seed_teams, "chatsPerUser": seed.seed_chats},
+)
