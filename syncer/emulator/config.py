@@ -135,6 +135,17 @@ class EmulatorConfig:
     teams_existing_chat_status: int = 201
     #: Status when an app token posts a message outside migration mode [UNCONFIRMED: status not stated].
     teams_app_send_status: int = 403
+    #: Teams subscriptions per tenant, all Teams types together [DOC: 10,000]; then 403.
+    teams_subscription_pool: int = 10_000
+    #: Subscriptions per user on /users/{id}/chats and /users/{id}/chats/getAllMessages [DOC: 10]; then 403.
+    teams_subscriptions_per_user: int = 10
+    #: A second subscription of one app on one chat/channel/team path: 403 or 409 [UNCONFIRMED which]. (The same
+    #: resource with the same change types is the shared duplicate rule, 409.)
+    teams_per_resource_status: int = 403
+    #: Expirations further away than this need a lifecycleNotificationUrl [DOC: 1 hour] ...
+    teams_lifecycle_url_after_minutes: float = 60.0
+    #: ... or the create/renew fails with this status [UNCONFIRMED: 400].
+    teams_lifecycle_url_status: int = 400
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""

@@ -10,13 +10,14 @@ https://learn.microsoft.com/graph/teams-concept-overview.
 
 from __future__ import annotations
 
-from syncer.emulator.families.teams import admin, delta, kinds, seed, views
+from syncer.emulator.families.teams import admin, delta, kinds, seed, subscribable, views
 from syncer.emulator.resources import Family
 
 FAMILY = Family(
     name="teams",
     resource_types=kinds.RESOURCE_TYPES,
     blueprints=(views.bp, admin.bp),  # views.bp also carries the routes of .delta
+    subscribable=subscribable.SUBSCRIBABLE,
     seeders={"teamsPerUser": seed.seed_teams, "chatsPerUser": seed.seed_chats},
 )
 
