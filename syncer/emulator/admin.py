@@ -124,7 +124,7 @@ def faults_add() -> Response:
             raise GraphHTTPError(400, "BadRequest", "'rules' must be a list.")
     else:
         rules = [body]
-    added = [state.faults.add(rule).to_json() for rule in rules]
+    added = [state.faults.add(one).to_json() for rule in rules for one in state.faults.expand(rule)]
     return _json({"rules": added}, 201)
 
 
