@@ -245,3 +245,14 @@ def test_seed_creates_teams_channels_members_and_chats(graph: EmulatorClient, us
     assert len(graph.get(f"teams/{team}/members").json()["value"]) >= 2
     someone = graph.get("users", params={"$top": 1}).json()["value"][0]["id"]
     assert len(graph.get(f"users/{someone}/chats").json()["value"]) >= 2
+
+
+def test_a_team_dies_and_comes_back_with_its_group(graph: EmulatorClient) -> None:
+    users = _seed(graph)
+    team = _team(graph, users[0])
+    assert graph.delete(f"groups/{team}").status_code == 204
+    assert graph.get(f"teams/{team}").status_code == 404
+    assert graph.get("teams").json()["value"] == []
+    assert graph.post(f"directory/deletedItems/{team}/restore").status_code in (200, 201)
+    assert graph.get(f"teams/{team}").json()["id"] == team
+    assert [c["displayName"] for c in graph.get(f"teams/{team}/channels").json()["value"]] == ["General"]

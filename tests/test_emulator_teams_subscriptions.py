@@ -182,3 +182,21 @@ def test_permissions_per_path(graph: EmulatorClient, receiver: Receiver) -> None
     assert sub(f"/teams/{team}/channels") == 201
     assert sub(f"/teams/{team}/channels/{channel}/messages") == 403
     assert sub("/teams/getAllMessages") == 403
+
+
+def test_team_and_channel_lifecycle_notifications(graph: EmulatorClient, receiver: Receiver) -> None:
+    users = _seed(graph)
+    _ok(_subscribe(graph, receiver, "/teams"))
+    _ok(_subscribe(graph, receiver, "/teams/getAllChannels"))
+    team = _team(graph, users[0])
+    graph.patch(f"teams/{team}", json={"description": "new"})
+    items = receiver.wait_items(3)
+    general = _channel(graph, team)["id"]
+    assert [(i["changeType"], i["resource"]) for i in items] == [
+        ("created", f"teams('{team}')"), ("created", f"teams('{team}')/channels('{general}')"),
+        ("updated", f"teams('{team}')")]
+    assert items[0]["resourceData"]["@odata.type"] == "#microsoft.graph.team"
+    assert graph.delete(f"groups/{team}").status_code == 204
+    items = receiver.wait_items(5)
+    assert sorted((i["changeType"], i["resource"]) for i in items[3:]) == [
+        ("deleted", f"teams('{team}')"), ("deleted", f"teams('{team}')/channels('{general}')")]

@@ -31,7 +31,7 @@ from syncer.emulator.families.teams.kinds import (
     one_on_one_chat_id,
     thread_id,
 )
-from syncer.emulator.store import TenantStore
+from syncer.emulator.store import ChangeEvent, TenantStore
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
@@ -401,3 +401,38 @@ def soft_delete(state: EmulatorState, ts: TenantStore, col: Collection, message_
         state.store.put(col, message_id, item, change_type=change_type)
     _after_write(state, ts, col, item)
     return item
+
+
+# --- a team lives and dies with its group ------------------------------------------------------------------------
+
+
+def on_change(state: EmulatorState, event: ChangeEvent) -> None:
+    """Store listener: deleting a team's group deletes the team and its channels (each notified as deleted), and
+    restoring the group brings them back (https://learn.microsoft.com/graph/api/group-delete: "a team dies with its
+    group"; restore: https://learn.microsoft.com/graph/api/directory-deleteditems-restore)."""
+    if event.resource_type != "group":
+        return
+    ts = state.store.tenants.get(event.tenant_id)
+    if ts is None:
+        return
+    teams = ts.collections.get(TEAM.collection)
+    if teams is None:
+        return
+    gid = event.item_id
+    if event.change_type == "deleted":
+        team = teams.get(gid)
+        if team is None:
+            return
+        channels = ts.collection(CHANNEL, {"team": str(team["id"])})
+        for channel_id, _ in list(channels.iter_live()):
+            state.store.remove(channels, channel_id, reason="deleted")
+        state.store.remove(teams, str(team["id"]), reason="deleted")
+        return
+    gone = teams.removed.get(gid)
+    if gone is None or teams.get(gid) is not None:
+        return
+    _, last = gone
+    state.store.put(teams, gid, dict(last), change_type="created")
+    channels = ts.collection(CHANNEL, {"team": gid})
+    for channel_id, (_, channel) in list(channels.removed.items()):
+        state.store.put(channels, channel_id, dict(channel), change_type="created")

@@ -11,9 +11,11 @@ softDelete is delegated-only (https://learn.microsoft.com/graph/api/chatmessage-
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
+from flask.blueprints import BlueprintSetupState
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import (
@@ -36,7 +38,17 @@ from syncer.emulator.identity import AppContext
 from syncer.emulator.resources import ResourceType
 from syncer.emulator.store import TenantStore
 
+if TYPE_CHECKING:
+    from syncer.emulator.state import EmulatorState
+
 bp = Blueprint("teams", __name__, url_prefix="/v1.0")
+
+
+@bp.record_once
+def _follow_groups(setup: BlueprintSetupState) -> None:
+    """Teams hear of group deletions and restores through the store's listeners (see :func:`model.on_change`)."""
+    state: EmulatorState = setup.app.config["EMULATOR_STATE"]
+    state.store.add_listener(partial(model.on_change, state))
 
 
 def _tenant(roles: frozenset[str]) -> tuple[AppContext, TenantStore]:
