@@ -101,3 +101,18 @@ def test_user_chats_delta(graph: EmulatorClient) -> None:
     graph.admin("PATCH", f"chats/{quote(chats[0], safe='')}/messages/{m1['id']}", json={"body": {"content": "1!"}})
     changed, _ = graph.delta_all(link)
     assert [(m["id"], m["body"]["content"]) for m in changed] == [(m1["id"], "1!")]
+
+
+def test_channel_delta_expands_replies_on_every_page(graph: EmulatorClient) -> None:
+    users, _, base = _setup(graph)
+    roots = [_say(graph, base, users[0]["id"], f"m{i}") for i in range(3)]
+    reply = _say(graph, f"{base}/{roots[2]['id']}/replies", users[1]["id"], "r")
+    items, link = graph.delta_all(f"{base}/delta?$expand=replies&$top=1")
+    assert len(items) == 3 and all("replies" in m for m in items)
+    by_id = {m["id"]: m for m in items}
+    assert [r["id"] for r in by_id[roots[2]["id"]]["replies"]] == [reply["id"]]
+    assert "$expand=replies" in link
+    graph.admin("PATCH", f"{base}/{roots[0]['id']}", json={"body": {"content": "e"}})
+    changed, _ = graph.delta_all(link)
+    assert [m["replies"] for m in changed] == [[]]
+    assert graph.get(f"{base}/delta", params={"$expand": "members"}).status_code == 400
