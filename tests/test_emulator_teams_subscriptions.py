@@ -200,3 +200,26 @@ def test_team_and_channel_lifecycle_notifications(graph: EmulatorClient, receive
     items = receiver.wait_items(5)
     assert sorted((i["changeType"], i["resource"]) for i in items[3:]) == [
         ("deleted", f"teams('{team}')"), ("deleted", f"teams('{team}')/channels('{general}')")]
+
+
+def test_search_and_mention_filters_narrow_message_subscriptions(graph: EmulatorClient, receiver: Receiver) -> None:
+    users, team, channel = _setup(graph)
+    resource = f"/teams/{team}/channels/{channel}/messages"
+    assert _subscribe(graph, receiver, f"{resource}?$filter=subject eq 'x'").status_code == 400
+    assert _subscribe(graph, receiver, "/teams/getAllChannels?$search=x").status_code == 400
+    _ok(_subscribe(graph, receiver, f"{resource}?$filter=mentions/any(u: u/mentioned/user/id eq '{users[1]['id']}')",
+                   change_type="created"))
+    chat = graph.post("chats", json={"chatType": "oneOnOne", "members": [
+        {"roles": ["owner"], "user@odata.bind": f"users('{u['id']}')"} for u in users[:2]]}).json()
+    _ok(_subscribe(graph, receiver, f"/chats/{chat['id']}/messages?$search=\"urgent\"", change_type="created"))
+    base = f"teams/{team}/channels/{quote(channel, safe='')}/messages"
+    _say(graph, base, users[0]["id"], "nobody mentioned")
+    hit = _say(graph, base, users[0]["id"], f"<at id=\"0\">{users[1]['displayName']}</at> look", mentions=[
+        {"id": 0, "mentionText": users[1]["displayName"], "mentioned": {"user": {"id": users[1]["id"]}}}])
+    chat_path = f"chats/{quote(chat['id'], safe='')}/messages"
+    _say(graph, chat_path, users[0]["id"], "lunch?")
+    urgent = _say(graph, chat_path, users[0]["id"], "This is URGENT")
+    items = receiver.wait_items(2)
+    assert sorted(i["resourceData"]["id"] for i in items) == sorted([hit["id"], urgent["id"]])
+    assert graph.admin("POST", "delivery/wait", json={"timeoutSeconds": 10}).json()["idle"]
+    assert len(receiver.items()) == 2

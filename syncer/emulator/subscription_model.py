@@ -23,7 +23,7 @@ from syncer.emulator.rich import EncryptionCertificate
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
-    from syncer.emulator.store import TenantStore
+    from syncer.emulator.store import ChangeEvent, TenantStore
 
 ChangeType = Literal["created", "updated", "deleted"]
 ALL_CHANGE_TYPES: frozenset[str] = frozenset({"created", "updated", "deleted"})
@@ -45,6 +45,9 @@ class SubscriptionDraft:
     #: None on create; the subscription's id on renewal (PATCH), which must not count against quotas twice.
     existing_id: str | None = None
 
+
+#: Whether one change reaches one subscription beyond path and change type (Teams: `$search`, mention `$filter`).
+DeliveryFilter = Callable[["EmulatorState", "Subscription", "ChangeEvent"], bool]
 
 #: Checks Graph makes only for some resources (Teams: lifecycle URL past one hour, quotas, `model`); raises
 #: :class:`~syncer.emulator.errors.GraphHTTPError`.
@@ -85,6 +88,8 @@ class SubscribableResource:
     provision: Provision | None = None
     #: The resource's own rules, run on create (after the shared checks and quotas, before the handshake) and on renewal.
     check: SubscriptionCheck | None = None
+    #: Options in the resource that narrow what is delivered (read by the dispatcher); None = everything that matches.
+    deliver: DeliveryFilter | None = None
 
 
 _ODATA_KEY = re.compile(r"\(\s*'([^']*)'\s*\)|\(\s*\"([^\"]*)\"\s*\)")

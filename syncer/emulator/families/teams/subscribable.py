@@ -16,16 +16,24 @@ Subscriptions on app-catalog paths are accepted but hear nothing: the emulator h
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.teams import kinds
-from syncer.emulator.subscription_model import ALL_CHANGE_TYPES, SubscribableResource, SubscriptionDraft
+from syncer.emulator.subscription_model import (
+    ALL_CHANGE_TYPES,
+    SubscribableResource,
+    Subscription,
+    SubscriptionDraft,
+)
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
-    from syncer.emulator.store import TenantStore
+    from syncer.emulator.store import ChangeEvent, TenantStore
+
+_MENTION = re.compile(r"^\s*mentions/any\(\s*(\w+)\s*:\s*\1/mentioned/user/id\s+eq\s+'([^']+)'\s*\)\s*$", re.IGNORECASE)
 
 _LIFECYCLE = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 _CU = frozenset({"created", "updated"})
@@ -41,6 +49,34 @@ _PER_USER: set[tuple[str, ...]] = set()
 
 def _no_provision(state: EmulatorState, ts: TenantStore, user_id: str) -> None:
     """Per-user paths: the shared resolver checks the user and names it by id; nothing to create."""
+
+
+def _mentioned(query: dict[str, str]) -> str | None:
+    """The user id of a ``$filter=mentions/any(u: u/mentioned/user/id eq '<id>')`` option, or None; 400 on another filter."""
+    text = query.get("$filter")
+    if text is None:
+        return None
+    m = _MENTION.match(text)
+    if m is None:
+        raise GraphHTTPError(400, "InvalidRequest", f"Unsupported $filter '{text}': only mentions/any(u: u/mentioned/user/id eq '<id>').")
+    return m.group(2).lower()
+
+
+def narrow(state: EmulatorState, subscription: Subscription, event: ChangeEvent) -> bool:
+    """``$search`` (text in the body) and the mention ``$filter`` of a message subscription; a message without
+    content left (hard-deleted) still reaches it."""
+    query = subscription.parsed.query
+    item: dict[str, Any] | None = event.item
+    if item is None or ("$search" not in query and "$filter" not in query):
+        return True
+    search = query.get("$search", "").strip().strip('"').lower()
+    if search and search not in str((item.get("body") or {}).get("content", "")).lower():
+        return False
+    mentioned = _mentioned(query)
+    if mentioned is not None:
+        ids = {str(((m.get("mentioned") or {}).get("user") or {}).get("id", "")).lower() for m in item.get("mentions") or []}
+        return mentioned in ids
+    return True
 
 
 def _entry(resource_type: str, shape: tuple[str, ...], change_types: frozenset[str], permissions: tuple[str, ...], *,
@@ -62,6 +98,8 @@ def _entry(resource_type: str, shape: tuple[str, ...], change_types: frozenset[s
         lifecycle_events=_LIFECYCLE,
         provision=_no_provision if shape[0] == "users" else None,
         check=check,
+        # $search and the mention $filter exist on channel, chat and per-user message paths [DOC]
+        deliver=narrow if resource_type == "chatMessage" and "*" in shape else None,
     )
 
 
@@ -118,6 +156,10 @@ def check(state: EmulatorState, draft: SubscriptionDraft) -> None:
             query.get("notifyonuserspecificproperties", "").lower() != "true":
         raise GraphHTTPError(400, "InvalidRequest",
                              "'created' is supported on a single chat only with notifyOnUserSpecificProperties=true.")
+    if draft.parsed.spec.deliver is not None:
+        _mentioned(query)  # 400 now for an unsupported $filter
+    elif "$filter" in query or "$search" in query:
+        raise GraphHTTPError(400, "InvalidRequest", "$filter and $search are supported on message paths only.")
     limit = timedelta(minutes=config.teams_lifecycle_url_after_minutes)
     if draft.lifecycle_url is None and draft.expiration > state.clock.now() + limit:
         raise GraphHTTPError(config.teams_lifecycle_url_status, "InvalidRequest", LIFECYCLE_URL_MESSAGE)
