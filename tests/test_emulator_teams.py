@@ -228,6 +228,9 @@ def test_chats_members_and_messages(graph: EmulatorClient) -> None:
     assert graph.get(f"users/{a['id']}/chats/getAllMessages").json()["@odata.count"] == 2
     assert graph.get("chats").status_code == 403  # delegated only
     assert graph.patch(f"chats/{_enc(group['id'])}", json={"topic": "New"}).json()["topic"] == "New"
+    assert graph.delete(f"chats/{_enc(group['id'])}").status_code == 204
+    assert graph.get(f"chats/{_enc(group['id'])}").status_code == 404
+    assert [x["id"] for x in graph.get(f"users/{a['id']}/chats").json()["value"]] == [one["id"]]
 
 
 @pytest.mark.parametrize("users", [5])

@@ -18,6 +18,8 @@ FAMILY = Family(
     resource_types=kinds.RESOURCE_TYPES,
     blueprints=(views.bp, admin.bp),  # views.bp also carries the routes of .delta
     subscribable=subscribable.SUBSCRIBABLE,
+    # roles only some views ask for (the default app holds every role the families name)
+    extra_roles=kinds.CHAT_DELETE | frozenset({"ChannelMessage.UpdatePolicyViolation.All"}),
     seeders={"teamsPerUser": seed.seed_teams, "chatsPerUser": seed.seed_chats},
 )
 

@@ -47,6 +47,8 @@ CHANNEL_MESSAGE_READ = frozenset({"ChannelMessage.Read.All"}) | _GROUP_READ
 MIGRATE = frozenset({"Teamwork.Migrate.All"})
 CHAT_READ_BASIC = frozenset({"Chat.ReadBasic.All", "Chat.Read.All", "Chat.ReadWrite.All"})
 CHAT_WRITE = frozenset({"Chat.Create", "Chat.ReadWrite.All"})
+#: Deleting a chat (https://learn.microsoft.com/graph/api/chat-delete).
+CHAT_DELETE = frozenset({"Chat.ManageDeletion.All"})
 CHAT_MEMBER_READ = frozenset({"ChatMember.Read.All", "ChatMember.ReadWrite.All"}) | CHAT_READ_BASIC
 CHAT_MEMBER_WRITE = frozenset({"ChatMember.ReadWrite.All", "Chat.ReadWrite.All"})
 CHAT_MESSAGE_READ = frozenset({"Chat.Read.All", "Chat.ReadWrite.All"})

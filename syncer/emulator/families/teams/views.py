@@ -513,13 +513,19 @@ def _chat_view(ts: TenantStore, chat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@bp.route("/chats/<chat_id>", methods=["GET", "PATCH"])
+@bp.route("/chats/<chat_id>", methods=["GET", "PATCH", "DELETE"])
 def chat(chat_id: str) -> Response:
     state = emulator_state()
     if request.method == "GET":
         _, ts = _tenant(kinds.CHAT_READ_BASIC)
         return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#chats/$entity",
                               **_chat_view(ts, model.chat_or_404(ts, chat_id))})
+    if request.method == "DELETE":
+        # https://learn.microsoft.com/graph/api/chat-delete: Chat.ManageDeletion.All, 204; the chat is gone for everyone.
+        _, ts = _tenant(kinds.CHAT_DELETE)
+        found = model.chat_or_404(ts, chat_id)
+        state.store.remove(model.chat_col(ts), str(found["id"]), reason="deleted")
+        return no_content()
     _, ts = _tenant(frozenset({"Chat.ReadWrite.All", "ChatSettings.ReadWrite.Chat"}))
     body = json_body()
     if set(body) - {"topic"}:
