@@ -116,3 +116,18 @@ def test_channel_delta_expands_replies_on_every_page(graph: EmulatorClient) -> N
     changed, _ = graph.delta_all(link)
     assert [m["replies"] for m in changed] == [[]]
     assert graph.get(f"{base}/delta", params={"$expand": "members"}).status_code == 400
+
+
+def test_ten_thousand_seeded_channel_messages_page_through_delta(graph: EmulatorClient) -> None:
+    import time
+    started = time.perf_counter()
+    r = graph.admin("POST", "seed", json={"users": 3, "contentUsers": 1, "channelMessagesPerUser": 10_000})
+    assert r.status_code == 200, r.text
+    seeded = time.perf_counter() - started
+    team = graph.get("teams").json()["value"][0]["id"]
+    base = f"teams/{team}/channels/{quote(_channel(graph, team)['id'], safe='')}/messages"
+    started = time.perf_counter()
+    items, _ = graph.delta_all(f"{base}/delta?$top=50")
+    paged = time.perf_counter() - started
+    assert len(items) == 10_000 and len({m["id"] for m in items}) == 10_000
+    assert seeded < 10 and paged < 30, (seeded, paged)

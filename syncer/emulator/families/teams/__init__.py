@@ -20,7 +20,8 @@ FAMILY = Family(
     subscribable=subscribable.SUBSCRIBABLE,
     # roles only some views ask for (the default app holds every role the families name)
     extra_roles=kinds.CHAT_DELETE | frozenset({"ChannelMessage.UpdatePolicyViolation.All"}),
-    seeders={"teamsPerUser": seed.seed_teams, "chatsPerUser": seed.seed_chats},
+    seeders={"teamsPerUser": seed.seed_teams, "chatsPerUser": seed.seed_chats,
+             "channelMessagesPerUser": seed.seed_channel_messages},
 )
 
 __all__ = ["FAMILY", "delta"]

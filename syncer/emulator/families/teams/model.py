@@ -31,6 +31,7 @@ from syncer.emulator.families.teams.kinds import (
     one_on_one_chat_id,
     thread_id,
 )
+from syncer.emulator.resources import ResourceType
 from syncer.emulator.store import ChangeEvent, TenantStore
 
 if TYPE_CHECKING:
@@ -290,11 +291,21 @@ def create_chat(state: EmulatorState, ts: TenantStore, *, chat_type: str, topic:
 # --- messages --------------------------------------------------------------------------------------------------
 
 
-def _fresh_id(state: EmulatorState, cols: list[Collection]) -> int:
-    """An epoch-ms id no message of these conversations has (ids are creation times, bumped on a clash)."""
-    ms = now_ms(state)
-    while any(col.get(str(ms)) is not None for col in cols):
-        ms += 1
+#: The tenant's last message id: ids are creation times in epoch ms, unique in the tenant (bumped on a clash).
+_MESSAGE_CLOCK = ResourceType(
+    name="teamsMessageClock", odata_type="", notification_type="", collection="teams-message-clock", family="teams",
+    read_roles=frozenset(), write_roles=frozenset(), properties=("id", "ms"), index_by_id=False,
+    notification_resource_data=False, event_collections=lambda ts, col, item_id: [],
+)
+
+
+def _fresh_id(state: EmulatorState, ts: TenantStore) -> int:
+    """An epoch-ms id later than every message id the tenant has (caller holds the lock); O(1) however many share a
+    millisecond (seeding, a frozen clock)."""
+    clock = ts.collection(_MESSAGE_CLOCK)
+    last = clock.get("last")
+    ms = max(now_ms(state), int(last["ms"]) + 1 if last is not None else 0)
+    state.store.put(clock, "last", {"id": "last", "ms": ms}, change_type="updated", notify=False)
     return ms
 
 
@@ -306,10 +317,7 @@ def post_message(state: EmulatorState, ts: TenantStore, col: Collection, body: d
         raise bad("The 'body' property with 'content' is required.")
     parents = col.parents
     with state.lock:
-        others = [col]
-        if col.rtype is CHANNEL_REPLY:
-            others.append(ts.collection(CHANNEL_MESSAGE, {"team": parents["team"], "channel": parents["channel"]}))
-        ms = _fresh_id(state, others)
+        ms = _fresh_id(state, ts)
         created = ms_iso(ms)
         message_id = str(ms)
         channel = col.rtype in (CHANNEL_MESSAGE, CHANNEL_REPLY)

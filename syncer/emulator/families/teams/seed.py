@@ -75,3 +75,18 @@ def seed_chats(state: EmulatorState, ts: TenantStore, uid: str, count: int) -> N
         for chat in (one, group):
             col = model.chat_messages_col(ts, str(chat["id"]))
             model.post_message(state, ts, col, {"body": {"content": f"Hello {n}"}}, user, notify=False)
+
+
+def seed_channel_messages(state: EmulatorState, ts: TenantStore, uid: str, count: int) -> None:
+    """*count* root messages by *uid* in the General channel of a team it owns (one is made if it owns none): bulk
+    channel traffic for benches, e.g. ``{"users": 10, "contentUsers": 1, "channelMessagesPerUser": 10000}``."""
+    owner = model.user_or_404(ts, uid)
+    team = next((t for _, t in model.team_col(ts).iter_live()
+                 if any(m.get("userId") == uid and "owner" in (m.get("roles") or [])
+                        for _, m in model.member_col(ts, team=str(t["id"])).iter_live())), None)
+    if team is None:
+        team = model.create_team(state, ts, display_name=f"{owner.get('displayName') or 'Bench'} bench",
+                                 members=[(owner, ["owner"])], notify=False)
+    roots = model.roots_col(ts, str(team["id"]), str(team["internalId"]))
+    for i in range(count):
+        model.post_message(state, ts, roots, {"body": {"content": f"Bench message {i}"}}, owner, notify=False)
