@@ -229,3 +229,30 @@ def test_search_and_mention_filters_narrow_message_subscriptions(graph: Emulator
     assert sorted(i["resourceData"]["id"] for i in items) == sorted([hit["id"], urgent["id"]])
     assert graph.admin("POST", "delivery/wait", json={"timeoutSeconds": 10}).json()["idle"]
     assert len(receiver.items()) == 2
+
+
+@pytest.mark.parametrize("emulator_config", [{"teams_evaluation_cap": 3}], indirect=True)
+def test_legacy_evaluation_mode_caps_notifications_and_exports(graph: EmulatorClient, receiver: Receiver) -> None:
+    users, team, channel = _setup(graph)
+    evaluation = _ok(_subscribe(graph, receiver, "/teams/getAllMessages", change_type="created"))
+    billed = _ok(_subscribe(graph, receiver, "/teams/getAllMessages?model=B", change_type="created,updated"))
+    base = f"teams/{team}/channels/{quote(channel, safe='')}/messages"
+    for i in range(5):
+        _say(graph, base, users[0]["id"], f"m{i}")
+    receiver.wait_items(8)
+    assert graph.admin("POST", "delivery/wait", json={"timeoutSeconds": 10}).json()["idle"]
+    by_sub = [i["subscriptionId"] for i in receiver.items()]
+    assert (by_sub.count(evaluation["id"]), by_sub.count(billed["id"])) == (3, 5)
+    r = graph.get(f"teams/{team}/channels/getAllMessages")
+    assert r.status_code == 402 and r.json()["error"]["code"] == "PaymentRequired"
+    assert len(graph.get(f"teams/{team}/channels/getAllMessages", params={"model": "A"}).json()["value"]) == 5
+    assert graph.get(f"teams/{team}/channels/getAllMessages", params={"model": "C"}).status_code == 400
+
+
+def test_unmetered_by_default(graph: EmulatorClient) -> None:
+    users, team, channel = _setup(graph)
+    base = f"teams/{team}/channels/{quote(channel, safe='')}/messages"
+    for i in range(3):
+        _say(graph, base, users[0]["id"], f"m{i}")
+    for _ in range(3):
+        assert graph.get(f"teams/{team}/channels/getAllMessages").status_code == 200

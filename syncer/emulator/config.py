@@ -146,6 +146,9 @@ class EmulatorConfig:
     teams_lifecycle_url_after_minutes: float = 60.0
     #: ... or the create/renew fails with this status [UNCONFIRMED: 400].
     teams_lifecycle_url_status: int = 400
+    #: Legacy evaluation mode (no `model`): this many messages or member events a month per app and tenant, then
+    #: notifications stop and export GETs answer 402 [DOC before 2025-08-25: 500]. None = unmetered, as Teams is now.
+    teams_evaluation_cap: int | None = None
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""

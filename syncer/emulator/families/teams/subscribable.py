@@ -9,7 +9,7 @@ Paths, change types and application permissions: https://learn.microsoft.com/gra
 * quotas: one pool of 10,000 Teams subscriptions per tenant (403), one subscription per app on one chat/channel/team
   path (403 [UNCONFIRMED: 403 or 409]), 10 per user on the per-user paths (403);
 * ``model=A|B`` in the resource on the tenant-wide paths, ``B`` only on per-user and app-catalog paths; no model =
-  evaluation mode (no cap by default: Teams APIs are no longer metered since 2025-08-25 [DOC]).
+  evaluation mode (no cap by default: Teams APIs are no longer metered since 2025-08-25 [DOC]; see :mod:`.metering`).
 
 Subscriptions on app-catalog paths are accepted but hear nothing: the emulator has no app installations.
 """
@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import kinds
+from syncer.emulator.families.teams import kinds, metering
 from syncer.emulator.subscription_model import (
     ALL_CHANGE_TYPES,
     SubscribableResource,
@@ -63,8 +63,16 @@ def _mentioned(query: dict[str, str]) -> str | None:
 
 
 def narrow(state: EmulatorState, subscription: Subscription, event: ChangeEvent) -> bool:
-    """``$search`` (text in the body) and the mention ``$filter`` of a message subscription; a message without
-    content left (hard-deleted) still reaches it."""
+    """``$search`` (text in the body) and the mention ``$filter`` of a message subscription (a message without content
+    left, hard-deleted, still reaches it); then the evaluation-mode cap of a path that takes ``model`` but has none."""
+    if not _matches_options(subscription, event):
+        return False
+    if _MODELS[subscription.parsed.spec.shapes[0]] and "model" not in subscription.parsed.query:
+        return metering.use(state, subscription.tenant_id, subscription.application_id, 1)
+    return True
+
+
+def _matches_options(subscription: Subscription, event: ChangeEvent) -> bool:
     query = subscription.parsed.query
     item: dict[str, Any] | None = event.item
     if item is None or ("$search" not in query and "$filter" not in query):
@@ -99,7 +107,7 @@ def _entry(resource_type: str, shape: tuple[str, ...], change_types: frozenset[s
         provision=_no_provision if shape[0] == "users" else None,
         check=check,
         # $search and the mention $filter exist on channel, chat and per-user message paths [DOC]
-        deliver=narrow if resource_type == "chatMessage" and "*" in shape else None,
+        deliver=narrow,
     )
 
 
@@ -156,7 +164,7 @@ def check(state: EmulatorState, draft: SubscriptionDraft) -> None:
             query.get("notifyonuserspecificproperties", "").lower() != "true":
         raise GraphHTTPError(400, "InvalidRequest",
                              "'created' is supported on a single chat only with notifyOnUserSpecificProperties=true.")
-    if draft.parsed.spec.deliver is not None:
+    if draft.parsed.spec.resource_type == "chatMessage" and "*" in shape:
         _mentioned(query)  # 400 now for an unsupported $filter
     elif "$filter" in query or "$search" in query:
         raise GraphHTTPError(400, "InvalidRequest", "$filter and $search are supported on message paths only.")

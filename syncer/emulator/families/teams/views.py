@@ -14,6 +14,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from flask import Blueprint, Response, request
 from flask.blueprints import BlueprintSetupState
 
@@ -30,7 +31,7 @@ from syncer.emulator.api import (
 from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.groups import groups_of
-from syncer.emulator.families.teams import kinds, model, operations
+from syncer.emulator.families.teams import kinds, metering, model, operations
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import date_clauses, matches, paged, reject_options, require
 from syncer.emulator.families.teams.model import bad, not_found
@@ -253,8 +254,9 @@ def channel(team_id: str, channel_id: str) -> Response:
 def channel_all_messages(team_id: str) -> Response:
     """Roots and replies of every channel of the team (https://learn.microsoft.com/graph/api/channel-getallmessages)."""
     state = emulator_state()
-    _, ts = _tenant(frozenset({"ChannelMessage.Read.All"}))
+    ctx, ts = _tenant(frozenset({"ChannelMessage.Read.All"}))
     reject_options({"$top", "$filter", "$skiptoken", "$count", "$select"})
+    metering.check_model(request.args.get("model"))
     clauses = date_clauses(request.args.get("$filter"), allowed={("lastModifiedDateTime", "gt"),
                                                                   ("lastModifiedDateTime", "lt")})
     channels = _live(model.channel_col(ts, team_id))
@@ -268,8 +270,19 @@ def channel_all_messages(team_id: str) -> Response:
                 replies = ts.collections.get(f"{roots.key}/{root['id']}/replies")
                 out.extend(_live(replies) if replies is not None else [])
         return [m for m in out if matches(m, options.get("clauses", []))]
-    return paged(state, kinds.CHANNEL_MESSAGE, build, context="Collection(chatMessage)", default=MAX_TOP,
-                 maximum=MAX_TOP, options={"clauses": clauses}, count=True)
+    return _metered(ctx, paged(state, kinds.CHANNEL_MESSAGE, build, context="Collection(chatMessage)",
+                               default=MAX_TOP, maximum=MAX_TOP, options={"clauses": clauses}, count=True))
+
+
+def _metered(ctx: AppContext, response: Response) -> Response:
+    """Evaluation mode (no ``model``): each exported message counts, an empty page counts as one; 402 once the month's
+    capacity is spent (see :mod:`.metering`)."""
+    if request.args.get("model") is not None or response.status_code != 200:
+        return response
+    spent = len(orjson.loads(response.get_data())["value"]) or 1
+    if not metering.use(emulator_state(), ctx.tenant_id, ctx.client_id, spent):
+        raise metering.payment_required()
+    return response
 
 
 # --- members ---------------------------------------------------------------------------------------------------
@@ -659,13 +672,14 @@ def user_chat_messages(user_key: str, chat_id: str) -> Response:
 def user_all_chat_messages(user_key: str) -> Response:
     """Every message of the user's 1:1, group and meeting chats (https://learn.microsoft.com/graph/api/chats-getallmessages)."""
     state = emulator_state()
-    _, ts = _tenant(frozenset({"Chat.Read.All", "Chat.ReadWrite.All"}))
+    ctx, ts = _tenant(frozenset({"Chat.Read.All", "Chat.ReadWrite.All"}))
     reject_options({"$top", "$filter", "$skiptoken", "$count", "$select"})
+    metering.check_model(request.args.get("model"))
     user = model.user_or_404(ts, user_key)
     clauses = date_clauses(request.args.get("$filter"), allowed={("lastModifiedDateTime", "gt"),
                                                                   ("lastModifiedDateTime", "lt")})
     col = ts.collection(kinds.USER_CHAT_MESSAGES, {"user": str(user["id"]).lower()})
-    return paged(state, kinds.USER_CHAT_MESSAGES,
-                 lambda o: [m for m in _live(col) if matches(m, o.get("clauses", []))],
-                 context="Collection(chatMessage)", default=MAX_TOP, maximum=MAX_TOP,
-                 options={"clauses": clauses}, count=True)
+    return _metered(ctx, paged(state, kinds.USER_CHAT_MESSAGES,
+                               lambda o: [m for m in _live(col) if matches(m, o.get("clauses", []))],
+                               context="Collection(chatMessage)", default=MAX_TOP, maximum=MAX_TOP,
+                               options={"clauses": clauses}, count=True))
