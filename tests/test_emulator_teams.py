@@ -10,6 +10,8 @@ from urllib.parse import quote
 import pytest
 from emulator_fixtures import EmulatorClient
 
+from syncer.emulator import EmulatorConfig
+
 
 def _seed(graph: EmulatorClient, users: int = 6) -> list[dict[str, Any]]:
     r = graph.admin("POST", "seed", json={"users": users})
@@ -225,7 +227,16 @@ def test_chats_members_and_messages(graph: EmulatorClient) -> None:
     gone = next(m for m in members if m["userId"] == c["id"])
     assert graph.delete(f"chats/{_enc(group['id'])}/members/{gone['id']}").status_code == 204
     assert graph.get(f"users/{c['id']}/chats").json()["value"] == []
-    assert graph.get(f"users/{a['id']}/chats/getAllMessages").json()["@odata.count"] == 2
+    # removing c posted a system message, an evolvable enum member shown only on request
+    everything = graph.get(f"users/{a['id']}/chats/getAllMessages").json()
+    assert everything["@odata.count"] == 3
+    system = next(m for m in everything["value"] if m["from"] is None)
+    assert system["messageType"] == "unknownFutureValue"
+    assert system["eventDetail"]["@odata.type"] == "#microsoft.graph.membersDeletedEventMessageDetail"
+    assert [m["id"] for m in system["eventDetail"]["members"]] == [c["id"]]
+    shown = graph.get(f"chats/{_enc(group['id'])}/messages/{system['id']}",
+                      headers={"Prefer": "include-unknown-enum-members"}).json()
+    assert shown["messageType"] == "systemEventMessage"
     assert graph.get("chats").status_code == 403  # delegated only
     assert graph.patch(f"chats/{_enc(group['id'])}", json={"topic": "New"}).json()["topic"] == "New"
     assert graph.delete(f"chats/{_enc(group['id'])}").status_code == 204
@@ -259,3 +270,29 @@ def test_a_team_dies_and_comes_back_with_its_group(graph: EmulatorClient) -> Non
     assert graph.post(f"directory/deletedItems/{team}/restore").status_code in (200, 201)
     assert graph.get(f"teams/{team}").json()["id"] == team
     assert [c["displayName"] for c in graph.get(f"teams/{team}/channels").json()["value"]] == ["General"]
+
+
+def test_system_messages_for_membership_and_new_channels(graph: EmulatorClient) -> None:
+    users = _seed(graph)
+    team = _team(graph, users[0])
+    general = f"teams/{team}/channels/{_enc(_channel(graph, team)['id'])}/messages"
+    assert graph.get(general).json()["value"] == []  # creation itself posts nothing
+    graph.post(f"teams/{team}/members", json={"roles": [], "user@odata.bind": f"users('{users[1]['id']}')"})
+    graph.post(f"teams/{team}/channels", json={"displayName": "Ops"})
+    prefer = {"Prefer": "include-unknown-enum-members"}
+    listed = graph.get(general, headers=prefer).json()["value"]
+    assert [m["eventDetail"]["@odata.type"] for m in listed] == [
+        "#microsoft.graph.channelAddedEventMessageDetail", "#microsoft.graph.membersAddedEventMessageDetail"]
+    assert all(m["messageType"] == "systemEventMessage" and m["from"] is None for m in listed)
+    assert listed[0]["eventDetail"]["channelDisplayName"] == "Ops"
+    items, _ = graph.delta_all(f"{general}/delta")
+    assert {m["messageType"] for m in items} == {"unknownFutureValue"}
+    assert {m["messageType"] for m in graph.delta_all(f"{general}/delta", headers=prefer)[0]} == {"systemEventMessage"}
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(seed=5, teams_system_messages=False)])
+def test_system_messages_can_be_turned_off(graph: EmulatorClient) -> None:
+    users = _seed(graph)
+    team = _team(graph, users[0])
+    graph.post(f"teams/{team}/members", json={"roles": [], "user@odata.bind": f"users('{users[1]['id']}')"})
+    assert graph.get(f"teams/{team}/channels/{_enc(_channel(graph, team)['id'])}/messages").json()["value"] == []

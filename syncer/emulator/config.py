@@ -149,6 +149,9 @@ class EmulatorConfig:
     #: Legacy evaluation mode (no `model`): this many messages or member events a month per app and tenant, then
     #: notifications stop and export GETs answer 402 [DOC before 2025-08-25: 500]. None = unmetered, as Teams is now.
     teams_evaluation_cap: int | None = None
+    #: Post a systemEventMessage when members are added to or removed from a team (General channel) or chat, a chat is
+    #: renamed or a channel added, through Graph's API (not seeding) [DOC: which events do is partly UNCONFIRMED].
+    teams_system_messages: bool = True
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""

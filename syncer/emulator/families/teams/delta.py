@@ -28,7 +28,13 @@ from syncer.emulator.delta_token import decode_token
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.teams import kinds, model
 from syncer.emulator.families.teams.kinds import MAX_TOP
-from syncer.emulator.families.teams.listing import date_clauses, page_size, reject_options, require
+from syncer.emulator.families.teams.listing import (
+    date_clauses,
+    evolvable_enums,
+    page_size,
+    reject_options,
+    require,
+)
 from syncer.emulator.families.teams.views import bp
 
 #: "Messages from the last eight months" [DOC]; 8 x 30 days.
@@ -54,9 +60,11 @@ def _run(col: Collection, link_path: str, *, replies: bool = False) -> Response:
     response = delta_mod.run_delta(state, col, link_path=link_path, token=token, token_kind="odata",
                                    in_window=recent if first_round else None,
                                    extra_link_args="$expand=replies&" if expand is not None else "")
+    if response.status_code != 200:
+        return response
+    body = orjson.loads(response.get_data())
     if expand is not None:
         # the links carry $expand=replies, so every page of the round (and later rounds) expands
-        body = orjson.loads(response.get_data())
         ts = state.store.tenant(col.tenant_id)
         with state.lock:
             for item in body["value"]:
@@ -64,7 +72,8 @@ def _run(col: Collection, link_path: str, *, replies: bool = False) -> Response:
                     found = ts.collections.get(f"{col.key}/{item['id']}/replies")
                     item["replies"] = [delta_mod.project(kinds.CHANNEL_REPLY, r, None)
                                        for _, r in (found.iter_live() if found is not None else [])]
-        response.set_data(orjson.dumps(body))
+    body["value"] = evolvable_enums(body["value"])
+    response.set_data(orjson.dumps(body))
     return response
 
 

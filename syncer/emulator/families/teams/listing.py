@@ -87,7 +87,7 @@ def paged(state: EmulatorState, rtype: ResourceType, build: Callable[[dict[str, 
         extra = "".join(f"{k}={v}&" for k, v in request.args.items() if k in ("$filter", "model"))
         body["@odata.nextLink"] = f"{base_url()}{request.path}?{extra}$skiptoken={encode_token(state, cursor)}"
     # *final* values are already rendered (e.g. a chat with its $expand); the others are projected here.
-    body["value"] = chunk if final else [delta_mod.project(rtype, v, select) for v in chunk]
+    body["value"] = evolvable_enums(chunk if final else [delta_mod.project(rtype, v, select) for v in chunk])
     return json_response(body)
 
 
@@ -123,3 +123,20 @@ def matches(item: dict[str, Any], clauses: list[Any]) -> bool:
         if not {"gt": value > bound, "lt": value < bound, "ge": value >= bound, "le": value <= bound}[op]:
             return False
     return True
+
+
+def evolvable_enums(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messageType: systemEventMessage`` is an evolvable enum member: without ``Prefer: include-unknown-enum-members``
+    Graph shows ``unknownFutureValue`` (https://learn.microsoft.com/graph/system-messages,
+    https://learn.microsoft.com/graph/best-practices-concept#handling-future-members-in-evolvable-enumerations)."""
+    if "include-unknown-enum-members" in request.headers.get("Prefer", "").lower():
+        return values
+    out = []
+    for value in values:
+        if value.get("messageType") == "systemEventMessage":
+            value = {**value, "messageType": "unknownFutureValue"}
+        replies = value.get("replies")
+        if isinstance(replies, list):
+            value = {**value, "replies": evolvable_enums(replies)}
+        out.append(value)
+    return out

@@ -315,6 +315,42 @@ def post_message(state: EmulatorState, ts: TenantStore, col: Collection, body: d
     content = body.get("body")
     if not isinstance(content, dict) or not isinstance(content.get("content"), str):
         raise bad("The 'body' property with 'content' is required.")
+    return _write_new(state, ts, col, notify=notify, fields={
+        "messageType": "message", "from": user_identity(ts, sender),
+        "subject": body.get("subject") if col.rtype is not CHANNEL_REPLY else None, "summary": body.get("summary"),
+        "importance": body.get("importance") or "normal",
+        "body": {"contentType": content.get("contentType") or "text", "content": content["content"]},
+        "attachments": list(body.get("attachments") or []), "mentions": list(body.get("mentions") or [])})
+
+
+def system_event(state: EmulatorState, ts: TenantStore, col: Collection, detail: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``systemEventMessage`` (member added or removed, chat renamed, channel added), as Teams posts one
+    (https://learn.microsoft.com/graph/system-messages); none when ``config.teams_system_messages`` is off."""
+    if not state.config.teams_system_messages:
+        return None
+    return _write_new(state, ts, col, notify=True, fields={
+        "messageType": "systemEventMessage", "from": None, "subject": None, "summary": None, "importance": "normal",
+        "body": {"contentType": "html", "content": "<systemEventMessage/>"}, "attachments": [], "mentions": [],
+        "eventDetail": {**detail, "initiator": {"application": None, "device": None, "user": None}}})
+
+
+def member_detail(kind: str, ts: TenantStore, user_ids: list[str]) -> dict[str, Any]:
+    """``membersAddedEventMessageDetail`` / ``membersDeletedEventMessageDetail``."""
+    detail: dict[str, Any] = {"@odata.type": f"#microsoft.graph.{kind}EventMessageDetail", "members": [
+        {"id": uid, "displayName": None, "userIdentityType": "aadUser", "tenantId": ts.tenant_id} for uid in user_ids]}
+    if kind == "membersAdded":
+        detail["visibleHistoryStartDateTime"] = "0001-01-01T00:00:00Z"
+    return detail
+
+
+def general_channel(ts: TenantStore, team_id: str) -> Collection:
+    """The roots of a team's General channel (where Teams posts the team's system messages)."""
+    team = team_or_404(ts, team_id)
+    return roots_col(ts, str(team["id"]), str(team["internalId"]))
+
+
+def _write_new(state: EmulatorState, ts: TenantStore, col: Collection, *, notify: bool,
+               fields: dict[str, Any]) -> dict[str, Any]:
     parents = col.parents
     with state.lock:
         ms = _fresh_id(state, ts)
@@ -324,17 +360,15 @@ def post_message(state: EmulatorState, ts: TenantStore, col: Collection, body: d
         item: dict[str, Any] = {
             "id": message_id, "replyToId": parents.get("message"), "etag": message_id, "messageType": "message",
             "createdDateTime": created, "lastModifiedDateTime": created, "lastEditedDateTime": None,
-            "deletedDateTime": None, "subject": body.get("subject") if col.rtype is not CHANNEL_REPLY else None,
-            "summary": body.get("summary"), "chatId": None if channel else parents["chat"],
-            "importance": body.get("importance") or "normal", "locale": "en-us",
+            "deletedDateTime": None, "subject": None, "summary": None, "chatId": None if channel else parents["chat"],
+            "importance": "normal", "locale": "en-us",
             "webUrl": (f"https://teams.microsoft.com/l/message/{parents['channel']}/{message_id}"
                        f"?groupId={parents['team']}&tenantId={ts.tenant_id}") if channel else None,
-            "policyViolation": None, "eventDetail": None, "from": user_identity(ts, sender),
-            "body": {"contentType": content.get("contentType") or "text", "content": content["content"]},
+            "policyViolation": None, "eventDetail": None, "from": None, "body": None,
             "channelIdentity": {"teamId": parents["team"], "channelId": parents["channel"]} if channel else None,
-            "attachments": list(body.get("attachments") or []), "mentions": list(body.get("mentions") or []),
-            "reactions": [], "messageHistory": [], "hostedContents": [],
+            "attachments": [], "mentions": [], "reactions": [], "messageHistory": [], "hostedContents": [],
         }
+        item.update(fields)
         state.store.put(col, message_id, item, change_type="created", notify=notify)
     _after_write(state, ts, col, item)
     return item

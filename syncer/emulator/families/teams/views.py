@@ -33,7 +33,14 @@ from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.groups import groups_of
 from syncer.emulator.families.teams import kinds, metering, model, operations
 from syncer.emulator.families.teams.kinds import MAX_TOP
-from syncer.emulator.families.teams.listing import date_clauses, matches, paged, reject_options, require
+from syncer.emulator.families.teams.listing import (
+    date_clauses,
+    evolvable_enums,
+    matches,
+    paged,
+    reject_options,
+    require,
+)
 from syncer.emulator.families.teams.model import bad, not_found
 from syncer.emulator.identity import AppContext
 from syncer.emulator.resources import ResourceType
@@ -62,8 +69,8 @@ def _tenant(roles: frozenset[str]) -> tuple[AppContext, TenantStore]:
 
 def _entity(rtype: ResourceType, item: dict[str, Any], context: str, status: int = 200) -> Response:
     select = delta_mod.parse_select(rtype, request.args.get("$select"))
-    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity",
-                          **delta_mod.project(rtype, item, select)}, status)
+    rendered, = evolvable_enums([delta_mod.project(rtype, item, select)])
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#{context}/$entity", **rendered}, status)
 
 
 def _live(col: Collection) -> list[dict[str, Any]]:
@@ -226,6 +233,9 @@ def channels(team_id: str) -> Response:
         mcol = model.member_col(ts, team=team_id, channel=str(channel["id"]))
         for user, roles in members:
             model.add_member(state, ts, mcol, user, roles)
+    model.system_event(state, ts, model.general_channel(ts, team_id), {
+        "@odata.type": "#microsoft.graph.channelAddedEventMessageDetail", "channelId": channel["id"],
+        "channelDisplayName": channel["displayName"]})
     return _entity(kinds.CHANNEL, channel, f"teams('{team_id}')/channels", 201)
 
 
@@ -300,7 +310,27 @@ def _add_member(ts: TenantStore, col: Collection, rtype: ResourceType, context: 
     members = _members_from_body(ts, [body])
     user, roles = members[0]
     item = model.add_member(emulator_state(), ts, col, user, roles)
+    _membership_event(ts, col, "membersAdded", [str(user["id"])])
     return _entity(rtype, item, context, 201)
+
+
+def _membership_event(ts: TenantStore, col: Collection, kind: str, user_ids: list[str]) -> None:
+    """Teams announces team and chat membership changes in the General channel or the chat itself."""
+    if not user_ids:
+        return
+    if col.rtype is kinds.TEAM_MEMBER:
+        conversation = model.general_channel(ts, col.parents["team"])
+    elif col.rtype is kinds.CHAT_MEMBER:
+        conversation = model.chat_messages_col(ts, col.parents["chat"])
+    else:
+        return
+    model.system_event(emulator_state(), ts, conversation, model.member_detail(kind, ts, user_ids))
+
+
+def _remove_member(ts: TenantStore, col: Collection, membership: str) -> None:
+    found = col.get(membership)
+    model.remove_member(emulator_state(), ts, col, membership)
+    _membership_event(ts, col, "membersDeleted", [str(found["userId"])] if found else [])
 
 
 @bp.route("/teams/<team_id>/members", methods=["GET", "POST"])
@@ -322,15 +352,18 @@ def team_members_add(team_id: str) -> Response:
     if not isinstance(values, list):
         raise bad("'values' must be an array.")
     results = []
+    added: list[str] = []
     for entry in values:
         try:
             (user, roles), = _members_from_body(ts, [entry])
             model.add_member(state, ts, col, user, roles)
+            added.append(str(user["id"]))
             results.append({"@odata.type": "#microsoft.graph.aadUserConversationMemberResult",
                             "userId": user["id"], "error": None})
         except GraphHTTPError as exc:
             results.append({"@odata.type": "#microsoft.graph.aadUserConversationMemberResult",
                             "userId": None, "error": {"code": exc.code, "message": exc.message}})
+    _membership_event(ts, col, "membersAdded", added)
     return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#Collection(microsoft.graph.actionResultPart)",
                           "value": results})
 
@@ -344,7 +377,7 @@ def team_member(team_id: str, membership: str) -> Response:
             raise not_found(f"Member '{membership}' not found.")
         return _entity(kinds.TEAM_MEMBER, item, f"teams('{team_id}')/members")
     _, ts = _tenant(kinds.TEAM_MEMBER_WRITE)
-    model.remove_member(emulator_state(), ts, model.member_col(ts, team=team_id), membership)
+    _remove_member(ts, model.member_col(ts, team=team_id), membership)
     return no_content()
 
 
@@ -446,7 +479,7 @@ def channel_message(team_id: str, channel_id: str, message_id: str) -> Response:
     roots = model.roots_col(ts, team_id, channel_id)
     item = model.message_or_404(roots, message_id)
     if (request.args.get("$expand") or "").lower() == "replies":
-        return json_response(_with_replies(ts, roots, item))
+        return json_response(evolvable_enums([_with_replies(ts, roots, item)])[0])
     return _entity(kinds.CHANNEL_MESSAGE, item, f"teams('{team_id}')/channels('{channel_id}')/messages")
 
 
@@ -549,6 +582,9 @@ def chat(chat_id: str) -> Response:
             raise bad("Only a group chat has a topic.")
         updated = {**found, "topic": body["topic"], "lastUpdatedDateTime": state.store.now_iso()}
         state.store.put(model.chat_col(ts), str(found["id"]), updated, change_type="updated")
+    model.system_event(state, ts, model.chat_messages_col(ts, str(found["id"])), {
+        "@odata.type": "#microsoft.graph.chatRenamedEventMessageDetail", "chatId": found["id"],
+        "chatDisplayName": body["topic"]})
     return _entity(kinds.CHAT, updated, "chats")
 
 
@@ -572,7 +608,7 @@ def chat_member(chat_id: str, membership: str) -> Response:
             raise not_found(f"Member '{membership}' not found.")
         return _entity(kinds.CHAT_MEMBER, item, f"chats('{chat_id}')/members")
     _, ts = _tenant(kinds.CHAT_MEMBER_WRITE)
-    model.remove_member(emulator_state(), ts, model.member_col(ts, chat=chat_id), membership)
+    _remove_member(ts, model.member_col(ts, chat=chat_id), membership)
     return no_content()
 
 
