@@ -100,6 +100,15 @@ def test_channels_members_and_their_rules(graph: EmulatorClient) -> None:
     added = r.json()
     group_members = graph.get(f"groups/{team}/members").json()["value"]
     assert users[2]["id"] in {m["id"] for m in group_members}  # a team member is a member of the group
+    owners = graph.get(f"teams/{team}/members", params={"$filter": "roles/any(r:r eq 'owner')"}).json()["value"]
+    assert [m["userId"] for m in owners] == [users[0]["id"]]
+    one = graph.get(f"teams/{team}/members", params={
+        "$filter": f"(microsoft.graph.aadUserConversationMember/userId eq '{users[2]['id']}')"}).json()["value"]
+    assert [m["id"] for m in one] == [added["id"]]
+    assert [t["id"] for t in graph.get(f"users/{users[2]['userPrincipalName']}/joinedTeams").json()["value"]] == [team]
+    assert graph.get(f"users/{users[3]['id']}/joinedTeams").json()["value"] == []
+    assert len(graph.get(f"teams/{team}/allChannels").json()["value"]) == 1
+    assert graph.get(f"teams/{team}/incomingChannels").json()["value"] == []
     assert graph.delete(f"teams/{team}/members/{added['id']}").status_code == 204
     assert len(graph.get(f"teams/{team}/members").json()["value"]) == 2
     assert graph.post(f"teams/{team}/members", json={"roles": [], "user@odata.bind": "users('nobody')"}).status_code == 404

@@ -11,6 +11,8 @@ softDelete is delegated-only (https://learn.microsoft.com/graph/api/chatmessage-
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -164,6 +166,38 @@ def _members_from_body(ts: TenantStore, raw: Any) -> list[tuple[dict[str, Any], 
     return out
 
 
+@bp.get("/users/<user_key>/joinedTeams")
+def joined_teams(user_key: str) -> Response:
+    """The teams a user is a member of (https://learn.microsoft.com/graph/api/user-list-joinedteams; app tokens may ask
+    for any user)."""
+    state = emulator_state()
+    _, ts = _tenant(kinds.TEAM_READ)
+    reject_options(set())
+    uid = str(model.user_or_404(ts, user_key)["id"]).lower()
+    with state.lock:
+        mine = [t for t in _live(model.team_col(ts))
+                if any(str(m.get("userId")).lower() == uid for m in _live(model.member_col(ts, team=str(t["id"]))))]
+    filled = ("id", "displayName", "description", "visibility", "isArchived", "tenantId")
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#teams", "@odata.count": len(mine),
+                          "value": [{p: t.get(p) for p in filled} for t in mine]})
+
+
+@bp.get("/teams/<team_id>/allChannels")
+@bp.get("/teams/<team_id>/incomingChannels")
+def all_channels(team_id: str) -> Response:
+    """allChannels: the team's channels, shared ones included; incomingChannels: channels shared into the team from
+    other teams, which the emulator does not model (always empty) (https://learn.microsoft.com/graph/api/team-list-allchannels)."""
+    _, ts = _tenant(kinds.CHANNEL_READ)
+    reject_options({"$filter", "$select"})
+    col = model.channel_col(ts, team_id)
+    incoming = request.path.rstrip("/").endswith("incomingChannels")
+    predicate = compile_filter(kinds.CHANNEL, request.args["$filter"]) if "$filter" in request.args else None
+    values = [] if incoming else [c for c in _live(col) if predicate is None or predicate(c)]
+    select = delta_mod.parse_select(kinds.CHANNEL, request.args.get("$select"))
+    return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#channels", "@odata.count": len(values),
+                          "value": [delta_mod.project(kinds.CHANNEL, c, select) for c in values]})
+
+
 @bp.get("/teams/<team_id>")
 def get_team(team_id: str) -> Response:
     _, ts = _tenant(kinds.TEAM_READ)
@@ -298,9 +332,29 @@ def _metered(ctx: AppContext, response: Response) -> Response:
 # --- members ---------------------------------------------------------------------------------------------------
 
 
+_ROLE_FILTER = re.compile(r"^\s*roles/any\(\s*(\w+)\s*:\s*\1\s+eq\s+'(owner|guest)'\s*\)\s*$", re.IGNORECASE)
+_USER_FILTER = re.compile(r"^\s*\(?\s*microsoft\.graph\.aadUserConversationMember/(userId|email)\s+eq\s+'([^']*)'\s*\)?\s*$",
+                          re.IGNORECASE)
+
+
+def _member_filter(rtype: ResourceType, text: str) -> Callable[[dict[str, Any]], bool]:
+    """The member filters of https://learn.microsoft.com/graph/api/team-list-members: ``roles/any(r:r eq 'owner')``,
+    ``(microsoft.graph.aadUserConversationMember/userId eq '..')`` (or ``/email``), else the shared subset."""
+    role = _ROLE_FILTER.match(text)
+    if role is not None:
+        wanted = role.group(2).lower()
+        return lambda m: wanted in [str(r).lower() for r in m.get("roles") or []]
+    user = _USER_FILTER.match(text)
+    if user is not None:
+        prop, value = ("userId" if user.group(1).lower() == "userid" else "email"), user.group(2).lower()
+        return lambda m: str(m.get(prop) or "").lower() == value
+    predicate: Callable[[dict[str, Any]], bool] = compile_filter(rtype, text)
+    return predicate
+
+
 def _list_members(col: Collection, rtype: ResourceType, context: str) -> Response:
     reject_options({"$filter", "$select", "$top", "$skiptoken"})
-    predicate = compile_filter(rtype, request.args["$filter"]) if "$filter" in request.args else None
+    predicate = _member_filter(rtype, request.args["$filter"]) if "$filter" in request.args else None
     return paged(emulator_state(), rtype, lambda _o: [m for m in _live(col) if predicate is None or predicate(m)],
                  context=context, default=100, maximum=999)
 
