@@ -258,3 +258,10 @@ def test_unmetered_by_default(graph: EmulatorClient) -> None:
         _say(graph, base, users[0]["id"], f"m{i}")
     for _ in range(3):
         assert graph.get(f"teams/{team}/channels/getAllMessages").status_code == 200
+
+
+def test_every_subscribable_path_has_its_delegated_entry() -> None:
+    from syncer.emulator.families.teams.subscribable import DELEGATED_SCOPES, SUBSCRIBABLE
+
+    assert {spec.shapes[0] for spec in SUBSCRIBABLE} == set(DELEGATED_SCOPES)
+    assert all(spec.max_minutes == spec.max_minutes_rich == 4_320 for spec in SUBSCRIBABLE)

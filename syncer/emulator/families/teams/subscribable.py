@@ -219,3 +219,30 @@ SUBSCRIBABLE: tuple[SubscribableResource, ...] = (
     _entry("conversationMember", ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmembers"), _CU,
            ("ChatMember.Read.WhereInstalled",), models="B"),
 )
+
+#: Delegated scopes per subscribable path (least privileged first; empty = application-only, where a delegated token
+#: is refused [403 UNCONFIRMED]), from the same pages, for the delegated sign-in to check once it exists. Not read yet:
+#: the emulator issues app-only tokens today.
+DELEGATED_SCOPES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("teams", "*", "channels", "*", "messages"): ("ChannelMessage.Read.All",),
+    ("teams", "getallmessages"): (),
+    ("chats", "*", "messages"): ("Chat.Read",),
+    ("chats", "getallmessages"): (),
+    ("users", "*", "chats", "getallmessages"): ("Chat.Read",),
+    ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmessages"): (),
+    ("chats",): (),
+    ("chats", "*"): ("Chat.ReadBasic",),
+    ("users", "*", "chats"): ("Chat.ReadBasic",),
+    ("appcatalogs", "teamsapps", "*", "installedtochats"): (),
+    ("teams", "getallchannels"): (),
+    ("teams", "*", "channels"): ("Channel.ReadBasic.All",),
+    ("teams",): (),
+    ("teams", "*"): ("Team.ReadBasic.All",),
+    ("teams", "*", "members"): ("TeamMember.Read.All",),
+    ("teams", "getallmembers"): (),
+    ("teams", "*", "channels", "getallmembers"): ("ChannelMember.Read.All",),
+    ("teams", "getallchannels", "getallmembers"): (),
+    ("chats", "*", "members"): ("ChatMember.Read",),
+    ("chats", "getallmembers"): (),
+    ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmembers"): (),
+}
