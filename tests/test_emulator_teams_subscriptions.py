@@ -265,3 +265,16 @@ def test_every_subscribable_path_has_its_delegated_entry() -> None:
 
     assert {spec.shapes[0] for spec in SUBSCRIBABLE} == set(DELEGATED_SCOPES)
     assert all(spec.max_minutes == spec.max_minutes_rich == 4_320 for spec in SUBSCRIBABLE)
+
+
+def test_a_finished_team_creation_can_be_subscribed_to_at_once(graph: EmulatorClient, receiver: Receiver) -> None:
+    users = _seed(graph)
+    r = graph.post("teams", json={"template@odata.bind": "https://graph.microsoft.com/v1.0/teamsTemplates('standard')",
+                                  "displayName": "Quiet", "members": [
+                                      {"roles": ["owner"], "user@odata.bind": f"users('{users[0]['id']}')"}]})
+    team_id = r.headers["Content-Location"].split("'")[1]
+    assert _subscribe(graph, receiver, f"/teams/{team_id}", change_type="updated").status_code == 404  # not yet
+    graph.admin("POST", "clock", json={"advance": 5})
+    graph._token = None
+    # no Teams call has looked since the operation finished: subscribing must still find the team
+    _ok(_subscribe(graph, receiver, f"/teams/{team_id}", change_type="updated"))

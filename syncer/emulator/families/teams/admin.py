@@ -20,7 +20,7 @@ from flask import Blueprint, Response, request
 from syncer.emulator.api import emulator_state, json_body, json_response, no_content
 from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import model
+from syncer.emulator.families.teams import model, operations
 from syncer.emulator.store import TenantStore
 
 bp = Blueprint("teams_admin", __name__, url_prefix="/_emulator")
@@ -31,7 +31,9 @@ def _tenant() -> TenantStore:
     tenant_id = request.args.get("tenantId", state.config.tenant_id)
     if tenant_id not in state.tenants:
         raise GraphHTTPError(404, "ResourceNotFound", f"Unknown tenant '{tenant_id}'.")
-    return state.store.tenant(tenant_id)
+    ts = state.store.tenant(tenant_id)
+    operations.settle(state, ts)  # a team whose creation finished exists for the admin API too
+    return ts
 
 
 def _post(col: Collection, ts: TenantStore) -> Response:

@@ -26,7 +26,7 @@ from syncer.emulator.changelog import Collection
 from syncer.emulator.clock import parse_iso
 from syncer.emulator.delta_token import decode_token
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import kinds, model
+from syncer.emulator.families.teams import kinds, model, operations
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import (
     date_clauses,
@@ -94,4 +94,7 @@ def user_chat_messages_delta(user_key: str) -> Response:
 
 def _require_tenant(roles: frozenset[str]) -> tuple[Any, Any]:
     ctx = require(roles)
-    return ctx, emulator_state().store.tenant(ctx.tenant_id)
+    state = emulator_state()
+    ts = state.store.tenant(ctx.tenant_id)
+    operations.settle(state, ts)
+    return ctx, ts

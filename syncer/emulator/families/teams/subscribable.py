@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import kinds, metering
+from syncer.emulator.families.teams import kinds, metering, operations
 from syncer.emulator.subscription_model import (
     ALL_CHANGE_TYPES,
     SubscribableResource,
@@ -137,6 +137,7 @@ def _quota(status: int, what: str) -> GraphHTTPError:
 def _exists(state: EmulatorState, draft: SubscriptionDraft) -> None:
     """The team, channel or chat a path names must exist (404 otherwise)."""
     ts = state.store.tenant(draft.tenant_id)
+    operations.settle(state, ts)
     shape, ids = draft.parsed.spec.shapes[0], draft.parsed.ids
     found = True
     if shape[0] == "teams" and len(shape) > 1 and shape[1] == "*":
