@@ -307,3 +307,24 @@ def test_system_messages_can_be_turned_off(graph: EmulatorClient) -> None:
     team = _team(graph, users[0])
     graph.post(f"teams/{team}/members", json={"roles": [], "user@odata.bind": f"users('{users[1]['id']}')"})
     assert graph.get(f"teams/{team}/channels/{_enc(_channel(graph, team)['id'])}/messages").json()["value"] == []
+
+
+def test_admin_api_refuses_what_a_user_could_not_do(graph: EmulatorClient) -> None:
+    users = _seed(graph)
+    team = _team(graph, users[0])
+    base = f"teams/{team}/channels/{_enc(_channel(graph, team)['id'])}/messages"
+    assert graph.admin("POST", base, json={"body": {"content": "x"}}).status_code == 400  # no from
+    assert graph.admin("POST", base, json={"from": "ghost@nowhere", "body": {"content": "x"}}).status_code == 404
+    assert graph.admin("POST", base, json={"from": users[0]["id"]}).status_code == 400  # no body
+    assert graph.admin("POST", base, json={"from": users[0]["id"], "body": {"content": "x"},
+                                           "createdDateTime": "2020-01-01T00:00:00Z"}).status_code == 400
+    assert graph.admin("POST", f"teams/{team}/channels/19:nope@thread.tacv2/messages",
+                       json={"from": users[0]["id"], "body": {"content": "x"}}).status_code == 404
+    root = _say(graph, base, users[0]["id"], "x")
+    assert graph.admin("PATCH", f"{base}/{root['id']}", json={"chatId": "x"}).status_code == 400
+    assert graph.admin("PATCH", f"{base}/1", json={"body": {"content": "y"}}).status_code == 404
+    assert graph.admin("DELETE", f"{base}/{root['id']}").status_code == 204
+    assert graph.admin("PATCH", f"{base}/{root['id']}", json={"body": {"content": "y"}}).status_code == 400
+    # `from` may also be a Graph identity set
+    by_object = _say(graph, base, users[1]["userPrincipalName"], "z", **{"from": {"user": {"id": users[1]["id"]}}})
+    assert by_object["from"]["user"]["displayName"] == users[1]["displayName"]
