@@ -278,3 +278,17 @@ def test_a_finished_team_creation_can_be_subscribed_to_at_once(graph: EmulatorCl
     graph._token = None
     # no Teams call has looked since the operation finished: subscribing must still find the team
     _ok(_subscribe(graph, receiver, f"/teams/{team_id}", change_type="updated"))
+
+
+def test_shared_channel_messages_raise_no_notifications(graph: EmulatorClient, receiver: Receiver) -> None:
+    users, team, channel = _setup(graph)
+    shared = graph.post(f"teams/{team}/channels", json={"displayName": "Partners", "membershipType": "shared", "members": [
+        {"roles": ["owner"], "user@odata.bind": f"users('{users[0]['id']}')"}]}).json()
+    _ok(_subscribe(graph, receiver, f"/teams/{team}/channels/{shared['id']}/messages", change_type="created"))
+    _ok(_subscribe(graph, receiver, "/teams/getAllMessages?model=B", change_type="created"))
+    _say(graph, f"teams/{team}/channels/{quote(shared['id'], safe='')}/messages", users[0]["id"], "quiet")
+    loud = _say(graph, f"teams/{team}/channels/{quote(channel, safe='')}/messages", users[0]["id"], "loud")
+    items = receiver.wait_items(1)
+    assert graph.admin("POST", "delivery/wait", json={"timeoutSeconds": 10}).json()["idle"]
+    assert [i["resourceData"]["id"] for i in receiver.items()] == [loud["id"]]
+    assert items
