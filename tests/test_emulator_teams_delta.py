@@ -131,3 +131,17 @@ def test_ten_thousand_seeded_channel_messages_page_through_delta(graph: Emulator
     paged = time.perf_counter() - started
     assert len(items) == 10_000 and len({m["id"] for m in items}) == 10_000
     assert seeded < 10 and paged < 30, (seeded, paged)
+
+
+def test_a_new_chat_member_sees_the_history_in_its_chats_delta(graph: EmulatorClient) -> None:
+    users = _seed(graph)
+    a, b, c = users[:3]
+    chat = graph.post("chats", json={"chatType": "group", "topic": "T", "members": [
+        {"roles": ["owner"], "user@odata.bind": f"users('{p['id']}')"} for p in (a, b)]}).json()
+    old = _say(graph, f"chats/{quote(chat['id'], safe='')}/messages", a["id"], "before c joined")
+    assert graph.delta_all(f"users/{c['id']}/chats/getAllMessages/delta")[0] == []
+    r = graph.post(f"chats/{quote(chat['id'], safe='')}/members", json={
+        "roles": ["owner"], "user@odata.bind": f"users('{c['id']}')"})
+    assert r.status_code == 201, r.text
+    items, _ = graph.delta_all(f"users/{c['id']}/chats/getAllMessages/delta")
+    assert old["id"] in {m["id"] for m in items}

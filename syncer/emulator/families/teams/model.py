@@ -177,7 +177,21 @@ def add_member(state: EmulatorState, ts: TenantStore, col: Collection, user: dic
                 state.store.touch(gcol, col.parents["team"])
     if col.rtype is CHAT_MEMBER:
         _refresh_chat_members(state, ts, col.parents["chat"])
+        if existing is None:
+            _share_history(state, ts, col.parents["chat"], str(user["id"]))
     return item
+
+
+def _share_history(state: EmulatorState, ts: TenantStore, chat_id: str, user_id: str) -> None:
+    """A new chat member sees the history (``visibleHistoryStartDateTime`` 0001-01-01): the chat's messages join the
+    member's ``/users/{id}/chats/getAllMessages`` (and its delta) [DOC: https://learn.microsoft.com/graph/api/chat-post-members]."""
+    messages = ts.collections.get(f"chats/{chat_id}/messages".lower())
+    if messages is None:
+        return
+    index = ts.collection(USER_CHAT_MESSAGES, {"user": user_id.lower()})
+    with state.lock:
+        for message_id, message in list(messages.iter_live()):
+            state.store.put(index, f"{chat_id}|{message_id}", message, change_type="updated", notify=False)
 
 
 def remove_member(state: EmulatorState, ts: TenantStore, col: Collection, membership: str) -> None:
