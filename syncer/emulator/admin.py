@@ -6,10 +6,12 @@ Seeding
     ``POST /_emulator/seed`` body (all optional, non-negative integers):
     ``{"users": 1000000, "groups": 10, "membersPerGroup": 50, "messagesPerUser": 20,
     "eventsPerUser": 5, "contactsPerUser": 5, "tasksPerUser": 5, "driveItemsPerUser": 5,
+    "teamsPerUser": 1, "chatsPerUser": 1, "channelMessagesPerUser": 100,
     "contentUsers": 10, "tenantId": "..."}`` → ``200 {"users": {"count", "prefix", "firstId",
     "upnPattern"}, ..., "seconds": 0.01}``. Users are generated lazily (O(1) for any count); groups take
     their members from the first users; per-user content goes to the first ``contentUsers`` users
-    (default 10). Seeding sends no change notifications.
+    (default 10). Seeding sends no change notifications. Teams posts as a user live in
+    :mod:`syncer.emulator.families.teams.admin` (``/_emulator/teams/...``, ``/_emulator/chats/...``).
 
 Faults (documented in :mod:`syncer.emulator.faults`)
     ``GET /_emulator/faults`` → ``{"rules": [...], "mailboxConcurrency": 4, "mailboxRejections": 0}``.
@@ -128,7 +130,7 @@ def faults_add() -> Response:
             raise GraphHTTPError(400, "BadRequest", "'rules' must be a list.")
     else:
         rules = [body]
-    added = [state.faults.add(rule).to_json() for rule in rules]
+    added = [state.faults.add(one).to_json() for rule in rules for one in state.faults.expand(rule)]
     return _json({"rules": added}, 201)
 
 

@@ -170,6 +170,36 @@ class EmulatorConfig:
     #: has one [UNCONFIRMED: the docs only say that app id "can be used to generate the validation token"].
     notification_url_app_id_as_audience: bool = False
 
+    # --- Microsoft Teams (docs/emulator-core.md lists these guesses) ---
+    #: Which changeType a message's softDelete raises: "deleted" (rich payload with deletedDateTime) or "updated"
+    #: [UNCONFIRMED: https://learn.microsoft.com/graph/api/chatmessage-softdelete does not say]; undo is "updated".
+    teams_soft_delete_change_type: str = "deleted"
+    #: A new reply also puts its root in the next channel delta round [UNCONFIRMED]; False = only the reply changes.
+    teams_reply_resurfaces_root: bool = False
+    #: Emulator seconds a `POST /teams` operation takes before the team exists [UNCONFIRMED: undocumented].
+    teams_create_delay_s: float = 1.0
+    #: Status of a second oneOnOne `POST /chats` for the same pair, which returns the existing chat [UNCONFIRMED].
+    teams_existing_chat_status: int = 201
+    #: Status when an app token posts a message outside migration mode [UNCONFIRMED: status not stated].
+    teams_app_send_status: int = 403
+    #: Teams subscriptions per tenant, all Teams types together [DOC: 10,000]; then 403.
+    teams_subscription_pool: int = 10_000
+    #: Subscriptions per user on /users/{id}/chats and /users/{id}/chats/getAllMessages [DOC: 10]; then 403.
+    teams_subscriptions_per_user: int = 10
+    #: A second subscription of one app on one chat/channel/team path: 403 or 409 [UNCONFIRMED which]. (The same
+    #: resource with the same change types is the shared duplicate rule, 409.)
+    teams_per_resource_status: int = 403
+    #: Expirations further away than this need a lifecycleNotificationUrl [DOC: 1 hour] ...
+    teams_lifecycle_url_after_minutes: float = 60.0
+    #: ... or the create/renew fails with this status [UNCONFIRMED: 400].
+    teams_lifecycle_url_status: int = 400
+    #: Legacy evaluation mode (no `model`): this many messages or member events a month per app and tenant, then
+    #: notifications stop and export GETs answer 402 [DOC before 2025-08-25: 500]. None = unmetered, as Teams is now.
+    teams_evaluation_cap: int | None = None
+    #: Post a systemEventMessage when members are added to or removed from a team (General channel) or chat, a chat is
+    #: renamed or a channel added, through Graph's API (not seeding) [DOC: which events do is partly UNCONFIRMED].
+    teams_system_messages: bool = True
+
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""
         return replace(self, **changes)  # type: ignore[arg-type]

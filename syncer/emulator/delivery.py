@@ -267,6 +267,9 @@ class Dispatcher:
             change_type = notified_change_type(subscription, event)
             if change_type not in subscription.change_types:
                 continue
+            narrow = subscription.parsed.spec.deliver
+            if narrow is not None and not narrow(self.state, subscription, event):
+                continue
             if subscription.held_since is None and not self._app_may_read(subscription):
                 self.hold(subscription)
             item = self._build(subscription, event, change_type)

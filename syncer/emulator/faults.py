@@ -37,6 +37,13 @@ Rule kinds (JSON as the admin API takes it; every field except ``type`` is optio
     changes older than ``seconds`` on the emulator clock, so a notification can arrive before its
     change shows up in delta. Stays until removed.
 
+``{"type": "profile", "name": "teams", "scale": 1.0}``
+    Not a rule: expands into the rate rules of a documented throttling table (``scale`` multiplies every limit).
+    ``teams`` = https://learn.microsoft.com/graph/throttling-limits#microsoft-teams-service-limits, per app and
+    tenant: GET a channel or chat message 20 rps, POST a channel message 50, POST a chat message 20, POST /teams 10,
+    getAllMessages 200, member and channel lists 60, other GETs 30, other writes 30; at most 4 rps per app on one team
+    (scope ``app+match``: the key is the path regex's first group) and 3,000 messages per app per day into one channel.
+
 Rules without ``path`` apply to Graph calls (``/v1.0``) only; give a ``path`` such as
 ``/oauth2/v2.0/token`` to fail or slow the identity platform (its errors then use the identity
 platform's shape, ``{"error": "temporarily_unavailable", ...}``).
@@ -62,6 +69,27 @@ from syncer.emulator.config import EmulatorConfig
 from syncer.emulator.errors import GraphHTTPError
 
 _KINDS = {"status", "rate", "latency", "reset", "deltaReset", "deltaLag"}
+
+_TEAMS_GET_MESSAGES = r"^/v1\.0/(teams/[^/]+/channels/[^/]+|chats/[^/]+|users/[^/]+/chats/[^/]+)/messages(/|$)"
+#: Throttling tables as rate rules (see the module docstring); limits are per second unless perSeconds says otherwise.
+PROFILES: dict[str, list[dict[str, Any]]] = {
+    "teams": [
+        {"path": _TEAMS_GET_MESSAGES, "method": "GET", "limit": 20},
+        {"path": r"^/v1\.0/teams/[^/]+/channels/[^/]+/messages(/[^/]+/replies)?$", "method": "POST", "limit": 50},
+        {"path": r"^/v1\.0/chats/[^/]+/messages$", "method": "POST", "limit": 20},
+        {"path": r"^/v1\.0/teams$", "method": "POST", "limit": 10},
+        {"path": r"/getAllMessages", "method": "GET", "limit": 200},
+        {"path": r"^/v1\.0/(teams/[^/]+/(members|channels)|teams/[^/]+/channels/[^/]+/members|chats/[^/]+/members)$",
+         "method": "GET", "limit": 60},
+        {"path": r"^/v1\.0/(?!.*(/messages|getAllMessages|/members$|/channels$))(teams|chats|users/[^/]+/chats)",
+         "method": "GET", "limit": 30},
+        {"path": r"^/v1\.0/(?!teams$)(?!.*/messages)(teams|chats)", "method": ["POST", "PATCH", "DELETE", "PUT"],
+         "limit": 30},
+        {"path": r"^/v1\.0/teams/([^/]+)", "limit": 4, "scope": "app+match"},
+        {"path": r"^/v1\.0/teams/[^/]+/channels/([^/]+)/messages", "method": "POST", "limit": 3000,
+         "perSeconds": 86400, "scope": "app+match"},
+    ],
+}
 
 _DEFAULT_CODES = {
     400: ("BadRequest", "Injected bad request."),
@@ -139,6 +167,20 @@ class Faults:
                 "mailboxRejections": self.mailbox_rejections,
             }
 
+    @staticmethod
+    def expand(spec: Any) -> list[Any]:
+        """A ``profile`` as its rate rules (each tagged with the profile's name); any other spec as itself."""
+        if not isinstance(spec, dict) or spec.get("type") != "profile":
+            return [spec]
+        name = spec.get("name")
+        if name not in PROFILES:
+            raise _bad(f"Unknown fault profile {name!r}; expected one of {sorted(PROFILES)}.")
+        scale = spec.get("scale", 1.0)
+        if not isinstance(scale, (int, float)) or scale <= 0:
+            raise _bad("'scale' must be a positive number.")
+        return [{"type": "rate", "profile": name, "scope": "app+tenant", "perSeconds": 1, **rule,
+                 "limit": max(1, math.ceil(rule["limit"] * scale))} for rule in PROFILES[name]]
+
     def add(self, spec: dict[str, Any]) -> Rule:
         """Validate and add one rule; raises GraphHTTPError(400) on a bad spec."""
         if not isinstance(spec, dict):
@@ -176,8 +218,10 @@ class Faults:
             limit, per = spec.get("limit"), spec.get("perSeconds", 1)
             if not isinstance(limit, int) or limit < 0 or not isinstance(per, (int, float)) or per <= 0:
                 raise _bad("'limit' must be an integer >= 0 and 'perSeconds' a positive number.")
-            if spec.get("scope", "app+tenant") not in ("app", "tenant", "app+tenant", "app+mailbox"):
-                raise _bad("'scope' of a rate rule must be 'app', 'tenant', 'app+tenant' or 'app+mailbox'.")
+            if spec.get("scope", "app+tenant") not in ("app", "tenant", "app+tenant", "app+mailbox", "app+match"):
+                raise _bad("'scope' of a rate rule must be 'app', 'tenant', 'app+tenant', 'app+mailbox' or 'app+match'.")
+            if spec.get("scope") == "app+match" and not isinstance(spec.get("path"), str):
+                raise _bad("An 'app+match' rate rule needs a 'path' whose first group names the counted target.")
         if kind == "deltaLag" and (not isinstance(spec.get("seconds"), (int, float)) or spec["seconds"] < 0):
             raise _bad("'seconds' must be a non-negative number.")
         if kind == "latency" and (not isinstance(spec.get("ms"), (int, float)) or spec["ms"] < 0):
@@ -241,7 +285,7 @@ class Faults:
                 if rule.kind == "rate":
                     if rule.spec.get("scope") == "app+mailbox" and mailbox is None:
                         continue  # a mailbox rule only counts requests that address a mailbox
-                    error = self._rate(rule, app=app, tenant=tenant, mailbox=mailbox)
+                    error = self._rate(rule, app=app, tenant=tenant, mailbox=mailbox, path=path)
                     if error is not None:
                         rule.fired += 1
                         return Decision(latency, error, label=f"rate#{rule.id}")
@@ -268,10 +312,16 @@ class Faults:
         inner = {"code": str(status), "status": str(status)} if status == 429 else None
         return GraphHTTPError(status, code, message, headers=headers, inner=inner)
 
-    def _rate(self, rule: Rule, *, app: str | None, tenant: str | None, mailbox: str | None) -> GraphHTTPError | None:
+    def _rate(self, rule: Rule, *, app: str | None, tenant: str | None, mailbox: str | None,
+              path: str = "") -> GraphHTTPError | None:
         scope = rule.spec.get("scope", "app+tenant")
-        key = {"app": f"{app}", "tenant": f"{tenant}", "app+tenant": f"{app}|{tenant}",
-               "app+mailbox": f"{app}|{(mailbox or '').lower()}"}[scope]
+        if scope == "app+match":
+            match = rule.path.search(path) if rule.path is not None else None
+            target = (match.group(1) if match is not None and match.groups() else match.group(0) if match else "")
+            key = f"{app}|{tenant}|{target.lower()}"
+        else:
+            key = {"app": f"{app}", "tenant": f"{tenant}", "app+tenant": f"{app}|{tenant}",
+                   "app+mailbox": f"{app}|{(mailbox or '').lower()}"}[scope]
         now = self.clock.time()
         window = float(rule.spec.get("perSeconds", 1))
         limit = int(rule.spec["limit"])

@@ -302,6 +302,9 @@ def serve(config: EmulatorConfig, *, workdir: Path | None = None, info_file: Pat
     server.start()
     if seed_users:
         _seed_users(server.state, config.tenant_id, seed_users)
+        # a little of every family that seeds per user from the directory: one team and chats for a few users
+        from syncer.emulator.seed import seed as _seed
+        _seed(server.state, {"teamsPerUser": 1, "chatsPerUser": 1, "contentUsers": min(seed_users, 5)})
     info = server.info
     if info_file is not None:
         server.write_info(info_file)

@@ -23,13 +23,35 @@ from syncer.emulator.rich import EncryptionCertificate
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
-    from syncer.emulator.store import TenantStore
+    from syncer.emulator.store import ChangeEvent, TenantStore
 
 ChangeType = Literal["created", "updated", "deleted"]
 ALL_CHANGE_TYPES: frozenset[str] = frozenset({"created", "updated", "deleted"})
 QuotaScope = Literal["mailbox", "directory", "none"]
 #: (state, tenant, user id) -> the container id it made or found.
 Provision = Callable[["EmulatorState", "TenantStore", str], object]
+
+
+@dataclass(frozen=True)
+class SubscriptionDraft:
+    """A subscription as create or renew would make it, for a resource's own checks (:attr:`SubscribableResource.check`)."""
+
+    tenant_id: str
+    application_id: str
+    parsed: ParsedResource
+    change_types: frozenset[str]
+    expiration: datetime
+    lifecycle_url: str | None
+    #: None on create; the subscription's id on renewal (PATCH), which must not count against quotas twice.
+    existing_id: str | None = None
+
+
+#: Whether one change reaches one subscription beyond path and change type (Teams: `$search`, mention `$filter`).
+DeliveryFilter = Callable[["EmulatorState", "Subscription", "ChangeEvent"], bool]
+
+#: Checks Graph makes only for some resources (Teams: lifecycle URL past one hour, quotas, `model`); raises
+#: :class:`~syncer.emulator.errors.GraphHTTPError`.
+SubscriptionCheck = Callable[["EmulatorState", SubscriptionDraft], None]
 
 OUTLOOK_RICH_REFUSAL = "Rich notifications require a '$select' query option in the resource for this resource type."
 
@@ -67,6 +89,10 @@ class SubscribableResource:
     mailbox_path: bool = False
     #: Makes the user's container (mailbox, drive) exist before subscribing, so its changes can match.
     provision: Provision | None = None
+    #: The resource's own rules, run on create (after the shared checks and quotas, before the handshake) and on renewal.
+    check: SubscriptionCheck | None = None
+    #: Options in the resource that narrow what is delivered (read by the dispatcher); None = everything that matches.
+    deliver: DeliveryFilter | None = None
 
 
 _ODATA_KEY = re.compile(r"\(\s*'([^']*)'\s*\)|\(\s*\"([^\"]*)\"\s*\)")

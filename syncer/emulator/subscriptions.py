@@ -27,7 +27,12 @@ from syncer.emulator.api import base_url, emulator_state
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.handshake import validate_endpoints
 from syncer.emulator.rich import CertificateError, load_encryption_certificate
-from syncer.emulator.subscription_model import ParsedResource, Subscription, SubscriptionRegistry
+from syncer.emulator.subscription_model import (
+    ParsedResource,
+    Subscription,
+    SubscriptionDraft,
+    SubscriptionRegistry,
+)
 
 if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
@@ -92,6 +97,9 @@ def create_subscription() -> Response:
     exceeded = registry.quota_exceeded(tenant_id=caller.tenant_id, application_id=caller.client_id, parsed=parsed)
     if exceeded is not None:
         raise checks.extension_error(403, f"Maximum number of subscriptions has been reached ({exceeded})")
+    if parsed.spec.check is not None:
+        parsed.spec.check(state, SubscriptionDraft(caller.tenant_id, caller.client_id, parsed, change_types, expiration,
+                                                   lifecycle_url))
     validate_endpoints(state, [notification_url, *([lifecycle_url] if lifecycle_url else [])])
     now = state.clock.time()
     subscription = Subscription(
@@ -213,6 +221,10 @@ def update_subscription(subscription_id: str) -> Response:
             subscription.parsed,
             rich=subscription.include_resource_data,
         )
+        if subscription.parsed.spec.check is not None:
+            subscription.parsed.spec.check(state, SubscriptionDraft(
+                subscription.tenant_id, subscription.application_id, subscription.parsed, subscription.change_types,
+                expiration, subscription.lifecycle_url, existing_id=subscription.id))
     new_url = checks.string(body, "notificationUrl") if "notificationUrl" in body else None
     if "notificationUrl" in body and not new_url:
         raise checks.invalid("notificationUrl cannot be empty.")

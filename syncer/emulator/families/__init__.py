@@ -9,13 +9,13 @@ family".
 
 from __future__ import annotations
 
-from syncer.emulator.families import callrecords, directory, drive, mailbox, printing, security, sharepoint
+from syncer.emulator.families import callrecords, directory, drive, mailbox, printing, security, sharepoint, teams
 from syncer.emulator.resources import Family, ResourceType, Seeder
 from syncer.emulator.subscription_model import SubscribableResource
 
 #: Every family, in the order their blueprints register and their seeders run.
 FAMILIES: tuple[Family, ...] = (directory.FAMILY, mailbox.OUTLOOK, mailbox.TODO, drive.FAMILY, sharepoint.FAMILY,
-                                  security.FAMILY, callrecords.FAMILY, printing.FAMILY)
+                                  security.FAMILY, callrecords.FAMILY, printing.FAMILY, teams.FAMILY)
 
 RESOURCE_TYPES: dict[str, ResourceType] = {r.name: r for f in FAMILIES for r in f.resource_types}
 #: Subscription path shapes, matched in order.
@@ -28,7 +28,7 @@ MAILBOX_SEGMENTS: frozenset[str] = frozenset().union(*(f.mailbox_segments for f 
 #: Application permissions whose names do not end in ".All" (the other names without it are delegated-only).
 _APP_ROLES_WITHOUT_ALL = frozenset({"Mail.Read", "Mail.ReadWrite", "Calendars.Read", "Calendars.ReadWrite",
                                     "Contacts.Read", "Contacts.ReadWrite", "Group.Create",
-                                    "Mail.Send"})
+                                    "Mail.Send", "Team.Create", "Channel.Create", "Chat.Create"})
 
 
 def all_roles() -> frozenset[str]:
