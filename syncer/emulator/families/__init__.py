@@ -9,7 +9,16 @@ family".
 
 from __future__ import annotations
 
-from syncer.emulator.families import callrecords, directory, drive, mailbox, printing, security, sharepoint, teams
+from syncer.emulator.families import (
+    callrecords,
+    directory,
+    drive,
+    mailbox,
+    printing,
+    security,
+    sharepoint,
+    teams,
+)
 from syncer.emulator.resources import Family, ResourceType, Seeder
 from syncer.emulator.subscription_model import SubscribableResource
 
