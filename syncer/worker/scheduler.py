@@ -157,14 +157,10 @@ def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
     """On SQLite, the ``worker`` lock (a second worker is refused with its holder); None on PostgreSQL."""
     if not schema.is_sqlite(engine):
         return None
-    from syncer.locks import DatabaseLock
+    from syncer.locks import DatabaseLock, take_back
 
-    # The row of a worker killed under this same id (a restarted systemd unit or pod with a stable
-    # --worker-id) is taken back at once instead of after its ttl: this process is its successor.
-    with engine.begin() as connection:
-        connection.execute(
-            sa.delete(schema.locks).where(schema.locks.c.name == WORKER_LOCK, schema.locks.c.holder == worker_id)
-        )
+    # The row of a worker killed under this same --worker-id is taken back at once: this process is its successor.
+    take_back(engine, WORKER_LOCK, worker_id)
     lock = DatabaseLock(engine, WORKER_LOCK, holder=worker_id, ttl=timedelta(seconds=30))
     try:
         lock.acquire(timeout=0)

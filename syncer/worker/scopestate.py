@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "drop_scope", "ensure_scope_rows", "mark_dirty",
-    "purge_runs", "utcnow",
+    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "clean_scopes", "drop_scope", "due_scopes", "ensure_scope_rows",
+    "keys_under", "last_full_rounds", "mark_dirty", "mark_stale", "purge_runs", "request_resync", "scopes_named",
+    "utcnow",
 ]
 
 Clock = Callable[[], datetime]
@@ -103,6 +104,16 @@ class ScopeStore:
             sa.update(s)
             .where(*self._key(), s.c.leased_by == self.worker)
             .values(leased_by=None, lease_until=None, updated_at=self.clock(), **values)
+        )
+
+    def release_succeeded(self, connection: Connection, *, now: datetime, started: datetime) -> None:
+        """Give our lease back after a pass that succeeded (started at *started*): recorded as the
+        last success, failures forgotten, and the scope clean unless marked dirty since it started
+        (a notification that came in while the pass ran keeps it dirty for another pass)."""
+        s = schema.sync_state
+        self.release_lease(
+            connection, last_success_at=now, last_error=None, failures=0, not_before=None,
+            dirty_since=sa.case((s.c.dirty_since <= started, None), else_=s.c.dirty_since),
         )
 
     def state(self, connection: Connection) -> Any:
@@ -194,6 +205,90 @@ def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str
         where.append(sa.or_(s.c.dirty_since.is_(None), s.c.leased_by.is_not(None)))
     stmt = sa.update(s).where(*where).values(**values)
     return max(connection.execute(stmt).rowcount, 0)
+
+
+def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[str, str, str | None]]:
+    """``(tenant_id, scope_key, parent_key)`` of the scopes due for a pass, oldest mark first: dirty,
+    resync-requested or mid-round, not postponed, and not leased by another worker."""
+    s = schema.sync_state
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
+            .where(
+                sa.or_(s.c.dirty_since.is_not(None), s.c.resync_requested.is_(True), s.c.page_link.is_not(None)),
+                sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
+                # A lease under this worker's own id with no pass of it running here (the caller
+                # skips those) is stale: left by its killed predecessor, or by a pass that could
+                # not release it because the database was down. Waiting out its ttl would
+                # freeze the scope for minutes after an outage.
+                sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker),
+            )
+            .order_by(s.c.dirty_since)
+        ).all()
+
+
+def scopes_named(engine: Engine, names: Sequence[str]) -> Sequence[tuple[str, str, str, str | None]]:
+    """``(tenant_id, scope_key, name, parent_key)`` of every scope of the declarations *names*."""
+    s = schema.sync_state
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(s.c.tenant_id, s.c.scope_key, s.c.name, s.c.parent_key).where(s.c.name.in_(list(names)))
+        ).all()
+
+
+def clean_scopes(engine: Engine) -> Sequence[tuple[str, str, str | None, datetime | None]]:
+    """``(tenant_id, scope_key, parent_key, last_success_at)`` of every scope not marked dirty."""
+    s = schema.sync_state
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, s.c.last_success_at).where(s.c.dirty_since.is_(None))
+        ).all()
+
+
+def mark_stale(connection: Connection, keys: Sequence[tuple[str, str]], *, now: datetime) -> int:
+    """Mark dirty the scopes *keys* ``(tenant_id, scope_key)`` that are not dirty yet; how many."""
+    s = schema.sync_state
+    marked = 0
+    for tenant_id, key in keys:
+        marked += connection.execute(
+            sa.update(s)
+            .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.dirty_since.is_(None))
+            .values(dirty_since=now, updated_at=now)
+        ).rowcount
+    return marked
+
+
+def request_resync(connection: Connection, keys: Sequence[tuple[str, str]], *, now: datetime) -> None:
+    """Make the next pass of each scope in *keys* ``(tenant_id, scope_key)`` a full round, and mark it dirty."""
+    s = schema.sync_state
+    for tenant_id, key in keys:
+        connection.execute(
+            sa.update(s)
+            .where(s.c.tenant_id == tenant_id, s.c.scope_key == key)
+            .values(resync_requested=True, dirty_since=now, updated_at=now)
+        )
+
+
+def keys_under(connection: Connection, tenant_id: str, parent_key: str) -> list[str]:
+    """The scope keys registered under *parent_key* (a container and the child scopes it found)."""
+    s = schema.sync_state
+    return list(
+        connection.execute(
+            sa.select(s.c.scope_key).where(s.c.tenant_id == tenant_id, s.c.parent_key == parent_key)
+        ).scalars()
+    )
+
+
+def last_full_rounds(engine: Engine) -> dict[tuple[str, str], datetime]:
+    """``(tenant_id, scope_key)`` -> when the last full round that succeeded started."""
+    r = schema.sync_runs
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
+            .where(r.c.full.is_(True), r.c.outcome == "ok")
+            .group_by(r.c.tenant_id, r.c.scope_key)
+        ).all()
+    return {(t, k): at for t, k, at in rows}
 
 
 def drop_scope(

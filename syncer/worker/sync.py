@@ -589,7 +589,6 @@ def _finish(
     not_before: datetime | None = None,
     release: bool = True,
 ) -> datetime | None:
-    s = schema.sync_state
     now = store.clock()
     with store.engine.begin() as connection:
         store.update_run(
@@ -598,12 +597,11 @@ def _finish(
         )
         if not release:
             return None
-        values: dict[str, Any] = {}
         if outcome == "ok":
-            values.update(last_success_at=now, last_error=None, failures=0, not_before=None)
-            # A notification that came in while we ran keeps the scope dirty for another pass.
-            values["dirty_since"] = sa.case((s.c.dirty_since <= started, None), else_=s.c.dirty_since)
-        elif outcome == "throttled":
+            store.release_succeeded(connection, now=now, started=started)
+            return not_before
+        values: dict[str, Any] = {}
+        if outcome == "throttled":
             values.update(last_error=error, not_before=not_before)
         elif outcome == "stopped":
             pass  # not a failure: the scope stays due and resumes from its page_link
