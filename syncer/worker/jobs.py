@@ -33,7 +33,7 @@ from syncer import reconcile
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
 from syncer.reconcile import records
-from syncer.worker import scopes, scopestate, sync
+from syncer.worker import fetch, scopes, scopestate, sync
 from syncer.worker.scopes import FETCH, Scope, ScopeIndex
 from syncer.worker.scopestate import utcnow
 
@@ -236,7 +236,7 @@ class Worker:
         return DrainResult(len(items), dirty, fetched, lifecycle)
 
     def _fetch(self, scope: Scope, resources: list[str]) -> sync.PassResult:
-        """:func:`syncer.worker.sync.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
+        """:func:`syncer.worker.fetch.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
 
         Such a pass holds the lease under this worker's own id, which the fetch would take as its
         own and release under it; so would a pass that :meth:`start_due` started during the fetch.
@@ -248,7 +248,7 @@ class Worker:
                 return sync.PassResult(scope.key, "busy")
             self._fetching.add(key)
         try:
-            return sync.fetch_items(self.engine, self.sources[scope.tenant_id], scope, resources,
+            return fetch.fetch_items(self.engine, self.sources[scope.tenant_id], scope, resources,
                                     worker=self.worker_id, clock=self.clock)
         finally:
             with self._lock:

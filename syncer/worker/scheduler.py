@@ -36,7 +36,7 @@ from syncer.errors import (
     SyncerError,
 )
 from syncer.log import database_unreachable
-from syncer.worker import scopes, scopestate, sync
+from syncer.worker import containers, scopes, scopestate, sync
 from syncer.worker.jobs import Retention, Worker, default_worker_id
 from syncer.worker.scopes import ScopeIndex
 
@@ -346,7 +346,7 @@ def sync_once(
             )
             results.append(result)
             if scope.container and result.outcome == "ok":
-                for child in sync.children_of(engine, scope):
+                for child in containers.children_of(engine, scope):
                     results.append(
                         sync.sync_scope(
                             engine, source, child, worker=worker_id, full=full, progress=progress, page_size=page_size

@@ -87,6 +87,15 @@ class RowWriter:
                 f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}"
             )
 
+    def begin_round(self, *, full: bool, resumed: bool) -> None:
+        """Nothing to prepare: a full round sweeps by the round id its rows carry (``_sync_run_id``)."""
+
+    def apply(
+        self, connection: Connection, items: Sequence[Mapping[str, Any]], *, now: datetime, round_id: int
+    ) -> PageOutcome:
+        """Write one page of the round *round_id* (:func:`apply_items`)."""
+        return apply_items(connection, self, items, now=now, run_id=round_id)
+
     def _db_value(self, value: Any, type_name: str) -> Any:
         if value is None:
             return None
