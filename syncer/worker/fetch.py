@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from syncer.errors import LeaseLost, NotFoundError
 from syncer.worker.scopes import Scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
-from syncer.worker.sync import PageSource, PassResult, describe_error, throttle_of, throttle_wait
+from syncer.worker.sync import PageSource, PassResult, describe_error, take_scope, throttle_of, throttle_wait
 from syncer.worker.writer import RowWriter, apply_items
 
 __all__ = ["fetch_items"]
@@ -53,13 +53,9 @@ def fetch_items(
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     writer = RowWriter(engine, scope)
     with engine.begin() as connection:
-        store.ensure(connection)
-        if not store.take_lease(connection):
-            return PassResult(scope.key, "busy")
-        not_before = store.state(connection).not_before
-        if not_before is not None and not_before > clock():
-            store.release_lease(connection)
-            return PassResult(scope.key, "postponed", not_before=not_before)
+        _, refused = take_scope(store, connection, now=clock())
+        if refused is not None:
+            return refused
         run_id = store.start_run(connection, full=False)
     try:
         items = _get_items(source, scope, resources)

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from syncer import mirror, schema
 from syncer.errors import LeaseLost
 from syncer.worker.scopes import Scope
+from syncer.worker.writer import remove_rows
 
 if TYPE_CHECKING:
     from syncer.spec import Mirror
@@ -73,14 +74,12 @@ class ScopeStore:
         ensure_scope_rows(connection, [self.scope], dirty=dirty, now=self.clock())
 
     def take_lease(self, connection: Connection) -> bool:
+        """Lease the scope to this worker unless another one holds it; whether we have it now."""
         s = schema.sync_state
         now = self.clock()
         stmt = (
             sa.update(s)
-            .where(
-                *self._key(),
-                sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == self.worker),
-            )
+            .where(*self._key(), _free_for(self.worker, now))
             .values(leased_by=self.worker, lease_until=now + self.lease_ttl, updated_at=now)
         )
         return bool(connection.execute(stmt).rowcount == 1)
@@ -157,6 +156,13 @@ class ScopeStore:
         r = schema.sync_runs
         value = connection.execute(sa.select(r.c.started_at).where(r.c.id == run_id)).scalar()
         return value
+
+
+def _free_for(worker: str, now: datetime) -> sa.ColumnElement[bool]:
+    """The scope's lease may be taken by *worker*: nobody holds it, it expired, or it is *worker*'s own
+    (taken back at once: its holder was this worker id's killed predecessor)."""
+    s = schema.sync_state
+    return sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker)
 
 
 def ensure_scope_rows(connection: Connection, scopes: Sequence[Scope], *, dirty: bool = False, now: datetime | None = None) -> None:
@@ -311,19 +317,13 @@ def drop_scope(
     s = schema.sync_state
     where = [s.c.tenant_id == tenant_id, s.c.scope_key == key]
     if worker is not None:
-        where.append(sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker))
+        where.append(_free_for(worker, now))
     if connection.execute(sa.delete(s).where(*where)).rowcount != 1 and worker is not None:
         return None
     if mirror_spec is None:
         return 0
     t = mirror.build_table(mirror_spec)
-    rows = [t.c.tenant_id == tenant_id, t.c._scope == key]
-    if delete == "hard":
-        return max(connection.execute(sa.delete(t).where(*rows)).rowcount, 0)
-    stmt = sa.update(t).where(*rows, t.c._deleted_at.is_(None)).values(
-        _deleted_at=now, _removed_reason=reason, _synced_at=now
-    )
-    return max(connection.execute(stmt).rowcount, 0)
+    return remove_rows(connection, t, [t.c.tenant_id == tenant_id, t.c._scope == key], hard=delete == "hard", reason=reason, now=now)
 
 
 def purge_runs(engine: Engine, *, started_before: datetime, batch: int = 5_000) -> int:

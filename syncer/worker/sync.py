@@ -89,6 +89,7 @@ __all__ = [
     "describe_error",
     "progress_line",
     "sync_scope",
+    "take_scope",
     "throttle_of",
     "throttle_wait",
 ]
@@ -223,13 +224,9 @@ def sync_scope(
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
-        store.ensure(connection)
-        if not store.take_lease(connection):
-            return PassResult(scope.key, "busy")
-        state = store.state(connection)
-        if state.not_before is not None and state.not_before > started and not full:
-            store.update_state(connection, leased_by=None, lease_until=None)
-            return PassResult(scope.key, "postponed", not_before=state.not_before)
+        state, refused = take_scope(store, connection, now=started, force=full)
+        if refused is not None:
+            return refused
         run_id = store.start_run(connection, full=False)
         rnd = start_round(store, connection, state, run_id, force_full=full)
         store.update_run(connection, run_id, full=rnd.full, error=resync_note(rnd.resync))
@@ -262,6 +259,20 @@ def sync_scope(
     _finish(store, run_id, outcome, counters, started=started, error=resync_note(rnd.resync))
     step("finished")
     return _result(scope, run_id, rnd, counters, outcome)
+
+
+def take_scope(store: ScopeStore, connection: Connection, *, now: datetime, force: bool = False) -> tuple[Any, PassResult | None]:
+    """Take the scope's lease for a pass or a fetch: ``(its state row, None)`` to go on, or ``(None, the
+    result to return)``: ``busy`` when another worker holds the lease, ``postponed`` (lease given back)
+    while the scope's ``not_before`` lies ahead, unless *force*."""
+    store.ensure(connection)
+    if not store.take_lease(connection):
+        return None, PassResult(store.scope.key, "busy")
+    state = store.state(connection)
+    if state.not_before is not None and state.not_before > now and not force:
+        store.release_lease(connection)
+        return None, PassResult(store.scope.key, "postponed", not_before=state.not_before)
+    return state, None
 
 
 def describe_error(error: BaseException) -> str:
