@@ -3,9 +3,10 @@
 ``syncer_sync_state`` has one row per scope (a delta cursor): where the next round starts
 (``delta_link``, or ``page_link`` of an interrupted round), whether it is dirty or due for a full
 round, when it may run again, and who holds it. ``syncer_sync_runs`` has one row per pass. The pass
-(:mod:`syncer.worker.sync`) and the worker (:mod:`syncer.worker.jobs`, which registers scopes and marks them
-dirty) both write these rows; their SQL lives here, once, because the rules below depend on every
-writer following them.
+(:mod:`syncer.worker.sync`, :mod:`syncer.worker.rounds`, :mod:`syncer.worker.containers`), the fetches
+(:mod:`syncer.worker.fetch`) and the worker (:mod:`syncer.worker.jobs`, which registers scopes, marks them
+dirty and finds those due) all read and write these rows; their SQL lives here, once, because the rules
+below depend on every writer following them.
 
 **The lease** is ``leased_by``/``lease_until`` on the state row. It is taken unless another worker
 holds an unexpired one (a lease under our own id is taken back at once: its holder was our killed
