@@ -46,6 +46,25 @@ state, resynced. Graph documents 410 for a token it no longer knows
 400 (or 404 on some resources), which is not documented: hence a setting."""
 
 
+@dataclass
+class Round:
+    """The round a pass is walking: the URL of its next request and what kind of round it is."""
+
+    url: str
+    round_id: int
+    full: bool
+    resumed: bool
+    from_delta: str | None  # the deltaLink this incremental round started from
+    started: datetime | None = None
+    stored: bool = False  # url is a link read from syncer_sync_state (a deltaLink or a page_link)
+    resync: str | None = None  # why this full round replaces lost sync state
+    replaced: str | None = None  # the stored deltaLink a 404 made this full round replace (put back if 404 again)
+
+    def become(self, other: Round) -> None:
+        """Switch to *other* in place (the pass's caller keeps a reference for its result)."""
+        self.__dict__.update(other.__dict__)
+
+
 class Batch:
     """Consecutive pages written in one transaction, with the round's cursor and a lease renewal.
 
@@ -113,29 +132,14 @@ class Batch:
             self.connection.close()
 
 
-@dataclass
-class Round:
-    url: str
-    round_id: int
-    full: bool
-    resumed: bool
-    from_delta: str | None  # the deltaLink this incremental round started from
-    started: datetime | None = None
-    stored: bool = False  # url is a link read from syncer_sync_state (a deltaLink or a page_link)
-    resync: str | None = None  # why this full round replaces lost sync state
-    replaced: str | None = None  # the stored deltaLink a 404 made this full round replace (put back if 404 again)
-
-    def become(self, other: Round) -> None:
-        """Switch to *other* in place (the pass's caller keeps a reference for its result)."""
-        self.__dict__.update(other.__dict__)
-
-
 def resync_note(resync: str | None) -> str | None:
     """What a pass that resynced records in its run's ``error`` column (shown by ``syncer status``)."""
     return f"resync: {resync}" if resync else None
 
 
 def start_round(store: ScopeStore, connection: Connection, state: Any, run_id: int, *, force_full: bool) -> Round:
+    """Where the pass of run *run_id* starts, from the scope's *state* row: the interrupted round it resumes,
+    an incremental round from the stored deltaLink, or a full round (forced, requested, or nothing usable stored)."""
     scope = store.scope
     lost: list[str] = []
     delta_link = stored_link(state.delta_link, "deltaLink", lost)
@@ -174,6 +178,7 @@ def new_full_round(
     store: ScopeStore, connection: Connection, run_id: int, url: str, *, resync: str | None = None,
     replaced: str | None = None,
 ) -> Round:
+    """A full round of run *run_id* from *url*, with the scope's stored cursor forgotten (the caller's transaction)."""
     # Forgetting the deltaLink here, in the same transaction as the round's start, is what makes a
     # crash mid-round resume as a full round (and end with its sweep) rather than as an incremental one.
     store.update_state(
