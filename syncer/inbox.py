@@ -273,6 +273,21 @@ class Inbox:
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
+    def take_back(self, worker: str) -> int:
+        """Make claimable at once the rows *worker* claimed and has not acknowledged; how many.
+
+        For a worker that starts, or whose last drain died between claiming and acknowledging: rows
+        still claimed under its id would otherwise wait out their claim lease (5 minutes).
+        """
+        t = self.table
+        stmt = (
+            sa.update(t)
+            .where(t.c.claimed_by == worker, t.c.processed_at.is_(None))
+            .values(claimed_until=None)
+        )
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)
+
     def release(
         self, ids: Iterable[int], *, worker: str, error: str | None = None, retry_in: timedelta | None = None
     ) -> int:

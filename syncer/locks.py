@@ -78,6 +78,14 @@ def read_lock(engine: Engine, name: str) -> LockInfo | None:
     return LockInfo(row.name, row.holder, row.acquired_at, row.expires_at)
 
 
+def take_back(engine: Engine, name: str, holder: str) -> None:
+    """Delete the row of lock *name* if *holder* holds it: a process restarted under the same holder
+    name (a systemd unit or pod with a stable id) is its killed predecessor's successor, and takes the
+    lock at once instead of after its ttl."""
+    with engine.begin() as connection:
+        connection.execute(sa.delete(locks).where(locks.c.name == name, locks.c.holder == holder))
+
+
 class DatabaseLock:
     """One named lock; use :func:`hold` (a context manager) unless you need acquire/release apart."""
 

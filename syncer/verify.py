@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from syncer import mirror
 from syncer.graph.client import GraphClient
 from syncer.storable import storable
-from syncer.worker import scopes, sync
+from syncer.worker import containers, scopes
 from syncer.worker.scopes import Scope
 
 # How many example ids a difference lists.
@@ -171,7 +171,7 @@ def all_scopes(engine: Engine, declared: Sequence[Scope]) -> list[Scope]:
     found: list[Scope] = []
     for scope in declared:
         if scope.container:
-            found += sync.children_of(engine, scope)
+            found += containers.children_of(engine, scope)
         else:
             found.append(scope)
     return found

@@ -27,6 +27,7 @@ from syncer.storable import REPLACEMENT, storable
 from syncer.worker import scopestate, sync
 from syncer.worker.scheduler import sync_once
 from syncer.worker.scopes import Scope, Strategy
+from syncer.worker.writer import RowWriter, apply_items
 
 NUL = "\x00"
 FFFD = REPLACEMENT
@@ -150,10 +151,10 @@ def test_the_writer_stores_nul_in_every_column_and_id_as_fffd(database_url: str)
         mirror.build_table(m).create(engine)
         for _ in range(2):  # on PostgreSQL: COPY straight into the new table, then the staged merge
             with engine.begin() as connection:
-                sync.apply_items(connection, sync.RowWriter(engine, scope), items, now=scopestate.utcnow(), run_id=1)
+                apply_items(connection, RowWriter(engine, scope), items, now=scopestate.utcnow(), run_id=1)
         with engine.begin() as connection:
             removed = [{"id": "c\x00", "@removed": {"reason": "deleted\x00"}}, {"id": "c", "@removed": {"reason": "x\x00"}}]
-            sync.apply_items(connection, sync.RowWriter(engine, scope), removed, now=scopestate.utcnow(), run_id=2)
+            apply_items(connection, RowWriter(engine, scope), removed, now=scopestate.utcnow(), run_id=2)
         table = mirror.build_table(m)
         with engine.connect() as connection:
             stored = {r.id: r for r in connection.execute(sa.select(table))}
@@ -179,10 +180,10 @@ def test_group_members_with_nul_are_stored_as_fffd(database_url: str) -> None:
         mirror.build_members_table(m).create(engine)
         with engine.begin() as connection:
             group = {"id": "g\x00", "displayName": "G", "members@delta": members}
-            sync.apply_items(connection, sync.RowWriter(engine, scope), [group], now=scopestate.utcnow(), run_id=1)
+            apply_items(connection, RowWriter(engine, scope), [group], now=scopestate.utcnow(), run_id=1)
         with engine.begin() as connection:
             gone = {"id": "g\x00", "members@delta": [{"id": "n", "@removed": {"reason": "deleted"}}]}
-            sync.apply_items(connection, sync.RowWriter(engine, scope), [gone], now=scopestate.utcnow(), run_id=2)
+            apply_items(connection, RowWriter(engine, scope), [gone], now=scopestate.utcnow(), run_id=2)
         table = mirror.build_members_table(m)
         with engine.connect() as connection:
             stored = connection.execute(sa.select(table.c.group_id, table.c.member_id, table.c.member_type)).all()

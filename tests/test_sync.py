@@ -19,8 +19,10 @@ from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 from syncer import database, status
 from syncer.cli import main
 from syncer.worker import scopestate, sync
+from syncer.worker.fetch import fetch_items
 from syncer.worker.scopes import Scope, Strategy
 from syncer.worker.scopestate import ScopeStore
+from syncer.worker.writer import SWEPT, RowWriter, apply_items
 
 SELECT = "users/delta?$select=id,displayName,mail,accountEnabled,createdDateTime"
 
@@ -123,7 +125,7 @@ def test_410_resyncs_with_mark_and_sweep(env: SyncEnv, kind: str) -> None:
     result = sync.sync_scope(env.engine, env.client, scope, worker="w1")
     assert (result.outcome, result.full) == ("ok", True)
     rows = env.rows("users", live=False)
-    assert rows[victim]["reason"] == sync.SWEPT and rows[victim]["deleted_at"] is not None
+    assert rows[victim]["reason"] == SWEPT and rows[victim]["deleted_at"] is not None
     assert rows[renamed]["raw"]["displayName"] == "After reset"
     assert_mirrors_truth(env)
     assert env.state().delta_link and not env.state().round_full
@@ -282,7 +284,7 @@ def test_fetch_strategy_gets_items_by_id_and_lists_with_sweep(env: SyncEnv) -> N
     env.graph.delete(f"users/{ids[1]}")
     env.graph.delete(f"directory/deletedItems/{ids[1]}")
     # A notification names the item: GET it (200 -> upsert, 404 -> removed).
-    fetched = sync.fetch_items(
+    fetched = fetch_items(
         env.engine, env.client, scope, [f"Users/{ids[0]}?$select=id,displayName,mail,accountEnabled,createdDateTime", f"Users/{ids[1]}"],
         worker="w1",
     )
@@ -308,7 +310,7 @@ def test_fetch_by_id_while_another_worker_holds_the_scope_writes_nothing(env: Sy
     with env.engine.begin() as connection:
         assert other.take_lease(connection)  # w2 is in the middle of a pass (a list, say)
     runs = len(env.runs())
-    busy = sync.fetch_items(env.engine, env.client, scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)
+    busy = fetch_items(env.engine, env.client, scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)
     assert (busy.outcome, busy.run_id, busy.items) == ("busy", None, 0)
     assert env.rows("users")[ids[0]]["raw"]["displayName"] != "Fetched later"
     assert len(env.runs()) == runs and env.state().leased_by == "w2"
@@ -322,7 +324,7 @@ def test_fetch_by_id_while_another_worker_holds_the_scope_writes_nothing(env: Sy
             return env.client.get_json(path)
 
     clock.advance(scopestate.LEASE_TTL + timedelta(seconds=1))  # w2 died: its lease runs out
-    lost = sync.fetch_items(env.engine, TakenOver(), scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)  # type: ignore[arg-type]
+    lost = fetch_items(env.engine, TakenOver(), scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)  # type: ignore[arg-type]
     assert lost.outcome == "lost" and env.runs()[-1].outcome == "lost"
     assert env.rows("users")[ids[0]]["raw"]["displayName"] != "Fetched later"
     assert env.state().leased_by == "w2"
@@ -331,7 +333,7 @@ def test_fetch_by_id_while_another_worker_holds_the_scope_writes_nothing(env: Sy
     with env.engine.begin() as connection:
         other.release_lease(connection)
     before = env.state()
-    done = sync.fetch_items(env.engine, env.client, scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)
+    done = fetch_items(env.engine, env.client, scope, [f"Users/{ids[0]}"], worker="w1", clock=clock)
     assert (done.outcome, done.upserted) == ("ok", 1)
     assert env.rows("users")[ids[0]]["raw"]["displayName"] == "Fetched later"
     after = env.state()
@@ -391,9 +393,9 @@ def test_row_writer_converts_like_mirror_row_values(database_url: str) -> None:
     engine = database.create_engine(database_url)
     try:
         mirror.build_table(m).create(engine)
-        writer = sync.RowWriter(engine, scope)
+        writer = RowWriter(engine, scope)
         with engine.begin() as connection:
-            sync.apply_items(connection, writer, items, now=scopestate.utcnow(), run_id=7)
+            apply_items(connection, writer, items, now=scopestate.utcnow(), run_id=7)
         table = mirror.build_table(m)
         with engine.connect() as connection:
             stored = {r.id: r for r in connection.execute(sa.select(table))}
@@ -475,25 +477,25 @@ def test_row_writer_copies_new_rows_then_merges_once_a_page_collides(database_ur
     table = mirror.build_table(m)
     try:
         table.create(engine)
-        other = sync.RowWriter(engine, scope("other"))
+        other = RowWriter(engine, scope("other"))
         with engine.begin() as connection:
-            sync.apply_items(connection, other, [{"id": "moved", "displayName": "before"}], now=scopestate.utcnow(), run_id=1)
-        writer = sync.RowWriter(engine, scope("folder"))
+            apply_items(connection, other, [{"id": "moved", "displayName": "before"}], now=scopestate.utcnow(), run_id=1)
+        writer = RowWriter(engine, scope("folder"))
         with engine.begin() as connection:
-            sync.apply_items(connection, writer, [{"id": "a", "displayName": "A1"}, {"id": "b", "displayName": "B"}],
+            apply_items(connection, writer, [{"id": "a", "displayName": "A1"}, {"id": "b", "displayName": "B"}],
                              now=scopestate.utcnow(), run_id=2)
             assert writer.direct is (True if postgres else None)
             # "a" again (Graph may repeat an item across pages) and a row of another scope.
             page = [{"id": "c", "displayName": "C"}, {"id": "a", "displayName": "A2"}, {"id": "moved", "displayName": "after"}]
-            sync.apply_items(connection, writer, page, now=scopestate.utcnow(), run_id=2)
+            apply_items(connection, writer, page, now=scopestate.utcnow(), run_id=2)
             assert writer.direct is (False if postgres else None)
-            sync.apply_items(connection, writer, [{"id": "b", "displayName": "B2"}], now=scopestate.utcnow(), run_id=2)
+            apply_items(connection, writer, [{"id": "b", "displayName": "B2"}], now=scopestate.utcnow(), run_id=2)
         with engine.connect() as connection:
             stored = {r.id: (r.name, r._scope, r._sync_run_id) for r in connection.execute(sa.select(table))}
         # A writer for a scope that already has rows merges from its first page.
-        again = sync.RowWriter(engine, scope("folder"))
+        again = RowWriter(engine, scope("folder"))
         with engine.begin() as connection:
-            sync.apply_items(connection, again, [{"id": "d", "displayName": "D"}], now=scopestate.utcnow(), run_id=3)
+            apply_items(connection, again, [{"id": "d", "displayName": "D"}], now=scopestate.utcnow(), run_id=3)
             assert again.direct is (False if postgres else None)
     finally:
         engine.dispose()

@@ -22,6 +22,7 @@ from test_sync_support import USERS_SPEC, Clock, SyncEnv, make_env
 from syncer import status, verify
 from syncer.worker import scopestate, sync
 from syncer.worker.scopestate import ScopeStore
+from syncer.worker.writer import SWEPT
 
 SELECT = "users/delta?$select=id,displayName,mail,accountEnabled,createdDateTime"
 
@@ -55,7 +56,7 @@ def assert_resynced(env: SyncEnv, result: sync.PassResult, victim: str, renamed:
     assert (result.outcome, result.full) == ("ok", True), result
     assert result.resync and reason in result.resync
     rows = env.rows("users", live=False)
-    assert rows[victim]["reason"] == sync.SWEPT and rows[victim]["deleted_at"] is not None
+    assert rows[victim]["reason"] == SWEPT and rows[victim]["deleted_at"] is not None
     assert rows[renamed]["raw"]["displayName"] == "After the loss"
     assert verify.compare_scope(env.engine, env.client, env.scope()) == []
     state = env.state()

@@ -28,6 +28,7 @@ from syncer.graph.client import GraphClient
 from syncer.graph.retry import RetryPolicy
 from syncer.inbox import Inbox, NewItem
 from syncer.worker import scopes, scopestate, sync
+from syncer.worker.fetch import fetch_items
 from syncer.worker.jobs import FETCH_RETRY, Retention, Worker
 from syncer.worker.scheduler import (
     DRAIN_JOB,
@@ -329,7 +330,7 @@ def test_notified_items_of_a_throttled_scope_wait_until_graph_lets_them_through(
         env.graph.admin("DELETE", "faults")
         clock.advance(FETCH_RETRY + timedelta(seconds=1))
         assert worker.drain(start=False).claimed == 0
-        postponed = sync.fetch_items(env.engine, env.client, scope, [f"Users/{user}"], worker="w1", clock=clock)
+        postponed = fetch_items(env.engine, env.client, scope, [f"Users/{user}"], worker="w1", clock=clock)
         assert postponed.outcome == "postponed" and postponed.not_before is not None
         assert env.rows("users")[user]["raw"]["displayName"] != "Notified"
 

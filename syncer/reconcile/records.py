@@ -19,6 +19,7 @@ from syncer.errors import DatabaseError
 from syncer.graph.subscriptions import LiveSubscription
 from syncer.reconcile.desired import Desired
 from syncer.reconcile.plan import Action, Kind, Recorded
+from syncer.schema import one_of
 from syncer.schema import subscriptions as table
 
 
@@ -63,6 +64,18 @@ def client_state_of(engine: Engine, subscription_id: str) -> str | None:
         return connection.execute(
             sa.select(table.c.client_state).where(table.c.subscription_id == subscription_id)
         ).scalar_one_or_none()
+
+
+def scope_keys_of(engine: Engine, subscription_ids: Sequence[str]) -> dict[str, str]:
+    """Subscription id -> its scope key (the subscription-level resource), for the ids that have a row."""
+    if not subscription_ids:
+        return {}
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(table.c.subscription_id, table.c.scope_key)
+            .where(one_of(table.c.subscription_id, subscription_ids, dialect=engine.dialect.name))
+        ).all()
+    return {r.subscription_id: str(r.scope_key) for r in rows}
 
 
 def row_values(d: Desired, live: LiveSubscription, client_state: str, now: datetime) -> dict[str, Any]:

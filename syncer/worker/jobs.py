@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import schema
+from syncer import reconcile
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
-from syncer.worker import scopes, scopestate, sync
+from syncer.reconcile import records
+from syncer.worker import fetch, scopes, scopestate, sync
 from syncer.worker.scopes import FETCH, Scope, ScopeIndex
 from syncer.worker.scopestate import utcnow
 
@@ -134,15 +134,7 @@ class Worker:
         a stable ``--worker-id`` would wait out the claim lease (5 minutes); scope leases under the
         same id are retaken by :meth:`due_scopes`.
         """
-        t = schema.inbox
-        with self.engine.begin() as connection:
-            return int(
-                connection.execute(
-                    sa.update(t)
-                    .where(t.c.claimed_by == self.worker_id, t.c.processed_at.is_(None))
-                    .values(claimed_until=None)
-                ).rowcount
-            )
+        return self.inbox.take_back(self.worker_id)
 
     # --- job: drain the inbox ---
 
@@ -244,7 +236,7 @@ class Worker:
         return DrainResult(len(items), dirty, fetched, lifecycle)
 
     def _fetch(self, scope: Scope, resources: list[str]) -> sync.PassResult:
-        """:func:`syncer.worker.sync.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
+        """:func:`syncer.worker.fetch.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
 
         Such a pass holds the lease under this worker's own id, which the fetch would take as its
         own and release under it; so would a pass that :meth:`start_due` started during the fetch.
@@ -256,7 +248,7 @@ class Worker:
                 return sync.PassResult(scope.key, "busy")
             self._fetching.add(key)
         try:
-            return sync.fetch_items(self.engine, self.sources[scope.tenant_id], scope, resources,
+            return fetch.fetch_items(self.engine, self.sources[scope.tenant_id], scope, resources,
                                     worker=self.worker_id, clock=self.clock)
         finally:
             with self._lock:
@@ -270,15 +262,10 @@ class Worker:
         """
         missing = sorted(ids - self._scope_key_of.keys())
         if missing:
-            t = schema.subscriptions
-            with self.engine.connect() as connection:
-                rows = connection.execute(
-                    sa.select(t.c.subscription_id, t.c.scope_key)
-                    .where(schema.one_of(t.c.subscription_id, missing, dialect=self.engine.dialect.name))
-                ).all()
+            found = records.scope_keys_of(self.engine, missing)
             if len(self._scope_key_of) > 100_000:  # ids of subscriptions long gone
                 self._scope_key_of.clear()
-            self._scope_key_of.update({r.subscription_id: str(r.scope_key) for r in rows})
+            self._scope_key_of.update(found)
         return {i: self._scope_key_of[i] for i in ids if i in self._scope_key_of}
 
     def _scope_of(self, item: InboxItem, scope_key: str | None) -> Scope | None:
@@ -294,36 +281,17 @@ class Worker:
             # Changes may have been lost: the scope is enumerated again and swept.
             with self.engine.begin() as connection:
                 scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
-        if item.event in ("subscriptionRemoved", "reauthorizationRequired"):
-            from syncer import reconcile  # late: reconcile's own imports are heavy and unused by most jobs
-
-            if self.spec is not None:
-                reconcile.repair(self.spec, event=item.event, subscription_id=item.subscription_id,
-                                 engine=self.engine, graphs=self._graphs())
+        if item.event in ("subscriptionRemoved", "reauthorizationRequired") and self.spec is not None:
+            reconcile.repair(self.spec, event=item.event, subscription_id=item.subscription_id,
+                             engine=self.engine, graphs=self._graphs())
 
     # --- running passes ---
 
     def due_scopes(self) -> list[Scope]:
         """Dirty (or resync-requested) scopes that are not postponed, not leased and not running here."""
-        s = schema.sync_state
-        now = self.clock()
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
-                .where(
-                    sa.or_(s.c.dirty_since.is_not(None), s.c.resync_requested.is_(True), s.c.page_link.is_not(None)),
-                    sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
-                    # A lease under this worker's own id with no pass of it running here (start_due
-                    # skips those) is stale: left by its killed predecessor, or by a pass that could
-                    # not release it because the database was down. Waiting out its ttl would
-                    # freeze the scope for minutes after an outage.
-                    sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == self.worker_id),
-                )
-                .order_by(s.c.dirty_since)
-            ).all()
         due = []
-        for row in rows:
-            scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
+        for tenant_id, key, parent_key in scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock()):
+            scope = self.index.resolve(tenant_id, key, parent_key)
             if scope is not None:
                 due.append(scope)
         return due
@@ -412,31 +380,25 @@ class Worker:
             return 0
         declarations = {(self.spec.tenant(d.tenant).tenant_id, d.name): d for d in self.spec.subscriptions}
         followed = {(sc.tenant_id, sc.name, sc.parent_key) for sc in self.index.static.values()}
-        s = schema.sync_state
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(s.c.tenant_id, s.c.scope_key, s.c.name, s.c.parent_key)
-                .where(s.c.name.in_(sorted({name for _, name in declarations})))
-            ).all()
+        rows = scopestate.scopes_named(self.engine, sorted({name for _, name in declarations}))
         with self._lock:
             busy = {key for key, future in self._running.items() if not future.done()} | self._fetching
         retired = 0
-        for row in rows:
-            declaration = declarations.get((row.tenant_id, row.name))
+        for tenant_id, key, name, parent_key in rows:
+            declaration = declarations.get((tenant_id, name))
             # (A row without parent_key predates migration 0002: where it belongs is unknown, keep it.)
-            if declaration is None or row.parent_key is None or (row.tenant_id, row.name, row.parent_key) in followed:
+            if declaration is None or parent_key is None or (tenant_id, name, parent_key) in followed:
                 continue
-            if (row.tenant_id, row.scope_key) in busy:
+            if (tenant_id, key) in busy:
                 continue
             with self.engine.begin() as connection:
                 dropped = scopestate.drop_scope(
-                    connection, row.tenant_id, row.scope_key, mirror_spec=declaration.mirror,
+                    connection, tenant_id, key, mirror_spec=declaration.mirror,
                     delete=declaration.mirror.delete, reason=scopestate.RETIRED, now=self.clock(), worker=self.worker_id,
                 )
             if dropped is not None:
                 retired += 1
-                log.info("scope %s is no longer declared (%s): retired, %d mirror rows removed",
-                         row.scope_key, row.name, dropped)
+                log.info("scope %s is no longer declared (%s): retired, %d mirror rows removed", key, name, dropped)
         return retired
 
     def safety_net(self) -> int:
@@ -444,7 +406,6 @@ class Worker:
 
         Also re-expands the declarations every :attr:`refresh_every` (a fan-out group gained a member).
         """
-        s = schema.sync_state
         now = self.clock()
         if self._refreshed is None or now - self._refreshed >= self.refresh_every:
             try:
@@ -452,33 +413,17 @@ class Worker:
             except Exception:
                 log.exception("expanding the declarations failed; keeping the scopes known so far")
                 self._refreshed = now
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, s.c.last_success_at).where(s.c.dirty_since.is_(None))
-            ).all()
         stale = []
-        for row in rows:
-            scope = self.index.resolve(row.tenant_id, row.scope_key, row.parent_key)
-            last = row.last_success_at
+        for tenant_id, key, parent_key, last in scopestate.clean_scopes(self.engine):
+            scope = self.index.resolve(tenant_id, key, parent_key)
             if scope is not None and (last is None or last + scope.interval <= now):
-                stale.append((row.tenant_id, row.scope_key))
+                stale.append((tenant_id, key))
         resync = self._window_scopes_to_reanchor(now)
-        marked = 0
         # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
         # fails at once instead of waiting when another writer got in between).
         with self.engine.begin() as connection:
-            for tenant_id, key in stale:
-                marked += connection.execute(
-                    sa.update(s)
-                    .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.dirty_since.is_(None))
-                    .values(dirty_since=now, updated_at=now)
-                ).rowcount
-            for tenant_id, key in resync:
-                connection.execute(
-                    sa.update(s)
-                    .where(s.c.tenant_id == tenant_id, s.c.scope_key == key)
-                    .values(resync_requested=True, dirty_since=now, updated_at=now)
-                )
+            marked = scopestate.mark_stale(connection, stale, now=now)
+            scopestate.request_resync(connection, resync, now=now)
         return marked + len(resync)
 
     def _window_scopes_to_reanchor(self, now: datetime) -> list[tuple[str, str]]:
@@ -491,14 +436,7 @@ class Worker:
         windowed = [sc for sc in self.index.static.values() if sc.strategy.window]
         if not windowed:
             return []
-        r = schema.sync_runs
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
-                .where(r.c.full.is_(True), r.c.outcome == "ok")
-                .group_by(r.c.tenant_id, r.c.scope_key)
-            ).all()
-        last_full = {(t, k): at for t, k, at in rows}
+        last_full = scopestate.last_full_rounds(self.engine)
         due = []
         for sc in windowed:
             at = last_full.get((sc.tenant_id, sc.key))
@@ -527,8 +465,6 @@ class Worker:
 
     def reconcile(self) -> None:
         """Run reconcile (renewals, repairs, fan-out changes), then sync the scopes it added at once."""
-        from syncer import reconcile
-
         if self.spec is None:  # a worker built without a spec (tests) has nothing to reconcile
             return
         if reconcile.run(self.spec, engine=self.engine, graphs=self._graphs()) is not None:

@@ -36,7 +36,7 @@ from syncer.errors import (
     SyncerError,
 )
 from syncer.log import database_unreachable
-from syncer.worker import scopes, scopestate, sync
+from syncer.worker import containers, scopes, scopestate, sync
 from syncer.worker.jobs import Retention, Worker, default_worker_id
 from syncer.worker.scopes import ScopeIndex
 
@@ -157,14 +157,10 @@ def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
     """On SQLite, the ``worker`` lock (a second worker is refused with its holder); None on PostgreSQL."""
     if not database.is_sqlite(engine):
         return None
-    from syncer.locks import DatabaseLock
+    from syncer.locks import DatabaseLock, take_back
 
-    # The row of a worker killed under this same id (a restarted systemd unit or pod with a stable
-    # --worker-id) is taken back at once instead of after its ttl: this process is its successor.
-    with engine.begin() as connection:
-        connection.execute(
-            sa.delete(schema.locks).where(schema.locks.c.name == WORKER_LOCK, schema.locks.c.holder == worker_id)
-        )
+    # The row of a worker killed under this same --worker-id is taken back at once: this process is its successor.
+    take_back(engine, WORKER_LOCK, worker_id)
     lock = DatabaseLock(engine, WORKER_LOCK, holder=worker_id, ttl=timedelta(seconds=30))
     try:
         lock.acquire(timeout=0)
@@ -350,7 +346,7 @@ def sync_once(
             )
             results.append(result)
             if scope.container and result.outcome == "ok":
-                for child in sync.children_of(engine, scope):
+                for child in containers.children_of(engine, scope):
                     results.append(
                         sync.sync_scope(
                             engine, source, child, worker=worker_id, full=full, progress=progress, page_size=page_size

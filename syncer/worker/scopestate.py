@@ -3,9 +3,10 @@
 ``syncer_sync_state`` has one row per scope (a delta cursor): where the next round starts
 (``delta_link``, or ``page_link`` of an interrupted round), whether it is dirty or due for a full
 round, when it may run again, and who holds it. ``syncer_sync_runs`` has one row per pass. The pass
-(:mod:`syncer.worker.sync`) and the worker (:mod:`syncer.worker.jobs`, which registers scopes and marks them
-dirty) both write these rows; their SQL lives here, once, because the rules below depend on every
-writer following them.
+(:mod:`syncer.worker.sync`, :mod:`syncer.worker.rounds`, :mod:`syncer.worker.containers`), the fetches
+(:mod:`syncer.worker.fetch`) and the worker (:mod:`syncer.worker.jobs`, which registers scopes, marks them
+dirty and finds those due) all read and write these rows; their SQL lives here, once, because the rules
+below depend on every writer following them.
 
 **The lease** is ``leased_by``/``lease_until`` on the state row. It is taken unless another worker
 holds an unexpired one (a lease under our own id is taken back at once: its holder was our killed
@@ -29,13 +30,15 @@ from sqlalchemy.engine import Connection, Engine
 from syncer import mirror, schema
 from syncer.errors import LeaseLost
 from syncer.worker.scopes import Scope
+from syncer.worker.writer import remove_rows
 
 if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "drop_scope", "ensure_scope_rows", "mark_dirty",
-    "purge_runs", "utcnow",
+    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "clean_scopes", "drop_scope", "due_scopes", "ensure_scope_rows",
+    "keys_under", "last_full_rounds", "mark_dirty", "mark_stale", "purge_runs", "request_resync", "scopes_named",
+    "utcnow",
 ]
 
 Clock = Callable[[], datetime]
@@ -72,14 +75,12 @@ class ScopeStore:
         ensure_scope_rows(connection, [self.scope], dirty=dirty, now=self.clock())
 
     def take_lease(self, connection: Connection) -> bool:
+        """Lease the scope to this worker unless another one holds it; whether we have it now."""
         s = schema.sync_state
         now = self.clock()
         stmt = (
             sa.update(s)
-            .where(
-                *self._key(),
-                sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == self.worker),
-            )
+            .where(*self._key(), _free_for(self.worker, now))
             .values(leased_by=self.worker, lease_until=now + self.lease_ttl, updated_at=now)
         )
         return bool(connection.execute(stmt).rowcount == 1)
@@ -103,6 +104,16 @@ class ScopeStore:
             sa.update(s)
             .where(*self._key(), s.c.leased_by == self.worker)
             .values(leased_by=None, lease_until=None, updated_at=self.clock(), **values)
+        )
+
+    def release_succeeded(self, connection: Connection, *, now: datetime, started: datetime) -> None:
+        """Give our lease back after a pass that succeeded (started at *started*): recorded as the
+        last success, failures forgotten, and the scope clean unless marked dirty since it started
+        (a notification that came in while the pass ran keeps it dirty for another pass)."""
+        s = schema.sync_state
+        self.release_lease(
+            connection, last_success_at=now, last_error=None, failures=0, not_before=None,
+            dirty_since=sa.case((s.c.dirty_since <= started, None), else_=s.c.dirty_since),
         )
 
     def state(self, connection: Connection) -> Any:
@@ -146,6 +157,13 @@ class ScopeStore:
         r = schema.sync_runs
         value = connection.execute(sa.select(r.c.started_at).where(r.c.id == run_id)).scalar()
         return value
+
+
+def _free_for(worker: str, now: datetime) -> sa.ColumnElement[bool]:
+    """The scope's lease may be taken by *worker*: nobody holds it, it expired, or it is *worker*'s own
+    (taken back at once: its holder was this worker id's killed predecessor)."""
+    s = schema.sync_state
+    return sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker)
 
 
 def ensure_scope_rows(connection: Connection, scopes: Sequence[Scope], *, dirty: bool = False, now: datetime | None = None) -> None:
@@ -196,6 +214,90 @@ def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str
     return max(connection.execute(stmt).rowcount, 0)
 
 
+def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[str, str, str | None]]:
+    """``(tenant_id, scope_key, parent_key)`` of the scopes due for a pass, oldest mark first: dirty,
+    resync-requested or mid-round, not postponed, and not leased by another worker."""
+    s = schema.sync_state
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
+            .where(
+                sa.or_(s.c.dirty_since.is_not(None), s.c.resync_requested.is_(True), s.c.page_link.is_not(None)),
+                sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
+                # A lease under this worker's own id with no pass of it running here (the caller
+                # skips those) is stale: left by its killed predecessor, or by a pass that could
+                # not release it because the database was down. Waiting out its ttl would
+                # freeze the scope for minutes after an outage.
+                sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker),
+            )
+            .order_by(s.c.dirty_since)
+        ).all()
+
+
+def scopes_named(engine: Engine, names: Sequence[str]) -> Sequence[tuple[str, str, str, str | None]]:
+    """``(tenant_id, scope_key, name, parent_key)`` of every scope of the declarations *names*."""
+    s = schema.sync_state
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(s.c.tenant_id, s.c.scope_key, s.c.name, s.c.parent_key).where(s.c.name.in_(list(names)))
+        ).all()
+
+
+def clean_scopes(engine: Engine) -> Sequence[tuple[str, str, str | None, datetime | None]]:
+    """``(tenant_id, scope_key, parent_key, last_success_at)`` of every scope not marked dirty."""
+    s = schema.sync_state
+    with engine.connect() as connection:
+        return connection.execute(
+            sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, s.c.last_success_at).where(s.c.dirty_since.is_(None))
+        ).all()
+
+
+def mark_stale(connection: Connection, keys: Sequence[tuple[str, str]], *, now: datetime) -> int:
+    """Mark dirty the scopes *keys* ``(tenant_id, scope_key)`` that are not dirty yet; how many."""
+    s = schema.sync_state
+    marked = 0
+    for tenant_id, key in keys:
+        marked += connection.execute(
+            sa.update(s)
+            .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.dirty_since.is_(None))
+            .values(dirty_since=now, updated_at=now)
+        ).rowcount
+    return marked
+
+
+def request_resync(connection: Connection, keys: Sequence[tuple[str, str]], *, now: datetime) -> None:
+    """Make the next pass of each scope in *keys* ``(tenant_id, scope_key)`` a full round, and mark it dirty."""
+    s = schema.sync_state
+    for tenant_id, key in keys:
+        connection.execute(
+            sa.update(s)
+            .where(s.c.tenant_id == tenant_id, s.c.scope_key == key)
+            .values(resync_requested=True, dirty_since=now, updated_at=now)
+        )
+
+
+def keys_under(connection: Connection, tenant_id: str, parent_key: str) -> list[str]:
+    """The scope keys registered under *parent_key* (a container and the child scopes it found)."""
+    s = schema.sync_state
+    return list(
+        connection.execute(
+            sa.select(s.c.scope_key).where(s.c.tenant_id == tenant_id, s.c.parent_key == parent_key)
+        ).scalars()
+    )
+
+
+def last_full_rounds(engine: Engine) -> dict[tuple[str, str], datetime]:
+    """``(tenant_id, scope_key)`` -> when the last full round that succeeded started."""
+    r = schema.sync_runs
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
+            .where(r.c.full.is_(True), r.c.outcome == "ok")
+            .group_by(r.c.tenant_id, r.c.scope_key)
+        ).all()
+    return {(t, k): at for t, k, at in rows}
+
+
 def drop_scope(
     connection: Connection,
     tenant_id: str,
@@ -216,19 +318,13 @@ def drop_scope(
     s = schema.sync_state
     where = [s.c.tenant_id == tenant_id, s.c.scope_key == key]
     if worker is not None:
-        where.append(sa.or_(s.c.leased_by.is_(None), s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker))
+        where.append(_free_for(worker, now))
     if connection.execute(sa.delete(s).where(*where)).rowcount != 1 and worker is not None:
         return None
     if mirror_spec is None:
         return 0
     t = mirror.build_table(mirror_spec)
-    rows = [t.c.tenant_id == tenant_id, t.c._scope == key]
-    if delete == "hard":
-        return max(connection.execute(sa.delete(t).where(*rows)).rowcount, 0)
-    stmt = sa.update(t).where(*rows, t.c._deleted_at.is_(None)).values(
-        _deleted_at=now, _removed_reason=reason, _synced_at=now
-    )
-    return max(connection.execute(stmt).rowcount, 0)
+    return remove_rows(connection, t, [t.c.tenant_id == tenant_id, t.c._scope == key], hard=delete == "hard", reason=reason, now=now)
 
 
 def purge_runs(engine: Engine, *, started_before: datetime, batch: int = 5_000) -> int:

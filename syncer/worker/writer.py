@@ -87,6 +87,15 @@ class RowWriter:
                 f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}"
             )
 
+    def begin_round(self, *, full: bool, resumed: bool) -> None:
+        """Nothing to prepare: a full round sweeps by the round id its rows carry (``_sync_run_id``)."""
+
+    def apply(
+        self, connection: Connection, items: Sequence[Mapping[str, Any]], *, now: datetime, round_id: int
+    ) -> PageOutcome:
+        """Write one page of the round *round_id* (:func:`apply_items`)."""
+        return apply_items(connection, self, items, now=now, run_id=round_id)
+
     def _db_value(self, value: Any, type_name: str) -> Any:
         if value is None:
             return None
@@ -257,12 +266,7 @@ class RowWriter:
                     m.c.tenant_id == self.scope.tenant_id, m.c.group_id.in_(groups), m.c._synced_at < round_started
                 )
             )
-        if self.scope.delete == "hard":
-            return max(connection.execute(sa.delete(t).where(*unseen)).rowcount, 0)
-        stmt = sa.update(t).where(*unseen, t.c._deleted_at.is_(None)).values(
-            _deleted_at=now, _removed_reason=SWEPT, _synced_at=now
-        )
-        return max(connection.execute(stmt).rowcount, 0)
+        return remove_rows(connection, t, unseen, hard=self.scope.delete == "hard", reason=SWEPT, now=now)
 
     def members_delta(self, connection: Connection, changes: Sequence[tuple[str, Mapping[str, Any]]], *, now: datetime) -> None:
         """Apply ``members@delta`` entries ``(group id, member)`` to ``<table>_members``."""
@@ -302,6 +306,20 @@ class RowWriter:
                 set_={"member_type": insert.excluded.member_type, "_synced_at": insert.excluded._synced_at},
             )
             connection.execute(stmt, list(added.values()))
+
+
+def remove_rows(
+    connection: Connection, table: sa.Table, where: Sequence[sa.ColumnElement[bool]], *, hard: bool, reason: str,
+    now: datetime,
+) -> int:
+    """Remove the mirror rows matching *where*: deleted when *hard*, else soft-deleted with *reason* (a row
+    already removed keeps its first removal); how many rows changed."""
+    if hard:
+        return max(connection.execute(sa.delete(table).where(*where)).rowcount, 0)
+    stmt = sa.update(table).where(*where, table.c._deleted_at.is_(None)).values(
+        _deleted_at=now, _removed_reason=reason, _synced_at=now
+    )
+    return max(connection.execute(stmt).rowcount, 0)
 
 
 _ISO_UTC = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.(\d{1,7}))?Z$")
