@@ -13,11 +13,12 @@ the fault, then measures (:func:`run`):
 The scenarios (``SCENARIOS``, in the order ``--scenarios all`` runs them):
 
 ``partition``  the database stops answering without closing anything (packets dropped: a silent network
-               partition, stale pooled connections) — TcpProxy.blackhole();
+               partition); after it, the connections opened before stay silent (stale pooled
+               connections) — TcpProxy.blackhole(new_connections=True), restore();
 ``readonly``   the primary turns read-only (a failover demoted it): ``default_transaction_read_only``
                on the database, its sessions terminated; at the end writes are allowed again for *new*
                sessions only, as on the promoted primary (a pooled session stays read-only);
-``slowdb``     the database answers, slowly (TcpProxy.slow(seconds));
+``slowdb``     the database answers, slowly (TcpProxy.slow: 200 ms more per round trip);
 ``clock``      Graph's clock jumps an hour ahead (token times, subscription expiry) and back; the
                worker's clock jumps 10 minutes ahead and back, while a second worker runs 10 minutes
                behind (leases and claims judged by two clocks 20 minutes apart);
@@ -190,10 +191,22 @@ class ScenarioHarness(Harness):
         finally:
             engine.dispose()
 
-    def restart_all(self) -> None:
+    def reset(self) -> None:
+        """What an operator does after a fault syncer did not recover from, so that the next scenario is
+        measured on its own and not on this one's leftovers: every process restarted, every scope resynced."""
         for proc in self.processes():
             proc.kill()
+        s = schema.sync_state
+        engine = self.engine()
+        try:
+            with engine.begin() as connection:
+                connection.execute(sa.update(s).values(
+                    delta_link=None, page_link=None, resync_requested=True, leased_by=None, lease_until=None,
+                    not_before=None))
+        finally:
+            engine.dispose()
         self.ensure_running()
+        self.touch_every_scope()
 
     def processes(self) -> list[Proc]:
         return [p for p in (self.receiver, self.worker, *self.extra) if p is not None]
@@ -253,7 +266,9 @@ class Partition(Scenario):
     description = "database silent (packets dropped, nothing closed)"
 
     def start(self, h: ScenarioHarness) -> None:
-        _proxy(h).blackhole()  # type: ignore[attr-defined]
+        # Open connections and new ones alike go silent; at the end new ones get through again while
+        # those opened before stay silent for ever (a stale pooled connection must be noticed).
+        _proxy(h).blackhole(new_connections=True)  # type: ignore[attr-defined]
 
     def end(self, h: ScenarioHarness) -> None:
         _proxy(h).restore()
@@ -263,7 +278,7 @@ class SlowDatabase(Scenario):
     name = "slowdb"
     description = "database slow, not absent"
 
-    def __init__(self, delay: float = 0.3) -> None:
+    def __init__(self, delay: float = 0.1) -> None:  # per chunk each way: +200 ms a round trip
         self.delay = delay
 
     def start(self, h: ScenarioHarness) -> None:
@@ -713,10 +728,7 @@ def run(h: ScenarioHarness, scenario: Scenario, *, seconds: float, rate: float, 
     finally:
         scenario.cleanup(h)
         if recovery is None:
-            # Not recovered by itself: restart everything (what an operator would do) so that the next
-            # scenario is measured on its own, not on this one's leftovers.
-            h.restart_all()
-            h.touch_every_scope()
+            h.reset()
             h.converge(timeout=timeout)
 
 
