@@ -5,7 +5,8 @@ Graph write API while it lasts (so the emulator delivers real notifications to `
 the fault, then measures (:func:`run`):
 
 - **2xx answered**: change items in POSTs the receiver answered 2xx (the emulator's delivery log);
-- **rows stored**: inbox rows added meanwhile (duplicates are stored once, so fewer is normal);
+- **rows stored**: inbox rows added meanwhile (duplicates are stored once, so fewer is normal; in
+  ``hostile`` more: its replayed valid items are stored again once the first copy was processed);
 - **lost**: items answered 2xx that are not in the inbox (must be 0);
 - **recovery**: seconds from the fault's end until :func:`syncer.verify.compare` finds no difference
   between the mirror and the emulator (None: not within the timeout).
@@ -376,8 +377,10 @@ class Poison(Scenario):
         return user_id
 
     def _users(self, h: ScenarioHarness) -> Any:
+        from syncer.emulator.families.directory.users import users_of
+
         assert h.emulator is not None and h.spec is not None
-        return h.emulator.state.store.tenant(h.spec.tenants[0].tenant_id).users()
+        return users_of(h.emulator.state.store.tenant(h.spec.tenants[0].tenant_id))
 
     def during(self, h: ScenarioHarness, elapsed: float) -> None:
         if elapsed < self.next_at:
@@ -410,8 +413,6 @@ class Poison(Scenario):
 
         Graph's write API refuses them (as the emulator does), so the item is put into the emulator's
         store directly; the store notifies subscribers and serves it in delta like any other change."""
-        from syncer.emulator.resources import USER
-
         assert h.emulator is not None
         store = h.emulator.state.store
         collection = self._users(h)
@@ -425,7 +426,6 @@ class Poison(Scenario):
             {"accountEnabled": 1, "jobTitle": None, "displayName": 3.5},
         ]
         item = {**current, **variants[n % len(variants)]}
-        assert collection.rtype is USER
         store.put(collection, user_id, item, change_type="updated")
 
     def cleanup(self, h: ScenarioHarness) -> None:
