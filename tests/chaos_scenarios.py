@@ -153,12 +153,16 @@ class ScenarioHarness(Harness):
         proc.start()
         return proc
 
-    def receiver_on(self, name: str, port: int) -> Proc:
+    def receivers_on(self, ports: dict[str, int]) -> list[Proc]:
+        """More receivers (``syncer serve --bind``), started together, once they answer /healthz."""
         assert self.receiver is not None
-        proc = Proc(name, [*self.receiver.argv, "--bind", f"127.0.0.1:{port}"], self.receiver.env, self.workdir)
-        proc.start()
-        _wait_healthy(port, proc)
-        return proc
+        procs = [Proc(name, [*self.receiver.argv, "--bind", f"127.0.0.1:{port}"], self.receiver.env, self.workdir)
+                 for name, port in ports.items()]
+        for proc in procs:
+            proc.start()
+        for proc, port in zip(procs, ports.values(), strict=True):
+            _wait_healthy(port, proc)
+        return procs
 
     def stop_extra(self) -> None:
         for proc in self.extra:
@@ -616,8 +620,7 @@ class TwoOfEach(Scenario):
         self.original = h.receiver
         h.receiver.stop()
         a, b = free_port(), free_port()
-        first = h.receiver_on("receiver-a", a)
-        second = h.receiver_on("receiver-b", b)
+        first, second = h.receivers_on({"receiver-a": a, "receiver-b": b})
         self.balancer = Balancer([("127.0.0.1", a), ("127.0.0.1", b)], port=h.port).start()
         # receiver-a stands for the harness's receiver (ensure_running restarts it), b is extra.
         h.receiver = first
