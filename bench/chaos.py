@@ -19,7 +19,10 @@ emulator, syncer.verify; "never" if not within --timeout). Without --nudge a not
 gave up on is made good by the spec's safety net (sync_interval 1m), so recovery can take a minute.
 
 PostgreSQL (the default) runs in a database of its own on $SYNCER_TEST_DATABASE_URL's server
-(``readonly`` alters the whole database), dropped at the end. On SQLite the scenarios that need the
+(``readonly`` alters the whole database), dropped at the end. Its URL carries --io-timeout as
+``syncer_io_timeout`` (default 20 s): the harness's proxy runs in user space, so the local kernel
+acknowledges every byte and the 20 s ``tcp_user_timeout`` that notices a real partition never fires;
+syncer's own I/O bound (75 s by default) stands in for it. On SQLite the scenarios that need the
 PostgreSQL proxy or server (partition, readonly, slowdb) report an error instead of figures.
 
 A table row is printed as each scenario ends; the last line is one JSON object with every figure.
@@ -59,6 +62,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds allowed to recover, per scenario")
     parser.add_argument("--nudge", action="store_true", help="one change per scope after each fault")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--io-timeout", type=float, default=20.0,
+                        help="syncer_io_timeout for syncer's processes (PostgreSQL; 0: syncer's default)")
     parser.add_argument("--long-seconds", type=float, default=120.0, help="long: seconds of chaos (outage excluded)")
     parser.add_argument("--outage", type=float, default=30.0, help="long: seconds without a database")
     parser.add_argument("--kills", type=int, default=12, help="long: SIGKILLs")
@@ -70,7 +75,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="syncer-chaos-"))
     outcomes: list[Outcome] = []
-    with _database(args.database) as (url, admin_url):
+    with _database(args.database, io_timeout=args.io_timeout or None) as (url, admin_url):
         harness = ScenarioHarness(url, workdir, seed=args.seed, admin_url=admin_url,
                                   echo=lambda line: print(line, file=sys.stderr))
         try:
@@ -96,6 +101,7 @@ def main() -> None:
         "seconds_per_scenario": args.seconds,
         "rate": args.rate,
         "nudge": args.nudge,
+        "io_timeout": args.io_timeout,
         "lost_total": sum(o.lost for o in outcomes),
         "all_converged": all(o.recovery is not None for o in outcomes),
         "scenarios": {o.name: o.as_json() for o in outcomes},
@@ -103,7 +109,7 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def _database(kind: str) -> Iterator[tuple[str, str]]:
+def _database(kind: str, *, io_timeout: float | None) -> Iterator[tuple[str, str]]:
     """(url, admin url): a PostgreSQL database of its own, or a fresh SQLite file."""
     if kind == "sqlite":
         yield f"sqlite:///{tempfile.mkdtemp(prefix='syncer-chaos-db-')}/syncer.db", ""
@@ -111,7 +117,7 @@ def _database(kind: str) -> Iterator[tuple[str, str]]:
     base = schema.normalize_url(
         os.environ.get("SYNCER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     )
-    with dedicated_database(base, prefix="bench_chaos") as url:
+    with dedicated_database(base, prefix="bench_chaos", io_timeout=io_timeout) as url:
         yield url, base
 
 

@@ -68,15 +68,22 @@ SECOND_WORKER_ID = "chaos-worker-2"
 
 
 @contextlib.contextmanager
-def dedicated_database(base_url: str, *, prefix: str = "chaos") -> Iterator[str]:
-    """A PostgreSQL database of its own on *base_url*'s server (``readonly`` alters the whole database)."""
+def dedicated_database(base_url: str, *, prefix: str = "chaos", io_timeout: float | None = None) -> Iterator[str]:
+    """A PostgreSQL database of its own on *base_url*'s server (``readonly`` alters the whole database).
+
+    *io_timeout*: syncer's client-side bound on a wait for the server (``syncer_io_timeout`` in the URL),
+    standing in for ``tcp_user_timeout`` (20 s), which the harness's user-space proxy hides: the local
+    kernel acknowledges every byte, so a blackholed connection is noticed only by syncer's own timer."""
     base = sa.make_url(base_url)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name)
+    if io_timeout is not None:
+        url = url.update_query_dict({schema.IO_TIMEOUT_PARAM: f"{io_timeout:g}"})
     try:
-        yield base.set(database=name).render_as_string(hide_password=False)
+        yield url.render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(sa.text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
@@ -273,7 +280,7 @@ class Partition(Scenario):
     def start(self, h: ScenarioHarness) -> None:
         # Open connections and new ones alike go silent; at the end new ones get through again while
         # those opened before stay silent for ever (a stale pooled connection must be noticed).
-        _proxy(h).blackhole(new_connections=True)  # type: ignore[attr-defined]
+        _proxy(h).blackhole(new_connections=True)
 
     def end(self, h: ScenarioHarness) -> None:
         _proxy(h).restore()
@@ -287,7 +294,7 @@ class SlowDatabase(Scenario):
         self.delay = delay
 
     def start(self, h: ScenarioHarness) -> None:
-        _proxy(h).slow(self.delay)  # type: ignore[attr-defined]
+        _proxy(h).slow(self.delay)
 
     def end(self, h: ScenarioHarness) -> None:
         _proxy(h).restore()

@@ -180,7 +180,7 @@ def scenario_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scena
         if os.environ.get("SYNCER_REQUIRE_POSTGRES"):
             pytest.fail("SYNCER_REQUIRE_POSTGRES is set but SYNCER_TEST_DATABASE_URL is not")
         pytest.skip(PG_SKIP)
-    with dedicated_database(base, prefix="t_chaos") as url:
+    with dedicated_database(base, prefix="t_chaos", io_timeout=10) as url:
         harness = ScenarioHarness(url, tmp_path_factory.mktemp("scenarios"), seed=12, admin_url=base)
         try:
             harness.start()
