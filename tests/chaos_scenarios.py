@@ -625,7 +625,9 @@ class TwoOfEach(Scenario):
     def start(self, h: ScenarioHarness) -> None:
         assert h.receiver is not None
         self.original = h.receiver
-        h.receiver.stop()
+        # SIGKILL rather than a graceful stop, which waits for the emulator's keep-alive connections
+        # to close (seconds): deliveries that meet the gap are retried, as after any restart.
+        h.receiver.kill()
         a, b = free_port(), free_port()
         first, second = h.receivers_on({"receiver-a": a, "receiver-b": b})
         self.balancer = Balancer([("127.0.0.1", a), ("127.0.0.1", b)], port=h.port).start()
@@ -635,9 +637,11 @@ class TwoOfEach(Scenario):
         h.second_worker()
 
     def cleanup(self, h: ScenarioHarness) -> None:
+        for proc in h.extra:
+            proc.kill()
         h.stop_extra()
         assert h.receiver is not None and self.original is not None
-        h.receiver.stop()
+        h.receiver.kill()
         if self.balancer is not None:
             self.balancer.stop()
         h.receiver = self.original
