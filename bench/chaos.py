@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from chaos_scenarios import HEADER, SCENARIOS, Outcome, ScenarioHarness, dedicated_database, run  # noqa: E402
 
-from syncer import schema  # noqa: E402
+from syncer.database import normalize_url  # noqa: E402
 
 ALL = [*SCENARIOS, "long"]
 
@@ -114,7 +114,7 @@ def _database(kind: str, *, io_timeout: float | None) -> Iterator[tuple[str, str
     if kind == "sqlite":
         yield f"sqlite:///{tempfile.mkdtemp(prefix='syncer-chaos-db-')}/syncer.db", ""
         return
-    base = schema.normalize_url(
+    base = normalize_url(
         os.environ.get("SYNCER_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     )
     with dedicated_database(base, prefix="bench_chaos", io_timeout=io_timeout) as url:

@@ -58,6 +58,7 @@ import sqlalchemy as sa
 from chaos_harness import ROOT, WORKER_ID, Harness, Proc, TcpProxy
 
 from syncer import schema
+from syncer.database import IO_TIMEOUT_PARAM
 from syncer.demo import free_port
 from syncer.emulator.delivery_policy import ThrottleRules
 
@@ -81,7 +82,7 @@ def dedicated_database(base_url: str, *, prefix: str = "chaos", io_timeout: floa
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = base.set(database=name)
     if io_timeout is not None:
-        url = url.update_query_dict({schema.IO_TIMEOUT_PARAM: f"{io_timeout:g}"})
+        url = url.update_query_dict({IO_TIMEOUT_PARAM: f"{io_timeout:g}"})
     try:
         yield url.render_as_string(hide_password=False)
     finally:

@@ -2,7 +2,7 @@
 
     python tests/skewed_worker.py OFFSET_FILE worker --worker-id ... (the rest is `syncer`'s arguments)
 
-The worker reads the time through one injection point, :class:`syncer.worker.Worker`'s ``clock``
+The worker reads the time through one injection point, :class:`syncer.worker.jobs.Worker`'s ``clock``
 (leases of scopes, claims of inbox rows, not_before, last_success_at). This launcher builds every
 Worker with a clock that is the wall clock plus the number of seconds in OFFSET_FILE (re-read at most
 every 0.2 s, so the harness makes the clock jump, forward or back, by rewriting the file while the
@@ -37,8 +37,8 @@ class FileOffsetClock:
 
 
 def main(argv: list[str]) -> None:
-    from syncer import scheduler
-    from syncer.worker import Worker
+    from syncer.worker import scheduler
+    from syncer.worker.jobs import Worker
 
     clock = FileOffsetClock(Path(argv[0]))
 
