@@ -7,12 +7,19 @@ the notifications are dropped and 15% duplicated, and the database goes away for
 lock). Then every mirror table must equal a fresh enumeration from the emulator (deletes included),
 and the emulator's delivery log must show no 2xx for a notification the inbox does not hold.
 The machinery is in tests/chaos_harness.py; bench/chaos.py is the long version.
+
+Then one test per scenario of tests/chaos_scenarios.py (silent partition, read-only primary, slow
+database, clock jumps, poison data, corrupt deltaLinks, hostile clients, two receivers and two workers),
+on PostgreSQL, all on one harness: each asserts that no 2xx was lost and that the mirror equals the
+emulator again after the fault, and prints its figures.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from chaos_harness import WORKER_ID, Harness, TcpProxy
+from chaos_scenarios import HEADER, SCENARIOS, Hostile, ScenarioHarness, dedicated_database, run
+from conftest import PG_SKIP, postgres_base_url
 
 from syncer import schema
 
@@ -155,3 +164,44 @@ def test_a_cut_proxy_lets_no_connection_through() -> None:
     finally:
         proxy.stop()
         upstream.close()
+
+
+# --- one fault at a time (tests/chaos_scenarios.py) -------------------------------------------------
+
+SCENARIO_SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def scenario_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScenarioHarness]:
+    """One harness for every scenario (starting the processes is the cost), in a PostgreSQL database of
+    its own (the read-only scenario alters the whole database)."""
+    base = postgres_base_url()
+    if base is None:
+        if os.environ.get("SYNCER_REQUIRE_POSTGRES"):
+            pytest.fail("SYNCER_REQUIRE_POSTGRES is set but SYNCER_TEST_DATABASE_URL is not")
+        pytest.skip(PG_SKIP)
+    with dedicated_database(base, prefix="t_chaos", io_timeout=10) as url:
+        harness = ScenarioHarness(url, tmp_path_factory.mktemp("scenarios"), seed=12, admin_url=base)
+        try:
+            harness.start()
+            _, differences = harness.converge(timeout=30)
+            assert not differences, "initial sync: " + "; ".join(map(str, differences))
+            yield harness
+        finally:
+            harness.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario_loses_nothing_and_recovers(scenario_harness: ScenarioHarness, name: str) -> None:
+    scenario = SCENARIOS[name]()
+    outcome = run(scenario_harness, scenario, seconds=SCENARIO_SECONDS, rate=4.0, timeout=30, nudge=True)
+    print(HEADER, outcome.row(), outcome.as_json(), sep="\n")
+    logs = "".join(p.output() for p in scenario_harness.processes())[-6000:]
+    assert outcome.error is None, outcome.error
+    assert outcome.changes > 0 and outcome.answered > 0, outcome.as_json()
+    assert outcome.lost == 0, outcome.as_json()
+    assert outcome.recovery is not None, "not recovered: " + "; ".join(outcome.differences) + "\n" + logs
+    assert outcome.crashes == {}, logs
+    if isinstance(scenario, Hostile):
+        assert outcome.notes["forged_stored"] == 0, outcome.notes
