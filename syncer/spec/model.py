@@ -36,6 +36,14 @@ DEFAULT_NOTIFICATION_URL = "http://127.0.0.1:8080/notifications"
 DEFAULT_DATABASE_URL = "sqlite:///syncer.db"
 DEFAULT_SYNC_INTERVAL = timedelta(hours=1)
 MAX_RENEW_BEFORE = timedelta(hours=1)
+# Delegated access (docs/spec.md "Delegated accounts").
+AUTH_MODES = ("app", "delegated")
+AUTHORITIES = ("organizations", "consumers", "common")  # or a tenant id / domain
+# The tenant of personal Microsoft accounts: https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference
+PERSONAL_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+# What Graph lets a personal Microsoft account subscribe to: the types whose permission reference lists
+# "Delegated (personal Microsoft account)" (https://learn.microsoft.com/graph/api/subscription-post-subscriptions#permissions).
+PERSONAL_ACCOUNT_TYPES = frozenset({"contact", "driveItem", "event", "message", "todoTask"})
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,32 @@ class CertificateCredential:
 
 @dataclass(frozen=True)
 class Tenant:
-    """One Entra tenant and the app registration syncer uses in it (app-only auth)."""
+    """One Entra tenant and the app registration syncer uses in it.
+
+    ``auth: app`` (the default): app-only, with a client secret or certificate. ``auth: delegated``: one
+    signed-in user (``account``) through a public client; ``syncer login NAME`` fills ``token_cache``
+    and nothing secret is in the spec.
+    """
 
     name: str
     tenant_id: str
     client_id: str
     client_secret: SecretRef | None = None
     certificate: CertificateCredential | None = None
+    auth: str = "app"
+    authority: str | None = None  # delegated: organizations | consumers | common | a tenant id or domain
+    account: str | None = None  # delegated: the UPN expected to sign in
+    token_cache: Path | None = None  # delegated: MSAL's serialized cache (owner-only file)
+
+    @property
+    def delegated(self) -> bool:
+        """Whether this entry is a signed-in user rather than the app itself."""
+        return self.auth == "delegated"
+
+    @property
+    def personal(self) -> bool:
+        """A personal Microsoft account (outlook.com, hotmail.com...): Graph allows it fewer types."""
+        return self.delegated and (self.authority == "consumers" or self.tenant_id == PERSONAL_TENANT_ID)
 
 
 @dataclass(frozen=True)
