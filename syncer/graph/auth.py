@@ -32,7 +32,7 @@ from syncer.errors import AuthError, ConfigError, SignInRequired, TransportError
 from syncer.graph.token_cache import TokenCacheFile
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from syncer.spec import Spec
@@ -540,6 +540,20 @@ def delegated_credential(spec: Spec, tenant_name: str) -> DelegatedCredential:
         tenant_name=tenant.name,
         ca_bundle=str(spec.graph.ca_bundle) if spec.graph.ca_bundle else None,
     )
+
+
+def signed_in(spec: Spec, sources: Mapping[str, Any]) -> Spec:
+    """*spec* with its delegated accounts' ``me/...`` resolved to their users' ids (``GET /me``), for scopes.
+
+    *sources* are GraphClients keyed by tenant id. Also the check that each delegated account is still
+    signed in: a refused refresh raises :class:`~syncer.errors.SignInRequired` naming the account.
+    """
+    ids = {
+        t.name: str(sources[t.tenant_id].get_json("me?$select=id")["id"])
+        for t in spec.tenants
+        if t.delegated and t.tenant_id in sources
+    }
+    return spec.with_signed_in_users(ids) if ids else spec
 
 
 def credential_from_spec(spec: Spec, tenant_name: str) -> Credential:

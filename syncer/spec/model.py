@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -19,6 +20,7 @@ from syncer.errors import ConfigError
 from syncer.resources import ResourceType
 
 SPEC_VERSION = 1
+_ME = re.compile(r"^/?me(?=/|\?|$)", re.IGNORECASE)
 CLOUDS: dict[str, tuple[str, str]] = {
     # cloud: (Graph root, token authority host), https://learn.microsoft.com/en-us/graph/deployments
     "global": ("https://graph.microsoft.com", "https://login.microsoftonline.com"),
@@ -259,6 +261,21 @@ class Spec:
                 return tenant
         known = ", ".join(t.name for t in self.tenants) or "none"
         raise ConfigError(f"no tenant named {name!r} in {self.path} (declared: {known})")
+
+    def with_signed_in_users(self, user_ids: Mapping[str, str]) -> Spec:
+        """This spec with each delegated tenant's ``me/...`` resources written ``users/{id}/...``.
+
+        *user_ids* maps a tenant entry's name to its signed-in user's Graph id (``GET /me``). The worker
+        keys scopes by the user's id, as Graph names items in notifications (``Users/{id}/Messages/{id}``),
+        while the spec (and reconcile) keep the declared ``me/...``.
+        """
+        subs = tuple(
+            replace(sub, resource=_ME.sub(f"users/{user_ids[sub.tenant]}", sub.resource, count=1))
+            if sub.tenant in user_ids
+            else sub
+            for sub in self.subscriptions
+        )
+        return replace(self, subscriptions=subs)
 
     @property
     def needs_emulator_info(self) -> bool:
