@@ -17,10 +17,18 @@ from click.testing import CliRunner
 from emulator_fixtures import EmulatorClient
 
 from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
-from syncer.emulator import EmulatorServer
+from syncer.emulator import EmulatorConfig, EmulatorServer
 from syncer.errors import SignInRequired
 from syncer.graph.auth import DelegatedCredential, delegated_credential
 from syncer.spec import Spec, load_spec
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    # Single-use refresh tokens: the strictest rotation Microsoft allows
+    # (https://learn.microsoft.com/entra/identity-platform/refresh-tokens), so a process that used an old
+    # refresh token (a cache not shared safely) is refused.
+    return EmulatorConfig(seed=1234, refresh_token_reuse_grace_s=0)
 
 
 @pytest.fixture
@@ -147,3 +155,50 @@ def test_login_needs_a_delegated_entry(tmp_path: Path, emulator_info: dict[str, 
     result = CliRunner().invoke(main, ["login", "emulator", "--spec", str(path)])
     assert result.exit_code == 2 and "not a tenant with auth: delegated" in result.output
     assert EXIT_SIGN_IN_REQUIRED == 4
+
+
+def test_doctor_names_the_login_to_run_and_lists_the_granted_scopes(
+    tmp_path: Path, emulator_info: dict[str, Any], upn: str
+) -> None:
+    from syncer.doctor import iter_checks
+
+    path = write_spec(tmp_path, emulator_info, upn)
+    before = {c.name: c for c in iter_checks(path, timeout=1.0) if c.name.endswith("(me)")}
+    assert before["token (me)"].status == "FAIL" and before["token (me)"].fix == "run `syncer login me`"
+    assert login(path).exit_code == 0
+    after = {c.name: c for c in iter_checks(path, timeout=1.0) if c.name.endswith("(me)")}
+    assert after["token (me)"].status == "ok", after
+    assert after["permissions (me)"].status == "warn" and "Mail.Read" in after["permissions (me)"].detail
+
+
+def test_processes_sharing_the_cache_keep_a_working_refresh_token(
+    tmp_path: Path, emulator_info: dict[str, Any], upn: str
+) -> None:
+    """Several credentials (as several processes would: flock excludes separate open files) refresh at once;
+    the file stays whole and its refresh token is the newest, so every one of them can refresh again."""
+    import threading
+
+    path = write_spec(tmp_path, emulator_info, upn)
+    assert login(path).exit_code == 0
+    scope = (spec_of(path).graph.graph_url + "/.default",)
+    credentials = [delegated_credential(spec_of(path), "me") for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def churn(credential: DelegatedCredential) -> None:
+        try:
+            token = credential.token(scope)
+            for _ in range(3):
+                token = credential.token(scope, refused=token)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=churn, args=(c,)) for c in credentials]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert json.loads((tmp_path / "config/syncer/me.json").read_text())["RefreshToken"]
+    assert not list((tmp_path / "config/syncer").glob("*.tmp")), "no temporary file left behind"
+    fresh = delegated_credential(spec_of(path), "me")
+    assert fresh.token(scope, refused="none")
