@@ -30,7 +30,9 @@ def cli(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def write_spec(tmp_path: Path, info: dict[str, Any], database_url: str, receiver: Receiver, upn: str) -> Path:
+def write_spec(
+    tmp_path: Path, info: dict[str, Any], database_url: str, receiver: Receiver, upn: str, *, authority: str = "organizations"
+) -> Path:
     info_file = tmp_path / "emulator.json"
     info_file.write_text(json.dumps(info))
     path = tmp_path / "subscriptions.yaml"
@@ -41,6 +43,7 @@ graph: {{cloud: emulator, emulator_info: {info_file}}}
 tenants:
   - name: me
     auth: delegated
+    authority: {authority}
     account: {upn}
     token_cache: {tmp_path}/config/me.json
 receiver:
@@ -104,4 +107,26 @@ def test_a_delegated_inbox_is_mirrored_and_recovers_after_revoked_sessions(
     # A new sign-in, and the gap is recovered by the next pass.
     assert (r := cli("login", "me", "--spec", str(path))).exit_code == 0, r.output
     assert (r := cli("sync", "--spec", str(path))).exit_code == 0, r.output
+    assert mirror_matches(spec) == []
+
+
+def test_a_personal_accounts_inbox_is_mirrored(
+    tmp_path: Path, emulator_info: dict[str, Any], graph: EmulatorClient, database_url: str, receiver: Receiver
+) -> None:
+    consumers = "9188040d-6c67-4c5b-b112-36a304b66dad"
+    made = graph.admin("POST", "users", json={"tenantId": consumers, "userPrincipalName": "pat@outlook.com"})
+    assert made.status_code == 201, made.text
+    seeded = graph.admin("POST", "seed", json={"tenantId": consumers, "messagesPerUser": 3})
+    assert seeded.status_code == 200, seeded.text
+    assert graph.admin("POST", "sign-in-as", json={"user": "pat@outlook.com"}).status_code == 200
+    path = write_spec(tmp_path, emulator_info, database_url, receiver, "pat@outlook.com", authority="consumers")
+    spec = load_spec(path).resolve_emulator()
+    assert spec.tenant("me").tenant_id == consumers and spec.tenant("me").personal
+
+    assert (r := cli("login", "--spec", str(path))).exit_code == 0, r.output
+    assert "Signed in as pat@outlook.com (tenant 9188040d-" in r.output
+    assert (r := cli("db", "upgrade", "--spec", str(path))).exit_code == 0, r.output
+    assert (r := cli("reconcile", "--spec", str(path))).exit_code == 0, r.output
+    assert (r := cli("sync", "--spec", str(path))).exit_code == 0, r.output
+    assert ", 3 items" in r.output or "3 upserted" in r.output, r.output
     assert mirror_matches(spec) == []
