@@ -17,7 +17,7 @@ from webhook_receiver import Receiver
 from syncer import database, verify
 from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
 from syncer.spec import Spec, load_spec
-from syncer.worker.scheduler import clients_for, signed_in
+from syncer.worker.scheduler import build_worker, clients_for, signed_in
 
 
 @pytest.fixture
@@ -91,6 +91,21 @@ def test_a_delegated_inbox_is_mirrored_and_recovers_after_revoked_sessions(
     assert [s["resource"] for s in live] == ["me/mailFolders/inbox/messages"]
     assert live[0]["creatorId"] == user["id"], "a delegated subscription belongs to the signed-in user"
     assert (r := cli("sync", "--spec", str(path))).exit_code == 0, r.output
+    assert mirror_matches(spec) == []
+
+    # The worker re-expands its declarations after each reconcile: me/... must stay the user's scope, not
+    # become another one (the user's scope would be retired and its rows soft-deleted).
+    clients = clients_for(spec)
+    engine = database.create_engine(spec.database_url)
+    try:
+        worker = build_worker(spec, engine=engine, clients=clients)
+        before = set(worker.index.static)
+        worker.refresh_scopes()
+        assert set(worker.index.static) == before and all(user["id"] in str(k) for k in before), before
+    finally:
+        engine.dispose()
+        for c in clients.values():
+            c.close()
     assert mirror_matches(spec) == []
 
     # The user's sessions are revoked: the next refresh is refused and syncer names the account.
