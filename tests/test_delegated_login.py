@@ -202,3 +202,26 @@ def test_processes_sharing_the_cache_keep_a_working_refresh_token(
     assert not list((tmp_path / "config/syncer").glob("*.tmp")), "no temporary file left behind"
     fresh = delegated_credential(spec_of(path), "me")
     assert fresh.token(scope, refused="none")
+
+
+def test_login_with_a_browser_uses_auth_code_and_pkce_on_a_loopback_redirect(
+    tmp_path: Path, emulator_info: dict[str, Any], upn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`syncer login --browser`: MSAL listens on http://localhost:PORT and opens the authorize URL; a stand-in
+    browser (a process fetching it) follows the emulator's sign-in-as redirect back."""
+    import sys
+    import webbrowser
+
+    from test_emulator_identity_signin_as import BROWSER_SCRIPT
+
+    script = tmp_path / "browser.py"
+    script.write_text(BROWSER_SCRIPT)
+    monkeypatch.setenv("EMULATOR_CA", emulator_info["ca_cert"])
+    webbrowser.register(
+        "syncer-test-browser", None, webbrowser.BackgroundBrowser([sys.executable, str(script), "%s"]), preferred=True
+    )
+    path = write_spec(tmp_path, emulator_info, upn)
+    result = CliRunner().invoke(main, ["login", "me", "--browser", "--spec", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"Signed in as {upn}" in result.output
+    assert delegated_credential(spec_of(path), "me").token((spec_of(path).graph.graph_url + "/.default",))

@@ -22,7 +22,7 @@ tenants:
   - name: adele
     auth: delegated
     client_id: 5f1c3c2a-9d55-4e3b-8a2f-3f0b6f1e2d11
-    authority: 84bd8158-6d4d-4958-8b9f-9d6445542f95
+    authority: 6a1f0c3e-2b4d-4e5f-9a8b-7c6d5e4f3a2b
     account: adele@contoso.com
   - name: pat
     auth: delegated
@@ -58,7 +58,7 @@ def test_delegated_accounts_are_read_with_their_defaults(tmp_path: Path) -> None
     spec = load(tmp_path, MAIL.format(tenant="adele", resource="me/mailFolders/inbox/messages"))
     adele, pat = spec.tenant("adele"), spec.tenant("pat")
     assert adele.delegated and not adele.personal
-    assert adele.tenant_id == "84bd8158-6d4d-4958-8b9f-9d6445542f95"  # the tenant authority is the tenant
+    assert adele.tenant_id == "6a1f0c3e-2b4d-4e5f-9a8b-7c6d5e4f3a2b"  # the tenant authority is the tenant
     assert adele.account == "adele@contoso.com" and adele.client_secret is None
     assert adele.token_cache == Path("/home/someone/.config/syncer/adele.json")
     assert pat.personal and pat.tenant_id == PERSONAL_TENANT_ID and pat.authority == "consumers"
@@ -141,6 +141,40 @@ subscriptions:
 
 
 def test_organizations_needs_the_home_tenant_outside_the_emulator(tmp_path: Path) -> None:
-    header = HEADER.replace("authority: 84bd8158-6d4d-4958-8b9f-9d6445542f95", "authority: organizations")
+    header = HEADER.replace("authority: 6a1f0c3e-2b4d-4e5f-9a8b-7c6d5e4f3a2b", "authority: organizations")
     errors = problems(tmp_path, MAIL.format(tenant="adele", resource="me/messages"), header=header)
     assert errors[0].location.path == "tenants[1].tenant_id", [str(e) for e in errors]
+
+
+def test_a_delegated_account_needs_a_tenant_id_of_its_own(tmp_path: Path) -> None:
+    header = HEADER.replace("6a1f0c3e-2b4d-4e5f-9a8b-7c6d5e4f3a2b", "84bd8158-6d4d-4958-8b9f-9d6445542f95")
+    errors = problems(tmp_path, MAIL.format(tenant="adele", resource="me/messages"), header=header)
+    assert [e.location.path for e in errors] == ["tenants"], [str(e) for e in errors]
+    assert "tenants 'contoso' and 'adele' share tenant id 84bd8158" in str(errors[0])
+
+
+def test_on_the_emulator_the_shared_tenant_id_is_found_when_ids_are_filled_in(tmp_path: Path) -> None:
+    import json
+
+    from syncer.errors import ConfigError
+
+    info = tmp_path / "emulator.json"
+    info.write_text(json.dumps({
+        "graph_url": "https://127.0.0.1:1/v1.0", "authority": "https://127.0.0.1:1/t1", "tenant_id": "t1",
+        "client_id": "c1", "client_secret": "s",
+    }))
+    header = f"""\
+version: 1
+graph: {{cloud: emulator, emulator_info: {info}}}
+tenants:
+  - name: app
+  - name: me
+    auth: delegated
+    account: adele@contoso.com
+subscriptions:
+"""
+    spec = load(tmp_path, MAIL.format(tenant="me", resource="me/messages"), header=header)
+    with pytest.raises(ConfigError, match="tenants 'app' and 'me' share tenant id t1"):
+        spec.resolve_emulator()
+    alone = load(tmp_path, MAIL.format(tenant="me", resource="me/messages"), header=header.replace("  - name: app\n", ""))
+    assert alone.resolve_emulator().tenant("me").tenant_id == "t1"

@@ -37,6 +37,7 @@ from syncer.spec.model import (
     Spec,
     Tenant,
     graph_root,
+    shared_tenant_id,
 )
 from syncer.spec.reader import Map, Reader, describe
 from syncer.spec.subscriptions import SubscriptionsLoader
@@ -292,6 +293,9 @@ class SpecLoader:
                 r.error(t, path + ".client_secret", "client_secret or certificate", "neither")
             if name and auth is not None:
                 tenants.append(Tenant(name, ids["tenant_id"], ids["client_id"], secret, cert))
+        shared = shared_tenant_id(tuple(tenants))
+        if shared:
+            r.error(node, "tenants", "one delegated account per tenant id", shared)
         if not tenants and isinstance(node, yaml.SequenceNode) and not node.value:
             r.error(node, "tenants", "at least one tenant", "an empty list")
         return tuple(tenants)

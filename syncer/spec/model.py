@@ -312,7 +312,27 @@ class Spec:
             replace(t, tenant_id=t.tenant_id or tenant_id, client_id=t.client_id or client_id)
             for t in self.tenants
         )
+        shared = shared_tenant_id(tenants)
+        if shared:
+            raise ConfigError(f"{self.path}: {shared}")
         return replace(self, graph=graph, tenants=tenants)
+
+
+def shared_tenant_id(tenants: tuple[Tenant, ...]) -> str | None:
+    """Why a delegated entry may not share its tenant id with another entry, or None when none does.
+
+    Clients, scopes and mirror rows are keyed by tenant id: two entries with one id would use one
+    client (one credential) for both. One delegated account per tenant, apart from app-only entries.
+    """
+    seen: dict[str, Tenant] = {}
+    for t in tenants:
+        other = seen.setdefault(t.tenant_id, t) if t.tenant_id else t
+        if other is not t and (t.delegated or other.delegated):
+            return (
+                f"tenants {other.name!r} and {t.name!r} share tenant id {t.tenant_id}: a delegated account "
+                "needs a tenant of its own in this version (clients and mirror rows are keyed by tenant id)"
+            )
+    return None
 
 
 def graph_root(url: str) -> str:
