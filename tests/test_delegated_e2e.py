@@ -5,7 +5,9 @@ and the mirror recovered. On SQLite and PostgreSQL, against the emulator over re
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ from webhook_receiver import Receiver
 
 from syncer import database, verify
 from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
+from syncer.graph.times import parse_datetime
+from syncer.reconcile import graphs_for
+from syncer.reconcile.lifecycle import reauthorize
 from syncer.spec import Spec, load_spec
 from syncer.worker.scheduler import build_worker, clients_for, signed_in
 
@@ -60,6 +65,21 @@ subscriptions:
 """
     )
     return path
+
+
+def wait_for(receiver: Receiver, path: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The first POST the receiver got on *path* (Graph delivers in the background)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for got in list(receiver.received):
+            if got.path == path:
+                return dict(got.body)
+        time.sleep(0.05)
+    raise AssertionError(f"nothing posted to {path} in {timeout}s: {[g.path for g in receiver.received]}")
+
+
+def now(graph: EmulatorClient) -> datetime:
+    return parse_datetime(graph.admin("GET", "clock").json()["now"])
 
 
 def mirror_matches(spec: Spec) -> list[Any]:
@@ -119,10 +139,29 @@ def test_a_delegated_inbox_is_mirrored_and_recovers_after_revoked_sessions(
     assert r.exit_code == EXIT_SIGN_IN_REQUIRED, r.output
     assert f"account {upn}" in r.output and "syncer login me" in r.output
 
+    # Graph held the user's subscription: the change after the revocation asked for reauthorization.
+    lifecycle = wait_for(receiver, "lifecycle")
+    assert lifecycle["value"][0]["lifecycleEvent"] == "reauthorizationRequired", lifecycle
+
     # A new sign-in, and the gap is recovered by the next pass.
     assert (r := cli("login", "me", "--spec", str(path))).exit_code == 0, r.output
     assert (r := cli("sync", "--spec", str(path))).exit_code == 0, r.output
     assert mirror_matches(spec) == []
+
+    assert [g.path for g in receiver.received if g.path == "notifications"] == [], "delivery is held"
+    # reconcile's answer to reauthorizationRequired, with the fresh token of the same user, releases delivery.
+    graphs = graphs_for(spec)
+    engine = database.create_engine(spec.database_url)
+    try:
+        done = reauthorize(live[0]["id"], spec=spec, graphs=graphs, engine=engine, clock=lambda: now(graph))
+        assert done.ok, done
+    finally:
+        engine.dispose()
+        for g in graphs.values():
+            g.close()
+    again = graph.post(f"users/{user['id']}/mailFolders/inbox/messages", json={"subject": "signed in again"})
+    assert again.status_code == 201, again.text
+    assert wait_for(receiver, "notifications")["value"][0]["subscriptionId"] == live[0]["id"]
 
 
 def test_a_personal_accounts_inbox_is_mirrored(
