@@ -19,6 +19,7 @@ itself through :class:`_VerifyingHttpClient`.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -405,27 +406,28 @@ class DelegatedCredential:
 
     def _app_instance(self) -> msal.PublicClientApplication:
         if self._app is None:
-            http_client = _VerifyingHttpClient(
-                requests.Session(), verify=self.ca_bundle or True, timeout=self.timeout
-            )
-            try:
-                self._app = msal.PublicClientApplication(
-                    self.client_id,
-                    authority=self.authority_url,
-                    token_cache=self._cache,
-                    http_client=http_client,
-                    instance_discovery=self.instance_discovery,
-                    timeout=self.timeout,
-                )
-            except requests.RequestException as e:
-                raise TransportError(
-                    f"cannot reach the identity platform at {self.authority_host}: {type(e).__name__}"
-                ) from e
-            except ValueError as e:
-                raise AuthError(
-                    f"MSAL refused the configuration for {self.authority_url}: {truncate(mask_secrets(str(e)))}"
-                ) from e
+            self._app = self._build_app(self._cache)
         return self._app
+
+    def _build_app(self, cache: msal.SerializableTokenCache) -> msal.PublicClientApplication:
+        http_client = _VerifyingHttpClient(requests.Session(), verify=self.ca_bundle or True, timeout=self.timeout)
+        try:
+            return msal.PublicClientApplication(
+                self.client_id,
+                authority=self.authority_url,
+                token_cache=cache,
+                http_client=http_client,
+                instance_discovery=self.instance_discovery,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as e:
+            raise TransportError(
+                f"cannot reach the identity platform at {self.authority_host}: {type(e).__name__}"
+            ) from e
+        except ValueError as e:
+            raise AuthError(
+                f"MSAL refused the configuration for {self.authority_url}: {truncate(mask_secrets(str(e)))}"
+            ) from e
 
     def _accounts(self, app: msal.PublicClientApplication) -> list[dict[str, Any]]:
         return list(app.get_accounts(username=self.account))
@@ -474,40 +476,49 @@ class DelegatedCredential:
     ) -> SignedIn:
         """Sign the declared account in (device code on a terminal, or a browser with PKCE) and keep its tokens.
 
-        *show* prints the device code instructions. Another account than the declared one is refused and
-        not kept.
+        *show* prints the device code instructions. The sign-in runs on a cache of its own, without the
+        file lock (a person may take minutes; the other processes keep refreshing meanwhile); its tokens
+        then replace the account's in the shared file. Another account than the declared one is refused
+        and nothing is kept.
         """
+        fresh = msal.SerializableTokenCache()
+        app = self._build_app(fresh)
+        try:
+            if browser:
+                result = app.acquire_token_interactive(list(scopes), login_hint=self.account, timeout=600)
+            else:
+                flow = app.initiate_device_flow(scopes=list(scopes))
+                if "user_code" not in flow:
+                    raise _auth_error(flow, self.authority_url, self.client_id)
+                show(str(flow["message"]))
+                result = app.acquire_token_by_device_flow(flow)
+        except requests.RequestException as e:
+            raise TransportError(
+                f"cannot reach the identity platform at {self.authority_host}: {type(e).__name__}"
+            ) from e
+        if "access_token" not in result:
+            raise _auth_error(result, self.authority_url, self.client_id)
+        claims = result.get("id_token_claims") or {}
+        username = str(claims.get("preferred_username") or "")
+        if username.casefold() != self.account.casefold():
+            raise ConfigError(
+                f"signed in as {username or 'an account without a name'}, but tenant entry "
+                f"{self.tenant_name!r} declares account {self.account}: sign in with that account"
+            )
         with self._lock:
-            app = self._app_instance()
+            shared = self._app_instance()
             with self.cache_file.open(self._cache):
-                try:
-                    if browser:
-                        result = app.acquire_token_interactive(
-                            list(scopes), login_hint=self.account, timeout=600
-                        )
-                    else:
-                        flow = app.initiate_device_flow(scopes=list(scopes))
-                        if "user_code" not in flow:
-                            raise _auth_error(flow, self.authority_url, self.client_id)
-                        show(str(flow["message"]))
-                        result = app.acquire_token_by_device_flow(flow)
-                except requests.RequestException as e:
-                    raise TransportError(
-                        f"cannot reach the identity platform at {self.authority_host}: {type(e).__name__}"
-                    ) from e
-                if "access_token" not in result:
-                    raise _auth_error(result, self.authority_url, self.client_id)
-                claims = result.get("id_token_claims") or {}
-                username = str(claims.get("preferred_username") or "")
-                if username.casefold() != self.account.casefold():
-                    for other in app.get_accounts(username=username):
-                        app.remove_account(other)
-                    raise ConfigError(
-                        f"signed in as {username or 'an account without a name'}, but tenant entry "
-                        f"{self.tenant_name!r} declares account {self.account}: sign in with that account"
-                    )
+                for old in self._accounts(shared):
+                    shared.remove_account(old)
+                # MSAL's serialized cache is one JSON object of sections (AccessToken, RefreshToken,
+                # IdToken, Account, AppMetadata), each a map of entries keyed by their own ids.
+                merged = json.loads(self._cache.serialize() or "{}")
+                for section, entries in json.loads(fresh.serialize()).items():
+                    merged.setdefault(section, {}).update(entries)
+                self._cache.deserialize(json.dumps(merged))
+                self._cache.has_state_changed = True
             self._tokens.clear()
-            return SignedIn(username, str(claims.get("tid", "")), tuple(str(result.get("scope", "")).split()))
+        return SignedIn(username, str(claims.get("tid", "")), tuple(str(result.get("scope", "")).split()))
 
     def logout(self) -> bool:
         """Forget the declared account's tokens (in this cache only; Microsoft's session is not ended)."""
