@@ -20,11 +20,12 @@ from typing import Any, TypeVar
 import click
 
 from syncer import __version__, database
-from syncer.errors import SyncerError
+from syncer.errors import SignInRequired, SyncerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_SPEC = "subscriptions.yaml"
+EXIT_SIGN_IN_REQUIRED = 4  # a delegated account's refresh was refused: `syncer login NAME` (docs/spec.md)
 
 
 def spec_option(func: F) -> F:
@@ -40,12 +41,15 @@ def spec_option(func: F) -> F:
 
 
 def friendly_errors(func: F) -> F:
-    """Turn syncer's own errors into a message on stderr and exit status 1."""
+    """Turn syncer's own errors into a message on stderr and exit status 1 (4: an account must sign in again)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except SignInRequired as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(EXIT_SIGN_IN_REQUIRED)
         except SyncerError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
@@ -406,6 +410,70 @@ def status(spec_path: Path, output: str, max_lag: timedelta | None, rows: bool) 
     if late:
         click.echo(f"{len(late)} scope(s) staler than {human(max_lag)}: " + ", ".join(sc.scope for sc in late[:20]), err=True)
         sys.exit(2)
+
+
+def _delegated_entry(spec_path: Path, name: str | None) -> tuple[Any, str]:
+    from syncer.spec import load_spec
+
+    spec = load_spec(spec_path, check_secrets=False)
+    delegated = [t.name for t in spec.tenants if t.delegated]
+    if name is None:
+        if len(delegated) != 1:
+            raise click.UsageError(
+                "name the account to sign in: " + (", ".join(delegated) or "the spec declares no auth: delegated tenant")
+            )
+        name = delegated[0]
+    elif name not in delegated:
+        raise click.UsageError(f"{name!r} is not a tenant with auth: delegated (declared: {', '.join(delegated) or 'none'})")
+    return spec, name
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--browser", is_flag=True, help="Sign in in a web browser (auth code + PKCE, loopback redirect).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="A Graph permission to ask for (repeatable); default: GRAPH/.default, the app registration's permissions.",
+)
+@spec_option
+@friendly_errors
+def login(spec_path: Path, name: str | None, browser: bool, scopes: tuple[str, ...]) -> None:
+    """Sign a delegated account (auth: delegated) in and keep its tokens in its token cache.
+
+    Device code by default: open the URL shown on any device and type the code. Prints who signed in and
+    which permissions were granted. NAME may be left out when the spec declares one delegated account.
+    """
+    from syncer.graph.auth import delegated_credential, graph_scope
+
+    spec, name = _delegated_entry(spec_path, name)
+    spec = spec.resolve_emulator()
+    credential = delegated_credential(spec, name)
+    signed = credential.login(
+        scopes or (graph_scope(spec.graph.graph_url),),
+        show=lambda message: click.echo(message, err=True),
+        browser=browser,
+    )
+    click.echo(f"Signed in as {signed.username} (tenant {signed.tenant_id}) for {name}.")
+    click.echo("Granted: " + (" ".join(signed.scopes) or "(none reported)"))
+    click.echo(f"Token cache: {credential.cache_file.path}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@spec_option
+@friendly_errors
+def logout(spec_path: Path, name: str | None) -> None:
+    """Forget a delegated account's tokens (its token cache); sign in again with `syncer login`."""
+    from syncer.graph.auth import delegated_credential
+
+    spec, name = _delegated_entry(spec_path, name)
+    credential = delegated_credential(spec, name)
+    if credential.logout():
+        click.echo(f"Signed out {credential.account} ({name}): its tokens are gone from {credential.cache_file.path}.")
+    else:
+        click.echo(f"{credential.account} ({name}) was not signed in.")
 
 
 @main.command()

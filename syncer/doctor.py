@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
-from syncer.errors import SyncerError
+from syncer.errors import SignInRequired, SyncerError
 
 if TYPE_CHECKING:
     from syncer.spec import Spec
@@ -84,7 +84,10 @@ def iter_checks(
             needed = {
                 s.resource_type.permission: s.name for s in spec.subscriptions if s.tenant == tenant.name
             }
-            yield check_permissions(tenant.name, token, needed)
+            if tenant.delegated:
+                yield check_delegated_scopes(tenant.name, token)
+            else:
+                yield check_permissions(tenant.name, token, needed)
             yield check_clock(spec, tenant.name)
     urls = [("notification URL", spec.receiver.notification_url)]
     if spec.receiver.lifecycle_url:
@@ -127,6 +130,8 @@ def _token_checks(spec: Spec, tenant_name: str) -> tuple[str | None, list[Check]
     try:
         credential = credential_from_spec(spec, tenant_name)
         token = credential.token((graph_scope(spec.graph.graph_url),))
+    except SignInRequired as error:
+        return None, [Check(name, FAIL, str(error), f"run `syncer login {tenant_name}`")]
     except SyncerError as error:
         return None, [
             Check(name, FAIL, str(error), "check tenant_id, client_id and the secret or certificate")
@@ -171,6 +176,25 @@ def check_permissions(tenant_name: str, token: str, needed: Mapping[str, str]) -
             "grant these application permissions to the app registration and give admin consent",
         )
     return Check(name, OK, ", ".join(sorted(needed)) or "no subscriptions declared")
+
+
+def check_delegated_scopes(tenant_name: str, token: str) -> Check:
+    """A delegated account's token: which delegated permissions (``scp``) it carries.
+
+    Not yet compared with what the declarations need (syncer's resource table names application
+    permissions only): a WARN listing them, so a missing one can be spotted before reconcile.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        claims = {}
+    scopes = str(claims.get("scp") or "").split()
+    return Check(
+        f"permissions ({tenant_name})",
+        WARN,
+        f"delegated account {claims.get('upn') or claims.get('preferred_username') or ''}: granted "
+        f"{', '.join(sorted(scopes)) or 'none'}; not checked against the declarations yet",
+    )
 
 
 def check_clock(spec: Spec, tenant_name: str) -> Check:

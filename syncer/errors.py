@@ -17,6 +17,7 @@ is a property of the error (:attr:`SyncerError.retryable`), never guessed from a
     │   ├── TransportError        connection reset, DNS, TLS, timeout: no HTTP answer   [retryable]
     │   │   └── ConnectError      the connection was never made: the request was not sent [retryable]
     │   ├── AuthError             401, or the identity platform refused the credentials
+    │   │   └── SignInRequired    a delegated account must sign in again (`syncer login NAME`)
     │   ├── BadRequestError       400 (includes Graph's subscription validation failures)
     │   ├── ForbiddenError        403 (missing permission, quota reached)
     │   ├── NotFoundError         404
@@ -222,6 +223,21 @@ class ConnectError(TransportError):
 
 class AuthError(GraphError):
     """401 from Graph, or the identity platform refused to issue a token."""
+
+
+class SignInRequired(AuthError):
+    """A delegated account has no usable sign-in: never signed in, signed out, or its refresh token was
+    refused (``invalid_grant``: password reset, sessions revoked, consent withdrawn). Not retryable: only
+    the user can fix it, with ``syncer login NAME``. ``tenant`` is the spec's entry, ``account`` its UPN."""
+
+    def __init__(self, tenant: str, account: str, reason: str, *, code: str | None = None) -> None:
+        self.tenant = tenant
+        self.account = account
+        super().__init__(
+            f"account {account} (tenant entry {tenant!r}) must sign in again: run `syncer login {tenant}` "
+            f"({truncate(reason, 200)})",
+            code=code,
+        )
 
 
 class BadRequestError(GraphError):

@@ -20,12 +20,15 @@ import yaml
 
 from syncer.database import normalize_url
 from syncer.spec.model import (
+    AUTH_MODES,
+    AUTHORITIES,
     CLOUD_NAMES,
     CLOUDS,
     DEFAULT_DATABASE_URL,
     DEFAULT_EMULATOR_INFO,
     DEFAULT_NOTIFICATION_URL,
     KEY_COLUMNS,
+    PERSONAL_TENANT_ID,
     SPEC_VERSION,
     CertificateCredential,
     GraphConnection,
@@ -34,6 +37,7 @@ from syncer.spec.model import (
     Spec,
     Tenant,
     graph_root,
+    shared_tenant_id,
 )
 from syncer.spec.reader import Map, Reader, describe
 from syncer.spec.subscriptions import SubscriptionsLoader
@@ -41,6 +45,10 @@ from syncer.spec.subscriptions import SubscriptionsLoader
 # Used with fullmatch: ``$`` also matches before a final newline, so ``re.match(r"^x$")`` accepts "x\n".
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# A tenant id (GUID) or a verified domain, as an authority segment accepts.
+_TENANT_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+_DELEGATED_KEYS = ("authority", "account", "token_cache")
+_TENANT_KEYS = ("name", "tenant_id", "client_id", "client_secret", "certificate", "auth", *_DELEGATED_KEYS)
 
 
 class SpecLoader:
@@ -249,7 +257,7 @@ class SpecLoader:
         tenants: list[Tenant] = []
         seen: set[str] = set()
         for path, item in r.sequence(node, "tenants", what="a list of tenants"):
-            t = r.mapping(item, path, ("name", "tenant_id", "client_id", "client_secret", "certificate"))
+            t = r.mapping(item, path, _TENANT_KEYS)
             if t is None:
                 continue
             name = self.name(t.get("name"), t.sub("name"))
@@ -258,6 +266,15 @@ class SpecLoader:
             if name in seen:
                 r.error(t.get("name"), t.sub("name"), "a tenant name used once", f"a second '{name}'")
             seen.add(name or "")
+            auth = r.choice(t.get("auth"), t.sub("auth"), AUTH_MODES) if "auth" in t else "app"
+            if auth == "delegated":
+                tenant = self.delegated_tenant(t, path, name, emulator=emulator)
+                if tenant is not None:
+                    tenants.append(tenant)
+                continue
+            for key in _DELEGATED_KEYS:
+                if key in t:
+                    r.error(t.values[key], t.sub(key), f"{key} only with auth: delegated", "app-only auth")
             ids = {}
             for key in ("tenant_id", "client_id"):
                 ids[key] = r.string(t.get(key), t.sub(key), expected=f"a {key}") or ""
@@ -274,11 +291,85 @@ class SpecLoader:
                 secret = SecretRef(file=info, key="client_secret")
             else:
                 r.error(t, path + ".client_secret", "client_secret or certificate", "neither")
-            if name:
+            if name and auth is not None:
                 tenants.append(Tenant(name, ids["tenant_id"], ids["client_id"], secret, cert))
+        shared = shared_tenant_id(tuple(tenants))
+        if shared:
+            r.error(node, "tenants", "one delegated account per tenant id", shared)
         if not tenants and isinstance(node, yaml.SequenceNode) and not node.value:
             r.error(node, "tenants", "at least one tenant", "an empty list")
         return tuple(tenants)
+
+    def delegated_tenant(self, t: Map, path: str, name: str | None, *, emulator: bool) -> Tenant | None:
+        """``auth: delegated``: a public client signing one user in; nothing secret in the file."""
+        r, before = self.r, len(self.r.errors)
+        for key in ("client_secret", "certificate"):
+            if key in t:
+                r.error(
+                    t.values[key],
+                    t.sub(key),
+                    "no app credential with auth: delegated",
+                    key,
+                    f"the user signs in with `syncer login {name or 'NAME'}`; the app is a public client",
+                )
+        client_id = r.string(t.get("client_id"), t.sub("client_id"), expected="a client_id") or ""
+        if "client_id" not in t and not emulator:
+            r.error(t, t.sub("client_id"), "a client_id (the app registration users sign in to)", "nothing")
+        authority = "organizations"
+        if "authority" in t:
+            authority = r.string(
+                t.get("authority"),
+                t.sub("authority"),
+                expected="organizations, consumers, common or a tenant id",
+            ) or authority
+            if authority.lower() in AUTHORITIES:
+                authority = authority.lower()
+            elif not _TENANT_ID.fullmatch(authority):
+                r.error(
+                    t.get("authority"),
+                    t.sub("authority"),
+                    "organizations, consumers, common, a tenant id (GUID) or a domain",
+                    f"'{authority}'",
+                )
+        account = r.string(t.get("account"), t.sub("account"), expected="the UPN of the account that signs in")
+        if "account" not in t:
+            r.error(t, t.sub("account"), "account: the UPN expected to sign in (user@domain)", "nothing")
+        elif account is not None and "@" not in account:
+            r.error(t.get("account"), t.sub("account"), "a user principal name (user@domain)", f"'{account}'")
+        # The tenant id keys the mirror's rows, so it is needed before anyone signs in: a tenant
+        # authority is it, personal accounts all live in one tenant, otherwise it must be written
+        # (the emulator's info file supplies its own).
+        tenant_id = r.string(t.get("tenant_id"), t.sub("tenant_id"), expected="a tenant_id") or ""
+        if not tenant_id:
+            if authority == "consumers":
+                tenant_id = PERSONAL_TENANT_ID
+            elif authority not in AUTHORITIES:
+                tenant_id = authority
+            elif not emulator:
+                r.error(
+                    t,
+                    t.sub("tenant_id"),
+                    f"tenant_id (the account's home tenant) with authority: {authority}",
+                    "nothing",
+                )
+        if "token_cache" in t:
+            cache = self.file_path(t.get("token_cache"), t.sub("token_cache"))
+        else:
+            config_home = self.environ.get("XDG_CONFIG_HOME") or os.path.join(
+                self.environ.get("HOME") or os.path.expanduser("~"), ".config"
+            )
+            cache = Path(config_home) / "syncer" / f"{name}.json"
+        if len(r.errors) > before or not name or account is None or cache is None:
+            return None
+        return Tenant(
+            name,
+            tenant_id,
+            client_id,
+            auth="delegated",
+            authority=authority,
+            account=account,
+            token_cache=cache,
+        )
 
     def certificate(self, t: Map) -> CertificateCredential | None:
         r, path = self.r, t.sub("certificate")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -19,6 +20,7 @@ from syncer.errors import ConfigError
 from syncer.resources import ResourceType
 
 SPEC_VERSION = 1
+_ME = re.compile(r"^/?me(?=/|\?|$)", re.IGNORECASE)
 CLOUDS: dict[str, tuple[str, str]] = {
     # cloud: (Graph root, token authority host), https://learn.microsoft.com/en-us/graph/deployments
     "global": ("https://graph.microsoft.com", "https://login.microsoftonline.com"),
@@ -36,6 +38,14 @@ DEFAULT_NOTIFICATION_URL = "http://127.0.0.1:8080/notifications"
 DEFAULT_DATABASE_URL = "sqlite:///syncer.db"
 DEFAULT_SYNC_INTERVAL = timedelta(hours=1)
 MAX_RENEW_BEFORE = timedelta(hours=1)
+# Delegated access (docs/spec.md "Delegated accounts").
+AUTH_MODES = ("app", "delegated")
+AUTHORITIES = ("organizations", "consumers", "common")  # or a tenant id / domain
+# The tenant of personal Microsoft accounts: https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference
+PERSONAL_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+# What Graph lets a personal Microsoft account subscribe to: the types whose permission reference lists
+# "Delegated (personal Microsoft account)" (https://learn.microsoft.com/graph/api/subscription-post-subscriptions#permissions).
+PERSONAL_ACCOUNT_TYPES = frozenset({"contact", "driveItem", "event", "message", "todoTask"})
 
 
 @dataclass(frozen=True)
@@ -82,13 +92,32 @@ class CertificateCredential:
 
 @dataclass(frozen=True)
 class Tenant:
-    """One Entra tenant and the app registration syncer uses in it (app-only auth)."""
+    """One Entra tenant and the app registration syncer uses in it.
+
+    ``auth: app`` (the default): app-only, with a client secret or certificate. ``auth: delegated``: one
+    signed-in user (``account``) through a public client; ``syncer login NAME`` fills ``token_cache``
+    and nothing secret is in the spec.
+    """
 
     name: str
     tenant_id: str
     client_id: str
     client_secret: SecretRef | None = None
     certificate: CertificateCredential | None = None
+    auth: str = "app"
+    authority: str | None = None  # delegated: organizations | consumers | common | a tenant id or domain
+    account: str | None = None  # delegated: the UPN expected to sign in
+    token_cache: Path | None = None  # delegated: MSAL's serialized cache (owner-only file)
+
+    @property
+    def delegated(self) -> bool:
+        """Whether this entry is a signed-in user rather than the app itself."""
+        return self.auth == "delegated"
+
+    @property
+    def personal(self) -> bool:
+        """A personal Microsoft account (outlook.com, hotmail.com...): Graph allows it fewer types."""
+        return self.delegated and (self.authority == "consumers" or self.tenant_id == PERSONAL_TENANT_ID)
 
 
 @dataclass(frozen=True)
@@ -233,6 +262,21 @@ class Spec:
         known = ", ".join(t.name for t in self.tenants) or "none"
         raise ConfigError(f"no tenant named {name!r} in {self.path} (declared: {known})")
 
+    def with_signed_in_users(self, user_ids: Mapping[str, str]) -> Spec:
+        """This spec with each delegated tenant's ``me/...`` resources written ``users/{id}/...``.
+
+        *user_ids* maps a tenant entry's name to its signed-in user's Graph id (``GET /me``). The worker
+        keys scopes by the user's id, as Graph names items in notifications (``Users/{id}/Messages/{id}``),
+        while the spec (and reconcile) keep the declared ``me/...``.
+        """
+        subs = tuple(
+            replace(sub, resource=_ME.sub(f"users/{user_ids[sub.tenant]}", sub.resource, count=1))
+            if sub.tenant in user_ids
+            else sub
+            for sub in self.subscriptions
+        )
+        return replace(self, subscriptions=subs)
+
     @property
     def needs_emulator_info(self) -> bool:
         """Whether :meth:`resolve_emulator` still has values to fill in."""
@@ -268,7 +312,27 @@ class Spec:
             replace(t, tenant_id=t.tenant_id or tenant_id, client_id=t.client_id or client_id)
             for t in self.tenants
         )
+        shared = shared_tenant_id(tenants)
+        if shared:
+            raise ConfigError(f"{self.path}: {shared}")
         return replace(self, graph=graph, tenants=tenants)
+
+
+def shared_tenant_id(tenants: tuple[Tenant, ...]) -> str | None:
+    """Why a delegated entry may not share its tenant id with another entry, or None when none does.
+
+    Clients, scopes and mirror rows are keyed by tenant id: two entries with one id would use one
+    client (one credential) for both. One delegated account per tenant, apart from app-only entries.
+    """
+    seen: dict[str, Tenant] = {}
+    for t in tenants:
+        other = seen.setdefault(t.tenant_id, t) if t.tenant_id else t
+        if other is not t and (t.delegated or other.delegated):
+            return (
+                f"tenants {other.name!r} and {t.name!r} share tenant id {t.tenant_id}: a delegated account "
+                "needs a tenant of its own in this version (clients and mirror rows are keyed by tenant id)"
+            )
+    return None
 
 
 def graph_root(url: str) -> str:

@@ -25,6 +25,7 @@ from syncer.spec.model import (
     CLOUDS,
     DEFAULT_SYNC_INTERVAL,
     MAX_RENEW_BEFORE,
+    PERSONAL_ACCOUNT_TYPES,
     SPEC_VERSION,
     GraphConnection,
     Receiver,
@@ -164,7 +165,8 @@ class SubscriptionsLoader:
         if "name" not in s:
             r.error(s, s.sub("name"), "a subscription name", "nothing")
         tenant = self.sub_tenant(s, tenants)
-        matched = self.resource(s, graph)
+        account = next((t for t in tenants or () if t.name == tenant), None)
+        matched = self.resource(s, graph, account)
         if matched is None:
             self.mirrors.mirror(s, None, name, default_delete=defaults.delete)  # still report what is wrong in the mirror
             return None
@@ -230,7 +232,7 @@ class SubscriptionsLoader:
         return text
 
     def resource(
-        self, s: Map, graph: GraphConnection | None
+        self, s: Map, graph: GraphConnection | None, tenant: Tenant | None = None
     ) -> tuple[str, ResourceType, dict[str, str]] | None:
         r, path, node = self.r, s.sub("resource"), s.get("resource")
         expected = "a Graph resource path like users or users/{user}/messages"
@@ -264,9 +266,32 @@ class SubscriptionsLoader:
             )
             return None
         rt, params = matched
-        if params.get("user", "").lower() == "me":
+        delegated = tenant is not None and tenant.delegated
+        me = params.get("user", "").lower() == "me"
+        if me and not delegated:
             r.error(
-                node, path, "users/{id} or users/{user}: app-only auth has no signed-in user", f"'{text}'"
+                node,
+                path,
+                "users/{id} or users/{user}: app-only auth has no signed-in user",
+                f"'{text}'",
+                "me/... needs a tenant with auth: delegated",
+            )
+        elif delegated and rt.per_mailbox and "user" in params and not me:
+            # https://learn.microsoft.com/graph/permissions-overview: delegated permissions reach what the
+            # signed-in user can; syncer does not mirror shared or delegated mailboxes (yet).
+            r.error(
+                node,
+                path,
+                f"me/... for {rt.name} with auth: delegated (the signed-in user's own mailbox)",
+                f"'{text}'",
+            )
+        elif tenant is not None and tenant.personal and rt.name not in PERSONAL_ACCOUNT_TYPES:
+            r.error(
+                node,
+                path,
+                "a resource a personal Microsoft account may subscribe to: "
+                + ", ".join(sorted(PERSONAL_ACCOUNT_TYPES)),
+                f"'{text}' ({rt.name}: Graph grants no personal-account permission for it)",
             )
         elif rt.delegated_only:
             r.error(

@@ -35,6 +35,7 @@ from syncer.errors import (
     RetryBudgetExhausted,
     SyncerError,
 )
+from syncer.graph.auth import signed_in
 from syncer.log import database_unreachable
 from syncer.worker import containers, scopes, scopestate, sync
 from syncer.worker.jobs import Retention, Worker, default_worker_id
@@ -60,6 +61,7 @@ __all__ = [
     "require_tables",
     "run_worker",
     "schedule_jobs",
+    "signed_in",
     "single_worker_lock",
     "sync_once",
     "tune_process",
@@ -149,7 +151,8 @@ def build_worker(spec: Spec, *, engine: Engine | None = None, worker_id: str | N
     engine = engine or database.create_engine(spec.database_url)
     sources = dict(clients) if clients is not None else clients_for(spec)
     by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
-    index = ScopeIndex.of(scopes.declared_scopes(spec, clients=by_name))
+    # Scopes use the signed-in users' ids; the worker's reconcile keeps the declared me/... resources.
+    index = ScopeIndex.of(scopes.declared_scopes(signed_in(spec, sources), clients=by_name))
     return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes)
 
 
@@ -332,6 +335,7 @@ def sync_once(
         raise
     sources = dict(clients) if clients is not None else clients_for(spec)
     try:
+        spec = signed_in(spec, sources)
         by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
         found = scopes.declared_scopes(spec, clients=by_name, names=names or None)
         results: list[sync.PassResult] = []
