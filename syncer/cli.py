@@ -337,10 +337,16 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     """Run one sync pass now for the named subscriptions (all when none are named).
 
     The same pass the worker runs: from the stored deltaLink (or a full enumeration the first time),
-    writing rows and the new deltaLink together. Exit status 1 if any scope failed.
+    writing rows and the new deltaLink together. It runs now, even for a scope postponed after
+    failures or throttling; a scope a running worker is syncing is left to it (busy). Ctrl-C or
+    SIGTERM stops at the next commit and gives the scope back (the next pass resumes there).
+    Exit status 0 when every scope was synced, 1 when any was not (failed, throttled, busy),
+    130/143 when interrupted by SIGINT/SIGTERM.
     """
+    import threading
+
     from syncer.spec import load_spec
-    from syncer.worker.scheduler import sync_once
+    from syncer.worker.scheduler import stop_on_signals, sync_once
     from syncer.worker.sync import Progress, progress_line
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -351,18 +357,32 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
         click.echo(f"\r{line}" if tty else line, err=True, nl=not tty)
 
     spec = load_spec(spec_path).resolve_emulator()
-    results = sync_once(spec, names, full=full, progress=report if show else None)
+    stop = threading.Event()
+    with stop_on_signals(stop) as caught:
+        results = sync_once(spec, names, full=full, progress=report if show else None, stop=stop)
     if show and tty:
         click.echo("", err=True)
-    failed = 0
+    missed = []
     for r in results:
-        detail = f" ({r.error})" if r.error else f" (resync: {r.resync})" if r.resync else ""
+        detail = (
+            f" ({r.error})" if r.error
+            else f" (resync: {r.resync})" if r.resync
+            else " (a running worker holds it; it is being synced)" if r.outcome == "busy"
+            else " (interrupted; the next pass resumes from the last commit)" if r.outcome == "stopped"
+            else ""
+        )
         click.echo(
             f"{r.scope}: {r.outcome}{' full' if r.full else ''}, {r.items} items, {r.upserted} upserted, "
             f"{r.deleted} deleted, {r.pages} pages{detail}"
         )
-        failed += r.outcome not in ("ok", "busy", "postponed")
-    sys.exit(1 if failed else 0)
+        if r.outcome != "ok":
+            missed.append(r.scope)
+    if caught:
+        sys.exit(128 + caught[0])
+    if missed:
+        click.echo(f"{len(missed)} of {len(results)} scopes not synced: {', '.join(missed[:10])}"
+                   f"{' ...' if len(missed) > 10 else ''}", err=True)
+    sys.exit(1 if missed else 0)
 
 
 @main.command()
