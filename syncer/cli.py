@@ -267,19 +267,39 @@ def _retention(value: str) -> timedelta | None:
         raise click.BadParameter(f"{error.message} (or forever)") from error
 
 
+class Timestamp(click.ParamType):  # type: ignore[type-arg]
+    """An ISO 8601 time, as `syncer status --output json` prints it: ``2026-01-01``,
+    ``2026-01-01T10:30:00``, ``2026-01-01 10:30``, with ``Z`` or an offset such as ``+00:00``
+    (converted to UTC); without one, UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import UTC, datetime
+
+        if isinstance(value, datetime):
+            found = value
+        else:
+            try:
+                found = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an ISO 8601 time such as 2026-01-01T10:30:00+00:00", param, ctx)
+        return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+
+
 @main.command()
 @spec_option
 @click.option(
     "--since",
-    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    type=Timestamp(),
     default=None,
-    help="Only notifications received at or after this time (UTC).",
+    help="Only notifications received at or after this time (ISO 8601; UTC unless it has an offset).",
 )
 @click.option(
     "--until",
-    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    type=Timestamp(),
     default=None,
-    help="Only notifications received before this time (UTC).",
+    help="Only notifications received before this time (ISO 8601; UTC unless it has an offset).",
 )
 @click.option("--subscription", "subscription_id", default=None, help="Only this Graph subscription id.")
 @click.option("--tenant", "tenant_id", default=None, help="Only this tenant id.")
@@ -300,8 +320,6 @@ def replay(
     deletes processed notifications after --keep-notifications (7 days by default); those cannot be
     replayed: `syncer sync --full` enumerates from scratch instead.
     """
-    from datetime import UTC
-
     from syncer.inbox import Inbox
     from syncer.spec import load_spec
 
@@ -311,8 +329,8 @@ def replay(
     engine = database.create_engine(spec.database_url)
     try:
         count = Inbox(engine).replay(
-            since=since.replace(tzinfo=UTC) if since else None,
-            until=until.replace(tzinfo=UTC) if until else None,
+            since=since,
+            until=until,
             subscription_id=subscription_id,
             tenant_id=tenant_id,
         )
