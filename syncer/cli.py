@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -33,7 +32,8 @@ def spec_option(func: F) -> F:
         "--spec",
         "spec_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=lambda: os.environ.get("SYNCER_SPEC", DEFAULT_SPEC),
+        envvar="SYNCER_SPEC",  # for every command (not SYNCER_<COMMAND>_SPEC)
+        default=DEFAULT_SPEC,
         show_default="./subscriptions.yaml or $SYNCER_SPEC",
         help="The subscriptions file to read.",
     )(func)
@@ -53,7 +53,15 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        # Every flag can come from the environment: SYNCER_<COMMAND>_<FLAG> (SYNCER_SYNC_FULL=1,
+        # SYNCER_WORKER_WORKER_ID=w1); --spec, --log-level and --log-format keep their own names.
+        "auto_envvar_prefix": "SYNCER",
+    }
+)
 @click.version_option(__version__, prog_name="syncer")
 @click.option(
     "--log-level",
@@ -62,15 +70,23 @@ def friendly_errors(func: F) -> F:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="How much to log to stderr (default INFO; secrets are always masked).",
 )
-def main(log_level: str | None) -> None:
+@click.option(
+    "--log-format",
+    default=None,
+    envvar="SYNCER_LOG_FORMAT",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="Log lines as text (default) or one JSON object per line (time, level, logger, message), masked alike.",
+)
+def main(log_level: str | None, log_format: str | None) -> None:
     """Keep a SQL database in step with Microsoft Graph.
 
     Declare the Graph resources to follow in subscriptions.yaml; syncer keeps the change-notification
     subscriptions alive, stores every notification durably and mirrors the resources into SQL tables.
+    Every flag can also be set in the environment as SYNCER_<COMMAND>_<FLAG> (e.g. SYNCER_SYNC_FULL=1).
     """
     from syncer import log
 
-    log.configure(log_level)
+    log.configure(log_level, log_format)
 
 
 @main.command()
