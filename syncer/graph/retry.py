@@ -164,10 +164,13 @@ def retry_line(error: GraphError, attempt: int, wait: float) -> str:
     The full error (request ids, Graph's message) stays in the exception and the DEBUG log; a
     throttled sync retries many pages, and each warning used to carry the whole masked URL.
     """
-    if error.status is not None:
-        what = f"{error.status} {error.code}" if error.code else f"HTTP {error.status}"
-    else:
-        what = truncate(error.graph_message, 80)
     call = f"{error.method} {where(error.url)}" if error.method else where(error.url)
-    return f"Graph: {what} on {call}; retrying in {wait:.1f}s (attempt {attempt})"
+    return f"Graph: {answer(error)} on {call}; retrying in {wait:.1f}s (attempt {attempt})"
+
+
+def answer(error: GraphError) -> str:
+    """What Graph answered, in a few words: ``429 TooManyRequests``, or the transport failure."""
+    if error.status is not None:
+        return f"{error.status} {error.code}" if error.code else f"HTTP {error.status}"
+    return truncate(error.graph_message, 80)
 
