@@ -22,6 +22,7 @@ from test_sync_support import USERS_SPEC, SyncEnv, make_env
 
 from syncer.cli import main
 from syncer.worker import scopestate, sync
+from syncer.worker.scheduler import sync_once
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,3 +117,19 @@ def test_an_interrupted_full_sync_gives_its_lease_back(env: SyncEnv, signum: int
     assert "users: ok full" in result.stdout, result.stdout
     assert len(env.rows("users")) == 2500
     assert time.monotonic() - started < timedelta(minutes=1).total_seconds()
+
+
+def test_a_sync_aborted_mid_pass_still_gives_its_lease_back(env: SyncEnv) -> None:
+    # A second Ctrl-C (or any KeyboardInterrupt) lands between two pages: no commit to stop at.
+    seed(env, 30)
+
+    def abort(_progress: sync.Progress) -> None:
+        raise KeyboardInterrupt
+
+    clients = {env.tenant_id: env.client}
+    with pytest.raises(KeyboardInterrupt):
+        sync_once(env.spec, clients=clients, engine=env.engine, page_size=10, progress=abort)
+    assert env.state().leased_by is None  # not "busy" for the next 5 minutes
+    assert len(env.rows("users")) >= 10  # what was committed stays
+    (result,) = sync_once(env.spec, clients=clients, engine=env.engine, page_size=10)
+    assert result.outcome == "ok" and len(env.rows("users")) == 30
