@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -34,7 +33,8 @@ def spec_option(func: F) -> F:
         "--spec",
         "spec_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=lambda: os.environ.get("SYNCER_SPEC", DEFAULT_SPEC),
+        envvar="SYNCER_SPEC",  # for every command (not SYNCER_<COMMAND>_SPEC)
+        default=DEFAULT_SPEC,
         show_default="./subscriptions.yaml or $SYNCER_SPEC",
         help="The subscriptions file to read.",
     )(func)
@@ -57,7 +57,15 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        # Every flag can come from the environment: SYNCER_<COMMAND>_<FLAG> (SYNCER_SYNC_FULL=1,
+        # SYNCER_WORKER_WORKER_ID=w1); --spec, --log-level and --log-format keep their own names.
+        "auto_envvar_prefix": "SYNCER",
+    }
+)
 @click.version_option(__version__, prog_name="syncer")
 @click.option(
     "--log-level",
@@ -66,15 +74,23 @@ def friendly_errors(func: F) -> F:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="How much to log to stderr (default INFO; secrets are always masked).",
 )
-def main(log_level: str | None) -> None:
+@click.option(
+    "--log-format",
+    default=None,
+    envvar="SYNCER_LOG_FORMAT",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="Log lines as text (default) or one JSON object per line (time, level, logger, message), masked alike.",
+)
+def main(log_level: str | None, log_format: str | None) -> None:
     """Keep a SQL database in step with Microsoft Graph.
 
     Declare the Graph resources to follow in subscriptions.yaml; syncer keeps the change-notification
     subscriptions alive, stores every notification durably and mirrors the resources into SQL tables.
+    Every flag can also be set in the environment as SYNCER_<COMMAND>_<FLAG> (e.g. SYNCER_SYNC_FULL=1).
     """
     from syncer import log
 
-    log.configure(log_level)
+    log.configure(log_level, log_format)
 
 
 @main.command()
@@ -271,19 +287,39 @@ def _retention(value: str) -> timedelta | None:
         raise click.BadParameter(f"{error.message} (or forever)") from error
 
 
+class Timestamp(click.ParamType):  # type: ignore[type-arg]
+    """An ISO 8601 time, as `syncer status --output json` prints it: ``2026-01-01``,
+    ``2026-01-01T10:30:00``, ``2026-01-01 10:30``, with ``Z`` or an offset such as ``+00:00``
+    (converted to UTC); without one, UTC."""
+
+    name = "timestamp"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from datetime import UTC, datetime
+
+        if isinstance(value, datetime):
+            found = value
+        else:
+            try:
+                found = datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an ISO 8601 time such as 2026-01-01T10:30:00+00:00", param, ctx)
+        return found.replace(tzinfo=UTC) if found.tzinfo is None else found.astimezone(UTC)
+
+
 @main.command()
 @spec_option
 @click.option(
     "--since",
-    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    type=Timestamp(),
     default=None,
-    help="Only notifications received at or after this time (UTC).",
+    help="Only notifications received at or after this time (ISO 8601; UTC unless it has an offset).",
 )
 @click.option(
     "--until",
-    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    type=Timestamp(),
     default=None,
-    help="Only notifications received before this time (UTC).",
+    help="Only notifications received before this time (ISO 8601; UTC unless it has an offset).",
 )
 @click.option("--subscription", "subscription_id", default=None, help="Only this Graph subscription id.")
 @click.option("--tenant", "tenant_id", default=None, help="Only this tenant id.")
@@ -304,8 +340,6 @@ def replay(
     deletes processed notifications after --keep-notifications (7 days by default); those cannot be
     replayed: `syncer sync --full` enumerates from scratch instead.
     """
-    from datetime import UTC
-
     from syncer.inbox import Inbox
     from syncer.spec import load_spec
 
@@ -315,8 +349,8 @@ def replay(
     engine = database.create_engine(spec.database_url)
     try:
         count = Inbox(engine).replay(
-            since=since.replace(tzinfo=UTC) if since else None,
-            until=until.replace(tzinfo=UTC) if until else None,
+            since=since,
+            until=until,
             subscription_id=subscription_id,
             tenant_id=tenant_id,
         )
@@ -341,10 +375,16 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     """Run one sync pass now for the named subscriptions (all when none are named).
 
     The same pass the worker runs: from the stored deltaLink (or a full enumeration the first time),
-    writing rows and the new deltaLink together. Exit status 1 if any scope failed.
+    writing rows and the new deltaLink together. It runs now, even for a scope postponed after
+    failures or throttling; a scope a running worker is syncing is left to it (busy). Ctrl-C or
+    SIGTERM stops at the next commit and gives the scope back (the next pass resumes there).
+    Exit status 0 when every scope was synced, 1 when any was not (failed, throttled, busy),
+    130/143 when interrupted by SIGINT/SIGTERM.
     """
+    import threading
+
     from syncer.spec import load_spec
-    from syncer.worker.scheduler import sync_once
+    from syncer.worker.scheduler import stop_on_signals, sync_once
     from syncer.worker.sync import Progress, progress_line
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -355,18 +395,32 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
         click.echo(f"\r{line}" if tty else line, err=True, nl=not tty)
 
     spec = load_spec(spec_path).resolve_emulator()
-    results = sync_once(spec, names, full=full, progress=report if show else None)
+    stop = threading.Event()
+    with stop_on_signals(stop) as caught:
+        results = sync_once(spec, names, full=full, progress=report if show else None, stop=stop)
     if show and tty:
         click.echo("", err=True)
-    failed = 0
+    missed = []
     for r in results:
-        detail = f" ({r.error})" if r.error else f" (resync: {r.resync})" if r.resync else ""
+        detail = (
+            f" ({r.error})" if r.error
+            else f" (resync: {r.resync})" if r.resync
+            else " (a running worker holds it; it is being synced)" if r.outcome == "busy"
+            else " (interrupted; the next pass resumes from the last commit)" if r.outcome == "stopped"
+            else ""
+        )
         click.echo(
             f"{r.scope}: {r.outcome}{' full' if r.full else ''}, {r.items} items, {r.upserted} upserted, "
             f"{r.deleted} deleted, {r.pages} pages{detail}"
         )
-        failed += r.outcome not in ("ok", "busy", "postponed")
-    sys.exit(1 if failed else 0)
+        if r.outcome != "ok":
+            missed.append(r.scope)
+    if caught:
+        sys.exit(128 + caught[0])
+    if missed:
+        click.echo(f"{len(missed)} of {len(results)} scopes not synced: {', '.join(missed[:10])}"
+                   f"{' ...' if len(missed) > 10 else ''}", err=True)
+    sys.exit(1 if missed else 0)
 
 
 @main.command()

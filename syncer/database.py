@@ -28,8 +28,14 @@ def is_sqlite(engine_or_url: Engine | str | sa.URL) -> bool:
 
 def normalize_url(url: str, *, base_dir: Path | None = None) -> str:
     """Make a database URL usable: relative SQLite paths are taken from *base_dir*, and
-    ``postgresql://`` selects psycopg 3 (SQLAlchemy's default would be psycopg2, which we do not ship)."""
+    ``postgresql://`` selects psycopg 3 (SQLAlchemy's default would be psycopg2, which we do not ship).
+
+    ``postgres://`` (libpq, Heroku, many PaaS) is taken as ``postgresql://``: SQLAlchemy 1.4 dropped
+    that alias and would fail with "Can't load plugin: sqlalchemy.dialects:postgres".
+    """
     parsed = sa.make_url(url)
+    if parsed.drivername == "postgres" or parsed.drivername.startswith("postgres+"):
+        parsed = parsed.set(drivername="postgresql" + parsed.drivername[len("postgres"):])
     backend = parsed.get_backend_name()
     if backend == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")

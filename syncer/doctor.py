@@ -230,7 +230,11 @@ def check_clock(spec: Spec, tenant_name: str) -> Check:
 
 
 def check_reachable_from_graph(label: str, url: str, *, cloud: str) -> Check:
-    """Graph posts from the internet: a loopback or private address only works with the emulator."""
+    """Graph posts from the internet: a loopback or private address only works with the emulator.
+
+    This judges the address only (named "address", not "reachable": nothing is sent); whether a
+    receiver listens there is the echo check's question.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     private = host in ("localhost",) or host.endswith(".local")
@@ -239,7 +243,7 @@ def check_reachable_from_graph(label: str, url: str, *, cloud: str) -> Check:
         private = private or address.is_private or address.is_loopback or address.is_link_local
     except ValueError:
         pass
-    name = f"{label} reachable"
+    name = f"{label} address"
     if parts.scheme != "https" or private:
         why = "not https" if parts.scheme != "https" else f"{host} is not a public address"
         if cloud == "emulator" or (cloud == "custom" and private):
@@ -278,6 +282,16 @@ def check_validation_echo(
     except requests.Timeout:
         return Check(
             name, FAIL, f"{url}: no answer within {timeout:g}s", "is the receiver running (syncer serve or syncer run)?"
+        )
+    except requests.ConnectionError as error:
+        parts = urlsplit(url)
+        refused = "refused" in str(error).lower()
+        return Check(
+            name,
+            FAIL,
+            f"{url}: nothing listens at {parts.netloc} (connection refused)" if refused
+            else f"{url}: cannot connect ({type(error).__name__})",
+            "is the receiver running (syncer serve or syncer run) and the URL right?",
         )
     except requests.RequestException as error:
         return Check(

@@ -48,7 +48,8 @@ _SECRET_PATTERNS = [
     ),
     # delta and skip tokens in links (`$deltatoken=`, `$skiptoken=`, drive `token=` and `delta(token='...')`):
     # a deltaLink reads a scope's changes, so its token is treated like a credential.
-    (re.compile(r"(?i)((?:[?&]|\$)(?:delta|skip)?token=)[^&\s\"'#:,)\]]+"), r"\1***"),
+    # ``%24`` is ``$`` URL-encoded, as some nextLinks carry it.
+    (re.compile(r"(?i)((?:[?&]|\$|%24)(?:delta|skip)?token=)[^&\s\"'#:,)\]]+"), r"\1***"),
     (re.compile(r"(?i)(delta\(token=)'?[^)\s\"]*"), r"\1***"),
 ]
 

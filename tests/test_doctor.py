@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,9 +68,9 @@ def test_everything_passes_on_a_ready_setup(
         "token (main)",
         "permissions (main)",
         "clock (main)",
-        "notification URL reachable",
+        "notification URL address",
         "notification URL echo",
-        "lifecycle URL reachable",
+        "lifecycle URL address",
         "lifecycle URL echo",
     ]
     assert "echoed in" in by_name(checks)["notification URL echo"].detail
@@ -118,6 +119,24 @@ def test_a_wrong_secret_and_a_silent_receiver(
     assert "permissions (main)" not in checks  # nothing to inspect without a token
     echo = checks["notification URL echo"]
     assert echo.status == FAIL and "no answer within 0.5s" in echo.detail and "receiver running" in echo.fix
+
+
+def test_a_url_where_nothing_listens_is_not_called_reachable(graph: EmulatorClient, sqlite_url: str, tmp_path: Path) -> None:
+    upgrade_core(sqlite_url)
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = f"http://127.0.0.1:{port}"
+    path = write(tmp_path, spec_yaml(
+        graph.info, database_url=sqlite_url, notification_url=f"{dead}/notifications", lifecycle_url=f"{dead}/lifecycle",
+        subscriptions=DOCTOR_SUBSCRIPTIONS, secret_env=SECRET_ENV,
+    ))
+    checks = run_checks(path, environ={SECRET_ENV: graph.info["client_secret"]})
+    lines = [c.line() for c in checks]
+    assert not any("reachable" in c.name and c.status == OK for c in checks), lines
+    echo = by_name(checks)["notification URL echo"]
+    assert echo.status == FAIL and f"nothing listens at 127.0.0.1:{port}" in echo.detail, lines
+    assert "receiver running" in echo.fix
 
 
 def test_an_invalid_spec_stops_the_doctor(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ throttled/5xx items after their own Retry-After, dependsOn and 424, and what is 
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from graph_fixtures import Harness
 
@@ -21,7 +23,9 @@ def seed(h: Harness, users: int) -> list[str]:
     return ids
 
 
-def test_mixed_results_in_order_and_only_the_throttled_item_is_resent(harness: Harness) -> None:
+def test_mixed_results_in_order_and_only_the_throttled_item_is_resent(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
     ids = seed(harness, 30)
     throttled = ids[5]
     harness.fault(type="status", status=429, path=f"^/v1.0/users/{throttled}$", count=1, retryAfter=2)
@@ -30,7 +34,12 @@ def test_mixed_results_in_order_and_only_the_throttled_item_is_resent(harness: H
     requests.insert(3, BatchRequest("GET", "/users/00000000-0000-0000-0000-00000000dead"))
     requests.append(BatchRequest("PATCH", f"/users/{ids[25]}", body={"jobTitle": "Batched"}, idempotent=True))
     requests.append(BatchRequest("GET", "/users/not-a-user"))
-    results = client.batch(requests)
+    with caplog.at_level(logging.WARNING, logger="syncer.graph"):
+        results = client.batch(requests)
+    # One short line: what, how many, how long (the item's whole error stays for DEBUG).
+    assert [r.getMessage() for r in caplog.records if r.name == "syncer.graph" and r.levelno >= logging.WARNING] == [
+        "Graph: 429 TooManyRequests on 1 of 20 $batch items; resending them in 2.0s (attempt 1)"
+    ]
 
     assert len(results) == len(requests) == 25
     assert [r.id for r in results] == [str(n) for n in range(1, 26)]  # ids by position, results in order

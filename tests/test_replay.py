@@ -50,6 +50,16 @@ def test_replay_by_time_range_and_subscription(database_url: str) -> None:
         assert result.output.startswith("1 notifications queued again")
         assert waiting() == ["Users/u1"]
 
+        # The times `syncer status --output json` prints (offset +00:00) are taken, and offsets are honoured.
+        with engine.begin() as connection:
+            connection.execute(sa.update(t).values(processed_at=base + timedelta(hours=5)))
+        result = runner.invoke(main, ["replay", "--spec", str(SPEC), "--since", "2026-01-01T00:30:00+00:00",
+                                      "--until", "2026-01-01T02:30:00+01:00"], env=env)
+        assert result.exit_code == 0, result.output
+        assert waiting() == ["Users/u1"]
+        bad = runner.invoke(main, ["replay", "--spec", str(SPEC), "--since", "yesterday"], env=env)
+        assert bad.exit_code == 2 and "ISO 8601" in bad.output
+
         result = runner.invoke(main, ["replay", "--spec", str(SPEC), "--subscription", "b"], env=env)
         assert result.exit_code == 0, result.output
         assert waiting() == ["Users/u1", "Users/u2"]

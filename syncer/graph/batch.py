@@ -27,7 +27,7 @@ from requests.structures import CaseInsensitiveDict
 from syncer.errors import GraphError, RetryBudgetExhausted
 from syncer.graph import limits
 from syncer.graph.responses import error_from_response
-from syncer.graph.retry import RetryPolicy, RetryState, is_idempotent
+from syncer.graph.retry import RetryPolicy, RetryState, answer, is_idempotent
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
@@ -190,7 +190,9 @@ def _run_chunk(client: GraphClient, chunk: list[BatchRequest], policy: RetryPoli
                         elapsed=state.elapsed,
                     )
             break
-        log.warning("resending %d of %d $batch items in %.2fs: %s", len(resend), len(chunk), wait, longest)
+        log.warning("Graph: %s on %d of %d $batch items; resending them in %.1fs (attempt %d)",
+                    answer(longest), len(resend), len(chunk), wait, attempt)
+        log.debug("resending $batch items after: %s", longest)
         client._sleep(wait)
         pending = resend
     return results

@@ -30,7 +30,7 @@ from syncer.errors import ConnectError, ForeignOriginError, GraphError, Transpor
 from syncer.graph import limits
 from syncer.graph.auth import Credential, graph_root, graph_scope
 from syncer.graph.responses import GraphResponse, error_from_response
-from syncer.graph.retry import RetryPolicy, RetryState, is_idempotent
+from syncer.graph.retry import RetryPolicy, RetryState, is_idempotent, retry_line
 
 if TYPE_CHECKING:
     from syncer.graph.batch import BatchRequest, BatchResult
@@ -251,7 +251,8 @@ class GraphClient:
         return response, token
 
     def _log_retry(self, error: GraphError, attempt: int, wait: float) -> None:
-        log.warning("retrying in %.2fs after attempt %d: %s", wait, attempt, error)
+        log.warning("%s", retry_line(error, attempt, wait))
+        log.debug("retrying after: %s", error)
 
     # --- conveniences on top of request ---------------------------------------------------------
 

@@ -29,8 +29,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-from syncer.errors import ConnectError, GraphError, RetryBudgetExhausted, ThrottledError
+from syncer.errors import (
+    ConnectError,
+    GraphError,
+    RetryBudgetExhausted,
+    ThrottledError,
+    mask_secrets,
+    truncate,
+)
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
@@ -135,3 +143,34 @@ class RetryState:
         else:
             return None
         return RetryBudgetExhausted(reason, last_error=error, attempts=self.attempts, elapsed=self.elapsed)
+
+
+_LONG_SEGMENT = 40
+
+
+def where(url: str | None) -> str:
+    """Where a call went, for a log line: the URL's path, without host, query (tokens, long
+    ``$select``) or the bulk of long ids (Outlook's are ~150 characters); ``'Graph'`` if unknown."""
+    if not url:
+        return "Graph"
+    path = mask_secrets(urlsplit(url).path) or "/"
+    parts = [p if len(p) <= _LONG_SEGMENT else f"{p[:12]}..." for p in path.split("/")]
+    return "/".join(parts)
+
+
+def retry_line(error: GraphError, attempt: int, wait: float) -> str:
+    """One short line for a retry: what Graph answered, to which call, how long we wait.
+
+    The full error (request ids, Graph's message) stays in the exception and the DEBUG log; a
+    throttled sync retries many pages, and each warning used to carry the whole masked URL.
+    """
+    call = f"{error.method} {where(error.url)}" if error.method else where(error.url)
+    return f"Graph: {answer(error)} on {call}; retrying in {wait:.1f}s (attempt {attempt})"
+
+
+def answer(error: GraphError) -> str:
+    """What Graph answered, in a few words: ``429 TooManyRequests``, or the transport failure."""
+    if error.status is not None:
+        return f"{error.status} {error.code}" if error.code else f"HTTP {error.status}"
+    return truncate(error.graph_message, 80)
+

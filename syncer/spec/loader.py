@@ -457,11 +457,12 @@ class SpecLoader:
         if text is None:
             return None
         try:
-            backend = sa.make_url(text).get_backend_name()
+            url = normalize_url(text, base_dir=self.base_dir)  # postgres:// is postgresql:// (see there)
+            backend = sa.make_url(url).get_backend_name()
         except sa.exc.ArgumentError:
             r.error(url_node, "database.url", expected, "an unparseable URL")
             return None
         if backend not in ("sqlite", "postgresql"):
             r.error(url_node, "database.url", expected, f"a {backend} URL")
             return None
-        return normalize_url(text, base_dir=self.base_dir)
+        return url

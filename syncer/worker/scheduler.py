@@ -14,9 +14,13 @@ second one is refused with the holder's name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +67,7 @@ __all__ = [
     "schedule_jobs",
     "signed_in",
     "single_worker_lock",
+    "stop_on_signals",
     "sync_once",
     "tune_process",
 ]
@@ -306,6 +311,39 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     return running
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """While inside, SIGINT (Ctrl-C) and SIGTERM set *stop*; yields the signals received.
+
+    A pass given *stop* ends at its next commit and gives its lease back (outcome ``stopped``),
+    so the next ``syncer sync`` or worker resumes from the committed page at once, instead of
+    finding the scope ``busy`` until the lease expires. A second signal interrupts at once
+    (KeyboardInterrupt): :func:`sync_once` still releases the lease of the scope it was running.
+    Outside the main thread (where Python delivers signals) nothing is installed.
+    """
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def on_signal(signum: int, _frame: object) -> None:
+        caught.append(signum)
+        if len(caught) > 1:
+            raise KeyboardInterrupt
+        # os.write, not logging: a handler may run while the logging lock is held.
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after the page in flight is committed "
+                    "(again to abort at once)\n".encode())
+        stop.set()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def sync_once(
     spec: Spec,
     names: Sequence[str] = (),
@@ -316,11 +354,18 @@ def sync_once(
     clients: Mapping[str, Any] | None = None,
     worker_id: str | None = None,
     page_size: int | None = sync.DEFAULT_PAGE_SIZE,
+    stop: threading.Event | None = None,
 ) -> list[sync.PassResult]:
     """What ``syncer sync`` does: one pass of every scope of the named declarations (all when empty).
 
     The very function the worker's passes call (:func:`syncer.worker.sync.sync_scope`), run in the
     foreground; container scopes run first so that the folders they find are synced in the same call.
+    A person asked for these passes: they run despite a scope's back-off after failures or throttling
+    (``not_before``), but a scope a running worker holds is left to it (``busy``).
+
+    When *stop* is set (see :func:`stop_on_signals`) the pass in flight ends at its next commit and
+    the scopes not started yet are reported ``stopped``. Interrupted otherwise (KeyboardInterrupt),
+    the lease of the scope in flight is given back before the exception propagates.
     """
     for name in names:
         spec.subscription(name)  # ConfigError naming the declared ones
@@ -334,31 +379,54 @@ def sync_once(
             engine.dispose()
         raise
     sources = dict(clients) if clients is not None else clients_for(spec)
+    worker_id = worker_id or f"{default_worker_id()}:sync"
+    current: scopes.Scope | None = None
+
+    def one(scope: scopes.Scope) -> sync.PassResult:
+        nonlocal current
+        if stop is not None and stop.is_set():
+            return sync.PassResult(scope.key, "stopped")
+        current = scope
+        result = sync.sync_scope(
+            engine, sources[scope.tenant_id], scope, worker=worker_id, full=full, progress=progress,
+            page_size=page_size, stop=stop, manual=True,
+        )
+        current = None
+        return result
+
     try:
         spec = signed_in(spec, sources)
         by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
         found = scopes.declared_scopes(spec, clients=by_name, names=names or None)
         results: list[sync.PassResult] = []
-        worker_id = worker_id or f"{default_worker_id()}:sync"
         with engine.begin() as connection:
             scopestate.ensure_scope_rows(connection, found)
         ordered = [s for s in found if s.container] + [s for s in found if not s.container]
         for scope in ordered:
-            source = sources[scope.tenant_id]
-            result = sync.sync_scope(
-                engine, source, scope, worker=worker_id, full=full, progress=progress, page_size=page_size
-            )
+            result = one(scope)
             results.append(result)
             if scope.container and result.outcome == "ok":
-                for child in containers.children_of(engine, scope):
-                    results.append(
-                        sync.sync_scope(
-                            engine, source, child, worker=worker_id, full=full, progress=progress, page_size=page_size
-                        )
-                    )
+                results.extend(one(child) for child in containers.children_of(engine, scope))
         return results
-    except SyncerError:
+    except BaseException:
+        if current is not None:
+            _give_back(engine, current, worker_id)
         raise
     finally:
         if own:
             engine.dispose()
+
+
+def _give_back(engine: Engine, scope: scopes.Scope, worker_id: str) -> None:
+    """Release *scope*'s lease if this process still holds it (a pass interrupted mid-page).
+
+    The pass's run record stays ``running``; the next pass of the scope marks it abandoned. Its rows
+    and resume point are those of the last commit, so nothing written is lost.
+    """
+    store = scopestate.ScopeStore(engine, scope, worker=worker_id, clock=scopestate.utcnow,
+                                  lease_ttl=scopestate.LEASE_TTL)
+    try:
+        with engine.begin() as connection:
+            store.release_lease(connection)
+    except Exception as error:  # the database itself may be what failed: the lease then expires by itself
+        log.warning("could not release the lease of scope %s: %s", scope.key, error)

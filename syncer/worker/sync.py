@@ -208,8 +208,12 @@ def sync_scope(
     commit_every: float = COMMIT_EVERY,
     fault: Fault | None = None,
     stop: threading.Event | None = None,
+    manual: bool = False,
 ) -> PassResult:
     """Run one pass of *scope*: from its cursor to a new deltaLink (or as far as Graph lets us).
+
+    *manual* (``syncer sync``: a person asked for this pass) runs it despite the scope's back-off
+    (``not_before``); a lease held by a running worker is still respected (``busy``).
 
     When *stop* is set (the worker is shutting down) the pass ends after its next commit with
     outcome ``stopped``: the rows and the resume point committed so far stay, the lease is released
@@ -224,7 +228,7 @@ def sync_scope(
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
-        state, refused = take_scope(store, connection, now=started, force=full)
+        state, refused = take_scope(store, connection, now=started, force=full or manual)
         if refused is not None:
             return refused
         run_id = store.start_run(connection, full=False)
