@@ -152,6 +152,21 @@ class _VerifyingHttpClient:
         self._session.close()
 
 
+def _authority_host(authority: str) -> str:
+    if not authority.startswith("https://"):
+        # MSAL refuses it too, but later and less clearly.
+        raise ValueError(f"authority must be an https:// URL, found {authority!r}")
+    return authority.rstrip("/")
+
+
+def _instance_discovery(authority_host: str, override: bool | None) -> bool:
+    # Instance discovery asks login.microsoftonline.com about the authority: pointless (and
+    # unreachable offline) for a host that is not Microsoft's.
+    if override is not None:
+        return override
+    return (urlsplit(authority_host).hostname or "").lower() in _MICROSOFT_AUTHORITY_HOSTS
+
+
 class _MsalCredential:
     """Shared machinery of the app-only credentials: one MSAL app, built lazily, and a token cache."""
 
@@ -165,20 +180,12 @@ class _MsalCredential:
         timeout: float = 30.0,
         instance_discovery: bool | None = None,
     ) -> None:
-        if not authority.startswith("https://"):
-            # MSAL refuses it too, but later and less clearly.
-            raise ValueError(f"authority must be an https:// URL, found {authority!r}")
-        self.authority_host = authority.rstrip("/")
+        self.authority_host = _authority_host(authority)
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.ca_bundle = ca_bundle
         self.timeout = timeout
-        host = (urlsplit(self.authority_host).hostname or "").lower()
-        # Instance discovery asks login.microsoftonline.com about the authority: pointless (and
-        # unreachable offline) for a host that is not Microsoft's.
-        self.instance_discovery = (
-            host in _MICROSOFT_AUTHORITY_HOSTS if instance_discovery is None else instance_discovery
-        )
+        self.instance_discovery = _instance_discovery(self.authority_host, instance_discovery)
         self._lock = threading.Lock()
         self._app: msal.ConfidentialClientApplication | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -379,9 +386,7 @@ class DelegatedCredential:
         timeout: float = 30.0,
         instance_discovery: bool | None = None,
     ) -> None:
-        if not authority_host.startswith("https://"):
-            raise ValueError(f"authority must be an https:// URL, found {authority_host!r}")
-        self.authority_host = authority_host.rstrip("/")
+        self.authority_host = _authority_host(authority_host)
         self.authority = authority
         self.tenant_id = tenant_id
         self.client_id = client_id
@@ -390,10 +395,7 @@ class DelegatedCredential:
         self.cache_file = TokenCacheFile(token_cache)
         self.ca_bundle = ca_bundle
         self.timeout = timeout
-        host = (urlsplit(self.authority_host).hostname or "").lower()
-        self.instance_discovery = (
-            host in _MICROSOFT_AUTHORITY_HOSTS if instance_discovery is None else instance_discovery
-        )
+        self.instance_discovery = _instance_discovery(self.authority_host, instance_discovery)
         self._lock = threading.Lock()
         self._cache = msal.SerializableTokenCache()
         self._app: msal.PublicClientApplication | None = None
