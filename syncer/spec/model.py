@@ -127,6 +127,8 @@ class Mirror:
     table: str
     columns: tuple[Column, ...] = ()
     delete: str = "soft"
+    indexed: tuple[str, ...] = ()
+    """Columns indexed with ``tenant_id``: the owning ids of the resource type (a message's channel, sender...)."""
 
     @property
     def select(self) -> tuple[str, ...]:
