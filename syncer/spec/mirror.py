@@ -119,10 +119,10 @@ class MirrorLoader:
             return None
         # The owning ids every table of the type gets (a declared column of the same name wins).
         indexed: list[str] = []
-        for field, column, column_type in rt.owner_columns if rt is not None else ():
-            if column not in seen:
-                columns.append(Column(field, column, column_type))
-            indexed.append(column)
+        for field, owner, owner_type in rt.owner_columns if rt is not None else ():
+            if owner not in seen:
+                columns.append(Column(field, owner, owner_type))
+            indexed.append(owner)
         return Mirror(table, tuple(columns), delete, tuple(indexed))
 
     def column(self, node: yaml.Node, path: str, rt: ResourceType | None) -> Column | None:
