@@ -66,7 +66,12 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
             # so does the truth it is compared with.
             item = storable(item)
             item_id = str(item.get("id"))
-            if "@removed" in item or (scope.strategy.deleted_facet and item.get("deleted") is not None):
+            soft = scope.strategy.deleted_property
+            if (
+                "@removed" in item
+                or (scope.strategy.deleted_facet and item.get("deleted") is not None)
+                or (soft is not None and item.get(soft) is not None)  # a soft-deleted Teams message
+            ):
                 items.pop(item_id, None)
                 members.pop(item_id, None)
                 continue

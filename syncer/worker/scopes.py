@@ -72,6 +72,9 @@ class Strategy:
     """FETCH: GET one item; ``{resource}`` is the notification's resource path."""
     single_filter: str | None = None
     """A declaration of one object (``users/{user}``) syncs through the collection's delta with this $filter."""
+    deleted_property: str | None = None
+    """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
+    is written, then removed with reason ``deleted`` at that time."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -103,6 +106,23 @@ STRATEGIES: dict[str, Strategy] = {
             container_placeholder="list",
         ),
         Strategy("driveItem", DRIVE_DELTA, "{drive_root}/delta", deleted_facet=True),
+        # https://learn.microsoft.com/en-us/graph/api/chatmessage-delta: root messages of one channel (replies are
+        # not in it), no $select (only $top, $skip, $expand and $filter); a soft-deleted message stays listed
+        # with deletedDateTime set (https://learn.microsoft.com/en-us/graph/api/chatmessage-softdelete).
+        Strategy(
+            "chatMessage.channel",
+            DELTA,
+            "teams/{team}/channels/{channel}/messages/delta",
+            select=False,
+            deleted_property="deletedDateTime",
+        ),
+        Strategy(
+            "chatMessage.user",
+            DELTA,
+            "users/{user}/chats/getAllMessages/delta",
+            select=False,
+            deleted_property="deletedDateTime",
+        ),
         # No delta in Graph (or in our notes): list + GET by id.
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
     )
@@ -193,11 +213,13 @@ def expand_subscription(
     tenant_id: str,
     *,
     users: Sequence[str] = (),
+    bindings: Sequence[Mapping[str, str]] = (),
     now: datetime | None = None,
 ) -> list[Scope]:
     """The static scopes of *subscription* (container scopes included, their folders not).
 
-    *users* fills ``{user}`` for per-mailbox declarations (see :func:`resolve_users`).
+    *users* fills ``{user}`` for per-mailbox declarations (see :func:`resolve_users`); *bindings* fill
+    ``{team}`` (and ``{channel}``) of a declaration over teams (see :func:`resolve_teams`).
     """
     now = now or datetime.now(UTC)
     rt = subscription.resource_type
@@ -205,16 +227,18 @@ def expand_subscription(
     path, _query = resources.split_resource(subscription.resource)
     matched = resources.match_resource(path)
     params = dict(matched[1]) if matched else {}
-    needs_user = params.get("user", "").startswith("{") or "{user}" in path
-    user_values: Sequence[str | None] = users if needs_user else [None]
-    if needs_user and not users:
-        return []
+    fan_out = subscription.fan_out
+    if fan_out is not None and fan_out.over_teams:
+        values: list[Mapping[str, str]] = list(bindings)
+    else:
+        needs_user = params.get("user", "").startswith("{") or "{user}" in path
+        if needs_user and not users:
+            return []
+        values = [{"user": user} for user in users] if needs_user else [{}]
     scopes: list[Scope] = []
-    for user in user_values:
-        p = dict(params)
-        if user is not None:
-            p["user"] = user
-        expanded_path = fill(path, p) if user is not None else path
+    for binding in values:
+        p = {**params, **binding}
+        expanded_path = fill(path, binding) if binding else path
         parent = parent_key(expanded_path)
         scopes += _scopes_for(subscription, tenant_id, strategy, parent, p, now=now)
     return scopes
@@ -396,6 +420,33 @@ def resolve_users(subscription: Subscription, client: PageLister | None) -> list
     return found
 
 
+def resolve_teams(subscription: Subscription, client: PageLister | None) -> list[dict[str, str]]:
+    """The ``{team}`` (and ``{channel}``) values of a declaration over teams, listed the way reconcile does."""
+    fan_out = subscription.fan_out
+    if fan_out is None or not fan_out.over_teams:
+        return []
+    teams = list(fan_out.teams)
+    if (not teams or fan_out.channels) and client is None:
+        raise ConfigError(f"subscription {subscription.name!r}: for_each needs Graph to list its teams or channels")
+    if not teams:
+        teams = _listed_ids(client, "teams?$select=id")
+    if not fan_out.channels:
+        return [{"team": team} for team in teams]
+    return [
+        {"team": team, "channel": channel}
+        for team in teams
+        for channel in _listed_ids(client, f"teams/{quote(team, safe='')}/channels?$select=id")
+    ]
+
+
+def _listed_ids(client: PageLister | None, url: str) -> list[str]:
+    assert client is not None
+    found: list[str] = []
+    for page in client.iter_pages(url):
+        found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    return found
+
+
 def declared_scopes(
     spec: Spec,
     *,
@@ -411,6 +462,10 @@ def declared_scopes(
             continue
         tenant = spec.tenant(subscription.tenant)
         client = clients.get(subscription.tenant) if clients else None
+        if subscription.fan_out is not None and subscription.fan_out.over_teams:
+            bindings = resolve_teams(subscription, client)
+            scopes += expand_subscription(subscription, tenant.tenant_id, bindings=bindings, now=now)
+            continue
         users = resolve_users(subscription, client)
         scopes += expand_subscription(subscription, tenant.tenant_id, users=users, now=now)
     return scopes
