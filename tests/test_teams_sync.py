@@ -17,8 +17,12 @@ from test_reconcile import World
 
 from syncer import mirror, verify
 from syncer.graph.times import parse_datetime
+from syncer.inbox import Inbox, NewItem
 from syncer.reconcile import graphs_for
+from syncer.worker import scopes
+from syncer.worker.jobs import Worker
 from syncer.worker.scheduler import sync_once
+from syncer.worker.scopes import ScopeIndex
 
 SPEC = """
   - name: channel-messages
@@ -136,6 +140,43 @@ def test_channel_messages_end_to_end(world: World) -> None:
         assert r.status_code == 204, r.text
         sync_and_verify()
         assert _rows(world)[victim]["_deleted_at"] is None
+    finally:
+        for g in graphs.values():
+            g.close()
+
+
+def test_a_channel_message_notification_syncs_its_channel(world: World) -> None:
+    """Graph's notification names the message in key syntax, a reply under its root: either marks the
+    channel's scope dirty, and the worker's next pass brings the message."""
+    graph = world.graph
+    ada, alan, _grace = world.users
+    team = _team(graph, ada, alan)
+    general = graph.get(f"teams/{team}/channels").json()["value"][0]["id"]
+    spec = world.spec(SPEC.format(team=team))
+    mirror.upgrade(spec, engine=world.engine)
+    assert world.run(spec).ok
+    (subscription,) = world.live()
+    graphs = graphs_for(spec)
+    tenant = spec.tenants[0].tenant_id
+    try:
+        index = ScopeIndex.of(scopes.declared_scopes(spec, clients={spec.tenants[0].name: graphs[tenant]}))
+        worker = Worker(world.engine, graphs, index, worker_id="w1", spec=spec)
+        worker.register_scopes()
+        worker.drain()
+        worker.wait(timeout=60)
+        assert worker.drain().started == ()
+        for n, shape in enumerate(("teams('{t}')/channels('{c}')/messages('{m}')",
+                                   "teams('{t}')/channels('{c}')/messages('{m}')/replies('{m}1')")):
+            said = _say(graph, team, general, alan, f"<p>{n}</p>")
+            resource = shape.format(t=team, c=general, m=said["id"])
+            Inbox(world.engine).put([NewItem(
+                tenant_id=tenant, subscription_id=subscription["id"], kind="change", event="created",
+                resource=resource, resource_id=said["id"], dedupe_key=f"k{n}", payload={"resource": resource})])
+            drained = worker.drain()
+            assert drained.claimed == 1 and drained.started == (f"teams/{team}/channels/{general}/messages",), drained
+            worker.wait(timeout=60)
+            assert said["id"] in _rows(world)
+        assert verify.compare(world.engine, graphs, verify.declared(spec, graphs)) == []
     finally:
         for g in graphs.values():
             g.close()
