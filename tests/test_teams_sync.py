@@ -180,3 +180,61 @@ def test_a_channel_message_notification_syncs_its_channel(world: World) -> None:
     finally:
         for g in graphs.values():
             g.close()
+
+
+CHATS_SPEC = """
+  - name: chat-messages
+    resource: 'users/{{user}}/chats/getAllMessages'
+    for_each: {{users: [{user}]}}
+    model: B
+    lifetime: 1d
+    mirror:
+      table: chat_messages
+      columns: [{{field: body.content, column: body_text}}]
+"""
+
+
+def test_a_users_chat_messages_end_to_end(world: World) -> None:
+    """users/{id}/chats/getAllMessages, synced by its delta: every chat of the user, soft deletes included."""
+    graph = world.graph
+    ada, alan, grace = world.users
+    chats = []
+    for people in ((ada, alan), (ada, alan, grace)):
+        r = graph.post("chats", json={"chatType": "oneOnOne" if len(people) == 2 else "group", "members": [
+            {"roles": ["owner"], "user@odata.bind": f"users('{p}')"} for p in people]})
+        assert r.status_code == 201, r.text
+        chats.append(r.json()["id"])
+
+    def say(chat: str, sender: str, text: str) -> dict[str, Any]:
+        r = graph.admin("POST", f"chats/{quote(chat, safe='')}/messages", json={"from": sender, "body": {"content": text}})
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    one = say(chats[0], alan, "one")
+    say(chats[1], grace, "two")
+    spec = world.spec(CHATS_SPEC.format(user=ada))
+    mirror.upgrade(spec, engine=world.engine)
+    assert world.run(spec).ok
+    assert [s["resource"] for s in world.live()] == [f"users/{ada}/chats/getAllMessages?model=B"]
+    graphs = graphs_for(spec)
+    try:
+        def sync_and_verify() -> dict[str, dict[str, Any]]:
+            results = sync_once(spec, ["chat-messages"], clients=graphs, engine=world.engine)
+            assert results and all(r.outcome == "ok" for r in results), results
+            assert verify.compare(world.engine, graphs, verify.declared(spec, graphs)) == []
+            with world.engine.connect() as connection:
+                rows = connection.execute(sa.text(
+                    "SELECT id, chat_id, from_user_id, body_text, _removed_reason FROM chat_messages")).mappings()
+                return {r["id"]: dict(r) for r in rows}
+
+        rows = sync_and_verify()
+        assert {r["chat_id"] for r in rows.values()} == set(chats)
+        assert rows[one["id"]]["from_user_id"] == alan
+        three = say(chats[1], ada, "three")
+        assert graph.admin("DELETE", f"chats/{quote(chats[0], safe='')}/messages/{one['id']}").status_code == 204
+        rows = sync_and_verify()
+        assert rows[three["id"]]["_removed_reason"] is None
+        assert rows[one["id"]]["_removed_reason"] == "deleted"
+    finally:
+        for g in graphs.values():
+            g.close()
