@@ -83,6 +83,9 @@ class ResourceType:
     )
     field_types: tuple[tuple[str, str], ...] = ()  # common properties' column types (default column type)
     models: frozenset[str] = frozenset()  # Teams' payment models the path takes as ?model= (empty: none)
+    one_user_per_declaration: bool = False
+    """Users share items (two members of a chat both list its messages) while a mirror row belongs to one scope:
+    until rows can be shared, a ``{user}`` fan-out of such a type names exactly one user."""
     owner_columns: tuple[tuple[str, str, str], ...] = ()
     """Columns every mirror table of this type gets, indexed: (field, column, type). The ids of what owns
     an item (a message's team, channel, chat, thread root and sender), so that one SQL query can select by them."""
@@ -415,6 +418,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         sync=DELTA,
         delta_paths=("users/{user}/chats/getAllMessages/delta",),
         quota=_TEAMS_USER_QUOTA,
+        one_user_per_declaration=True,
         lifecycle_url_over=timedelta(hours=1),
         models=_MODEL_B,
         field_types=_CHAT_MESSAGE_FIELDS,

@@ -184,3 +184,19 @@ def test_teams_quotas_in_reconciles_check() -> None:
     assert check_quotas([], pool) == []
     over = check_quotas(pool, [*pool, _placed("teams")])
     assert [(p.bucket, p.limit, p.planned, p.existing) for p in over] == [("teams subscriptions in tenant t", 10_000, 10_001, 10_000)]
+
+
+def test_a_users_chat_messages_are_declared_for_one_user(tmp_path: Path) -> None:
+    """Two members of a chat both list its messages; a mirror row belongs to one scope, so a fan-out over
+    several users would leave each shared message under one user only (verify: missing)."""
+    errors = problems(
+        tmp_path,
+        "  - {name: a, resource: 'users/{user}/chats/getAllMessages', for_each: {users: [u1, u2]}}\n"
+        "  - {name: b, resource: 'users/{user}/chats/getAllMessages', for_each: {users: all}}\n",
+    )
+    assert [(e.location.line, e.location.path, e.found) for e in errors] == [
+        (9, "subscriptions[0].for_each", "several users"),
+        (10, "subscriptions[1].for_each", "a set of users"),
+    ]
+    spec = load(tmp_path, "  - {name: a, resource: 'users/{user}/chats/getAllMessages', for_each: {users: [u1]}}\n")
+    assert spec.subscriptions[0].fan_out is not None and spec.subscriptions[0].fan_out.users == ("u1",)

@@ -69,6 +69,22 @@ class ScopesLoader:
             return None
         if team:
             return self._teams(node, path, channels=channel)
+        fan_out = self._users(node, path)
+        if fan_out is not None and rt.one_user_per_declaration and len(fan_out.users) != 1:
+            r.error(
+                node,
+                path,
+                f"for_each: {{users: [ONE-USER]}} for {rt.key}",
+                "several users" if len(fan_out.users) > 1 else "a set of users",
+                "users share chats, and a message mirrored by two users' scopes is not supported yet: "
+                "declare one subscription (and table) per user",
+            )
+            return None
+        return fan_out
+
+    def _users(self, node: yaml.Node, path: str) -> FanOut | None:
+        """``for_each: {users: ...} | {group: ID} | {filter: ...}`` for a ``{user}`` placeholder."""
+        r = self.r
         f = r.mapping(
             node,
             path,
