@@ -238,3 +238,68 @@ def test_a_users_chat_messages_end_to_end(world: World) -> None:
     finally:
         for g in graphs.values():
             g.close()
+
+
+TEAMS_SPEC = """
+  - name: teams
+    resource: teams
+    lifetime: 1d
+    mirror: {table: teams, columns: [displayName, visibility]}
+  - name: channels
+    resource: 'teams/{team}/channels'
+    for_each: {teams: all}
+    lifetime: 1d
+    mirror: {table: channels, columns: [displayName, membershipType]}
+"""
+
+
+def test_teams_and_their_channels_are_listed_into_the_mirror(world: World) -> None:
+    """Teams and channels have no delta in Graph: each pass lists them (mark and sweep)."""
+    graph = world.graph
+    ada, alan, _grace = world.users
+    team = _team(graph, ada, alan)
+    spec = world.spec(TEAMS_SPEC)
+    mirror.upgrade(spec, engine=world.engine)
+    assert world.run(spec).ok
+    assert sorted(s["resource"] for s in world.live()) == ["teams", f"teams/{team}/channels"]
+    graphs = graphs_for(spec)
+    try:
+        def sync_and_verify() -> None:
+            results = sync_once(spec, ["teams", "channels"], clients=graphs, engine=world.engine)
+            assert results and all(r.outcome == "ok" for r in results), results
+            assert verify.compare(world.engine, graphs, verify.declared(spec, graphs)) == []
+
+        sync_and_verify()
+        r = graph.post(f"teams/{team}/channels", json={"displayName": "Design", "membershipType": "standard"})
+        assert r.status_code == 201, r.text
+        sync_and_verify()
+        with world.engine.connect() as connection:
+            names = connection.execute(sa.text(
+                "SELECT display_name FROM channels WHERE _deleted_at IS NULL ORDER BY display_name")).scalars().all()
+            teams = connection.execute(sa.text("SELECT id, display_name FROM teams")).all()
+        assert names == ["Design", "General"]
+        assert [tuple(t) for t in teams] == [(team, "Project X")]
+        assert graph.delete(f"teams/{team}/channels/{quote(r.json()['id'], safe='')}").status_code == 204
+        sync_and_verify()
+
+        # A notification names the channel in key syntax: the worker brings it (teams and channels: fetch by id).
+        tenant = spec.tenants[0].tenant_id
+        index = ScopeIndex.of(scopes.declared_scopes(spec, clients={spec.tenants[0].name: graphs[tenant]}))
+        worker = Worker(world.engine, graphs, index, worker_id="w1", spec=spec)
+        worker.register_scopes()
+        worker.drain()
+        worker.wait(timeout=60)
+        made = graph.post(f"teams/{team}/channels", json={"displayName": "Ops", "membershipType": "standard"}).json()
+        subscription = next(s["id"] for s in world.live() if s["resource"].endswith("/channels"))
+        resource = f"teams('{team}')/channels('{made['id']}')"
+        Inbox(world.engine).put([NewItem(
+            tenant_id=tenant, subscription_id=subscription, kind="change", event="created",
+            resource=resource, resource_id=made["id"], dedupe_key="ops", payload={"resource": resource})])
+        assert worker.drain().claimed == 1
+        worker.wait(timeout=60)
+        with world.engine.connect() as connection:
+            found = connection.execute(sa.text("SELECT display_name FROM channels WHERE id = :i"), {"i": made["id"]})
+            assert found.scalar_one() == "Ops"
+    finally:
+        for g in graphs.values():
+            g.close()
