@@ -61,7 +61,7 @@ def _say(graph: EmulatorClient, team: str, channel: str, sender: str, text: str)
 def _rows(world: World) -> dict[str, dict[str, Any]]:
     with world.engine.connect() as connection:
         rows = connection.execute(sa.text(
-            "SELECT id, channel_id, team_id, from_user_id, body_text, deleted_date_time, _deleted_at, _removed_reason, _raw "
+            "SELECT id, channel_id, team_id, from_user_id, reply_to_id, body_text, deleted_date_time, _deleted_at, _removed_reason, _raw "
             "FROM channel_messages")).mappings()
         return {r["id"]: dict(r) for r in rows}
 
@@ -81,6 +81,8 @@ def test_channel_messages_end_to_end(world: World) -> None:
     general = next(c["id"] for c in graph.get(f"teams/{team}/channels").json()["value"] if c["displayName"] == "General")
     first = _say(graph, team, general, ada, "<p>hello</p>")
     _say(graph, team, general, alan, "<p>hi ada</p>")
+    early = graph.admin("POST", f"teams/{team}/channels/{quote(general, safe='')}/messages/{first['id']}/replies",
+                        json={"from": alan, "body": {"content": "an early reply"}}).json()
     _say(graph, team, design, ada, "<p>sketch</p>")
 
     spec = world.spec(SPEC.format(team=team))
@@ -101,8 +103,11 @@ def test_channel_messages_end_to_end(world: World) -> None:
 
         sync_and_verify()
         rows = _rows(world)
-        said = {i: r for i, r in rows.items() if _raw(r)["messageType"] == "message"}
+        said = {i: r for i, r in rows.items() if _raw(r)["messageType"] == "message" and not r["reply_to_id"]}
         assert len(said) == 3, rows  # besides the system messages (channel added...) Graph lists too
+        # Replies come inline with their root ($expand=replies) and are rows of their own.
+        assert rows[early["id"]]["reply_to_id"] == first["id"] and rows[early["id"]]["channel_id"] == general
+        assert "replies" not in _raw(rows[first["id"]])  # the root's row holds the root only
         assert rows[first["id"]]["channel_id"] == general and rows[first["id"]]["team_id"] == team
         assert rows[first["id"]]["from_user_id"] == ada
 
@@ -146,8 +151,8 @@ def test_channel_messages_end_to_end(world: World) -> None:
 
 
 def test_a_channel_message_notification_syncs_its_channel(world: World) -> None:
-    """Graph's notification names the message in key syntax, a reply under its root: either marks the
-    channel's scope dirty, and the worker's next pass brings the message."""
+    """Graph's notification names the message in key syntax: a root marks its channel's scope dirty (the delta
+    pass brings it); a reply, which the roots-only delta may not bring, is fetched by id."""
     graph = world.graph
     ada, alan, _grace = world.users
     team = _team(graph, ada, alan)
@@ -165,17 +170,34 @@ def test_a_channel_message_notification_syncs_its_channel(world: World) -> None:
         worker.drain()
         worker.wait(timeout=60)
         assert worker.drain().started == ()
-        for n, shape in enumerate(("teams('{t}')/channels('{c}')/messages('{m}')",
-                                   "teams('{t}')/channels('{c}')/messages('{m}')/replies('{m}1')")):
-            said = _say(graph, team, general, alan, f"<p>{n}</p>")
-            resource = shape.format(t=team, c=general, m=said["id"])
+        def notify(resource: str, item_id: str, key: str) -> Any:
             Inbox(world.engine).put([NewItem(
                 tenant_id=tenant, subscription_id=subscription["id"], kind="change", event="created",
-                resource=resource, resource_id=said["id"], dedupe_key=f"k{n}", payload={"resource": resource})])
+                resource=resource, resource_id=item_id, dedupe_key=key, payload={"resource": resource})])
             drained = worker.drain()
-            assert drained.claimed == 1 and drained.started == (f"teams/{team}/channels/{general}/messages",), drained
             worker.wait(timeout=60)
-            assert said["id"] in _rows(world)
+            return drained
+
+        # A root: its channel's scope is marked dirty and the delta pass brings it.
+        root = _say(graph, team, general, alan, "<p>root</p>")
+        drained = notify(f"teams('{team}')/channels('{general}')/messages('{root['id']}')", root["id"], "k1")
+        assert drained.claimed == 1 and drained.started == (f"teams/{team}/channels/{general}/messages",), drained
+        assert root["id"] in _rows(world)
+        # A reply: the delta lists roots only (and its root did not change), so it is fetched by id.
+        enc = quote(general, safe="")
+        reply = graph.admin("POST", f"teams/{team}/channels/{enc}/messages/{root['id']}/replies",
+                            json={"from": ada, "body": {"content": "a reply"}}).json()
+        reply_resource = f"teams('{team}')/channels('{general}')/messages('{root['id']}')/replies('{reply['id']}')"
+        drained = notify(reply_resource, reply["id"], "k2")
+        assert drained.claimed == 1 and drained.started == () and drained.fetched == 1, drained
+        rows = _rows(world)
+        assert rows[reply["id"]]["reply_to_id"] == root["id"] and rows[reply["id"]]["_deleted_at"] is None
+        assert verify.compare(world.engine, graphs, verify.declared(spec, graphs)) == []
+        # Its soft delete, notified the same way: a soft-deleted row.
+        r = graph.admin("DELETE", f"teams/{team}/channels/{enc}/messages/{root['id']}/replies/{reply['id']}")
+        assert r.status_code == 204, r.text
+        notify(reply_resource, reply["id"], "k3")
+        assert _rows(world)[reply["id"]]["_removed_reason"] == "deleted"
         assert verify.compare(world.engine, graphs, verify.declared(spec, graphs)) == []
     finally:
         for g in graphs.values():

@@ -72,6 +72,12 @@ class Strategy:
     """FETCH: GET one item; ``{resource}`` is the notification's resource path."""
     single_filter: str | None = None
     """A declaration of one object (``users/{user}``) syncs through the collection's delta with this $filter."""
+    inline: str | None = None
+    """Items carry others inside (a channel message's ``replies``, asked with ``$expand``): each is written
+    as a row of its own, and the carrier's row keeps its own properties only."""
+    fetch_notified: str | None = None
+    """A regular expression: a notification whose resource matches it is fetched by id (like a FETCH scope's)
+    instead of marking the scope dirty, for items the delta does not bring (a new reply: its root may not change)."""
     deleted_property: str | None = None
     """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
     is written, then removed with reason ``deleted`` at that time."""
@@ -114,6 +120,10 @@ STRATEGIES: dict[str, Strategy] = {
             DELTA,
             "teams/{team}/channels/{channel}/messages/delta",
             select=False,
+            # The delta lists roots only: $expand=replies brings each listed root's replies, and a notified
+            # reply (teams('t')/channels('c')/messages('root')/replies('r')) is fetched by id.
+            inline="replies",
+            fetch_notified=r"/replies(/|\(')[^/]+$",
             deleted_property="deletedDateTime",
         ),
         Strategy(
@@ -127,6 +137,15 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
     )
 }
+
+
+def fetched_by_id(strategy: Strategy, resource: str | None) -> bool:
+    """Whether a notification naming *resource* is fetched by id rather than marking its scope dirty."""
+    if not resource:
+        return False
+    if strategy.method == FETCH:
+        return True
+    return strategy.fetch_notified is not None and re.search(strategy.fetch_notified, resource) is not None
 
 
 def strategy_for(resource_type: resources.ResourceType) -> Strategy:
@@ -292,6 +311,8 @@ def _scopes_for(
     if strategy.containers and strategy.container_placeholder:
         return [folder_scope_from(base, strategy, params, params[strategy.container_placeholder], select)]
     query = list(select)
+    if strategy.inline:
+        query.append(("$expand", strategy.inline))
     if strategy.window:
         query += _window(subscription, now)
     if strategy.single_filter and strategy.single_filter in params:

@@ -366,6 +366,18 @@ class PageOutcome:
     deleted: int = 0
 
 
+def inline_items(items: Sequence[Mapping[str, Any]], inline: str) -> list[Mapping[str, Any]]:
+    """Each item without its *inline* list (and that list's nextLink), followed by the items of the list."""
+    out: list[Mapping[str, Any]] = []
+    for item in items:
+        if inline not in item and f"{inline}@odata.nextLink" not in item:
+            out.append(item)
+            continue
+        out.append({k: v for k, v in item.items() if k not in (inline, f"{inline}@odata.nextLink")})
+        out += [child for child in item.get(inline) or () if isinstance(child, Mapping)]
+    return out
+
+
 def apply_items(
     connection: Connection,
     writer: RowWriter,
@@ -376,6 +388,8 @@ def apply_items(
 ) -> PageOutcome:
     """Write one page: the last state of each item wins (an item may repeat within a page)."""
     strategy = writer.scope.strategy
+    if strategy.inline is not None:
+        items = inline_items(items, strategy.inline)
     synced_at = writer.synced_at(now)
     last: dict[str, Mapping[str, Any]] = {}
     members: list[tuple[str, Mapping[str, Any]]] = []
