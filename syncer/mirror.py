@@ -19,6 +19,7 @@ spec and adds columns in place, refusing what cannot be applied in place unless 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,12 +83,23 @@ def build_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table
         sa.Column("_synced_at", schema.UtcDateTime, nullable=False),
         sa.Column("_sync_run_id", sa.BigInteger, nullable=True),
     ]
+    indexes = [sa.Index(index_name(mirror.table, name), "tenant_id", name) for name in mirror.indexed]
     return sa.Table(
         mirror.table,
         metadata,
         *columns,
         sa.Index(f"ix_{mirror.table}__scope", "tenant_id", "_scope"),
+        *indexes,
     )
+
+
+def index_name(table: str, column: str) -> str:
+    """``ix_<table>_<column>``, shortened with a hash past PostgreSQL's 63 characters."""
+    name = f"ix_{table}_{column}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"ix_{digest}_{column}"[:63]
 
 
 def build_members_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
@@ -198,6 +210,11 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
     for column in added:
         _add_column(connection, tables[0], column)
         changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field})")
+    existing_indexes = {ix["name"] for ix in inspector.get_indexes(mirror.table)}
+    for index in tables[0].indexes:
+        if index.name not in existing_indexes:
+            index.create(connection)
+            changes.append(f"created index {index.name}")
     dropped = [c.name for c in applied if c.name not in {d.name for d in desired}]
     for name in dropped:
         changes.append(f"column {mirror.table}.{name} is no longer declared; kept with its data")

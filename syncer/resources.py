@@ -43,13 +43,18 @@ class Quota:
     per_tenant: int | None = None  # all apps together, per tenant (organization)
     per_app_tenant: int | None = None  # one app in one tenant
     per_app: int | None = None  # one app, all tenants together
-    per_instance: int | None = None  # one app per chat / channel / team / meeting
+    per_instance: int | None = None  # one app per chat / channel / team / meeting path
+    per_user: int | None = None  # one app per user for user-scoped paths (users/{id}/chats/getAllMessages)
     pool: str | None = None  # a limit shared with other types: "teams" = one 10,000 pool per organization
 
 
 _DIRECTORY_QUOTA = Quota(per_app=50_000, per_tenant=1_000, per_app_tenant=100)
 _OUTLOOK_QUOTA = Quota(per_mailbox=1_000)
 _TEAMS_QUOTA = Quota(per_tenant=10_000, per_instance=1, pool="teams")
+_TEAMS_USER_QUOTA = Quota(per_tenant=10_000, per_user=10, pool="teams")  # users/{id}/chats...: 10 per user
+_TEAMS_LIFECYCLE = frozenset({"reauthorizationRequired", "subscriptionRemoved"})
+_MODELS_AB = frozenset({"A", "B"})  # https://learn.microsoft.com/en-us/graph/teams-licenses
+_MODEL_B = frozenset({"B"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,13 @@ class ResourceType:
         True  # calendarView delta refuses $select: mirror columns come from the full item
     )
     field_types: tuple[tuple[str, str], ...] = ()  # common properties' column types (default column type)
+    models: frozenset[str] = frozenset()  # Teams' payment models the path takes as ?model= (empty: none)
+    one_user_per_declaration: bool = False
+    """Users share items (two members of a chat both list its messages) while a mirror row belongs to one scope:
+    until rows can be shared, a ``{user}`` fan-out of such a type names exactly one user."""
+    owner_columns: tuple[tuple[str, str, str], ...] = ()
+    """Columns every mirror table of this type gets, indexed: (field, column, type). The ids of what owns
+    an item (a message's team, channel, chat, thread root and sender), so that one SQL query can select by them."""
 
     @property
     def delta_path(self) -> str | None:
@@ -162,6 +174,26 @@ _TASK_FIELDS = (
     ("startDateTime", "json"),
     ("categories", "json"),
     ("isReminderOn", "boolean"),
+)
+
+_CHAT_MESSAGE_FIELDS = (
+    ("body", "json"),
+    ("from", "json"),
+    ("attachments", "json"),
+    ("mentions", "json"),
+    ("reactions", "json"),
+    ("channelIdentity", "json"),
+)
+# https://learn.microsoft.com/en-us/graph/api/resources/chatmessage: channelIdentity (channel messages), chatId
+# (chat messages), replyToId (replies), from.user (a user sender; an application or device sends otherwise).
+_CHAT_MESSAGE_OWNERS = (
+    ("channelIdentity.teamId", "team_id", "text"),
+    ("channelIdentity.channelId", "channel_id", "text"),
+    ("chatId", "chat_id", "text"),
+    ("replyToId", "reply_to_id", "text"),
+    ("from.user.id", "from_user_id", "text"),
+    ("createdDateTime", "created_date_time", "datetime"),
+    ("deletedDateTime", "deleted_date_time", "datetime"),
 )
 
 CATALOGUE: tuple[ResourceType, ...] = (
@@ -310,40 +342,137 @@ CATALOGUE: tuple[ResourceType, ...] = (
         sync=FETCH,  # list-item delta is not covered by our notes (nor by the emulator)
     ),
     # --- Teams (one 10,000 pool per organization; lifecycle URL needed past 1 hour) -------------
+    # https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage and the -chat, -team-and-channel,
+    # -teammembership, -chatmembership and -channelmembership pages: one entry per set of change types and
+    # per `model` rule, since Graph's rules differ between a collection and one of its items.
     ResourceType(
         key="chatMessage.channel",
         name="chatMessage",
-        patterns=("teams/{team}/channels/{channel}/messages", "teams/getAllMessages"),
+        # Roots and replies are notified; the channel-message delta returns roots only (replies: not yet synced).
+        patterns=("teams/{team}/channels/{channel}/messages",),
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
         permission="ChannelMessage.Read.All",
-        lifecycle_events=frozenset({"reauthorizationRequired", "subscriptionRemoved"}),
+        lifecycle_events=_TEAMS_LIFECYCLE,
+        sync=DELTA,
+        delta_paths=("teams/{team}/channels/{channel}/messages/delta",),
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
+        field_types=_CHAT_MESSAGE_FIELDS,
+        owner_columns=_CHAT_MESSAGE_OWNERS,
+    ),
+    ResourceType(
+        key="chatMessage.allChannels",
+        name="chatMessage",
+        patterns=("teams/getAllMessages",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="ChannelMessage.Read.All",
+        lifecycle_events=_TEAMS_LIFECYCLE,
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODELS_AB,
+        field_types=_CHAT_MESSAGE_FIELDS,
+        owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
     ResourceType(
         key="chatMessage.chat",
         name="chatMessage",
-        patterns=("chats/{chat}/messages", "chats/getAllMessages", "users/{user}/chats/getAllMessages"),
+        patterns=("chats/{chat}/messages",),
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
         permission="Chat.Read.All",
-        lifecycle_events=frozenset({"reauthorizationRequired", "subscriptionRemoved"}),
+        lifecycle_events=_TEAMS_LIFECYCLE,
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
+        field_types=_CHAT_MESSAGE_FIELDS,
+        owner_columns=_CHAT_MESSAGE_OWNERS,
+    ),
+    ResourceType(
+        key="chatMessage.allChats",
+        name="chatMessage",
+        patterns=("chats/getAllMessages",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Chat.Read.All",
+        lifecycle_events=_TEAMS_LIFECYCLE,
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODELS_AB,
+        field_types=_CHAT_MESSAGE_FIELDS,
+        owner_columns=_CHAT_MESSAGE_OWNERS,
+    ),
+    ResourceType(
+        key="chatMessage.user",
+        name="chatMessage",
+        patterns=("users/{user}/chats/getAllMessages",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Chat.Read.All",
+        lifecycle_events=_TEAMS_LIFECYCLE,
+        sync=DELTA,
+        delta_paths=("users/{user}/chats/getAllMessages/delta",),
+        quota=_TEAMS_USER_QUOTA,
+        one_user_per_declaration=True,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODEL_B,
+        field_types=_CHAT_MESSAGE_FIELDS,
+        owner_columns=_CHAT_MESSAGE_OWNERS,
+    ),
+    ResourceType(
+        key="chatMessage.app",
+        name="chatMessage",
+        patterns=("appCatalogs/teamsApps/{app}/installedToChats/getAllMessages",),
+        change_types=frozenset({"created", "updated"}),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Chat.Read.WhereInstalled",
+        lifecycle_events=_TEAMS_LIFECYCLE,
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODEL_B,
+        field_types=_CHAT_MESSAGE_FIELDS,
+        owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
     ResourceType(
         key="chat",
         name="chat",
-        patterns=("chats", "chats/{chat}"),
-        change_types=frozenset(CHANGE_TYPES),
+        patterns=("chats", "users/{user}/chats"),  # the per-user path is preview in Graph's table
+        change_types=frozenset({"created", "updated"}),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="Chat.ReadBasic.All",  # Graph's chat permission reference
+        permission="Chat.ReadBasic.All",
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="chat.one",
+        name="chat",
+        # "created" only with notifyOnUserSpecificProperties=true, which needs a user (delegated) context.
+        patterns=("chats/{chat}",),
+        change_types=frozenset({"updated"}),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Chat.ReadBasic.All",
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="chat.app",
+        name="chat",
+        patterns=("appCatalogs/teamsApps/{app}/installedToChats",),
+        change_types=frozenset({"created", "updated"}),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Chat.ReadBasic.WhereInstalled",
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODEL_B,
     ),
     ResourceType(
         key="channel",
@@ -352,29 +481,64 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="Channel.ReadBasic.All",  # Graph's permission reference for the resource
+        permission="Channel.ReadBasic.All",
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
     ResourceType(
         key="team",
         name="team",
-        patterns=("teams", "teams/{team}"),
+        patterns=("teams",),
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="Team.ReadBasic.All",  # Graph's permission reference for the resource
+        permission="Team.ReadBasic.All",
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="team.one",
+        name="team",
+        patterns=("teams/{team}",),
+        change_types=frozenset({"updated", "deleted"}),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="Team.ReadBasic.All",
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
     ResourceType(
         key="conversationMember.team",
         name="conversationMember",
-        patterns=("teams/{team}/members", "teams/{team}/channels/getAllMembers", "teams/getAllMembers"),
+        patterns=("teams/{team}/members",),
         change_types=frozenset(CHANGE_TYPES),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="TeamMember.Read.All",  # Graph's permission reference for the resource
+        permission="TeamMember.Read.All",
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="conversationMember.allTeams",
+        name="conversationMember",
+        patterns=("teams/getAllMembers",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="TeamMember.Read.All",
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODELS_AB,
+    ),
+    ResourceType(
+        key="conversationMember.channel",
+        name="conversationMember",
+        # Private and shared channels; teams/getAllChannels/getAllMembers is beta only (not in v1.0).
+        patterns=("teams/{team}/channels/getAllMembers",),
+        change_types=frozenset(CHANGE_TYPES),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="ChannelMember.Read.All",
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
     ),
@@ -382,12 +546,36 @@ CATALOGUE: tuple[ResourceType, ...] = (
         key="conversationMember.chat",
         name="conversationMember",
         patterns=("chats/{chat}/members",),
-        change_types=frozenset(CHANGE_TYPES),
+        change_types=frozenset({"created", "deleted"}),
         max_lifetime=_minutes(4_320),
         max_lifetime_rich=_minutes(4_320),
-        permission="ChatMember.Read.All",  # Graph's permission reference for the resource
+        permission="ChatMember.Read.All",
         quota=_TEAMS_QUOTA,
         lifecycle_url_over=timedelta(hours=1),
+    ),
+    ResourceType(
+        key="conversationMember.allChats",
+        name="conversationMember",
+        patterns=("chats/getAllMembers",),
+        change_types=frozenset({"created", "deleted"}),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="ChatMember.Read.All",
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODELS_AB,
+    ),
+    ResourceType(
+        key="conversationMember.app",
+        name="conversationMember",
+        patterns=("appCatalogs/teamsApps/{app}/installedToChats/getAllMembers",),
+        change_types=frozenset({"created", "updated"}),
+        max_lifetime=_minutes(4_320),
+        max_lifetime_rich=_minutes(4_320),
+        permission="ChatMember.Read.WhereInstalled",
+        quota=_TEAMS_QUOTA,
+        lifecycle_url_over=timedelta(hours=1),
+        models=_MODEL_B,
     ),
     ResourceType(
         key="callRecord",

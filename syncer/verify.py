@@ -60,13 +60,22 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     """Graph's current items of *scope*: a full round from its initial URL, removals applied."""
     items: dict[str, dict[str, Any]] = {}
     members: dict[str, set[str]] = {}
+    inline = scope.strategy.inline
     for page in client.iter_pages(scope.initial_url):
-        for item in page.items:
+        listed = list(page.items)
+        if inline is not None:  # a channel message's replies: rows of their own
+            listed = [x for item in listed for x in (item, *(item.get(inline) or ()))]
+        for item in listed:
             # The mirror holds Graph's data under syncer.storable's rule (U+0000 becomes U+FFFD):
             # so does the truth it is compared with.
             item = storable(item)
             item_id = str(item.get("id"))
-            if "@removed" in item or (scope.strategy.deleted_facet and item.get("deleted") is not None):
+            soft = scope.strategy.deleted_property
+            if (
+                "@removed" in item
+                or (scope.strategy.deleted_facet and item.get("deleted") is not None)
+                or (soft is not None and item.get(soft) is not None)  # a soft-deleted Teams message
+            ):
                 items.pop(item_id, None)
                 members.pop(item_id, None)
                 continue

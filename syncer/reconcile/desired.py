@@ -61,12 +61,22 @@ class Desired:
 
 @dataclass(frozen=True)
 class Expansion:
-    """How a fan-out declaration expanded: which users, found how."""
+    """How a fan-out declaration expanded: which users (or teams, or teams' channels), found how."""
 
     name: str
     tenant_id: str
-    source: str  # "users: [..]", "group <id>", "filter <expr>"
-    users: tuple[str, ...]
+    source: str  # "users: [..]", "group <id>", "filter <expr>", "all teams"
+    users: tuple[str, ...]  # for {user}; for {team}: one label per binding ("team" or "team/channel")
+    bindings: tuple[tuple[tuple[str, str], ...], ...] = ()
+    """For ``{team}`` (and ``{channel}``): the placeholder values of each Graph subscription; empty for ``{user}``."""
+    noun: str = "users"
+
+
+def fill_placeholders(resource: str, binding: Iterable[tuple[str, str]]) -> str:
+    """*resource* with each ``{name}`` of *binding* replaced by its value (as Graph takes it in a path)."""
+    for name, value in binding:
+        resource = resource.replace("{" + name + "}", value)
+    return resource
 
 
 def desired_from_spec(
@@ -87,19 +97,21 @@ def desired_from_spec(
         cert_id = sub.encryption.id if sub.encryption else None
         cert = read(sub.encryption.certificate) if sub.encryption else None
         resource = sub.graph_resource
+        bindings: tuple[tuple[tuple[str, str], ...], ...]
         if sub.fan_out is None:
-            users: tuple[str | None, ...] = (None,)
+            bindings = ((),)
         else:
             expansion = expansions.get(sub.name)
             if expansion is None:
-                raise ValueError(f"subscription {sub.name!r} fans out over users but was not expanded")
-            users = tuple(expansion.users)
-        for user in users:
+                raise ValueError(f"subscription {sub.name!r} fans out but was not expanded")
+            bindings = expansion.bindings or tuple((("user", user),) for user in expansion.users)
+        for binding in bindings:
+            user = dict(binding).get("user")
             out.append(
                 Desired(
                     name=sub.name,
                     tenant_id=tenant.tenant_id,
-                    resource=resource.replace("{user}", user) if user is not None else resource,
+                    resource=fill_placeholders(resource, binding),
                     change_types=change_set(sub.change_types),
                     notification_url=spec.receiver.notification_url,
                     lifecycle_url=spec.receiver.lifecycle_url,

@@ -39,9 +39,36 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
             raise ReconcileError(
                 f"no Graph client for tenant {sub.tenant!r} ({tenant_id}) to expand {sub.name!r}"
             )
+        if sub.fan_out.over_teams:
+            out[sub.name] = teams_of(sub.name, tenant_id, sub.fan_out, graph)
+            continue
         source, users = users_of(sub.fan_out, graph)
         out[sub.name] = Expansion(sub.name, tenant_id, source, users)
     return out
+
+
+def teams_of(name: str, tenant_id: str, fan_out: FanOut, graph: GraphClient) -> Expansion:
+    """The teams of a ``{team}`` declaration and, when it has ``{channel}``, each team's channels.
+
+    Listed teams are taken as written; ``all`` lists ``/teams`` (Team.ReadBasic.All). Channels are
+    listed per team (``/teams/{id}/channels``, Channel.ReadBasic.All), so a new channel is followed
+    from the next reconcile on.
+    """
+    if fan_out.teams:
+        source, teams = "listed in the spec", tuple(dict.fromkeys(fan_out.teams))
+    else:
+        source, teams = "all teams", _ids(graph, "/teams?$select=id")
+    if not fan_out.channels:
+        bindings: tuple[tuple[tuple[str, str], ...], ...] = tuple((("team", team),) for team in teams)
+        return Expansion(name, tenant_id, source, teams, bindings, noun="teams")
+    pairs = [
+        (team, channel)
+        for team in teams
+        for channel in _ids(graph, f"/teams/{quote(team, safe='')}/channels?$select=id")
+    ]
+    bindings = tuple((("team", t), ("channel", c)) for t, c in pairs)
+    labels = tuple(f"{t}/{c}" for t, c in pairs)
+    return Expansion(name, tenant_id, f"channels of {source}", labels, bindings, noun="channels")
 
 
 def users_of(fan_out: FanOut, graph: GraphClient) -> tuple[str, tuple[str, ...]]:

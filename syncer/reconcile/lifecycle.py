@@ -62,11 +62,19 @@ def _desired_for_row(spec: Spec, row: Recorded) -> Desired:
     expansions = {}
     if declared.fan_out is not None:
         matched = match_resource(row.resource)
-        user = matched[1].get("user") if matched else None
-        if not user:
-            raise ReconcileError(f"cannot tell which user {row.resource!r} of {row.name!r} is for")
         tenant_id = spec.tenant(declared.tenant).tenant_id
-        expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (user,))
+        if declared.fan_out.over_teams:
+            names = ("team", "channel") if declared.fan_out.channels else ("team",)
+            binding = tuple((n, matched[1][n]) for n in names if matched and n in matched[1])
+            if len(binding) != len(names):
+                raise ReconcileError(f"cannot tell which team {row.resource!r} of {row.name!r} is for")
+            label = "/".join(v for _, v in binding)
+            expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (label,), (binding,))
+        else:
+            user = matched[1].get("user") if matched else None
+            if not user:
+                raise ReconcileError(f"cannot tell which user {row.resource!r} of {row.name!r} is for")
+            expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (user,))
     single = replace(spec, subscriptions=(declared,))
     return desired_from_spec(single, expansions)[0]
 

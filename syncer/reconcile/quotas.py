@@ -7,7 +7,8 @@ limits come from :mod:`syncer.resources` (``ResourceType.quota``); buckets:
 - per app and tenant, per tenant, per app (all tenants) for directory resources: user and group
   subscriptions share these ("user/group" in Graph's table);
 - per mailbox for Outlook resources (all apps together, though we only see ours);
-- one pool per organisation shared by every Teams type.
+- one pool per organisation shared by every Teams type; one subscription of an app per Teams chat,
+  channel or team path, and ten per user on the user-scoped paths (``users/{id}/chats/getAllMessages``).
 
 We can only count the subscriptions we see (our app's). A quota shared with other apps may still be
 reached at Graph: the 403 then comes back per subscription, with a hint.
@@ -19,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from syncer.resources import ResourceType, match_resource
+from syncer.resources import ResourceType, match_resource, split_resource
 
 _DIRECTORY = frozenset({"user", "group"})
 
@@ -76,6 +77,18 @@ def buckets(placed: Placed) -> list[tuple[Bucket, int, str]]:
         out.append(((f"tenant:{kind}", tenant), q.per_tenant, f"{kind} subscriptions in tenant {tenant}"))
     if q.per_app is not None:
         out.append(((f"app-all:{kind}", ""), q.per_app, f"{kind} subscriptions of this app (all tenants)"))
+    if q.per_instance is not None:
+        path = split_resource(placed.resource)[0].lower()  # ?model= does not make another instance
+        out.append(
+            ((f"instance:{path}", tenant), q.per_instance, f"subscriptions of this app on {path}")
+        )
+    if q.per_user is not None:
+        matched = match_resource(placed.resource)
+        user = matched[1].get("user") if matched else None
+        if user:
+            out.append(
+                ((f"user:{kind}:{user.lower()}", tenant), q.per_user, f"{kind} subscriptions of user {user}")
+            )
     if q.per_mailbox is not None:
         matched = match_resource(placed.resource)
         mailbox = matched[1].get("user") if matched else None

@@ -62,7 +62,7 @@ def render_plan(the_plan: Plan, *, verbose: bool = False, actions: bool = True) 
     lines = [f"Plan: {', '.join(parts)}, {counts['keep']} unchanged."]
     for e in the_plan.expansions:
         shown = ", ".join(e.users[:10]) + (f", ... ({len(e.users) - 10} more)" if len(e.users) > 10 else "")
-        lines.append(f"fan-out {e.name}: {len(e.users)} users ({e.source}): {shown}")
+        lines.append(f"fan-out {e.name}: {len(e.users)} {e.noun} ({e.source}): {shown}")
     for action in the_plan.actions if actions else ():
         if action.kind != Kind.KEEP or verbose:
             lines.append(action_line(action))

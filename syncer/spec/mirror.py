@@ -117,7 +117,13 @@ class MirrorLoader:
         )
         if table is None or delete is None:
             return None
-        return Mirror(table, tuple(columns), delete)
+        # The owning ids every table of the type gets (a declared column of the same name wins).
+        indexed: list[str] = []
+        for field, owner, owner_type in rt.owner_columns if rt is not None else ():
+            if owner not in seen:
+                columns.append(Column(field, owner, owner_type))
+            indexed.append(owner)
+        return Mirror(table, tuple(columns), delete, tuple(indexed))
 
     def column(self, node: yaml.Node, path: str, rt: ResourceType | None) -> Column | None:
         r = self.r

@@ -156,6 +156,8 @@ class Mirror:
     table: str
     columns: tuple[Column, ...] = ()
     delete: str = "soft"
+    indexed: tuple[str, ...] = ()
+    """Columns indexed with ``tenant_id``: the owning ids of the resource type (a message's channel, sender...)."""
 
     @property
     def select(self) -> tuple[str, ...]:
@@ -180,12 +182,23 @@ class EncryptionCert:
 
 @dataclass(frozen=True)
 class FanOut:
-    """The users a ``{user}`` resource is expanded over: a list, a group's members, a filter, or all."""
+    """What a resource's placeholders are expanded over.
+
+    ``{user}``: a list of users, a group's members, a filter, or all users. ``{team}``: a list of teams
+    or all teams; a ``{channel}`` beside it stands for every channel of each team.
+    """
 
     users: tuple[str, ...] = ()
     group: str | None = None
     filter: str | None = None
     all_users: bool = False
+    teams: tuple[str, ...] = ()
+    all_teams: bool = False
+    channels: bool = False  # {channel}: every channel of each team
+
+    @property
+    def over_teams(self) -> bool:
+        return bool(self.teams) or self.all_teams
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,7 @@ class Subscription:
     window_past: timedelta | None = None  # events: the calendarView window around now
     window_future: timedelta | None = None
     folders: tuple[str, ...] | None = None  # messages/contacts of a whole mailbox: None = every folder
+    model: str | None = None  # Teams' payment model (A or B), sent as ?model= in the resource
 
     @property
     def max_lifetime(self) -> timedelta:
@@ -230,6 +244,9 @@ class Subscription:
         ):
             separator = "&" if "?" in self.resource else "?"
             return f"{self.resource}{separator}$select={','.join(self.mirror.select)}"
+        if self.model is not None and "model=" not in self.resource:
+            separator = "&" if "?" in self.resource else "?"
+            return f"{self.resource}{separator}model={self.model}"
         return self.resource
 
 

@@ -32,24 +32,59 @@ class ScopesLoader:
         self.r = loader.r
 
     def fan_out(self, s: Map, rt: ResourceType, params: dict[str, str]) -> FanOut | None:
-        """``for_each``: which users a resource's ``{user}`` placeholder stands for."""
+        """``for_each``: which users a ``{user}`` placeholder stands for, or which teams ``{team}`` does."""
         r, path, node = self.r, s.sub("for_each"), s.get("for_each")
-        placeholder = params.get("user") == "{user}"
+        user = params.get("user") == "{user}"
+        team = params.get("team") == "{team}"
+        channel = params.get("channel") == "{channel}"
+        if channel and not team:
+            r.error(
+                s.get("resource"),
+                s.sub("resource"),
+                "{channel} only with {team} (each team's channels are followed)",
+                "{channel} without {team}",
+                "write teams/{team}/channels/{channel}/messages with for_each: {teams: [ID]}",
+            )
+            return None
         if node is None:
-            if placeholder:
+            if user or team:
+                which = "users {user}" if user else "teams {team}"
                 r.error(
                     s.get("resource"),
                     s.sub("resource"),
-                    "a for_each saying which users {user} stands for",
-                    "{user} without for_each",
-                    "add for_each: {users: [...]} | {group: ID} | {filter: ...} | {users: all}",
+                    f"a for_each saying which {which} stands for",
+                    f"{'{user}' if user else '{team}'} without for_each",
+                    "add for_each: {users: [...]} | {group: ID} | {filter: ...} | {users: all}"
+                    if user
+                    else "add for_each: {teams: [...]} | {teams: all}",
                 )
             return None
-        if not placeholder:
+        if not (user or team):
             r.error(
-                node, path, "for_each only with a {user} placeholder in resource", "a resource without {user}"
+                node,
+                path,
+                "for_each only with a {user} or {team} placeholder in resource",
+                "a resource without {user} or {team}",
             )
             return None
+        if team:
+            return self._teams(node, path, channels=channel)
+        fan_out = self._users(node, path)
+        if fan_out is not None and rt.one_user_per_declaration and len(fan_out.users) != 1:
+            r.error(
+                node,
+                path,
+                f"for_each: {{users: [ONE-USER]}} for {rt.key}",
+                "several users" if len(fan_out.users) > 1 else "a set of users",
+                "users share chats, and a message mirrored by two users' scopes is not supported yet: "
+                "declare one subscription (and table) per user",
+            )
+            return None
+        return fan_out
+
+    def _users(self, node: yaml.Node, path: str) -> FanOut | None:
+        """``for_each: {users: ...} | {group: ID} | {filter: ...}`` for a ``{user}`` placeholder."""
+        r = self.r
         f = r.mapping(
             node,
             path,
@@ -78,6 +113,29 @@ class ScopesLoader:
             return FanOut(group=group) if group else None
         query = r.string(f.get("filter"), f.sub("filter"), expected="an OData $filter on users")
         return FanOut(filter=query) if query else None
+
+    def _teams(self, node: yaml.Node, path: str, *, channels: bool) -> FanOut | None:
+        """``for_each: {teams: all | [ids]}`` for a ``{team}`` placeholder."""
+        r = self.r
+        f = r.mapping(node, path, ("teams",), what="{teams: [...] | all}")
+        if f is None:
+            return None
+        teams = f.get("teams")
+        if teams is None:
+            if not (isinstance(node, yaml.MappingNode) and node.value):  # an unknown key was reported already
+                r.error(f, f.sub("teams"), "teams: a list of team ids, or all", "nothing")
+            return None
+        if isinstance(teams, yaml.ScalarNode) and r.raw(teams) == "all":
+            return FanOut(all_teams=True, channels=channels)
+        ids = r.list_of(
+            teams,
+            f.sub("teams"),
+            lambda n, p: r.string(n, p, expected="a team id (the team's group id)"),
+            what="a list of team ids or all",
+        )
+        if ids is not None and not ids and isinstance(teams, yaml.SequenceNode):
+            r.error(teams, f.sub("teams"), "at least one team", "an empty list")
+        return FanOut(teams=tuple(ids), channels=channels) if ids else None
 
     def window(self, s: Map, rt: ResourceType) -> tuple[timedelta, timedelta] | None:
         """``window``: how far back and ahead a calendarView subscription syncs."""

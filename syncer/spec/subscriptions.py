@@ -53,6 +53,7 @@ SUBSCRIPTION_KEYS = (
     "for_each",
     "window",
     "folders",
+    "model",
 )
 
 
@@ -129,18 +130,22 @@ class SubscriptionsLoader:
             names.setdefault(sub.name, path)
             if not repeated_name:  # a repeated name repeats its default table: one error is enough
                 self.mirrors.claim_tables(sub, path, nodes, item, tables)
+            # Teams allows one subscription of an app per chat, channel or team path, whatever its change types.
+            per_path = sub.resource_type.quota.per_instance == 1
             scope = (
                 sub.tenant,
                 resources.split_resource(sub.resource)[0].lower(),
-                tuple(sorted(sub.change_types)),
+                () if per_path else tuple(sorted(sub.change_types)),
             )
             if scope in scopes:
                 r.error(
                     nodes.get("resource"),
                     f"{path}.resource",
-                    "one subscription per resource and change types",
+                    "one subscription per Teams resource" if per_path else "one subscription per resource and change types",
                     f"the same as {scopes[scope]}",
-                    "Graph answers 409 Conflict to a duplicate",
+                    "Graph allows one subscription of an app per chat, channel or team path"
+                    if per_path
+                    else "Graph answers 409 Conflict to a duplicate",
                 )
             scopes.setdefault(scope, path)
             subs.append(sub)
@@ -185,6 +190,7 @@ class SubscriptionsLoader:
         fan_out = self.scopes.fan_out(s, rt, params)
         window = self.scopes.window(s, rt)
         folders = self.scopes.folders(s, rt, params)
+        model = self.model(s, rt, resource)
         if len(r.errors) > before or not (
             name and tenant and mirror and isinstance(interval, timedelta) and renew_before
         ):
@@ -206,6 +212,7 @@ class SubscriptionsLoader:
             window_past=window[0] if window else None,
             window_future=window[1] if window else None,
             folders=folders,
+            model=model,
         ), s.values
 
     def sub_tenant(self, s: Map, tenants: tuple[Tenant, ...] | None) -> str | None:
@@ -249,10 +256,13 @@ class SubscriptionsLoader:
             )
             return None
         bare, _query = resources.split_resource(text)
-        others = [b for b in re.findall(r"\{[^}]*\}", bare) if b != "{user}"]
+        others = [b for b in re.findall(r"\{[^}]*\}", bare) if b not in _FAN_OUT_PLACEHOLDERS]
         if others:
             r.error(
-                node, path, "no placeholder but {user} (expanded by for_each)", f"{others[0]} in '{text}'"
+                node,
+                path,
+                "no placeholder but {user}, {team} or {channel} (expanded by for_each)",
+                f"{others[0]} in '{text}'",
             )
             return None
         matched = resources.match_resource(text)
@@ -310,6 +320,39 @@ class SubscriptionsLoader:
         else:
             return text, rt, params
         return None
+
+    def model(self, s: Map, rt: ResourceType, resource: str) -> str | None:
+        """``model``: Teams' payment model (https://learn.microsoft.com/en-us/graph/teams-licenses), A or B.
+
+        Also read from a ``?model=`` written in the resource itself; both must agree. Graph only takes it on
+        the paths that list it, and only ``B`` on the per-user and per-app paths.
+        """
+        r, path, node = self.r, s.sub("model"), s.get("model")
+        _bare, query = resources.split_resource(resource)
+        in_query = next(
+            (v for k, _, v in (part.partition("=") for part in query.split("&")) if k.strip() == "model"), None
+        )
+        declared = r.string(node, path, expected="A or B") if node is not None else None
+        where, field_path = (node, path) if node is not None else (s.get("resource"), s.sub("resource"))
+        if declared is not None and in_query is not None and declared != in_query:
+            r.error(node, path, f"the model of the resource (model={in_query})", f"'{declared}'")
+            return None
+        value = declared if declared is not None else in_query
+        if value is None:
+            return None
+        if not rt.models:
+            r.error(
+                where,
+                field_path,
+                f"no model for {rt.key} (Graph takes model= on getAllMessages, getAllMembers and per-user paths)",
+                f"model {value}",
+            )
+            return None
+        if value not in rt.models:
+            allowed = " or ".join(sorted(rt.models))
+            r.error(where, field_path, f"model {allowed} for {rt.key}", f"'{value}'")
+            return None
+        return value if in_query is None else None  # already in the resource as written
 
     def change_types(self, s: Map, rt: ResourceType) -> tuple[str, ...]:
         r, path, node = self.r, s.sub("change_types"), s.get("change_types")
@@ -407,6 +450,9 @@ class SubscriptionsLoader:
             )
             return lifetime, None
         return lifetime, renew if isinstance(renew, timedelta) else None
+
+
+_FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}")
 
 
 def _suggest(bare: str) -> str:

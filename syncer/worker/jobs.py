@@ -35,7 +35,7 @@ from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
 from syncer.reconcile import records
 from syncer.worker import fetch, scopes, scopestate, sync
-from syncer.worker.scopes import FETCH, Scope, ScopeIndex
+from syncer.worker.scopes import Scope, ScopeIndex
 from syncer.worker.scopestate import utcnow
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class Worker:
                         if target is None:
                             log.warning("notification for unknown scope (subscription %s, resource %s): ignored",
                                         item.subscription_id, item.resource)
-                        elif target.strategy.method == FETCH and item.resource:
+                        elif item.resource and scopes.fetched_by_id(target.strategy, item.resource):
                             fetches.setdefault((target.tenant_id, target.key), []).append(item)
                             continue  # acknowledged once fetched
                         else:

@@ -72,6 +72,15 @@ class Strategy:
     """FETCH: GET one item; ``{resource}`` is the notification's resource path."""
     single_filter: str | None = None
     """A declaration of one object (``users/{user}``) syncs through the collection's delta with this $filter."""
+    inline: str | None = None
+    """Items carry others inside (a channel message's ``replies``, asked with ``$expand``): each is written
+    as a row of its own, and the carrier's row keeps its own properties only."""
+    fetch_notified: str | None = None
+    """A regular expression: a notification whose resource matches it is fetched by id (like a FETCH scope's)
+    instead of marking the scope dirty, for items the delta does not bring (a new reply: its root may not change)."""
+    deleted_property: str | None = None
+    """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
+    is written, then removed with reason ``deleted`` at that time."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -103,10 +112,40 @@ STRATEGIES: dict[str, Strategy] = {
             container_placeholder="list",
         ),
         Strategy("driveItem", DRIVE_DELTA, "{drive_root}/delta", deleted_facet=True),
+        # https://learn.microsoft.com/en-us/graph/api/chatmessage-delta: root messages of one channel (replies are
+        # not in it), no $select (only $top, $skip, $expand and $filter); a soft-deleted message stays listed
+        # with deletedDateTime set (https://learn.microsoft.com/en-us/graph/api/chatmessage-softdelete).
+        Strategy(
+            "chatMessage.channel",
+            DELTA,
+            "teams/{team}/channels/{channel}/messages/delta",
+            select=False,
+            # The delta lists roots only: $expand=replies brings each listed root's replies, and a notified
+            # reply (teams('t')/channels('c')/messages('root')/replies('r')) is fetched by id.
+            inline="replies",
+            fetch_notified=r"/replies(/|\(')[^/]+$",
+            deleted_property="deletedDateTime",
+        ),
+        Strategy(
+            "chatMessage.user",
+            DELTA,
+            "users/{user}/chats/getAllMessages/delta",
+            select=False,
+            deleted_property="deletedDateTime",
+        ),
         # No delta in Graph (or in our notes): list + GET by id.
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
     )
 }
+
+
+def fetched_by_id(strategy: Strategy, resource: str | None) -> bool:
+    """Whether a notification naming *resource* is fetched by id rather than marking its scope dirty."""
+    if not resource:
+        return False
+    if strategy.method == FETCH:
+        return True
+    return strategy.fetch_notified is not None and re.search(strategy.fetch_notified, resource) is not None
 
 
 def strategy_for(resource_type: resources.ResourceType) -> Strategy:
@@ -193,11 +232,13 @@ def expand_subscription(
     tenant_id: str,
     *,
     users: Sequence[str] = (),
+    bindings: Sequence[Mapping[str, str]] = (),
     now: datetime | None = None,
 ) -> list[Scope]:
     """The static scopes of *subscription* (container scopes included, their folders not).
 
-    *users* fills ``{user}`` for per-mailbox declarations (see :func:`resolve_users`).
+    *users* fills ``{user}`` for per-mailbox declarations (see :func:`resolve_users`); *bindings* fill
+    ``{team}`` (and ``{channel}``) of a declaration over teams (see :func:`resolve_teams`).
     """
     now = now or datetime.now(UTC)
     rt = subscription.resource_type
@@ -205,16 +246,18 @@ def expand_subscription(
     path, _query = resources.split_resource(subscription.resource)
     matched = resources.match_resource(path)
     params = dict(matched[1]) if matched else {}
-    needs_user = params.get("user", "").startswith("{") or "{user}" in path
-    user_values: Sequence[str | None] = users if needs_user else [None]
-    if needs_user and not users:
-        return []
+    fan_out = subscription.fan_out
+    if fan_out is not None and fan_out.over_teams:
+        values: list[Mapping[str, str]] = list(bindings)
+    else:
+        needs_user = params.get("user", "").startswith("{") or "{user}" in path
+        if needs_user and not users:
+            return []
+        values = [{"user": user} for user in users] if needs_user else [{}]
     scopes: list[Scope] = []
-    for user in user_values:
-        p = dict(params)
-        if user is not None:
-            p["user"] = user
-        expanded_path = fill(path, p) if user is not None else path
+    for binding in values:
+        p = {**params, **binding}
+        expanded_path = fill(path, binding) if binding else path
         parent = parent_key(expanded_path)
         scopes += _scopes_for(subscription, tenant_id, strategy, parent, p, now=now)
     return scopes
@@ -268,6 +311,8 @@ def _scopes_for(
     if strategy.containers and strategy.container_placeholder:
         return [folder_scope_from(base, strategy, params, params[strategy.container_placeholder], select)]
     query = list(select)
+    if strategy.inline:
+        query.append(("$expand", strategy.inline))
     if strategy.window:
         query += _window(subscription, now)
     if strategy.single_filter and strategy.single_filter in params:
@@ -396,6 +441,33 @@ def resolve_users(subscription: Subscription, client: PageLister | None) -> list
     return found
 
 
+def resolve_teams(subscription: Subscription, client: PageLister | None) -> list[dict[str, str]]:
+    """The ``{team}`` (and ``{channel}``) values of a declaration over teams, listed the way reconcile does."""
+    fan_out = subscription.fan_out
+    if fan_out is None or not fan_out.over_teams:
+        return []
+    teams = list(fan_out.teams)
+    if (not teams or fan_out.channels) and client is None:
+        raise ConfigError(f"subscription {subscription.name!r}: for_each needs Graph to list its teams or channels")
+    if not teams:
+        teams = _listed_ids(client, "teams?$select=id")
+    if not fan_out.channels:
+        return [{"team": team} for team in teams]
+    return [
+        {"team": team, "channel": channel}
+        for team in teams
+        for channel in _listed_ids(client, f"teams/{quote(team, safe='')}/channels?$select=id")
+    ]
+
+
+def _listed_ids(client: PageLister | None, url: str) -> list[str]:
+    assert client is not None
+    found: list[str] = []
+    for page in client.iter_pages(url):
+        found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    return found
+
+
 def declared_scopes(
     spec: Spec,
     *,
@@ -411,6 +483,10 @@ def declared_scopes(
             continue
         tenant = spec.tenant(subscription.tenant)
         client = clients.get(subscription.tenant) if clients else None
+        if subscription.fan_out is not None and subscription.fan_out.over_teams:
+            bindings = resolve_teams(subscription, client)
+            scopes += expand_subscription(subscription, tenant.tenant_id, bindings=bindings, now=now)
+            continue
         users = resolve_users(subscription, client)
         scopes += expand_subscription(subscription, tenant.tenant_id, users=users, now=now)
     return scopes

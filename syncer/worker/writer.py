@@ -250,6 +250,23 @@ class RowWriter:
             )
         return max(changed, 0)
 
+    def soft_deleted(self, connection: Connection, deleted: Sequence[tuple[str, datetime]]) -> int:
+        """Rows just written whose item Graph lists as soft-deleted ``(id, when)``: removed with reason
+        ``deleted`` at Graph's time (the row keeps Graph's item), or deleted under ``delete: hard``."""
+        if not deleted:
+            return 0
+        t = self.table
+        where = [t.c.tenant_id == self.scope.tenant_id, t.c.id == sa.bindparam("b_id"), t.c._scope == self.scope.key]
+        if self.scope.delete == "hard":
+            stmt: Any = sa.delete(t).where(*where)
+            params: list[dict[str, Any]] = [{"b_id": i} for i, _at in deleted]
+        else:
+            stmt = sa.update(t).where(*where).values(
+                _deleted_at=sa.bindparam("b_at", type_=schema.UtcDateTime), _removed_reason="deleted"
+            )
+            params = [{"b_id": i, "b_at": at} for i, at in deleted]
+        return max(connection.execute(stmt, params).rowcount, 0)
+
     def sweep(self, connection: Connection, *, round_id: int, now: datetime, round_started: datetime | None) -> int:
         """After a full round: remove this scope's rows the round did not see."""
         t = self.table
@@ -349,6 +366,18 @@ class PageOutcome:
     deleted: int = 0
 
 
+def inline_items(items: Sequence[Mapping[str, Any]], inline: str) -> list[Mapping[str, Any]]:
+    """Each item without its *inline* list (and that list's nextLink), followed by the items of the list."""
+    out: list[Mapping[str, Any]] = []
+    for item in items:
+        if inline not in item and f"{inline}@odata.nextLink" not in item:
+            out.append(item)
+            continue
+        out.append({k: v for k, v in item.items() if k not in (inline, f"{inline}@odata.nextLink")})
+        out += [child for child in item.get(inline) or () if isinstance(child, Mapping)]
+    return out
+
+
 def apply_items(
     connection: Connection,
     writer: RowWriter,
@@ -359,6 +388,8 @@ def apply_items(
 ) -> PageOutcome:
     """Write one page: the last state of each item wins (an item may repeat within a page)."""
     strategy = writer.scope.strategy
+    if strategy.inline is not None:
+        items = inline_items(items, strategy.inline)
     synced_at = writer.synced_at(now)
     last: dict[str, Mapping[str, Any]] = {}
     members: list[tuple[str, Mapping[str, Any]]] = []
@@ -378,13 +409,18 @@ def apply_items(
         last[key] = item
     live = []
     removals = []
+    soft_deleted: list[tuple[str, datetime]] = []
     for key, item in last.items():
         reason = removal_of(item, deleted_facet=strategy.deleted_facet)
         if reason is None:
             live.append(item)
+            if strategy.deleted_property is not None and item.get(strategy.deleted_property) is not None:
+                at = mirror.convert(item[strategy.deleted_property], "datetime")
+                soft_deleted.append((key, at if isinstance(at, datetime) else now))
         else:
             removals.append((key, reason))
     writer.upsert(connection, live, synced_at=synced_at, run_id=run_id)
     deleted = writer.remove(connection, removals, now=now, run_id=run_id)
+    deleted += writer.soft_deleted(connection, soft_deleted)
     writer.members_delta(connection, members, now=now)
     return PageOutcome(upserted=len(live), deleted=deleted)
