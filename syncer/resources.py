@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 from urllib.parse import unquote
 
 MIN_LIFETIME = timedelta(minutes=45)
@@ -106,6 +107,19 @@ class ResourceType:
 
 def _minutes(n: int) -> timedelta:
     return timedelta(minutes=n)
+
+
+def _teams(**fields: Any) -> ResourceType:
+    """A Teams type with the rules Graph applies to every Teams subscription: 4,320 minutes at most (basic
+    and rich), the tenant's pool and one per app per resource, a lifecycle URL past an hour
+    (https://learn.microsoft.com/en-us/graph/teams-change-notification-in-microsoft-teams-overview)."""
+    shared: dict[str, Any] = {
+        "max_lifetime": _minutes(4_320),
+        "max_lifetime_rich": _minutes(4_320),
+        "quota": _TEAMS_QUOTA,
+        "lifecycle_url_over": timedelta(hours=1),
+    }
+    return ResourceType(**shared, **fields)
 
 
 _USER_FIELDS = (
@@ -345,63 +359,47 @@ CATALOGUE: tuple[ResourceType, ...] = (
     # https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage and the -chat, -team-and-channel,
     # -teammembership, -chatmembership and -channelmembership pages: one entry per set of change types and
     # per `model` rule, since Graph's rules differ between a collection and one of its items.
-    ResourceType(
+    _teams(
         key="chatMessage.channel",
         name="chatMessage",
         # Roots and replies are notified; the channel-message delta returns roots only (replies: not yet synced).
         patterns=("teams/{team}/channels/{channel}/messages",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="ChannelMessage.Read.All",
         lifecycle_events=_TEAMS_LIFECYCLE,
         sync=DELTA,
         delta_paths=("teams/{team}/channels/{channel}/messages/delta",),
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
-    ResourceType(
+    _teams(
         key="chatMessage.allChannels",
         name="chatMessage",
         patterns=("teams/getAllMessages",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="ChannelMessage.Read.All",
         lifecycle_events=_TEAMS_LIFECYCLE,
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         models=_MODELS_AB,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
-    ResourceType(
+    _teams(
         key="chatMessage.chat",
         name="chatMessage",
         patterns=("chats/{chat}/messages",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Chat.Read.All",
         lifecycle_events=_TEAMS_LIFECYCLE,
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
-    ResourceType(
+    _teams(
         key="chatMessage.allChats",
         name="chatMessage",
         patterns=("chats/getAllMessages",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Chat.Read.All",
         lifecycle_events=_TEAMS_LIFECYCLE,
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         models=_MODELS_AB,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
@@ -424,157 +422,105 @@ CATALOGUE: tuple[ResourceType, ...] = (
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
-    ResourceType(
+    _teams(
         key="chatMessage.app",
         name="chatMessage",
         patterns=("appCatalogs/teamsApps/{app}/installedToChats/getAllMessages",),
         change_types=frozenset({"created", "updated"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Chat.Read.WhereInstalled",
         lifecycle_events=_TEAMS_LIFECYCLE,
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         models=_MODEL_B,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
-    ResourceType(
+    _teams(
         key="chat",
         name="chat",
         patterns=("chats", "users/{user}/chats"),  # the per-user path is preview in Graph's table
         change_types=frozenset({"created", "updated"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Chat.ReadBasic.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="chat.one",
         name="chat",
         # "created" only with notifyOnUserSpecificProperties=true, which needs a user (delegated) context.
         patterns=("chats/{chat}",),
         change_types=frozenset({"updated"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Chat.ReadBasic.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="chat.app",
         name="chat",
         patterns=("appCatalogs/teamsApps/{app}/installedToChats",),
         change_types=frozenset({"created", "updated"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Chat.ReadBasic.WhereInstalled",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         models=_MODEL_B,
     ),
-    ResourceType(
+    _teams(
         key="channel",
         name="channel",
         patterns=("teams/getAllChannels", "teams/{team}/channels"),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Channel.ReadBasic.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="team",
         name="team",
         patterns=("teams",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Team.ReadBasic.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="team.one",
         name="team",
         patterns=("teams/{team}",),
         change_types=frozenset({"updated", "deleted"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="Team.ReadBasic.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="conversationMember.team",
         name="conversationMember",
         patterns=("teams/{team}/members",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="TeamMember.Read.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="conversationMember.allTeams",
         name="conversationMember",
         patterns=("teams/getAllMembers",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="TeamMember.Read.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         models=_MODELS_AB,
     ),
-    ResourceType(
+    _teams(
         key="conversationMember.channel",
         name="conversationMember",
         # Private and shared channels; teams/getAllChannels/getAllMembers is beta only (not in v1.0).
         patterns=("teams/{team}/channels/getAllMembers",),
         change_types=frozenset(CHANGE_TYPES),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="ChannelMember.Read.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="conversationMember.chat",
         name="conversationMember",
         patterns=("chats/{chat}/members",),
         change_types=frozenset({"created", "deleted"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="ChatMember.Read.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="conversationMember.allChats",
         name="conversationMember",
         patterns=("chats/getAllMembers",),
         change_types=frozenset({"created", "deleted"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="ChatMember.Read.All",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         models=_MODELS_AB,
     ),
-    ResourceType(
+    _teams(
         key="conversationMember.app",
         name="conversationMember",
         patterns=("appCatalogs/teamsApps/{app}/installedToChats/getAllMembers",),
         change_types=frozenset({"created", "updated"}),
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="ChatMember.Read.WhereInstalled",
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
         models=_MODEL_B,
     ),
     ResourceType(
@@ -587,7 +533,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         permission="CallRecords.Read.All",
         quota=Quota(per_tenant=100),
     ),
-    ResourceType(
+    _teams(
         key="callRecording",
         name="callRecording",
         patterns=(
@@ -596,13 +542,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
             "users/{user}/onlineMeetings/getAllRecordings",
         ),
         change_types=frozenset({"created"}),  # "a recording becomes available": our reading
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="OnlineMeetingRecording.Read.All",  # Graph's permission reference for the resource
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
-    ResourceType(
+    _teams(
         key="callTranscript",
         name="callTranscript",
         patterns=(
@@ -610,11 +552,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
             "communications/onlineMeetings/{meeting}/transcripts",
         ),
         change_types=frozenset({"created"}),  # "a transcript becomes available": our reading
-        max_lifetime=_minutes(4_320),
-        max_lifetime_rich=_minutes(4_320),
         permission="OnlineMeetingTranscript.Read.All",  # Graph's permission reference for the resource
-        quota=_TEAMS_QUOTA,
-        lifecycle_url_over=timedelta(hours=1),
     ),
     ResourceType(
         key="presence",
