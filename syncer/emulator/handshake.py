@@ -42,7 +42,7 @@ def handshake(state: EmulatorState, url: str) -> str | None:
     separator = "&" if urlsplit(url).query else "?"
     target = f"{url}{separator}validationToken={quote(token, safe='')}"
     session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (local-facts.md)
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (requests' trust_env)
     started = time.monotonic()
     try:
         response = session.post(

@@ -1,6 +1,6 @@
 """Certificates for the emulator's HTTPS listener and its default app's certificate credential.
 
-MSAL refuses any authority that is not ``https://`` (../shared/local-facts.md), so the emulator always
+MSAL refuses any authority that is not ``https://`` (msal's authority validation), so the emulator always
 serves TLS: a throwaway CA signs a server certificate for 127.0.0.1, ::1 and localhost, and clients trust
 the CA's PEM file. RSA key generation is the slow part (~50 ms per key), so keys are made once per process
 and reused by every emulator a test run starts; each instance still writes its own files.

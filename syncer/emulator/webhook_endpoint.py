@@ -62,7 +62,7 @@ class Endpoint:
     def open(cls, url: str, *, rules: ThrottleRules, pool_size: int) -> Endpoint:
         """A new endpoint with its own keep-alive connection pool (a session per URL, as a sender would)."""
         session = requests.Session()
-        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (local-facts.md)
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (requests' trust_env)
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1))
         session.mount("http://", adapter)
         session.mount("https://", adapter)

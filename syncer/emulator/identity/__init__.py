@@ -1,7 +1,7 @@
 """The identity platform: OpenID discovery, the authorize page, device codes, the token endpoint, JWKS, and the
 bearer check of every Graph call.
 
-What MSAL calls and expects is in ../shared/local-facts.md and docs/emulator-identity.md. The rooms:
+What MSAL calls and expects is in docs/emulator-identity.md. The rooms:
 
 ```
 apps.py            app registrations (credentials, roles, sign-in audience, redirect URIs, public client)
