@@ -173,6 +173,7 @@ class Worker:
             marking: list[int] = []
             done: list[int] = []
             failed: list[tuple[int, str]] = []
+            soon: list[int] = []  # retried at once: the database failed, not the row
             for item in items:
                 try:
                     if item.kind == "lifecycle":
@@ -200,8 +201,15 @@ class Worker:
                         dirty += scopestate.mark_dirty(connection, tenant_id, sorted(keys), now=self.clock())
                 done += marking
             except Exception as error:
-                log.exception("marking %d scopes dirty failed", sum(len(k) for k in parents.values()))
-                failed += [(row_id, str(error)) for row_id in marking]
+                if not database_unreachable(error):
+                    log.exception("marking %d scopes dirty failed", sum(len(k) for k in parents.values()))
+                    failed += [(row_id, str(error)) for row_id in marking]
+                else:
+                    # The session was lost or unusable (a failover, a read-only episode): its connection is
+                    # discarded already, and the next drain gets a fresh one; these rows wait seconds, not
+                    # the minute a bad row waits. The outage log says it once.
+                    self.database.failed(error, f"{len(marking)} notifications wait for the next drain")
+                    soon += marking
             waiting: dict[timedelta, list[int]] = {}  # retry in -> rows
             for (tenant_id, key), notified in fetches.items():
                 scope = self.index.static[(tenant_id, key)]
@@ -234,6 +242,8 @@ class Worker:
                 self.inbox.release(rows, worker=self.worker_id, retry_in=retry_in)
             for row_id, reason in failed:
                 self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
+            if soon:
+                self.inbox.release(soon, worker=self.worker_id)
         return DrainResult(len(items), dirty, fetched, lifecycle)
 
     def _fetch(self, scope: Scope, resources: list[str]) -> sync.PassResult:
