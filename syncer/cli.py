@@ -424,16 +424,24 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
 
 
 @main.command()
+@click.argument("names", metavar="[NAME]...", nargs=-1)
 @spec_option
 @click.option(
     "--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."
 )
+@click.option("--scope", "pattern", default=None, help="Show the scopes whose key matches this glob ('users/*/messages').")
+@click.option("--failing", is_flag=True, help="Show the scopes needing attention: failing, stale or never synced.")
 @click.option(
     "--max-lag",
     default=None,
     callback=lambda _ctx, _param, value: None if value is None else _duration(value),
-    help="Exit 2 if a scope's last success is older than this (30m, 2h, ...) or it never succeeded: a check "
-    "for monitoring.",
+    help="Exit 2 if a scope's freshness is older than this (30m, 2h, ...) or it never succeeded: a check "
+    "for monitoring. Without it, each scope is judged by its declaration's sync_interval (see --check).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 2 if a scope is stale (freshness older than its sync_interval plus a grace), failing or never synced.",
 )
 @click.option(
     "--rows/--no-rows",
@@ -442,28 +450,61 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     help="Count each scope's live mirror rows (reads every mirror table; --no-rows for checks run often).",
 )
 @friendly_errors
-def status(spec_path: Path, output: str, max_lag: timedelta | None, rows: bool) -> None:
-    """Print each scope's last success, lag, rows and last error, and each subscription's expiry.
+def status(
+    names: tuple[str, ...],
+    spec_path: Path,
+    output: str,
+    pattern: str | None,
+    failing: bool,
+    max_lag: timedelta | None,
+    check: bool,
+    rows: bool,
+) -> None:
+    """A summary per declaration: scopes by health, rows, freshness, next expiry, inbox depth.
 
-    Exit 0; with --max-lag, exit 2 when a scope is staler than that (the scopes are named on stderr),
-    1 on errors.
+    NAME (a declaration), --scope or --failing show scopes in detail. Freshness is the time as of
+    which the mirror is known to equal Graph: the last pass or processed notification of the scope.
+    Exit 0; 2 with --check or --max-lag when a scope is stale (named on stderr); 1 on errors.
     """
     import json
+    import shutil
 
     from syncer.spec import load_spec
-    from syncer.status import collect, human, render, stale, to_json
+    from syncer.status import collect, human, needing_attention, render, stale, to_json
 
     spec = load_spec(spec_path, check_secrets=False)
+    unknown = sorted(set(names) - {sub.name for sub in spec.subscriptions})
+    if unknown:
+        raise click.UsageError(
+            f"no declaration named {', '.join(map(repr, unknown))} in {spec_path} "
+            f"(declared: {', '.join(sub.name for sub in spec.subscriptions) or 'none'})"
+        )
     engine = database.create_engine(spec.database_url)
     try:
-        found = collect(engine, count_rows=rows)
+        found = collect(
+            engine, count_rows=rows, max_lag=max_lag, intervals={sub.name: sub.sync_interval for sub in spec.subscriptions}
+        )
     finally:
         engine.dispose()
-    click.echo(json.dumps(to_json(found), indent=2) if output == "json" else render(found))
-    late = stale(found, max_lag) if max_lag is not None else []
-    if late:
-        click.echo(f"{len(late)} scope(s) staler than {human(max_lag)}: " + ", ".join(sc.scope for sc in late[:20]), err=True)
-        sys.exit(2)
+    if output == "json":
+        click.echo(json.dumps(to_json(found), indent=2))
+    else:
+        width = shutil.get_terminal_size((160, 24)).columns
+        click.echo(render(found, names=names, pattern=pattern, failing=failing, width=width))
+    if max_lag is not None:
+        late = stale(found, max_lag)
+        if late:
+            click.echo(f"{len(late)} scope(s) staler than {human(max_lag)}: " + ", ".join(sc.scope for sc in late[:20]), err=True)
+            sys.exit(2)
+    if check:
+        late = needing_attention(found)
+        if late:
+            click.echo(
+                f"{len(late)} scope(s) need attention: "
+                + ", ".join(f"{sc.scope} ({sc.health})" for sc in late[:20]),
+                err=True,
+            )
+            sys.exit(2)
 
 
 def _delegated_entry(spec_path: Path, name: str | None) -> tuple[Any, str]:
