@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -505,6 +506,50 @@ def status(
                 err=True,
             )
             sys.exit(2)
+
+
+@main.command()
+@spec_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8090, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A file holding the token every request must carry (else SYNCER_UI_TOKEN); required off loopback.",
+)
+@friendly_errors
+def ui(spec_path: Path, host: str, port: int, token_file: Path | None) -> None:
+    """Serve a read-only status page: declarations, scopes, subscriptions, the last 24 hours, the mirror tables.
+
+    On loopback by default. Bound to another address it needs a token (basic auth with the token as
+    password, or `Authorization: Bearer TOKEN`), from --token-file or SYNCER_UI_TOKEN.
+    """
+    import ipaddress
+
+    from werkzeug.serving import make_server
+
+    from syncer.spec import load_spec
+    from syncer.ui import create_app
+
+    token = token_file.read_text().strip() if token_file else os.environ.get("SYNCER_UI_TOKEN") or None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token:
+        raise click.UsageError(f"--host {host} is not loopback: give a token (--token-file or SYNCER_UI_TOKEN)")
+    spec = load_spec(spec_path, check_secrets=False)
+    engine = database.create_engine(spec.database_url)
+    server = make_server(host, port, create_app(engine, spec, token=token), threaded=True)
+    click.echo(f"syncer ui: http://{host}:{server.server_port}/ (read-only{', token required' if token else ''})")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        engine.dispose()
 
 
 def _delegated_entry(spec_path: Path, name: str | None) -> tuple[Any, str]:
