@@ -121,6 +121,14 @@ def test_list_items_end_to_end_from_a_site_path(world: World) -> None:
         assert rows[third["id"]]["_deleted_at"] is None and rows[third["id"]]["site_id"] == site["id"]
         assert rows[second["id"]]["_removed_reason"] == "deleted"
 
+        # An expired token: 410, the scope is enumerated again and swept, nothing lost.
+        assert graph.admin("POST", "delta/expire", json={"scope": "^sites/"}).json()["collections"] >= 1
+        assert graph.patch(f"{base}/{third['id']}/fields", json={"Title": "Window fixed"}).status_code == 200
+        (result,) = sync_once(spec, ["issues"], clients=synced.graphs, engine=world.engine)
+        assert result.outcome == "ok" and result.resync is not None and result.full, result
+        synced.verify()
+        assert _rows(world, "issues", "fields_title")[third["id"]]["fields_title"] == "Window fixed"
+
         # A shoulder tap (no item id, the list's canonical path) marks the scope dirty: a delta pass follows.
         worker = synced.worker()
         (subscription,) = world.live()
@@ -134,4 +142,130 @@ def test_list_items_end_to_end_from_a_site_path(world: World) -> None:
         assert drained.claimed == 3 and drained.started == (canonical,), drained
         worker.wait(timeout=60)
         assert "Fourth" in {r["fields_title"] for r in _rows(world, "issues", "fields_title").values()}
+        synced.verify()
+
+
+OWNERS_SPEC = """
+  - name: ops-owners
+    resource: 'groups/{group}/owners'
+    lifetime: 1d
+    mirror: {{table: ops_owners, columns: [displayName, userPrincipalName]}}
+  - name: groups
+    resource: groups
+    lifetime: 1d
+    mirror: {{table: groups, columns: [displayName]}}
+"""
+
+
+def _ref(uid: str) -> dict[str, str]:
+    return {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{uid}"}
+
+
+def test_group_owners_are_their_own_table(world: World) -> None:
+    """groups/{id}/owners mirrors the owners (not the members) with the group's id; adding and removing an owner
+    through Graph reaches the mirror, by a pass or by a notification naming the group."""
+    graph = world.graph
+    ada, alan, grace = world.users
+    gid = _group(graph, "ops", **{"owners@odata.bind": [f"https://graph.microsoft.com/v1.0/users/{ada}"],
+                                  "members@odata.bind": [f"https://graph.microsoft.com/v1.0/users/{alan}"]})
+    spec = world.spec(OWNERS_SPEC.format(group=gid))
+    mirror.upgrade(spec, engine=world.engine)
+    assert world.run(spec).ok
+    assert sorted(s["resource"] for s in world.live()) == ["groups", f"groups/{gid}/owners"]
+    with world.engine.connect() as connection:
+        tables = set(sa.inspect(connection).get_table_names())
+    assert "ops_owners_members" not in tables and "groups_members" in tables
+    with Synced(world, spec) as synced:
+        synced.sync("ops-owners", "groups")
+        rows = _rows(world, "ops_owners", "group_id, user_principal_name")
+        assert set(rows) == {ada} and rows[ada]["group_id"] == gid  # the owner; alan is a member only
+        assert graph.post(f"groups/{gid}/owners/$ref", json=_ref(grace)).status_code == 204
+        assert graph.delete(f"groups/{gid}/owners/{ada}/$ref").status_code == 204
+        synced.sync("ops-owners")
+        rows = _rows(world, "ops_owners", "group_id")
+        assert rows[grace]["_deleted_at"] is None and rows[grace]["group_id"] == gid
+        assert rows[ada]["_removed_reason"] == "swept"
+
+        # Graph notifies the owners subscription naming the group: the owners are listed again (not the
+        # group fetched by id into the owners table). A membership change on /groups carries members@delta:
+        # the groups scope's delta pass brings the members.
+        worker = synced.worker()
+        assert graph.post(f"groups/{gid}/owners/$ref", json=_ref(alan)).status_code == 204
+        assert graph.post(f"groups/{gid}/members/$ref", json=_ref(grace)).status_code == 204
+        live = {s["resource"]: s["id"] for s in world.live()}
+        tenant = spec.tenants[0].tenant_id
+        Inbox(world.engine).put([
+            NewItem(tenant_id=tenant, subscription_id=live[f"groups/{gid}/owners"], kind="change", event="updated",
+                    resource=f"Groups/{gid}", resource_id=gid, dedupe_key="o", payload={"resource": f"Groups/{gid}"}),
+            NewItem(tenant_id=tenant, subscription_id=live["groups"], kind="change", event="updated",
+                    resource=f"Groups/{gid}", resource_id=gid, dedupe_key="m",
+                    payload={"resource": f"Groups/{gid}", "resourceData": {
+                        "id": gid, "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": grace}]}}),
+        ])
+        drained = worker.drain()
+        assert drained.claimed == 2 and drained.fetched == 0, drained
+        assert set(drained.started) == {f"groups/{gid}/owners", "groups"}, drained
+        worker.wait(timeout=60)
+        rows = _rows(world, "ops_owners", "group_id")
+        assert set(r for r, v in rows.items() if v["_deleted_at"] is None) == {grace, alan}
+        assert gid not in rows
+        with world.engine.connect() as connection:
+            members = connection.execute(sa.text("SELECT member_id FROM groups_members WHERE group_id = :g"),
+                                         {"g": gid}).scalars().all()
+        assert sorted(members) == sorted([alan, grace])
+        synced.verify()
+
+
+LIBRARY_SPEC = """
+  - name: team-files
+    resource: 'groups/{group}/drive/root'
+    lifetime: 1d
+    mirror: {{table: team_files, columns: [name, size]}}
+  - name: site-files
+    resource: 'sites/{site}/drive/root'
+    lifetime: 1d
+    mirror: {{table: site_files, columns: [name]}}
+"""
+
+
+def test_group_and_site_libraries_are_synced_by_drive_id(world: World) -> None:
+    """A group's and a site's document library: the drive id is resolved, subscribed as drives/{id}/root (the
+    documented resource) and synced by drive delta; rows carry drive_id and group_id or site_id."""
+    graph = world.graph
+    gid = _group(graph, "crew")
+    site = _site(graph)
+    group_drive = graph.get(f"groups/{gid}/drive").json()["id"]
+    site_drive = graph.get(f"sites/{site['id']}/drive").json()["id"]
+    graph.post(f"groups/{gid}/drive/root/children", json={"name": "General", "folder": {}})
+    graph.request("PUT", f"sites/{site['id']}/drive/root:/plan.txt:/content", data=b"v1")
+    spec = world.spec(LIBRARY_SPEC.format(group=gid, site="contoso.sharepoint.com:/sites/ops:"))
+    mirror.upgrade(spec, engine=world.engine)
+    assert world.run(spec).ok
+    assert sorted(s["resource"] for s in world.live()) == sorted(f"drives/{d}/root" for d in (group_drive, site_drive))
+    with Synced(world, spec) as synced:
+        synced.sync("team-files", "site-files")
+        team = _rows(world, "team_files", "name, drive_id, group_id")
+        assert {r["name"] for r in team.values()} >= {"General"}
+        assert {(r["drive_id"], r["group_id"]) for r in team.values()} == {(group_drive, gid)}
+        files = _rows(world, "site_files", "name, drive_id, site_id")
+        assert {(r["drive_id"], r["site_id"]) for r in files.values()} == {(site_drive, site["id"])}
+
+        made = graph.request("PUT", f"groups/{gid}/drive/root:/notes.txt:/content", data=b"hello").json()
+        plan = next(i for i, r in files.items() if r["name"] == "plan.txt")
+        assert graph.delete(f"drives/{site_drive}/items/{plan}").status_code == 204
+        synced.sync("team-files", "site-files")
+        assert _rows(world, "team_files", "name")[made["id"]]["_deleted_at"] is None
+        assert _rows(world, "site_files", "name")[plan]["_removed_reason"] == "deleted"
+
+        # A drive notification names drives/{id}/root: the library's scope is marked dirty.
+        worker = synced.worker()
+        graph.post(f"groups/{gid}/drive/root/children", json={"name": "Later", "folder": {}})
+        live = {s["resource"]: s["id"] for s in world.live()}
+        resource = f"drives/{group_drive}/root"
+        Inbox(world.engine).put([NewItem(
+            tenant_id=spec.tenants[0].tenant_id, subscription_id=live[resource], kind="change", event="updated",
+            resource=resource, resource_id=None, dedupe_key="d", payload={"resource": resource})])
+        assert worker.drain().started == (resource,)
+        worker.wait(timeout=60)
+        assert "Later" in {r["name"] for r in _rows(world, "team_files", "name").values()}
         synced.verify()
