@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from syncer import resources
+from syncer.resolve import RESOLVED_PATTERNS
 from syncer.resources import MIN_LIFETIME, ResourceType
 from syncer.spec.mirror import MirrorLoader
 from syncer.spec.model import (
@@ -311,6 +312,15 @@ class SubscriptionsLoader:
                 path,
                 "a resource Graph lets an app subscribe to with application permissions",
                 f"'{text}' ({rt.name}: delegated permissions only, not supported by spec version {SPEC_VERSION})",
+            )
+        elif _query and (rt.key == "list" or resources.matching_pattern(rt, text) in RESOLVED_PATTERNS):
+            # List subscriptions take no $filter (https://github.com/microsoftgraph/microsoft-graph-docs/issues/18955),
+            # and a resolved path is subscribed as its canonical form: a query would be dropped unseen.
+            r.error(
+                node,
+                path,
+                f"no query string on a {rt.name} resource (Graph filters neither list nor library notifications)",
+                f"'?{_query}' in '{text}'",
             )
         elif rt.global_only and graph is not None and graph.cloud in CLOUDS and graph.cloud != "global":
             r.error(
