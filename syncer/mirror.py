@@ -215,6 +215,9 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         if index.name not in existing_indexes:
             index.create(connection)
             changes.append(f"created index {index.name}")
+    if subscription.resource_type.key == "group.owners" and inspector.has_table(f"{mirror.table}_members"):
+        # Before issue 16 an owners declaration mirrored the group and its members: that table is no longer written.
+        changes.append(f"table {mirror.table}_members is no longer written (the owners are rows of {mirror.table}); kept with its data")
     dropped = [c.name for c in applied if c.name not in {d.name for d in desired}]
     for name in dropped:
         changes.append(f"column {mirror.table}.{name} is no longer declared; kept with its data")

@@ -29,7 +29,6 @@ from urllib.parse import quote
 
 from syncer import resolve, resources
 from syncer.errors import ConfigError
-from syncer.resolve import Resolved
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -239,7 +238,7 @@ def expand_subscription(
     *,
     users: Sequence[str] = (),
     bindings: Sequence[Mapping[str, str]] = (),
-    resolved: Resolved | None = None,
+    resolved: resolve.Resolved | None = None,
     now: datetime | None = None,
 ) -> list[Scope]:
     """The static scopes of *subscription* (container scopes included, their folders not).
@@ -271,12 +270,9 @@ def expand_subscription(
     return scopes
 
 
-def _base(
-    subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None,
-    owners: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None, owners: Mapping[str, str]) -> dict[str, Any]:
     return {
-        "owners": tuple(sorted((owners or {}).items())),
+        "owners": tuple(sorted(owners.items())),
         "tenant_id": tenant_id,
         "name": subscription.name,
         "parent_key": parent,
