@@ -13,7 +13,8 @@ from test_reconcile import World
 
 from syncer import mirror, verify
 from syncer.inbox import Inbox, NewItem
-from syncer.reconcile import graphs_for
+from syncer.reconcile import graphs_for, render_plan
+from syncer.reconcile.lifecycle import repair
 from syncer.spec import Spec
 from syncer.worker import scopes
 from syncer.worker.jobs import Worker
@@ -269,3 +270,26 @@ def test_group_and_site_libraries_are_synced_by_drive_id(world: World) -> None:
         worker.wait(timeout=60)
         assert "Later" in {r["name"] for r in _rows(world, "team_files", "name").values()}
         synced.verify()
+
+
+def test_resolved_declarations_reconcile_idempotently_and_are_repaired(world: World) -> None:
+    """Reconcile compares the canonical path with Graph's: a second run keeps; a removed subscription is recreated
+    on its canonical path; renaming the list's site form in the spec changes nothing in Graph."""
+    graph = world.graph
+    site = _site(graph)
+    lst = _issues(graph, site["id"])
+    spec = world.spec(LIST_SPEC.format(resource="sites/contoso.sharepoint.com:/sites/ops:/lists/Issues"))
+    first = world.run(spec)
+    assert first.ok and first.plan.counts()["create"] == 1
+    assert any(line.startswith("fan-out issues: 1 paths (resolved from sites/") for line in render_plan(first.plan))
+    seq = world.log_seq()
+    same = world.spec(LIST_SPEC.format(resource=f"sites/{site['sharepointIds']['siteId']}/lists/{lst['id']}"))
+    again = world.run(same)
+    assert [str(a.kind) for a in again.plan.actions] == ["keep"] and world.writes_since(seq) == []
+    (row,) = world.rows()
+    assert row.scope_key == f"sites/{site['id']}/lists/{lst['id']}"
+    assert graph.delete(f"subscriptions/{row.subscription_id}").status_code == 204
+    result = repair(same, event="subscriptionRemoved", subscription_id=row.subscription_id, engine=world.engine,
+                    clock=world.now)
+    assert result is not None and result.ok and result.recreated
+    assert [s["resource"] for s in world.live()] == [row.scope_key]
