@@ -134,7 +134,8 @@ STRATEGIES: dict[str, Strategy] = {
             deleted_property="deletedDateTime",
         ),
         # https://learn.microsoft.com/en-us/graph/api/listitem-delta: token links, a "deleted" facet, column values
-        # only with $expand=fields; a notification is a shoulder tap naming the list, never an item.
+        # only with $expand=fields, which the links keep (https://learn.microsoft.com/en-us/graph/delta-query-overview:
+        # the state token encodes the first request's query); a notification is a shoulder tap naming the list.
         Strategy("list", DELTA, "sites/{site}/lists/{list}/items/delta?$expand=fields", select=False, deleted_facet=True),
         # Owners are listed (no owners@delta in groups delta); a notification names the group: list again.
         Strategy("group.owners", FETCH, "groups/{group}/owners"),
