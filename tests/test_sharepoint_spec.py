@@ -146,6 +146,14 @@ def test_a_site_path_without_its_colon_gets_a_hint(tmp_path: Path) -> None:
     assert "ends with ':' before the rest" in str(error), str(error)
 
 
+def test_every_library_of_a_site_is_not_a_resource(tmp_path: Path) -> None:
+    """Graph has no subscription on /sites/{id}/drives (nor /groups/{id}/drives): each library is its own."""
+    for resource in ("sites/root/drives", "groups/g1/drives"):
+        error = problem(tmp_path, f"  - name: d\n    resource: {resource}\n")
+        at(error, 10, "subscriptions[0].resource")
+        assert "one library at a time" in str(error), str(error)
+
+
 def test_a_declared_column_named_like_an_owner_column_wins(tmp_path: Path) -> None:
     spec = load(tmp_path, """\
         - name: issues

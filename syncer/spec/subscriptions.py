@@ -470,6 +470,9 @@ _FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}")
 def _suggest(bare: str) -> str:
     """A did-you-mean for an unknown resource path: the pattern closest to it, segment counts equal."""
     segments = bare.split("/")
+    if segments[0].lower() in ("sites", "groups") and segments[-1].lower() == "drives":
+        # https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions: drives/{id}/root, one per library
+        return "Graph subscribes one library at a time: sites/{site}/drive/root (the default one) or drives/{id}/root"
     if len(segments) > 2 and segments[0].lower() == "sites" and segments[1].endswith(":"):
         # https://learn.microsoft.com/en-us/graph/api/site-getbypath: the path ends with ":" before what follows it
         return "a site named by path ends with ':' before the rest (sites/{hostname}:/sites/ops:/lists/Issues)"
