@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 import test_reconcile
 from emulator_fixtures import EmulatorClient
@@ -13,6 +14,7 @@ from test_reconcile import World
 
 from syncer import mirror, verify
 from syncer.inbox import Inbox, NewItem
+from syncer.receiver.notifications import Notification, parse_collection
 from syncer.reconcile import graphs_for, render_plan
 from syncer.reconcile.lifecycle import repair
 from syncer.spec import Spec
@@ -52,6 +54,12 @@ def _group(graph: EmulatorClient, nick: str, **extra: Any) -> str:
                                    "securityEnabled": True, **extra})
     assert r.status_code == 201, r.text
     return str(r.json()["id"])
+
+
+def _stored(spec: Spec, n: Notification) -> NewItem:
+    """A delivered notification as syncer's receiver stores it (syncer.receiver.app)."""
+    return NewItem(tenant_id=spec.tenants[0].tenant_id, subscription_id=n.subscription_id, kind=n.kind, event=n.event,
+                   resource=n.resource, resource_id=n.resource_id, dedupe_key=n.dedupe_key, payload=n.payload())
 
 
 def _rows(world: World, table: str, columns: str) -> dict[str, dict[str, Any]]:
@@ -130,17 +138,16 @@ def test_list_items_end_to_end_from_a_site_path(world: World) -> None:
         synced.verify()
         assert _rows(world, "issues", "fields_title")[third["id"]]["fields_title"] == "Window fixed"
 
-        # A shoulder tap (no item id, the list's canonical path) marks the scope dirty: a delta pass follows.
+        # Graph's shoulder taps (no item id, the list's canonical path, several per change), stored as the
+        # receiver stores them: the burst is one inbox row, which marks the scope dirty; a delta pass follows.
         worker = synced.worker()
-        (subscription,) = world.live()
+        before = len(world.receiver.items("notifications"))
         graph.post(base, json={"fields": {"Title": "Fourth", "Status": "Open"}})
-        tenant = spec.tenants[0].tenant_id
-        Inbox(world.engine).put([NewItem(
-            tenant_id=tenant, subscription_id=subscription["id"], kind="change", event="updated",
-            resource=canonical, resource_id=None, dedupe_key=f"tap{n}", payload={"resource": canonical})
-            for n in range(3)])  # SharePoint taps several times per change
+        taps = world.receiver.wait_items(before + 2, path="notifications")[before:]
+        assert all(t["resource"] == canonical and t["resourceData"] is None for t in taps), taps
+        Inbox(world.engine).put([_stored(spec, n) for n in parse_collection(orjson.dumps({"value": taps})).notifications])
         drained = worker.drain()
-        assert drained.claimed == 3 and drained.started == (canonical,), drained
+        assert drained.claimed == 1 and drained.started == (canonical,), drained
         worker.wait(timeout=60)
         assert "Fourth" in {r["fields_title"] for r in _rows(world, "issues", "fields_title").values()}
         synced.verify()
@@ -191,20 +198,19 @@ def test_group_owners_are_their_own_table(world: World) -> None:
         # group fetched by id into the owners table). A membership change on /groups carries members@delta:
         # the groups scope's delta pass brings the members.
         worker = synced.worker()
+        live = {s["id"]: s["resource"] for s in world.live()}
+        before = len(world.receiver.items("notifications"))
         assert graph.post(f"groups/{gid}/owners/$ref", json=_ref(alan)).status_code == 204
         assert graph.post(f"groups/{gid}/members/$ref", json=_ref(grace)).status_code == 204
-        live = {s["resource"]: s["id"] for s in world.live()}
-        tenant = spec.tenants[0].tenant_id
-        Inbox(world.engine).put([
-            NewItem(tenant_id=tenant, subscription_id=live[f"groups/{gid}/owners"], kind="change", event="updated",
-                    resource=f"Groups/{gid}", resource_id=gid, dedupe_key="o", payload={"resource": f"Groups/{gid}"}),
-            NewItem(tenant_id=tenant, subscription_id=live["groups"], kind="change", event="updated",
-                    resource=f"Groups/{gid}", resource_id=gid, dedupe_key="m",
-                    payload={"resource": f"Groups/{gid}", "resourceData": {
-                        "id": gid, "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": grace}]}}),
-        ])
+
+        def delivered() -> list[dict[str, Any]]:
+            return world.receiver.items("notifications")[before:]
+
+        assert world.receiver.wait_for(lambda: {live[n["subscriptionId"]] for n in delivered()} == set(live.values())
+                                       and any("members@delta" in (n["resourceData"] or {}) for n in delivered()))
+        Inbox(world.engine).put([_stored(spec, n) for n in parse_collection(orjson.dumps({"value": delivered()})).notifications])
         drained = worker.drain()
-        assert drained.claimed == 2 and drained.fetched == 0, drained
+        assert drained.fetched == 0, drained  # the owners' notification names the group: never fetched into owners
         assert set(drained.started) == {f"groups/{gid}/owners", "groups"}, drained
         worker.wait(timeout=60)
         rows = _rows(world, "ops_owners", "group_id")
@@ -260,12 +266,14 @@ def test_group_and_site_libraries_are_synced_by_drive_id(world: World) -> None:
 
         # A drive notification names drives/{id}/root: the library's scope is marked dirty.
         worker = synced.worker()
+        before = len(world.receiver.items("notifications"))
         graph.post(f"groups/{gid}/drive/root/children", json={"name": "Later", "folder": {}})
-        live = {s["resource"]: s["id"] for s in world.live()}
         resource = f"drives/{group_drive}/root"
-        Inbox(world.engine).put([NewItem(
-            tenant_id=spec.tenants[0].tenant_id, subscription_id=live[resource], kind="change", event="updated",
-            resource=resource, resource_id=None, dedupe_key="d", payload={"resource": resource})])
+        assert world.receiver.wait_for(
+            lambda: any(t["resource"] == resource for t in world.receiver.items("notifications")[before:]))
+        taps = [t for t in world.receiver.items("notifications")[before:] if t["resource"] == resource]
+        assert all(t["resourceData"] is None for t in taps), taps
+        Inbox(world.engine).put([_stored(spec, n) for n in parse_collection(orjson.dumps({"value": taps})).notifications])
         assert worker.drain().started == (resource,)
         worker.wait(timeout=60)
         assert "Later" in {r["name"] for r in _rows(world, "team_files", "name").values()}
