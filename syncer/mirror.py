@@ -44,6 +44,9 @@ SQL_TYPES: dict[str, Any] = {
     "json": sa.JSON,
 }
 
+OWNER_TYPE = sa.String(512)
+"""The type of an owner column taken from the scope (syncer.owners): an id, like the ``id`` column."""
+
 # Columns syncer adds to every mirror table; declared columns may not take these names.
 # Every bookkeeping column starts with "_", which the spec refuses for declared columns (as it
 # refuses the key columns, syncer.spec.model.KEY_COLUMNS).
@@ -75,6 +78,7 @@ def build_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table
         sa.Column("id", sa.String(512), primary_key=True),
     ]
     columns += [sa.Column(c.name, SQL_TYPES[c.type], nullable=True) for c in mirror.columns]
+    columns += [sa.Column(name, OWNER_TYPE, nullable=True) for name in mirror.owners]
     columns += [
         sa.Column("_raw", sa.JSON, nullable=False),
         sa.Column("_scope", sa.String(500), nullable=False),
@@ -260,6 +264,22 @@ def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout
             .values({target: sa.bindparam("v")}),
             updates,
         )
+
+
+def fill_owners(
+    connection: sa.Connection, table: sa.Table, tenant_id: str, scope_key: str, values: dict[str, str | None]
+) -> int:
+    """Set the owner columns *values* (None: left as they are) on the rows of one scope; how many rows changed."""
+    known = {name: value for name, value in values.items() if value is not None and name in table.c}
+    if not known:
+        return 0
+    stale = sa.or_(*(sa.or_(table.c[name].is_(None), table.c[name] != value) for name, value in known.items()))
+    stmt = (
+        sa.update(table)
+        .where(table.c.tenant_id == tenant_id, table.c._scope == scope_key, stale)
+        .values(known)
+    )
+    return max(connection.execute(stmt).rowcount, 0)
 
 
 def _record(

@@ -59,6 +59,32 @@ _MODEL_B = frozenset({"B"})
 
 
 @dataclass(frozen=True)
+class ScopeOwner:
+    """An owner column whose value comes from the scope a row was synced in, not from the item: the user of a
+    mailbox, the folder or list of a delta, the drive. Same value for every row of the scope."""
+
+    column: str
+    value: str | None = None
+    """Template over the scope's path parameters (``{user}``); None when only :attr:`lookup` can tell."""
+    lookup: str | None = None
+    """Graph path (template) of the owner object whose ``id`` is the value, when :attr:`value` is not one
+    already (a user named by UPN, a folder by a well-known name): asked once per scope and kept in its state."""
+    ids: str = ".+"
+    """A regular expression: a :attr:`value` it matches in full is already the id (no lookup)."""
+
+
+# https://learn.microsoft.com/en-us/graph/api/resources/user: a user's id is a GUID; a UPN (with "@") or
+# "me" names the user and is looked up (https://learn.microsoft.com/en-us/graph/api/user-get).
+_USER_ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# https://learn.microsoft.com/en-us/graph/api/resources/mailfolder#well-known-folder-names stand in for a folder's id.
+_WELL_KNOWN_MAIL_FOLDERS = (
+    "archive|clutter|conflicts|conversationhistory|deleteditems|drafts|inbox|junkemail|localfailures|msgfolderroot"
+    "|outbox|recoverableitemsdeletions|scheduled|searchfolders|sentitems|serverfailures|syncissues"
+)
+_USER_OWNER = ScopeOwner("user_id", "{user}", lookup="users/{user}", ids=_USER_ID)
+
+
+@dataclass(frozen=True)
 class ResourceType:
     """A kind of Graph resource path one can subscribe to, and what Graph allows for it."""
 
@@ -90,6 +116,10 @@ class ResourceType:
     owner_columns: tuple[tuple[str, str, str], ...] = ()
     """Columns every mirror table of this type gets, indexed: (field, column, type). The ids of what owns
     an item (a message's team, channel, chat, thread root and sender), so that one SQL query can select by them."""
+    scope_owners: tuple[ScopeOwner, ...] = ()
+    """Owner columns taken from the scope (its path parameters, or ids looked up once per scope), indexed: a
+    mailbox's ``user_id``, a folder's ``folder_id``. The first rule of a column whose parameters a declaration
+    has applies (:mod:`syncer.owners`)."""
 
     @property
     def delta_path(self) -> str | None:
@@ -270,6 +300,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         quota=_OUTLOOK_QUOTA,
         rich_needs_select=True,
         field_types=_MESSAGE_FIELDS,
+        scope_owners=(_USER_OWNER, ScopeOwner("folder_id", "{folder}", lookup="users/{user}/mailFolders/{folder}",
+                                              ids=f"(?i)(?!(?:{_WELL_KNOWN_MAIL_FOLDERS})$).+")),
     ),
     ResourceType(
         key="event",
@@ -287,6 +319,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         rich_needs_select=True,
         select_supported=False,
         field_types=_EVENT_FIELDS,
+        # users/{user}/events follows the default calendar: calendar_id only where a path names the calendar.
+        scope_owners=(_USER_OWNER, ScopeOwner("calendar_id", "{calendar}")),
     ),
     ResourceType(
         key="contact",
@@ -306,6 +340,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         quota=_OUTLOOK_QUOTA,
         rich_needs_select=True,
         field_types=_CONTACT_FIELDS,
+        scope_owners=(_USER_OWNER, ScopeOwner("folder_id", "{folder}")),
     ),
     ResourceType(
         key="todoTask",
@@ -321,6 +356,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         delta_paths=("users/{user}/todo/lists/{list}/tasks/delta",),
         global_only=True,
         field_types=_TASK_FIELDS,
+        scope_owners=(_USER_OWNER, ScopeOwner("list_id", "{list}")),
     ),
     # --- files and lists (shoulder taps: no item id, "updated" only) ----------------------------
     ResourceType(
@@ -344,6 +380,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
             "sites/{site}/drive/root/delta",
         ),
         field_types=_DRIVE_FIELDS,
+        # https://learn.microsoft.com/en-us/graph/api/drive-get: a user's OneDrive has an id of its own.
+        scope_owners=(ScopeOwner("drive_id", "{drive}"), ScopeOwner("drive_id", lookup="users/{user}/drive"), _USER_OWNER),
     ),
     ResourceType(
         key="list",

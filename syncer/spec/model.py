@@ -158,6 +158,9 @@ class Mirror:
     delete: str = "soft"
     indexed: tuple[str, ...] = ()
     """Columns indexed with ``tenant_id``: the owning ids of the resource type (a message's channel, sender...)."""
+    owners: tuple[str, ...] = ()
+    """Owner columns whose value comes from the row's scope, not the item (a mailbox's ``user_id``; text,
+    indexed, after the declared columns): :mod:`syncer.owners`."""
 
     @property
     def select(self) -> tuple[str, ...]:

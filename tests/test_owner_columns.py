@@ -1,0 +1,177 @@
+"""Owner columns from the scope: every row of a per-owner resource says whose it is (user, folder, list, drive).
+
+Against the emulator over HTTP, on SQLite and PostgreSQL: one user declared by id and one by UPN; the rows'
+``user_id`` is the user's id either way, looked up once per scope and kept in the scope's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from test_sync_support import SyncEnv, make_env
+
+from syncer import owners, resources, schema
+from syncer.worker.scheduler import sync_once
+
+SPEC = """
+  - name: mail
+    resource: users/{{user}}/messages
+    for_each: {{users: [{first}, {upn}]}}
+    mirror: {{table: messages, columns: [subject, isRead]}}
+  - name: inbox
+    resource: users/{{user}}/mailFolders/inbox/messages
+    for_each: {{users: [{first}, {upn}]}}
+    mirror: {{table: inbox, columns: [subject]}}
+  - name: calendar
+    resource: users/{{user}}/events
+    for_each: {{users: [{first}, {upn}]}}
+    mirror: {{table: events, columns: [subject]}}
+  - name: contacts
+    resource: users/{{user}}/contacts
+    for_each: {{users: [{first}, {upn}]}}
+    mirror: {{table: contacts, columns: [displayName]}}
+  - name: tasks
+    resource: users/{first}/todo/lists/{first_list}/tasks
+    mirror: {{table: tasks, columns: [title]}}
+  - name: tasks-upn
+    resource: users/{upn}/todo/lists/{upn_list}/tasks
+    mirror: {{table: tasks_upn, columns: [title]}}
+  - name: files
+    resource: users/{{user}}/drive/root
+    for_each: {{users: [{first}, {upn}]}}
+    mirror: {{table: files, columns: [name]}}
+"""
+
+TABLES = ("messages", "inbox", "events", "contacts", "tasks", "files")
+# One To Do list per user (the fan-out over each user's lists is issue 16's To Do part): both users' tasks.
+
+
+@pytest.fixture
+def people(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any) -> Iterator[tuple[SyncEnv, dict[str, str]]]:
+    seeded = graph.admin(
+        "POST", "seed",
+        json={"users": 2, "messagesPerUser": 3, "eventsPerUser": 2, "contactsPerUser": 2, "tasksPerUser": 2,
+              "driveItemsPerUser": 2, "contentUsers": 2},
+    )
+    assert seeded.status_code == 200, seeded.text
+    listed = graph.get("users?$select=id,userPrincipalName").json()["value"]
+    ids = sorted(u["id"] for u in listed)[:2]
+    upns = {u["id"]: u["userPrincipalName"] for u in listed}
+    first, second = ids
+    lists = {u: graph.get(f"users/{u}/todo/lists").json()["value"][0]["id"] for u in ids}
+    spec = SPEC.format(first=first, upn=upns[second], first_list=lists[first], upn_list=lists[second])
+    for env in make_env(tmp_path, emulator_info, database_url, graph, spec):
+        yield env, {"first": first, "second": second, "upn": upns[second]}
+
+
+def owner_rows(env: SyncEnv, table: str, *columns: str) -> dict[str, tuple[Any, ...]]:
+    t = sa.table(table, sa.column("id"), sa.column("_deleted_at"), *(sa.column(c) for c in columns))
+    with env.engine.connect() as connection:
+        rows = connection.execute(sa.select(t.c.id, *(t.c[c] for c in columns)).where(t.c._deleted_at.is_(None)))
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def truth(env: SyncEnv, users: list[str]) -> dict[str, dict[str, tuple[Any, ...]]]:
+    """For each table, item id -> its owners, read from Graph folder by folder (the emulator's truth)."""
+    g = env.graph
+    out: dict[str, dict[str, tuple[Any, ...]]] = {t: {} for t in TABLES}
+    for user in users:
+        for folder in (f["id"] for f in g.delta_all(f"users/{user}/mailFolders/delta")[0] if "@removed" not in f):
+            for m in env.truth(f"users/{user}/mailFolders/{folder}/messages/delta"):
+                out["messages"][m] = (user, folder)
+        inbox = g.get(f"users/{user}/mailFolders/inbox").json()["id"]
+        out["inbox"].update((m, (user, inbox)) for m in env.truth(f"users/{user}/mailFolders/inbox/messages/delta"))
+        window = "startDateTime=2000-01-01T00:00:00Z&endDateTime=2100-01-01T00:00:00Z"
+        out["events"].update((e, (user,)) for e in env.truth(f"users/{user}/calendarView/delta?{window}"))
+        for folder in (f["id"] for f in g.delta_all(f"users/{user}/contactFolders/delta")[0] if "@removed" not in f):
+            out["contacts"].update((c, (user, folder)) for c in env.truth(f"users/{user}/contactFolders/{folder}/contacts/delta"))
+        todo = g.get(f"users/{user}/todo/lists").json()["value"][0]["id"]
+        out["tasks"].update((t, (user, todo)) for t in env.truth(f"users/{user}/todo/lists/{todo}/tasks/delta"))
+        drive = g.get(f"users/{user}/drive").json()["id"]
+        items, _ = g.delta_all(f"users/{user}/drive/root/delta")
+        out["files"].update((i["id"], (drive, user)) for i in items if "deleted" not in i and "@removed" not in i)
+    return out
+
+
+COLUMNS = {
+    "messages": ("user_id", "folder_id"),
+    "inbox": ("user_id", "folder_id"),
+    "events": ("user_id",),
+    "contacts": ("user_id", "folder_id"),
+    "tasks": ("user_id", "list_id"),
+    "files": ("drive_id", "user_id"),
+}
+
+
+def assert_mirror_equals_truth(env: SyncEnv, users: list[str]) -> None:
+    expected = truth(env, users)
+    for table, columns in COLUMNS.items():
+        found = owner_rows(env, table, *columns)
+        if table == "tasks":
+            found |= owner_rows(env, "tasks_upn", *columns)
+        assert found == expected[table], table
+        assert found, f"{table}: the seed gave it rows"
+
+
+def test_every_row_of_a_per_owner_resource_carries_its_owners_whatever_the_declaration_named(
+    people: tuple[SyncEnv, dict[str, str]],
+) -> None:
+    env, who = people
+    users = [who["first"], who["second"]]
+    clients = {env.tenant_id: env.client}
+    env.graph.admin("DELETE", "requests")
+    results = sync_once(env.spec, (), clients=clients, engine=env.engine)
+    assert all(r.outcome == "ok" for r in results), results
+    assert_mirror_equals_truth(env, users)
+    asked = [r["path"] for r in env.graph.admin("GET", "requests?limit=5000").json()["requests"]]
+    # The UPN is looked up once per declaration (the folders of a mailbox share the answer), never per row,
+    # and the user given by id is not looked up at all.
+    upn_lookups = [p for p in asked if p.lower() == f"/v1.0/users/{who['upn'].lower()}?$select=id"]
+    assert 1 <= len(upn_lookups) <= 6, upn_lookups
+    assert not [p for p in asked if p.startswith(f"/v1.0/users/{who['first']}?")]
+
+    # The ids stay in the scope's state: later passes ask nothing again.
+    s = schema.sync_state
+    with env.engine.connect() as connection:
+        kept = dict(connection.execute(
+            sa.select(s.c.scope_key, s.c.owner_ids).where(s.c.scope_key == f"users/{who['upn']}/events")
+        ).one()._mapping)
+    assert kept["owner_ids"] == {f"users/{who['upn']}": who["second"]}
+
+    # Changes through Graph's API: a new message in the UPN user's inbox, a task, a file, a contact.
+    g = env.graph
+    upn = who["upn"]
+    assert g.post(f"users/{upn}/mailFolders/inbox/messages", json={"subject": "new"}).status_code == 201
+    todo = g.get(f"users/{upn}/todo/lists").json()["value"][0]["id"]
+    assert g.post(f"users/{upn}/todo/lists/{todo}/tasks", json={"title": "new"}).status_code == 201
+    assert g.post(f"users/{upn}/drive/root/children", json={"name": "new", "folder": {}}).status_code == 201
+    assert g.post(f"users/{upn}/contacts", json={"displayName": "New"}).status_code == 201
+    g.admin("DELETE", "requests")
+    results = sync_once(env.spec, (), clients=clients, engine=env.engine)
+    assert all(r.outcome == "ok" for r in results), results
+    assert_mirror_equals_truth(env, users)
+    asked = [r["path"] for r in g.admin("GET", "requests?limit=5000").json()["requests"]]
+    assert not [p for p in asked if "?$select=id" in p and "delta" not in p], asked
+
+
+def test_the_owner_columns_a_declaration_gets() -> None:
+    """From the path and its delta path: a whole mailbox has folders; a user's drive needs its id looked up."""
+    rt = resources.BY_KEY
+    assert owners.columns_for(rt["message"], "users/{user}/messages") == ("user_id", "folder_id")
+    assert owners.columns_for(rt["event"], "users/{user}/events") == ("user_id",)
+    assert owners.columns_for(rt["driveItem"], "drives/b!x/root") == ("drive_id",)
+    assert owners.columns_for(rt["driveItem"], "users/{user}/drive/root") == ("drive_id", "user_id")
+    assert owners.columns_for(rt["user"], "users") == ()
+    # An id is used as it is, a name is looked up (users/me as Graph writes it: me).
+    guid = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    values, lookups = owners.plan(rt["message"], ("user_id", "folder_id"), f"users/{guid}/mailFolders/AAMkAD%3D/messages")
+    assert values == {"user_id": guid, "folder_id": "AAMkAD="} and lookups == {}
+    values, lookups = owners.plan(rt["message"], ("user_id", "folder_id"), "me/mailFolders/Inbox/messages")
+    assert lookups == {"user_id": "me", "folder_id": "me/mailFolders/Inbox"}
+    assert owners.plan(rt["driveItem"], ("drive_id", "user_id"), "users/a@b.c/drive/root")[1] == {
+        "drive_id": "users/a@b.c/drive", "user_id": "users/a@b.c",
+    }
