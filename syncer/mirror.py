@@ -4,6 +4,7 @@ A mirror table has syncer's key and bookkeeping columns plus one typed column pe
 
     tenant_id, id            primary key (one database may mirror several tenants)
     <declared columns>       typed copies of the declared Graph properties, for plain SQL
+    <owner columns>          ids of what owns the row, from its scope (user_id, folder_id...; syncer.owners)
     _raw                     the item as Graph last sent it (JSON), so nothing is lost
     _scope                   which delta scope the row came from (a mailbox folder, a drive...)
     _deleted_at              set when Graph reported the item removed (soft delete)
@@ -30,6 +31,7 @@ import sqlalchemy as sa
 from syncer import database, schema
 from syncer.errors import SchemaChangeRefused
 from syncer.graph.times import parse_datetime
+from syncer.mirror_owners import OWNER_TYPE, add_owner_columns
 
 if TYPE_CHECKING:
     from syncer.spec import Mirror, Spec, Subscription
@@ -43,9 +45,6 @@ SQL_TYPES: dict[str, Any] = {
     "datetime": schema.UtcDateTime,
     "json": sa.JSON,
 }
-
-OWNER_TYPE = sa.String(512)
-"""The type of an owner column taken from the scope (syncer.owners): an id, like the ``id`` column."""
 
 # Columns syncer adds to every mirror table; declared columns may not take these names.
 # Every bookkeeping column starts with "_", which the spec refuses for declared columns (as it
@@ -214,6 +213,7 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
     for column in added:
         _add_column(connection, tables[0], column)
         changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field})")
+    changes += add_owner_columns(connection, subscription, tables[0])
     existing_indexes = {ix["name"] for ix in inspector.get_indexes(mirror.table)}
     for index in tables[0].indexes:
         if index.name not in existing_indexes:
@@ -264,22 +264,6 @@ def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout
             .values({target: sa.bindparam("v")}),
             updates,
         )
-
-
-def fill_owners(
-    connection: sa.Connection, table: sa.Table, tenant_id: str, scope_key: str, values: dict[str, str | None]
-) -> int:
-    """Set the owner columns *values* (None: left as they are) on the rows of one scope; how many rows changed."""
-    known = {name: value for name, value in values.items() if value is not None and name in table.c}
-    if not known:
-        return 0
-    stale = sa.or_(*(sa.or_(table.c[name].is_(None), table.c[name] != value) for name, value in known.items()))
-    stmt = (
-        sa.update(table)
-        .where(table.c.tenant_id == tenant_id, table.c._scope == scope_key, stale)
-        .values(known)
-    )
-    return max(connection.execute(stmt).rowcount, 0)
 
 
 def _record(

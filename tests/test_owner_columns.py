@@ -7,6 +7,7 @@ Against the emulator over HTTP, on SQLite and PostgreSQL: one user declared by i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
-from syncer import owners, resources, schema
+from syncer import mirror, owners, resources, schema
 from syncer.worker.scheduler import sync_once
 
 SPEC = """
@@ -175,3 +176,57 @@ def test_the_owner_columns_a_declaration_gets() -> None:
     assert owners.plan(rt["driveItem"], ("drive_id", "user_id"), "users/a@b.c/drive/root")[1] == {
         "drive_id": "users/a@b.c/drive", "user_id": "users/a@b.c",
     }
+
+
+def without_owners(spec: Any) -> Any:
+    """*spec* as the code before owner columns read it: no table has any."""
+    subs = tuple(replace(sub, mirror=replace(sub.mirror, owners=(), indexed=())) for sub in spec.subscriptions)
+    return replace(spec, subscriptions=subs)
+
+
+def test_db_upgrade_adds_and_fills_the_owner_columns_of_a_mirror_made_before_them(
+    people: tuple[SyncEnv, dict[str, str]],
+) -> None:
+    """A mirror written without owner columns gets them from its rows' _scope; what only Graph can tell (a UPN,
+    the inbox's id, a OneDrive's id) waits for the next pass, which fills the rows it already has."""
+    env, who = people
+    users = [who["first"], who["second"]]
+    clients = {env.tenant_id: env.client}
+    old = without_owners(env.spec)
+    engine = env.engine
+    with engine.begin() as connection:  # the tables as the old code made them
+        for table in ("messages", "inbox", "events", "contacts", "tasks", "tasks_upn", "files"):
+            connection.execute(sa.text(f"DROP TABLE {table}"))
+        connection.execute(sa.delete(schema.mirror_tables))
+    mirror.upgrade(old, engine=engine)
+    results = sync_once(old, (), clients=clients, engine=engine)
+    assert all(r.outcome == "ok" for r in results), results
+    assert "user_id" not in {c["name"] for c in sa.inspect(engine).get_columns("messages")}
+    before = {t: set(owner_rows_raw(env, t)) for t in TABLES}
+
+    changes = mirror.upgrade(env.spec, engine=engine)
+    lines = {line.split(" (")[0]: line for line in changes if line.startswith("added owner columns")}
+    assert set(lines) == {
+        "added owner columns messages.user_id, folder_id", "added owner columns inbox.user_id, folder_id",
+        "added owner columns events.user_id", "added owner columns contacts.user_id, folder_id",
+        "added owner columns tasks.user_id, list_id", "added owner columns tasks_upn.user_id, list_id",
+        "added owner columns files.drive_id, user_id",
+    }, changes
+    assert "created index ix_messages_user_id" in changes
+    # The user given by id: filled at once. The user given by UPN, the inbox, a OneDrive: named, not filled.
+    assert "wait for their scope's next pass" in lines["added owner columns messages.user_id, folder_id"]
+    assert f"users/{who['upn']}" in lines["added owner columns messages.user_id, folder_id"]
+    assert "wait" not in lines["added owner columns tasks.user_id, list_id"]
+    first = owner_rows(env, "events", "user_id")
+    assert {v for (v,) in first.values()} == {who["first"], None}
+    assert mirror.upgrade(env.spec, engine=engine) == []  # nothing left to do
+
+    # The next pass is incremental (no resync: the rows were not read again) and fills what waited.
+    results = sync_once(env.spec, (), clients=clients, engine=engine)
+    assert all(r.outcome == "ok" and not r.full for r in results), results
+    assert {t: set(owner_rows_raw(env, t)) for t in TABLES} == before
+    assert_mirror_equals_truth(env, users)
+
+
+def owner_rows_raw(env: SyncEnv, table: str) -> dict[str, Any]:
+    return {k: v["raw"].get("@odata.etag") for k, v in env.rows(table).items()}

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from syncer import mirror, owners, resources
 from syncer.errors import ForbiddenError, NotFoundError
+from syncer.mirror_owners import fill_owners
 from syncer.storable import storable
 from syncer.worker.scopes import Scope
 
@@ -91,5 +92,5 @@ def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_
         with engine.begin() as connection:
             store.renew_lease(connection)
             store.update_state(connection, owner_ids={**known, **new})
-            mirror.fill_owners(connection, table, scope.tenant_id, scope.key, values)
+            fill_owners(connection, table, scope.tenant_id, scope.key, values)
     return values
