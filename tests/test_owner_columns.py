@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
-from syncer import mirror, owners, resources, schema
+from syncer import mirror, owners, resources, schema, verify
 from syncer.worker.scheduler import sync_once
 
 SPEC = """
@@ -157,6 +157,16 @@ def test_every_row_of_a_per_owner_resource_carries_its_owners_whatever_the_decla
     assert_mirror_equals_truth(env, users)
     asked = [r["path"] for r in g.admin("GET", "requests?limit=5000").json()["requests"]]
     assert not [p for p in asked if "?$select=id" in p and "delta" not in p], asked
+
+    # syncer verify compares the owner columns too, asking Graph for the ids itself.
+    by_tenant = {t.tenant_id: env.client for t in env.spec.tenants}
+    assert verify.compare(env.engine, by_tenant, verify.declared(env.spec, by_tenant)) == []
+    t = sa.table("events", sa.column("user_id"), sa.column("_scope"))
+    with env.engine.begin() as connection:
+        connection.execute(sa.update(t).where(t.c._scope == f"users/{upn}/events").values(user_id=who["first"]))
+    differences = verify.compare(env.engine, by_tenant, verify.declared(env.spec, by_tenant))
+    assert [(d.table, d.kind) for d in differences] == [("events", "changed")], differences
+    assert "user_id" in differences[0].detail
 
 
 def test_the_owner_columns_a_declaration_gets() -> None:
