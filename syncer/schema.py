@@ -149,7 +149,7 @@ sync_state = sa.Table(
     sa.Column(
         "failures", sa.Integer, nullable=False, default=0, server_default="0", comment="consecutive failed passes"
     ),
-    # Added in 0004 (owner columns): ids of the scope's owners looked up in Graph (syncer.owners).
+    # Added in 0005 (owner columns): ids of the scope's owners looked up in Graph (syncer.owners).
     sa.Column(
         "owner_ids",
         sa.JSON,
@@ -183,6 +183,7 @@ sync_runs = sa.Table(
     ),
     sa.Column("error", sa.Text, nullable=True),
     sa.Index(None, "tenant_id", "scope_key", "started_at"),
+    sa.Index(None, "started_at"),  # the status page's last 24 hours (migration 0004)
 )
 
 mirror_tables = sa.Table(

@@ -4,8 +4,8 @@ Mirror rows carry their owners as columns (a mailbox's user_id, its folder_id); 
 names an owner rather than giving its id (a UPN, ``inbox``), the worker looks the id up once per
 scope and keeps it here, so that no pass asks again.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-03
 
 """
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0003"
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
