@@ -124,7 +124,7 @@ def tables_for(subscription: Subscription, metadata: sa.MetaData | None = None) 
     """Every mirror table *subscription* writes to."""
     metadata = metadata if metadata is not None else sa.MetaData()
     tables = [build_table(subscription.mirror, metadata)]
-    if subscription.resource_type.name == "group":
+    if subscription.resource_type.key == "group":  # not group.owners: its rows are the owners
         tables.append(build_members_table(subscription.mirror, metadata))
     return tables
 
@@ -187,6 +187,8 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         return [f"created table {mirror.table} ({len(desired)} declared columns)"]
 
     applied = [ColumnLayout(c["name"], c["type"], c["field"]) for c in record.columns]
+    # A "{placeholder}" column recorded by the first SharePoint code is an owner column now (syncer.owners).
+    applied = [c for c in applied if not (c.field.startswith("{") and c.name in mirror.owners)]
     problems = _incompatible(applied, desired)
     if problems:
         if not rebuild:
@@ -219,6 +221,9 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         if index.name not in existing_indexes:
             index.create(connection)
             changes.append(f"created index {index.name}")
+    if subscription.resource_type.key == "group.owners" and inspector.has_table(f"{mirror.table}_members"):
+        # Before issue 16 an owners declaration mirrored the group and its members: that table is no longer written.
+        changes.append(f"table {mirror.table}_members is no longer written (the owners are rows of {mirror.table}); kept with its data")
     dropped = [c.name for c in applied if c.name not in {d.name for d in desired}]
     for name in dropped:
         changes.append(f"column {mirror.table}.{name} is no longer declared; kept with its data")

@@ -42,7 +42,8 @@ def _looked_up(connection: sa.Connection, subscription: Subscription) -> dict[st
     rows = connection.execute(
         sa.select(s.c.owner_ids).where(s.c.name == subscription.name, s.c.owner_ids.is_not(None))
     )
-    for (ids,) in rows:
+    for (state,) in rows:
+        ids = state.get("ids") if isinstance(state, dict) else None
         if isinstance(ids, dict):
             found.update({str(k): v for k, v in ids.items() if isinstance(v, str) and v})
     return found

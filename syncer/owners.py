@@ -6,7 +6,8 @@ A mailbox's messages do not say whose mailbox they are in, nor a drive item whic
 says per resource type which columns come from the scope and how; this module applies those rules:
 
 * at spec time, which owner columns a declaration's table gets (:func:`columns_for`): a rule applies when
-  the declaration's path (or its delta path, whose ``{folder}`` the mailbox's folders fill) has its parameters;
+  the declaration's path (or its delta path, whose ``{folder}`` the mailbox's folders fill) has the parameters
+  of its value or of its lookup;
 * for a scope, what each column holds (:func:`values_for`): a parameter that is already an id is used as is,
   and one that only names the owner (a UPN, ``inbox``) needs the owner's id looked up in Graph once per scope
   (:func:`lookups_for`; the worker asks and keeps the answer in the scope's state, :mod:`syncer.worker.lookups`).
@@ -45,13 +46,19 @@ def _templates(rt: ResourceType) -> list[tuple[str, str | None]]:
     return found
 
 
+def _can_value(rule: ScopeOwner, available: set[str]) -> bool:
+    return rule.value is not None and _needs(rule.value) <= available
+
+
+def _can_lookup(rule: ScopeOwner, available: set[str]) -> bool:
+    return rule.lookup is not None and _needs(rule.lookup) <= available
+
+
 def _rules(rt: ResourceType, available: set[str]) -> list[ScopeOwner]:
-    """The first rule of each column whose parameters are all *available*."""
+    """The first rule of each column that its *available* parameters can serve, by value or by lookup."""
     chosen: dict[str, ScopeOwner] = {}
     for rule in rt.scope_owners:
-        if rule.column in chosen:
-            continue
-        if _needs(rule.value if rule.value is not None else rule.lookup) | _needs(rule.lookup) <= available:
+        if rule.column not in chosen and (_can_value(rule, available) or _can_lookup(rule, available)):
             chosen[rule.column] = rule
     return list(chosen.values())
 
@@ -104,36 +111,45 @@ def lookup_path(rule: ScopeOwner, params: Mapping[str, str]) -> str:
     return filled
 
 
-def plan(rt: ResourceType, columns: Iterable[str], key: str) -> tuple[dict[str, str | None], dict[str, str]]:
-    """For the scope *key* of a table with owner *columns*: ``(values known from the key alone, {column:
-    Graph path to look its id up})``. A column in neither cannot be told from this scope (None)."""
+def plan(
+    rt: ResourceType, columns: Iterable[str], key: str, declared: Mapping[str, str] | None = None
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """For the scope *key* of a table with owner *columns*: ``(values known without Graph, {column: Graph path to
+    look its id up})``. *declared* adds the parameters of the declaration the scope came from (a group library's
+    ``group``, once resolved to ``drives/{id}/root``: :attr:`syncer.worker.scopes.Scope.owners`); the key's own win.
+    A column in neither cannot be told from this scope (None)."""
     wanted = set(columns)
-    params = scope_params(rt, key)
+    params = {**(declared or {}), **(scope_params(rt, key) or {})}
     values: dict[str, str | None] = dict.fromkeys(wanted)
     lookups: dict[str, str] = {}
-    if params is None:
-        return values, lookups
-    for rule in _rules(rt, set(params)):
+    available = set(params)
+    for rule in _rules(rt, available):
         if rule.column not in wanted:
             continue
-        value = _fill(rule.value, params) if rule.value is not None else None
-        if value is not None and (rule.lookup is None or re.fullmatch(rule.ids, value)):
+        value = _fill(rule.value, params) if _can_value(rule, available) and rule.value is not None else None
+        if value is not None and (not _can_lookup(rule, available) or re.fullmatch(rule.ids, value)):
             values[rule.column] = value
-        elif rule.lookup is not None:
+        elif _can_lookup(rule, available):
             lookups[rule.column] = lookup_path(rule, params)
     return values, lookups
 
 
 def values_for(
-    rt: ResourceType, columns: Iterable[str], key: str, looked_up: Mapping[str, str] | None = None
+    rt: ResourceType,
+    columns: Iterable[str],
+    key: str,
+    looked_up: Mapping[str, str] | None = None,
+    declared: Mapping[str, str] | None = None,
 ) -> dict[str, str | None]:
     """What each owner column holds for the rows of scope *key*, with the ids *looked_up* so far (by Graph path)."""
-    values, lookups = plan(rt, columns, key)
+    values, lookups = plan(rt, columns, key, declared)
     for column, path in lookups.items():
         values[column] = (looked_up or {}).get(path)
     return values
 
 
-def lookups_for(rt: ResourceType, columns: Iterable[str], key: str) -> dict[str, str]:
+def lookups_for(
+    rt: ResourceType, columns: Iterable[str], key: str, declared: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """``{column: Graph path}`` of the ids scope *key* needs looked up."""
-    return plan(rt, columns, key)[1]
+    return plan(rt, columns, key, declared)[1]

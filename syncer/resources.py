@@ -259,16 +259,30 @@ CATALOGUE: tuple[ResourceType, ...] = (
     ResourceType(
         key="group",
         name="group",
-        patterns=("groups", "groups/{group}", "groups/{group}/members", "groups/{group}/owners"),
+        patterns=("groups", "groups/{group}", "groups/{group}/members"),
         change_types=frozenset({"updated", "deleted"}),
         max_lifetime=_minutes(41_760),
         max_lifetime_rich=None,
         permission="Group.Read.All",
         sync=DELTA,
         # Membership changes come back as members@delta on the group (select members).
-        delta_paths=("groups/delta", "groups/delta", "groups/delta", "groups/delta"),
+        delta_paths=("groups/delta", "groups/delta", "groups/delta"),
         quota=_DIRECTORY_QUOTA,
         field_types=_GROUP_FIELDS,
+    ),
+    ResourceType(
+        # Owners are a relation of their own: groups delta documents members@delta, not owners
+        # (https://learn.microsoft.com/en-us/graph/api/group-delta), so the owners are listed
+        # (https://learn.microsoft.com/en-us/graph/api/group-list-owners), one row per owner.
+        key="group.owners",
+        name="group",
+        patterns=("groups/{group}/owners",),
+        change_types=frozenset({"updated", "deleted"}),
+        max_lifetime=_minutes(41_760),
+        max_lifetime_rich=None,
+        permission="Group.Read.All",
+        quota=_DIRECTORY_QUOTA,
+        scope_owners=(ScopeOwner("group_id", "{group}"),),
     ),
     ResourceType(
         key="conversation",
@@ -380,18 +394,34 @@ CATALOGUE: tuple[ResourceType, ...] = (
             "sites/{site}/drive/root/delta",
         ),
         field_types=_DRIVE_FIELDS,
-        # https://learn.microsoft.com/en-us/graph/api/drive-get: a user's OneDrive has an id of its own.
-        scope_owners=(ScopeOwner("drive_id", "{drive}"), ScopeOwner("drive_id", lookup="users/{user}/drive"), _USER_OWNER),
+        # https://learn.microsoft.com/en-us/graph/api/drive-get: a OneDrive or a library has an id of its own. A group's
+        # or a site's library is subscribed and synced as drives/{id}/root once its id is known (only drives/{id}/root
+        # and users/{id}/drive/root are documented resources: syncer.resolve), and keeps its group or site.
+        scope_owners=(
+            ScopeOwner("drive_id", "{drive}"),
+            ScopeOwner("drive_id", lookup="users/{user}/drive"),
+            ScopeOwner("drive_id", lookup="groups/{group}/drive"),
+            ScopeOwner("drive_id", lookup="sites/{site}/drive"),
+            _USER_OWNER,
+            ScopeOwner("group_id", "{group}"),
+            ScopeOwner("site_id", "{site}"),
+        ),
     ),
     ResourceType(
+        # https://learn.microsoft.com/en-us/graph/api/listitem-delta: the list's items, a "deleted" facet for removals.
+        # {site} in any form Graph takes (https://learn.microsoft.com/en-us/graph/api/site-get,
+        # .../site-getbypath), resolved to the canonical id before subscribing (syncer.resolve).
         key="list",
         name="list",
-        patterns=("sites/{site}/lists/{list}",),
+        patterns=("sites/{site}/lists/{list}", "groups/{group}/sites/root/lists/{list}"),
         change_types=frozenset({"updated"}),
         max_lifetime=_minutes(42_300),
         max_lifetime_rich=None,
         permission="Sites.Read.All",
-        sync=FETCH,  # list-item delta is not covered by our notes (nor by the emulator)
+        sync=DELTA,
+        delta_paths=("sites/{site}/lists/{list}/items/delta", None),
+        # The canonical site and list ids (syncer.resolve); a group's team site is https://learn.microsoft.com/en-us/graph/api/site-get.
+        scope_owners=(ScopeOwner("site_id", "{site}", lookup="groups/{group}/sites/root"), ScopeOwner("list_id", "{list}")),
     ),
     # --- Teams (one 10,000 pool per organization; lifecycle URL needed past 1 hour) -------------
     # https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage and the -chat, -team-and-channel,
@@ -667,6 +697,18 @@ def _match_pattern(pattern: str, segments: list[str]) -> dict[str, str] | None:
     return params
 
 
+def _segments(normalised: str) -> list[str]:
+    """Path segments, ``me`` read as ``users/me``, a site named by path (``sites/{host}:/sites/ops:/lists/x``)
+    kept as one segment (https://learn.microsoft.com/en-us/graph/api/site-getbypath)."""
+    segments = normalised.split("/")
+    if segments[0].lower() == "me":
+        segments = ["users", "me", *segments[1:]]
+    if len(segments) > 1 and segments[0].lower() == "sites" and segments[1].endswith(":"):
+        end = next((i for i in range(2, len(segments)) if segments[i].endswith(":")), len(segments) - 1)
+        segments = [segments[0], "/".join(segments[1 : end + 1]), *segments[end + 1 :]]
+    return segments
+
+
 def match_resource(path: str) -> tuple[ResourceType, dict[str, str]] | None:
     """The resource type a subscription *path* belongs to and the values of its placeholders.
 
@@ -677,9 +719,7 @@ def match_resource(path: str) -> tuple[ResourceType, dict[str, str]] | None:
     normalised, _query = split_resource(path)
     if not normalised:
         return None
-    segments = normalised.split("/")
-    if segments[0].lower() == "me":
-        segments = ["users", "me", *segments[1:]]
+    segments = _segments(normalised)
     best: tuple[int, ResourceType, dict[str, str]] | None = None
     for rt in CATALOGUE:
         for pattern in rt.patterns:
@@ -695,9 +735,7 @@ def match_resource(path: str) -> tuple[ResourceType, dict[str, str]] | None:
 def matching_pattern(rt: ResourceType, path: str) -> str | None:
     """Which of *rt*'s patterns *path* matches (the one :func:`match_resource` chose)."""
     normalised, _query = split_resource(path)
-    segments = normalised.split("/")
-    if segments and segments[0].lower() == "me":
-        segments = ["users", "me", *segments[1:]]
+    segments = _segments(normalised)
     for pattern in rt.patterns:
         if _match_pattern(pattern, segments) is not None:
             return pattern

@@ -126,7 +126,7 @@ def owner_truth(client: GraphClient, scope: Scope) -> dict[str, str]:
     rt = resources.BY_KEY.get(scope.strategy.key)
     if rt is None or scope.mirror is None or not scope.mirror.owners:
         return {}
-    values, lookups = owners.plan(rt, scope.mirror.owners, scope.key)
+    values, lookups = owners.plan(rt, scope.mirror.owners, scope.key, dict(scope.owners))
     found = {column: value for column, value in values.items() if value is not None}
     for column, path in lookups.items():
         try:

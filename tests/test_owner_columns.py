@@ -141,7 +141,7 @@ def test_every_row_of_a_per_owner_resource_carries_its_owners_whatever_the_decla
         kept = dict(connection.execute(
             sa.select(s.c.scope_key, s.c.owner_ids).where(s.c.scope_key == f"users/{who['upn']}/events")
         ).one()._mapping)
-    assert kept["owner_ids"] == {f"users/{who['upn']}": who["second"]}
+    assert kept["owner_ids"] == {"ids": {f"users/{who['upn']}": who["second"]}, "rows": {"user_id": who["second"]}}
 
     # Changes through Graph's API: a new message in the UPN user's inbox, a task, a file, a contact.
     g = env.graph

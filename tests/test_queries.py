@@ -34,6 +34,9 @@ BOARD = """
     resource: users/{{user}}/messages
     for_each: {{users: [{upns}]}}
     mirror: {{table: board_mail, columns: [subject, isRead]}}
+  - name: ops-owners
+    resource: groups/{group}/owners
+    mirror: {{table: group_owners, columns: [userPrincipalName]}}
 """
 
 
@@ -57,6 +60,8 @@ class Truth:
     drives: dict[str, tuple[str, list[dict[str, Any]]]]
     members: dict[str, tuple[str, list[str]]]
     board: list[str]
+    owners: tuple[str, list[str]]
+    """The declared group's name and its owners' ids."""
     mail: dict[str, list[dict[str, Any]]]
     """Every folder's messages of the board's users."""
 
@@ -118,6 +123,11 @@ def members_without_licence(t: Truth) -> list[tuple[Any, ...]]:
     return sorted(rows)
 
 
+def owners_without_licence(t: Truth) -> list[tuple[Any, ...]]:
+    name, owners = t.owners
+    return sorted((name, t.users[o]["userPrincipalName"]) for o in owners if not t.users[o].get("assignedLicenses"))
+
+
 CHECKS: dict[str, Callable[[Truth], list[tuple[Any, ...]]]] = {
     "inbox-per-user": inbox_per_user,
     "most-unread": most_unread,
@@ -125,6 +135,7 @@ CHECKS: dict[str, Callable[[Truth], list[tuple[Any, ...]]]] = {
     "meetings-next-7-days": meetings_next_7_days,
     "files-changed-today": files_changed_today,
     "members-without-licence": members_without_licence,
+    "owners-without-licence": owners_without_licence,
 }
 NORMALISE: dict[str, Callable[[tuple[Any, ...]], tuple[Any, ...]]] = {
     "meetings-next-7-days": lambda r: (r[0], r[1], _minute(r[2])),
@@ -165,10 +176,18 @@ def org(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph:
     drive = graph.get(f"users/{ids[3]}/drive").json()["id"]
     assert graph.request("PUT", f"drives/{drive}/root:/plan.txt:/content", data=b"plan").status_code in (200, 201)
 
+    # Two owners of one group: one with a licence, one without (the seed leaves every fourth user unlicensed).
+    group = sorted(g["id"] for g in graph.delta_all("groups/delta?$select=id")[0])[0]
+    unlicensed = next(i for i in ids if not users[i]["assignedLicenses"])
+    licensed = next(i for i in ids if users[i]["assignedLicenses"])
+    for owner in (unlicensed, licensed):
+        ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/users/{owner}"}
+        assert graph.post(f"groups/{group}/owners/$ref", json=ref).status_code == 204
+
     info = tmp_path / "emulator.json"
     info.write_text(__import__("json").dumps(emulator_info))
     path = tmp_path / "subscriptions.yaml"
-    path.write_text((ROOT / "subscriptions.yaml").read_text() + BOARD.format(upns=", ".join(board)))
+    path.write_text((ROOT / "subscriptions.yaml").read_text() + BOARD.format(upns=", ".join(board), group=group))
     spec = load_spec(path, environ={"SYNCER_EMULATOR_INFO": str(info), "SYNCER_DATABASE_URL": database_url})
     spec = spec.resolve_emulator()
     upgrade_core(spec.database_url)
@@ -191,6 +210,10 @@ def org(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph:
                 for g in graph.delta_all("groups/delta?$select=id,displayName")[0]
             },
             board=board,
+            owners=(
+                graph.get(f"groups/{group}").json()["displayName"],
+                [o["id"] for o in graph.get(f"groups/{group}/owners?$select=id").json()["value"]],
+            ),
             mail={
                 i: graph.get(f"users/{i}/messages?$select=id,isRead&$top=999").json()["value"]
                 for i in ids if users[i]["userPrincipalName"] in board

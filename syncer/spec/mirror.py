@@ -60,7 +60,7 @@ class MirrorLoader:
         )
         where = table_node or nodes.get("name") or item
         claimed = {sub.mirror.table: path}
-        if sub.resource_type.name == "group":  # syncer.mirror keeps group membership in <table>_members
+        if sub.resource_type.key == "group":  # syncer.mirror keeps group membership in <table>_members
             claimed[f"{sub.mirror.table}_members"] = f"the members table of {path}"
             if len(sub.mirror.table) > MAX_GROUP_TABLE:
                 self.r.error(

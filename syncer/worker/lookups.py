@@ -8,7 +8,7 @@ mailbox's folder delta found, a drive id. Some are not ids but names: a user dec
 scope's first pass and kept in the scope's state (``syncer_sync_state.owner_ids``, by Graph path), where
 the other scopes of the same mailbox find them too: a mailbox's twenty folders ask for its user once. The
 rows the scope already holds (from before the owner columns existed, or written while a lookup failed)
-are filled then.
+are filled then, once.
 
 A lookup Graph refuses (403: the app may read mail but not users; 404) does not stop the pass: the
 column stays empty, a warning says why, and the next pass asks again. Throttling and outages fail the
@@ -46,10 +46,11 @@ def _owner_columns(scope: Scope) -> tuple[resources.ResourceType, tuple[str, ...
 
 
 def stored_ids(owner_ids: Any) -> dict[str, str]:
-    """``syncer_sync_state.owner_ids`` as ``{Graph path: id}`` (anything else in it ignored)."""
-    if not isinstance(owner_ids, Mapping):
+    """The ids a scope's state holds, ``{Graph path: id}`` (``syncer_sync_state.owner_ids["ids"]``)."""
+    ids = owner_ids.get("ids") if isinstance(owner_ids, Mapping) else None
+    if not isinstance(ids, Mapping):
         return {}
-    return {str(k): v for k, v in owner_ids.items() if isinstance(v, str) and v}
+    return {str(k): v for k, v in ids.items() if isinstance(v, str) and v}
 
 
 def known_owners(scope: Scope, owner_ids: Any) -> dict[str, str | None]:
@@ -58,25 +59,28 @@ def known_owners(scope: Scope, owner_ids: Any) -> dict[str, str | None]:
     if found is None:
         return {}
     rt, columns = found
-    return owners.values_for(rt, columns, scope.key, stored_ids(owner_ids))
+    return owners.values_for(rt, columns, scope.key, stored_ids(owner_ids), dict(scope.owners))
 
 
 def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_ids: Any) -> dict[str, str | None]:
     """The owner columns of the scope's rows, looking up in Graph the ids not known yet (under the scope's
-    lease); newly found ids are stored in the scope's state and written to the rows it already has."""
+    lease). The state keeps the ids found and the values the scope's rows were last filled with
+    (``{"ids": {path: id}, "rows": {column: value}}``): when those change (an id found, a column added by
+    ``syncer db upgrade``), the rows the scope already has are filled again."""
     scope = store.scope
     found = _owner_columns(scope)
     if found is None:
         return {}
     rt, columns = found
+    declared = dict(scope.owners)
     known = stored_ids(owner_ids)
-    lookups = owners.lookups_for(rt, columns, scope.key)
+    lookups = owners.lookups_for(rt, columns, scope.key, declared)
     missing = {path for path in lookups.values() if path not in known}
-    if not missing:
-        return owners.values_for(rt, columns, scope.key, known)
-    with engine.connect() as connection:
-        siblings = stored_ids(store.owner_ids_under(connection))
-    new = {path: siblings[path] for path in missing if path in siblings}
+    new: dict[str, str] = {}
+    if missing:
+        with engine.connect() as connection:
+            for state in store.owner_ids_under(connection):
+                new.update({p: i for p, i in stored_ids(state).items() if p in missing})
     for path in sorted(missing - set(new)):
         try:
             item = source.get_json(f"{path}?$select=id")
@@ -86,11 +90,12 @@ def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_
         looked_up = item.get("id") if isinstance(item, Mapping) else None
         if isinstance(looked_up, str) and looked_up:
             new[path] = storable(looked_up)
-    values = owners.values_for(rt, columns, scope.key, {**known, **new})
-    if new and scope.mirror is not None:
+    values = owners.values_for(rt, columns, scope.key, {**known, **new}, declared)
+    filled = owner_ids.get("rows") if isinstance(owner_ids, Mapping) else None
+    if (new or filled != values) and scope.mirror is not None:
         table = mirror.build_table(scope.mirror)
         with engine.begin() as connection:
             store.renew_lease(connection)
-            store.update_state(connection, owner_ids={**known, **new})
+            store.update_state(connection, owner_ids={"ids": {**known, **new}, "rows": values})
             fill_owners(connection, table, scope.tenant_id, scope.key, values)
     return values

@@ -35,7 +35,7 @@ def offline_owners(scope: Scope) -> dict[str, str | None]:
     rt = resources.BY_KEY.get(scope.strategy.key)
     if rt is None:
         return dict.fromkeys(scope.mirror.owners)
-    return owners.values_for(rt, scope.mirror.owners, scope.key)
+    return owners.values_for(rt, scope.mirror.owners, scope.key, declared=dict(scope.owners))
 
 
 SWEPT = "swept"
