@@ -4,8 +4,9 @@ Owner columns (:mod:`syncer.owners`: a mailbox's ``user_id``, a folder's ``folde
 value on every row of a scope, so a table made before they existed is filled from ``_scope`` alone, one
 ``UPDATE`` per scope, with no resync: what the scope's key holds (a user's GUID, a folder id) and the ids
 earlier passes looked up (``syncer_sync_state.owner_ids``). An owner the key only names (a UPN, ``inbox``)
-needs Graph, which an upgrade does not call: those rows stay empty until the scope's next pass looks the
-id up and fills them (:mod:`syncer.worker.lookups`), and the upgrade says so.
+needs Graph, which an upgrade does not call, and an owner the declaration names but the key does not (the
+group of a library synced as ``drives/{id}/root``) needs the spec's resolved declaration: those rows stay
+empty until the scope's next pass fills them (:mod:`syncer.worker.lookups`), and the upgrade says so.
 """
 
 from __future__ import annotations
@@ -89,5 +90,8 @@ def add_owner_columns(connection: sa.Connection, subscription: Subscription, tab
             f"by UPN or well-known name ({shown})"
         )
     if unknown:
-        line += f"; {unknown} rows have a _scope that tells no owner and stay empty"
+        line += (
+            f"; {unknown} rows take the owners their declaration names (a library's group or site) at their "
+            "scope's next pass"
+        )
     return [line]
