@@ -34,15 +34,15 @@ def _needs(template: str | None) -> set[str]:
     return set(_PLACEHOLDER.findall(template or ""))
 
 
-def _templates(rt: ResourceType) -> list[tuple[str, str | None]]:
-    """Each path form of *rt* a scope key takes, with the delta path of its pattern (scope keys are a declared
-    path, or a delta path without ``/delta`` when the scope is one folder or list of a mailbox)."""
-    found: list[tuple[str, str | None]] = []
+def _templates(rt: ResourceType) -> list[str]:
+    """Each path form of *rt* a scope key takes: a declared path, or a delta path without ``/delta`` when the
+    scope is one folder or list of a mailbox."""
+    found: list[str] = []
     for index, pattern in enumerate(rt.patterns):
+        found.append(pattern)
         delta = rt.delta_paths[index] if index < len(rt.delta_paths) else None
-        found.append((pattern, delta))
         if delta is not None:
-            found.append((delta.removesuffix("/delta"), delta))
+            found.append(delta.removesuffix("/delta"))
     return found
 
 
@@ -82,7 +82,7 @@ def scope_params(rt: ResourceType, key: str) -> dict[str, str] | None:
     segments = path.split("/")
     if segments and segments[0].lower() == "me":
         segments = ["users", "me", *segments[1:]]
-    for template, _delta in _templates(rt):
+    for template in _templates(rt):
         parts = template.split("/")
         if len(parts) != len(segments):
             continue

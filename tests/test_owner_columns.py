@@ -240,3 +240,28 @@ def test_db_upgrade_adds_and_fills_the_owner_columns_of_a_mirror_made_before_the
 
 def owner_rows_raw(env: SyncEnv, table: str) -> dict[str, Any]:
     return {k: v["raw"].get("@odata.etag") for k, v in env.rows(table).items()}
+
+
+def test_a_lookup_graph_refuses_leaves_the_column_empty_and_the_next_pass_fills_it(
+    people: tuple[SyncEnv, dict[str, str]],
+) -> None:
+    """403 on GET users/{upn} (an app that may read mail but not users): the mail is mirrored all the same,
+    user_id stays empty; once Graph answers, the next pass fills the rows it already has."""
+    env, who = people
+    upn, clients = who["upn"], {env.tenant_id: env.client}
+    rule = {"type": "status", "status": 403, "code": "Authorization_RequestDenied",
+            "path": "^/v1.0/users/[^/]+@[^/]+$", "method": "GET"}
+    added = env.graph.admin("POST", "faults", json=rule)
+    assert added.status_code in (200, 201), added.text
+    results = sync_once(env.spec, ["calendar"], clients=clients, engine=env.engine)
+    assert all(r.outcome == "ok" for r in results), results
+    rows = owner_rows(env, "events", "user_id", "_scope")
+    upn_rows = [v for v in rows.values() if v[1] == f"users/{upn}/events"]
+    assert upn_rows and all(user_id is None for user_id, _ in upn_rows)
+    assert all(user_id == who["first"] for user_id, key in rows.values() if key == f"users/{who['first']}/events")
+
+    assert env.graph.admin("DELETE", "faults").status_code in (200, 204)
+    results = sync_once(env.spec, ["calendar"], clients=clients, engine=env.engine)
+    assert all(r.outcome == "ok" and not r.full for r in results), results
+    rows = owner_rows(env, "events", "user_id", "_scope")
+    assert {user_id for user_id, key in rows.values() if key == f"users/{upn}/events"} == {who["second"]}
