@@ -149,6 +149,13 @@ sync_state = sa.Table(
     sa.Column(
         "failures", sa.Integer, nullable=False, default=0, server_default="0", comment="consecutive failed passes"
     ),
+    # Added in 0005 (owner columns): ids of the scope's owners looked up in Graph (syncer.owners).
+    sa.Column(
+        "owner_ids",
+        sa.JSON,
+        nullable=True,
+        comment="owner column -> id looked up once (a user named by UPN, a folder by a well-known name)",
+    ),
     sa.Index(None, "tenant_id", "parent_key"),
 )
 

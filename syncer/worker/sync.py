@@ -64,6 +64,7 @@ from syncer.errors import (
 )
 from syncer.log import database_unreachable
 from syncer.worker.containers import ContainerWriter
+from syncer.worker.lookups import resolve_owners
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
     Batch,
@@ -239,9 +240,10 @@ def sync_scope(
     counters = Progress(scope.key)
     try:
         headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else None
+        owners = resolve_owners(engine, source, store, state.owner_ids)
         outcome = _run_pages(
             engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step,
-            headers=headers, commit_every=commit_every, stop=stop,
+            headers=headers, commit_every=commit_every, stop=stop, owners=owners,
         )
     except LeaseLost as error:
         _finish(store, run_id, "lost", counters, error=str(error), started=started, release=False)
@@ -317,9 +319,10 @@ def _run_pages(
     headers: Mapping[str, str] | None,
     commit_every: float,
     stop: threading.Event | None = None,
+    owners: Mapping[str, str | None] | None = None,
 ) -> str:
     scope = store.scope
-    writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope)
+    writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope, owners=owners)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
     while True:
