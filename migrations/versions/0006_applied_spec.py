@@ -5,8 +5,8 @@ copy: it acknowledged the new subscriptions' notifications without a pass and sp
 `db upgrade` asked for with the old columns. `db upgrade` and `reconcile` now record the spec's
 fingerprint here, and workers compare it with their own (syncer.applied).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-03
 
 """
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
+revision: str = "0006"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
