@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from syncer import applied as applied_spec
 from syncer import database, schema
 from syncer.errors import SchemaChangeRefused
 from syncer.graph.times import parse_datetime
@@ -155,6 +156,9 @@ def upgrade(spec: Spec, *, rebuild: bool = False, engine: sa.Engine | None = Non
             # A new column is filled from _raw over the whole table: minutes on a large mirror.
             with engine.begin() as connection, database.unbounded(connection):
                 changes += _upgrade_one(connection, subscription, rebuild=rebuild)
+        if spec.fingerprint:
+            with engine.begin() as connection:  # running workers compare their copy with it (syncer.applied)
+                applied_spec.record(connection, spec.fingerprint, by="db upgrade", path=str(spec.path))
     finally:
         if own_engine:
             engine.dispose()

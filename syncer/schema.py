@@ -196,6 +196,18 @@ mirror_tables = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
+applied_spec = sa.Table(
+    "syncer_applied_spec",
+    metadata,
+    # The subscriptions.yaml the database was last brought in line with (syncer.applied): running
+    # workers compare it with their own copy and never act on an older one.
+    sa.Column("key", sa.String(32), primary_key=True, comment="always 'spec'"),
+    sa.Column("fingerprint", sa.String(64), nullable=False, comment="sha256 of the spec's declarations"),
+    sa.Column("applied_by", sa.String(64), nullable=False, comment="db upgrade | reconcile"),
+    sa.Column("applied_at", UtcDateTime, nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
+)
+
 locks = sa.Table(
     "syncer_locks",
     metadata,

@@ -265,6 +265,7 @@ class Spec:
     database_url: str
     subscriptions: tuple[Subscription, ...]
     emulator_info: Path | None = None  # cloud: emulator: the info file resolve_emulator() reads
+    fingerprint: str = ""  # of its declarations (syncer.spec.fingerprint); "" for a spec built in code
 
     def subscription(self, name: str) -> Subscription:
         """The subscription declared as *name*."""

@@ -78,6 +78,7 @@ from syncer.worker.rounds import (
 )
 from syncer.worker.scopes import FETCH, Scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
+from syncer.worker.specwatch import layout_outdated
 from syncer.worker.writer import PageOutcome, RowWriter
 
 __all__ = [
@@ -270,10 +271,16 @@ def sync_scope(
 def take_scope(store: ScopeStore, connection: Connection, *, now: datetime, force: bool = False) -> tuple[Any, PassResult | None]:
     """Take the scope's lease for a pass or a fetch: ``(its state row, None)`` to go on, or ``(None, the
     result to return)``: ``busy`` when another worker holds the lease, ``postponed`` (lease given back)
-    while the scope's ``not_before`` lies ahead, unless *force*."""
+    while the scope's ``not_before`` lies ahead, unless *force*; ``outdated`` (lease given back) when
+    the table's columns are not those the scope's declaration says (another spec was applied)."""
     store.ensure(connection)
     if not store.take_lease(connection):
         return None, PassResult(store.scope.key, "busy")
+    if (outdated := layout_outdated(connection, store.scope.mirror)) is not None:
+        # Rows written with other columns than the table's would lack the new ones, and a resync
+        # requested for them would be spent (syncer.applied): give the scope back untouched.
+        store.release_lease(connection)
+        return None, PassResult(store.scope.key, "outdated", error=outdated)
     state = store.state(connection)
     if state.not_before is not None and state.not_before > now and not force:
         store.release_lease(connection)
