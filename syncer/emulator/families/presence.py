@@ -20,7 +20,7 @@ import dataclasses
 import re
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from syncer.emulator.api import base_url, emulator_state, json_body, json_response
 from syncer.emulator.changelog import Collection
