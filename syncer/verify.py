@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from syncer import mirror
 from syncer.graph.client import GraphClient
 from syncer.storable import storable
-from syncer.worker import containers, scopes
+from syncer.worker import containers, idaction, scopes
 from syncer.worker.scopes import Scope
 
 # How many example ids a difference lists.
@@ -61,8 +61,8 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     items: dict[str, dict[str, Any]] = {}
     members: dict[str, set[str]] = {}
     inline = scope.strategy.inline
-    for page in client.iter_pages(scope.initial_url):
-        listed = list(page.items)
+    for page in idaction.pages_for(scope, client).iter_pages(scope.initial_url):
+        listed = scopes.stamp_items(scope, page.items) if scope.strategy.stamp else list(page.items)
         if inline is not None:  # a channel message's replies: rows of their own
             listed = [x for item in listed for x in (item, *(item.get(inline) or ()))]
         for item in listed:

@@ -26,7 +26,6 @@ from syncer.spec.model import (
     DEFAULT_SYNC_INTERVAL,
     MAX_RENEW_BEFORE,
     PERSONAL_ACCOUNT_TYPES,
-    SPEC_VERSION,
     GraphConnection,
     Receiver,
     Subscription,
@@ -303,13 +302,15 @@ class SubscriptionsLoader:
                 + ", ".join(sorted(PERSONAL_ACCOUNT_TYPES)),
                 f"'{text}' ({rt.name}: Graph grants no personal-account permission for it)",
             )
-        elif rt.delegated_only:
+        elif rt.delegated_only and not delegated:
             r.error(
                 node,
                 path,
-                "a resource Graph lets an app subscribe to with application permissions",
-                f"'{text}' ({rt.name}: delegated permissions only, not supported by spec version {SPEC_VERSION})",
+                "a tenant with auth: delegated (a signed-in user)",
+                f"'{text}' ({rt.name}: Graph grants no application permission to subscribe to it)",
             )
+        elif (problem := resources.presence_ids_problem(rt.name, text)) is not None:
+            r.error(node, path, problem[0], problem[1])
         elif rt.global_only and graph is not None and graph.cloud in CLOUDS and graph.cloud != "global":
             r.error(
                 node,

@@ -81,6 +81,11 @@ class Strategy:
     deleted_property: str | None = None
     """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
     is written, then removed with reason ``deleted`` at that time."""
+    ids_action: str | None = None
+    """No list in Graph: a full pass POSTs the declared ids to this action (:mod:`syncer.worker.idaction`)."""
+    stamp: tuple[tuple[str, str], ...] = ()
+    """(property, placeholder): each item gets the placeholder's value from the scope's path, as its owner (a
+    conversation's group); Graph's items do not say which group they belong to."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -135,6 +140,10 @@ STRATEGIES: dict[str, Strategy] = {
         ),
         # No delta in Graph (or in our notes): list + GET by id.
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
+        # https://learn.microsoft.com/graph/api/cloudcommunications-getpresencesbyuserid: no list, no delta.
+        Strategy("presence", FETCH, "{resource}", item_path="{resource}",
+                 ids_action="communications/getPresencesByUserId"),
+        Strategy("conversation", FETCH, "{resource}", item_path="{resource}", stamp=(("groupId", "group"),)),
     )
 }
 
@@ -146,6 +155,14 @@ def fetched_by_id(strategy: Strategy, resource: str | None) -> bool:
     if strategy.method == FETCH:
         return True
     return strategy.fetch_notified is not None and re.search(strategy.fetch_notified, resource) is not None
+
+
+def stamp_items(scope: Scope, items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """*items* with the scope's owner ids added (:attr:`Strategy.stamp`); Graph's own properties win."""
+    matched = resources.match_resource(scope.key)
+    params = matched[1] if matched else {}
+    owners = {prop: params[name] for prop, name in scope.strategy.stamp if name in params}
+    return [{**owners, **item} if "@removed" not in item else item for item in items]
 
 
 def strategy_for(resource_type: resources.ResourceType) -> Strategy:
@@ -292,7 +309,10 @@ def _scopes_for(
     base = _base(subscription, tenant_id, strategy, parent, mailbox)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
-        return [Scope(key=parent, initial_url=parent, **base)]
+        _path, declared_query = resources.split_resource(subscription.resource)
+        # An ids action reads the ids the declaration names, in its $filter.
+        initial = f"{parent}?{declared_query}" if strategy.ids_action and declared_query else parent
+        return [Scope(key=parent, initial_url=initial, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
     if strategy.containers and strategy.container_placeholder and strategy.container_placeholder not in params:

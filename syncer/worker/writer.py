@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
 from syncer.storable import has_nul, storable
-from syncer.worker.scopes import Scope
+from syncer.worker.scopes import Scope, stamp_items
 
 SWEPT = "swept"
 """``_removed_reason`` of a row a full round did not see (Graph never reported it removed)."""
@@ -390,6 +390,8 @@ def apply_items(
     strategy = writer.scope.strategy
     if strategy.inline is not None:
         items = inline_items(items, strategy.inline)
+    if strategy.stamp:
+        items = stamp_items(writer.scope, items)
     synced_at = writer.synced_at(now)
     last: dict[str, Mapping[str, Any]] = {}
     members: list[tuple[str, Mapping[str, Any]]] = []
