@@ -136,7 +136,8 @@ class SubscriptionsLoader:
                 resources.split_resource(sub.resource)[0].lower(),
                 () if per_path else tuple(sorted(sub.change_types)),
             )
-            if scope in scopes:
+            # Presence and conversations have a rule of their own, checked first (one error per declaration).
+            if not self.one_per_user_or_group(sub, path, nodes, scopes) and scope in scopes:
                 r.error(
                     nodes.get("resource"),
                     f"{path}.resource",
@@ -149,6 +150,30 @@ class SubscriptionsLoader:
             scopes.setdefault(scope, path)
             subs.append(sub)
         return tuple(subs)
+
+    def one_per_user_or_group(
+        self, sub: Subscription, path: str, nodes: dict[str, yaml.Node], seen: dict[tuple[str, str, tuple[str, ...]], str]
+    ) -> bool:
+        """Graph allows one presence subscription per app and signed-in user
+        (https://learn.microsoft.com/graph/changenotifications-for-presence) and one conversation subscription per
+        group (https://learn.microsoft.com/graph/change-notifications-overview): a second declaration is refused."""
+        name = sub.resource_type.name
+        if name not in ("presence", "conversation"):
+            return False
+        what = "presence" if name == "presence" else resources.split_resource(sub.resource)[0].lower()
+        key = (sub.tenant, what, ("one per user or group",))
+        if key in seen:
+            self.r.error(
+                nodes.get("resource"),
+                f"{path}.resource",
+                "one presence declaration per signed-in account (list every user in its $filter)"
+                if name == "presence"
+                else "one conversation subscription per group",
+                f"another besides {seen[key]}",
+            )
+            return True
+        seen.setdefault(key, path)
+        return False
 
     def subscription(
         self,
