@@ -567,7 +567,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         # Older pages required rich notifications; https://learn.microsoft.com/graph/changenotifications-for-presence
         # now shows basic ones too, and syncer reads the presence by id either way.
         delegated_only=True,  # Graph: no application permission
-        quota=Quota(per_instance=650),  # at most 650 users per subscription
+        # At most 650 users per subscription: presence_ids_problem (below); one per signed-in user: spec validation.
         owner_columns=(("id", "user_id", "text"),),  # a presence's id is its user's
     ),
     # --- security and print --------------------------------------------------------------------

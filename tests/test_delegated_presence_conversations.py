@@ -20,8 +20,8 @@ from webhook_receiver import Receiver
 from syncer import database, verify
 from syncer.cli import main
 from syncer.graph.times import parse_datetime
-from syncer.spec import Spec, load_spec
 from syncer.inbox import Inbox, NewItem
+from syncer.spec import Spec, load_spec
 from syncer.worker.scheduler import build_worker, clients_for, reconcile_interval, signed_in
 
 
