@@ -17,10 +17,11 @@ from click.testing import CliRunner, Result
 from emulator_fixtures import EmulatorClient
 from webhook_receiver import Receiver
 
-from syncer import database, verify
+from syncer import database, reconcile, verify
 from syncer.cli import main
 from syncer.graph.times import parse_datetime
 from syncer.inbox import Inbox, NewItem
+from syncer.reconcile import graphs_for
 from syncer.spec import Spec, load_spec
 from syncer.worker.scheduler import build_worker, clients_for, reconcile_interval, signed_in
 
@@ -157,6 +158,22 @@ def test_presence_and_conversations_are_mirrored_with_a_signed_in_user(
     assert sorted(map(tuple, rows)) == sorted([(bo["id"], "Busy", "InACall"), (cy["id"], "Away", "Away")])
     assert sorted(map(tuple, conversations)) == sorted([(group["id"], "welcome"), (group["id"], "plans")])
     assert mirror_matches(spec) == []
+
+    # 46 minutes later the 60-minute presence subscription is inside its renew_before (15 minutes): the worker's
+    # reconcile renews it, with the signed-in user's token; the conversations' 4,230-minute one is left alone.
+    assert graph.admin("POST", "clock", json={"advance": 46 * 60}).status_code == 200
+    later = parse_datetime(graph.admin("GET", "clock").json()["now"])
+    graphs = graphs_for(spec)
+    try:
+        outcome = reconcile.run(spec, graphs=graphs, clock=lambda: later)
+    finally:
+        for g in graphs.values():
+            g.close()
+    assert outcome is not None and outcome.ok, outcome
+    kinds = {a.resource.split("?")[0]: str(a.kind) for a in outcome.plan.actions}
+    assert kinds == {"communications/presences": "renew", f"groups/{group['id']}/conversations": "keep"}, kinds
+    renewed = {s["resource"]: s for s in graph.get("subscriptions").json()["value"]}[presence["resource"]]
+    assert parse_datetime(renewed["expirationDateTime"]) - later > timedelta(minutes=45)
 
     # A deleted conversation leaves the mirror at the next pass (the list's sweep, or its notification).
     assert graph.delete(f"groups/{group['id']}/conversations/{first['id']}").status_code == 204
