@@ -62,7 +62,7 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     members: dict[str, set[str]] = {}
     inline = scope.strategy.inline
     for page in idaction.pages_for(scope, client).iter_pages(scope.initial_url):
-        listed = scopes.stamp_items(scope, page.items) if scope.strategy.stamp else list(page.items)
+        listed = list(page.items)
         if inline is not None:  # a channel message's replies: rows of their own
             listed = [x for item in listed for x in (item, *(item.get(inline) or ()))]
         for item in listed:
@@ -135,7 +135,7 @@ def compare_scope(engine: Engine, client: GraphClient, scope: Scope) -> list[Dif
     changed: list[str] = []
     detail = ""
     for item_id in sorted(set(truth.items) & set(rows)):
-        expected = mirror.row_values(scope.mirror, truth.items[item_id])
+        expected = mirror.row_values(scope.mirror, truth.items[item_id], dict(scope.owners))
         actual = {name: rows[item_id][name] for name in expected}
         if _normalise(expected) != _normalise(actual):
             changed.append(item_id)

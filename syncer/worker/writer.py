@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
 from syncer.storable import has_nul, storable
-from syncer.worker.scopes import Scope, stamp_items
+from syncer.worker.scopes import Scope
 
 SWEPT = "swept"
 """``_removed_reason`` of a row a full round did not see (Graph never reported it removed)."""
@@ -123,7 +123,14 @@ class RowWriter:
             "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_has_nul": has_nul,
         }
         parts = []
+        owners = dict(self.scope.owners)
         for i, (_name, field_path, type_name) in enumerate(self.declared):
+            placeholder = mirror.scope_field(field_path)
+            if placeholder is not None:
+                # The same for every row of the scope (a list item's site and list ids, a library's group).
+                env[f"_o{i}"] = owners.get(placeholder)
+                parts.append(f"_o{i}")
+                continue
             get = f"g({field_path!r})" if "." not in field_path else f"_extract(item, {field_path!r})"
             if type_name == "text":
                 parts.append(f"(v if (v := {get}).__class__ is str else _text(v))")
@@ -390,8 +397,6 @@ def apply_items(
     strategy = writer.scope.strategy
     if strategy.inline is not None:
         items = inline_items(items, strategy.inline)
-    if strategy.stamp:
-        items = stamp_items(writer.scope, items)
     synced_at = writer.synced_at(now)
     last: dict[str, Mapping[str, Any]] = {}
     members: list[tuple[str, Mapping[str, Any]]] = []
