@@ -748,18 +748,25 @@ PRESENCE_MAX_IDS = 650
 """Users one presence subscription may name (https://learn.microsoft.com/en-us/graph/changenotifications-for-presence)."""
 
 
+def presence_ids(resource: str) -> list[str] | None:
+    """The user ids a presence resource names (``communications/presences/{id}`` or ``$filter=id in ('a','b')``),
+    in order; None when it has no such filter."""
+    path, query = split_resource(resource)
+    parts = path.split("/")
+    if len(parts) == 3:
+        return [unquote(parts[2])]
+    found = re.search(r"\$filter=\s*id\s+in\s*\((.*)\)\s*$", unquote(query), re.IGNORECASE | re.DOTALL)
+    return None if found is None else re.findall(r"'([^']*)'", found.group(1))
+
+
 def presence_ids_problem(name: str, resource: str) -> tuple[str, str] | None:
     """For a presence resource, (what Graph expects, what was found) when its users are missing or too many."""
     if name != "presence":
         return None
-    path, query = split_resource(resource)
-    if path.count("/") >= 2:  # communications/presences/{id}
-        return None
-    found = re.search(r"\$filter=\s*id\s+in\s*\((.*)\)\s*$", unquote(query), re.IGNORECASE | re.DOTALL)
-    if found is None:
+    ids = presence_ids(resource)
+    if ids is None:
         return ("communications/presences/{id} or communications/presences?$filter=id in ('{id}', ...)",
                 f"'{resource}' (no $filter=id in (...))")
-    ids = re.findall(r"'([^']*)'", found.group(1))
     if not ids:
         return "at least one user id in $filter=id in (...)", f"'{resource}'"
     if len(ids) > PRESENCE_MAX_IDS:

@@ -11,18 +11,16 @@ gets one page of the users' presences, through the action. Notified changes are 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from syncer import resources
 from syncer.graph.delta import Page
 from syncer.worker.scopes import Scope
 
 __all__ = ["MAX_IDS", "ids_of", "pages_for"]
 
-MAX_IDS = 650
-_ONE = re.compile(r"^/?communications/presences/([^/?]+)$", re.IGNORECASE)
-_ID_IN = re.compile(r"\$filter=\s*id\s+in\s*\((.*)\)\s*$", re.IGNORECASE | re.DOTALL)
+MAX_IDS = resources.PRESENCE_MAX_IDS
 
 
 class ActionClient(Protocol):
@@ -37,19 +35,12 @@ class ActionClient(Protocol):
 
 def ids_of(resource: str) -> list[str]:
     """The user ids a presence resource names, in order (an empty list when it names none)."""
-    from urllib.parse import unquote
-
-    text = unquote(resource.strip())
-    one = _ONE.match(text)
-    if one is not None:
-        return [one.group(1)]
-    found = _ID_IN.search(text)
-    if found is None:
-        return []
-    return re.findall(r"'([^']*)'", found.group(1))
+    return resources.presence_ids(resource) or []
 
 
 class _PresencePages:
+    """A page source whose pages are the presences of the users a resource names."""
+
     def __init__(self, client: ActionClient, action: str) -> None:
         self._client = client
         self._action = action
