@@ -131,3 +131,22 @@ def test_rich_can_be_required(graph: EmulatorClient, people: list[dict[str, Any]
     r = graph.post("subscriptions", json=_sub(graph, receiver.url(), f"communications/presences/{bo['id']}"),
                    headers=_bearer(token))
     assert r.status_code == 400 and "includeResourceData" in r.text
+
+
+def test_each_user_of_an_app_has_their_own_and_renewal_stays_within_an_hour(
+        graph: EmulatorClient, people: list[dict[str, Any]], receiver: Receiver) -> None:
+    ana, bo, cy = people
+    listed = f"communications/presences?$filter=id in ('{cy['id']}')"
+    made = []
+    for user, path in ((ana, "ana"), (bo, "bo")):
+        headers = _bearer(graph.user_token(user["userPrincipalName"], "Presence.Read.All"))
+        r = graph.post("subscriptions", json=_sub(graph, receiver.url(path), listed), headers=headers)
+        assert r.status_code == 201, r.text  # the same resource, another signed-in user: not a duplicate
+        made.append((r.json()["id"], headers))
+    _set(graph, cy["id"], "Away", "Away")
+    assert len(receiver.wait_items(1, path="ana")) == 1 and len(receiver.wait_items(1, path="bo")) == 1
+    sub_id, headers = made[0]
+    too_long = graph.patch(f"subscriptions/{sub_id}", json={"expirationDateTime": _in(graph, 61)}, headers=headers)
+    assert too_long.status_code == 400, too_long.text
+    renewed = graph.patch(f"subscriptions/{sub_id}", json={"expirationDateTime": _in(graph, 59)}, headers=headers)
+    assert renewed.status_code == 200, renewed.text
