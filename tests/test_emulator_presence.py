@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from emulator_fixtures import EmulatorClient
 from webhook_receiver import Receiver
 
@@ -150,3 +159,35 @@ def test_each_user_of_an_app_has_their_own_and_renewal_stays_within_an_hour(
     assert too_long.status_code == 400, too_long.text
     renewed = graph.patch(f"subscriptions/{sub_id}", json={"expirationDateTime": _in(graph, 59)}, headers=headers)
     assert renewed.status_code == 200, renewed.text
+
+
+def _decrypt(content: dict[str, str], key: rsa.RSAPrivateKey) -> dict[str, Any]:
+    """Graph's documented decryption: RSA-OAEP(SHA-1) data key, AES-CBC with iv = key[:16], PKCS7."""
+    data_key = key.decrypt(base64.b64decode(content["dataKey"]), asym_padding.OAEP(
+        mgf=asym_padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
+    decryptor = Cipher(algorithms.AES(data_key), modes.CBC(data_key[:16])).decryptor()
+    padded = decryptor.update(base64.b64decode(content["data"])) + decryptor.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    return dict(json.loads(unpadder.update(padded) + unpadder.finalize()))
+
+
+def test_rich_notifications_carry_the_presence(graph: EmulatorClient, people: list[dict[str, Any]],
+                                               receiver: Receiver) -> None:
+    ana, bo, _ = people
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver")])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+                   .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    body = _sub(graph, receiver.url("rich"), f"communications/presences/{bo['id']}", includeResourceData=True,
+                encryptionCertificate=base64.b64encode(certificate.public_bytes(Encoding.DER)).decode(),
+                encryptionCertificateId="k1")
+    headers = _bearer(graph.user_token(ana["userPrincipalName"], "Presence.Read.All"))
+    made = graph.post("subscriptions", json=body, headers=headers)
+    assert made.status_code == 201, made.text
+    _set(graph, bo["id"], "Busy", "InACall")
+    (item,) = receiver.wait_items(1, path="rich")
+    content = _decrypt(item["encryptedContent"], key)
+    assert content["@odata.id"] == f"users/{bo['id']}/presence" and content["id"] == bo["id"]
+    assert (content["availability"], content["activity"]) == ("Busy", "InACall")
