@@ -24,7 +24,7 @@ from syncer import mirror, owners, resources
 from syncer.errors import ForbiddenError, NotFoundError
 from syncer.graph.client import GraphClient
 from syncer.storable import storable
-from syncer.worker import containers, scopes
+from syncer.worker import containers, idaction, scopes
 from syncer.worker.scopes import Scope
 
 # How many example ids a difference lists.
@@ -62,7 +62,7 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     items: dict[str, dict[str, Any]] = {}
     members: dict[str, set[str]] = {}
     inline = scope.strategy.inline
-    for page in client.iter_pages(scope.initial_url):
+    for page in idaction.pages_for(scope, client).iter_pages(scope.initial_url):
         listed = list(page.items)
         if inline is not None:  # a channel message's replies: rows of their own
             listed = [x for item in listed for x in (item, *(item.get(inline) or ()))]

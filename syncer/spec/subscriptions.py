@@ -27,7 +27,6 @@ from syncer.spec.model import (
     DEFAULT_SYNC_INTERVAL,
     MAX_RENEW_BEFORE,
     PERSONAL_ACCOUNT_TYPES,
-    SPEC_VERSION,
     GraphConnection,
     Receiver,
     Subscription,
@@ -138,7 +137,8 @@ class SubscriptionsLoader:
                 resources.split_resource(sub.resource)[0].lower(),
                 () if per_path else tuple(sorted(sub.change_types)),
             )
-            if scope in scopes:
+            # Presence and conversations have a rule of their own, checked first (one error per declaration).
+            if not self.one_per_user_or_group(sub, path, nodes, scopes) and scope in scopes:
                 r.error(
                     nodes.get("resource"),
                     f"{path}.resource",
@@ -151,6 +151,30 @@ class SubscriptionsLoader:
             scopes.setdefault(scope, path)
             subs.append(sub)
         return tuple(subs)
+
+    def one_per_user_or_group(
+        self, sub: Subscription, path: str, nodes: dict[str, yaml.Node], seen: dict[tuple[str, str, tuple[str, ...]], str]
+    ) -> bool:
+        """Graph allows one presence subscription per app and signed-in user
+        (https://learn.microsoft.com/graph/changenotifications-for-presence) and one conversation subscription per
+        group (https://learn.microsoft.com/graph/change-notifications-overview): a second declaration is refused."""
+        name = sub.resource_type.name
+        if name not in ("presence", "conversation"):
+            return False
+        what = "presence" if name == "presence" else resources.split_resource(sub.resource)[0].lower()
+        key = (sub.tenant, what, ("one per user or group",))
+        if key in seen:
+            self.r.error(
+                nodes.get("resource"),
+                f"{path}.resource",
+                "one presence declaration per signed-in account (list every user in its $filter)"
+                if name == "presence"
+                else "one conversation subscription per group",
+                f"another besides {seen[key]}",
+            )
+            return True
+        seen.setdefault(key, path)
+        return False
 
     def subscription(
         self,
@@ -304,13 +328,15 @@ class SubscriptionsLoader:
                 + ", ".join(sorted(PERSONAL_ACCOUNT_TYPES)),
                 f"'{text}' ({rt.name}: Graph grants no personal-account permission for it)",
             )
-        elif rt.delegated_only:
+        elif rt.delegated_only and not delegated:
             r.error(
                 node,
                 path,
-                "a resource Graph lets an app subscribe to with application permissions",
-                f"'{text}' ({rt.name}: delegated permissions only, not supported by spec version {SPEC_VERSION})",
+                "a tenant with auth: delegated (a signed-in user)",
+                f"'{text}' ({rt.name}: Graph grants no application permission to subscribe to it)",
             )
+        elif (problem := resources.presence_ids_problem(rt.name, text)) is not None:
+            r.error(node, path, problem[0], problem[1])
         elif _query and (rt.key == "list" or resources.matching_pattern(rt, text) in RESOLVED_PATTERNS):
             # List subscriptions take no $filter (https://github.com/microsoftgraph/microsoft-graph-docs/issues/18955),
             # and a resolved path is subscribed as its canonical form: a query would be dropped unseen.

@@ -228,6 +228,18 @@ def guarded(worker: Worker, job: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
+def reconcile_interval(default: float, spec: Spec | None) -> float:
+    """Seconds between reconciles: *default*, or less when a declaration's ``renew_before`` is short.
+
+    A subscription is renewed by the first reconcile inside its ``renew_before`` window. Three runs fall in
+    that window, so a run that failed (Graph throttling, an outage of minutes) still leaves two before the
+    subscription expires: presence lives 60 minutes at most, renewed 15 minutes before expiry, so the
+    worker reconciles every 5 minutes (https://learn.microsoft.com/graph/changenotifications-for-presence).
+    """
+    windows = [s.renew_before.total_seconds() for s in (spec.subscriptions if spec is not None else ())]
+    return min([default, *(w / 3 for w in windows if w > 0)])
+
+
 def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule | None = None) -> None:
     """Add the worker's jobs to *scheduler* with fixed ids (replacing any of the same id)."""
     schedule = schedule or Schedule()
@@ -236,7 +248,8 @@ def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule |
                       name="drain the inbox", **common)
     scheduler.add_job(guarded(worker, worker.safety_net), "interval", seconds=schedule.safety_net, id=SAFETY_NET_JOB,
                       name="safety-net delta", next_run_time=datetime.now(UTC), **common)
-    scheduler.add_job(guarded(worker, worker.reconcile), "interval", seconds=schedule.reconcile, id=RECONCILE_JOB,
+    scheduler.add_job(guarded(worker, worker.reconcile), "interval",
+                      seconds=reconcile_interval(schedule.reconcile, worker.spec), id=RECONCILE_JOB,
                       name="reconcile subscriptions", **common)
     # First a minute after start, not an hour: a worker redeployed more often than hourly still purges.
     scheduler.add_job(guarded(worker, worker.housekeeping), "interval", seconds=schedule.housekeeping,

@@ -81,6 +81,8 @@ class Strategy:
     deleted_property: str | None = None
     """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
     is written, then removed with reason ``deleted`` at that time."""
+    ids_action: str | None = None
+    """No list in Graph: a full pass POSTs the declared ids to this action (:mod:`syncer.worker.idaction`)."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -139,6 +141,9 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("list", DELTA, "sites/{site}/lists/{list}/items/delta?$expand=fields", select=False, deleted_facet=True),
         # Owners are listed (no owners@delta in groups delta); a notification names the group: list again.
         Strategy("group.owners", FETCH, "groups/{group}/owners"),
+        # https://learn.microsoft.com/graph/api/cloudcommunications-getpresencesbyuserid: no list, no delta.
+        Strategy("presence", FETCH, "{resource}", item_path="{resource}",
+                 ids_action="communications/getPresencesByUserId"),
     )
 }
 
@@ -301,7 +306,10 @@ def _scopes_for(
     base = _base(subscription, tenant_id, strategy, parent, mailbox, params)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
-        return [Scope(key=parent, initial_url=parent, **base)]
+        _path, declared_query = resources.split_resource(subscription.resource)
+        # An ids action reads the ids the declaration names, in its $filter.
+        initial = f"{parent}?{declared_query}" if strategy.ids_action and declared_query else parent
+        return [Scope(key=parent, initial_url=initial, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
     if strategy.containers and strategy.container_placeholder and strategy.container_placeholder not in params:

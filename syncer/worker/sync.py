@@ -63,6 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
+from syncer.worker import idaction
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.lookups import resolve_owners
 from syncer.worker.prefetch import Prefetcher
@@ -322,6 +323,7 @@ def _run_pages(
     owners: Mapping[str, str | None] | None = None,
 ) -> str:
     scope = store.scope
+    source = idaction.pages_for(scope, source)
     writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope, owners=owners)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
