@@ -90,6 +90,10 @@ class ResourceType:
     owner_columns: tuple[tuple[str, str, str], ...] = ()
     """Columns every mirror table of this type gets, indexed: (field, column, type). The ids of what owns
     an item (a message's team, channel, chat, thread root and sender), so that one SQL query can select by them."""
+    app_only: bool = False
+    """Graph grants only an application permission: a delegated (signed-in user) token is refused (403)."""
+    query_options: str | None = None
+    """The ``notificationQueryOptions`` Graph requires on every subscription of this type (sent as is)."""
 
     @property
     def delta_path(self) -> str | None:
@@ -532,6 +536,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime_rich=None,
         permission="CallRecords.Read.All",
         quota=Quota(per_tenant=100),
+        app_only=True,  # https://learn.microsoft.com/en-us/graph/changenotifications-for-callrecords
     ),
     _teams(
         key="callRecording",
@@ -580,10 +585,14 @@ CATALOGUE: tuple[ResourceType, ...] = (
         key="printer",
         name="printer",
         patterns=("print/printers/{printer}/jobs",),
-        change_types=frozenset({"created"}),  # jobFetchable
+        # jobFetchable: "updated" with the isFetchable filter, both required
+        # (https://learn.microsoft.com/en-us/graph/universal-print-webhook-notifications).
+        change_types=frozenset({"updated"}),
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
         permission="Printer.Read.All",  # Graph's permission reference for the resource
+        app_only=True,
+        query_options="$filter = isFetchable eq true",
     ),
     ResourceType(
         key="printTaskDefinition",
@@ -593,6 +602,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
         permission="PrintTaskDefinition.ReadWrite.All",  # Graph's permission reference for the resource
+        app_only=True,
     ),
 )
 

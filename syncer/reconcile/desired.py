@@ -42,6 +42,7 @@ class Desired:
     encryption_certificate_id: str | None = None
     encryption_certificate: str | None = field(default=None, repr=False)  # base64 DER, public
     user: str | None = None  # the fan-out user this one is for
+    query_options: str | None = None  # notificationQueryOptions (required by Universal Print's printer jobs)
 
     @property
     def scope_key(self) -> str:
@@ -98,7 +99,7 @@ def desired_from_spec(
         cert = read(sub.encryption.certificate) if sub.encryption else None
         resource = sub.graph_resource
         bindings: tuple[tuple[tuple[str, str], ...], ...]
-        if sub.fan_out is None:
+        if sub.fan_out is None and sub.name not in expansions:
             bindings = ((),)
         else:
             expansion = expansions.get(sub.name)
@@ -122,6 +123,7 @@ def desired_from_spec(
                     encryption_certificate_id=cert_id,
                     encryption_certificate=cert,
                     user=user,
+                    query_options=sub.resource_type.query_options,
                 )
             )
     return out

@@ -261,7 +261,7 @@ class SubscriptionsLoader:
             r.error(
                 node,
                 path,
-                "no placeholder but {user}, {team} or {channel} (expanded by for_each)",
+                "no placeholder but {user}, {team}, {channel} (expanded by for_each) or {list} (a user's To Do lists)",
                 f"{others[0]} in '{text}'",
             )
             return None
@@ -276,6 +276,10 @@ class SubscriptionsLoader:
             )
             return None
         rt, params = matched
+        if "{list}" in bare and rt.key != "todoTask":
+            r.error(node, path, "{list} only in users/{user}/todo/lists/{list}/tasks (each of a user's To Do lists)",
+                    f"'{text}'")
+            return None
         delegated = tenant is not None and tenant.delegated
         me = params.get("user", "").lower() == "me"
         if me and not delegated:
@@ -286,6 +290,8 @@ class SubscriptionsLoader:
                 f"'{text}'",
                 "me/... needs a tenant with auth: delegated",
             )
+        elif delegated and rt.app_only:
+            r.error(node, path, "a resource a signed-in user may subscribe to", f"'{text}' ({rt.name}: application permissions only)")
         elif delegated and rt.per_mailbox and "user" in params and not me:
             # https://learn.microsoft.com/graph/permissions-overview: delegated permissions reach what the
             # signed-in user can; syncer does not mirror shared or delegated mailboxes (yet).
@@ -452,7 +458,7 @@ class SubscriptionsLoader:
         return lifetime, renew if isinstance(renew, timedelta) else None
 
 
-_FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}")
+_FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}", "{list}")
 
 
 def _suggest(bare: str) -> str:

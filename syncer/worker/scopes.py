@@ -81,6 +81,12 @@ class Strategy:
     deleted_property: str | None = None
     """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
     is written, then removed with reason ``deleted`` at that time."""
+    list_query: bool = False
+    """FETCH: the list keeps the declaration's query (an alerts ``$filter``): the mirror holds what it selects."""
+    item_pages: str | None = None
+    """FETCH: a GET by id returns this property paged (``sessions@odata.nextLink``): every page is followed."""
+    refetch_listed: bool = False
+    """FETCH: the list lacks what a GET by id expands (a call record's sessions): a list pass GETs each listed item."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -135,6 +141,18 @@ STRATEGIES: dict[str, Strategy] = {
         ),
         # No delta in Graph (or in our notes): list + GET by id.
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
+        Strategy("alert", FETCH, "{resource}", item_path="{resource}", list_query=True),
+        # https://learn.microsoft.com/en-us/graph/api/callrecords-callrecord-get: sessions (and their segments) come
+        # only with $expand, paged; the list (https://learn.microsoft.com/en-us/graph/api/callrecords-cloudcommunications-list-callrecords)
+        # has no $expand, so a list pass GETs each record it lists.
+        Strategy(
+            "callRecord",
+            FETCH,
+            "{resource}",
+            item_path="{resource}?$expand=sessions($expand=segments)",
+            item_pages="sessions",
+            refetch_listed=True,
+        ),
     )
 }
 
@@ -258,7 +276,8 @@ def expand_subscription(
     for binding in values:
         p = {**params, **binding}
         expanded_path = fill(path, binding) if binding else path
-        parent = parent_key(expanded_path)
+        # A placeholder left open ({list}) is filled by a container scope: the parent key stops before it.
+        parent = parent_key(expanded_path).split("/{", 1)[0]
         scopes += _scopes_for(subscription, tenant_id, strategy, parent, p, now=now)
     return scopes
 
@@ -292,7 +311,8 @@ def _scopes_for(
     base = _base(subscription, tenant_id, strategy, parent, mailbox)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
-        return [Scope(key=parent, initial_url=parent, **base)]
+        listed = resources.split_resource(subscription.resource)[1] if strategy.list_query else ""
+        return [Scope(key=parent, initial_url=f"{parent}?{listed}" if listed else parent, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
     if strategy.containers and strategy.container_placeholder and strategy.container_placeholder not in params:

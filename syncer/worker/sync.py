@@ -63,6 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
+from syncer.worker.byid import WholeItems
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
@@ -225,6 +226,8 @@ def sync_scope(
     (``Prefer: odata.maxpagesize``; Graph may ignore it).
     """
     step = fault or _no_fault
+    if scope.strategy.refetch_listed:
+        source = WholeItems(source, scope)
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:

@@ -1,0 +1,78 @@
+"""One item by id, whole: the GET a notification (or a list that leaves parts out) turns into.
+
+Graph answers some GETs with part of the item paged: a call record's sessions come with
+``$expand=sessions($expand=segments)``, 60 to a page, the rest behind ``sessions@odata.nextLink``
+(https://learn.microsoft.com/en-us/graph/api/callrecords-callrecord-get). A mirror row holds the whole item,
+so every page is followed and the pages joined before the row is written. A 404 means the item is gone
+(deleted, or past Graph's retention, as a call record after 30 days): a removal, not an error.
+
+Used by :mod:`syncer.worker.fetch` (notified items) and by a pass whose list lacks what the GET by id
+brings (:class:`WholeItems`, strategy ``refetch_listed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from syncer.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from syncer.worker.scopes import Scope
+    from syncer.worker.sync import PageSource
+
+__all__ = ["WholeItems", "get_item", "removed"]
+
+
+def removed(item_id: str) -> dict[str, Any]:
+    """How a GET by id that found nothing is written: the item removed (reason ``deleted``)."""
+    return {"id": item_id, "@removed": {"reason": "deleted"}}
+
+
+def get_item(source: PageSource, scope: Scope, resource: str) -> Mapping[str, Any] | None:
+    """The item at *resource* (a path Graph names it by) as the scope's strategy GETs it, its paged part joined;
+    a removal when Graph answers 404; None when the answer is not an item."""
+    strategy = scope.strategy
+    path = strategy.item_path.format(resource=resource) if strategy.item_path else resource
+    try:
+        body = source.get_json(path)
+        if not isinstance(body, dict) or "id" not in body:
+            return None
+        paged = strategy.item_pages
+        link = body.pop(f"{paged}@odata.nextLink", None) if paged else None
+        if paged and isinstance(link, str):
+            parts = list(body.get(paged) or ())
+            for page in source.iter_pages(link):
+                parts += page.items
+            body[paged] = parts
+    except NotFoundError:
+        return removed(resource.rstrip("/").rsplit("/", 1)[-1].partition("?")[0])
+    return body
+
+
+class WholeItems:
+    """A page source whose list pages carry each item as :func:`get_item` returns it (a ``PageSource``).
+
+    For a list that leaves out what the item's GET expands (call records list without sessions): writing the
+    listed item would overwrite the whole row with a part of it.
+    """
+
+    def __init__(self, source: PageSource, scope: Scope) -> None:
+        self.source = source
+        self.scope = scope
+        self.collection = scope.initial_url.partition("?")[0].rstrip("/")
+
+    def iter_pages(self, url_or_path: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]:
+        for page in self.source.iter_pages(url_or_path, headers=headers):
+            items = []
+            for listed in page.items:
+                if "@removed" in listed or "id" not in listed:
+                    items.append(listed)
+                    continue
+                whole = get_item(self.source, self.scope, f"{self.collection}/{listed['id']}")
+                items.append(whole if whole is not None else listed)
+            yield replace(page, items=items)
+
+    def get_json(self, url_or_path: str) -> Any:
+        return self.source.get_json(url_or_path)
