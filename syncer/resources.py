@@ -537,6 +537,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         permission="CallRecords.Read.All",
         quota=Quota(per_tenant=100),
         app_only=True,  # https://learn.microsoft.com/en-us/graph/changenotifications-for-callrecords
+        # https://learn.microsoft.com/en-us/graph/api/resources/callrecords-callrecord
+        field_types=(("version", "integer"), ("modalities", "json"), ("organizer_v2", "json"), ("sessions", "json"),
+                     ("participants_v2", "json")),
     ),
     _teams(
         key="callRecording",
@@ -580,6 +583,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(43_200),
         max_lifetime_rich=None,
         permission="SecurityEvents.ReadWrite.All",
+        # https://learn.microsoft.com/en-us/graph/api/resources/alert
+        field_types=(("riskScore", "text"), ("userStates", "json"), ("hostStates", "json"), ("vendorInformation", "json"),
+                     ("comments", "json"), ("tags", "json"), ("confidence", "integer")),
     ),
     ResourceType(
         key="printer",
@@ -593,6 +599,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         permission="Printer.Read.All",  # Graph's permission reference for the resource
         app_only=True,
         query_options="$filter = isFetchable eq true",
+        # https://learn.microsoft.com/en-us/graph/api/resources/printjob
+        field_types=(("isFetchable", "boolean"), ("status", "json"), ("documents", "json"), ("createdBy", "json"),
+                     ("configuration", "json")),
     ),
     ResourceType(
         key="printTaskDefinition",
@@ -603,6 +612,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime_rich=None,
         permission="PrintTaskDefinition.ReadWrite.All",  # Graph's permission reference for the resource
         app_only=True,
+        field_types=(("status", "json"), ("definition", "json")),  # https://learn.microsoft.com/en-us/graph/api/resources/printtask
     ),
 )
 
