@@ -186,6 +186,13 @@ def test_call_records_with_their_sessions(world: World, running: Any) -> None:
     sessions = row["sessions"] if isinstance(row["sessions"], list) else json.loads(row["sessions"])
     assert sessions == truth["sessions"] and row["_raw"]["sessions"] == truth["sessions"]
     assert all(len(s["segments"]) == 2 for s in sessions) and row["organizer_id"] == ada
+    # One row per session, with its record's id, by the JSON functions docs/spec.md shows.
+    query = ("SELECT r.id AS call_record_id, s.value->>'id' AS session_id FROM call_records r, "
+             "jsonb_array_elements(r.sessions::jsonb) s" if world.engine.dialect.name == "postgresql" else
+             "SELECT r.id AS call_record_id, s.value->>'id' AS session_id FROM call_records r, json_each(r.sessions) s")
+    with world.engine.connect() as connection:
+        pairs = connection.execute(sa.text(query + " WHERE r.id = :id"), {"id": call["id"]}).all()
+    assert sorted(p.session_id for p in pairs) == sorted(x["id"] for x in truth["sessions"])
 
     # Late client data: version 2 with one more session, notified as updated.
     assert graph.admin("POST", f"communications/callRecords/{call['id']}/update", json={"sessions": 1}).status_code == 200
