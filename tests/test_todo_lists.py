@@ -147,6 +147,26 @@ def test_a_notification_on_one_list_syncs_that_list(world: World) -> None:
             worker.wait(timeout=60)
             assert sorted(drained.started) == sorted([f"users/{ada}/todo/lists", f"users/{ada}/todo/lists/{groceries}/tasks"])
             assert _rows(world)[task["id"]]["title"] == "bread"
+
+            # missed: that list is enumerated again from scratch; subscriptionRemoved: its subscription is
+            # made again for the same list.
+            key = f"users/{ada}/todo/lists/{groceries}/tasks"
+            Inbox(world.engine).put([NewItem(
+                tenant_id=tenant, subscription_id=note["subscriptionId"], kind="lifecycle", event="missed",
+                resource=None, resource_id=None, dedupe_key="k2", payload={"lifecycleEvent": "missed"})])
+            worker.drain(start=False)
+            with world.engine.connect() as connection:
+                resync = dict(connection.execute(sa.text(
+                    "SELECT scope_key, resync_requested FROM syncer_sync_state")).all())
+            assert resync[key] and resync[f"users/{ada}/todo/lists"]
+            assert sum(bool(v) for v in resync.values()) == 2, resync
+            assert world.graph.delete(f"subscriptions/{note['subscriptionId']}").status_code == 204
+            Inbox(world.engine).put([NewItem(
+                tenant_id=tenant, subscription_id=note["subscriptionId"], kind="lifecycle", event="subscriptionRemoved",
+                resource=None, resource_id=None, dedupe_key="k3", payload={"lifecycleEvent": "subscriptionRemoved"})])
+            worker.drain(start=False)
+            remade = [s for s in world.live() if s["resource"] == key]
+            assert len(remade) == 1 and remade[0]["id"] != note["subscriptionId"]
         finally:
             worker.close()
     finally:

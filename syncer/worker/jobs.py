@@ -305,8 +305,14 @@ class Worker:
     def _lifecycle(self, item: InboxItem, parent: str | None) -> None:
         if item.event in ("missed", "subscriptionRemoved") and parent is not None:
             # Changes may have been lost: the scope is enumerated again and swept.
+            target = self._scope_of(item, parent)
+            child = _child_key(target, parent) if target is not None else None
             with self.engine.begin() as connection:
-                scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
+                if target is not None and child is not None:  # one To Do list's subscription: that list
+                    scopestate.mark_dirty(connection, item.tenant_id, [child, target.key], now=self.clock(),
+                                          resync=True, by_scope_key=True)
+                else:
+                    scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
         if item.event in ("subscriptionRemoved", "reauthorizationRequired") and self.spec is not None:
             reconcile.repair(self.spec, event=item.event, subscription_id=item.subscription_id,
                              engine=self.engine, graphs=self._graphs())
