@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from test_spec_delegated import HEADER, load, problems
 
-from syncer.reconcile.desired import desired_from_spec
+from syncer.reconcile.desired import Expansion, desired_from_spec
+from syncer.worker import scopes
 
 FIRST = HEADER.count("\n") + 1  # the line of the first subscription's "- name:"
 
@@ -76,3 +77,15 @@ def test_an_alerts_filter_stays_in_the_resource(tmp_path: Path) -> None:
     (desired,) = desired_from_spec(spec)
     assert desired.resource == "security/alerts?$filter=status eq 'newAlert'"
     assert desired.change_types == ("created", "updated")
+
+
+def test_one_users_todo_lists_without_for_each(tmp_path: Path) -> None:
+    """``{list}`` with a fixed user needs no for_each: reconcile binds each list, the worker follows the lists."""
+    spec = load(tmp_path, _sub("users/ada@contoso.com/todo/lists/{list}/tasks") + "  mirror: {table: tasks}\n")
+    (scope,) = scopes.declared_scopes(spec)
+    assert scope.container and scope.key == scope.parent_key == "users/ada@contoso.com/todo/lists"
+    assert scope.initial_url.startswith("users/ada@contoso.com/todo/lists/delta?")
+    bound = Expansion("it", spec.tenants[0].tenant_id, "declared", ("ada@contoso.com/L1",), ((("list", "L1"),),))
+    (desired,) = desired_from_spec(spec, {"it": bound})
+    assert desired.resource == "users/ada@contoso.com/todo/lists/L1/tasks"
+    assert scopes.child_scope(scope, "L1").key == desired.scope_key  # a notification's subscription names the list
