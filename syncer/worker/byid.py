@@ -12,13 +12,19 @@ brings (:class:`WholeItems`, strategy ``refetch_listed``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
+import sqlalchemy as sa
+
+from syncer import mirror
 from syncer.errors import NotFoundError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from syncer.worker.scopes import Scope
     from syncer.worker.sync import PageSource
 
@@ -55,20 +61,29 @@ class WholeItems:
     """A page source whose list pages carry each item as :func:`get_item` returns it (a ``PageSource``).
 
     For a list that leaves out what the item's GET expands (call records list without sessions): writing the
-    listed item would overwrite the whole row with a part of it.
+    listed item would overwrite the whole row with a part of it. An item whose listed properties all equal
+    the stored row's (a call record's ``version`` and ``lastModifiedDateTime`` among them) has not changed:
+    its stored item is written again as it is, without a GET, so that a list pass of 30 days of calls costs
+    GETs only for the records that are new or changed.
     """
 
-    def __init__(self, source: PageSource, scope: Scope) -> None:
+    def __init__(self, source: PageSource, scope: Scope, engine: Engine | None = None) -> None:
         self.source = source
         self.scope = scope
+        self.engine = engine
         self.collection = scope.initial_url.partition("?")[0].rstrip("/")
 
     def iter_pages(self, url_or_path: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]:
         for page in self.source.iter_pages(url_or_path, headers=headers):
+            stored = self._stored([str(i["id"]) for i in page.items if "id" in i and "@removed" not in i])
             items = []
             for listed in page.items:
                 if "@removed" in listed or "id" not in listed:
                     items.append(listed)
+                    continue
+                known = stored.get(str(listed["id"]))
+                if known is not None and all(known.get(k) == v for k, v in listed.items() if not k.startswith("@")):
+                    items.append(known)
                     continue
                 whole = get_item(self.source, self.scope, f"{self.collection}/{listed['id']}")
                 items.append(whole if whole is not None else listed)
@@ -76,3 +91,16 @@ class WholeItems:
 
     def get_json(self, url_or_path: str) -> Any:
         return self.source.get_json(url_or_path)
+
+    def _stored(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """The live rows' items among *ids* (``_raw``), as the scope last wrote them."""
+        if self.engine is None or self.scope.mirror is None or not ids:
+            return {}
+        table = mirror.build_table(self.scope.mirror)
+        query = sa.select(table.c.id, table.c._raw).where(
+            table.c.tenant_id == self.scope.tenant_id, table.c._scope == self.scope.key,
+            table.c._deleted_at.is_(None), table.c.id.in_(list(ids)),
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {str(i): raw if isinstance(raw, dict) else orjson.loads(raw) for i, raw in rows}

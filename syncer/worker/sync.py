@@ -227,7 +227,7 @@ def sync_scope(
     """
     step = fault or _no_fault
     if scope.strategy.refetch_listed:
-        source = WholeItems(source, scope)
+        source = WholeItems(source, scope, engine)
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
