@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import mirror
+from syncer import mirror, resources
 from syncer.errors import NotFoundError
 from syncer.graph.client import GraphClient
 from syncer.storable import storable
@@ -62,6 +62,12 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     items: dict[str, dict[str, Any]] = {}
     members: dict[str, set[str]] = {}
     inline = scope.strategy.inline
+    if _one_item(scope):  # a declaration of one item (security/alerts/{id}): its GET is the truth
+        try:
+            item = storable(client.get_json(scope.initial_url))
+        except NotFoundError:
+            return ScopeTruth({}, {})
+        return ScopeTruth({str(item["id"]): item}, {})
     for page in client.iter_pages(scope.initial_url):
         listed = list(page.items)
         if scope.strategy.refetch_listed:  # the list leaves out what the GET by id expands (a call's sessions)
@@ -93,6 +99,14 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
                 else:
                     group.add(str(link.get("id")))
     return ScopeTruth(items, members)
+
+
+def _one_item(scope: Scope) -> bool:
+    if scope.strategy.method != scopes.FETCH or scope.strategy.path != "{resource}":
+        return False
+    matched = resources.match_resource(scope.key)
+    pattern = resources.matching_pattern(matched[0], scope.key) if matched else None
+    return pattern is not None and pattern.endswith("}")
 
 
 def _whole(client: GraphClient, scope: Scope, item: dict[str, Any]) -> dict[str, Any] | None:

@@ -141,6 +141,23 @@ def test_security_alerts_with_a_filter(world: World, running: Any) -> None:
     assert gone["_deleted_at"] is not None and gone["_removed_reason"] == "swept"
 
 
+def test_one_alert(world: World, running: Any) -> None:
+    """``security/alerts/{id}``: the declaration names one alert; its list is the GET of that alert, so the safety
+    net keeps the row (a page of ``value`` would be empty and sweep it)."""
+    graph = world.graph
+    alert = graph.admin("POST", "security/alerts", json={"title": "watched"}).json()
+    graph.admin("POST", "security/alerts", json={"title": "other"})
+    r = running(ALERTS.replace("security/alerts?$filter=status eq 'newAlert'", f"security/alerts/{alert['id']}"))
+    r.sync()
+    r.sync()  # a second full round sweeps nothing
+    assert [row["title"] for row in _rows(world, "alerts", "title").values() if row["_deleted_at"] is None] == ["watched"]
+    patched = graph.patch(f"security/alerts/{alert['id']}", json={"status": "inProgress", "vendorInformation": alert["vendorInformation"]})
+    assert patched.status_code == 204, patched.text
+    assert r.notified(resource=alert["id"]).fetched == 1
+    assert _rows(world, "alerts", "status")[alert["id"]]["status"] == "inProgress"
+    r.verify()
+
+
 CALLS = """
   - name: calls
     resource: communications/callRecords

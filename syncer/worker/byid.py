@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import sqlalchemy as sa
 
-from syncer import mirror
+from syncer import mirror, resources
 from syncer.errors import NotFoundError
+from syncer.graph.delta import Page
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -28,12 +29,22 @@ if TYPE_CHECKING:
     from syncer.worker.scopes import Scope
     from syncer.worker.sync import PageSource
 
-__all__ = ["WholeItems", "get_item", "removed"]
+__all__ = ["OneItem", "WholeItems", "get_item", "names_one_item", "removed"]
 
 
 def removed(item_id: str) -> dict[str, Any]:
     """How a GET by id that found nothing is written: the item removed (reason ``deleted``)."""
     return {"id": item_id, "@removed": {"reason": "deleted"}}
+
+
+def names_one_item(scope: Scope) -> bool:
+    """Whether *scope* is a no-delta declaration of one item (``security/alerts/{id}``, ``teams/{id}``): its "list"
+    is the GET of that item, whose answer is the item itself, not a page of ``value``."""
+    if scope.strategy.method != resources.FETCH or scope.strategy.path != "{resource}" or scope.container:
+        return False
+    matched = resources.match_resource(scope.key)
+    pattern = resources.matching_pattern(matched[0], scope.key) if matched else None
+    return pattern is not None and pattern.rsplit("/", 1)[-1].startswith("{")
 
 
 def get_item(source: PageSource, scope: Scope, resource: str) -> Mapping[str, Any] | None:
@@ -104,3 +115,19 @@ class WholeItems:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return {str(i): raw if isinstance(raw, dict) else orjson.loads(raw) for i, raw in rows}
+
+
+class OneItem:
+    """A page source for a scope that names one item: its list is one page holding the item (or its removal,
+    when Graph answers 404), so a full round keeps the row instead of sweeping it as unlisted."""
+
+    def __init__(self, source: PageSource, scope: Scope) -> None:
+        self.source = source
+        self.scope = scope
+
+    def iter_pages(self, url_or_path: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]:
+        item = get_item(self.source, self.scope, url_or_path.partition("?")[0])
+        yield Page(items=[dict(item)] if item is not None else [])
+
+    def get_json(self, url_or_path: str) -> Any:
+        return self.source.get_json(url_or_path)

@@ -103,7 +103,7 @@ def _normalise_resource(resource: str, collection: str) -> str:
     # case-blind but a strict server (or proxy) may not be, so collection names go lower-case.
     path, _, query = resource.strip().lstrip("/").partition("?")
     path = re.sub(r"\('([^']*)'\)", r"/\1", path)
-    if path.lower().startswith(collection.lower() + "/"):
+    if path.lower() == collection.lower() or path.lower().startswith(collection.lower() + "/"):
         # Under the scope's own path (security/alerts/{id}, print/printers/{id}/jobs/{id}): spelled as the
         # scope is, the ids as notified (an alert id's letter case is its own).
         return collection + path[len(collection):] + (f"?{query}" if query else "")

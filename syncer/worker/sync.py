@@ -63,7 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
-from syncer.worker.byid import WholeItems
+from syncer.worker.byid import OneItem, WholeItems, names_one_item
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
@@ -228,6 +228,8 @@ def sync_scope(
     step = fault or _no_fault
     if scope.strategy.refetch_listed:
         source = WholeItems(source, scope, engine)
+    elif names_one_item(scope):
+        source = OneItem(source, scope)
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
