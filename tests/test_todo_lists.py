@@ -76,6 +76,9 @@ def test_todo_lists_of_many_users_end_to_end(world: World) -> None:
     expected = {f"users/{u}/todo/lists/{lst}/tasks" for u in (ada, alan) for lst in _lists(world, u)}
     assert len(expected) >= 4  # each user's default list and the one made above
     assert {s["resource"] for s in world.live()} == expected
+    (expansion,) = outcome.plan.expansions  # what the plan prints: one line per declaration
+    assert expansion.noun == "lists" and len(expansion.users) == len(expected)
+    assert expansion.source == "each user's To Do lists; users: listed in the spec"
 
     graphs = graphs_for(spec)
     try:

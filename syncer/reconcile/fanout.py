@@ -50,7 +50,7 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
         users: tuple[str, ...]
         if sub.fan_out is None:
             matched = match_resource(sub.resource)
-            source, users = "declared", (matched[1]["user"],) if matched else ()
+            source, users = "named in the resource", (matched[1]["user"],) if matched else ()
         else:
             source, users = users_of(sub.fan_out, graph)
         if lists:
@@ -79,7 +79,7 @@ def lists_of(
         for todo_list in found:
             bindings.append(((("user", user),) if fan_out else ()) + (("list", todo_list),))
             labels.append(f"{user}/{todo_list}")
-    return Expansion(name, tenant_id, f"To Do lists of {source}", tuple(labels), tuple(bindings), noun="lists")
+    return Expansion(name, tenant_id, f"each user's To Do lists; users: {source}", tuple(labels), tuple(bindings), noun="lists")
 
 
 def teams_of(name: str, tenant_id: str, fan_out: FanOut, graph: GraphClient) -> Expansion:
