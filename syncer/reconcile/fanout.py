@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from syncer import resolve
 from syncer.errors import NotFoundError, ReconcileError
 from syncer.reconcile.desired import Expansion
 from syncer.resources import match_resource, split_resource
@@ -35,8 +36,8 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
     """The expansion of every fan-out declaration in *spec*; *graphs* maps tenant id to its client."""
     out: dict[str, Expansion] = {}
     for sub in spec.subscriptions:
-        lists = "{list}" in split_resource(sub.resource)[0]
-        if sub.fan_out is None and not lists:
+        lists = sub.resource_type.key == "todoTask" and "{list}" in split_resource(sub.resource)[0]
+        if sub.fan_out is None and not lists and not resolve.needs_resolution(sub):
             continue
         tenant_id = spec.tenant(sub.tenant).tenant_id
         graph = graphs.get(tenant_id)
@@ -44,6 +45,11 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
             raise ReconcileError(
                 f"no Graph client for tenant {sub.tenant!r} ({tenant_id}) to expand {sub.name!r}"
             )
+        if sub.fan_out is None and not lists:
+            path = resolve.resolve(sub, graph).resource
+            out[sub.name] = Expansion(sub.name, tenant_id, f"resolved from {sub.resource}", (path,), noun="paths",
+                                      resources=(path,))
+            continue
         if sub.fan_out is not None and sub.fan_out.over_teams:
             out[sub.name] = teams_of(sub.name, tenant_id, sub.fan_out, graph)
             continue

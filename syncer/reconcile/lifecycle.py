@@ -33,6 +33,7 @@ from syncer.reconcile.apply import (
 from syncer.reconcile.desired import Desired, Expansion, desired_from_spec
 from syncer.reconcile.plan import Action, Kind, Recorded
 from syncer.reconcile.records import load_recorded, record_patches
+from syncer.resolve import needs_resolution
 from syncer.resources import match_resource
 
 if TYPE_CHECKING:
@@ -60,7 +61,11 @@ def _desired_for_row(spec: Spec, row: Recorded) -> Desired:
             "run `syncer reconcile --prune`"
         ) from error
     expansions = {}
-    if "{list}" in declared.resource:
+    if declared.fan_out is None and needs_resolution(declared):
+        # The row holds the path the declaration resolved to (syncer.resolve): recreate that one.
+        tenant_id = spec.tenant(declared.tenant).tenant_id
+        expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (row.resource,), resources=(row.resource,))
+    if declared.resource_type.key == "todoTask" and "{list}" in declared.resource:
         # One subscription per To Do list: the recorded resource names the user and the list.
         matched = match_resource(row.resource)
         names = ("user", "list") if declared.fan_out is not None else ("list",)
