@@ -89,3 +89,12 @@ def test_one_users_todo_lists_without_for_each(tmp_path: Path) -> None:
     (desired,) = desired_from_spec(spec, {"it": bound})
     assert desired.resource == "users/ada@contoso.com/todo/lists/L1/tasks"
     assert scopes.child_scope(scope, "L1").key == desired.scope_key  # a notification's subscription names the list
+
+
+def test_two_alert_declarations_of_one_tenant_are_refused(tmp_path: Path) -> None:
+    """Their filters differ only in the query: both would follow the one scope security/alerts."""
+    second = _sub("security/alerts?$filter=severity eq 'high'", "change_types: [updated]\n").replace("name: it", "name: two")
+    errors = problems(tmp_path, _sub("security/alerts?$filter=status eq 'newAlert'", "mirror: {table: a}\n") + second)
+    (error,) = [e for e in errors if e.location.path == "subscriptions[1].resource"]
+    assert error.location.line == FIRST + 6
+    assert "one declaration of a security/alerts path per tenant" in str(error) and "subscriptions[0]" in str(error)
