@@ -97,4 +97,8 @@ def test_two_alert_declarations_of_one_tenant_are_refused(tmp_path: Path) -> Non
     errors = problems(tmp_path, _sub("security/alerts?$filter=status eq 'newAlert'", "mirror: {table: a}\n") + second)
     (error,) = [e for e in errors if e.location.path == "subscriptions[1].resource"]
     assert error.location.line == FIRST + 6
-    assert "one declaration of a security/alerts path per tenant" in str(error) and "subscriptions[0]" in str(error)
+    assert "one declaration of security/alerts per tenant" in str(error) and "subscriptions[0]" in str(error)
+    calls = _sub("communications/callRecords", "change_types: [created]\n").replace("name: it", "name: one")
+    calls += _sub("communications/callRecords", "change_types: [updated]\n")
+    (error,) = [e for e in problems(tmp_path, calls) if e.location.path == "subscriptions[1].resource"]
+    assert "one declaration of communications/callrecords per tenant" in str(error)

@@ -133,16 +133,17 @@ class SubscriptionsLoader:
                 self.mirrors.claim_tables(sub, path, nodes, item, tables)
             # Teams allows one subscription of an app per chat, channel or team path, whatever its change types.
             per_path = sub.resource_type.quota.per_instance == 1
-            # Alerts' filters live in the query: two declarations would share the scope of security/alerts.
-            one_scope = sub.resource_type.key == "alert"
+            # One scope per path: two declarations of it (an alerts filter differs in the query only, change types
+            # differ) would share its sync state, and one of them would never sync.
+            one_scope = sub.resource_type.key in ("alert", "callRecord", "printer", "printTaskDefinition")
             scope = (
                 sub.tenant,
                 resources.split_resource(sub.resource)[0].lower(),
                 () if per_path or one_scope else tuple(sorted(sub.change_types)),
             )
             if scope in scopes and one_scope:
-                r.error(nodes.get("resource"), f"{path}.resource", "one declaration of a security/alerts path per tenant",
-                        f"the same path as {scopes[scope]}", "both would sync one scope: join the filters with 'or'")
+                r.error(nodes.get("resource"), f"{path}.resource", f"one declaration of {scope[1]} per tenant",
+                        f"the same path as {scopes[scope]}", "both would sync one scope (join alert filters with 'or')")
             elif scope in scopes:
                 r.error(
                     nodes.get("resource"),
