@@ -9,9 +9,9 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from itertools import count
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 import test_reconcile
@@ -20,6 +20,7 @@ from test_reconcile import World
 from syncer import mirror, verify
 from syncer.graph.client import GraphClient
 from syncer.inbox import Inbox, NewItem
+from syncer.receiver.notifications import parse_collection
 from syncer.reconcile import graphs_for
 from syncer.reconcile.quotas import Placed, check_quotas
 from syncer.spec import Spec
@@ -29,7 +30,6 @@ from syncer.worker.scheduler import sync_once
 from syncer.worker.scopes import ScopeIndex
 
 world = test_reconcile.world  # the fixture: emulator, test receiver, migrated database, three users
-_keys = count()
 
 
 class Running:
@@ -67,10 +67,15 @@ class Running:
         return self.put(notes)
 
     def put(self, notes: list[dict[str, Any]]) -> DrainResult:
+        """Store *notes* as syncer's receiver does (its parser: syncer.receiver.notifications), drain the inbox."""
+        parsed = parse_collection(orjson.dumps({"value": notes})).notifications
+        assert len(parsed) == len(notes), notes
         Inbox(self.world.engine).put([NewItem(
-            tenant_id=self.tenant, subscription_id=n["subscriptionId"], kind="change", event=n["changeType"],
-            resource=n["resource"], resource_id=(n.get("resourceData") or {}).get("id"), dedupe_key=f"k{next(_keys)}",
-            payload=json.loads(json.dumps(n))) for n in notes])
+            tenant_id=self.tenant, subscription_id=n.subscription_id, kind=n.kind, event=n.event, resource=n.resource,
+            resource_id=n.resource_id, dedupe_key=n.dedupe_key, payload=n.payload()) for n in parsed])
+        return self.drain()
+
+    def drain(self) -> DrainResult:
         drained = self.worker.drain()
         self.worker.wait(timeout=60)
         return drained
@@ -242,8 +247,12 @@ def test_call_records_with_their_sessions(world: World, running: Any) -> None:
     r.graphs.update(graphs_for(r.spec))  # the clients' tokens expired with the jump
     r.worker = Worker(world.engine, r.graphs, r.worker.index, worker_id="w1", spec=r.spec)
     assert _call_truth(world, call["id"]) is None
-    drained = r.put([{"subscriptionId": subscription["id"], "changeType": "updated",
-                      "resource": f"communications/callRecords/{call['id']}", "resourceData": {"id": call["id"]}}])
+    late = {"subscriptionId": subscription["id"], "clientState": None, "changeType": "updated", "tenantId": r.tenant,
+            "subscriptionExpirationDateTime": subscription["expirationDateTime"],
+            "resource": f"communications/callRecords/{call['id']}",
+            "resourceData": {"@odata.type": "#Microsoft.Graph.callRecord", "id": call["id"],
+                             "@odata.id": f"communications/callRecords/{call['id']}"}}
+    drained = r.put([late])
     assert drained.fetched == 1, drained
     gone = _rows(world, "call_records", "version")[call["id"]]
     assert gone["_deleted_at"] is not None and gone["_removed_reason"] == "deleted"

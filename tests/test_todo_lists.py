@@ -5,16 +5,17 @@ subscription syncs that list; the mirror equals Graph's truth (syncer.verify), o
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 import test_reconcile
 from test_reconcile import World
 
 from syncer import mirror, verify
 from syncer.inbox import Inbox, NewItem
+from syncer.receiver.notifications import parse_collection
 from syncer.reconcile import graphs_for
 from syncer.worker import scopes
 from syncer.worker.jobs import Worker
@@ -143,9 +144,11 @@ def test_a_notification_on_one_list_syncs_that_list(world: World) -> None:
                 time.sleep(0.05)
             assert world.receiver.received, "the emulator delivered no notification"
             note = world.receiver.received[0].body["value"][0]
+            (parsed,) = parse_collection(orjson.dumps({"value": [note]})).notifications  # as syncer's receiver reads it
             Inbox(world.engine).put([NewItem(
-                tenant_id=tenant, subscription_id=note["subscriptionId"], kind="change", event=note["changeType"],
-                resource=note["resource"], resource_id=task["id"], dedupe_key="k1", payload=json.loads(json.dumps(note)))])
+                tenant_id=tenant, subscription_id=parsed.subscription_id, kind=parsed.kind, event=parsed.event,
+                resource=parsed.resource, resource_id=parsed.resource_id, dedupe_key=parsed.dedupe_key,
+                payload=parsed.payload())])
             drained = worker.drain()
             worker.wait(timeout=60)
             assert sorted(drained.started) == sorted([f"users/{ada}/todo/lists", f"users/{ada}/todo/lists/{groceries}/tasks"])
