@@ -98,6 +98,8 @@ class ResourceType:
     """Graph grants only an application permission: a delegated (signed-in user) token is refused (403)."""
     query_options: str | None = None
     """The ``notificationQueryOptions`` Graph requires on every subscription of this type (sent as is)."""
+    read_permissions: tuple[str, ...] = ()
+    """Application permissions the reads need besides :attr:`permission` (a printer's jobs: PrintJob.Read.All)."""
 
     @property
     def delta_path(self) -> str | None:
@@ -636,6 +638,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         permission="Printer.Read.All",  # Graph's permission reference for the resource
         app_only=True,
         query_options="$filter = isFetchable eq true",
+        read_permissions=("PrintJob.Read.All",),  # https://learn.microsoft.com/en-us/graph/api/printer-list-jobs
         # https://learn.microsoft.com/en-us/graph/api/resources/printjob
         field_types=(("isFetchable", "boolean"), ("status", "json"), ("documents", "json"), ("createdBy", "json"),
                      ("configuration", "json")),

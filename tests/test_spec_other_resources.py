@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_spec_delegated import HEADER, load, problems
 
+from syncer.doctor import permissions_needed
 from syncer.reconcile.desired import Expansion, desired_from_spec
 from syncer.worker import scopes
 
@@ -102,3 +103,9 @@ def test_two_alert_declarations_of_one_tenant_are_refused(tmp_path: Path) -> Non
     calls += _sub("communications/callRecords", "change_types: [updated]\n")
     (error,) = [e for e in problems(tmp_path, calls) if e.location.path == "subscriptions[1].resource"]
     assert "one declaration of communications/callrecords per tenant" in str(error)
+
+
+def test_doctor_asks_for_what_reading_a_printers_jobs_needs(tmp_path: Path) -> None:
+    """Subscribing takes Printer.Read.All, listing and GETting the jobs PrintJob.Read.All: doctor checks both."""
+    spec = load(tmp_path, _sub("print/printers/p1/jobs"))
+    assert permissions_needed(spec, "contoso") == {"Printer.Read.All": "it", "PrintJob.Read.All": "it"}
