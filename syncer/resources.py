@@ -120,6 +120,12 @@ class ResourceType:
     """Owner columns taken from the scope (its path parameters, or ids looked up once per scope), indexed: a
     mailbox's ``user_id``, a folder's ``folder_id``. The first rule of a column whose parameters a declaration
     has applies (:mod:`syncer.owners`)."""
+    app_only: bool = False
+    """Graph grants only an application permission: a delegated (signed-in user) token is refused (403)."""
+    query_options: str | None = None
+    """The ``notificationQueryOptions`` Graph requires on every subscription of this type (sent as is)."""
+    read_permissions: tuple[str, ...] = ()
+    """Application permissions the reads need besides :attr:`permission` (a printer's jobs: PrintJob.Read.All)."""
 
     @property
     def delta_path(self) -> str | None:
@@ -602,6 +608,10 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime_rich=None,
         permission="CallRecords.Read.All",
         quota=Quota(per_tenant=100),
+        app_only=True,  # https://learn.microsoft.com/en-us/graph/changenotifications-for-callrecords
+        # https://learn.microsoft.com/en-us/graph/api/resources/callrecords-callrecord
+        field_types=(("version", "integer"), ("modalities", "json"), ("organizer_v2", "json"), ("sessions", "json"),
+                     ("participants_v2", "json")),
     ),
     _teams(
         key="callRecording",
@@ -647,15 +657,26 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(43_200),
         max_lifetime_rich=None,
         permission="SecurityEvents.ReadWrite.All",
+        # https://learn.microsoft.com/en-us/graph/api/resources/alert
+        field_types=(("riskScore", "text"), ("userStates", "json"), ("hostStates", "json"), ("vendorInformation", "json"),
+                     ("comments", "json"), ("tags", "json"), ("confidence", "integer")),
     ),
     ResourceType(
         key="printer",
         name="printer",
         patterns=("print/printers/{printer}/jobs",),
-        change_types=frozenset({"created"}),  # jobFetchable
+        # jobFetchable: "updated" with the isFetchable filter, both required
+        # (https://learn.microsoft.com/en-us/graph/universal-print-webhook-notifications).
+        change_types=frozenset({"updated"}),
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
         permission="Printer.Read.All",  # Graph's permission reference for the resource
+        app_only=True,
+        query_options="$filter = isFetchable eq true",
+        read_permissions=("PrintJob.Read.All",),  # https://learn.microsoft.com/en-us/graph/api/printer-list-jobs
+        # https://learn.microsoft.com/en-us/graph/api/resources/printjob
+        field_types=(("isFetchable", "boolean"), ("status", "json"), ("documents", "json"), ("createdBy", "json"),
+                     ("configuration", "json")),
     ),
     ResourceType(
         key="printTaskDefinition",
@@ -665,6 +686,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
         permission="PrintTaskDefinition.ReadWrite.All",  # Graph's permission reference for the resource
+        app_only=True,
+        field_types=(("status", "json"), ("definition", "json")),  # https://learn.microsoft.com/en-us/graph/api/resources/printtask
     ),
 )
 

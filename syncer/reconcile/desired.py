@@ -42,6 +42,7 @@ class Desired:
     encryption_certificate_id: str | None = None
     encryption_certificate: str | None = field(default=None, repr=False)  # base64 DER, public
     user: str | None = None  # the fan-out user this one is for
+    query_options: str | None = None  # notificationQueryOptions (required by Universal Print's printer jobs)
 
     @property
     def scope_key(self) -> str:
@@ -103,7 +104,7 @@ def desired_from_spec(
         resolved = expansions.get(sub.name)
         if sub.fan_out is None and resolved is not None and resolved.resources:
             resource, bindings = resolved.resources[0], ((),)
-        elif sub.fan_out is None:
+        elif sub.fan_out is None and resolved is None:
             bindings = ((),)
         else:
             expansion = expansions.get(sub.name)
@@ -127,6 +128,7 @@ def desired_from_spec(
                     encryption_certificate_id=cert_id,
                     encryption_certificate=cert,
                     user=user,
+                    query_options=sub.resource_type.query_options,
                 )
             )
     return out

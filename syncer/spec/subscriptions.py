@@ -132,13 +132,21 @@ class SubscriptionsLoader:
                 self.mirrors.claim_tables(sub, path, nodes, item, tables)
             # Teams allows one subscription of an app per chat, channel or team path, whatever its change types.
             per_path = sub.resource_type.quota.per_instance == 1
+            # One scope per path: two declarations of it (an alerts filter differs in the query only, change types
+            # differ) would share its sync state, and one of them would never sync.
+            one_scope = sub.resource_type.key in ("alert", "callRecord", "printer", "printTaskDefinition")
             scope = (
                 sub.tenant,
                 resources.split_resource(sub.resource)[0].lower(),
-                () if per_path else tuple(sorted(sub.change_types)),
+                () if per_path or one_scope else tuple(sorted(sub.change_types)),
             )
             # Presence and conversations have a rule of their own, checked first (one error per declaration).
-            if not self.one_per_user_or_group(sub, path, nodes, scopes) and scope in scopes:
+            if self.one_per_user_or_group(sub, path, nodes, scopes):
+                pass
+            elif scope in scopes and one_scope:
+                r.error(nodes.get("resource"), f"{path}.resource", f"one declaration of {scope[1]} per tenant",
+                        f"the same path as {scopes[scope]}", "both would sync one scope (join alert filters with 'or')")
+            elif scope in scopes:
                 r.error(
                     nodes.get("resource"),
                     f"{path}.resource",
@@ -286,7 +294,7 @@ class SubscriptionsLoader:
             r.error(
                 node,
                 path,
-                "no placeholder but {user}, {team} or {channel} (expanded by for_each)",
+                "no placeholder but {user}, {team}, {channel} (expanded by for_each) or {list} (a user's To Do lists)",
                 f"{others[0]} in '{text}'",
             )
             return None
@@ -301,6 +309,10 @@ class SubscriptionsLoader:
             )
             return None
         rt, params = matched
+        if "{list}" in bare and rt.key != "todoTask":
+            r.error(node, path, "{list} only in users/{user}/todo/lists/{list}/tasks (each of a user's To Do lists)",
+                    f"'{text}'")
+            return None
         delegated = tenant is not None and tenant.delegated
         me = params.get("user", "").lower() == "me"
         if me and not delegated:
@@ -311,6 +323,8 @@ class SubscriptionsLoader:
                 f"'{text}'",
                 "me/... needs a tenant with auth: delegated",
             )
+        elif delegated and rt.app_only:
+            r.error(node, path, "a resource a signed-in user may subscribe to", f"'{text}' ({rt.name}: application permissions only)")
         elif delegated and rt.per_mailbox and "user" in params and not me:
             # https://learn.microsoft.com/graph/permissions-overview: delegated permissions reach what the
             # signed-in user can; syncer does not mirror shared or delegated mailboxes (yet).
@@ -488,7 +502,7 @@ class SubscriptionsLoader:
         return lifetime, renew if isinstance(renew, timedelta) else None
 
 
-_FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}")
+_FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}", "{list}")
 
 
 def _suggest(bare: str) -> str:

@@ -174,6 +174,7 @@ class Worker:
             subs = self._scope_keys({i.subscription_id for i in items})
             fetches: dict[tuple[str, str], list[InboxItem]] = {}
             parents: dict[str, set[str]] = {}  # tenant -> parent keys: many notifications, one mark each
+            exact: dict[str, set[str]] = {}  # tenant -> scope keys: a container's child (a To Do list) and itself
             marking: list[int] = []
             done: list[int] = []
             failed: list[tuple[int, str]] = []
@@ -192,7 +193,13 @@ class Worker:
                             fetches.setdefault((target.tenant_id, target.key), []).append(item)
                             continue  # acknowledged once fetched
                         else:
-                            parents.setdefault(target.tenant_id, set()).add(target.parent_key)
+                            child = _child_key(target, subs.get(item.subscription_id))
+                            if child is not None:
+                                # One subscription per list: that list's pass, and the container's (one
+                                # lists delta) in case the list is new to it.
+                                exact.setdefault(target.tenant_id, set()).update((child, target.key))
+                            else:
+                                parents.setdefault(target.tenant_id, set()).add(target.parent_key)
                             marking.append(item.id)
                             continue
                     done.append(item.id)
@@ -203,6 +210,10 @@ class Worker:
                 with self.engine.begin() as connection:
                     for tenant_id, keys in parents.items():
                         dirty += scopestate.mark_dirty(connection, tenant_id, sorted(keys), now=self.clock())
+                    for tenant_id, keys in exact.items():
+                        dirty += scopestate.mark_dirty(
+                            connection, tenant_id, sorted(keys), now=self.clock(), by_scope_key=True
+                        )
                 done += marking
             except Exception as error:
                 if not database_unreachable(error):
@@ -290,14 +301,24 @@ class Worker:
             found = self.index.under(item.tenant_id, scope_key)
             if found is not None:
                 return found
+            # A subscription on one folder of a container (a To Do list): the container's.
+            found = self.index.owning(item.tenant_id, scope_key)
+            if found is not None:
+                return found
         # No row for the subscription (adopted elsewhere, or removed): the resource path says where.
         return self.index.owning(item.tenant_id, item.resource or "")
 
     def _lifecycle(self, item: InboxItem, parent: str | None) -> None:
         if item.event in ("missed", "subscriptionRemoved") and parent is not None:
             # Changes may have been lost: the scope is enumerated again and swept.
+            target = self._scope_of(item, parent)
+            child = _child_key(target, parent) if target is not None else None
             with self.engine.begin() as connection:
-                scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
+                if target is not None and child is not None:  # one To Do list's subscription: that list
+                    scopestate.mark_dirty(connection, item.tenant_id, [child, target.key], now=self.clock(),
+                                          resync=True, by_scope_key=True)
+                else:
+                    scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
         if item.event in ("subscriptionRemoved", "reauthorizationRequired") and self.spec is not None:
             reconcile.repair(self.spec, event=item.event, subscription_id=item.subscription_id,
                              engine=self.engine, graphs=self._graphs())
@@ -513,3 +534,11 @@ class Worker:
         finalizers, self._finalizers = self._finalizers, []
         for finalize in reversed(finalizers):
             finalize()
+
+
+def _child_key(target: Scope, scope_key: str | None) -> str | None:
+    """The child scope a subscription's *scope_key* is, when *target* is a container and Graph subscribes per
+    child (To Do: one subscription per list, https://learn.microsoft.com/en-us/graph/api/resources/todotask)."""
+    if not target.container or scope_key is None:
+        return None
+    return scope_key if scopes.folder_of(scope_key, target) is not None else None

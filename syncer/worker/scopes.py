@@ -83,6 +83,12 @@ class Strategy:
     is written, then removed with reason ``deleted`` at that time."""
     ids_action: str | None = None
     """No list in Graph: a full pass POSTs the declared ids to this action (:mod:`syncer.worker.idaction`)."""
+    list_query: bool = False
+    """FETCH: the list keeps the declaration's query (an alerts ``$filter``): the mirror holds what it selects."""
+    item_pages: str | None = None
+    """FETCH: a GET by id returns this property paged (``sessions@odata.nextLink``): every page is followed."""
+    refetch_listed: bool = False
+    """FETCH: the list lacks what a GET by id expands (a call record's sessions): a list pass GETs each listed item."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -144,6 +150,18 @@ STRATEGIES: dict[str, Strategy] = {
         # https://learn.microsoft.com/graph/api/cloudcommunications-getpresencesbyuserid: no list, no delta.
         Strategy("presence", FETCH, "{resource}", item_path="{resource}",
                  ids_action="communications/getPresencesByUserId"),
+        Strategy("alert", FETCH, "{resource}", item_path="{resource}", list_query=True),
+        # https://learn.microsoft.com/en-us/graph/api/callrecords-callrecord-get: sessions (and their segments) come
+        # only with $expand, paged; the list (https://learn.microsoft.com/en-us/graph/api/callrecords-cloudcommunications-list-callrecords)
+        # has no $expand, so a list pass GETs each record it lists.
+        Strategy(
+            "callRecord",
+            FETCH,
+            "{resource}",
+            item_path="{resource}?$expand=sessions($expand=segments)",
+            item_pages="sessions",
+            refetch_listed=True,
+        ),
     )
 }
 
@@ -271,7 +289,8 @@ def expand_subscription(
     for binding in values:
         p = {**params, **binding}
         expanded_path = fill(path, binding) if binding else path
-        parent = parent_key(expanded_path)
+        # A placeholder left open ({list}) is filled by a container scope: the parent key stops before it.
+        parent = parent_key(expanded_path).split("/{", 1)[0]
         scopes += _scopes_for(subscription, tenant_id, strategy, parent, p, now=now)
     return scopes
 
@@ -307,9 +326,9 @@ def _scopes_for(
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
         _path, declared_query = resources.split_resource(subscription.resource)
-        # An ids action reads the ids the declaration names, in its $filter.
-        initial = f"{parent}?{declared_query}" if strategy.ids_action and declared_query else parent
-        return [Scope(key=parent, initial_url=initial, **base)]
+        # An ids action reads the ids the declaration names, in its $filter; an alerts list keeps its $filter.
+        listed = declared_query if (strategy.ids_action or strategy.list_query) else ""
+        return [Scope(key=parent, initial_url=f"{parent}?{listed}" if listed else parent, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
     if strategy.containers and strategy.container_placeholder and strategy.container_placeholder not in params:
