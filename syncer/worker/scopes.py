@@ -178,6 +178,8 @@ class Scope:
     mailbox: str | None = None
     interval: timedelta = timedelta(minutes=15)
     """Safety-net period: a pass runs at least this often, notifications or not."""
+    rich: bool = False
+    """Its subscription includes resource data: notified rows are written from payloads (:mod:`syncer.worker.rich`)."""
 
     @property
     def members_table(self) -> str | None:
@@ -274,6 +276,7 @@ def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent
         "delete": subscription.mirror.delete,
         "mailbox": mailbox,
         "interval": subscription.sync_interval,
+        "rich": subscription.include_resource_data,
     }
 
 
@@ -344,6 +347,7 @@ def child_scope(container: Scope, folder_id: str) -> Scope:
         "delete": container.delete,
         "mailbox": container.mailbox,
         "interval": container.interval,
+        "rich": container.rich,
     }
     return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))
 
