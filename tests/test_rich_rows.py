@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 import test_reconcile
+import test_teams_sync
 from test_receiver import Server
 from test_reconcile import World
 
@@ -84,8 +87,10 @@ class Rig:
             g.close()
 
 
-@pytest.fixture
-def rig(world: World) -> Iterator[Rig]:
+@contextmanager
+def rigged(world: World, declaration: str, **fields: str) -> Iterator[Rig]:
+    """*declaration* (formatted with the certificate's ``cert``, ``key``, ``cert_id`` and *fields*) reconciled,
+    syncer's receiver holding the key, and the first passes done."""
     cert, key = test_reconcile._certificate(world.tmp, "rich-1")
     info = world.graph.info
     tokens = TokenValidator(JwksCache(f"{info['authority']}/v2.0/.well-known/openid-configuration",
@@ -93,25 +98,31 @@ def rig(world: World) -> Iterator[Rig]:
     keys = KeyRing([DecryptionKey("cert-1", load_private_key(key.read_bytes()))])
     server = Server(create_app(world.engine, tokens=tokens, keys=keys))
     world.receiver_base = server.url
-    spec = world.spec(MAIL.format(cert=cert, key=key, cert_id="cert-1", user=world.users[0]))
+    spec = world.spec(declaration.format(cert=cert, key=key, cert_id="cert-1", **fields))
     mirror.upgrade(spec, engine=world.engine)
     outcome = world.run(spec)
     assert outcome.ok, [r.error for r in outcome.failed]
     rig = Rig(world, spec, keys)
-    rig.settle()
     try:
+        rig.settle()
         yield rig
     finally:
         rig.close()
         server.close()
 
 
-def rows(world: World, table: str = "mail") -> dict[str, dict[str, Any]]:
+@pytest.fixture
+def rig(world: World) -> Iterator[Rig]:
+    with rigged(world, MAIL, user=world.users[0]) as mail:
+        yield mail
+
+
+def rows(world: World, table: str = "mail", columns: tuple[str, ...] = CONTENT) -> dict[str, dict[str, Any]]:
     with world.engine.connect() as connection:
         found = connection.execute(sa.text(f"SELECT * FROM {table}")).mappings()
         out = {}
         for r in found:
-            row = {k: r[k] for k in CONTENT if k in r}
+            row = {k: r[k] for k in columns if k in r}
             row["_raw"] = row["_raw"] if isinstance(row["_raw"], dict) else json.loads(row["_raw"])
             out[r["id"]] = row
         return out
@@ -235,3 +246,52 @@ def test_after_a_burst_of_rich_notifications_a_full_pass_changes_nothing(rig: Ri
     assert results and all(r.outcome == "ok" for r in results), results
     after = rows(world)
     assert after == before
+
+
+CHANNEL = """
+  - name: channel-messages
+    resource: 'teams/{{team}}/channels/{{channel}}/messages'
+    for_each: {{teams: [{team_id}]}}
+    lifetime: 1d
+    include_resource_data: true
+    encryption: {{certificate: "{cert}", private_key: {{file: "{key}"}}, id: {cert_id}}}
+    mirror:
+      table: channel_messages
+      columns: [subject, {{field: body.content, column: body_text}}, lastModifiedDateTime]
+"""
+MESSAGE_CONTENT = ("id", "_scope", "subject", "body_text", "last_modified_date_time", "channel_id", "reply_to_id",
+                   "deleted_date_time", "_raw", "_deleted_at", "_removed_reason")
+
+
+def test_channel_messages_and_replies_become_rows_from_payloads(world: World) -> None:
+    graph = world.graph
+    ada, alan, _grace = world.users
+    team = test_teams_sync._team(graph, ada, alan)
+    general = graph.get(f"teams/{team}/channels").json()["value"][0]["id"]
+    enc = quote(general, safe="")
+    with rigged(world, CHANNEL, team_id=team) as rig:
+        seq = world.log_seq()
+        root = test_teams_sync._say(graph, team, general, alan, "<p>root</p>")
+        reply = graph.admin("POST", f"teams/{team}/channels/{enc}/messages/{root['id']}/replies",
+                            json={"from": ada, "body": {"content": "a reply"}}).json()
+        rig.notified(2)
+        assert rig.worker.drain().started == ()
+        found = rows(world, "channel_messages", MESSAGE_CONTENT)
+        assert found[root["id"]]["body_text"] == "<p>root</p>" and found[root["id"]]["channel_id"] == general
+        assert found[reply["id"]]["reply_to_id"] == root["id"]
+        world.advance(timedelta(minutes=1))
+        r = graph.admin("PATCH", f"teams/{team}/channels/{enc}/messages/{root['id']}",
+                        json={"body": {"contentType": "html", "content": "<p>edited</p>"}})
+        assert r.status_code == 200, r.text
+        assert graph.admin("DELETE", f"teams/{team}/channels/{enc}/messages/{root['id']}/replies/{reply['id']}"
+                           ).status_code == 204
+        rig.notified(2)
+        assert rig.worker.drain().started == ()
+        found = rows(world, "channel_messages", MESSAGE_CONTENT)
+        assert found[root["id"]]["body_text"] == "<p>edited</p>"
+        assert found[reply["id"]]["_removed_reason"] == "deleted" and found[reply["id"]]["deleted_date_time"]
+        assert item_gets(world, seq, [root["id"], reply["id"]]) == []
+        # Delta agrees: a full pass changes nothing.
+        results = sync_once(rig.spec, ["channel-messages"], full=True, clients=rig.graphs, engine=world.engine)
+        assert results and all(r.outcome == "ok" for r in results), results
+        assert rows(world, "channel_messages", MESSAGE_CONTENT) == found
