@@ -295,3 +295,41 @@ def test_channel_messages_and_replies_become_rows_from_payloads(world: World) ->
         results = sync_once(rig.spec, ["channel-messages"], full=True, clients=rig.graphs, engine=world.engine)
         assert results and all(r.outcome == "ok" for r in results), results
         assert rows(world, "channel_messages", MESSAGE_CONTENT) == found
+
+
+def test_certificate_rotation_moves_each_subscription_at_its_renewal(world: World) -> None:
+    from syncer.reconcile.plan import Kind
+    from syncer.reconcile.report import render_plan
+
+    first, second = test_reconcile._certificate(world.tmp, "first"), test_reconcile._certificate(world.tmp, "second")
+    declaration = """
+  - name: rich-mail
+    resource: users/{{user}}/messages
+    change_types: [created]
+    include_resource_data: true
+    renew_before: 2h
+    encryption: {encryption}
+    for_each: {{users: [{user}]}}
+"""
+    one = f'{{certificate: "{first[0]}", private_key: {{file: "{first[1]}"}}, id: cert-1}}'
+    two = (f'{{certificate: "{second[0]}", private_key: {{file: "{second[1]}"}}, id: cert-2, '
+           f'previous: {{certificate: "{first[0]}", private_key: {{file: "{first[1]}"}}, id: cert-1}}}}')
+    assert world.run(world.spec(declaration.format(encryption=one, user=world.users[0]))).ok
+    (old,) = world.live()
+    # The new certificate is declared with the old one as previous: nothing is PATCHed, reconcile says who lags.
+    spec = world.spec(declaration.format(encryption=two, user=", ".join(world.users[:2])))
+    outcome = world.run(spec)
+    assert outcome.ok and sorted((a.kind, a.on_previous_certificate) for a in outcome.plan.actions) == [
+        (Kind.CREATE, False), (Kind.KEEP, True)]
+    report = "\n".join(render_plan(outcome.plan))
+    assert "1 subscriptions still on the previous certificate" in report and old["resource"] in report
+    by_id = {s["id"]: s for s in world.live()}
+    assert by_id[old["id"]]["encryptionCertificateId"] == "cert-1"  # keeps decrypting with the previous key
+    assert {s["encryptionCertificateId"] for i, s in by_id.items() if i != old["id"]} == {"cert-2"}  # new: new
+    # At its renewal it moves, in the renewal's PATCH.
+    world.advance(timedelta(hours=23))
+    outcome = world.run(spec)
+    moved = next(a for a in outcome.plan.actions if a.subscription_id == old["id"])
+    assert moved.kind == Kind.UPDATE and set(moved.changes) == {"encryptionCertificate", "expirationDateTime"}
+    assert outcome.ok and {s["encryptionCertificateId"] for s in world.live()} == {"cert-2"}
+    assert not any(a.on_previous_certificate for a in world.run(spec).plan.actions)

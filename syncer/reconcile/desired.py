@@ -41,6 +41,7 @@ class Desired:
     include_resource_data: bool = False
     encryption_certificate_id: str | None = None
     encryption_certificate: str | None = field(default=None, repr=False)  # base64 DER, public
+    previous_certificate_id: str | None = None  # rotating out: subscriptions on it move at renewal
     user: str | None = None  # the fan-out user this one is for
 
     @property
@@ -96,6 +97,7 @@ def desired_from_spec(
         )
         cert_id = sub.encryption.id if sub.encryption else None
         cert = read(sub.encryption.certificate) if sub.encryption else None
+        previous = sub.encryption.previous.id if sub.encryption and sub.encryption.previous else None
         resource = sub.graph_resource
         bindings: tuple[tuple[tuple[str, str], ...], ...]
         if sub.fan_out is None:
@@ -121,6 +123,7 @@ def desired_from_spec(
                     include_resource_data=sub.include_resource_data,
                     encryption_certificate_id=cert_id,
                     encryption_certificate=cert,
+                    previous_certificate_id=previous,
                     user=user,
                 )
             )
