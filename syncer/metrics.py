@@ -1,4 +1,4 @@
-"""Prometheus metrics of the receiver, in the text exposition format, written by hand.
+"""Prometheus metrics of the receiver (and the worker's rows written), in the text exposition format, written by hand.
 
 Why not prometheus_client: we need a handful of counters and one histogram, and the receiver runs as
 several gunicorn worker processes, where prometheus_client needs its multiprocess mode (an env var

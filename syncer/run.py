@@ -95,6 +95,7 @@ class Runner:
         if self.reconcile_at_start:
             self.reconcile()
         self.running = run_worker(spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False)
+        self.running.worker.metrics = self.app.extensions["syncer.receiver.app"].metrics  # one /metrics for both
         self.echo("worker started")
         return self
 

@@ -333,3 +333,41 @@ def test_certificate_rotation_moves_each_subscription_at_its_renewal(world: Worl
     assert moved.kind == Kind.UPDATE and set(moved.changes) == {"encryptionCertificate", "expirationDateTime"}
     assert outcome.ok and {s["encryptionCertificateId"] for s in world.live()} == {"cert-2"}
     assert not any(a.on_previous_certificate for a in world.run(spec).plan.actions)
+
+
+def test_a_payload_waits_while_a_pass_holds_its_scope(rig: Rig) -> None:
+    from syncer.worker.scopestate import LEASE_TTL, ScopeStore, utcnow
+
+    world, graph, user = rig.world, rig.world.graph, rig.world.users[0]
+    message = graph.post(f"users/{user}/mailFolders/inbox/messages", json={"subject": "held"}).json()
+    rig.notified(1)
+    tenant = rig.spec.tenants[0].tenant_id
+    key = f"users/{user}/mailFolders/{message['parentFolderId']}/messages"
+    scope = rig.worker.index.resolve(tenant, key, f"users/{user}/messages")
+    assert scope is not None
+    other = ScopeStore(world.engine, scope, worker="another-worker", clock=utcnow, lease_ttl=LEASE_TTL)
+    with world.engine.begin() as connection:
+        assert other.take_lease(connection)  # a pass of another worker is in its round
+    drained = rig.worker.drain()
+    assert drained.claimed == 1 and message["id"] not in rows(world)  # nothing written between its pages
+    assert Inbox(world.engine).depth() == 1  # the notification waits, its content with it
+    with world.engine.begin() as connection:
+        other.release_lease(connection)
+    time.sleep(1.1)  # RICH_RETRY
+    rig.worker.drain()
+    assert rows(world)[message["id"]]["subject"] == "held" and Inbox(world.engine).depth() == 0
+
+
+def test_payload_rules() -> None:
+    from syncer.worker.rich import stale, to_item
+
+    old = {"id": "1", "subject": "a", "lastModifiedDateTime": "2026-01-01T10:00:00Z"}
+    new = {"id": "1", "subject": "b", "lastModifiedDateTime": "2026-01-01T10:00:01Z"}
+    assert stale(old, new) and not stale(new, old) and stale(new, dict(new)) and not stale(new, None)
+    # No version (a channel, a team): the last one received wins, unless it is the same.
+    assert not stale({"id": "1", "displayName": "x"}, {"id": "1", "displayName": "y"})
+    scope = type("S", (), {"strategy": type("T", (), {"select": True})(),
+                           "mirror": type("M", (), {"select": ("id", "subject", "isRead")})()})()
+    item = to_item({"@odata.type": "#Microsoft.Graph.Message", "@odata.id": "Users/u/Messages/1",
+                    "@odata.etag": 'W/"x"', "id": "1", "subject": "s"}, scope)  # type: ignore[arg-type]
+    assert item == {"@odata.etag": 'W/"x"', "id": "1", "subject": "s", "isRead": None}

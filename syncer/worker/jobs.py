@@ -121,7 +121,9 @@ class Worker:
         self.retention = Retention()
         # The jobs and passes report database failures here: a line per outage, not per attempt.
         self.database = OutageLog(log, "database")
-        self.metrics = Metrics()  # syncer_rows_written_total by source (payload, fetch, delta)
+        # syncer_rows_written_total by source (payload, fetch, delta). Sharing the receiver's SYNCER_METRICS_DIR
+        # puts them on its /metrics (a scrape sums every process's snapshot there).
+        self.metrics = Metrics(directory=os.environ.get("SYNCER_METRICS_DIR") or None)
 
     # --- setup ---
 
