@@ -10,6 +10,7 @@ stored it), and the GETs of the item in the emulator's request log (a rich item 
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from datetime import datetime, timedelta
@@ -136,7 +137,10 @@ def run_rich(args: Any, db: tuple[str, Any]) -> None:
         assert harness.graph is not None
         g, users = harness.graph, harness.content_users
         seq = _log_seq(harness)
-        started = time.monotonic()
+        # Poisson arrivals: at a fixed pace each path would meet the drain's timer at the same phase every time
+        # (4 changes/s over 4 paths and a 0.5 s drain: one path always just after a drain, another just before).
+        rng = random.Random(args.seed)
+        due = time.monotonic()
         for n in range(args.changes):
             path = PATHS[n % 4]
             t0 = time.time()
@@ -151,7 +155,8 @@ def run_rich(args: Any, db: tuple[str, Any]) -> None:
                 item = harness.admin("POST", f"teams/{team}/channels/{quote(channel, safe='')}/messages",
                                      json={"from": users[0], "body": {"contentType": "html", "content": f"{n}"}})["id"]
             changes.append({"path": path, "id": item, "t0": t0})
-            delay = started + (n + 1) / args.rate - time.monotonic()
+            due += rng.expovariate(args.rate)
+            delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
         visible = _visible(harness, changes, timeout=args.timeout)

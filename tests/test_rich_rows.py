@@ -371,3 +371,47 @@ def test_payload_rules() -> None:
     item = to_item({"@odata.type": "#Microsoft.Graph.Message", "@odata.id": "Users/u/Messages/1",
                     "@odata.etag": 'W/"x"', "id": "1", "subject": "s"}, scope)  # type: ignore[arg-type]
     assert item == {"@odata.etag": 'W/"x"', "id": "1", "subject": "s", "isRead": None}
+
+
+EVENTS = """
+  - name: calendar
+    resource: users/{{user}}/events
+    change_types: [created, updated, deleted]
+    lifetime: 1d
+    include_resource_data: true
+    encryption: {{certificate: "{cert}", private_key: {{file: "{key}"}}, id: {cert_id}}}
+    for_each: {{users: [{user}]}}
+    mirror:
+      table: events
+      columns: [subject, lastModifiedDateTime]
+"""
+
+
+def test_an_event_payload_updates_its_row_and_a_new_event_is_left_to_calendar_view(world: World) -> None:
+    graph, user = world.graph, world.users[0]
+    with rigged(world, EVENTS, user=user) as rig:
+        day = (world.now() + timedelta(days=2)).strftime("%Y-%m-%d")
+        r = graph.post(f"users/{user}/events", json={
+            "subject": "Review", "start": {"dateTime": f"{day}T10:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": f"{day}T11:00:00", "timeZone": "UTC"}})
+        assert r.status_code == 201, r.text
+        event = r.json()
+        rig.notified(1)
+        # New: whether it belongs to the mirror (the window, occurrences) is calendarView's to say.
+        assert rig.worker.drain().started == (f"users/{user}/events",)
+        rig.worker.wait(timeout=60)
+        columns = ("id", "subject", "last_modified_date_time", "_raw", "_deleted_at", "_removed_reason")
+        assert rows(world, "events", columns)[event["id"]]["subject"] == "Review"
+        seq = world.log_seq()
+        world.advance(timedelta(minutes=1))
+        assert graph.patch(f"users/{user}/events/{event['id']}", json={"subject": "Review, moved"}).status_code == 200
+        rig.notified(1)
+        assert rig.worker.drain().started == ()
+        found = rows(world, "events", columns)
+        row = found[event["id"]]
+        # The payload's $select merged into the row's full calendarView item.
+        assert row["subject"] == "Review, moved" and row["_raw"]["start"]["dateTime"].startswith(day)
+        assert item_gets(world, seq, [event["id"]]) == []
+        results = sync_once(rig.spec, ["calendar"], full=True, clients=rig.graphs, engine=world.engine)
+        assert results and all(r.outcome == "ok" for r in results), results
+        assert rows(world, "events", columns) == found

@@ -60,7 +60,9 @@ log = logging.getLogger("syncer.worker.rich")
 WRITABLE = frozenset({"message", "event", "contact", "chatMessage", "chat", "channel", "team", "conversationMember",
                       "presence"})
 #: Outlook events: the payload holds the subscription's ``$select`` only, while calendarView delta gives every
-#: property; the payload's properties are merged into the row's item instead of replacing it.
+#: property; the payload's properties are merged into the row's item instead of replacing it. Only rows that exist
+#: are updated so: whether a new event belongs to the mirror (inside the window; an occurrence rather than its
+#: series) is calendarView's to say, so a new one marks its scope dirty.
 MERGED = frozenset({"event"})
 #: The notification's own addressing annotations, which the item does not carry in a delta page or a GET.
 _ADDRESSING = ("@odata.id", "@odata.type")
@@ -91,7 +93,8 @@ class Written:
     from_payload: int = 0
     fetched: int = 0
     skipped: int = 0  # older than the row, a duplicate, or a removed row a payload cannot revive
-    ids: list[int] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # the inbox rows done
+    unplaced: list[Change] = field(default_factory=list)  # left to a delta pass (a new event)
 
 
 def writable(scope: Scope) -> bool:
@@ -239,6 +242,7 @@ def write_notified(
         metrics.inc("syncer_rows_written_total", written.from_payload, source="payload")
         metrics.inc("syncer_rows_written_total", written.fetched, source="fetch")
         done += written.ids
+        unplaced += written.unplaced
     if unplaced:
         with engine.begin() as connection:
             scopestate.mark_dirty(connection, target.tenant_id, [target.parent_key], now=clock())
@@ -269,14 +273,19 @@ def write_changes(
         run_id = store.start_run(connection, full=False)
         rows = _rows(connection, writer, {c.item_id for c in changes})
         items: list[Mapping[str, Any]] = []
-        done = Written(PassResult(scope.key, "ok", run_id=run_id), ids=[c.inbox_id for c in changes])
+        done = Written(PassResult(scope.key, "ok", run_id=run_id))
         for change in changes:
             item = _item_of(change, scope, rows)
+            if item is None:
+                done.unplaced.append(change)
+                continue
+            done.ids.append(change.inbox_id)
             if not _applies(item, rows.get(change.item_id), scope):
                 done.skipped += 1
                 continue
             items.append(item)
-            rows[change.item_id] = _Row(item, removed="@removed" in item)
+            deleted = scope.strategy.deleted_property
+            rows[change.item_id] = _Row(item, removed="@removed" in item or bool(deleted and item.get(deleted)))
             if change.fetched:
                 done.fetched += 1
             else:
@@ -310,7 +319,8 @@ def _rows(connection: Connection, writer: RowWriter, ids: set[str]) -> dict[str,
     return out
 
 
-def _item_of(change: Change, scope: Scope, rows: Mapping[str, _Row]) -> Mapping[str, Any]:
+def _item_of(change: Change, scope: Scope, rows: Mapping[str, _Row]) -> Mapping[str, Any] | None:
+    """The item to write for *change*; None when a delta pass must bring it (see :data:`MERGED`)."""
     payload = change.payload
     restorable = scope.strategy.deleted_property is not None
     if payload is None or "@removed" in payload or (change.change_type == "deleted" and not restorable):
@@ -319,8 +329,14 @@ def _item_of(change: Change, scope: Scope, rows: Mapping[str, _Row]) -> Mapping[
     item = to_item(payload, scope)
     if scope.strategy.key in MERGED:
         row = rows.get(change.item_id)
-        if row is not None and row.item is not None and not row.removed:
-            item = {**row.item, **item}
+        if row is None or row.item is None or row.removed:
+            return None
+        item = {**row.item, **item}
+        etag = item.get("@odata.etag")
+        if "changeKey" in row.item and isinstance(etag, str) and etag.startswith('W/"'):
+            # An Outlook item's etag is W/"{changeKey}" (the examples of https://learn.microsoft.com/en-us/graph/api/resources/event):
+            # the version the merged item now is, which the payload's $select did not carry.
+            item["changeKey"] = etag[3:].rstrip('"')
     return item
 
 
