@@ -71,6 +71,8 @@ class Expansion:
     bindings: tuple[tuple[tuple[str, str], ...], ...] = ()
     """For ``{team}`` (and ``{channel}``): the placeholder values of each Graph subscription; empty for ``{user}``."""
     noun: str = "users"
+    resources: tuple[str, ...] = ()
+    """A declaration that names its target indirectly (:mod:`syncer.resolve`): the canonical path subscribed instead."""
 
 
 def fill_placeholders(resource: str, binding: Iterable[tuple[str, str]]) -> str:
@@ -100,7 +102,10 @@ def desired_from_spec(
         previous = sub.encryption.previous.id if sub.encryption and sub.encryption.previous else None
         resource = sub.graph_resource
         bindings: tuple[tuple[tuple[str, str], ...], ...]
-        if sub.fan_out is None:
+        resolved = expansions.get(sub.name)
+        if sub.fan_out is None and resolved is not None and resolved.resources:
+            resource, bindings = resolved.resources[0], ((),)
+        elif sub.fan_out is None:
             bindings = ((),)
         else:
             expansion = expansions.get(sub.name)
