@@ -415,3 +415,16 @@ def test_an_event_payload_updates_its_row_and_a_new_event_is_left_to_calendar_vi
         results = sync_once(rig.spec, ["calendar"], full=True, clients=rig.graphs, engine=world.engine)
         assert results and all(r.outcome == "ok" for r in results), results
         assert rows(world, "events", columns) == found
+
+
+def test_a_replayed_rich_notification_no_longer_holds_its_content_and_is_read_by_id(rig: Rig) -> None:
+    world, graph, user = rig.world, rig.world.graph, rig.world.users[0]
+    message = graph.post(f"users/{user}/mailFolders/inbox/messages", json={"subject": "once"}).json()
+    rig.notified(1)
+    rig.worker.drain()
+    before = rows(world)[message["id"]]
+    seq = world.log_seq()
+    assert Inbox(world.engine).replay() == 1  # syncer replay
+    assert rig.worker.drain().started == ()
+    assert len(item_gets(world, seq, [message["id"]])) == 1
+    assert rows(world)[message["id"]] == before
