@@ -121,9 +121,7 @@ class Worker:
         self.retention = Retention()
         # The jobs and passes report database failures here: a line per outage, not per attempt.
         self.database = OutageLog(log, "database")
-        # syncer_rows_written_total by source (payload, fetch, delta). Sharing the receiver's SYNCER_METRICS_DIR
-        # puts them on its /metrics (a scrape sums every process's snapshot there).
-        self.metrics = Metrics(directory=os.environ.get("SYNCER_METRICS_DIR") or None)
+        self.metrics = Metrics()  # syncer_rows_written_total by source (payload, fetch, delta); see run_worker
 
     # --- setup ---
 
