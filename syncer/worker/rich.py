@@ -261,13 +261,14 @@ def write_changes(
 ) -> Written:
     """Write *changes* (in notification order) into *scope*'s rows under its lease, in one transaction.
 
-    ``busy``/``postponed`` results wrote nothing: the caller keeps the notifications and tries again. Database
-    errors are raised.
+    A ``busy`` result (another worker holds the lease) wrote nothing: the caller keeps the notifications and tries
+    again. Database errors are raised.
     """
     writer = RowWriter(engine, scope)
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=LEASE_TTL)
     with engine.begin() as connection:
-        _, refused = take_scope(store, connection, now=clock())
+        # force: a scope postponed because Graph throttled its reads still takes payloads, which read nothing.
+        _, refused = take_scope(store, connection, now=clock(), force=True)
         if refused is not None:
             return Written(refused)
         run_id = store.start_run(connection, full=False)
