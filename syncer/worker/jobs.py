@@ -38,6 +38,7 @@ from syncer.reconcile import records
 from syncer.worker import fetch, rich, scopes, scopestate, sync
 from syncer.worker.scopes import Scope, ScopeIndex
 from syncer.worker.scopestate import utcnow
+from syncer.worker.specwatch import SpecWatch
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
@@ -122,6 +123,9 @@ class Worker:
         # The jobs and passes report database failures here: a line per outage, not per attempt.
         self.database = OutageLog(log, "database")
         self.metrics = Metrics()  # syncer_rows_written_total by source (payload, fetch, delta); see run_worker
+        # Whether the database still follows our spec (syncer.applied); when not, we stop.
+        self.spec_watch = SpecWatch(engine, spec.fingerprint if spec is not None else "")
+        self.spec_watch.on_outdated(self._stopping.set)
 
     # --- setup ---
 
@@ -223,7 +227,8 @@ class Worker:
             for (tenant_id, key), changes in payloads.items():
                 written, wait = rich.write_notified(
                     self.engine, self.index, self.sources, self.index.static[(tenant_id, key)], changes,
-                    exclusive=self._exclusive, worker=self.worker_id, clock=self.clock, metrics=self.metrics)
+                    exclusive=self._exclusive, worker=self.worker_id, clock=self.clock, metrics=self.metrics,
+                    outdated=self.spec_watch.report)
                 done += written
                 waiting.setdefault(RICH_RETRY, []).extend(wait)
             for (tenant_id, key), notified in fetches.items():
@@ -244,6 +249,8 @@ class Worker:
                     self.metrics.inc("syncer_rows_written_total", result.upserted + result.deleted, source="fetch")
                     done += rows
                     continue
+                if result.outcome == "outdated":
+                    self.spec_watch.report(result.error or "the spec changed")
                 # Nothing was written: another pass holds the scope (busy, or it took the lease
                 # over), or Graph throttles it. The notifications wait in the inbox until the scope
                 # is free, or until the throttle's not_before.
@@ -366,6 +373,8 @@ class Worker:
         self.metrics.inc("syncer_rows_written_total", result.upserted + result.deleted, source="delta")
         with self._lock:
             self.results.append(result)
+        if result.outcome == "outdated":
+            self.spec_watch.report(result.error or "the spec changed")
         if result.outcome == "ok" and scope.container and not self._stopping.is_set():
             # New folders were registered dirty: start them now rather than at the next drain.
             self.pool.submit(self.start_due)

@@ -212,9 +212,11 @@ def write_notified(
     worker: str,
     clock: Clock,
     metrics: Metrics,
+    outdated: Callable[[str], None] = lambda reason: None,
 ) -> tuple[list[int], list[int]]:
     """The drain's step for rich notifications under *target*: the inbox rows done (rows written, or the scope
-    marked dirty when they could not be), and those to retry shortly (a pass holds their scope)."""
+    marked dirty when they could not be), and those to retry shortly (a pass holds their scope). *outdated* is
+    told when the mirror table no longer has the worker's layout (the notifications wait for a worker that does)."""
     done: list[int] = []
     waiting: list[int] = []
     try:
@@ -237,6 +239,8 @@ def write_notified(
             unplaced += batch
             continue
         if written is None or written.result.outcome != "ok":
+            if written is not None and written.result.outcome == "outdated":
+                outdated(written.result.error or "the spec changed")
             waiting += [c.inbox_id for c in batch]
             continue
         metrics.inc("syncer_rows_written_total", written.from_payload, source="payload")
