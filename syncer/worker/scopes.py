@@ -205,6 +205,8 @@ class Scope:
     mailbox: str | None = None
     interval: timedelta = timedelta(minutes=15)
     """Safety-net period: a pass runs at least this often, notifications or not."""
+    rich: bool = False
+    """Its subscription includes resource data: notified rows are written from payloads (:mod:`syncer.worker.rich`)."""
     owners: tuple[tuple[str, str], ...] = ()
     """Placeholder values of the scope's path (``site``, ``list``, ``group``, ``drive``) its path-owner columns take."""
 
@@ -307,6 +309,7 @@ def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent
         "delete": subscription.mirror.delete,
         "mailbox": mailbox,
         "interval": subscription.sync_interval,
+        "rich": subscription.include_resource_data,
     }
 
 
@@ -380,6 +383,7 @@ def child_scope(container: Scope, folder_id: str) -> Scope:
         "delete": container.delete,
         "mailbox": container.mailbox,
         "interval": container.interval,
+        "rich": container.rich,
         "owners": container.owners,
     }
     return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))
