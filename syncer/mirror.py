@@ -343,8 +343,8 @@ def _json_text(value: Any) -> str:
 
 
 def row_values(mirror: Mirror, item: dict[str, Any]) -> dict[str, Any]:
-    """The declared columns of one Graph *item*, converted to their types."""
-    return {c.name: convert(extract(item, c.field), c.type) for c in mirror.columns}
+    """The declared columns of one Graph *item*, converted to their types (not those its scope fills)."""
+    return {c.name: convert(extract(item, c.field), c.type) for c in mirror.columns if c.from_scope is None}
 
 
 def iter_mirror_tables(spec: Spec) -> Iterator[tuple[Subscription, sa.Table]]:

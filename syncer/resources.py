@@ -210,6 +210,12 @@ _CHAT_MESSAGE_OWNERS = (
     ("deletedDateTime", "deleted_date_time", "datetime"),
 )
 
+# https://learn.microsoft.com/en-us/graph/api/resources/aaduserconversationmember: a membership carries its user, not
+# the team or chat it belongs to; the declaration's path names that one ("{team}": Column.from_scope).
+_MEMBER_FIELDS = (("roles", "json"),)
+_TEAM_MEMBER_OWNERS = (("{team}", "team_id", "text"), ("userId", "user_id", "text"))
+_CHAT_MEMBER_OWNERS = (("{chat}", "chat_id", "text"), ("userId", "user_id", "text"))
+
 CATALOGUE: tuple[ResourceType, ...] = (
     # --- directory (delta, updated/deleted only: creation and soft delete arrive as "updated") -----
     ResourceType(
@@ -483,6 +489,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("teams/{team}/members",),
         change_types=frozenset(CHANGE_TYPES),
         permission="TeamMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_TEAM_MEMBER_OWNERS,
     ),
     _teams(
         key="conversationMember.allTeams",
@@ -506,6 +514,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("chats/{chat}/members",),
         change_types=frozenset({"created", "deleted"}),
         permission="ChatMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_CHAT_MEMBER_OWNERS,
     ),
     _teams(
         key="conversationMember.allChats",

@@ -148,6 +148,14 @@ class Column:
     name: str
     type: str
 
+    @property
+    def from_scope(self) -> str | None:
+        """The placeholder a column of the item's owner is filled from (``{team}``: the team the scope lists the
+        members of, which a conversationMember does not carry), or None for a Graph property."""
+        if self.field.startswith("{") and self.field.endswith("}"):
+            return self.field[1:-1]
+        return None
+
 
 @dataclass(frozen=True)
 class Mirror:
@@ -165,7 +173,7 @@ class Mirror:
         names = ["id"]
         for column in self.columns:
             top = column.field.split(".", 1)[0]
-            if top not in names:
+            if column.from_scope is None and top not in names:
                 names.append(top)
         return tuple(names)
 

@@ -178,6 +178,9 @@ class Scope:
     mailbox: str | None = None
     interval: timedelta = timedelta(minutes=15)
     """Safety-net period: a pass runs at least this often, notifications or not."""
+    bound: tuple[tuple[str, str], ...] = ()
+    """The placeholders the declaration's path fixes (``team``, ``chat``...): what fills the columns of an owner
+    the items do not carry (a membership's team)."""
 
     @property
     def members_table(self) -> str | None:
@@ -263,8 +266,12 @@ def expand_subscription(
     return scopes
 
 
-def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None) -> dict[str, Any]:
+def _base(
+    subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None,
+    bound: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     return {
+        "bound": tuple(sorted((bound or {}).items())),
         "tenant_id": tenant_id,
         "name": subscription.name,
         "parent_key": parent,
@@ -289,7 +296,7 @@ def _scopes_for(
     mailbox = params.get("user")
     # A placeholder left open in the declaration ({list}) is one the containers fill.
     params = {k: v for k, v in params.items() if not v.startswith("{")}
-    base = _base(subscription, tenant_id, strategy, parent, mailbox)
+    base = _base(subscription, tenant_id, strategy, parent, mailbox, params)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
         return [Scope(key=parent, initial_url=parent, **base)]
@@ -344,6 +351,7 @@ def child_scope(container: Scope, folder_id: str) -> Scope:
         "delete": container.delete,
         "mailbox": container.mailbox,
         "interval": container.interval,
+        "bound": container.bound,
     }
     return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))
 

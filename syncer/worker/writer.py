@@ -123,8 +123,11 @@ class RowWriter:
             "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_has_nul": has_nul,
         }
         parts = []
+        bound = dict(self.scope.bound)
         for i, (_name, field_path, type_name) in enumerate(self.declared):
             get = f"g({field_path!r})" if "." not in field_path else f"_extract(item, {field_path!r})"
+            if field_path.startswith("{") and field_path.endswith("}"):  # an owner the scope names (Column.from_scope)
+                get = repr(bound.get(field_path[1:-1]))
             if type_name == "text":
                 parts.append(f"(v if (v := {get}).__class__ is str else _text(v))")
             elif type_name == "boolean":
