@@ -68,7 +68,7 @@ def say_in_channel(graph: EmulatorClient, team: str, channel: str, sender: str, 
 def rows(world: World, table: str, columns: str) -> dict[str, dict[str, Any]]:
     """The rows of *table* by id (*columns*: a SQL select list that includes ``id``)."""
     with world.engine.connect() as connection:
-        found = connection.execute(sa.text(f"SELECT {columns} FROM {table}")).mappings()  # noqa: S608 (test names)
+        found = connection.execute(sa.text(f"SELECT {columns} FROM {table}")).mappings()
         return {str(r["id"]): dict(r) for r in found}
 
 
