@@ -34,6 +34,7 @@ DELTA = "delta"  # GET {collection}/delta, follow nextLink to deltaLink, keep th
 CALENDAR_VIEW = "calendar_view"  # calendarView/delta over a time window (no $select on this endpoint)
 DRIVE_DELTA = "drive_delta"  # drive root delta: ?token=, "deleted" facet instead of @removed
 FETCH = "fetch"  # no delta in Graph (or not in our notes): GET the item by id + periodic full list
+CURSOR = "cursor"  # no delta: list newest first with a lastModifiedDateTime cursor (one chat's messages)
 
 
 @dataclass(frozen=True)
@@ -396,6 +397,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         permission="Chat.Read.All",
         lifecycle_events=_TEAMS_LIFECYCLE,
+        sync=CURSOR,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),

@@ -46,6 +46,7 @@ DELTA = resources.DELTA  # {collection}/delta with $select; follow nextLinks to 
 CALENDAR_VIEW = resources.CALENDAR_VIEW  # calendarView/delta over a window; no $select
 DRIVE_DELTA = resources.DRIVE_DELTA  # drive root delta; removal is a "deleted" facet
 FETCH = resources.FETCH  # no delta: list the collection (mark-and-sweep), GET items by id on notifications
+CURSOR = resources.CURSOR  # no delta: list newest first past a time cursor (syncer.worker.cursor)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ class Strategy:
     fetch_notified: str | None = None
     """A regular expression: a notification whose resource matches it is fetched by id (like a FETCH scope's)
     instead of marking the scope dirty, for items the delta does not bring (a new reply: its root may not change)."""
+    cursor: str | None = None
+    """No delta: the list sorts newest first by this property and takes ``$filter=<it> gt``; a round ends with the
+    list filtered past its newest item as the next round's start (:mod:`syncer.worker.cursor`)."""
+    query: tuple[tuple[str, str], ...] = ()
+    """Query options every request of the scope's first page carries (a cursor list's ``$orderby``)."""
     deleted_property: str | None = None
     """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
     is written, then removed with reason ``deleted`` at that time."""
@@ -131,6 +137,17 @@ STRATEGIES: dict[str, Strategy] = {
             DELTA,
             "users/{user}/chats/getAllMessages/delta",
             select=False,
+            deleted_property="deletedDateTime",
+        ),
+        # https://learn.microsoft.com/en-us/graph/api/chat-list-messages: no delta for one chat (v1.0); listed newest
+        # first with a lastModifiedDateTime cursor, the filter only honoured when $orderby names the same property.
+        Strategy(
+            "chatMessage.chat",
+            CURSOR,
+            "chats/{chat}/messages",
+            select=False,
+            cursor="lastModifiedDateTime",
+            query=(("$orderby", "lastModifiedDateTime desc"), ("$top", "50")),
             deleted_property="deletedDateTime",
         ),
         # No delta in Graph (or in our notes): list + GET by id.
@@ -317,7 +334,7 @@ def _scopes_for(
         ]
     if strategy.containers and strategy.container_placeholder:
         return [folder_scope_from(base, strategy, params, params[strategy.container_placeholder], select)]
-    query = list(select)
+    query = [*select, *strategy.query]
     if strategy.inline:
         query.append(("$expand", strategy.inline))
     if strategy.window:

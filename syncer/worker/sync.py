@@ -63,6 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
+from syncer.worker import cursor
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
@@ -315,6 +316,7 @@ def _run_pages(
     writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
+    newest_seen: datetime | None = None  # a cursor scope's newest item of the round (syncer.worker.cursor)
     while True:
         pages = Prefetcher(partial(source.iter_pages, rnd.url, headers=headers), depth=prefetch) if prefetch > 0 else None
         iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
@@ -342,6 +344,8 @@ def _run_pages(
                                 put_back(engine, store, rnd)
                         raise
                     fetched += 1
+                    if scope.strategy.cursor is not None:
+                        newest_seen = cursor.newest(page.items, scope.strategy.cursor, since=newest_seen)
                     step("page-fetched")
                     now = store.clock()
                     last = page.next_link is None
@@ -360,10 +364,13 @@ def _run_pages(
                             swept = writer.sweep(connection, round_id=rnd.round_id, now=now, round_started=rnd.started)
                             batch.add(deleted=swept)
                             step("swept")
-                        if page.delta_link is None and scope.strategy.method not in (FETCH,):
+                        link = page.delta_link
+                        if link is None and scope.strategy.cursor is not None:
+                            link = _next_cursor(scope, rnd, newest_seen)
+                        if link is None and scope.strategy.method not in (FETCH,):
                             raise GraphError(f"delta round of {scope.key} ended without an @odata.deltaLink")
                         store.update_state(
-                            connection, delta_link=page.delta_link, page_link=None, round_id=None, round_full=False
+                            connection, delta_link=link, page_link=None, round_id=None, round_full=False
                         )
                         batch.page_link = None
                     step("page-written")
@@ -402,6 +409,15 @@ def _run_pages(
                 held.close()
             if pages is not None:
                 pages.close()
+
+
+def _next_cursor(scope: Scope, rnd: Round, newest_seen: datetime | None) -> str:
+    """Where the next round of a cursor scope starts: past the newest item this round saw; with none seen, where this
+    round started (an incremental round's link, or the whole list after a full round of nothing)."""
+    if newest_seen is None:
+        return rnd.from_delta or scope.initial_url
+    assert scope.strategy.cursor is not None
+    return cursor.cursor_link(scope.initial_url, scope.strategy.cursor, newest_seen)
 
 
 def _finish(
