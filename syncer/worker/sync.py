@@ -63,7 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
-from syncer.worker import cursor
+from syncer.worker import cursor, inline
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
@@ -344,6 +344,12 @@ def _run_pages(
                                 put_back(engine, store, rnd)
                         raise
                     fetched += 1
+                    items = page.items
+                    if scope.strategy.inline is not None and inline.has_more(items, scope.strategy.inline):
+                        if batch is not None:  # the rest of a root's replies is read with no transaction open
+                            pending, batch = batch, None
+                            pending.commit(counters)
+                        items = inline.complete(source, items, scope.strategy.inline)
                     if scope.strategy.cursor is not None:
                         newest_seen = cursor.newest(page.items, scope.strategy.cursor, since=newest_seen)
                     step("page-fetched")
@@ -354,7 +360,7 @@ def _run_pages(
                             held = engine.connect()
                         batch = Batch(held, store, run_id)
                     connection = batch.connection
-                    done = writer.apply(connection, page.items, now=now, round_id=rnd.round_id)
+                    done = writer.apply(connection, items, now=now, round_id=rnd.round_id)
                     batch.add(pages=1, items=len(page.items), upserted=done.upserted, deleted=done.deleted)
                     step("page-applied")
                     if not last:
