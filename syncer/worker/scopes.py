@@ -79,6 +79,9 @@ class Strategy:
     fetch_notified: str | None = None
     """A regular expression: a notification whose resource matches it is fetched by id (like a FETCH scope's)
     instead of marking the scope dirty, for items the delta does not bring (a new reply: its root may not change)."""
+    listable: bool = True
+    """False: Graph has no list of the collection (``teams/getAllMessages``, ``chats/getAllMessages`` are subscription
+    resources only): its rows come from notified items fetched by id, and a pass reads nothing."""
     cursor: str | None = None
     """No delta: the list sorts newest first by this property and takes ``$filter=<it> gt``; a round ends with the
     list filtered past its newest item as the next round's start (:mod:`syncer.worker.cursor`)."""
@@ -150,6 +153,13 @@ STRATEGIES: dict[str, Strategy] = {
             query=(("$orderby", "lastModifiedDateTime desc"), ("$top", "50")),
             deleted_property="deletedDateTime",
         ),
+        # Tenant-wide message subscriptions (https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage):
+        # a notification names the message (teams('t')/channels('c')/messages('m'), replies under it, or
+        # chats('c')/messages('m')), which is fetched by id; Graph lists no such collection.
+        Strategy("chatMessage.allChannels", FETCH, "{resource}", item_path="{resource}", listable=False,
+                 deleted_property="deletedDateTime"),
+        Strategy("chatMessage.allChats", FETCH, "{resource}", item_path="{resource}", listable=False,
+                 deleted_property="deletedDateTime"),
         # No delta in Graph (or in our notes): list + GET by id.
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
     )

@@ -313,6 +313,8 @@ def _run_pages(
     stop: threading.Event | None = None,
 ) -> str:
     scope = store.scope
+    if not scope.strategy.listable:
+        return "ok"  # nothing to list (Graph has no list of it): its rows come from notifications, fetched by id
     writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
