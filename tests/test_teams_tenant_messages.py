@@ -10,7 +10,17 @@ from typing import Any
 from urllib.parse import quote
 
 import test_reconcile
-from teams_e2e import delivered, make_chat, make_team, raw, rows, say_in_channel, say_in_chat, to_inbox, worker_for
+from teams_e2e import (
+    delivered,
+    make_chat,
+    make_team,
+    raw,
+    rows,
+    say_in_channel,
+    say_in_chat,
+    to_inbox,
+    worker_for,
+)
 from test_reconcile import World
 
 from syncer import mirror
