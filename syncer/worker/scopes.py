@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from syncer import resources
 from syncer.errors import ConfigError
+from syncer.worker.chain import Chain
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,9 +80,9 @@ class Strategy:
     fetch_notified: str | None = None
     """A regular expression: a notification whose resource matches it is fetched by id (like a FETCH scope's)
     instead of marking the scope dirty, for items the delta does not bring (a new reply: its root may not change)."""
-    listable: bool = True
-    """False: Graph has no list of the collection (``teams/getAllMessages``, ``chats/getAllMessages`` are subscription
-    resources only): its rows come from notified items fetched by id, and a pass reads nothing."""
+    chain: Chain | None = None
+    """Graph lists the collection only per team or per user (``teams/getAllMessages``): a pass walks each one's
+    list in turn (:mod:`syncer.worker.chain`); the declared ``model`` goes with every request."""
     cursor: str | None = None
     """No delta: the list sorts newest first by this property and takes ``$filter=<it> gt``; a round ends with the
     list filtered past its newest item as the next round's start (:mod:`syncer.worker.cursor`)."""
@@ -155,10 +156,13 @@ STRATEGIES: dict[str, Strategy] = {
         ),
         # Tenant-wide message subscriptions (https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage):
         # a notification names the message (teams('t')/channels('c')/messages('m'), replies under it, or
-        # chats('c')/messages('m')), which is fetched by id; Graph lists no such collection.
-        Strategy("chatMessage.allChannels", FETCH, "{resource}", item_path="{resource}", listable=False,
+        # chats('c')/messages('m')), which is fetched by id. Graph lists no such collection, but lists every message
+        # of a team's channels and of a user's chats: a pass (the safety net) walks those.
+        Strategy("chatMessage.allChannels", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams?$select=id", "teams/{id}/channels/getAllMessages"),
                  deleted_property="deletedDateTime"),
-        Strategy("chatMessage.allChats", FETCH, "{resource}", item_path="{resource}", listable=False,
+        Strategy("chatMessage.allChats", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("users?$select=id", "users/{id}/chats/getAllMessages"),
                  deleted_property="deletedDateTime"),
         # No delta in Graph (or in our notes): list + GET by id.
         Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
@@ -326,7 +330,9 @@ def _scopes_for(
     base = _base(subscription, tenant_id, strategy, parent, mailbox, params)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
-        return [Scope(key=parent, initial_url=parent, **base)]
+        model = getattr(subscription, "model", None)
+        initial = f"{parent}?model={model}" if strategy.chain is not None and model else parent
+        return [Scope(key=parent, initial_url=initial, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
     if strategy.containers and strategy.container_placeholder and strategy.container_placeholder not in params:

@@ -63,7 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
-from syncer.worker import cursor, inline
+from syncer.worker import chain, cursor, inline
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
@@ -313,8 +313,8 @@ def _run_pages(
     stop: threading.Event | None = None,
 ) -> str:
     scope = store.scope
-    if not scope.strategy.listable:
-        return "ok"  # nothing to list (Graph has no list of it): its rows come from notifications, fetched by id
+    if scope.strategy.chain is not None:  # listed per team or per user (syncer.worker.chain)
+        source = chain.ChainedSource(source, scope.strategy.chain, scope.initial_url)
     writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
