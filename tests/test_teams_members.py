@@ -1,6 +1,6 @@
 """Teams and chat memberships (conversationMember) end to end (issue 14): declared, reconciled against the emulator,
 listed into a members table with the team or chat as a column, then changed through Graph's write API (a member
-added, one removed); the emulator's notifications are fetched by id, and the mirror equals Graph's truth, on
+added, one made owner, one removed); the emulator's notifications are fetched by id, and the mirror equals Graph's truth, on
 SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -77,6 +77,18 @@ def test_team_and_chat_members_end_to_end(world: World) -> None:
         assert team_rows[joined]["user_id"] == grace and team_rows[joined]["team_id"] == team
         assert team_rows[joined]["_deleted_at"] is None
         assert members("chat_members")[leaving]["_removed_reason"] == "deleted"
+        assert verify.compare(world.engine, graphs, verify.declared(spec, graphs)) == []
+
+        # Alan becomes an owner of the team (PATCH roles): notified "updated", fetched by id.
+        alans = next(i for i, row in team_rows.items() if row["user_id"] == alan)
+        r = graph.patch(f"teams/{team}/members/{alans}", json={
+            "@odata.type": "#microsoft.graph.aadUserConversationMember", "roles": ["owner"]})
+        assert r.status_code == 200 and r.json()["roles"] == ["owner"], r.text
+        updated = delivered(world, lambda i: i["changeType"] == "updated" and i["resource"].endswith(f"members('{alans}')"))
+        to_inbox(world, updated)
+        assert worker.drain().fetched == 1
+        worker.wait(timeout=60)
+        assert raw(members("team_members")[alans])["roles"] == ["owner"]
         assert verify.compare(world.engine, graphs, verify.declared(spec, graphs)) == []
 
         # The periodic list agrees (mark and sweep), and sees a removal no notification told of.
