@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from syncer.graph.times import parse_datetime
 
-__all__ = ["OVERLAP", "cursor_link", "newest"]
+__all__ = ["OVERLAP", "cursor_link", "newest", "next_start"]
 
 OVERLAP = timedelta(seconds=5)
 """How far back of the newest item seen the next round starts (items listed twice, none missed)."""
@@ -51,3 +51,11 @@ def cursor_link(initial_url: str, prop: str, at: datetime, *, overlap: timedelta
     bound = (at - overlap).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     separator = "&" if "?" in initial_url else "?"
     return f"{initial_url}{separator}$filter={quote(f'{prop} gt {bound}', safe='')}"
+
+
+def next_start(initial_url: str, prop: str, started_from: str | None, newest_seen: datetime | None) -> str:
+    """Where the round after this one starts: past the newest item this round saw; with none seen, where this round
+    started (*started_from*, an incremental round's link) or, after a full round of nothing, the whole list."""
+    if newest_seen is None:
+        return started_from or initial_url
+    return cursor_link(initial_url, prop, newest_seen)

@@ -374,7 +374,7 @@ def _run_pages(
                             step("swept")
                         link = page.delta_link
                         if link is None and scope.strategy.cursor is not None:
-                            link = _next_cursor(scope, rnd, newest_seen)
+                            link = cursor.next_start(scope.initial_url, scope.strategy.cursor, rnd.from_delta, newest_seen)
                         if link is None and scope.strategy.method not in (FETCH,):
                             raise GraphError(f"delta round of {scope.key} ended without an @odata.deltaLink")
                         store.update_state(
@@ -417,15 +417,6 @@ def _run_pages(
                 held.close()
             if pages is not None:
                 pages.close()
-
-
-def _next_cursor(scope: Scope, rnd: Round, newest_seen: datetime | None) -> str:
-    """Where the next round of a cursor scope starts: past the newest item this round saw; with none seen, where this
-    round started (an incremental round's link, or the whole list after a full round of nothing)."""
-    if newest_seen is None:
-        return rnd.from_delta or scope.initial_url
-    assert scope.strategy.cursor is not None
-    return cursor.cursor_link(scope.initial_url, scope.strategy.cursor, newest_seen)
 
 
 def _finish(
