@@ -148,14 +148,6 @@ class Column:
     name: str
     type: str
 
-    @property
-    def from_scope(self) -> str | None:
-        """The placeholder a column of the item's owner is filled from (``{team}``: the team the scope lists the
-        members of, which a conversationMember does not carry), or None for a Graph property."""
-        if self.field.startswith("{") and self.field.endswith("}"):
-            return self.field[1:-1]
-        return None
-
 
 @dataclass(frozen=True)
 class Mirror:
@@ -172,8 +164,10 @@ class Mirror:
         """The ``$select`` list: top-level properties of the columns, ``id`` first."""
         names = ["id"]
         for column in self.columns:
+            if column.field.startswith("{"):
+                continue  # filled from the declaration's path (syncer.resources.path_owners), not asked of Graph
             top = column.field.split(".", 1)[0]
-            if column.from_scope is None and top not in names:
+            if top not in names:
                 names.append(top)
         return tuple(names)
 

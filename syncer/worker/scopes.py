@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from syncer import resources
+from syncer import resolve, resources
 from syncer.errors import ConfigError
 from syncer.worker.chain import Chain
 
@@ -164,8 +164,12 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("chatMessage.allChats", FETCH, "{resource}", item_path="{resource}",
                  chain=Chain("users?$select=id", "users/{id}/chats/getAllMessages"),
                  deleted_property="deletedDateTime"),
-        # No delta in Graph (or in our notes): list + GET by id.
-        Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
+        # https://learn.microsoft.com/en-us/graph/api/listitem-delta: token links, a "deleted" facet, column values
+        # only with $expand=fields, which the links keep (https://learn.microsoft.com/en-us/graph/delta-query-overview:
+        # the state token encodes the first request's query); a notification is a shoulder tap naming the list.
+        Strategy("list", DELTA, "sites/{site}/lists/{list}/items/delta?$expand=fields", select=False, deleted_facet=True),
+        # Owners are listed (no owners@delta in groups delta); a notification names the group: list again.
+        Strategy("group.owners", FETCH, "groups/{group}/owners"),
     )
 }
 
@@ -175,7 +179,7 @@ def fetched_by_id(strategy: Strategy, resource: str | None) -> bool:
     if not resource:
         return False
     if strategy.method == FETCH:
-        return True
+        return strategy.item_path is not None
     return strategy.fetch_notified is not None and re.search(strategy.fetch_notified, resource) is not None
 
 
@@ -209,9 +213,8 @@ class Scope:
     mailbox: str | None = None
     interval: timedelta = timedelta(minutes=15)
     """Safety-net period: a pass runs at least this often, notifications or not."""
-    bound: tuple[tuple[str, str], ...] = ()
-    """The placeholders the declaration's path fixes (``team``, ``chat``...): what fills the columns of an owner
-    the items do not carry (a membership's team)."""
+    owners: tuple[tuple[str, str], ...] = ()
+    """Placeholder values of the scope's path (``site``, ``list``, ``group``, ``drive``) its path-owner columns take."""
 
     @property
     def members_table(self) -> str | None:
@@ -267,19 +270,21 @@ def expand_subscription(
     *,
     users: Sequence[str] = (),
     bindings: Sequence[Mapping[str, str]] = (),
+    resolved: resolve.Resolved | None = None,
     now: datetime | None = None,
 ) -> list[Scope]:
     """The static scopes of *subscription* (container scopes included, their folders not).
 
     *users* fills ``{user}`` for per-mailbox declarations (see :func:`resolve_users`); *bindings* fill
-    ``{team}`` (and ``{channel}``) of a declaration over teams (see :func:`resolve_teams`).
+    ``{team}`` (and ``{channel}``) of a declaration over teams (see :func:`resolve_teams`); *resolved* is
+    the canonical path of a declaration that names its target indirectly (:mod:`syncer.resolve`).
     """
     now = now or datetime.now(UTC)
     rt = subscription.resource_type
     strategy = strategy_for(rt)
-    path, _query = resources.split_resource(subscription.resource)
+    path, _query = resources.split_resource(resolved.resource if resolved else subscription.resource)
     matched = resources.match_resource(path)
-    params = dict(matched[1]) if matched else {}
+    params = {**(dict(matched[1]) if matched else {}), **dict(resolved.owners if resolved else ())}
     fan_out = subscription.fan_out
     if fan_out is not None and fan_out.over_teams:
         values: list[Mapping[str, str]] = list(bindings)
@@ -297,12 +302,9 @@ def expand_subscription(
     return scopes
 
 
-def _base(
-    subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None,
-    bound: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None, owners: Mapping[str, str]) -> dict[str, Any]:
     return {
-        "bound": tuple(sorted((bound or {}).items())),
+        "owners": tuple(sorted(owners.items())),
         "tenant_id": tenant_id,
         "name": subscription.name,
         "parent_key": parent,
@@ -384,7 +386,7 @@ def child_scope(container: Scope, folder_id: str) -> Scope:
         "delete": container.delete,
         "mailbox": container.mailbox,
         "interval": container.interval,
-        "bound": container.bound,
+        "owners": container.owners,
     }
     return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))
 
@@ -527,6 +529,10 @@ def declared_scopes(
         if subscription.fan_out is not None and subscription.fan_out.over_teams:
             bindings = resolve_teams(subscription, client)
             scopes += expand_subscription(subscription, tenant.tenant_id, bindings=bindings, now=now)
+            continue
+        if resolve.needs_resolution(subscription):
+            found = resolve.resolve(subscription, client)  # type: ignore[arg-type]
+            scopes += expand_subscription(subscription, tenant.tenant_id, resolved=found, now=now)
             continue
         users = resolve_users(subscription, client)
         scopes += expand_subscription(subscription, tenant.tenant_id, users=users, now=now)
