@@ -34,6 +34,7 @@ DELTA = "delta"  # GET {collection}/delta, follow nextLink to deltaLink, keep th
 CALENDAR_VIEW = "calendar_view"  # calendarView/delta over a time window (no $select on this endpoint)
 DRIVE_DELTA = "drive_delta"  # drive root delta: ?token=, "deleted" facet instead of @removed
 FETCH = "fetch"  # no delta in Graph (or not in our notes): GET the item by id + periodic full list
+CURSOR = "cursor"  # no delta: list newest first with a lastModifiedDateTime cursor (one chat's messages)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,11 @@ _CHAT_MESSAGE_OWNERS = (
     ("createdDateTime", "created_date_time", "datetime"),
     ("deletedDateTime", "deleted_date_time", "datetime"),
 )
+
+# https://learn.microsoft.com/en-us/graph/api/resources/aaduserconversationmember: a membership carries its user, not
+# the team or chat it belongs to; the declaration's path names that one (scope_owners).
+_MEMBER_FIELDS = (("roles", "json"),)
+_MEMBER_OWNERS = (("userId", "user_id", "text"),)
 
 CATALOGUE: tuple[ResourceType, ...] = (
     # --- directory (delta, updated/deleted only: creation and soft delete arrive as "updated") -----
@@ -466,6 +472,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         permission="Chat.Read.All",
         lifecycle_events=_TEAMS_LIFECYCLE,
+        sync=CURSOR,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
@@ -559,6 +566,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("teams/{team}/members",),
         change_types=frozenset(CHANGE_TYPES),
         permission="TeamMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
+        scope_owners=(ScopeOwner("team_id", "{team}"),),
     ),
     _teams(
         key="conversationMember.allTeams",
@@ -582,6 +592,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("chats/{chat}/members",),
         change_types=frozenset({"created", "deleted"}),
         permission="ChatMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
+        scope_owners=(ScopeOwner("chat_id", "{chat}"),),
     ),
     _teams(
         key="conversationMember.allChats",

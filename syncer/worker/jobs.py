@@ -115,6 +115,11 @@ class Worker:
         self.refresh_every = timedelta(hours=1)
         self.page_size: int | None = sync.DEFAULT_PAGE_SIZE
         self.reanchor_every = timedelta(days=1)
+        self.relist_every = timedelta(hours=6)
+        """How often a scope whose items carry others (a channel's roots, ``$expand=replies``) is read again from its
+        first page, without a sweep: a reply whose notification was lost, under a root that did not change (channel
+        delta sends roots only), comes back. Counted from the last full round or relist (in this worker's memory)."""
+        self._relisted: dict[tuple[str, str], datetime] = {}
         self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
         self._drain_failed = False
@@ -485,12 +490,31 @@ class Worker:
             if scope is not None and (last is None or last + scope.interval <= now):
                 stale.append((tenant_id, key))
         resync = self._window_scopes_to_reanchor(now)
+        relist = self._carrier_scopes_to_relist(now)
         # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
         # fails at once instead of waiting when another writer got in between).
         with self.engine.begin() as connection:
             marked = scopestate.mark_stale(connection, stale, now=now)
             scopestate.request_resync(connection, resync, now=now)
-        return marked + len(resync)
+            for sc in relist:
+                scopestate.relist(connection, sc.tenant_id, sc.key, sc.initial_url, now=now)
+        self._relisted.update({(sc.tenant_id, sc.key): now for sc in relist})
+        return marked + len(resync) + len(relist)
+
+    def _carrier_scopes_to_relist(self, now: datetime) -> list[Scope]:
+        """Scopes whose items carry others (:attr:`relist_every`) last read from their first page too long ago."""
+        carriers = [sc for sc in self.index.static.values() if sc.strategy.inline]
+        if not carriers:
+            return []
+        last_full = scopestate.last_full_rounds(self.engine)
+        due = []
+        for sc in carriers:
+            key = (sc.tenant_id, sc.key)
+            # Never read from the start by this worker: counted from its first sight of the scope.
+            last = max(filter(None, (last_full.get(key), self._relisted.setdefault(key, now))))
+            if last + self.relist_every <= now:
+                due.append(sc)
+        return due
 
     def _window_scopes_to_reanchor(self, now: datetime) -> list[tuple[str, str]]:
         """calendarView scopes whose window was last set more than :attr:`reanchor_every` ago.

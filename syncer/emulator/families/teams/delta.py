@@ -35,6 +35,7 @@ from syncer.emulator.families.teams.listing import (
     reject_options,
     require,
 )
+from syncer.emulator.families.teams.messages import with_replies
 from syncer.emulator.families.teams.views import bp
 
 #: "Messages from the last eight months" [DOC]; 8 x 30 days.
@@ -68,10 +69,12 @@ def _run(col: Collection, link_path: str, *, replies: bool = False) -> Response:
         ts = state.store.tenant(col.tenant_id)
         with state.lock:
             for item in body["value"]:
-                if "@removed" not in item:
-                    found = ts.collections.get(f"{col.key}/{item['id']}/replies")
-                    item["replies"] = [delta_mod.project(kinds.CHANNEL_REPLY, r, None)
-                                       for _, r in (found.iter_live() if found is not None else [])]
+                root = col.get(str(item["id"])) if "@removed" not in item else None
+                if root is not None:
+                    expanded = with_replies(ts, col, root)
+                    item["replies"] = expanded["replies"]
+                    if "replies@odata.nextLink" in expanded:
+                        item["replies@odata.nextLink"] = expanded["replies@odata.nextLink"]
     body["value"] = evolvable_enums(body["value"])
     response.set_data(orjson.dumps(body))
     return response

@@ -5,12 +5,15 @@ rules, and the writes an app token is refused (https://learn.microsoft.com/graph
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
+import orjson
 from flask import Response, request
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import base_url, emulator_state, json_body, json_response, no_content
 from syncer.emulator.changelog import Collection
+from syncer.emulator.delta_token import Cursor, encode_token
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.teams import kinds, model
 from syncer.emulator.families.teams.kinds import MAX_TOP
@@ -36,15 +39,23 @@ from syncer.emulator.store import TenantStore
 # --- channel messages ------------------------------------------------------------------------------------------
 
 
-def _with_replies(ts: TenantStore, roots: Collection, root: dict[str, Any]) -> dict[str, Any]:
-    """``$expand=replies``: up to 1,000 inline, then ``replies@odata.nextLink`` [DOC]."""
+def with_replies(ts: TenantStore, roots: Collection, root: dict[str, Any]) -> dict[str, Any]:
+    """``$expand=replies``: up to 1,000 inline, newest first, then ``replies@odata.nextLink``, the rest of the root's
+    replies list [DOC] (``config.teams_inline_replies``)."""
+    state = emulator_state()
     col = ts.collections.get(f"{roots.key}/{root['id']}/replies")
     replies = newest_first(live(col), "createdDateTime") if col is not None else []
+    inline = max(1, state.config.teams_inline_replies)
     out = {**delta_mod.project(kinds.CHANNEL_MESSAGE, root, None),
-           "replies": [delta_mod.project(kinds.CHANNEL_REPLY, r, None) for r in replies[:1000]]}
-    if len(replies) > 1000:
+           "replies": [delta_mod.project(kinds.CHANNEL_REPLY, r, None) for r in replies[:inline]]}
+    if len(replies) > inline:
         team, channel = roots.parents["team"], roots.parents["channel"]
-        out["replies@odata.nextLink"] = f"{base_url()}/v1.0/teams/{team}/channels/{channel}/messages/{root['id']}/replies?$skiptoken="
+        path = f"/v1.0/teams/{team}/channels/{channel}/messages/{root['id']}/replies"
+        # The token of the replies list's own paging (listing.paged), positioned after the inline ones.
+        cursor = Cursor(path.lower(), 0, 0, inline, 0, state.clock.time(), None, MAX_TOP, None, True, False,
+                        filter=orjson.dumps({}).decode())
+        out["replies@odata.nextLink"] = (f"{base_url()}/v1.0/teams/{team}/channels/{quote(channel, safe='')}/messages/"
+                                         f"{root['id']}/replies?$skiptoken={encode_token(state, cursor)}")
     return out
 
 
@@ -80,7 +91,7 @@ def channel_messages(team_id: str, channel_id: str) -> Response:
     def build(options: dict[str, Any]) -> list[dict[str, Any]]:
         items = newest_first(live(roots))
         if options.get("expand"):
-            return [_with_replies(ts, roots, m) for m in items]
+            return [with_replies(ts, roots, m) for m in items]
         return items
     return paged(state, kinds.CHANNEL_MESSAGE, build, context=f"teams('{team_id}')/channels('{channel_id}')/messages",
                  default=20, maximum=MAX_TOP, options={"expand": expand is not None}, final=expand is not None)
@@ -102,7 +113,7 @@ def channel_message(team_id: str, channel_id: str, message_id: str) -> Response:
     roots = model.roots_col(ts, team_id, channel_id)
     item = model.message_or_404(roots, message_id)
     if (request.args.get("$expand") or "").lower() == "replies":
-        return json_response(evolvable_enums([_with_replies(ts, roots, item)])[0])
+        return json_response(evolvable_enums([with_replies(ts, roots, item)])[0])
     return entity(kinds.CHANNEL_MESSAGE, item, f"teams('{team_id}')/channels('{channel_id}')/messages")
 
 
