@@ -27,9 +27,18 @@ if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
 
 
-def require(roles: Iterable[str]) -> AppContext:
-    """The caller if its token holds one of *roles*; else Teams' 403, which names what it wanted [OBS wording]."""
+def require(roles: Iterable[str], delegated: Iterable[str] = ()) -> AppContext:
+    """The caller if its token holds one of *roles* (an app) or of *delegated* (a signed-in user); else Teams' 403,
+    which names what it wanted [OBS wording]. No *delegated* = application permissions only (a user is refused
+    unless *roles* is empty too); personal Microsoft accounts have no Teams."""
     ctx = current_app_context()
+    if ctx.delegated:
+        scopes = frozenset(delegated)
+        if ctx.personal or (roles and not ctx.scopes & scopes):
+            raise GraphHTTPError(403, "Forbidden",
+                                 f"Missing scope permissions on the request. API requires one of "
+                                 f"'{', '.join(sorted(scopes))}'. Scopes on the request '{', '.join(sorted(ctx.scopes))}'.")
+        return ctx
     wanted = frozenset(roles)
     if wanted and not ctx.roles & wanted:  # no roles = any authenticated caller
         raise GraphHTTPError(403, "Forbidden",
