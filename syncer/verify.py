@@ -63,8 +63,8 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     inline = scope.strategy.inline
     for page in client.iter_pages(scope.initial_url):
         listed = list(page.items)
-        if inline is not None:  # a channel message's replies: rows of their own
-            listed = [x for item in listed for x in (item, *(item.get(inline) or ()))]
+        if inline is not None:  # a channel message's replies: rows of their own, the rest of a long thread too
+            listed = [x for item in listed for x in (item, *(item.get(inline) or ()), *_rest(client, item, inline))]
         for item in listed:
             # The mirror holds Graph's data under syncer.storable's rule (U+0000 becomes U+FFFD):
             # so does the truth it is compared with.
@@ -90,6 +90,12 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
                 else:
                     group.add(str(link.get("id")))
     return ScopeTruth(items, members)
+
+
+def _rest(client: GraphClient, item: Mapping[str, Any], inline: str) -> list[dict[str, Any]]:
+    """What Graph left out of an item's inline list (``replies@odata.nextLink``: past 1,000 replies)."""
+    link = item.get(f"{inline}@odata.nextLink")
+    return [x for page in client.iter_pages(str(link)) for x in page.items] if link else []
 
 
 def _live_rows(engine: Engine, scope: Scope) -> dict[str, dict[str, Any]]:

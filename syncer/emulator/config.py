@@ -199,6 +199,9 @@ class EmulatorConfig:
     #: Post a systemEventMessage when members are added to or removed from a team (General channel) or chat, a chat is
     #: renamed or a channel added, through Graph's API (not seeding) [DOC: which events do is partly UNCONFIRMED].
     teams_system_messages: bool = True
+    #: `$expand=replies` holds at most this many replies inline, then `replies@odata.nextLink` to the rest [DOC for the
+    #: list API, https://learn.microsoft.com/graph/api/channel-list-messages; the same for channel delta: UNCONFIRMED].
+    teams_inline_replies_max: int = 1000
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""

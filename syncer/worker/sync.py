@@ -63,6 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
+from syncer.worker import inline
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
@@ -316,8 +317,9 @@ def _run_pages(
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
     while True:
-        pages = Prefetcher(partial(source.iter_pages, rnd.url, headers=headers), depth=prefetch) if prefetch > 0 else None
-        iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
+        listing = partial(inline.pages, source, rnd.url, headers=headers, inline=scope.strategy.inline)
+        pages = Prefetcher(listing, depth=prefetch) if prefetch > 0 else None
+        iterator = iter(pages) if pages is not None else listing()
         batch: Batch | None = None
         held: Connection | None = None
         fetched = 0

@@ -35,6 +35,7 @@ from syncer.emulator.families.teams.listing import (
     reject_options,
     require,
 )
+from syncer.emulator.families.teams.messages import inline_replies
 from syncer.emulator.families.teams.views import bp
 
 #: "Messages from the last eight months" [DOC]; 8 x 30 days.
@@ -69,9 +70,7 @@ def _run(col: Collection, link_path: str, *, replies: bool = False) -> Response:
         with state.lock:
             for item in body["value"]:
                 if "@removed" not in item:
-                    found = ts.collections.get(f"{col.key}/{item['id']}/replies")
-                    item["replies"] = [delta_mod.project(kinds.CHANNEL_REPLY, r, None)
-                                       for _, r in (found.iter_live() if found is not None else [])]
+                    item.update(inline_replies(state, ts, col, str(item["id"])))
     body["value"] = evolvable_enums(body["value"])
     response.set_data(orjson.dumps(body))
     return response

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import orjson
 from flask import Response, request
@@ -98,6 +99,13 @@ def paged(state: EmulatorState, rtype: ResourceType, build: Callable[[dict[str, 
     # *final* values are already rendered (e.g. a chat with its $expand); the others are projected here.
     body["value"] = evolvable_enums(chunk if final else [delta_mod.project(rtype, v, select) for v in chunk])
     return json_response(body)
+
+
+def continuation(state: EmulatorState, path: str, *, offset: int, size: int) -> str:
+    """A nextLink to the list at *path* (under ``/v1.0``, ids %-encoded) from *offset* on, as :func:`paged` reads it."""
+    key = f"/v1.0/{unquote(path)}".lower()
+    cursor = Cursor(key, 0, 0, offset, 0, state.clock.time(), None, size, None, True, False, filter="{}")
+    return f"{base_url()}/v1.0/{path}?$skiptoken={encode_token(state, cursor)}"
 
 
 _DATE_CLAUSE = re.compile(r"^\s*(lastModifiedDateTime|createdDateTime)\s+(gt|lt|ge|le)\s+(\S+)\s*$", re.IGNORECASE)

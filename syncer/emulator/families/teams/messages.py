@@ -4,17 +4,19 @@ rules, and the writes an app token is refused (https://learn.microsoft.com/graph
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from flask import Response, request
 
 from syncer.emulator import delta as delta_mod
-from syncer.emulator.api import base_url, emulator_state, json_body, json_response, no_content
+from syncer.emulator.api import emulator_state, json_body, json_response, no_content
 from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.teams import delegated, kinds, model
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import (
+    continuation,
     date_clauses,
     evolvable_enums,
     matches,
@@ -33,19 +35,29 @@ from syncer.emulator.families.teams.views import (
 from syncer.emulator.identity import AppContext
 from syncer.emulator.store import TenantStore
 
+if TYPE_CHECKING:
+    from syncer.emulator.state import EmulatorState
+
 # --- channel messages ------------------------------------------------------------------------------------------
 
 
-def _with_replies(ts: TenantStore, roots: Collection, root: dict[str, Any]) -> dict[str, Any]:
-    """``$expand=replies``: up to 1,000 inline, then ``replies@odata.nextLink`` [DOC]."""
-    col = ts.collections.get(f"{roots.key}/{root['id']}/replies")
+def inline_replies(state: EmulatorState, ts: TenantStore, roots: Collection, root_id: str) -> dict[str, Any]:
+    """``$expand=replies`` of one root: the newest replies inline (1,000 at most), then ``replies@odata.nextLink``
+    to the replies list from there [DOC]."""
+    col = ts.collections.get(f"{roots.key}/{root_id}/replies")
     replies = newest_first(live(col), "createdDateTime") if col is not None else []
-    out = {**delta_mod.project(kinds.CHANNEL_MESSAGE, root, None),
-           "replies": [delta_mod.project(kinds.CHANNEL_REPLY, r, None) for r in replies[:1000]]}
-    if len(replies) > 1000:
-        team, channel = roots.parents["team"], roots.parents["channel"]
-        out["replies@odata.nextLink"] = f"{base_url()}/v1.0/teams/{team}/channels/{channel}/messages/{root['id']}/replies?$skiptoken="
+    limit = state.config.teams_inline_replies_max
+    out: dict[str, Any] = {"replies": [delta_mod.project(kinds.CHANNEL_REPLY, r, None) for r in replies[:limit]]}
+    if len(replies) > limit:
+        team, channel = roots.parents["team"], quote(roots.parents["channel"], safe="")
+        out["replies@odata.nextLink"] = continuation(
+            state, f"teams/{team}/channels/{channel}/messages/{root_id}/replies", offset=limit, size=MAX_TOP)
     return out
+
+
+def _with_replies(ts: TenantStore, roots: Collection, root: dict[str, Any]) -> dict[str, Any]:
+    return {**delta_mod.project(kinds.CHANNEL_MESSAGE, root, None),
+            **inline_replies(emulator_state(), ts, roots, str(root["id"]))}
 
 
 def _post_as_app(ctx: AppContext, ts: TenantStore, col: Collection, team_id: str | None) -> Response:
