@@ -202,6 +202,9 @@ class EmulatorConfig:
     #: `$expand=replies` holds at most this many replies inline, then `replies@odata.nextLink` to the rest [DOC for the
     #: list API, https://learn.microsoft.com/graph/api/channel-list-messages; the same for channel delta: UNCONFIRMED].
     teams_inline_replies_max: int = 1000
+    #: Status when a signed-in user reads or subscribes to a team, channel or chat they are not a member of
+    #: [UNCONFIRMED: 403 assumed; the per-API pages only say delegated permissions reach what the user can].
+    teams_not_member_status: int = 403
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""

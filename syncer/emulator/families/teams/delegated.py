@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from syncer.emulator.api import emulator_state
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.teams import kinds, model
 from syncer.emulator.identity import AppContext
@@ -29,7 +30,9 @@ CHAT_MESSAGE_READ = kinds.DELEGATED_CHAT_MESSAGE_READ
 
 
 def forbidden() -> GraphHTTPError:
-    return GraphHTTPError(403, "Forbidden", "Forbidden: the signed-in user is not a member of this team, channel or chat.")
+    """The refusal of a read by a non-member (``teams_not_member_status``)."""
+    return GraphHTTPError(emulator_state().config.teams_not_member_status, "Forbidden",
+                          "Forbidden: the signed-in user is not a member of this team, channel or chat.")
 
 
 def is_member(ts: TenantStore, user_id: str, *, team: str | None = None, channel: str | None = None,

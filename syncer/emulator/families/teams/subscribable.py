@@ -209,8 +209,9 @@ def _member(state: EmulatorState, draft: SubscriptionDraft) -> None:
     chat = ids[0] if shape[0] == "chats" and len(shape) > 1 and shape[1] == "*" else None
     if (team is not None or chat is not None) and \
             not delegated.is_member(ts, draft.user_id, team=team, channel=channel, chat=chat):
-        raise GraphHTTPError(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden; Reason: "
-                                                    "The signed-in user is not a member of this team, channel or chat.]")
+        raise GraphHTTPError(state.config.teams_not_member_status, "ExtensionError",
+                             "Operation: Create; Exception: [Status Code: Forbidden; Reason: "
+                             "The signed-in user is not a member of this team, channel or chat.]")
 
 
 def check(state: EmulatorState, draft: SubscriptionDraft) -> None:
