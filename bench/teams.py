@@ -10,7 +10,8 @@ Against one emulator in its own process (bench/sync.py's), for SQLite and Postgr
   then ``--changes`` changes are made as users through the emulator's admin API (new roots, new replies, edits of
   roots and replies, soft deletes of both) and the time is taken until the worker is idle and the mirror equals a
   fresh enumeration from Graph (:mod:`syncer.verify`): notification delivery, the delta pass of the channel and
-  the replies fetched by id.
+  the replies fetched by id. ``seconds_to_converge`` runs from the first change to the end of the last pass or fetch
+  it caused (the mirror then found equal to Graph); ``seconds_to_verified`` also holds the comparisons' own time.
 
 Graph requests are counted from the emulator's request log (``GET /_emulator/requests``), identity calls excluded.
 Usage: ``python bench/teams.py [--roots 2500] [--replies 3] [--changes 100] [--repeat 3] [--postgres URL]``.
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -172,6 +174,7 @@ def incremental(emu: Emulator, spec: Spec, where: tuple[str, str, str], changes:
         time.sleep(1.0)  # the first passes of the started worker are done
         _, mark = graph_requests(emu, 0)
         started = time.perf_counter()
+        started_at = datetime.now(UTC)
         change(emu, *where, changes)
         changed = time.perf_counter() - started
         scopes = declared(spec, clients)
@@ -179,14 +182,25 @@ def incremental(emu: Emulator, spec: Spec, where: tuple[str, str, str], changes:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the mirror did not converge: {compare(runner.engine, clients, scopes)[:3]}")
             if idle(runner.engine):
-                converged = time.perf_counter() - started
+                verified = time.perf_counter() - started
                 _, before_verify = graph_requests(emu, mark)
                 if not compare(runner.engine, clients, scopes):
                     break
             time.sleep(0.2)
         requests, _ = graph_requests(emu, mark)
         verify_requests, _ = graph_requests(emu, before_verify)
-        return {"changes": changes, "seconds_to_make": round(changed, 2), "seconds_to_converge": round(converged, 2),
+        # Converged when the last pass or fetch that the changes caused ended (the comparison's own time aside).
+        runs = schema.sync_runs
+        with runner.engine.connect() as connection:
+            count, last = connection.execute(sa.select(sa.func.count(), sa.func.max(runs.c.finished_at))
+                                             .where(runs.c.started_at >= started_at)).one()
+            if os.environ.get("BENCH_TEAMS_RUNS"):  # each pass and fetch, to see where the time went
+                for row in connection.execute(sa.select(runs).where(runs.c.started_at >= started_at)).mappings():
+                    log(str({k: row[k] for k in ("started_at", "finished_at", "full", "pages", "upserted", "deleted")}))
+        last = last if last.tzinfo else last.replace(tzinfo=UTC)  # SQLite gives naive UTC
+        return {"changes": changes, "seconds_to_make": round(changed, 2),
+                "seconds_to_converge": round((last - started_at).total_seconds(), 2),
+                "seconds_to_verified": round(verified, 2), "passes_and_fetches": count,
                 "graph_requests": requests - verify_requests}
     finally:
         graph.close()
