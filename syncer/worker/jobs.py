@@ -49,6 +49,9 @@ log = logging.getLogger("syncer.worker.jobs")
 
 FETCH_RETRY = timedelta(seconds=10)
 """How long notified items of a scope without delta wait in the inbox while another pass holds the scope."""
+OWN_PASS_RETRY = timedelta(seconds=1)
+"""... and while a pass of this worker holds it: a channel's delta pass runs while its notified replies wait (the
+bench of 100 Teams changes converged in 11 s instead of 1 s when they waited FETCH_RETRY)."""
 
 
 def default_worker_id() -> str:
@@ -256,7 +259,7 @@ class Worker:
         with self._lock:
             running = self._running.get(key)
             if running is not None and not running.done():
-                return sync.PassResult(scope.key, "busy")
+                return sync.PassResult(scope.key, "busy", not_before=self.clock() + OWN_PASS_RETRY)
             self._fetching.add(key)
         try:
             return fetch.fetch_items(self.engine, self.sources[scope.tenant_id], scope, resources,
