@@ -105,6 +105,9 @@ class ResourceType:
     rich_needs_select: bool = False  # Outlook: a rich subscription's resource must carry ?$select=
     lifecycle_url_over: timedelta | None = None  # Teams: lifecycleNotificationUrl required past this lifetime
     delegated_only: bool = False  # no application permission exists; needs delegated auth (not in version 1)
+    delegated_paths: tuple[str, ...] | None = None
+    """Patterns a signed-in work account may declare (Graph has a delegated permission for the subscription and for
+    syncer's reads of it); None = no such list (mail and files follow the me/... rule), () = application only."""
     global_only: bool = False  # todoTask webhooks exist only in the global cloud
     select_supported: bool = (
         True  # calendarView delta refuses $select: mirror columns come from the full item
@@ -155,8 +158,9 @@ def _teams(**fields: Any) -> ResourceType:
         "max_lifetime_rich": _minutes(4_320),
         "quota": _TEAMS_QUOTA,
         "lifecycle_url_over": timedelta(hours=1),
+        "delegated_paths": (),  # the entries Graph and syncer serve to a signed-in user say which
     }
-    return ResourceType(**shared, **fields)
+    return ResourceType(**{**shared, **fields})
 
 
 _USER_FIELDS = (
@@ -451,6 +455,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         lifecycle_events=_TEAMS_LIFECYCLE,
         sync=DELTA,
         delta_paths=("teams/{team}/channels/{channel}/messages/delta",),
+        delegated_paths=("teams/{team}/channels/{channel}/messages",),  # ChannelMessage.Read.All, delta too
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
@@ -471,6 +476,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("chats/{chat}/messages",),
         change_types=frozenset(CHANGE_TYPES),
         permission="Chat.Read.All",
+        delegated_paths=("chats/{chat}/messages",),  # Chat.Read: the user's own chats
         lifecycle_events=_TEAMS_LIFECYCLE,
         sync=CURSOR,
         field_types=_CHAT_MESSAGE_FIELDS,
@@ -501,6 +507,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         quota=_TEAMS_USER_QUOTA,
         one_user_per_declaration=True,
         lifecycle_url_over=timedelta(hours=1),
+        # A user may subscribe (Chat.Read), but the getAllMessages delta serves apps only
+        # (https://learn.microsoft.com/graph/api/chatmessage-delta): a user declares chats/{chat}/messages.
+        delegated_paths=(),
         models=_MODEL_B,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
@@ -545,6 +554,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("teams/getAllChannels", "teams/{team}/channels"),
         change_types=frozenset(CHANGE_TYPES),
         permission="Channel.ReadBasic.All",
+        delegated_paths=("teams/{team}/channels",),
     ),
     _teams(
         key="team",

@@ -54,6 +54,9 @@ FETCH_RETRY = timedelta(seconds=10)
 """How long notified items of a scope without delta wait in the inbox while another pass holds the scope."""
 RICH_RETRY = timedelta(seconds=1)
 """How long rich notifications wait while a pass holds their scope (passes of a notified scope are short)."""
+OWN_PASS_RETRY = timedelta(seconds=1)
+"""... and while a pass of this worker holds it: a channel's delta pass runs while its notified replies wait (the
+bench of 100 Teams changes converged in 11 s instead of 1 s when they waited FETCH_RETRY)."""
 
 
 def default_worker_id() -> str:
@@ -291,7 +294,7 @@ class Worker:
         """:func:`syncer.worker.fetch.fetch_items`, or ``busy`` while a pass of *scope* runs in this process."""
         done = self._exclusive(scope, lambda: fetch.fetch_items(
             self.engine, self.sources[scope.tenant_id], scope, resources, worker=self.worker_id, clock=self.clock))
-        return done if done is not None else sync.PassResult(scope.key, "busy")
+        return done if done is not None else sync.PassResult(scope.key, "busy", not_before=self.clock() + OWN_PASS_RETRY)
 
     def _exclusive(self, scope: Scope, call: Callable[[], T]) -> T | None:
         """*call* (a write under *scope*'s lease), or None while a pass of *scope* runs in this process.

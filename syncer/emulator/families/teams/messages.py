@@ -15,7 +15,7 @@ from syncer.emulator.api import base_url, emulator_state, json_body, json_respon
 from syncer.emulator.changelog import Collection
 from syncer.emulator.delta_token import Cursor, encode_token
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import kinds, model
+from syncer.emulator.families.teams import delegated, kinds, model
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import (
     date_clauses,
@@ -81,7 +81,8 @@ def channel_messages(team_id: str, channel_id: str) -> Response:
     if request.method == "POST":
         ctx, ts = tenant(kinds.MIGRATE | kinds.CHANNEL_MESSAGE_READ)
         return _post_as_app(ctx, ts, model.roots_col(ts, team_id, channel_id), team_id)
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     reject_options({"$top", "$expand", "$skiptoken"})
     expand = request.args.get("$expand")
     if expand is not None and expand.strip().lower() != "replies":
@@ -109,7 +110,8 @@ def channel_message(team_id: str, channel_id: str, message_id: str) -> Response:
             raise bad("An application may only update 'policyViolation'.")
         model.edit_message(state, ts, col, message_id, body)
         return no_content()
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     roots = model.roots_col(ts, team_id, channel_id)
     item = model.message_or_404(roots, message_id)
     if (request.args.get("$expand") or "").lower() == "replies":
@@ -123,7 +125,8 @@ def channel_replies(team_id: str, channel_id: str, message_id: str) -> Response:
     if request.method == "POST":
         ctx, ts = tenant(kinds.MIGRATE | kinds.CHANNEL_MESSAGE_READ)
         return _post_as_app(ctx, ts, model.replies_col(ts, team_id, channel_id, message_id), team_id)
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     reject_options({"$top", "$skiptoken"})
     col = model.replies_col(ts, team_id, channel_id, message_id)
     return paged(state, kinds.CHANNEL_REPLY, lambda _o: newest_first(live(col), "createdDateTime"),
@@ -133,7 +136,8 @@ def channel_replies(team_id: str, channel_id: str, message_id: str) -> Response:
 
 @bp.get("/teams/<team_id>/channels/<channel_id>/messages/<message_id>/replies/<reply_id>")
 def channel_reply(team_id: str, channel_id: str, message_id: str, reply_id: str) -> Response:
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     col = model.replies_col(ts, team_id, channel_id, message_id)
     return entity(kinds.CHANNEL_REPLY, model.message_or_404(col, reply_id),
                    f"teams('{team_id}')/channels('{channel_id}')/messages('{message_id}')/replies")
@@ -183,12 +187,14 @@ def chat_messages(chat_id: str) -> Response:
     if request.method == "POST":
         ctx, ts = tenant(kinds.MIGRATE | kinds.CHAT_MESSAGE_READ)
         return _post_as_app(ctx, ts, model.chat_messages_col(ts, chat_id), None)
-    _, ts = tenant(kinds.CHAT_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHAT_MESSAGE_READ, delegated.CHAT_MESSAGE_READ)
+    delegated.require_member(ctx, ts, chat=chat_id)
     return list_chat_messages(ts, model.chat_messages_col(ts, chat_id), f"chats('{chat_id}')/messages")
 
 
 @bp.get("/chats/<chat_id>/messages/<message_id>")
 def chat_message(chat_id: str, message_id: str) -> Response:
-    _, ts = tenant(kinds.CHAT_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHAT_MESSAGE_READ, delegated.CHAT_MESSAGE_READ)
+    delegated.require_member(ctx, ts, chat=chat_id)
     col = model.chat_messages_col(ts, chat_id)
     return entity(kinds.CHAT_MESSAGE, model.message_or_404(col, message_id), f"chats('{chat_id}')/messages")
