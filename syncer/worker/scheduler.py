@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from syncer.locks import DatabaseLock
     from syncer.spec import Spec
+    from syncer.worker.wake import Waker
 
 __all__ = [
     "DRAIN_JOB",
@@ -200,6 +201,8 @@ class Schedule:
 
     drain: float = 0.5
     safety_net: float = 60.0
+    # Drain as soon as the receiver commits (syncer.worker.wake), the interval being the safety net.
+    wake: bool = True
     reconcile: float = 900.0
     housekeeping: float = 3600.0
 
@@ -267,6 +270,7 @@ class RunningWorker:
     scheduler: BaseScheduler
     engine: Engine
     lock: DatabaseLock | None
+    waker: Waker | None = None  # the receiver of `syncer run` wakes the drain through it
 
     def stop(self) -> None:
         """Stop the jobs, wait for running passes, release the SQLite worker lock."""
@@ -331,7 +335,15 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
         lambda: threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="syncer-spec-stop").start()
     )
     schedule_jobs(scheduler, worker, schedule)
-    running = RunningWorker(worker, scheduler, engine, lock)
+    waker = None
+    if (schedule or Schedule()).wake:
+        from syncer.worker import wake
+
+        waker, listener = wake.attach(scheduler, DRAIN_JOB, spec.database_url, outage=worker.database)
+        if listener is not None:
+            worker.on_release(listener.stop)
+        worker.on_release(waker.close)
+    running = RunningWorker(worker, scheduler, engine, lock, waker)
     if not blocking:
         scheduler.start()
         return running
