@@ -168,7 +168,34 @@ def test_doctor_names_the_login_to_run_and_lists_the_granted_scopes(
     assert login(path).exit_code == 0
     after = {c.name: c for c in iter_checks(path, timeout=1.0) if c.name.endswith("(me)")}
     assert after["token (me)"].status == "ok", after
-    assert after["permissions (me)"].status == "warn" and "Mail.Read" in after["permissions (me)"].detail
+    assert after["permissions (me)"].status == "ok" and "Mail.Read" in after["permissions (me)"].detail
+
+
+def test_doctor_names_each_declaration_whose_delegated_permission_was_not_granted(
+    tmp_path: Path, emulator_info: dict[str, Any], graph: EmulatorClient, upn: str
+) -> None:
+    """The app's delegated permissions lack To Do and calendars: doctor names the declarations, the permission
+    and the `syncer login` to run; an admin-only permission (User.Read.All) says an administrator must consent."""
+    from syncer.doctor import iter_checks
+
+    granted = ["Mail.Read", "Files.ReadWrite.All", "User.Read"]
+    changed = graph.admin("PATCH", f"apps/{emulator_info['client_id']}", json={"delegatedScopes": granted})
+    assert changed.status_code == 200, changed.text
+    declared = (
+        "  - {name: inbox, tenant: me, resource: me/mailFolders/inbox/messages, mirror: {table: my_mail}}\n"
+        "  - {name: files, tenant: me, resource: me/drive/root, mirror: {table: my_files}}\n"
+        "  - {name: agenda, tenant: me, resource: me/events, mirror: {table: my_events}}\n"
+        "  - {name: people, tenant: me, resource: users, mirror: {table: people}}\n"
+    )
+    path = write_spec(tmp_path, emulator_info, upn, declared)
+    assert login(path).exit_code == 0
+    check = {c.name: c for c in iter_checks(path, timeout=1.0)}["permissions (me)"]
+    assert check.status == "FAIL", check
+    assert "agenda (event) needs Calendars.Read or Calendars.ReadWrite" in check.detail
+    assert "people (user) needs User.Read.All" in check.detail
+    assert "inbox" not in check.detail and "files" not in check.detail, "Mail.Read and Files.ReadWrite.All cover them"
+    assert check.fix.startswith("run `syncer login me --scope Calendars.Read --scope User.Read.All`")
+    assert "administrator has consented to User.Read.All" in check.fix
 
 
 def test_processes_sharing_the_cache_keep_a_working_refresh_token(
