@@ -445,8 +445,8 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
 def status(spec_path: Path, output: str, max_lag: timedelta | None, rows: bool) -> None:
     """Print each scope's last success, lag, rows and last error, and each subscription's expiry.
 
-    Exit 0; with --max-lag, exit 2 when a scope is staler than that (the scopes are named on stderr),
-    1 on errors.
+    Exit 0; 4 when a delegated account must sign in again (`syncer login NAME`, named on stderr); with
+    --max-lag, exit 2 when a scope is staler than that (the scopes are named on stderr); 1 on errors.
     """
     import json
 
@@ -460,6 +460,10 @@ def status(spec_path: Path, output: str, max_lag: timedelta | None, rows: bool) 
     finally:
         engine.dispose()
     click.echo(json.dumps(to_json(found), indent=2) if output == "json" else render(found))
+    if found.signed_out():
+        if output == "json":  # the text output says it at its top
+            click.echo("\n".join(a.line() for a in found.signed_out()), err=True)
+        sys.exit(EXIT_SIGN_IN_REQUIRED)
     late = stale(found, max_lag) if max_lag is not None else []
     if late:
         click.echo(f"{len(late)} scope(s) staler than {human(max_lag)}: " + ", ".join(sc.scope for sc in late[:20]), err=True)

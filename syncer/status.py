@@ -8,14 +8,14 @@ run against a busy production database. Computed values (lag, rows) are plain da
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import schema
+from syncer import schema, signins
 from syncer.errors import DatabaseError
 
 
@@ -57,6 +57,11 @@ class Status:
     scopes: list[ScopeStatus]
     subscriptions: list[SubscriptionStatus]
     inbox_waiting: int
+    sign_ins: list[signins.SignIn] = field(default_factory=list)
+    """Delegated accounts as the worker last saw them (those that must sign in again: :meth:`signed_out`)."""
+
+    def signed_out(self) -> list[signins.SignIn]:
+        return [s for s in self.sign_ins if s.required]
 
 
 def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = True) -> Status:
@@ -140,7 +145,7 @@ def collect(engine: Engine, *, now: datetime | None = None, count_rows: bool = T
         )
         for row in sub_rows
     ]
-    return Status(scopes, subscriptions, waiting)
+    return Status(scopes, subscriptions, waiting, signins.read(engine))
 
 
 def _resync_of(outcome: str | None, error: str | None) -> str | None:
@@ -174,7 +179,10 @@ def _when(value: datetime | None) -> str:
 
 def render(status: Status) -> str:
     """The text ``syncer status`` prints."""
-    lines = ["Scopes"]
+    lines = [s.line() for s in status.signed_out()]
+    paused = {s.tenant_id for s in status.signed_out()}
+    lines += [""] if lines else []
+    lines.append("Scopes")
     if not status.scopes:
         lines.append("  (none yet: run `syncer sync` or `syncer worker`)")
     rows = [("NAME", "SCOPE", "LAST SUCCESS", "LAG", "ROWS", "STATE", "LAST ERROR")]
@@ -184,6 +192,8 @@ def render(status: Status) -> str:
             state = f"{state}, resynced"
         if sc.leased_by:
             state = f"running ({sc.leased_by})"
+        elif sc.tenant_id in paused:
+            state = "paused: sign-in required"
         elif sc.not_before:
             state = f"postponed to {_when(sc.not_before)}"
         elif sc.dirty:
@@ -235,6 +245,7 @@ def to_json(status: Status) -> dict[str, Any]:
         "scopes": [record(sc, {"lag": "lag_seconds"}) for sc in status.scopes],
         "subscriptions": [record(sub, {"expires_in": "expires_in_seconds"}) for sub in status.subscriptions],
         "inbox_waiting": status.inbox_waiting,
+        "sign_ins": [record(s, {}) for s in status.sign_ins],
     }
 
 

@@ -349,6 +349,10 @@ class CertificateCredential(_MsalCredential):
         return _fingerprint("cert", self._private_key, self.thumbprint or "", self.public_certificate or "")
 
 
+# After a refused refresh, the same cache file is not tried again for this long: only a new sign-in (which
+# rewrites the file) can help, and each attempt is a request to the token endpoint (no retry storm).
+SIGNED_OUT_RETRY = 1800.0
+
 # Refresh errors only the user can fix by signing in again
 # (https://learn.microsoft.com/entra/identity-platform/reference-error-codes#handling-error-codes-in-your-application).
 _SIGN_IN_ERRORS = frozenset({"invalid_grant", "interaction_required", "login_required", "consent_required"})
@@ -401,10 +405,29 @@ class DelegatedCredential:
         self._app: msal.PublicClientApplication | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
         self.acquired = 0
+        # The last refusal: the cache file as it was then, when, and the error to raise again meanwhile.
+        self._refused: tuple[tuple[int, int, int] | None, float, SignInRequired] | None = None
+        self.signed_out_retry = SIGNED_OUT_RETRY
 
     @property
     def authority_url(self) -> str:
         return f"{self.authority_host}/{self.authority}"
+
+    @property
+    def signed_out(self) -> SignInRequired | None:
+        """The error of the last refused sign-in, until a token is obtained again (None: none refused)."""
+        refused = self._refused
+        return refused[2] if refused is not None else None
+
+    def _still_refused(self) -> SignInRequired | None:
+        # Called with self._lock held: the refusal stands while the cache file is the one that was refused.
+        refused = self._refused
+        if refused is None:
+            return None
+        seen, when, error = refused
+        if self.cache_file.fingerprint() == seen and time.monotonic() - when < self.signed_out_retry:
+            return error
+        return None
 
     def _app_instance(self) -> msal.PublicClientApplication:
         if self._app is None:
@@ -437,10 +460,18 @@ class DelegatedCredential:
     def _sign_in_required(self, reason: str, code: str | None = None) -> SignInRequired:
         return SignInRequired(self.tenant_name, self.account, reason, code=code)
 
+    def _refusal(self, seen: tuple[int, int, int] | None, reason: str, code: str | None = None) -> SignInRequired:
+        error = self._sign_in_required(reason, code)
+        self._refused = (seen, time.monotonic(), error)
+        self._tokens.clear()  # Graph refused the last one (a refresh is only forced after a 401)
+        return error
+
     def token(self, scopes: tuple[str, ...], *, refused: str | None = None) -> str:
         """An access token of the declared account for *scopes*, from the shared cache or by refresh."""
         scopes = tuple(scopes)
         with self._lock:
+            if (standing := self._still_refused()) is not None:
+                raise standing
             now = time.monotonic()
             cached = self._tokens.get(scopes)
             force_refresh = refused is not None and (cached is None or cached[0] == refused)
@@ -448,9 +479,10 @@ class DelegatedCredential:
                 return cached[0]
             app = self._app_instance()
             with self.cache_file.open(self._cache):
+                seen = self.cache_file.fingerprint()
                 accounts = self._accounts(app)
                 if not accounts:
-                    raise self._sign_in_required(f"no sign-in in the token cache {self.cache_file.path}")
+                    raise self._refusal(seen, f"no sign-in in the token cache {self.cache_file.path}")
                 try:
                     result = app.acquire_token_silent_with_error(
                         list(scopes), account=accounts[0], force_refresh=force_refresh
@@ -464,8 +496,9 @@ class DelegatedCredential:
                 error = str(result.get("error", ""))
                 if not result or error in _SIGN_IN_ERRORS:
                     first = str(result.get("error_description", "no refresh token")).splitlines()[0]
-                    raise self._sign_in_required(f"the refresh was refused ({first})", code=error or None)
+                    raise self._refusal(seen, f"the refresh was refused ({first})", code=error or None)
                 raise _auth_error(result, self.authority_url, self.client_id)
+            self._refused = None
             expires_in = float(result.get("expires_in", 3600))
             token = str(result["access_token"])
             self._tokens[scopes] = (token, now + max(expires_in - REFRESH_MARGIN, 1.0))
@@ -520,6 +553,7 @@ class DelegatedCredential:
                 self._cache.deserialize(json.dumps(merged))
                 self._cache.has_state_changed = True
             self._tokens.clear()
+            self._refused = None
         return SignedIn(username, str(claims.get("tid", "")), tuple(str(result.get("scope", "")).split()))
 
     def logout(self) -> bool:

@@ -42,6 +42,7 @@ from syncer.errors import (
 from syncer.graph.auth import signed_in
 from syncer.log import database_unreachable
 from syncer.worker import containers, scopes, scopestate, sync
+from syncer.worker.accounts import Accounts
 from syncer.worker.jobs import Retention, Worker, default_worker_id
 from syncer.worker.scopes import ScopeIndex
 
@@ -156,9 +157,11 @@ def build_worker(spec: Spec, *, engine: Engine | None = None, worker_id: str | N
     engine = engine or database.create_engine(spec.database_url)
     sources = dict(clients) if clients is not None else clients_for(spec)
     by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
-    # Scopes use the signed-in users' ids; the worker's reconcile keeps the declared me/... resources.
-    index = ScopeIndex.of(scopes.declared_scopes(signed_in(spec, sources), clients=by_name))
-    return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes)
+    # Scopes use the signed-in users' ids; the worker's reconcile keeps the declared me/... resources. An
+    # account that must sign in again is paused, not the whole worker (syncer.worker.accounts).
+    accounts = Accounts(engine, spec, sources, clock=scopestate.utcnow)
+    index = ScopeIndex.of(scopes.declared_scopes(accounts.resolve(spec), clients=by_name))
+    return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes, accounts=accounts)
 
 
 def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
