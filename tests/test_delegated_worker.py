@@ -78,11 +78,12 @@ def until(what: Callable[[], Any], timeout: float = 30.0) -> Any:
         time.sleep(0.2)
 
 
-def rows(spec: Spec, table: str) -> int:
+def rows(spec: Spec, table: str, *, live: bool = True) -> int:
     engine = database.create_engine(spec.database_url)
     try:
         with engine.connect() as connection:
-            return int(connection.execute(sa.text(f"SELECT count(*) FROM {table} WHERE _deleted_at IS NULL")).scalar_one())
+            where = " WHERE _deleted_at IS NULL" if live else ""
+            return int(connection.execute(sa.text(f"SELECT count(*) FROM {table}{where}")).scalar_one())
     finally:
         engine.dispose()
 
@@ -173,3 +174,35 @@ def test_a_signed_out_account_pauses_alone_and_resumes_after_login(
     finally:
         runner.stop()
         engine.dispose()
+
+
+def test_an_account_never_signed_in_waits_while_the_rest_runs(
+    tmp_path: Path, emulator_info: dict[str, Any], graph: EmulatorClient, database_url: str, port: int
+) -> None:
+    """`syncer run` with a delegated account not signed in yet: the app tenant is reconciled and mirrored, the
+    account is named; its `syncer login` later brings its subscription and its mirror without a restart."""
+    assert graph.admin("POST", "seed", json={"users": 2}).status_code == 200
+    assert graph.admin("POST", "sign-in-as", json={"user": PAT}).status_code == 200
+    path = write_spec(tmp_path, emulator_info, database_url, port)
+    spec = load_spec(path).resolve_emulator()
+    lines: list[str] = []
+    runner = Runner(spec, port=port, schedule=Schedule(drain=0.2, safety_net=1.0, reconcile=3600),
+                    worker_id="one-signed-out", echo=lines.append).start()
+    worker = runner.worker
+    assert worker is not None and worker.accounts is not None
+    try:
+        assert any(f"account {PAT}" in line and "syncer login pat" in line for line in lines), lines
+        assert until(lambda: rows(spec, "people") >= 2), "the app tenant was not mirrored"
+        pat_tenant = spec.tenant("pat").tenant_id
+        assert pat_tenant in worker.accounts.paused and pat_tenant in worker.accounts.unresolved
+        status = cli("status", "--spec", str(path), "--no-rows", "--output", "json")
+        assert status.exit_code == EXIT_SIGN_IN_REQUIRED and "syncer login pat" in status.stderr, status.output
+        assert [s["account"] for s in json.loads(status.stdout)["sign_ins"] if s["required_since"]] == [PAT]
+
+        assert (r := cli("login", "pat", "--spec", str(path))).exit_code == 0, r.output
+        assert until(lambda: rows(spec, "pat_mail") >= 3), "pat's mail was not mirrored after login"
+        assert until(lambda: mirror_matches(spec) == []), mirror_matches(spec)
+        assert until(lambda: rows(spec, f"syncer_subscriptions WHERE tenant_id = '{pat_tenant}'", live=False) == 1), \
+            "pat's subscription was not created"
+    finally:
+        runner.stop()

@@ -153,8 +153,10 @@ class Worker:
             # rows stay claimed under this id for minutes. Take them back before claiming anew.
             self.resume()
         self._drain_failed = True
-        if self.accounts is not None and self.accounts.unresolved & set(self.accounts.check()):
-            self.refresh_scopes()  # an account signed out since start signed in: its scopes are known now
+        if self.accounts is not None and (resumed := self.accounts.check()):
+            if self.accounts.unresolved & set(resumed):
+                self.refresh_scopes()  # an account signed out since start signed in: its scopes are known now
+            self.pool.submit(self.reconcile)  # its subscriptions, on the new sign-in
         claimed = dirty = fetched = lifecycle = 0
         for _ in range(max_batches):
             batch = self._drain_batch()
