@@ -20,7 +20,7 @@ spec and adds columns in place, refusing what cannot be applied in place unless 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -121,7 +121,7 @@ def tables_for(subscription: Subscription, metadata: sa.MetaData | None = None) 
     """Every mirror table *subscription* writes to."""
     metadata = metadata if metadata is not None else sa.MetaData()
     tables = [build_table(subscription.mirror, metadata)]
-    if subscription.resource_type.name == "group":
+    if subscription.resource_type.key == "group":  # not group.owners: its rows are the owners
         tables.append(build_members_table(subscription.mirror, metadata))
     return tables
 
@@ -215,6 +215,9 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         if index.name not in existing_indexes:
             index.create(connection)
             changes.append(f"created index {index.name}")
+    if subscription.resource_type.key == "group.owners" and inspector.has_table(f"{mirror.table}_members"):
+        # Before issue 16 an owners declaration mirrored the group and its members: that table is no longer written.
+        changes.append(f"table {mirror.table}_members is no longer written (the owners are rows of {mirror.table}); kept with its data")
     dropped = [c.name for c in applied if c.name not in {d.name for d in desired}]
     for name in dropped:
         changes.append(f"column {mirror.table}.{name} is no longer declared; kept with its data")
@@ -342,9 +345,19 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def row_values(mirror: Mirror, item: dict[str, Any]) -> dict[str, Any]:
-    """The declared columns of one Graph *item*, converted to their types."""
-    return {c.name: convert(extract(item, c.field), c.type) for c in mirror.columns}
+def scope_field(field: str) -> str | None:
+    """The placeholder a column's *field* names (``{site}``: filled from the scope's path, not the item), or None."""
+    return field[1:-1] if field.startswith("{") and field.endswith("}") else None
+
+
+def row_values(mirror: Mirror, item: dict[str, Any], scope_values: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The declared columns of one Graph *item*, converted to their types; *scope_values* fill path-owner columns."""
+    values = scope_values or {}
+    return {
+        c.name: values.get(placeholder) if (placeholder := scope_field(c.field)) is not None
+        else convert(extract(item, c.field), c.type)
+        for c in mirror.columns
+    }
 
 
 def iter_mirror_tables(spec: Spec) -> Iterator[tuple[Subscription, sa.Table]]:

@@ -90,6 +90,10 @@ class ResourceType:
     owner_columns: tuple[tuple[str, str, str], ...] = ()
     """Columns every mirror table of this type gets, indexed: (field, column, type). The ids of what owns
     an item (a message's team, channel, chat, thread root and sender), so that one SQL query can select by them."""
+    path_owners: tuple[tuple[str, str, str], ...] = ()
+    """Indexed text columns filled from the declaration's path, not from the item: (pattern, placeholder, column).
+    A list item names neither its list nor its site's canonical id, a drive item not the group whose library holds it;
+    the declaration (once resolved, :mod:`syncer.resolve`) does."""
 
     @property
     def delta_path(self) -> str | None:
@@ -229,16 +233,30 @@ CATALOGUE: tuple[ResourceType, ...] = (
     ResourceType(
         key="group",
         name="group",
-        patterns=("groups", "groups/{group}", "groups/{group}/members", "groups/{group}/owners"),
+        patterns=("groups", "groups/{group}", "groups/{group}/members"),
         change_types=frozenset({"updated", "deleted"}),
         max_lifetime=_minutes(41_760),
         max_lifetime_rich=None,
         permission="Group.Read.All",
         sync=DELTA,
         # Membership changes come back as members@delta on the group (select members).
-        delta_paths=("groups/delta", "groups/delta", "groups/delta", "groups/delta"),
+        delta_paths=("groups/delta", "groups/delta", "groups/delta"),
         quota=_DIRECTORY_QUOTA,
         field_types=_GROUP_FIELDS,
+    ),
+    ResourceType(
+        # Owners are a relation of their own: groups delta documents members@delta, not owners
+        # (https://learn.microsoft.com/en-us/graph/api/group-delta), so the owners are listed
+        # (https://learn.microsoft.com/en-us/graph/api/group-list-owners), one row per owner.
+        key="group.owners",
+        name="group",
+        patterns=("groups/{group}/owners",),
+        change_types=frozenset({"updated", "deleted"}),
+        max_lifetime=_minutes(41_760),
+        max_lifetime_rich=None,
+        permission="Group.Read.All",
+        quota=_DIRECTORY_QUOTA,
+        path_owners=(("groups/{group}/owners", "group", "group_id"),),
     ),
     ResourceType(
         key="conversation",
@@ -344,16 +362,35 @@ CATALOGUE: tuple[ResourceType, ...] = (
             "sites/{site}/drive/root/delta",
         ),
         field_types=_DRIVE_FIELDS,
+        # A group's or a site's library is subscribed and synced as drives/{id}/root once its id is known
+        # (only drives/{id}/root and users/{id}/drive/root are documented resources).
+        path_owners=(
+            ("drives/{drive}/root", "drive", "drive_id"),
+            ("groups/{group}/drive/root", "drive", "drive_id"),
+            ("groups/{group}/drive/root", "group", "group_id"),
+            ("sites/{site}/drive/root", "drive", "drive_id"),
+            ("sites/{site}/drive/root", "site", "site_id"),
+        ),
     ),
     ResourceType(
+        # https://learn.microsoft.com/en-us/graph/api/listitem-delta: the list's items, a "deleted" facet for removals.
+        # {site} in any form Graph takes (https://learn.microsoft.com/en-us/graph/api/site-get,
+        # .../site-getbypath), resolved to the canonical id before subscribing (syncer.resolve).
         key="list",
         name="list",
-        patterns=("sites/{site}/lists/{list}",),
+        patterns=("sites/{site}/lists/{list}", "groups/{group}/sites/root/lists/{list}"),
         change_types=frozenset({"updated"}),
         max_lifetime=_minutes(42_300),
         max_lifetime_rich=None,
         permission="Sites.Read.All",
-        sync=FETCH,  # list-item delta is not covered by our notes (nor by the emulator)
+        sync=DELTA,
+        delta_paths=("sites/{site}/lists/{list}/items/delta", None),
+        path_owners=(
+            ("sites/{site}/lists/{list}", "site", "site_id"),
+            ("sites/{site}/lists/{list}", "list", "list_id"),
+            ("groups/{group}/sites/root/lists/{list}", "site", "site_id"),
+            ("groups/{group}/sites/root/lists/{list}", "list", "list_id"),
+        ),
     ),
     # --- Teams (one 10,000 pool per organization; lifecycle URL needed past 1 hour) -------------
     # https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage and the -chat, -team-and-channel,
@@ -629,6 +666,18 @@ def _match_pattern(pattern: str, segments: list[str]) -> dict[str, str] | None:
     return params
 
 
+def _segments(normalised: str) -> list[str]:
+    """Path segments, ``me`` read as ``users/me``, a site named by path (``sites/{host}:/sites/ops:/lists/x``)
+    kept as one segment (https://learn.microsoft.com/en-us/graph/api/site-getbypath)."""
+    segments = normalised.split("/")
+    if segments[0].lower() == "me":
+        segments = ["users", "me", *segments[1:]]
+    if len(segments) > 1 and segments[0].lower() == "sites" and segments[1].endswith(":"):
+        end = next((i for i in range(2, len(segments)) if segments[i].endswith(":")), len(segments) - 1)
+        segments = [segments[0], "/".join(segments[1 : end + 1]), *segments[end + 1 :]]
+    return segments
+
+
 def match_resource(path: str) -> tuple[ResourceType, dict[str, str]] | None:
     """The resource type a subscription *path* belongs to and the values of its placeholders.
 
@@ -639,9 +688,7 @@ def match_resource(path: str) -> tuple[ResourceType, dict[str, str]] | None:
     normalised, _query = split_resource(path)
     if not normalised:
         return None
-    segments = normalised.split("/")
-    if segments[0].lower() == "me":
-        segments = ["users", "me", *segments[1:]]
+    segments = _segments(normalised)
     best: tuple[int, ResourceType, dict[str, str]] | None = None
     for rt in CATALOGUE:
         for pattern in rt.patterns:
@@ -657,9 +704,7 @@ def match_resource(path: str) -> tuple[ResourceType, dict[str, str]] | None:
 def matching_pattern(rt: ResourceType, path: str) -> str | None:
     """Which of *rt*'s patterns *path* matches (the one :func:`match_resource` chose)."""
     normalised, _query = split_resource(path)
-    segments = normalised.split("/")
-    if segments and segments[0].lower() == "me":
-        segments = ["users", "me", *segments[1:]]
+    segments = _segments(normalised)
     for pattern in rt.patterns:
         if _match_pattern(pattern, segments) is not None:
             return pattern
@@ -683,6 +728,11 @@ def delta_path_for(path: str) -> str | None:
     if template is None:
         return None
     return re.sub(r"\{(\w+)\}", lambda m: params.get(m.group(1), m.group(0)), template)
+
+
+def path_owner_columns(rt: ResourceType, pattern: str | None) -> tuple[tuple[str, str], ...]:
+    """The (placeholder, column) pairs a declaration of *rt* on *pattern* fills from its path."""
+    return tuple((placeholder, column) for p, placeholder, column in rt.path_owners if p == pattern)
 
 
 def placeholders(pattern: str) -> tuple[str, ...]:

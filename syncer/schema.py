@@ -176,6 +176,7 @@ sync_runs = sa.Table(
     ),
     sa.Column("error", sa.Text, nullable=True),
     sa.Index(None, "tenant_id", "scope_key", "started_at"),
+    sa.Index(None, "started_at"),  # the status page's last 24 hours (migration 0004)
 )
 
 mirror_tables = sa.Table(

@@ -135,7 +135,7 @@ def compare_scope(engine: Engine, client: GraphClient, scope: Scope) -> list[Dif
     changed: list[str] = []
     detail = ""
     for item_id in sorted(set(truth.items) & set(rows)):
-        expected = mirror.row_values(scope.mirror, truth.items[item_id])
+        expected = mirror.row_values(scope.mirror, truth.items[item_id], dict(scope.owners))
         actual = {name: rows[item_id][name] for name in expected}
         if _normalise(expected) != _normalise(actual):
             changed.append(item_id)

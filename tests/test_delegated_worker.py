@@ -139,8 +139,9 @@ def test_a_signed_out_account_pauses_alone_and_resumes_after_login(
         # Named in status (exit 4) and /metrics; no retry storm at the token endpoint.
         status = cli("status", "--spec", str(path), "--no-rows")
         assert status.exit_code == EXIT_SIGN_IN_REQUIRED, status.output
-        assert f"sign-in required: {PAT}, run `syncer login pat`" in status.output
-        assert "paused: sign-in required" in status.output
+        assert status.output.startswith(f"sign-in required: {PAT}, run `syncer login pat`"), status.output
+        detail = cli("status", "pat-mail", "--spec", str(path), "--no-rows")
+        assert "paused: sign-in required" in detail.output, detail.output
         assert f'syncer_sign_in_required{{account="{PAT}",tenant="pat"}} 1' in metrics.get("/metrics").text
         seq = graph.admin("GET", "requests").json()["requests"][-1]["seq"]
         time.sleep(3.0)  # 15 drains, 3 safety nets

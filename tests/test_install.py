@@ -9,6 +9,7 @@ green while ``syncer serve`` failed on a production machine.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,14 +30,34 @@ def test_the_production_install_serves_a_notification_with_gevent(postgres_url: 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    # Not editable: the installed package must hold every module and data file it needs.
+    # Not editable: the installed package must hold every module and data file it needs. Built from
+    # a clean copy: setuptools reuses an in-tree build/ folder, whose stale files would hide a
+    # package missing from pyproject's list.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "*.db*"))
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{ROOT}[postgres,server]"],
+        [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"{source}[postgres,server]"],
         capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"},
     )
     assert install.returncode == 0, install.stderr[-3000:]
     found = subprocess.run([python, "-c", "import pytest"], capture_output=True, cwd=tmp_path)
     assert found.returncode != 0, "the production extras must not bring the test tools along"
+    # Every module of the source tree is in the installed package (a subpackage missing from
+    # pyproject's list installs silently and fails at its first import), and the data files with it.
+    modules = sorted(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for path in (ROOT / "syncer").rglob("*.py")
+        if path.name != "__main__.py"  # (runs the CLI)
+    )
+    script = (
+        "import importlib, importlib.resources as r, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "assert r.files('syncer.ui').joinpath('templates/index.html').is_file()\n"
+        "assert r.files('syncer.migrations.versions').joinpath('0001_core_tables.py').is_file()\n"
+    )
+    imported = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr[-3000:]
 
     engine = database.create_engine(postgres_url)
     try:

@@ -63,7 +63,7 @@ def assert_resynced(env: SyncEnv, result: sync.PassResult, victim: str, renamed:
     assert state.delta_link and state.page_link is None and not state.round_full and state.failures == 0
     (shown,) = status.collect(env.engine).scopes
     assert shown.last_outcome == "ok" and shown.last_resync and reason in shown.last_resync
-    assert "resynced" in status.render(status.collect(env.engine))
+    assert "resynced" in status.render(status.collect(env.engine), names=["users"])
     # The next pass is an ordinary incremental one again.
     again = sync.sync_scope(env.engine, env.client, env.scope(), worker="w1")
     assert (again.outcome, again.full, again.resync) == ("ok", False, None)

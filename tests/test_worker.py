@@ -4,7 +4,6 @@ scopes to passes, lifecycle, safety net, throttling, locks, races, start-up."""
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 import uuid
@@ -564,44 +563,6 @@ def test_the_worker_waits_at_start_for_its_database(
             running.stop()
     finally:
         db.close()
-
-
-def test_status_shows_scopes_and_subscription_expiry(env: SyncEnv) -> None:
-    from syncer import status
-
-    env.graph.admin("POST", "seed", json={"users": 7})
-    record_subscription(env, "sub-users", "users", "users")
-    sync.sync_scope(env.engine, env.client, env.scope("users"), worker="w1")
-    env.graph.admin("POST", "faults", json={"type": "status", "status": 429, "path": "/groups/delta", "retryAfter": 900, "count": 10})
-    assert sync.sync_scope(env.engine, env.client, env.scope("groups"), worker="w1").outcome == "throttled"
-    shown = status.collect(env.engine)
-    by_scope = {s.scope: s for s in shown.scopes}
-    assert by_scope["users"].rows == 7 and by_scope["users"].lag is not None and by_scope["users"].last_outcome == "ok"
-    assert by_scope["groups"].not_before is not None and by_scope["groups"].last_outcome == "throttled"
-    assert by_scope["groups"].last_success is None and "429" in (by_scope["groups"].last_error or "")
-    (sub,) = shown.subscriptions
-    assert sub.name == "users" and timedelta(days=1) < sub.expires_in <= timedelta(days=2)
-    text = status.render(shown)
-    assert "postponed to" in text and "sub-users" in text and "1d 23h" in text and "never" in text
-
-    # For monitoring: JSON, and an exit code when a scope is staler than allowed.
-    runner = CliRunner()
-    result = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--output", "json", "--max-lag", "1h"])
-    assert result.exit_code == 2, result.output
-    assert "1 scope(s) staler than 1h 0m: groups" in result.stderr
-    data = json.loads(result.stdout)
-    scopes_by_key = {sc["scope"]: sc for sc in data["scopes"]}
-    assert scopes_by_key["users"]["rows"] == 7 and 0 <= scopes_by_key["users"]["lag_seconds"] < 3600
-    assert scopes_by_key["groups"]["last_success"] is None and scopes_by_key["groups"]["lag_seconds"] is None
-    assert datetime.fromisoformat(scopes_by_key["groups"]["not_before"]) > datetime.now(UTC)
-    assert data["subscriptions"][0]["expires_in_seconds"] > 86400 and data["inbox_waiting"] == 0
-    env.graph.admin("DELETE", "faults")
-    assert sync.sync_scope(env.engine, env.client, env.scope("groups"), worker="w1", full=True).outcome == "ok"
-    checked = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "1h", "--no-rows", "--output", "json"])
-    assert checked.exit_code == 0, checked.output
-    assert {sc["rows"] for sc in json.loads(checked.stdout)["scopes"]} == {None}  # not counted
-    bad = runner.invoke(main, ["status", "--spec", str(env.spec.path), "--max-lag", "soon"])
-    assert bad.exit_code == 2 and "not a duration" in bad.stderr
 
 
 def test_a_database_outage_is_logged_once_not_every_drain(

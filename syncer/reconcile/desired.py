@@ -70,6 +70,8 @@ class Expansion:
     bindings: tuple[tuple[tuple[str, str], ...], ...] = ()
     """For ``{team}`` (and ``{channel}``): the placeholder values of each Graph subscription; empty for ``{user}``."""
     noun: str = "users"
+    resources: tuple[str, ...] = ()
+    """A declaration that names its target indirectly (:mod:`syncer.resolve`): the canonical path subscribed instead."""
 
 
 def fill_placeholders(resource: str, binding: Iterable[tuple[str, str]]) -> str:
@@ -98,7 +100,10 @@ def desired_from_spec(
         cert = read(sub.encryption.certificate) if sub.encryption else None
         resource = sub.graph_resource
         bindings: tuple[tuple[tuple[str, str], ...], ...]
-        if sub.fan_out is None:
+        resolved = expansions.get(sub.name)
+        if sub.fan_out is None and resolved is not None and resolved.resources:
+            resource, bindings = resolved.resources[0], ((),)
+        elif sub.fan_out is None:
             bindings = ((),)
         else:
             expansion = expansions.get(sub.name)

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from syncer import resolve
 from syncer.errors import ReconcileError
 from syncer.reconcile.desired import Expansion
 
@@ -31,7 +32,7 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
     """The expansion of every fan-out declaration in *spec*; *graphs* maps tenant id to its client."""
     out: dict[str, Expansion] = {}
     for sub in spec.subscriptions:
-        if sub.fan_out is None:
+        if sub.fan_out is None and not resolve.needs_resolution(sub):
             continue
         tenant_id = spec.tenant(sub.tenant).tenant_id
         graph = graphs.get(tenant_id)
@@ -39,6 +40,11 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
             raise ReconcileError(
                 f"no Graph client for tenant {sub.tenant!r} ({tenant_id}) to expand {sub.name!r}"
             )
+        if sub.fan_out is None:
+            path = resolve.resolve(sub, graph).resource
+            out[sub.name] = Expansion(sub.name, tenant_id, f"resolved from {sub.resource}", (path,), noun="paths",
+                                      resources=(path,))
+            continue
         if sub.fan_out.over_teams:
             out[sub.name] = teams_of(sub.name, tenant_id, sub.fan_out, graph)
             continue

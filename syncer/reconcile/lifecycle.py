@@ -33,6 +33,7 @@ from syncer.reconcile.apply import (
 from syncer.reconcile.desired import Desired, Expansion, desired_from_spec
 from syncer.reconcile.plan import Action, Kind, Recorded
 from syncer.reconcile.records import load_recorded, record_patches
+from syncer.resolve import needs_resolution
 from syncer.resources import match_resource
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ def _desired_for_row(spec: Spec, row: Recorded) -> Desired:
             "run `syncer reconcile --prune`"
         ) from error
     expansions = {}
+    if declared.fan_out is None and needs_resolution(declared):
+        # The row holds the path the declaration resolved to (syncer.resolve): recreate that one.
+        tenant_id = spec.tenant(declared.tenant).tenant_id
+        expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (row.resource,), resources=(row.resource,))
     if declared.fan_out is not None:
         matched = match_resource(row.resource)
         tenant_id = spec.tenant(declared.tenant).tenant_id

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from syncer.resources import ResourceType
+from syncer.resources import ResourceType, path_owner_columns
 from syncer.spec.model import COLUMN_TYPES, Column, Mirror, Subscription
 from syncer.spec.reader import Map
 
@@ -59,7 +59,7 @@ class MirrorLoader:
         )
         where = table_node or nodes.get("name") or item
         claimed = {sub.mirror.table: path}
-        if sub.resource_type.name == "group":  # syncer.mirror keeps group membership in <table>_members
+        if sub.resource_type.key == "group":  # syncer.mirror keeps group membership in <table>_members
             claimed[f"{sub.mirror.table}_members"] = f"the members table of {path}"
             if len(sub.mirror.table) > MAX_GROUP_TABLE:
                 self.r.error(
@@ -78,7 +78,9 @@ class MirrorLoader:
                 )
             tables.setdefault(table, owner)
 
-    def mirror(self, s: Map, rt: ResourceType | None, name: str | None, *, default_delete: str) -> Mirror | None:
+    def mirror(
+        self, s: Map, rt: ResourceType | None, name: str | None, *, default_delete: str, pattern: str | None = None
+    ) -> Mirror | None:
         """The ``mirror`` of subscription *s* (its table and columns), or None after recording what is wrong."""
         r, path = self.r, s.sub("mirror")
         mm = r.mapping(s.get("mirror"), path, ("table", "columns", "delete"))
@@ -122,6 +124,10 @@ class MirrorLoader:
         for field, owner, owner_type in rt.owner_columns if rt is not None else ():
             if owner not in seen:
                 columns.append(Column(field, owner, owner_type))
+            indexed.append(owner)
+        for placeholder, owner in path_owner_columns(rt, pattern) if rt is not None else ():
+            if owner not in seen:  # "{site}": the value comes from the declaration's path (syncer.mirror.scope_field)
+                columns.append(Column("{" + placeholder + "}", owner, "text"))
             indexed.append(owner)
         return Mirror(table, tuple(columns), delete, tuple(indexed))
 

@@ -164,6 +164,8 @@ class Mirror:
         """The ``$select`` list: top-level properties of the columns, ``id`` first."""
         names = ["id"]
         for column in self.columns:
+            if column.field.startswith("{"):
+                continue  # filled from the declaration's path (syncer.resources.path_owners), not asked of Graph
             top = column.field.split(".", 1)[0]
             if top not in names:
                 names.append(top)

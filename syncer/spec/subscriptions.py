@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from syncer import resources
+from syncer.resolve import RESOLVED_PATTERNS
 from syncer.resources import MIN_LIFETIME, ResourceType
 from syncer.spec.mirror import MirrorLoader
 from syncer.spec.model import (
@@ -186,7 +187,9 @@ class SubscriptionsLoader:
             if interval_node
             else defaults.sync_interval[0]
         )
-        mirror = self.mirrors.mirror(s, rt, name, default_delete=defaults.delete)
+        mirror = self.mirrors.mirror(
+            s, rt, name, default_delete=defaults.delete, pattern=resources.matching_pattern(rt, resource)
+        )
         fan_out = self.scopes.fan_out(s, rt, params)
         window = self.scopes.window(s, rt)
         folders = self.scopes.folders(s, rt, params)
@@ -309,6 +312,15 @@ class SubscriptionsLoader:
                 path,
                 "a resource Graph lets an app subscribe to with application permissions",
                 f"'{text}' ({rt.name}: delegated permissions only, not supported by spec version {SPEC_VERSION})",
+            )
+        elif _query and (rt.key == "list" or resources.matching_pattern(rt, text) in RESOLVED_PATTERNS):
+            # List subscriptions take no $filter (https://github.com/microsoftgraph/microsoft-graph-docs/issues/18955),
+            # and a resolved path is subscribed as its canonical form: a query would be dropped unseen.
+            r.error(
+                node,
+                path,
+                f"no query string on a {rt.name} resource (Graph filters neither list nor library notifications)",
+                f"'?{_query}' in '{text}'",
             )
         elif rt.global_only and graph is not None and graph.cloud in CLOUDS and graph.cloud != "global":
             r.error(
@@ -458,6 +470,12 @@ _FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}")
 def _suggest(bare: str) -> str:
     """A did-you-mean for an unknown resource path: the pattern closest to it, segment counts equal."""
     segments = bare.split("/")
+    if segments[0].lower() in ("sites", "groups") and segments[-1].lower() == "drives":
+        # https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions: drives/{id}/root, one per library
+        return "Graph subscribes one library at a time: sites/{site}/drive/root (the default one) or drives/{id}/root"
+    if len(segments) > 2 and segments[0].lower() == "sites" and segments[1].endswith(":"):
+        # https://learn.microsoft.com/en-us/graph/api/site-getbypath: the path ends with ":" before what follows it
+        return "a site named by path ends with ':' before the rest (sites/{hostname}:/sites/ops:/lists/Issues)"
     best, best_ratio = "", 0.6
     for rt in resources.CATALOGUE:
         for pattern in rt.patterns:

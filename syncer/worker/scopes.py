@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from syncer import resources
+from syncer import resolve, resources
 from syncer.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -133,8 +133,12 @@ STRATEGIES: dict[str, Strategy] = {
             select=False,
             deleted_property="deletedDateTime",
         ),
-        # No delta in Graph (or in our notes): list + GET by id.
-        Strategy("list", FETCH, "sites/{site}/lists/{list}/items", item_path="{resource}"),
+        # https://learn.microsoft.com/en-us/graph/api/listitem-delta: token links, a "deleted" facet, column values
+        # only with $expand=fields, which the links keep (https://learn.microsoft.com/en-us/graph/delta-query-overview:
+        # the state token encodes the first request's query); a notification is a shoulder tap naming the list.
+        Strategy("list", DELTA, "sites/{site}/lists/{list}/items/delta?$expand=fields", select=False, deleted_facet=True),
+        # Owners are listed (no owners@delta in groups delta); a notification names the group: list again.
+        Strategy("group.owners", FETCH, "groups/{group}/owners"),
     )
 }
 
@@ -144,7 +148,7 @@ def fetched_by_id(strategy: Strategy, resource: str | None) -> bool:
     if not resource:
         return False
     if strategy.method == FETCH:
-        return True
+        return strategy.item_path is not None
     return strategy.fetch_notified is not None and re.search(strategy.fetch_notified, resource) is not None
 
 
@@ -178,6 +182,8 @@ class Scope:
     mailbox: str | None = None
     interval: timedelta = timedelta(minutes=15)
     """Safety-net period: a pass runs at least this often, notifications or not."""
+    owners: tuple[tuple[str, str], ...] = ()
+    """Placeholder values of the scope's path (``site``, ``list``, ``group``, ``drive``) its path-owner columns take."""
 
     @property
     def members_table(self) -> str | None:
@@ -233,19 +239,21 @@ def expand_subscription(
     *,
     users: Sequence[str] = (),
     bindings: Sequence[Mapping[str, str]] = (),
+    resolved: resolve.Resolved | None = None,
     now: datetime | None = None,
 ) -> list[Scope]:
     """The static scopes of *subscription* (container scopes included, their folders not).
 
     *users* fills ``{user}`` for per-mailbox declarations (see :func:`resolve_users`); *bindings* fill
-    ``{team}`` (and ``{channel}``) of a declaration over teams (see :func:`resolve_teams`).
+    ``{team}`` (and ``{channel}``) of a declaration over teams (see :func:`resolve_teams`); *resolved* is
+    the canonical path of a declaration that names its target indirectly (:mod:`syncer.resolve`).
     """
     now = now or datetime.now(UTC)
     rt = subscription.resource_type
     strategy = strategy_for(rt)
-    path, _query = resources.split_resource(subscription.resource)
+    path, _query = resources.split_resource(resolved.resource if resolved else subscription.resource)
     matched = resources.match_resource(path)
-    params = dict(matched[1]) if matched else {}
+    params = {**(dict(matched[1]) if matched else {}), **dict(resolved.owners if resolved else ())}
     fan_out = subscription.fan_out
     if fan_out is not None and fan_out.over_teams:
         values: list[Mapping[str, str]] = list(bindings)
@@ -263,8 +271,9 @@ def expand_subscription(
     return scopes
 
 
-def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None) -> dict[str, Any]:
+def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent: str, mailbox: str | None, owners: Mapping[str, str]) -> dict[str, Any]:
     return {
+        "owners": tuple(sorted(owners.items())),
         "tenant_id": tenant_id,
         "name": subscription.name,
         "parent_key": parent,
@@ -289,7 +298,7 @@ def _scopes_for(
     mailbox = params.get("user")
     # A placeholder left open in the declaration ({list}) is one the containers fill.
     params = {k: v for k, v in params.items() if not v.startswith("{")}
-    base = _base(subscription, tenant_id, strategy, parent, mailbox)
+    base = _base(subscription, tenant_id, strategy, parent, mailbox, params)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
         return [Scope(key=parent, initial_url=parent, **base)]
@@ -344,6 +353,7 @@ def child_scope(container: Scope, folder_id: str) -> Scope:
         "delete": container.delete,
         "mailbox": container.mailbox,
         "interval": container.interval,
+        "owners": container.owners,
     }
     return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))
 
@@ -486,6 +496,10 @@ def declared_scopes(
         if subscription.fan_out is not None and subscription.fan_out.over_teams:
             bindings = resolve_teams(subscription, client)
             scopes += expand_subscription(subscription, tenant.tenant_id, bindings=bindings, now=now)
+            continue
+        if resolve.needs_resolution(subscription):
+            found = resolve.resolve(subscription, client)  # type: ignore[arg-type]
+            scopes += expand_subscription(subscription, tenant.tenant_id, resolved=found, now=now)
             continue
         users = resolve_users(subscription, client)
         scopes += expand_subscription(subscription, tenant.tenant_id, users=users, now=now)

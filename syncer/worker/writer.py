@@ -123,7 +123,14 @@ class RowWriter:
             "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_has_nul": has_nul,
         }
         parts = []
+        owners = dict(self.scope.owners)
         for i, (_name, field_path, type_name) in enumerate(self.declared):
+            placeholder = mirror.scope_field(field_path)
+            if placeholder is not None:
+                # The same for every row of the scope (a list item's site and list ids, a library's group).
+                env[f"_o{i}"] = owners.get(placeholder)
+                parts.append(f"_o{i}")
+                continue
             get = f"g({field_path!r})" if "." not in field_path else f"_extract(item, {field_path!r})"
             if type_name == "text":
                 parts.append(f"(v if (v := {get}).__class__ is str else _text(v))")
