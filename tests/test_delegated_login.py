@@ -252,3 +252,39 @@ def test_login_with_a_browser_uses_auth_code_and_pkce_on_a_loopback_redirect(
     assert result.exit_code == 0, result.output
     assert f"Signed in as {upn}" in result.output
     assert delegated_credential(spec_of(path), "me").token((spec_of(path).graph.graph_url + "/.default",))
+
+
+def test_a_refused_refresh_is_not_asked_again_until_the_token_cache_changes(
+    tmp_path: Path, emulator_info: dict[str, Any], graph: EmulatorClient, upn: str
+) -> None:
+    """After invalid_grant the credential raises SignInRequired without a request while its token cache file is the
+    one that was refused (no retry storm from every pass and repair); a new `syncer login` (a new file) ends that."""
+    path = write_spec(tmp_path, emulator_info, upn)
+    assert login(path).exit_code == 0
+    scope = (spec_of(path).graph.graph_url + "/.default",)
+    credential = delegated_credential(spec_of(path), "me")
+    token = credential.token(scope)
+    assert credential.signed_out is None
+    assert graph.admin("POST", f"users/{upn}/revoke-sessions").status_code == 200
+
+    def token_requests() -> int:
+        return sum(1 for r in graph.admin("GET", "requests").json()["requests"] if r["path"].endswith("/token"))
+
+    with pytest.raises(SignInRequired) as refused:
+        credential.token(scope, refused=token)  # Graph said 401: the refresh is refused
+    assert credential.signed_out is refused.value and refused.value.code == "invalid_grant"
+    before = token_requests()
+    msal_app = credential._app
+
+    def no_msal() -> Any:
+        raise AssertionError("MSAL was asked again with the same refused cache")
+
+    credential._app_instance = no_msal  # type: ignore[method-assign]
+    for _ in range(5):
+        with pytest.raises(SignInRequired):
+            credential.token(scope)
+    assert token_requests() == before
+    credential._app_instance = lambda: msal_app  # type: ignore[method-assign,assignment,return-value]
+
+    assert login(path).exit_code == 0  # rewrites the token cache file
+    assert credential.token(scope) and credential.signed_out is None
