@@ -590,7 +590,8 @@ def login(spec_path: Path, name: str | None, browser: bool, scopes: tuple[str, .
     Device code by default: open the URL shown on any device and type the code. Prints who signed in and
     which permissions were granted. NAME may be left out when the spec declares one delegated account.
     """
-    from syncer.graph.auth import delegated_credential, graph_scope
+    from syncer.graph.auth import graph_scope
+    from syncer.graph.delegated import delegated_credential
 
     spec, name = _delegated_entry(spec_path, name)
     spec = spec.resolve_emulator()
@@ -611,7 +612,7 @@ def login(spec_path: Path, name: str | None, browser: bool, scopes: tuple[str, .
 @friendly_errors
 def logout(spec_path: Path, name: str | None) -> None:
     """Forget a delegated account's tokens (its token cache); sign in again with `syncer login`."""
-    from syncer.graph.auth import delegated_credential
+    from syncer.graph.delegated import delegated_credential
 
     spec, name = _delegated_entry(spec_path, name)
     credential = delegated_credential(spec, name)

@@ -185,12 +185,12 @@ def check_delegated_scopes(
 ) -> Check:
     """A delegated account's token (``scp``) against the delegated permission each declaration needs.
 
-    Graph's table (:mod:`syncer.delegated`): a work account and a personal account need different ones for
+    Graph's table (:mod:`syncer.permissions`): a work account and a personal account need different ones for
     some types (a personal OneDrive: Files.ReadWrite). Names the declaration, the missing permission, and
     how to get it: ``syncer login NAME --scope ...``, after an administrator's consent for the permissions
     only an administrator may grant.
     """
-    from syncer import delegated
+    from syncer import permissions
 
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
@@ -199,7 +199,7 @@ def check_delegated_scopes(
     granted = str(claims.get("scp") or "").split()
     who = claims.get("upn") or claims.get("preferred_username") or tenant_name
     name = f"permissions ({tenant_name})"
-    lacking, unknown = delegated.missing(declared, granted, personal=personal)
+    lacking, unknown = permissions.missing(declared, granted, personal=personal)
     if lacking:
         kind = "a personal Microsoft account" if personal else "a work or school account"
         parts = [
@@ -208,7 +208,7 @@ def check_delegated_scopes(
             for m in lacking
         ]
         scopes = sorted({m.scope for m in lacking if m.scope})
-        admin = [s for s in scopes if s in delegated.ADMIN_CONSENT]
+        admin = [s for s in scopes if s in permissions.ADMIN_CONSENT]
         fix = f"run `syncer login {tenant_name} " + " ".join(f"--scope {s}" for s in scopes) + "`" if scopes else ""
         if admin:
             fix += f" after a tenant administrator has consented to {', '.join(admin)} for the app"

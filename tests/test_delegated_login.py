@@ -19,7 +19,7 @@ from emulator_fixtures import EmulatorClient
 from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
 from syncer.emulator import EmulatorConfig, EmulatorServer
 from syncer.errors import SignInRequired
-from syncer.graph.auth import DelegatedCredential, delegated_credential
+from syncer.graph.delegated import DelegatedCredential, delegated_credential
 from syncer.spec import Spec, load_spec
 
 

@@ -30,7 +30,8 @@ from sqlalchemy.engine import Engine
 
 from syncer import signins
 from syncer.errors import SignInRequired
-from syncer.graph.auth import DelegatedCredential, graph_scope
+from syncer.graph.auth import graph_scope
+from syncer.graph.delegated import DelegatedCredential
 from syncer.worker import scopestate
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, cast
 from sqlalchemy.engine import Engine
 
 from syncer import reconcile
-from syncer.graph.auth import signed_in
+from syncer.graph.delegated import signed_in
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
 from syncer.reconcile import records
@@ -384,7 +384,7 @@ class Worker:
         if self.spec is None:
             return 0
         by_name = {t.name: self.sources[t.tenant_id] for t in self.spec.tenants if t.tenant_id in self.sources}
-        # Delegated accounts' me/... is their user's id, as build_worker expanded it (syncer.graph.auth.signed_in).
+        # Delegated accounts' me/... is their user's id, as build_worker expanded it (syncer.worker.accounts).
         resolved = self.accounts.resolve(self.spec) if self.accounts is not None else signed_in(self.spec, self.sources)
         fresh = ScopeIndex.of(scopes.declared_scopes(resolved, clients=by_name))
         added = [sc for key, sc in fresh.static.items() if key not in self.index.static]

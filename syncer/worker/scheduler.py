@@ -39,7 +39,7 @@ from syncer.errors import (
     RetryBudgetExhausted,
     SyncerError,
 )
-from syncer.graph.auth import signed_in
+from syncer.graph.delegated import signed_in
 from syncer.log import database_unreachable
 from syncer.worker import containers, scopes, scopestate, sync
 from syncer.worker.accounts import Accounts
