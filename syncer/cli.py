@@ -236,6 +236,14 @@ def reconcile(
     show_default=True,
     help="Seconds to wait at start for an unreachable database or Graph (0: fail at once).",
 )
+@click.option(
+    "--on-spec-change",
+    type=click.Choice(["restart", "exit"]),
+    default="restart",
+    show_default=True,
+    help="When `db upgrade` or `reconcile` applies another subscriptions.yaml: start again on the file "
+    "(restart), or exit with status 75 for a supervisor to restart (exit).",
+)
 @friendly_errors
 def worker(
     spec_path: Path,
@@ -246,6 +254,7 @@ def worker(
     keep_notifications: timedelta | None,
     keep_runs: timedelta | None,
     startup_wait: float,
+    on_spec_change: str,
 ) -> None:
     """Run the worker: drain the inbox into sync passes, run the safety-net delta and reconcile on a schedule.
 
@@ -264,8 +273,17 @@ def worker(
     # and the SQLite worker lock are released) instead of dying mid-page.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     retention = Retention(notifications=keep_notifications, runs=keep_runs)
-    run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes, startup_wait=startup_wait,
-               retention=retention)
+    running = run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes,
+                         startup_wait=startup_wait, retention=retention)
+    if (reason := running.worker.spec_watch.reason) is not None:
+        if on_spec_change == "exit":
+            click.echo(f"syncer worker: {reason}; exiting for the supervisor to start it again", err=True)
+            sys.exit(75)  # EX_TEMPFAIL
+        click.echo(f"syncer worker: {reason}; starting again on {spec_path}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # A new process, not a reload in place: every part of the worker is built from the file anew.
+        os.execv(sys.executable, [sys.executable, "-m", "syncer", *sys.argv[1:]])
 
 
 def _duration(value: str) -> timedelta:

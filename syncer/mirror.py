@@ -4,6 +4,7 @@ A mirror table has syncer's key and bookkeeping columns plus one typed column pe
 
     tenant_id, id            primary key (one database may mirror several tenants)
     <declared columns>       typed copies of the declared Graph properties, for plain SQL
+    <owner columns>          ids of what owns the row, from its scope (user_id, folder_id...; syncer.owners)
     _raw                     the item as Graph last sent it (JSON), so nothing is lost
     _scope                   which delta scope the row came from (a mailbox folder, a drive...)
     _deleted_at              set when Graph reported the item removed (soft delete)
@@ -20,16 +21,18 @@ spec and adds columns in place, refusing what cannot be applied in place unless 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from syncer import applied as applied_spec
 from syncer import database, schema
 from syncer.errors import SchemaChangeRefused
 from syncer.graph.times import parse_datetime
+from syncer.mirror_owners import OWNER_TYPE, add_owner_columns
 
 if TYPE_CHECKING:
     from syncer.spec import Mirror, Spec, Subscription
@@ -75,6 +78,7 @@ def build_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table
         sa.Column("id", sa.String(512), primary_key=True),
     ]
     columns += [sa.Column(c.name, SQL_TYPES[c.type], nullable=True) for c in mirror.columns]
+    columns += [sa.Column(name, OWNER_TYPE, nullable=True) for name in mirror.owners]
     columns += [
         sa.Column("_raw", sa.JSON, nullable=False),
         sa.Column("_scope", sa.String(500), nullable=False),
@@ -152,6 +156,9 @@ def upgrade(spec: Spec, *, rebuild: bool = False, engine: sa.Engine | None = Non
             # A new column is filled from _raw over the whole table: minutes on a large mirror.
             with engine.begin() as connection, database.unbounded(connection):
                 changes += _upgrade_one(connection, subscription, rebuild=rebuild)
+        if spec.fingerprint:
+            with engine.begin() as connection:  # running workers compare their copy with it (syncer.applied)
+                applied_spec.record(connection, spec.fingerprint, by="db upgrade", path=str(spec.path))
     finally:
         if own_engine:
             engine.dispose()
@@ -184,6 +191,8 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         return [f"created table {mirror.table} ({len(desired)} declared columns)"]
 
     applied = [ColumnLayout(c["name"], c["type"], c["field"]) for c in record.columns]
+    # A "{placeholder}" column recorded by the first SharePoint code is an owner column now (syncer.owners).
+    applied = [c for c in applied if not (c.field.startswith("{") and c.name in mirror.owners)]
     problems = _incompatible(applied, desired)
     if problems:
         if not rebuild:
@@ -210,6 +219,7 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
     for column in added:
         _add_column(connection, tables[0], column)
         changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field})")
+    changes += add_owner_columns(connection, subscription, tables[0])
     existing_indexes = {ix["name"] for ix in inspector.get_indexes(mirror.table)}
     for index in tables[0].indexes:
         if index.name not in existing_indexes:
@@ -345,19 +355,9 @@ def _json_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def scope_field(field: str) -> str | None:
-    """The placeholder a column's *field* names (``{site}``: filled from the scope's path, not the item), or None."""
-    return field[1:-1] if field.startswith("{") and field.endswith("}") else None
-
-
-def row_values(mirror: Mirror, item: dict[str, Any], scope_values: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The declared columns of one Graph *item*, converted to their types; *scope_values* fill path-owner columns."""
-    values = scope_values or {}
-    return {
-        c.name: values.get(placeholder) if (placeholder := scope_field(c.field)) is not None
-        else convert(extract(item, c.field), c.type)
-        for c in mirror.columns
-    }
+def row_values(mirror: Mirror, item: dict[str, Any]) -> dict[str, Any]:
+    """The declared columns of one Graph *item*, converted to their types."""
+    return {c.name: convert(extract(item, c.field), c.type) for c in mirror.columns}
 
 
 def iter_mirror_tables(spec: Spec) -> Iterator[tuple[Subscription, sa.Table]]:

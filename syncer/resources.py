@@ -59,6 +59,32 @@ _MODEL_B = frozenset({"B"})
 
 
 @dataclass(frozen=True)
+class ScopeOwner:
+    """An owner column whose value comes from the scope a row was synced in, not from the item: the user of a
+    mailbox, the folder or list of a delta, the drive. Same value for every row of the scope."""
+
+    column: str
+    value: str | None = None
+    """Template over the scope's path parameters (``{user}``); None when only :attr:`lookup` can tell."""
+    lookup: str | None = None
+    """Graph path (template) of the owner object whose ``id`` is the value, when :attr:`value` is not one
+    already (a user named by UPN, a folder by a well-known name): asked once per scope and kept in its state."""
+    ids: str = ".+"
+    """A regular expression: a :attr:`value` it matches in full is already the id (no lookup)."""
+
+
+# https://learn.microsoft.com/en-us/graph/api/resources/user: a user's id is a GUID; a UPN (with "@") or
+# "me" names the user and is looked up (https://learn.microsoft.com/en-us/graph/api/user-get).
+_USER_ID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# https://learn.microsoft.com/en-us/graph/api/resources/mailfolder#well-known-folder-names stand in for a folder's id.
+_WELL_KNOWN_MAIL_FOLDERS = (
+    "archive|clutter|conflicts|conversationhistory|deleteditems|drafts|inbox|junkemail|localfailures|msgfolderroot"
+    "|outbox|recoverableitemsdeletions|scheduled|searchfolders|sentitems|serverfailures|syncissues"
+)
+_USER_OWNER = ScopeOwner("user_id", "{user}", lookup="users/{user}", ids=_USER_ID)
+
+
+@dataclass(frozen=True)
 class ResourceType:
     """A kind of Graph resource path one can subscribe to, and what Graph allows for it."""
 
@@ -90,10 +116,10 @@ class ResourceType:
     owner_columns: tuple[tuple[str, str, str], ...] = ()
     """Columns every mirror table of this type gets, indexed: (field, column, type). The ids of what owns
     an item (a message's team, channel, chat, thread root and sender), so that one SQL query can select by them."""
-    path_owners: tuple[tuple[str, str, str], ...] = ()
-    """Indexed text columns filled from the declaration's path, not from the item: (pattern, placeholder, column).
-    A list item names neither its list nor its site's canonical id, a drive item not the group whose library holds it;
-    the declaration (once resolved, :mod:`syncer.resolve`) does."""
+    scope_owners: tuple[ScopeOwner, ...] = ()
+    """Owner columns taken from the scope (its path parameters, or ids looked up once per scope), indexed: a
+    mailbox's ``user_id``, a folder's ``folder_id``. The first rule of a column whose parameters a declaration
+    has applies (:mod:`syncer.owners`)."""
 
     @property
     def delta_path(self) -> str | None:
@@ -256,7 +282,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime_rich=None,
         permission="Group.Read.All",
         quota=_DIRECTORY_QUOTA,
-        path_owners=(("groups/{group}/owners", "group", "group_id"),),
+        scope_owners=(ScopeOwner("group_id", "{group}"),),
     ),
     ResourceType(
         key="conversation",
@@ -288,6 +314,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         quota=_OUTLOOK_QUOTA,
         rich_needs_select=True,
         field_types=_MESSAGE_FIELDS,
+        scope_owners=(_USER_OWNER, ScopeOwner("folder_id", "{folder}", lookup="users/{user}/mailFolders/{folder}",
+                                              ids=f"(?i)(?!(?:{_WELL_KNOWN_MAIL_FOLDERS})$).+")),
     ),
     ResourceType(
         key="event",
@@ -305,6 +333,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         rich_needs_select=True,
         select_supported=False,
         field_types=_EVENT_FIELDS,
+        # users/{user}/events follows the default calendar: calendar_id only where a path names the calendar.
+        scope_owners=(_USER_OWNER, ScopeOwner("calendar_id", "{calendar}")),
     ),
     ResourceType(
         key="contact",
@@ -324,6 +354,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         quota=_OUTLOOK_QUOTA,
         rich_needs_select=True,
         field_types=_CONTACT_FIELDS,
+        scope_owners=(_USER_OWNER, ScopeOwner("folder_id", "{folder}")),
     ),
     ResourceType(
         key="todoTask",
@@ -339,6 +370,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         delta_paths=("users/{user}/todo/lists/{list}/tasks/delta",),
         global_only=True,
         field_types=_TASK_FIELDS,
+        scope_owners=(_USER_OWNER, ScopeOwner("list_id", "{list}")),
     ),
     # --- files and lists (shoulder taps: no item id, "updated" only) ----------------------------
     ResourceType(
@@ -362,14 +394,17 @@ CATALOGUE: tuple[ResourceType, ...] = (
             "sites/{site}/drive/root/delta",
         ),
         field_types=_DRIVE_FIELDS,
-        # A group's or a site's library is subscribed and synced as drives/{id}/root once its id is known
-        # (only drives/{id}/root and users/{id}/drive/root are documented resources).
-        path_owners=(
-            ("drives/{drive}/root", "drive", "drive_id"),
-            ("groups/{group}/drive/root", "drive", "drive_id"),
-            ("groups/{group}/drive/root", "group", "group_id"),
-            ("sites/{site}/drive/root", "drive", "drive_id"),
-            ("sites/{site}/drive/root", "site", "site_id"),
+        # https://learn.microsoft.com/en-us/graph/api/drive-get: a OneDrive or a library has an id of its own. A group's
+        # or a site's library is subscribed and synced as drives/{id}/root once its id is known (only drives/{id}/root
+        # and users/{id}/drive/root are documented resources: syncer.resolve), and keeps its group or site.
+        scope_owners=(
+            ScopeOwner("drive_id", "{drive}"),
+            ScopeOwner("drive_id", lookup="users/{user}/drive"),
+            ScopeOwner("drive_id", lookup="groups/{group}/drive"),
+            ScopeOwner("drive_id", lookup="sites/{site}/drive"),
+            _USER_OWNER,
+            ScopeOwner("group_id", "{group}"),
+            ScopeOwner("site_id", "{site}"),
         ),
     ),
     ResourceType(
@@ -385,12 +420,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         permission="Sites.Read.All",
         sync=DELTA,
         delta_paths=("sites/{site}/lists/{list}/items/delta", None),
-        path_owners=(
-            ("sites/{site}/lists/{list}", "site", "site_id"),
-            ("sites/{site}/lists/{list}", "list", "list_id"),
-            ("groups/{group}/sites/root/lists/{list}", "site", "site_id"),
-            ("groups/{group}/sites/root/lists/{list}", "list", "list_id"),
-        ),
+        # The canonical site and list ids (syncer.resolve); a group's team site is https://learn.microsoft.com/en-us/graph/api/site-get.
+        scope_owners=(ScopeOwner("site_id", "{site}", lookup="groups/{group}/sites/root"), ScopeOwner("list_id", "{list}")),
     ),
     # --- Teams (one 10,000 pool per organization; lifecycle URL needed past 1 hour) -------------
     # https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage and the -chat, -team-and-channel,
@@ -728,11 +759,6 @@ def delta_path_for(path: str) -> str | None:
     if template is None:
         return None
     return re.sub(r"\{(\w+)\}", lambda m: params.get(m.group(1), m.group(0)), template)
-
-
-def path_owner_columns(rt: ResourceType, pattern: str | None) -> tuple[tuple[str, str], ...]:
-    """The (placeholder, column) pairs a declaration of *rt* on *pattern* fills from its path."""
-    return tuple((placeholder, column) for p, placeholder, column in rt.path_owners if p == pattern)
 
 
 def placeholders(pattern: str) -> tuple[str, ...]:

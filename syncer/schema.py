@@ -149,6 +149,13 @@ sync_state = sa.Table(
     sa.Column(
         "failures", sa.Integer, nullable=False, default=0, server_default="0", comment="consecutive failed passes"
     ),
+    # Added in 0005 (owner columns): ids of the scope's owners looked up in Graph (syncer.owners).
+    sa.Column(
+        "owner_ids",
+        sa.JSON,
+        nullable=True,
+        comment="owner column -> id looked up once (a user named by UPN, a folder by a well-known name)",
+    ),
     sa.Index(None, "tenant_id", "parent_key"),
 )
 
@@ -187,6 +194,18 @@ mirror_tables = sa.Table(
     sa.Column("subscription_name", sa.String(200), nullable=False),
     sa.Column("columns", sa.JSON, nullable=False, comment="[{name, type, field}] as last applied"),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+applied_spec = sa.Table(
+    "syncer_applied_spec",
+    metadata,
+    # The subscriptions.yaml the database was last brought in line with (syncer.applied): running
+    # workers compare it with their own copy and never act on an older one.
+    sa.Column("key", sa.String(32), primary_key=True, comment="always 'spec'"),
+    sa.Column("fingerprint", sa.String(64), nullable=False, comment="sha256 of the spec's declarations"),
+    sa.Column("applied_by", sa.String(64), nullable=False, comment="db upgrade | reconcile"),
+    sa.Column("applied_at", UtcDateTime, nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
 )
 
 locks = sa.Table(

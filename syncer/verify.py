@@ -20,7 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import mirror
+from syncer import mirror, owners, resources
+from syncer.errors import ForbiddenError, NotFoundError
 from syncer.graph.client import GraphClient
 from syncer.storable import storable
 from syncer.worker import containers, scopes
@@ -119,6 +120,24 @@ def _members_rows(engine: Engine, scope: Scope, group_ids: Sequence[str]) -> dic
     return found
 
 
+def owner_truth(client: GraphClient, scope: Scope) -> dict[str, str]:
+    """The owner columns every row of *scope* should hold, with the ids its key only names asked of Graph
+    (those Graph refuses to tell are not compared)."""
+    rt = resources.BY_KEY.get(scope.strategy.key)
+    if rt is None or scope.mirror is None or not scope.mirror.owners:
+        return {}
+    values, lookups = owners.plan(rt, scope.mirror.owners, scope.key, dict(scope.owners))
+    found = {column: value for column, value in values.items() if value is not None}
+    for column, path in lookups.items():
+        try:
+            item = client.get_json(f"{path}?$select=id")
+        except (ForbiddenError, NotFoundError):
+            continue
+        if isinstance(item, Mapping) and isinstance(item.get("id"), str):
+            found[column] = storable(item["id"])
+    return found
+
+
 def compare_scope(engine: Engine, client: GraphClient, scope: Scope) -> list[Difference]:
     """The differences between *scope*'s mirror rows and Graph's current state of it."""
     if scope.container or scope.mirror is None:
@@ -134,8 +153,9 @@ def compare_scope(engine: Engine, client: GraphClient, scope: Scope) -> list[Dif
         out.append(Difference(scope.key, scope.table, "extra", tuple(extra)))
     changed: list[str] = []
     detail = ""
+    owned = owner_truth(client, scope)
     for item_id in sorted(set(truth.items) & set(rows)):
-        expected = mirror.row_values(scope.mirror, truth.items[item_id], dict(scope.owners))
+        expected = {**mirror.row_values(scope.mirror, truth.items[item_id]), **owned}
         actual = {name: rows[item_id][name] for name in expected}
         if _normalise(expected) != _normalise(actual):
             changed.append(item_id)

@@ -105,3 +105,32 @@ def test_the_readme_mirrors_a_personal_accounts_mail_calendar_and_onedrive_as_wr
         assert all(counts.values()), counts
     finally:
         server.stop()
+
+
+def test_the_mirrored_types_table_says_what_the_catalogue_says() -> None:
+    """Per type row of "What syncer mirrors": each path is the type's, and its change types, application
+    permission and owner columns are the catalogue's (syncer.resources, syncer.owners)."""
+    from syncer import owners, resources
+
+    section = README.split("## What syncer mirrors", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
+    header, checked = rows[0], 0
+    assert header[:6] == ["Type", "Paths", "Change types", "How syncer syncs it", "Permission (application)", "Owner columns"]
+    for cells in rows[1:]:
+        name, paths, change_types, _how, permission, owner_cells = cells[:6]
+        if name not in {rt.name for rt in resources.CATALOGUE} or "every path" in paths:
+            continue
+        for path in re.findall(r"`([^`]+)`", paths):
+            if "..." in path or ("/" not in path and path not in ("users", "groups")):
+                continue  # a table name such as <table>_members, or me/... (delegated)
+            matched = resources.match_resource(path)
+            assert matched is not None and matched[0].name == name, (name, path)
+            rt = matched[0]
+            assert rt.permission in permission, (name, path, rt.permission)
+            listed = {c.strip() for part in change_types.split(";") for c in part.split(",")}
+            assert set(rt.change_types) <= listed, (name, path)
+            columns = set(re.findall(r"`(\w+)`", owner_cells))
+            found = set(owners.columns_for(rt, path)) | {c for _f, c, _t in rt.owner_columns if not c.endswith("_time")}
+            assert found <= columns, (name, path, found)
+            checked += 1
+    assert checked >= 10

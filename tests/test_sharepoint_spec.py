@@ -43,10 +43,9 @@ def test_a_list_mirrors_its_fields_with_site_and_list_columns(tmp_path: Path) ->
     sub = spec.subscription("issues")
     assert needs_resolution(sub)
     assert [(c.name, c.type) for c in sub.mirror.columns] == [
-        ("fields_title", "text"), ("fields_status", "text"), ("fields_count", "float"), ("site_id", "text"),
-        ("list_id", "text")]
-    assert sub.mirror.indexed == ("site_id", "list_id")
-    assert sub.mirror.select == ("id", "fields")  # the path-owner columns are not asked of Graph
+        ("fields_title", "text"), ("fields_status", "text"), ("fields_count", "float")]
+    assert sub.mirror.owners == ("site_id", "list_id") == sub.mirror.indexed  # from the scope (syncer.owners)
+    assert sub.mirror.select == ("id", "fields")  # the owner columns are not asked of Graph
     table = mirror.build_table(sub.mirror)
     assert {ix.name for ix in table.indexes} >= {"ix_issues_site_id", "ix_issues_list_id"}
 
@@ -160,8 +159,8 @@ def test_a_declared_column_named_like_an_owner_column_wins(tmp_path: Path) -> No
           resource: sites/root/lists/Issues
           mirror: {columns: [{field: parentReference.siteId, column: site_id}]}
         """)
-    columns = spec.subscription("issues").mirror.columns
-    assert [(c.field, c.name) for c in columns] == [("parentReference.siteId", "site_id"), ("{list}", "list_id")]
-    assert mirror.row_values(spec.subscription("issues").mirror, {"parentReference": {"siteId": "g"}}, {"list": "L"}) == {
-        "site_id": "g", "list_id": "L"}
-    assert isinstance(mirror.build_table(spec.subscription("issues").mirror).c.site_id.type, sa.Text)
+    declared = spec.subscription("issues").mirror
+    assert [(c.field, c.name) for c in declared.columns] == [("parentReference.siteId", "site_id")]
+    assert declared.owners == ("list_id",)
+    assert mirror.row_values(declared, {"parentReference": {"siteId": "g"}}) == {"site_id": "g"}
+    assert isinstance(mirror.build_table(declared).c.site_id.type, sa.Text)

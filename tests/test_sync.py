@@ -356,7 +356,9 @@ def test_sync_command_prints_progress_and_status_shows_the_scope(env: SyncEnv) -
     assert scope.rows == 120 and scope.last_success is not None and scope.last_error is None
     printed = runner.invoke(main, ["status", "--spec", str(env.spec.path)])
     assert printed.exit_code == 0, printed.output
-    assert "users" in printed.output and "120" in printed.output and "Subscriptions" in printed.output
+    assert "users" in printed.output and "120" in printed.output and "DECLARATION" in printed.output
+    detail = runner.invoke(main, ["status", "users", "--spec", str(env.spec.path)])
+    assert detail.exit_code == 0 and "Scopes" in detail.output and "120" in detail.output, detail.output
     # Unknown names are refused with the declared ones.
     bad = runner.invoke(main, ["sync", "--spec", str(env.spec.path), "nope"])
     assert bad.exit_code == 1 and "declared: users" in bad.stderr

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
+from syncer import applied as applied_spec
 from syncer import locks
 from syncer.errors import LockTimeout
 from syncer.reconcile import apply, plan
@@ -124,6 +125,11 @@ def reconcile(
             the_plan = make_plan(spec, graphs, engine, now=clock(), prune=prune)
             if the_plan.problems:
                 return Outcome(the_plan)
+            if spec.fingerprint:
+                # Before the first create: a worker still on an older spec stops before it could meet
+                # (and drop, as unknown) a notification of a subscription this run creates.
+                with engine.begin() as connection:
+                    applied_spec.record(connection, spec.fingerprint, by="reconcile", path=str(spec.path))
             return Outcome(the_plan, apply.apply(the_plan, graphs, engine, clock=clock), applied=True)
     finally:
         if own_graphs:

@@ -23,11 +23,13 @@ The package, following the data:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from syncer.errors import ConfigError
+from syncer.spec.fingerprint import fingerprint
 from syncer.spec.loader import SpecLoader
 from syncer.spec.model import (
     CLOUD_NAMES,
@@ -111,4 +113,4 @@ def parse_spec(text: str, *, path: Path, environ: Mapping[str, str], check_secre
     spec = loader.build(compose(text, str(path)))
     loader.r.raise_errors()
     assert spec is not None  # no problem recorded means every part was built
-    return spec
+    return dataclasses.replace(spec, fingerprint=fingerprint(spec.subscriptions, spec.tenants))

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from syncer.resources import ResourceType, path_owner_columns
+from syncer import owners as owners_of
+from syncer.resources import ResourceType
 from syncer.spec.model import COLUMN_TYPES, Column, Mirror, Subscription
 from syncer.spec.reader import Map
 
@@ -79,7 +80,7 @@ class MirrorLoader:
             tables.setdefault(table, owner)
 
     def mirror(
-        self, s: Map, rt: ResourceType | None, name: str | None, *, default_delete: str, pattern: str | None = None
+        self, s: Map, rt: ResourceType | None, name: str | None, *, default_delete: str, resource: str | None = None
     ) -> Mirror | None:
         """The ``mirror`` of subscription *s* (its table and columns), or None after recording what is wrong."""
         r, path = self.r, s.sub("mirror")
@@ -125,11 +126,12 @@ class MirrorLoader:
             if owner not in seen:
                 columns.append(Column(field, owner, owner_type))
             indexed.append(owner)
-        for placeholder, owner in path_owner_columns(rt, pattern) if rt is not None else ():
-            if owner not in seen:  # "{site}": the value comes from the declaration's path (syncer.mirror.scope_field)
-                columns.append(Column("{" + placeholder + "}", owner, "text"))
-            indexed.append(owner)
-        return Mirror(table, tuple(columns), delete, tuple(indexed))
+        # Owners the scope tells (a mailbox's user_id), unless a declared or item-field column has the name.
+        owners = [
+            c for c in (owners_of.columns_for(rt, resource) if rt is not None and resource else ())
+            if c not in seen and c not in indexed
+        ]
+        return Mirror(table, tuple(columns), delete, (*indexed, *owners), tuple(owners))
 
     def column(self, node: yaml.Node, path: str, rt: ResourceType | None) -> Column | None:
         r = self.r

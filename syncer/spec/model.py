@@ -158,14 +158,15 @@ class Mirror:
     delete: str = "soft"
     indexed: tuple[str, ...] = ()
     """Columns indexed with ``tenant_id``: the owning ids of the resource type (a message's channel, sender...)."""
+    owners: tuple[str, ...] = ()
+    """Owner columns whose value comes from the row's scope, not the item (a mailbox's ``user_id``; text,
+    indexed, after the declared columns): :mod:`syncer.owners`."""
 
     @property
     def select(self) -> tuple[str, ...]:
         """The ``$select`` list: top-level properties of the columns, ``id`` first."""
         names = ["id"]
         for column in self.columns:
-            if column.field.startswith("{"):
-                continue  # filled from the declaration's path (syncer.resources.path_owners), not asked of Graph
             top = column.field.split(".", 1)[0]
             if top not in names:
                 names.append(top)
@@ -264,6 +265,7 @@ class Spec:
     database_url: str
     subscriptions: tuple[Subscription, ...]
     emulator_info: Path | None = None  # cloud: emulator: the info file resolve_emulator() reads
+    fingerprint: str = ""  # of its declarations (syncer.spec.fingerprint); "" for a spec built in code
 
     def subscription(self, name: str) -> Subscription:
         """The subscription declared as *name*."""

@@ -187,9 +187,7 @@ class SubscriptionsLoader:
             if interval_node
             else defaults.sync_interval[0]
         )
-        mirror = self.mirrors.mirror(
-            s, rt, name, default_delete=defaults.delete, pattern=resources.matching_pattern(rt, resource)
-        )
+        mirror = self.mirrors.mirror(s, rt, name, default_delete=defaults.delete, resource=resource)
         fan_out = self.scopes.fan_out(s, rt, params)
         window = self.scopes.window(s, rt)
         folders = self.scopes.folders(s, rt, params)

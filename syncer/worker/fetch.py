@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from syncer.errors import LeaseLost, NotFoundError
+from syncer.worker.lookups import known_owners
 from syncer.worker.scopes import Scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
 from syncer.worker.sync import PageSource, PassResult, describe_error, take_scope, throttle_of, throttle_wait
@@ -51,11 +52,12 @@ def fetch_items(
     raised (after recording the run) for the caller to list the scope instead.
     """
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
-    writer = RowWriter(engine, scope)
     with engine.begin() as connection:
-        _, refused = take_scope(store, connection, now=clock())
+        state, refused = take_scope(store, connection, now=clock())
         if refused is not None:
             return refused
+        # Ids not looked up yet are the next pass's (syncer.worker.lookups): a fetch only GETs its items.
+        writer = RowWriter(engine, scope, owners=known_owners(scope, state.owner_ids))
         run_id = store.start_run(connection, full=False)
     try:
         items = _get_items(source, scope, resources)

@@ -37,6 +37,7 @@ from syncer.reconcile import records
 from syncer.worker import fetch, scopes, scopestate, sync
 from syncer.worker.scopes import Scope, ScopeIndex
 from syncer.worker.scopestate import utcnow
+from syncer.worker.specwatch import SpecWatch
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
@@ -120,6 +121,9 @@ class Worker:
         # The jobs and passes report database failures here: a line per outage, not per attempt.
         self.database = OutageLog(log, "database")
         self.accounts = accounts  # delegated accounts: one that must sign in again is paused, not the others
+        # Whether the database still follows our spec (syncer.applied); when not, we stop.
+        self.spec_watch = SpecWatch(engine, spec.fingerprint if spec is not None else "")
+        self.spec_watch.on_outdated(self._stopping.set)
 
     # --- setup ---
 
@@ -240,6 +244,8 @@ class Worker:
                     fetched += result.items
                     done += rows
                     continue
+                if result.outcome == "outdated":
+                    self.spec_watch.report(result.error or "the spec changed")
                 # Nothing was written: another pass holds the scope (busy, or it took the lease
                 # over), or Graph throttles it. The notifications wait in the inbox until the scope
                 # is free, or until the throttle's not_before.
@@ -362,6 +368,8 @@ class Worker:
             self.accounts.observe()  # a refused sign-in pauses its account's other scopes
         with self._lock:
             self.results.append(result)
+        if result.outcome == "outdated":
+            self.spec_watch.report(result.error or "the spec changed")
         if result.outcome == "ok" and scope.container and not self._stopping.is_set():
             # New folders were registered dirty: start them now rather than at the next drain.
             self.pool.submit(self.start_due)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import database, mirror, schema
+from syncer import applied, database, mirror, schema
 from syncer.errors import (
     DatabaseError,
     DatabaseUnreachable,
@@ -101,6 +101,14 @@ def require_tables(engine: Engine, spec: Spec) -> None:
             f"the database {mirror.describe_url(spec.database_url)} lacks {', '.join(missing)}: "
             "run `syncer db upgrade` first"
         )
+
+
+def require_applied(engine: Engine, spec: Spec) -> None:
+    """:class:`~syncer.applied.SpecOutdated` when the database follows another spec than *spec*."""
+    with engine.connect() as connection:
+        found = applied.outdated(connection, spec.fingerprint)
+    if found is not None:
+        raise applied.SpecOutdated(found, spec.fingerprint)
 
 
 def _transient(error: SyncerError) -> bool:
@@ -210,6 +218,8 @@ def guarded(worker: Worker, job: Callable[[], object]) -> Callable[[], None]:
     @functools.wraps(job)
     def run() -> None:
         try:
+            if not worker.spec_watch.current():
+                return  # stopping: never act on a spec older than the one applied (syncer.applied)
             job()
         except Exception as error:
             if not database_unreachable(error):
@@ -276,6 +286,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     worker_id = worker_id or default_worker_id()
     try:
         when_ready(lambda: require_tables(engine, spec), wait=startup_wait)
+        require_applied(engine, spec)
         lock = single_worker_lock(engine, worker_id)
     except BaseException:
         engine.dispose()
@@ -300,6 +311,10 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
         worker.on_release(lock.release)
     worker.on_release(engine.dispose)
     scheduler: BaseScheduler = BlockingScheduler(timezone=UTC) if blocking else BackgroundScheduler(timezone=UTC)
+    # Another spec applied: stop the jobs (from a thread of our own: a job cannot wait for itself).
+    worker.spec_watch.on_outdated(
+        lambda: threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="syncer-spec-stop").start()
+    )
     schedule_jobs(scheduler, worker, schedule)
     running = RunningWorker(worker, scheduler, engine, lock)
     if not blocking:

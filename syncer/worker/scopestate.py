@@ -120,6 +120,16 @@ class ScopeStore:
         s = schema.sync_state
         return connection.execute(sa.select(s).where(*self._key())).one()
 
+    def owner_ids_under(self, connection: Connection) -> list[Any]:
+        """The ``owner_ids`` of the scopes under the same parent (a mailbox's folders)."""
+        s = schema.sync_state
+        rows = connection.execute(
+            sa.select(s.c.owner_ids).where(
+                s.c.tenant_id == self.scope.tenant_id, s.c.parent_key == self.scope.parent_key, s.c.owner_ids.is_not(None)
+            )
+        )
+        return [found for (found,) in rows]
+
     def update_state(self, connection: Connection, **values: Any) -> None:
         s = schema.sync_state
         connection.execute(sa.update(s).where(*self._key()).values(updated_at=self.clock(), **values))

@@ -64,6 +64,7 @@ from syncer.errors import (
 )
 from syncer.log import database_unreachable
 from syncer.worker.containers import ContainerWriter
+from syncer.worker.lookups import resolve_owners
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
     Batch,
@@ -77,6 +78,7 @@ from syncer.worker.rounds import (
 )
 from syncer.worker.scopes import FETCH, Scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
+from syncer.worker.specwatch import layout_outdated
 from syncer.worker.writer import PageOutcome, RowWriter
 
 __all__ = [
@@ -238,9 +240,10 @@ def sync_scope(
     counters = Progress(scope.key)
     try:
         headers = {"Prefer": f"odata.maxpagesize={page_size}"} if page_size else None
+        owners = resolve_owners(engine, source, store, state.owner_ids)
         outcome = _run_pages(
             engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step,
-            headers=headers, commit_every=commit_every, stop=stop,
+            headers=headers, commit_every=commit_every, stop=stop, owners=owners,
         )
     except LeaseLost as error:
         _finish(store, run_id, "lost", counters, error=str(error), started=started, release=False)
@@ -268,10 +271,16 @@ def sync_scope(
 def take_scope(store: ScopeStore, connection: Connection, *, now: datetime, force: bool = False) -> tuple[Any, PassResult | None]:
     """Take the scope's lease for a pass or a fetch: ``(its state row, None)`` to go on, or ``(None, the
     result to return)``: ``busy`` when another worker holds the lease, ``postponed`` (lease given back)
-    while the scope's ``not_before`` lies ahead, unless *force*."""
+    while the scope's ``not_before`` lies ahead, unless *force*; ``outdated`` (lease given back) when
+    the table's columns are not those the scope's declaration says (another spec was applied)."""
     store.ensure(connection)
     if not store.take_lease(connection):
         return None, PassResult(store.scope.key, "busy")
+    if (outdated := layout_outdated(connection, store.scope.mirror)) is not None:
+        # Rows written with other columns than the table's would lack the new ones, and a resync
+        # requested for them would be spent (syncer.applied): give the scope back untouched.
+        store.release_lease(connection)
+        return None, PassResult(store.scope.key, "outdated", error=outdated)
     state = store.state(connection)
     if state.not_before is not None and state.not_before > now and not force:
         store.release_lease(connection)
@@ -310,9 +319,10 @@ def _run_pages(
     headers: Mapping[str, str] | None,
     commit_every: float,
     stop: threading.Event | None = None,
+    owners: Mapping[str, str | None] | None = None,
 ) -> str:
     scope = store.scope
-    writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope)
+    writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope, owners=owners)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
     while True:

@@ -23,9 +23,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from syncer import mirror, schema
+from syncer import mirror, owners, resources, schema
 from syncer.storable import has_nul, storable
 from syncer.worker.scopes import Scope
+
+
+def offline_owners(scope: Scope) -> dict[str, str | None]:
+    """The owner columns of *scope*'s rows its key tells without asking Graph (None for the others)."""
+    if scope.mirror is None or not scope.mirror.owners:
+        return {}
+    rt = resources.BY_KEY.get(scope.strategy.key)
+    if rt is None:
+        return dict.fromkeys(scope.mirror.owners)
+    return owners.values_for(rt, scope.mirror.owners, scope.key, declared=dict(scope.owners))
+
 
 SWEPT = "swept"
 """``_removed_reason`` of a row a full round did not see (Graph never reported it removed)."""
@@ -43,10 +54,15 @@ class RowWriter:
     serialised with orjson.
     """
 
-    def __init__(self, engine: Engine, scope: Scope) -> None:
+    def __init__(self, engine: Engine, scope: Scope, *, owners: Mapping[str, str | None] | None = None) -> None:
+        """*owners*: the values of the table's owner columns for this scope (:mod:`syncer.owners`); by default
+        those its key tells without a lookup (a pass passes the looked-up ids too, :mod:`syncer.worker.lookups`)."""
         if scope.mirror is None:
             raise ValueError(f"scope {scope.key!r} has no mirror table")
         self.scope = scope
+        if owners is None:
+            owners = offline_owners(scope)
+        self.owners = tuple(storable(owners.get(name)) for name in scope.mirror.owners)
         self.dialect = engine.dialect
         self.postgres = self.dialect.name == "postgresql"
         md = sa.MetaData()
@@ -121,16 +137,10 @@ class RowWriter:
         # table so that common column types convert inline, without a dispatch per value.
         env: dict[str, Any] = {
             "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_has_nul": has_nul,
+            "_owners": self.owners,
         }
         parts = []
-        owners = dict(self.scope.owners)
         for i, (_name, field_path, type_name) in enumerate(self.declared):
-            placeholder = mirror.scope_field(field_path)
-            if placeholder is not None:
-                # The same for every row of the scope (a list item's site and list ids, a library's group).
-                env[f"_o{i}"] = owners.get(placeholder)
-                parts.append(f"_o{i}")
-                continue
             get = f"g({field_path!r})" if "." not in field_path else f"_extract(item, {field_path!r})"
             if type_name == "text":
                 parts.append(f"(v if (v := {get}).__class__ is str else _text(v))")
@@ -155,6 +165,7 @@ class RowWriter:
             "    g = item.get\n"
             "    return (tenant, str(item['id']), "
             + "".join(f"{p}, " for p in parts)
+            + "".join(f"_owners[{i}], " for i in range(len(self.owners)))
             + "raw.decode(), scope, None, None, synced, run)\n"
         )
         exec(compile(source, f"<row builder for {self.scope.table}>", "exec"), env)

@@ -54,13 +54,14 @@ USER = ResourceType(
     delegated_read=frozenset({"User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All"}) | DIRECTORY_READ,
     delegated_write=frozenset({"User.ReadWrite.All"}) | DIRECTORY_WRITE,
     properties=(
-        "id", "accountEnabled", "businessPhones", "city", "companyName", "country", "createdDateTime",
+        "id", "accountEnabled", "assignedLicenses", "businessPhones", "city", "companyName", "country", "createdDateTime",
         "deletedDateTime", "department", "displayName", "employeeId", "givenName", "jobTitle", "mail",
         "mailNickname", "mobilePhone", "officeLocation", "otherMails", "passwordProfile", "postalCode",
         "preferredLanguage", "proxyAddresses", "state", "streetAddress", "surname", "usageLocation",
         "userPrincipalName", "userType",
     ),
-    read_only=frozenset({"id", "createdDateTime", "deletedDateTime", "proxyAddresses"}),
+    # assignedLicenses changes through assignLicense only (https://learn.microsoft.com/en-us/graph/api/user-assignlicense).
+    read_only=frozenset({"id", "assignedLicenses", "createdDateTime", "deletedDateTime", "proxyAddresses"}),
     required_on_create=("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile"),
     # Graph's default user projection [DOC: user resource "default properties"].
     default_select=(
@@ -202,7 +203,7 @@ def create_user() -> Response:
         upn = _check_upn(state, ts, props["userPrincipalName"], current_id=None)
         user_id = state.store.new_guid()
         user: dict[str, Any] = {p: None for p in USER.properties if p not in USER.write_only}
-        user.update({"businessPhones": [], "otherMails": [], "proxyAddresses": [], "userType": "Member"})
+        user.update({"assignedLicenses": [], "businessPhones": [], "otherMails": [], "proxyAddresses": [], "userType": "Member"})
         user.update({k: v for k, v in props.items() if k not in USER.write_only})
         user.update({"id": user_id, "createdDateTime": state.store.now_iso(), "deletedDateTime": None})
         ts.upn_index[upn.lower()] = user_id
@@ -314,7 +315,7 @@ def add_user(state: EmulatorState, tenant_id: str, upn: str, display_name: str, 
     with state.lock:
         user_id = f"{state.store.rng.getrandbits(64):016x}" if tenant.personal else state.store.new_guid()
         user: dict[str, Any] = {p: None for p in USER.properties if p not in USER.write_only}
-        user.update({"businessPhones": [], "otherMails": [], "proxyAddresses": [], "userType": "Member",
+        user.update({"assignedLicenses": [], "businessPhones": [], "otherMails": [], "proxyAddresses": [], "userType": "Member",
                      "id": user_id, "createdDateTime": state.store.now_iso(), "accountEnabled": account_enabled,
                      "displayName": display_name, "userPrincipalName": upn, "mail": upn,
                      "mailNickname": upn.split("@")[0]})
@@ -332,6 +333,7 @@ _LAST = ("Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Allen",
          "Wirth", "Wilson", "Torvalds", "Backus", "Kay", "Cerf", "Hoare", "Milner", "Floyd", "Rivest")
 _TITLES = ("Engineer", "Analyst", "Manager", "Designer", "Accountant", "Consultant", "Director", None)
 _DEPTS = ("Engineering", "Finance", "Sales", "Marketing", "Legal", "Operations", "Support")
+_E3_SKU = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 _CITIES = ("Seattle", "London", "Berlin", "Paris", "Tokyo", "Sydney", "Toronto", "Madrid")
 
 
@@ -360,6 +362,8 @@ def seed_users(state: EmulatorState, tenant_id: str, count: int) -> dict[str, An
         upn = f"{nick}@{domain}"
         return {
             "id": user_id, "accountEnabled": True, "businessPhones": [f"+1 425 555 {i % 10000:04d}"],
+            # Every fourth user has no licence, the others Office 365 E3 (ENTERPRISEPACK's skuId).
+            "assignedLicenses": [] if i % 4 == 3 else [{"disabledPlans": [], "skuId": _E3_SKU}],
             "city": cities[i & 7], "companyName": "Contoso", "country": "US", "createdDateTime": created,
             "deletedDateTime": None, "department": depts[i % 7], "displayName": f"{first} {last} {i}",
             "employeeId": str(i), "givenName": first, "jobTitle": titles[i & 7], "mail": upn,

@@ -100,7 +100,11 @@ def _resolve(state: EmulatorState, ts: TenantStore, uid: str, segs: list[str], u
     head = low[0]
     if head == "mailfolders":
         if n <= 2:
-            return tail(MAIL_FOLDER, col(MAIL_FOLDER), segs[1:], f"{base}/mailFolders")
+            rest = segs[1:]
+            if n == 2 and low[1] != "delta":
+                # A well-known name stands for its folder here too (https://learn.microsoft.com/en-us/graph/api/mailfolder-get).
+                rest = [_folder(state, ts, uid, MAIL_FOLDER, segs[1])]
+            return tail(MAIL_FOLDER, col(MAIL_FOLDER), rest, f"{base}/mailFolders")
         fid = _folder(state, ts, uid, MAIL_FOLDER, segs[1])
         if low[2] == "messages":
             if n == 5 and low[4] == "move":
