@@ -82,9 +82,7 @@ def iter_checks(
         token, checks = _token_checks(spec, tenant.name)
         yield from checks
         if token is not None:
-            needed = {
-                s.resource_type.permission: s.name for s in spec.subscriptions if s.tenant == tenant.name
-            }
+            needed = permissions_needed(spec, tenant.name)
             if tenant.delegated:
                 declared = [(s.name, s.resource_type) for s in spec.subscriptions if s.tenant == tenant.name]
                 yield check_delegated_scopes(tenant.name, token, declared, personal=tenant.personal)
@@ -97,6 +95,16 @@ def iter_checks(
     for label, url in urls:
         yield check_reachable_from_graph(label, url, cloud=spec.graph.cloud)
         yield check_validation_echo(label, url, timeout=timeout)
+
+
+def permissions_needed(spec: Spec, tenant_name: str) -> dict[str, str]:
+    """Application permission -> a declaration of *tenant_name* that needs it (to subscribe, or to read)."""
+    needed: dict[str, str] = {}
+    for s in spec.subscriptions:
+        if s.tenant == tenant_name:
+            for permission in (s.resource_type.permission, *s.resource_type.read_permissions):
+                needed.setdefault(permission, s.name)
+    return needed
 
 
 def check_database(url: str) -> Check:

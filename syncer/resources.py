@@ -120,6 +120,12 @@ class ResourceType:
     """Owner columns taken from the scope (its path parameters, or ids looked up once per scope), indexed: a
     mailbox's ``user_id``, a folder's ``folder_id``. The first rule of a column whose parameters a declaration
     has applies (:mod:`syncer.owners`)."""
+    app_only: bool = False
+    """Graph grants only an application permission: a delegated (signed-in user) token is refused (403)."""
+    query_options: str | None = None
+    """The ``notificationQueryOptions`` Graph requires on every subscription of this type (sent as is)."""
+    read_permissions: tuple[str, ...] = ()
+    """Application permissions the reads need besides :attr:`permission` (a printer's jobs: PrintJob.Read.All)."""
 
     @property
     def delta_path(self) -> str | None:
@@ -293,6 +299,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime_rich=None,
         permission="Group.Read.All",
         delegated_only=True,  # Graph: application permission "not supported"
+        # A conversation does not name its group: the declared path does.
+        scope_owners=(ScopeOwner("group_id", "{group}"),),
     ),
     # --- Outlook (per mailbox) --------------------------------------------------------------------
     ResourceType(
@@ -600,6 +608,10 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime_rich=None,
         permission="CallRecords.Read.All",
         quota=Quota(per_tenant=100),
+        app_only=True,  # https://learn.microsoft.com/en-us/graph/changenotifications-for-callrecords
+        # https://learn.microsoft.com/en-us/graph/api/resources/callrecords-callrecord
+        field_types=(("version", "integer"), ("modalities", "json"), ("organizer_v2", "json"), ("sessions", "json"),
+                     ("participants_v2", "json")),
     ),
     _teams(
         key="callRecording",
@@ -630,9 +642,11 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(60),
         max_lifetime_rich=_minutes(60),
         permission="Presence.Read.All",
-        rich_required=True,
+        # Older pages required rich notifications; https://learn.microsoft.com/graph/changenotifications-for-presence
+        # now shows basic ones too, and syncer reads the presence by id either way.
         delegated_only=True,  # Graph: no application permission
-        quota=Quota(per_instance=650),  # at most 650 users per subscription
+        # At most 650 users per subscription: presence_ids_problem (below); one per signed-in user: spec validation.
+        owner_columns=(("id", "user_id", "text"),),  # a presence's id is its user's
     ),
     # --- security and print --------------------------------------------------------------------
     ResourceType(
@@ -643,15 +657,26 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(43_200),
         max_lifetime_rich=None,
         permission="SecurityEvents.ReadWrite.All",
+        # https://learn.microsoft.com/en-us/graph/api/resources/alert
+        field_types=(("riskScore", "text"), ("userStates", "json"), ("hostStates", "json"), ("vendorInformation", "json"),
+                     ("comments", "json"), ("tags", "json"), ("confidence", "integer")),
     ),
     ResourceType(
         key="printer",
         name="printer",
         patterns=("print/printers/{printer}/jobs",),
-        change_types=frozenset({"created"}),  # jobFetchable
+        # jobFetchable: "updated" with the isFetchable filter, both required
+        # (https://learn.microsoft.com/en-us/graph/universal-print-webhook-notifications).
+        change_types=frozenset({"updated"}),
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
         permission="Printer.Read.All",  # Graph's permission reference for the resource
+        app_only=True,
+        query_options="$filter = isFetchable eq true",
+        read_permissions=("PrintJob.Read.All",),  # https://learn.microsoft.com/en-us/graph/api/printer-list-jobs
+        # https://learn.microsoft.com/en-us/graph/api/resources/printjob
+        field_types=(("isFetchable", "boolean"), ("status", "json"), ("documents", "json"), ("createdBy", "json"),
+                     ("configuration", "json")),
     ),
     ResourceType(
         key="printTaskDefinition",
@@ -661,6 +686,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         max_lifetime=_minutes(4_230),
         max_lifetime_rich=None,
         permission="PrintTaskDefinition.ReadWrite.All",  # Graph's permission reference for the resource
+        app_only=True,
+        field_types=(("status", "json"), ("definition", "json")),  # https://learn.microsoft.com/en-us/graph/api/resources/printtask
     ),
 )
 
@@ -764,3 +791,33 @@ def delta_path_for(path: str) -> str | None:
 def placeholders(pattern: str) -> tuple[str, ...]:
     """The placeholder names of a pattern, in order: ``users/{user}/messages`` -> ``("user",)``."""
     return tuple(re.findall(r"\{(\w+)\}", pattern))
+
+
+PRESENCE_MAX_IDS = 650
+"""Users one presence subscription may name (https://learn.microsoft.com/en-us/graph/changenotifications-for-presence)."""
+
+
+def presence_ids(resource: str) -> list[str] | None:
+    """The user ids a presence resource names (``communications/presences/{id}`` or ``$filter=id in ('a','b')``),
+    in order; None when it has no such filter."""
+    path, query = split_resource(resource)
+    parts = path.split("/")
+    if len(parts) == 3:
+        return [unquote(parts[2])]
+    found = re.search(r"\$filter=\s*id\s+in\s*\((.*)\)\s*$", unquote(query), re.IGNORECASE | re.DOTALL)
+    return None if found is None else re.findall(r"'([^']*)'", found.group(1))
+
+
+def presence_ids_problem(name: str, resource: str) -> tuple[str, str] | None:
+    """For a presence resource, (what Graph expects, what was found) when its users are missing or too many."""
+    if name != "presence":
+        return None
+    ids = presence_ids(resource)
+    if ids is None:
+        return ("communications/presences/{id} or communications/presences?$filter=id in ('{id}', ...)",
+                f"'{resource}' (no $filter=id in (...))")
+    if not ids:
+        return "at least one user id in $filter=id in (...)", f"'{resource}'"
+    if len(ids) > PRESENCE_MAX_IDS:
+        return f"at most {PRESENCE_MAX_IDS} user ids per presence subscription", f"{len(ids)} ids"
+    return None

@@ -24,7 +24,7 @@ from syncer import mirror, owners, resources
 from syncer.errors import ForbiddenError, NotFoundError
 from syncer.graph.client import GraphClient
 from syncer.storable import storable
-from syncer.worker import containers, scopes
+from syncer.worker import containers, idaction, scopes
 from syncer.worker.scopes import Scope
 
 # How many example ids a difference lists.
@@ -62,8 +62,16 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
     items: dict[str, dict[str, Any]] = {}
     members: dict[str, set[str]] = {}
     inline = scope.strategy.inline
-    for page in client.iter_pages(scope.initial_url):
+    if _one_item(scope):  # a declaration of one item (security/alerts/{id}): its GET is the truth
+        try:
+            item = storable(client.get_json(scope.initial_url))
+        except NotFoundError:
+            return ScopeTruth({}, {})
+        return ScopeTruth({str(item["id"]): item}, {})
+    for page in idaction.pages_for(scope, client).iter_pages(scope.initial_url):
         listed = list(page.items)
+        if scope.strategy.refetch_listed:  # the list leaves out what the GET by id expands (a call's sessions)
+            listed = [whole for item in listed if (whole := _whole(client, scope, item)) is not None]
         if inline is not None:  # a channel message's replies: rows of their own
             listed = [x for item in listed for x in (item, *(item.get(inline) or ()))]
         for item in listed:
@@ -91,6 +99,31 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
                 else:
                     group.add(str(link.get("id")))
     return ScopeTruth(items, members)
+
+
+def _one_item(scope: Scope) -> bool:
+    if scope.strategy.method != scopes.FETCH or scope.strategy.path != "{resource}":
+        return False
+    matched = resources.match_resource(scope.key)
+    pattern = resources.matching_pattern(matched[0], scope.key) if matched else None
+    return pattern is not None and pattern.endswith("}")
+
+
+def _whole(client: GraphClient, scope: Scope, item: dict[str, Any]) -> dict[str, Any] | None:
+    """*item* as its GET by id returns it, the paged property's pages joined; None when Graph no longer has it."""
+    strategy = scope.strategy
+    resource = f"{scope.initial_url.partition('?')[0]}/{item['id']}"
+    try:
+        body: dict[str, Any] = client.get_json((strategy.item_path or "{resource}").format(resource=resource))
+    except NotFoundError:
+        return None
+    paged = strategy.item_pages
+    link = body.pop(f"{paged}@odata.nextLink", None) if paged else None
+    while paged and isinstance(link, str):
+        page = client.get_json(link)
+        body[paged] = [*body.get(paged, ()), *page.get("value", ())]
+        link = page.get("@odata.nextLink")
+    return body
 
 
 def _live_rows(engine: Engine, scope: Scope) -> dict[str, dict[str, Any]]:

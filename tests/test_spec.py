@@ -410,7 +410,7 @@ def test_delegated_only_resources_and_me_are_refused(tmp_path: Path) -> None:
         "  - {name: p, resource: communications/presences/abc}\n  - {name: m, resource: me/messages}\n",
     )
     at(errors[0], 9, "subscriptions[0].resource")
-    assert "delegated permissions only" in errors[0].found
+    assert "no application permission" in errors[0].found
     at(errors[1], 10, "subscriptions[1].resource")
 
 

@@ -11,7 +11,10 @@ Seeding
     "upnPattern"}, ..., "seconds": 0.01}``. Users are generated lazily (O(1) for any count); groups take
     their members from the first users; per-user content goes to the first ``contentUsers`` users
     (default 10). Seeding sends no change notifications. Teams posts as a user live in
-    :mod:`syncer.emulator.families.teams.admin` (``/_emulator/teams/...``, ``/_emulator/chats/...``).
+    :mod:`syncer.emulator.families.teams.admin` (``/_emulator/teams/...``, ``/_emulator/chats/...``); a user's
+    presence in :mod:`syncer.emulator.families.presence` (``POST /_emulator/users/{id}/presence``); group
+    conversations in :mod:`syncer.emulator.families.conversations` (``POST /_emulator/groups/{id}/conversations``,
+    ``.../threads/{id}/reply``).
 
 Faults (documented in :mod:`syncer.emulator.faults`)
     ``GET /_emulator/faults`` → ``{"rules": [...], "mailboxConcurrency": 4, "mailboxRejections": 0}``.

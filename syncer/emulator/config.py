@@ -104,6 +104,21 @@ class EmulatorConfig:
     call_record_retention_days: int = 30
     #: callRecord subscriptions per organisation, all apps together [DOC: 100]; the 101st is 403.
     call_record_subscriptions_per_organization: int = 100
+    #: Presence of a user nobody has set: Graph's enum member for "no information" [UNCONFIRMED which one Graph
+    #: reports for a user who never signed in to Teams].
+    presence_default: tuple[str, str] = ("PresenceUnknown", "PresenceUnknown")
+    #: Presence subscriptions need includeResourceData [OLD-DOC: older pages; the current
+    #: https://learn.microsoft.com/graph/changenotifications-for-presence shows basic notifications too].
+    presence_rich_required: bool = False
+    #: A second presence subscription of one app for one signed-in user (another id list) is refused [DOC: "one
+    #: subscription per app per delegated user"]; the status is UNCONFIRMED (403 ExtensionError here).
+    presence_subscription_per_user_status: int = 403
+    #: Group conversations: the list's page (and `$top`'s ceiling) [UNCONFIRMED: the docs show no paging].
+    conversation_page_size: int = 10
+    conversation_max_page_size: int = 100
+    #: A second subscription on one group's conversations (any app) is refused with this status [DOC: "one
+    #: subscription per group"; status UNCONFIRMED].
+    conversation_subscription_per_group_status: int = 403
 
     # --- limits / faults ---
     #: Outlook allows 4 concurrent requests per app+mailbox (https://learn.microsoft.com/graph/throttling-limits, second-hand); None = unlimited.

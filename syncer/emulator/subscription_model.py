@@ -256,6 +256,7 @@ class SubscriptionRegistry:
                 application_id=subscription.application_id,
                 resource_key=subscription.parsed.key,
                 change_types=subscription.change_types,
+                creator_id=subscription.creator_id,
             )
             if duplicate is not None:
                 return duplicate
@@ -309,7 +310,8 @@ class SubscriptionRegistry:
             due = [s.id for s in self._by_id.values() if s.expiration <= now]
         return [s for s in (self.remove(sid) for sid in due) if s is not None]
 
-    def duplicate_of(self, *, tenant_id: str, application_id: str, resource_key: str, change_types: Iterable[str]) -> Subscription | None:
+    def duplicate_of(self, *, tenant_id: str, application_id: str, resource_key: str, change_types: Iterable[str],
+                     creator_id: str | None = None) -> Subscription | None:
         """An existing subscription of the same app with the same resource and changeType set (409) [OBS].
 
         Graph does not say whether order or case matter: we compare the normalised resource and the *set* of
@@ -318,7 +320,10 @@ class SubscriptionRegistry:
         wanted = frozenset(change_types)
         bucket = self._by_key.get((tenant_id, resource_key), {})
         for subscription in list(bucket.values()):
-            if subscription.application_id == application_id and subscription.change_types == wanted:
+            # A delegated subscription belongs to the app and its user (https://learn.microsoft.com/graph/api/subscription-list):
+            # two users of one app each have their own.
+            if subscription.application_id == application_id and subscription.change_types == wanted \
+                    and (creator_id is None or subscription.creator_id == creator_id):
                 return subscription
         return None
 

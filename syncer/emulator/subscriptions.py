@@ -139,7 +139,8 @@ def _refuse_duplicate(
     registry: SubscriptionRegistry, caller: checks.Caller, parsed: ParsedResource, change_types: frozenset[str]
 ) -> None:
     duplicate = registry.duplicate_of(
-        tenant_id=caller.tenant_id, application_id=caller.client_id, resource_key=parsed.key, change_types=change_types
+        tenant_id=caller.tenant_id, application_id=caller.client_id, resource_key=parsed.key, change_types=change_types,
+        creator_id=caller.creator_id,
     )
     if duplicate is not None:
         raise GraphHTTPError(

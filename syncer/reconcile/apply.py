@@ -140,6 +140,8 @@ def _create_request(d: Desired, expires: datetime, client_state: str, rid: str) 
     }
     if d.lifecycle_url:
         body["lifecycleNotificationUrl"] = d.lifecycle_url
+    if d.query_options:
+        body["notificationQueryOptions"] = d.query_options
     if d.include_resource_data:
         body["includeResourceData"] = True
         body["encryptionCertificate"] = d.encryption_certificate

@@ -41,7 +41,9 @@ class Desired:
     include_resource_data: bool = False
     encryption_certificate_id: str | None = None
     encryption_certificate: str | None = field(default=None, repr=False)  # base64 DER, public
+    previous_certificate_id: str | None = None  # rotating out: subscriptions on it move at renewal
     user: str | None = None  # the fan-out user this one is for
+    query_options: str | None = None  # notificationQueryOptions (required by Universal Print's printer jobs)
 
     @property
     def scope_key(self) -> str:
@@ -98,12 +100,13 @@ def desired_from_spec(
         )
         cert_id = sub.encryption.id if sub.encryption else None
         cert = read(sub.encryption.certificate) if sub.encryption else None
+        previous = sub.encryption.previous.id if sub.encryption and sub.encryption.previous else None
         resource = sub.graph_resource
         bindings: tuple[tuple[tuple[str, str], ...], ...]
         resolved = expansions.get(sub.name)
         if sub.fan_out is None and resolved is not None and resolved.resources:
             resource, bindings = resolved.resources[0], ((),)
-        elif sub.fan_out is None:
+        elif sub.fan_out is None and resolved is None:
             bindings = ((),)
         else:
             expansion = expansions.get(sub.name)
@@ -126,7 +129,9 @@ def desired_from_spec(
                     include_resource_data=sub.include_resource_data,
                     encryption_certificate_id=cert_id,
                     encryption_certificate=cert,
+                    previous_certificate_id=previous,
                     user=user,
+                    query_options=sub.resource_type.query_options,
                 )
             )
     return out

@@ -12,17 +12,21 @@ every run, and Graph accepts either form in a resource path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from syncer import resolve
-from syncer.errors import ReconcileError
+from syncer.errors import NotFoundError, ReconcileError
 from syncer.reconcile.desired import Expansion
+from syncer.resources import match_resource, split_resource
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
     from syncer.spec import FanOut, Spec
+
+log = logging.getLogger("syncer.reconcile.fanout")
 
 _USER_TYPE = "#microsoft.graph.user"
 _FILTER_SAFE = "()'=,"  # OData punctuation stays readable in logs; spaces and the rest are escaped
@@ -32,7 +36,8 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
     """The expansion of every fan-out declaration in *spec*; *graphs* maps tenant id to its client."""
     out: dict[str, Expansion] = {}
     for sub in spec.subscriptions:
-        if sub.fan_out is None and not resolve.needs_resolution(sub):
+        lists = sub.resource_type.key == "todoTask" and "{list}" in split_resource(sub.resource)[0]
+        if sub.fan_out is None and not lists and not resolve.needs_resolution(sub):
             continue
         tenant_id = spec.tenant(sub.tenant).tenant_id
         graph = graphs.get(tenant_id)
@@ -40,17 +45,47 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
             raise ReconcileError(
                 f"no Graph client for tenant {sub.tenant!r} ({tenant_id}) to expand {sub.name!r}"
             )
-        if sub.fan_out is None:
+        if sub.fan_out is None and not lists:
             path = resolve.resolve(sub, graph).resource
             out[sub.name] = Expansion(sub.name, tenant_id, f"resolved from {sub.resource}", (path,), noun="paths",
                                       resources=(path,))
             continue
-        if sub.fan_out.over_teams:
+        if sub.fan_out is not None and sub.fan_out.over_teams:
             out[sub.name] = teams_of(sub.name, tenant_id, sub.fan_out, graph)
             continue
-        source, users = users_of(sub.fan_out, graph)
-        out[sub.name] = Expansion(sub.name, tenant_id, source, users)
+        users: tuple[str, ...]
+        if sub.fan_out is None:
+            matched = match_resource(sub.resource)
+            source, users = "named in the resource", (matched[1]["user"],) if matched else ()
+        else:
+            source, users = users_of(sub.fan_out, graph)
+        if lists:
+            out[sub.name] = lists_of(sub.name, tenant_id, source, users, graph, fan_out=sub.fan_out is not None)
+        else:
+            out[sub.name] = Expansion(sub.name, tenant_id, source, users)
     return out
+
+
+def lists_of(
+    name: str, tenant_id: str, source: str, users: tuple[str, ...], graph: GraphClient, *, fan_out: bool
+) -> Expansion:
+    """Each user's To Do lists, one Graph subscription per list: Graph subscribes to the tasks of one list
+    (https://learn.microsoft.com/en-us/graph/api/resources/todotask), so a list created later is followed from
+    the next reconcile on (its tasks are synced before that: the worker follows the lists by their delta)."""
+    bindings: list[tuple[tuple[str, str], ...]] = []
+    labels: list[str] = []
+    for user in users:
+        base = "/me" if user.lower() == "me" else f"/users/{quote(user, safe='@')}"
+        try:
+            found = _ids(graph, f"{base}/todo/lists?$select=id")
+        except NotFoundError:
+            # No mailbox (yet): nothing to subscribe to, as a user without a licence has no mail folders.
+            log.warning("%s: user %s has no To Do lists (404): skipped until a later reconcile", name, user)
+            continue
+        for todo_list in found:
+            bindings.append(((("user", user),) if fan_out else ()) + (("list", todo_list),))
+            labels.append(f"{user}/{todo_list}")
+    return Expansion(name, tenant_id, f"each user's To Do lists; users: {source}", tuple(labels), tuple(bindings), noun="lists")
 
 
 def teams_of(name: str, tenant_id: str, fan_out: FanOut, graph: GraphClient) -> Expansion:

@@ -65,7 +65,16 @@ def _desired_for_row(spec: Spec, row: Recorded) -> Desired:
         # The row holds the path the declaration resolved to (syncer.resolve): recreate that one.
         tenant_id = spec.tenant(declared.tenant).tenant_id
         expansions[row.name] = Expansion(row.name, tenant_id, "recorded", (row.resource,), resources=(row.resource,))
-    if declared.fan_out is not None:
+    if declared.resource_type.key == "todoTask" and "{list}" in declared.resource:
+        # One subscription per To Do list: the recorded resource names the user and the list.
+        matched = match_resource(row.resource)
+        names = ("user", "list") if declared.fan_out is not None else ("list",)
+        binding = tuple((n, matched[1][n]) for n in names if matched and n in matched[1])
+        if len(binding) != len(names):
+            raise ReconcileError(f"cannot tell which To Do list {row.resource!r} of {row.name!r} is for")
+        tenant_id = spec.tenant(declared.tenant).tenant_id
+        expansions[row.name] = Expansion(row.name, tenant_id, "recorded", ("/".join(v for _, v in binding),), (binding,))
+    elif declared.fan_out is not None:
         matched = match_resource(row.resource)
         tenant_id = spec.tenant(declared.tenant).tenant_id
         if declared.fan_out.over_teams:

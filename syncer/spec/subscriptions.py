@@ -27,7 +27,6 @@ from syncer.spec.model import (
     DEFAULT_SYNC_INTERVAL,
     MAX_RENEW_BEFORE,
     PERSONAL_ACCOUNT_TYPES,
-    SPEC_VERSION,
     GraphConnection,
     Receiver,
     Subscription,
@@ -133,12 +132,21 @@ class SubscriptionsLoader:
                 self.mirrors.claim_tables(sub, path, nodes, item, tables)
             # Teams allows one subscription of an app per chat, channel or team path, whatever its change types.
             per_path = sub.resource_type.quota.per_instance == 1
+            # One scope per path: two declarations of it (an alerts filter differs in the query only, change types
+            # differ) would share its sync state, and one of them would never sync.
+            one_scope = sub.resource_type.key in ("alert", "callRecord", "printer", "printTaskDefinition")
             scope = (
                 sub.tenant,
                 resources.split_resource(sub.resource)[0].lower(),
-                () if per_path else tuple(sorted(sub.change_types)),
+                () if per_path or one_scope else tuple(sorted(sub.change_types)),
             )
-            if scope in scopes:
+            # Presence and conversations have a rule of their own, checked first (one error per declaration).
+            if self.one_per_user_or_group(sub, path, nodes, scopes):
+                pass
+            elif scope in scopes and one_scope:
+                r.error(nodes.get("resource"), f"{path}.resource", f"one declaration of {scope[1]} per tenant",
+                        f"the same path as {scopes[scope]}", "both would sync one scope (join alert filters with 'or')")
+            elif scope in scopes:
                 r.error(
                     nodes.get("resource"),
                     f"{path}.resource",
@@ -151,6 +159,30 @@ class SubscriptionsLoader:
             scopes.setdefault(scope, path)
             subs.append(sub)
         return tuple(subs)
+
+    def one_per_user_or_group(
+        self, sub: Subscription, path: str, nodes: dict[str, yaml.Node], seen: dict[tuple[str, str, tuple[str, ...]], str]
+    ) -> bool:
+        """Graph allows one presence subscription per app and signed-in user
+        (https://learn.microsoft.com/graph/changenotifications-for-presence) and one conversation subscription per
+        group (https://learn.microsoft.com/graph/change-notifications-overview): a second declaration is refused."""
+        name = sub.resource_type.name
+        if name not in ("presence", "conversation"):
+            return False
+        what = "presence" if name == "presence" else resources.split_resource(sub.resource)[0].lower()
+        key = (sub.tenant, what, ("one per user or group",))
+        if key in seen:
+            self.r.error(
+                nodes.get("resource"),
+                f"{path}.resource",
+                "one presence declaration per signed-in account (list every user in its $filter)"
+                if name == "presence"
+                else "one conversation subscription per group",
+                f"another besides {seen[key]}",
+            )
+            return True
+        seen.setdefault(key, path)
+        return False
 
     def subscription(
         self,
@@ -262,7 +294,7 @@ class SubscriptionsLoader:
             r.error(
                 node,
                 path,
-                "no placeholder but {user}, {team} or {channel} (expanded by for_each)",
+                "no placeholder but {user}, {team}, {channel} (expanded by for_each) or {list} (a user's To Do lists)",
                 f"{others[0]} in '{text}'",
             )
             return None
@@ -277,6 +309,10 @@ class SubscriptionsLoader:
             )
             return None
         rt, params = matched
+        if "{list}" in bare and rt.key != "todoTask":
+            r.error(node, path, "{list} only in users/{user}/todo/lists/{list}/tasks (each of a user's To Do lists)",
+                    f"'{text}'")
+            return None
         delegated = tenant is not None and tenant.delegated
         me = params.get("user", "").lower() == "me"
         if me and not delegated:
@@ -287,6 +323,8 @@ class SubscriptionsLoader:
                 f"'{text}'",
                 "me/... needs a tenant with auth: delegated",
             )
+        elif delegated and rt.app_only:
+            r.error(node, path, "a resource a signed-in user may subscribe to", f"'{text}' ({rt.name}: application permissions only)")
         elif delegated and rt.per_mailbox and "user" in params and not me:
             # https://learn.microsoft.com/graph/permissions-overview: delegated permissions reach what the
             # signed-in user can; syncer does not mirror shared or delegated mailboxes (yet).
@@ -304,13 +342,15 @@ class SubscriptionsLoader:
                 + ", ".join(sorted(PERSONAL_ACCOUNT_TYPES)),
                 f"'{text}' ({rt.name}: Graph grants no personal-account permission for it)",
             )
-        elif rt.delegated_only:
+        elif rt.delegated_only and not delegated:
             r.error(
                 node,
                 path,
-                "a resource Graph lets an app subscribe to with application permissions",
-                f"'{text}' ({rt.name}: delegated permissions only, not supported by spec version {SPEC_VERSION})",
+                "a tenant with auth: delegated (a signed-in user)",
+                f"'{text}' ({rt.name}: Graph grants no application permission to subscribe to it)",
             )
+        elif (problem := resources.presence_ids_problem(rt.name, text)) is not None:
+            r.error(node, path, problem[0], problem[1])
         elif _query and (rt.key == "list" or resources.matching_pattern(rt, text) in RESOLVED_PATTERNS):
             # List subscriptions take no $filter (https://github.com/microsoftgraph/microsoft-graph-docs/issues/18955),
             # and a resolved path is subscribed as its canonical form: a query would be dropped unseen.
@@ -462,7 +502,7 @@ class SubscriptionsLoader:
         return lifetime, renew if isinstance(renew, timedelta) else None
 
 
-_FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}")
+_FAN_OUT_PLACEHOLDERS = ("{user}", "{team}", "{channel}", "{list}")
 
 
 def _suggest(bare: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from syncer.errors import LeaseLost, NotFoundError
+from syncer.errors import LeaseLost
+from syncer.worker.byid import get_item
 from syncer.worker.lookups import known_owners
 from syncer.worker.scopes import Scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
@@ -93,24 +94,21 @@ def fetch_items(
 def _get_items(source: PageSource, scope: Scope, resources: Sequence[str]) -> list[Mapping[str, Any]]:
     items: list[Mapping[str, Any]] = []
     for resource in dict.fromkeys(resources):
-        resource = _normalise_resource(resource)
-        path = scope.strategy.item_path.format(resource=resource) if scope.strategy.item_path else resource
-        try:
-            body = source.get_json(path)
-        except NotFoundError:
-            item_id = resource.rstrip("/").rsplit("/", 1)[-1]
-            items.append({"id": item_id, "@removed": {"reason": "deleted"}})
-            continue
-        if isinstance(body, dict) and "id" in body:
-            items.append(body)
+        item = get_item(source, scope, _normalise_resource(resource, scope.key))
+        if item is not None:
+            items.append(item)
     return items
 
 
-def _normalise_resource(resource: str) -> str:
+def _normalise_resource(resource: str, collection: str) -> str:
     # Notifications spell the collection "Users/{id}" or "Users('{id}')"; Graph's paths are
     # case-blind but a strict server (or proxy) may not be, so collection names go lower-case.
     path, _, query = resource.strip().lstrip("/").partition("?")
     path = re.sub(r"\('([^']*)'\)", r"/\1", path)
+    if path.lower() == collection.lower() or path.lower().startswith(collection.lower() + "/"):
+        # Under the scope's own path (security/alerts/{id}, print/printers/{id}/jobs/{id}): spelled as the
+        # scope is, the ids as notified (an alert id's letter case is its own).
+        return collection + path[len(collection):] + (f"?{query}" if query else "")
     parts = path.split("/")
     parts = [p.lower() if i % 2 == 0 else p for i, p in enumerate(parts)]
     return "/".join(parts) + (f"?{query}" if query else "")

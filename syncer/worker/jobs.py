@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 
@@ -33,8 +33,9 @@ from syncer import reconcile
 from syncer.graph.delegated import signed_in
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
+from syncer.metrics import Metrics
 from syncer.reconcile import records
-from syncer.worker import fetch, scopes, scopestate, sync
+from syncer.worker import fetch, rich, scopes, scopestate, sync
 from syncer.worker.scopes import Scope, ScopeIndex
 from syncer.worker.scopestate import utcnow
 from syncer.worker.specwatch import SpecWatch
@@ -48,9 +49,12 @@ if TYPE_CHECKING:
 __all__ = ["DrainResult", "Retention", "Worker", "default_worker_id"]
 
 log = logging.getLogger("syncer.worker.jobs")
+T = TypeVar("T")
 
 FETCH_RETRY = timedelta(seconds=10)
 """How long notified items of a scope without delta wait in the inbox while another pass holds the scope."""
+RICH_RETRY = timedelta(seconds=1)
+"""How long rich notifications wait while a pass holds their scope (passes of a notified scope are short)."""
 
 
 def default_worker_id() -> str:
@@ -121,6 +125,7 @@ class Worker:
         # The jobs and passes report database failures here: a line per outage, not per attempt.
         self.database = OutageLog(log, "database")
         self.accounts = accounts  # delegated accounts: one that must sign in again is paused, not the others
+        self.metrics = Metrics()  # syncer_rows_written_total by source (payload, fetch, delta); see run_worker
         # Whether the database still follows our spec (syncer.applied); when not, we stop.
         self.spec_watch = SpecWatch(engine, spec.fingerprint if spec is not None else "")
         self.spec_watch.on_outdated(self._stopping.set)
@@ -180,7 +185,9 @@ class Worker:
         if items:
             subs = self._scope_keys({i.subscription_id for i in items})
             fetches: dict[tuple[str, str], list[InboxItem]] = {}
+            payloads: dict[tuple[str, str], list[rich.Change]] = {}  # rich notifications: rows from payloads
             parents: dict[str, set[str]] = {}  # tenant -> parent keys: many notifications, one mark each
+            exact: dict[str, set[str]] = {}  # tenant -> scope keys: a container's child (a To Do list) and itself
             marking: list[int] = []
             done: list[int] = []
             failed: list[tuple[int, str]] = []
@@ -200,11 +207,20 @@ class Worker:
                         if target is None:
                             log.warning("notification for unknown scope (subscription %s, resource %s): ignored",
                                         item.subscription_id, item.resource)
+                        elif rich.writable(target) and (change := rich.change_of(item)) is not None:
+                            payloads.setdefault((target.tenant_id, target.key), []).append(change)
+                            continue  # acknowledged once written
                         elif item.resource and scopes.fetched_by_id(target.strategy, item.resource):
                             fetches.setdefault((target.tenant_id, target.key), []).append(item)
                             continue  # acknowledged once fetched
                         else:
-                            parents.setdefault(target.tenant_id, set()).add(target.parent_key)
+                            child = _child_key(target, subs.get(item.subscription_id))
+                            if child is not None:
+                                # One subscription per list: that list's pass, and the container's (one
+                                # lists delta) in case the list is new to it.
+                                exact.setdefault(target.tenant_id, set()).update((child, target.key))
+                            else:
+                                parents.setdefault(target.tenant_id, set()).add(target.parent_key)
                             marking.append(item.id)
                             continue
                     done.append(item.id)
@@ -215,6 +231,10 @@ class Worker:
                 with self.engine.begin() as connection:
                     for tenant_id, keys in parents.items():
                         dirty += scopestate.mark_dirty(connection, tenant_id, sorted(keys), now=self.clock())
+                    for tenant_id, keys in exact.items():
+                        dirty += scopestate.mark_dirty(
+                            connection, tenant_id, sorted(keys), now=self.clock(), by_scope_key=True
+                        )
                 done += marking
             except Exception as error:
                 if not database_unreachable(error):
@@ -227,6 +247,13 @@ class Worker:
                     self.database.failed(error, f"{len(marking)} notifications wait for the next drain")
                     soon += marking
             waiting: dict[timedelta, list[int]] = {}  # retry in -> rows
+            for (tenant_id, key), changes in payloads.items():
+                written, wait = rich.write_notified(
+                    self.engine, self.index, self.sources, self.index.static[(tenant_id, key)], changes,
+                    exclusive=self._exclusive, worker=self.worker_id, clock=self.clock, metrics=self.metrics,
+                    outdated=self.spec_watch.report)
+                done += written
+                waiting.setdefault(RICH_RETRY, []).extend(wait)
             for (tenant_id, key), notified in fetches.items():
                 scope = self.index.static[(tenant_id, key)]
                 rows = [i.id for i in notified]
@@ -242,6 +269,7 @@ class Worker:
                     continue
                 if result.outcome == "ok":
                     fetched += result.items
+                    self.metrics.inc("syncer_rows_written_total", result.upserted + result.deleted, source="fetch")
                     done += rows
                     continue
                 if result.outcome == "outdated":
@@ -255,7 +283,9 @@ class Worker:
                 log.info("fetching %d notified items of %s: %s, trying again in %ss", len(notified), scope.key,
                          result.outcome, int(retry_in.total_seconds()))
                 waiting.setdefault(retry_in, []).extend(rows)
-            self.inbox.ack(done, worker=self.worker_id)
+            # A decrypted resource is personal data: it leaves the inbox with the acknowledgement.
+            self.inbox.ack(done, worker=self.worker_id,
+                           forget={i.id: i.payload for i in items if "decryptedContent" in i.payload})
             for retry_in, rows in waiting.items():
                 self.inbox.release(rows, worker=self.worker_id, retry_in=retry_in)
             for row_id, reason in failed:
@@ -267,20 +297,25 @@ class Worker:
         return DrainResult(len(items), dirty, fetched, lifecycle)
 
     def _fetch(self, scope: Scope, resources: list[str]) -> sync.PassResult:
-        """:func:`syncer.worker.fetch.fetch_items`, or ``busy`` while a pass of *scope* runs in this process.
+        """:func:`syncer.worker.fetch.fetch_items`, or ``busy`` while a pass of *scope* runs in this process."""
+        done = self._exclusive(scope, lambda: fetch.fetch_items(
+            self.engine, self.sources[scope.tenant_id], scope, resources, worker=self.worker_id, clock=self.clock))
+        return done if done is not None else sync.PassResult(scope.key, "busy")
 
-        Such a pass holds the lease under this worker's own id, which the fetch would take as its
-        own and release under it; so would a pass that :meth:`start_due` started during the fetch.
+    def _exclusive(self, scope: Scope, call: Callable[[], T]) -> T | None:
+        """*call* (a write under *scope*'s lease), or None while a pass of *scope* runs in this process.
+
+        Such a pass holds the lease under this worker's own id, which the call would take as its
+        own and release under it; so would a pass that :meth:`start_due` started during the call.
         """
         key = (scope.tenant_id, scope.key)
         with self._lock:
             running = self._running.get(key)
             if running is not None and not running.done():
-                return sync.PassResult(scope.key, "busy")
+                return None
             self._fetching.add(key)
         try:
-            return fetch.fetch_items(self.engine, self.sources[scope.tenant_id], scope, resources,
-                                    worker=self.worker_id, clock=self.clock)
+            return call()
         finally:
             with self._lock:
                 self._fetching.discard(key)
@@ -306,14 +341,24 @@ class Worker:
             found = self.index.under(item.tenant_id, scope_key)
             if found is not None:
                 return found
+            # A subscription on one folder of a container (a To Do list): the container's.
+            found = self.index.owning(item.tenant_id, scope_key)
+            if found is not None:
+                return found
         # No row for the subscription (adopted elsewhere, or removed): the resource path says where.
         return self.index.owning(item.tenant_id, item.resource or "")
 
     def _lifecycle(self, item: InboxItem, parent: str | None) -> None:
         if item.event in ("missed", "subscriptionRemoved") and parent is not None:
             # Changes may have been lost: the scope is enumerated again and swept.
+            target = self._scope_of(item, parent)
+            child = _child_key(target, parent) if target is not None else None
             with self.engine.begin() as connection:
-                scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
+                if target is not None and child is not None:  # one To Do list's subscription: that list
+                    scopestate.mark_dirty(connection, item.tenant_id, [child, target.key], now=self.clock(),
+                                          resync=True, by_scope_key=True)
+                else:
+                    scopestate.mark_dirty(connection, item.tenant_id, [parent], now=self.clock(), resync=True)
         if item.event in ("subscriptionRemoved", "reauthorizationRequired") and self.spec is not None:
             reconcile.repair(self.spec, event=item.event, subscription_id=item.subscription_id,
                              engine=self.engine, graphs=self._graphs())
@@ -366,6 +411,7 @@ class Worker:
         log.info("pass %s: %s (%d items, %d pages)", scope.key, result.outcome, result.items, result.pages)
         if result.outcome == "error" and self.accounts is not None:
             self.accounts.observe()  # a refused sign-in pauses its account's other scopes
+        self.metrics.inc("syncer_rows_written_total", result.upserted + result.deleted, source="delta")
         with self._lock:
             self.results.append(result)
         if result.outcome == "outdated":
@@ -538,3 +584,11 @@ class Worker:
         finalizers, self._finalizers = self._finalizers, []
         for finalize in reversed(finalizers):
             finalize()
+
+
+def _child_key(target: Scope, scope_key: str | None) -> str | None:
+    """The child scope a subscription's *scope_key* is, when *target* is a container and Graph subscribes per
+    child (To Do: one subscription per list, https://learn.microsoft.com/en-us/graph/api/resources/todotask)."""
+    if not target.container or scope_key is None:
+        return None
+    return scope_key if scopes.folder_of(scope_key, target) is not None else None

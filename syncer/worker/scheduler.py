@@ -41,6 +41,7 @@ from syncer.errors import (
 )
 from syncer.graph.delegated import signed_in
 from syncer.log import database_unreachable
+from syncer.metrics import Metrics
 from syncer.worker import containers, scopes, scopestate, sync
 from syncer.worker.accounts import Accounts
 from syncer.worker.jobs import Retention, Worker, default_worker_id
@@ -231,6 +232,18 @@ def guarded(worker: Worker, job: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
+def reconcile_interval(default: float, spec: Spec | None) -> float:
+    """Seconds between reconciles: *default*, or less when a declaration's ``renew_before`` is short.
+
+    A subscription is renewed by the first reconcile inside its ``renew_before`` window. Three runs fall in
+    that window, so a run that failed (Graph throttling, an outage of minutes) still leaves two before the
+    subscription expires: presence lives 60 minutes at most, renewed 15 minutes before expiry, so the
+    worker reconciles every 5 minutes (https://learn.microsoft.com/graph/changenotifications-for-presence).
+    """
+    windows = [s.renew_before.total_seconds() for s in (spec.subscriptions if spec is not None else ())]
+    return min([default, *(w / 3 for w in windows if w > 0)])
+
+
 def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule | None = None) -> None:
     """Add the worker's jobs to *scheduler* with fixed ids (replacing any of the same id)."""
     schedule = schedule or Schedule()
@@ -239,7 +252,8 @@ def schedule_jobs(scheduler: BaseScheduler, worker: Worker, schedule: Schedule |
                       name="drain the inbox", **common)
     scheduler.add_job(guarded(worker, worker.safety_net), "interval", seconds=schedule.safety_net, id=SAFETY_NET_JOB,
                       name="safety-net delta", next_run_time=datetime.now(UTC), **common)
-    scheduler.add_job(guarded(worker, worker.reconcile), "interval", seconds=schedule.reconcile, id=RECONCILE_JOB,
+    scheduler.add_job(guarded(worker, worker.reconcile), "interval",
+                      seconds=reconcile_interval(schedule.reconcile, worker.spec), id=RECONCILE_JOB,
                       name="reconcile subscriptions", **common)
     # First a minute after start, not an hour: a worker redeployed more often than hourly still purges.
     scheduler.add_job(guarded(worker, worker.housekeeping), "interval", seconds=schedule.housekeeping,
@@ -272,8 +286,11 @@ class RunningWorker:
 
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
                blocking: bool = True, max_passes: int = 4, startup_wait: float = STARTUP_WAIT,
-               retention: Retention | None = None) -> RunningWorker:
+               retention: Retention | None = None, metrics: Metrics | None = None) -> RunningWorker:
     """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``).
+
+    *metrics* (the receiver's, in ``syncer run``) take the worker's counters; by default they are shared
+    through ``SYNCER_METRICS_DIR``, where the receiver's ``/metrics`` sums every process's snapshot.
 
     An unreachable database or Graph at start is waited for, up to *startup_wait* seconds (see
     :func:`when_ready`).
@@ -299,6 +316,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
             wait=startup_wait,
         )
         worker.retention = retention or worker.retention
+        worker.metrics = metrics or Metrics(directory=os.environ.get("SYNCER_METRICS_DIR") or None)
         worker.register_scopes()
         if resumed := worker.resume():
             log.info("worker %s resumed %d inbox rows its previous process had claimed", worker_id, resumed)

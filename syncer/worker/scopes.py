@@ -81,6 +81,14 @@ class Strategy:
     deleted_property: str | None = None
     """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
     is written, then removed with reason ``deleted`` at that time."""
+    ids_action: str | None = None
+    """No list in Graph: a full pass POSTs the declared ids to this action (:mod:`syncer.worker.idaction`)."""
+    list_query: bool = False
+    """FETCH: the list keeps the declaration's query (an alerts ``$filter``): the mirror holds what it selects."""
+    item_pages: str | None = None
+    """FETCH: a GET by id returns this property paged (``sessions@odata.nextLink``): every page is followed."""
+    refetch_listed: bool = False
+    """FETCH: the list lacks what a GET by id expands (a call record's sessions): a list pass GETs each listed item."""
 
 
 STRATEGIES: dict[str, Strategy] = {
@@ -139,6 +147,21 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("list", DELTA, "sites/{site}/lists/{list}/items/delta?$expand=fields", select=False, deleted_facet=True),
         # Owners are listed (no owners@delta in groups delta); a notification names the group: list again.
         Strategy("group.owners", FETCH, "groups/{group}/owners"),
+        # https://learn.microsoft.com/graph/api/cloudcommunications-getpresencesbyuserid: no list, no delta.
+        Strategy("presence", FETCH, "{resource}", item_path="{resource}",
+                 ids_action="communications/getPresencesByUserId"),
+        Strategy("alert", FETCH, "{resource}", item_path="{resource}", list_query=True),
+        # https://learn.microsoft.com/en-us/graph/api/callrecords-callrecord-get: sessions (and their segments) come
+        # only with $expand, paged; the list (https://learn.microsoft.com/en-us/graph/api/callrecords-cloudcommunications-list-callrecords)
+        # has no $expand, so a list pass GETs each record it lists.
+        Strategy(
+            "callRecord",
+            FETCH,
+            "{resource}",
+            item_path="{resource}?$expand=sessions($expand=segments)",
+            item_pages="sessions",
+            refetch_listed=True,
+        ),
     )
 }
 
@@ -182,6 +205,8 @@ class Scope:
     mailbox: str | None = None
     interval: timedelta = timedelta(minutes=15)
     """Safety-net period: a pass runs at least this often, notifications or not."""
+    rich: bool = False
+    """Its subscription includes resource data: notified rows are written from payloads (:mod:`syncer.worker.rich`)."""
     owners: tuple[tuple[str, str], ...] = ()
     """Placeholder values of the scope's path (``site``, ``list``, ``group``, ``drive``) its path-owner columns take."""
 
@@ -266,7 +291,8 @@ def expand_subscription(
     for binding in values:
         p = {**params, **binding}
         expanded_path = fill(path, binding) if binding else path
-        parent = parent_key(expanded_path)
+        # A placeholder left open ({list}) is filled by a container scope: the parent key stops before it.
+        parent = parent_key(expanded_path).split("/{", 1)[0]
         scopes += _scopes_for(subscription, tenant_id, strategy, parent, p, now=now)
     return scopes
 
@@ -283,6 +309,7 @@ def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent
         "delete": subscription.mirror.delete,
         "mailbox": mailbox,
         "interval": subscription.sync_interval,
+        "rich": subscription.include_resource_data,
     }
 
 
@@ -301,7 +328,10 @@ def _scopes_for(
     base = _base(subscription, tenant_id, strategy, parent, mailbox, params)
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
-        return [Scope(key=parent, initial_url=parent, **base)]
+        _path, declared_query = resources.split_resource(subscription.resource)
+        # An ids action reads the ids the declaration names, in its $filter; an alerts list keeps its $filter.
+        listed = declared_query if (strategy.ids_action or strategy.list_query) else ""
+        return [Scope(key=parent, initial_url=f"{parent}?{listed}" if listed else parent, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
     if strategy.containers and strategy.container_placeholder and strategy.container_placeholder not in params:
@@ -353,6 +383,7 @@ def child_scope(container: Scope, folder_id: str) -> Scope:
         "delete": container.delete,
         "mailbox": container.mailbox,
         "interval": container.interval,
+        "rich": container.rich,
         "owners": container.owners,
     }
     return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))

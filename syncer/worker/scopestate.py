@@ -201,7 +201,10 @@ def ensure_scope_rows(connection: Connection, scopes: Sequence[Scope], *, dirty:
     connection.execute(insert.on_conflict_do_nothing(index_elements=[s.c.tenant_id, s.c.scope_key]), rows)
 
 
-def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str], *, now: datetime, resync: bool = False) -> int:
+def mark_dirty(
+    connection: Connection, tenant_id: str, parent_keys: Sequence[str], *, now: datetime, resync: bool = False,
+    by_scope_key: bool = False,
+) -> int:
     """Mark every scope under *parent_keys* dirty (and due for a full round when *resync*); how many
     rows changed.
 
@@ -209,13 +212,15 @@ def mark_dirty(connection: Connection, tenant_id: str, parent_keys: Sequence[str
     the pass that will start reads Graph after this notification's change, so the mark it has covers
     this one too. Rewriting it would cost a row version per notification in a burst. A leased scope
     gets ``dirty_since = now``: its running pass may have read past the change already, and a mark
-    newer than the pass's start keeps the scope dirty for another pass when it ends.
+    newer than the pass's start keeps the scope dirty for another pass when it ends. *by_scope_key*: the
+    keys name scopes themselves (one To Do list of a container), not what they are under.
     """
     if not parent_keys:
         return 0
     s = schema.sync_state
     values: dict[str, Any] = {"dirty_since": now, "updated_at": now}
-    where = [s.c.tenant_id == tenant_id, schema.one_of(s.c.parent_key, parent_keys, dialect=connection.dialect.name)]
+    column = s.c.scope_key if by_scope_key else s.c.parent_key
+    where = [s.c.tenant_id == tenant_id, schema.one_of(column, parent_keys, dialect=connection.dialect.name)]
     if resync:
         values["resync_requested"] = True
     else:

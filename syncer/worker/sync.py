@@ -63,6 +63,8 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
+from syncer.worker import idaction
+from syncer.worker.byid import OneItem, WholeItems, names_one_item
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.lookups import resolve_owners
 from syncer.worker.prefetch import Prefetcher
@@ -227,6 +229,10 @@ def sync_scope(
     (``Prefer: odata.maxpagesize``; Graph may ignore it).
     """
     step = fault or _no_fault
+    if scope.strategy.refetch_listed:
+        source = WholeItems(source, scope, engine)
+    elif names_one_item(scope):
+        source = OneItem(source, scope)
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
@@ -322,6 +328,7 @@ def _run_pages(
     owners: Mapping[str, str | None] | None = None,
 ) -> str:
     scope = store.scope
+    source = idaction.pages_for(scope, source)
     writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope, owners=owners)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from syncer.emulator.families import (
     callrecords,
+    conversations,
     directory,
     drive,
     mailbox,
+    presence,
     printing,
     security,
     sharepoint,
@@ -24,7 +26,8 @@ from syncer.emulator.subscription_model import SubscribableResource
 
 #: Every family, in the order their blueprints register and their seeders run.
 FAMILIES: tuple[Family, ...] = (directory.FAMILY, mailbox.OUTLOOK, mailbox.TODO, drive.FAMILY, sharepoint.FAMILY,
-                                  security.FAMILY, callrecords.FAMILY, printing.FAMILY, teams.FAMILY)
+                                  security.FAMILY, callrecords.FAMILY, printing.FAMILY, teams.FAMILY,
+                                  presence.FAMILY, conversations.FAMILY)
 
 RESOURCE_TYPES: dict[str, ResourceType] = {r.name: r for f in FAMILIES for r in f.resource_types}
 #: Subscription path shapes, matched in order.
