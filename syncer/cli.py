@@ -397,8 +397,8 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     writing rows and the new deltaLink together. It runs now, even for a scope postponed after
     failures or throttling; a scope a running worker is syncing is left to it (busy). Ctrl-C or
     SIGTERM stops at the next commit and gives the scope back (the next pass resumes there).
-    Exit status 0 when every scope was synced, 1 when any was not (failed, throttled, busy),
-    130/143 when interrupted by SIGINT/SIGTERM.
+    Exit status 0 when every scope was synced, 1 when any was not (failed, throttled, busy), 4 when a
+    delegated account must sign in again (the others are synced), 130/143 when interrupted by SIGINT/SIGTERM.
     """
     import threading
 
@@ -415,8 +415,9 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
 
     spec = load_spec(spec_path).resolve_emulator()
     stop = threading.Event()
+    signed_out: list[SignInRequired] = []
     with stop_on_signals(stop) as caught:
-        results = sync_once(spec, names, full=full, progress=report if show else None, stop=stop)
+        results = sync_once(spec, names, full=full, progress=report if show else None, stop=stop, signed_out=signed_out)
     if show and tty:
         click.echo("", err=True)
     missed = []
@@ -439,7 +440,9 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     if missed:
         click.echo(f"{len(missed)} of {len(results)} scopes not synced: {', '.join(missed[:10])}"
                    f"{' ...' if len(missed) > 10 else ''}", err=True)
-    sys.exit(1 if missed else 0)
+    for error in signed_out:
+        click.echo(f"Error: {error}", err=True)
+    sys.exit(EXIT_SIGN_IN_REQUIRED if signed_out else 1 if missed else 0)
 
 
 @main.command()

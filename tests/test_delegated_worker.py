@@ -199,6 +199,10 @@ def test_an_account_never_signed_in_waits_while_the_rest_runs(
         status = cli("status", "--spec", str(path), "--no-rows", "--output", "json")
         assert status.exit_code == EXIT_SIGN_IN_REQUIRED and "syncer login pat" in status.stderr, status.output
         assert [s["account"] for s in json.loads(status.stdout)["sign_ins"] if s["required_since"]] == [PAT]
+        # `syncer sync` syncs what it can and names the account (exit 4).
+        synced = cli("sync", "--spec", str(path))
+        assert synced.exit_code == EXIT_SIGN_IN_REQUIRED and "syncer login pat" in synced.output, synced.output
+        assert "\nusers: " in "\n" + synced.output, synced.output
 
         assert (r := cli("login", "pat", "--spec", str(path))).exit_code == 0, r.output
         assert until(lambda: rows(spec, "pat_mail") >= 3), "pat's mail was not mirrored after login"

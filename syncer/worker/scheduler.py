@@ -37,6 +37,7 @@ from syncer.errors import (
     GraphError,
     LockTimeout,
     RetryBudgetExhausted,
+    SignInRequired,
     SyncerError,
 )
 from syncer.graph.delegated import signed_in
@@ -391,8 +392,12 @@ def sync_once(
     worker_id: str | None = None,
     page_size: int | None = sync.DEFAULT_PAGE_SIZE,
     stop: threading.Event | None = None,
+    signed_out: list[SignInRequired] | None = None,
 ) -> list[sync.PassResult]:
     """What ``syncer sync`` does: one pass of every scope of the named declarations (all when empty).
+
+    A delegated account that must sign in again raises :class:`~syncer.errors.SignInRequired`; given a
+    *signed_out* list, its error goes there instead and the other tenants and accounts are synced.
 
     The very function the worker's passes call (:func:`syncer.worker.sync.sync_scope`), run in the
     foreground; container scopes run first so that the folders they find are synced in the same call.
@@ -431,9 +436,16 @@ def sync_once(
         return result
 
     try:
-        spec = signed_in(spec, sources)
+        if signed_out is None:
+            spec = signed_in(spec, sources)
+        else:
+            accounts = Accounts(engine, spec, sources, clock=scopestate.utcnow)
+            spec = accounts.resolve(spec)  # the declarations of an account never signed in are left out
+            signed_out += [p.error for p in accounts.paused.values()]
+            spec = accounts.active(spec)
         by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
-        found = scopes.declared_scopes(spec, clients=by_name, names=names or None)
+        wanted = [n for n in names if n in {sub.name for sub in spec.subscriptions}] if names else None
+        found = scopes.declared_scopes(spec, clients=by_name, names=wanted) if wanted != [] else []
         results: list[sync.PassResult] = []
         with engine.begin() as connection:
             scopestate.ensure_scope_rows(connection, found)
