@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from emulator_fixtures import EmulatorClient
 from test_delegated_e2e import mirror_matches
 
-from syncer import database, schema
+from syncer import database, schema, ui
 from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
 from syncer.emulator import EmulatorConfig
 from syncer.run import Runner
@@ -199,6 +199,12 @@ def test_an_account_never_signed_in_waits_while_the_rest_runs(
         status = cli("status", "--spec", str(path), "--no-rows", "--output", "json")
         assert status.exit_code == EXIT_SIGN_IN_REQUIRED and "syncer login pat" in status.stderr, status.output
         assert [s["account"] for s in json.loads(status.stdout)["sign_ins"] if s["required_since"]] == [PAT]
+        ui_engine = database.create_engine(spec.database_url)
+        try:
+            page = ui.create_app(ui_engine, spec).test_client().get("/").text
+        finally:
+            ui_engine.dispose()
+        assert f"sign-in required: {PAT}, run `syncer login pat`</strong>: its scopes are paused" in page
         # `syncer sync` syncs what it can and names the account (exit 4).
         synced = cli("sync", "--spec", str(path))
         assert synced.exit_code == EXIT_SIGN_IN_REQUIRED and "syncer login pat" in synced.output, synced.output
