@@ -55,6 +55,9 @@ FETCH_RETRY = timedelta(seconds=10)
 """How long notified items of a scope without delta wait in the inbox while another pass holds the scope."""
 RICH_RETRY = timedelta(seconds=1)
 """How long rich notifications wait while a pass holds their scope (passes of a notified scope are short)."""
+OWN_PASS_RETRY = timedelta(seconds=1)
+"""... and while a pass of this worker holds it: a channel's delta pass runs while its notified replies wait (the
+bench of 100 Teams changes converged in 11 s instead of 1 s when they waited FETCH_RETRY)."""
 
 
 def default_worker_id() -> str:
@@ -117,6 +120,11 @@ class Worker:
         self.refresh_every = timedelta(hours=1)
         self.page_size: int | None = sync.DEFAULT_PAGE_SIZE
         self.reanchor_every = timedelta(days=1)
+        self.relist_every = timedelta(hours=6)
+        """How often a scope whose items carry others (a channel's roots, ``$expand=replies``) is read again from its
+        first page, without a sweep: a reply whose notification was lost, under a root that did not change (channel
+        delta sends roots only), comes back. Counted from the last full round or relist (in this worker's memory)."""
+        self._relisted: dict[tuple[str, str], datetime] = {}
         self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
         self._drain_failed = False
@@ -300,7 +308,7 @@ class Worker:
         """:func:`syncer.worker.fetch.fetch_items`, or ``busy`` while a pass of *scope* runs in this process."""
         done = self._exclusive(scope, lambda: fetch.fetch_items(
             self.engine, self.sources[scope.tenant_id], scope, resources, worker=self.worker_id, clock=self.clock))
-        return done if done is not None else sync.PassResult(scope.key, "busy")
+        return done if done is not None else sync.PassResult(scope.key, "busy", not_before=self.clock() + OWN_PASS_RETRY)
 
     def _exclusive(self, scope: Scope, call: Callable[[], T]) -> T | None:
         """*call* (a write under *scope*'s lease), or None while a pass of *scope* runs in this process.
@@ -509,12 +517,31 @@ class Worker:
             if scope is not None and (last is None or last + scope.interval <= now):
                 stale.append((tenant_id, key))
         resync = self._window_scopes_to_reanchor(now)
+        relist = self._carrier_scopes_to_relist(now)
         # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
         # fails at once instead of waiting when another writer got in between).
         with self.engine.begin() as connection:
             marked = scopestate.mark_stale(connection, stale, now=now)
             scopestate.request_resync(connection, resync, now=now)
-        return marked + len(resync)
+            for sc in relist:
+                scopestate.relist(connection, sc.tenant_id, sc.key, sc.initial_url, now=now)
+        self._relisted.update({(sc.tenant_id, sc.key): now for sc in relist})
+        return marked + len(resync) + len(relist)
+
+    def _carrier_scopes_to_relist(self, now: datetime) -> list[Scope]:
+        """Scopes whose items carry others (:attr:`relist_every`) last read from their first page too long ago."""
+        carriers = [sc for sc in self.index.static.values() if sc.strategy.inline]
+        if not carriers:
+            return []
+        last_full = scopestate.last_full_rounds(self.engine)
+        due = []
+        for sc in carriers:
+            key = (sc.tenant_id, sc.key)
+            # Never read from the start by this worker: counted from its first sight of the scope.
+            last = max(filter(None, (last_full.get(key), self._relisted.setdefault(key, now))))
+            if last + self.relist_every <= now:
+                due.append(sc)
+        return due
 
     def _window_scopes_to_reanchor(self, now: datetime) -> list[tuple[str, str]]:
         """calendarView scopes whose window was last set more than :attr:`reanchor_every` ago.
