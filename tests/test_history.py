@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
 from syncer import history, mirror
+from syncer.graph.times import parse_datetime
 from syncer.errors import SpecErrors
 from syncer.spec import load_spec
 from syncer.worker import sync
@@ -333,3 +335,58 @@ def test_a_crash_after_the_mirror_write_leaves_history_and_mirror_equal(env: Syn
     current = sql(env, "SELECT count(*) FROM users u JOIN users_history h ON h.id = u.id AND h._valid_to IS NULL "
                        "AND h.display_name = u.display_name")
     assert current == [(1,)]
+
+
+CHANNEL_SPEC = """
+  - name: channel-messages
+    resource: 'teams/{{team}}/channels/{{channel}}/messages'
+    for_each: {{teams: [{team}]}}
+    history: true
+    mirror:
+      table: channel_messages
+      columns: [{{field: body.content, column: body_text}}]
+"""
+
+
+def test_a_messages_edit_history(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any) -> None:
+    from test_teams_sync import _say, _team
+
+    from syncer.reconcile import graphs_for
+    from syncer.worker.scheduler import sync_once
+
+    ada, alan = graph.create_user("ada")["id"], graph.create_user("alan")["id"]
+    team = _team(graph, ada, alan)
+    general = next(c["id"] for c in graph.get(f"teams/{team}/channels").json()["value"] if c["displayName"] == "General")
+    for env in make_env(tmp_path, emulator_info, database_url, graph, CHANNEL_SPEC.format(team=team)):
+        graphs = graphs_for(env.spec)
+
+        def sync_all() -> None:
+            results = sync_once(env.spec, ["channel-messages"], clients=graphs, engine=env.engine)
+            assert results and all(r.outcome == "ok" for r in results), results
+
+        said = _say(graph, team, general, ada, "<p>budget is 10k</p>")
+        sync_all()
+        edits = []
+        for text in ("<p>budget is 12k</p>", "<p>budget is 12k (approved)</p>"):
+            graph.admin("POST", "clock", json={"advance": 60})
+            graph._token = None
+            r = graph.admin("PATCH", f"teams/{team}/channels/{quote(general, safe='')}/messages/{said['id']}",
+                            json={"body": {"contentType": "html", "content": text}})
+            assert r.status_code == 200, r.text
+            edits.append(r.json().get("lastModifiedDateTime"))
+            sync_all()
+        sync_all()  # nothing new: no version
+        # The recipe of docs/history.md: a message's edit history, oldest first.
+        recipe = ("SELECT _valid_from, _change, body_text FROM channel_messages_history "
+                  "WHERE id = :id ORDER BY _valid_from, _version")
+        found = sql(env, recipe, id=said["id"])
+        assert [(c, b) for _t, c, b in found] == [
+            ("created", "<p>budget is 10k</p>"),
+            ("updated", "<p>budget is 12k</p>"),
+            ("updated", "<p>budget is 12k (approved)</p>"),
+        ]
+        times = [t if isinstance(t, datetime) else datetime.fromisoformat(t).replace(tzinfo=UTC) for t, _c, _b in found]
+        # Each edit's version starts at Graph's lastModifiedDateTime of that edit (its clock moved a minute each time).
+        assert times[1:] == [parse_datetime(e) for e in edits] and times[2] - times[1] >= timedelta(seconds=60)
+        for graph_client in graphs.values():
+            graph_client.close()
