@@ -5,7 +5,10 @@
     _version                 surrogate key, in the order versions were written
     tenant_id, id            the mirror row's key
     _valid_from, _valid_to   half-open interval in UTC; _valid_to NULL for the current version
-    <declared columns>       as in the mirror, then the owner columns, then _raw (the item then)
+    <declared columns>       as in the mirror, then the owner columns
+    _raw                     the item as Graph last sent it while the version was current; NULL on the
+                             current version of a row still in the mirror, whose own _raw it is (not
+                             written twice: the initial mirror's speed; ``<table>_asof`` fills it in)
     _scope                   the scope whose write made the version
     _change                  created, updated, deleted, swept (a full pass did not see it)
     _run_id                  the pass that wrote it (``syncer_sync_runs``); NULL for a write outside a pass
@@ -59,7 +62,7 @@ def build_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
         sa.Column("_valid_to", schema.UtcDateTime, nullable=True),
         *[sa.Column(c.name, mirror.SQL_TYPES[c.type], nullable=True) for c in m.columns],
         *[sa.Column(o, OWNER_TYPE, nullable=True) for o in m.owners],
-        sa.Column("_raw", sa.JSON, nullable=False),
+        sa.Column("_raw", sa.JSON, nullable=True),
         sa.Column("_scope", sa.String(500), nullable=False),
         sa.Column("_change", sa.String(16), nullable=False),
         sa.Column("_run_id", sa.BigInteger, nullable=True),
@@ -138,6 +141,9 @@ def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
     ddl = history_triggers.postgres_ddl if postgres else history_triggers.sqlite_ddl
     for statement in ddl(m, members=members):
         connection.exec_driver_sql(statement)
+    if postgres:
+        columns = [c["name"] for c in sa.inspect(connection).get_columns(f"{m.table}_history")]
+        connection.exec_driver_sql(history_triggers.asof_function(m, columns))
     return changes
 
 

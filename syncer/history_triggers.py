@@ -78,7 +78,7 @@ def seed_sql(mirror: Mirror, *, postgres: bool) -> str:
         "_change, _run_id, _graph_time, _learned_at) "
         f"SELECT m.tenant_id, m.id, CASE WHEN m._deleted_at IS NULL THEN coalesce({g}, m._synced_at) ELSE m._deleted_at END, "
         + "".join(f"m.{_q(c)}, " for c in cols)
-        + f"m._raw, m._scope, CASE WHEN m._deleted_at IS NULL THEN 'created' ELSE {_change_kind('m')} END, "
+        + f"NULL, m._scope, CASE WHEN m._deleted_at IS NULL THEN 'created' ELSE {_change_kind('m')} END, "
         f"m._sync_run_id, {g}, m._synced_at FROM {t} m WHERE NOT EXISTS (SELECT 1 FROM {h} h "
         "WHERE h.tenant_id = m.tenant_id AND h.id = m.id AND h._valid_to IS NULL)"
     )
@@ -104,14 +104,15 @@ def _pg_versions(mirror: Mirror, changed: str) -> str:
     return (
         f"WITH changed AS ({changed}), "
         # The next version never starts before the one it closes (Graph's time may lag a removal's).
-        f"cur AS (SELECT h._version, c.tenant_id, c.id, greatest(c._t, h._valid_from) AS _vf FROM changed c "
+        f"cur AS (SELECT h._version, c.tenant_id, c.id, greatest(c._t, h._valid_from) AS _vf, c._ro FROM changed c "
         f"JOIN {h} h ON h.tenant_id = c.tenant_id AND h.id = c.id AND h._valid_to IS NULL), "
-        f"closed AS (UPDATE {h} h SET _valid_to = cur._vf FROM cur WHERE h._version = cur._version) "
+        f"closed AS (UPDATE {h} h SET _valid_to = cur._vf, _raw = coalesce(h._raw, cur._ro) FROM cur "
+        "WHERE h._version = cur._version) "
         f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{_q(c)}, ' for c in cols)}_raw, _scope, _change, "
         "_run_id, _graph_time, _learned_at) "
         "SELECT c.tenant_id, c.id, coalesce(cur._vf, c._t), "
         + "".join(f"c.{_q(c)}, " for c in cols)
-        + "c._raw, c._scope, c._c, c._r, c._g, c._l FROM changed c "
+        + "c._rn, c._scope, c._c, c._r, c._g, c._l FROM changed c "
         "LEFT JOIN cur ON cur.tenant_id = c.tenant_id AND cur.id = c.id"
     )
 
@@ -125,30 +126,38 @@ def postgres_ddl(mirror: Mirror, *, members: bool) -> list[str]:
     inserted = (
         f"SELECT n.*, {g} AS _g, CASE WHEN n._deleted_at IS NULL THEN {live_t} ELSE n._deleted_at END AS _t, "
         f"CASE WHEN n._deleted_at IS NULL THEN 'created' ELSE {_change_kind('n')} END AS _c, "
-        "n._synced_at AS _l, n._sync_run_id AS _r FROM syncer_new n"
+        "n._synced_at AS _l, n._sync_run_id AS _r, NULL::json AS _rn, NULL::json AS _ro FROM syncer_new n"
     )
     updated = (
         f"SELECT n.*, {g} AS _g, CASE WHEN n._deleted_at IS NULL THEN {live_t} ELSE n._deleted_at END AS _t, "
         f"CASE WHEN n._deleted_at IS NOT NULL THEN {_change_kind('n')} WHEN o._deleted_at IS NOT NULL THEN 'created' "
-        "ELSE 'updated' END AS _c, n._synced_at AS _l, n._sync_run_id AS _r "
+        "ELSE 'updated' END AS _c, n._synced_at AS _l, n._sync_run_id AS _r, NULL::json AS _rn, o._raw AS _ro "
         "FROM syncer_new n JOIN syncer_old o ON o.tenant_id = n.tenant_id AND o.id = n.id "
         f"WHERE (n._deleted_at IS NULL) <> (o._deleted_at IS NULL) OR (n._deleted_at IS NULL AND ({changed}))"
     )
     deleted = (
-        "SELECT o.*, NULL::timestamptz AS _g, now() AS _t, 'deleted' AS _c, now() AS _l, NULL::bigint AS _r "
+        "SELECT o.*, NULL::timestamptz AS _g, now() AS _t, 'deleted' AS _c, now() AS _l, NULL::bigint AS _r, "
+        "o._raw AS _rn, o._raw AS _ro "
         "FROM syncer_old o WHERE o._deleted_at IS NULL"
     )
-    cols = _copied(mirror)
     fill = (
-        f"UPDATE {_q(h)} h SET {''.join(f'{_q(c)} = n.{_q(c)}, ' for c in cols)}_raw = n._raw "
+        f"UPDATE {_q(h)} h SET {', '.join(f'{_q(c.name)} = n.{_q(c.name)}' for c in mirror.columns)} "
         "FROM syncer_new n JOIN syncer_old o ON o.tenant_id = n.tenant_id AND o.id = n.id "
         "WHERE h.tenant_id = n.tenant_id AND h.id = n.id AND h._valid_to IS NULL AND n._deleted_at IS NULL "
         f"AND o._deleted_at IS NULL AND NOT ({changed}) AND ({news})"
     )
+    # A removed row leaving the mirror takes its _raw with it: its current version keeps it from now on.
+    keep_raw = (
+        f"UPDATE {_q(h)} h SET _raw = o._raw FROM syncer_old o WHERE h.tenant_id = o.tenant_id AND h.id = o.id "
+        "AND h._valid_to IS NULL AND h._raw IS NULL AND o._deleted_at IS NOT NULL"
+    )
     bodies = {
         "ins": (_pg_versions(mirror, inserted), "INSERT", "NEW TABLE AS syncer_new"),
-        "upd": (f"{_pg_versions(mirror, updated)}; {fill}", "UPDATE", "OLD TABLE AS syncer_old NEW TABLE AS syncer_new"),
-        "del": (_pg_versions(mirror, deleted), "DELETE", "OLD TABLE AS syncer_old"),
+        "upd": (
+            f"{_pg_versions(mirror, updated)}" + (f"; {fill}" if mirror.columns else ""),
+            "UPDATE", "OLD TABLE AS syncer_old NEW TABLE AS syncer_new",
+        ),
+        "del": (f"{_pg_versions(mirror, deleted)}; {keep_raw}", "DELETE", "OLD TABLE AS syncer_old"),
     }
     statements = []
     for kind, (body, event, referencing) in bodies.items():
@@ -164,11 +173,6 @@ def postgres_ddl(mirror: Mirror, *, members: bool) -> list[str]:
         }
         for kind, (body, event, referencing) in bodies_m.items():
             statements += _pg_trigger(m, kind, body, event, referencing)
-    statements.append(
-        f"CREATE OR REPLACE FUNCTION {_q(f'{t}_asof')}(ts timestamptz) RETURNS SETOF {_q(h)} LANGUAGE sql STABLE AS "
-        f"$$ SELECT * FROM {_q(h)} WHERE _valid_from <= ts AND (_valid_to IS NULL OR _valid_to > ts) "
-        "AND _change NOT IN ('deleted', 'swept') $$"
-    )
     if members:
         mh_name = f"{t}_members_history"
         statements.append(
@@ -177,6 +181,20 @@ def postgres_ddl(mirror: Mirror, *, members: bool) -> list[str]:
             "AND (_valid_to IS NULL OR _valid_to > ts) $$"
         )
     return statements
+
+
+def asof_function(mirror: Mirror, columns: list[str]) -> str:
+    """``<table>_asof(ts)``: the rows as they were at *ts*, with ``_raw`` (a current version's is the mirror row's).
+
+    *columns*: the history table's columns in their order in the database (added ones come last)."""
+    t, h = mirror.table, f"{mirror.table}_history"
+    select = ", ".join("coalesce(h._raw, m._raw)" if c == "_raw" else f"h.{_q(c)}" for c in columns)
+    return (
+        f"CREATE OR REPLACE FUNCTION {_q(f'{t}_asof')}(ts timestamptz) RETURNS SETOF {_q(h)} LANGUAGE sql STABLE AS $$ "
+        f"SELECT {select} FROM {_q(h)} h LEFT JOIN {_q(t)} m ON h._valid_to IS NULL AND h._raw IS NULL "
+        "AND m.tenant_id = h.tenant_id AND m.id = h.id WHERE h._valid_from <= ts AND (h._valid_to IS NULL OR h._valid_to > ts) "
+        "AND h._change NOT IN ('deleted', 'swept') $$"
+    )
 
 
 def _pg_trigger(table: str, kind: str, body: str, event: str, referencing: str) -> list[str]:
@@ -192,16 +210,20 @@ def _pg_trigger(table: str, kind: str, body: str, event: str, referencing: str) 
 # --- SQLite -----------------------------------------------------------------------------------------
 
 
-def _sqlite_version(mirror: Mirror, row: str, t: str, change: str, graph: str, learned: str, run: str) -> str:
+def _sqlite_version(
+    mirror: Mirror, row: str, t: str, change: str, graph: str, learned: str, run: str, raw: tuple[str, str] = ("NULL", "NULL"),
+) -> str:
+    """SQL opening a version of *row* (its _raw: raw[0]) and closing the one before (given raw[1] if it has none)."""
     h, cols = _q(f"{mirror.table}_history"), _copied(mirror)
     current = f"(SELECT max(_valid_from) FROM {h} WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL)"
     return (
         f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{_q(c)}, ' for c in cols)}_raw, _scope, _change, "
         f"_run_id, _graph_time, _learned_at) SELECT {row}.tenant_id, {row}.id, max({t}, coalesce({current}, {t})), "
         + "".join(f"{row}.{_q(c)}, " for c in cols)
-        + f"{row}._raw, {row}._scope, {change}, {run}, {graph}, {learned}; "
+        + f"{raw[0]}, {row}._scope, {change}, {run}, {graph}, {learned}; "
         # The version just opened closes the one before it (last_insert_rowid() is the trigger's own insert).
-        f"UPDATE {h} SET _valid_to = (SELECT _valid_from FROM {h} WHERE _version = last_insert_rowid()) "
+        f"UPDATE {h} SET _valid_to = (SELECT _valid_from FROM {h} WHERE _version = last_insert_rowid()), "
+        f"_raw = coalesce(_raw, {raw[1]}) "
         f"WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL AND _version <> last_insert_rowid();"
     )
 
@@ -220,14 +242,13 @@ def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
         mirror, "NEW", live_t,
         f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {_change_kind('NEW')} WHEN OLD._deleted_at IS NOT NULL "
         "THEN 'created' ELSE 'updated' END",
-        g, "NEW._synced_at", "NEW._sync_run_id",
+        g, "NEW._synced_at", "NEW._sync_run_id", ("NULL", "OLD._raw"),
     )
-    deleted = _sqlite_version(mirror, "OLD", _SQLITE_NOW, "'deleted'", "NULL", _SQLITE_NOW, "NULL")
+    deleted = _sqlite_version(mirror, "OLD", _SQLITE_NOW, "'deleted'", "NULL", _SQLITE_NOW, "NULL", ("OLD._raw", "OLD._raw"))
     when_updated = f"(NEW._deleted_at IS NULL) <> (OLD._deleted_at IS NULL) OR (NEW._deleted_at IS NULL AND ({changed}))"
-    cols = _copied(mirror)
     h = _q(f"{t}_history")
     fill = (
-        f"UPDATE {h} SET {''.join(f'{_q(c)} = NEW.{_q(c)}, ' for c in cols)}_raw = NEW._raw "
+        f"UPDATE {h} SET {', '.join(f'{_q(c.name)} = NEW.{_q(c.name)}' for c in mirror.columns)} "
         "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL;"
     )
     triggers = {
@@ -237,8 +258,15 @@ def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
             "UPDATE", f"WHEN NEW._deleted_at IS NULL AND OLD._deleted_at IS NULL AND NOT ({changed}) AND ({news})", fill,
         ),
         "del": ("DELETE", "WHEN OLD._deleted_at IS NULL", deleted),
+        "gone": (
+            "DELETE", "WHEN OLD._deleted_at IS NOT NULL",
+            f"UPDATE {h} SET _raw = OLD._raw WHERE tenant_id = OLD.tenant_id AND id = OLD.id AND _valid_to IS NULL "
+            "AND _raw IS NULL;",
+        ),
     }
     statements = []
+    if not mirror.columns:
+        del triggers["fill"]
     for kind, (event, when, body) in triggers.items():
         name = _q(f"{t}_history_{kind}")
         statements += [
@@ -262,9 +290,9 @@ def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
 
 def drop_ddl(table: str, *, postgres: bool, members: bool) -> list[str]:
     """Statements removing the history triggers of *table* (the history tables stay, with their data)."""
-    kinds = ("ins", "upd", "fill", "del")
+    kinds = ("ins", "upd", "fill", "del", "gone")
     if postgres:
-        out = [f"DROP TRIGGER IF EXISTS syncer_history_{k} ON {_q(table)}" for k in kinds if k != "fill"]
+        out = [f"DROP TRIGGER IF EXISTS syncer_history_{k} ON {_q(table)}" for k in ("ins", "upd", "del")]
         if members:
             out += [f"DROP TRIGGER IF EXISTS syncer_history_{k} ON {_q(f'{table}_members')}" for k in ("mins", "mdel")]
         return out

@@ -3,6 +3,7 @@ the versions expected, on SQLite and PostgreSQL; the AS OF recipes of docs/histo
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,8 @@ import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
 from syncer import history, mirror
-from syncer.graph.times import parse_datetime
 from syncer.errors import SpecErrors
+from syncer.graph.times import parse_datetime
 from syncer.spec import load_spec
 from syncer.worker import sync
 
@@ -109,6 +110,16 @@ def test_user_versions_follow_renames_disables_and_deletes(env: SyncEnv) -> None
     assert [r[2] for r in sql(env, asof, t=at(2.5))] == [True, False, True]
     assert [r[1] for r in sql(env, asof, t=at(6))] == ["Ada Lovelace", "Bob"]
     assert sql(env, asof, t=at(-1)) == []
+    # _raw as of a time: a current version's is the mirror row's (the recipe's LEFT JOIN).
+    raw_asof = (
+        "SELECT h.id, coalesce(h._raw, u._raw) FROM users_history h LEFT JOIN users u ON h._valid_to IS NULL "
+        "AND h._raw IS NULL AND u.tenant_id = h.tenant_id AND u.id = h.id WHERE h._valid_from <= :t "
+        "AND (h._valid_to IS NULL OR h._valid_to > :t) AND h._change NOT IN ('deleted', 'swept')"
+    )
+    raws = {i: r if isinstance(r, dict) else json.loads(r) for i, r in sql(env, raw_asof, t=at(0.5))}
+    assert raws[a]["displayName"] == "Ada" and raws[c]["displayName"] == "Cyd"
+    later = {i: r if isinstance(r, dict) else json.loads(r) for i, r in sql(env, raw_asof, t=at(6))}
+    assert {i: r["displayName"] for i, r in later.items()} == {a: "Ada Lovelace", b: "Bob"}
     if env.engine.dialect.name == "postgresql":  # the SQL function db upgrade installs
         assert sql(env, "SELECT display_name FROM users_asof(:t) ORDER BY display_name", t=at(6)) == [
             ("Ada Lovelace",), ("Bob",)
@@ -360,7 +371,7 @@ def test_a_messages_edit_history(tmp_path: Path, emulator_info: dict[str, Any], 
     for env in make_env(tmp_path, emulator_info, database_url, graph, CHANNEL_SPEC.format(team=team)):
         graphs = graphs_for(env.spec)
 
-        def sync_all() -> None:
+        def sync_all(env: SyncEnv = env, graphs: Any = graphs) -> None:
             results = sync_once(env.spec, ["channel-messages"], clients=graphs, engine=env.engine)
             assert results and all(r.outcome == "ok" for r in results), results
 
