@@ -110,6 +110,17 @@ def test_user_versions_follow_renames_disables_and_deletes(env: SyncEnv) -> None
     assert [r[2] for r in sql(env, asof, t=at(2.5))] == [True, False, True]
     assert [r[1] for r in sql(env, asof, t=at(6))] == ["Ada Lovelace", "Bob"]
     assert sql(env, asof, t=at(-1)) == []
+    # Changes between two dates, and the users disabled in that time (docs/history.md).
+    between = (
+        "SELECT id, _change, _valid_from, display_name, account_enabled FROM users_history "
+        "WHERE _valid_from >= :since AND _valid_from < :until AND _change <> 'created' ORDER BY _valid_from, _version"
+    )
+    assert [(r[0], r[1]) for r in sql(env, between, since=at(0.5), until=at(5.5))] == [
+        (a, "updated"), (b, "updated"), (c, "deleted"),
+    ]
+    assert [r[0] for r in sql(env, between, since=at(1.5), until=at(4))] == [b]
+    disabled = between.replace("ORDER BY", "AND _change = 'updated' AND account_enabled = false ORDER BY")
+    assert [r[0] for r in sql(env, disabled, since=at(0), until=at(6))] == [b]
     # _raw as of a time: a current version's is the mirror row's (the recipe's LEFT JOIN).
     raw_asof = (
         "SELECT h.id, coalesce(h._raw, u._raw) FROM users_history h LEFT JOIN users u ON h._valid_to IS NULL "
@@ -159,6 +170,9 @@ def test_membership_intervals(env: SyncEnv) -> None:
     }
     for hours, who in expected.items():
         assert {r[0] for r in sql(env, members_on, g=gid, t=at(hours))} == who, hours
+        if env.engine.dialect.name == "postgresql":
+            asof = "SELECT member_id FROM groups_members_asof(:t) WHERE group_id = :g"
+            assert {r[0] for r in sql(env, asof, g=gid, t=at(hours))} == who, hours
     intervals = sql(env, "SELECT member_id, count(*) FROM groups_members_history GROUP BY member_id")
     assert dict(intervals) == {users[0]: 2, users[1]: 1, users[2]: 1}
     assert versions(env, "groups", gid) == [("created", at(0), None, "Finance")]
