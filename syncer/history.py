@@ -69,8 +69,12 @@ def build_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
         sa.Column("_graph_time", schema.UtcDateTime, nullable=True),
         sa.Column("_learned_at", schema.UtcDateTime, nullable=False),
         sa.Index(mirror.index_name(name, "key"), "tenant_id", "id", "_valid_from"),
-        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to"),
+        # Retention's lookup; the current versions (NULL) stay out of it: no index entry per row of an initial mirror.
+        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=_ENDED, sqlite_where=_ENDED),
     )
+
+
+_ENDED = sa.text("_valid_to IS NOT NULL")
 
 
 def build_members_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
@@ -88,7 +92,7 @@ def build_members_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Ta
         sa.Column("_valid_from", schema.UtcDateTime, nullable=False),
         sa.Column("_valid_to", schema.UtcDateTime, nullable=True),
         sa.Index(mirror.index_name(name, "key"), "tenant_id", "group_id", "member_id", "_valid_from"),
-        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to"),
+        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=_ENDED, sqlite_where=_ENDED),
     )
 
 
