@@ -454,6 +454,25 @@ def test_sqlite_refuses_a_second_worker(sqlite_env: SyncEnv) -> None:
         lock.release()
 
 
+def test_syncer_run_checks_the_worker_lock_before_subscribing(sqlite_env: SyncEnv) -> None:
+    # Issue 18: `syncer run` created subscriptions, then refused to start because a worker ran.
+    from syncer.demo import free_port
+    from syncer.run import Runner
+
+    env = sqlite_env
+    lock = single_worker_lock(env.engine, "first-worker")
+    assert lock is not None
+    lines: list[str] = []
+    try:
+        with pytest.raises(LockTimeout, match=r"another syncer worker is running.*first-worker"):
+            Runner(env.spec, port=free_port(), echo=lines.append).start()
+    finally:
+        lock.release()
+    assert not any("receiver listening" in line or "create" in line for line in lines), lines
+    with env.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(schema.subscriptions)).scalar_one() == 0
+
+
 @pytest.mark.postgres
 def test_two_workers_on_postgres_never_sync_one_scope_twice(postgres_env: SyncEnv) -> None:
     env = postgres_env
