@@ -216,9 +216,12 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
             changes.append(f"created table {table.name}")
     applied_names = {c.name for c in applied}
     added = [c for c in desired if c.name not in applied_names]
+    waiting = 0
     for column in added:
-        _add_column(connection, tables[0], column)
-        changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field})")
+        total, unfetched = _add_column(connection, tables[0], column)
+        waiting = max(waiting, unfetched)
+        filled = f"filled from _raw for {total - unfetched} of {total} rows" if total else "no rows yet"
+        changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field}): {filled}")
     changes += add_owner_columns(connection, subscription, tables[0])
     existing_indexes = {ix["name"] for ix in inspector.get_indexes(mirror.table)}
     for index in tables[0].indexes:
@@ -236,7 +239,14 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         kept = [c for c in applied if c.name in dropped]
         _record(connection, subscription, desired + kept, insert=False)
     if added:
-        _request_resync(connection, subscription)
+        scopes = _request_resync(connection, subscription)
+        if waiting:
+            # Never NULLs without a word: the rows Graph never sent the property for wait for a full pass.
+            changes.append(
+                f"{waiting} rows of {mirror.table} wait for a full pass of {subscription.name!r} (the new fields were "
+                f"never fetched for them): resync requested for its {scopes} scope(s), the worker runs it next; "
+                f"or now: `syncer sync {subscription.name} --full`"
+            )
     return changes
 
 
@@ -250,7 +260,8 @@ def _incompatible(applied: list[ColumnLayout], desired: list[ColumnLayout]) -> l
     return problems
 
 
-def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout) -> None:
+def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout) -> tuple[int, int]:
+    """Add *column*, fill it from ``_raw``; return the number of rows and of rows whose ``_raw`` lacks the field."""
     preparer = connection.dialect.identifier_preparer
     type_sql = SQL_TYPES[column.type]().compile(dialect=connection.dialect)
     connection.execute(
@@ -265,6 +276,7 @@ def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout
         {"t": tenant_id, "i": item_id, "v": convert(extract(raw, column.field), column.type)}
         for tenant_id, item_id, raw in rows
     ]
+    unfetched = sum(1 for _, _, raw in rows if not fetched(raw, column.field))
     updates = [u for u in updates if u["v"] is not None]
     if updates:
         connection.execute(
@@ -273,6 +285,7 @@ def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout
             .values({target: sa.bindparam("v")}),
             updates,
         )
+    return len(rows), unfetched
 
 
 def _record(
@@ -292,17 +305,28 @@ def _record(
         )
 
 
-def _request_resync(connection: sa.Connection, subscription: Subscription) -> None:
+def _request_resync(connection: sa.Connection, subscription: Subscription) -> int:
     # The next pass of every scope of this subscription enumerates from scratch (mark-and-sweep).
     state = schema.sync_state
-    connection.execute(
+    result = connection.execute(
         sa.update(state)
         .where(state.c.name == subscription.name)
         .values(delta_link=None, resync_requested=True, updated_at=_now())
     )
+    return int(result.rowcount)
 
 
 # --- turning Graph items into rows ---------------------------------------------------------------
+
+
+def fetched(item: Any, field: str) -> bool:
+    """Whether Graph sent dotted *field* in *item* (a null counts: it was asked for and is empty)."""
+    value: Any = item
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def extract(item: dict[str, Any], field: str) -> Any:

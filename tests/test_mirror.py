@@ -125,7 +125,11 @@ def test_adding_a_field_adds_a_column_keeps_rows_and_fills_it_from_raw(
 
     wider = make_spec(tmp_path, database_url, ["displayName", "jobTitle"])
     changes = mirror.upgrade(wider, engine=engine)
-    assert changes == ["added column people.job_title (text, from jobTitle)"]
+    assert changes == [
+        "added column people.job_title (text, from jobTitle): filled from _raw for 1 of 2 rows",
+        "1 rows of people wait for a full pass of 'users' (the new fields were never fetched for them): resync "
+        "requested for its 1 scope(s), the worker runs it next; or now: `syncer sync users --full`",
+    ]
     with engine.connect() as connection:
         rows = dict(connection.execute(sa.text("SELECT id, job_title FROM people ORDER BY id")).all())
         state = connection.execute(
