@@ -505,7 +505,7 @@ def test_two_workers_on_postgres_never_sync_one_scope_twice(postgres_env: SyncEn
             assert connection.execute(sa.select(sa.func.count()).where(inbox.c.processed_at.is_(None))).scalar() == 0
         # One full round wrote the scope; the other worker found it leased (busy) or already clean.
         runs = [r for r in env.runs() if r.scope_key == "users"]
-        assert [r.outcome for r in runs if r.full] == ["ok"]
+        assert [r.outcome for r in runs if r.full_round] == ["ok"]
         assert all(r.outcome == "ok" for r in runs)
         ok = [r for w in (a, b) for r in w.results if r.outcome == "ok" and r.full]
         assert len(ok) == 1 and ok[0].upserted == 300
