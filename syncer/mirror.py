@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from syncer import applied as applied_spec
 from syncer import database, schema
@@ -65,6 +66,11 @@ class ColumnLayout:
         return {"name": self.name, "type": self.type, "field": self.field}
 
 
+RAW_TYPE = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+"""``_raw``: jsonb on PostgreSQL (indexable, ``->`` without re-parsing each row; COPY's text format
+feeds it the same JSON text), JSON text on SQLite."""
+
+
 def layout_of(mirror: Mirror) -> list[ColumnLayout]:
     """The declared columns of *mirror*, in order."""
     return [ColumnLayout(c.name, c.type, c.field) for c in mirror.columns]
@@ -80,7 +86,7 @@ def build_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table
     columns += [sa.Column(c.name, SQL_TYPES[c.type], nullable=True) for c in mirror.columns]
     columns += [sa.Column(name, OWNER_TYPE, nullable=True) for name in mirror.owners]
     columns += [
-        sa.Column("_raw", sa.JSON, nullable=False),
+        sa.Column("_raw", RAW_TYPE, nullable=False),
         sa.Column("_scope", sa.String(500), nullable=False),
         sa.Column("_deleted_at", schema.UtcDateTime, nullable=True),
         sa.Column("_removed_reason", sa.String(32), nullable=True),
@@ -209,7 +215,7 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         _request_resync(connection, subscription)
         return [f"rebuilt table {mirror.table}: " + "; ".join(problems)]
 
-    changes: list[str] = []
+    changes: list[str] = _raw_to_jsonb(connection, inspector, mirror.table)
     for table in tables[1:]:
         if not inspector.has_table(table.name):
             table.create(connection)
@@ -248,6 +254,19 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
                 f"or now: `syncer sync {subscription.name} --full`"
             )
     return changes
+
+
+def _raw_to_jsonb(connection: sa.Connection, inspector: sa.Inspector, table: str) -> list[str]:
+    """A table created before ``_raw`` was jsonb on PostgreSQL is converted in place (the values are kept)."""
+    if connection.dialect.name != "postgresql":
+        return []
+    raw = next((c for c in inspector.get_columns(table) if c["name"] == "_raw"), None)
+    if raw is None or isinstance(raw["type"], postgresql.JSONB):
+        return []
+    quoted = connection.dialect.identifier_preparer.quote(table)
+    # A rewrite of the table under an exclusive lock, like a column added to it: minutes on a large mirror.
+    connection.execute(sa.text(f"ALTER TABLE {quoted} ALTER COLUMN _raw TYPE jsonb USING _raw::jsonb"))
+    return [f"converted {table}._raw from json to jsonb (the table was rewritten, values kept)"]
 
 
 def _incompatible(applied: list[ColumnLayout], desired: list[ColumnLayout]) -> list[str]:
