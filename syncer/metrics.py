@@ -1,4 +1,4 @@
-"""Prometheus metrics of the receiver, in the text exposition format, written by hand.
+"""Prometheus metrics of the receiver (and the worker's rows written), in the text exposition format, written by hand.
 
 Why not prometheus_client: we need a handful of counters and one histogram, and the receiver runs as
 several gunicorn worker processes, where prometheus_client needs its multiprocess mode (an env var
@@ -29,6 +29,8 @@ HELP = {
     "syncer_notifications_stored_total": ("counter", "notification items newly stored in the inbox"),
     "syncer_notifications_duplicate_total": ("counter", "accepted items absorbed as duplicates of waiting rows"),
     "syncer_notifications_rejected_total": ("counter", "notification items refused, by reason"),
+    "syncer_notifications_undecrypted_total": ("counter", "rich items kept without content (could not be decrypted), by reason"),
+    "syncer_rows_written_total": ("counter", "mirror rows written by the worker, by source: payload, fetch, delta"),
     "syncer_handshakes_total": ("counter", "validation handshakes answered"),
     "syncer_inbox_commits_total": ("counter", "inbox transactions committed by the receiver"),
     "syncer_inbox_committed_requests_total": ("counter", "requests whose rows those transactions carried (group commit)"),

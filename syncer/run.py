@@ -95,7 +95,8 @@ class Runner:
         self.echo(f"receiver listening on {self.receiver_url} (public URL {spec.receiver.notification_url})")
         if self.reconcile_at_start:
             self.reconcile()
-        self.running = run_worker(spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False)
+        self.running = run_worker(spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False,
+                                  metrics=self.app.extensions["syncer.receiver.app"].metrics)  # one /metrics for both
         self.echo("worker started")
         return self
 

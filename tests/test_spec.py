@@ -600,7 +600,7 @@ def test_catalogue_is_consistent() -> None:
     for rt in resources.CATALOGUE:
         assert rt.change_types <= set(resources.CHANGE_TYPES), rt.key
         assert rt.max_lifetime >= resources.MIN_LIFETIME, rt.key
-        assert (rt.sync == resources.FETCH) == (not rt.delta_paths), rt.key
+        assert (rt.sync in (resources.FETCH, resources.CURSOR)) == (not rt.delta_paths), rt.key
         assert not rt.delta_paths or len(rt.delta_paths) == len(rt.patterns), rt.key
         if rt.per_mailbox:
             assert all(p.startswith("users/{user}/") for p in rt.patterns), rt.key

@@ -198,5 +198,6 @@ def test_a_users_chat_messages_are_declared_for_one_user(tmp_path: Path) -> None
         (9, "subscriptions[0].for_each", "several users"),
         (10, "subscriptions[1].for_each", "a set of users"),
     ]
+    assert "chats/getAllMessages" in str(errors[0]) and "one subscription (and table) per user" in str(errors[0])
     spec = load(tmp_path, "  - {name: a, resource: 'users/{user}/chats/getAllMessages', for_each: {users: [u1]}}\n")
     assert spec.subscriptions[0].fan_out is not None and spec.subscriptions[0].fan_out.users == ("u1",)

@@ -28,7 +28,7 @@ from syncer.graph.retry import RetryPolicy
 from syncer.inbox import Inbox, NewItem
 from syncer.worker import scopes, scopestate, sync
 from syncer.worker.fetch import fetch_items
-from syncer.worker.jobs import FETCH_RETRY, Retention, Worker
+from syncer.worker.jobs import FETCH_RETRY, OWN_PASS_RETRY, Retention, Worker
 from syncer.worker.scheduler import (
     DRAIN_JOB,
     HOUSEKEEPING_JOB,
@@ -306,9 +306,11 @@ def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: 
         worker._running[(scope.tenant_id, scope.key)] = running
         held = worker.drain(start=False)
         assert (held.claimed, held.fetched) == (1, 0) and Inbox(env.engine).depth() == 1
+        assert worker.drain(start=False).claimed == 0
         running.set_result(sync.PassResult(scope.key, "ok"))
 
-        clock.advance(FETCH_RETRY + timedelta(seconds=1))
+        # The worker's own pass ends soon: the fetch is tried again a second later, not FETCH_RETRY later.
+        clock.advance(OWN_PASS_RETRY + timedelta(milliseconds=100))
         assert_fetched_at_last(env, worker, user)
 
 

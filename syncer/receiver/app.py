@@ -202,7 +202,7 @@ def _new_item(a: Accepted) -> NewItem:
         resource=n.resource,
         resource_id=n.resource_id,
         dedupe_key=n.dedupe_key,
-        payload=n.payload(a.decrypted),
+        payload=n.payload(a.decrypted, undecrypted=a.undecrypted),
     )
 
 
@@ -403,6 +403,9 @@ class Receiver:
         if verdict.deferred:
             self._log_deferrals(verdict.deferred, verdict.problems)
         if verdict.accepted:
+            for a in verdict.accepted:
+                if a.undecrypted is not None:
+                    self.metrics.inc("syncer_notifications_undecrypted_total", reason=a.undecrypted)
             items = [_new_item(a) for a in verdict.accepted]
             started = time.perf_counter()
             try:

@@ -221,6 +221,10 @@ class SubscriptionsLoader:
         )
         mirror = self.mirrors.mirror(s, rt, name, default_delete=defaults.delete, resource=resource)
         fan_out = self.scopes.fan_out(s, rt, params)
+        if fan_out is not None and fan_out.all_teams and account is not None and account.delegated:
+            # GET /teams lists every team of the organisation, most of which the user cannot read.
+            r.error(s.get("for_each"), s.sub("for_each"), "for_each: {teams: [TEAM-ID, ...]} with auth: delegated",
+                    "teams: all", "name the teams the signed-in user is a member of")
         window = self.scopes.window(s, rt)
         folders = self.scopes.folders(s, rt, params)
         model = self.model(s, rt, resource)
@@ -333,6 +337,23 @@ class SubscriptionsLoader:
                 path,
                 f"me/... for {rt.name} with auth: delegated (the signed-in user's own mailbox)",
                 f"'{text}'",
+            )
+        elif (
+            tenant is not None
+            and tenant.delegated
+            and not tenant.personal
+            and rt.delegated_paths is not None
+            and resources.matching_pattern(rt, text) not in rt.delegated_paths
+        ):
+            # https://learn.microsoft.com/graph/teams-changenotifications-chatmessage and its siblings: per path,
+            # whether a delegated permission exists; syncer's reads of the path must serve a user too.
+            r.error(
+                node,
+                path,
+                "a Teams path a signed-in user may declare: "
+                + ", ".join(p for t in resources.CATALOGUE for p in t.delegated_paths or ()),
+                f"'{text}' ({rt.key}: application permissions only"
+                + (", its delta serves apps only)" if rt.delta_paths else ")"),
             )
         elif tenant is not None and tenant.personal and rt.name not in PERSONAL_ACCOUNT_TYPES:
             r.error(

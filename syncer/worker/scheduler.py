@@ -41,6 +41,7 @@ from syncer.errors import (
 )
 from syncer.graph.auth import signed_in
 from syncer.log import database_unreachable
+from syncer.metrics import Metrics
 from syncer.worker import containers, scopes, scopestate, sync
 from syncer.worker.jobs import Retention, Worker, default_worker_id
 from syncer.worker.scopes import ScopeIndex
@@ -284,8 +285,11 @@ class RunningWorker:
 
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
                blocking: bool = True, max_passes: int = 4, startup_wait: float = STARTUP_WAIT,
-               retention: Retention | None = None) -> RunningWorker:
+               retention: Retention | None = None, metrics: Metrics | None = None) -> RunningWorker:
     """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``).
+
+    *metrics* (the receiver's, in ``syncer run``) take the worker's counters; by default they are shared
+    through ``SYNCER_METRICS_DIR``, where the receiver's ``/metrics`` sums every process's snapshot.
 
     An unreachable database or Graph at start is waited for, up to *startup_wait* seconds (see
     :func:`when_ready`).
@@ -311,6 +315,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
             wait=startup_wait,
         )
         worker.retention = retention or worker.retention
+        worker.metrics = metrics or Metrics(directory=os.environ.get("SYNCER_METRICS_DIR") or None)
         worker.register_scopes()
         if resumed := worker.resume():
             log.info("worker %s resumed %d inbox rows its previous process had claimed", worker_id, resumed)

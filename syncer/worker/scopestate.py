@@ -291,6 +291,17 @@ def request_resync(connection: Connection, keys: Sequence[tuple[str, str]], *, n
         )
 
 
+def relist(connection: Connection, tenant_id: str, key: str, url: str, *, now: datetime) -> None:
+    """Make the next pass of scope *key* an incremental round from *url* (its first page), and mark it dirty: it reads
+    everything again, without a sweep, and ends with a fresh deltaLink. A round in progress is left to finish."""
+    s = schema.sync_state
+    connection.execute(
+        sa.update(s)
+        .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.page_link.is_(None), s.c.delta_link.is_not(None))
+        .values(delta_link=url, dirty_since=now, updated_at=now)
+    )
+
+
 def keys_under(connection: Connection, tenant_id: str, parent_key: str) -> list[str]:
     """The scope keys registered under *parent_key* (a container and the child scopes it found)."""
     s = schema.sync_state
