@@ -156,7 +156,7 @@ def test_lifecycle_missed_resyncs_the_scope(env: SyncEnv) -> None:
         assert env.state("users").resync_requested
         worker.start_due()
         settle(worker)
-        full_runs = [r for r in env.runs() if r.scope_key == "users" and r.full]
+        full_runs = [r for r in env.runs() if r.scope_key == "users" and r.full_round]
         assert len(full_runs) == 2
         assert not env.state("users").resync_requested
         # subscriptionRemoved: a full resync too, and reconcile's repair is asked to recreate it (it
