@@ -48,6 +48,9 @@ class Chain:
     every user); a member listed twice (a chat under each of its users) is walked once."""
     path: str
     """Each member's list, ``{id}`` filled with the member's id (``teams/{id}/channels/getAllMessages``)."""
+    skip: tuple[tuple[str, str], ...] = ()
+    """Members whose listed property has this value are not walked (a team's standard channels: their members are the
+    team's), filtered here rather than with ``$filter``, which Graph documents for channels with ``eq`` only."""
     model: bool = True
     """Each member's list takes the declared payment model (``?model=``): Graph's metered lists do
     (https://learn.microsoft.com/en-us/graph/teams-licenses); plain lists (a team's members) refuse unknown options."""
@@ -110,6 +113,6 @@ class ChainedSource:
         found: dict[str, str] = {}
         for page in pages:
             for item in page.items:
-                if "id" in item:
+                if "id" in item and not any(item.get(name) == value for name, value in self.chain.skip):
                     found.setdefault(str(item["id"]).lower(), str(item["id"]))
         return list(found.values())

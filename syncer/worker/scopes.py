@@ -185,11 +185,11 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("conversationMember.allChats", FETCH, "{resource}", item_path="{resource}",
                  chain=Chain(Chain("users?$select=id", "users/{id}/chats?$select=id", model=False),
                              "chats/{id}/members", model=False)),
-        # https://learn.microsoft.com/en-us/graph/api/channel-list (its $filter on membershipType) and
+        # https://learn.microsoft.com/en-us/graph/api/channel-list and
         # https://learn.microsoft.com/en-us/graph/api/channel-list-members: the team's private and shared channels.
         Strategy("conversationMember.channel", FETCH, "{resource}", item_path="{resource}",
-                 chain=Chain("teams/{team}/channels?$filter=membershipType ne 'standard'&$select=id",
-                             "teams/{team}/channels/{id}/members", model=False)),
+                 chain=Chain("teams/{team}/channels?$select=id,membershipType", "teams/{team}/channels/{id}/members",
+                             skip=(("membershipType", "standard"),), model=False)),
         # https://learn.microsoft.com/en-us/graph/api/listitem-delta: token links, a "deleted" facet, column values
         # only with $expand=fields, which the links keep (https://learn.microsoft.com/en-us/graph/delta-query-overview:
         # the state token encodes the first request's query); a notification is a shoulder tap naming the list.
