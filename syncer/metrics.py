@@ -37,6 +37,7 @@ HELP = {
     "syncer_inbox_commit_seconds": ("histogram", "duration of one group-commit transaction"),
     "syncer_inbox_store_seconds": ("histogram", "time a request waited for its notifications to be committed"),
     "syncer_inbox_depth": ("gauge", "inbox rows not processed yet"),
+    "syncer_sign_in_required": ("gauge", "1 while a delegated account must sign in again (syncer login NAME), else 0"),
 }
 
 LabelKey = tuple[tuple[str, str], ...]
@@ -180,8 +181,12 @@ class Metrics:
                 acc["count"] += h["count"]
         return {"counters": counters, "hists": hists}
 
-    def render(self, *, gauges: Mapping[str, float | None] | None = None) -> str:
-        """The text exposition of every process's numbers plus *gauges* (None = unknown, omitted)."""
+    def render(
+        self, *, gauges: Mapping[str, float | None] | None = None,
+        labelled: Mapping[str, Mapping[LabelKey, float]] | None = None,
+    ) -> str:
+        """The text exposition of every process's numbers plus *gauges* (None = unknown, omitted) and
+        *labelled* gauges (name -> labels -> value)."""
         merged = self._merged()
         lines: list[str] = []
 
@@ -208,4 +213,8 @@ class Metrics:
                 continue
             header(name)
             lines.append(f"{name} {_fmt(value)}")
+        for name, values in (labelled or {}).items():
+            if values:
+                header(name)
+                lines += [f"{name}{_labels(key)} {_fmt(value)}" for key, value in sorted(values.items())]
         return "\n".join(lines) + "\n"

@@ -15,13 +15,14 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from syncer import database, mirror
+from syncer.errors import SignInRequired
 from syncer.migrate import upgrade_core
 
 if TYPE_CHECKING:
@@ -124,7 +125,19 @@ class Runner:
         """Run reconcile once and print its result lines."""
         from syncer.reconcile import reconcile, render_plan, render_results
 
-        outcome = reconcile(self.spec, engine=self.engine)
+        spec = self.spec
+        while True:
+            try:
+                outcome = reconcile(spec, engine=self.engine)
+                break
+            except SignInRequired as error:
+                if error.tenant not in {t.name for t in spec.tenants}:
+                    raise
+                # One delegated account signed out must not keep the others from running: the worker
+                # pauses it, and reconciles its subscriptions once it signed in again (syncer.worker.accounts).
+                self.echo(f"{error}; the other tenants go on")
+                spec = replace(spec, tenants=tuple(t for t in spec.tenants if t.name != error.tenant),
+                               subscriptions=tuple(s for s in spec.subscriptions if s.tenant != error.tenant))
         lines = render_results(outcome.results) if outcome.applied else render_plan(outcome.plan)
         for line in lines:
             self.echo(line)

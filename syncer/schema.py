@@ -219,6 +219,21 @@ locks = sa.Table(
     sa.Column("expires_at", UtcDateTime, nullable=False),
 )
 
+sign_ins = sa.Table(
+    "syncer_sign_ins",
+    metadata,
+    # Delegated accounts (auth: delegated) a worker has seen: whether each must sign in again. Written by
+    # the worker, read by `syncer status` and the receiver's /metrics (syncer_sign_in_required).
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, comment="tenant entry name in subscriptions.yaml"),
+    sa.Column("account", sa.String(320), nullable=False, comment="the user principal name declared"),
+    sa.Column(
+        "required_since", UtcDateTime, nullable=True, comment="refresh refused: `syncer login NAME` needed; null = signed in"
+    ),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
 
 def one_of(column: sa.ColumnElement[Any], values: Sequence[Any], *, dialect: str) -> sa.ColumnElement[bool]:
     """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter whatever the count.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from sqlalchemy.engine import Engine
 
 from syncer import reconcile
-from syncer.graph.auth import signed_in
+from syncer.graph.delegated import signed_in
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
 from syncer.metrics import Metrics
@@ -43,6 +43,7 @@ from syncer.worker.specwatch import SpecWatch
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
     from syncer.spec import Spec
+    from syncer.worker.accounts import Accounts
     from syncer.worker.sync import PageSource
 
 __all__ = ["DrainResult", "Retention", "Worker", "default_worker_id"]
@@ -99,6 +100,7 @@ class Worker:
         max_passes: int = 4,
         clock: Callable[[], datetime] = utcnow,
         claim_limit: int = 500,
+        accounts: Accounts | None = None,
     ) -> None:
         self.engine = engine
         self.sources = sources  # tenant id -> client
@@ -130,6 +132,7 @@ class Worker:
         self.retention = Retention()
         # The jobs and passes report database failures here: a line per outage, not per attempt.
         self.database = OutageLog(log, "database")
+        self.accounts = accounts  # delegated accounts: one that must sign in again is paused, not the others
         self.metrics = Metrics()  # syncer_rows_written_total by source (payload, fetch, delta); see run_worker
         # Whether the database still follows our spec (syncer.applied); when not, we stop.
         self.spec_watch = SpecWatch(engine, spec.fingerprint if spec is not None else "")
@@ -167,6 +170,10 @@ class Worker:
             # rows stay claimed under this id for minutes. Take them back before claiming anew.
             self.resume()
         self._drain_failed = True
+        if self.accounts is not None and (resumed := self.accounts.check()):
+            if self.accounts.unresolved & set(resumed):
+                self.refresh_scopes()  # an account signed out since start signed in: its scopes are known now
+            self.pool.submit(self.reconcile)  # its subscriptions, on the new sign-in
         claimed = dirty = fetched = lifecycle = 0
         for _ in range(max_batches):
             batch = self._drain_batch()
@@ -193,11 +200,16 @@ class Worker:
             done: list[int] = []
             failed: list[tuple[int, str]] = []
             soon: list[int] = []  # retried at once: the database failed, not the row
+            held: list[int] = []  # lifecycle events of an account that must sign in again: they wait
             for item in items:
                 try:
                     if item.kind == "lifecycle":
-                        lifecycle += 1
-                        self._lifecycle(item, subs.get(item.subscription_id))
+                        if self.accounts is None or self.accounts.allows(item.tenant_id):
+                            lifecycle += 1
+                            self._lifecycle(item, subs.get(item.subscription_id))
+                        if self.accounts is not None and not self.accounts.allows(item.tenant_id, observe=True):
+                            held.append(item.id)  # answered once its account signed in again
+                            continue
                     else:
                         target = self._scope_of(item, subs.get(item.subscription_id))
                         if target is None:
@@ -288,6 +300,8 @@ class Worker:
                 self.inbox.release([row_id], worker=self.worker_id, error=reason, retry_in=timedelta(minutes=1))
             if soon:
                 self.inbox.release(soon, worker=self.worker_id)
+            if held:
+                self.inbox.release(held, worker=self.worker_id, retry_in=timedelta(seconds=2))
         return DrainResult(len(items), dirty, fetched, lifecycle)
 
     def _fetch(self, scope: Scope, resources: list[str]) -> sync.PassResult:
@@ -329,6 +343,8 @@ class Worker:
         return {i: self._scope_key_of[i] for i in ids if i in self._scope_key_of}
 
     def _scope_of(self, item: InboxItem, scope_key: str | None) -> Scope | None:
+        if scope_key is not None and self.accounts is not None:
+            scope_key = self.accounts.scope_key(item.tenant_id, scope_key)  # me/... is users/{id}/...
         if scope_key is not None:
             found = self.index.under(item.tenant_id, scope_key)
             if found is not None:
@@ -379,6 +395,8 @@ class Worker:
                 key = (scope.tenant_id, scope.key)
                 if key in self._running or key in self._fetching:
                     continue
+                if self.accounts is not None and not self.accounts.allows(scope.tenant_id):
+                    continue  # stays dirty until its account signs in again
                 self._running[key] = self.pool.submit(self._pass, scope)
                 started.append(scope.key)
         return started
@@ -399,6 +417,8 @@ class Worker:
                 self.results.append(result)
             return result
         log.info("pass %s: %s (%d items, %d pages)", scope.key, result.outcome, result.items, result.pages)
+        if result.outcome == "error" and self.accounts is not None:
+            self.accounts.observe()  # a refused sign-in pauses its account's other scopes
         self.metrics.inc("syncer_rows_written_total", result.upserted + result.deleted, source="delta")
         with self._lock:
             self.results.append(result)
@@ -426,8 +446,9 @@ class Worker:
         if self.spec is None:
             return 0
         by_name = {t.name: self.sources[t.tenant_id] for t in self.spec.tenants if t.tenant_id in self.sources}
-        # Delegated accounts' me/... is their user's id, as build_worker expanded it (syncer.graph.auth.signed_in).
-        fresh = ScopeIndex.of(scopes.declared_scopes(signed_in(self.spec, self.sources), clients=by_name))
+        # Delegated accounts' me/... is their user's id, as build_worker expanded it (syncer.worker.accounts).
+        resolved = self.accounts.resolve(self.spec) if self.accounts is not None else signed_in(self.spec, self.sources)
+        fresh = ScopeIndex.of(scopes.declared_scopes(resolved, clients=by_name))
         added = [sc for key, sc in fresh.static.items() if key not in self.index.static]
         self.index = fresh
         if added:
@@ -458,7 +479,10 @@ class Worker:
         with self._lock:
             busy = {key for key, future in self._running.items() if not future.done()} | self._fetching
         retired = 0
+        unresolved = self.accounts.unresolved if self.accounts is not None else frozenset()
         for tenant_id, key, name, parent_key in rows:
+            if tenant_id in unresolved:
+                continue  # an account signed out since start: its scopes are unknown, not undeclared
             declaration = declarations.get((tenant_id, name))
             # (A row without parent_key predates migration 0002: where it belongs is unknown, keep it.)
             if declaration is None or parent_key is None or (tenant_id, name, parent_key) in followed:
@@ -560,7 +584,8 @@ class Worker:
         """Run reconcile (renewals, repairs, fan-out changes), then sync the scopes it added at once."""
         if self.spec is None:  # a worker built without a spec (tests) has nothing to reconcile
             return
-        if reconcile.run(self.spec, engine=self.engine, graphs=self._graphs()) is not None:
+        spec = self.accounts.active(self.spec) if self.accounts is not None else self.spec
+        if reconcile.run(spec, engine=self.engine, graphs=self._graphs()) is not None:
             # A fan-out group may have gained members: their new subscriptions need their scopes now,
             # not at the next hourly re-expansion.
             added = self.refresh_scopes()

@@ -37,12 +37,14 @@ from syncer.errors import (
     GraphError,
     LockTimeout,
     RetryBudgetExhausted,
+    SignInRequired,
     SyncerError,
 )
-from syncer.graph.auth import signed_in
+from syncer.graph.delegated import signed_in
 from syncer.log import database_unreachable
 from syncer.metrics import Metrics
 from syncer.worker import containers, scopes, scopestate, sync
+from syncer.worker.accounts import Accounts
 from syncer.worker.jobs import Retention, Worker, default_worker_id
 from syncer.worker.scopes import ScopeIndex
 
@@ -165,9 +167,11 @@ def build_worker(spec: Spec, *, engine: Engine | None = None, worker_id: str | N
     engine = engine or database.create_engine(spec.database_url)
     sources = dict(clients) if clients is not None else clients_for(spec)
     by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
-    # Scopes use the signed-in users' ids; the worker's reconcile keeps the declared me/... resources.
-    index = ScopeIndex.of(scopes.declared_scopes(signed_in(spec, sources), clients=by_name))
-    return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes)
+    # Scopes use the signed-in users' ids; the worker's reconcile keeps the declared me/... resources. An
+    # account that must sign in again is paused, not the whole worker (syncer.worker.accounts).
+    accounts = Accounts(engine, spec, sources, clock=scopestate.utcnow)
+    index = ScopeIndex.of(scopes.declared_scopes(accounts.resolve(spec), clients=by_name))
+    return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes, accounts=accounts)
 
 
 def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
@@ -412,8 +416,12 @@ def sync_once(
     worker_id: str | None = None,
     page_size: int | None = sync.DEFAULT_PAGE_SIZE,
     stop: threading.Event | None = None,
+    signed_out: list[SignInRequired] | None = None,
 ) -> list[sync.PassResult]:
     """What ``syncer sync`` does: one pass of every scope of the named declarations (all when empty).
+
+    A delegated account that must sign in again raises :class:`~syncer.errors.SignInRequired`; given a
+    *signed_out* list, its error goes there instead and the other tenants and accounts are synced.
 
     The very function the worker's passes call (:func:`syncer.worker.sync.sync_scope`), run in the
     foreground; container scopes run first so that the folders they find are synced in the same call.
@@ -452,9 +460,16 @@ def sync_once(
         return result
 
     try:
-        spec = signed_in(spec, sources)
+        if signed_out is None:
+            spec = signed_in(spec, sources)
+        else:
+            accounts = Accounts(engine, spec, sources, clock=scopestate.utcnow)
+            spec = accounts.resolve(spec)  # the declarations of an account never signed in are left out
+            signed_out += [p.error for p in accounts.paused.values()]
+            spec = accounts.active(spec)
         by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
-        found = scopes.declared_scopes(spec, clients=by_name, names=names or None)
+        wanted = [n for n in names if n in {sub.name for sub in spec.subscriptions}] if names else None
+        found = scopes.declared_scopes(spec, clients=by_name, names=wanted) if wanted != [] else []
         results: list[sync.PassResult] = []
         with engine.begin() as connection:
             scopestate.ensure_scope_rows(connection, found)

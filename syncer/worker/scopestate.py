@@ -229,6 +229,17 @@ def mark_dirty(
     return max(connection.execute(stmt).rowcount, 0)
 
 
+def wake_tenant(connection: Connection, tenant_id: str, *, now: datetime) -> int:
+    """Every scope of *tenant_id* dirty and without back-off (its account signed in again: the passes
+    recover what changed meanwhile by delta); how many rows changed."""
+    s = schema.sync_state
+    stmt = sa.update(s).where(s.c.tenant_id == tenant_id).values(
+        dirty_since=sa.func.coalesce(s.c.dirty_since, sa.bindparam("now_", now, type_=schema.UtcDateTime)),
+        not_before=None, failures=0, updated_at=now,
+    )
+    return max(connection.execute(stmt).rowcount, 0)
+
+
 def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[str, str, str | None]]:
     """``(tenant_id, scope_key, parent_key)`` of the scopes due for a pass, oldest mark first: dirty,
     resync-requested or mid-round, not postponed, and not leased by another worker."""
