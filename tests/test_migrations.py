@@ -95,8 +95,8 @@ def test_an_existing_sqlite_database_keeps_its_mode(tmp_path: Path) -> None:
 
 
 def test_sync_runs_full_is_renamed_full_round_keeping_the_values(database_url: str) -> None:
-    # Issue 18 item 9: "full" is reserved in PostgreSQL; 0007 renames it and keeps each pass's record.
-    upgrade_core(database_url, "0006")
+    # Issue 18 item 9: "full" is reserved in PostgreSQL; 0008 renames it and keeps each pass's record.
+    upgrade_core(database_url, "0007")
     engine = database.create_engine(database_url)
     try:
         with engine.begin() as connection:
