@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from syncer import resolve, resources
-from syncer.errors import ConfigError
+from syncer.errors import ConfigError, NotFoundError
 from syncer.worker.chain import Chain
 
 if TYPE_CHECKING:
@@ -539,8 +539,13 @@ def resolve_users(subscription: Subscription, client: PageLister | None) -> list
     else:
         url = "users?$select=id"
     found: list[str] = []
-    for page in client.iter_pages(url):
-        found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    try:
+        for page in client.iter_pages(url):
+            found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    except NotFoundError as error:
+        from syncer.reconcile.fanout import missing_fan_out
+
+        raise ConfigError(missing_fan_out(subscription, error)) from error
     return found
 
 
