@@ -275,6 +275,8 @@ def worker(
     retention = Retention(notifications=keep_notifications, runs=keep_runs)
     running = run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes,
                          startup_wait=startup_wait, retention=retention)
+    if running.database_gone is not None:
+        sys.exit(1)  # logged once by the worker (syncer.worker.dbfile)
     if (reason := running.worker.spec_watch.reason) is not None:
         if on_spec_change == "exit":
             click.echo(f"syncer worker: {reason}; exiting for the supervisor to start it again", err=True)
