@@ -126,12 +126,12 @@ def postgres_ddl(mirror: Mirror, *, members: bool) -> list[str]:
     inserted = (
         f"SELECT n.*, {g} AS _g, CASE WHEN n._deleted_at IS NULL THEN {live_t} ELSE n._deleted_at END AS _t, "
         f"CASE WHEN n._deleted_at IS NULL THEN 'created' ELSE {_change_kind('n')} END AS _c, "
-        "n._synced_at AS _l, n._sync_run_id AS _r, NULL::json AS _rn, NULL::json AS _ro FROM syncer_new n"
+        "n._synced_at AS _l, n._sync_run_id AS _r, NULL::jsonb AS _rn, NULL::jsonb AS _ro FROM syncer_new n"
     )
     updated = (
         f"SELECT n.*, {g} AS _g, CASE WHEN n._deleted_at IS NULL THEN {live_t} ELSE n._deleted_at END AS _t, "
         f"CASE WHEN n._deleted_at IS NOT NULL THEN {_change_kind('n')} WHEN o._deleted_at IS NOT NULL THEN 'created' "
-        "ELSE 'updated' END AS _c, n._synced_at AS _l, n._sync_run_id AS _r, NULL::json AS _rn, o._raw AS _ro "
+        "ELSE 'updated' END AS _c, n._synced_at AS _l, n._sync_run_id AS _r, NULL::jsonb AS _rn, o._raw AS _ro "
         "FROM syncer_new n JOIN syncer_old o ON o.tenant_id = n.tenant_id AND o.id = n.id "
         f"WHERE (n._deleted_at IS NULL) <> (o._deleted_at IS NULL) OR (n._deleted_at IS NULL AND ({changed}))"
     )
