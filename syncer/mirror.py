@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from syncer import applied as applied_spec
-from syncer import database, schema
+from syncer import database, history, schema
 from syncer.errors import SchemaChangeRefused
 from syncer.graph.times import parse_datetime
 from syncer.mirror_owners import OWNER_TYPE, add_owner_columns
@@ -161,7 +161,10 @@ def upgrade(spec: Spec, *, rebuild: bool = False, engine: sa.Engine | None = Non
         for subscription in spec.subscriptions:
             # A new column is filled from _raw over the whole table: minutes on a large mirror.
             with engine.begin() as connection, database.unbounded(connection):
+                # History triggers off while the upgrade rewrites rows (a filled column is no new version), back after.
+                history.drop_triggers(connection, subscription)
                 changes += _upgrade_one(connection, subscription, rebuild=rebuild)
+                changes += history.upgrade(connection, subscription)
         if spec.fingerprint:
             with engine.begin() as connection:  # running workers compare their copy with it (syncer.applied)
                 applied_spec.record(connection, spec.fingerprint, by="db upgrade", path=str(spec.path))

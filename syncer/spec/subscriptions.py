@@ -54,6 +54,7 @@ SUBSCRIPTION_KEYS = (
     "window",
     "folders",
     "model",
+    "history",
 )
 
 
