@@ -196,7 +196,7 @@ def incremental(emu: Emulator, spec: Spec, where: tuple[str, str, str], changes:
                                              .where(runs.c.started_at >= started_at)).one()
             if os.environ.get("BENCH_TEAMS_RUNS"):  # each pass and fetch, to see where the time went
                 for row in connection.execute(sa.select(runs).where(runs.c.started_at >= started_at)).mappings():
-                    log(str({k: row[k] for k in ("started_at", "finished_at", "full", "pages", "upserted", "deleted")}))
+                    log(str({k: row[k] for k in ("started_at", "finished_at", "full_round", "pages", "upserted", "deleted")}))
         last = last if last.tzinfo else last.replace(tzinfo=UTC)  # SQLite gives naive UTC
         return {"changes": changes, "seconds_to_make": round(changed, 2),
                 "seconds_to_converge": round((last - started_at).total_seconds(), 2),

@@ -283,6 +283,8 @@ def worker(
     retention = Retention(notifications=keep_notifications, runs=keep_runs)
     running = run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes,
                          startup_wait=startup_wait, retention=retention)
+    if running.database_gone is not None:
+        sys.exit(1)  # logged once by the worker (syncer.worker.dbfile)
     if (reason := running.worker.spec_watch.reason) is not None:
         if on_spec_change == "exit":
             click.echo(f"syncer worker: {reason}; exiting for the supervisor to start it again", err=True)
@@ -649,6 +651,34 @@ def logout(spec_path: Path, name: str | None) -> None:
         click.echo(f"Signed out {credential.account} ({name}): its tokens are gone from {credential.cache_file.path}.")
     else:
         click.echo(f"{credential.account} ({name}) was not signed in.")
+
+
+@main.command()
+@click.argument("table")
+@click.argument("item_id", metavar="ID")
+@spec_option
+@click.option("--tenant", help="Tenant id, when the database mirrors several tenants.")
+@friendly_errors
+def history(spec_path: Path, table: str, item_id: str, tenant: str | None) -> None:
+    """Print every version of one row of a mirror table with `history:` (docs/history.md), as a diff."""
+    from syncer import database
+    from syncer import history as versions
+    from syncer.spec import load_spec
+
+    spec = load_spec(spec_path)
+    declared = {s.mirror.table: s.mirror for s in spec.subscriptions if s.mirror.history is not None}
+    if table not in declared:
+        raise click.UsageError(
+            f"no declaration with history: writes table {table!r} (tables with history: {', '.join(sorted(declared)) or 'none'})"
+        )
+    engine = database.create_engine(spec.database_url)
+    try:
+        with engine.connect() as connection:
+            rows = versions.versions(connection, declared[table], item_id, tenant_id=tenant)
+    finally:
+        engine.dispose()
+    click.echo(f"{table} {item_id}: {len(rows)} versions")
+    click.echo(versions.render(declared[table], rows), nl=False)
 
 
 @main.command()

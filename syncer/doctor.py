@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
-from syncer.errors import SignInRequired, SyncerError
+from syncer.errors import SignInRequired, SyncerError, TransportError
 
 if TYPE_CHECKING:
     from syncer.resources import ResourceType
@@ -142,6 +142,17 @@ def _token_checks(spec: Spec, tenant_name: str) -> tuple[str | None, list[Check]
         token = credential.token((graph_scope(spec.graph.graph_url),))
     except SignInRequired as error:
         return None, [Check(name, FAIL, str(error), f"run `syncer login {tenant_name}`")]
+    except TransportError as error:
+        # No answer is not a refusal: the credentials were never judged, so blaming them misleads.
+        host = spec.graph.authority_host
+        return None, [
+            Check(
+                name,
+                FAIL,
+                f"the identity platform cannot be reached: {error}",
+                f"check that {host} is reachable from here (graph.authority_host, DNS, proxy, firewall)",
+            )
+        ]
     except SyncerError as error:
         return None, [
             Check(name, FAIL, str(error), "check tenant_id, client_id and the secret or certificate")

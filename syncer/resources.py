@@ -528,9 +528,19 @@ CATALOGUE: tuple[ResourceType, ...] = (
     _teams(
         key="chat",
         name="chat",
-        patterns=("chats", "users/{user}/chats"),  # the per-user path is preview in Graph's table
+        patterns=("chats",),
         change_types=frozenset({"created", "updated"}),
         permission="Chat.ReadBasic.All",
+    ),
+    _teams(
+        key="chat.user",
+        name="chat",
+        patterns=("users/{user}/chats",),  # preview in Graph's table
+        change_types=frozenset({"created", "updated"}),
+        permission="Chat.ReadBasic.All",
+        quota=_TEAMS_USER_QUOTA,
+        # Users share chats while a mirror row belongs to one scope (as chatMessage.user).
+        one_user_per_declaration=True,
     ),
     _teams(
         key="chat.one",
@@ -549,9 +559,16 @@ CATALOGUE: tuple[ResourceType, ...] = (
         models=_MODEL_B,
     ),
     _teams(
+        key="channel.all",
+        name="channel",
+        patterns=("teams/getAllChannels",),
+        change_types=frozenset(CHANGE_TYPES),
+        permission="Channel.ReadBasic.All",
+    ),
+    _teams(
         key="channel",
         name="channel",
-        patterns=("teams/getAllChannels", "teams/{team}/channels"),
+        patterns=("teams/{team}/channels",),
         change_types=frozenset(CHANGE_TYPES),
         permission="Channel.ReadBasic.All",
         delegated_paths=("teams/{team}/channels",),
@@ -587,6 +604,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         permission="TeamMember.Read.All",
         models=_MODELS_AB,
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
     ),
     _teams(
         key="conversationMember.channel",
@@ -595,6 +614,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("teams/{team}/channels/getAllMembers",),
         change_types=frozenset(CHANGE_TYPES),
         permission="ChannelMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
+        scope_owners=(ScopeOwner("team_id", "{team}"),),
     ),
     _teams(
         key="conversationMember.chat",
@@ -613,6 +635,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset({"created", "deleted"}),
         permission="ChatMember.Read.All",
         models=_MODELS_AB,
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
     ),
     _teams(
         key="conversationMember.app",

@@ -82,6 +82,7 @@ class Runner:
         for change in mirror.upgrade(spec):
             self.echo(change)
         self.engine = database.create_engine(spec.database_url)
+        self._check_single_worker()
         self.app = app_for_spec(spec, self.engine)
         host = self.host or spec.receiver.host
         port = spec.receiver.port if self.port is None else self.port
@@ -102,6 +103,26 @@ class Runner:
             self.app.extensions["syncer.receiver.app"].on_stored.append(self.running.waker.wake)
         self.echo("worker started")
         return self
+
+    def _check_single_worker(self) -> None:
+        """On SQLite, refuse before anything happens when another worker holds the database.
+
+        The worker takes its lock last; found busy only then, `syncer run` had already created
+        subscriptions (notifying a URL about to close) for nothing.
+        """
+        from syncer.worker.jobs import default_worker_id
+        from syncer.worker.scheduler import single_worker_lock
+
+        assert self.engine is not None
+        self.worker_id = self.worker_id or default_worker_id()
+        try:
+            probe = single_worker_lock(self.engine, self.worker_id)
+        except BaseException:
+            self.engine.dispose()
+            self.engine = None
+            raise
+        if probe is not None:
+            probe.release()  # the worker takes it again below, under the same id
 
     def reconcile(self) -> Outcome:
         """Run reconcile once and print its result lines."""

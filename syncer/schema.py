@@ -169,7 +169,8 @@ sync_runs = sa.Table(
     sa.Column("started_at", UtcDateTime, nullable=False),
     sa.Column("finished_at", UtcDateTime, nullable=True),
     sa.Column(
-        "full", sa.Boolean, nullable=False, default=False, comment="a full enumeration (initial or resync)"
+        # Not "full": a reserved word in PostgreSQL (FULL JOIN), which every query would have to quote.
+        "full_round", sa.Boolean, nullable=False, default=False, comment="a full enumeration (initial or resync)"
     ),
     sa.Column("pages", sa.Integer, nullable=False, default=0),
     sa.Column("upserted", sa.Integer, nullable=False, default=0),

@@ -47,7 +47,7 @@ def test_demo_converges_on_the_bundled_spec(tmp_path: Path) -> None:
             resyncs = connection.execute(
                 sa.select(sa.func.count())
                 .select_from(schema.sync_runs)
-                .where(schema.sync_runs.c.full.is_(True), schema.sync_runs.c.scope_key == "users")
+                .where(schema.sync_runs.c.full_round.is_(True), schema.sync_runs.c.scope_key == "users")
             ).scalar_one()
     finally:
         engine.dispose()

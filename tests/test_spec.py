@@ -895,3 +895,10 @@ def test_group_members_table_is_claimed_too(tmp_path: Path) -> None:
     )
     at(error, 10, "subscriptions[1].mirror.table")
     assert error.found == "'teams_members' (also the members table of subscriptions[0])"
+
+
+def test_unknown_resource_gets_no_suggestion_from_another_collection(tmp_path: Path) -> None:
+    # Issue 18: users/{user}/memberOf was offered teams/{team}/members (the placeholders made them alike).
+    error = problem(tmp_path, "  - {name: m, resource: users/abc/memberOf}\n")
+    at(error, 9, "subscriptions[0].resource")
+    assert "teams" not in error.hint

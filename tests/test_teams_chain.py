@@ -68,3 +68,41 @@ def test_a_team_gone_during_the_walk_is_skipped_but_a_gone_link_is_the_passs_pro
     assert _walk(source, "teams/getAllMessages")[1][1] == "teams/t3/channels/getAllMessages"
     with pytest.raises(NotFoundError):
         _walk(source, "teams/t2/channels/getAllMessages")
+
+
+class Chats:
+    """Users u1, u2 sharing chat c1 (u2 also in c2); each chat's members; channels of a team, one standard."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def iter_pages(self, url: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Page]:
+        self.requests.append(url)
+        lists = {
+            "users?$select=id": [{"id": "u1"}, {"id": "u2"}],
+            "users/u1/chats?$select=id": [{"id": "c1"}],
+            "users/u2/chats?$select=id": [{"id": "C1"}, {"id": "c2"}],
+            "chats/c1/members": [{"id": "m1"}, {"id": "m2"}],
+            "chats/c2/members": [{"id": "m3"}],
+            "channels": [{"id": "s", "membershipType": "standard"}, {"id": "p", "membershipType": "private"}],
+            "channels/p/members": [{"id": "m4"}],
+        }
+        yield Page(items=lists[url])
+
+    def get_json(self, url: str) -> Any:
+        raise AssertionError(url)
+
+
+def test_a_chain_of_chains_walks_each_member_once() -> None:
+    chats = Chain(Chain("users?$select=id", "users/{id}/chats?$select=id", model=False), "chats/{id}/members", model=False)
+    lists = Chats()
+    source = ChainedSource(lists, chats, "chats/getAllMembers?model=B")
+    assert [ids for ids, _ in _walk(source, "chats/getAllMembers?model=B")] == [["m1", "m2"], ["m3"]]
+    assert "chats/c2/members" in lists.requests and not any("model" in r for r in lists.requests)
+
+
+def test_members_a_chain_skips_are_not_walked() -> None:
+    channels = Chain("channels", "channels/{id}/members", skip=(("membershipType", "standard"),), model=False)
+    lists = Chats()
+    assert [ids for ids, _ in _walk(ChainedSource(lists, channels, "x/getAllMembers"), "x/getAllMembers")] == [["m4"]]
+    assert "channels/s/members" not in lists.requests

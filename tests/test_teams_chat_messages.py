@@ -29,7 +29,7 @@ SPEC = """
 def _runs(world: World) -> list[tuple[bool, int, str]]:
     with world.engine.connect() as connection:
         found = connection.execute(sa.text(
-            "SELECT \"full\", pages, outcome FROM syncer_sync_runs WHERE scope_key LIKE 'chats/%' ORDER BY id"))
+            "SELECT full_round, pages, outcome FROM syncer_sync_runs WHERE scope_key LIKE 'chats/%' ORDER BY id"))
         return [(bool(f), int(p or 0), str(o)) for f, p, o in found]
 
 

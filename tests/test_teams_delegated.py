@@ -183,3 +183,4 @@ def test_a_users_channel_and_chat_messages_are_mirrored(
     chat_rows = _rows(path, "my_chat_messages")
     assert chat_rows[chat_second["id"]]["body_text"] == "sure!"
     assert chat_rows[first["id"]]["deleted_date_time"] is not None  # Graph keeps it listed, soft-deleted
+    assert chat_rows[first["id"]]["_removed_reason"] == "deleted"  # and the row says so (a soft-deleted row)

@@ -66,7 +66,7 @@ def _live(world: World) -> set[str]:
 def _last_run(world: World) -> tuple[bool, str]:
     with world.engine.connect() as connection:
         full, outcome = connection.execute(sa.text(
-            "SELECT \"full\", outcome FROM syncer_sync_runs WHERE scope_key LIKE 'teams/%' ORDER BY id DESC LIMIT 1")).one()
+            "SELECT full_round, outcome FROM syncer_sync_runs WHERE scope_key LIKE 'teams/%' ORDER BY id DESC LIMIT 1")).one()
     return bool(full), str(outcome)
 
 

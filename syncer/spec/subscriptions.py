@@ -54,6 +54,7 @@ SUBSCRIPTION_KEYS = (
     "window",
     "folders",
     "model",
+    "history",
 )
 
 
@@ -539,7 +540,7 @@ def _suggest(bare: str) -> str:
     for rt in resources.CATALOGUE:
         for pattern in rt.patterns:
             parts = pattern.split("/")
-            if len(parts) != len(segments):
+            if len(parts) != len(segments) or not _same_roots(parts, segments):
                 continue
             filled = "/".join(
                 seg if part.startswith("{") else part for part, seg in zip(parts, segments, strict=True)
@@ -548,3 +549,18 @@ def _suggest(bare: str) -> str:
             if ratio > best_ratio:
                 best, best_ratio = pattern, ratio
     return f"did you mean '{best}'?" if best else ""
+
+
+def _same_roots(parts: list[str], segments: list[str]) -> bool:
+    """Whether each literal segment of a pattern is the given one or a typo of it.
+
+    Scoring the whole path alone offered 'teams/{team}/members' for 'users/{user}/memberOf': the
+    placeholders filled in make unrelated paths look alike. A different collection (users, teams)
+    is a different resource, not a misspelling, and gets no suggestion.
+    """
+    for part, seg in zip(parts, segments, strict=True):
+        if part.startswith("{"):
+            continue
+        if difflib.SequenceMatcher(None, part.lower(), seg.lower()).ratio() < 0.75:
+            return False
+    return True

@@ -8,6 +8,12 @@ https://learn.microsoft.com/en-us/graph/api/channel-getallmessages) and of one u
 page of each member links to the first request of the next, so that a round interrupted anywhere resumes there (a
 link names its member, which says where the walk stands). A chat message that several users see comes once per user:
 the rows are upserts of one scope, so it is one row, removed only when no user's list has it any more.
+
+The same walk lists the other tenant-wide Teams resources Graph only lists in parts: ``chats`` (each user's chats,
+https://learn.microsoft.com/en-us/graph/api/chat-list: ``GET /chats`` is delegated only), ``teams/getAllChannels``
+(each team's channels), ``teams/getAllMembers`` (each team's members), ``chats/getAllMembers`` (each chat's members,
+the chats themselves walked per user: a chain of chains) and a team's ``channels/getAllMembers`` (the members of each
+of its private and shared channels).
 """
 
 from __future__ import annotations
@@ -37,10 +43,17 @@ class PageLister(Protocol):
 class Chain:
     """A list made of one list per member."""
 
-    members: str
-    """The list of members, ids only (``teams?$select=id``)."""
+    members: str | Chain
+    """The list of members, ids only (``teams?$select=id``), or a chain whose items are the members (the chats of
+    every user); a member listed twice (a chat under each of its users) is walked once."""
     path: str
     """Each member's list, ``{id}`` filled with the member's id (``teams/{id}/channels/getAllMessages``)."""
+    skip: tuple[tuple[str, str], ...] = ()
+    """Members whose listed property has this value are not walked (a team's standard channels: their members are the
+    team's), filtered here rather than with ``$filter``, which Graph documents for channels with ``eq`` only."""
+    model: bool = True
+    """Each member's list takes the declared payment model (``?model=``): Graph's metered lists do
+    (https://learn.microsoft.com/en-us/graph/teams-licenses); plain lists (a team's members) refuse unknown options."""
 
 
 class ChainedSource:
@@ -50,7 +63,7 @@ class ChainedSource:
         self.source = source
         self.chain = chain
         self.initial_url = initial_url
-        model = dict(parse_qsl(urlsplit(initial_url).query)).get("model")
+        model = dict(parse_qsl(urlsplit(initial_url).query)).get("model") if chain.model else None
         self.query = f"?model={quote(model)}" if model else ""
         self._member = re.compile(re.escape(chain.path).replace(re.escape("{id}"), "([^/?]+)"), re.IGNORECASE)
 
@@ -69,7 +82,7 @@ class ChainedSource:
 
     def iter_pages(self, url: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Page]:
         """The pages from *url* (the chain's start, or a link one of its pages gave) to the end of the last member."""
-        members = [str(i["id"]) for page in self.source.iter_pages(self.chain.members) for i in page.items if "id" in i]
+        members = self._members()
         at = self.member_of(url) if url != self.initial_url else None
         lowered = [m.lower() for m in members]
         if at is not None and at.lower() not in lowered:
@@ -89,3 +102,17 @@ class ChainedSource:
                     raise  # the link the round resumes from: the pass decides (a lost link)
                 continue  # the team or user went away between the two lists
         yield held if held is not None else Page(items=[])
+
+    def _members(self) -> list[str]:
+        """The members' ids in the order listed, each once (ids compared case-insensitively)."""
+        if isinstance(self.chain.members, Chain):
+            inner = ChainedSource(self.source, self.chain.members, self.chain.members.path)
+            pages: Iterator[Any] = inner.iter_pages(inner.initial_url)
+        else:
+            pages = self.source.iter_pages(self.chain.members)
+        found: dict[str, str] = {}
+        for page in pages:
+            for item in page.items:
+                if "id" in item and not any(item.get(name) == value for name, value in self.chain.skip):
+                    found.setdefault(str(item["id"]).lower(), str(item["id"]))
+        return list(found.values())

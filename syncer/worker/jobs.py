@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy.engine import Engine
 
-from syncer import reconcile
+from syncer import history, reconcile
 from syncer.graph.delegated import signed_in
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
@@ -574,6 +574,10 @@ class Worker:
             notifications = self.inbox.purge(processed_before=now - keep.notifications)
         if keep.runs is not None:
             runs = scopestate.purge_runs(self.engine, started_before=now - keep.runs)
+        if self.spec is not None:  # each declaration's history: {keep:} (never a current version)
+            versions = history.purge(self.engine, self.spec, now=now)
+            if versions:
+                log.info("housekeeping: deleted %d history versions past their keep", versions)
         if notifications or runs:
             log.info("housekeeping: deleted %d processed notifications and %d pass records", notifications, runs)
         return notifications, runs

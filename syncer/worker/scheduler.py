@@ -274,6 +274,7 @@ class RunningWorker:
     scheduler: BaseScheduler
     engine: Engine
     lock: DatabaseLock | None
+    database_gone: str | None = None  # the SQLite file was deleted or replaced (syncer.worker.dbfile)
     waker: Waker | None = None  # the receiver of `syncer run` wakes the drain through it
 
     def stop(self) -> None:
@@ -281,7 +282,8 @@ class RunningWorker:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.worker.close()
-        self.worker.release()
+        if self.database_gone is None:  # else there is nothing to release, and touching it would create a file
+            self.worker.release()
 
     def __iter__(self) -> Iterator[Any]:
         # `worker, scheduler = run_worker(...)` keeps working; stop with scheduler.shutdown(),
@@ -347,7 +349,8 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
         if listener is not None:
             worker.on_release(listener.stop)
         worker.on_release(waker.close)
-    running = RunningWorker(worker, scheduler, engine, lock, waker)
+    running = RunningWorker(worker, scheduler, engine, lock, waker=waker)
+    _watch_database_file(running)
     if not blocking:
         scheduler.start()
         return running
@@ -358,6 +361,27 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     finally:
         running.stop()
     return running
+
+
+def _watch_database_file(running: RunningWorker) -> None:
+    """On SQLite, stop the worker (once, said once) when its database file is deleted or replaced."""
+    from syncer.worker.dbfile import CHECK_INTERVAL, DatabaseFile
+
+    watched = DatabaseFile.of(running.engine)
+    if watched is None:
+        return
+
+    def check() -> None:
+        if running.database_gone is not None or (reason := watched.problem()) is None:
+            return
+        running.database_gone = reason
+        log.error("%s: stopping; nothing more can be stored (restore the file or run `syncer db upgrade`, then start "
+                  "the worker again)", reason)
+        scheduler = running.scheduler
+        threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="syncer-db-gone").start()
+
+    running.scheduler.add_job(check, "interval", seconds=CHECK_INTERVAL, id="database-file", name="database file",
+                              replace_existing=True, coalesce=True, max_instances=1)
 
 
 @contextlib.contextmanager

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from syncer import resolve, resources
-from syncer.errors import ConfigError
+from syncer.errors import ConfigError, NotFoundError
 from syncer.worker.chain import Chain
 
 if TYPE_CHECKING:
@@ -172,6 +172,24 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("chatMessage.allChats", FETCH, "{resource}", item_path="{resource}",
                  chain=Chain("users?$select=id", "users/{id}/chats/getAllMessages"),
                  deleted_property="deletedDateTime"),
+        # The other tenant-wide Teams resources (https://learn.microsoft.com/en-us/graph/teams-changenotifications-chat,
+        # -team-and-channel, -teammembership, -chatmembership, -channelmembership): notified items fetched by id, a pass
+        # walks what Graph lists in parts. An app cannot GET /chats (https://learn.microsoft.com/en-us/graph/api/chat-list):
+        # each user's chats are walked; a chat's members are listed per chat, the chats found per user.
+        Strategy("chat", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("users?$select=id", "users/{id}/chats", model=False)),
+        Strategy("channel.all", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams?$select=id", "teams/{id}/channels", model=False)),
+        Strategy("conversationMember.allTeams", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams?$select=id", "teams/{id}/members", model=False)),
+        Strategy("conversationMember.allChats", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain(Chain("users?$select=id", "users/{id}/chats?$select=id", model=False),
+                             "chats/{id}/members", model=False)),
+        # https://learn.microsoft.com/en-us/graph/api/channel-list and
+        # https://learn.microsoft.com/en-us/graph/api/channel-list-members: the team's private and shared channels.
+        Strategy("conversationMember.channel", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams/{team}/channels?$select=id,membershipType", "teams/{team}/channels/{id}/members",
+                             skip=(("membershipType", "standard"),), model=False)),
         # https://learn.microsoft.com/en-us/graph/api/listitem-delta: token links, a "deleted" facet, column values
         # only with $expand=fields, which the links keep (https://learn.microsoft.com/en-us/graph/delta-query-overview:
         # the state token encodes the first request's query); a notification is a shoulder tap naming the list.
@@ -366,6 +384,9 @@ def _scopes_for(
         model = getattr(subscription, "model", None)
         if strategy.chain is not None and model:
             listed = f"model={model}"
+        if strategy.chain is not None and params:  # a chain within one team: its lists name the team
+            strategy = replace(strategy, chain=_fill_chain(strategy.chain, params))
+            base["strategy"] = strategy
         return [Scope(key=parent, initial_url=f"{parent}?{listed}" if listed else parent, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
@@ -393,6 +414,12 @@ def _scopes_for(
         query.append(("$filter", f"id eq '{params[strategy.single_filter]}'"))
     url = _with_query(fill(strategy.path, params), query)
     return [Scope(key=parent, initial_url=url, **base)]
+
+
+def _fill_chain(chain: Chain, params: Mapping[str, str]) -> Chain:
+    """*chain* with the scope's placeholders (``{team}``) filled; ``{id}`` (each member) stays."""
+    members = _fill_chain(chain.members, params) if isinstance(chain.members, Chain) else fill(chain.members, params)
+    return replace(chain, members=members, path=fill(chain.path, params))
 
 
 def folder_scope_from(
@@ -512,8 +539,13 @@ def resolve_users(subscription: Subscription, client: PageLister | None) -> list
     else:
         url = "users?$select=id"
     found: list[str] = []
-    for page in client.iter_pages(url):
-        found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    try:
+        for page in client.iter_pages(url):
+            found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    except NotFoundError as error:
+        from syncer.reconcile.fanout import missing_fan_out
+
+        raise ConfigError(missing_fan_out(subscription, error)) from error
     return found
 
 

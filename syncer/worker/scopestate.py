@@ -148,7 +148,7 @@ class ScopeStore:
                 tenant_id=self.scope.tenant_id,
                 scope_key=self.scope.key,
                 started_at=now,
-                full=full,
+                full_round=full,
                 pages=0,
                 upserted=0,
                 deleted=0,
@@ -329,7 +329,7 @@ def last_full_rounds(engine: Engine) -> dict[tuple[str, str], datetime]:
     with engine.connect() as connection:
         rows = connection.execute(
             sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
-            .where(r.c.full.is_(True), r.c.outcome == "ok")
+            .where(r.c.full_round.is_(True), r.c.outcome == "ok")
             .group_by(r.c.tenant_id, r.c.scope_key)
         ).all()
     return {(t, k): at for t, k, at in rows}

@@ -241,7 +241,7 @@ def sync_scope(
             return refused
         run_id = store.start_run(connection, full=False)
         rnd = start_round(store, connection, state, run_id, force_full=full)
-        store.update_run(connection, run_id, full=rnd.full, error=resync_note(rnd.resync))
+        store.update_run(connection, run_id, full_round=rnd.full, error=resync_note(rnd.resync))
     step("leased")
     counters = Progress(scope.key)
     try:
