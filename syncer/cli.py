@@ -206,7 +206,14 @@ def reconcile(
     type=click.FloatRange(min=0.05),
     default=0.5,
     show_default=True,
-    help="Seconds between two looks at the inbox (the floor of notification-to-row latency).",
+    help="Seconds between two looks at the inbox when not woken (see --listen).",
+)
+@click.option(
+    "--listen/--no-listen",
+    default=True,
+    show_default=True,
+    help="PostgreSQL: drain as soon as the receiver commits (LISTEN syncer_inbox), not only every --drain-interval. "
+    "--no-listen behind a pooler in transaction mode, which cannot keep a LISTEN.",
 )
 @click.option(
     "--safety-net-interval",
@@ -250,6 +257,7 @@ def worker(
     worker_id: str | None,
     passes: int,
     drain_interval: float,
+    listen: bool,
     safety_net_interval: float,
     keep_notifications: timedelta | None,
     keep_runs: timedelta | None,
@@ -268,7 +276,7 @@ def worker(
 
     spec = load_spec(spec_path).resolve_emulator()
     click.echo(f"syncer worker started on {len(spec.subscriptions)} subscriptions (Ctrl-C to stop)", err=True)
-    schedule = Schedule(drain=drain_interval, safety_net=safety_net_interval)
+    schedule = Schedule(drain=drain_interval, safety_net=safety_net_interval, wake=listen)
     # systemd and Kubernetes stop with SIGTERM: leave like Ctrl-C (passes in flight finish, leases
     # and the SQLite worker lock are released) instead of dying mid-page.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))

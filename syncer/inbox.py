@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+NOTIFY_CHANNEL = "syncer_inbox"
+"""PostgreSQL ``NOTIFY`` channel of each inbox commit (payload: the schema); workers ``LISTEN`` (syncer.worker.wake)."""
+
 
 class Row(NamedTuple):
     """An encoded inbox row, ready for :meth:`Inbox.put_rows` (a tuple: cheap on the hot path)."""
@@ -103,6 +106,11 @@ class Inbox:
         self._pg_insert_sql = (
             f"INSERT INTO {name} ({cols}) SELECT r.t, r.s, r.k, r.e, r.r, r.i, r.d, r.p, %s, 0 "
             "FROM json_to_recordset(%s::json) AS r(t text, s text, k text, e text, r text, i text, d text, p json) "
+            # The workers' wake-up, in the same statement (an InitPlan, run once per batch): a NOTIFY is
+            # delivered when its transaction commits, never before the rows are visible, and costs no
+            # round trip (https://www.postgresql.org/docs/current/sql-notify.html). The payload is the
+            # schema, so that deployments sharing a database do not wake each other.
+            f"WHERE (SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema()) IS NOT NULL) "
             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key"
         )
         self._sqlite_insert_sql = (

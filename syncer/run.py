@@ -98,6 +98,9 @@ class Runner:
             self.reconcile()
         self.running = run_worker(spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False,
                                   metrics=self.app.extensions["syncer.receiver.app"].metrics)  # one /metrics for both
+        if self.running.waker is not None:
+            # One process: the receiver wakes the drain directly (SQLite has no LISTEN/NOTIFY).
+            self.app.extensions["syncer.receiver.app"].on_stored.append(self.running.waker.wake)
         self.echo("worker started")
         return self
 

@@ -236,6 +236,8 @@ class Receiver:
         self.tokens = tokens
         self.keys = keys
         self.closers: list[Callable[[], object]] = []
+        # Called after each commit that stored new rows: `syncer run` wakes its worker's drain (syncer.worker.wake).
+        self.on_stored: list[Callable[[], object]] = []
         self.limiter = _RateLimiter(settings.log_rejections_per_second)
         self.deferral_limiter = _RateLimiter(settings.log_rejections_per_second)
         # Graph retries each 503 and many POSTs arrive per second: a line per outage, not per request.
@@ -245,9 +247,14 @@ class Receiver:
 
     def store(self, items: list[NewItem]) -> set[str]:
         if self.committer is not None:
-            return self.committer.put(items, timeout=self.settings.store_timeout)
-        with self.engine.begin() as conn:
-            return self.inbox.put_in(conn, items)
+            new = self.committer.put(items, timeout=self.settings.store_timeout)
+        else:
+            with self.engine.begin() as conn:
+                new = self.inbox.put_in(conn, items)
+        if new:
+            for stored in self.on_stored:
+                stored()
+        return new
 
     def probe(self) -> None:
         """Raise DatabaseError unless a notification could be stored now, through the path ``store``

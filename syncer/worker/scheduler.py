@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
     from syncer.locks import DatabaseLock
     from syncer.spec import Spec
+    from syncer.worker.wake import Waker
 
 __all__ = [
     "DRAIN_JOB",
@@ -204,6 +205,8 @@ class Schedule:
 
     drain: float = 0.5
     safety_net: float = 60.0
+    # Drain as soon as the receiver commits (syncer.worker.wake), the interval being the safety net.
+    wake: bool = True
     reconcile: float = 900.0
     housekeeping: float = 3600.0
 
@@ -272,6 +275,7 @@ class RunningWorker:
     engine: Engine
     lock: DatabaseLock | None
     database_gone: str | None = None  # the SQLite file was deleted or replaced (syncer.worker.dbfile)
+    waker: Waker | None = None  # the receiver of `syncer run` wakes the drain through it
 
     def stop(self) -> None:
         """Stop the jobs, wait for running passes, release the SQLite worker lock."""
@@ -337,7 +341,15 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
         lambda: threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="syncer-spec-stop").start()
     )
     schedule_jobs(scheduler, worker, schedule)
-    running = RunningWorker(worker, scheduler, engine, lock)
+    waker = None
+    if (schedule or Schedule()).wake:
+        from syncer.worker import wake
+
+        waker, listener = wake.attach(scheduler, DRAIN_JOB, spec.database_url, outage=worker.database)
+        if listener is not None:
+            worker.on_release(listener.stop)
+        worker.on_release(waker.close)
+    running = RunningWorker(worker, scheduler, engine, lock, waker=waker)
     _watch_database_file(running)
     if not blocking:
         scheduler.start()
