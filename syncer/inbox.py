@@ -21,6 +21,7 @@ queue without blocking each other; on SQLite (one writer at a time anyway) the s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -93,7 +94,13 @@ class InboxItem:
 class Inbox:
     """Operations on the inbox table; thread-safe (each call uses its own pooled connection)."""
 
-    def __init__(self, engine: Engine, *, table: sa.Table = schema.inbox, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, engine: Engine, *, table: sa.Table = schema.inbox, clock: Clock = utcnow, notify: bool | None = None
+    ) -> None:
+        """*notify* (PostgreSQL): announce each commit to LISTENing workers (default: unless
+        ``SYNCER_RECEIVER_NOTIFY=0``, for a receiver whose workers poll, or behind a transaction pooler)."""
+        if notify is None:
+            notify = os.environ.get("SYNCER_RECEIVER_NOTIFY", "1") != "0"
         self.engine = engine
         self.table = table
         self.clock = clock
@@ -110,8 +117,8 @@ class Inbox:
             # delivered when its transaction commits, never before the rows are visible, and costs no
             # round trip (https://www.postgresql.org/docs/current/sql-notify.html). The payload is the
             # schema, so that deployments sharing a database do not wake each other.
-            f"WHERE (SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema()) IS NOT NULL) "
-            "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key"
+            + (f"WHERE (SELECT pg_notify('{NOTIFY_CHANNEL}', current_schema()) IS NOT NULL) " if notify else "")
+            + "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key"
         )
         self._sqlite_insert_sql = (
             f"INSERT INTO {name} ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (dedupe_key) DO NOTHING"
