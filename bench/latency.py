@@ -19,6 +19,12 @@ Where the time goes (users and messages, whose notifications name the item):
 - sync: visible - ``processed_at``: waiting for the scope's pass (one at a time per scope) and the pass.
 
 Target (issue 8): p50 < 1 s, p99 < 5 s. The last line printed is one JSON object.
+
+``--rich`` (issue 15) compares, in the same run, basic and rich subscriptions (``include_resource_data``) of the
+same resources: inbox messages of 2 mailboxes each way, and the channel messages of one team each way. A rich
+change is written from its decrypted payload; a basic one marks its scope dirty for a delta pass. Printed: change
+-> row visible p50/p99 per path, and the GETs of the changed items in the emulator's request log (0 for rich).
+Target: rich p50 at least 2x lower than basic.
 """
 
 from __future__ import annotations
@@ -99,7 +105,15 @@ def main() -> None:
     parser.add_argument("--drain-interval", type=float, default=0.5, help="syncer worker --drain-interval")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the last rows")
+    parser.add_argument("--rich", action="store_true", help="rich vs basic subscriptions (issue 15)")
+    parser.add_argument("--graph-latency-ms", type=float, default=0.0,
+                        help="--rich: the time each Graph read takes (the emulator's latency rule)")
     args = parser.parse_args()
+    if args.rich:
+        from latency_rich import run_rich  # bench/ is on sys.path when run as a script
+
+        run_rich(args, database(args.database))
+        return
 
     url, cleanup = database(args.database)
     workdir = Path(tempfile.mkdtemp(prefix="syncer-latency-work-"))

@@ -10,7 +10,9 @@ Measures, in one run and against one emulator (its own process, so it does not s
   user would (JSON-link paginator on ``@odata.nextLink``, data selector ``value``, primary key ``id``,
   merge, ``max_table_nesting=0``), when dlt is installed (``pip install dlt[postgres,sqlalchemy]``);
 - ``incremental``: the time of a pass applying 1,000 changes (PATCHed through Graph's API);
-- ``rss``: peak RSS of a syncer pass over N users and over ``--large`` users, each in a fresh process.
+- ``rss``: peak RSS of a syncer pass over N users and over ``--large`` users, each in a fresh process;
+- ``--history``: instead, the same initial and incremental passes with and without ``history: true``
+  (issue 20), paired per round, with their ratios and the history table's size per version.
 
 Usage: ``python bench/sync.py [--users 100000] [--large 1000000] [--postgres URL] [--skip-dlt] [--repeat 3]``.
 Prints progress on stderr and one JSON line of figures at the end.
@@ -99,14 +101,15 @@ class Emulator:
 # --- the measured things ---------------------------------------------------------------------------
 
 
-def write_spec(workdir: Path, info_file: Path, database_url: str) -> Path:
+def write_spec(workdir: Path, info_file: Path, database_url: str, *, history: bool = False) -> Path:
     path = workdir / f"spec-{uuid.uuid4().hex[:6]}.yaml"
     columns = "\n".join(f"        - {c}" for c in COLUMNS)
     path.write_text(
         f"version: 1\ngraph: {{cloud: emulator, emulator_info: {info_file}}}\n"
         f"database: {{url: '{database_url}'}}\n"
         "subscriptions:\n  - name: users\n    resource: users\n    change_types: [updated, deleted]\n"
-        f"    mirror:\n      table: bench_users\n      columns:\n{columns}\n"
+        + ("    history: true\n" if history else "")
+        +         f"    mirror:\n      table: bench_users\n      columns:\n{columns}\n"
     )
     return path
 
@@ -215,7 +218,7 @@ def dlt_load(emu: Emulator, url: str, database_url: str, kind: str, workdir: Pat
     return {"items": count, "seconds": round(elapsed, 2), "items_per_s": round(count / elapsed) if elapsed else None}
 
 
-def incremental(emu: Emulator, spec_path: Path, changes: int) -> dict[str, Any]:
+def incremental(emu: Emulator, spec_path: Path, changes: int, tag: str = "") -> dict[str, Any]:
     """PATCH *changes* users through Graph's API, then time the pass that applies them."""
     headers = {"Authorization": f"Bearer {emu.token()}"}
     listing = emu.session.get(f"{emu.info['graph_url']}/users?$select=id&$top=999", headers=headers, timeout=60).json()
@@ -225,7 +228,7 @@ def incremental(emu: Emulator, spec_path: Path, changes: int) -> dict[str, Any]:
         ids += [u["id"] for u in listing["value"]]
     for i, user_id in enumerate(ids[:changes]):
         r = emu.session.patch(f"{emu.info['graph_url']}/users/{user_id}", headers=headers,
-                              json={"jobTitle": f"Changed {i}"}, timeout=60)
+                              json={"jobTitle": f"Changed {i}{tag}"}, timeout=60)
         r.raise_for_status()
     figures = syncer_pass(spec_path)
     return {"changes": changes, **figures}
@@ -260,6 +263,53 @@ def rss(emu: Emulator, workdir: Path, users: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def history_size(database_url: str) -> dict[str, Any]:
+    """Versions in ``bench_users_history`` and the bytes each takes (table and indexes)."""
+    engine = sa.create_engine(database.normalize_url(database_url))
+    with engine.connect() as connection:
+        versions = connection.execute(sa.text("SELECT count(*) FROM bench_users_history")).scalar_one()
+        if engine.dialect.name == "postgresql":
+            size = connection.execute(sa.text("SELECT pg_total_relation_size('bench_users_history')")).scalar_one()
+        else:
+            size = connection.execute(sa.text(
+                "SELECT sum(pgsize) FROM dbstat WHERE name IN "
+                "(SELECT name FROM sqlite_master WHERE tbl_name = 'bench_users_history')"
+            )).scalar_one()
+    engine.dispose()
+    return {"versions": versions, "bytes": size, "bytes_per_version": round(size / versions) if versions else None}
+
+
+def history_compare(emu: Emulator, workdir: Path, args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """Initial and incremental passes without and with history, alternating, each into a fresh database."""
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for rep in range(args.repeat):
+        for with_history in (False, True) if rep % 2 == 0 else (True, False):
+            database_url = fresh_database(kind, workdir, args.postgres)
+            assert database_url is not None
+            try:
+                spec_path = write_spec(workdir, emu.info_file, database_url, history=with_history)
+                prepare(spec_path)
+                log(f"{kind} round {rep + 1}: initial pass, history={with_history}")
+                one = syncer_pass(spec_path)
+                log(f"{kind} round {rep + 1}: {args.changes} changes, history={with_history}")
+                one["incremental"] = incremental(emu, spec_path, args.changes, tag=f" {uuid.uuid4().hex[:6]}")
+                if with_history:
+                    one["history"] = history_size(database_url)
+                runs[with_history].append(one)
+            finally:
+                drop_database(database_url)
+    def rate(with_history: bool, key: str | None = None) -> float:
+        return median([(r[key] if key else r)["items_per_s"] for r in runs[with_history]])
+    return {
+        "initial_items_per_s": {"without": rate(False), "with": rate(True)},
+        "initial_ratio": round(rate(True) / rate(False), 2),
+        "incremental_items_per_s": {"without": rate(False, "incremental"), "with": rate(True, "incremental")},
+        "incremental_ratio": round(rate(True, "incremental") / rate(False, "incremental"), 2),
+        "history_table": runs[True][-1]["history"],
+        "runs": runs[True] + runs[False],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
@@ -270,6 +320,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="measure one database only")
     parser.add_argument("--repeat", type=int, default=3, help="initial passes per database, each after its own ceiling")
     parser.add_argument("--rss-child")
+    parser.add_argument("--history", action="store_true", help="compare passes with and without history: true")
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child)
@@ -279,6 +330,13 @@ def main() -> None:
     figures: dict[str, Any] = {"users": args.users, "page_size": PAGE_SIZE}
     try:
         emu.reset_and_seed(args.users)
+        if args.history:
+            for kind in ("sqlite", "postgres"):
+                if (args.only and kind != args.only) or (kind == "postgres" and args.postgres is None):
+                    continue
+                figures[f"history_{kind}"] = history_compare(emu, workdir, args, kind)
+            print(json.dumps(figures))
+            return
         select = ",".join(["id", *[c if not c.startswith("{") else c.split("field: ")[1].split(",")[0] for c in COLUMNS]])
         url = f"users/delta?$select={select}"
         ceilings: list[dict[str, Any]] = []

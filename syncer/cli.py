@@ -285,6 +285,8 @@ def worker(
     retention = Retention(notifications=keep_notifications, runs=keep_runs)
     running = run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes, concurrency=concurrency,
                          startup_wait=startup_wait, retention=retention)
+    if running.database_gone is not None:
+        sys.exit(1)  # logged once by the worker (syncer.worker.dbfile)
     if (reason := running.worker.spec_watch.reason) is not None:
         if on_spec_change == "exit":
             click.echo(f"syncer worker: {reason}; exiting for the supervisor to start it again", err=True)
@@ -407,8 +409,8 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     writing rows and the new deltaLink together. It runs now, even for a scope postponed after
     failures or throttling; a scope a running worker is syncing is left to it (busy). Ctrl-C or
     SIGTERM stops at the next commit and gives the scope back (the next pass resumes there).
-    Exit status 0 when every scope was synced, 1 when any was not (failed, throttled, busy),
-    130/143 when interrupted by SIGINT/SIGTERM.
+    Exit status 0 when every scope was synced, 1 when any was not (failed, throttled, busy), 4 when a
+    delegated account must sign in again (the others are synced), 130/143 when interrupted by SIGINT/SIGTERM.
     """
     import threading
 
@@ -425,8 +427,9 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
 
     spec = load_spec(spec_path).resolve_emulator()
     stop = threading.Event()
+    signed_out: list[SignInRequired] = []
     with stop_on_signals(stop) as caught:
-        results = sync_once(spec, names, full=full, progress=report if show else None, stop=stop)
+        results = sync_once(spec, names, full=full, progress=report if show else None, stop=stop, signed_out=signed_out)
     if show and tty:
         click.echo("", err=True)
     missed = []
@@ -449,7 +452,9 @@ def sync_command(spec_path: Path, names: tuple[str, ...], full: bool, progress: 
     if missed:
         click.echo(f"{len(missed)} of {len(results)} scopes not synced: {', '.join(missed[:10])}"
                    f"{' ...' if len(missed) > 10 else ''}", err=True)
-    sys.exit(1 if missed else 0)
+    for error in signed_out:
+        click.echo(f"Error: {error}", err=True)
+    sys.exit(EXIT_SIGN_IN_REQUIRED if signed_out else 1 if missed else 0)
 
 
 @main.command()
@@ -493,7 +498,8 @@ def status(
 
     NAME (a declaration), --scope or --failing show scopes in detail. Freshness is the time as of
     which the mirror is known to equal Graph: the last pass or processed notification of the scope.
-    Exit 0; 2 with --check or --max-lag when a scope is stale (named on stderr); 1 on errors.
+    Exit 0; 4 when a delegated account must sign in again (`syncer login NAME`, named first); 2 with
+    --check or --max-lag when a scope is stale (named on stderr); 1 on errors.
     """
     import json
     import shutil
@@ -520,6 +526,10 @@ def status(
     else:
         width = shutil.get_terminal_size((160, 24)).columns
         click.echo(render(found, names=names, pattern=pattern, failing=failing, width=width))
+    if found.signed_out():
+        if output == "json":  # the text output says it at its top
+            click.echo("\n".join(a.line() for a in found.signed_out()), err=True)
+        sys.exit(EXIT_SIGN_IN_REQUIRED)
     if max_lag is not None:
         late = stale(found, max_lag)
         if late:
@@ -613,7 +623,8 @@ def login(spec_path: Path, name: str | None, browser: bool, scopes: tuple[str, .
     Device code by default: open the URL shown on any device and type the code. Prints who signed in and
     which permissions were granted. NAME may be left out when the spec declares one delegated account.
     """
-    from syncer.graph.auth import delegated_credential, graph_scope
+    from syncer.graph.auth import graph_scope
+    from syncer.graph.delegated import delegated_credential
 
     spec, name = _delegated_entry(spec_path, name)
     spec = spec.resolve_emulator()
@@ -634,7 +645,7 @@ def login(spec_path: Path, name: str | None, browser: bool, scopes: tuple[str, .
 @friendly_errors
 def logout(spec_path: Path, name: str | None) -> None:
     """Forget a delegated account's tokens (its token cache); sign in again with `syncer login`."""
-    from syncer.graph.auth import delegated_credential
+    from syncer.graph.delegated import delegated_credential
 
     spec, name = _delegated_entry(spec_path, name)
     credential = delegated_credential(spec, name)
@@ -642,6 +653,34 @@ def logout(spec_path: Path, name: str | None) -> None:
         click.echo(f"Signed out {credential.account} ({name}): its tokens are gone from {credential.cache_file.path}.")
     else:
         click.echo(f"{credential.account} ({name}) was not signed in.")
+
+
+@main.command()
+@click.argument("table")
+@click.argument("item_id", metavar="ID")
+@spec_option
+@click.option("--tenant", help="Tenant id, when the database mirrors several tenants.")
+@friendly_errors
+def history(spec_path: Path, table: str, item_id: str, tenant: str | None) -> None:
+    """Print every version of one row of a mirror table with `history:` (docs/history.md), as a diff."""
+    from syncer import database
+    from syncer import history as versions
+    from syncer.spec import load_spec
+
+    spec = load_spec(spec_path)
+    declared = {s.mirror.table: s.mirror for s in spec.subscriptions if s.mirror.history is not None}
+    if table not in declared:
+        raise click.UsageError(
+            f"no declaration with history: writes table {table!r} (tables with history: {', '.join(sorted(declared)) or 'none'})"
+        )
+    engine = database.create_engine(spec.database_url)
+    try:
+        with engine.connect() as connection:
+            rows = versions.versions(connection, declared[table], item_id, tenant_id=tenant)
+    finally:
+        engine.dispose()
+    click.echo(f"{table} {item_id}: {len(rows)} versions")
+    click.echo(versions.render(declared[table], rows), nl=False)
 
 
 @main.command()

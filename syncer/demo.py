@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import sqlalchemy as sa
@@ -42,6 +43,9 @@ SEED = {
     "driveItemsPerUser": 3,
     "contentUsers": 24,
 }
+# One team (a group of its own) owned by the first user: General, a standard and a private channel, each
+# public one with two messages and a reply each.
+TEAMS_SEED = {"teamsPerUser": 1, "contentUsers": 1}
 
 
 # docs/queries.md ("inbox-per-user"): rows carry their mailbox's user id (syncer.owners), whatever the spec named.
@@ -103,6 +107,8 @@ class Demo:
             f"{SEED['messagesPerUser']} messages, {SEED['eventsPerUser']} events, {SEED['contactsPerUser']} contacts, "
             f"{SEED['driveItemsPerUser']} files, {SEED['tasksPerUser']} tasks ({seeded.get('seconds', 0):.2f}s)"
         )
+        self._admin("POST", "seed", json=TEAMS_SEED)
+        self.say("seeded a team with three channels and a short conversation")
 
         port = free_port()
         environ = dict(os.environ)
@@ -221,6 +227,7 @@ class Demo:
             }
             created.append(g.request("POST", "users", json=body).json()["id"])
         self.say(f"created 3 users ({', '.join(created)})")
+        channel = self.new_channel()
         # What the worker's reconcile job does on its schedule: new users get their mailbox
         # subscriptions (fan-out over all users), and the worker starts syncing their scopes.
         assert self.runner is not None and self.runner.worker is not None
@@ -273,6 +280,43 @@ class Demo:
             json={"name": "Demo notes", "folder": {}, "@microsoft.graph.conflictBehavior": "rename"},
         )
         self.say(f"created a folder in {second}'s OneDrive")
+        self.converse(channel)
+
+    def new_channel(self) -> tuple[str, str]:
+        """A channel created through Graph (the reconcile that follows subscribes to its messages)."""
+        assert self.graph is not None
+        team = str(self.graph.get_json("teams?$select=id")["value"][0]["id"])
+        made = self.graph.request(
+            "POST", f"teams/{team}/channels", json={"displayName": "Launch", "membershipType": "standard"}
+        ).json()
+        self.say(f"created channel 'Launch' in team {team}")
+        return team, str(made["id"])
+
+    def converse(self, where: tuple[str, str]) -> None:
+        """A conversation as users would have it: a post, replies, an edit and a soft delete.
+
+        Graph lets an app post channel messages only in migration mode
+        (https://learn.microsoft.com/graph/api/chatmessage-post): the emulator's admin API posts as a user,
+        with the effects of that user's own post (notifications, delta).
+        """
+        assert self.graph is not None
+        team, channel = where
+        members = self.graph.get_json(f"teams/{team}/members")["value"]
+        owner = next(str(m["userId"]) for m in members if "owner" in (m.get("roles") or []))
+        existing = {u["id"] for u in self.graph.get_json("users?$select=id&$top=100")["value"]}
+        author, other = owner, next(str(m["userId"]) for m in reversed(members) if m["userId"] in existing)
+        base = f"teams/{team}/channels/{quote(channel, safe='')}/messages"
+        root = self._admin("POST", base, json={"from": author, "body": {"content": "Launch on Friday?"}})
+        replies = [
+            self._admin("POST", f"{base}/{root['id']}/replies", json={"from": who, "body": {"content": text}})
+            for who, text in ((other, "Friday works"), (author, "Thursday, sorry"))
+        ]
+        self.say(f"posted a message and two replies in 'Launch' as {author} and {other}")
+        self._admin(
+            "PATCH", f"{base}/{root['id']}", json={"body": {"contentType": "text", "content": "Launch on Thursday?"}}
+        )
+        self._admin("DELETE", f"{base}/{root['id']}/replies/{replies[1]['id']}")
+        self.say("edited the message and soft-deleted a reply")
 
     def expire_and_throttle(self) -> None:
         """A 410 on the next users delta, and a burst of 429s on every delta call."""
@@ -332,17 +376,24 @@ class Demo:
     def finish(self) -> None:
         assert self.runner is not None and self.runner.engine is not None
         db = self.workdir / "syncer.db"
-        query = EXAMPLE_QUERY
-        self.say("the mirror matches Graph, table by table. An example query:")
-        self.echo("")
-        self.echo("    " + query.replace("\n", "\n    "))
-        self.echo("")
-        try:
-            with self.runner.engine.connect() as connection:
-                for row in connection.execute(sa.text(query)):
-                    self.echo(f"      {row[0]!s:<22} {row[1]!s:<22} {row[2]}")
-        except sa.exc.SQLAlchemyError as error:  # the bundled spec may have been edited
-            self.echo(f"      (query failed on this spec: {error.__class__.__name__})")
+        teams_query = (
+            # A Teams conversation: the owner ids are indexed columns of every message row.
+            "SELECT c.display_name AS channel, u.display_name AS author, m.body\n"
+            "  FROM channel_messages m JOIN channels c ON c.id = m.channel_id JOIN users u ON u.id = m.from_user_id\n"
+            " WHERE m._deleted_at IS NULL AND m.message_type = 'message' AND c.display_name = 'Launch'\n"
+            " ORDER BY m.id"
+        )
+        self.say("the mirror matches Graph, table by table. Example queries:")
+        for query in (EXAMPLE_QUERY, teams_query):
+            self.echo("")
+            self.echo("    " + query.replace("\n", "\n    "))
+            self.echo("")
+            try:
+                with self.runner.engine.connect() as connection:
+                    for row in connection.execute(sa.text(query)):
+                        self.echo(f"      {row[0]!s:<22} {row[1]!s:<22} {row[2]}")
+            except sa.exc.SQLAlchemyError as error:  # the bundled spec may have been edited
+                self.echo(f"      (query failed on this spec: {error.__class__.__name__})")
         self.echo("")
         self.echo(f"Explore the mirror yourself:  sqlite3 {db} '.tables'")
         self.echo(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -26,9 +26,10 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
-from syncer.errors import SignInRequired, SyncerError
+from syncer.errors import SignInRequired, SyncerError, TransportError
 
 if TYPE_CHECKING:
+    from syncer.resources import ResourceType
     from syncer.spec import Spec
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -83,7 +84,8 @@ def iter_checks(
         if token is not None:
             needed = permissions_needed(spec, tenant.name)
             if tenant.delegated:
-                yield check_delegated_scopes(tenant.name, token)
+                declared = [(s.name, s.resource_type) for s in spec.subscriptions if s.tenant == tenant.name]
+                yield check_delegated_scopes(tenant.name, token, declared, personal=tenant.personal)
             else:
                 yield check_permissions(tenant.name, token, needed)
             yield check_clock(spec, tenant.name)
@@ -140,6 +142,17 @@ def _token_checks(spec: Spec, tenant_name: str) -> tuple[str | None, list[Check]
         token = credential.token((graph_scope(spec.graph.graph_url),))
     except SignInRequired as error:
         return None, [Check(name, FAIL, str(error), f"run `syncer login {tenant_name}`")]
+    except TransportError as error:
+        # No answer is not a refusal: the credentials were never judged, so blaming them misleads.
+        host = spec.graph.authority_host
+        return None, [
+            Check(
+                name,
+                FAIL,
+                f"the identity platform cannot be reached: {error}",
+                f"check that {host} is reachable from here (graph.authority_host, DNS, proxy, firewall)",
+            )
+        ]
     except SyncerError as error:
         return None, [
             Check(name, FAIL, str(error), "check tenant_id, client_id and the secret or certificate")
@@ -186,23 +199,48 @@ def check_permissions(tenant_name: str, token: str, needed: Mapping[str, str]) -
     return Check(name, OK, ", ".join(sorted(needed)) or "no subscriptions declared")
 
 
-def check_delegated_scopes(tenant_name: str, token: str) -> Check:
-    """A delegated account's token: which delegated permissions (``scp``) it carries.
+def check_delegated_scopes(
+    tenant_name: str, token: str, declared: Sequence[tuple[str, ResourceType]] = (), *, personal: bool = False
+) -> Check:
+    """A delegated account's token (``scp``) against the delegated permission each declaration needs.
 
-    Not yet compared with what the declarations need (syncer's resource table names application
-    permissions only): a WARN listing them, so a missing one can be spotted before reconcile.
+    Graph's table (:mod:`syncer.permissions`): a work account and a personal account need different ones for
+    some types (a personal OneDrive: Files.ReadWrite). Names the declaration, the missing permission, and
+    how to get it: ``syncer login NAME --scope ...``, after an administrator's consent for the permissions
+    only an administrator may grant.
     """
+    from syncer import permissions
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
         claims = {}
-    scopes = str(claims.get("scp") or "").split()
-    return Check(
-        f"permissions ({tenant_name})",
-        WARN,
-        f"delegated account {claims.get('upn') or claims.get('preferred_username') or ''}: granted "
-        f"{', '.join(sorted(scopes)) or 'none'}; not checked against the declarations yet",
-    )
+    granted = str(claims.get("scp") or "").split()
+    who = claims.get("upn") or claims.get("preferred_username") or tenant_name
+    name = f"permissions ({tenant_name})"
+    lacking, unknown = permissions.missing(declared, granted, personal=personal)
+    if lacking:
+        kind = "a personal Microsoft account" if personal else "a work or school account"
+        parts = [
+            f"{m.declaration} ({m.type_name}) needs {' or '.join(m.wanted)}" if m.wanted
+            else f"{m.declaration} ({m.type_name}): Graph grants {kind} no delegated permission for it"
+            for m in lacking
+        ]
+        scopes = sorted({m.scope for m in lacking if m.scope})
+        admin = [s for s in scopes if s in permissions.ADMIN_CONSENT]
+        fix = f"run `syncer login {tenant_name} " + " ".join(f"--scope {s}" for s in scopes) + "`" if scopes else ""
+        if admin:
+            fix += f" after a tenant administrator has consented to {', '.join(admin)} for the app"
+        if len(scopes) < len(lacking):
+            fix += ("; " if fix else "") + "declare those with an app-only tenant entry, or another account"
+        return Check(
+            name, FAIL, f"delegated account {who} lacks: " + "; ".join(parts)
+            + f" (granted: {', '.join(sorted(granted)) or 'none'})", fix,
+        )
+    detail = f"delegated account {who}: granted {', '.join(sorted(granted)) or 'none'}"
+    if unknown:
+        return Check(name, WARN, detail + f"; not checked for {', '.join(unknown)} (no delegated permission known)")
+    return Check(name, OK, detail + (f"; covers {', '.join(n for n, _ in declared)}" if declared else ""))
 
 
 def check_clock(spec: Spec, tenant_name: str) -> Check:

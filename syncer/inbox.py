@@ -259,8 +259,12 @@ class Inbox:
     def _one_of(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
         return schema.one_of(column, values, dialect=self.engine.dialect.name)
 
-    def ack(self, ids: Iterable[int], *, worker: str) -> int:
-        """Mark claimed rows done; only rows still claimed by *worker* (a lapsed lease is not ours)."""
+    def ack(self, ids: Iterable[int], *, worker: str, forget: Mapping[int, Mapping[str, Any]] | None = None) -> int:
+        """Mark claimed rows done; only rows still claimed by *worker* (a lapsed lease is not ours).
+
+        *forget*: rows among *ids* whose payload holds a rich notification's decrypted resource (personal
+        data) -> that payload: stored again without ``decryptedContent`` in the same transaction, so the
+        resource lives in the inbox only until its row is written (a replay then reads it from Graph)."""
         t = self.table
         ids = list(ids)
         if not ids:
@@ -270,8 +274,20 @@ class Inbox:
             .where(self._one_of(t.c.id, ids), t.c.claimed_by == worker, t.c.processed_at.is_(None))
             .values(processed_at=self.clock(), claimed_until=None, last_error=None)
         )
+        kept = set(ids)
+        scrubbed = [
+            {"b_id": row_id, "b_payload": {k: v for k, v in payload.items() if k != "decryptedContent"}}
+            for row_id, payload in (forget or {}).items() if row_id in kept
+        ]
         with self.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
+            done = conn.execute(stmt).rowcount
+            if scrubbed:
+                conn.execute(
+                    sa.update(t).where(t.c.id == sa.bindparam("b_id"), t.c.claimed_by == worker)
+                    .values(payload=sa.bindparam("b_payload", type_=t.c.payload.type)),
+                    scrubbed,
+                )
+            return done
 
     def take_back(self, worker: str) -> int:
         """Make claimable at once the rows *worker* claimed and has not acknowledged; how many.

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the receiver, in the text exposition format, written by hand.
+"""Prometheus metrics of the receiver (and the worker's rows written), in the text exposition format, written by hand.
 
 Why not prometheus_client: we need a handful of counters and one histogram, and the receiver runs as
 several gunicorn worker processes, where prometheus_client needs its multiprocess mode (an env var
@@ -29,12 +29,15 @@ HELP = {
     "syncer_notifications_stored_total": ("counter", "notification items newly stored in the inbox"),
     "syncer_notifications_duplicate_total": ("counter", "accepted items absorbed as duplicates of waiting rows"),
     "syncer_notifications_rejected_total": ("counter", "notification items refused, by reason"),
+    "syncer_notifications_undecrypted_total": ("counter", "rich items kept without content (could not be decrypted), by reason"),
+    "syncer_rows_written_total": ("counter", "mirror rows written by the worker, by source: payload, fetch, delta"),
     "syncer_handshakes_total": ("counter", "validation handshakes answered"),
     "syncer_inbox_commits_total": ("counter", "inbox transactions committed by the receiver"),
     "syncer_inbox_committed_requests_total": ("counter", "requests whose rows those transactions carried (group commit)"),
     "syncer_inbox_commit_seconds": ("histogram", "duration of one group-commit transaction"),
     "syncer_inbox_store_seconds": ("histogram", "time a request waited for its notifications to be committed"),
     "syncer_inbox_depth": ("gauge", "inbox rows not processed yet"),
+    "syncer_sign_in_required": ("gauge", "1 while a delegated account must sign in again (syncer login NAME), else 0"),
 }
 
 LabelKey = tuple[tuple[str, str], ...]
@@ -178,8 +181,12 @@ class Metrics:
                 acc["count"] += h["count"]
         return {"counters": counters, "hists": hists}
 
-    def render(self, *, gauges: Mapping[str, float | None] | None = None) -> str:
-        """The text exposition of every process's numbers plus *gauges* (None = unknown, omitted)."""
+    def render(
+        self, *, gauges: Mapping[str, float | None] | None = None,
+        labelled: Mapping[str, Mapping[LabelKey, float]] | None = None,
+    ) -> str:
+        """The text exposition of every process's numbers plus *gauges* (None = unknown, omitted) and
+        *labelled* gauges (name -> labels -> value)."""
         merged = self._merged()
         lines: list[str] = []
 
@@ -206,4 +213,8 @@ class Metrics:
                 continue
             header(name)
             lines.append(f"{name} {_fmt(value)}")
+        for name, values in (labelled or {}).items():
+            if values:
+                header(name)
+                lines += [f"{name}{_labels(key)} {_fmt(value)}" for key, value in sorted(values.items())]
         return "\n".join(lines) + "\n"

@@ -27,9 +27,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from syncer import applied as applied_spec
-from syncer import database, schema
+from syncer import database, history, schema
 from syncer.errors import SchemaChangeRefused
 from syncer.graph.times import parse_datetime
 from syncer.mirror_owners import OWNER_TYPE, add_owner_columns
@@ -65,6 +66,11 @@ class ColumnLayout:
         return {"name": self.name, "type": self.type, "field": self.field}
 
 
+RAW_TYPE = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+"""``_raw``: jsonb on PostgreSQL (indexable, ``->`` without re-parsing each row; COPY's text format
+feeds it the same JSON text), JSON text on SQLite."""
+
+
 def layout_of(mirror: Mirror) -> list[ColumnLayout]:
     """The declared columns of *mirror*, in order."""
     return [ColumnLayout(c.name, c.type, c.field) for c in mirror.columns]
@@ -80,7 +86,7 @@ def build_table(mirror: Mirror, metadata: sa.MetaData | None = None) -> sa.Table
     columns += [sa.Column(c.name, SQL_TYPES[c.type], nullable=True) for c in mirror.columns]
     columns += [sa.Column(name, OWNER_TYPE, nullable=True) for name in mirror.owners]
     columns += [
-        sa.Column("_raw", sa.JSON, nullable=False),
+        sa.Column("_raw", RAW_TYPE, nullable=False),
         sa.Column("_scope", sa.String(500), nullable=False),
         sa.Column("_deleted_at", schema.UtcDateTime, nullable=True),
         sa.Column("_removed_reason", sa.String(32), nullable=True),
@@ -155,7 +161,10 @@ def upgrade(spec: Spec, *, rebuild: bool = False, engine: sa.Engine | None = Non
         for subscription in spec.subscriptions:
             # A new column is filled from _raw over the whole table: minutes on a large mirror.
             with engine.begin() as connection, database.unbounded(connection):
+                # History triggers off while the upgrade rewrites rows (a filled column is no new version), back after.
+                history.drop_triggers(connection, subscription)
                 changes += _upgrade_one(connection, subscription, rebuild=rebuild)
+                changes += history.upgrade(connection, subscription)
         if spec.fingerprint:
             with engine.begin() as connection:  # running workers compare their copy with it (syncer.applied)
                 applied_spec.record(connection, spec.fingerprint, by="db upgrade", path=str(spec.path))
@@ -209,16 +218,19 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         _request_resync(connection, subscription)
         return [f"rebuilt table {mirror.table}: " + "; ".join(problems)]
 
-    changes: list[str] = []
+    changes: list[str] = _raw_to_jsonb(connection, inspector, mirror.table)
     for table in tables[1:]:
         if not inspector.has_table(table.name):
             table.create(connection)
             changes.append(f"created table {table.name}")
     applied_names = {c.name for c in applied}
     added = [c for c in desired if c.name not in applied_names]
+    waiting = 0
     for column in added:
-        _add_column(connection, tables[0], column)
-        changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field})")
+        total, unfetched = _add_column(connection, tables[0], column)
+        waiting = max(waiting, unfetched)
+        filled = f"filled from _raw for {total - unfetched} of {total} rows" if total else "no rows yet"
+        changes.append(f"added column {mirror.table}.{column.name} ({column.type}, from {column.field}): {filled}")
     changes += add_owner_columns(connection, subscription, tables[0])
     existing_indexes = {ix["name"] for ix in inspector.get_indexes(mirror.table)}
     for index in tables[0].indexes:
@@ -236,8 +248,28 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
         kept = [c for c in applied if c.name in dropped]
         _record(connection, subscription, desired + kept, insert=False)
     if added:
-        _request_resync(connection, subscription)
+        scopes = _request_resync(connection, subscription)
+        if waiting:
+            # Never NULLs without a word: the rows Graph never sent the property for wait for a full pass.
+            changes.append(
+                f"{waiting} rows of {mirror.table} wait for a full pass of {subscription.name!r} (the new fields were "
+                f"never fetched for them): resync requested for its {scopes} scope(s), the worker runs it next; "
+                f"or now: `syncer sync {subscription.name} --full`"
+            )
     return changes
+
+
+def _raw_to_jsonb(connection: sa.Connection, inspector: sa.Inspector, table: str) -> list[str]:
+    """A table created before ``_raw`` was jsonb on PostgreSQL is converted in place (the values are kept)."""
+    if connection.dialect.name != "postgresql":
+        return []
+    raw = next((c for c in inspector.get_columns(table) if c["name"] == "_raw"), None)
+    if raw is None or isinstance(raw["type"], postgresql.JSONB):
+        return []
+    quoted = connection.dialect.identifier_preparer.quote(table)
+    # A rewrite of the table under an exclusive lock, like a column added to it: minutes on a large mirror.
+    connection.execute(sa.text(f"ALTER TABLE {quoted} ALTER COLUMN _raw TYPE jsonb USING _raw::jsonb"))
+    return [f"converted {table}._raw from json to jsonb (the table was rewritten, values kept)"]
 
 
 def _incompatible(applied: list[ColumnLayout], desired: list[ColumnLayout]) -> list[str]:
@@ -250,7 +282,8 @@ def _incompatible(applied: list[ColumnLayout], desired: list[ColumnLayout]) -> l
     return problems
 
 
-def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout) -> None:
+def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout) -> tuple[int, int]:
+    """Add *column*, fill it from ``_raw``; return the number of rows and of rows whose ``_raw`` lacks the field."""
     preparer = connection.dialect.identifier_preparer
     type_sql = SQL_TYPES[column.type]().compile(dialect=connection.dialect)
     connection.execute(
@@ -265,6 +298,7 @@ def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout
         {"t": tenant_id, "i": item_id, "v": convert(extract(raw, column.field), column.type)}
         for tenant_id, item_id, raw in rows
     ]
+    unfetched = sum(1 for _, _, raw in rows if not fetched(raw, column.field))
     updates = [u for u in updates if u["v"] is not None]
     if updates:
         connection.execute(
@@ -273,6 +307,7 @@ def _add_column(connection: sa.Connection, table: sa.Table, column: ColumnLayout
             .values({target: sa.bindparam("v")}),
             updates,
         )
+    return len(rows), unfetched
 
 
 def _record(
@@ -292,17 +327,28 @@ def _record(
         )
 
 
-def _request_resync(connection: sa.Connection, subscription: Subscription) -> None:
+def _request_resync(connection: sa.Connection, subscription: Subscription) -> int:
     # The next pass of every scope of this subscription enumerates from scratch (mark-and-sweep).
     state = schema.sync_state
-    connection.execute(
+    result = connection.execute(
         sa.update(state)
         .where(state.c.name == subscription.name)
         .values(delta_link=None, resync_requested=True, updated_at=_now())
     )
+    return int(result.rowcount)
 
 
 # --- turning Graph items into rows ---------------------------------------------------------------
+
+
+def fetched(item: Any, field: str) -> bool:
+    """Whether Graph sent dotted *field* in *item* (a null counts: it was asked for and is empty)."""
+    value: Any = item
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def extract(item: dict[str, Any], field: str) -> Any:

@@ -34,6 +34,7 @@ DELTA = "delta"  # GET {collection}/delta, follow nextLink to deltaLink, keep th
 CALENDAR_VIEW = "calendar_view"  # calendarView/delta over a time window (no $select on this endpoint)
 DRIVE_DELTA = "drive_delta"  # drive root delta: ?token=, "deleted" facet instead of @removed
 FETCH = "fetch"  # no delta in Graph (or not in our notes): GET the item by id + periodic full list
+CURSOR = "cursor"  # no delta: list newest first with a lastModifiedDateTime cursor (one chat's messages)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ class ResourceType:
     rich_needs_select: bool = False  # Outlook: a rich subscription's resource must carry ?$select=
     lifecycle_url_over: timedelta | None = None  # Teams: lifecycleNotificationUrl required past this lifetime
     delegated_only: bool = False  # no application permission exists; needs delegated auth (not in version 1)
+    delegated_paths: tuple[str, ...] | None = None
+    """Patterns a signed-in work account may declare (Graph has a delegated permission for the subscription and for
+    syncer's reads of it); None = no such list (mail and files follow the me/... rule), () = application only."""
     global_only: bool = False  # todoTask webhooks exist only in the global cloud
     select_supported: bool = (
         True  # calendarView delta refuses $select: mirror columns come from the full item
@@ -154,8 +158,9 @@ def _teams(**fields: Any) -> ResourceType:
         "max_lifetime_rich": _minutes(4_320),
         "quota": _TEAMS_QUOTA,
         "lifecycle_url_over": timedelta(hours=1),
+        "delegated_paths": (),  # the entries Graph and syncer serve to a signed-in user say which
     }
-    return ResourceType(**shared, **fields)
+    return ResourceType(**{**shared, **fields})
 
 
 _USER_FIELDS = (
@@ -245,6 +250,11 @@ _CHAT_MESSAGE_OWNERS = (
     ("createdDateTime", "created_date_time", "datetime"),
     ("deletedDateTime", "deleted_date_time", "datetime"),
 )
+
+# https://learn.microsoft.com/en-us/graph/api/resources/aaduserconversationmember: a membership carries its user, not
+# the team or chat it belongs to; the declaration's path names that one (scope_owners).
+_MEMBER_FIELDS = (("roles", "json"),)
+_MEMBER_OWNERS = (("userId", "user_id", "text"),)
 
 CATALOGUE: tuple[ResourceType, ...] = (
     # --- directory (delta, updated/deleted only: creation and soft delete arrive as "updated") -----
@@ -445,6 +455,7 @@ CATALOGUE: tuple[ResourceType, ...] = (
         lifecycle_events=_TEAMS_LIFECYCLE,
         sync=DELTA,
         delta_paths=("teams/{team}/channels/{channel}/messages/delta",),
+        delegated_paths=("teams/{team}/channels/{channel}/messages",),  # ChannelMessage.Read.All, delta too
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
@@ -465,7 +476,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("chats/{chat}/messages",),
         change_types=frozenset(CHANGE_TYPES),
         permission="Chat.Read.All",
+        delegated_paths=("chats/{chat}/messages",),  # Chat.Read: the user's own chats
         lifecycle_events=_TEAMS_LIFECYCLE,
+        sync=CURSOR,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
     ),
@@ -494,6 +507,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         quota=_TEAMS_USER_QUOTA,
         one_user_per_declaration=True,
         lifecycle_url_over=timedelta(hours=1),
+        # A user may subscribe (Chat.Read), but the getAllMessages delta serves apps only
+        # (https://learn.microsoft.com/graph/api/chatmessage-delta): a user declares chats/{chat}/messages.
+        delegated_paths=(),
         models=_MODEL_B,
         field_types=_CHAT_MESSAGE_FIELDS,
         owner_columns=_CHAT_MESSAGE_OWNERS,
@@ -512,9 +528,19 @@ CATALOGUE: tuple[ResourceType, ...] = (
     _teams(
         key="chat",
         name="chat",
-        patterns=("chats", "users/{user}/chats"),  # the per-user path is preview in Graph's table
+        patterns=("chats",),
         change_types=frozenset({"created", "updated"}),
         permission="Chat.ReadBasic.All",
+    ),
+    _teams(
+        key="chat.user",
+        name="chat",
+        patterns=("users/{user}/chats",),  # preview in Graph's table
+        change_types=frozenset({"created", "updated"}),
+        permission="Chat.ReadBasic.All",
+        quota=_TEAMS_USER_QUOTA,
+        # Users share chats while a mirror row belongs to one scope (as chatMessage.user).
+        one_user_per_declaration=True,
     ),
     _teams(
         key="chat.one",
@@ -533,11 +559,19 @@ CATALOGUE: tuple[ResourceType, ...] = (
         models=_MODEL_B,
     ),
     _teams(
-        key="channel",
+        key="channel.all",
         name="channel",
-        patterns=("teams/getAllChannels", "teams/{team}/channels"),
+        patterns=("teams/getAllChannels",),
         change_types=frozenset(CHANGE_TYPES),
         permission="Channel.ReadBasic.All",
+    ),
+    _teams(
+        key="channel",
+        name="channel",
+        patterns=("teams/{team}/channels",),
+        change_types=frozenset(CHANGE_TYPES),
+        permission="Channel.ReadBasic.All",
+        delegated_paths=("teams/{team}/channels",),
     ),
     _teams(
         key="team",
@@ -559,6 +593,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("teams/{team}/members",),
         change_types=frozenset(CHANGE_TYPES),
         permission="TeamMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
+        scope_owners=(ScopeOwner("team_id", "{team}"),),
     ),
     _teams(
         key="conversationMember.allTeams",
@@ -567,6 +604,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset(CHANGE_TYPES),
         permission="TeamMember.Read.All",
         models=_MODELS_AB,
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
     ),
     _teams(
         key="conversationMember.channel",
@@ -575,6 +614,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("teams/{team}/channels/getAllMembers",),
         change_types=frozenset(CHANGE_TYPES),
         permission="ChannelMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
+        scope_owners=(ScopeOwner("team_id", "{team}"),),
     ),
     _teams(
         key="conversationMember.chat",
@@ -582,6 +624,9 @@ CATALOGUE: tuple[ResourceType, ...] = (
         patterns=("chats/{chat}/members",),
         change_types=frozenset({"created", "deleted"}),
         permission="ChatMember.Read.All",
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
+        scope_owners=(ScopeOwner("chat_id", "{chat}"),),
     ),
     _teams(
         key="conversationMember.allChats",
@@ -590,6 +635,8 @@ CATALOGUE: tuple[ResourceType, ...] = (
         change_types=frozenset({"created", "deleted"}),
         permission="ChatMember.Read.All",
         models=_MODELS_AB,
+        field_types=_MEMBER_FIELDS,
+        owner_columns=_MEMBER_OWNERS,
     ),
     _teams(
         key="conversationMember.app",

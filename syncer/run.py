@@ -15,13 +15,14 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from syncer import database, mirror
+from syncer.errors import SignInRequired
 from syncer.migrate import upgrade_core
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Runner:
         for change in mirror.upgrade(spec):
             self.echo(change)
         self.engine = database.create_engine(spec.database_url)
+        self._check_single_worker()
         self.app = app_for_spec(spec, self.engine)
         host = self.host or spec.receiver.host
         port = spec.receiver.port if self.port is None else self.port
@@ -94,15 +96,48 @@ class Runner:
         self.echo(f"receiver listening on {self.receiver_url} (public URL {spec.receiver.notification_url})")
         if self.reconcile_at_start:
             self.reconcile()
-        self.running = run_worker(spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False)
+        self.running = run_worker(spec, schedule=self.schedule, worker_id=self.worker_id, blocking=False,
+                                  metrics=self.app.extensions["syncer.receiver.app"].metrics)  # one /metrics for both
         self.echo("worker started")
         return self
+
+    def _check_single_worker(self) -> None:
+        """On SQLite, refuse before anything happens when another worker holds the database.
+
+        The worker takes its lock last; found busy only then, `syncer run` had already created
+        subscriptions (notifying a URL about to close) for nothing.
+        """
+        from syncer.worker.jobs import default_worker_id
+        from syncer.worker.scheduler import single_worker_lock
+
+        assert self.engine is not None
+        self.worker_id = self.worker_id or default_worker_id()
+        try:
+            probe = single_worker_lock(self.engine, self.worker_id)
+        except BaseException:
+            self.engine.dispose()
+            self.engine = None
+            raise
+        if probe is not None:
+            probe.release()  # the worker takes it again below, under the same id
 
     def reconcile(self) -> Outcome:
         """Run reconcile once and print its result lines."""
         from syncer.reconcile import reconcile, render_plan, render_results
 
-        outcome = reconcile(self.spec, engine=self.engine)
+        spec = self.spec
+        while True:
+            try:
+                outcome = reconcile(spec, engine=self.engine)
+                break
+            except SignInRequired as error:
+                if error.tenant not in {t.name for t in spec.tenants}:
+                    raise
+                # One delegated account signed out must not keep the others from running: the worker
+                # pauses it, and reconciles its subscriptions once it signed in again (syncer.worker.accounts).
+                self.echo(f"{error}; the other tenants go on")
+                spec = replace(spec, tenants=tuple(t for t in spec.tenants if t.name != error.tenant),
+                               subscriptions=tuple(s for s in spec.subscriptions if s.tenant != error.tenant))
         lines = render_results(outcome.results) if outcome.applied else render_plan(outcome.plan)
         for line in lines:
             self.echo(line)

@@ -169,7 +169,8 @@ sync_runs = sa.Table(
     sa.Column("started_at", UtcDateTime, nullable=False),
     sa.Column("finished_at", UtcDateTime, nullable=True),
     sa.Column(
-        "full", sa.Boolean, nullable=False, default=False, comment="a full enumeration (initial or resync)"
+        # Not "full": a reserved word in PostgreSQL (FULL JOIN), which every query would have to quote.
+        "full_round", sa.Boolean, nullable=False, default=False, comment="a full enumeration (initial or resync)"
     ),
     sa.Column("pages", sa.Integer, nullable=False, default=0),
     sa.Column("upserted", sa.Integer, nullable=False, default=0),
@@ -216,6 +217,21 @@ locks = sa.Table(
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("acquired_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
+)
+
+sign_ins = sa.Table(
+    "syncer_sign_ins",
+    metadata,
+    # Delegated accounts (auth: delegated) a worker has seen: whether each must sign in again. Written by
+    # the worker, read by `syncer status` and the receiver's /metrics (syncer_sign_in_required).
+    sa.Column("tenant_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, comment="tenant entry name in subscriptions.yaml"),
+    sa.Column("account", sa.String(320), nullable=False, comment="the user principal name declared"),
+    sa.Column(
+        "required_since", UtcDateTime, nullable=True, comment="refresh refused: `syncer login NAME` needed; null = signed in"
+    ),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
 )
 
 

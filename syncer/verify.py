@@ -24,7 +24,8 @@ from syncer import mirror, owners, resources
 from syncer.errors import ForbiddenError, NotFoundError
 from syncer.graph.client import GraphClient
 from syncer.storable import storable
-from syncer.worker import containers, idaction, scopes
+from syncer.worker import chain, containers, idaction, scopes
+from syncer.worker import inline as carried
 from syncer.worker.scopes import Scope
 
 # How many example ids a difference lists.
@@ -68,12 +69,15 @@ def enumerate_scope(client: GraphClient, scope: Scope) -> ScopeTruth:
         except NotFoundError:
             return ScopeTruth({}, {})
         return ScopeTruth({str(item["id"]): item}, {})
-    for page in idaction.pages_for(scope, client).iter_pages(scope.initial_url):
+    source: Any = idaction.pages_for(scope, client)
+    if scope.strategy.chain is not None:  # a tenant-wide list Graph has only per team or per user
+        source = chain.ChainedSource(source, scope.strategy.chain, scope.initial_url)
+    for page in source.iter_pages(scope.initial_url):
         listed = list(page.items)
         if scope.strategy.refetch_listed:  # the list leaves out what the GET by id expands (a call's sessions)
             listed = [whole for item in listed if (whole := _whole(client, scope, item)) is not None]
-        if inline is not None:  # a channel message's replies: rows of their own
-            listed = [x for item in listed for x in (item, *(item.get(inline) or ()))]
+        if inline is not None:  # a channel message's replies: rows of their own, past the inline ones too
+            listed = [x for item in carried.complete(client, listed, inline) for x in (item, *(item.get(inline) or ()))]
         for item in listed:
             # The mirror holds Graph's data under syncer.storable's rule (U+0000 becomes U+FFFD):
             # so does the truth it is compared with.

@@ -696,7 +696,7 @@ class Harness:
                 passes = connection.execute(sa.select(sa.func.count()).select_from(r)).scalar_one()
                 ok = connection.execute(sa.select(sa.func.count()).select_from(r).where(r.c.outcome == "ok")).scalar_one()
                 full = connection.execute(
-                    sa.select(sa.func.count()).select_from(r).where(r.c.full.is_(True))
+                    sa.select(sa.func.count()).select_from(r).where(r.c.full_round.is_(True))
                 ).scalar_one()
         finally:
             engine.dispose()

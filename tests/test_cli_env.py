@@ -77,3 +77,22 @@ def test_flags_come_from_the_environment(env: SyncEnv, restore_logging: None) ->
                                               "SYNCER_LOG_FORMAT": "json", "SYNCER_LOG_LEVEL": "DEBUG"})
     assert full.exit_code == 0 and "users: ok full" in full.stdout, full.output
     assert json_lines(full.stderr)  # DEBUG lines, all JSON
+
+
+def test_shell_completion_is_produced_and_documented() -> None:
+    # Issue 18 item 9: click's completion, through the installed entry point as a shell runs it.
+    import os
+    import subprocess
+    import sys
+
+    syncer = Path(sys.executable).parent / "syncer"
+    script = subprocess.run([str(syncer)], env={**os.environ, "_SYNCER_COMPLETE": "bash_source"},
+                            capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and "_syncer_completion()" in script.stdout, script.stderr
+    assert "complete -o nosort -F _syncer_completion syncer" in script.stdout
+    words = subprocess.run([str(syncer)], env={**os.environ, "_SYNCER_COMPLETE": "bash_complete",
+                                               "COMP_WORDS": "syncer db up", "COMP_CWORD": "2"},
+                           capture_output=True, text=True, timeout=60)
+    assert words.stdout.split() == ["plain,upgrade"], words
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "_SYNCER_COMPLETE=bash_source syncer" in readme and "_SYNCER_COMPLETE=zsh_source syncer" in readme

@@ -19,7 +19,7 @@ from emulator_fixtures import EmulatorClient
 from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
 from syncer.emulator import EmulatorConfig, EmulatorServer
 from syncer.errors import SignInRequired
-from syncer.graph.auth import DelegatedCredential, delegated_credential
+from syncer.graph.delegated import DelegatedCredential, delegated_credential
 from syncer.spec import Spec, load_spec
 
 
@@ -168,7 +168,34 @@ def test_doctor_names_the_login_to_run_and_lists_the_granted_scopes(
     assert login(path).exit_code == 0
     after = {c.name: c for c in iter_checks(path, timeout=1.0) if c.name.endswith("(me)")}
     assert after["token (me)"].status == "ok", after
-    assert after["permissions (me)"].status == "warn" and "Mail.Read" in after["permissions (me)"].detail
+    assert after["permissions (me)"].status == "ok" and "Mail.Read" in after["permissions (me)"].detail
+
+
+def test_doctor_names_each_declaration_whose_delegated_permission_was_not_granted(
+    tmp_path: Path, emulator_info: dict[str, Any], graph: EmulatorClient, upn: str
+) -> None:
+    """The app's delegated permissions lack To Do and calendars: doctor names the declarations, the permission
+    and the `syncer login` to run; an admin-only permission (User.Read.All) says an administrator must consent."""
+    from syncer.doctor import iter_checks
+
+    granted = ["Mail.Read", "Files.ReadWrite.All", "User.Read"]
+    changed = graph.admin("PATCH", f"apps/{emulator_info['client_id']}", json={"delegatedScopes": granted})
+    assert changed.status_code == 200, changed.text
+    declared = (
+        "  - {name: inbox, tenant: me, resource: me/mailFolders/inbox/messages, mirror: {table: my_mail}}\n"
+        "  - {name: files, tenant: me, resource: me/drive/root, mirror: {table: my_files}}\n"
+        "  - {name: agenda, tenant: me, resource: me/events, mirror: {table: my_events}}\n"
+        "  - {name: people, tenant: me, resource: users, mirror: {table: people}}\n"
+    )
+    path = write_spec(tmp_path, emulator_info, upn, declared)
+    assert login(path).exit_code == 0
+    check = {c.name: c for c in iter_checks(path, timeout=1.0)}["permissions (me)"]
+    assert check.status == "FAIL", check
+    assert "agenda (event) needs Calendars.Read or Calendars.ReadWrite" in check.detail
+    assert "people (user) needs User.Read.All" in check.detail
+    assert "inbox" not in check.detail and "files" not in check.detail, "Mail.Read and Files.ReadWrite.All cover them"
+    assert check.fix.startswith("run `syncer login me --scope Calendars.Read --scope User.Read.All`")
+    assert "administrator has consented to User.Read.All" in check.fix
 
 
 def test_processes_sharing_the_cache_keep_a_working_refresh_token(
@@ -225,3 +252,39 @@ def test_login_with_a_browser_uses_auth_code_and_pkce_on_a_loopback_redirect(
     assert result.exit_code == 0, result.output
     assert f"Signed in as {upn}" in result.output
     assert delegated_credential(spec_of(path), "me").token((spec_of(path).graph.graph_url + "/.default",))
+
+
+def test_a_refused_refresh_is_not_asked_again_until_the_token_cache_changes(
+    tmp_path: Path, emulator_info: dict[str, Any], graph: EmulatorClient, upn: str
+) -> None:
+    """After invalid_grant the credential raises SignInRequired without a request while its token cache file is the
+    one that was refused (no retry storm from every pass and repair); a new `syncer login` (a new file) ends that."""
+    path = write_spec(tmp_path, emulator_info, upn)
+    assert login(path).exit_code == 0
+    scope = (spec_of(path).graph.graph_url + "/.default",)
+    credential = delegated_credential(spec_of(path), "me")
+    token = credential.token(scope)
+    assert credential.signed_out is None
+    assert graph.admin("POST", f"users/{upn}/revoke-sessions").status_code == 200
+
+    def token_requests() -> int:
+        return sum(1 for r in graph.admin("GET", "requests").json()["requests"] if r["path"].endswith("/token"))
+
+    with pytest.raises(SignInRequired) as refused:
+        credential.token(scope, refused=token)  # Graph said 401: the refresh is refused
+    assert credential.signed_out is refused.value and refused.value.code == "invalid_grant"
+    before = token_requests()
+    msal_app = credential._app
+
+    def no_msal() -> Any:
+        raise AssertionError("MSAL was asked again with the same refused cache")
+
+    credential._app_instance = no_msal  # type: ignore[method-assign]
+    for _ in range(5):
+        with pytest.raises(SignInRequired):
+            credential.token(scope)
+    assert token_requests() == before
+    credential._app_instance = lambda: msal_app  # type: ignore[method-assign,assignment,return-value]
+
+    assert login(path).exit_code == 0  # rewrites the token cache file
+    assert credential.token(scope) and credential.signed_out is None

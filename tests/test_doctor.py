@@ -157,3 +157,21 @@ def test_read_write_roles_cover_read() -> None:
     assert satisfies({"Mail.ReadWrite"}, "Mail.Read")
     assert satisfies({"User.ReadWrite.All"}, "User.Read.All")
     assert not satisfies({"User.Read.All"}, "Mail.Read")
+
+
+def test_an_unreachable_authority_is_not_blamed_on_the_credentials(
+    graph: EmulatorClient, receiver: Receiver, sqlite_url: str, tmp_path: Path
+) -> None:
+    upgrade_core(sqlite_url)
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = f"https://127.0.0.1:{port}"
+    info = dict(graph.info, base_url=dead)
+    path = write(tmp_path, spec_yaml(
+        info, database_url=sqlite_url, notification_url=receiver.url("notifications"),
+        lifecycle_url=receiver.url("lifecycle"), subscriptions=DOCTOR_SUBSCRIPTIONS, secret_env=SECRET_ENV,
+    ))
+    token = by_name(run_checks(path, environ={SECRET_ENV: graph.info["client_secret"]}, timeout=2))["token (main)"]
+    assert token.status == FAIL and "cannot be reached" in token.detail, token.line()
+    assert dead in token.fix and "secret" not in token.fix, token.line()

@@ -199,3 +199,21 @@ def test_a_users_subscription_needs_no_application_permission(graph: EmulatorCli
     while time.monotonic() < deadline and not any(sub.json()["id"] in str(r.body) for r in receiver.received):
         time.sleep(0.05)
     assert any(sub.json()["id"] in str(r.body) for r in receiver.received)
+
+
+def test_a_users_to_do_subscription_needs_tasks_readwrite_not_tasks_read(
+    graph: EmulatorClient, people: dict[str, dict[str, Any]], receiver: Receiver
+) -> None:
+    """Tasks.Read reads a user's tasks; subscribing to them takes Tasks.ReadWrite, for work and personal accounts
+    alike (https://learn.microsoft.com/graph/api/subscription-post-subscriptions#permissions)."""
+    alice = people["alice"]
+    writer = user_token(graph, alice["id"], "Tasks.ReadWrite")
+    created = graph.post("me/todo/lists", json={"displayName": "Errands"}, headers=bearer(writer))
+    assert created.status_code == 201, created.text
+    resource = f"me/todo/lists/{created.json()['id']}/tasks"
+    reader = user_token(graph, alice["id"], "Tasks.Read")
+    assert graph.get(resource, headers=bearer(reader)).status_code == 200
+    refused = graph.post("subscriptions", json=_subscription(receiver.url("n"), resource), headers=bearer(reader))
+    assert refused.status_code == 403, refused.text
+    accepted = graph.post("subscriptions", json=_subscription(receiver.url("n"), resource), headers=bearer(writer))
+    assert accepted.status_code == 201, accepted.text

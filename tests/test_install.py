@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a fresh venv installs every dependency: a minute idle, more on a loaded machine
 @pytest.mark.postgres
 def test_the_production_install_serves_a_notification_with_gevent(postgres_url: str, tmp_path: Path) -> None:
     venv = tmp_path / "venv"

@@ -92,3 +92,23 @@ def test_an_existing_sqlite_database_keeps_its_mode(tmp_path: Path) -> None:
     path.chmod(0o640)
     upgrade_core(f"sqlite:///{path}")
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_sync_runs_full_is_renamed_full_round_keeping_the_values(database_url: str) -> None:
+    # Issue 18 item 9: "full" is reserved in PostgreSQL; 0008 renames it and keeps each pass's record.
+    upgrade_core(database_url, "0007")
+    engine = database.create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(
+                'INSERT INTO syncer_sync_runs (tenant_id, scope_key, started_at, "full", pages, upserted, deleted, outcome)'
+                " VALUES ('t', 'users', CURRENT_TIMESTAMP, :f, 1, 2, 0, 'ok')"
+            ), [{"f": True}, {"f": False}])
+        upgrade_core(database_url)
+        with engine.connect() as connection:
+            values = connection.execute(sa.text("SELECT full_round FROM syncer_sync_runs ORDER BY id")).scalars().all()
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("syncer_sync_runs")}
+    finally:
+        engine.dispose()
+    assert [bool(v) for v in values] == [True, False]
+    assert "full_round" in columns and "full" not in columns

@@ -125,7 +125,11 @@ def test_adding_a_field_adds_a_column_keeps_rows_and_fills_it_from_raw(
 
     wider = make_spec(tmp_path, database_url, ["displayName", "jobTitle"])
     changes = mirror.upgrade(wider, engine=engine)
-    assert changes == ["added column people.job_title (text, from jobTitle)"]
+    assert changes == [
+        "added column people.job_title (text, from jobTitle): filled from _raw for 1 of 2 rows",
+        "1 rows of people wait for a full pass of 'users' (the new fields were never fetched for them): resync "
+        "requested for its 1 scope(s), the worker runs it next; or now: `syncer sync users --full`",
+    ]
     with engine.connect() as connection:
         rows = dict(connection.execute(sa.text("SELECT id, job_title FROM people ORDER BY id")).all())
         state = connection.execute(
@@ -221,3 +225,28 @@ def test_extract_dotted_fields() -> None:
     assert mirror.extract(item, "from.emailAddress.address") == "a@b.c"
     assert mirror.extract(item, "x.y") is None
     assert mirror.extract(item, "missing") is None
+
+
+@pytest.mark.postgres
+def test_raw_is_jsonb_on_postgres_and_an_old_json_column_is_converted(tmp_path: Path, postgres_url: str) -> None:
+    # Issue 18 item 9: new mirror tables get jsonb; `db upgrade` converts a table created with json, keeping rows.
+    upgrade_core(postgres_url)
+    engine = database.create_engine(postgres_url)
+    try:
+        spec = make_spec(tmp_path, postgres_url, ["displayName"])
+        mirror.upgrade(spec, engine=engine)
+        raw_type = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("people")}["_raw"]
+        assert type(raw_type).__name__ == "JSONB"
+        with engine.begin() as connection:  # the table as syncer created it before
+            connection.execute(sa.text("ALTER TABLE people ALTER COLUMN _raw TYPE json USING _raw::json"))
+            connection.execute(sa.text(
+                "INSERT INTO people (tenant_id, id, display_name, _raw, _scope, _synced_at) "
+                """VALUES ('t', 'u1', 'Ada', '{"id": "u1", "displayName": "Ada"}', 'users', now())"""
+            ))
+        assert mirror.upgrade(spec, engine=engine) == ["converted people._raw from json to jsonb (the table was rewritten, values kept)"]
+        assert mirror.upgrade(spec, engine=engine) == []
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT _raw ->> 'displayName' FROM people")).scalar_one() == "Ada"
+            assert connection.execute(sa.text("SELECT pg_typeof(_raw)::text FROM people")).scalar_one() == "jsonb"
+    finally:
+        engine.dispose()

@@ -240,12 +240,6 @@ def tampered(field: str) -> bytes:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (lambda: tampered("data"), "hmac_mismatch"),
-        (lambda: tampered("dataSignature"), "hmac_mismatch"),
-        (lambda: tampered("dataKey"), "decrypt_failed"),
-        (lambda: rich_body(cert="cert-unknown"), "unknown_certificate"),
-        # encrypted for the old key but labelled with the new id: the wrapped key does not decrypt
-        (lambda: rich_body(cert="cert-2026-02", key_name="cert-old"), "decrypt_failed"),
         (lambda: rich_body(tokens=[]), "token_missing"),
         (lambda: rich_body(tokens=[nb.validation_token(signing_key=nb.rsa_key("forger"))]), "token_signature"),
         # a token for another app is ignored: nothing covers the item
@@ -262,6 +256,27 @@ def test_each_rich_forgery_is_refused(raw: Any, reason: str) -> None:
     verdict = check_collection(parse_collection(raw()), lookup=lookup_of(RICH), tokens=validator(), keys=keyring())
     assert not verdict.accepted
     assert [r.reason for r in verdict.rejected] == [reason]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (lambda: tampered("data"), "hmac_mismatch"),
+        (lambda: tampered("dataSignature"), "hmac_mismatch"),
+        (lambda: tampered("dataKey"), "decrypt_failed"),
+        (lambda: rich_body(cert="cert-unknown"), "unknown_certificate"),
+        # encrypted for the old key but labelled with the new id: the wrapped key does not decrypt
+        (lambda: rich_body(cert="cert-2026-02", key_name="cert-old"), "decrypt_failed"),
+    ],
+)
+def test_content_that_does_not_decrypt_keeps_the_item_without_it(raw: Any, reason: str) -> None:
+    # clientState and token are good: the change is true, only its content is unusable. Kept as a basic
+    # item (the worker reads the resource by id), its content never trusted.
+    verdict = check_collection(parse_collection(raw()), lookup=lookup_of(RICH), tokens=validator(), keys=keyring())
+    (accepted,) = verdict.accepted
+    assert not verdict.rejected and accepted.decrypted is None and accepted.undecrypted == reason
+    payload = accepted.notification.payload(accepted.decrypted, undecrypted=accepted.undecrypted)
+    assert "decryptedContent" not in payload and payload["undecrypted"] == reason
 
 
 def test_hmac_is_checked_before_decrypting() -> None:
@@ -331,10 +346,10 @@ def test_tokens_without_a_validator_are_unverifiable() -> None:
     assert [r.reason for r in verdict.rejected] == ["token_unverifiable"]
 
 
-def test_thumbprint_mismatch_is_refused() -> None:
+def test_thumbprint_mismatch_is_not_decrypted() -> None:
     ring = KeyRing([DecryptionKey("cert-2026-02", nb.rsa_key("cert-new"), thumbprint="AA" * 20)])
     verdict = check_collection(parse_collection(rich_body()), lookup=lookup_of(RICH), tokens=validator(), keys=ring)
-    assert [r.reason for r in verdict.rejected] == ["certificate_mismatch"]
+    assert [a.undecrypted for a in verdict.accepted] == ["certificate_mismatch"] and not verdict.rejected
 
 
 # --- the JWKS cache ------------------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import shlex
+import shutil
+import sqlite3
 from pathlib import Path
 
 import click
+import pytest
 
 from syncer.cli import main
 
@@ -58,6 +62,49 @@ def test_every_command_has_help() -> None:
 
     undocumented = [c.name for c in walk(main) if not (c.help or "").strip()]
     assert not undocumented
+
+
+def personal_section_commands() -> list[list[str]]:
+    """The command lines of README's "Your own mail, calendar and OneDrive", in order."""
+    section = README.split("### Your own mail, calendar and OneDrive", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)\n```", section, flags=re.S)
+    return [shlex.split(line.rstrip(" &")) for block in blocks for line in block.splitlines()]
+
+
+def test_the_readme_mirrors_a_personal_accounts_mail_calendar_and_onedrive_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The section's commands, as written, in a copy of the repository's personal.yaml: the emulator line
+    (started in-process with the options it names), `syncer login`, then the two commands; the mirror is the
+    emulator's truth and each table has rows."""
+    from click.testing import CliRunner
+    from test_delegated_e2e import mirror_matches
+
+    from syncer.emulator import EmulatorConfig, EmulatorServer
+    from syncer.spec import load_spec
+
+    emulator_line, login, *mirroring = personal_section_commands()
+    assert len(mirroring) == 2 and [c[:2] for c in mirroring] == [["syncer", "db"], ["syncer", "sync"]], mirroring
+    assert login[:2] == ["syncer", "login"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SYNCER_EMULATOR_INFO", raising=False)
+    shutil.copy(ROOT / "personal.yaml", tmp_path / "personal.yaml")
+    options = main.commands["emulator"].make_context("emulator", emulator_line[2:]).params
+    server = EmulatorServer(EmulatorConfig(seed=options["rng_seed"], sign_in_as=options["sign_in_as"],
+                                           personal_users=options["personal_users"]), workdir=tmp_path / "emulator")
+    server.start()
+    try:
+        server.write_info(tmp_path / options["info_file"])
+        for command in (login, *mirroring):
+            result = CliRunner().invoke(main, command[1:], catch_exceptions=False)
+            assert result.exit_code == 0, (command, result.output)
+        spec = load_spec(tmp_path / "personal.yaml").resolve_emulator()
+        assert mirror_matches(spec) == []
+        with sqlite3.connect(tmp_path / ".syncer" / "personal.db") as db:
+            counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("my_mail", "my_calendar", "my_files")}
+        assert all(counts.values()), counts
+    finally:
+        server.stop()
 
 
 def test_the_mirrored_types_table_says_what_the_catalogue_says() -> None:

@@ -246,8 +246,6 @@ def forged(kind: str) -> bytes:
         ("wrong_aud", "token_tenant"),  # a token for another app is ignored: none covers the item
         ("wrong_appid", "token_appid"),
         ("expired", "token_expired"),
-        ("bad_hmac", "hmac_mismatch"),
-        ("wrong_cert_id", "unknown_certificate"),
         ("no_token", "token_missing"),
     ],
 )
@@ -256,6 +254,17 @@ def test_each_rich_forgery_is_refused_and_nothing_is_stored(receiver: Server, en
     assert response.status_code == 202
     assert inbox_rows(engine) == []
     assert f'syncer_notifications_rejected_total{{reason="{reason}"}} 1' in receiver.get("/metrics").text
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("bad_hmac", "hmac_mismatch"), ("wrong_cert_id", "unknown_certificate")])
+def test_content_that_does_not_decrypt_is_stored_without_it(receiver: Server, engine: Engine, kind: str, reason: str) -> None:
+    # The item's clientState and token are good: a true change whose content cannot be used. Stored without
+    # it, so that the worker reads the resource by id: never a lost change.
+    assert receiver.post("/notifications", forged(kind)).status_code == 202
+    (row,) = inbox_rows(engine)
+    payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+    assert payload["undecrypted"] == reason and "decryptedContent" not in payload
+    assert f'syncer_notifications_undecrypted_total{{reason="{reason}"}} 1' in receiver.get("/metrics").text
 
 
 # --- the database unavailable ------------------------------------------------------------------------------

@@ -673,3 +673,30 @@ receiver:""",
     )
     again = world.run(spec)
     assert [str(a.kind) for a in again.plan.actions] == ["keep", "keep"]
+
+
+def test_a_missing_for_each_group_names_the_declaration_and_line(world: World) -> None:
+    # Issue 18: a for_each over a group Graph does not have failed with a bare 404, in reconcile and the worker.
+    from syncer.errors import ConfigError, ReconcileError
+    from syncer.graph.client import GraphClient
+    from syncer.worker.scopes import declared_scopes
+
+    missing = "00000000-0000-0000-0000-00000000dead"
+    spec = world.spec(USERS + f"""
+  - name: finance-mail
+    resource: users/{{user}}/messages
+    change_types: [created]
+    for_each: {{group: {missing}}}
+""")
+    line = spec.subscription("finance-mail").line
+    with pytest.raises(ReconcileError) as error:
+        world.run(spec)
+    text = str(error.value)
+    assert f"subscription 'finance-mail' (line {line})" in text and missing in text and "404" in text, text
+    client = GraphClient.from_spec(spec, spec.tenants[0].name)
+    try:
+        with pytest.raises(ConfigError) as from_worker:
+            declared_scopes(spec, clients={spec.tenants[0].name: client})
+    finally:
+        client.close()
+    assert f"subscription 'finance-mail' (line {line})" in str(from_worker.value), str(from_worker.value)

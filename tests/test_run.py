@@ -38,15 +38,27 @@ def test_demo_converges_on_the_bundled_spec(tmp_path: Path) -> None:
             deleted_users = connection.execute(
                 sa.text("SELECT count(*) FROM users WHERE _deleted_at IS NOT NULL")
             ).scalar_one()
+            launch = connection.execute(
+                sa.text(
+                    "SELECT m.body, m.reply_to_id, m._removed_reason FROM channel_messages m"
+                    " JOIN channels c ON c.id = m.channel_id WHERE c.display_name = 'Launch' ORDER BY m.id"
+                )
+            ).all()
             resyncs = connection.execute(
                 sa.select(sa.func.count())
                 .select_from(schema.sync_runs)
-                .where(schema.sync_runs.c.full.is_(True), schema.sync_runs.c.scope_key == "users")
+                .where(schema.sync_runs.c.full_round.is_(True), schema.sync_runs.c.scope_key == "users")
             ).scalar_one()
     finally:
         engine.dispose()
     assert stored > 0
     assert deleted_users == 1
+    # The Teams conversation of the live phase: a root (edited), a reply, and a soft-deleted reply.
+    root, kept, deleted = launch
+    assert root.body == "Launch on Thursday?" and root.reply_to_id is None and root._removed_reason is None
+    assert kept.body == "Friday works" and kept.reply_to_id is not None and kept._removed_reason is None
+    assert deleted.reply_to_id is not None and deleted._removed_reason == "deleted"
+    assert "Launch on Thursday?" in text  # the example query over the channel
     assert resyncs >= 2, "the injected 410 must have caused a second full enumeration of users"
 
 

@@ -600,7 +600,7 @@ def test_catalogue_is_consistent() -> None:
     for rt in resources.CATALOGUE:
         assert rt.change_types <= set(resources.CHANGE_TYPES), rt.key
         assert rt.max_lifetime >= resources.MIN_LIFETIME, rt.key
-        assert (rt.sync == resources.FETCH) == (not rt.delta_paths), rt.key
+        assert (rt.sync in (resources.FETCH, resources.CURSOR)) == (not rt.delta_paths), rt.key
         assert not rt.delta_paths or len(rt.delta_paths) == len(rt.patterns), rt.key
         if rt.per_mailbox:
             assert all(p.startswith("users/{user}/") for p in rt.patterns), rt.key
@@ -895,3 +895,10 @@ def test_group_members_table_is_claimed_too(tmp_path: Path) -> None:
     )
     at(error, 10, "subscriptions[1].mirror.table")
     assert error.found == "'teams_members' (also the members table of subscriptions[0])"
+
+
+def test_unknown_resource_gets_no_suggestion_from_another_collection(tmp_path: Path) -> None:
+    # Issue 18: users/{user}/memberOf was offered teams/{team}/members (the placeholders made them alike).
+    error = problem(tmp_path, "  - {name: m, resource: users/abc/memberOf}\n")
+    at(error, 9, "subscriptions[0].resource")
+    assert "teams" not in error.hint

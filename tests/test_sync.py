@@ -71,7 +71,7 @@ def test_initial_then_incremental_pass(env: SyncEnv) -> None:
     assert_mirrors_truth(env)
     # Typed columns come from the item.
     runs = env.runs()
-    assert [r.outcome for r in runs] == ["ok", "ok"] and runs[0].full and not runs[1].full
+    assert [r.outcome for r in runs] == ["ok", "ok"] and runs[0].full_round and not runs[1].full_round
 
 
 def test_removed_reasons_soft_delete(env: SyncEnv) -> None:

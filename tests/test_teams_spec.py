@@ -198,5 +198,14 @@ def test_a_users_chat_messages_are_declared_for_one_user(tmp_path: Path) -> None
         (9, "subscriptions[0].for_each", "several users"),
         (10, "subscriptions[1].for_each", "a set of users"),
     ]
+    assert "chats/getAllMessages" in str(errors[0]) and "one subscription (and table) per user" in str(errors[0])
     spec = load(tmp_path, "  - {name: a, resource: 'users/{user}/chats/getAllMessages', for_each: {users: [u1]}}\n")
     assert spec.subscriptions[0].fan_out is not None and spec.subscriptions[0].fan_out.users == ("u1",)
+
+
+def test_a_users_chats_are_declared_for_one_user(tmp_path: Path) -> None:
+    """Chats are shared as their messages are (users/{user}/chats): one user per declaration; 10 per user in Graph."""
+    errors = problems(tmp_path, "  - {name: a, resource: 'users/{user}/chats', for_each: {users: [u1, u2]}}\n")
+    assert [(e.location.line, e.location.path, e.found) for e in errors] == [(9, "subscriptions[0].for_each", "several users")]
+    rt = resources.match_resource("users/u1/chats")
+    assert rt is not None and rt[0].quota.per_user == 10 and rt[0].quota.pool == "teams"

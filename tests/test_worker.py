@@ -28,7 +28,7 @@ from syncer.graph.retry import RetryPolicy
 from syncer.inbox import Inbox, NewItem
 from syncer.worker import scopes, scopestate, sync
 from syncer.worker.fetch import fetch_items
-from syncer.worker.jobs import FETCH_RETRY, Retention, Worker
+from syncer.worker.jobs import FETCH_RETRY, OWN_PASS_RETRY, Retention, Worker
 from syncer.worker.scheduler import (
     DRAIN_JOB,
     HOUSEKEEPING_JOB,
@@ -156,7 +156,7 @@ def test_lifecycle_missed_resyncs_the_scope(env: SyncEnv) -> None:
         assert env.state("users").resync_requested
         worker.start_due()
         settle(worker)
-        full_runs = [r for r in env.runs() if r.scope_key == "users" and r.full]
+        full_runs = [r for r in env.runs() if r.scope_key == "users" and r.full_round]
         assert len(full_runs) == 2
         assert not env.state("users").resync_requested
         # subscriptionRemoved: a full resync too, and reconcile's repair is asked to recreate it (it
@@ -306,9 +306,11 @@ def test_notified_items_of_a_busy_scope_wait_in_the_inbox_until_it_is_free(env: 
         worker._running[(scope.tenant_id, scope.key)] = running
         held = worker.drain(start=False)
         assert (held.claimed, held.fetched) == (1, 0) and Inbox(env.engine).depth() == 1
+        assert worker.drain(start=False).claimed == 0
         running.set_result(sync.PassResult(scope.key, "ok"))
 
-        clock.advance(FETCH_RETRY + timedelta(seconds=1))
+        # The worker's own pass ends soon: the fetch is tried again a second later, not FETCH_RETRY later.
+        clock.advance(OWN_PASS_RETRY + timedelta(milliseconds=100))
         assert_fetched_at_last(env, worker, user)
 
 
@@ -454,6 +456,25 @@ def test_sqlite_refuses_a_second_worker(sqlite_env: SyncEnv) -> None:
         lock.release()
 
 
+def test_syncer_run_checks_the_worker_lock_before_subscribing(sqlite_env: SyncEnv) -> None:
+    # Issue 18: `syncer run` created subscriptions, then refused to start because a worker ran.
+    from syncer.demo import free_port
+    from syncer.run import Runner
+
+    env = sqlite_env
+    lock = single_worker_lock(env.engine, "first-worker")
+    assert lock is not None
+    lines: list[str] = []
+    try:
+        with pytest.raises(LockTimeout, match=r"another syncer worker is running.*first-worker"):
+            Runner(env.spec, port=free_port(), echo=lines.append).start()
+    finally:
+        lock.release()
+    assert not any("receiver listening" in line or "create" in line for line in lines), lines
+    with env.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(schema.subscriptions)).scalar_one() == 0
+
+
 @pytest.mark.postgres
 def test_two_workers_on_postgres_never_sync_one_scope_twice(postgres_env: SyncEnv) -> None:
     env = postgres_env
@@ -486,7 +507,7 @@ def test_two_workers_on_postgres_never_sync_one_scope_twice(postgres_env: SyncEn
             assert connection.execute(sa.select(sa.func.count()).where(inbox.c.processed_at.is_(None))).scalar() == 0
         # One full round wrote the scope; the other worker found it leased (busy) or already clean.
         runs = [r for r in env.runs() if r.scope_key == "users"]
-        assert [r.outcome for r in runs if r.full] == ["ok"]
+        assert [r.outcome for r in runs if r.full_round] == ["ok"]
         assert all(r.outcome == "ok" for r in runs)
         ok = [r for w in (a, b) for r in w.results if r.outcome == "ok" and r.full]
         assert len(ok) == 1 and ok[0].upserted == 300

@@ -6,7 +6,7 @@ Seeding
     ``POST /_emulator/seed`` body (all optional, non-negative integers):
     ``{"users": 1000000, "groups": 10, "membersPerGroup": 50, "messagesPerUser": 20,
     "eventsPerUser": 5, "contactsPerUser": 5, "tasksPerUser": 5, "driveItemsPerUser": 5,
-    "teamsPerUser": 1, "chatsPerUser": 1, "channelMessagesPerUser": 100,
+    "teamsPerUser": 1, "chatsPerUser": 1, "channelMessagesPerUser": 100, "channelRepliesPerMessage": 3,
     "contentUsers": 10, "tenantId": "..."}`` → ``200 {"users": {"count", "prefix", "firstId",
     "upnPattern"}, ..., "seconds": 0.01}``. Users are generated lazily (O(1) for any count); groups take
     their members from the first users; per-user content goes to the first ``contentUsers`` users

@@ -214,6 +214,12 @@ class EmulatorConfig:
     #: Post a systemEventMessage when members are added to or removed from a team (General channel) or chat, a chat is
     #: renamed or a channel added, through Graph's API (not seeding) [DOC: which events do is partly UNCONFIRMED].
     teams_system_messages: bool = True
+    #: Replies a root carries inline under `$expand=replies` (list, get and channel delta) before
+    #: `replies@odata.nextLink` [DOC: 1,000]; smaller values let tests page replies without posting a thousand.
+    teams_inline_replies: int = 1000
+    #: Status when a signed-in user reads or subscribes to a team, channel or chat they are not a member of
+    #: [UNCONFIRMED: 403 assumed; the per-API pages only say delegated permissions reach what the user can].
+    teams_not_member_status: int = 403
 
     def with_changes(self, **changes: object) -> EmulatorConfig:
         """A copy with *changes* applied (the config itself is immutable)."""

@@ -249,7 +249,10 @@ def check_permission(caller: Caller, parsed: ParsedResource, *, operation: str =
             raise extension_error(403, "Access denied", operation=operation)
         return
     rtype = RESOURCE_TYPES.get(parsed.spec.resource_type)
-    allowed = rtype is not None and bool(caller.scopes & rtype.delegated_read) \
+    wanted = parsed.spec.delegated_permissions
+    if wanted is None:
+        wanted = rtype.delegated_read if rtype is not None else frozenset()
+    allowed = rtype is not None and bool(caller.scopes & wanted) \
         and (rtype.personal_accounts or not caller.personal)
     owner = parsed.mailbox
     if owner is None and parsed.key.startswith("drives/") and tenant is not None:

@@ -44,6 +44,8 @@ class SubscriptionDraft:
     lifecycle_url: str | None
     #: None on create; the subscription's id on renewal (PATCH), which must not count against quotas twice.
     existing_id: str | None = None
+    #: The signed-in user of a delegated caller (None: app-only), for rules on what that user may watch.
+    user_id: str | None = None
 
 
 #: Whether one change reaches one subscription beyond path and change type (Teams: `$search`, mention `$filter`).
@@ -93,6 +95,9 @@ class SubscribableResource:
     check: SubscriptionCheck | None = None
     #: Options in the resource that narrow what is delivered (read by the dispatcher); None = everything that matches.
     deliver: DeliveryFilter | None = None
+    #: Delegated permissions, any one of which lets a signed-in user subscribe, when the path's own table differs from
+    #: the resource type's reads (Teams); empty = application permissions only. None = the resource type's reads.
+    delegated_permissions: frozenset[str] | None = None
 
 
 _ODATA_KEY = re.compile(r"\(\s*'([^']*)'\s*\)|\(\s*\"([^\"]*)\"\s*\)")

@@ -99,7 +99,7 @@ def create_subscription() -> Response:
         raise checks.extension_error(403, f"Maximum number of subscriptions has been reached ({exceeded})")
     if parsed.spec.check is not None:
         parsed.spec.check(state, SubscriptionDraft(caller.tenant_id, caller.client_id, parsed, change_types, expiration,
-                                                   lifecycle_url))
+                                                   lifecycle_url, user_id=caller.user_id))
     validate_endpoints(state, [notification_url, *([lifecycle_url] if lifecycle_url else [])])
     now = state.clock.time()
     subscription = Subscription(
@@ -225,7 +225,7 @@ def update_subscription(subscription_id: str) -> Response:
         if subscription.parsed.spec.check is not None:
             subscription.parsed.spec.check(state, SubscriptionDraft(
                 subscription.tenant_id, subscription.application_id, subscription.parsed, subscription.change_types,
-                expiration, subscription.lifecycle_url, existing_id=subscription.id))
+                expiration, subscription.lifecycle_url, existing_id=subscription.id, user_id=caller.user_id))
     new_url = checks.string(body, "notificationUrl") if "notificationUrl" in body else None
     if "notificationUrl" in body and not new_url:
         raise checks.invalid("notificationUrl cannot be empty.")

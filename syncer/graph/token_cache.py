@@ -42,6 +42,17 @@ class TokenCacheFile:
         """Whether anyone has signed in (the file exists); says nothing about the tokens' validity."""
         return self.path.is_file()
 
+    def fingerprint(self) -> tuple[int, int, int] | None:
+        """What tells one version of the file from the next (inode, mtime, size); None when it is missing.
+
+        Every write is a new file renamed into place, so a sign-in by another process changes it.
+        """
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
     def _prepare_folder(self) -> None:
         folder = self.path.parent
         if not folder.is_dir():

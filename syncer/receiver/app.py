@@ -52,6 +52,7 @@ from flask import Flask, Response, request
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
+from syncer import signins
 from syncer.errors import DatabaseError, NotificationError
 from syncer.inbox import Inbox, NewItem
 from syncer.log import OutageLog
@@ -202,7 +203,7 @@ def _new_item(a: Accepted) -> NewItem:
         resource=n.resource,
         resource_id=n.resource_id,
         dedupe_key=n.dedupe_key,
-        payload=n.payload(a.decrypted),
+        payload=n.payload(a.decrypted, undecrypted=a.undecrypted),
     )
 
 
@@ -403,6 +404,9 @@ class Receiver:
         if verdict.deferred:
             self._log_deferrals(verdict.deferred, verdict.problems)
         if verdict.accepted:
+            for a in verdict.accepted:
+                if a.undecrypted is not None:
+                    self.metrics.inc("syncer_notifications_undecrypted_total", reason=a.undecrypted)
             items = [_new_item(a) for a in verdict.accepted]
             started = time.perf_counter()
             try:
@@ -509,7 +513,12 @@ def create_app(
             depth: float | None = receiver.inbox.depth()
         except DatabaseError:
             depth = None
-        text = receiver.metrics.render(gauges={"syncer_inbox_depth": depth})
+        try:  # delegated accounts as the worker last saw them (syncer.signins)
+            accounts = signins.read(receiver.inbox.engine)
+        except Exception:  # the database is down: the depth above says so already
+            accounts = []
+        text = receiver.metrics.render(gauges={"syncer_inbox_depth": depth}, labelled={"syncer_sign_in_required": {
+            (("account", a.account), ("tenant", a.name)): float(a.required) for a in accounts}})
         return Response(text, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.errorhandler(HTTPException)

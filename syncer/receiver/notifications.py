@@ -109,14 +109,17 @@ class Notification:
         )
         return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
-    def payload(self, decrypted: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def payload(self, decrypted: Mapping[str, Any] | None = None, *, undecrypted: str | None = None) -> dict[str, Any]:
         """The item as stored in the inbox: without ``clientState`` (a secret) and without the ciphertext,
-        with the decrypted resource under ``decryptedContent`` when there was one."""
+        with the decrypted resource under ``decryptedContent`` when there was one, or why it could not be
+        decrypted (``undecrypted``: the worker then reads the resource by id)."""
         out = {k: v for k, v in self.raw.items() if k not in ("clientState", "encryptedContent")}
         if self.encrypted is not None:
             out["encryptionCertificateId"] = self.encrypted.certificate_id
         if decrypted is not None:
             out["decryptedContent"] = dict(decrypted)
+        if undecrypted is not None:
+            out["undecrypted"] = undecrypted
         return out
 
 
@@ -355,6 +358,8 @@ class Accepted:
     notification: Notification
     subscription: SubscriptionInfo
     decrypted: Mapping[str, Any] | None = None
+    undecrypted: str | None = None
+    """Why an encrypted item's content could not be decrypted (it is kept as a basic notification)."""
 
 
 @dataclass(frozen=True)
@@ -428,7 +433,8 @@ def check_collection(
     * a token that cannot be judged now (not yet valid beyond the leeway: our clock is behind;
       signing keys unreachable) defers its tenant's rich items (503, Graph retries), unless a valid
       token covers that tenant;
-    * an encrypted item needs a valid token for its tenant, and a key to decrypt with.
+    * an encrypted item needs a valid token for its tenant; content that does not decrypt makes it a basic
+      item (``undecrypted`` says why), never a refusal.
 
     Items without ``encryptedContent`` need no token and are judged alone (subscription, clientState,
     tenant), whatever the tokens of the POST. May raise :class:`~syncer.errors.DatabaseError` (lookup).
@@ -448,6 +454,7 @@ def check_collection(
         reason: str | None = None
         transient = False
         decrypted: Mapping[str, Any] | None = None
+        undecrypted: str | None = None
         if sub is None:
             reason = "unknown_subscription"
         elif not client_state_matches(sub.client_state, n.client_state):
@@ -456,18 +463,21 @@ def check_collection(
             reason = "tenant_mismatch"
         elif n.encrypted is not None:
             reason, transient = ("token_missing", False) if judged is None else judged.judge(n.tenant_id)
+            # Content that does not decrypt (a key rotated out, a signature mismatch) on an item whose
+            # clientState and token are good is still a true "this changed": kept without content, and the
+            # worker reads the resource by id. A lost change would be worse than one more GET.
             if reason is None and keys is None:
-                reason = "unknown_certificate"
+                undecrypted = "unknown_certificate"
             elif reason is None and keys is not None:
                 try:
                     decrypted = keys.decrypt(n.encrypted)
                 except NotificationError as exc:
-                    reason = exc.reason
+                    undecrypted = exc.reason
         if reason is not None or sub is None:
             refusal = Rejection(n.index, reason or "unknown_subscription", n.subscription_id, n.tenant_id)
             (deferred if transient else rejected).append(refusal)
         else:
-            accepted.append(Accepted(n, sub, decrypted))
+            accepted.append(Accepted(n, sub, decrypted, undecrypted))
     problems = tuple(dict.fromkeys(judged.problems)) if judged is not None and deferred else ()
     return Verdict(
         tuple(accepted), tuple(sorted(rejected, key=lambda r: r.index)), tuple(deferred), problems

@@ -103,6 +103,10 @@ class ServeConfig:
     keys: tuple[KeySource, ...] = ()
     metrics_dir: str | None = None
     access_log: bool = False
+    # From a spec file (syncer.receiver.specwatch): reload keys and app ids when another spec is applied.
+    spec_path: Path | None = None
+    spec_fingerprint: str = ""
+    spec_check: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeConfig:
@@ -176,6 +180,9 @@ class ServeConfig:
             jwks_url=f"{spec.graph.authority_host.rstrip('/')}/common/discovery/v2.0/keys",
             jwks_ca_bundle=str(ca_bundle) if ca_bundle else None,
             keys=tuple(keys.values()),
+            spec_path=Path(spec.path) if spec.fingerprint else None,
+            spec_fingerprint=spec.fingerprint,
+            spec_check=float(os.environ.get("SYNCER_RECEIVER_SPEC_CHECK") or cls.spec_check),
         )
         return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -247,8 +254,19 @@ def build_app(config: ServeConfig) -> Flask:
     tokens = _token_validator(config)
     metrics = Metrics(directory=config.metrics_dir)
     app = create_app(engine, settings=config.settings, tokens=tokens, keys=keys, metrics=metrics)
-    app.extensions["syncer.receiver.app"].closers.append(engine.dispose)
+    receiver = app.extensions["syncer.receiver.app"]
+    receiver.closers.append(engine.dispose)
+    if config.spec_path is not None and config.spec_fingerprint:
+        from syncer.receiver import specwatch
+
+        specwatch.install(receiver, config.spec_path, config.spec_fingerprint, _spec_security, interval=config.spec_check)
     return app
+
+
+def _spec_security(spec: Any) -> tuple[TokenValidator | None, KeyRing | None]:
+    """The token validator and key ring *spec* implies (what :class:`~syncer.receiver.specwatch.SpecWatch` reloads)."""
+    config = ServeConfig.from_spec(spec)
+    return _token_validator(config), _load_keys(config.keys) if config.keys else None
 
 
 WORKER_CLASSES = ("gevent", "gthread")

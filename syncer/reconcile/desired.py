@@ -41,6 +41,7 @@ class Desired:
     include_resource_data: bool = False
     encryption_certificate_id: str | None = None
     encryption_certificate: str | None = field(default=None, repr=False)  # base64 DER, public
+    previous_certificate_id: str | None = None  # rotating out: subscriptions on it move at renewal
     user: str | None = None  # the fan-out user this one is for
     query_options: str | None = None  # notificationQueryOptions (required by Universal Print's printer jobs)
 
@@ -99,6 +100,7 @@ def desired_from_spec(
         )
         cert_id = sub.encryption.id if sub.encryption else None
         cert = read(sub.encryption.certificate) if sub.encryption else None
+        previous = sub.encryption.previous.id if sub.encryption and sub.encryption.previous else None
         resource = sub.graph_resource
         bindings: tuple[tuple[tuple[str, str], ...], ...]
         resolved = expansions.get(sub.name)
@@ -127,6 +129,7 @@ def desired_from_spec(
                     include_resource_data=sub.include_resource_data,
                     encryption_certificate_id=cert_id,
                     encryption_certificate=cert,
+                    previous_certificate_id=previous,
                     user=user,
                     query_options=sub.resource_type.query_options,
                 )

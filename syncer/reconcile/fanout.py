@@ -24,7 +24,7 @@ from syncer.resources import match_resource, split_resource
 
 if TYPE_CHECKING:
     from syncer.graph.client import GraphClient
-    from syncer.spec import FanOut, Spec
+    from syncer.spec import FanOut, Spec, Subscription
 
 log = logging.getLogger("syncer.reconcile.fanout")
 
@@ -58,7 +58,10 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
             matched = match_resource(sub.resource)
             source, users = "named in the resource", (matched[1]["user"],) if matched else ()
         else:
-            source, users = users_of(sub.fan_out, graph)
+            try:
+                source, users = users_of(sub.fan_out, graph)
+            except NotFoundError as error:
+                raise ReconcileError(missing_fan_out(sub, error)) from error
         if lists:
             out[sub.name] = lists_of(sub.name, tenant_id, source, users, graph, fan_out=sub.fan_out is not None)
         else:
@@ -131,6 +134,19 @@ def users_of(fan_out: FanOut, graph: GraphClient) -> tuple[str, tuple[str, ...]]
     if fan_out.all_users:
         return "all users", _ids(graph, "/users?$select=id")
     raise ReconcileError("a for_each with no users, group or filter")
+
+
+def missing_fan_out(sub: Subscription, error: NotFoundError) -> str:
+    """What to tell the user when Graph has no group (or user list) a ``for_each`` names.
+
+    A bare 404 named neither the declaration nor the line to fix; reconcile and the worker say the same.
+    """
+    fan_out = sub.fan_out
+    what = f"group {fan_out.group!r}" if fan_out is not None and fan_out.group else "the users to fan out over"
+    return (
+        f"subscription {sub.name!r} (line {sub.line}): for_each {what} was not found in Graph "
+        f"({error.method or 'GET'} {error.url or ''} answered 404): fix for_each in the spec, or check the tenant"
+    )
 
 
 def _ids(graph: GraphClient, path: str) -> tuple[str, ...]:

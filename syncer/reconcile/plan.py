@@ -112,6 +112,11 @@ class Action:
         return self.kind == Kind.REPLACE and bool({"resource", "changeType"} & set(self.changes))
 
     @property
+    def on_previous_certificate(self) -> bool:
+        """Kept on the certificate being rotated out (it moves to the new one when it is renewed)."""
+        return self.kind == Kind.KEEP and "encryptionCertificate" in self.changes
+
+    @property
     def writes_graph(self) -> bool:
         """Whether applying it calls Graph (adopt only when it renews too)."""
         if self.kind in (Kind.KEEP, Kind.FORGET):
@@ -420,6 +425,11 @@ def _linked_action(d: Desired, sub: LiveSubscription, now: datetime) -> Action:
     rotated = d.include_resource_data and (sub.encryption_certificate_id or None) != (
         d.encryption_certificate_id or None
     )
+    if rotated and not due and not moved and sub.encryption_certificate_id == d.previous_certificate_id:
+        # On the certificate being rotated out, whose key the receiver still holds: it moves to the new one
+        # with its renewal's PATCH, not in a burst of PATCHes the day the new certificate is declared.
+        return _on_live(Kind.KEEP, d, sub, changes=("encryptionCertificate",),
+                        reason=f"on the previous certificate {sub.encryption_certificate_id}, until its renewal")
     if moved or rotated:
         # Graph wants expirationDateTime or notificationUrl in every PATCH: a rotation alone renews too.
         renews = due or not moved

@@ -66,6 +66,11 @@ def render_plan(the_plan: Plan, *, verbose: bool = False, actions: bool = True) 
     for action in the_plan.actions if actions else ():
         if action.kind != Kind.KEEP or verbose:
             lines.append(action_line(action))
+    lagging = [a for a in the_plan.actions if a.on_previous_certificate]
+    if lagging:
+        lines.append(f"{len(lagging)} subscriptions still on the previous certificate (they move to the new one "
+                     "when renewed; keep its private key until then):")
+        lines.extend(f"{action_line(a)}  [{a.reason}]" for a in lagging)
     if the_plan.orphans:
         lines.append(
             f"{len(the_plan.orphans)} subscriptions of ours are no longer declared (kept; --prune deletes them):"

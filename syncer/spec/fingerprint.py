@@ -1,7 +1,7 @@
 """The fingerprint of what a spec declares, which :mod:`syncer.applied` records and compares.
 
 It covers what decides the data: every declaration (resource, change types, mirror columns, fan-out,
-intervals...) and each tenant's identity (name, tenant id, how it signs in), not where a file puts
+intervals...) and each tenant's identity (name, tenant id, app id, how it signs in), not where a file puts
 its secrets or how a host reaches its database (two hosts may render one spec with their own
 paths and URLs and still follow the same spec). Line numbers are left out too: moving a
 declaration changes nothing. Sets are sorted, so the fingerprint is the same in every process.
@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import PurePath
 from typing import Any
 
-TENANT_FIELDS = ("name", "tenant_id", "auth", "authority", "account")
+TENANT_FIELDS = ("name", "tenant_id", "client_id", "auth", "authority", "account")
 LEFT_OUT = frozenset({"line"})
 
 

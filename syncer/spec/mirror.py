@@ -9,19 +9,22 @@ write to the same table (a group's ``<table>_members`` included).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import yaml
 
 from syncer import owners as owners_of
 from syncer.resources import ResourceType
-from syncer.spec.model import COLUMN_TYPES, Column, Mirror, Subscription
+from syncer.spec.model import COLUMN_TYPES, Column, History, Mirror, Subscription
 from syncer.spec.reader import Map
 
 if TYPE_CHECKING:
     from syncer.spec.loader import SpecLoader
 
 MAX_GROUP_TABLE = 63 - len("_members")
+GRAPH_TIMED = frozenset({"message", "event", "contact", "todoTask", "driveItem", "list", "chatMessage", "callRecord", "alert"})
+"""Resource types whose items carry Graph's own time of their last change (``lastModifiedDateTime``)."""
 _FIELD_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" would let "mail\n" through
 
 
@@ -60,8 +63,12 @@ class MirrorLoader:
         )
         where = table_node or nodes.get("name") or item
         claimed = {sub.mirror.table: path}
+        if sub.mirror.history is not None:  # syncer.history keeps the versions beside the mirror
+            claimed.update({f"{t}_history": f"the history table of {path}" for t in list(claimed)})
         if sub.resource_type.key == "group":  # syncer.mirror keeps group membership in <table>_members
             claimed[f"{sub.mirror.table}_members"] = f"the members table of {path}"
+            if sub.mirror.history is not None:
+                claimed[f"{sub.mirror.table}_members_history"] = f"the members history table of {path}"
             if len(sub.mirror.table) > MAX_GROUP_TABLE:
                 self.r.error(
                     where,
@@ -70,6 +77,11 @@ class MirrorLoader:
                     f"'{sub.mirror.table}'",
                 )
         for table, owner in claimed.items():
+            if len(table) > 63:  # only a history table can get there (<table>_history, <table>_members_history)
+                self.r.error(
+                    where, f"{path}.mirror.table", f"a table name short enough for {table[len(sub.mirror.table):]} (63 characters)",
+                    f"'{sub.mirror.table}'",
+                )
             if table in tables:
                 self.r.error(
                     where,
@@ -131,7 +143,21 @@ class MirrorLoader:
             c for c in (owners_of.columns_for(rt, resource) if rt is not None and resource else ())
             if c not in seen and c not in indexed
         ]
-        return Mirror(table, tuple(columns), delete, (*indexed, *owners), tuple(owners))
+        history = self.history(s, rt)
+        return Mirror(table, tuple(columns), delete, (*indexed, *owners), tuple(owners), history)
+
+    def history(self, s: Map, rt: ResourceType | None) -> History | None:
+        """``history: true`` or ``history: {keep: 400d}`` of subscription *s* (None: no history)."""
+        r, node, path = self.r, s.get("history"), s.sub("history")
+        if node is None:
+            return None
+        time_field = "lastModifiedDateTime" if rt is not None and rt.key.split(".")[0] in GRAPH_TIMED else None
+        if isinstance(node, yaml.MappingNode):
+            h = r.mapping(node, path, ("keep",))
+            keep = r.duration(h.get("keep"), h.sub("keep"), low=timedelta(days=1)) if h and h.get("keep") else None
+            return History(keep if isinstance(keep, timedelta) else None, time_field)
+        on = r.boolean(node, path)
+        return History(None, time_field) if on else None
 
     def column(self, node: yaml.Node, path: str, rt: ResourceType | None) -> Column | None:
         r = self.r

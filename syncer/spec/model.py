@@ -150,6 +150,16 @@ class Column:
 
 
 @dataclass(frozen=True)
+class History:
+    """``history:`` of a declaration: every version of each row kept in ``<table>_history`` (:mod:`syncer.history`)."""
+
+    keep: timedelta | None = None
+    """Versions that ended longer ago than this are deleted by the worker's housekeeping; None keeps them all."""
+    time_field: str | None = None
+    """The property carrying Graph's own time of an item's last change (requested with ``$select``), if its type has one."""
+
+
+@dataclass(frozen=True)
 class Mirror:
     """The table a subscription's items are mirrored to."""
 
@@ -161,6 +171,8 @@ class Mirror:
     owners: tuple[str, ...] = ()
     """Owner columns whose value comes from the row's scope, not the item (a mailbox's ``user_id``; text,
     indexed, after the declared columns): :mod:`syncer.owners`."""
+    history: History | None = None
+    """Keep every version of each row (``history:`` of the declaration); None: the mirror only."""
 
     @property
     def select(self) -> tuple[str, ...]:
@@ -170,6 +182,8 @@ class Mirror:
             top = column.field.split(".", 1)[0]
             if top not in names:
                 names.append(top)
+        if self.history is not None and self.history.time_field and self.history.time_field not in names:
+            names.append(self.history.time_field)
         return tuple(names)
 
 

@@ -76,8 +76,9 @@ class ScopesLoader:
                 path,
                 f"for_each: {{users: [ONE-USER]}} for {rt.key}",
                 "several users" if len(fan_out.users) > 1 else "a set of users",
-                "users share chats, and a message mirrored by two users' scopes is not supported yet: "
-                "declare one subscription (and table) per user",
+                "users share chats: a message two declared users both see is one row, which one user's pass would "
+                "remove (leaving the chat, a full round's sweep) while the other still sees it; declare one "
+                "subscription (and table) per user, or follow every chat with chats/getAllMessages",
             )
             return None
         return fan_out

@@ -54,6 +54,7 @@ SUBSCRIPTION_KEYS = (
     "window",
     "folders",
     "model",
+    "history",
 )
 
 
@@ -221,6 +222,10 @@ class SubscriptionsLoader:
         )
         mirror = self.mirrors.mirror(s, rt, name, default_delete=defaults.delete, resource=resource)
         fan_out = self.scopes.fan_out(s, rt, params)
+        if fan_out is not None and fan_out.all_teams and account is not None and account.delegated:
+            # GET /teams lists every team of the organisation, most of which the user cannot read.
+            r.error(s.get("for_each"), s.sub("for_each"), "for_each: {teams: [TEAM-ID, ...]} with auth: delegated",
+                    "teams: all", "name the teams the signed-in user is a member of")
         window = self.scopes.window(s, rt)
         folders = self.scopes.folders(s, rt, params)
         model = self.model(s, rt, resource)
@@ -333,6 +338,23 @@ class SubscriptionsLoader:
                 path,
                 f"me/... for {rt.name} with auth: delegated (the signed-in user's own mailbox)",
                 f"'{text}'",
+            )
+        elif (
+            tenant is not None
+            and tenant.delegated
+            and not tenant.personal
+            and rt.delegated_paths is not None
+            and resources.matching_pattern(rt, text) not in rt.delegated_paths
+        ):
+            # https://learn.microsoft.com/graph/teams-changenotifications-chatmessage and its siblings: per path,
+            # whether a delegated permission exists; syncer's reads of the path must serve a user too.
+            r.error(
+                node,
+                path,
+                "a Teams path a signed-in user may declare: "
+                + ", ".join(p for t in resources.CATALOGUE for p in t.delegated_paths or ()),
+                f"'{text}' ({rt.key}: application permissions only"
+                + (", its delta serves apps only)" if rt.delta_paths else ")"),
             )
         elif tenant is not None and tenant.personal and rt.name not in PERSONAL_ACCOUNT_TYPES:
             r.error(
@@ -518,7 +540,7 @@ def _suggest(bare: str) -> str:
     for rt in resources.CATALOGUE:
         for pattern in rt.patterns:
             parts = pattern.split("/")
-            if len(parts) != len(segments):
+            if len(parts) != len(segments) or not _same_roots(parts, segments):
                 continue
             filled = "/".join(
                 seg if part.startswith("{") else part for part, seg in zip(parts, segments, strict=True)
@@ -527,3 +549,18 @@ def _suggest(bare: str) -> str:
             if ratio > best_ratio:
                 best, best_ratio = pattern, ratio
     return f"did you mean '{best}'?" if best else ""
+
+
+def _same_roots(parts: list[str], segments: list[str]) -> bool:
+    """Whether each literal segment of a pattern is the given one or a typo of it.
+
+    Scoring the whole path alone offered 'teams/{team}/members' for 'users/{user}/memberOf': the
+    placeholders filled in make unrelated paths look alike. A different collection (users, teams)
+    is a different resource, not a misspelling, and gets no suggestion.
+    """
+    for part, seg in zip(parts, segments, strict=True):
+        if part.startswith("{"):
+            continue
+        if difflib.SequenceMatcher(None, part.lower(), seg.lower()).ratio() < 0.75:
+            return False
+    return True

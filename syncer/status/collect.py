@@ -16,14 +16,14 @@ net takes to notice and run the pass), or older than ``--max-lag`` when one is g
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from syncer import schema
+from syncer import schema, signins
 from syncer.errors import DatabaseError
 
 DEFAULT_INTERVAL = timedelta(hours=1)
@@ -99,6 +99,12 @@ class Status:
     inbox_waiting: int
     declarations: list[DeclarationSummary] | None = None
     now: datetime | None = None
+    sign_ins: list[signins.SignIn] = field(default_factory=list)
+    """Delegated accounts as the worker last saw them (:mod:`syncer.signins`)."""
+
+    def signed_out(self) -> list[signins.SignIn]:
+        """The delegated accounts that must sign in again (``syncer login NAME``); their scopes are paused."""
+        return [s for s in self.sign_ins if s.required]
 
 
 def collect(
@@ -181,7 +187,7 @@ def collect(
         key = name_of.get(sub_id, "(unknown subscription)")
         waiting_by_name[key] = waiting_by_name.get(key, 0) + n
     declarations = summarize(scopes, subscriptions, waiting_by_name, declared=list(intervals), counted=count_rows)
-    return Status(scopes, subscriptions, sum(waiting_by_subscription.values()), declarations, now)
+    return Status(scopes, subscriptions, sum(waiting_by_subscription.values()), declarations, now, signins.read(engine))
 
 
 def _states(connection: Connection) -> list[Any]:

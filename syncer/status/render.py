@@ -51,7 +51,14 @@ def render(
     failing: bool = False,
     width: int | None = None,
 ) -> str:
-    """The text ``syncer status`` prints: the summary, or the scopes asked for in detail."""
+    """The text ``syncer status`` prints: the accounts that must sign in again, then the summary or the
+    scopes asked for in detail."""
+    body = _body(status, names, pattern, failing, width)
+    signed_out = [a.line() for a in status.signed_out()]
+    return "\n".join([*signed_out, "", body]) if signed_out else body
+
+
+def _body(status: Status, names: Sequence[str], pattern: str | None, failing: bool, width: int | None) -> str:
     if names or pattern or failing:
         chosen = needing_attention(status) if failing else status.scopes
         if names:
@@ -97,6 +104,7 @@ def render_summary(status: Status, *, width: int | None = None) -> str:
 def render_scopes(status: Status, scopes: Sequence[ScopeStatus], *, width: int | None = None) -> str:
     """The detail of *scopes*: freshness, rows, state and last error each, then their subscriptions."""
     lines = ["Scopes"]
+    paused = {a.tenant_id for a in status.signed_out()}
     if not scopes:
         lines.append("  (none match)")
     rows = [("NAME", "SCOPE", "HEALTH", "FRESH AS OF", "LAST SUCCESS", "ROWS", "STATE", "LAST ERROR")]
@@ -109,7 +117,7 @@ def render_scopes(status: Status, scopes: Sequence[ScopeStatus], *, width: int |
                 _ago(status, sc.fresh_as_of) + (" ago" if sc.fresh_as_of else ""),
                 _when(sc.last_success),
                 "-" if sc.rows is None else str(sc.rows),
-                _state(sc),
+                "paused: sign-in required" if sc.tenant_id in paused else _state(sc),
                 sc.last_error or (f"resync: {sc.last_resync}" if sc.last_resync else ""),
             )
         )
@@ -162,6 +170,7 @@ def to_json(status: Status) -> dict[str, Any]:
         ],
         "subscriptions": [record(sub, {"expires_in": "expires_in_seconds"}) for sub in status.subscriptions],
         "inbox_waiting": status.inbox_waiting,
+        "sign_ins": [record(a, {}) for a in status.sign_ins],
     }
 
 

@@ -245,7 +245,7 @@ def restart(store: ScopeStore, connection: Connection, rnd: Round, error: Resync
     # (a Location rebuilt from a deltaLink with an empty token may not), and either
     # way the round enumerates everything.
     rnd.become(new_full_round(store, connection, run_id, scope.initial_url, resync=resync, replaced=replaced))
-    store.update_run(connection, run_id, full=True, error=resync_note(resync))
+    store.update_run(connection, run_id, full_round=True, error=resync_note(resync))
 
 
 def put_back(engine: Engine, store: ScopeStore, rnd: Round) -> None:

@@ -37,11 +37,14 @@ from syncer.errors import (
     GraphError,
     LockTimeout,
     RetryBudgetExhausted,
+    SignInRequired,
     SyncerError,
 )
-from syncer.graph.auth import signed_in
+from syncer.graph.delegated import signed_in
 from syncer.log import database_unreachable
+from syncer.metrics import Metrics
 from syncer.worker import containers, scopes, scopestate, sync
+from syncer.worker.accounts import Accounts
 from syncer.worker.jobs import Retention, Worker, default_worker_id
 from syncer.worker.scopes import ScopeIndex
 
@@ -177,9 +180,11 @@ def build_worker(spec: Spec, *, engine: Engine | None = None, worker_id: str | N
     engine = engine or database.create_engine(spec.database_url)
     sources = dict(clients) if clients is not None else clients_for(spec)
     by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
-    # Scopes use the signed-in users' ids; the worker's reconcile keeps the declared me/... resources.
-    index = ScopeIndex.of(scopes.declared_scopes(signed_in(spec, sources), clients=by_name))
-    return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes)
+    # Scopes use the signed-in users' ids; the worker's reconcile keeps the declared me/... resources. An
+    # account that must sign in again is paused, not the whole worker (syncer.worker.accounts).
+    accounts = Accounts(engine, spec, sources, clock=scopestate.utcnow)
+    index = ScopeIndex.of(scopes.declared_scopes(accounts.resolve(spec), clients=by_name))
+    return Worker(engine, sources, index, worker_id=worker_id, spec=spec, max_passes=max_passes, accounts=accounts)
 
 
 def single_worker_lock(engine: Engine, worker_id: str) -> DatabaseLock | None:
@@ -279,13 +284,15 @@ class RunningWorker:
     scheduler: BaseScheduler
     engine: Engine
     lock: DatabaseLock | None
+    database_gone: str | None = None  # the SQLite file was deleted or replaced (syncer.worker.dbfile)
 
     def stop(self) -> None:
         """Stop the jobs, wait for running passes, release the SQLite worker lock."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.worker.close()
-        self.worker.release()
+        if self.database_gone is None:  # else there is nothing to release, and touching it would create a file
+            self.worker.release()
 
     def __iter__(self) -> Iterator[Any]:
         # `worker, scheduler = run_worker(...)` keeps working; stop with scheduler.shutdown(),
@@ -295,8 +302,12 @@ class RunningWorker:
 
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
                blocking: bool = True, max_passes: int | None = None, startup_wait: float = STARTUP_WAIT,
-               retention: Retention | None = None, concurrency: int = DEFAULT_CONCURRENCY) -> RunningWorker:
+               retention: Retention | None = None, metrics: Metrics | None = None,
+               concurrency: int = DEFAULT_CONCURRENCY) -> RunningWorker:
     """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``).
+
+    *metrics* (the receiver's, in ``syncer run``) take the worker's counters; by default they are shared
+    through ``SYNCER_METRICS_DIR``, where the receiver's ``/metrics`` sums every process's snapshot.
 
     An unreachable database or Graph at start is waited for, up to *startup_wait* seconds (see
     :func:`when_ready`).
@@ -325,6 +336,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
             wait=startup_wait,
         )
         worker.retention = retention or worker.retention
+        worker.metrics = metrics or Metrics(directory=os.environ.get("SYNCER_METRICS_DIR") or None)
         worker.register_scopes()
         if resumed := worker.resume():
             log.info("worker %s resumed %d inbox rows its previous process had claimed", worker_id, resumed)
@@ -343,6 +355,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     )
     schedule_jobs(scheduler, worker, schedule)
     running = RunningWorker(worker, scheduler, engine, lock)
+    _watch_database_file(running)
     if not blocking:
         scheduler.start()
         return running
@@ -353,6 +366,27 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     finally:
         running.stop()
     return running
+
+
+def _watch_database_file(running: RunningWorker) -> None:
+    """On SQLite, stop the worker (once, said once) when its database file is deleted or replaced."""
+    from syncer.worker.dbfile import CHECK_INTERVAL, DatabaseFile
+
+    watched = DatabaseFile.of(running.engine)
+    if watched is None:
+        return
+
+    def check() -> None:
+        if running.database_gone is not None or (reason := watched.problem()) is None:
+            return
+        running.database_gone = reason
+        log.error("%s: stopping; nothing more can be stored (restore the file or run `syncer db upgrade`, then start "
+                  "the worker again)", reason)
+        scheduler = running.scheduler
+        threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}, name="syncer-db-gone").start()
+
+    running.scheduler.add_job(check, "interval", seconds=CHECK_INTERVAL, id="database-file", name="database file",
+                              replace_existing=True, coalesce=True, max_instances=1)
 
 
 @contextlib.contextmanager
@@ -399,8 +433,12 @@ def sync_once(
     worker_id: str | None = None,
     page_size: int | None = sync.DEFAULT_PAGE_SIZE,
     stop: threading.Event | None = None,
+    signed_out: list[SignInRequired] | None = None,
 ) -> list[sync.PassResult]:
     """What ``syncer sync`` does: one pass of every scope of the named declarations (all when empty).
+
+    A delegated account that must sign in again raises :class:`~syncer.errors.SignInRequired`; given a
+    *signed_out* list, its error goes there instead and the other tenants and accounts are synced.
 
     The very function the worker's passes call (:func:`syncer.worker.sync.sync_scope`), run in the
     foreground; container scopes run first so that the folders they find are synced in the same call.
@@ -439,9 +477,16 @@ def sync_once(
         return result
 
     try:
-        spec = signed_in(spec, sources)
+        if signed_out is None:
+            spec = signed_in(spec, sources)
+        else:
+            accounts = Accounts(engine, spec, sources, clock=scopestate.utcnow)
+            spec = accounts.resolve(spec)  # the declarations of an account never signed in are left out
+            signed_out += [p.error for p in accounts.paused.values()]
+            spec = accounts.active(spec)
         by_name = {t.name: sources[t.tenant_id] for t in spec.tenants if t.tenant_id in sources}
-        found = scopes.declared_scopes(spec, clients=by_name, names=names or None)
+        wanted = [n for n in names if n in {sub.name for sub in spec.subscriptions}] if names else None
+        found = scopes.declared_scopes(spec, clients=by_name, names=wanted) if wanted != [] else []
         results: list[sync.PassResult] = []
         with engine.begin() as connection:
             scopestate.ensure_scope_rows(connection, found)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from syncer import resolve, resources
-from syncer.errors import ConfigError
+from syncer.errors import ConfigError, NotFoundError
+from syncer.worker.chain import Chain
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,6 +47,7 @@ DELTA = resources.DELTA  # {collection}/delta with $select; follow nextLinks to 
 CALENDAR_VIEW = resources.CALENDAR_VIEW  # calendarView/delta over a window; no $select
 DRIVE_DELTA = resources.DRIVE_DELTA  # drive root delta; removal is a "deleted" facet
 FETCH = resources.FETCH  # no delta: list the collection (mark-and-sweep), GET items by id on notifications
+CURSOR = resources.CURSOR  # no delta: list newest first past a time cursor (syncer.worker.cursor)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,14 @@ class Strategy:
     fetch_notified: str | None = None
     """A regular expression: a notification whose resource matches it is fetched by id (like a FETCH scope's)
     instead of marking the scope dirty, for items the delta does not bring (a new reply: its root may not change)."""
+    chain: Chain | None = None
+    """Graph lists the collection only per team or per user (``teams/getAllMessages``): a pass walks each one's
+    list in turn (:mod:`syncer.worker.chain`); the declared ``model`` goes with every request."""
+    cursor: str | None = None
+    """No delta: the list sorts newest first by this property and takes ``$filter=<it> gt``; a round ends with the
+    list filtered past its newest item as the next round's start (:mod:`syncer.worker.cursor`)."""
+    query: tuple[tuple[str, str], ...] = ()
+    """Query options every request of the scope's first page carries (a cursor list's ``$orderby``)."""
     deleted_property: str | None = None
     """A soft-deleted item stays listed with this property set (a Teams message's ``deletedDateTime``): its row
     is written, then removed with reason ``deleted`` at that time."""
@@ -141,6 +151,45 @@ STRATEGIES: dict[str, Strategy] = {
             select=False,
             deleted_property="deletedDateTime",
         ),
+        # https://learn.microsoft.com/en-us/graph/api/chat-list-messages: no delta for one chat (v1.0); listed newest
+        # first with a lastModifiedDateTime cursor, the filter only honoured when $orderby names the same property.
+        Strategy(
+            "chatMessage.chat",
+            CURSOR,
+            "chats/{chat}/messages",
+            select=False,
+            cursor="lastModifiedDateTime",
+            query=(("$orderby", "lastModifiedDateTime desc"), ("$top", "50")),
+            deleted_property="deletedDateTime",
+        ),
+        # Tenant-wide message subscriptions (https://learn.microsoft.com/en-us/graph/teams-changenotifications-chatmessage):
+        # a notification names the message (teams('t')/channels('c')/messages('m'), replies under it, or
+        # chats('c')/messages('m')), which is fetched by id. Graph lists no such collection, but lists every message
+        # of a team's channels and of a user's chats: a pass (the safety net) walks those.
+        Strategy("chatMessage.allChannels", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams?$select=id", "teams/{id}/channels/getAllMessages"),
+                 deleted_property="deletedDateTime"),
+        Strategy("chatMessage.allChats", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("users?$select=id", "users/{id}/chats/getAllMessages"),
+                 deleted_property="deletedDateTime"),
+        # The other tenant-wide Teams resources (https://learn.microsoft.com/en-us/graph/teams-changenotifications-chat,
+        # -team-and-channel, -teammembership, -chatmembership, -channelmembership): notified items fetched by id, a pass
+        # walks what Graph lists in parts. An app cannot GET /chats (https://learn.microsoft.com/en-us/graph/api/chat-list):
+        # each user's chats are walked; a chat's members are listed per chat, the chats found per user.
+        Strategy("chat", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("users?$select=id", "users/{id}/chats", model=False)),
+        Strategy("channel.all", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams?$select=id", "teams/{id}/channels", model=False)),
+        Strategy("conversationMember.allTeams", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams?$select=id", "teams/{id}/members", model=False)),
+        Strategy("conversationMember.allChats", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain(Chain("users?$select=id", "users/{id}/chats?$select=id", model=False),
+                             "chats/{id}/members", model=False)),
+        # https://learn.microsoft.com/en-us/graph/api/channel-list and
+        # https://learn.microsoft.com/en-us/graph/api/channel-list-members: the team's private and shared channels.
+        Strategy("conversationMember.channel", FETCH, "{resource}", item_path="{resource}",
+                 chain=Chain("teams/{team}/channels?$select=id,membershipType", "teams/{team}/channels/{id}/members",
+                             skip=(("membershipType", "standard"),), model=False)),
         # https://learn.microsoft.com/en-us/graph/api/listitem-delta: token links, a "deleted" facet, column values
         # only with $expand=fields, which the links keep (https://learn.microsoft.com/en-us/graph/delta-query-overview:
         # the state token encodes the first request's query); a notification is a shoulder tap naming the list.
@@ -205,6 +254,8 @@ class Scope:
     mailbox: str | None = None
     interval: timedelta = timedelta(minutes=15)
     """Safety-net period: a pass runs at least this often, notifications or not."""
+    rich: bool = False
+    """Its subscription includes resource data: notified rows are written from payloads (:mod:`syncer.worker.rich`)."""
     owners: tuple[tuple[str, str], ...] = ()
     """Placeholder values of the scope's path (``site``, ``list``, ``group``, ``drive``) its path-owner columns take."""
 
@@ -307,6 +358,7 @@ def _base(subscription: Subscription, tenant_id: str, strategy: Strategy, parent
         "delete": subscription.mirror.delete,
         "mailbox": mailbox,
         "interval": subscription.sync_interval,
+        "rich": subscription.include_resource_data,
     }
 
 
@@ -326,8 +378,15 @@ def _scopes_for(
     select = _select(subscription.mirror, strategy)
     if strategy.method == FETCH:
         _path, declared_query = resources.split_resource(subscription.resource)
-        # An ids action reads the ids the declaration names, in its $filter; an alerts list keeps its $filter.
+        # An ids action reads the ids the declaration names, in its $filter; an alerts list keeps its $filter;
+        # a tenant-wide Teams list (a chain) passes the declared payment model on.
         listed = declared_query if (strategy.ids_action or strategy.list_query) else ""
+        model = getattr(subscription, "model", None)
+        if strategy.chain is not None and model:
+            listed = f"model={model}"
+        if strategy.chain is not None and params:  # a chain within one team: its lists name the team
+            strategy = replace(strategy, chain=_fill_chain(strategy.chain, params))
+            base["strategy"] = strategy
         return [Scope(key=parent, initial_url=f"{parent}?{listed}" if listed else parent, **base)]
     if strategy.method == DRIVE_DELTA:
         return [Scope(key=parent, initial_url=_with_query(f"{parent}/delta", select), **base)]
@@ -346,7 +405,7 @@ def _scopes_for(
         ]
     if strategy.containers and strategy.container_placeholder:
         return [folder_scope_from(base, strategy, params, params[strategy.container_placeholder], select)]
-    query = list(select)
+    query = [*select, *strategy.query]
     if strategy.inline:
         query.append(("$expand", strategy.inline))
     if strategy.window:
@@ -355,6 +414,12 @@ def _scopes_for(
         query.append(("$filter", f"id eq '{params[strategy.single_filter]}'"))
     url = _with_query(fill(strategy.path, params), query)
     return [Scope(key=parent, initial_url=url, **base)]
+
+
+def _fill_chain(chain: Chain, params: Mapping[str, str]) -> Chain:
+    """*chain* with the scope's placeholders (``{team}``) filled; ``{id}`` (each member) stays."""
+    members = _fill_chain(chain.members, params) if isinstance(chain.members, Chain) else fill(chain.members, params)
+    return replace(chain, members=members, path=fill(chain.path, params))
 
 
 def folder_scope_from(
@@ -380,6 +445,7 @@ def child_scope(container: Scope, folder_id: str) -> Scope:
         "delete": container.delete,
         "mailbox": container.mailbox,
         "interval": container.interval,
+        "rich": container.rich,
         "owners": container.owners,
     }
     return folder_scope_from(base, strategy, params, folder_id, _select(container.mirror, strategy))
@@ -473,8 +539,13 @@ def resolve_users(subscription: Subscription, client: PageLister | None) -> list
     else:
         url = "users?$select=id"
     found: list[str] = []
-    for page in client.iter_pages(url):
-        found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    try:
+        for page in client.iter_pages(url):
+            found += [str(item["id"]) for item in page.items if "id" in item and "@removed" not in item]
+    except NotFoundError as error:
+        from syncer.reconcile.fanout import missing_fan_out
+
+        raise ConfigError(missing_fan_out(subscription, error)) from error
     return found
 
 

@@ -148,7 +148,7 @@ class ScopeStore:
                 tenant_id=self.scope.tenant_id,
                 scope_key=self.scope.key,
                 started_at=now,
-                full=full,
+                full_round=full,
                 pages=0,
                 upserted=0,
                 deleted=0,
@@ -229,6 +229,17 @@ def mark_dirty(
     return max(connection.execute(stmt).rowcount, 0)
 
 
+def wake_tenant(connection: Connection, tenant_id: str, *, now: datetime) -> int:
+    """Every scope of *tenant_id* dirty and without back-off (its account signed in again: the passes
+    recover what changed meanwhile by delta); how many rows changed."""
+    s = schema.sync_state
+    stmt = sa.update(s).where(s.c.tenant_id == tenant_id).values(
+        dirty_since=sa.func.coalesce(s.c.dirty_since, sa.bindparam("now_", now, type_=schema.UtcDateTime)),
+        not_before=None, failures=0, updated_at=now,
+    )
+    return max(connection.execute(stmt).rowcount, 0)
+
+
 def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[str, str, str | None]]:
     """``(tenant_id, scope_key, parent_key)`` of the scopes due for a pass, oldest mark first: dirty,
     resync-requested or mid-round, not postponed, and not leased by another worker."""
@@ -291,6 +302,17 @@ def request_resync(connection: Connection, keys: Sequence[tuple[str, str]], *, n
         )
 
 
+def relist(connection: Connection, tenant_id: str, key: str, url: str, *, now: datetime) -> None:
+    """Make the next pass of scope *key* an incremental round from *url* (its first page), and mark it dirty: it reads
+    everything again, without a sweep, and ends with a fresh deltaLink. A round in progress is left to finish."""
+    s = schema.sync_state
+    connection.execute(
+        sa.update(s)
+        .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.page_link.is_(None), s.c.delta_link.is_not(None))
+        .values(delta_link=url, dirty_since=now, updated_at=now)
+    )
+
+
 def keys_under(connection: Connection, tenant_id: str, parent_key: str) -> list[str]:
     """The scope keys registered under *parent_key* (a container and the child scopes it found)."""
     s = schema.sync_state
@@ -307,7 +329,7 @@ def last_full_rounds(engine: Engine) -> dict[tuple[str, str], datetime]:
     with engine.connect() as connection:
         rows = connection.execute(
             sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
-            .where(r.c.full.is_(True), r.c.outcome == "ok")
+            .where(r.c.full_round.is_(True), r.c.outcome == "ok")
             .group_by(r.c.tenant_id, r.c.scope_key)
         ).all()
     return {(t, k): at for t, k, at in rows}

@@ -63,7 +63,7 @@ from syncer.errors import (
     ThrottledError,
 )
 from syncer.log import database_unreachable
-from syncer.worker import idaction
+from syncer.worker import chain, cursor, idaction, inline
 from syncer.worker.byid import OneItem, WholeItems, names_one_item
 from syncer.worker.containers import ContainerWriter
 from syncer.worker.lookups import resolve_owners
@@ -241,7 +241,7 @@ def sync_scope(
             return refused
         run_id = store.start_run(connection, full=False)
         rnd = start_round(store, connection, state, run_id, force_full=full)
-        store.update_run(connection, run_id, full=rnd.full, error=resync_note(rnd.resync))
+        store.update_run(connection, run_id, full_round=rnd.full, error=resync_note(rnd.resync))
     step("leased")
     counters = Progress(scope.key)
     try:
@@ -329,9 +329,12 @@ def _run_pages(
 ) -> str:
     scope = store.scope
     source = idaction.pages_for(scope, source)
+    if scope.strategy.chain is not None:  # listed per team or per user (syncer.worker.chain)
+        source = chain.ChainedSource(source, scope.strategy.chain, scope.initial_url)
     writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope, owners=owners)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
     restarts = 0
+    newest_seen: datetime | None = None  # a cursor scope's newest item of the round (syncer.worker.cursor)
     while True:
         pages = Prefetcher(partial(source.iter_pages, rnd.url, headers=headers), depth=prefetch) if prefetch > 0 else None
         iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
@@ -359,6 +362,14 @@ def _run_pages(
                                 put_back(engine, store, rnd)
                         raise
                     fetched += 1
+                    items = page.items
+                    if scope.strategy.inline is not None and inline.has_more(items, scope.strategy.inline):
+                        if batch is not None:  # the rest of a root's replies is read with no transaction open
+                            pending, batch = batch, None
+                            pending.commit(counters)
+                        items = inline.complete(source, items, scope.strategy.inline)
+                    if scope.strategy.cursor is not None:
+                        newest_seen = cursor.newest(page.items, scope.strategy.cursor, since=newest_seen)
                     step("page-fetched")
                     now = store.clock()
                     last = page.next_link is None
@@ -367,7 +378,7 @@ def _run_pages(
                             held = engine.connect()
                         batch = Batch(held, store, run_id)
                     connection = batch.connection
-                    done = writer.apply(connection, page.items, now=now, round_id=rnd.round_id)
+                    done = writer.apply(connection, items, now=now, round_id=rnd.round_id)
                     batch.add(pages=1, items=len(page.items), upserted=done.upserted, deleted=done.deleted)
                     step("page-applied")
                     if not last:
@@ -377,10 +388,13 @@ def _run_pages(
                             swept = writer.sweep(connection, round_id=rnd.round_id, now=now, round_started=rnd.started)
                             batch.add(deleted=swept)
                             step("swept")
-                        if page.delta_link is None and scope.strategy.method not in (FETCH,):
+                        link = page.delta_link
+                        if link is None and scope.strategy.cursor is not None:
+                            link = cursor.next_start(scope.initial_url, scope.strategy.cursor, rnd.from_delta, newest_seen)
+                        if link is None and scope.strategy.method not in (FETCH,):
                             raise GraphError(f"delta round of {scope.key} ended without an @odata.deltaLink")
                         store.update_state(
-                            connection, delta_link=page.delta_link, page_link=None, round_id=None, round_full=False
+                            connection, delta_link=link, page_link=None, round_id=None, round_full=False
                         )
                         batch.page_link = None
                     step("page-written")

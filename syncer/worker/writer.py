@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from syncer import mirror, owners, resources, schema
+from syncer import history, mirror, owners, resources, schema
 from syncer.storable import has_nul, storable
 from syncer.worker.scopes import Scope
 
@@ -262,10 +262,9 @@ class RowWriter:
         changed = connection.execute(stmt, params).rowcount
         if self.members is not None:
             m = self.members
-            connection.execute(
-                sa.delete(m).where(m.c.tenant_id == self.scope.tenant_id, m.c.group_id == sa.bindparam("b_id")),
-                [{"b_id": i} for i, _r in removals],
-            )
+            where = [m.c.tenant_id == self.scope.tenant_id, m.c.group_id == sa.bindparam("b_id")]
+            history.close_members(connection, self.scope.mirror, m, where, [{"b_id": i} for i, _r in removals], now=now)
+            connection.execute(sa.delete(m).where(*where), [{"b_id": i} for i, _r in removals])
         return max(changed, 0)
 
     def soft_deleted(self, connection: Connection, deleted: Sequence[tuple[str, datetime]]) -> int:
@@ -296,11 +295,9 @@ class RowWriter:
         if self.members is not None and round_started is not None:
             m = self.members
             groups = sa.select(t.c.id).where(t.c.tenant_id == self.scope.tenant_id, t.c._scope == self.scope.key)
-            connection.execute(
-                sa.delete(m).where(
-                    m.c.tenant_id == self.scope.tenant_id, m.c.group_id.in_(groups), m.c._synced_at < round_started
-                )
-            )
+            gone = [m.c.tenant_id == self.scope.tenant_id, m.c.group_id.in_(groups), m.c._synced_at < round_started]
+            history.close_members(connection, self.scope.mirror, m, gone, now=now)
+            connection.execute(sa.delete(m).where(*gone))
         return remove_rows(connection, t, unseen, hard=self.scope.delete == "hard", reason=SWEPT, now=now)
 
     def members_delta(self, connection: Connection, changes: Sequence[tuple[str, Mapping[str, Any]]], *, now: datetime) -> None:
@@ -326,14 +323,9 @@ class RowWriter:
                     "_synced_at": now,
                 }
         if removed:
-            connection.execute(
-                sa.delete(m).where(
-                    m.c.tenant_id == self.scope.tenant_id,
-                    m.c.group_id == sa.bindparam("b_g"),
-                    m.c.member_id == sa.bindparam("b_m"),
-                ),
-                list(removed.values()),
-            )
+            where = [m.c.tenant_id == self.scope.tenant_id, m.c.group_id == sa.bindparam("b_g"), m.c.member_id == sa.bindparam("b_m")]
+            history.close_members(connection, self.scope.mirror, m, where, list(removed.values()), now=now)
+            connection.execute(sa.delete(m).where(*where), list(removed.values()))
         if added:
             insert = (postgresql.insert(m) if self.postgres else sqlite.insert(m))
             stmt = insert.on_conflict_do_update(

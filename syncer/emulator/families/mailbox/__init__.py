@@ -65,6 +65,9 @@ TODO = Family(
             max_minutes=4_230,
             max_minutes_rich=None,
             permissions=("Tasks.ReadWrite.All", "Tasks.Read.All"),
+            # A signed-in user subscribes with Tasks.ReadWrite, work or personal account; Tasks.Read reads the
+            # tasks but is not enough to subscribe (https://learn.microsoft.com/graph/api/subscription-post-subscriptions#permissions).
+            delegated_permissions=frozenset({"Tasks.ReadWrite"}),
             rich_refusal="Rich notifications are not supported for this resource type.",
             quota="none",
             mailbox_path=True,

@@ -32,7 +32,7 @@ FAMILY = Family(
     # roles only some views ask for (the default app holds every role the families name)
     extra_roles=kinds.CHAT_DELETE | frozenset({"ChannelMessage.UpdatePolicyViolation.All"}),
     seeders={"teamsPerUser": seed.seed_teams, "chatsPerUser": seed.seed_chats,
-             "channelMessagesPerUser": seed.seed_channel_messages},
+             "channelMessagesPerUser": seed.seed_channel_messages, "channelRepliesPerMessage": seed.seed_channel_replies},
 )
 
 __all__ = ["FAMILY", "chats", "delta", "members", "messages"]

@@ -26,7 +26,7 @@ from syncer.emulator.changelog import Collection
 from syncer.emulator.clock import parse_iso
 from syncer.emulator.delta_token import decode_token
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import kinds, model, operations
+from syncer.emulator.families.teams import delegated, kinds, model, operations
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import (
     date_clauses,
@@ -35,6 +35,7 @@ from syncer.emulator.families.teams.listing import (
     reject_options,
     require,
 )
+from syncer.emulator.families.teams.messages import with_replies
 from syncer.emulator.families.teams.views import bp
 
 #: "Messages from the last eight months" [DOC]; 8 x 30 days.
@@ -68,10 +69,12 @@ def _run(col: Collection, link_path: str, *, replies: bool = False) -> Response:
         ts = state.store.tenant(col.tenant_id)
         with state.lock:
             for item in body["value"]:
-                if "@removed" not in item:
-                    found = ts.collections.get(f"{col.key}/{item['id']}/replies")
-                    item["replies"] = [delta_mod.project(kinds.CHANNEL_REPLY, r, None)
-                                       for _, r in (found.iter_live() if found is not None else [])]
+                root = col.get(str(item["id"])) if "@removed" not in item else None
+                if root is not None:
+                    expanded = with_replies(ts, col, root)
+                    item["replies"] = expanded["replies"]
+                    if "replies@odata.nextLink" in expanded:
+                        item["replies@odata.nextLink"] = expanded["replies@odata.nextLink"]
     body["value"] = evolvable_enums(body["value"])
     response.set_data(orjson.dumps(body))
     return response
@@ -79,21 +82,23 @@ def _run(col: Collection, link_path: str, *, replies: bool = False) -> Response:
 
 @bp.get("/teams/<team_id>/channels/<channel_id>/messages/delta")
 def channel_messages_delta(team_id: str, channel_id: str) -> Response:
-    _, ts = _require_tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = _require_tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     col = model.roots_col(ts, team_id, channel_id)
     return _run(col, f"teams/{team_id}/channels/{quote(channel_id, safe='')}/messages/delta", replies=True)
 
 
 @bp.get("/users/<user_key>/chats/getAllMessages/delta")
 def user_chat_messages_delta(user_key: str) -> Response:
-    _, ts = _require_tenant(frozenset({"Chat.Read.All", "Chat.ReadWrite.All"}))
+    ctx, ts = _require_tenant(frozenset({"Chat.Read.All", "Chat.ReadWrite.All"}), delegated.CHAT_MESSAGE_READ)
+    delegated.refuse_delegated(ctx)
     user = model.user_or_404(ts, user_key)
     col = ts.collection(kinds.USER_CHAT_MESSAGES, {"user": str(user["id"]).lower()})
     return _run(col, f"users/{user_key}/chats/getAllMessages/delta")
 
 
-def _require_tenant(roles: frozenset[str]) -> tuple[Any, Any]:
-    ctx = require(roles)
+def _require_tenant(roles: frozenset[str], scopes: frozenset[str] = frozenset()) -> tuple[Any, Any]:
+    ctx = require(roles, scopes)
     state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     operations.settle(state, ts)

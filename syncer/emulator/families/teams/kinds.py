@@ -53,6 +53,18 @@ CHAT_MEMBER_READ = frozenset({"ChatMember.Read.All", "ChatMember.ReadWrite.All"}
 CHAT_MEMBER_WRITE = frozenset({"ChatMember.ReadWrite.All", "Chat.ReadWrite.All"})
 CHAT_MESSAGE_READ = frozenset({"Chat.Read.All", "Chat.ReadWrite.All"})
 
+# Delegated permissions (a signed-in user; personal accounts have none), from the same pages' tables.
+_DELEGATED_GROUP = frozenset({"Group.Read.All", "Group.ReadWrite.All"})
+DELEGATED_TEAM_READ = frozenset({"Team.ReadBasic.All", "TeamSettings.Read.All", "TeamSettings.ReadWrite.All"}) | _DELEGATED_GROUP
+DELEGATED_CHANNEL_READ = frozenset({"Channel.ReadBasic.All", "ChannelSettings.Read.All",
+                                    "ChannelSettings.ReadWrite.All"}) | _DELEGATED_GROUP
+DELEGATED_TEAM_MEMBER_READ = frozenset({"TeamMember.Read.All", "TeamMember.ReadWrite.All"}) | _DELEGATED_GROUP
+DELEGATED_CHANNEL_MEMBER_READ = frozenset({"ChannelMember.Read.All", "ChannelMember.ReadWrite.All"})
+DELEGATED_CHANNEL_MESSAGE_READ = frozenset({"ChannelMessage.Read.All"}) | _DELEGATED_GROUP
+DELEGATED_CHAT_READ_BASIC = frozenset({"Chat.ReadBasic", "Chat.Read", "Chat.ReadWrite"})
+DELEGATED_CHAT_MEMBER_READ = frozenset({"ChatMember.Read", "ChatMember.ReadWrite"}) | DELEGATED_CHAT_READ_BASIC
+DELEGATED_CHAT_MESSAGE_READ = frozenset({"Chat.Read", "Chat.ReadWrite"})
+
 #: Every Teams list page holds at most 50 items (https://learn.microsoft.com/graph/api/channel-list-messages).
 MAX_TOP = 50
 
@@ -138,6 +150,7 @@ TEAM = ResourceType(
     family="teams",
     read_roles=TEAM_READ,
     write_roles=TEAM_WRITE,
+    delegated_read=DELEGATED_TEAM_READ,
     properties=("id", "displayName", "description", "visibility", "createdDateTime", "webUrl", "isArchived",
                 "internalId", "tenantId", "classification", "specialization", "memberSettings", "messagingSettings",
                 "funSettings", "guestSettings"),
@@ -158,6 +171,7 @@ CHANNEL = ResourceType(
     family="teams",
     read_roles=CHANNEL_READ,
     write_roles=CHANNEL_WRITE,
+    delegated_read=DELEGATED_CHANNEL_READ,
     properties=("id", "displayName", "description", "membershipType", "createdDateTime", "email", "webUrl",
                 "tenantId", "isFavoriteByDefault"),
     read_only=frozenset({"id", "createdDateTime", "email", "webUrl", "tenantId"}),
@@ -175,6 +189,7 @@ TEAM_MEMBER = ResourceType(
     family="teams",
     read_roles=TEAM_MEMBER_READ,
     write_roles=TEAM_MEMBER_WRITE,
+    delegated_read=DELEGATED_TEAM_MEMBER_READ,
     properties=MEMBER_PROPERTIES,
     read_only=frozenset({"id", "displayName", "email", "tenantId", "userId"}),
     notification_resource="teams('{team}')/members('{id}')",
@@ -190,6 +205,7 @@ CHANNEL_MEMBER = ResourceType(
     family="teams",
     read_roles=CHANNEL_MEMBER_READ | TEAM_MEMBER_READ,
     write_roles=CHANNEL_MEMBER_WRITE,
+    delegated_read=DELEGATED_CHANNEL_MEMBER_READ,
     properties=MEMBER_PROPERTIES,
     read_only=TEAM_MEMBER.read_only,
     notification_resource="teams('{team}')/channels('{channel}')/members('{id}')",
@@ -205,6 +221,7 @@ CHAT = ResourceType(
     family="teams",
     read_roles=CHAT_READ_BASIC,
     write_roles=CHAT_WRITE,
+    delegated_read=DELEGATED_CHAT_READ_BASIC,
     properties=("id", "topic", "chatType", "createdDateTime", "lastUpdatedDateTime", "tenantId", "webUrl",
                 "onlineMeetingInfo", "isHiddenForAllMembers", "members"),
     read_only=frozenset({"id", "createdDateTime", "lastUpdatedDateTime", "tenantId", "webUrl", "onlineMeetingInfo"}),
@@ -226,6 +243,7 @@ CHAT_MEMBER = ResourceType(
     family="teams",
     read_roles=CHAT_MEMBER_READ,
     write_roles=CHAT_MEMBER_WRITE,
+    delegated_read=DELEGATED_CHAT_MEMBER_READ,
     properties=MEMBER_PROPERTIES,
     read_only=TEAM_MEMBER.read_only,
     notification_resource="chats('{chat}')/members('{id}')",
@@ -245,6 +263,7 @@ CHANNEL_MESSAGE = ResourceType(
     family="teams",
     read_roles=CHANNEL_MESSAGE_READ,
     write_roles=MIGRATE,
+    delegated_read=DELEGATED_CHANNEL_MESSAGE_READ,
     properties=MESSAGE_PROPERTIES,
     read_only=MESSAGE_READ_ONLY,
     write_only=HIDDEN,
@@ -265,6 +284,7 @@ CHANNEL_REPLY = ResourceType(
     family="teams",
     read_roles=CHANNEL_MESSAGE_READ,
     write_roles=MIGRATE,
+    delegated_read=DELEGATED_CHANNEL_MESSAGE_READ,
     properties=MESSAGE_PROPERTIES,
     read_only=MESSAGE_READ_ONLY,
     write_only=HIDDEN,
@@ -284,6 +304,7 @@ CHAT_MESSAGE = ResourceType(
     family="teams",
     read_roles=CHAT_MESSAGE_READ,
     write_roles=MIGRATE,
+    delegated_read=DELEGATED_CHAT_MESSAGE_READ,
     properties=MESSAGE_PROPERTIES,
     read_only=MESSAGE_READ_ONLY,
     write_only=HIDDEN,
@@ -304,6 +325,7 @@ USER_CHAT_MESSAGES = ResourceType(
     family="teams",
     read_roles=CHAT_MESSAGE_READ,
     write_roles=frozenset(),
+    delegated_read=DELEGATED_CHAT_MESSAGE_READ,
     properties=MESSAGE_PROPERTIES,
     read_only=MESSAGE_READ_ONLY,
     write_only=HIDDEN,

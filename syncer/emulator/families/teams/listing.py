@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import orjson
 from flask import Response, request
@@ -27,9 +28,18 @@ if TYPE_CHECKING:
     from syncer.emulator.state import EmulatorState
 
 
-def require(roles: Iterable[str]) -> AppContext:
-    """The caller if its token holds one of *roles*; else Teams' 403, which names what it wanted [OBS wording]."""
+def require(roles: Iterable[str], delegated: Iterable[str] = ()) -> AppContext:
+    """The caller if its token holds one of *roles* (an app) or of *delegated* (a signed-in user); else Teams' 403,
+    which names what it wanted [OBS wording]. No *delegated* = application permissions only (a user is refused
+    unless *roles* is empty too); personal Microsoft accounts have no Teams."""
     ctx = current_app_context()
+    if ctx.delegated:
+        scopes = frozenset(delegated)
+        if ctx.personal or (roles and not ctx.scopes & scopes):
+            raise GraphHTTPError(403, "Forbidden",
+                                 f"Missing scope permissions on the request. API requires one of "
+                                 f"'{', '.join(sorted(scopes))}'. Scopes on the request '{', '.join(sorted(ctx.scopes))}'.")
+        return ctx
     wanted = frozenset(roles)
     if wanted and not ctx.roles & wanted:  # no roles = any authenticated caller
         raise GraphHTTPError(403, "Forbidden",
@@ -89,6 +99,13 @@ def paged(state: EmulatorState, rtype: ResourceType, build: Callable[[dict[str, 
     # *final* values are already rendered (e.g. a chat with its $expand); the others are projected here.
     body["value"] = evolvable_enums(chunk if final else [delta_mod.project(rtype, v, select) for v in chunk])
     return json_response(body)
+
+
+def continuation(state: EmulatorState, path: str, *, offset: int, size: int) -> str:
+    """A nextLink to the list at *path* (under ``/v1.0``, ids %-encoded) from *offset* on, as :func:`paged` reads it."""
+    key = f"/v1.0/{unquote(path)}".lower()
+    cursor = Cursor(key, 0, 0, offset, 0, state.clock.time(), None, size, None, True, False, filter="{}")
+    return f"{base_url()}/v1.0/{path}?$skiptoken={encode_token(state, cursor)}"
 
 
 _DATE_CLAUSE = re.compile(r"^\s*(lastModifiedDateTime|createdDateTime)\s+(gt|lt|ge|le)\s+(\S+)\s*$", re.IGNORECASE)

@@ -122,7 +122,7 @@ def team_members_add(team_id: str) -> Response:
                           "value": results})
 
 
-@bp.route("/teams/<team_id>/members/<membership>", methods=["GET", "DELETE"])
+@bp.route("/teams/<team_id>/members/<membership>", methods=["GET", "PATCH", "DELETE"])
 def team_member(team_id: str, membership: str) -> Response:
     if request.method == "GET":
         _, ts = tenant(kinds.TEAM_MEMBER_READ)
@@ -131,6 +131,18 @@ def team_member(team_id: str, membership: str) -> Response:
             raise not_found(f"Member '{membership}' not found.")
         return entity(kinds.TEAM_MEMBER, item, f"teams('{team_id}')/members")
     _, ts = tenant(kinds.TEAM_MEMBER_WRITE)
+    if request.method == "PATCH":
+        # A member's role: 200 with the membership (https://learn.microsoft.com/graph/api/team-update-members).
+        col = model.member_col(ts, team=team_id)
+        found = col.get(membership)
+        if found is None:
+            raise not_found(f"Member '{membership}' not found.")
+        body = json_body()
+        roles = body.get("roles")
+        if set(body) - {"@odata.type", "roles"} or not isinstance(roles, list) or any(r not in ("owner",) for r in roles):
+            raise bad("Only 'roles' can be updated: [] (member) or ['owner'].")
+        item = model.add_member(emulator_state(), ts, col, model.user_or_404(ts, str(found["userId"])), list(roles))
+        return entity(kinds.TEAM_MEMBER, item, f"teams('{team_id}')/members")
     remove_member_view(ts, model.member_col(ts, team=team_id), membership)
     return no_content()
 

@@ -5,14 +5,17 @@ rules, and the writes an app token is refused (https://learn.microsoft.com/graph
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
+import orjson
 from flask import Response, request
 
 from syncer.emulator import delta as delta_mod
 from syncer.emulator.api import base_url, emulator_state, json_body, json_response, no_content
 from syncer.emulator.changelog import Collection
+from syncer.emulator.delta_token import Cursor, encode_token
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import kinds, model
+from syncer.emulator.families.teams import delegated, kinds, model
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import (
     date_clauses,
@@ -36,15 +39,23 @@ from syncer.emulator.store import TenantStore
 # --- channel messages ------------------------------------------------------------------------------------------
 
 
-def _with_replies(ts: TenantStore, roots: Collection, root: dict[str, Any]) -> dict[str, Any]:
-    """``$expand=replies``: up to 1,000 inline, then ``replies@odata.nextLink`` [DOC]."""
+def with_replies(ts: TenantStore, roots: Collection, root: dict[str, Any]) -> dict[str, Any]:
+    """``$expand=replies``: up to 1,000 inline, newest first, then ``replies@odata.nextLink``, the rest of the root's
+    replies list [DOC] (``config.teams_inline_replies``)."""
+    state = emulator_state()
     col = ts.collections.get(f"{roots.key}/{root['id']}/replies")
     replies = newest_first(live(col), "createdDateTime") if col is not None else []
+    inline = max(1, state.config.teams_inline_replies)
     out = {**delta_mod.project(kinds.CHANNEL_MESSAGE, root, None),
-           "replies": [delta_mod.project(kinds.CHANNEL_REPLY, r, None) for r in replies[:1000]]}
-    if len(replies) > 1000:
+           "replies": [delta_mod.project(kinds.CHANNEL_REPLY, r, None) for r in replies[:inline]]}
+    if len(replies) > inline:
         team, channel = roots.parents["team"], roots.parents["channel"]
-        out["replies@odata.nextLink"] = f"{base_url()}/v1.0/teams/{team}/channels/{channel}/messages/{root['id']}/replies?$skiptoken="
+        path = f"/v1.0/teams/{team}/channels/{channel}/messages/{root['id']}/replies"
+        # The token of the replies list's own paging (listing.paged), positioned after the inline ones.
+        cursor = Cursor(path.lower(), 0, 0, inline, 0, state.clock.time(), None, MAX_TOP, None, True, False,
+                        filter=orjson.dumps({}).decode())
+        out["replies@odata.nextLink"] = (f"{base_url()}/v1.0/teams/{team}/channels/{quote(channel, safe='')}/messages/"
+                                         f"{root['id']}/replies?$skiptoken={encode_token(state, cursor)}")
     return out
 
 
@@ -70,7 +81,8 @@ def channel_messages(team_id: str, channel_id: str) -> Response:
     if request.method == "POST":
         ctx, ts = tenant(kinds.MIGRATE | kinds.CHANNEL_MESSAGE_READ)
         return _post_as_app(ctx, ts, model.roots_col(ts, team_id, channel_id), team_id)
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     reject_options({"$top", "$expand", "$skiptoken"})
     expand = request.args.get("$expand")
     if expand is not None and expand.strip().lower() != "replies":
@@ -80,7 +92,7 @@ def channel_messages(team_id: str, channel_id: str) -> Response:
     def build(options: dict[str, Any]) -> list[dict[str, Any]]:
         items = newest_first(live(roots))
         if options.get("expand"):
-            return [_with_replies(ts, roots, m) for m in items]
+            return [with_replies(ts, roots, m) for m in items]
         return items
     return paged(state, kinds.CHANNEL_MESSAGE, build, context=f"teams('{team_id}')/channels('{channel_id}')/messages",
                  default=20, maximum=MAX_TOP, options={"expand": expand is not None}, final=expand is not None)
@@ -98,11 +110,12 @@ def channel_message(team_id: str, channel_id: str, message_id: str) -> Response:
             raise bad("An application may only update 'policyViolation'.")
         model.edit_message(state, ts, col, message_id, body)
         return no_content()
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     roots = model.roots_col(ts, team_id, channel_id)
     item = model.message_or_404(roots, message_id)
     if (request.args.get("$expand") or "").lower() == "replies":
-        return json_response(evolvable_enums([_with_replies(ts, roots, item)])[0])
+        return json_response(evolvable_enums([with_replies(ts, roots, item)])[0])
     return entity(kinds.CHANNEL_MESSAGE, item, f"teams('{team_id}')/channels('{channel_id}')/messages")
 
 
@@ -112,7 +125,8 @@ def channel_replies(team_id: str, channel_id: str, message_id: str) -> Response:
     if request.method == "POST":
         ctx, ts = tenant(kinds.MIGRATE | kinds.CHANNEL_MESSAGE_READ)
         return _post_as_app(ctx, ts, model.replies_col(ts, team_id, channel_id, message_id), team_id)
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     reject_options({"$top", "$skiptoken"})
     col = model.replies_col(ts, team_id, channel_id, message_id)
     return paged(state, kinds.CHANNEL_REPLY, lambda _o: newest_first(live(col), "createdDateTime"),
@@ -122,7 +136,8 @@ def channel_replies(team_id: str, channel_id: str, message_id: str) -> Response:
 
 @bp.get("/teams/<team_id>/channels/<channel_id>/messages/<message_id>/replies/<reply_id>")
 def channel_reply(team_id: str, channel_id: str, message_id: str, reply_id: str) -> Response:
-    _, ts = tenant(kinds.CHANNEL_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHANNEL_MESSAGE_READ, delegated.CHANNEL_MESSAGE_READ)
+    delegated.require_member(ctx, ts, team=team_id, channel=channel_id)
     col = model.replies_col(ts, team_id, channel_id, message_id)
     return entity(kinds.CHANNEL_REPLY, model.message_or_404(col, reply_id),
                    f"teams('{team_id}')/channels('{channel_id}')/messages('{message_id}')/replies")
@@ -172,12 +187,14 @@ def chat_messages(chat_id: str) -> Response:
     if request.method == "POST":
         ctx, ts = tenant(kinds.MIGRATE | kinds.CHAT_MESSAGE_READ)
         return _post_as_app(ctx, ts, model.chat_messages_col(ts, chat_id), None)
-    _, ts = tenant(kinds.CHAT_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHAT_MESSAGE_READ, delegated.CHAT_MESSAGE_READ)
+    delegated.require_member(ctx, ts, chat=chat_id)
     return list_chat_messages(ts, model.chat_messages_col(ts, chat_id), f"chats('{chat_id}')/messages")
 
 
 @bp.get("/chats/<chat_id>/messages/<message_id>")
 def chat_message(chat_id: str, message_id: str) -> Response:
-    _, ts = tenant(kinds.CHAT_MESSAGE_READ)
+    ctx, ts = tenant(kinds.CHAT_MESSAGE_READ, delegated.CHAT_MESSAGE_READ)
+    delegated.require_member(ctx, ts, chat=chat_id)
     col = model.chat_messages_col(ts, chat_id)
     return entity(kinds.CHAT_MESSAGE, model.message_or_404(col, message_id), f"chats('{chat_id}')/messages")

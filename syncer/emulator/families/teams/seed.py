@@ -90,3 +90,22 @@ def seed_channel_messages(state: EmulatorState, ts: TenantStore, uid: str, count
     roots = model.roots_col(ts, str(team["id"]), str(team["internalId"]))
     for i in range(count):
         model.post_message(state, ts, roots, {"body": {"content": f"Bench message {i}"}}, owner, notify=False)
+
+
+def seed_channel_replies(state: EmulatorState, ts: TenantStore, uid: str, count: int) -> None:
+    """*count* replies by *uid* to each root message of the General channel of every team it owns: threads for
+    benches (runs after ``channelMessagesPerUser``, e.g. ``{"channelMessagesPerUser": 2500,
+    "channelRepliesPerMessage": 3}`` makes 10,000 messages in one channel)."""
+    owner = model.user_or_404(ts, uid)
+    for _, team in list(model.team_col(ts).iter_live()):
+        if not any(m.get("userId") == uid and "owner" in (m.get("roles") or [])
+                   for _, m in model.member_col(ts, team=str(team["id"])).iter_live()):
+            continue
+        team_id, general = str(team["id"]), str(team["internalId"])
+        for _, root in list(model.roots_col(ts, team_id, general).iter_live()):
+            if root.get("messageType") != "message":
+                continue
+            replies = model.replies_col(ts, team_id, general, str(root["id"]))
+            for i in range(count):
+                model.post_message(state, ts, replies, {"body": {"content": f"Bench reply {i}"}}, owner,
+                                   notify=False)

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from syncer.emulator.errors import GraphHTTPError
-from syncer.emulator.families.teams import kinds, metering, operations
+from syncer.emulator.families.teams import delegated, kinds, metering, operations
 from syncer.emulator.subscription_model import (
     ALL_CHANGE_TYPES,
     SubscribableResource,
@@ -87,6 +87,51 @@ def _matches_options(subscription: Subscription, event: ChangeEvent) -> bool:
     return True
 
 
+#: Delegated scopes per subscribable path (least privileged first; empty = application-only, where a delegated token
+#: is refused [403 UNCONFIRMED]), from the same pages; the broader ones Graph also accepts are added by :func:`_entry`.
+DELEGATED_SCOPES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("teams", "*", "channels", "*", "messages"): ("ChannelMessage.Read.All",),
+    ("teams", "getallmessages"): (),
+    ("chats", "*", "messages"): ("Chat.Read",),
+    ("chats", "getallmessages"): (),
+    ("users", "*", "chats", "getallmessages"): ("Chat.Read",),
+    ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmessages"): (),
+    ("chats",): (),
+    ("chats", "*"): ("Chat.ReadBasic",),
+    ("users", "*", "chats"): ("Chat.ReadBasic",),
+    ("appcatalogs", "teamsapps", "*", "installedtochats"): (),
+    ("teams", "getallchannels"): (),
+    ("teams", "*", "channels"): ("Channel.ReadBasic.All",),
+    ("teams",): (),
+    ("teams", "*"): ("Team.ReadBasic.All",),
+    ("teams", "*", "members"): ("TeamMember.Read.All",),
+    ("teams", "getallmembers"): (),
+    ("teams", "*", "channels", "getallmembers"): ("ChannelMember.Read.All",),
+    ("teams", "getallchannels", "getallmembers"): (),
+    ("chats", "*", "members"): ("ChatMember.Read",),
+    ("chats", "getallmembers"): (),
+    ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmembers"): (),
+}
+
+#: What a broader delegated permission also grants (Graph accepts the higher-privileged ones of each table).
+_BROADER = {
+    "ChannelMessage.Read.All": ("Group.Read.All", "Group.ReadWrite.All"),
+    "Chat.Read": ("Chat.ReadWrite",),
+    "Chat.ReadBasic": ("Chat.Read", "Chat.ReadWrite"),
+    "Channel.ReadBasic.All": ("ChannelSettings.Read.All", "ChannelSettings.ReadWrite.All", "Group.Read.All",
+                              "Group.ReadWrite.All"),
+    "Team.ReadBasic.All": ("TeamSettings.Read.All", "TeamSettings.ReadWrite.All", "Group.Read.All", "Group.ReadWrite.All"),
+    "TeamMember.Read.All": ("TeamMember.ReadWrite.All", "Group.Read.All", "Group.ReadWrite.All"),
+    "ChannelMember.Read.All": ("ChannelMember.ReadWrite.All",),
+    "ChatMember.Read": ("ChatMember.ReadWrite", "Chat.ReadBasic", "Chat.Read", "Chat.ReadWrite"),
+}
+
+
+def _delegated(shape: tuple[str, ...]) -> frozenset[str]:
+    least = DELEGATED_SCOPES[shape]
+    return frozenset(least).union(*(_BROADER.get(p, ()) for p in least))
+
+
 def _entry(resource_type: str, shape: tuple[str, ...], change_types: frozenset[str], permissions: tuple[str, ...], *,
            models: str = "", quota: str = "") -> SubscribableResource:
     _MODELS[shape] = frozenset(models)
@@ -108,6 +153,7 @@ def _entry(resource_type: str, shape: tuple[str, ...], change_types: frozenset[s
         check=check,
         # $search and the mention $filter exist on channel, chat and per-user message paths [DOC]
         deliver=narrow,
+        delegated_permissions=_delegated(shape),
     )
 
 
@@ -152,6 +198,22 @@ def _exists(state: EmulatorState, draft: SubscriptionDraft) -> None:
                              "Operation: Create; Exception: [Status Code: NotFound; Reason: The resource was not found.]")
 
 
+def _member(state: EmulatorState, draft: SubscriptionDraft) -> None:
+    """A signed-in user watches only the teams, channels and chats they are a member of (see :mod:`.delegated`)."""
+    if draft.user_id is None:
+        return
+    ts = state.store.tenant(draft.tenant_id)
+    shape, ids = draft.parsed.spec.shapes[0], draft.parsed.ids
+    team = ids[0] if shape[0] == "teams" and len(shape) > 1 and shape[1] == "*" else None
+    channel = ids[1] if team is not None and len(shape) > 3 and shape[3] == "*" else None
+    chat = ids[0] if shape[0] == "chats" and len(shape) > 1 and shape[1] == "*" else None
+    if (team is not None or chat is not None) and \
+            not delegated.is_member(ts, draft.user_id, team=team, channel=channel, chat=chat):
+        raise GraphHTTPError(state.config.teams_not_member_status, "ExtensionError",
+                             "Operation: Create; Exception: [Status Code: Forbidden; Reason: "
+                             "The signed-in user is not a member of this team, channel or chat.]")
+
+
 def check(state: EmulatorState, draft: SubscriptionDraft) -> None:
     """Teams' own subscription rules (see the module docstring)."""
     config = state.config
@@ -173,6 +235,7 @@ def check(state: EmulatorState, draft: SubscriptionDraft) -> None:
     if draft.lifecycle_url is None and draft.expiration > state.clock.now() + limit:
         raise GraphHTTPError(config.teams_lifecycle_url_status, "InvalidRequest", LIFECYCLE_URL_MESSAGE)
     _exists(state, draft)
+    _member(state, draft)
     _pool(state, draft)
 
 
@@ -220,30 +283,3 @@ SUBSCRIBABLE: tuple[SubscribableResource, ...] = (
     _entry("conversationMember", ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmembers"), _CU,
            ("ChatMember.Read.WhereInstalled",), models="B"),
 )
-
-#: Delegated scopes per subscribable path (least privileged first; empty = application-only, where a delegated token
-#: is refused [403 UNCONFIRMED]), from the same pages, for the delegated sign-in to check once it exists. Not read yet:
-#: the emulator issues app-only tokens today.
-DELEGATED_SCOPES: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("teams", "*", "channels", "*", "messages"): ("ChannelMessage.Read.All",),
-    ("teams", "getallmessages"): (),
-    ("chats", "*", "messages"): ("Chat.Read",),
-    ("chats", "getallmessages"): (),
-    ("users", "*", "chats", "getallmessages"): ("Chat.Read",),
-    ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmessages"): (),
-    ("chats",): (),
-    ("chats", "*"): ("Chat.ReadBasic",),
-    ("users", "*", "chats"): ("Chat.ReadBasic",),
-    ("appcatalogs", "teamsapps", "*", "installedtochats"): (),
-    ("teams", "getallchannels"): (),
-    ("teams", "*", "channels"): ("Channel.ReadBasic.All",),
-    ("teams",): (),
-    ("teams", "*"): ("Team.ReadBasic.All",),
-    ("teams", "*", "members"): ("TeamMember.Read.All",),
-    ("teams", "getallmembers"): (),
-    ("teams", "*", "channels", "getallmembers"): ("ChannelMember.Read.All",),
-    ("teams", "getallchannels", "getallmembers"): (),
-    ("chats", "*", "members"): ("ChatMember.Read",),
-    ("chats", "getallmembers"): (),
-    ("appcatalogs", "teamsapps", "*", "installedtochats", "getallmembers"): (),
-}

@@ -31,7 +31,7 @@ from syncer.emulator.api import (
 from syncer.emulator.changelog import Collection
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.directory.groups import groups_of
-from syncer.emulator.families.teams import kinds, metering, model, operations
+from syncer.emulator.families.teams import delegated, kinds, metering, model, operations
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import (
     date_clauses,
@@ -59,8 +59,8 @@ def _follow_groups(setup: BlueprintSetupState) -> None:
     state.store.add_listener(partial(model.on_change, state))
 
 
-def tenant(roles: frozenset[str]) -> tuple[AppContext, TenantStore]:
-    ctx = require(roles)
+def tenant(roles: frozenset[str], delegated: frozenset[str] = frozenset()) -> tuple[AppContext, TenantStore]:
+    ctx = require(roles, delegated)
     state = emulator_state()
     ts = state.store.tenant(ctx.tenant_id)
     operations.settle(state, ts)
@@ -231,11 +231,14 @@ def get_operation(team_id: str, op_id: str) -> Response:
 def channels(team_id: str) -> Response:
     state = emulator_state()
     if request.method == "GET":
-        _, ts = tenant(kinds.CHANNEL_READ)
+        ctx, ts = tenant(kinds.CHANNEL_READ, delegated.CHANNEL_READ)
+        delegated.require_member(ctx, ts, team=team_id)
         reject_options({"$filter", "$select"})
         col = model.channel_col(ts, team_id)
         predicate = compile_filter(kinds.CHANNEL, request.args["$filter"]) if "$filter" in request.args else None
         values = [c for c in live(col) if predicate is None or predicate(c)]
+        if ctx.delegated:  # a user sees the private and shared channels they belong to [DOC channel-list]
+            values = [c for c in values if delegated.is_member(ts, str(ctx.user_id), team=team_id, channel=str(c["id"]))]
         select = delta_mod.parse_select(kinds.CHANNEL, request.args.get("$select"))
         return json_response({"@odata.context": f"{base_url()}/v1.0/$metadata#teams('{team_id}')/channels",
                               "@odata.count": len(values),

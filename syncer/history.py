@@ -1,0 +1,275 @@
+"""History tables: every version of each mirror row, for "what was true then" (``history:`` in the spec).
+
+``<table>_history`` holds one row per version of a mirror row::
+
+    _version                 surrogate key, in the order versions were written
+    tenant_id, id            the mirror row's key
+    _valid_from, _valid_to   half-open interval in UTC; _valid_to NULL for the current version
+    <declared columns>       as in the mirror, then the owner columns
+    _raw                     the item as Graph last sent it while the version was current; NULL on the
+                             current version of a row still in the mirror, whose own _raw it is (not
+                             written twice: the initial mirror's speed; ``<table>_asof`` fills it in)
+    _scope                   the scope whose write made the version
+    _change                  created, updated, deleted, swept (a full pass did not see it)
+    _run_id                  the pass that wrote it (``syncer_sync_runs``); NULL for a write outside a pass
+    _graph_time              Graph's own time of the change (lastModifiedDateTime) where the item has one
+    _learned_at              when syncer wrote it
+
+``_valid_from`` is Graph's time where the item carries one, else the time syncer learned the change:
+Graph's time says when the change happened, which is what "as of" asks; syncer learns it up to a sync
+interval later. A version never starts before the one it follows (clocks disagree).
+
+Group membership gets ``<table>_members_history``: one row per membership interval.
+
+The rows are written by triggers on the mirror tables (:mod:`syncer.history_triggers`), in the statement
+that writes the mirror row. This module owns the history tables: created and altered by ``syncer db
+upgrade``, purged by the worker's housekeeping, read by ``syncer history``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from syncer import history_triggers, mirror, schema
+from syncer.mirror_owners import OWNER_TYPE
+
+if TYPE_CHECKING:
+    from syncer.spec import Mirror, Spec, Subscription
+
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 5000
+"""Versions deleted per transaction by :func:`purge`: short transactions beside a busy worker."""
+
+
+def build_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
+    """``<table>_history`` for mirror *m* (not created)."""
+    metadata = metadata if metadata is not None else sa.MetaData()
+    name = f"{m.table}_history"
+    return sa.Table(
+        name,
+        metadata,
+        # INTEGER on SQLite: the rowid itself, so last_insert_rowid() names the version a trigger just wrote.
+        sa.Column("_version", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("id", sa.String(512), nullable=False),
+        sa.Column("_valid_from", schema.UtcDateTime, nullable=False),
+        sa.Column("_valid_to", schema.UtcDateTime, nullable=True),
+        *[sa.Column(c.name, mirror.SQL_TYPES[c.type], nullable=True) for c in m.columns],
+        *[sa.Column(o, OWNER_TYPE, nullable=True) for o in m.owners],
+        sa.Column("_raw", mirror.RAW_TYPE, nullable=True),
+        sa.Column("_scope", sa.String(500), nullable=False),
+        sa.Column("_change", sa.String(16), nullable=False),
+        sa.Column("_run_id", sa.BigInteger, nullable=True),
+        sa.Column("_graph_time", schema.UtcDateTime, nullable=True),
+        sa.Column("_learned_at", schema.UtcDateTime, nullable=False),
+        sa.Index(mirror.index_name(name, "key"), "tenant_id", "id", "_valid_from"),
+        # Retention's lookup; the current versions (NULL) stay out of it: no index entry per row of an initial mirror.
+        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=_ENDED, sqlite_where=_ENDED),
+    )
+
+
+_ENDED = sa.text("_valid_to IS NOT NULL")
+
+
+def build_members_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
+    """``<table>_members_history``: one row per interval a member was in a group."""
+    metadata = metadata if metadata is not None else sa.MetaData()
+    name = f"{m.table}_members_history"
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("_version", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("group_id", sa.String(512), nullable=False),
+        sa.Column("member_id", sa.String(512), nullable=False),
+        sa.Column("member_type", sa.String(200), nullable=True),
+        sa.Column("_valid_from", schema.UtcDateTime, nullable=False),
+        sa.Column("_valid_to", schema.UtcDateTime, nullable=True),
+        sa.Index(mirror.index_name(name, "key"), "tenant_id", "group_id", "member_id", "_valid_from"),
+        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=_ENDED, sqlite_where=_ENDED),
+    )
+
+
+def _has_members(subscription: Subscription) -> bool:
+    return subscription.resource_type.key == "group"  # as syncer.mirror.tables_for
+
+
+def drop_triggers(connection: sa.Connection, subscription: Subscription) -> None:
+    """Stop versioning *subscription*'s table (before ``db upgrade`` rewrites its rows: no fake versions)."""
+    table = subscription.mirror.table
+    inspector = sa.inspect(connection)
+    if not inspector.has_table(table):
+        return
+    postgres = connection.dialect.name == "postgresql"
+    members = _has_members(subscription) and inspector.has_table(f"{table}_members")
+    for statement in history_triggers.drop_ddl(table, postgres=postgres, members=members):
+        connection.exec_driver_sql(statement)
+
+
+def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
+    """Create or extend *subscription*'s history tables and (re)install its triggers; one line per change.
+
+    Runs after :func:`syncer.mirror.upgrade` has shaped the mirror table, in its transaction. Columns added
+    to the history table are filled from each version's own ``_raw``; no version is written for them.
+    """
+    m = subscription.mirror
+    if m.history is None:
+        return []
+    postgres = connection.dialect.name == "postgresql"
+    members = _has_members(subscription)
+    inspector = sa.inspect(connection)
+    changes: list[str] = []
+    md = sa.MetaData()
+    wanted = [build_table(m, md)] + ([build_members_table(m, md)] if members else [])
+    for table in wanted:
+        if not inspector.has_table(table.name):
+            table.create(connection)
+            changes.append(f"created table {table.name}")
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                _add_column(connection, table, column, m)
+                changes.append(f"added column {table.name}.{column.name}")
+    seeded = connection.exec_driver_sql(history_triggers.seed_sql(m, postgres=postgres)).rowcount
+    if members:
+        connection.exec_driver_sql(history_triggers.seed_members_sql(m))
+    if seeded and seeded > 0:
+        changes.append(f"{m.table}_history: the current state of {seeded} rows recorded as their first version")
+    ddl = history_triggers.postgres_ddl if postgres else history_triggers.sqlite_ddl
+    for statement in ddl(m, members=members):
+        connection.exec_driver_sql(statement)
+    if postgres:
+        columns = [c["name"] for c in sa.inspect(connection).get_columns(f"{m.table}_history")]
+        connection.exec_driver_sql(history_triggers.asof_function(m, columns))
+    return changes
+
+
+def _add_column(connection: sa.Connection, table: sa.Table, column: sa.Column[Any], m: Mirror) -> None:
+    preparer = connection.dialect.identifier_preparer
+    type_sql = column.type.compile(dialect=connection.dialect)
+    connection.exec_driver_sql(
+        f"ALTER TABLE {preparer.quote(table.name)} ADD COLUMN {preparer.quote(column.name)} {type_sql}"
+    )
+    declared = next((c for c in m.columns if c.name == column.name), None)
+    if declared is None:
+        return  # an owner column: its value came from the scope, which old versions do not keep apart
+    rows = connection.execute(sa.select(table.c._version, table.c._raw)).all()
+    updates = [
+        {"v": version, "x": value}
+        for version, raw in rows
+        if (value := mirror.convert(mirror.extract(raw, declared.field), declared.type)) is not None
+    ]
+    if updates:
+        connection.execute(
+            sa.update(table).where(table.c._version == sa.bindparam("v")).values({column.name: sa.bindparam("x")}),
+            updates,
+        )
+
+
+def close_members(
+    connection: sa.Connection, m: Mirror | None, members: sa.Table, where: Sequence[sa.ColumnElement[bool]],
+    params: Sequence[dict[str, Any]] = (), *, now: datetime,
+) -> None:
+    """Close the intervals of the ``<table>_members`` rows matching *where* (with *params*), about to be deleted.
+
+    Called by the writer just before it deletes them, so that an interval ends at its pass's time (as the
+    interval a trigger opened began at it); one statement, whatever the number of members.
+    """
+    if m is None or m.history is None:
+        return
+    h = build_members_table(m)
+    doomed = (
+        sa.select(sa.literal(1))
+        .where(members.c.tenant_id == h.c.tenant_id, members.c.group_id == h.c.group_id,
+               members.c.member_id == h.c.member_id, *where)
+        .exists()
+    )
+    at = sa.bindparam("h_now", type_=schema.UtcDateTime)
+    stmt = sa.update(h).where(h.c._valid_to.is_(None), doomed).values(
+        _valid_to=sa.case((h.c._valid_from > at, h.c._valid_from), else_=at)
+    )
+    connection.execute(stmt, [{**p, "h_now": now} for p in params] if params else {"h_now": now})
+
+
+# --- retention --------------------------------------------------------------------------------------
+
+
+def purge(engine: sa.Engine, spec: Spec, *, now: datetime) -> int:
+    """Delete versions that ended longer ago than their declaration's ``keep``, in batches; how many.
+
+    A current version (``_valid_to`` NULL) is never deleted, however old: it is the row's present.
+    """
+    total = 0
+    for table, keep in _retained(spec):
+        cutoff = now - keep
+        while True:
+            with engine.begin() as connection:
+                if not sa.inspect(connection).has_table(table.name):
+                    break
+                batch = sa.select(table.c._version).where(table.c._valid_to < cutoff).limit(PURGE_BATCH)
+                deleted = connection.execute(sa.delete(table).where(table.c._version.in_(batch.scalar_subquery()))).rowcount
+            total += max(deleted, 0)
+            if deleted < PURGE_BATCH:
+                break
+    return total
+
+
+def _retained(spec: Spec) -> list[tuple[sa.Table, timedelta]]:
+    md = sa.MetaData()
+    out: list[tuple[sa.Table, timedelta]] = []
+    seen: set[str] = set()
+    for subscription in spec.subscriptions:
+        m = subscription.mirror
+        if m.history is None or m.history.keep is None or m.table in seen:
+            continue
+        seen.add(m.table)
+        out.append((build_table(m, md), m.history.keep))
+        if _has_members(subscription):
+            out.append((build_members_table(m, md), m.history.keep))
+    return out
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+def versions(connection: sa.Connection, m: Mirror, item_id: str, *, tenant_id: str | None = None) -> list[dict[str, Any]]:
+    """Every version of the row *item_id* of mirror *m*, oldest first."""
+    table = build_table(m)
+    query = sa.select(table).where(table.c.id == item_id).order_by(table.c._valid_from, table.c._version)
+    if tenant_id is not None:
+        query = query.where(table.c.tenant_id == tenant_id)
+    return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def render(m: Mirror, rows: Sequence[dict[str, Any]]) -> str:
+    """*rows* (:func:`versions`) as text: each version's interval and change, then what changed from the one before."""
+    if not rows:
+        return "no versions\n"
+    names = [c.name for c in m.columns] + list(m.owners)
+    lines: list[str] = []
+    before: dict[str, Any] | None = None
+    for row in rows:
+        until = _time(row["_valid_to"]) if row["_valid_to"] is not None else "now"
+        run = f", pass {row['_run_id']}" if row["_run_id"] is not None else ""
+        lines.append(f"{_time(row['_valid_from'])} .. {until}  {row['_change']}{run}")
+        for name in names:
+            old, new = (before or {}).get(name), row.get(name)
+            if before is None:
+                if new is not None:
+                    lines.append(f"    {name} = {new!r}")
+            elif old != new:
+                lines.append(f"  - {name} = {old!r}")
+                lines.append(f"  + {name} = {new!r}")
+        before = row
+    return "\n".join(lines) + "\n"
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
