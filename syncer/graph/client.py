@@ -238,7 +238,9 @@ class GraphClient:
                 raise _transport_error(e, method, url, client_request_id) from e
             if raw.status_code == 429:
                 # Throttling is per tenant and app: slow every thread's calls, not just this one's retry.
-                budget.throttled(_retry_after(raw.headers.get("Retry-After")))
+                # A Retry-After longer than we wait for fails the call instead: it pauses the tenant no longer.
+                retry_after = _retry_after(raw.headers.get("Retry-After"))
+                budget.throttled(min(retry_after, self.retry.max_retry_after) if retry_after else None)
             elif raw.status_code < 400:
                 budget.succeeded()
         response = GraphResponse(raw.status_code, raw.headers, content, client_request_id=client_request_id)

@@ -52,6 +52,12 @@ def tenant_semaphore(tenant: str, size: int) -> TenantBudget:
         return _TENANTS.setdefault(key, TenantBudget(size))
 
 
+def reset_budgets() -> None:
+    """Forget every tenant's budget (tests: a 429 of one test must not pause the next one)."""
+    with _REGISTRY_LOCK:
+        _TENANTS.clear()
+
+
 def _enter_mailbox(
     tenant: str, mailbox: str, size: int
 ) -> tuple[tuple[str, str, int], threading.BoundedSemaphore]:
