@@ -192,7 +192,6 @@ class RowWriter:
 
         dbapi = connection.connection.driver_connection
         assert dbapi is not None
-        staged: set[str] = connection.connection.info.setdefault("syncer_stage_tables", set())
         with dbapi.cursor() as cursor:
             if self.direct is None:
                 # A scope with no rows yet (a first enumeration) gets new items: COPY them into the
@@ -225,11 +224,12 @@ class RowWriter:
                     self._savepoint_in = None
                 else:
                     return
-            if self.stage not in staged:
-                # A temporary table lives as long as the database connection; ON COMMIT DELETE ROWS
-                # empties it at every commit, so it is created once per pooled connection.
-                cursor.execute(self._stage_sql)
-                staged.add(self.stage)
+            # A temporary table lives as long as the database connection (ON COMMIT DELETE ROWS empties
+            # it at every commit), but its CREATE is transactional: a transaction that rolls back takes
+            # it away again. So no memory of "created on this connection" (a pass whose first page
+            # rolled back left every later pass on that pooled connection failing, UndefinedTable):
+            # IF NOT EXISTS each page, a catalogue lookup.
+            cursor.execute(self._stage_sql)
             with cursor.copy(self._copy_sql) as copy:
                 for item in items:
                     copy.write_row(build(item, tenant, scope, synced_at, run_id))
