@@ -200,7 +200,16 @@ def reconcile(
 @click.option(
     "--worker-id", default=None, help="Name of this worker in leases and `syncer status` (default host:pid)."
 )
-@click.option("--passes", type=int, default=4, show_default=True, help="Sync passes run at the same time.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Graph requests in flight per tenant across all scopes (halved for a while after a 429; 4 per mailbox at most).",
+)
+@click.option(
+    "--passes", type=click.IntRange(min=1), default=None, help="Sync passes run at the same time [default: 2 x --concurrency]."
+)
 @click.option(
     "--drain-interval",
     type=click.FloatRange(min=0.05),
@@ -255,7 +264,8 @@ def reconcile(
 def worker(
     spec_path: Path,
     worker_id: str | None,
-    passes: int,
+    concurrency: int,
+    passes: int | None,
     drain_interval: float,
     listen: bool,
     safety_net_interval: float,
@@ -281,7 +291,7 @@ def worker(
     # and the SQLite worker lock are released) instead of dying mid-page.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     retention = Retention(notifications=keep_notifications, runs=keep_runs)
-    running = run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes,
+    running = run_worker(spec, schedule=schedule, worker_id=worker_id, max_passes=passes, concurrency=concurrency,
                          startup_wait=startup_wait, retention=retention)
     if running.database_gone is not None:
         sys.exit(1)  # logged once by the worker (syncer.worker.dbfile)

@@ -69,3 +69,11 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tenant_budgets() -> None:
+    """Each test starts with full, unpaused tenant budgets (a 429 of one test must not slow the next)."""
+    from syncer.graph import limits
+
+    limits.reset_budgets()

@@ -228,7 +228,7 @@ class GraphClient:
         started = time.perf_counter()
         with limits.slot(
             self.tenant, mailbox, per_tenant=self.max_in_flight_per_tenant, per_mailbox=self.per_mailbox
-        ):
+        ) as budget:
             try:
                 raw = self.session.request(
                     method, url, data=body, headers=headers, timeout=self.timeout, verify=self._verify
@@ -236,6 +236,13 @@ class GraphClient:
                 content = raw.content  # read the body while holding the slot: it is part of the exchange
             except requests.RequestException as e:
                 raise _transport_error(e, method, url, client_request_id) from e
+            if raw.status_code == 429:
+                # Throttling is per tenant and app: slow every thread's calls, not just this one's retry.
+                # A Retry-After longer than we wait for fails the call instead: it pauses the tenant no longer.
+                retry_after = _retry_after(raw.headers.get("Retry-After"))
+                budget.throttled(min(retry_after, self.retry.max_retry_after) if retry_after else None)
+            elif raw.status_code < 400:
+                budget.succeeded()
         response = GraphResponse(raw.status_code, raw.headers, content, client_request_id=client_request_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -285,6 +292,14 @@ class GraphClient:
         from syncer.graph.batch import run_batch
 
         return run_batch(self, list(requests), retry=retry or self.retry)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds when it is a number (an HTTP date is left to the retry policy)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _short(url: str) -> str:

@@ -7,7 +7,8 @@ number of GraphClient objects, so the semaphores live in a module-level registry
 so that a client configured with another cap gets its own (configuration is per process, so in
 practice all clients agree and share).
 
-A slot is held for one HTTP exchange only, never while sleeping before a retry.
+A slot is held for one HTTP exchange only, never while sleeping before a retry. The tenant's slots
+are a :class:`~syncer.graph.budget.TenantBudget`: a 429 pauses and shrinks them for every thread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_TENANTS: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+from syncer.graph.budget import TenantBudget
+
+_TENANTS: dict[tuple[str, int], TenantBudget] = {}
 # Mailbox semaphores are counted and dropped when idle: a sync over 100k mailboxes must not keep
 # 100k semaphores alive. Entry: [semaphore, threads holding or waiting for it].
 _MAILBOXES: dict[tuple[str, str, int], list[Any]] = {}
@@ -39,14 +42,20 @@ def mailbox_of(url: str) -> str | None:
     return None if user == "delta" else user
 
 
-def tenant_semaphore(tenant: str, size: int) -> threading.BoundedSemaphore:
-    """The process-wide semaphore capping requests in flight for *tenant*."""
+def tenant_semaphore(tenant: str, size: int) -> TenantBudget:
+    """The process-wide budget capping requests in flight for *tenant*."""
     key = (tenant.lower(), size)
     found = _TENANTS.get(key)
     if found is not None:
         return found
     with _REGISTRY_LOCK:
-        return _TENANTS.setdefault(key, threading.BoundedSemaphore(size))
+        return _TENANTS.setdefault(key, TenantBudget(size))
+
+
+def reset_budgets() -> None:
+    """Forget every tenant's budget (tests: a 429 of one test must not pause the next one)."""
+    with _REGISTRY_LOCK:
+        _TENANTS.clear()
 
 
 def _enter_mailbox(
@@ -75,7 +84,7 @@ def mailboxes_tracked() -> int:
 
 
 @contextmanager
-def slot(tenant: str, mailbox: str | None, *, per_tenant: int, per_mailbox: int) -> Iterator[None]:
+def slot(tenant: str, mailbox: str | None, *, per_tenant: int, per_mailbox: int) -> Iterator[TenantBudget]:
     """Hold one in-flight slot for *tenant* (and for *mailbox* when given) for the duration of a request.
 
     The mailbox slot is taken first: a thread waiting for a busy mailbox then does not sit on a
@@ -85,11 +94,11 @@ def slot(tenant: str, mailbox: str | None, *, per_tenant: int, per_mailbox: int)
     tenant_sem = tenant_semaphore(tenant, per_tenant)
     if mailbox is None:
         with tenant_sem:
-            yield
+            yield tenant_sem
         return
     key, mailbox_sem = _enter_mailbox(tenant, mailbox, per_mailbox)
     try:
         with mailbox_sem, tenant_sem:
-            yield
+            yield tenant_sem
     finally:
         _leave_mailbox(key)

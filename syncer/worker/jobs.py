@@ -387,11 +387,13 @@ class Worker:
         started: list[str] = []
         if self._stopping.is_set():
             return started
+        # The query runs outside the lock: passes ending meanwhile take it to record their results.
+        due = self.due_scopes()
         with self._lock:
             for key, future in list(self._running.items()):
                 if future.done():
                     del self._running[key]
-            for scope in self.due_scopes():
+            for scope in due:
                 key = (scope.tenant_id, scope.key)
                 if key in self._running or key in self._fetching:
                     continue
@@ -425,8 +427,9 @@ class Worker:
         if result.outcome == "outdated":
             self.spec_watch.report(result.error or "the spec changed")
         if result.outcome == "ok" and scope.container and not self._stopping.is_set():
-            # New folders were registered dirty: start them now rather than at the next drain.
-            self.pool.submit(self.start_due)
+            # New folders were registered dirty: start them now rather than at the next drain (from this
+            # thread: a job submitted to the pool would wait behind every pass queued there).
+            self.start_due()
         return result
 
     def wait(self, timeout: float | None = None) -> None:

@@ -152,6 +152,19 @@ def tune_process() -> None:
         sys.setswitchinterval(0.001)
 
 
+DEFAULT_CONCURRENCY = 16
+"""Graph requests in flight per tenant (``syncer worker --concurrency``): what sets the time of a mirror
+when Graph answers in 100 ms to a second. Never more than 4 per mailbox (:mod:`syncer.graph.limits`)."""
+
+
+def passes_for(concurrency: int) -> int:
+    """Pass threads for *concurrency* requests in flight: twice as many, so that while some passes do
+    their bookkeeping in the database, others hold every request slot (measured: bench/tenant.py).
+    Threads, not asyncio: a pass is blocking I/O (requests, SQLAlchemy) and releases the GIL while
+    it waits; the CPU a pass needs is parsing and writing, which asyncio would not make cheaper."""
+    return 2 * concurrency
+
+
 def clients_for(spec: Spec, **client_kwargs: Any) -> dict[str, Any]:
     """One GraphClient per tenant, keyed by tenant id."""
     from syncer.graph.client import GraphClient
@@ -292,8 +305,9 @@ class RunningWorker:
 
 
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
-               blocking: bool = True, max_passes: int = 4, startup_wait: float = STARTUP_WAIT,
-               retention: Retention | None = None, metrics: Metrics | None = None) -> RunningWorker:
+               blocking: bool = True, max_passes: int | None = None, startup_wait: float = STARTUP_WAIT,
+               retention: Retention | None = None, metrics: Metrics | None = None,
+               concurrency: int = DEFAULT_CONCURRENCY) -> RunningWorker:
     """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``).
 
     *metrics* (the receiver's, in ``syncer run``) take the worker's counters; by default they are shared
@@ -306,7 +320,10 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     tune_process()
-    engine = database.create_engine(spec.database_url)
+    max_passes = max_passes or passes_for(concurrency)
+    # Passes hold a connection only for their bookkeeping: a bounded pool serves many of them, and a
+    # shared PostgreSQL's max_connections stays out of reach.
+    engine = database.create_engine(spec.database_url, pool_size=min(max_passes, 20), max_overflow=10)
     worker_id = worker_id or default_worker_id()
     try:
         when_ready(lambda: require_tables(engine, spec), wait=startup_wait)
@@ -316,7 +333,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
         engine.dispose()
         raise
     try:
-        sources = clients_for(spec)
+        sources = clients_for(spec, max_in_flight_per_tenant=concurrency)
         # Expanding the declarations lists fan-out groups' members: Graph must answer.
         worker = when_ready(
             lambda: build_worker(spec, engine=engine, worker_id=worker_id, clients=sources, max_passes=max_passes),
