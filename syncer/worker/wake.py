@@ -8,8 +8,11 @@ for it like a basic one. So the receiver says when it committed inbox rows and t
   in the INSERT itself) and each worker holds a ``LISTEN`` connection (:class:`InboxListener`).
   A NOTIFY is delivered at commit, never before the rows are visible
   (https://www.postgresql.org/docs/current/sql-notify.html).
-- One process (``syncer run``): the receiver's store path calls :meth:`Waker.wake` directly, on
-  SQLite as on PostgreSQL. Separate processes on SQLite have no such channel: they drain on the interval.
+- SQLite: SQLite has no NOTIFY, but ``PRAGMA data_version`` changes whenever another connection commits
+  (https://www.sqlite.org/pragma.html#pragma_data_version); the worker reads it every 25 ms on a connection
+  of its own (:class:`InboxPoller`, microseconds a read) and, when it moved, wakes the drain if the inbox's
+  highest id grew (its own commits, which store no notification, wake nothing).
+- One process (``syncer run``): the receiver's store path calls :meth:`Waker.wake` directly as well.
 
 The periodic drain stays: a lost NOTIFY (the LISTEN connection down, a pooler that drops it) costs at
 most one interval. A burst of commits triggers one drain at a time (:class:`Waker`).
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     from apscheduler.events import JobEvent
     from apscheduler.schedulers.base import BaseScheduler
 
-__all__ = ["InboxListener", "Waker", "attach"]
+__all__ = ["InboxListener", "InboxPoller", "Waker", "attach"]
 
 log = logging.getLogger("syncer.worker.wake")
 
@@ -53,7 +56,7 @@ class Waker:
         self.scheduler = scheduler
         self.job_id = job_id
         self.wakes = 0  # wakes asked for
-        self.listener: InboxListener | None = None  # set by attach on PostgreSQL
+        self.listener: InboxListener | InboxPoller | None = None  # set by attach (LISTEN on PostgreSQL, polling on SQLite)
         self._lock = threading.Lock()
         self._running = False  # a run of the job started and APScheduler has not counted it finished
         self._due = False  # a run was asked for and has not started
@@ -192,12 +195,68 @@ class InboxListener(threading.Thread):
                 pass
 
 
+class InboxPoller(threading.Thread):
+    """SQLite: calls *wake* when another connection committed new inbox rows (see the module's docstring).
+
+    Same interface as :class:`InboxListener` (``connected``, ``stop``); a failing read is reported to the
+    worker's outage log and retried.
+    """
+
+    def __init__(self, url: str, wake: Callable[[], None], *, outage: OutageLog | None = None,
+                 interval: float = 0.025) -> None:
+        super().__init__(name="syncer-inbox-poll", daemon=True)
+        self.wake = wake
+        self.interval = interval
+        self.outage = outage or OutageLog(log, "database")
+        self.connected = threading.Event()
+        self._stopping = threading.Event()
+        self._engine = database.create_engine(url, poolclass=sa.pool.NullPool)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout)
+        self._engine.dispose()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._poll()
+                return
+            except Exception as error:
+                if self._stopping.is_set():
+                    return
+                self.connected.clear()
+                self.outage.failed(error, "retrying")
+                self._stopping.wait(1.0)
+
+    def _poll(self) -> None:
+        with self._engine.connect() as connection:
+            raw: Any = connection.connection.driver_connection
+            raw.isolation_level = None  # autocommit: each read sees the latest commit
+            newest = raw.execute("SELECT max(id) FROM syncer_inbox").fetchone()[0] or 0
+            version = raw.execute("PRAGMA data_version").fetchone()[0]
+            self.outage.ok()
+            self.connected.set()
+            while not self._stopping.wait(self.interval):
+                now = raw.execute("PRAGMA data_version").fetchone()[0]
+                if now == version:
+                    continue
+                version = now
+                top = raw.execute("SELECT max(id) FROM syncer_inbox").fetchone()[0] or 0
+                if top > newest:
+                    newest = top
+                    self.wake()
+
+
 def attach(scheduler: BaseScheduler, job_id: str, url: str, *, listen: bool = True,
-           outage: OutageLog | None = None) -> tuple[Waker, InboxListener | None]:
-    """A :class:`Waker` of *job_id*, and on PostgreSQL (with *listen*) a started :class:`InboxListener`."""
+           outage: OutageLog | None = None) -> tuple[Waker, InboxListener | InboxPoller | None]:
+    """A :class:`Waker` of *job_id*, and (with *listen*) a started :class:`InboxListener` on PostgreSQL or
+    :class:`InboxPoller` on SQLite."""
     waker = Waker(scheduler, job_id)
-    listener = None
-    if listen and not database.is_sqlite(url):
-        listener = waker.listener = InboxListener(url, waker.wake, outage=outage)
-        listener.start()
+    listener: InboxListener | InboxPoller | None = None
+    if listen:
+        watcher = (InboxPoller if database.is_sqlite(url) else InboxListener)(url, waker.wake, outage=outage)
+        listener = waker.listener = watcher
+        watcher.start()
     return waker, listener
