@@ -7,31 +7,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_spec_delegated import ENV, HEADER  # the same three tenants: an app, a work and a personal account
 
 from syncer.errors import SpecError, SpecErrors
 from syncer.spec import load_spec
 
-HEADER = """\
-version: 1
-graph: {cloud: global}
-tenants:
-  - name: contoso
-    tenant_id: 84bd8158-6d4d-4958-8b9f-9d6445542f95
-    client_id: 5f1c3c2a-9d55-4e3b-8a2f-3f0b6f1e2d11
-    client_secret: {env: SYNCER_SECRET}
-  - name: adele
-    auth: delegated
-    client_id: 5f1c3c2a-9d55-4e3b-8a2f-3f0b6f1e2d11
-    authority: 6a1f0c3e-2b4d-4e5f-9a8b-7c6d5e4f3a2b
-    account: adele@contoso.com
-  - name: pat
-    auth: delegated
-    client_id: 5f1c3c2a-9d55-4e3b-8a2f-3f0b6f1e2d11
-    authority: consumers
-    account: pat@outlook.com
-subscriptions:
-"""
-ENV = {"SYNCER_SECRET": "s3cr3t-value", "HOME": "/home/someone"}
 IDS = ["0b9bb3e0-1a48-4f44-a3b6-5c6f7f1d2e3a", "1c8aa2d1-2b37-4e33-b2a5-4d5e6e0c1f29"]
 
 
