@@ -15,15 +15,16 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from emulator_fixtures import EmulatorClient
+from test_delegated_e2e import mirror_matches
 from webhook_receiver import Receiver
 
-from syncer import database, reconcile, verify
+from syncer import database, reconcile
 from syncer.cli import main
 from syncer.graph.times import parse_datetime
 from syncer.inbox import Inbox, NewItem
 from syncer.reconcile import graphs_for
-from syncer.spec import Spec, load_spec
-from syncer.worker.scheduler import build_worker, clients_for, reconcile_interval, signed_in
+from syncer.spec import load_spec
+from syncer.worker.scheduler import build_worker, clients_for, reconcile_interval
 
 
 @pytest.fixture
@@ -72,17 +73,6 @@ subscriptions:
 """
     )
     return path
-
-
-def mirror_matches(spec: Spec) -> list[Any]:
-    clients = clients_for(spec)
-    engine = database.create_engine(spec.database_url)
-    try:
-        return verify.compare(engine, clients, verify.declared(signed_in(spec, clients), clients))
-    finally:
-        engine.dispose()
-        for c in clients.values():
-            c.close()
 
 
 def notified(receiver: Receiver, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
