@@ -7,17 +7,16 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from flask import Response, request
 
 from syncer.emulator import delta as delta_mod
-from syncer.emulator.api import base_url, emulator_state, json_body, json_response, no_content
+from syncer.emulator.api import emulator_state, json_body, json_response, no_content
 from syncer.emulator.changelog import Collection
-from syncer.emulator.delta_token import Cursor, encode_token
 from syncer.emulator.errors import GraphHTTPError
 from syncer.emulator.families.teams import delegated, kinds, model
 from syncer.emulator.families.teams.kinds import MAX_TOP
 from syncer.emulator.families.teams.listing import (
+    continuation,
     date_clauses,
     evolvable_enums,
     matches,
@@ -49,13 +48,10 @@ def with_replies(ts: TenantStore, roots: Collection, root: dict[str, Any]) -> di
     out = {**delta_mod.project(kinds.CHANNEL_MESSAGE, root, None),
            "replies": [delta_mod.project(kinds.CHANNEL_REPLY, r, None) for r in replies[:inline]]}
     if len(replies) > inline:
-        team, channel = roots.parents["team"], roots.parents["channel"]
-        path = f"/v1.0/teams/{team}/channels/{channel}/messages/{root['id']}/replies"
-        # The token of the replies list's own paging (listing.paged), positioned after the inline ones.
-        cursor = Cursor(path.lower(), 0, 0, inline, 0, state.clock.time(), None, MAX_TOP, None, True, False,
-                        filter=orjson.dumps({}).decode())
-        out["replies@odata.nextLink"] = (f"{base_url()}/v1.0/teams/{team}/channels/{quote(channel, safe='')}/messages/"
-                                         f"{root['id']}/replies?$skiptoken={encode_token(state, cursor)}")
+        team, channel = roots.parents["team"], quote(roots.parents["channel"], safe="")
+        # The replies list's own paging (listing.paged), positioned after the inline ones.
+        out["replies@odata.nextLink"] = continuation(
+            state, f"teams/{team}/channels/{channel}/messages/{root['id']}/replies", offset=inline, size=MAX_TOP)
     return out
 
 
