@@ -30,6 +30,9 @@ log = logging.getLogger("syncer.reconcile.fanout")
 
 _USER_TYPE = "#microsoft.graph.user"
 _FILTER_SAFE = "()'=,"  # OData punctuation stays readable in logs; spaces and the rest are escaped
+USERS_PAGE = 999
+"""Users per page of the fan-out's list: Graph's largest (https://learn.microsoft.com/en-us/graph/api/user-list
+takes ``$top`` from 1 to 999; its default is 100), so 10,000 mailboxes are 11 calls instead of 100."""
 
 
 def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion]:
@@ -129,10 +132,10 @@ def users_of(fan_out: FanOut, graph: GraphClient) -> tuple[str, tuple[str, ...]]
                     ids.append(str(item["id"]))
         return f"members of group {fan_out.group}", tuple(sorted(set(ids)))
     if fan_out.filter is not None:
-        path = f"/users?$filter={quote(fan_out.filter, safe=_FILTER_SAFE)}&$select=id"
+        path = f"/users?$filter={quote(fan_out.filter, safe=_FILTER_SAFE)}&$select=id&$top={USERS_PAGE}"
         return f"users where {fan_out.filter}", _ids(graph, path)
     if fan_out.all_users:
-        return "all users", _ids(graph, "/users?$select=id")
+        return "all users", _ids(graph, f"/users?$select=id&$top={USERS_PAGE}")
     raise ReconcileError("a for_each with no users, group or filter")
 
 
