@@ -38,6 +38,8 @@ takes ``$top`` from 1 to 999; its default is 100), so 10,000 mailboxes are 11 ca
 def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion]:
     """The expansion of every fan-out declaration in *spec*; *graphs* maps tenant id to its client."""
     out: dict[str, Expansion] = {}
+    # Declarations fanning out over the same users (mail, events and contacts of every user) ask Graph once.
+    listed: dict[tuple[str, FanOut], tuple[str, tuple[str, ...]]] = {}
     for sub in spec.subscriptions:
         lists = sub.resource_type.key == "todoTask" and "{list}" in split_resource(sub.resource)[0]
         if sub.fan_out is None and not lists and not resolve.needs_resolution(sub):
@@ -61,10 +63,13 @@ def expand(spec: Spec, graphs: Mapping[str, GraphClient]) -> dict[str, Expansion
             matched = match_resource(sub.resource)
             source, users = "named in the resource", (matched[1]["user"],) if matched else ()
         else:
-            try:
-                source, users = users_of(sub.fan_out, graph)
-            except NotFoundError as error:
-                raise ReconcileError(missing_fan_out(sub, error)) from error
+            key = (tenant_id, sub.fan_out)
+            if key not in listed:
+                try:
+                    listed[key] = users_of(sub.fan_out, graph)
+                except NotFoundError as error:
+                    raise ReconcileError(missing_fan_out(sub, error)) from error
+            source, users = listed[key]
         if lists:
             out[sub.name] = lists_of(sub.name, tenant_id, source, users, graph, fan_out=sub.fan_out is not None)
         else:
