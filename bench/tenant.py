@@ -194,7 +194,14 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure_reconcile(spec_path: Path, info_file: Path) -> dict[str, Any]:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process *pid* so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_reconcile(spec_path: Path, info_file: Path, emulator_pid: int) -> dict[str, Any]:
     from datetime import UTC, datetime, timedelta
 
     from syncer.database import create_engine
@@ -239,13 +246,18 @@ def measure_reconcile(spec_path: Path, info_file: Path) -> dict[str, Any]:
             offset = soonest - timedelta(minutes=30) - datetime.now(UTC)
             admin.post(f"{base}/clock", json={"advance": offset.total_seconds()}, timeout=60).raise_for_status()
         seq = last()
-        started = time.perf_counter()
+        cpu0, emu0, started = cpu_seconds(), process_cpu_seconds(emulator_pid), time.perf_counter()
         outcome = reconcile(spec, graphs=graphs, engine=engine, clock=clock)
         seconds = time.perf_counter() - started
+        cpu, emu_cpu = cpu_seconds() - cpu0, process_cpu_seconds(emulator_pid) - emu0
         calls = log_since(seq)
         envelopes = [e for e in calls if not e.get("batch")]
         runs[label] = {
             "seconds": round(seconds, 2),
+            # CPU is what a loaded machine does not inflate much: syncer's reconcile, and the emulator serving it.
+            "cpu_syncer_s": round(cpu, 2),
+            "cpu_emulator_s": round(emu_cpu, 2),
+            "load_avg": round(os.getloadavg()[0], 1),
             "http_calls": len(envelopes),
             "batch_calls": sum(1 for e in envelopes if e["path"].split("?")[0].endswith("/$batch")),
             "writes": sum(1 for e in calls if e["method"] != "GET" and not e["path"].split("?")[0].endswith("/$batch")),
@@ -273,13 +285,13 @@ def part1(workdir: Path, users: int, args: argparse.Namespace, receiver_port: in
     emulator = start_tenant(workdir, users, args.latency_ms, args.rate, content=False)
     try:
         spec = write_spec(workdir, emulator, fresh_database(workdir, args.postgres), receiver_port, args.concurrency)
-        result = child("measure-reconcile", [str(spec), str(emulator.info_file)])
+        result = child("measure-reconcile", [str(spec), str(emulator.info_file), str(emulator.process.pid)])
     finally:
         emulator.stop()
     created = result["create"]
     subs = created["counts"].get("create", 0)
     renew = result["renew"]
-    return {
+    figures = {
         "users": users,
         "subscriptions_created": subs,
         "expected": 3 * users,
@@ -289,14 +301,19 @@ def part1(workdir: Path, users: int, args: argparse.Namespace, receiver_port: in
         "peak_rss_mb": result["peak_rss_mb"],
         "rss_added_mb": created["rss_added_mb"],
         "ms_per_subscription": round(1000 * created["seconds"] / max(subs, 1), 3),
+        "cpu_ms_per_subscription_syncer": round(1000 * created["cpu_syncer_s"] / max(subs, 1), 3),
+        "cpu_ms_per_subscription_emulator": round(1000 * created["cpu_emulator_s"] / max(subs, 1), 3),
+        "load_avg": created["load_avg"],
         "kb_per_subscription": round(1024 * created["rss_added_mb"] / max(subs, 1), 2),
         "failed": created["failed"],
         "throttled": created["throttled"],
         "noop": result["noop"],
         "noop_zero_writes": result["noop"]["writes"] == 0 and result["noop"]["counts"] == {"keep": subs},
-        "renew": {k: renew[k] for k in ("seconds", "batch_calls", "patch_items", "renewed", "live_after",
-                                        "all_renewed", "failed", "throttled", "counts")},
+        "renew": {k: renew[k] for k in ("seconds", "cpu_syncer_s", "cpu_emulator_s", "batch_calls", "patch_items",
+                                        "renewed", "live_after", "all_renewed", "failed", "throttled", "counts")},
     }
+    log(f"part 1 at {users} mailboxes: {json.dumps(figures)}")
+    return figures
 
 
 # --- part 2: the initial mirror -----------------------------------------------------------------------
@@ -376,13 +393,14 @@ def main() -> None:
     parser.add_argument("--skip-mirror", action="store_true")
     parser.add_argument("--serve-emulator", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--measure-reconcile", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-reconcile", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--measure-mirror", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_emulator:
         return serve_emulator(args.serve_emulator, args.workdir)
     if args.measure_reconcile:
-        print(json.dumps(measure_reconcile(Path(args.measure_reconcile[0]), Path(args.measure_reconcile[1]))))
+        spec_arg, info_arg, pid_arg = args.measure_reconcile
+        print(json.dumps(measure_reconcile(Path(spec_arg), Path(info_arg), int(pid_arg))))
         return
     if args.measure_mirror:
         print(json.dumps(measure_mirror(Path(args.measure_mirror[0]), int(args.measure_mirror[1]))))
@@ -392,7 +410,10 @@ def main() -> None:
     from reconcile import QuietHandler, handshake_app  # bench/reconcile.py
     from werkzeug.serving import make_server
 
-    receiver = make_server("127.0.0.1", 0, handshake_app, threaded=True, request_handler=QuietHandler)
+    class KeepAlive(QuietHandler):
+        protocol_version = "HTTP/1.1"  # the emulator's handshakes reuse their connections, as a real receiver allows
+
+    receiver = make_server("127.0.0.1", 0, handshake_app, threaded=True, request_handler=KeepAlive)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-tenant-"))
     out: dict[str, Any] = {"bench": "tenant", "users": args.users, "latency_ms": args.latency_ms,
@@ -405,6 +426,11 @@ def main() -> None:
             out["reconcile"]["large"] = large
             out["reconcile"]["time_per_sub_ratio"] = round(large["ms_per_subscription"] / small["ms_per_subscription"], 2)
             out["reconcile"]["rss_per_sub_ratio"] = round(large["kb_per_subscription"] / small["kb_per_subscription"], 2)
+            out["reconcile"]["cpu_per_sub_ratio_syncer"] = round(
+                large["cpu_ms_per_subscription_syncer"] / small["cpu_ms_per_subscription_syncer"], 2)
+            out["reconcile"]["cpu_per_sub_ratio_emulator"] = round(
+                large["cpu_ms_per_subscription_emulator"] / small["cpu_ms_per_subscription_emulator"], 2)
+            log(f"ratios: { {k: v for k, v in out['reconcile'].items() if k.endswith(('ratio', 'syncer', 'emulator'))} }")
     if not args.skip_mirror:
         emulator = start_tenant(workdir, args.users, args.latency_ms, args.rate)
         try:
