@@ -58,7 +58,7 @@ def users(world: World, count: int) -> list[str]:
 def test_envelopes_take_a_quarter_of_the_tenant_budget_and_each_is_recorded(world: World) -> None:
     ids = users(world, 40)  # 80 creates: 4 envelopes of 20
     spec = world.spec(fan_out(ids)).with_concurrency(8)
-    world.graph.admin("POST", "faults", json={"type": "latency", "ms": 300, "path": r"^/v1\.0/\$batch"})
+    world.graph.admin("POST", "faults", json={"type": "latency", "ms": 500, "path": r"^/v1\.0/\$batch"})
     graphs = graphs_for(spec)
     graph = next(iter(graphs.values()))
     assert graph.max_in_flight_per_tenant == 8 and envelopes_in_flight(graph) == 2
