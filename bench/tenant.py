@@ -9,10 +9,15 @@ messages, ~50 events and ~20 contacts each, every Graph request delayed by ``--l
 and a per-app+tenant rate limit (``--rate`` requests per second; over it: 429 with Retry-After). The
 spec declares mail, events and contacts ``for_each: {users: all}``.
 
-Part 1, reconcile from empty (fresh process per M, so peak RSS is that run's): subscriptions created
-(3·M), ``$batch`` envelopes (from the emulator's request log), elapsed, peak RSS; then a second
-reconcile must be a no-op (list calls only, 0 writes). With ``--large`` the same at that M, and
-time and RSS per subscription compared with M.
+Part 1, reconcile from empty (fresh process per M, so peak RSS is that run's; the mailboxes are seeded
+without content, which reconcile never reads): subscriptions created (3·M), ``$batch`` envelopes (from
+the emulator's request log), elapsed, the RSS it added; then a second reconcile must be a no-op (list
+calls only, 0 writes); then the emulator's clock (and the clock reconcile is given) moves to 30 minutes
+before the subscriptions expire, so every one is due, and a third reconcile renews them all: PATCH items,
+envelopes, elapsed, and every subscription's new expiry checked. With ``--large`` the same at that M,
+and time and RSS per subscription (RSS added by the reconcile over the process's own) compared with M:
+their ratio is the target (<= 1.2: cost linear in the tenant). ``--concurrency`` is the spec's
+``defaults.concurrency``: reconcile sends a quarter of it as envelopes at once.
 
 Part 2, the initial mirror of M mailboxes (a fresh database per run) by the worker's passes at
 ``--concurrency`` and 4x it: elapsed against the bound ``requests x latency / concurrency`` (requests
@@ -137,10 +142,11 @@ class Emulator:
         self.process.wait(timeout=10)
 
 
-def start_tenant(workdir: Path, users: int, latency_ms: float, rate: int) -> Emulator:
+def start_tenant(workdir: Path, users: int, latency_ms: float, rate: int, *, content: bool = True) -> Emulator:
     emulator = Emulator(workdir)
     started = time.perf_counter()
-    emulator.admin("POST", "seed", json={"users": users, "contentUsers": users, **SEED})
+    seed = {"users": users, "contentUsers": users, **SEED} if content else {"users": users, "contentUsers": 0}
+    emulator.admin("POST", "seed", json=seed)
     log(f"seeded {users} mailboxes in {time.perf_counter() - started:.1f}s")
     if latency_ms:
         emulator.admin("POST", "faults", json={"type": "latency", "ms": latency_ms})
@@ -149,11 +155,13 @@ def start_tenant(workdir: Path, users: int, latency_ms: float, rate: int) -> Emu
     return emulator
 
 
-def write_spec(workdir: Path, emulator: Emulator, database_url: str, receiver_port: int) -> Path:
+def write_spec(workdir: Path, emulator: Emulator, database_url: str, receiver_port: int,
+               concurrency: int = 16) -> Path:
     path = workdir / f"spec-{time.monotonic_ns()}.yaml"
     path.write_text(
         f"version: 1\ngraph: {{cloud: emulator, emulator_info: {emulator.info_file}}}\n"
         f"database: {{url: '{database_url}'}}\n"
+        f"defaults: {{concurrency: {concurrency}}}\n"
         f"receiver:\n  notification_url: 'http://127.0.0.1:{receiver_port}/notifications'\n"
         f"  lifecycle_url: 'http://127.0.0.1:{receiver_port}/lifecycle'\n" + SPEC_TAIL
     )
@@ -180,7 +188,22 @@ def child(mode: str, args: list[str]) -> dict[str, Any]:
 # --- part 1: reconcile --------------------------------------------------------------------------------
 
 
-def measure_reconcile(spec_path: Path, info_file: Path) -> dict[str, Any]:
+def rss_mb() -> float:
+    """This process's resident set now (MB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process *pid* so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_reconcile(spec_path: Path, info_file: Path, emulator_pid: int) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
     from syncer.database import create_engine
     from syncer.migrate import upgrade_core
     from syncer.reconcile import graphs_for, reconcile
@@ -190,57 +213,85 @@ def measure_reconcile(spec_path: Path, info_file: Path) -> dict[str, Any]:
     admin = requests.Session()
     admin.trust_env = False
     admin.verify = emulator_info["ca_cert"]
+    base = f"{emulator_info['base_url']}/_emulator"
 
     def log_since(seq: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         while True:
-            page = admin.get(f"{emulator_info['base_url']}/_emulator/requests",
-                             params={"since": seq, "limit": 200_000}, timeout=600).json()["requests"]
+            page = admin.get(f"{base}/requests", params={"since": seq, "limit": 200_000}, timeout=600).json()["requests"]
             if not page:
                 return out
             out.extend(e for e in page if "/v1.0/" in e["path"])
             seq = int(page[-1]["seq"])
 
     def last() -> int:
-        entries = admin.get(f"{emulator_info['base_url']}/_emulator/requests", params={"limit": 1},
-                            timeout=60).json()["requests"]
+        entries = admin.get(f"{base}/requests", params={"limit": 1}, timeout=60).json()["requests"]
         return int(entries[-1]["seq"]) if entries else 0
 
     spec = load_spec(spec_path)
     upgrade_core(spec.database_url)
     engine = create_engine(spec.database_url)
     graphs = graphs_for(spec)
+    offset = timedelta(0)  # how far the emulator's clock was moved: reconcile's clock moves with it
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset
+
+    rss_before = rss_mb()
     runs: dict[str, Any] = {}
-    for label in ("create", "noop"):
+    soonest = datetime.now(UTC)
+    for label in ("create", "noop", "renew"):
+        if label == "renew":
+            # Every subscription 30 minutes from its expiry: inside any renew_before (at most 1 h).
+            offset = soonest - timedelta(minutes=30) - datetime.now(UTC)
+            admin.post(f"{base}/clock", json={"advance": offset.total_seconds()}, timeout=60).raise_for_status()
         seq = last()
-        started = time.perf_counter()
-        outcome = reconcile(spec, graphs=graphs, engine=engine)
+        cpu0, emu0, started = cpu_seconds(), process_cpu_seconds(emulator_pid), time.perf_counter()
+        outcome = reconcile(spec, graphs=graphs, engine=engine, clock=clock)
         seconds = time.perf_counter() - started
+        cpu, emu_cpu = cpu_seconds() - cpu0, process_cpu_seconds(emulator_pid) - emu0
         calls = log_since(seq)
         envelopes = [e for e in calls if not e.get("batch")]
         runs[label] = {
             "seconds": round(seconds, 2),
+            # CPU is what a loaded machine does not inflate much: syncer's reconcile, and the emulator serving it.
+            "cpu_syncer_s": round(cpu, 2),
+            "cpu_emulator_s": round(emu_cpu, 2),
+            "load_avg": round(os.getloadavg()[0], 1),
             "http_calls": len(envelopes),
             "batch_calls": sum(1 for e in envelopes if e["path"].split("?")[0].endswith("/$batch")),
             "writes": sum(1 for e in calls if e["method"] != "GET" and not e["path"].split("?")[0].endswith("/$batch")),
+            "patch_items": sum(1 for e in calls if e["method"] == "PATCH" and e.get("batch")),
             "throttled": sum(1 for e in calls if e["status"] == 429),
             "counts": {k: v for k, v in outcome.plan.counts().items() if v},
             "failed": len(outcome.failed),
         }
+        if label == "create":
+            runs[label]["rss_added_mb"] = round(peak_rss_mb() - rss_before, 1)
+            soonest = min(r.expires_at for r in outcome.results if r.expires_at is not None)
+        if label == "renew":
+            wanted = clock() + timedelta(hours=1)
+            renewed = [r for r in outcome.results if r.ok and r.expires_at is not None and r.expires_at > wanted]
+            runs[label]["renewed"] = len(renewed)
+            # What Graph now says, not what reconcile believed: every subscription live past the renewal window.
+            after = list(graphs[next(iter(graphs))].subscriptions.iter())
+            runs[label]["live_after"] = len(after)
+            runs[label]["all_renewed"] = all(sub.expiration > wanted for sub in after) and len(renewed) == len(after)
         log(f"reconcile {label}: {runs[label]}")
-    return {**runs, "peak_rss_mb": peak_rss_mb()}
+    return {**runs, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": round(rss_before, 1)}
 
 
 def part1(workdir: Path, users: int, args: argparse.Namespace, receiver_port: int) -> dict[str, Any]:
-    emulator = start_tenant(workdir, users, args.latency_ms, args.rate)
+    emulator = start_tenant(workdir, users, args.latency_ms, args.rate, content=False)
     try:
-        spec = write_spec(workdir, emulator, fresh_database(workdir, None), receiver_port)
-        result = child("measure-reconcile", [str(spec), str(emulator.info_file)])
+        spec = write_spec(workdir, emulator, fresh_database(workdir, args.postgres), receiver_port, args.concurrency)
+        result = child("measure-reconcile", [str(spec), str(emulator.info_file), str(emulator.process.pid)])
     finally:
         emulator.stop()
     created = result["create"]
     subs = created["counts"].get("create", 0)
-    return {
+    renew = result["renew"]
+    figures = {
         "users": users,
         "subscriptions_created": subs,
         "expected": 3 * users,
@@ -248,13 +299,21 @@ def part1(workdir: Path, users: int, args: argparse.Namespace, receiver_port: in
         "batch_bound": -(-3 * users // 20),
         "seconds": created["seconds"],
         "peak_rss_mb": result["peak_rss_mb"],
+        "rss_added_mb": created["rss_added_mb"],
         "ms_per_subscription": round(1000 * created["seconds"] / max(subs, 1), 3),
-        "kb_per_subscription": round(1024 * result["peak_rss_mb"] / max(subs, 1), 2),
+        "cpu_ms_per_subscription_syncer": round(1000 * created["cpu_syncer_s"] / max(subs, 1), 3),
+        "cpu_ms_per_subscription_emulator": round(1000 * created["cpu_emulator_s"] / max(subs, 1), 3),
+        "load_avg": created["load_avg"],
+        "kb_per_subscription": round(1024 * created["rss_added_mb"] / max(subs, 1), 2),
         "failed": created["failed"],
         "throttled": created["throttled"],
         "noop": result["noop"],
         "noop_zero_writes": result["noop"]["writes"] == 0 and result["noop"]["counts"] == {"keep": subs},
+        "renew": {k: renew[k] for k in ("seconds", "cpu_syncer_s", "cpu_emulator_s", "batch_calls", "patch_items",
+                                        "renewed", "live_after", "all_renewed", "failed", "throttled", "counts")},
     }
+    log(f"part 1 at {users} mailboxes: {json.dumps(figures)}")
+    return figures
 
 
 # --- part 2: the initial mirror -----------------------------------------------------------------------
@@ -329,18 +388,19 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=int, default=2000, help="per-app+tenant requests per second (0 = off)")
-    parser.add_argument("--postgres", default=None, help="mirror into PostgreSQL (part 2) instead of SQLite")
+    parser.add_argument("--postgres", default=None, help="use PostgreSQL (this server URL) instead of SQLite")
     parser.add_argument("--skip-reconcile", action="store_true")
     parser.add_argument("--skip-mirror", action="store_true")
     parser.add_argument("--serve-emulator", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--measure-reconcile", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--measure-reconcile", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--measure-mirror", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_emulator:
         return serve_emulator(args.serve_emulator, args.workdir)
     if args.measure_reconcile:
-        print(json.dumps(measure_reconcile(Path(args.measure_reconcile[0]), Path(args.measure_reconcile[1]))))
+        spec_arg, info_arg, pid_arg = args.measure_reconcile
+        print(json.dumps(measure_reconcile(Path(spec_arg), Path(info_arg), int(pid_arg))))
         return
     if args.measure_mirror:
         print(json.dumps(measure_mirror(Path(args.measure_mirror[0]), int(args.measure_mirror[1]))))
@@ -350,7 +410,10 @@ def main() -> None:
     from reconcile import QuietHandler, handshake_app  # bench/reconcile.py
     from werkzeug.serving import make_server
 
-    receiver = make_server("127.0.0.1", 0, handshake_app, threaded=True, request_handler=QuietHandler)
+    class KeepAlive(QuietHandler):
+        protocol_version = "HTTP/1.1"  # the emulator's handshakes reuse their connections, as a real receiver allows
+
+    receiver = make_server("127.0.0.1", 0, handshake_app, threaded=True, request_handler=KeepAlive)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-tenant-"))
     out: dict[str, Any] = {"bench": "tenant", "users": args.users, "latency_ms": args.latency_ms,
@@ -363,6 +426,11 @@ def main() -> None:
             out["reconcile"]["large"] = large
             out["reconcile"]["time_per_sub_ratio"] = round(large["ms_per_subscription"] / small["ms_per_subscription"], 2)
             out["reconcile"]["rss_per_sub_ratio"] = round(large["kb_per_subscription"] / small["kb_per_subscription"], 2)
+            out["reconcile"]["cpu_per_sub_ratio_syncer"] = round(
+                large["cpu_ms_per_subscription_syncer"] / small["cpu_ms_per_subscription_syncer"], 2)
+            out["reconcile"]["cpu_per_sub_ratio_emulator"] = round(
+                large["cpu_ms_per_subscription_emulator"] / small["cpu_ms_per_subscription_emulator"], 2)
+            log(f"ratios: { {k: v for k, v in out['reconcile'].items() if k.endswith(('ratio', 'syncer', 'emulator'))} }")
     if not args.skip_mirror:
         emulator = start_tenant(workdir, args.users, args.latency_ms, args.rate)
         try:

@@ -151,6 +151,13 @@ def db_upgrade(spec_path: Path, rebuild: bool) -> None:
     show_default=True,
     help="Seconds to wait for another reconcile.",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Graph requests in flight per tenant (each $batch envelope is one; reconcile sends up to a quarter of "
+    "them at once) [default: the spec's concurrency, 16].",
+)
 @friendly_errors
 def reconcile(
     spec_path: Path,
@@ -160,6 +167,7 @@ def reconcile(
     detailed_exitcode: bool,
     verbose: bool,
     lock_timeout: float,
+    concurrency: int | None,
 ) -> None:
     """Make Graph's live subscriptions match subscriptions.yaml (create, renew, update, replace, prune).
 
@@ -178,7 +186,8 @@ def reconcile(
         click.echo(f"waiting for lock held by {info or 'another process'}", err=True)
 
     outcome = run_reconcile(
-        load_spec(spec_path), dry_run=dry_run, prune=prune, lock_timeout=lock_timeout, on_wait=waiting
+        load_spec(spec_path).with_concurrency(concurrency), dry_run=dry_run, prune=prune,
+        lock_timeout=lock_timeout, on_wait=waiting,
     )
     if output == "json":
         click.echo(json.dumps(outcome.to_json(), indent=2))
@@ -203,9 +212,9 @@ def reconcile(
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Graph requests in flight per tenant across all scopes (halved for a while after a 429; 4 per mailbox at most).",
+    default=None,
+    help="Graph requests in flight per tenant across all scopes and reconcile (halved for a while after a 429; "
+    "4 per mailbox at most) [default: the spec's defaults.concurrency or tenants[].concurrency, else 16].",
 )
 @click.option(
     "--passes", type=click.IntRange(min=1), default=None, help="Sync passes run at the same time [default: 2 x --concurrency]."
@@ -264,7 +273,7 @@ def reconcile(
 def worker(
     spec_path: Path,
     worker_id: str | None,
-    concurrency: int,
+    concurrency: int | None,
     passes: int | None,
     drain_interval: float,
     listen: bool,

@@ -141,3 +141,15 @@ def test_bad_batches_are_refused_before_sending(harness: Harness) -> None:
         client.batch(many)
     assert harness.requests_log("$batch") == []
     client.get_json("/users")  # something at DEBUG for the log check
+
+
+def test_an_item_throttled_inside_a_200_envelope_slows_the_whole_tenant(harness: Harness) -> None:
+    """Graph throttles per item (the envelope still answers 200): the tenant's budget hears it like a direct 429."""
+    ids = seed(harness, 3)
+    harness.fault(type="status", status=429, path=f"^/v1.0/users/{ids[1]}$", count=1, retryAfter=2)
+    client = harness.client(max_in_flight_per_tenant=8)
+    budget = client.budget
+    results = client.batch([BatchRequest("GET", f"/users/{uid}?$select=id") for uid in ids])
+    assert [r.status for r in results] == [200, 200, 200]  # resent after its Retry-After
+    assert budget.throttles == 1 and budget.limit == 4  # halved for every thread of the tenant
+    assert budget.paused_until > 0

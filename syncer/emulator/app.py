@@ -184,9 +184,9 @@ def create_app(state: EmulatorState) -> Flask:
             return from_exception(decision.error)
         if auth_error is not None:
             return from_exception(auth_error)
-        # Batch items run inside the envelope's request, which is not mailbox-scoped [guess: Graph counts
-        # a batch's items separately; the emulator runs them one at a time so they never exceed the limit].
-        if mailbox is not None and ctx is not None and not g.in_batch:
+        # Batch items count like direct calls: Graph runs a batch's independent items concurrently, so five
+        # for one mailbox meet the limit of four (https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits).
+        if mailbox is not None and ctx is not None:
             error = state.faults.enter_mailbox(ctx.client_id, mailbox)
             if error is not None:
                 g.fault = "mailboxConcurrency"

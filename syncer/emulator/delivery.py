@@ -369,7 +369,7 @@ class Dispatcher:
                     self._drop(lost, reason="heldTooLong")
         lead = self.config.reauthorization_lead_s
         interval = self.config.reauthorization_interval_s
-        for subscription in self._registry.all():
+        for subscription in self._registry.snapshot():
             if subscription.lifecycle_url is None:
                 continue
             remaining = subscription.expiration.timestamp() - now

@@ -8,6 +8,7 @@ Graph POSTs ``{url}?validationToken={opaque}`` (``text/plain``, empty body) and 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -27,6 +28,30 @@ HANDSHAKE_NOT_200 = (
 HANDSHAKE_MISMATCH = "Subscription validation request failed. Response must exactly match validationToken query parameter."
 HANDSHAKE_TIMEOUT = "Subscription validation request timed out."
 
+_IDLE_SESSIONS: list[requests.Session] = []
+"""Sessions between two handshakes: 30,000 creates reuse a few connection pools (and keep-alive connections,
+where the receiver keeps them) instead of building a session and a connection each."""
+_IDLE_LOCK = threading.Lock()
+_MAX_IDLE = 32
+
+
+def _take_session() -> requests.Session:
+    with _IDLE_LOCK:
+        if _IDLE_SESSIONS:
+            return _IDLE_SESSIONS.pop()
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (requests' trust_env)
+    return session
+
+
+def _give_back(session: requests.Session, *, healthy: bool) -> None:
+    with _IDLE_LOCK:
+        if healthy and len(_IDLE_SESSIONS) < _MAX_IDLE:
+            session.cookies.clear()  # nothing one receiver sets may reach another
+            _IDLE_SESSIONS.append(session)
+            return
+    session.close()
+
 
 def new_validation_token(state: EmulatorState) -> str:
     """An opaque token shaped like Graph's (spaces and colons included, so receivers must URL-decode it)."""
@@ -41,9 +66,9 @@ def handshake(state: EmulatorState, url: str) -> str | None:
         url = parts._replace(query="").geturl()
     separator = "&" if urlsplit(url).query else "?"
     target = f"{url}{separator}validationToken={quote(token, safe='')}"
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify= (requests' trust_env)
+    session = _take_session()
     started = time.monotonic()
+    healthy = False
     try:
         response = session.post(
             target,
@@ -53,12 +78,13 @@ def handshake(state: EmulatorState, url: str) -> str | None:
             verify=state.config.notification_tls_verify,
             allow_redirects=False,  # a redirect is not a 200 (guess: Graph does not follow them)
         )
+        healthy = True
     except requests.Timeout:
         return HANDSHAKE_TIMEOUT
     except requests.RequestException:
         return HANDSHAKE_NOT_200
     finally:
-        session.close()
+        _give_back(session, healthy=healthy)
     if time.monotonic() - started > state.config.handshake_timeout_s:
         return HANDSHAKE_TIMEOUT
     if response.status_code != 200:

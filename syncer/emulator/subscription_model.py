@@ -11,8 +11,10 @@ are allowed, the maximum lifetime, the permission needed and whether rich notifi
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -241,6 +243,14 @@ class SubscriptionRegistry:
     _by_id: dict[str, Subscription] = field(default_factory=dict)
     #: (tenant, key) -> subscriptions on that collection or item
     _by_key: dict[tuple[str, str], dict[str, Subscription]] = field(default_factory=dict)
+    #: (tenant, mailbox lower-cased) -> how many live subscriptions count against that mailbox's quota
+    _per_mailbox: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: directory-quota subscriptions by id (a few hundred at most: their quotas are that small)
+    _directory: dict[str, Subscription] = field(default_factory=dict)
+    #: seqs in creation order (removed ones dropped lazily) and seq -> live subscription: List pages from a seq
+    #: without sorting or scanning the whole registry, so listing 30,000 costs linear time, not quadratic
+    _order: list[int] = field(default_factory=list)
+    _by_seq: dict[int, Subscription] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: int = 0
 
@@ -267,6 +277,15 @@ class SubscriptionRegistry:
                 return duplicate
             self._by_id[subscription.id] = subscription
             self._by_key.setdefault((subscription.tenant_id, subscription.parsed.key), {})[subscription.id] = subscription
+            if (mailbox := _mailbox_quota_key(subscription)) is not None:
+                self._per_mailbox[mailbox] += 1
+            if subscription.parsed.spec.quota == "directory":
+                self._directory[subscription.id] = subscription
+            if self._order and subscription.seq < self._order[-1]:
+                bisect.insort(self._order, subscription.seq)  # a create that overtook an older one's handshake
+            else:
+                self._order.append(subscription.seq)
+            self._by_seq[subscription.seq] = subscription
             return None
 
     def get(self, subscription_id: str) -> Subscription | None:
@@ -285,6 +304,14 @@ class SubscriptionRegistry:
                 bucket.pop(subscription_id, None)
                 if not bucket:
                     del self._by_key[(subscription.tenant_id, subscription.parsed.key)]
+            if (mailbox := _mailbox_quota_key(subscription)) is not None:
+                self._per_mailbox[mailbox] -= 1
+                if self._per_mailbox[mailbox] <= 0:
+                    del self._per_mailbox[mailbox]
+            self._directory.pop(subscription_id, None)
+            self._by_seq.pop(subscription.seq, None)
+            if len(self._order) > 2 * len(self._by_seq) + 64:
+                self._order = [seq for seq in self._order if seq in self._by_seq]
             return subscription
 
     def clear(self) -> list[Subscription]:
@@ -295,6 +322,10 @@ class SubscriptionRegistry:
                 subscription.removed = True
             self._by_id.clear()
             self._by_key.clear()
+            self._per_mailbox.clear()
+            self._directory.clear()
+            self._order.clear()
+            self._by_seq.clear()
             return gone
 
     def __len__(self) -> int:
@@ -303,11 +334,33 @@ class SubscriptionRegistry:
     def all(self) -> list[Subscription]:
         """Every live subscription, in creation order."""
         with self._lock:
-            return sorted(self._by_id.values(), key=lambda s: s.seq)
+            return [self._by_seq[seq] for seq in self._order if seq in self._by_seq]
+
+    def snapshot(self) -> list[Subscription]:
+        """Every live subscription, in no particular order (a periodic sweep needs no sorting)."""
+        with self._lock:
+            return list(self._by_id.values())
 
     def for_app(self, *, tenant_id: str, application_id: str) -> list[Subscription]:
         """What an app-only caller may list: its own subscriptions in its tenant, in creation order."""
         return [s for s in self.all() if s.tenant_id == tenant_id and s.application_id == application_id]
+
+    def page_for_app(self, *, tenant_id: str, application_id: str, after: int, size: int,
+                     creator_id: str | None = None) -> tuple[list[Subscription], bool]:
+        """The next *size* of an app's subscriptions created after seq *after* (of *creator_id* when given), and
+        whether more follow: from a bisect into the creation order, never a pass over the whole registry."""
+        page: list[Subscription] = []
+        with self._lock:
+            for seq in self._order[bisect.bisect_right(self._order, after):]:
+                s = self._by_seq.get(seq)
+                if s is None or s.tenant_id != tenant_id or s.application_id != application_id:
+                    continue
+                if creator_id is not None and s.creator_id != creator_id:
+                    continue
+                if len(page) == size:
+                    return page, True
+                page.append(s)
+        return page, False
 
     def expire(self, now: datetime) -> list[Subscription]:
         """Remove every subscription whose expirationDateTime has passed; returns them."""
@@ -335,20 +388,13 @@ class SubscriptionRegistry:
     def quota_exceeded(self, *, tenant_id: str, application_id: str, parsed: ParsedResource) -> str | None:
         """Name of the quota a new subscription would exceed, or None."""
         limits = self.quotas
-        live = self.all()
-        if parsed.spec.quota == "mailbox" and parsed.mailbox is not None:
-            mailbox = parsed.mailbox.lower()
-            count = sum(
-                1
-                for s in live
-                if s.tenant_id == tenant_id
-                and s.parsed.spec.quota == "mailbox"
-                and (s.parsed.mailbox or "").lower() == mailbox
-            )
-            if count >= limits.per_mailbox:
-                return f"{limits.per_mailbox} active subscriptions per mailbox"
+        # Counted as subscriptions come and go: checking one create must not cost a pass over 30,000.
+        mailbox = (tenant_id, parsed.mailbox.lower()) if parsed.spec.quota == "mailbox" and parsed.mailbox else None
+        if mailbox is not None and self._per_mailbox.get(mailbox, 0) >= limits.per_mailbox:
+            return f"{limits.per_mailbox} active subscriptions per mailbox"
         if parsed.spec.quota == "directory":
-            directory = [s for s in live if s.parsed.spec.quota == "directory"]
+            with self._lock:
+                directory = list(self._directory.values())
             if sum(1 for s in directory if s.application_id == application_id) >= limits.directory_per_app:
                 return f"{limits.directory_per_app} directory subscriptions per app"
             if sum(1 for s in directory if s.tenant_id == tenant_id) >= limits.directory_per_tenant:
@@ -371,3 +417,11 @@ class SubscriptionRegistry:
                 if subscription.id not in seen and not subscription.removed:
                     seen.add(subscription.id)
                     yield subscription
+
+
+def _mailbox_quota_key(subscription: Subscription) -> tuple[str, str] | None:
+    """The (tenant, mailbox) whose quota *subscription* counts against, if any."""
+    parsed = subscription.parsed
+    if parsed.spec.quota == "mailbox" and parsed.mailbox is not None:
+        return (subscription.tenant_id, parsed.mailbox.lower())
+    return None

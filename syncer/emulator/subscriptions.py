@@ -174,14 +174,13 @@ def list_subscriptions() -> Response:
             after = int(base64.urlsafe_b64decode(token.encode() + b"==").decode())
         except (ValueError, UnicodeDecodeError) as exc:
             raise GraphHTTPError(400, "BadRequest", "The $skiptoken is invalid.") from exc
-    registry = state.subscriptions
-    mine = [s for s in registry.for_app(tenant_id=caller.tenant_id, application_id=caller.client_id) if s.seq > after
-            and (caller.user_id is None or s.creator_id == caller.creator_id)]
     size = state.config.subscription_page_size
-    page = mine[:size]
+    page, more = state.subscriptions.page_for_app(
+        tenant_id=caller.tenant_id, application_id=caller.client_id, after=after, size=size,
+        creator_id=caller.creator_id if caller.user_id is not None else None)
     base = base_url()
     payload: dict[str, Any] = {"@odata.context": f"{base}/v1.0/$metadata#subscriptions"}
-    if len(mine) > size:
+    if more:
         next_token = base64.urlsafe_b64encode(str(page[-1].seq).encode()).decode().rstrip("=")
         payload["@odata.nextLink"] = f"{base}/v1.0/subscriptions?$skiptoken={next_token}"
     values = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -154,14 +154,17 @@ def _run_chunk(client: GraphClient, chunk: list[BatchRequest], policy: RetryPoli
         live = {item.id or "" for item in pending}
         envelope = {"requests": [_item_json(client, item, live) for item in pending]}
         all_idempotent = all(is_idempotent(i.method, i.idempotent) for i in pending)
-        # Graph runs the items one by one: an envelope whose items all work in one mailbox counts as
-        # one request in flight there, so it takes that mailbox's slot like a direct call would.
+        # An envelope whose items all work in one mailbox takes one of that mailbox's slots, like a direct
+        # call. Graph runs independent items concurrently (https://learn.microsoft.com/en-us/graph/json-batching),
+        # so more than 4 of them for one mailbox meet Outlook's limit: such items are answered 429 and resent
+        # (syncer batches only /subscriptions calls, which address no mailbox).
         mailboxes = {limits.mailbox_of(item.url) for item in pending}
         mailbox = mailboxes.pop() if len(mailboxes) == 1 else None
         response = client.request(
             "POST", "/$batch", json=envelope, idempotent=all_idempotent, mailbox=mailbox
         )
         answered = _parse_envelope(client, response.json(), by_id, attempt)
+        _report_throttling(client, answered.values())
         for rid in live:
             if rid not in answered:
                 answered[rid] = BatchResult(
@@ -196,6 +199,28 @@ def _run_chunk(client: GraphClient, chunk: list[BatchRequest], policy: RetryPoli
         client._sleep(wait)
         pending = resend
     return results
+
+
+def _report_throttling(client: GraphClient, results: Iterable[BatchResult]) -> None:
+    """Items answered 429 slow the whole tenant, as a 429 to a direct call does (:mod:`.budget`).
+
+    Graph evaluates throttling per item and the envelope still answers 200
+    (https://learn.microsoft.com/en-us/graph/json-batching), so without this a throttled tenant would
+    shrink its budget only for direct calls while envelopes kept sending at full speed.
+    """
+    waits = [_retry_after(r.headers.get("Retry-After")) for r in results if r.status == 429]
+    if not waits:
+        return
+    longest = max((w for w in waits if w is not None), default=None)
+    cap = client.retry.max_retry_after
+    client.budget.throttled(min(longest, cap) if longest else None)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def _parse_envelope(

@@ -34,6 +34,7 @@ from syncer.graph.retry import RetryPolicy, RetryState, is_idempotent, retry_lin
 
 if TYPE_CHECKING:
     from syncer.graph.batch import BatchRequest, BatchResult
+    from syncer.graph.budget import TenantBudget
     from syncer.graph.delta import DeltaRound, Page
     from syncer.spec import Spec
 
@@ -116,6 +117,9 @@ class GraphClient:
         spec = spec.resolve_emulator()
         credential = credential_from_spec(spec, tenant_name)
         ca_bundle = str(spec.graph.ca_bundle) if spec.graph.ca_bundle else None
+        # The tenant's configured concurrency: every client built from the spec (reconcile's, the worker's)
+        # then names the same process-wide budget (syncer.graph.limits).
+        kwargs.setdefault("max_in_flight_per_tenant", spec.tenant(tenant_name).concurrency)
         return cls(spec.graph.graph_url, credential, ca_bundle=ca_bundle, **kwargs)
 
     def close(self) -> None:
@@ -131,6 +135,11 @@ class GraphClient:
 
     def __repr__(self) -> str:
         return f"GraphClient({self.base_url!r}, tenant={self.tenant!r})"
+
+    @property
+    def budget(self) -> TenantBudget:
+        """This tenant's budget of requests in flight, shared by every client of the tenant in the process."""
+        return limits.tenant_semaphore(self.tenant, self.max_in_flight_per_tenant)
 
     # --- the one request path -------------------------------------------------------------------
 

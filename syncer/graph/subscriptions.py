@@ -41,8 +41,11 @@ class LiveSubscription:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> LiveSubscription:
-        """Parse Graph's subscription JSON; raises GraphError naming the missing field."""
+    def from_json(cls, doc: dict[str, Any], *, keep_raw: bool = True) -> LiveSubscription:
+        """Parse Graph's subscription JSON; raises GraphError naming the missing field.
+
+        ``keep_raw=False`` drops the JSON once parsed: a listing of 30,000 subscriptions keeps its typed fields only.
+        """
         try:
             change_type = str(doc["changeType"])
             return cls(
@@ -58,7 +61,7 @@ class LiveSubscription:
                 application_id=doc.get("applicationId"),
                 creator_id=doc.get("creatorId"),
                 latest_supported_tls_version=doc.get("latestSupportedTlsVersion"),
-                raw=doc,
+                raw=doc if keep_raw else {},
             )
         except KeyError as e:
             raise GraphError(f"subscription from Graph lacks {e.args[0]!r}: {sorted(doc)}") from None
@@ -114,7 +117,7 @@ class Subscriptions:
         """Every subscription visible to this app, following nextLinks (``clientState`` comes back null)."""
         for page in self._client.iter_pages("/subscriptions"):
             for doc in page.items:
-                yield LiveSubscription.from_json(doc)
+                yield LiveSubscription.from_json(doc, keep_raw=False)
 
     def list(self) -> list[LiveSubscription]:
         """``GET /subscriptions``, all pages."""

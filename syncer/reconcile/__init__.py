@@ -12,6 +12,7 @@ The package, following the data:
 - :mod:`~syncer.reconcile.plan`: the plan, a pure function of desired, live and recorded state;
 - :mod:`~syncer.reconcile.quotas`: Graph's subscription quotas, checked on the state a plan would leave;
 - :mod:`~syncer.reconcile.apply`: the plan carried out through ``$batch``, in phases;
+- :mod:`~syncer.reconcile.envelopes`: those calls in envelopes of 20, a quarter of the tenant's budget at a time;
 - :mod:`~syncer.reconcile.records`: ``syncer_subscriptions``, the only place a clientState lives;
 - :mod:`~syncer.reconcile.lifecycle`: repairs for ``reauthorizationRequired`` and ``subscriptionRemoved``;
 - :mod:`~syncer.reconcile.report`: how a plan and its results read to a person, or as JSON.

@@ -1,7 +1,8 @@
 """Applying a reconcile plan: Graph calls (batched), in phases, each result recorded in our table.
 
 :mod:`syncer.reconcile.plan` decides; this module does. :func:`apply` carries out a plan in phases,
-each through ``$batch`` (20 calls per envelope):
+each through ``$batch`` (20 calls per envelope, a few envelopes at a time, each envelope's results recorded
+as it comes back: :mod:`syncer.reconcile.envelopes`):
 
 1. deletes (prune, and the first half of replace); a 404 means already gone, which is fine;
 2. creates (create, the second half of replace), each with a fresh random clientState that is
@@ -17,7 +18,6 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,8 @@ from syncer.graph.batch import BatchRequest, BatchResult
 from syncer.graph.subscriptions import LiveSubscription
 from syncer.graph.times import format_datetime
 from syncer.reconcile.desired import Desired
+from syncer.reconcile.envelopes import run as _run
+from syncer.reconcile.envelopes import send_all
 from syncer.reconcile.plan import Action, Kind, Plan
 from syncer.reconcile.records import delete_rows, record_created, record_patches, relink_rows, row_values
 
@@ -147,52 +149,6 @@ def _create_request(d: Desired, expires: datetime, client_state: str, rid: str) 
         body["encryptionCertificate"] = d.encryption_certificate
         body["encryptionCertificateId"] = d.encryption_certificate_id
     return BatchRequest("POST", "/subscriptions", body=body, id=rid)
-
-
-BATCH_MIN = 2
-"""From this many calls on, they go through ``$batch``; a single call needs no envelope."""
-
-BATCH_SIZE = 20
-"""Graph's limit of requests per ``$batch`` envelope (https://learn.microsoft.com/en-us/graph/json-batching)."""
-
-ENVELOPES_IN_FLIGHT = 4
-"""Envelopes sent at once: Graph runs each envelope's items one by one, so a few in parallel cut the
-wall time of 1,000 renewals several times over, while staying far below the client's per-tenant cap."""
-
-
-def _run(graph: GraphClient, requests: list[BatchRequest]) -> list[BatchResult]:
-    """Send *requests*: few as plain calls, more through ``$batch`` (envelopes of 20, a few at a time).
-
-    A failure of an envelope itself (after the client's retries) becomes the error of each of its
-    items, so one bad envelope is reported per subscription instead of aborting the whole apply.
-    """
-    if not requests:
-        return []
-    if len(requests) < BATCH_MIN:
-        return [_call(graph, item) for item in requests]
-    chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
-    if len(chunks) == 1:
-        return _envelope(graph, chunks[0])
-    with ThreadPoolExecutor(max_workers=ENVELOPES_IN_FLIGHT, thread_name_prefix="reconcile-batch") as pool:
-        return [result for chunk in pool.map(lambda c: _envelope(graph, c), chunks) for result in chunk]
-
-
-def _envelope(graph: GraphClient, chunk: list[BatchRequest]) -> list[BatchResult]:
-    try:
-        return graph.batch(chunk)
-    except GraphError as error:
-        return [
-            BatchResult(item.id or str(i), error.status or 0, error=error) for i, item in enumerate(chunk, 1)
-        ]
-
-
-def _call(graph: GraphClient, item: BatchRequest) -> BatchResult:
-    try:
-        response = graph.request(item.method, item.url, json=item.body, idempotent=item.idempotent)
-    except GraphError as error:
-        return BatchResult(item.id or "1", error.status or 0, error=error)
-    body = response.json() if response.content else None
-    return BatchResult(item.id or "1", response.status, dict(response.headers), body)
 
 
 def graph_for(graphs: Mapping[str, GraphClient], tenant_id: str) -> GraphClient:
@@ -331,9 +287,9 @@ def apply(
     ]
     gone: list[Action] = []
     for tenant_id, actions in _by_tenant(to_patch).items():
-        graph = graph_for(graphs, tenant_id)
-        requests = []
-        for i, a in enumerate(actions, 1):
+
+        def patch(i: int, actions: list[Action] = actions) -> BatchRequest:
+            a = actions[i]
             body: dict[str, Any] = {}
             if a.new_expires_at is not None:
                 body["expirationDateTime"] = format_datetime(a.new_expires_at)
@@ -343,24 +299,23 @@ def apply(
                 if "encryptionCertificate" in a.changes:
                     body["encryptionCertificate"] = a.desired.encryption_certificate
                     body["encryptionCertificateId"] = a.desired.encryption_certificate_id
-            requests.append(
-                BatchRequest(
-                    "PATCH", _sub_path(a.subscription_id or ""), body=body, id=str(i), idempotent=True
-                )
-            )
-        patched: list[tuple[Action, LiveSubscription]] = []
-        for action, result in zip(actions, _run(graph, requests), strict=True):
-            if result.ok and isinstance(result.body, dict):
-                live = LiveSubscription.from_json(result.body)
-                patched.append((action, live))
-                done(
-                    action, ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration)
-                )
-            elif isinstance(result.error, NotFoundError):
-                gone.append(action)
-            else:
-                done(action, failed_result(action, result.error))
-        record_patches(engine, patched, now=utcnow())
+            return BatchRequest("PATCH", _sub_path(a.subscription_id or ""), body=body, id=str(i + 1), idempotent=True)
+
+        def record(first: int, results: list[BatchResult], actions: list[Action] = actions) -> None:
+            # Each envelope's renewals are recorded as it comes back (see create_subscriptions).
+            patched: list[tuple[Action, LiveSubscription]] = []
+            for action, result in zip(actions[first : first + len(results)], results, strict=True):
+                if result.ok and isinstance(result.body, dict):
+                    live = LiveSubscription.from_json(result.body, keep_raw=False)
+                    patched.append((action, live))
+                    done(action, ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration))
+                elif isinstance(result.error, NotFoundError):
+                    gone.append(action)
+                else:
+                    done(action, failed_result(action, result.error))
+            record_patches(engine, patched, now=utcnow())
+
+        send_all(graph_for(graphs, tenant_id), len(actions), patch, record)
 
     # Adoptions that need no Graph call: only our row changes.
     quiet_adopts = [a for a in the_plan.of_kind(Kind.ADOPT) if not a.writes_graph]
@@ -405,35 +360,40 @@ def apply(
 def create_subscriptions(
     actions: Sequence[Action], graphs: Mapping[str, GraphClient], engine: Engine, *, clock: Clock
 ) -> list[tuple[Action, ActionResult]]:
-    """POST each action's desired subscription with a fresh clientState; record each success at once."""
-    out: list[tuple[Action, ActionResult]] = []
+    """POST each action's desired subscription with a fresh clientState; one result per action, in order.
+
+    Each envelope's successes are recorded (with their clientStates) as soon as it comes back: a reconcile
+    stopped half-way through 30,000 creates keeps the secret of every subscription Graph already made.
+    """
+    out: list[tuple[Action, ActionResult] | None] = [None] * len(actions)
+    positions = {id(a): i for i, a in enumerate(actions)}
     for tenant_id, group in _by_tenant(actions).items():
         graph = graph_for(graphs, tenant_id)
         now = clock()
-        states = [new_client_state() for _ in group]
-        requests = []
-        for i, (a, state) in enumerate(zip(group, states, strict=True), 1):
+        states: dict[int, str] = {}
+
+        def make(i: int, group: list[Action] = group, states: dict[int, str] = states, now: datetime = now) -> BatchRequest:
+            a = group[i]
             assert a.desired is not None, "create and replace actions carry their desired subscription"
-            expires = a.new_expires_at or now + a.desired.lifetime
-            requests.append(_create_request(a.desired, expires, state, str(i)))
-        rows = []
-        replaced = []
-        for action, state, result in zip(group, states, _run(graph, requests), strict=True):
-            if result.ok and isinstance(result.body, dict):
-                live = LiveSubscription.from_json(result.body)
-                assert action.desired is not None
-                rows.append(row_values(action.desired, live, state, utcnow()))
-                if action.kind == Kind.REPLACE and action.subscription_id:
-                    replaced.append(action.subscription_id)
-                out.append(
-                    (
-                        action,
-                        ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration),
-                    )
-                )
-            else:
-                out.append((action, failed_result(action, result.error)))
-        record_created(engine, rows, replacing=replaced)
-    return out
+            states[i] = new_client_state()
+            return _create_request(a.desired, a.new_expires_at or now + a.desired.lifetime, states[i], str(i + 1))
 
+        def record(first: int, results: list[BatchResult], group: list[Action] = group,
+                   states: dict[int, str] = states) -> None:
+            rows, replaced = [], []
+            for i, result in enumerate(results, first):
+                action, state = group[i], states.pop(i)
+                if result.ok and isinstance(result.body, dict):
+                    live = LiveSubscription.from_json(result.body, keep_raw=False)
+                    assert action.desired is not None
+                    rows.append(row_values(action.desired, live, state, utcnow()))
+                    if action.kind == Kind.REPLACE and action.subscription_id:
+                        replaced.append(action.subscription_id)
+                    created = ActionResult(action, ok=True, subscription_id=live.id, expires_at=live.expiration)
+                else:
+                    created = failed_result(action, result.error)
+                out[positions[id(action)]] = (action, created)
+            record_created(engine, rows, replacing=replaced)
 
+        send_all(graph, len(group), make, record)
+    return [pair for pair in out if pair is not None]

@@ -121,18 +121,33 @@ def delete_rows(engine: Engine, subscription_ids: Sequence[str]) -> None:
 def record_patches(
     engine: Engine, patched: Sequence[tuple[Action, LiveSubscription]], *, now: datetime
 ) -> None:
-    """Record what Graph answered to PATCHes (expiry, URL, certificate; an adopt's new link)."""
+    """Record what Graph answered to PATCHes (expiry, URL, certificate; an adopt's new link).
+
+    Plain renewals, nearly all of them at scale, go in one executemany; rows with more to change one by one.
+    """
     if not patched:
         return
+    plain: list[dict[str, Any]] = []
     with engine.begin() as connection:
         for action, live in patched:
             values: dict[str, Any] = {"expires_at": live.expiration, "updated_at": now, "status": "active"}
             values["notification_url"] = live.notification_url
+            if not live.include_resource_data and action.kind != Kind.ADOPT:
+                plain.append({"b_id": live.id, "b_expires": live.expiration, "b_url": live.notification_url})
+                continue
             if live.include_resource_data:
                 values["encryption_certificate_id"] = live.encryption_certificate_id
             if action.kind == Kind.ADOPT and action.desired is not None:
                 values.update(link_values(action.desired))
             connection.execute(sa.update(table).where(table.c.subscription_id == live.id).values(**values))
+        if plain:
+            connection.execute(
+                sa.update(table)
+                .where(table.c.subscription_id == sa.bindparam("b_id"))
+                .values(expires_at=sa.bindparam("b_expires"), notification_url=sa.bindparam("b_url"),
+                        updated_at=now, status="active"),
+                plain,
+            )
 
 
 def link_values(d: Desired) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,10 +25,12 @@ from syncer.spec.model import (
     AUTHORITIES,
     CLOUD_NAMES,
     CLOUDS,
+    DEFAULT_CONCURRENCY,
     DEFAULT_DATABASE_URL,
     DEFAULT_EMULATOR_INFO,
     DEFAULT_NOTIFICATION_URL,
     KEY_COLUMNS,
+    MAX_CONCURRENCY,
     PERSONAL_TENANT_ID,
     SPEC_VERSION,
     CertificateCredential,
@@ -48,7 +51,7 @@ _SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 # A tenant id (GUID) or a verified domain, as an authority segment accepts.
 _TENANT_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 _DELEGATED_KEYS = ("authority", "account", "token_cache")
-_TENANT_KEYS = ("name", "tenant_id", "client_id", "client_secret", "certificate", "auth", *_DELEGATED_KEYS)
+_TENANT_KEYS = ("name", "tenant_id", "client_id", "client_secret", "certificate", "auth", "concurrency", *_DELEGATED_KEYS)
 
 
 class SpecLoader:
@@ -86,7 +89,8 @@ class SpecLoader:
             )
             return None  # a future format may mean anything: do not guess at the rest
         graph, info = self.graph(top)
-        tenants = self.tenants(top, emulator=graph is not None and graph.cloud == "emulator", info=info)
+        tenants = self.tenants(top, emulator=graph is not None and graph.cloud == "emulator", info=info,
+                               concurrency=self.default_concurrency(top))
         receiver = self.receiver(top)
         database_url = self.database(top)
         subs = SubscriptionsLoader(self).load(top, graph=graph, tenants=tenants, receiver=receiver)
@@ -245,13 +249,27 @@ class SpecLoader:
         root, authority_host = CLOUDS[cloud]
         return GraphConnection(cloud, root, authority_host, ca), None
 
-    def tenants(self, top: Map, *, emulator: bool, info: Path | None) -> tuple[Tenant, ...] | None:
+    def default_concurrency(self, top: Map) -> int:
+        """``defaults.concurrency`` (the rest of ``defaults`` is the subscriptions loader's, which also reports
+        a ``defaults`` that is not a mapping)."""
+        node = top.get("defaults")
+        if not isinstance(node, yaml.MappingNode):
+            return DEFAULT_CONCURRENCY
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "concurrency":
+                read = self.r.integer(value, "defaults.concurrency", low=1, high=MAX_CONCURRENCY)
+                return read if read is not None else DEFAULT_CONCURRENCY
+        return DEFAULT_CONCURRENCY
+
+    def tenants(self, top: Map, *, emulator: bool, info: Path | None,
+                concurrency: int = DEFAULT_CONCURRENCY) -> tuple[Tenant, ...] | None:
+        """The tenants, each with its ``concurrency`` (its own, else *concurrency* from ``defaults``)."""
         r = self.r
         node = top.get("tenants")
         if node is None:
             if emulator and info is not None:
                 # The emulator registers one app: everything about it comes from the info file.
-                return (Tenant("emulator", "", "", SecretRef(file=info, key="client_secret")),)
+                return (Tenant("emulator", "", "", SecretRef(file=info, key="client_secret"), concurrency=concurrency),)
             r.error(top, "tenants", "a list of tenants (name, tenant_id, client_id, credentials)", "nothing")
             return None
         tenants: list[Tenant] = []
@@ -266,11 +284,14 @@ class SpecLoader:
             if name in seen:
                 r.error(t.get("name"), t.sub("name"), "a tenant name used once", f"a second '{name}'")
             seen.add(name or "")
+            own = concurrency
+            if "concurrency" in t:
+                own = r.integer(t.get("concurrency"), t.sub("concurrency"), low=1, high=MAX_CONCURRENCY) or concurrency
             auth = r.choice(t.get("auth"), t.sub("auth"), AUTH_MODES) if "auth" in t else "app"
             if auth == "delegated":
                 tenant = self.delegated_tenant(t, path, name, emulator=emulator)
                 if tenant is not None:
-                    tenants.append(tenant)
+                    tenants.append(replace(tenant, concurrency=own))
                 continue
             for key in _DELEGATED_KEYS:
                 if key in t:
@@ -292,7 +313,7 @@ class SpecLoader:
             else:
                 r.error(t, path + ".client_secret", "client_secret or certificate", "neither")
             if name and auth is not None:
-                tenants.append(Tenant(name, ids["tenant_id"], ids["client_id"], secret, cert))
+                tenants.append(Tenant(name, ids["tenant_id"], ids["client_id"], secret, cert, concurrency=own))
         shared = shared_tenant_id(tuple(tenants))
         if shared:
             r.error(node, "tenants", "one delegated account per tenant id", shared)

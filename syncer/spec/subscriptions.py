@@ -81,7 +81,8 @@ class SubscriptionsLoader:
     def defaults(self, top: Map) -> _Defaults:
         r, d = self.r, _Defaults()
         dm = r.mapping(
-            top.get("defaults"), "defaults", ("lifetime", "renew_before", "sync_interval", "delete")
+            # concurrency is the tenants' (read with them by SpecLoader.default_concurrency).
+            top.get("defaults"), "defaults", ("lifetime", "renew_before", "sync_interval", "delete", "concurrency")
         )
         if dm is None:
             return d

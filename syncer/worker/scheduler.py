@@ -43,6 +43,7 @@ from syncer.errors import (
 from syncer.graph.delegated import signed_in
 from syncer.log import database_unreachable
 from syncer.metrics import Metrics
+from syncer.spec import model as spec_defaults
 from syncer.worker import containers, scopes, scopestate, sync
 from syncer.worker.accounts import Accounts
 from syncer.worker.jobs import Retention, Worker, default_worker_id
@@ -152,9 +153,10 @@ def tune_process() -> None:
         sys.setswitchinterval(0.001)
 
 
-DEFAULT_CONCURRENCY = 16
-"""Graph requests in flight per tenant (``syncer worker --concurrency``): what sets the time of a mirror
-when Graph answers in 100 ms to a second. Never more than 4 per mailbox (:mod:`syncer.graph.limits`)."""
+DEFAULT_CONCURRENCY = spec_defaults.DEFAULT_CONCURRENCY
+"""Graph requests in flight per tenant when neither the spec (``defaults.concurrency``, ``tenants[].concurrency``)
+nor ``syncer worker --concurrency`` says: what sets the time of a mirror when Graph answers in 100 ms to a second.
+Never more than 4 per mailbox (:mod:`syncer.graph.limits`)."""
 
 
 def passes_for(concurrency: int) -> int:
@@ -307,7 +309,7 @@ class RunningWorker:
 def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str | None = None,
                blocking: bool = True, max_passes: int | None = None, startup_wait: float = STARTUP_WAIT,
                retention: Retention | None = None, metrics: Metrics | None = None,
-               concurrency: int = DEFAULT_CONCURRENCY) -> RunningWorker:
+               concurrency: int | None = None) -> RunningWorker:
     """Start the worker for *spec*: blocking until interrupted, or in the background (call ``stop()``).
 
     *metrics* (the receiver's, in ``syncer run``) take the worker's counters; by default they are shared
@@ -320,7 +322,10 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     tune_process()
-    max_passes = max_passes or passes_for(concurrency)
+    # --concurrency overrides every tenant's; the worker's reconcile job uses these same clients, so
+    # reconcile and sync passes draw on one budget per tenant.
+    spec = spec.with_concurrency(concurrency)
+    max_passes = max_passes or passes_for(max(t.concurrency for t in spec.tenants))
     # Passes hold a connection only for their bookkeeping: a bounded pool serves many of them, and a
     # shared PostgreSQL's max_connections stays out of reach.
     engine = database.create_engine(spec.database_url, pool_size=min(max_passes, 20), max_overflow=10)
@@ -333,7 +338,7 @@ def run_worker(spec: Spec, *, schedule: Schedule | None = None, worker_id: str |
         engine.dispose()
         raise
     try:
-        sources = clients_for(spec, max_in_flight_per_tenant=concurrency)
+        sources = clients_for(spec)
         # Expanding the declarations lists fan-out groups' members: Graph must answer.
         worker = when_ready(
             lambda: build_worker(spec, engine=engine, worker_id=worker_id, clients=sources, max_passes=max_passes),
