@@ -7,8 +7,11 @@ For each size, in a fresh process and a fresh database:
 
 1. The emulator (its own process) is seeded with the users that make that many scopes (11 per mailbox with the
    spec of mail, events and contacts: a mailFolders container and its 7 folders, a calendarView, a contactFolders
-   container and its folder), with one message, event and contact each. **The initial mirror is real passes over
-   HTTP** (`Worker.start_due`), latency off to make it quick: every scope gets its deltaLink from the emulator.
+   container and its folder), with one message, event and contact each. **The scopes' state rows are seeded
+   directly** (:func:`seed_scopes`: the folders as each container's delta lists them over HTTP, every row clean and
+   synced now, no deltaLink), so that a notified scope's first pass is a full round over HTTP against the emulator;
+   with ``--steady-real-mirror`` every scope gets its first pass instead (`Worker.start_due`, latency off), which
+   takes minutes per 1,000 scopes on a loaded machine.
 2. **Subscriptions are recorded directly** (one row per mailbox and declaration, as reconcile would have stored
    them; Graph's side of them is not created: the bench makes the notifications).
 3. Latency on (``--latency-ms``), then `syncer worker` runs as a subprocess, as in production. For
@@ -18,10 +21,11 @@ For each size, in a fresh process and a fresh database:
    with the receiver's row shape; the receiver's own throughput is bench/receiver.py's). The worker is woken by the
    inbox (PostgreSQL NOTIFY, SQLite's data_version).
 4. Freshness = the end of the pass that wrote the new item's row - the notification's ``received_at``; p50/p99.
-   The worker's CPU seconds per notification and its peak RSS per scope.
+   The worker's CPU per notification and per pass (a mailbox's notification marks its 8 mail scopes dirty; fewer
+   mailboxes coalesce more notifications per pass, so per pass is the comparable cost) and its peak RSS per scope.
 5. With the worker stopped, in this process: the safety-net tick (``Worker.safety_net``: seconds and SQL statements,
-   median of 5; once more with every scope past its interval), the ``syncer status`` summary (:func:`collect`,
-   median of 3), and the drain rate (20,000 notifications over every mailbox, ``Worker.drain(start=False)`` until
+   median of 5; once more with every scope past its interval), ``syncer status`` (:func:`collect`, median of 3: the
+   summary alone, and with every scope's detail), and the drain rate (20,000 notifications over every mailbox, ``Worker.drain(start=False)`` until
    the inbox is empty).
 
 The ratios compare the large size with the small one (target: cost per scope within 1.2x).
@@ -131,6 +135,42 @@ def initial_mirror(spec: Any, engine: Any) -> dict[str, Any]:
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
     worker.close()
     return {"seconds": round(time.perf_counter() - started, 1), "passes": outcomes}
+
+
+def seed_scopes(spec: Any, engine: Any) -> dict[str, Any]:
+    """Every scope's state row written directly: the worker's static scopes, and the folders each container's delta
+    lists in the emulator (read over HTTP, as the container's pass reads them), clean and synced now, with no
+    deltaLink: the first pass of a notified scope is a full round over HTTP (its one or two items) instead of an
+    incremental one. What reaching 30,000 scopes by 30,000 first passes would take is bench/tenant.py part 2's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sqlalchemy as sa
+
+    from syncer import schema
+    from syncer.worker import scopestate
+    from syncer.worker.scheduler import build_worker, clients_for
+    from syncer.worker.scopes import child_scope
+
+    clients = clients_for(spec, max_in_flight_per_tenant=32)
+    started = time.perf_counter()
+    worker = build_worker(spec, engine=engine, clients=clients, max_passes=1)
+
+    def folders(container: Any) -> list[Any]:
+        pages = clients[container.tenant_id].iter_pages(container.initial_url)
+        return [child_scope(container, str(item["id"])) for page in pages for item in page.items
+                if "@removed" not in item and "id" in item]
+
+    found = list(worker.index.static.values())
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for children in pool.map(folders, worker.index.containers()):
+            found += children
+    worker.close()
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        for i in range(0, len(found), 5000):
+            scopestate.ensure_scope_rows(connection, found[i:i + 5000], now=now)
+        connection.execute(sa.update(schema.sync_state).values(last_success_at=now, listed_at=now))
+    return {"seconds": round(time.perf_counter() - started, 1), "seeded": len(found)}
 
 
 def scope_rows(engine: Any) -> list[tuple[str, str, str, str]]:
@@ -280,6 +320,15 @@ def freshness(engine: Any, spec: Any, made: list[tuple[str, str]]) -> dict[str, 
             "max_s": round(max(lags), 3) if lags else None}
 
 
+def pass_count(engine: Any) -> int:
+    import sqlalchemy as sa
+
+    from syncer import schema
+
+    with engine.connect() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).select_from(schema.sync_runs)).scalar_one())
+
+
 def run_worker_process(spec_path: Path, concurrency: int, workdir: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     logfile = (workdir / f"worker-{time.monotonic_ns()}.log").open("wb")
@@ -321,16 +370,20 @@ def tick_cost(engine: Any, spec: Any) -> dict[str, Any]:
 
 
 def status_cost(engine: Any, spec: Any) -> dict[str, Any]:
+    """``syncer status`` without arguments (the summary, grouped queries) and with details (every scope)."""
     from syncer.status import collect
 
     intervals = {sub.name: sub.sync_interval for sub in spec.subscriptions}
-    times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        found = collect(engine, count_rows=False, intervals=intervals)
-        times.append(time.perf_counter() - started)
-    return {"summary_ms": round(1000 * statistics.median(times), 1),
-            "scopes": sum(d.scopes for d in found.declarations or [])}
+    out: dict[str, Any] = {}
+    for label, detail in (("summary_ms", False), ("detail_ms", True)):
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            found = collect(engine, count_rows=False, intervals=intervals, detail=detail)
+            times.append(time.perf_counter() - started)
+        out[label] = round(1000 * statistics.median(times), 1)
+    out["scopes"] = sum(d.scopes for d in found.declarations or [])
+    return out
 
 
 def drain_rate(engine: Any, spec: Any, sub_ids: dict[tuple[str, str], str]) -> dict[str, Any]:
@@ -365,7 +418,7 @@ def drain_rate(engine: Any, spec: Any, sub_ids: dict[tuple[str, str], str]) -> d
 
 
 def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: float, seconds: float,
-                   concurrency: int) -> dict[str, Any]:
+                   concurrency: int, real_mirror: bool = False) -> dict[str, Any]:
     """One size, in this fresh process (see the module docstring)."""
     from syncer import mirror
     from syncer.database import create_engine
@@ -380,7 +433,7 @@ def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: fl
     upgrade_core(spec.database_url)
     mirror.upgrade(spec)
     engine = create_engine(spec.database_url, pool_size=20, max_overflow=20)
-    first = initial_mirror(spec, engine)
+    first = initial_mirror(spec, engine) if real_mirror else seed_scopes(spec, engine)
     scopes = scope_rows(engine)
     parents = sorted({(t, p, n) for t, _, p, n in scopes})
     sub_ids = record_subscriptions(engine, parents)
@@ -390,7 +443,7 @@ def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: fl
         from syncer import schema
 
         total_scopes = connection.execute(sa.select(sa.func.count()).select_from(schema.sync_state)).scalar_one()
-    log(f"{total_scopes} scopes mirrored in {first['seconds']}s ({first['passes']})")
+    log(f"{total_scopes} scopes {'mirrored' if real_mirror else 'seeded'}: {first}")
     if latency_ms:
         admin("POST", "faults", json={"type": "latency", "ms": latency_ms})
     worker = run_worker_process(spec_path, concurrency, spec_path.parent)
@@ -400,10 +453,10 @@ def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: fl
         log(f"worker quiet after {waited:.1f}s")
         graph = clients_for(spec, max_in_flight_per_tenant=64)[spec.tenants[0].tenant_id]
         inbox = Inbox(engine)
-        cpu0 = proc_cpu(worker.pid)
+        cpu0, runs0 = proc_cpu(worker.pid), pass_count(engine)
         made, took = generate(graph, inbox, sub_ids, scopes, rate=rate, seconds=seconds)
-        caught_up = wait_quiet(engine, 300)
-        cpu = proc_cpu(worker.pid) - cpu0
+        caught_up = wait_quiet(engine, 900)
+        cpu, passes = proc_cpu(worker.pid) - cpu0, pass_count(engine) - runs0
         rss = proc_peak_rss_mb(worker.pid)
         log(f"{len(made)} changes in {took:.1f}s; worker caught up {caught_up:.1f}s later")
     finally:
@@ -422,6 +475,8 @@ def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: fl
         "freshness": fresh,
         "worker_cpu_s": round(cpu, 2),
         "worker_cpu_ms_per_notification": round(1000 * cpu / max(len(made), 1), 2),
+        "passes": passes,
+        "worker_cpu_ms_per_pass": round(1000 * cpu / max(passes, 1), 2),
         "worker_peak_rss_mb": rss,
         "worker_rss_kb_per_scope": round(1024 * rss / total_scopes, 2),
     }
@@ -443,11 +498,12 @@ def ratios(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
 
     per_scope = lambda r, v: v / r["scopes"]  # noqa: E731
     return {
-        "worker_cpu_per_notification": ratio(large["worker_cpu_ms_per_notification"],
-                                             small["worker_cpu_ms_per_notification"]),
+        "worker_cpu_per_pass": ratio(large["worker_cpu_ms_per_pass"], small["worker_cpu_ms_per_pass"]),
         "worker_rss_per_scope": ratio(large["worker_rss_kb_per_scope"], small["worker_rss_kb_per_scope"]),
-        "status_per_scope": ratio(per_scope(large, large["status"]["summary_ms"]),
-                                  per_scope(small, small["status"]["summary_ms"])),
+        "status_summary_per_scope": ratio(per_scope(large, large["status"]["summary_ms"]),
+                                          per_scope(small, small["status"]["summary_ms"])),
+        "status_detail_per_scope": ratio(per_scope(large, large["status"]["detail_ms"]),
+                                         per_scope(small, small["status"]["detail_ms"])),
         "tick_quiet": ratio(large["safety_net_tick"]["quiet_ms"], small["safety_net_tick"]["quiet_ms"]),
         "drain_time_per_row": ratio(small["drain"]["rows_per_s"], large["drain"]["rows_per_s"]),
         "freshness_p50": ratio(large["freshness"]["p50_s"], small["freshness"]["p50_s"]),

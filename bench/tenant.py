@@ -340,7 +340,8 @@ def part3(workdir: Path, args: argparse.Namespace, receiver_port: int) -> dict[s
             spec = write_spec(workdir, emulator, fresh_database(workdir, args.postgres), receiver_port)
             sizes[label] = child("measure-steady", [str(spec), str(emulator.info_file), str(args.latency_ms),
                                                     str(args.steady_rate), str(args.steady_seconds),
-                                                    str(args.concurrency)])
+                                                    str(args.concurrency),
+                                                    "real" if args.steady_real_mirror else "seed"])
         finally:
             emulator.stop()
         log(f"steady state at {scopes} scopes: {sizes[label]}")
@@ -364,7 +365,9 @@ def main() -> None:
                         help="part 3: steady state at this many scopes and a tenth of it (e.g. 30000)")
     parser.add_argument("--steady-rate", type=float, default=200.0, help="part 3: notifications per second")
     parser.add_argument("--steady-seconds", type=float, default=30.0, help="part 3: how long notifications come")
-    parser.add_argument("--measure-steady", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--steady-real-mirror", action="store_true",
+                        help="part 3: give every scope its first pass instead of seeding its state row")
+    parser.add_argument("--measure-steady", nargs=7, help=argparse.SUPPRESS)
     parser.add_argument("--serve-emulator", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure-reconcile", nargs=2, help=argparse.SUPPRESS)
@@ -379,9 +382,9 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "bench"))
         from steady import measure_steady  # bench/steady.py
 
-        spec_file, info, latency, rate, seconds, concurrency = args.measure_steady
+        spec_file, info, latency, rate, seconds, concurrency, real = args.measure_steady
         print(json.dumps(measure_steady(Path(spec_file), Path(info), float(latency), float(rate), float(seconds),
-                                        int(concurrency))))
+                                        int(concurrency), real_mirror=real == "real")))
         return
     if args.measure_mirror:
         print(json.dumps(measure_mirror(Path(args.measure_mirror[0]), int(args.measure_mirror[1]))))

@@ -43,15 +43,17 @@ def declaration_counts(
         .limit(1)
         .scalar_subquery()
     )
+    # OFFSET 0 keeps the planners from pulling the subquery up into the aggregate (PostgreSQL and SQLite both would),
+    # which would copy the probe into each of the expressions below that read it: ~8 probes per scope, not one.
     per_scope = sa.select(
-        s.c.name, s.c.table_name, s.c.last_error, s.c.dirty_since,
-        sa.type_coerce(_later(s.c.last_success_at, sa.type_coerce(last_ok, schema.UtcDateTime)),
-                       schema.UtcDateTime).label("synced"),
-    ).subquery()
+        s.c.name, s.c.table_name, s.c.last_error, s.c.dirty_since, s.c.last_success_at,
+        sa.type_coerce(last_ok, schema.UtcDateTime).label("last_ok"),
+    ).offset(0).subquery()
+    synced = sa.type_coerce(_later(per_scope.c.last_success_at, per_scope.c.last_ok), schema.UtcDateTime)
     # A notified change still waiting caps freshness at its arrival.
     fresh = sa.type_coerce(
-        sa.case((sa.and_(per_scope.c.dirty_since.is_not(None), per_scope.c.synced > per_scope.c.dirty_since),
-                 per_scope.c.dirty_since), else_=per_scope.c.synced),
+        sa.case((sa.and_(per_scope.c.dirty_since.is_not(None), synced > per_scope.c.dirty_since),
+                 per_scope.c.dirty_since), else_=synced),
         schema.UtcDateTime,
     )
     cutoff = sa.case(
