@@ -537,7 +537,7 @@ class Worker:
                 resync += self._oldest(name, "listed_at", now - self.reanchor_every, [s.c.resync_requested.is_(False)])
             if strategy.inline:
                 found = self._oldest(name, "listed_at", now - self.relist_every,
-                                     [s.c.page_link.is_(None), s.c.delta_link.is_not(None)], parents=True)
+                                     [s.c.page_link.is_(None), s.c.delta_link.is_not(None)], resolved=True)
                 relist += [sc for sc in found if sc is not None]
         # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
         # fails at once instead of waiting when another writer got in between).
@@ -558,11 +558,11 @@ class Worker:
         return self._declared_of[1]
 
     def _oldest(self, name: str, column: str, before: datetime | None, where: list[sa.ColumnElement[bool]],
-                *, parents: bool = False) -> list[Any]:
+                *, resolved: bool = False) -> list[Any]:
         """``(tenant_id, scope_key)`` of the :attr:`safety_batch` scopes of *name* oldest by *column* (null when
-        *before* is None); with *parents*, their :class:`Scope` (None for one the index does not resolve)."""
+        *before* is None); with *resolved*, their :class:`Scope` (None for one the index does not resolve)."""
         rows = scopestate.oldest_scopes(self.engine, name, column, before=before, limit=self.safety_batch, where=where)
-        if parents:
+        if resolved:
             return [self.index.resolve(tenant_id, key, parent_key) for tenant_id, key, parent_key, _ in rows]
         return [(tenant_id, key) for tenant_id, key, _, _ in rows]
 
