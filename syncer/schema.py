@@ -164,8 +164,7 @@ sync_state = sa.Table(
         comment="when the scope was last read from its first page: a full round started, or a relist",
     ),
     sa.Index(None, "tenant_id", "parent_key"),
-    # The safety net's oldest successes and oldest listings of one declaration (syncer.worker.scopestate).
-    sa.Index(None, "name", "last_success_at"),
+    # The safety net's oldest listings of one declaration (syncer.worker.scopestate); its oldest successes below.
     sa.Index(None, "name", "listed_at"),
 )
 
@@ -183,6 +182,10 @@ def sync_due() -> sa.ColumnElement[bool]:
 
 # Few rows (the scopes with work waiting) whatever the number of scopes: a drain reads the due scopes from it.
 sa.Index("ix_syncer_sync_state_due", sync_state.c.dirty_since, postgresql_where=sync_due(), sqlite_where=sync_due())
+# The safety net's oldest successes among the clean scopes: a scope it marked leaves the index, so that a backlog
+# marked over several ticks is not read again by each of them.
+sa.Index("ix_syncer_sync_state_name_last_success_at", sync_state.c.name, sync_state.c.last_success_at,
+         postgresql_where=sync_state.c.dirty_since.is_(None), sqlite_where=sync_state.c.dirty_since.is_(None))
 
 sync_runs = sa.Table(
     "syncer_sync_runs",

@@ -32,14 +32,15 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("listed_at", sa.DateTime(timezone=True), nullable=True,
                                       comment="when the scope was last read from its first page: a full round "
                                       "started, or a relist"))
-        batch_op.create_index(batch_op.f("ix_syncer_sync_state_name_last_success_at"), ["name", "last_success_at"],
-                              unique=False)
         batch_op.create_index(batch_op.f("ix_syncer_sync_state_name_listed_at"), ["name", "listed_at"], unique=False)
     sqlite = op.get_bind().dialect.name == "sqlite"
     # The predicate as syncer.schema.sync_due() renders it on each backend (SQLite matches it term by term).
     where = sa.text(DUE.format(true="1" if sqlite else "true"))
     op.create_index("ix_syncer_sync_state_due", "syncer_sync_state", ["dirty_since"], unique=False,
                     sqlite_where=where, postgresql_where=where)
+    clean = sa.text("dirty_since IS NULL")
+    op.create_index("ix_syncer_sync_state_name_last_success_at", "syncer_sync_state", ["name", "last_success_at"],
+                    unique=False, sqlite_where=clean, postgresql_where=clean)
     state = sa.table("syncer_sync_state", sa.column("tenant_id"), sa.column("scope_key"),
                      sa.column("listed_at", sa.DateTime(timezone=True)))
     runs = sa.table("syncer_sync_runs", sa.column("tenant_id"), sa.column("scope_key"), sa.column("started_at"),
@@ -57,7 +58,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Downgrade schema."""
     op.drop_index("ix_syncer_sync_state_due", table_name="syncer_sync_state")
+    op.drop_index("ix_syncer_sync_state_name_last_success_at", table_name="syncer_sync_state")
     with op.batch_alter_table("syncer_sync_state", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_syncer_sync_state_name_listed_at"))
-        batch_op.drop_index(batch_op.f("ix_syncer_sync_state_name_last_success_at"))
         batch_op.drop_column("listed_at")

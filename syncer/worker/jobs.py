@@ -539,6 +539,8 @@ class Worker:
                 found = self._oldest(name, "listed_at", now - self.relist_every,
                                      [s.c.page_link.is_(None), s.c.delta_link.is_not(None)], resolved=True)
                 relist += [sc for sc in found if sc is not None]
+        if not (stale or resync or relist):
+            return 0  # a quiet tick takes no write lock (on SQLite, one would wait behind every pass's commit)
         # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
         # fails at once instead of waiting when another writer got in between).
         with self.engine.begin() as connection:
