@@ -235,3 +235,40 @@ def test_the_status_summary_by_grouped_queries_is_the_summary_of_every_scope(eng
     assert by_name["contacts"].scopes == 0 and by_name["mail"].subscriptions == 1
     assert sum(d.failing for d in by_name.values()) == 3 and sum(d.new for d in by_name.values()) == 3
     assert sum(d.stale for d in by_name.values()) >= 3
+
+
+def test_migration_0009_fills_listed_at_from_the_last_full_round(database_url: str) -> None:
+    """A database at 0008: each scope's listed_at becomes the start of its last full round that succeeded (a failed
+    one or an incremental one does not count), or the migration's time for a scope without any."""
+    from alembic import command
+
+    from syncer.migrate import alembic_config
+
+    command.upgrade(alembic_config(database_url), "0008")
+    engine = create_engine(database_url)
+    full, later = NOW - timedelta(days=3), NOW - timedelta(days=1)
+    try:
+        state = sa.table("syncer_sync_state", *(sa.column(c) for c in (
+            "tenant_id", "scope_key", "name", "table_name", "resync_requested", "round_full", "failures")),
+            sa.column("updated_at", schema.UtcDateTime))
+        runs = sa.table("syncer_sync_runs", *(sa.column(c) for c in (
+            "tenant_id", "scope_key", "full_round", "pages", "upserted", "deleted", "outcome")),
+            sa.column("started_at", schema.UtcDateTime))
+        with engine.begin() as connection:
+            for key in ("a", "b"):
+                connection.execute(sa.insert(state).values(tenant_id=TENANT, scope_key=key, name="mail",
+                                                           table_name="messages", resync_requested=False,
+                                                           round_full=False, failures=0, updated_at=NOW))
+            for started, is_full, outcome in ((full, True, "ok"), (later, True, "error"), (later, False, "ok")):
+                connection.execute(sa.insert(runs).values(tenant_id=TENANT, scope_key="a", started_at=started,
+                                                          full_round=is_full, pages=1, upserted=0, deleted=0,
+                                                          outcome=outcome))
+        before = datetime.now(UTC)
+        upgrade_core(database_url)
+        s = schema.sync_state
+        with engine.connect() as connection:
+            listed = dict(connection.execute(sa.select(s.c.scope_key, s.c.listed_at)).all())
+        assert listed["a"] == full
+        assert listed["b"] is not None and listed["b"] >= before - timedelta(seconds=1)
+    finally:
+        engine.dispose()
