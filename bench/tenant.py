@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/tenant.py [--users 1000] [--large 10000] [--latency-ms 100] [--concurrency 16]
                                      [--rate 2000] [--skip-reconcile] [--skip-mirror] [--postgres URL]
+                                     [--steady-scopes 30000 [--steady-rate 200] [--steady-seconds 30]]
 
 The emulator runs in its own process (it must not share our GIL), seeded with M mailboxes of ~100
 messages, ~50 events and ~20 contacts each, every Graph request delayed by ``--latency-ms`` (a
@@ -24,6 +25,11 @@ Part 2, the initial mirror of M mailboxes (a fresh database per run) by the work
 counted from the emulator's log: the least time any schedule holding that many requests in flight
 can take), the ratio (target >= 0.75), and the CPU share of this process and of the emulator's (2
 cores = 200%).
+
+Part 3, steady state at scale (``--steady-scopes N``: at N / 10 and N scopes, each in a fresh process and
+database): freshness p50/p99 under ``--steady-rate`` notifications a second spread over every scope, the
+safety-net tick, the ``syncer status`` summary and the drain rate, and their ratios. How, and what is seeded
+directly rather than through Graph: bench/steady.py.
 
 Progress goes to stderr; the last line is one JSON object.
 """
@@ -142,10 +148,12 @@ class Emulator:
         self.process.wait(timeout=10)
 
 
-def start_tenant(workdir: Path, users: int, latency_ms: float, rate: int, *, content: bool = True) -> Emulator:
+def start_tenant(workdir: Path, users: int, latency_ms: float, rate: int,
+                 content: dict[str, int] | None = SEED) -> Emulator:
+    """Seed *users* mailboxes; with *content* None, users without mail, events or contacts (reconcile only)."""
     emulator = Emulator(workdir)
     started = time.perf_counter()
-    seed = {"users": users, "contentUsers": users, **SEED} if content else {"users": users, "contentUsers": 0}
+    seed = {"users": users, "contentUsers": users, **content} if content else {"users": users, "contentUsers": 0}
     emulator.admin("POST", "seed", json=seed)
     log(f"seeded {users} mailboxes in {time.perf_counter() - started:.1f}s")
     if latency_ms:
@@ -282,7 +290,7 @@ def measure_reconcile(spec_path: Path, info_file: Path, emulator_pid: int) -> di
 
 
 def part1(workdir: Path, users: int, args: argparse.Namespace, receiver_port: int) -> dict[str, Any]:
-    emulator = start_tenant(workdir, users, args.latency_ms, args.rate, content=False)
+    emulator = start_tenant(workdir, users, args.latency_ms, args.rate, content=None)
     try:
         spec = write_spec(workdir, emulator, fresh_database(workdir, args.postgres), receiver_port, args.concurrency)
         result = child("measure-reconcile", [str(spec), str(emulator.info_file), str(emulator.process.pid)])
@@ -378,6 +386,28 @@ def part2(workdir: Path, emulator: Emulator, concurrency: int, args: argparse.Na
     return figures
 
 
+# --- part 3: steady state at scale -------------------------------------------------------------------
+
+
+def part3(workdir: Path, args: argparse.Namespace, receiver_port: int) -> dict[str, Any]:
+    from steady import SCOPES_PER_MAILBOX, STEADY_SEED, ratios  # bench/steady.py
+
+    sizes: dict[str, Any] = {}
+    for label, scopes in (("small", args.steady_scopes // 10), ("large", args.steady_scopes)):
+        users = -(-scopes // SCOPES_PER_MAILBOX)
+        emulator = start_tenant(workdir, users, 0, 0, content=STEADY_SEED)  # latency on after the initial mirror
+        try:
+            spec = write_spec(workdir, emulator, fresh_database(workdir, args.postgres), receiver_port)
+            sizes[label] = child("measure-steady", [str(spec), str(emulator.info_file), str(args.latency_ms),
+                                                    str(args.steady_rate), str(args.steady_seconds),
+                                                    str(args.concurrency),
+                                                    "real" if args.steady_real_mirror else "seed"])
+        finally:
+            emulator.stop()
+        log(f"steady state at {scopes} scopes: {sizes[label]}")
+    return {**sizes, "large_over_small": ratios(sizes["small"], sizes["large"])}
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 
@@ -391,6 +421,13 @@ def main() -> None:
     parser.add_argument("--postgres", default=None, help="use PostgreSQL (this server URL) instead of SQLite")
     parser.add_argument("--skip-reconcile", action="store_true")
     parser.add_argument("--skip-mirror", action="store_true")
+    parser.add_argument("--steady-scopes", type=int, default=0,
+                        help="part 3: steady state at this many scopes and a tenth of it (e.g. 30000)")
+    parser.add_argument("--steady-rate", type=float, default=200.0, help="part 3: notifications per second")
+    parser.add_argument("--steady-seconds", type=float, default=30.0, help="part 3: how long notifications come")
+    parser.add_argument("--steady-real-mirror", action="store_true",
+                        help="part 3: give every scope its first pass instead of seeding its state row")
+    parser.add_argument("--measure-steady", nargs=7, help=argparse.SUPPRESS)
     parser.add_argument("--serve-emulator", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure-reconcile", nargs=3, help=argparse.SUPPRESS)
@@ -401,6 +438,14 @@ def main() -> None:
     if args.measure_reconcile:
         spec_arg, info_arg, pid_arg = args.measure_reconcile
         print(json.dumps(measure_reconcile(Path(spec_arg), Path(info_arg), int(pid_arg))))
+        return
+    if args.measure_steady:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from steady import measure_steady  # bench/steady.py
+
+        spec_file, info, latency, rate, seconds, concurrency, real = args.measure_steady
+        print(json.dumps(measure_steady(Path(spec_file), Path(info), float(latency), float(rate), float(seconds),
+                                        int(concurrency), real_mirror=real == "real")))
         return
     if args.measure_mirror:
         print(json.dumps(measure_mirror(Path(args.measure_mirror[0]), int(args.measure_mirror[1]))))
@@ -438,6 +483,8 @@ def main() -> None:
                              for c in (args.concurrency, 4 * args.concurrency)]
         finally:
             emulator.stop()
+    if args.steady_scopes:
+        out["steady"] = part3(workdir, args, receiver.server_port)
     receiver.shutdown()
     print(json.dumps(out))
 

@@ -533,8 +533,11 @@ def status(
         )
     engine = database.create_engine(spec.database_url)
     try:
+        # The summary alone (no argument, text) is read by grouped queries, whatever the number of scopes.
+        detail = bool(names or pattern or failing or check or max_lag is not None or output == "json")
         found = collect(
-            engine, count_rows=rows, max_lag=max_lag, intervals={sub.name: sub.sync_interval for sub in spec.subscriptions}
+            engine, count_rows=rows, max_lag=max_lag, intervals={sub.name: sub.sync_interval for sub in spec.subscriptions},
+            detail=detail,
         )
     finally:
         engine.dispose()

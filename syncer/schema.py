@@ -156,8 +156,36 @@ sync_state = sa.Table(
         nullable=True,
         comment="owner column -> id looked up once (a user named by UPN, a folder by a well-known name)",
     ),
+    # Added in 0009 (steady state at scale): what the safety net finds by an index range, never a scan of every scope.
+    sa.Column(
+        "listed_at",
+        UtcDateTime,
+        nullable=True,
+        comment="when the scope was last read from its first page: a full round started, or a relist",
+    ),
     sa.Index(None, "tenant_id", "parent_key"),
+    # The safety net's oldest listings of one declaration (syncer.worker.scopestate); its oldest successes below.
+    sa.Index(None, "name", "listed_at"),
 )
+
+
+def sync_due() -> sa.ColumnElement[bool]:
+    """A scope has work waiting: dirty, resync requested, or a round in progress.
+
+    The predicate of the partial index the worker's due query reads; the query must repeat it as it is here (SQLite
+    uses a partial index only for a query whose WHERE holds the index's own terms,
+    https://www.sqlite.org/partialindex.html), so both are built by this function.
+    """
+    s = sync_state.c
+    return sa.or_(s.dirty_since.is_not(None), s.resync_requested.is_(True), s.page_link.is_not(None))
+
+
+# Few rows (the scopes with work waiting) whatever the number of scopes: a drain reads the due scopes from it.
+sa.Index("ix_syncer_sync_state_due", sync_state.c.dirty_since, postgresql_where=sync_due(), sqlite_where=sync_due())
+# The safety net's oldest successes among the clean scopes: a scope it marked leaves the index, so that a backlog
+# marked over several ticks is not read again by each of them.
+sa.Index("ix_syncer_sync_state_name_last_success_at", sync_state.c.name, sync_state.c.last_success_at,
+         postgresql_where=sync_state.c.dirty_since.is_(None), sqlite_where=sync_state.c.dirty_since.is_(None))
 
 sync_runs = sa.Table(
     "syncer_sync_runs",

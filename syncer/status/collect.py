@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import schema, signins
 from syncer.errors import DatabaseError
+from syncer.status.summary import declaration_counts
 
 DEFAULT_INTERVAL = timedelta(hours=1)
 """A scope whose declaration is no longer in the spec is judged by the default ``sync_interval``."""
@@ -114,12 +115,15 @@ def collect(
     count_rows: bool = True,
     intervals: Mapping[str, timedelta] | None = None,
     max_lag: timedelta | None = None,
+    detail: bool = True,
 ) -> Status:
     """Read the status of every scope and subscription.
 
     *intervals* maps declaration names to their ``sync_interval`` (from the spec), which decides when
     a scope is stale; *max_lag* overrides it for every scope. Counting each scope's live rows reads
     every mirror table whole; a check run every minute passes ``count_rows=False`` (rows are then None).
+    Without *detail*, only the summary per declaration is read, by grouped queries (:mod:`syncer.status.summary`):
+    ``scopes`` and ``subscriptions`` are then empty.
     """
     now = now or datetime.now(UTC)
     intervals = intervals or {}
@@ -131,6 +135,9 @@ def collect(
     lacking = sorted({s.name, schema.sync_runs.name, subs.name, inbox.name} - tables)
     if lacking:
         raise DatabaseError(f"the database lacks {', '.join(lacking)}: run `syncer db upgrade` first")
+    if not detail:
+        return _summary_only(engine, now=now, intervals=intervals, max_lag=max_lag, count_rows=count_rows,
+                             tables=tables)
     with engine.connect() as connection:
         states = _states(connection)
         counts, missing = _row_counts(connection, {row.table_name for row in states}) if count_rows else ({}, set())
@@ -188,6 +195,34 @@ def collect(
         waiting_by_name[key] = waiting_by_name.get(key, 0) + n
     declarations = summarize(scopes, subscriptions, waiting_by_name, declared=list(intervals), counted=count_rows)
     return Status(scopes, subscriptions, sum(waiting_by_subscription.values()), declarations, now, signins.read(engine))
+
+
+def _summary_only(engine: Engine, *, now: datetime, intervals: Mapping[str, timedelta], max_lag: timedelta | None,
+                  count_rows: bool, tables: set[str]) -> Status:
+    subs, inbox = schema.subscriptions, schema.inbox
+    allowed = {name: max_lag if max_lag is not None else allowance(i) for name, i in intervals.items()}
+    default = max_lag if max_lag is not None else allowance(DEFAULT_INTERVAL)
+    with engine.connect() as connection:
+        counts = declaration_counts(connection, now=now, allowed=allowed, default=default, count_rows=count_rows,
+                                    tables=tables)
+        by_name = {name: (int(n), expiry) for name, n, expiry in connection.execute(
+            sa.select(subs.c.name, sa.func.count(), sa.func.min(subs.c.expires_at)).group_by(subs.c.name))}
+        waiting = {name or "(unknown subscription)": int(n) for name, n in connection.execute(
+            sa.select(subs.c.name, sa.func.count()).select_from(
+                inbox.outerjoin(subs, subs.c.subscription_id == inbox.c.subscription_id))
+            .where(inbox.c.processed_at.is_(None)).group_by(subs.c.name))}
+    declarations = []
+    for name in sorted(set(intervals) | set(counts) | set(by_name) | set(waiting)):
+        found = counts.get(name, {})
+        n_subs, expiry = by_name.get(name, (0, None))
+        declarations.append(DeclarationSummary(
+            name=name, table=found.get("table", ""), scopes=found.get("scopes", 0), healthy=found.get("healthy", 0),
+            stale=found.get("stale", 0), failing=found.get("failing", 0), new=found.get("new", 0),
+            rows=found.get("rows"), oldest_fresh_as_of=found.get("oldest_fresh_as_of"), subscriptions=n_subs,
+            next_expiry=schema.UtcDateTime().process_result_value(expiry, engine.dialect) if expiry else None,
+            inbox_waiting=waiting.get(name, 0),
+        ))
+    return Status([], [], sum(waiting.values()), declarations, now, signins.read(engine))
 
 
 def _states(connection: Connection) -> list[Any]:

@@ -91,9 +91,11 @@ def render_summary(status: Status, *, width: int | None = None) -> str:
             )
         )
     lines = _table(rows, width, flexible=(0,))
-    attention = needing_attention(status)
+    # From the summary, not the scopes: a summary-only status (collect(detail=False)) has no list of scopes.
+    scopes = sum(d.scopes for d in declarations)
+    attention = sum(d.stale + d.failing + d.new for d in declarations)
     footer = (
-        f"{len(status.scopes)} scope(s), {len(attention)} needing attention; {len(status.subscriptions)} "
+        f"{scopes} scope(s), {attention} needing attention; {sum(d.subscriptions for d in declarations)} "
         f"subscription(s); inbox: {status.inbox_waiting} notification(s) waiting. Details: `syncer status NAME`, "
         "`--scope 'users/*'`, `--failing`; `--output json` for monitoring."
     )

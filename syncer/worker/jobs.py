@@ -25,18 +25,19 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from syncer import history, reconcile
+from syncer import history, reconcile, schema
 from syncer.graph.delegated import signed_in
 from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
 from syncer.metrics import Metrics
 from syncer.reconcile import records
 from syncer.worker import fetch, rich, scopes, scopestate, sync
-from syncer.worker.scopes import Scope, ScopeIndex
+from syncer.worker.scopes import Scope, ScopeIndex, Strategy
 from syncer.worker.scopestate import utcnow
 from syncer.worker.specwatch import SpecWatch
 
@@ -123,8 +124,10 @@ class Worker:
         self.relist_every = timedelta(hours=6)
         """How often a scope whose items carry others (a channel's roots, ``$expand=replies``) is read again from its
         first page, without a sweep: a reply whose notification was lost, under a root that did not change (channel
-        delta sends roots only), comes back. Counted from the last full round or relist (in this worker's memory)."""
-        self._relisted: dict[tuple[str, str], datetime] = {}
+        delta sends roots only), comes back. Counted from the last full round or relist (``listed_at``)."""
+        self.safety_batch = 1_000
+        """Scopes a safety-net tick reads per declaration and kind (stale, re-anchor, relist), oldest first."""
+        self._declared_of: tuple[ScopeIndex, list[tuple[str, timedelta, Strategy]]] | None = None
         self._finalizers: list[Callable[[], None]] = []
         self._refreshed: datetime | None = clock() if spec is not None else None
         self._drain_failed = False
@@ -505,6 +508,10 @@ class Worker:
     def safety_net(self) -> int:
         """Mark dirty the scopes whose last success is older than their interval; how many.
 
+        Each tick reads, per declaration, at most :attr:`safety_batch` of its oldest scopes by an index range
+        (:func:`scopestate.oldest_scopes`), never every scope: a tick costs the same at 3,000 scopes and at
+        30,000. A backlog (after an outage, every scope past its interval) is marked a batch per tick, oldest first.
+        Calendar windows older than :attr:`reanchor_every` get a full round, carriers a relist (:attr:`relist_every`).
         Also re-expands the declarations every :attr:`refresh_every` (a fan-out group gained a member).
         """
         now = self.clock()
@@ -514,13 +521,26 @@ class Worker:
             except Exception:
                 log.exception("expanding the declarations failed; keeping the scopes known so far")
                 self._refreshed = now
-        stale = []
-        for tenant_id, key, parent_key, last in scopestate.clean_scopes(self.engine):
-            scope = self.index.resolve(tenant_id, key, parent_key)
-            if scope is not None and (last is None or last + scope.interval <= now):
-                stale.append((tenant_id, key))
-        resync = self._window_scopes_to_reanchor(now)
-        relist = self._carrier_scopes_to_relist(now)
+        stale: list[tuple[str, str]] = []
+        resync: list[tuple[str, str]] = []
+        relist: list[Scope] = []
+        s = schema.sync_state
+        # Each query reads at most safety_batch rows by an index range; what it returns is marked, so it is not read
+        # again. A row the worker's index lacks (a signed-out account's scope, a member the hourly refresh will
+        # retire) is marked too: it waits dirty, as it would after a notification, and never holds back the others.
+        for name, interval, strategy in self._declared():
+            for before in (None, now - interval):  # never succeeded (a manual pass that failed), then the oldest
+                stale += self._oldest(name, "last_success_at", before, [s.c.dirty_since.is_(None)])
+            if strategy.window:
+                # A calendarView deltaLink keeps the window of the round that created it; moving the window with
+                # time takes a full round from a fresh initial URL (which also sweeps the events that fell out).
+                resync += self._oldest(name, "listed_at", now - self.reanchor_every, [s.c.resync_requested.is_(False)])
+            if strategy.inline:
+                found = self._oldest(name, "listed_at", now - self.relist_every,
+                                     [s.c.page_link.is_(None), s.c.delta_link.is_not(None)], resolved=True)
+                relist += [sc for sc in found if sc is not None]
+        if not (stale or resync or relist):
+            return 0  # a quiet tick takes no write lock (on SQLite, one would wait behind every pass's commit)
         # Writes only in this transaction (a read first would make SQLite upgrade a read lock, which
         # fails at once instead of waiting when another writer got in between).
         with self.engine.begin() as connection:
@@ -528,41 +548,25 @@ class Worker:
             scopestate.request_resync(connection, resync, now=now)
             for sc in relist:
                 scopestate.relist(connection, sc.tenant_id, sc.key, sc.initial_url, now=now)
-        self._relisted.update({(sc.tenant_id, sc.key): now for sc in relist})
         return marked + len(resync) + len(relist)
 
-    def _carrier_scopes_to_relist(self, now: datetime) -> list[Scope]:
-        """Scopes whose items carry others (:attr:`relist_every`) last read from their first page too long ago."""
-        carriers = [sc for sc in self.index.static.values() if sc.strategy.inline]
-        if not carriers:
-            return []
-        last_full = scopestate.last_full_rounds(self.engine)
-        due = []
-        for sc in carriers:
-            key = (sc.tenant_id, sc.key)
-            # Never read from the start by this worker: counted from its first sight of the scope.
-            last = max(filter(None, (last_full.get(key), self._relisted.setdefault(key, now))))
-            if last + self.relist_every <= now:
-                due.append(sc)
-        return due
+    def _declared(self) -> list[tuple[str, timedelta, Strategy]]:
+        """``(name, sync interval, strategy)`` of each declaration the index holds (computed once per index)."""
+        if self._declared_of is None or self._declared_of[0] is not self.index:
+            found: dict[str, tuple[str, timedelta, Strategy]] = {}
+            for sc in self.index.static.values():
+                found.setdefault(sc.name, (sc.name, sc.interval, sc.strategy))
+            self._declared_of = (self.index, sorted(found.values(), key=lambda d: d[0]))
+        return self._declared_of[1]
 
-    def _window_scopes_to_reanchor(self, now: datetime) -> list[tuple[str, str]]:
-        """calendarView scopes whose window was last set more than :attr:`reanchor_every` ago.
-
-        A calendarView deltaLink keeps the window of the round that created it; moving the window
-        with time takes a full round from a fresh initial URL (which also sweeps the events that
-        fell out of it).
-        """
-        windowed = [sc for sc in self.index.static.values() if sc.strategy.window]
-        if not windowed:
-            return []
-        last_full = scopestate.last_full_rounds(self.engine)
-        due = []
-        for sc in windowed:
-            at = last_full.get((sc.tenant_id, sc.key))
-            if at is not None and at + self.reanchor_every <= now:
-                due.append((sc.tenant_id, sc.key))
-        return due
+    def _oldest(self, name: str, column: str, before: datetime | None, where: list[sa.ColumnElement[bool]],
+                *, resolved: bool = False) -> list[Any]:
+        """``(tenant_id, scope_key)`` of the :attr:`safety_batch` scopes of *name* oldest by *column* (null when
+        *before* is None); with *resolved*, their :class:`Scope` (None for one the index does not resolve)."""
+        rows = scopestate.oldest_scopes(self.engine, name, column, before=before, limit=self.safety_batch, where=where)
+        if resolved:
+            return [self.index.resolve(tenant_id, key, parent_key) for tenant_id, key, parent_key, _ in rows]
+        return [(tenant_id, key) for tenant_id, key, _, _ in rows]
 
     # --- job: housekeeping ---
 

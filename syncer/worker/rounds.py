@@ -181,10 +181,13 @@ def new_full_round(
     """A full round of run *run_id* from *url*, with the scope's stored cursor forgotten (the caller's transaction)."""
     # Forgetting the deltaLink here, in the same transaction as the round's start, is what makes a
     # crash mid-round resume as a full round (and end with its sweep) rather than as an incremental one.
+    # listed_at: a calendarView's window is set, and every item read, from now (the safety net counts from it).
+    now = store.clock()
     store.update_state(
-        connection, delta_link=None, page_link=None, round_id=run_id, round_full=True, resync_requested=False
+        connection, delta_link=None, page_link=None, round_id=run_id, round_full=True, resync_requested=False,
+        listed_at=now,
     )
-    return Round(url, run_id, True, False, None, store.clock(), resync=resync, replaced=replaced)
+    return Round(url, run_id, True, False, None, now, resync=resync, replaced=replaced)
 
 
 class LostLink(Exception):

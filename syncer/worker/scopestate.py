@@ -36,9 +36,8 @@ if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "clean_scopes", "drop_scope", "due_scopes", "ensure_scope_rows",
-    "keys_under", "last_full_rounds", "mark_dirty", "mark_stale", "purge_runs", "request_resync", "scopes_named",
-    "utcnow",
+    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "drop_scope", "due_scopes", "ensure_scope_rows", "keys_under",
+    "mark_dirty", "mark_stale", "oldest_scopes", "purge_runs", "request_resync", "scopes_named", "utcnow",
 ]
 
 Clock = Callable[[], datetime]
@@ -248,7 +247,7 @@ def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[
         return connection.execute(
             sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
             .where(
-                sa.or_(s.c.dirty_since.is_not(None), s.c.resync_requested.is_(True), s.c.page_link.is_not(None)),
+                schema.sync_due(),  # the partial index's predicate: read from it, whatever the number of scopes
                 sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
                 # A lease under this worker's own id with no pass of it running here (the caller
                 # skips those) is stale: left by its killed predecessor, or by a pass that could
@@ -269,23 +268,44 @@ def scopes_named(engine: Engine, names: Sequence[str]) -> Sequence[tuple[str, st
         ).all()
 
 
-def clean_scopes(engine: Engine) -> Sequence[tuple[str, str, str | None, datetime | None]]:
-    """``(tenant_id, scope_key, parent_key, last_success_at)`` of every scope not marked dirty."""
+def oldest_scopes(
+    engine: Engine,
+    name: str,
+    column: str,
+    *,
+    before: datetime | None,
+    limit: int,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+) -> Sequence[Any]:
+    """``(tenant_id, scope_key, parent_key, at)`` of up to *limit* scopes of declaration *name* whose time *column*
+    (``last_success_at``, ``listed_at``) is at or before *before*, oldest first; with *before* None, those whose
+    *column* is null (never succeeded, never listed).
+
+    A range of the ``(name, column)`` index: what it reads grows with *limit*, never with the number of scopes.
+    """
     s = schema.sync_state
+    at = s.c[column]
     with engine.connect() as connection:
         return connection.execute(
-            sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, s.c.last_success_at).where(s.c.dirty_since.is_(None))
+            sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key, at)
+            .where(s.c.name == name, at.is_(None) if before is None else at <= before, *where)
+            .order_by(at)
+            .limit(limit)
         ).all()
 
 
 def mark_stale(connection: Connection, keys: Sequence[tuple[str, str]], *, now: datetime) -> int:
     """Mark dirty the scopes *keys* ``(tenant_id, scope_key)`` that are not dirty yet; how many."""
     s = schema.sync_state
-    marked = 0
+    by_tenant: dict[str, list[str]] = {}
     for tenant_id, key in keys:
+        by_tenant.setdefault(tenant_id, []).append(key)
+    marked = 0
+    for tenant_id, scope_keys in by_tenant.items():  # one statement per tenant, not per scope
         marked += connection.execute(
             sa.update(s)
-            .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.dirty_since.is_(None))
+            .where(s.c.tenant_id == tenant_id, schema.one_of(s.c.scope_key, scope_keys, dialect=connection.dialect.name),
+                   s.c.dirty_since.is_(None))
             .values(dirty_since=now, updated_at=now)
         ).rowcount
     return marked
@@ -294,10 +314,13 @@ def mark_stale(connection: Connection, keys: Sequence[tuple[str, str]], *, now: 
 def request_resync(connection: Connection, keys: Sequence[tuple[str, str]], *, now: datetime) -> None:
     """Make the next pass of each scope in *keys* ``(tenant_id, scope_key)`` a full round, and mark it dirty."""
     s = schema.sync_state
+    by_tenant: dict[str, list[str]] = {}
     for tenant_id, key in keys:
+        by_tenant.setdefault(tenant_id, []).append(key)
+    for tenant_id, scope_keys in by_tenant.items():
         connection.execute(
             sa.update(s)
-            .where(s.c.tenant_id == tenant_id, s.c.scope_key == key)
+            .where(s.c.tenant_id == tenant_id, schema.one_of(s.c.scope_key, scope_keys, dialect=connection.dialect.name))
             .values(resync_requested=True, dirty_since=now, updated_at=now)
         )
 
@@ -309,7 +332,7 @@ def relist(connection: Connection, tenant_id: str, key: str, url: str, *, now: d
     connection.execute(
         sa.update(s)
         .where(s.c.tenant_id == tenant_id, s.c.scope_key == key, s.c.page_link.is_(None), s.c.delta_link.is_not(None))
-        .values(delta_link=url, dirty_since=now, updated_at=now)
+        .values(delta_link=url, dirty_since=now, listed_at=now, updated_at=now)
     )
 
 
@@ -321,18 +344,6 @@ def keys_under(connection: Connection, tenant_id: str, parent_key: str) -> list[
             sa.select(s.c.scope_key).where(s.c.tenant_id == tenant_id, s.c.parent_key == parent_key)
         ).scalars()
     )
-
-
-def last_full_rounds(engine: Engine) -> dict[tuple[str, str], datetime]:
-    """``(tenant_id, scope_key)`` -> when the last full round that succeeded started."""
-    r = schema.sync_runs
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.select(r.c.tenant_id, r.c.scope_key, sa.func.max(r.c.started_at))
-            .where(r.c.full_round.is_(True), r.c.outcome == "ok")
-            .group_by(r.c.tenant_id, r.c.scope_key)
-        ).all()
-    return {(t, k): at for t, k, at in rows}
 
 
 def drop_scope(
