@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "clean_scopes", "drop_scope", "due_scopes", "ensure_scope_rows",
-    "keys_under", "last_full_rounds", "mark_dirty", "mark_stale", "purge_runs", "request_resync", "scopes_named",
+    "is_due", "keys_under", "last_full_rounds", "mark_dirty", "mark_stale", "purge_runs", "request_resync", "scopes_named",
     "utcnow",
 ]
 
@@ -238,6 +238,13 @@ def wake_tenant(connection: Connection, tenant_id: str, *, now: datetime) -> int
         not_before=None, failures=0, updated_at=now,
     )
     return max(connection.execute(stmt).rowcount, 0)
+
+
+def is_due(state: Any) -> bool:
+    """Whether a state row still asks for a pass (the row-level half of :func:`due_scopes`' filter): dirty,
+    resync-requested or mid-round. A pass started for it that finds it not due lost a race with the pass that
+    cleaned it (another worker's, or this worker's started from an older reading of :func:`due_scopes`)."""
+    return state.dirty_since is not None or bool(state.resync_requested) or state.page_link is not None
 
 
 def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[str, str, str | None]]:
