@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/tenant.py [--users 1000] [--large 10000] [--latency-ms 100] [--concurrency 16]
                                      [--rate 2000] [--skip-reconcile] [--skip-mirror] [--postgres URL]
+                                     [--workers 2]
 
 The emulator runs in its own process (it must not share our GIL), seeded with M mailboxes of ~100
 messages, ~50 events and ~20 contacts each, every Graph request delayed by ``--latency-ms`` (a
@@ -18,7 +19,10 @@ Part 2, the initial mirror of M mailboxes (a fresh database per run) by the work
 ``--concurrency`` and 4x it: elapsed against the bound ``requests x latency / concurrency`` (requests
 counted from the emulator's log: the least time any schedule holding that many requests in flight
 can take), the ratio (target >= 0.75), and the CPU share of this process and of the emulator's (2
-cores = 200%).
+cores = 200%), and the passes recorded per scope (each scope passed once: ``max_ok_per_scope`` 1).
+
+Part 4 (``--workers N``, PostgreSQL): part 2's mirror by 1 and by N worker processes, its speed-up, and no
+double work across workers (:mod:`bench.tenant_workers`).
 
 Progress goes to stderr; the last line is one JSON object.
 """
@@ -291,8 +295,10 @@ def measure_mirror(spec_path: Path, concurrency: int) -> dict[str, Any]:
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         items += result.items
     worker.close()
+    from tenant_workers import pass_counts  # bench/tenant_workers.py
+
     return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "passes": outcomes, "items": items,
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb(), "recorded": pass_counts(engine)}
 
 
 def part2(workdir: Path, emulator: Emulator, concurrency: int, args: argparse.Namespace,
@@ -332,6 +338,7 @@ def main() -> None:
     parser.add_argument("--postgres", default=None, help="mirror into PostgreSQL (part 2) instead of SQLite")
     parser.add_argument("--skip-reconcile", action="store_true")
     parser.add_argument("--skip-mirror", action="store_true")
+    parser.add_argument("--workers", type=int, default=0, help="part 4: the mirror by 1 and by N worker processes")
     parser.add_argument("--serve-emulator", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure-reconcile", nargs=2, help=argparse.SUPPRESS)
@@ -363,11 +370,16 @@ def main() -> None:
             out["reconcile"]["large"] = large
             out["reconcile"]["time_per_sub_ratio"] = round(large["ms_per_subscription"] / small["ms_per_subscription"], 2)
             out["reconcile"]["rss_per_sub_ratio"] = round(large["kb_per_subscription"] / small["kb_per_subscription"], 2)
-    if not args.skip_mirror:
+    if not args.skip_mirror or args.workers:
         emulator = start_tenant(workdir, args.users, args.latency_ms, args.rate)
         try:
-            out["mirror"] = [part2(workdir, emulator, c, args, receiver.server_port)
-                             for c in (args.concurrency, 4 * args.concurrency)]
+            if not args.skip_mirror:
+                out["mirror"] = [part2(workdir, emulator, c, args, receiver.server_port)
+                                 for c in (args.concurrency, 4 * args.concurrency)]
+            if args.workers:
+                from tenant_workers import part4  # bench/tenant_workers.py
+
+                out["several_workers"] = part4(workdir, emulator, args, receiver.server_port)
         finally:
             emulator.stop()
     receiver.shutdown()
