@@ -13,7 +13,8 @@ scope is due anywhere (dirty, resync-requested or mid-round, whoever holds it). 
 - **no double work**: passes recorded in ``syncer_sync_runs`` per scope (``max_ok_per_scope`` must be 1; total
   ``ok`` = scopes), by outcome; and apart, the attempts that cost one lease transaction and no Graph request,
   recorded nowhere (``busy``: another worker holds the scope; ``clean``: another pass cleaned it since this
-  one was queued; ``postponed``: its back-off lies ahead);
+  one was queued; ``postponed``: its back-off lies ahead), and the queued passes a later reading of the due
+  scopes withdrew before they started (``withdrawn_before_start``: no cost but that reading);
 - how the passes split between the workers, and the CPU share of the workers together and of the emulator (2
   cores = 200%).
 
@@ -114,7 +115,8 @@ def run_worker(spec_path: Path, concurrency: int, worker_id: str) -> dict[str, A
     outcomes = Counter(r.outcome for r in worker.results)
     worker.close()
     return {"worker": worker_id, "started": started, "ended": ended, "cpu_seconds": round(used, 2),
-            "passes": dict(outcomes), "items": sum(r.items for r in worker.results), "drains": drains}
+            "passes": dict(outcomes), "items": sum(r.items for r in worker.results), "drains": drains,
+            "withdrawn": worker.withdrawn}
 
 
 # --- the parent ----------------------------------------------------------------------------------------
@@ -193,6 +195,7 @@ def part4(workdir: Path, emulator: Any, args: Any, receiver_port: int) -> dict[s
             **counts,
             "no_double_work": counts["max_ok_per_scope"] == 1 and counts["scopes_not_passed"] == 0,
             "attempts_without_a_run": {k: v for k, v in attempts.items() if k in ("busy", "clean", "postponed")},
+            "withdrawn_before_start": sum(w["withdrawn"] for w in done["workers"]),
             "ok_passes_per_worker": [w["passes"].get("ok", 0) for w in done["workers"]],
             "items": sum(w["items"] for w in done["workers"]),
             "requests": len(calls),

@@ -161,6 +161,32 @@ def test_a_pass_queued_behind_others_finds_its_scope_passed_by_another_worker(te
     assert_each_scope_passed_once(env)
 
 
+def test_passes_queued_for_scopes_another_worker_took_are_withdrawn_at_the_next_reading(tenant: SyncEnv) -> None:
+    env = tenant
+    two_workers_only_on_postgres(env)
+    other = database.create_engine(env.spec.database_url)
+    first = Worker(env.engine, {env.tenant_id: env.client}, index_of(env), worker_id="first", max_passes=8)
+    second = Worker(other, {env.tenant_id: env.client}, index_of(env), worker_id="second", max_passes=2)
+    first.register_scopes()
+    gate = threading.Event()
+    for _ in range(2):
+        second.pool.submit(gate.wait)
+    try:
+        queued = second.start_due()
+        run_until_mirrored(first, env)
+        assert second.start_due() == []  # its next drain: nothing is due any more...
+        assert second.withdrawn == len(queued)  # ... so what waited in its queue is withdrawn, not tried
+        gate.set()
+        second.wait(timeout=60)
+    finally:
+        gate.set()
+        first.close()
+        second.close()
+        other.dispose()
+    assert second.results == []
+    assert_each_scope_passed_once(env)
+
+
 def test_two_workers_mirroring_together_pass_each_scope_once(tenant: SyncEnv) -> None:
     env = tenant
     two_workers_only_on_postgres(env)

@@ -17,12 +17,13 @@ worker from the spec, is :mod:`syncer.worker.scheduler`'s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar, cast
@@ -119,6 +120,8 @@ class Worker:
         self._starting = False  # a start_due is reading the due scopes (see there)
         self._start_again = False  # ... and another call came meanwhile: it reads them once more
         self.results: list[sync.PassResult] = []
+        self.withdrawn = 0
+        """Passes withdrawn before they started, their scope no longer due (taken or cleaned by another worker)."""
         self.refresh_every = timedelta(hours=1)
         self.page_size: int | None = sync.DEFAULT_PAGE_SIZE
         self.reanchor_every = timedelta(days=1)
@@ -409,7 +412,13 @@ class Worker:
                     before = {key for key, future in self._running.items() if not future.done()}
                 due = self.due_scopes()
                 with self._lock:
+                    answer = {(scope.tenant_id, scope.key) for scope in due}
                     for key, future in list(self._running.items()):
+                        # A pass still waiting for a thread whose scope this reading no longer finds due (another
+                        # worker holds it or cleaned it, or it was postponed) would only take a lease in vain:
+                        # withdrawn. Should the scope be due again, a later reading starts it.
+                        if key not in answer and future.cancel():
+                            self.withdrawn += 1
                         if future.done():
                             del self._running[key]
                     for scope in due:
@@ -468,7 +477,8 @@ class Worker:
             if not pending:
                 return
             for future in pending:
-                future.result(timeout=timeout)
+                with contextlib.suppress(CancelledError):  # withdrawn meanwhile (start_due)
+                    future.result(timeout=timeout)
 
     # --- job: safety net ---
 
