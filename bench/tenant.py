@@ -3,6 +3,7 @@
     .venv/bin/python bench/tenant.py [--users 1000] [--large 10000] [--latency-ms 100] [--concurrency 16]
                                      [--rate 2000] [--skip-reconcile] [--skip-mirror] [--postgres URL]
                                      [--steady-scopes 30000 [--steady-rate 200] [--steady-seconds 30]]
+                                     [--workers 2]
 
 The emulator runs in its own process (it must not share our GIL), seeded with M mailboxes of ~100
 messages, ~50 events and ~20 contacts each, every Graph request delayed by ``--latency-ms`` (a
@@ -24,7 +25,10 @@ Part 2, the initial mirror of M mailboxes (a fresh database per run) by the work
 ``--concurrency`` and 4x it: elapsed against the bound ``requests x latency / concurrency`` (requests
 counted from the emulator's log: the least time any schedule holding that many requests in flight
 can take), the ratio (target >= 0.75), and the CPU share of this process and of the emulator's (2
-cores = 200%).
+cores = 200%), and the passes recorded per scope (each scope passed once: ``max_ok_per_scope`` 1).
+
+Part 4 (``--workers N``, PostgreSQL): part 2's mirror by 1 and by N worker processes, its speed-up, and no
+double work across workers (:mod:`bench.tenant_workers`).
 
 Part 3, steady state at scale (``--steady-scopes N``: at N / 10 and N scopes, each in a fresh process and
 database): freshness p50/p99 under ``--steady-rate`` notifications a second spread over every scope, the
@@ -358,8 +362,10 @@ def measure_mirror(spec_path: Path, concurrency: int) -> dict[str, Any]:
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         items += result.items
     worker.close()
+    from tenant_workers import pass_counts  # bench/tenant_workers.py
+
     return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "passes": outcomes, "items": items,
-            "peak_rss_mb": peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb(), "recorded": pass_counts(engine)}
 
 
 def part2(workdir: Path, emulator: Emulator, concurrency: int, args: argparse.Namespace,
@@ -428,6 +434,7 @@ def main() -> None:
     parser.add_argument("--steady-real-mirror", action="store_true",
                         help="part 3: give every scope its first pass instead of seeding its state row")
     parser.add_argument("--measure-steady", nargs=7, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=0, help="part 4: the mirror by 1 and by N worker processes")
     parser.add_argument("--serve-emulator", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure-reconcile", nargs=3, help=argparse.SUPPRESS)
@@ -476,11 +483,16 @@ def main() -> None:
             out["reconcile"]["cpu_per_sub_ratio_emulator"] = round(
                 large["cpu_ms_per_subscription_emulator"] / small["cpu_ms_per_subscription_emulator"], 2)
             log(f"ratios: { {k: v for k, v in out['reconcile'].items() if k.endswith(('ratio', 'syncer', 'emulator'))} }")
-    if not args.skip_mirror:
+    if not args.skip_mirror or args.workers:
         emulator = start_tenant(workdir, args.users, args.latency_ms, args.rate)
         try:
-            out["mirror"] = [part2(workdir, emulator, c, args, receiver.server_port)
-                             for c in (args.concurrency, 4 * args.concurrency)]
+            if not args.skip_mirror:
+                out["mirror"] = [part2(workdir, emulator, c, args, receiver.server_port)
+                                 for c in (args.concurrency, 4 * args.concurrency)]
+            if args.workers:
+                from tenant_workers import part4  # bench/tenant_workers.py
+
+                out["several_workers"] = part4(workdir, emulator, args, receiver.server_port)
         finally:
             emulator.stop()
     if args.steady_scopes:

@@ -17,12 +17,13 @@ worker from the spec, is :mod:`syncer.worker.scheduler`'s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -117,7 +118,11 @@ class Worker:
         self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
         self._fetching: set[tuple[str, str]] = set()  # scopes whose notified items the drain is fetching
         self._lock = threading.Lock()
+        self._starting = False  # a start_due is reading the due scopes (see there)
+        self._start_again = False  # ... and another call came meanwhile: it reads them once more
         self.results: list[sync.PassResult] = []
+        self.withdrawn = 0
+        """Passes withdrawn before they started, their scope no longer due (taken or cleaned by another worker)."""
         self.refresh_every = timedelta(hours=1)
         self.page_size: int | None = sync.DEFAULT_PAGE_SIZE
         self.reanchor_every = timedelta(days=1)
@@ -386,31 +391,63 @@ class Worker:
         return due
 
     def start_due(self) -> list[str]:
-        """Start a pass for every due scope not already running in this process."""
+        """Start a pass for every due scope not already running in this process.
+
+        Calls made while one runs (the drain's, container passes' from their threads) are folded into it: it
+        reads the due scopes once more before it returns, so what they were called for is started, by one
+        reading at a time (two readings racing would start a scope the other had just seen end).
+        """
         started: list[str] = []
-        if self._stopping.is_set():
-            return started
-        # The query runs outside the lock: passes ending meanwhile take it to record their results.
-        due = self.due_scopes()
         with self._lock:
-            for key, future in list(self._running.items()):
-                if future.done():
-                    del self._running[key]
-            for scope in due:
-                key = (scope.tenant_id, scope.key)
-                if key in self._running or key in self._fetching:
-                    continue
-                if self.accounts is not None and not self.accounts.allows(scope.tenant_id):
-                    continue  # stays dirty until its account signs in again
-                self._running[key] = self.pool.submit(self._pass, scope)
-                started.append(scope.key)
+            if self._starting:
+                self._start_again = True
+                return started
+            self._starting = True
+        try:
+            while not self._stopping.is_set():
+                with self._lock:
+                    self._start_again = False
+                    # The query runs outside the lock: passes ending meanwhile take it to record their results. A
+                    # pass still running when the query starts is in its answer (its lease is ours, its mark not
+                    # yet cleared); if it ends before the lock is ours again, the answer is stale for its scope,
+                    # and starting the scope again would pass it twice for one mark. It is left to the next
+                    # reading, of the state the pass left (dirty again only if a notification came in meanwhile).
+                    before = {key for key, future in self._running.items() if not future.done()}
+                due = self.due_scopes()
+                with self._lock:
+                    answer = {(scope.tenant_id, scope.key) for scope in due}
+                    for key, future in list(self._running.items()):
+                        # A pass still waiting for a thread whose scope this reading no longer finds due (another
+                        # worker holds it or cleaned it, or it was postponed) would only take a lease in vain:
+                        # withdrawn. Should the scope be due again, a later reading starts it.
+                        if key not in answer and future.cancel():
+                            self.withdrawn += 1
+                        if future.done():
+                            del self._running[key]
+                    for scope in due:
+                        key = (scope.tenant_id, scope.key)
+                        if key in self._running or key in self._fetching or key in before:
+                            continue
+                        if self.accounts is not None and not self.accounts.allows(scope.tenant_id):
+                            continue  # stays dirty until its account signs in again
+                        self._running[key] = self.pool.submit(self._pass, scope)
+                        started.append(scope.key)
+                    if not self._start_again:
+                        self._starting = False
+                        return started
+        except BaseException:
+            with self._lock:
+                self._starting = False
+            raise
+        with self._lock:
+            self._starting = False  # stopping
         return started
 
     def _pass(self, scope: Scope) -> sync.PassResult:
         try:
             result = sync.sync_scope(
                 self.engine, self.sources[scope.tenant_id], scope, worker=self.worker_id, clock=self.clock,
-                page_size=self.page_size, stop=self._stopping,
+                page_size=self.page_size, stop=self._stopping, due_only=True,
             )
         except Exception as error:  # the database failed: the pass could not record its outcome
             if database_unreachable(error):
@@ -443,7 +480,8 @@ class Worker:
             if not pending:
                 return
             for future in pending:
-                future.result(timeout=timeout)
+                with contextlib.suppress(CancelledError):  # withdrawn meanwhile (start_due)
+                    future.result(timeout=timeout)
 
     # --- job: safety net ---
 

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "drop_scope", "due_scopes", "ensure_scope_rows", "keys_under",
-    "mark_dirty", "mark_stale", "oldest_scopes", "purge_runs", "request_resync", "scopes_named", "utcnow",
+    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "drop_scope", "due_scopes", "ensure_scope_rows", "is_due",
+    "keys_under", "mark_dirty", "mark_stale", "oldest_scopes", "purge_runs", "request_resync", "scopes_named", "utcnow",
 ]
 
 Clock = Callable[[], datetime]
@@ -237,6 +237,13 @@ def wake_tenant(connection: Connection, tenant_id: str, *, now: datetime) -> int
         not_before=None, failures=0, updated_at=now,
     )
     return max(connection.execute(stmt).rowcount, 0)
+
+
+def is_due(state: Any) -> bool:
+    """Whether a state row still asks for a pass (the row-level half of :func:`due_scopes`' filter): dirty,
+    resync-requested or mid-round. A pass started for it that finds it not due lost a race with the pass that
+    cleaned it (another worker's, or this worker's started from an older reading of :func:`due_scopes`)."""
+    return state.dirty_since is not None or bool(state.resync_requested) or state.page_link is not None
 
 
 def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[str, str, str | None]]:

@@ -79,7 +79,7 @@ from syncer.worker.rounds import (
     start_round,
 )
 from syncer.worker.scopes import FETCH, Scope
-from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
+from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, is_due, utcnow
 from syncer.worker.specwatch import layout_outdated
 from syncer.worker.writer import PageOutcome, RowWriter
 
@@ -159,7 +159,7 @@ class PassResult:
 
     scope: str
     outcome: str  # ok | throttled | error | busy (leased elsewhere) | postponed (not_before) | lost (lease taken over)
-    # | stopped (the worker is shutting down; resumes from the committed page)
+    # | stopped (the worker is shutting down; resumes from the committed page) | clean (due_only: passed meanwhile)
     run_id: int | None = None
     full: bool = False
     pages: int = 0
@@ -213,6 +213,7 @@ def sync_scope(
     fault: Fault | None = None,
     stop: threading.Event | None = None,
     manual: bool = False,
+    due_only: bool = False,
 ) -> PassResult:
     """Run one pass of *scope*: from its cursor to a new deltaLink (or as far as Graph lets us).
 
@@ -225,7 +226,8 @@ def sync_scope(
 
     Never raises for Graph or database trouble during the pass: the outcome says what happened and
     ``syncer_sync_runs``/``syncer_sync_state`` record it. Returns ``busy`` at once when another
-    worker holds the scope's lease. *page_size* asks Graph for pages of that size
+    worker holds the scope's lease, and with *due_only* (the worker's passes) ``clean`` when the scope no
+    longer asks for a pass: another pass cleaned it since this one was queued. *page_size* asks Graph for pages of that size
     (``Prefer: odata.maxpagesize``; Graph may ignore it).
     """
     step = fault or _no_fault
@@ -236,7 +238,7 @@ def sync_scope(
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
-        state, refused = take_scope(store, connection, now=started, force=full or manual)
+        state, refused = take_scope(store, connection, now=started, force=full or manual, due_only=due_only and not full)
         if refused is not None:
             return refused
         run_id = store.start_run(connection, full=False)
@@ -274,11 +276,15 @@ def sync_scope(
     return _result(scope, run_id, rnd, counters, outcome)
 
 
-def take_scope(store: ScopeStore, connection: Connection, *, now: datetime, force: bool = False) -> tuple[Any, PassResult | None]:
+def take_scope(
+    store: ScopeStore, connection: Connection, *, now: datetime, force: bool = False, due_only: bool = False,
+) -> tuple[Any, PassResult | None]:
     """Take the scope's lease for a pass or a fetch: ``(its state row, None)`` to go on, or ``(None, the
     result to return)``: ``busy`` when another worker holds the lease, ``postponed`` (lease given back)
     while the scope's ``not_before`` lies ahead, unless *force*; ``outdated`` (lease given back) when
-    the table's columns are not those the scope's declaration says (another spec was applied)."""
+    the table's columns are not those the scope's declaration says (another spec was applied); with
+    *due_only*, ``clean`` (lease given back) when the scope is no longer dirty, resync-requested or
+    mid-round."""
     store.ensure(connection)
     if not store.take_lease(connection):
         return None, PassResult(store.scope.key, "busy")
@@ -288,6 +294,11 @@ def take_scope(store: ScopeStore, connection: Connection, *, now: datetime, forc
         store.release_lease(connection)
         return None, PassResult(store.scope.key, "outdated", error=outdated)
     state = store.state(connection)
+    if due_only and not is_due(state):
+        # Read under our lease, so no pass can clean it between this read and ours: the pass queued
+        # for it was overtaken (another worker's pass, or one started from an older due_scopes).
+        store.release_lease(connection)
+        return None, PassResult(store.scope.key, "clean")
     if state.not_before is not None and state.not_before > now and not force:
         store.release_lease(connection)
         return None, PassResult(store.scope.key, "postponed", not_before=state.not_before)
