@@ -85,6 +85,31 @@ class ScopeStore:
         )
         return bool(connection.execute(stmt).rowcount == 1)
 
+    def take(self, connection: Connection, *, layout: sa.ColumnElement[Any] | None = None) -> Any | None:
+        """Lease the scope to this worker and read its state row, in one statement (``UPDATE … RETURNING``,
+        which PostgreSQL and SQLite 3.35+ both have); None when another worker holds it. The row also
+        carries ``layout`` (the value of *layout*, a scalar subquery, read in the same round trip) and
+        ``open_run``: whether a run of the scope is still ``running`` (its worker died; see :meth:`start_run`).
+        The state row is created first if the scope has none."""
+        s, r = schema.sync_state, schema.sync_runs
+        now = self.clock()
+        open_run = sa.exists().where(
+            r.c.tenant_id == self.scope.tenant_id, r.c.scope_key == self.scope.key, r.c.outcome == "running"
+        )
+        stmt = (
+            sa.update(s)
+            .where(*self._key(), _free_for(self.worker, now))
+            .values(leased_by=self.worker, lease_until=now + self.lease_ttl, updated_at=now)
+            .returning(*s.c, (layout if layout is not None else sa.null()).label("layout"), open_run.label("open_run"))
+        )
+        row = connection.execute(stmt).first()
+        if row is None:
+            # A scope without a state row yet (a missing row and a lease held elsewhere look alike here;
+            # creating it is a no-op for the latter).
+            self.ensure(connection)
+            row = connection.execute(stmt).first()
+        return row
+
     def renew_lease(self, connection: Connection) -> None:
         """Extend our lease inside the page transaction; LeaseLost if another worker has it now."""
         s = schema.sync_state
@@ -116,6 +141,23 @@ class ScopeStore:
             dirty_since=sa.case((s.c.dirty_since <= started, None), else_=s.c.dirty_since),
         )
 
+    def end_round(self, connection: Connection, *, delta_link: str | None, now: datetime, started: datetime) -> None:
+        """The last page of a pass that succeeded (started at *started*): store the round's *delta_link* and
+        give the lease back as :meth:`release_succeeded` does, in one statement of the page's transaction.
+        LeaseLost (the caller rolls back the page) if another worker holds the lease now."""
+        s = schema.sync_state
+        stmt = (
+            sa.update(s)
+            .where(*self._key(), s.c.leased_by == self.worker)
+            .values(
+                delta_link=delta_link, page_link=None, round_id=None, round_full=False, leased_by=None,
+                lease_until=None, updated_at=now, last_success_at=now, last_error=None, failures=0, not_before=None,
+                dirty_since=sa.case((s.c.dirty_since <= started, None), else_=s.c.dirty_since),
+            )
+        )
+        if connection.execute(stmt).rowcount != 1:
+            raise LeaseLost(f"scope {self.scope.key!r}: the lease of worker {self.worker!r} was taken over")
+
     def state(self, connection: Connection) -> Any:
         s = schema.sync_state
         return connection.execute(sa.select(s).where(*self._key())).one()
@@ -134,15 +176,18 @@ class ScopeStore:
         s = schema.sync_state
         connection.execute(sa.update(s).where(*self._key()).values(updated_at=self.clock(), **values))
 
-    def start_run(self, connection: Connection, *, full: bool) -> int:
+    def start_run(self, connection: Connection, *, full: bool, error: str | None = None, abandon: bool = True) -> int:
+        """Record a pass that starts (we hold the lease); its id. *abandon*: whether a run of the scope may
+        still be ``running`` (False when :meth:`take` said none is: one statement less)."""
         r = schema.sync_runs
         now = self.clock()
-        # We hold the lease: any run of this scope still "running" belongs to a worker that died.
-        connection.execute(
-            sa.update(r)
-            .where(r.c.tenant_id == self.scope.tenant_id, r.c.scope_key == self.scope.key, r.c.outcome == "running")
-            .values(outcome="abandoned", finished_at=now)
-        )
+        if abandon:
+            # We hold the lease: any run of this scope still "running" belongs to a worker that died.
+            connection.execute(
+                sa.update(r)
+                .where(r.c.tenant_id == self.scope.tenant_id, r.c.scope_key == self.scope.key, r.c.outcome == "running")
+                .values(outcome="abandoned", finished_at=now)
+            )
         result = connection.execute(
             sa.insert(r).values(
                 tenant_id=self.scope.tenant_id,
@@ -153,6 +198,7 @@ class ScopeStore:
                 upserted=0,
                 deleted=0,
                 outcome="running",
+                error=error,
             )
         )
         key = result.inserted_primary_key

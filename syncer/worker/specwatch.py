@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -72,14 +74,30 @@ def layout_outdated(connection: Connection, mirror: Mirror | None) -> str | None
     requested for them."""
     if mirror is None:
         return None
-    table, t = mirror.table, schema.mirror_tables
-    recorded = connection.execute(sa.select(t.c.columns).where(t.c.table_name == table)).scalar_one_or_none()
-    if recorded is None:
+    return layout_differs(mirror, connection.execute(sa.select(recorded_layout(mirror))).scalar_one_or_none())
+
+
+def recorded_layout(mirror: Mirror | None) -> sa.ColumnElement[Any]:
+    """The columns ``db upgrade`` recorded for *mirror*'s table, as a scalar subquery (NULL: none recorded),
+    for a pass to read in the statement that takes its lease (:meth:`syncer.worker.scopestate.ScopeStore.take`)."""
+    if mirror is None:
+        return sa.null()
+    t = schema.mirror_tables
+    return sa.select(t.c.columns).where(t.c.table_name == mirror.table).scalar_subquery()
+
+
+def layout_differs(mirror: Mirror | None, recorded: Any) -> str | None:
+    """:func:`layout_outdated` on the columns *recorded* for *mirror*'s table (None: not recorded)."""
+    if mirror is None or recorded is None:
         return None  # not recorded (a table from before syncer recorded layouts): nothing to compare
-    mine = [c.as_dict() for c in layout_of(mirror)]
-    if recorded == mine:
+    if recorded == _layout(mirror):
         return None
     return (
-        f"the columns of table {table} in the database are not those this process declares: "
+        f"the columns of table {mirror.table} in the database are not those this process declares: "
         "run `syncer db upgrade` with the spec this process follows, or restart it on the spec applied"
     )
+
+
+@lru_cache(maxsize=1024)
+def _layout(mirror: Mirror) -> list[dict[str, str]]:
+    return [c.as_dict() for c in layout_of(mirror)]
