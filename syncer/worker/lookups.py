@@ -26,10 +26,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import owners, resources
 from syncer.errors import ForbiddenError, NotFoundError
-from syncer.mirror_owners import fill_owners
 from syncer.storable import storable
 from syncer.worker.scopes import Scope
-from syncer.worker.tablesql import table_of
+from syncer.worker.tablesql import fill_statement
 
 if TYPE_CHECKING:
     from syncer.worker.scopestate import ScopeStore
@@ -110,12 +109,16 @@ def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_
     filled = owner_ids.get("rows") if isinstance(owner_ids, Mapping) else None
     if not (new or filled != values) or scope.mirror is None:
         return Owners(values)
-    table, _members = table_of(scope.mirror)
     state = {"ids": {**known, **new}, "rows": values}
+    spec = scope.mirror
+    known_values = {name: value for name, value in values.items() if value is not None}
 
     def record(connection: Connection) -> None:
         store.update_state(connection, owner_ids=state)
-        fill_owners(connection, table, scope.tenant_id, scope.key, values)
+        if known_values:  # syncer.mirror_owners.fill_owners, with a statement built once per table
+            params = {"k_tenant": scope.tenant_id, "k_scope": scope.key, **known_values}
+            params.update({f"k_{name}": value for name, value in known_values.items()})
+            connection.execute(fill_statement(spec, tuple(known_values)), params)
 
     if not looked_up_any:
         return Owners(values, record)

@@ -74,16 +74,9 @@ def layout_outdated(connection: Connection, mirror: Mirror | None) -> str | None
     requested for them."""
     if mirror is None:
         return None
-    return layout_differs(mirror, connection.execute(sa.select(recorded_layout(mirror))).scalar_one_or_none())
-
-
-def recorded_layout(mirror: Mirror | None) -> sa.ColumnElement[Any]:
-    """The columns ``db upgrade`` recorded for *mirror*'s table, as a scalar subquery (NULL: none recorded),
-    for a pass to read in the statement that takes its lease (:meth:`syncer.worker.scopestate.ScopeStore.take`)."""
-    if mirror is None:
-        return sa.null()
     t = schema.mirror_tables
-    return sa.select(t.c.columns).where(t.c.table_name == mirror.table).scalar_subquery()
+    recorded = connection.execute(sa.select(t.c.columns).where(t.c.table_name == mirror.table)).scalar_one_or_none()
+    return layout_differs(mirror, recorded)
 
 
 def layout_differs(mirror: Mirror | None, recorded: Any) -> str | None:

@@ -81,7 +81,7 @@ from syncer.worker.rounds import (
 )
 from syncer.worker.scopes import FETCH, Scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
-from syncer.worker.specwatch import layout_differs, recorded_layout
+from syncer.worker.specwatch import layout_differs
 from syncer.worker.writer import PageOutcome, RowWriter
 
 __all__ = [
@@ -288,7 +288,7 @@ def take_scope(store: ScopeStore, connection: Connection, *, now: datetime, forc
     the table's columns are not those the scope's declaration says (another spec was applied)."""
     # One statement: the lease, the state row, the table's recorded columns and whether a dead
     # worker's run is still open (a pass of a small scope is mostly this bookkeeping).
-    state = store.take(connection, layout=recorded_layout(store.scope.mirror))
+    state = store.take(connection)
     if state is None:
         return None, PassResult(store.scope.key, "busy")
     if (outdated := layout_differs(store.scope.mirror, state.layout)) is not None:

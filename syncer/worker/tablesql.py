@@ -24,7 +24,7 @@ from syncer import mirror
 from syncer.spec import Mirror
 from syncer.storable import has_nul, storable
 
-__all__ = ["TableSql", "table_of", "table_sql"]
+__all__ = ["TableSql", "fill_statement", "sweep_statement", "table_of", "table_sql"]
 
 _ISO_UTC = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.(\d{1,7}))?Z$")
 
@@ -34,6 +34,30 @@ def table_of(spec: Mirror) -> tuple[sa.Table, sa.Table]:
     """The mirror table of *spec* and its ``<table>_members`` table (used by group scopes), on one metadata."""
     md = sa.MetaData()
     return mirror.build_table(spec, md), mirror.build_members_table(spec, md)
+
+
+@lru_cache(maxsize=1024)
+def sweep_statement(spec: Mirror, *, hard: bool) -> sa.Executable:
+    """The end of a full round, removing the scope's rows the round did not see: ``k_tenant``, ``k_scope``,
+    ``k_round`` (the round's id), and for a soft delete ``_deleted_at``, ``_removed_reason``, ``_synced_at``
+    (a row already removed keeps its first removal)."""
+    t, _members = table_of(spec)
+    unseen = (
+        t.c.tenant_id == sa.bindparam("k_tenant"), t.c._scope == sa.bindparam("k_scope"),
+        sa.or_(t.c._sync_run_id.is_(None), t.c._sync_run_id != sa.bindparam("k_round")),
+    )
+    if hard:
+        return sa.delete(t).where(*unseen)
+    return sa.update(t).where(*unseen, t.c._deleted_at.is_(None))
+
+
+@lru_cache(maxsize=1024)
+def fill_statement(spec: Mirror, names: tuple[str, ...]) -> sa.Executable:
+    """Set the owner columns *names* on the rows of one scope where they differ (the ``syncer.mirror_owners``
+    fill, built once): ``k_tenant``, ``k_scope``, and each column's value under its name and ``k_<name>``."""
+    t, _members = table_of(spec)
+    stale = sa.or_(*(sa.or_(t.c[n].is_(None), t.c[n] != sa.bindparam(f"k_{n}")) for n in names))
+    return sa.update(t).where(t.c.tenant_id == sa.bindparam("k_tenant"), t.c._scope == sa.bindparam("k_scope"), stale)
 
 
 _BUILT: dict[tuple[Mirror, str, str], TableSql] = {}
@@ -56,6 +80,7 @@ class TableSql:
     """One mirror table's statements (upsert, COPY, staging) and its row function, for one dialect."""
 
     def __init__(self, spec: Mirror, dialect: Dialect) -> None:
+        self.spec = spec
         self.table, self.members_table = table_of(spec)
         self.postgres = dialect.name == "postgresql"
         self.columns = [c.name for c in self.table.columns]

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from syncer import history, mirror, owners, resources, schema
 from syncer.storable import storable
 from syncer.worker.scopes import Scope
-from syncer.worker.tablesql import table_sql
+from syncer.worker.tablesql import sweep_statement, table_sql
 
 
 def offline_owners(scope: Scope) -> dict[str, str | None]:
@@ -197,18 +197,17 @@ class RowWriter:
     def sweep(self, connection: Connection, *, round_id: int, now: datetime, round_started: datetime | None) -> int:
         """After a full round: remove this scope's rows the round did not see."""
         t = self.table
-        unseen = [
-            t.c.tenant_id == self.scope.tenant_id,
-            t.c._scope == self.scope.key,
-            sa.or_(t.c._sync_run_id.is_(None), t.c._sync_run_id != round_id),
-        ]
         if self.members is not None and round_started is not None:
             m = self.members
             groups = sa.select(t.c.id).where(t.c.tenant_id == self.scope.tenant_id, t.c._scope == self.scope.key)
             gone = [m.c.tenant_id == self.scope.tenant_id, m.c.group_id.in_(groups), m.c._synced_at < round_started]
             history.close_members(connection, self.scope.mirror, m, gone, now=now)
             connection.execute(sa.delete(m).where(*gone))
-        return remove_rows(connection, t, unseen, hard=self.scope.delete == "hard", reason=SWEPT, now=now)
+        hard = self.scope.delete == "hard"
+        params: dict[str, Any] = {"k_tenant": self.scope.tenant_id, "k_scope": self.scope.key, "k_round": round_id}
+        if not hard:
+            params.update(_deleted_at=now, _removed_reason=SWEPT, _synced_at=now)
+        return max(connection.execute(sweep_statement(self.sql.spec, hard=hard), params).rowcount, 0)
 
     def members_delta(self, connection: Connection, changes: Sequence[tuple[str, Mapping[str, Any]]], *, now: datetime) -> None:
         """Apply ``members@delta`` entries ``(group id, member)`` to ``<table>_members``."""
