@@ -6,10 +6,12 @@ truth with a delta query (or a list and GETs where Graph has no delta) and write
 A pass, and why each step is where it is:
 
 1. **Lease** (one transaction): take the scope's lease (:mod:`syncer.worker.scopestate`: one writer per
-   scope across all workers), record the pass in ``syncer_sync_runs``, and decide where the round
+   scope across all workers; the same statement reads the state row), decide where the round
    starts: the nextLink of an interrupted round (resume), the stored deltaLink (incremental), or the
-   initial URL (a *full* round: first pass, ``--full``, a requested resync).
-2. **Pages**: a prefetch thread (:mod:`syncer.worker.prefetch`) fetches page N+1 while page N is written.
+   initial URL (a *full* round: first pass, ``--full``, a requested resync), and record the pass in
+   ``syncer_sync_runs``.
+2. **Pages**: a prefetch thread (:mod:`syncer.worker.prefetch`) fetches page N+1 while page N is written
+   (started once the first page says more follow: most scopes of a tenant are one page).
    Pages are applied in a transaction together with the round's progress: the last page's nextLink
    (where to resume), or at the end of the round the new deltaLink. So rows and cursor always move
    together; a crash anywhere loses at most the uncommitted pages, which the next pass fetches again
@@ -26,7 +28,9 @@ A pass, and why each step is where it is:
    page gets too means the resource itself is gone: the stored link is put back and the pass fails
    as it did before (a vanished mailbox or drive backs off; it is not a reason to forget its cursor).
    The reason is logged (never the link: its token reads the scope's changes) and kept on the run.
-4. **Finish**: record the outcome. Throttling postpones the scope (``not_before``), it does not fail
+4. **Finish**: record the outcome. A pass that succeeds does it in its last page's transaction (the
+   deltaLink, the lease given back and the run's outcome commit with the rows: two transactions in
+   all for a scope of one page); the others in a transaction of their own. Throttling postpones the scope (``not_before``), it does not fail
    it, and it never holds a lock or a thread that other scopes need.
 
 Resources without delta are listed by the same pass (a full round every time, swept) and, between
