@@ -244,6 +244,11 @@ def sync_scope(
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
+        if store.postgres:
+            # The lease need not wait for its WAL flush (a few ms on an idle server, tens under load):
+            # every later commit of this pass flushes it, and a server crash that loses it breaks this
+            # pass's connections, its next transaction finding the lease gone (LeaseLost).
+            connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
         state, refused = take_scope(store, connection, now=started, force=full or manual)
         if refused is not None:
             return refused
