@@ -24,8 +24,10 @@ their ratio is the target (<= 1.2: cost linear in the tenant). ``--concurrency``
 Part 2, the initial mirror of M mailboxes (a fresh database per run) by the worker's passes at
 ``--concurrency`` and 4x it: elapsed against the bound ``requests x latency / concurrency`` (requests
 counted from the emulator's log: the least time any schedule holding that many requests in flight
-can take), the ratio (target >= 0.75), and the CPU share of this process and of the emulator's (2
-cores = 200%), and the passes recorded per scope (each scope passed once: ``max_ok_per_scope`` 1).
+can take), the ratio (target >= 0.75), the CPU share of this process and of the emulator's (2
+cores = 200%), syncer's CPU milliseconds and SQL statements per pass (the bookkeeping of thousands of
+small passes is what saturates the cores first), the emulator's CPU per request, and the passes recorded
+per scope (each scope passed once: ``max_ok_per_scope`` 1).
 
 Part 4 (``--workers N``, PostgreSQL): part 2's mirror by 1 and by N worker processes, its speed-up, and no
 double work across workers (:mod:`bench.tenant_workers`).
@@ -41,6 +43,7 @@ Progress goes to stderr; the last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -332,6 +335,8 @@ def part1(workdir: Path, users: int, args: argparse.Namespace, receiver_port: in
 
 
 def measure_mirror(spec_path: Path, concurrency: int) -> dict[str, Any]:
+    import sqlalchemy as sa
+
     from syncer import mirror
     from syncer.database import create_engine
     from syncer.migrate import upgrade_core
@@ -348,6 +353,9 @@ def measure_mirror(spec_path: Path, concurrency: int) -> dict[str, Any]:
     clients = clients_for(spec, max_in_flight_per_tenant=concurrency)
     worker = build_worker(spec, engine=engine, clients=clients, max_passes=passes)
     worker.register_scopes()
+    # Statements SQLAlchemy sends (PostgreSQL's COPY goes by the driver's cursor and is not counted).
+    statements = itertools.count()  # next() is atomic: the pass threads count without a lock
+    sa.event.listen(engine, "before_cursor_execute", lambda *_a: next(statements))
     cpu0, started = cpu_seconds(), time.perf_counter()
     while True:
         worker.start_due()
@@ -361,11 +369,13 @@ def measure_mirror(spec_path: Path, concurrency: int) -> dict[str, Any]:
     for result in worker.results:
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         items += result.items
+    count = max(len(worker.results), 1)
+    per_pass = {"cpu_ms_per_pass": round(1000 * cpu / count, 2), "statements_per_pass": round(next(statements) / count, 2)}
     worker.close()
     from tenant_workers import pass_counts  # bench/tenant_workers.py
 
     return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "passes": outcomes, "items": items,
-            "peak_rss_mb": peak_rss_mb(), "recorded": pass_counts(engine)}
+            **per_pass, "peak_rss_mb": peak_rss_mb(), "recorded": pass_counts(engine)}
 
 
 def part2(workdir: Path, emulator: Emulator, concurrency: int, args: argparse.Namespace,
@@ -387,6 +397,7 @@ def part2(workdir: Path, emulator: Emulator, concurrency: int, args: argparse.Na
         "of_bound": round(bound / result["seconds"], 3) if result["seconds"] else None,
         "cpu_share_syncer": round(result["cpu_seconds"] / result["seconds"], 2),
         "cpu_share_emulator": round(emu_cpu / result["seconds"], 2),
+        "emulator_cpu_ms_per_request": round(1000 * emu_cpu / max(len(calls), 1), 2),
     }
     log(f"mirror at concurrency {concurrency}: {figures}")
     return figures

@@ -21,6 +21,7 @@ ends a round early with a cursor that makes every later round end at once with n
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,13 +51,16 @@ class Page:
         return self.next_link is None
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def link_problem(link: object) -> str | None:
     """What is wrong with *link* as a link to call (None: nothing). Never quotes the link: it may carry a token."""
     if not isinstance(link, str):
         return f"not a string ({type(link).__name__})"
     if not link.strip():
         return "empty"
-    if link != link.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in link):
+    if link != link.strip() or _CONTROL.search(link):
         return "has spaces or control characters around or in it"
     return None
 

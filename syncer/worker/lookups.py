@@ -18,22 +18,23 @@ pass as any other request would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from syncer import mirror, owners, resources
+from syncer import owners, resources
 from syncer.errors import ForbiddenError, NotFoundError
-from syncer.mirror_owners import fill_owners
 from syncer.storable import storable
 from syncer.worker.scopes import Scope
+from syncer.worker.tablesql import fill_statement
 
 if TYPE_CHECKING:
     from syncer.worker.scopestate import ScopeStore
     from syncer.worker.sync import PageSource
 
-__all__ = ["known_owners", "resolve_owners", "stored_ids"]
+__all__ = ["Owners", "known_owners", "resolve_owners", "stored_ids"]
 
 log = logging.getLogger("syncer.worker.lookups")
 
@@ -62,15 +63,27 @@ def known_owners(scope: Scope, owner_ids: Any) -> dict[str, str | None]:
     return owners.values_for(rt, columns, scope.key, stored_ids(owner_ids), dict(scope.owners))
 
 
-def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_ids: Any) -> dict[str, str | None]:
+@dataclass(frozen=True)
+class Owners:
+    """The owner columns of a scope's rows (:func:`resolve_owners`), and what is left to record about them."""
+
+    values: dict[str, str | None]
+    record: Callable[[Connection], None] | None = None
+    """Stores the values in the scope's state and fills the rows the scope already has, in the caller's
+    transaction (the pass's first page: under its lease, with its rows); None: nothing to record."""
+
+
+def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_ids: Any) -> Owners:
     """The owner columns of the scope's rows, looking up in Graph the ids not known yet (under the scope's
     lease). The state keeps the ids found and the values the scope's rows were last filled with
     (``{"ids": {path: id}, "rows": {column: value}}``): when those change (an id found, a column added by
-    ``syncer db upgrade``), the rows the scope already has are filled again."""
+    ``syncer db upgrade``), the rows the scope already has are filled again. Ids looked up in Graph are
+    stored at once (a pass that fails later does not ask Graph again); the rest is left to the pass's
+    first page transaction (:attr:`Owners.record`), rather than a transaction of its own per pass."""
     scope = store.scope
     found = _owner_columns(scope)
     if found is None:
-        return {}
+        return Owners({})
     rt, columns = found
     declared = dict(scope.owners)
     known = stored_ids(owner_ids)
@@ -81,6 +94,7 @@ def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_
         with engine.connect() as connection:
             for state in store.owner_ids_under(connection):
                 new.update({p: i for p, i in stored_ids(state).items() if p in missing})
+    looked_up_any = False
     for path in sorted(missing - set(new)):
         try:
             item = source.get_json(f"{path}?$select=id")
@@ -90,12 +104,25 @@ def resolve_owners(engine: Engine, source: PageSource, store: ScopeStore, owner_
         looked_up = item.get("id") if isinstance(item, Mapping) else None
         if isinstance(looked_up, str) and looked_up:
             new[path] = storable(looked_up)
+            looked_up_any = True
     values = owners.values_for(rt, columns, scope.key, {**known, **new}, declared)
     filled = owner_ids.get("rows") if isinstance(owner_ids, Mapping) else None
-    if (new or filled != values) and scope.mirror is not None:
-        table = mirror.build_table(scope.mirror)
-        with engine.begin() as connection:
-            store.renew_lease(connection)
-            store.update_state(connection, owner_ids={"ids": {**known, **new}, "rows": values})
-            fill_owners(connection, table, scope.tenant_id, scope.key, values)
-    return values
+    if not (new or filled != values) or scope.mirror is None:
+        return Owners(values)
+    state = {"ids": {**known, **new}, "rows": values}
+    spec = scope.mirror
+    known_values = {name: value for name, value in values.items() if value is not None}
+
+    def record(connection: Connection) -> None:
+        store.update_state(connection, owner_ids=state)
+        if known_values:  # syncer.mirror_owners.fill_owners, with a statement built once per table
+            params = {"k_tenant": scope.tenant_id, "k_scope": scope.key, **known_values}
+            params.update({f"k_{name}": value for name, value in known_values.items()})
+            connection.execute(fill_statement(spec, tuple(known_values)), params)
+
+    if not looked_up_any:
+        return Owners(values, record)
+    with engine.begin() as connection:
+        store.renew_lease(connection)
+        record(connection)
+    return Owners(values)

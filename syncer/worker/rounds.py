@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from syncer.worker.sync import Progress
 
 __all__ = [
-    "LOST_LINK_STATUSES", "Batch", "LostLink", "Round", "lost_link", "new_full_round", "put_back", "restart",
+    "LOST_LINK_STATUSES", "Batch", "LostLink", "Round", "RoundEnd", "lost_link", "new_full_round", "put_back", "restart",
     "resync_note", "start_round", "stored_link",
 ]
 
@@ -65,14 +66,31 @@ class Round:
         self.__dict__.update(other.__dict__)
 
 
+@dataclass(frozen=True)
+class RoundEnd:
+    """The end of a round that ends the pass: what its last batch writes instead of the cursor alone."""
+
+    delta_link: str | None
+    now: datetime
+    started: datetime
+    """When the pass started (a mark newer than this keeps the scope dirty)."""
+    note: str | None
+    """The run's ``error`` column (a resync's reason; None otherwise)."""
+
+
 class Batch:
     """Consecutive pages written in one transaction, with the round's cursor and a lease renewal.
 
     The cursor (nextLink of the last page) and the run's counters are written once, just before the
     commit, rather than after every page: the same transaction either way, a round trip less per page.
+    The batch that holds the round's last page also ends the pass (:attr:`end`): the deltaLink, the
+    lease given back and the run's outcome commit with the rows, in one transaction rather than two
+    (most scopes of a tenant are one page: a folder, a calendar).
     """
 
-    def __init__(self, connection: Connection, store: ScopeStore, run_id: int) -> None:
+    def __init__(self, connection: Connection, store: ScopeStore, run_id: int, *, last: bool = False) -> None:
+        """*last*: the batch's first page is the round's last, so the batch ends the pass; its statement
+        that gives the lease back checks it (:meth:`ScopeStore.end_round`), where another would renew it first."""
         # The pass's connection, kept between batches (no pool checkout and ping per batch); a batch
         # that fails closes it, so the next one starts on a fresh connection.
         self.connection = connection
@@ -83,13 +101,18 @@ class Batch:
         self.pages = self.items = self.upserted = self.deleted = 0
         self.page_link: str | None = None
         """Where the round resumes after this batch (None: the last page already stored the deltaLink)."""
+        self.end: RoundEnd | None = None
+        """Set when the round's last page is in this batch: the commit ends the pass."""
+        self._async = store.postgres and not last
+        self.committed = False
         try:
-            if store.postgres:
+            if self._async:
                 # A commit need not wait for its WAL flush: rows and cursor are in one transaction, so
                 # a server crash loses both together and the next pass fetches them again; the pass's
                 # final (synchronous) commit flushes everything before it.
                 self.connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            store.renew_lease(self.connection)
+            if not last:
+                store.renew_lease(self.connection)
         except BaseException:
             self.rollback()
             raise
@@ -108,16 +131,27 @@ class Batch:
     def commit(self, counters: Progress) -> None:
         """Write the cursor and the run's counters, commit, then count what is now durable."""
         try:
-            if self.page_link is not None:
-                self.store.update_state(self.connection, page_link=self.page_link)
-            self.store.update_run(
-                self.connection, self.run_id, pages=counters.pages + self.pages,
-                upserted=counters.upserted + self.upserted, deleted=counters.deleted + self.deleted,
-            )
+            totals = {
+                "pages": counters.pages + self.pages, "upserted": counters.upserted + self.upserted,
+                "deleted": counters.deleted + self.deleted,
+            }
+            if self.end is not None:
+                end = self.end
+                if self._async:
+                    self.connection.exec_driver_sql("SET LOCAL synchronous_commit = on")  # the pass's final commit
+                self.store.end_round(self.connection, delta_link=end.delta_link, now=end.now, started=end.started)
+                self.store.update_run(
+                    self.connection, self.run_id, outcome="ok", finished_at=end.now, error=end.note, **totals
+                )
+            else:
+                if self.page_link is not None:
+                    self.store.update_state(self.connection, page_link=self.page_link)
+                self.store.update_run(self.connection, self.run_id, **totals)
             self._transaction.commit()
         except BaseException:
             self.connection.close()
             raise
+        self.committed = True
         counters.pages += self.pages
         counters.items += self.items
         counters.upserted += self.upserted
@@ -137,30 +171,41 @@ def resync_note(resync: str | None) -> str | None:
     return f"resync: {resync}" if resync else None
 
 
-def start_round(store: ScopeStore, connection: Connection, state: Any, run_id: int, *, force_full: bool) -> Round:
-    """Where the pass of run *run_id* starts, from the scope's *state* row: the interrupted round it resumes,
-    an incremental round from the stored deltaLink, or a full round (forced, requested, or nothing usable stored)."""
+NewRun = Callable[[bool, "str | None"], int]
+"""Records the pass in ``syncer_sync_runs`` once its round is known: ``(full round?, note) -> run id``."""
+
+
+def start_round(store: ScopeStore, connection: Connection, state: Any, *, force_full: bool, new_run: NewRun) -> tuple[Round, int]:
+    """Where a pass starts, from the scope's *state* row: the interrupted round it resumes, an incremental
+    round from the stored deltaLink, or a full round (forced, requested, or nothing usable stored); with
+    the id of the pass's run, recorded by *new_run* once the kind of round is known (one statement for
+    the record, rather than an insert and an update)."""
     scope = store.scope
     lost: list[str] = []
     delta_link = stored_link(state.delta_link, "deltaLink", lost)
     page_link = stored_link(state.page_link, "nextLink of the round in progress", lost)
     if force_full or state.resync_requested:
-        return new_full_round(store, connection, run_id, scope.initial_url)
+        run_id = new_run(True, None)
+        return new_full_round(store, connection, run_id, scope.initial_url), run_id
     if page_link is not None and state.round_id is not None and (state.round_full or delta_link is not None):
         if lost:
             log.warning("scope %s: %s; resuming the round", scope.key, "; ".join(lost))
+        run_id = new_run(bool(state.round_full), None)
         started = store.run_started_at(connection, int(state.round_id)) if state.round_full else None
-        return Round(page_link, int(state.round_id), bool(state.round_full), True, delta_link, started, stored=True)
+        rnd = Round(page_link, int(state.round_id), bool(state.round_full), True, delta_link, started, stored=True)
+        return rnd, run_id
     if delta_link is None or (state.round_full and state.page_link is not None):
         # Nothing to start from, or a full round whose resume point is lost: enumerate (and sweep).
         resync = "; ".join(lost) or None
         if resync:
             log.warning("scope %s: lost sync state (%s); enumerating it again", scope.key, resync)
-        return new_full_round(store, connection, run_id, scope.initial_url, resync=resync)
+        run_id = new_run(True, resync_note(resync))
+        return new_full_round(store, connection, run_id, scope.initial_url, resync=resync), run_id
     if lost:
         log.warning("scope %s: %s; starting the round again from its deltaLink", scope.key, "; ".join(lost))
+    run_id = new_run(False, None)
     store.update_state(connection, round_id=run_id, round_full=False, page_link=None)
-    return Round(delta_link, run_id, False, False, delta_link, stored=True)
+    return Round(delta_link, run_id, False, False, delta_link, stored=True), run_id
 
 
 def stored_link(link: object, what: str, lost: list[str]) -> str | None:

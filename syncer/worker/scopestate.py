@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from syncer import mirror, schema
 from syncer.errors import LeaseLost
+from syncer.worker import passsql
 from syncer.worker.scopes import Scope
 from syncer.worker.writer import remove_rows
 
@@ -64,6 +65,7 @@ class ScopeStore:
         self.clock = clock
         self.lease_ttl = lease_ttl
         self.postgres = engine.dialect.name == "postgresql"
+        self._k = {"k_tenant": scope.tenant_id, "k_scope": scope.key}
 
     def _key(self) -> list[Any]:
         s = schema.sync_state
@@ -75,45 +77,60 @@ class ScopeStore:
 
     def take_lease(self, connection: Connection) -> bool:
         """Lease the scope to this worker unless another one holds it; whether we have it now."""
-        s = schema.sync_state
+        return connection.execute(passsql.TAKE, self._take_params(None)).first() is not None
+
+    def take(self, connection: Connection) -> Any | None:
+        """Lease the scope to this worker and read its state row, in one statement (``UPDATE … RETURNING``,
+        which PostgreSQL and SQLite 3.35+ both have); None when another worker holds it. The row also
+        carries ``layout``, the columns ``db upgrade`` recorded for the scope's mirror table (None: none), and
+        ``open_run``: whether a run of the scope is still ``running`` (its worker died; see :meth:`start_run`).
+        The state row is created first if the scope has none."""
+        params = self._take_params(self.scope.mirror.table if self.scope.mirror is not None else None)
+        row = connection.execute(passsql.TAKE, params).first()
+        if row is None:
+            # A scope without a state row yet (a missing row and a lease held elsewhere look alike here;
+            # creating it is a no-op for the latter).
+            self.ensure(connection)
+            row = connection.execute(passsql.TAKE, params).first()
+        return row
+
+    def _take_params(self, table: str | None) -> dict[str, Any]:
         now = self.clock()
-        stmt = (
-            sa.update(s)
-            .where(*self._key(), _free_for(self.worker, now))
-            .values(leased_by=self.worker, lease_until=now + self.lease_ttl, updated_at=now)
-        )
-        return bool(connection.execute(stmt).rowcount == 1)
+        return {
+            **self._k, "k_now": now, "k_worker": self.worker, "k_table": table,
+            "leased_by": self.worker, "lease_until": now + self.lease_ttl, "updated_at": now,
+        }
 
     def renew_lease(self, connection: Connection) -> None:
         """Extend our lease inside the page transaction; LeaseLost if another worker has it now."""
-        s = schema.sync_state
         now = self.clock()
-        stmt = (
-            sa.update(s)
-            .where(*self._key(), s.c.leased_by == self.worker)
-            .values(lease_until=now + self.lease_ttl, updated_at=now)
-        )
-        if connection.execute(stmt).rowcount != 1:
+        params = {**self._k, "k_worker": self.worker, "lease_until": now + self.lease_ttl, "updated_at": now}
+        if connection.execute(passsql.MINE, params).rowcount != 1:
             raise LeaseLost(f"scope {self.scope.key!r}: the lease of worker {self.worker!r} was taken over")
 
     def release_lease(self, connection: Connection, **values: Any) -> None:
         """Give our lease back, writing *values* to the state row with it (nothing if it is no longer ours)."""
-        s = schema.sync_state
-        connection.execute(
-            sa.update(s)
-            .where(*self._key(), s.c.leased_by == self.worker)
-            .values(leased_by=None, lease_until=None, updated_at=self.clock(), **values)
-        )
+        params = {**self._k, "k_worker": self.worker, "leased_by": None, "lease_until": None, "updated_at": self.clock()}
+        connection.execute(passsql.MINE, {**params, **values})
 
-    def release_succeeded(self, connection: Connection, *, now: datetime, started: datetime) -> None:
+    def release_succeeded(self, connection: Connection, *, now: datetime, started: datetime, **values: Any) -> int:
         """Give our lease back after a pass that succeeded (started at *started*): recorded as the
         last success, failures forgotten, and the scope clean unless marked dirty since it started
-        (a notification that came in while the pass ran keeps it dirty for another pass)."""
-        s = schema.sync_state
-        self.release_lease(
-            connection, last_success_at=now, last_error=None, failures=0, not_before=None,
-            dirty_since=sa.case((s.c.dirty_since <= started, None), else_=s.c.dirty_since),
-        )
+        (a notification that came in while the pass ran keeps it dirty for another pass); *values* are
+        written with it. How many rows changed (0: the lease is no longer ours)."""
+        params = {
+            **self._k, "k_worker": self.worker, "k_started": started, "leased_by": None, "lease_until": None,
+            "updated_at": now, "last_success_at": now, "last_error": None, "failures": 0, "not_before": None,
+        }
+        return int(connection.execute(passsql.END_ROUND, {**params, **values}).rowcount)
+
+    def end_round(self, connection: Connection, *, delta_link: str | None, now: datetime, started: datetime) -> None:
+        """The last page of a pass that succeeded (started at *started*): store the round's *delta_link* and
+        give the lease back (:meth:`release_succeeded`), in one statement of the page's transaction.
+        LeaseLost (the caller rolls back the page) if another worker holds the lease now."""
+        cursor = {"delta_link": delta_link, "page_link": None, "round_id": None, "round_full": False}
+        if self.release_succeeded(connection, now=now, started=started, **cursor) != 1:
+            raise LeaseLost(f"scope {self.scope.key!r}: the lease of worker {self.worker!r} was taken over")
 
     def state(self, connection: Connection) -> Any:
         s = schema.sync_state
@@ -130,37 +147,28 @@ class ScopeStore:
         return [found for (found,) in rows]
 
     def update_state(self, connection: Connection, **values: Any) -> None:
-        s = schema.sync_state
-        connection.execute(sa.update(s).where(*self._key()).values(updated_at=self.clock(), **values))
+        connection.execute(passsql.SCOPE, {**self._k, "updated_at": self.clock(), **values})
 
-    def start_run(self, connection: Connection, *, full: bool) -> int:
-        r = schema.sync_runs
+    def start_run(self, connection: Connection, *, full: bool, error: str | None = None, abandon: bool = True) -> int:
+        """Record a pass that starts (we hold the lease); its id. *abandon*: whether a run of the scope may
+        still be ``running`` (False when :meth:`take` said none is: one statement less)."""
         now = self.clock()
-        # We hold the lease: any run of this scope still "running" belongs to a worker that died.
-        connection.execute(
-            sa.update(r)
-            .where(r.c.tenant_id == self.scope.tenant_id, r.c.scope_key == self.scope.key, r.c.outcome == "running")
-            .values(outcome="abandoned", finished_at=now)
-        )
+        if abandon:
+            # We hold the lease: any run of this scope still "running" belongs to a worker that died.
+            connection.execute(passsql.ABANDON_RUNS, {**self._k, "outcome": "abandoned", "finished_at": now})
         result = connection.execute(
-            sa.insert(r).values(
-                tenant_id=self.scope.tenant_id,
-                scope_key=self.scope.key,
-                started_at=now,
-                full_round=full,
-                pages=0,
-                upserted=0,
-                deleted=0,
-                outcome="running",
-            )
+            passsql.INSERT_RUN,
+            {
+                "tenant_id": self.scope.tenant_id, "scope_key": self.scope.key, "started_at": now, "full_round": full,
+                "pages": 0, "upserted": 0, "deleted": 0, "outcome": "running", "error": error,
+            },
         )
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
 
     def update_run(self, connection: Connection, run_id: int, **values: Any) -> None:
-        r = schema.sync_runs
-        connection.execute(sa.update(r).where(r.c.id == run_id).values(**values))
+        connection.execute(passsql.UPDATE_RUN, {"k_run": run_id, **values})
 
     def run_started_at(self, connection: Connection, run_id: int) -> datetime | None:
         r = schema.sync_runs

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -72,14 +74,23 @@ def layout_outdated(connection: Connection, mirror: Mirror | None) -> str | None
     requested for them."""
     if mirror is None:
         return None
-    table, t = mirror.table, schema.mirror_tables
-    recorded = connection.execute(sa.select(t.c.columns).where(t.c.table_name == table)).scalar_one_or_none()
-    if recorded is None:
+    t = schema.mirror_tables
+    recorded = connection.execute(sa.select(t.c.columns).where(t.c.table_name == mirror.table)).scalar_one_or_none()
+    return layout_differs(mirror, recorded)
+
+
+def layout_differs(mirror: Mirror | None, recorded: Any) -> str | None:
+    """:func:`layout_outdated` on the columns *recorded* for *mirror*'s table (None: not recorded)."""
+    if mirror is None or recorded is None:
         return None  # not recorded (a table from before syncer recorded layouts): nothing to compare
-    mine = [c.as_dict() for c in layout_of(mirror)]
-    if recorded == mine:
+    if recorded == _layout(mirror):
         return None
     return (
-        f"the columns of table {table} in the database are not those this process declares: "
+        f"the columns of table {mirror.table} in the database are not those this process declares: "
         "run `syncer db upgrade` with the spec this process follows, or restart it on the spec applied"
     )
+
+
+@lru_cache(maxsize=1024)
+def _layout(mirror: Mirror) -> list[dict[str, str]]:
+    return [c.as_dict() for c in layout_of(mirror)]

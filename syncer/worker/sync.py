@@ -6,10 +6,12 @@ truth with a delta query (or a list and GETs where Graph has no delta) and write
 A pass, and why each step is where it is:
 
 1. **Lease** (one transaction): take the scope's lease (:mod:`syncer.worker.scopestate`: one writer per
-   scope across all workers), record the pass in ``syncer_sync_runs``, and decide where the round
+   scope across all workers; the same statement reads the state row), decide where the round
    starts: the nextLink of an interrupted round (resume), the stored deltaLink (incremental), or the
-   initial URL (a *full* round: first pass, ``--full``, a requested resync).
-2. **Pages**: a prefetch thread (:mod:`syncer.worker.prefetch`) fetches page N+1 while page N is written.
+   initial URL (a *full* round: first pass, ``--full``, a requested resync), and record the pass in
+   ``syncer_sync_runs``.
+2. **Pages**: a prefetch thread (:mod:`syncer.worker.prefetch`) fetches page N+1 while page N is written
+   (started once the first page says more follow: most scopes of a tenant are one page).
    Pages are applied in a transaction together with the round's progress: the last page's nextLink
    (where to resume), or at the end of the round the new deltaLink. So rows and cursor always move
    together; a crash anywhere loses at most the uncommitted pages, which the next pass fetches again
@@ -26,7 +28,9 @@ A pass, and why each step is where it is:
    page gets too means the resource itself is gone: the stored link is put back and the pass fails
    as it did before (a vanished mailbox or drive backs off; it is not a reason to forget its cursor).
    The reason is logged (never the link: its token reads the scope's changes) and kept on the run.
-4. **Finish**: record the outcome. Throttling postpones the scope (``not_before``), it does not fail
+4. **Finish**: record the outcome. A pass that succeeds does it in its last page's transaction (the
+   deltaLink, the lease given back and the run's outcome commit with the rows: two transactions in
+   all for a scope of one page); the others in a transaction of their own. Throttling postpones the scope (``not_before``), it does not fail
    it, and it never holds a lock or a thread that other scopes need.
 
 Resources without delta are listed by the same pass (a full round every time, swept) and, between
@@ -66,12 +70,13 @@ from syncer.log import database_unreachable
 from syncer.worker import chain, cursor, idaction, inline
 from syncer.worker.byid import OneItem, WholeItems, names_one_item
 from syncer.worker.containers import ContainerWriter
-from syncer.worker.lookups import resolve_owners
+from syncer.worker.lookups import Owners, resolve_owners
 from syncer.worker.prefetch import Prefetcher
 from syncer.worker.rounds import (
     Batch,
     LostLink,
     Round,
+    RoundEnd,
     lost_link,
     put_back,
     restart,
@@ -80,7 +85,7 @@ from syncer.worker.rounds import (
 )
 from syncer.worker.scopes import FETCH, Scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, is_due, utcnow
-from syncer.worker.specwatch import layout_outdated
+from syncer.worker.specwatch import layout_differs
 from syncer.worker.writer import PageOutcome, RowWriter
 
 __all__ = [
@@ -109,6 +114,9 @@ and SQLite checkpoints); a page that is not there yet commits what was written a
 DEFAULT_PAGE_SIZE = 999
 """``Prefer: odata.maxpagesize`` the worker and ``syncer sync`` send: Graph's default pages are small
 (10 messages, 100 users) and every page is a round trip; Graph caps what a resource does not allow."""
+ENDED = "ended"
+"""What :func:`_run_pages` returns when the transaction of the round's last page also ended the pass (lease
+given back, run recorded "ok"): nothing is left for :func:`_finish`."""
 MAX_RESTARTS = 2
 """410s handled in one pass before it gives up (each restarts the round)."""
 class PageSource(Protocol):
@@ -238,12 +246,19 @@ def sync_scope(
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
+        if store.postgres:
+            # The lease need not wait for its WAL flush (a few ms on an idle server, tens under load):
+            # every later commit of this pass flushes it, and a server crash that loses it breaks this
+            # pass's connections, its next transaction finding the lease gone (LeaseLost).
+            connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
         state, refused = take_scope(store, connection, now=started, force=full or manual, due_only=due_only and not full)
         if refused is not None:
             return refused
-        run_id = store.start_run(connection, full=False)
-        rnd = start_round(store, connection, state, run_id, force_full=full)
-        store.update_run(connection, run_id, full_round=rnd.full, error=resync_note(rnd.resync))
+
+        def new_run(full_round: bool, note: str | None) -> int:
+            return store.start_run(connection, full=full_round, error=note, abandon=bool(state.open_run))
+
+        rnd, run_id = start_round(store, connection, state, force_full=full, new_run=new_run)
     step("leased")
     counters = Progress(scope.key)
     try:
@@ -251,7 +266,7 @@ def sync_scope(
         owners = resolve_owners(engine, source, store, state.owner_ids)
         outcome = _run_pages(
             engine, source, store, rnd, run_id, counters, progress=progress, prefetch=prefetch, step=step,
-            headers=headers, commit_every=commit_every, stop=stop, owners=owners,
+            headers=headers, commit_every=commit_every, stop=stop, owners=owners, started=started,
         )
     except LeaseLost as error:
         _finish(store, run_id, "lost", counters, error=str(error), started=started, release=False)
@@ -271,9 +286,10 @@ def sync_scope(
         retry_at = _finish(store, run_id, "error", counters, error=describe_error(error), started=started)
         return _result(scope, run_id, rnd, counters, "error", error=describe_error(error), not_before=retry_at)
     step("pages-done")
-    _finish(store, run_id, outcome, counters, started=started, error=resync_note(rnd.resync))
+    if outcome != ENDED:
+        _finish(store, run_id, outcome, counters, started=started, error=resync_note(rnd.resync))
     step("finished")
-    return _result(scope, run_id, rnd, counters, outcome)
+    return _result(scope, run_id, rnd, counters, "ok" if outcome == ENDED else outcome)
 
 
 def take_scope(
@@ -285,15 +301,16 @@ def take_scope(
     the table's columns are not those the scope's declaration says (another spec was applied); with
     *due_only*, ``clean`` (lease given back) when the scope is no longer dirty, resync-requested or
     mid-round."""
-    store.ensure(connection)
-    if not store.take_lease(connection):
+    # One statement: the lease, the state row, the table's recorded columns and whether a dead
+    # worker's run is still open (a pass of a small scope is mostly this bookkeeping).
+    state = store.take(connection)
+    if state is None:
         return None, PassResult(store.scope.key, "busy")
-    if (outdated := layout_outdated(connection, store.scope.mirror)) is not None:
+    if (outdated := layout_differs(store.scope.mirror, state.layout)) is not None:
         # Rows written with other columns than the table's would lack the new ones, and a resync
         # requested for them would be spent (syncer.applied): give the scope back untouched.
         store.release_lease(connection)
         return None, PassResult(store.scope.key, "outdated", error=outdated)
-    state = store.state(connection)
     if due_only and not is_due(state):
         # Read under our lease, so no pass can clean it between this read and ours: the pass queued
         # for it was overtaken (another worker's pass, or one started from an older due_scopes).
@@ -336,18 +353,25 @@ def _run_pages(
     headers: Mapping[str, str] | None,
     commit_every: float,
     stop: threading.Event | None = None,
-    owners: Mapping[str, str | None] | None = None,
+    owners: Owners | None = None,
+    started: datetime,
 ) -> str:
+    """Walk the round's pages; the outcome (ENDED: the last page's transaction ended the pass too)."""
     scope = store.scope
     source = idaction.pages_for(scope, source)
     if scope.strategy.chain is not None:  # listed per team or per user (syncer.worker.chain)
         source = chain.ChainedSource(source, scope.strategy.chain, scope.initial_url)
-    writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope, owners=owners)
+    writer: PageWriter = ContainerWriter(scope) if scope.container else RowWriter(engine, scope, owners=owners.values if owners else None)
     writer.begin_round(full=rnd.full, resumed=rnd.resumed)
+    record = owners.record if owners is not None else None
+    recording: Batch | None = None
     restarts = 0
     newest_seen: datetime | None = None  # a cursor scope's newest item of the round (syncer.worker.cursor)
     while True:
-        pages = Prefetcher(partial(source.iter_pages, rnd.url, headers=headers), depth=prefetch) if prefetch > 0 else None
+        pages = (
+            Prefetcher(partial(source.iter_pages, rnd.url, headers=headers), depth=prefetch, last=_is_last)
+            if prefetch > 0 else None
+        )
         iterator = iter(pages) if pages is not None else source.iter_pages(rnd.url, headers=headers)
         batch: Batch | None = None
         held: Connection | None = None
@@ -387,7 +411,10 @@ def _run_pages(
                     if batch is None:
                         if held is None or held.closed:
                             held = engine.connect()
-                        batch = Batch(held, store, run_id)
+                        batch = Batch(held, store, run_id, last=last)
+                        if record is not None and (recording is None or not recording.committed):
+                            record(batch.connection)  # until a batch that recorded them commits
+                            recording = batch
                     connection = batch.connection
                     done = writer.apply(connection, items, now=now, round_id=rnd.round_id)
                     batch.add(pages=1, items=len(page.items), upserted=done.upserted, deleted=done.deleted)
@@ -404,9 +431,8 @@ def _run_pages(
                             link = cursor.next_start(scope.initial_url, scope.strategy.cursor, rnd.from_delta, newest_seen)
                         if link is None and scope.strategy.method not in (FETCH,):
                             raise GraphError(f"delta round of {scope.key} ended without an @odata.deltaLink")
-                        store.update_state(
-                            connection, delta_link=link, page_link=None, round_id=None, round_full=False
-                        )
+                        # The round's end is the pass's: cursor, lease and run record go with the rows.
+                        batch.end = RoundEnd(link, now, started, resync_note(rnd.resync))
                         batch.page_link = None
                     step("page-written")
                     # Commit at the end, after commit_every seconds, or when the next page is not here yet:
@@ -420,7 +446,7 @@ def _run_pages(
                         if not last and stop is not None and stop.is_set():
                             # Everything so far is committed with its resume point (page_link).
                             return "stopped"
-                return "ok"
+                return ENDED
             except BaseException:
                 if batch is not None:
                     batch.rollback()
@@ -444,6 +470,10 @@ def _run_pages(
                 held.close()
             if pages is not None:
                 pages.close()
+
+
+def _is_last(page: Any) -> bool:
+    return page.next_link is None
 
 
 def _finish(

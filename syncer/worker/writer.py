@@ -12,20 +12,19 @@ may be upserted by that folder's pass before this folder reports it gone.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from syncer import history, mirror, owners, resources, schema
-from syncer.storable import has_nul, storable
+from syncer.storable import storable
 from syncer.worker.scopes import Scope
+from syncer.worker.tablesql import sweep_statement, table_sql
 
 
 def offline_owners(scope: Scope) -> dict[str, str | None]:
@@ -65,43 +64,14 @@ class RowWriter:
         self.owners = tuple(storable(owners.get(name)) for name in scope.mirror.owners)
         self.dialect = engine.dialect
         self.postgres = self.dialect.name == "postgresql"
-        md = sa.MetaData()
-        self.table = mirror.build_table(scope.mirror, md)
-        self.members = mirror.build_members_table(scope.mirror, md) if scope.strategy.members else None
-        self.columns = [c.name for c in self.table.columns]
-        self.declared = [(c.name, c.field, c.type) for c in scope.mirror.columns]
-        self._dt = sa.DateTime(timezone=True).dialect_impl(self.dialect).bind_processor(self.dialect)
-        self._row = self._compile_row()
-        q = self.dialect.identifier_preparer.quote
-        self.qtable = self.dialect.identifier_preparer.format_table(self.table)
-        cols = ", ".join(q(c) for c in self.columns)
-        updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in self.columns if c not in ("tenant_id", "id"))
+        self.sql = table_sql(scope.mirror, self.dialect)
+        self.table = self.sql.table
+        self.members = self.sql.members_table if scope.strategy.members else None
         self.direct: bool | None = None
         """PostgreSQL: COPY pages straight into the mirror table while its rows are new (None: not
         decided yet). Set by the first upsert; False for good after the first page that collided."""
         self._savepoint_in: Any = None
         """The transaction in which our COPY savepoint is open (released by the next page's)."""
-        if self.postgres:
-            self.stage = q(f"_syncer_stage_{scope.mirror.table}"[:63])
-            self._stage_sql = (
-                f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
-                f"(LIKE {self.qtable} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-            )
-            self._copy_sql = f"COPY {self.stage} ({cols}) FROM STDIN"
-            self._copy_direct_sql = f"COPY {self.qtable} ({cols}) FROM STDIN"
-            self._scope_has_rows_sql = (
-                f"SELECT EXISTS (SELECT 1 FROM {self.qtable} WHERE tenant_id = %s AND _scope = %s)"
-            )
-            self._upsert_sql = (
-                f"INSERT INTO {self.qtable} ({cols}) SELECT {cols} FROM {self.stage} "
-                f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}"
-            )
-        else:
-            marks = ", ".join("?" for _ in self.columns)
-            self._upsert_sql = (
-                f"INSERT INTO {self.qtable} ({cols}) VALUES ({marks}) "
-                f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}"
-            )
 
     def begin_round(self, *, full: bool, resumed: bool) -> None:
         """Nothing to prepare: a full round sweeps by the round id its rows carry (``_sync_run_id``)."""
@@ -112,81 +82,21 @@ class RowWriter:
         """Write one page of the round *round_id* (:func:`apply_items`)."""
         return apply_items(connection, self, items, now=now, run_id=round_id)
 
-    def _db_value(self, value: Any, type_name: str) -> Any:
-        if value is None:
-            return None
-        if type_name == "json":
-            return orjson.dumps(value).decode()
-        if type_name == "datetime":
-            return self._dt(value) if self._dt else value
-        return value
-
-    def _datetime_value(self, value: Any) -> Any:
-        if value.__class__ is str:
-            match = _ISO_UTC.match(value)
-            if match is not None:
-                # Graph's usual "2026-01-02T03:04:05(.fffffff)Z": reformatted without a datetime object.
-                day, clock, fraction = match.groups()
-                # Graph sends up to 7 fractional digits; like mirror.convert, keep 6 (truncated, not rounded).
-                text = f"{day} {clock}.{(fraction or '')[:6].ljust(6, '0')}"
-                return f"{text}+00" if self.postgres else text
-        return self._db_value(mirror.convert(value, "datetime"), "datetime")
-
-    def _compile_row(self) -> Callable[..., tuple[Any, ...]]:
-        # The hot loop of an initial mirror (one call per item, ~20 columns): generated once per
-        # table so that common column types convert inline, without a dispatch per value.
-        env: dict[str, Any] = {
-            "_dumps": orjson.dumps, "_extract": mirror.extract, "_text": _text_value, "_storable": storable, "_has_nul": has_nul,
-            "_owners": self.owners,
-        }
-        parts = []
-        for i, (_name, field_path, type_name) in enumerate(self.declared):
-            get = f"g({field_path!r})" if "." not in field_path else f"_extract(item, {field_path!r})"
-            if type_name == "text":
-                parts.append(f"(v if (v := {get}).__class__ is str else _text(v))")
-            elif type_name == "boolean":
-                parts.append(f"(v if (v := {get}).__class__ is bool else None)")
-            elif type_name == "json":
-                parts.append(f"(None if (v := {get}) is None else _dumps(v).decode())")
-            elif type_name == "datetime":
-                env[f"_c{i}"] = self._datetime_value
-                parts.append(f"_c{i}({get})")
-            else:
-                env[f"_c{i}"] = lambda v, t=type_name: self._db_value(mirror.convert(v, t), t)
-                parts.append(f"_c{i}({get})")
-        # _raw is serialised first: its bytes tell at no extra cost whether the item holds a U+0000,
-        # which then becomes U+FFFD in every column (syncer.storable: PostgreSQL cannot store it).
-        source = (
-            "def row(item, tenant, scope, synced, run):\n"
-            "    raw = _dumps(item)\n"
-            "    if _has_nul(raw):\n"
-            "        item = _storable(item)\n"
-            "        raw = _dumps(item)\n"
-            "    g = item.get\n"
-            "    return (tenant, str(item['id']), "
-            + "".join(f"{p}, " for p in parts)
-            + "".join(f"_owners[{i}], " for i in range(len(self.owners)))
-            + "raw.decode(), scope, None, None, synced, run)\n"
-        )
-        exec(compile(source, f"<row builder for {self.scope.table}>", "exec"), env)
-        row: Callable[..., tuple[Any, ...]] = env["row"]
-        return row
-
     def row(self, item: Mapping[str, Any], *, synced_at: Any, run_id: int | None) -> tuple[Any, ...]:
         """The table row of one Graph item, ready for the driver."""
-        return self._row(item, self.scope.tenant_id, self.scope.key, synced_at, run_id)
+        return self.sql.row(item, self.scope.tenant_id, self.scope.key, synced_at, run_id, self.owners)
 
     def synced_at(self, now: datetime) -> Any:
         """*now* as the driver wants it for the ``_synced_at`` column."""
-        return self._dt(now) if self._dt else now
+        return self.sql.synced_at(now)
 
     def upsert(self, connection: Connection, items: Sequence[Mapping[str, Any]], *, synced_at: Any, run_id: int | None) -> None:
         """Insert or replace the rows of live *items* (ids unique within the batch)."""
         if not items:
             return
-        tenant, scope, build = self.scope.tenant_id, self.scope.key, self._row
+        tenant, scope, build, owners, sql = self.scope.tenant_id, self.scope.key, self.sql.row, self.owners, self.sql
         if not self.postgres:
-            connection.exec_driver_sql(self._upsert_sql, [build(item, tenant, scope, synced_at, run_id) for item in items])
+            connection.exec_driver_sql(sql.upsert_sql, [build(item, tenant, scope, synced_at, run_id, owners) for item in items])
             return
         from psycopg.errors import UniqueViolation  # the postgres extra; imported once, then cached
 
@@ -198,7 +108,7 @@ class RowWriter:
                 # table itself, skipping the staging table and the merge (about half the server's
                 # work per row). Its key is checked all the same: an item already there (a message
                 # moved in from another folder's scope, a repeat across pages) fails the COPY.
-                cursor.execute(self._scope_has_rows_sql, (self.scope.tenant_id, self.scope.key))
+                cursor.execute(sql.scope_has_rows_sql, (self.scope.tenant_id, self.scope.key))
                 found = cursor.fetchone()
                 self.direct = not (found and found[0])
             if self.direct:
@@ -212,10 +122,10 @@ class RowWriter:
                     cursor.execute("SAVEPOINT syncer_copy")
                 self._savepoint_in = transaction
                 try:
-                    with cursor.copy(self._copy_direct_sql) as copy:
+                    with cursor.copy(sql.copy_direct_sql) as copy:
                         # Rows built as they are sent: the server stores the first while we build the next.
                         for item in items:
-                            copy.write_row(build(item, tenant, scope, synced_at, run_id))
+                            copy.write_row(build(item, tenant, scope, synced_at, run_id, owners))
                 except UniqueViolation:
                     # Only this page's COPY is undone; the merge below then writes it, as it does
                     # every later page of this writer.
@@ -229,12 +139,12 @@ class RowWriter:
             # it away again. So no memory of "created on this connection" (a pass whose first page
             # rolled back left every later pass on that pooled connection failing, UndefinedTable):
             # IF NOT EXISTS each page, a catalogue lookup.
-            cursor.execute(self._stage_sql)
-            with cursor.copy(self._copy_sql) as copy:
+            cursor.execute(sql.stage_sql)
+            with cursor.copy(sql.copy_sql) as copy:
                 for item in items:
-                    copy.write_row(build(item, tenant, scope, synced_at, run_id))
+                    copy.write_row(build(item, tenant, scope, synced_at, run_id, owners))
             # Emptied at once too (same round trip), in case a caller upserts twice in one transaction.
-            cursor.execute(f"{self._upsert_sql}; DELETE FROM {self.stage}")
+            cursor.execute(f"{sql.upsert_sql}; DELETE FROM {sql.stage}")
 
     def remove(self, connection: Connection, removals: Sequence[tuple[str, str]], *, now: datetime, run_id: int | None) -> int:
         """Apply Graph's removals ``(id, reason)`` to rows of this scope; how many rows changed."""
@@ -287,18 +197,17 @@ class RowWriter:
     def sweep(self, connection: Connection, *, round_id: int, now: datetime, round_started: datetime | None) -> int:
         """After a full round: remove this scope's rows the round did not see."""
         t = self.table
-        unseen = [
-            t.c.tenant_id == self.scope.tenant_id,
-            t.c._scope == self.scope.key,
-            sa.or_(t.c._sync_run_id.is_(None), t.c._sync_run_id != round_id),
-        ]
         if self.members is not None and round_started is not None:
             m = self.members
             groups = sa.select(t.c.id).where(t.c.tenant_id == self.scope.tenant_id, t.c._scope == self.scope.key)
             gone = [m.c.tenant_id == self.scope.tenant_id, m.c.group_id.in_(groups), m.c._synced_at < round_started]
             history.close_members(connection, self.scope.mirror, m, gone, now=now)
             connection.execute(sa.delete(m).where(*gone))
-        return remove_rows(connection, t, unseen, hard=self.scope.delete == "hard", reason=SWEPT, now=now)
+        hard = self.scope.delete == "hard"
+        params: dict[str, Any] = {"k_tenant": self.scope.tenant_id, "k_scope": self.scope.key, "k_round": round_id}
+        if not hard:
+            params.update(_deleted_at=now, _removed_reason=SWEPT, _synced_at=now)
+        return max(connection.execute(sweep_statement(self.sql.spec, hard=hard), params).rowcount, 0)
 
     def members_delta(self, connection: Connection, changes: Sequence[tuple[str, Mapping[str, Any]]], *, now: datetime) -> None:
         """Apply ``members@delta`` entries ``(group id, member)`` to ``<table>_members``."""
@@ -347,13 +256,6 @@ def remove_rows(
         _deleted_at=now, _removed_reason=reason, _synced_at=now
     )
     return max(connection.execute(stmt).rowcount, 0)
-
-
-_ISO_UTC = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.(\d{1,7}))?Z$")
-
-
-def _text_value(value: Any) -> str | None:
-    return None if value is None else mirror.convert(value, "text")
 
 
 def removal_of(item: Mapping[str, Any], *, deleted_facet: bool) -> str | None:
