@@ -12,6 +12,7 @@ may be upserted by that folder's pass before this folder reports it gone.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ class RowWriter:
         self._savepoint_in: Any = None
         """The transaction in which our COPY savepoint is open (released by the next page's)."""
         if self.postgres:
-            self.stage = q(f"_syncer_stage_{scope.mirror.table}"[:63])
+            # The temporary table outlives a `db upgrade --rebuild` on a pooled connection: named after the columns'
+            # types too, a changed type gets a staging table of its own instead of the old one's.
+            layout = hashlib.sha1(repr([(c.name, c.type) for c in scope.mirror.columns]).encode()).hexdigest()[:8]
+            self.stage = q(f"_syncer_stage_{layout}_{scope.mirror.table}"[:63])
             self._stage_sql = (
                 f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
                 f"(LIKE {self.qtable} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
