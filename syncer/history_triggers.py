@@ -142,7 +142,18 @@ def _pg_inserted(mirror: Mirror) -> str:
         f"FROM syncer_new n {_pg_current('n', h)}"
     )
     fill = ", ".join([*(f"{_q(c)} = c.{_q(c)}" for c in cols), "_raw = NULL"])
-    return (
+    # A page none of whose rows history knows (an initial mirror): its first versions in one plain insert.
+    first = (
+        f"IF NOT EXISTS (SELECT 1 FROM syncer_new n, LATERAL (SELECT 1 FROM {h} x WHERE x.tenant_id = n.tenant_id "
+        "AND x.id = n.id AND x._valid_to IS NULL LIMIT 1) p) THEN "
+        f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{_q(c)}, ' for c in cols)}_raw, _scope, _change, "
+        "_run_id, _graph_time, _learned_at) "
+        f"SELECT n.tenant_id, n.id, CASE WHEN n._deleted_at IS NULL THEN coalesce({g}, n._synced_at) ELSE n._deleted_at END, "
+        + "".join(f"n.{_q(c)}, " for c in cols)
+        + f"NULL, n._scope, CASE WHEN n._deleted_at IS NULL THEN 'created' ELSE {_change_kind('n')} END, n._sync_run_id, "
+        f"{g}, n._synced_at FROM syncer_new n; RETURN NULL; END IF; "
+    )
+    return first + (
         f"WITH c AS ({rows}), "
         # Unchanged: the current version stays; the mirror row's _raw is its again (as for a re-sent item).
         f"filled AS (UPDATE {h} h SET {fill} FROM c WHERE h._version = c._pv AND c._do = 'fill'), "

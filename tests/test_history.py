@@ -441,6 +441,7 @@ def test_a_rebuild_and_a_changed_type_fake_no_version(env: SyncEnv) -> None:
     assert any(line.startswith("users_history: column(s) employee_id take their new type") for line in changes)
     # A real change while the table was empty: the resync writes it, and only it.
     assert env.graph.patch(f"users/{b}", json={"displayName": "Bob B"}).status_code == 204
+    d = env.graph.create_user("dan", employeeId="5")["id"]  # new to history, in the same page as rows it knows
     run(env, "users", at(2))
     run(env, "users", at(3), full=True)
     assert versions(env, "users", a) == [
@@ -449,6 +450,7 @@ def test_a_rebuild_and_a_changed_type_fake_no_version(env: SyncEnv) -> None:
     ]
     assert versions(env, "users", b) == [("created", at(0), at(2), "Bob", True, 7), ("updated", at(2), None, "Bob B", True, 7)]
     assert versions(env, "users", c) == [("created", at(0), None, "Cyd", True, None)]  # "x-9" is no integer
+    assert versions(env, "users", d) == [("created", at(2), None, "Dan", True, 5)]
     # The current versions' _raw is the mirror rows' again (as before the rebuild); the closed ones keep theirs.
     assert sql(env, "SELECT count(*) FROM users_history WHERE _valid_to IS NULL AND _raw IS NOT NULL") == [(0,)]
     assert sql(env, "SELECT count(*) FROM users_history WHERE _valid_to IS NOT NULL AND _raw IS NULL") == [(0,)]
