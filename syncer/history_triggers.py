@@ -180,7 +180,7 @@ def _pg_deleted(mirror: Mirror) -> str:
         "_run_id, _graph_time, _learned_at) "
         "SELECT c.tenant_id, c.id, greatest(c._t, coalesce(c._pf, c._t)), "
         + "".join(f"c.{_q(c)}, " for c in cols)
-        + "c._raw, c._scope, 'deleted', NULL, NULL, now(), now() FROM c WHERE c._live"
+        + "c._raw, c._scope, 'deleted', NULL, NULL, now() FROM c WHERE c._live"
     )
 
 
@@ -194,8 +194,9 @@ def _pg_updated(mirror: Mirror) -> tuple[str, str]:
         "DECLARE t timestamptz; vf timestamptz; "
         f"BEGIN t := CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END; "
         # The next version never starts before the one it closes (Graph's time may lag a removal's).
-        f"UPDATE {h} SET _valid_to = greatest(t, _valid_from), _raw = coalesce(_raw, OLD._raw) "
-        "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL RETURNING _valid_to INTO vf; "
+        f"WITH closed AS (UPDATE {h} SET _valid_to = greatest(t, _valid_from), _raw = coalesce(_raw, OLD._raw) "
+        "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL RETURNING _valid_to) "
+        "SELECT max(_valid_to) INTO vf FROM closed; "
         f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{_q(c)}, ' for c in cols)}_raw, _scope, _change, "
         "_run_id, _graph_time, _learned_at) VALUES (NEW.tenant_id, NEW.id, coalesce(vf, t), "
         + "".join(f"NEW.{_q(c)}, " for c in cols)

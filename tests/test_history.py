@@ -480,3 +480,38 @@ def test_a_rebuilt_group_table_opens_no_second_membership_interval(env: SyncEnv)
     intervals = sql(env, "SELECT member_id, _valid_from, _valid_to FROM groups_members_history ORDER BY member_id")
     times = [(m, t if isinstance(t, datetime) else datetime.fromisoformat(t).replace(tzinfo=UTC), e) for m, t, e in intervals]
     assert times == sorted([(users[0], at(0), None), (users[1], at(0), None)])
+
+
+HARD_SPEC = """
+  - name: users
+    resource: users
+    change_types: [updated, deleted]
+    history: true
+    mirror:
+      table: users
+      delete: hard
+      columns: [displayName]
+"""
+
+
+def test_a_hard_removal_is_a_version_and_the_row_coming_back_another(
+    tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any,
+) -> None:
+    for env in make_env(tmp_path, emulator_info, database_url, graph, HARD_SPEC):
+        a = env.graph.create_user("ada")["id"]
+        run(env, "users", at(0))
+        before = datetime.now(UTC)
+        assert env.graph.delete(f"users/{a}").status_code == 204
+        run(env, "users", at(1))
+        assert env.rows("users", live=False) == {}
+        found = versions(env, "users", a)
+        # The removal is recorded at the database's clock (a hard removal leaves no row to carry a time).
+        assert [(v[0], v[3]) for v in found] == [("created", "Ada"), ("deleted", "Ada")]
+        assert found[0][2] == found[1][1] and found[1][1] >= before - timedelta(seconds=5) and found[1][2] is None
+        raw = sql(env, "SELECT _raw FROM users_history WHERE _change = 'deleted'")[0][0]
+        assert (raw if isinstance(raw, dict) else json.loads(raw))["displayName"] == "Ada"  # its last state kept
+        # Restored (Graph's deleted items): a row history knows enters the mirror again, a version "created".
+        assert env.graph.post(f"directory/deletedItems/{a}/restore").status_code == 200
+        run(env, "users", datetime.now(UTC) + timedelta(hours=1))
+        assert [v[0] for v in versions(env, "users", a)] == ["created", "deleted", "created"]
+        assert sql(env, "SELECT count(*) FROM users_history WHERE _valid_to IS NULL") == [(1,)]
