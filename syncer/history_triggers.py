@@ -3,9 +3,11 @@
 Why triggers: every write of a mirror table (a delta page's upsert or ``COPY``, a removal, a sweep, a
 row from a rich notification, a retired scope) then versions itself in the very statement that changed
 the row, so history and mirror cannot disagree whatever crashes, and no writer can forget it.
-PostgreSQL: statement-level triggers over transition tables, one set-based ``INSERT … SELECT`` per
-statement (a page of 1,000 rows is one join, not 1,000 queries). SQLite has only row-level triggers;
-they run inside the engine, in C, with the version lookups on an index.
+PostgreSQL: rows entering or leaving the mirror are versioned by statement-level triggers over transition
+tables, one set-based ``INSERT … SELECT`` per statement (a page of 1,000 rows is one statement, not 1,000);
+a changed row by a row trigger whose ``WHEN`` condition (a declared column or the removal changed) the
+server tests without calling it, so that a full resync re-sending identical items costs nothing more.
+SQLite has only row-level triggers; they run inside the engine, in C, with the version lookups on an index.
 
 A version is written only when a declared column changed, or the row was removed or came back. A
 column whose property the previous ``_raw`` did not hold at all (a column just added by ``syncer db
