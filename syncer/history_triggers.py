@@ -94,7 +94,7 @@ def seed_sql(mirror: Mirror, *, postgres: bool) -> str:
 def _open_interval(mh: str, alias: str) -> str:
     """A member's interval still open (a members table rebuilt and filled again by the resync opens none twice)."""
     return (
-        f"SELECT 1 FROM {mh} h WHERE h.tenant_id = {alias}.tenant_id AND h.group_id = {alias}.group_id "
+        f"SELECT 1 AS is_open FROM {mh} h WHERE h.tenant_id = {alias}.tenant_id AND h.group_id = {alias}.group_id "
         f"AND h.member_id = {alias}.member_id AND h._valid_to IS NULL"
     )
 
@@ -234,7 +234,7 @@ def postgres_ddl(mirror: Mirror, *, members: bool) -> list[str]:
             m, "mins",
             f"INSERT INTO {mh} (tenant_id, group_id, member_id, member_type, _valid_from) "
             "SELECT n.tenant_id, n.group_id, n.member_id, n.member_type, n._synced_at FROM syncer_new n "
-            f"WHERE NOT EXISTS ({_open_interval(mh, 'n')})",
+            f"LEFT JOIN LATERAL ({_open_interval(mh, 'n')} LIMIT 1) p ON true WHERE p.is_open IS NULL",
             "INSERT", "NEW TABLE AS syncer_new",
         )
         mh_name = f"{t}_members_history"
