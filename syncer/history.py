@@ -112,6 +112,23 @@ def drop_triggers(connection: sa.Connection, subscription: Subscription) -> None
         connection.exec_driver_sql(statement)
 
 
+def before_rebuild(connection: sa.Connection, subscription: Subscription) -> None:
+    """Keep in each current version the ``_raw`` of its mirror row, which ``db upgrade --rebuild`` is about to drop.
+
+    The resync that follows compares each row it brings back with that version (its declared columns, and which
+    properties it held): a new version only where something changed (:mod:`syncer.history_triggers`)."""
+    m = subscription.mirror
+    inspector = sa.inspect(connection)
+    if not inspector.has_table(f"{m.table}_history") or not inspector.has_table(m.table):
+        return
+    q = connection.dialect.identifier_preparer.quote
+    h, t = q(f"{m.table}_history"), q(m.table)
+    connection.exec_driver_sql(
+        f"UPDATE {h} SET _raw = (SELECT m._raw FROM {t} m WHERE m.tenant_id = {h}.tenant_id AND m.id = {h}.id) "
+        f"WHERE _valid_to IS NULL AND _raw IS NULL"
+    )
+
+
 def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
     """Create or extend *subscription*'s history tables and (re)install its triggers; one line per change.
 
@@ -132,11 +149,15 @@ def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
             table.create(connection)
             changes.append(f"created table {table.name}")
             continue
-        present = {c["name"] for c in inspector.get_columns(table.name)}
+        present = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:
                 _add_column(connection, table, column, m)
                 changes.append(f"added column {table.name}.{column.name}")
+        retyped = [c.name for c in m.columns if c.name in present and _type_changed(connection, present[c.name], table.c[c.name])]
+        if table.name == f"{m.table}_history" and retyped:
+            _retype(connection, table, retyped, m)
+            changes.append(f"{table.name}: column(s) {', '.join(retyped)} take their new type, converted from each version's _raw")
     seeded = connection.exec_driver_sql(history_triggers.seed_sql(m, postgres=postgres)).rowcount
     if members:
         connection.exec_driver_sql(history_triggers.seed_members_sql(m))
@@ -151,6 +172,52 @@ def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
     return changes
 
 
+def _type_changed(connection: sa.Connection, present: Any, wanted: sa.Column[Any]) -> bool:
+    """Whether a column's type in the database is not the one its declaration asks for (as the type's name)."""
+    def name(t: Any) -> str:
+        text = str(t.compile(dialect=connection.dialect)).upper().split("(")[0]
+        return {"FLOAT": "DOUBLE PRECISION", "DOUBLE": "DOUBLE PRECISION"}.get(text, text)
+    return name(present) != name(wanted.type)
+
+
+def _retype(connection: sa.Connection, table: sa.Table, names: list[str], m: Mirror) -> None:
+    """Give the history columns *names* their declared type; each version's value converted again from its ``_raw``
+    (as the mirror's own column is filled by the resync), never cast from the old value."""
+    q = connection.dialect.identifier_preparer.quote
+    if connection.dialect.name == "postgresql":
+        for name in names:
+            type_sql = table.c[name].type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(f"ALTER TABLE {q(table.name)} ALTER COLUMN {q(name)} TYPE {type_sql} USING NULL")
+    else:
+        # SQLite cannot change a column's type (its affinity would turn an integer back into text): the table is
+        # recreated under its name, with its versions and their _version, the retyped columns left empty.
+        old = f"{table.name}_retyped"
+        connection.exec_driver_sql(f"ALTER TABLE {q(table.name)} RENAME TO {q(old)}")
+        for index in table.indexes:
+            connection.exec_driver_sql(f"DROP INDEX IF EXISTS {q(str(index.name))}")
+        table.create(connection)
+        kept = ", ".join(q(c.name) for c in table.columns if c.name not in names)
+        connection.exec_driver_sql(f"INSERT INTO {q(table.name)} ({kept}) SELECT {kept} FROM {q(old)}")
+        connection.exec_driver_sql(f"DROP TABLE {q(old)}")
+    for name in names:
+        declared = next(c for c in m.columns if c.name == name)
+        _fill_from_raw(connection, table, declared)
+
+
+def _fill_from_raw(connection: sa.Connection, table: sa.Table, declared: Any) -> None:
+    rows = connection.execute(sa.select(table.c._version, table.c._raw).where(table.c._raw.is_not(None))).all()
+    updates = [
+        {"v": version, "x": value}
+        for version, raw in rows
+        if (value := mirror.convert(mirror.extract(raw, declared.field), declared.type)) is not None
+    ]
+    if updates:
+        connection.execute(
+            sa.update(table).where(table.c._version == sa.bindparam("v")).values({declared.name: sa.bindparam("x")}),
+            updates,
+        )
+
+
 def _add_column(connection: sa.Connection, table: sa.Table, column: sa.Column[Any], m: Mirror) -> None:
     preparer = connection.dialect.identifier_preparer
     type_sql = column.type.compile(dialect=connection.dialect)
@@ -160,17 +227,7 @@ def _add_column(connection: sa.Connection, table: sa.Table, column: sa.Column[An
     declared = next((c for c in m.columns if c.name == column.name), None)
     if declared is None:
         return  # an owner column: its value came from the scope, which old versions do not keep apart
-    rows = connection.execute(sa.select(table.c._version, table.c._raw)).all()
-    updates = [
-        {"v": version, "x": value}
-        for version, raw in rows
-        if (value := mirror.convert(mirror.extract(raw, declared.field), declared.type)) is not None
-    ]
-    if updates:
-        connection.execute(
-            sa.update(table).where(table.c._version == sa.bindparam("v")).values({column.name: sa.bindparam("x")}),
-            updates,
-        )
+    _fill_from_raw(connection, table, declared)
 
 
 def close_members(

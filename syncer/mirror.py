@@ -210,6 +210,7 @@ def _upgrade_one(connection: sa.Connection, subscription: Subscription, *, rebui
                 + "; ".join(problems)
                 + ". Run `syncer db upgrade --rebuild` to drop and re-mirror it"
             )
+        history.before_rebuild(connection, subscription)  # its rows' last _raw, for the resync to compare with
         for table in reversed(tables):
             table.drop(connection, checkfirst=True)
         for table in tables:

@@ -319,21 +319,6 @@ def test_retention_keeps_current_versions_and_the_cli_prints_a_diff(env: SyncEnv
     assert [v[1] for v in versions(env, "users", b)] == [at(0)]  # current, however old
 
 
-def test_db_upgrade_adding_a_column_fakes_no_version(tmp_path: Path, env: SyncEnv) -> None:
-    a = env.graph.create_user("ada", jobTitle="Clerk")["id"]
-    run(env, "users", at(0))
-    spec_path = env.spec.path
-    spec_path.write_text(spec_path.read_text().replace("columns: [displayName, accountEnabled]",
-                                                       "columns: [displayName, accountEnabled, jobTitle]"))
-    spec = load_spec(spec_path).resolve_emulator()
-    assert any("users_history.job_title" in c for c in mirror.upgrade(spec))
-    env.spec = spec
-    run(env, "users", at(1))  # the resync db upgrade asked for brings jobTitle: news, not a change
-    run(env, "users", at(2), full=True)
-    found = versions(env, "users", a)
-    assert found == [("created", at(0), None, "Ada", True, "Clerk")]
-
-
 def test_a_crash_after_the_mirror_write_leaves_history_and_mirror_equal(env: SyncEnv) -> None:
     a = env.graph.create_user("ada")["id"]
     run(env, "users", at(0))
@@ -414,3 +399,38 @@ def test_a_messages_edit_history(tmp_path: Path, emulator_info: dict[str, Any], 
         assert times[1:] == [parse_datetime(e) for e in edits] and times[2] - times[1] >= timedelta(seconds=60)
         for graph_client in graphs.values():
             graph_client.close()
+
+
+HARD_SPEC = """
+  - name: users
+    resource: users
+    change_types: [updated, deleted]
+    history: true
+    mirror:
+      table: users
+      delete: hard
+      columns: [displayName]
+"""
+
+
+def test_a_hard_removal_is_a_version_and_the_row_coming_back_another(
+    tmp_path: Path, emulator_info: dict[str, Any], database_url: str, graph: Any,
+) -> None:
+    for env in make_env(tmp_path, emulator_info, database_url, graph, HARD_SPEC):
+        a = env.graph.create_user("ada")["id"]
+        run(env, "users", at(0))
+        before = datetime.now(UTC)
+        assert env.graph.delete(f"users/{a}").status_code == 204
+        run(env, "users", at(1))
+        assert env.rows("users", live=False) == {}
+        found = versions(env, "users", a)
+        # The removal is recorded at the database's clock (a hard removal leaves no row to carry a time).
+        assert [(v[0], v[3]) for v in found] == [("created", "Ada"), ("deleted", "Ada")]
+        assert found[0][2] == found[1][1] and found[1][1] >= before - timedelta(seconds=5) and found[1][2] is None
+        raw = sql(env, "SELECT _raw FROM users_history WHERE _change = 'deleted'")[0][0]
+        assert (raw if isinstance(raw, dict) else json.loads(raw))["displayName"] == "Ada"  # its last state kept
+        # Restored (Graph's deleted items): a row history knows enters the mirror again, a version "created".
+        assert env.graph.post(f"directory/deletedItems/{a}/restore").status_code == 200
+        run(env, "users", datetime.now(UTC) + timedelta(hours=1))
+        assert [v[0] for v in versions(env, "users", a)] == ["created", "deleted", "created"]
+        assert sql(env, "SELECT count(*) FROM users_history WHERE _valid_to IS NULL") == [(1,)]

@@ -11,6 +11,7 @@ built on it (sweeps, owner fills), where a new ``Table`` per pass compiled them 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -92,7 +93,10 @@ class TableSql:
         cols = ", ".join(q(c) for c in self.columns)
         updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in self.columns if c not in ("tenant_id", "id"))
         if self.postgres:
-            self.stage = q(f"_syncer_stage_{spec.table}"[:63])
+            # The temporary table outlives a `db upgrade --rebuild` on a pooled connection: named after the columns'
+            # types too, a changed type gets a staging table of its own instead of the old one's.
+            layout = hashlib.sha1(repr([(c.name, c.type) for c in spec.columns]).encode()).hexdigest()[:8]
+            self.stage = q(f"_syncer_stage_{layout}_{spec.table}"[:63])
             self.stage_sql = (
                 f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} "
                 f"(LIKE {self.qtable} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
