@@ -33,7 +33,8 @@ from test_sync_support import USERS_SPEC, make_env
 from test_worker import notify, settle, worker_for
 
 from syncer import database, schema
-from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.app import create_app
+from syncer.receiver.receive import ReceiverSettings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
