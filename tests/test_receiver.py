@@ -310,7 +310,7 @@ def test_a_database_outage_is_logged_once_not_per_503(postgres_url: str, caplog:
     once more when the database is back, without a traceback above DEBUG."""
     import logging
 
-    from chaos_harness import Database
+    from chaos_database import Database
 
     engine = database.create_engine(postgres_url)
     schema.metadata.create_all(engine)
