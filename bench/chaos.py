@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from chaos_scenarios import HEADER, SCENARIOS, Outcome, ScenarioHarness, dedicated_database, run  # noqa: E402
+from chaos_database import dedicated_database  # noqa: E402
+from chaos_scenario_harness import ScenarioHarness  # noqa: E402
+from chaos_scenarios import HEADER, SCENARIOS, Outcome, run  # noqa: E402
 
 from syncer.database import normalize_url  # noqa: E402
 

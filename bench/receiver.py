@@ -100,7 +100,7 @@ def noop_app() -> Any:
 
 def serve(kind: str, database_url: str, bind: str, workers: int | None, threads: int, committers: int,
           worker_class: str | None) -> None:
-    from syncer.receiver.app import ReceiverSettings
+    from syncer.receiver.receive import ReceiverSettings
     from syncer.receiver.serve import ServeConfig, build_app, gunicorn_options, run_gunicorn
 
     settings = ReceiverSettings(committers=committers) if committers else ReceiverSettings()

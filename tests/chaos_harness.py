@@ -19,6 +19,8 @@ Then the faults stop and :func:`converge` waits until :func:`syncer.verify.compa
 difference; :func:`unstored_acks` checks the emulator's delivery log: every notification answered
 2xx is in the inbox.
 
+The database it can take away is tests/chaos_database.py, the processes it kills tests/chaos_processes.py.
+
 Faults hit reads only (GET): the writes are the harness's change stream, not the system under test,
 and a blind retry of a failed POST would create an item twice.
 """
@@ -27,23 +29,18 @@ from __future__ import annotations
 
 import os
 import random
-import select
-import signal
-import socket
-import sqlite3
-import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 import sqlalchemy as sa
+from chaos_database import Database
+from chaos_processes import Proc
 
 from syncer import database, mirror, schema, verify
 from syncer.demo import free_port
@@ -53,7 +50,6 @@ from syncer.graph.client import GraphClient
 from syncer.migrate import upgrade_core
 from syncer.spec import Spec, load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKER_ID = "chaos-worker"
 
 SPEC = """\
@@ -110,239 +106,6 @@ def emulator_config(seed: int) -> EmulatorConfig:
     return EmulatorConfig(
         seed=seed, retry=RetryRules(initial_backoff_s=0.5, backoff_factor=2.0, max_backoff_s=2.0)
     )
-
-
-# --- a database that can be cut ---------------------------------------------------------------------
-
-
-class TcpProxy:
-    """A loopback TCP forwarder to PostgreSQL with the ways a database goes away or bad:
-
-    - ``cut()``: the host vanishes loudly: every connection reset, new ones refused;
-    - ``blackhole()``: a failover behind a virtual IP, or a dropped NAT entry: the connections open
-      now go silent for ever (their bytes are swallowed; no RST, no FIN) while new ones get through;
-      ``blackhole(new_connections=True)``: new ones are accepted and go silent too, until ``restore()``;
-    - ``slow(seconds)``: every chunk of bytes is delayed, both ways (a congested link, a far database);
-    - ``restore()``: back to normal for new connections (silenced ones stay silent, as a peer that
-      is gone does not come back) and no delay.
-
-    The proxy runs in user space, so the local kernel acknowledges every byte the client sends: only
-    timers in the client (not TCP's own) can notice a blackhole. The real partition is easier to see.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._conns: set[socket.socket] = set()
-        self._silent: set[socket.socket] = set()  # connections whose bytes are swallowed
-        self._silence_new = False
-        self.delay = 0.0
-        self._lock = threading.Lock()
-        self.up = False
-
-    def start(self) -> TcpProxy:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        with self._lock:
-            self._listener, self.up = listener, True
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def cut(self) -> None:
-        """The database host vanishes: open connections are reset, new ones refused."""
-        with self._lock:
-            self.up = False
-            listener, self._listener = self._listener, None
-            conns, self._conns = self._conns, set()
-        if listener is not None:
-            # close() alone does not stop a thread blocked in accept(): the kernel keeps the socket
-            # listening until that accept returns, and it returns with the next connection, which
-            # would then reach the database in the middle of the outage. shutdown() wakes it first.
-            try:
-                listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            listener.close()
-        for conn in conns:
-            try:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                conn.close()
-            except OSError:
-                pass
-
-    def blackhole(self, *, new_connections: bool = False) -> None:
-        """The open connections go silent for ever (see the class); new ones too if *new_connections*."""
-        with self._lock:
-            self._silent |= self._conns
-            self._silence_new = new_connections
-
-    def slow(self, seconds: float) -> None:
-        """Every chunk forwarded *seconds* late, each way (a round trip takes 2 x *seconds* longer)."""
-        self.delay = seconds
-
-    def restore(self) -> None:
-        """The database is back (same address): new connections are forwarded at full speed."""
-        self.delay = 0.0
-        with self._lock:
-            self._silence_new = False
-        if not self.up:
-            self.start()
-
-    stop = cut
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                if listener is not self._listener:  # cut while this connection was being set up
-                    client.close()
-                    upstream.close()
-                    return
-                self._conns |= {client, upstream}
-                if self._silence_new:
-                    self._silent |= {client, upstream}
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
-        try:
-            while True:
-                readable, _, _ = select.select([a, b], [], [], 1.0)
-                for source in readable:
-                    data = source.recv(65536)
-                    if not data:
-                        return
-                    if source in self._silent:
-                        continue  # swallowed: the other end never hears of it
-                    if self.delay:
-                        time.sleep(self.delay)
-                    (b if source is a else a).sendall(data)
-        except (OSError, ValueError):
-            return
-        finally:
-            with self._lock:
-                self._conns -= {a, b}
-                self._silent -= {a, b}
-            for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-
-@dataclass
-class Database:
-    """The database the syncer processes use, and how to take it away for a while."""
-
-    url: str  # what the harness itself uses (direct)
-    process_url: str  # what syncer's processes use (through the proxy on PostgreSQL)
-    proxy: TcpProxy | None = None
-
-    @classmethod
-    def for_url(cls, url: str, *, proxy: bool = True) -> Database:
-        if url.startswith("sqlite") or not proxy:
-            return cls(url, url)
-        parsed = sa.make_url(url)
-        proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432)).start()
-        process_url = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        return cls(url, process_url, proxy)
-
-    @contextmanager
-    def outage(self) -> Iterator[None]:
-        """The database is unavailable to syncer's processes inside the block."""
-        if self.proxy is not None:
-            self.proxy.cut()
-            try:
-                yield
-            finally:
-                self.proxy.restore()
-            return
-        # SQLite: another process holding the write lock (WAL: readers still read, writers wait).
-        path = sa.make_url(self.url).database
-        assert path
-        holder = sqlite3.connect(path, timeout=30, isolation_level=None)
-        try:
-            holder.execute("BEGIN EXCLUSIVE")
-            yield
-            holder.execute("ROLLBACK")
-        finally:
-            holder.close()
-
-    def close(self) -> None:
-        if self.proxy is not None:
-            self.proxy.stop()
-
-
-# --- syncer's processes -----------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """One syncer command run as a subprocess in its own process group, restartable."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_dir: Path
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    kills: int = 0
-    crashes: list[int] = field(default_factory=list)  # exit codes of exits the harness did not cause
-    started_at: float = 0.0
-
-    def start(self) -> None:
-        if self.process is not None and self.process.poll() not in (None, -signal.SIGKILL):
-            self.crashes.append(int(self.process.returncode))
-        self.starts += 1
-        self.started_at = time.monotonic()
-        log = (self.log_dir / f"{self.name}.{self.starts}.log").open("wb")
-        self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
-        )
-        log.close()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (gunicorn's workers die with their master)."""
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a grace period."""
-        if not self.running:
-            return
-        assert self.process is not None
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            self.kill()
-
-    def output(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n" + p.read_text(errors="replace")[-4000:]
-            for p in sorted(self.log_dir.glob(f"{self.name}.*.log"))
-        )
 
 
 # --- the harness ------------------------------------------------------------------------------------

@@ -26,8 +26,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from chaos_harness import WORKER_ID, Harness, TcpProxy
-from chaos_scenarios import HEADER, SCENARIOS, Hostile, ScenarioHarness, dedicated_database, run
+from chaos_database import TcpProxy, dedicated_database
+from chaos_faults_inputs import Hostile
+from chaos_harness import WORKER_ID, Harness
+from chaos_scenario_harness import ScenarioHarness
+from chaos_scenarios import HEADER, SCENARIOS, run
 from conftest import PG_SKIP, postgres_base_url
 
 from syncer import schema

@@ -17,7 +17,8 @@ from emulator_fixtures import EmulatorClient
 from webhook_receiver import Receiver
 
 from syncer import database, verify
-from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
+from syncer.cli import main
+from syncer.cli.options import EXIT_SIGN_IN_REQUIRED
 from syncer.graph.times import parse_datetime
 from syncer.reconcile import graphs_for
 from syncer.reconcile.lifecycle import reauthorize

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 from emulator_fixtures import EmulatorClient
 
-from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
+from syncer.cli import main
+from syncer.cli.options import EXIT_SIGN_IN_REQUIRED
 from syncer.emulator import EmulatorConfig, EmulatorServer
 from syncer.errors import SignInRequired
 from syncer.graph.delegated import DelegatedCredential, delegated_credential

@@ -19,7 +19,8 @@ from emulator_fixtures import EmulatorClient
 from test_delegated_e2e import mirror_matches
 
 from syncer import database, schema, ui
-from syncer.cli import EXIT_SIGN_IN_REQUIRED, main
+from syncer.cli import main
+from syncer.cli.options import EXIT_SIGN_IN_REQUIRED
 from syncer.emulator import EmulatorConfig
 from syncer.run import Runner
 from syncer.spec import Spec, load_spec

@@ -138,7 +138,7 @@ def test_kubernetes_manifest(manifest: Path) -> None:
     paths = {p["path"] for rule in kinds["Ingress"]["spec"]["rules"] for p in rule["http"]["paths"]}
     assert {"/notifications", "/lifecycle"} <= paths
     # The edge refuses what the receiver would (issue 12): its body cap, and whole bodies forwarded.
-    from syncer.receiver.app import ReceiverSettings
+    from syncer.receiver.receive import ReceiverSettings
 
     annotations = kinds["Ingress"]["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{ReceiverSettings.max_body_bytes >> 20}m"

@@ -807,7 +807,7 @@ def test_syncers_receiver_core_accepts_what_the_emulator_sends(
     graph: EmulatorClient, emulator: EmulatorServer, receiver: Receiver
 ) -> None:
     """The emulator and syncer's receiver are independent readings of the docs: they must agree on the wire."""
-    from syncer.receiver import notifications
+    from syncer.receiver import checks, notifications
 
     key, cert = _certificate()
     user = graph.create_user("dee")
@@ -825,7 +825,7 @@ def test_syncers_receiver_core_accepts_what_the_emulator_sends(
 
     def lookup(ids: Any) -> dict[str, Any]:
         return {
-            i: notifications.SubscriptionInfo(i, emulator.config.tenant_id, "cs-1", "scope", subscriptions[i]["includeResourceData"])
+            i: checks.SubscriptionInfo(i, emulator.config.tenant_id, "cs-1", "scope", subscriptions[i]["includeResourceData"])
             for i in ids
             if i in subscriptions
         }
@@ -837,7 +837,7 @@ def test_syncers_receiver_core_accepts_what_the_emulator_sends(
     keys = notifications.KeyRing([notifications.DecryptionKey("c1", key)])
     accepted = []
     for post in receiver.received:
-        verdict = notifications.check_collection(
+        verdict = checks.check_collection(
             notifications.parse_collection(json.dumps(post.body)), lookup=lookup, tokens=tokens, keys=keys
         )
         assert verdict.rejected == ()

@@ -3,7 +3,7 @@
 Three ways a database goes bad without going away cleanly, each on a real server:
 
 - a silent partition (a failover behind a virtual IP): the open connections go dead without a RST
-  while new ones get through (tests/chaos_harness.py's TcpProxy ``blackhole()``);
+  while new ones get through (tests/chaos_database.py's TcpProxy ``blackhole()``);
 - a primary that turns read-only (``default_transaction_read_only``, its sessions terminated) and
   then writable again: sessions opened in between stay read-only unless replaced;
 - a slow database (TcpProxy ``slow()``): answers come, late.
@@ -26,14 +26,15 @@ import notification_builders as nb
 import pytest
 import requests
 import sqlalchemy as sa
-from chaos_harness import Database
+from chaos_database import Database
 from sqlalchemy.engine import Engine
 from test_receiver import Server, add_subscription
 from test_sync_support import USERS_SPEC, make_env
 from test_worker import notify, settle, worker_for
 
 from syncer import database, schema
-from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.app import create_app
+from syncer.receiver.receive import ReceiverSettings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 

@@ -1,4 +1,4 @@
-"""syncer.receiver.notifications: parsing, clientState, validation tokens and decryption, with no server."""
+"""syncer.receiver.notifications and checks: parsing, clientState, validation tokens and decryption, with no server."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from syncer.errors import NotificationError
+from syncer.receiver.checks import SubscriptionInfo, check_collection, client_state_matches
 from syncer.receiver.notifications import (
     DecryptionKey,
     EncryptedContent,
@@ -20,10 +21,7 @@ from syncer.receiver.notifications import (
     KeyRing,
     Limits,
     StaticKeys,
-    SubscriptionInfo,
     TokenValidator,
-    check_collection,
-    client_state_matches,
     parse_collection,
 )
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from syncer.graph.subscriptions import LiveSubscription
+from syncer.reconcile.actions import Kind, Plan
 from syncer.reconcile.desired import SKEW_MARGIN, Desired, Expansion, desired_from_spec, effective_lifetime
-from syncer.reconcile.plan import Kind, Plan, QuotaProblem, Recorded, plan
+from syncer.reconcile.plan import Recorded, plan
+from syncer.reconcile.quotas import QuotaProblem
 from syncer.resources import BY_KEY, MIN_LIFETIME
 from syncer.spec import load_spec
 

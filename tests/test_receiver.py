@@ -36,8 +36,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from syncer import database, schema
 from syncer.emulator import EmulatorConfig
 from syncer.emulator.delivery_policy import RetryRules
-from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.app import create_app
 from syncer.receiver.notifications import DecryptionKey, JwksCache, KeyRing, StaticKeys, TokenValidator
+from syncer.receiver.receive import ReceiverSettings
 
 SUB = "7f105c7d-2dc5-4530-97cd-4e7ae6534c07"
 RICH_SUB = "76222963-cc7b-42d2-882d-8aaa69cb2ba3"
@@ -169,7 +170,7 @@ def test_accepted_items_are_stored_refused_ones_counted_and_the_answer_is_202(re
 
 
 def test_refusals_are_logged_without_secrets(receiver: Server, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("WARNING", logger="syncer.receiver.app")
+    caplog.set_level("WARNING", logger="syncer.receiver.receive")
     receiver.post("/notifications", nb.body(nb.change_item(SUB, client_state="attacker-guess-123")))
     text = caplog.text
     assert "client_state_mismatch" in text and SUB in text
@@ -309,7 +310,7 @@ def test_a_database_outage_is_logged_once_not_per_503(postgres_url: str, caplog:
     once more when the database is back, without a traceback above DEBUG."""
     import logging
 
-    from chaos_harness import Database
+    from chaos_database import Database
 
     engine = database.create_engine(postgres_url)
     schema.metadata.create_all(engine)

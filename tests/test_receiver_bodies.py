@@ -26,7 +26,8 @@ from werkzeug.serving import make_server
 from syncer import database, schema
 from syncer.errors import NotificationError
 from syncer.receiver import notifications
-from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.app import create_app
+from syncer.receiver.receive import ReceiverSettings
 from syncer.run import _QuietHandler
 
 SERVERS = ["werkzeug", "gunicorn"]

@@ -26,8 +26,9 @@ from test_receiver import JSON, RICH_SUB, SUB, Server, add_subscription, inbox_r
 
 from syncer import database, schema
 from syncer.errors import DatabaseError
-from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.app import create_app
 from syncer.receiver.notifications import DecryptionKey, JwksCache, KeyRing, TokenValidator
+from syncer.receiver.receive import ReceiverSettings
 from syncer.receiver.subscriptions import SubscriptionCache
 
 
@@ -177,7 +178,7 @@ def test_a_token_from_a_clock_two_minutes_ahead_is_stored(engine: Engine) -> Non
 def test_a_token_not_yet_valid_beyond_the_leeway_gets_503_a_metric_and_a_log_line(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("WARNING", logger="syncer.receiver.app")
+    caplog.set_level("WARNING", logger="syncer.receiver.receive")
     server = make_receiver(engine)
     try:
         response = server.post("/notifications", rich_post(nb.validation_token(issued_ago=-600)))

@@ -29,8 +29,8 @@ from syncer.graph.times import parse_datetime
 from syncer.locks import LockInfo
 from syncer.migrate import upgrade_core
 from syncer.reconcile import Outcome, graphs_for, reconcile
+from syncer.reconcile.actions import Kind
 from syncer.reconcile.lifecycle import reauthorize, recreate
-from syncer.reconcile.plan import Kind
 from syncer.schema import subscriptions as table
 from syncer.spec import Spec, load_spec
 

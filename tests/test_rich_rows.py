@@ -298,7 +298,7 @@ def test_channel_messages_and_replies_become_rows_from_payloads(world: World) ->
 
 
 def test_certificate_rotation_moves_each_subscription_at_its_renewal(world: World) -> None:
-    from syncer.reconcile.plan import Kind
+    from syncer.reconcile.actions import Kind
     from syncer.reconcile.report import render_plan
 
     first, second = test_reconcile._certificate(world.tmp, "first"), test_reconcile._certificate(world.tmp, "second")

@@ -57,7 +57,7 @@ def _group(graph: EmulatorClient, nick: str, **extra: Any) -> str:
 
 
 def _stored(spec: Spec, n: Notification) -> NewItem:
-    """A delivered notification as syncer's receiver stores it (syncer.receiver.app)."""
+    """A delivered notification as syncer's receiver stores it (syncer.receiver.receive)."""
     return NewItem(tenant_id=spec.tenants[0].tenant_id, subscription_id=n.subscription_id, kind=n.kind, event=n.event,
                    resource=n.resource, resource_id=n.resource_id, dedupe_key=n.dedupe_key, payload=n.payload())
 

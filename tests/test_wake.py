@@ -136,7 +136,7 @@ def test_the_listen_connection_comes_back_after_an_outage(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The worker's connections (LISTEN among them) are cut and restored: it listens again and is woken again."""
-    from chaos_harness import Database
+    from chaos_database import Database
 
     spec, port = receiver
     if database.is_sqlite(spec.database_url):

@@ -547,7 +547,7 @@ def test_the_worker_waits_at_start_for_its_database(
 ) -> None:
     """Started while its database is unreachable (systemd/Kubernetes start both at once), the worker
     waits and then runs, instead of exiting; with --startup-wait 0 it fails at once."""
-    from chaos_harness import Database
+    from chaos_database import Database
     from test_sync_support import write_spec
 
     env = postgres_env
@@ -593,7 +593,7 @@ def test_a_database_outage_is_logged_once_not_every_drain(
     is back, no traceback above DEBUG (APScheduler used to log one per drain, every half second)."""
     import logging
 
-    from chaos_harness import Database
+    from chaos_database import Database
     from test_sync_support import write_spec
 
     env = postgres_env

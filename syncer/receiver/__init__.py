@@ -1,7 +1,8 @@
 """The push half: Graph's POST -> checks -> inbox row -> 202.
 
-``app`` is the Flask app (what a request does), ``notifications`` and ``rich`` the pure checks of a POST,
-``groupcommit`` one inbox transaction for many requests, ``serve`` configuration and gunicorn.
+``receive`` is what a request does and ``app`` the Flask app around it; ``notifications`` (parsing), ``checks``
+and ``rich`` the pure checks of a POST; ``groupcommit`` one inbox transaction for many requests; ``serve``
+configuration and gunicorn.
 """
 
 from __future__ import annotations

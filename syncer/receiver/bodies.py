@@ -4,7 +4,7 @@ heavy clients.
 Graph's own POSTs are small and quick; a client that drips a body, or holds many large ones, must
 not take the receiver's connections or memory from them. :class:`ReadDeadlines` cuts a body read
 still running at its deadline, :class:`BodyBudget` bounds the bytes of bodies in flight per process.
-The receiver (:mod:`syncer.receiver.app`) reads each body in chunks under both.
+The receiver (:mod:`syncer.receiver.receive`) reads each body in chunks under both.
 """
 
 from __future__ import annotations

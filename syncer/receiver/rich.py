@@ -1,7 +1,7 @@
 """Rich notifications: the validation tokens Graph signs and the resource data it encrypts.
 
-Split from :mod:`syncer.receiver.notifications` (which parses a POST and decides item by item): this is the
-cryptography it calls on. Every JWT in ``validationTokens`` is checked (RS256 against the identity
+Split from :mod:`syncer.receiver.notifications` (which parses a POST) and :mod:`syncer.receiver.checks` (which
+decides item by item): this is the cryptography they call on. Every JWT in ``validationTokens`` is checked (RS256 against the identity
 platform's keys, cached; audience = one of our app ids, issuer = ``https://sts.windows.net/{tid}/``,
 ``appid`` = Graph's publisher, lifetime), and each ``encryptedContent``: the RSA-OAEP(SHA-1) wrapped
 key is unwrapped with the private key named by ``encryptionCertificateId`` (two during a rotation),
@@ -275,7 +275,7 @@ class TokenValidator:
         return ValidatedToken(tenant_id=tenant_id, audience=audience, expires_at=float(claims["exp"]))
 
     def check(self, token: str) -> TokenCheck:
-        """Classify *token* for :func:`syncer.receiver.notifications.check_collection` (see :class:`TokenCheck`).
+        """Classify *token* for :func:`syncer.receiver.checks.check_collection` (see :class:`TokenCheck`).
 
         The audience is read before anything is verified, so that a token of another app sharing the
         URL costs no signature check and no key fetch; trusting that unverified claim is safe because

@@ -1,6 +1,6 @@
 """Running the receiver: its configuration (``ServeConfig``), building the app from it, and gunicorn.
 
-Split from :mod:`syncer.receiver.app`, which is the app itself (what a request does); this module is
+Split from :mod:`syncer.receiver.app`, which is the app itself (a request is :mod:`syncer.receiver.receive`); this module is
 how a process gets one: from ``SYNCER_*`` variables or a spec, with its engine, decryption keys and
 token validator, served by gunicorn with the worker settings documented on :class:`ServeConfig`.
 """
@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine
 from syncer import database
 from syncer.errors import ConfigError, SyncerError
 from syncer.metrics import Metrics
-from syncer.receiver.app import ReceiverSettings, create_app
+from syncer.receiver.app import create_app
+from syncer.receiver.receive import ReceiverSettings
 from syncer.receiver.rich import (
     DEFAULT_ISSUER_TEMPLATE,
     DEFAULT_LEEWAY,
@@ -78,7 +79,7 @@ class ServeConfig:
     (Graph reuses connections), ``graceful_timeout`` 20 s so queued rows are committed before a
     worker exits.
 
-    Request bodies (:class:`syncer.receiver.app.ReceiverSettings`): at most ``max_body_bytes`` each, in
+    Request bodies (:class:`syncer.receiver.receive.ReceiverSettings`): at most ``max_body_bytes`` each, in
     within ``body_timeout`` seconds of the headers, ``body_budget_bytes`` in flight per process. The
     request line and headers keep gunicorn's own bounds (``limit_request_line`` 4094 bytes,
     ``limit_request_fields`` 100, ``limit_request_field_size`` 8190), set explicitly below.

@@ -30,7 +30,7 @@ from syncer.errors import SyncerError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from syncer.receiver.app import Receiver
+    from syncer.receiver.receive import Receiver
 
 log = logging.getLogger("syncer.receiver.specwatch")
 

@@ -1,6 +1,6 @@
 """Which subscription ids are ours: ``syncer_subscriptions`` read through a cache, for the receiver.
 
-Split from :mod:`syncer.receiver.app` (what a request does): every notification item names a
+Split from :mod:`syncer.receiver.receive` (what a request does): every notification item names a
 subscription id, and a forger may name any. The cache answers for the ids it knows; every other id
 is read from the database before it is called unknown, in grouped reads (see :class:`SubscriptionCache`).
 """
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from syncer import schema
 from syncer.errors import DatabaseError
-from syncer.receiver.notifications import SubscriptionInfo
+from syncer.receiver.checks import SubscriptionInfo
 
 _LOOKUP_CHUNK = 1000
 

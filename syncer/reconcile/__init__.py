@@ -10,6 +10,7 @@ The package, following the data:
 - :mod:`~syncer.reconcile.fanout`: which users a ``for_each`` declaration stands for, asked of Graph;
 - :mod:`~syncer.reconcile.desired`: what the spec asks Graph for, one subscription per expanded user;
 - :mod:`~syncer.reconcile.plan`: the plan, a pure function of desired, live and recorded state;
+- :mod:`~syncer.reconcile.actions`: the plan as a value (its actions and their kinds);
 - :mod:`~syncer.reconcile.quotas`: Graph's subscription quotas, checked on the state a plan would leave;
 - :mod:`~syncer.reconcile.apply`: the plan carried out through ``$batch``, in phases;
 - :mod:`~syncer.reconcile.envelopes`: those calls in envelopes of 20, a quarter of the tenant's budget at a time;
@@ -33,11 +34,11 @@ from syncer import applied as applied_spec
 from syncer import locks
 from syncer.errors import LockTimeout
 from syncer.reconcile import apply, plan
+from syncer.reconcile.actions import Plan
 from syncer.reconcile.apply import ActionResult, Clock, Outcome, graph_for, graphs_for, utcnow
 from syncer.reconcile.desired import Expansion, desired_from_spec
 from syncer.reconcile.fanout import expand
 from syncer.reconcile.lifecycle import reauthorize, recreate, repair
-from syncer.reconcile.plan import Plan
 from syncer.reconcile.records import client_state_of, load_recorded
 from syncer.reconcile.report import action_line, render_plan, render_results
 

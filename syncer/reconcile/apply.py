@@ -36,10 +36,10 @@ from syncer.errors import (
 from syncer.graph.batch import BatchRequest, BatchResult
 from syncer.graph.subscriptions import LiveSubscription
 from syncer.graph.times import format_datetime
+from syncer.reconcile.actions import Action, Kind, Plan
 from syncer.reconcile.desired import Desired
 from syncer.reconcile.envelopes import run as _run
 from syncer.reconcile.envelopes import send_all
-from syncer.reconcile.plan import Action, Kind, Plan
 from syncer.reconcile.records import delete_rows, record_created, record_patches, relink_rows, row_values
 
 if TYPE_CHECKING:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from syncer import locks
 from syncer.errors import GraphError, LockTimeout, NotFoundError, ReconcileError
+from syncer.reconcile.actions import Action, Kind
 from syncer.reconcile.apply import (
     ActionResult,
     Clock,
@@ -31,7 +32,7 @@ from syncer.reconcile.apply import (
     utcnow,
 )
 from syncer.reconcile.desired import Desired, Expansion, desired_from_spec
-from syncer.reconcile.plan import Action, Kind, Recorded
+from syncer.reconcile.plan import Recorded
 from syncer.reconcile.records import load_recorded, record_patches
 from syncer.resolve import needs_resolution
 from syncer.resources import match_resource

@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 
 from syncer.errors import DatabaseError
 from syncer.graph.subscriptions import LiveSubscription
+from syncer.reconcile.actions import Action, Kind
 from syncer.reconcile.desired import Desired
-from syncer.reconcile.plan import Action, Kind, Recorded
+from syncer.reconcile.plan import Recorded
 from syncer.schema import one_of
 from syncer.schema import subscriptions as table
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from syncer.reconcile.plan import Action, Kind, Plan
+from syncer.reconcile.actions import Action, Kind, Plan
 
 if TYPE_CHECKING:
     from syncer.reconcile.apply import ActionResult

@@ -13,12 +13,13 @@ The package, following the data:
   spec's constants; what the rest of syncer imports (from here).
 - :mod:`~syncer.spec.reader`: YAML read field by field, every value with its file and line, every
   problem collected instead of raised at once.
-- :mod:`~syncer.spec.loader`: the document and its connection sections (graph, tenants, receiver,
-  database), and the readers every section shares (names, SQL identifiers, URLs, secrets).
+- :mod:`~syncer.spec.loader`: the document and its connection sections (graph, receiver, database),
+  and the readers every section shares (names, SQL identifiers, URLs, secrets); the tenants section
+  in :mod:`~syncer.spec.tenants` (app-only credentials, delegated accounts).
 - :mod:`~syncer.spec.subscriptions`: each declared subscription against Graph's rules, and the checks
-  across subscriptions; with three parts read apart: :mod:`~syncer.spec.mirror` (table and columns),
-  :mod:`~syncer.spec.rich` (resource data and encryption) and :mod:`~syncer.spec.scopes` (for_each,
-  window, folders).
+  across subscriptions; with four parts read apart: :mod:`~syncer.spec.resource` (the resource path,
+  change types, Teams' model), :mod:`~syncer.spec.mirror` (table and columns), :mod:`~syncer.spec.rich`
+  (resource data and encryption) and :mod:`~syncer.spec.scopes` (for_each, window, folders).
 """
 
 from __future__ import annotations

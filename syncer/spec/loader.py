@@ -1,9 +1,9 @@
 """Building a :class:`~syncer.spec.Spec` from a composed subscriptions.yaml, section by section.
 
 :mod:`syncer.spec.model` holds the dataclasses and :func:`syncer.spec.load_spec` calls this; this module
-holds the rules of the document and of its connection sections (graph, tenants, receiver, database)
-and the readers every section shares (names, SQL identifiers, URLs, secrets);
-:mod:`syncer.spec.subscriptions` holds the rules of the subscriptions. Each check records a problem
+holds the rules of the document and of its connection sections (graph, receiver, database) and the
+readers every section shares (names, SQL identifiers, URLs, secrets); :mod:`syncer.spec.tenants` holds
+the rules of the tenants and :mod:`syncer.spec.subscriptions` those of the subscriptions. Each check records a problem
 on the :class:`~syncer.spec.reader.Reader` and carries on, so one run reports everything that is wrong.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,8 +20,6 @@ import yaml
 
 from syncer.database import normalize_url
 from syncer.spec.model import (
-    AUTH_MODES,
-    AUTHORITIES,
     CLOUD_NAMES,
     CLOUDS,
     DEFAULT_CONCURRENCY,
@@ -31,27 +28,20 @@ from syncer.spec.model import (
     DEFAULT_NOTIFICATION_URL,
     KEY_COLUMNS,
     MAX_CONCURRENCY,
-    PERSONAL_TENANT_ID,
     SPEC_VERSION,
-    CertificateCredential,
     GraphConnection,
     Receiver,
     SecretRef,
     Spec,
-    Tenant,
     graph_root,
-    shared_tenant_id,
 )
 from syncer.spec.reader import Map, Reader, describe
 from syncer.spec.subscriptions import SubscriptionsLoader
+from syncer.spec.tenants import TenantsLoader
 
 # Used with fullmatch: ``$`` also matches before a final newline, so ``re.match(r"^x$")`` accepts "x\n".
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-# A tenant id (GUID) or a verified domain, as an authority segment accepts.
-_TENANT_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
-_DELEGATED_KEYS = ("authority", "account", "token_cache")
-_TENANT_KEYS = ("name", "tenant_id", "client_id", "client_secret", "certificate", "auth", "concurrency", *_DELEGATED_KEYS)
 
 
 class SpecLoader:
@@ -89,8 +79,8 @@ class SpecLoader:
             )
             return None  # a future format may mean anything: do not guess at the rest
         graph, info = self.graph(top)
-        tenants = self.tenants(top, emulator=graph is not None and graph.cloud == "emulator", info=info,
-                               concurrency=self.default_concurrency(top))
+        tenants = TenantsLoader(self).load(top, emulator=graph is not None and graph.cloud == "emulator", info=info,
+                                           concurrency=self.default_concurrency(top))
         receiver = self.receiver(top)
         database_url = self.database(top)
         subs = SubscriptionsLoader(self).load(top, graph=graph, tenants=tenants, receiver=receiver)
@@ -260,164 +250,6 @@ class SpecLoader:
                 read = self.r.integer(value, "defaults.concurrency", low=1, high=MAX_CONCURRENCY)
                 return read if read is not None else DEFAULT_CONCURRENCY
         return DEFAULT_CONCURRENCY
-
-    def tenants(self, top: Map, *, emulator: bool, info: Path | None,
-                concurrency: int = DEFAULT_CONCURRENCY) -> tuple[Tenant, ...] | None:
-        """The tenants, each with its ``concurrency`` (its own, else *concurrency* from ``defaults``)."""
-        r = self.r
-        node = top.get("tenants")
-        if node is None:
-            if emulator and info is not None:
-                # The emulator registers one app: everything about it comes from the info file.
-                return (Tenant("emulator", "", "", SecretRef(file=info, key="client_secret"), concurrency=concurrency),)
-            r.error(top, "tenants", "a list of tenants (name, tenant_id, client_id, credentials)", "nothing")
-            return None
-        tenants: list[Tenant] = []
-        seen: set[str] = set()
-        for path, item in r.sequence(node, "tenants", what="a list of tenants"):
-            t = r.mapping(item, path, _TENANT_KEYS)
-            if t is None:
-                continue
-            name = self.name(t.get("name"), t.sub("name"))
-            if "name" not in t:
-                r.error(t, t.sub("name"), "a tenant name", "nothing")
-            if name in seen:
-                r.error(t.get("name"), t.sub("name"), "a tenant name used once", f"a second '{name}'")
-            seen.add(name or "")
-            own = concurrency
-            if "concurrency" in t:
-                own = r.integer(t.get("concurrency"), t.sub("concurrency"), low=1, high=MAX_CONCURRENCY) or concurrency
-            auth = r.choice(t.get("auth"), t.sub("auth"), AUTH_MODES) if "auth" in t else "app"
-            if auth == "delegated":
-                tenant = self.delegated_tenant(t, path, name, emulator=emulator)
-                if tenant is not None:
-                    tenants.append(replace(tenant, concurrency=own))
-                continue
-            for key in _DELEGATED_KEYS:
-                if key in t:
-                    r.error(t.values[key], t.sub(key), f"{key} only with auth: delegated", "app-only auth")
-            ids = {}
-            for key in ("tenant_id", "client_id"):
-                ids[key] = r.string(t.get(key), t.sub(key), expected=f"a {key}") or ""
-                if key not in t and not emulator:
-                    r.error(t, t.sub(key), f"a {key}", "nothing")
-            secret, cert = None, None
-            if "client_secret" in t and "certificate" in t:
-                r.error(t, path, "one of client_secret, certificate", "both")
-            elif "certificate" in t:
-                cert = self.certificate(t)
-            elif "client_secret" in t:
-                secret = self.secret(t, "client_secret")
-            elif emulator and info is not None:
-                secret = SecretRef(file=info, key="client_secret")
-            else:
-                r.error(t, path + ".client_secret", "client_secret or certificate", "neither")
-            if name and auth is not None:
-                tenants.append(Tenant(name, ids["tenant_id"], ids["client_id"], secret, cert, concurrency=own))
-        shared = shared_tenant_id(tuple(tenants))
-        if shared:
-            r.error(node, "tenants", "one delegated account per tenant id", shared)
-        if not tenants and isinstance(node, yaml.SequenceNode) and not node.value:
-            r.error(node, "tenants", "at least one tenant", "an empty list")
-        return tuple(tenants)
-
-    def delegated_tenant(self, t: Map, path: str, name: str | None, *, emulator: bool) -> Tenant | None:
-        """``auth: delegated``: a public client signing one user in; nothing secret in the file."""
-        r, before = self.r, len(self.r.errors)
-        for key in ("client_secret", "certificate"):
-            if key in t:
-                r.error(
-                    t.values[key],
-                    t.sub(key),
-                    "no app credential with auth: delegated",
-                    key,
-                    f"the user signs in with `syncer login {name or 'NAME'}`; the app is a public client",
-                )
-        client_id = r.string(t.get("client_id"), t.sub("client_id"), expected="a client_id") or ""
-        if "client_id" not in t and not emulator:
-            r.error(t, t.sub("client_id"), "a client_id (the app registration users sign in to)", "nothing")
-        authority = "organizations"
-        if "authority" in t:
-            authority = r.string(
-                t.get("authority"),
-                t.sub("authority"),
-                expected="organizations, consumers, common or a tenant id",
-            ) or authority
-            if authority.lower() in AUTHORITIES:
-                authority = authority.lower()
-            elif not _TENANT_ID.fullmatch(authority):
-                r.error(
-                    t.get("authority"),
-                    t.sub("authority"),
-                    "organizations, consumers, common, a tenant id (GUID) or a domain",
-                    f"'{authority}'",
-                )
-        account = r.string(t.get("account"), t.sub("account"), expected="the UPN of the account that signs in")
-        if "account" not in t:
-            r.error(t, t.sub("account"), "account: the UPN expected to sign in (user@domain)", "nothing")
-        elif account is not None and "@" not in account:
-            r.error(t.get("account"), t.sub("account"), "a user principal name (user@domain)", f"'{account}'")
-        # The tenant id keys the mirror's rows, so it is needed before anyone signs in: a tenant
-        # authority is it, personal accounts all live in one tenant, otherwise it must be written
-        # (the emulator's info file supplies its own).
-        tenant_id = r.string(t.get("tenant_id"), t.sub("tenant_id"), expected="a tenant_id") or ""
-        if not tenant_id:
-            if authority == "consumers":
-                tenant_id = PERSONAL_TENANT_ID
-            elif authority not in AUTHORITIES:
-                tenant_id = authority
-            elif not emulator:
-                r.error(
-                    t,
-                    t.sub("tenant_id"),
-                    f"tenant_id (the account's home tenant) with authority: {authority}",
-                    "nothing",
-                )
-        if "token_cache" in t:
-            cache = self.file_path(t.get("token_cache"), t.sub("token_cache"))
-        else:
-            config_home = self.environ.get("XDG_CONFIG_HOME") or os.path.join(
-                self.environ.get("HOME") or os.path.expanduser("~"), ".config"
-            )
-            cache = Path(config_home) / "syncer" / f"{name}.json"
-        if len(r.errors) > before or not name or account is None or cache is None:
-            return None
-        return Tenant(
-            name,
-            tenant_id,
-            client_id,
-            auth="delegated",
-            authority=authority,
-            account=account,
-            token_cache=cache,
-        )
-
-    def certificate(self, t: Map) -> CertificateCredential | None:
-        r, path = self.r, t.sub("certificate")
-        c = r.mapping(t.get("certificate"), path, ("private_key", "certificate", "thumbprint"))
-        if c is None:
-            return None
-        key = self.secret(c, "private_key")
-        cert_path = self.file_path(c.get("certificate"), c.sub("certificate"))
-        thumb = r.string(
-            c.get("thumbprint"), c.sub("thumbprint"), expected="a SHA-1 thumbprint (40 hex digits)"
-        )
-        if thumb is not None and not re.fullmatch(r"[0-9A-Fa-f]{40}", thumb.replace(":", "")):
-            r.error(
-                c.get("thumbprint"), c.sub("thumbprint"), "a SHA-1 thumbprint (40 hex digits)", f"'{thumb}'"
-            )
-            thumb = None
-        if ("certificate" in c) == ("thumbprint" in c):
-            r.error(
-                c,
-                path,
-                "exactly one of certificate (a PEM path), thumbprint",
-                "both" if "thumbprint" in c else "neither",
-            )
-            return None
-        if key is None or (cert_path is None and thumb is None):
-            return None
-        return CertificateCredential(key, cert_path, thumb.replace(":", "").upper() if thumb else None)
 
     def receiver(self, top: Map) -> Receiver | None:
         r, before = self.r, len(self.r.errors)
