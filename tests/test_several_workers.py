@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from test_sync_support import SyncEnv, make_env
 from syncer import database, schema
 from syncer.worker import scopes
 from syncer.worker.jobs import Worker
-from syncer.worker.scopes import Scope, ScopeIndex
+from syncer.worker.scopes import ScopeIndex
 
 SPEC = """
   - name: mail
@@ -112,8 +112,8 @@ class SlowReadingWorker(Worker):
     """A worker whose reading of the due scopes reaches it late, as on a loaded machine (32 pass threads on two
     cores, a busy database): the passes running when the query started end before its answer is used."""
 
-    def due_scopes(self) -> list[Scope]:
-        due = super().due_scopes()
+    def due_rows(self) -> Sequence[tuple[str, str, str | None]]:
+        due = super().due_rows()
         time.sleep(0.4)
         return due
 

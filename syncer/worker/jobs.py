@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -381,14 +381,15 @@ class Worker:
 
     # --- running passes ---
 
+    def due_rows(self) -> Sequence[tuple[str, str, str | None]]:
+        """``(tenant_id, scope_key, parent_key)`` of the dirty (or resync-requested) scopes that are not postponed
+        and not leased by another worker, oldest mark first: :meth:`start_due`'s reading, which resolves only the
+        scopes it starts (most of a reading during an initial mirror is already running here)."""
+        return scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock())
+
     def due_scopes(self) -> list[Scope]:
-        """Dirty (or resync-requested) scopes that are not postponed, not leased and not running here."""
-        due = []
-        for tenant_id, key, parent_key in scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock()):
-            scope = self.index.resolve(tenant_id, key, parent_key)
-            if scope is not None:
-                due.append(scope)
-        return due
+        """The Scopes of :meth:`due_rows` (those the spec still declares)."""
+        return [scope for row in self.due_rows() if (scope := self.index.resolve(*row)) is not None]
 
     def start_due(self) -> list[str]:
         """Start a pass for every due scope not already running in this process.
@@ -413,9 +414,9 @@ class Worker:
                     # and starting the scope again would pass it twice for one mark. It is left to the next
                     # reading, of the state the pass left (dirty again only if a notification came in meanwhile).
                     before = {key for key, future in self._running.items() if not future.done()}
-                due = self.due_scopes()
+                due = self.due_rows()
                 with self._lock:
-                    answer = {(scope.tenant_id, scope.key) for scope in due}
+                    answer = {(tenant_id, key) for tenant_id, key, _ in due}
                     for key, future in list(self._running.items()):
                         # A pass still waiting for a thread whose scope this reading no longer finds due (another
                         # worker holds it or cleaned it, or it was postponed) would only take a lease in vain:
@@ -424,12 +425,15 @@ class Worker:
                             self.withdrawn += 1
                         if future.done():
                             del self._running[key]
-                    for scope in due:
-                        key = (scope.tenant_id, scope.key)
+                    for tenant_id, scope_key, parent_key in due:
+                        key = (tenant_id, scope_key)
                         if key in self._running or key in self._fetching or key in before:
-                            continue
-                        if self.accounts is not None and not self.accounts.allows(scope.tenant_id):
+                            continue  # resolved when it was started: most of a reading during an initial mirror
+                        if self.accounts is not None and not self.accounts.allows(tenant_id):
                             continue  # stays dirty until its account signs in again
+                        scope = self.index.resolve(tenant_id, scope_key, parent_key)
+                        if scope is None:
+                            continue  # no longer declared: retire_scopes drops it
                         self._running[key] = self.pool.submit(self._pass, scope)
                         started.append(scope.key)
                     if not self._start_again:
