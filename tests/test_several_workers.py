@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,27 @@ def tenant(tmp_path: Path, emulator_info: dict[str, Any], database_url: str, gra
 def two_workers_only_on_postgres(env: SyncEnv) -> None:
     if env.engine.dialect.name != "postgresql":
         pytest.skip("SQLite runs one worker: a lock row refuses a second (syncer.worker.scheduler.single_worker_lock)")
+
+
+@contextmanager
+def a_second_worker_held_up(env: SyncEnv) -> Iterator[tuple[Worker, Worker, threading.Event]]:
+    """Two workers on PostgreSQL, each with its own engine: ``first`` (8 pass threads) and ``second`` (2), the
+    second's threads busy until the yielded gate is set, so the passes it starts wait in its queue."""
+    two_workers_only_on_postgres(env)
+    other = database.create_engine(env.spec.database_url)
+    first = Worker(env.engine, {env.tenant_id: env.client}, index_of(env), worker_id="first", max_passes=8)
+    second = Worker(other, {env.tenant_id: env.client}, index_of(env), worker_id="second", max_passes=2)
+    first.register_scopes()
+    gate = threading.Event()
+    for _ in range(2):
+        second.pool.submit(gate.wait)
+    try:
+        yield first, second, gate
+    finally:
+        gate.set()
+        first.close()
+        second.close()
+        other.dispose()
 
 
 def index_of(env: SyncEnv) -> ScopeIndex:
@@ -136,53 +158,26 @@ def test_an_initial_mirror_through_containers_passes_each_scope_once(tenant: Syn
 
 def test_a_pass_queued_behind_others_finds_its_scope_passed_by_another_worker(tenant: SyncEnv) -> None:
     env = tenant
-    two_workers_only_on_postgres(env)
-    other = database.create_engine(env.spec.database_url)
-    first = Worker(env.engine, {env.tenant_id: env.client}, index_of(env), worker_id="first", max_passes=8)
-    second = Worker(other, {env.tenant_id: env.client}, index_of(env), worker_id="second", max_passes=2)
-    first.register_scopes()
-    # The second worker's pass threads are busy elsewhere: the passes it starts now wait in its queue...
-    gate = threading.Event()
-    for _ in range(2):
-        second.pool.submit(gate.wait)
-    try:
-        queued = second.start_due()
+    with a_second_worker_held_up(env) as (first, second, gate):
+        queued = second.start_due()  # these passes wait in the second worker's queue...
         assert queued, "nothing was due"
         # ... while the first worker passes the same scopes (and the folders its containers find).
         run_until_mirrored(first, env)
         gate.set()
         second.wait(timeout=60)
-    finally:
-        gate.set()
-        first.close()
-        second.close()
-        other.dispose()
     assert {r.outcome for r in second.results} == {"clean"}, Counter(r.outcome for r in second.results)
     assert_each_scope_passed_once(env)
 
 
 def test_passes_queued_for_scopes_another_worker_took_are_withdrawn_at_the_next_reading(tenant: SyncEnv) -> None:
     env = tenant
-    two_workers_only_on_postgres(env)
-    other = database.create_engine(env.spec.database_url)
-    first = Worker(env.engine, {env.tenant_id: env.client}, index_of(env), worker_id="first", max_passes=8)
-    second = Worker(other, {env.tenant_id: env.client}, index_of(env), worker_id="second", max_passes=2)
-    first.register_scopes()
-    gate = threading.Event()
-    for _ in range(2):
-        second.pool.submit(gate.wait)
-    try:
+    with a_second_worker_held_up(env) as (first, second, gate):
         queued = second.start_due()
         run_until_mirrored(first, env)
         assert second.start_due() == []  # its next drain: nothing is due any more...
         assert second.withdrawn == len(queued)  # ... so what waited in its queue is withdrawn, not tried
         gate.set()
         second.wait(timeout=60)
-    finally:
-        gate.set()
-        first.close()
-        second.close()
-        other.dispose()
     assert second.results == []
     assert_each_scope_passed_once(env)
 
