@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from latency import epoch, pct  # bench/latency.py
 
 ROOT = Path(__file__).resolve().parent.parent
 SCOPES_PER_MAILBOX = 11
@@ -58,21 +59,6 @@ DRAIN_ROWS = 20_000
 
 def log(message: str) -> None:
     print(f"[bench/tenant steady] {message}", file=sys.stderr, flush=True)
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
-
-
-def epoch(value: Any) -> float:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return float(value.timestamp())
 
 
 class Admin:
