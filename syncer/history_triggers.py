@@ -17,6 +17,7 @@ upgrade``, filled by the resync that follows) is news, not a change: it fills th
 from __future__ import annotations
 
 import hashlib
+import re
 
 from syncer.spec.model import Mirror
 
@@ -50,7 +51,10 @@ def _change_test(mirror: Mirror, new: str, old: str, *, postgres: bool, had_unkn
             had = f"({old}._raw IS NULL OR {had})"
         cast = "::jsonb" if postgres and c.type == "json" else ""  # json has no equality operator
         a, b = f"{new}.{_q(c.name)}{cast}", f"{old}.{_q(c.name)}{cast}"
-        changed.append(f"({a} IS DISTINCT FROM {b} AND {had})" if postgres else f"({a} IS NOT {b} AND {had})")
+        # An old value that is not NULL came from a property the old item held: only a NULL one needs the look
+        # into _raw (parsing the whole item, for every changed column of every row, was most of the test's cost).
+        held = f"({b} IS NOT NULL OR {had})"
+        changed.append(f"({a} IS DISTINCT FROM {b} AND {held})" if postgres else f"({a} IS NOT {b} AND {held})")
         news.append(f"({b} IS NULL AND {a} IS NOT NULL AND NOT {had})")
     return " OR ".join(changed) or "FALSE", " OR ".join(news) or "FALSE"
 
@@ -76,8 +80,9 @@ def _change_kind(new: str) -> str:
     return f"(CASE WHEN {new}._removed_reason = 'swept' THEN 'swept' ELSE 'deleted' END)"
 
 
-def seed_sql(mirror: Mirror, *, postgres: bool) -> str:
-    """One version for each mirror row that has no current one (history turned on for a table with rows)."""
+def seed_sql(mirror: Mirror, *, postgres: bool, where: str = "") -> str:
+    """One version for each mirror row that has no current one (history turned on for a table with rows);
+    *where*: a further condition on the mirror rows ``m``."""
     h, t, cols = _q(f"{mirror.table}_history"), _q(mirror.table), _copied(mirror)
     g = _graph_time(mirror, "m", postgres=postgres)
     return (
@@ -86,9 +91,20 @@ def seed_sql(mirror: Mirror, *, postgres: bool) -> str:
         f"SELECT m.tenant_id, m.id, CASE WHEN m._deleted_at IS NULL THEN coalesce({g}, m._synced_at) ELSE m._deleted_at END, "
         + "".join(f"m.{_q(c)}, " for c in cols)
         + f"NULL, m._scope, CASE WHEN m._deleted_at IS NULL THEN 'created' ELSE {_change_kind('m')} END, "
-        f"m._sync_run_id, {g}, m._synced_at FROM {t} m WHERE NOT EXISTS (SELECT 1 FROM {h} h "
+        f"m._sync_run_id, {g}, m._synced_at FROM {t} m WHERE {f'{where} AND ' if where else ''}NOT EXISTS (SELECT 1 FROM {h} h "
         "WHERE h.tenant_id = m.tenant_id AND h.id = m.id AND h._valid_to IS NULL)"
     )
+
+
+def sqlite_first_versions_sql(mirror: Mirror) -> str:
+    """SQLite: the first version of each row a statement just added to the mirror (its rowid above ``?``, the
+    largest before it) that history does not know; run by the writer after each upsert (:mod:`syncer.worker.writer`).
+
+    Why not a row trigger, as for updates: SQLite runs a trigger as a sub-program per row, whose call (its frame,
+    its cursors) cost more than the insert it makes; an initial mirror is all inserts, and this one statement per
+    page writes them for about half as much. A row history already knows (back after a rebuild or a removal) is
+    compared with its current version first (:func:`sqlite_known_rows_sql`), which leaves it a current version."""
+    return seed_sql(mirror, postgres=False, where="m.rowid > ?")
 
 
 def _open_interval(mh: str, alias: str) -> str:
@@ -302,7 +318,7 @@ def _sqlite_version(
         f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{_q(c)}, ' for c in cols)}_raw, _scope, _change, "
         f"_run_id, _graph_time, _learned_at) SELECT {row}.tenant_id, {row}.id, max({t}, coalesce({current}, {t})), "
         + "".join(f"{row}.{_q(c)}, " for c in cols)
-        + f"{raw[0]}, {row}._scope, {change}, {run}, {graph}, {learned}{f' WHERE {only_if}' if only_if else ''}; "
+        + f"{raw[0]}, {row}._scope, {change}, {run}, {graph}, {learned}{f' WHERE {only_if}' if only_if else ''};\n"
         f"UPDATE {h} SET _valid_to = (SELECT _valid_from FROM {h} WHERE _version = last_insert_rowid()), "
         f"_raw = coalesce(_raw, {raw[1]}) "
         f"WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL AND _version <> last_insert_rowid()"
@@ -310,22 +326,19 @@ def _sqlite_version(
     )
 
 
-def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
-    """Row triggers (replacing any older ones) for *mirror*'s history on SQLite."""
+def sqlite_known_rows_sql(mirror: Mirror) -> tuple[str, list[str]]:
+    """SQLite: the rows an upsert just added to the mirror (rowid above ``?``) that history already knows (back
+    after ``db upgrade --rebuild``, a ``delete: hard`` removal, a move from another scope); and the statements
+    comparing one of them (its rowid: ``?1``) with its current version, run in order for each: unchanged, that
+    version stays (filled in place, its _raw the mirror row's again); else a new version closing it.
+
+    Rare rows, so plain statements per row (the row read from the mirror by its rowid) rather than a trigger,
+    whose call every row of an initial mirror would pay: see :func:`sqlite_first_versions_sql`, run after these."""
     t = mirror.table
     g = _graph_time(mirror, "NEW", postgres=False)
     live_t = f"CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END"
-    changed, news = _change_test(mirror, "NEW", "OLD", postgres=False)
     h, cols = _q(f"{t}_history"), _copied(mirror)
     current = f"SELECT 1 FROM {h} WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL"
-    # A row new to history (a first enumeration): its first version, and no lookup beyond the trigger's condition.
-    first = (
-        f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{_q(c)}, ' for c in cols)}_raw, _scope, _change, "
-        f"_run_id, _graph_time, _learned_at) VALUES (NEW.tenant_id, NEW.id, {live_t}, "
-        + "".join(f"NEW.{_q(c)}, " for c in cols)
-        + f"NULL, NEW._scope, CASE WHEN NEW._deleted_at IS NULL THEN 'created' ELSE {_change_kind('NEW')} END, "
-        f"NEW._sync_run_id, {g}, NEW._synced_at);"
-    )
     # A row back in the mirror (after a rebuild, a hard removal, a move from another scope) is compared with its
     # current version: unchanged, that version stays (filled in place, its _raw the mirror row's again).
     diff, _news = _change_test(mirror, "NEW", "p", postgres=False, had_unknown=True)
@@ -335,9 +348,9 @@ def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
     )
     refill = ", ".join([*(f"{_q(c)} = NEW.{_q(c)}" for c in cols), "_raw = NULL"])
     diff_here, _news = _change_test(mirror, "NEW", h, postgres=False, had_unknown=True)  # no alias in a trigger's UPDATE
-    again = (
+    statements = (
         f"UPDATE {h} SET {refill} WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL "
-        f"AND NEW._deleted_at IS NULL AND _change NOT IN ('deleted', 'swept') AND NOT ({diff_here}); "
+        f"AND NEW._deleted_at IS NULL AND _change NOT IN ('deleted', 'swept') AND NOT ({diff_here});\n"
         + _sqlite_version(
             mirror, "NEW", live_t,
             f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {_change_kind('NEW')} WHEN EXISTS ({current} "
@@ -347,6 +360,24 @@ def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
             f"AND p._valid_to IS NULL AND ({same}))",
         )
     )
+    known = (
+        f"SELECT m.rowid FROM {_q(t)} m WHERE m.rowid > ? AND EXISTS (SELECT 1 FROM {h} x WHERE x.tenant_id = m.tenant_id "
+        "AND x.id = m.id AND x._valid_to IS NULL)"
+    )
+    row = f"(SELECT {{}} FROM {_q(t)} WHERE rowid = ?1)"
+    return known, [
+        re.sub(r'NEW\.("(?:[^"]|"")*"|\w+)', lambda found: row.format(found.group(1)), statement.strip()).rstrip(";")
+        for statement in statements.split(";\n")
+    ]
+
+
+def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
+    """Row triggers (replacing any older ones) for *mirror*'s history on SQLite."""
+    t = mirror.table
+    g = _graph_time(mirror, "NEW", postgres=False)
+    live_t = f"CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END"
+    changed, news = _change_test(mirror, "NEW", "OLD", postgres=False)
+    h = _q(f"{t}_history")
     updated = _sqlite_version(
         mirror, "NEW", live_t,
         f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {_change_kind('NEW')} WHEN OLD._deleted_at IS NOT NULL "
@@ -360,9 +391,6 @@ def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
         "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL;"
     )
     triggers = {
-        # Created in this order, so that SQLite (which runs the newest trigger first) tests "insn" before "ins" writes.
-        "ins": ("INSERT", f"WHEN NOT EXISTS ({current})", first),
-        "insn": ("INSERT", f"WHEN EXISTS ({current})", again),
         "upd": ("UPDATE", f"WHEN {when_updated}", updated),
         "fill": (
             "UPDATE", f"WHEN NEW._deleted_at IS NULL AND OLD._deleted_at IS NULL AND NOT ({changed}) AND ({news})", fill,
@@ -374,7 +402,9 @@ def sqlite_ddl(mirror: Mirror, *, members: bool) -> list[str]:
             "AND _raw IS NULL;",
         ),
     }
-    statements = []
+    # Rows entering the mirror are versioned by the writer's statements after its upsert (sqlite_first_versions_sql,
+    # sqlite_known_rows_sql): the INSERT triggers of earlier versions go.
+    statements = [f"DROP TRIGGER IF EXISTS {_q(f'{t}_history_{kind}')}" for kind in ("ins", "insn")]
     if not mirror.columns:
         del triggers["fill"]
     for kind, (event, when, body) in triggers.items():
