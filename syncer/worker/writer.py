@@ -103,6 +103,7 @@ class RowWriter:
             # History: the rows this upsert adds (above the largest rowid before it) are versioned by the statements
             # after it, in this transaction (history and mirror commit together); the triggers version the others.
             h = sql.history
+            connection.exec_driver_sql(h.cache)
             before = connection.exec_driver_sql(h.last_rowid).scalar_one()
             connection.exec_driver_sql(sql.upsert_sql, rows)
             for (rowid,) in connection.exec_driver_sql(h.known, (before,)).all():
