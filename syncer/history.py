@@ -21,9 +21,10 @@ interval later. A version never starts before the one it follows (clocks disagre
 
 Group membership gets ``<table>_members_history``: one row per membership interval.
 
-The rows are written by triggers on the mirror tables (:mod:`syncer.history_triggers`), in the statement
-that writes the mirror row. This module owns the history tables: created and altered by ``syncer db
-upgrade``, purged by the worker's housekeeping, read by ``syncer history``.
+The rows are written in the transaction that writes the mirror row (:mod:`syncer.history_triggers`): by
+triggers in the very statement, except the rows SQLite's writer adds, versioned by its statements right after
+its upsert. This module owns the history tables: created and altered by ``syncer db upgrade``, purged by the
+worker's housekeeping, read by ``syncer history``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ PostgreSQL: rows entering or leaving the mirror are versioned by statement-level
 tables, one set-based ``INSERT … SELECT`` per statement (a page of 1,000 rows is one statement, not 1,000);
 a changed row by a row trigger whose ``WHEN`` condition (a declared column or the removal changed) the
 server tests without calling it, so that a full resync re-sending identical items costs nothing more.
-SQLite has only row-level triggers; they run inside the engine, in C, with the version lookups on an index.
+SQLite has only row-level triggers, each called as a sub-program per row: they version the rows updated and
+deleted, while the rows the writer's upsert adds (all of an initial mirror's) are versioned by its statements
+right after it, in its transaction (:func:`sqlite_first_versions_sql`, :func:`sqlite_known_rows_sql`).
 
 A version is written only when a declared column changed, or the row was removed or came back. A
 column whose property the previous ``_raw`` did not hold at all (a column just added by ``syncer db
