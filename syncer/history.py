@@ -21,10 +21,11 @@ interval later. A version never starts before the one it follows (clocks disagre
 
 Group membership gets ``<table>_members_history``: one row per membership interval.
 
-The rows are written in the transaction that writes the mirror row (:mod:`syncer.history_triggers`): by
-triggers in the very statement, except the rows SQLite's writer adds, versioned by its statements right after
-its upsert. This module owns the history tables: created and altered by ``syncer db upgrade``, purged by the
-worker's housekeeping, read by ``syncer history``.
+The rows are written in the transaction that writes the mirror row: by triggers in the very statement,
+except the rows SQLite's writer adds, versioned by its statements right after its upsert
+(:mod:`syncer.history_triggers`, what both databases share; :mod:`syncer.history_postgres`,
+:mod:`syncer.history_sqlite`). This module owns the history tables: created and altered by ``syncer db
+upgrade``, purged by the worker's housekeeping, read by ``syncer history``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from syncer import history_triggers, mirror, schema
+from syncer import history_postgres, history_sqlite, history_triggers, mirror, schema
 from syncer.mirror_owners import OWNER_TYPE
 
 if TYPE_CHECKING:
@@ -164,12 +165,12 @@ def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
         connection.exec_driver_sql(history_triggers.seed_members_sql(m))
     if seeded and seeded > 0:
         changes.append(f"{m.table}_history: the current state of {seeded} rows recorded as their first version")
-    ddl = history_triggers.postgres_ddl if postgres else history_triggers.sqlite_ddl
+    ddl = history_postgres.ddl if postgres else history_sqlite.ddl
     for statement in ddl(m, members=members):
         connection.exec_driver_sql(statement)
     if postgres:
         columns = [c["name"] for c in sa.inspect(connection).get_columns(f"{m.table}_history")]
-        connection.exec_driver_sql(history_triggers.asof_function(m, columns))
+        connection.exec_driver_sql(history_postgres.asof_function(m, columns))
     return changes
 
 

@@ -22,7 +22,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from syncer import history_triggers, mirror
+from syncer import history_sqlite, mirror
 from syncer.spec import Mirror
 from syncer.storable import has_nul, storable
 
@@ -140,11 +140,11 @@ class TableSql:
         self.history: SqliteHistory | None = None
         """SQLite with history: what versions the rows an upsert adds (the mirror's triggers version the others)."""
         if spec.history is not None and not self.postgres:
-            known, compare = history_triggers.sqlite_known_rows_sql(spec)
+            known, compare = history_sqlite.known_rows_sql(spec)
             self.history = SqliteHistory(
                 f"PRAGMA cache_size = -{HISTORY_CACHE_KIB}", f"SELECT coalesce(max(rowid), 0) FROM {self.qtable}", known,
                 tuple(compare),
-                history_triggers.sqlite_first_versions_sql(spec),
+                history_sqlite.first_versions_sql(spec),
             )
         self.row = self._compile_row(spec.table)
         """``row(item, tenant, scope, synced, run, owners)``: the table row of one Graph item, ready for the driver."""
