@@ -11,15 +11,16 @@ from syncer.spec.model import Mirror
 _SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
 
 
-def first_versions_sql(mirror: Mirror) -> str:
+def first_versions_sql(mirror: Mirror, *, known: bool) -> str:
     """SQLite: the first version of each row a statement just added to the mirror (its rowid above ``?``, the
     largest before it) that history does not know; run by the writer after each upsert (:mod:`syncer.worker.writer`).
 
     Why not a row trigger, as for updates: SQLite runs a trigger as a sub-program per row, whose call (its frame,
     its cursors) cost more than the insert it makes; an initial mirror is all inserts, and this one statement per
     page writes them for about half as much. A row history already knows (back after a rebuild or a removal) is
-    compared with its current version first (:func:`known_rows_sql`), which leaves it a current version."""
-    return seed_sql(mirror, postgres=False, where="m.rowid > ?")
+    compared with its current version first (:func:`known_rows_sql`), which leaves it a current version: *known*,
+    some were (each row is looked up again, and left out if it has one); else none was (no lookup)."""
+    return seed_sql(mirror, postgres=False, where="m.rowid > ?", unknown=known)
 
 
 def _sqlite_version(

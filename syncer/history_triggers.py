@@ -74,9 +74,9 @@ def change_kind(new: str) -> str:
     return f"(CASE WHEN {new}._removed_reason = 'swept' THEN 'swept' ELSE 'deleted' END)"
 
 
-def seed_sql(mirror: Mirror, *, postgres: bool, where: str = "") -> str:
+def seed_sql(mirror: Mirror, *, postgres: bool, where: str = "", unknown: bool = True) -> str:
     """One version for each mirror row that has no current one (history turned on for a table with rows);
-    *where*: a further condition on the mirror rows ``m``."""
+    *where*: a further condition on the mirror rows ``m``; not *unknown*: the caller knows none of them has one."""
     h, t, cols = q(f"{mirror.table}_history"), q(mirror.table), copied(mirror)
     g = graph_time(mirror, "m", postgres=postgres)
     return (
@@ -85,8 +85,12 @@ def seed_sql(mirror: Mirror, *, postgres: bool, where: str = "") -> str:
         f"SELECT m.tenant_id, m.id, CASE WHEN m._deleted_at IS NULL THEN coalesce({g}, m._synced_at) ELSE m._deleted_at END, "
         + "".join(f"m.{q(c)}, " for c in cols)
         + f"NULL, m._scope, CASE WHEN m._deleted_at IS NULL THEN 'created' ELSE {change_kind('m')} END, "
-        f"m._sync_run_id, {g}, m._synced_at FROM {t} m WHERE {f'{where} AND ' if where else ''}NOT EXISTS (SELECT 1 FROM {h} h "
-        "WHERE h.tenant_id = m.tenant_id AND h.id = m.id AND h._valid_to IS NULL)"
+        f"m._sync_run_id, {g}, m._synced_at FROM {t} m WHERE "
+        + " AND ".join(
+            ([where] if where else [])
+            + ([f"NOT EXISTS (SELECT 1 FROM {h} h WHERE h.tenant_id = m.tenant_id AND h.id = m.id AND h._valid_to IS NULL)"]
+               if unknown else [])
+        )
     )
 
 

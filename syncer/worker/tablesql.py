@@ -83,6 +83,8 @@ class SqliteHistory:
     """Run in order for each of those (its rowid): compared with its current version."""
     first_versions: str
     """The first versions of the others."""
+    first_versions_all: str
+    """The first versions of all of them, when history knew none."""
 
 
 _BUILT: dict[tuple[Mirror, str, str], TableSql] = {}
@@ -144,7 +146,7 @@ class TableSql:
             self.history = SqliteHistory(
                 f"PRAGMA cache_size = -{HISTORY_CACHE_KIB}", f"SELECT coalesce(max(rowid), 0) FROM {self.qtable}", known,
                 tuple(compare),
-                history_sqlite.first_versions_sql(spec),
+                history_sqlite.first_versions_sql(spec, known=True), history_sqlite.first_versions_sql(spec, known=False),
             )
         self.row = self._compile_row(spec.table)
         """``row(item, tenant, scope, synced, run, owners)``: the table row of one Graph item, ready for the driver."""

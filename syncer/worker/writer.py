@@ -106,10 +106,11 @@ class RowWriter:
             connection.exec_driver_sql(h.cache)
             before = connection.exec_driver_sql(h.last_rowid).scalar_one()
             connection.exec_driver_sql(sql.upsert_sql, rows)
-            for (rowid,) in connection.exec_driver_sql(h.known, (before,)).all():
+            known = connection.exec_driver_sql(h.known, (before,)).all()
+            for (rowid,) in known:
                 for statement in h.compare:
                     connection.exec_driver_sql(statement, (rowid,))
-            connection.exec_driver_sql(h.first_versions, (before,))
+            connection.exec_driver_sql(h.first_versions if known else h.first_versions_all, (before,))
             return
         from psycopg.errors import UniqueViolation  # the postgres extra; imported once, then cached
 
