@@ -175,6 +175,15 @@ def test_a_contact_created_updated_and_deleted_costs_one_read_each(rig: Rig) -> 
     world, graph, user = rig.world, rig.world.graph, rig.user
     seq = world.log_seq()
     contact = graph.post(f"users/{user}/contacts", json={"givenName": "Ada"}).json()
+    rig.notified(1)
+    # What Graph sends for a contact (https://learn.microsoft.com/en-us/graph/outlook-change-notifications-overview):
+    # the item's path, and resourceData naming its type and id.
+    with world.engine.connect() as connection:
+        (stored,) = connection.execute(sa.text("SELECT payload FROM syncer_inbox")).scalars()
+    stored = stored if isinstance(stored, dict) else json.loads(stored)
+    assert stored["resource"] == f"Users/{user}/Contacts/{contact['id']}"
+    assert stored["resourceData"]["id"] == contact["id"]
+    assert stored["resourceData"]["@odata.type"] == "#Microsoft.Graph.Contact"
     rig.drain_without_pass(1)
     row = rows(world, "people")[contact["id"]]
     assert row["given_name"] == "Ada" and row["_scope"] == f"users/{user}/contactFolders/{contact['parentFolderId']}/contacts"

@@ -64,5 +64,5 @@ def change_of(item: InboxItem, target: Scope) -> Change | None:
         return None
     item_id = item.resource_id or named.group(2)
     # A deleted item is read too: a 404 is its removal, and the read costs what a delete's pass would.
-    return Change(item.id, item.event.lower(), str(item_id), item.resource, None, undecrypted=True, basic=True)
+    return Change(item.id, item.event.lower(), str(item_id), item.resource, None, undecrypted=True)
 

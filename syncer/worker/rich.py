@@ -21,7 +21,11 @@ The rules, each tested:
   row. An Outlook item that Graph deleted never comes back under its id; a late payload cannot revive it.
 * **Not decryptable, then fetched.** A rich item the receiver could not decrypt (certificate rotated out,
   signature mismatch) is stored without content; here its resource is read by id (with the mirror's
-  ``$select``) and written the same way. A 404 is a removal. Nothing is lost.
+  ``$select``) and written the same way. A 404 is a removal. Nothing is lost. A basic notification of one item
+  of a whole mailbox takes the same path (:mod:`syncer.worker.notified`), asking ``parentFolderId`` as well.
+* **Placed, or left to delta.** An item goes to the folder scope its ``parentFolderId`` names, or its row's; a
+  folder no scope follows yet, a row another folder's scope holds (a move that kept the id), or more reads than
+  the mailbox has folders mark the mailbox's scopes dirty instead.
 * **Delta stays the truth.** Safety-net passes run as before and find nothing to change after payloads
   (``tests/test_rich_rows.py``); a payload that cannot be placed (a message in a folder no scope follows yet)
   marks its scope dirty instead.
@@ -80,11 +84,10 @@ class Change:
     payload: Mapping[str, Any] | None
     """The decrypted resource; None when the receiver could not decrypt it or Graph sent none (a delete)."""
     undecrypted: bool = False
-    """Graph sent the resource but the receiver could not decrypt it (or it was forgotten, on a replay): read by id."""
+    """Graph sent the resource but the receiver could not decrypt it (or it was forgotten, on a replay), or sent a
+    basic notification of a whole mailbox's item (:mod:`syncer.worker.notified`): read by id."""
     fetched: bool = False
     """:attr:`payload` is what a GET by id returned (for an undecrypted change)."""
-    basic: bool = False
-    """A basic notification (no resource data) read by id: :mod:`syncer.worker.notified`."""
     folder: str | None = None
     """The item's ``parentFolderId`` as the GET returned it, when the mirror does not keep it (for routing only)."""
 
