@@ -307,8 +307,10 @@ def freshness(engine: Any, spec: Any, made: list[tuple[str, str]]) -> dict[str, 
                 ):
                     visible[item] = epoch(finished)
     lags = [visible[i] - received[i] for _, i in made if i in visible and i in received]
+    by_table = {table: pct([visible[i] - received[i] for t, i in made if t == table and i in visible and i in received],
+                           0.5) for table in sorted({t for t, _ in made})}
     return {"n": len(lags), "not_visible": len(made) - len(lags), "p50_s": pct(lags, 0.5), "p99_s": pct(lags, 0.99),
-            "max_s": round(max(lags), 3) if lags else None}
+            "max_s": round(max(lags), 3) if lags else None, "p50_s_by_table": by_table}
 
 
 def graph_requests(admin: Admin, since: int) -> dict[str, int]:

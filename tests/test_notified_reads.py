@@ -266,3 +266,18 @@ def test_which_notifications_are_read_by_id(rig: Rig) -> None:
     assert notified.change_of(item("users/u/messages"), target) is None  # the collection: scopes marked
     assert notified.change_of(item("Users/u/Contacts/c1"), target) is None  # another type
     assert notified.change_of(item("Users/u/Messages/m1", {"@odata.type": "#Microsoft.Graph.Event"}), target) is None
+
+
+def test_a_read_that_fails_marks_the_mailbox_and_the_passes_bring_the_row(rig: Rig) -> None:
+    world, graph, user = rig.world, rig.world.graph, rig.user
+    message = graph.post(f"users/{user}/mailFolders/inbox/messages", json={"subject": "unreadable"}).json()
+    r = graph.admin("POST", "faults", json={"type": "status", "status": 403, "method": "GET",
+                                            "path": f"/messages/{message['id']}$"})
+    assert r.status_code == 201, r.text
+    rig.notified(1)
+    drained = rig.worker.drain()
+    graph.admin("DELETE", "faults")
+    assert drained.started, drained  # the folders' passes instead
+    rig.settle()
+    assert rows(world, "mail")[message["id"]]["subject"] == "unreadable"
+    assert rig.worker.metrics.value("syncer_notified_marked_total", reason="failed") == 1
