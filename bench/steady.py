@@ -20,13 +20,16 @@ For each size, in a fresh process and a fresh database:
    HTTP, with latency) and **puts its notification in the inbox as the receiver does** (:meth:`syncer.inbox.Inbox.put`
    with the receiver's row shape; the receiver's own throughput is bench/receiver.py's). The worker is woken by the
    inbox (PostgreSQL NOTIFY, SQLite's data_version).
-4. Freshness = the end of the pass that wrote the new item's row - the notification's ``received_at``; p50/p99.
-   The worker's CPU per notification and per pass (a mailbox's notification marks its 8 mail scopes dirty; fewer
-   mailboxes coalesce more notifications per pass, so per pass is the comparable cost) and its peak RSS per scope.
+4. Freshness = the end of the pass (or read-by-id write) that wrote the new item's row - the notification's
+   ``received_at``; p50/p99, and p50 per table. The worker's CPU per notification and per pass (``passes`` counts
+   ``syncer_sync_runs`` rows: delta passes and the writes of items read by id), the worker's Graph reads per
+   notification from the emulator's request log (delta pages vs reads by id: a message or contact of a whole mailbox
+   is read by id into its folder, :mod:`syncer.worker.notified`; a new event marks calendarView dirty), the rate the
+   worker drained them at (notifications / (generation + catch-up)), and its peak RSS per scope.
 5. With the worker stopped, in this process: the safety-net tick (``Worker.safety_net``: seconds and SQL statements,
    median of 5; once more with every scope past its interval), ``syncer status`` (:func:`collect`, median of 3: the
    summary alone, and with every scope's detail), and the drain rate (20,000 notifications over every mailbox, ``Worker.drain(start=False)`` until
-   the inbox is empty).
+   the inbox is empty; each names its collection, so it marks scopes dirty: the rate of the marking path).
 
 The ratios compare the large size with the small one (target: cost per scope within 1.2x).
 """

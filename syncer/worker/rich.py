@@ -54,6 +54,7 @@ from syncer.worker import scopestate
 from syncer.worker.scopes import Scope, ScopeIndex, child_scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
 from syncer.worker.sync import PageSource, PassResult, take_scope
+from syncer.worker.tablesql import table_of
 from syncer.worker.writer import RowWriter, apply_items
 
 __all__ = ["Change", "Written", "change_of", "route", "stale", "to_item", "writable", "write_changes", "write_notified"]
@@ -182,7 +183,7 @@ def route(
         routed[target.key] = (target, list(changes))
         return routed, []
     assert target.mirror is not None
-    table = mirror.build_table(target.mirror, sa.MetaData())
+    table, _members = table_of(target.mirror)  # built once per mirror: a Table is costly to build per notification
     with engine.connect() as connection:
         if known is None:
             known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
