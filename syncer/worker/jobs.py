@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -113,8 +113,8 @@ class Worker:
         self.claim_limit = claim_limit
         self.inbox = Inbox(engine, clock=clock)
         self.pool = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="syncer-pass")
-        # The drain's reads by id and payload writes, one mailbox each at a time: a read waits on Graph (100 ms to a
-        # second), so a drain of many mailboxes' notifications runs them side by side, within the client's limits.
+        # The drain's reads by id, one mailbox each at a time: a read waits on Graph (100 ms to a second), so a
+        # drain of many mailboxes' notifications reads them side by side, within the client's limits.
         self.readers = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="syncer-read")
         # Set by close(): passes end at their next commit, and nothing new is started.
         self._stopping = threading.Event()
@@ -270,12 +270,14 @@ class Worker:
                     self.database.failed(error, f"{len(marking)} notifications wait for the next drain")
                     soon += marking
             waiting: dict[timedelta, list[int]] = {}  # retry in -> rows
-            writes = [self.readers.submit(
-                rich.write_notified, self.engine, self.index, self.sources, self.index.static[(tenant_id, key)],
-                changes, exclusive=self._exclusive, worker=self.worker_id, clock=self.clock, metrics=self.metrics,
-                outdated=self.spec_watch.report) for (tenant_id, key), changes in payloads.items()]
-            for future in writes:
-                written, wait = future.result()
+            # Read side by side (Graph answers in 100 ms to a second), write one after the other as reads end.
+            readings = [self.readers.submit(rich.read_notified, self.engine, self.index, self.sources,
+                                            self.index.static[(tenant_id, key)], changes)
+                        for (tenant_id, key), changes in payloads.items()]
+            for future in as_completed(readings):
+                written, wait = rich.write_notified(
+                    self.engine, future.result(), exclusive=self._exclusive, worker=self.worker_id, clock=self.clock,
+                    metrics=self.metrics, outdated=self.spec_watch.report)
                 done += written
                 waiting.setdefault(RICH_RETRY, []).extend(wait)
             for (tenant_id, key), named in fetches.items():

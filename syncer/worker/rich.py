@@ -57,7 +57,8 @@ from syncer.worker.sync import PageSource, PassResult, take_scope
 from syncer.worker.tablesql import table_of
 from syncer.worker.writer import RowWriter, apply_items
 
-__all__ = ["Change", "Written", "change_of", "route", "stale", "to_item", "writable", "write_changes", "write_notified"]
+__all__ = ["Change", "Reading", "Written", "change_of", "read_notified", "route", "stale", "to_item", "writable",
+           "write_changes", "write_notified"]
 
 log = logging.getLogger("syncer.worker.rich")
 
@@ -217,12 +218,58 @@ def route(
 Exclusive = Callable[[Scope, Callable[[], Written]], "Written | None"]
 
 
+@dataclass
+class Reading:
+    """What :func:`read_notified` found for the notifications under one scope: what to write where."""
+
+    target: Scope
+    changes: list[Change]
+    routed: dict[str, tuple[Scope, list[Change]]] = field(default_factory=dict)
+    unplaced: list[Change] = field(default_factory=list)  # left to a delta pass of the target's scopes
+    fallback: str | None = None
+    """``many`` or ``failed``: none is written, the target's scopes are marked dirty (the reason is counted)."""
+
+
+def read_notified(engine: Engine, index: ScopeIndex, sources: Mapping[str, PageSource], target: Scope,
+                  changes: Sequence[Change]) -> Reading:
+    """The read half of the drain's step for rich (and read-by-id) notifications under *target*: the items read
+    by id, and each change's scope. Reads only (Graph, and the database), so that the drain runs many at once and
+    writes their results one after the other: SQLite takes one writer at a time, and writers racing for its lock
+    wait in its busy handler's sleeps. Database errors are raised."""
+    reading = Reading(target, list(changes))
+    known: set[str] | None = None
+    reads = {c.item_id for c in reading.changes if c.undecrypted}
+    if target.container and len(reads) > 1:
+        with engine.connect() as connection:
+            known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
+        if len(reads) > max(len(known) - 1, 1):
+            # More reads by id than the mailbox has folder scopes (the container is one of *known*): one delta
+            # pass per folder is fewer requests.
+            reading.fallback = "many"
+            return reading
+    try:
+        # Read first (outside any lease): a message's payload says which folder it belongs to. An item notified
+        # several times in this batch is read once: the read returns its latest state.
+        read: dict[str, Change] = {}
+        for i, change in enumerate(reading.changes):
+            if change.undecrypted:
+                if change.item_id not in read:
+                    read[change.item_id] = _fetched(sources[target.tenant_id], target, change)
+                found = read[change.item_id]
+                reading.changes[i] = replace(change, payload=found.payload, folder=found.folder, undecrypted=False,
+                                             fetched=True)
+    except Exception as error:
+        log.warning("reading %d notified items of %s by id failed (%s): syncing the scope instead",
+                    len(reads), target.key, error)
+        reading.fallback = "failed"
+        return reading
+    reading.routed, reading.unplaced = route(engine, index, target, reading.changes, known=known)
+    return reading
+
+
 def write_notified(
     engine: Engine,
-    index: ScopeIndex,
-    sources: Mapping[str, PageSource],
-    target: Scope,
-    changes: Sequence[Change],
+    reading: Reading,
     *,
     exclusive: Exclusive,
     worker: str,
@@ -230,44 +277,19 @@ def write_notified(
     metrics: Metrics,
     outdated: Callable[[str], None] = lambda reason: None,
 ) -> tuple[list[int], list[int]]:
-    """The drain's step for rich notifications under *target*: the inbox rows done (rows written, or the scope
-    marked dirty when they could not be), and those to retry shortly (a pass holds their scope). *outdated* is
-    told when the mirror table no longer has the worker's layout (the notifications wait for a worker that does)."""
-    changes = list(changes)
-    done: list[int] = []
-    waiting: list[int] = []
-    known: set[str] | None = None
-    reads = {c.item_id for c in changes if c.undecrypted}
-    if target.container and len(reads) > 1:
-        with engine.connect() as connection:
-            known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
-        if len(reads) > max(len(known) - 1, 1):
-            # More reads by id than the mailbox has folder scopes (the container is one of *known*): one delta
-            # pass per folder is fewer requests.
-            with engine.begin() as connection:
-                scopestate.mark_dirty(connection, target.tenant_id, [target.parent_key], now=clock())
-            metrics.inc("syncer_notified_marked_total", len(changes), reason="many")
-            return [c.inbox_id for c in changes], []
-    try:
-        # Read first (outside any lease): a message's payload says which folder it belongs to. An item notified
-        # several times in this batch is read once: the read returns its latest state.
-        read: dict[str, Change] = {}
-        for i, change in enumerate(changes):
-            if change.undecrypted:
-                if change.item_id not in read:
-                    read[change.item_id] = _fetched(sources[target.tenant_id], target, change)
-                found = read[change.item_id]
-                changes[i] = replace(change, payload=found.payload, folder=found.folder, undecrypted=False,
-                                     fetched=True)
-    except Exception as error:
-        log.warning("reading %d notified items of %s by id failed (%s): syncing the scope instead",
-                    sum(c.undecrypted for c in changes), target.key, error)
+    """The write half (after :func:`read_notified`): the inbox rows done (rows written, or the scopes marked dirty
+    when they could not be), and those to retry shortly (a pass holds their scope). *outdated* is told when the
+    mirror table no longer has the worker's layout (the notifications wait for a worker that does)."""
+    target = reading.target
+    if reading.fallback is not None:
         with engine.begin() as connection:
             scopestate.mark_dirty(connection, target.tenant_id, [target.parent_key], now=clock())
-        metrics.inc("syncer_notified_marked_total", len(changes), reason="failed")
-        return [c.inbox_id for c in changes], []
-    routed, unplaced = route(engine, index, target, changes, known=known)
-    for scope, batch in routed.values():
+        metrics.inc("syncer_notified_marked_total", len(reading.changes), reason=reading.fallback)
+        return [c.inbox_id for c in reading.changes], []
+    done: list[int] = []
+    waiting: list[int] = []
+    unplaced = list(reading.unplaced)
+    for scope, batch in reading.routed.values():
         try:
             written = exclusive(scope, lambda s=scope, b=batch: write_changes(  # type: ignore[misc]
                 engine, s, b, worker=worker, clock=clock))
@@ -291,7 +313,6 @@ def write_notified(
         metrics.inc("syncer_notified_marked_total", len(unplaced), reason="unplaced")
         done += [c.inbox_id for c in unplaced]
     return done, waiting
-
 
 
 def write_changes(
