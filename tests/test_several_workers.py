@@ -134,8 +134,8 @@ class SlowReadingWorker(Worker):
     """A worker whose reading of the due scopes reaches it late, as on a loaded machine (32 pass threads on two
     cores, a busy database): the passes running when the query started end before its answer is used."""
 
-    def due_rows(self) -> Sequence[tuple[str, str, str | None]]:
-        due = super().due_rows()
+    def due_rows(self, limit: int | None = None) -> Sequence[tuple[str, str, str | None]]:
+        due = super().due_rows(limit)
         time.sleep(0.4)
         return due
 
