@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "CLAIM_TTL", "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "claim_due", "drop_scope", "due_scopes", "ensure_scope_rows", "is_due",
-    "keys_under", "mark_dirty", "mark_stale", "oldest_scopes", "purge_runs", "request_resync", "scopes_named", "utcnow",
+    "CLAIM_TTL", "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "claim_due", "drop_scope", "due_query", "due_scopes",
+    "ensure_scope_rows", "is_due", "keys_under", "mark_dirty", "mark_stale", "oldest_scopes", "purge_runs", "request_resync", "scopes_named", "utcnow",
 ]
 
 Clock = Callable[[], datetime]
@@ -262,7 +262,7 @@ def due_scopes(
     resync-requested or mid-round, not postponed, not leased by another worker, and none of whose siblings another
     worker is passing (:func:`_sibling_passed_elsewhere`)."""
     with engine.connect() as connection:
-        return connection.execute(_due(worker, now, limit)).all()
+        return connection.execute(due_query(worker, now, limit)).all()
 
 
 def claim_due(
@@ -282,7 +282,7 @@ def claim_due(
         # Leases are ours alone to lose: a crash that loses this commit loses leases nobody else could take meanwhile.
         connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(DUE_LOCK)))
-        rows = connection.execute(_due(worker, now, limit)).all()
+        rows = connection.execute(due_query(worker, now, limit)).all()
         chosen = pick(rows)
         if chosen:
             connection.execute(
@@ -298,7 +298,8 @@ CLAIM_TTL = timedelta(seconds=5)
 """How long :func:`claim_due` leases a scope for its pass to start (milliseconds, unless its threads are stuck)."""
 
 
-def _due(worker: str, now: datetime, limit: int | None) -> sa.Select[Any]:
+def due_query(worker: str, now: datetime, limit: int | None = None) -> sa.Select[Any]:
+    """The statement of :func:`due_scopes` (read by the partial index of the due scopes, tests/test_steady_scale.py)."""
     s = schema.sync_state
     return (
         sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
