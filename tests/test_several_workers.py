@@ -237,6 +237,7 @@ def test_a_reading_takes_one_scope_per_free_thread_and_ending_passes_read_again(
 
 def test_a_reading_leaves_the_folders_of_a_mailbox_another_worker_is_passing_to_it(tenant: SyncEnv) -> None:
     env = tenant
+    two_workers_only_on_postgres(env)
     first = Worker(env.engine, {env.tenant_id: env.client}, index_of(env), worker_id="first", max_passes=1)
     first.register_scopes()
     try:
