@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import orjson
@@ -133,7 +133,8 @@ def run_items(items: list[dict[str, Any]], run: Callable[[dict[str, Any]], dict[
         waiting = still
         if not running:
             continue  # a 424 decided this round may let others start
-        finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+        # With every item started, one wake-up when all are done (not one per item, each re-arming the rest).
+        finished, _ = wait(list(running), return_when=FIRST_COMPLETED if waiting else ALL_COMPLETED)
         for future in finished:
             answers[running.pop(future)] = future.result()
     return [answers[item["id"].lower()] for item in items]
