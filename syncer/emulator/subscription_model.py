@@ -363,15 +363,6 @@ class SubscriptionRegistry:
         with self._lock:
             return [self._by_seq[seq] for seq in self._order if seq in self._by_seq]
 
-    def snapshot(self) -> list[Subscription]:
-        """Every live subscription, in no particular order (a periodic sweep needs no sorting)."""
-        with self._lock:
-            return list(self._by_id.values())
-
-    def for_app(self, *, tenant_id: str, application_id: str) -> list[Subscription]:
-        """What an app-only caller may list: its own subscriptions in its tenant, in creation order."""
-        return [s for s in self.all() if s.tenant_id == tenant_id and s.application_id == application_id]
-
     def page_for_app(self, *, tenant_id: str, application_id: str, after: int, size: int,
                      creator_id: str | None = None) -> tuple[list[Subscription], bool]:
         """The next *size* of an app's subscriptions created after seq *after* (of *creator_id* when given), and
