@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from syncer.emulator.errors import GraphHTTPError, error_body
 
@@ -158,15 +159,26 @@ def _run_one(app: Flask, item: dict[str, Any], *, base: str, auth: str | None) -
         else:
             data = orjson.dumps(body)
     url = item["url"] if item["url"].startswith("/") else f"/{item['url']}"
-    # A fresh app context gives the item its own `g` (request id, auth, fault label, mailbox slot).
+    builder = EnvironBuilder(path=f"/v1.0{url}", method=item["method"].upper(), headers=list(headers.items()), data=data,
+                             base_url=base, environ_overrides={"emulator.batch": True})
+    try:
+        environ = builder.get_environ()
+    finally:
+        builder.close()
+    # The WSGI app straight, not a test client: the client's cookie jar and redirect bookkeeping cost a quarter of
+    # an item's CPU. A fresh app context gives the item its own `g` (request id, auth, fault label, mailbox slot).
     with app.app_context():
-        inner = app.test_client().open(f"/v1.0{url}", method=item["method"].upper(), headers=headers, data=data,
-                                       base_url=base, environ_overrides={"emulator.batch": True})
-    out: dict[str, Any] = {"id": rid, "status": inner.status_code,
-                           "headers": {k: inner.headers[k] for k in _KEEP_HEADERS if k in inner.headers}}
-    payload_bytes = inner.get_data()
+        app_iter, status, inner_headers = run_wsgi_app(app, environ)
+        try:
+            payload_bytes = b"".join(app_iter)
+        finally:
+            close = getattr(app_iter, "close", None)
+            if close is not None:
+                close()
+    out: dict[str, Any] = {"id": rid, "status": int(status.split(" ", 1)[0]),
+                           "headers": {k: inner_headers[k] for k in _KEEP_HEADERS if k in inner_headers}}
     if payload_bytes:
-        if "json" in (inner.headers.get("Content-Type") or ""):
+        if "json" in (inner_headers.get("Content-Type") or ""):
             out["body"] = orjson.loads(payload_bytes)
         else:
             out["body"] = base64.b64encode(payload_bytes).decode()
