@@ -37,7 +37,7 @@ from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
 from syncer.metrics import Metrics
 from syncer.reconcile import records
-from syncer.worker import fetch, notified, rich, scopes, scopestate, sync
+from syncer.worker import fetch, notified, reading, rich, scopes, scopestate, sync
 from syncer.worker.scopes import Scope, ScopeIndex, Strategy
 from syncer.worker.scopestate import utcnow
 from syncer.worker.specwatch import SpecWatch
@@ -121,8 +121,11 @@ class Worker:
         self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
         self._fetching: set[tuple[str, str]] = set()  # scopes whose notified items the drain is fetching
         self._lock = threading.Lock()
+        self.max_passes = max_passes
         self._starting = False  # a start_due is reading the due scopes (see there)
         self._start_again = False  # ... and another call came meanwhile: it reads them once more
+        self._backlog = False  # the last reading left due scopes unread: each pass that ends reads again
+        self._ending: set[tuple[str, str]] = set()  # passes whose thread reads again before it is free
         self.results: list[sync.PassResult] = []
         self.withdrawn = 0
         """Passes withdrawn before they started, their scope no longer due (taken or cleaned by another worker)."""
@@ -237,7 +240,7 @@ class Worker:
                             fetches.setdefault((target.tenant_id, target.key), []).append(item)
                             continue  # acknowledged once fetched
                         else:
-                            child = _child_key(target, subs.get(item.subscription_id))
+                            child = scopes.child_key(target, subs.get(item.subscription_id))
                             if child is not None:
                                 # One subscription per list: that list's pass, and the container's (one
                                 # lists delta) in case the list is new to it.
@@ -378,7 +381,7 @@ class Worker:
         if item.event in ("missed", "subscriptionRemoved") and parent is not None:
             # Changes may have been lost: the scope is enumerated again and swept.
             target = self._scope_of(item, parent)
-            child = _child_key(target, parent) if target is not None else None
+            child = scopes.child_key(target, parent) if target is not None else None
             with self.engine.begin() as connection:
                 if target is not None and child is not None:  # one To Do list's subscription: that list
                     scopestate.mark_dirty(connection, item.tenant_id, [child, target.key], now=self.clock(),
@@ -391,20 +394,20 @@ class Worker:
 
     # --- running passes ---
 
-    def due_rows(self) -> Sequence[tuple[str, str, str | None]]:
-        """``(tenant_id, scope_key, parent_key)`` of the dirty (or resync-requested) scopes that are not postponed
-        and not leased by another worker, oldest mark first: :meth:`start_due`'s reading, which resolves only the
-        scopes it starts (most of a reading during an initial mirror is already running here)."""
-        return scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock())
+    def due_rows(self, limit: int | None = None) -> Sequence[reading.Row]:
+        """The due scopes not leased by another worker, oldest mark first (at most *limit*): :meth:`start_due`'s
+        reading, which resolves only the scopes it starts."""
+        return scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock(), limit=limit)
 
     def due_scopes(self) -> list[Scope]:
         """The Scopes of :meth:`due_rows` (those the spec still declares)."""
         return [scope for row in self.due_rows() if (scope := self.index.resolve(*row)) is not None]
 
     def start_due(self) -> list[str]:
-        """Start a pass for every due scope not already running in this process.
+        """Start passes of the due scopes not already running in this process, one per free pass thread, oldest
+        mark first (:mod:`syncer.worker.reading`); a pass that ends reads again while more were due.
 
-        Calls made while one runs (the drain's, container passes' from their threads) are folded into it: it
+        Calls made while one runs (the drain's, ending passes' from their threads) are folded into it: it
         reads the due scopes once more before it returns, so what they were called for is started, by one
         reading at a time (two readings racing would start a scope the other had just seen end).
         """
@@ -415,38 +418,33 @@ class Worker:
                 return started
             self._starting = True
         try:
+            widen = 1
             while not self._stopping.is_set():
                 with self._lock:
                     self._start_again = False
-                    # The query runs outside the lock: passes ending meanwhile take it to record their results. A
-                    # pass still running when the query starts is in its answer (its lease is ours, its mark not
-                    # yet cleared); if it ends before the lock is ours again, the answer is stale for its scope,
-                    # and starting the scope again would pass it twice for one mark. It is left to the next
-                    # reading, of the state the pass left (dirty again only if a notification came in meanwhile).
+                    # Passes running when the query starts are not started from its answer (syncer.worker.reading).
                     before = {key for key, future in self._running.items() if not future.done()}
-                due = self.due_rows()
+                    free = max(self.max_passes - len(before - self._ending), 0)
+                    queued = any(not self._running[key].running() for key in before)  # waiting for a thread
+                    skip = before | self._fetching
+                limit = reading.rows_to_read(free, len(before)) * widen
+                due, picked = reading.read(  # all threads busy: the next pass to end reads (unless some wait)
+                    self.engine, worker=self.worker_id, now=self.clock(), limit=limit, free=free, skip=skip,
+                    allows=self.accounts.allows if self.accounts is not None else None, resolve=self.index.resolve,
+                    select=self.due_rows,
+                ) if free or queued else ((), None)
                 with self._lock:
-                    answer = {(tenant_id, key) for tenant_id, key, _ in due}
-                    for key, future in list(self._running.items()):
-                        # A pass still waiting for a thread whose scope this reading no longer finds due (another
-                        # worker holds it or cleaned it, or it was postponed) would only take a lease in vain:
-                        # withdrawn. Should the scope be due again, a later reading starts it.
-                        if key not in answer and future.cancel():
-                            self.withdrawn += 1
-                        if future.done():
-                            del self._running[key]
-                    for tenant_id, scope_key, parent_key in due:
-                        key = (tenant_id, scope_key)
-                        if key in self._running or key in self._fetching or key in before:
-                            continue  # resolved when it was started: most of a reading during an initial mirror
-                        if self.accounts is not None and not self.accounts.allows(tenant_id):
-                            continue  # stays dirty until its account signs in again
-                        scope = self.index.resolve(tenant_id, scope_key, parent_key)
-                        if scope is None:
-                            continue  # no longer declared: retire_scopes drops it
-                        self._running[key] = self.pool.submit(self._pass, scope)
-                        started.append(scope.key)
-                    if not self._start_again:
+                    if picked is not None:
+                        self.withdrawn += sum(self._running[key].cancel()
+                                              for key in reading.not_due(list(self._running), due, picked))
+                        self._running = {key: future for key, future in self._running.items() if not future.done()}
+                        for scope in picked.start:
+                            if (key := (scope.tenant_id, scope.key)) not in self._fetching:  # a fetch began meanwhile
+                                self._running[key] = self.pool.submit(self._pass, scope)
+                                started.append(scope.key)
+                        self._backlog = not picked.complete
+                        widen = widen * reading.WIDEN if picked.short else 1
+                    if widen == 1 and not self._start_again:
                         self._starting = False
                         return started
         except BaseException:
@@ -480,10 +478,19 @@ class Worker:
             self.results.append(result)
         if result.outcome == "outdated":
             self.spec_watch.report(result.error or "the spec changed")
-        if result.outcome == "ok" and scope.container and not self._stopping.is_set():
-            # New folders were registered dirty: start them now rather than at the next drain (from this
-            # thread: a job submitted to the pool would wait behind every pass queued there).
-            self.start_due()
+        # New folders, or scopes past the last reading's limit: started now from this thread (counted free), not later.
+        if (self._backlog or (result.outcome == "ok" and scope.container)) and not self._stopping.is_set():
+            with self._lock:
+                self._ending.add(key := (scope.tenant_id, scope.key))
+            try:
+                self.start_due()
+            except Exception as error:  # this pass's result stands; the next drain reads again
+                if not database_unreachable(error):
+                    raise
+                self.database.failed(error, "the due scopes are read again at the next drain")
+            finally:
+                with self._lock:
+                    self._ending.discard(key)
         return result
 
     def wait(self, timeout: float | None = None) -> None:
@@ -676,10 +683,3 @@ class Worker:
         for finalize in reversed(finalizers):
             finalize()
 
-
-def _child_key(target: Scope, scope_key: str | None) -> str | None:
-    """The child scope a subscription's *scope_key* is, when *target* is a container and Graph subscribes per
-    child (To Do: one subscription per list, https://learn.microsoft.com/en-us/graph/api/resources/todotask)."""
-    if not target.container or scope_key is None:
-        return None
-    return scope_key if scopes.folder_of(scope_key, target) is not None else None
