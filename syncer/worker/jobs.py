@@ -394,7 +394,7 @@ class Worker:
     def start_due(self) -> list[str]:
         """Start a pass for every due scope not already running in this process.
 
-        Calls made while one runs (the drain's, container passes' from their threads) are folded into it: it
+        Calls made while one runs (the drain's, the jobs') are folded into it: it
         reads the due scopes once more before it returns, so what they were called for is started, by one
         reading at a time (two readings racing would start a scope the other had just seen end).
         """
@@ -473,8 +473,33 @@ class Worker:
         if result.outcome == "ok" and scope.container and not self._stopping.is_set():
             # New folders were registered dirty: start them now rather than at the next drain (from this
             # thread: a job submitted to the pool would wait behind every pass queued there).
-            self.start_due()
+            self.start_children(scope)
         return result
+
+    def start_children(self, container: Scope) -> list[str]:
+        """Start a pass for every due scope registered under *container*'s parent key (the folders its pass
+        found) not already known here: running, queued, or ended and not yet cleared by :meth:`start_due`,
+        whose next reading starts such a scope if it is due again.
+
+        Not a :meth:`start_due`: that reads every due scope of the database and walks every pass queued here,
+        and an initial mirror ends thousands of container passes while thousands of scopes are due (its cost
+        grew with the tenant, per container pass: bench/tenant.py). A folder whose pass ended (and was cleared)
+        between this reading and the lock is started once more, and finds itself clean (``due_only``)."""
+        rows = scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock(),
+                                     under=(container.tenant_id, container.parent_key))
+        started: list[str] = []
+        with self._lock:
+            for tenant_id, scope_key, parent_key in rows:
+                key = (tenant_id, scope_key)
+                if self._stopping.is_set() or key in self._running or key in self._fetching:
+                    continue
+                if self.accounts is not None and not self.accounts.allows(tenant_id):
+                    continue
+                scope = self.index.resolve(tenant_id, scope_key, parent_key)
+                if scope is not None:
+                    self._running[key] = self.pool.submit(self._pass, scope)
+                    started.append(scope.key)
+        return started
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the passes started so far (tests, `syncer sync`)."""

@@ -254,14 +254,19 @@ def is_due(state: Any) -> bool:
     return state.dirty_since is not None or bool(state.resync_requested) or state.page_link is not None
 
 
-def due_scopes(engine: Engine, *, worker: str, now: datetime) -> Sequence[tuple[str, str, str | None]]:
+def due_scopes(
+    engine: Engine, *, worker: str, now: datetime, under: tuple[str, str] | None = None,
+) -> Sequence[tuple[str, str, str | None]]:
     """``(tenant_id, scope_key, parent_key)`` of the scopes due for a pass, oldest mark first: dirty,
-    resync-requested or mid-round, not postponed, and not leased by another worker."""
+    resync-requested or mid-round, not postponed, and not leased by another worker. With *under*
+    ``(tenant_id, parent_key)``, only those registered under that parent key (a container and its children)."""
     s = schema.sync_state
+    where = [] if under is None else [s.c.tenant_id == under[0], s.c.parent_key == under[1]]
     with engine.connect() as connection:
         return connection.execute(
             sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
             .where(
+                *where,
                 schema.sync_due(),  # the partial index's predicate: read from it, whatever the number of scopes
                 sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
                 # A lease under this worker's own id with no pass of it running here (the caller
