@@ -27,6 +27,9 @@ FIRST_PASS_STATEMENTS = 7
 """A registered scope's first pass (a full round of one page): the same, and the sweep of rows not seen."""
 PASS_TRANSACTIONS = 2
 """One to take the scope, one for the page with the end of the pass."""
+PASS_PINGS = 0
+"""Round trips to test a pooled connection before use (PostgreSQL): none for a connection used moments ago
+(syncer.database.PING_AFTER_IDLE); SQLAlchemy's pool_pre_ping sent one per checkout, two per pass."""
 
 
 @pytest.fixture
@@ -43,6 +46,14 @@ class Counter:
         self.threads = 0
         sa.event.listen(env.engine, "before_cursor_execute", self._statement)
         sa.event.listen(env.engine, "begin", self._begin)
+        self.pings = 0
+        ping = env.engine.dialect.do_ping
+
+        def counted_ping(dbapi_connection: Any) -> bool:
+            self.pings += 1
+            return ping(dbapi_connection)
+
+        monkeypatch.setattr(env.engine.dialect, "do_ping", counted_ping)
         start = prefetch.Prefetcher._start
 
         def counted(fetcher: prefetch.Prefetcher[Any], pages: Any) -> None:
@@ -59,7 +70,7 @@ class Counter:
 
     def reset(self) -> None:
         self.statements.clear()
-        self.transactions = self.threads = 0
+        self.transactions = self.threads = self.pings = 0
 
 
 def test_a_one_page_pass_costs_a_fixed_number_of_statements(
@@ -77,6 +88,7 @@ def test_a_one_page_pass_costs_a_fixed_number_of_statements(
     assert (first.outcome, first.full, first.pages) == ("ok", True, 1)
     assert len(counter.statements) <= FIRST_PASS_STATEMENTS, counter.statements
     assert counter.transactions <= PASS_TRANSACTIONS
+    assert counter.pings == PASS_PINGS
     assert counter.threads == 0  # no prefetch thread for a round of one page
 
     counter.reset()
@@ -85,6 +97,7 @@ def test_a_one_page_pass_costs_a_fixed_number_of_statements(
     assert (second.outcome, second.full, second.pages, second.upserted) == ("ok", False, 1, 1)
     assert len(counter.statements) <= ONE_PAGE_PASS_STATEMENTS, counter.statements
     assert counter.transactions <= PASS_TRANSACTIONS
+    assert counter.pings == PASS_PINGS
     assert counter.threads == 0
     state = env.state()
     assert state.leased_by is None and state.delta_link and state.dirty_since is None
