@@ -120,6 +120,7 @@ class Worker:
         self._lock = threading.Lock()
         self._starting = False  # a start_due is reading the due scopes (see there)
         self._start_again = False  # ... and another call came meanwhile: it reads them once more
+        self._watchers: list[set[tuple[str, str]]] = []  # see _watch
         self.results: list[sync.PassResult] = []
         self.withdrawn = 0
         """Passes withdrawn before they started, their scope no longer due (taken or cleaned by another worker)."""
@@ -414,20 +415,28 @@ class Worker:
                     # and starting the scope again would pass it twice for one mark. It is left to the next
                     # reading, of the state the pass left (dirty again only if a notification came in meanwhile).
                     before = {key for key, future in self._running.items() if not future.done()}
-                due = self.due_rows()
+                    meanwhile = self._watch()  # what start_children starts while the query runs
+                try:
+                    due = self.due_rows()
+                except BaseException:
+                    with self._lock:
+                        self._unwatch(meanwhile)
+                    raise
                 with self._lock:
+                    self._unwatch(meanwhile)
                     answer = {(tenant_id, key) for tenant_id, key, _ in due}
                     for key, future in list(self._running.items()):
                         # A pass still waiting for a thread whose scope this reading no longer finds due (another
                         # worker holds it or cleaned it, or it was postponed) would only take a lease in vain:
                         # withdrawn. Should the scope be due again, a later reading starts it.
-                        if key not in answer and future.cancel():
+                        if key not in answer and key not in meanwhile and future.cancel():
                             self.withdrawn += 1
                         if future.done():
                             del self._running[key]
+                            self._seen(key)
                     for tenant_id, scope_key, parent_key in due:
                         key = (tenant_id, scope_key)
-                        if key in self._running or key in self._fetching or key in before:
+                        if key in self._running or key in self._fetching or key in before or key in meanwhile:
                             continue  # resolved when it was started: most of a reading during an initial mirror
                         if self.accounts is not None and not self.accounts.allows(tenant_id):
                             continue  # stays dirty until its account signs in again
@@ -435,6 +444,7 @@ class Worker:
                         if scope is None:
                             continue  # no longer declared: retire_scopes drops it
                         self._running[key] = self.pool.submit(self._pass, scope)
+                        self._seen(key)
                         started.append(scope.key)
                     if not self._start_again:
                         self._starting = False
@@ -483,23 +493,47 @@ class Worker:
 
         Not a :meth:`start_due`: that reads every due scope of the database and walks every pass queued here,
         and an initial mirror ends thousands of container passes while thousands of scopes are due (its cost
-        grew with the tenant, per container pass: bench/tenant.py). A folder whose pass ended (and was cleared)
-        between this reading and the lock is started once more, and finds itself clean (``due_only``)."""
-        rows = scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock(),
-                                     under=(container.tenant_id, container.parent_key))
+        grew with the tenant, per container pass: bench/tenant.py). Like two readings of start_due, it must not
+        start a scope whose pass started or ended while its query ran (its answer is stale for that scope): the
+        scopes started or cleared meanwhile are watched (:meth:`_watch`) and left to the next reading."""
+        with self._lock:
+            meanwhile = self._watch()
+        try:
+            rows = scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock(),
+                                         under=(container.tenant_id, container.parent_key))
+        finally:
+            with self._lock:
+                self._unwatch(meanwhile)
         started: list[str] = []
         with self._lock:
             for tenant_id, scope_key, parent_key in rows:
                 key = (tenant_id, scope_key)
-                if self._stopping.is_set() or key in self._running or key in self._fetching:
+                if self._stopping.is_set() or key in self._running or key in self._fetching or key in meanwhile:
                     continue
                 if self.accounts is not None and not self.accounts.allows(tenant_id):
                     continue
                 scope = self.index.resolve(tenant_id, scope_key, parent_key)
                 if scope is not None:
                     self._running[key] = self.pool.submit(self._pass, scope)
+                    self._seen(key)
                     started.append(scope.key)
         return started
+
+    def _watch(self) -> set[tuple[str, str]]:
+        """(Under the lock) a set that collects, until removed from ``_watchers``, the scopes started or cleared
+        from ``_running`` by the other readings meanwhile."""
+        watcher: set[tuple[str, str]] = set()
+        self._watchers.append(watcher)
+        return watcher
+
+    def _unwatch(self, watcher: set[tuple[str, str]]) -> None:
+        """(Under the lock) stop collecting into *watcher* (by identity: two watchers may hold the same keys)."""
+        self._watchers = [w for w in self._watchers if w is not watcher]
+
+    def _seen(self, key: tuple[str, str]) -> None:
+        """(Under the lock) tell the readings in flight that *key* was started or cleared."""
+        for watcher in self._watchers:
+            watcher.add(key)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the passes started so far (tests, `syncer sync`)."""
