@@ -20,13 +20,16 @@ For each size, in a fresh process and a fresh database:
    HTTP, with latency) and **puts its notification in the inbox as the receiver does** (:meth:`syncer.inbox.Inbox.put`
    with the receiver's row shape; the receiver's own throughput is bench/receiver.py's). The worker is woken by the
    inbox (PostgreSQL NOTIFY, SQLite's data_version).
-4. Freshness = the end of the pass that wrote the new item's row - the notification's ``received_at``; p50/p99.
-   The worker's CPU per notification and per pass (a mailbox's notification marks its 8 mail scopes dirty; fewer
-   mailboxes coalesce more notifications per pass, so per pass is the comparable cost) and its peak RSS per scope.
+4. Freshness = the end of the pass (or read-by-id write) that wrote the new item's row - the notification's
+   ``received_at``; p50/p99, and p50 per table. The worker's CPU per notification and per pass (``passes`` counts
+   ``syncer_sync_runs`` rows: delta passes and the writes of items read by id), the worker's Graph reads per
+   notification from the emulator's request log (delta pages vs reads by id: a message or contact of a whole mailbox
+   is read by id into its folder, :mod:`syncer.worker.notified`; a new event marks calendarView dirty), the rate the
+   worker drained them at (notifications / (generation + catch-up)), and its peak RSS per scope.
 5. With the worker stopped, in this process: the safety-net tick (``Worker.safety_net``: seconds and SQL statements,
    median of 5; once more with every scope past its interval), ``syncer status`` (:func:`collect`, median of 3: the
    summary alone, and with every scope's detail), and the drain rate (20,000 notifications over every mailbox, ``Worker.drain(start=False)`` until
-   the inbox is empty).
+   the inbox is empty; each names its collection, so it marks scopes dirty: the rate of the marking path).
 
 The ratios compare the large size with the small one (target: cost per scope within 1.2x).
 """
@@ -215,10 +218,15 @@ def change_and_notify(graph: Any, inbox: Any, sub_ids: dict[tuple[str, str], str
         body = {"givenName": f"steady {n}", "surname": "x"}
         item = graph.request("POST", f"users/{user}/contacts", json=body).json()["id"]
         resource, table = f"Users/{user}/Contacts/{item}", "contacts"
+    # The basic notification Graph sends (https://learn.microsoft.com/en-us/graph/outlook-change-notifications-overview):
+    # the item's path and resourceData with its type and id, no content.
+    odata_type = {"messages": "#Microsoft.Graph.Message", "events": "#Microsoft.Graph.Event",
+                  "contacts": "#Microsoft.Graph.Contact"}[table]
     inbox.put([NewItem(tenant_id=tenant_id, subscription_id=sub_ids[(tenant_id, parent)], kind="change",
                        event="created", resource=resource, resource_id=item, dedupe_key=uuid.uuid4().hex,
                        payload={"subscriptionId": sub_ids[(tenant_id, parent)], "changeType": "created",
-                                "resource": resource})])
+                                "resource": resource,
+                                "resourceData": {"@odata.type": odata_type, "@odata.id": resource, "id": item}})])
     return table, item
 
 
@@ -302,8 +310,23 @@ def freshness(engine: Any, spec: Any, made: list[tuple[str, str]]) -> dict[str, 
                 ):
                     visible[item] = epoch(finished)
     lags = [visible[i] - received[i] for _, i in made if i in visible and i in received]
+    by_table = {table: pct([visible[i] - received[i] for t, i in made if t == table and i in visible and i in received],
+                           0.5) for table in sorted({t for t, _ in made})}
     return {"n": len(lags), "not_visible": len(made) - len(lags), "p50_s": pct(lags, 0.5), "p99_s": pct(lags, 0.99),
-            "max_s": round(max(lags), 3) if lags else None}
+            "max_s": round(max(lags), 3) if lags else None, "p50_s_by_table": by_table}
+
+
+def graph_requests(admin: Admin, since: int) -> dict[str, int]:
+    """The worker's Graph reads since request log entry *since*, by kind (the bench's own changes are POSTs)."""
+    log = admin("GET", "requests", params={"since": since, "limit": 10_000_000})["requests"]
+    reads = [e for e in log if e["method"] == "GET" and "/v1.0/" in e["path"]]
+    delta = sum("/delta" in e["path"] for e in reads)
+    return {"total": len(reads), "delta": delta, "by_id": len(reads) - delta}
+
+
+def log_seq(admin: Admin) -> int:
+    log = admin("GET", "requests", params={"limit": 1})["requests"]
+    return int(log[-1]["seq"]) if log else 0
 
 
 def pass_count(engine: Any) -> int:
@@ -385,10 +408,11 @@ def drain_rate(engine: Any, spec: Any, sub_ids: dict[tuple[str, str], str]) -> d
         rows = []
         for j in range(DRAIN_ROWS):
             tenant_id, parent = parents[(j * 7919) % len(parents)]
-            resource = f"{parent}/d{round_}-{j}"
+            # The collection, not an item: each row marks its scopes dirty (an item of a whole mailbox would be read
+            # by id, which the passes' rate measured above already counts).
             rows.append(NewItem(tenant_id=tenant_id, subscription_id=sub_ids[(tenant_id, parent)], kind="change",
-                                event="updated", resource=resource, resource_id=f"d{round_}-{j}",
-                                dedupe_key=uuid.uuid4().hex, payload={"resource": resource}))
+                                event="updated", resource=parent, resource_id=None,
+                                dedupe_key=uuid.uuid4().hex, payload={"resource": parent, "n": f"d{round_}-{j}"}))
         for i in range(0, len(rows), 1000):
             inbox.put(rows[i:i + 1000])
         started = time.perf_counter()
@@ -439,10 +463,11 @@ def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: fl
         log(f"worker quiet after {waited:.1f}s")
         graph = clients_for(spec, max_in_flight_per_tenant=64)[spec.tenants[0].tenant_id]
         inbox = Inbox(engine)
-        cpu0, runs0 = proc_cpu(worker.pid), pass_count(engine)
+        cpu0, runs0, seq0 = proc_cpu(worker.pid), pass_count(engine), log_seq(admin)
         made, took = generate(graph, inbox, sub_ids, scopes, rate=rate, seconds=seconds)
         caught_up = wait_quiet(engine, 900)
         cpu, passes = proc_cpu(worker.pid) - cpu0, pass_count(engine) - runs0
+        requests = graph_requests(admin, seq0)
         rss = proc_peak_rss_mb(worker.pid)
         log(f"{len(made)} changes in {took:.1f}s; worker caught up {caught_up:.1f}s later")
     finally:
@@ -462,6 +487,10 @@ def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: fl
         "worker_cpu_s": round(cpu, 2),
         "worker_cpu_ms_per_notification": round(1000 * cpu / max(len(made), 1), 2),
         "passes": passes,
+        "passes_per_notification": round(passes / max(len(made), 1), 2),
+        "graph_reads": requests,
+        "graph_reads_per_notification": round(requests["total"] / max(len(made), 1), 2),
+        "drain_rate_during_s": round(len(made) / max(took + caught_up, 1e-9), 1),
         "worker_cpu_ms_per_pass": round(1000 * cpu / max(passes, 1), 2),
         "worker_peak_rss_mb": rss,
         "worker_rss_kb_per_scope": round(1024 * rss / total_scopes, 2),

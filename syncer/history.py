@@ -21,8 +21,10 @@ interval later. A version never starts before the one it follows (clocks disagre
 
 Group membership gets ``<table>_members_history``: one row per membership interval.
 
-The rows are written by triggers on the mirror tables (:mod:`syncer.history_triggers`), in the statement
-that writes the mirror row. This module owns the history tables: created and altered by ``syncer db
+The rows are written in the transaction that writes the mirror row: by triggers in the very statement,
+except the rows SQLite's writer adds, versioned by its statements right after its upsert
+(:mod:`syncer.history_triggers`, what both databases share; :mod:`syncer.history_postgres`,
+:mod:`syncer.history_sqlite`). This module owns the history tables: created and altered by ``syncer db
 upgrade``, purged by the worker's housekeeping, read by ``syncer history``.
 """
 
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from syncer import history_triggers, mirror, schema
+from syncer import history_postgres, history_sqlite, history_triggers, mirror, schema
 from syncer.mirror_owners import OWNER_TYPE
 
 if TYPE_CHECKING:
@@ -69,12 +71,19 @@ def build_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
         sa.Column("_graph_time", schema.UtcDateTime, nullable=True),
         sa.Column("_learned_at", schema.UtcDateTime, nullable=False),
         sa.Index(mirror.index_name(name, "key"), "tenant_id", "id", "_valid_from"),
-        # Retention's lookup; the current versions (NULL) stay out of it: no index entry per row of an initial mirror.
-        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=_ENDED, sqlite_where=_ENDED),
+        *_retention_index(m, name),
     )
 
 
 _ENDED = sa.text("_valid_to IS NOT NULL")
+
+
+def _retention_index(m: Mirror, name: str) -> list[sa.Index]:
+    """Retention's lookup, only where there is retention (``keep``): an entry for every version a change closes
+    (the current versions, NULL, stay out of it), which a table kept forever would maintain for nothing."""
+    if m.history is None or m.history.keep is None:
+        return []
+    return [sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=_ENDED, sqlite_where=_ENDED)]
 
 
 def build_members_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
@@ -92,7 +101,7 @@ def build_members_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Ta
         sa.Column("_valid_from", schema.UtcDateTime, nullable=False),
         sa.Column("_valid_to", schema.UtcDateTime, nullable=True),
         sa.Index(mirror.index_name(name, "key"), "tenant_id", "group_id", "member_id", "_valid_from"),
-        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=_ENDED, sqlite_where=_ENDED),
+        *_retention_index(m, name),
     )
 
 
@@ -158,18 +167,33 @@ def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
         if table.name == f"{m.table}_history" and retyped:
             _retype(connection, table, retyped, m)
             changes.append(f"{table.name}: column(s) {', '.join(retyped)} take their new type, converted from each version's _raw")
+        changes += _retention_index_follows(connection, table, m)
     seeded = connection.exec_driver_sql(history_triggers.seed_sql(m, postgres=postgres)).rowcount
     if members:
         connection.exec_driver_sql(history_triggers.seed_members_sql(m))
     if seeded and seeded > 0:
         changes.append(f"{m.table}_history: the current state of {seeded} rows recorded as their first version")
-    ddl = history_triggers.postgres_ddl if postgres else history_triggers.sqlite_ddl
+    ddl = history_postgres.ddl if postgres else history_sqlite.ddl
     for statement in ddl(m, members=members):
         connection.exec_driver_sql(statement)
     if postgres:
         columns = [c["name"] for c in sa.inspect(connection).get_columns(f"{m.table}_history")]
-        connection.exec_driver_sql(history_triggers.asof_function(m, columns))
+        connection.exec_driver_sql(history_postgres.asof_function(m, columns))
     return changes
+
+
+def _retention_index_follows(connection: sa.Connection, table: sa.Table, m: Mirror) -> list[str]:
+    """Create retention's index when ``keep`` was added, drop it when ``keep`` went (:func:`_retention_index`)."""
+    name = mirror.index_name(table.name, "valid_to")
+    present = any(index["name"] == name for index in sa.inspect(connection).get_indexes(table.name))
+    wanted = next((index for index in table.indexes if index.name == name), None)
+    if wanted is not None and not present:
+        wanted.create(connection)
+        return [f"created index {name} (retention: keep)"]
+    if wanted is None and present:
+        connection.exec_driver_sql(f"DROP INDEX {connection.dialect.identifier_preparer.quote(name)}")
+        return [f"dropped index {name} (no keep: no retention)"]
+    return []
 
 
 def _type_changed(connection: sa.Connection, present: Any, wanted: sa.Column[Any]) -> bool:

@@ -31,6 +31,8 @@ HELP = {
     "syncer_notifications_rejected_total": ("counter", "notification items refused, by reason"),
     "syncer_notifications_undecrypted_total": ("counter", "rich items kept without content (could not be decrypted), by reason"),
     "syncer_rows_written_total": ("counter", "mirror rows written by the worker, by source: payload, fetch, delta"),
+    "syncer_notified_marked_total": ("counter", "notifications that marked their scopes dirty instead of being written "
+                                     "from a payload or a read by id, by reason: many, failed, unplaced"),
     "syncer_handshakes_total": ("counter", "validation handshakes answered"),
     "syncer_inbox_commits_total": ("counter", "inbox transactions committed by the receiver"),
     "syncer_inbox_committed_requests_total": ("counter", "requests whose rows those transactions carried (group commit)"),

@@ -489,6 +489,25 @@ def test_reauthorization_required_as_expiry_nears(graph: EmulatorClient, lifecyc
     assert _wait_idle(graph) and len(lifecycle.items()) == 2
 
 
+@pytest.mark.parametrize(
+    "emulator_config", [{"reauthorization_lead_s": 3600, "reauthorization_interval_s": 600}], indirect=True
+)
+def test_a_renewal_into_the_lead_window_brings_reauthorization_forward(
+    graph: EmulatorClient, lifecycle: Receiver, receiver: Receiver
+) -> None:
+    sub = _subscribe(graph, receiver.url(), lifecycleNotificationUrl=lifecycle.url(), expirationDateTime=_in(24 * 60))
+    _clock(graph, freeze=True)
+    _clock(graph, advance=601)
+    assert _wait_idle(graph) and lifecycle.items() == []
+    # About 50 minutes left on the emulator clock: inside the hour's lead, so a notice is due once the interval
+    # since the renewal has passed (not a day later, when the old expiration would have entered the lead).
+    assert graph.patch(f"subscriptions/{sub['id']}", json={"expirationDateTime": _in(60)}).status_code == 200
+    _clock(graph, advance=300)
+    assert _wait_idle(graph) and lifecycle.items() == []
+    _clock(graph, advance=301)
+    assert [i["lifecycleEvent"] for i in lifecycle.wait_items(1)] == ["reauthorizationRequired"]
+
+
 def test_injected_faults(graph: EmulatorClient, receiver: Receiver) -> None:
     _subscribe(graph, receiver.url())
     assert graph.admin("POST", "delivery/faults", json={"drop": 1}).json()["drop"] == 1

@@ -510,6 +510,17 @@ def test_expiry_on_the_emulator_clock(graph: EmulatorClient, receiver: Receiver)
     assert graph.patch(f"subscriptions/{sid}", json={"expirationDateTime": _in(600)}).status_code == 404
 
 
+def test_a_renewal_that_shortens_the_lifetime_expires_at_the_new_time(graph: EmulatorClient, receiver: Receiver) -> None:
+    # Expiry is indexed by time: the shorter expiration must not wait behind the entry of the longer one.
+    sid = graph.post("subscriptions", json=_sub(receiver.url(), expirationDateTime=_in(180))).json()["id"]
+    assert graph.patch(f"subscriptions/{sid}", json={"expirationDateTime": _in(60)}).status_code == 200
+    graph.admin("POST", "clock", json={"advance": 59 * 60})
+    assert graph.get(f"subscriptions/{sid}").status_code == 200
+    graph.admin("POST", "clock", json={"advance": 2 * 60})
+    graph._token = None
+    assert graph.get(f"subscriptions/{sid}").status_code == 404
+
+
 def test_admin_lists_every_subscription(graph: EmulatorClient, emulator: EmulatorServer, receiver: Receiver) -> None:
     graph.post("subscriptions", json=_sub(receiver.url()))
     _app_client(graph, ["User.Read.All"]).post("subscriptions", json=_sub(receiver.url()))

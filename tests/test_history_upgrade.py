@@ -101,3 +101,22 @@ def test_a_rebuilt_group_table_opens_no_second_membership_interval(env: SyncEnv)
     intervals = sql(env, "SELECT member_id, _valid_from, _valid_to FROM groups_members_history ORDER BY member_id")
     times = [(m, t if isinstance(t, datetime) else datetime.fromisoformat(t).replace(tzinfo=UTC), e) for m, t, e in intervals]
     assert times == sorted([(users[0], at(0), None), (users[1], at(0), None)])
+
+
+def test_retentions_index_follows_keep(env: SyncEnv) -> None:
+    # Only a table with `keep` has retention's index on _valid_to: a table kept forever would update it on every
+    # change for nothing. Adding `keep` creates it, taking it away drops it.
+    def indexes(table: str) -> set[str]:
+        with env.engine.connect() as connection:
+            return {str(i["name"]) for i in sa.inspect(connection).get_indexes(table)}
+
+    assert mirror.index_name("users_history", "valid_to") in indexes("users_history")
+    assert mirror.index_name("groups_history", "valid_to") not in indexes("groups_history")
+    assert mirror.index_name("groups_members_history", "valid_to") not in indexes("groups_members_history")
+    changes = _rewrite(env, "history: true", "history: {keep: 30d}", rebuild=False)
+    assert mirror.index_name("groups_history", "valid_to") in indexes("groups_history")
+    assert mirror.index_name("groups_members_history", "valid_to") in indexes("groups_members_history")
+    assert any("created index" in c for c in changes), changes
+    _rewrite(env, "history: {keep: 400d}", "history: true", rebuild=False)
+    assert mirror.index_name("users_history", "valid_to") not in indexes("users_history")
+    assert _rewrite(env, "history: true", "history: true", rebuild=False) == []

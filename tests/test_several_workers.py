@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from test_sync_support import SyncEnv, make_env
 
 from syncer import database, schema
-from syncer.worker import scopes
+from syncer.worker import scopes, scopestate
 from syncer.worker.jobs import Worker
 from syncer.worker.scopes import ScopeIndex
 
@@ -134,8 +135,8 @@ class SlowReadingWorker(Worker):
     """A worker whose reading of the due scopes reaches it late, as on a loaded machine (32 pass threads on two
     cores, a busy database): the passes running when the query started end before its answer is used."""
 
-    def due_rows(self) -> Sequence[tuple[str, str, str | None]]:
-        due = super().due_rows()
+    def due_rows(self, limit: int | None = None) -> Sequence[tuple[str, str, str | None]]:
+        due = super().due_rows(limit)
         time.sleep(0.4)
         return due
 
@@ -212,6 +213,52 @@ def test_two_workers_mirroring_together_pass_each_scope_once(tenant: SyncEnv) ->
     assert not failures, failures
     passed = [Counter(r.outcome for r in w.results)["ok"] for w in workers]
     assert all(passed), f"one worker did all the passes: {passed}"
-    # What the losers of a race cost: one lease transaction each, no Graph request, no run recorded.
-    assert {r.outcome for w in workers for r in w.results} <= {"ok", "busy", "clean"}
+    # A reading leases what it starts, one worker's reading at a time: no race left to lose (busy, clean).
+    assert {r.outcome for w in workers for r in w.results} == {"ok"}, [Counter(r.outcome for r in w.results)
+                                                                      for w in workers]
     assert_each_scope_passed_once(env)
+
+
+def test_a_reading_takes_one_scope_per_free_thread_and_ending_passes_read_again(tenant: SyncEnv) -> None:
+    env = tenant
+    worker = Worker(env.engine, {env.tenant_id: env.client}, index_of(env), max_passes=2)
+    worker.register_scopes()
+    try:
+        assert len(worker.due_scopes()) > 2
+        assert len(worker.start_due()) == 2  # two threads: two scopes, the others left unread
+        # No drain from here on: each pass that ends reads the due scopes again from its own thread, and the
+        # container passes' folders are started the same way.
+        worker.wait(timeout=60)
+        assert not anything_due(env)
+    finally:
+        worker.close()
+    assert_each_scope_passed_once(env)
+
+
+def test_a_reading_leaves_the_folders_of_a_mailbox_another_worker_is_passing_to_it(tenant: SyncEnv) -> None:
+    env = tenant
+    two_workers_only_on_postgres(env)
+    first = Worker(env.engine, {env.tenant_id: env.client}, index_of(env), worker_id="first", max_passes=1)
+    first.register_scopes()
+    try:
+        run_until_mirrored(first, env)  # every mail folder known
+    finally:
+        first.close()
+    s = schema.sync_state
+    with env.engine.connect() as connection:
+        folders = [key for (key,) in connection.execute(
+            sa.select(s.c.scope_key).where(s.c.scope_key.like("%/mailFolders/%")).order_by(s.c.scope_key))]
+    one_mailbox = [key for key in folders if key.startswith(folders[0].split("/mailFolders/")[0])]
+    assert len(one_mailbox) > 1 and len(one_mailbox) < len(folders)
+    now = datetime.now(UTC)
+    with env.engine.begin() as connection:
+        connection.execute(sa.update(s).where(s.c.scope_key.in_(folders)).values(dirty_since=now))
+        # Another worker is passing one folder of that mailbox (its lease written just now).
+        connection.execute(sa.update(s).where(s.c.scope_key == one_mailbox[0])
+                           .values(leased_by="first", lease_until=now + timedelta(minutes=5), updated_at=now))
+    due = {key for _, key, _ in scopestate.due_scopes(env.engine, worker="second", now=now)}
+    assert due == set(folders) - set(one_mailbox)  # its other folders are left to it, other mailboxes are not
+    # A lease that was not written for a minute (its worker died) holds back only its own scope.
+    later = now + scopestate.SIBLING_FRESH + timedelta(seconds=1)
+    due = {key for _, key, _ in scopestate.due_scopes(env.engine, worker="second", now=later)}
+    assert due == set(folders) - {one_mailbox[0]}

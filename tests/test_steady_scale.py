@@ -132,8 +132,7 @@ def plan_of(engine: Engine, statement: sa.Executable) -> str:
 
 def test_the_due_and_safety_net_queries_read_an_index(engine: Engine) -> None:
     s = schema.sync_state
-    due = (sa.select(s.c.scope_key).where(schema.sync_due(), sa.or_(s.c.not_before.is_(None), s.c.not_before <= NOW))
-           .order_by(s.c.dirty_since))
+    due = scopestate.due_query("w1", NOW, 32)  # the worker's reading, with its siblings' leases looked up by key
     oldest = (sa.select(s.c.scope_key).where(s.c.name == "mail", s.c.last_success_at <= NOW, s.c.dirty_since.is_(None))
               .order_by(s.c.last_success_at).limit(100))
     listed = (sa.select(s.c.scope_key).where(s.c.name == "events", s.c.listed_at <= NOW).order_by(s.c.listed_at)
@@ -142,6 +141,7 @@ def test_the_due_and_safety_net_queries_read_an_index(engine: Engine) -> None:
                              (listed, "ix_syncer_sync_state_name_listed_at")):
         plan = plan_of(engine, statement)
         assert index in plan and "Seq Scan" not in plan, plan
+    assert "ix_syncer_sync_state_tenant_id_parent_key" in plan_of(engine, due)
 
 
 def test_a_backlog_is_marked_a_batch_per_tick_oldest_first(engine: Engine) -> None:

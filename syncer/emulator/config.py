@@ -164,7 +164,8 @@ class EmulatorConfig:
     delivery_max_in_flight: int = 2
     delivery_workers: int = 8
     #: How often (real seconds) the dispatcher wakes to look for due notifications and retries, and how often
-    #: it sweeps every subscription for expiry and reauthorizationRequired (API calls also expire lazily).
+    #: it sweeps for expiry and reauthorizationRequired (API calls also expire lazily); a sweep pops what is due
+    #: from the registry's heaps, so its cost does not grow with the number of subscriptions.
     delivery_tick_s: float = 0.02
     delivery_sweep_s: float = 0.25
     #: POSTs (and drops) remembered by GET /_emulator/delivery.

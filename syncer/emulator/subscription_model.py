@@ -12,6 +12,7 @@ are allowed, the maximum lifetime, the permission needed and whether rich notifi
 from __future__ import annotations
 
 import bisect
+import heapq
 import re
 import threading
 from collections import Counter
@@ -251,6 +252,14 @@ class SubscriptionRegistry:
     #: without sorting or scanning the whole registry, so listing 30,000 costs linear time, not quadratic
     _order: list[int] = field(default_factory=list)
     _by_seq: dict[int, Subscription] = field(default_factory=dict)
+    #: (expirationDateTime, seq, id), one entry per expiration a subscription had (outdated ones skipped when
+    #: popped): the per-request and per-sweep expiry costs what expires, not a pass over every subscription
+    _expiry: list[tuple[datetime, int, str]] = field(default_factory=list)
+    #: (when reauthorizationRequired is next due, seq, id) for subscriptions with a lifecycle URL, with the
+    #: (lead, interval) the times were computed for and each subscription's current entry time (others are stale)
+    _reauth: list[tuple[float, int, str]] = field(default_factory=list)
+    _reauth_at: dict[str, float] = field(default_factory=dict)
+    _reauth_rule: tuple[float, float] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: int = 0
 
@@ -286,7 +295,21 @@ class SubscriptionRegistry:
             else:
                 self._order.append(subscription.seq)
             self._by_seq[subscription.seq] = subscription
+            heapq.heappush(self._expiry, (subscription.expiration, subscription.seq, subscription.id))
+            self._schedule_reauth_locked(subscription)
             return None
+
+    def renewed(self, subscription: Subscription) -> None:
+        """*subscription*'s expirationDateTime or last reauthorization notice changed (PATCH, reauthorize): index
+        the new times (an earlier expiration must not wait behind its old entry)."""
+        with self._lock:
+            if self._by_id.get(subscription.id) is not subscription:
+                return
+            heapq.heappush(self._expiry, (subscription.expiration, subscription.seq, subscription.id))
+            self._schedule_reauth_locked(subscription)
+            if len(self._expiry) > 2 * len(self._by_id) + 64:
+                self._expiry = [(s.expiration, s.seq, s.id) for s in self._by_id.values()]
+                heapq.heapify(self._expiry)
 
     def get(self, subscription_id: str) -> Subscription | None:
         """The subscription with this id, if it exists."""
@@ -310,6 +333,7 @@ class SubscriptionRegistry:
                     del self._per_mailbox[mailbox]
             self._directory.pop(subscription_id, None)
             self._by_seq.pop(subscription.seq, None)
+            self._reauth_at.pop(subscription_id, None)
             if len(self._order) > 2 * len(self._by_seq) + 64:
                 self._order = [seq for seq in self._order if seq in self._by_seq]
             return subscription
@@ -326,6 +350,9 @@ class SubscriptionRegistry:
             self._directory.clear()
             self._order.clear()
             self._by_seq.clear()
+            self._expiry.clear()
+            self._reauth.clear()
+            self._reauth_at.clear()
             return gone
 
     def __len__(self) -> int:
@@ -335,15 +362,6 @@ class SubscriptionRegistry:
         """Every live subscription, in creation order."""
         with self._lock:
             return [self._by_seq[seq] for seq in self._order if seq in self._by_seq]
-
-    def snapshot(self) -> list[Subscription]:
-        """Every live subscription, in no particular order (a periodic sweep needs no sorting)."""
-        with self._lock:
-            return list(self._by_id.values())
-
-    def for_app(self, *, tenant_id: str, application_id: str) -> list[Subscription]:
-        """What an app-only caller may list: its own subscriptions in its tenant, in creation order."""
-        return [s for s in self.all() if s.tenant_id == tenant_id and s.application_id == application_id]
 
     def page_for_app(self, *, tenant_id: str, application_id: str, after: int, size: int,
                      creator_id: str | None = None) -> tuple[list[Subscription], bool]:
@@ -363,10 +381,65 @@ class SubscriptionRegistry:
         return page, False
 
     def expire(self, now: datetime) -> list[Subscription]:
-        """Remove every subscription whose expirationDateTime has passed; returns them."""
+        """Remove every subscription whose expirationDateTime has passed; returns them (in creation order).
+
+        Every API call and every dispatcher sweep asks, so this pops the expiry heap rather than passing over the
+        whole registry: with nothing due it costs one comparison.
+        """
+        due: list[tuple[int, str]] = []
         with self._lock:
-            due = [s.id for s in self._by_id.values() if s.expiration <= now]
-        return [s for s in (self.remove(sid) for sid in due) if s is not None]
+            heap = self._expiry
+            while heap and heap[0][0] <= now:
+                _, seq, subscription_id = heapq.heappop(heap)
+                subscription = self._by_id.get(subscription_id)
+                # Skip entries of gone subscriptions and of expirations a renewal replaced (it pushed its own).
+                if subscription is not None and subscription.expiration <= now:
+                    due.append((seq, subscription_id))
+        due.sort()
+        return [s for s in (self.remove(sid) for _, sid in due) if s is not None]
+
+    def reauthorization_due(self, now: float, *, lead: float, interval: float) -> list[Subscription]:
+        """Subscriptions with a lifecycle URL that owe a ``reauthorizationRequired`` at *now* (in creation order):
+        less than *lead* seconds from expiry and at least *interval* seconds since the last notice. Each one's
+        notice time is set to *now* and its next due time indexed, so a sweep costs what is due."""
+        due: list[Subscription] = []
+        with self._lock:
+            if self._reauth_rule != (lead, interval):
+                self._reauth_rule = (lead, interval)
+                self._reauth_at.clear()
+                self._reauth = []
+                for live in self._by_id.values():
+                    self._schedule_reauth_locked(live)
+            heap = self._reauth
+            popped: list[Subscription] = []
+            # The heap time is a float sum: take entries a hair early too, and decide by the test the sweep always
+            # made (a popped one that fails it is scheduled again, for a later sweep).
+            while heap and heap[0][0] <= now + 1e-3:
+                at, _, subscription_id = heapq.heappop(heap)
+                found = self._by_id.get(subscription_id)
+                if found is None or self._reauth_at.get(subscription_id) != at:
+                    continue  # gone, or rescheduled since
+                popped.append(found)
+                remaining = found.expiration.timestamp() - now
+                if remaining <= lead and now - found.last_reauthorization_notice >= interval:
+                    found.last_reauthorization_notice = now
+                    due.append(found)
+            for subscription in popped:
+                self._schedule_reauth_locked(subscription)
+            if len(heap) > 2 * len(self._reauth_at) + 64:
+                self._reauth = [(at, self._by_id[sid].seq, sid) for sid, at in self._reauth_at.items()]
+                heapq.heapify(self._reauth)
+        due.sort(key=lambda s: s.seq)
+        return due
+
+    def _schedule_reauth_locked(self, subscription: Subscription) -> None:
+        rule = self._reauth_rule
+        if rule is None or subscription.lifecycle_url is None:
+            return
+        lead, interval = rule
+        at = max(subscription.expiration.timestamp() - lead, subscription.last_reauthorization_notice + interval)
+        self._reauth_at[subscription.id] = at
+        heapq.heappush(self._reauth, (at, subscription.seq, subscription.id))
 
     def duplicate_of(self, *, tenant_id: str, application_id: str, resource_key: str, change_types: Iterable[str],
                      creator_id: str | None = None) -> Subscription | None:

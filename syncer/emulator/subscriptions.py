@@ -203,6 +203,7 @@ def get_subscription(subscription_id: str) -> Response:
 def update_subscription(subscription_id: str) -> Response:
     """Renew (expirationDateTime), move (notificationUrl, re-validated) or rotate the certificate."""
     state, caller = _begin()
+    registry = state.subscriptions
     subscription = _own(state, caller, subscription_id)
     body = checks.json_body()
     checks.check_unknown(body, checks.CREATABLE)
@@ -256,6 +257,7 @@ def update_subscription(subscription_id: str) -> Response:
     subscription.encryption_certificate_id = certificate_id
     # renewing also reauthorizes (https://learn.microsoft.com/graph/api/subscription-update)
     subscription.last_reauthorization_notice = state.clock.time()
+    registry.renewed(subscription)
     if state.delivery is not None:
         state.delivery.release(subscription)
     return _json(subscription.to_json(base_url=base_url()))
@@ -284,6 +286,7 @@ def reauthorize_subscription(subscription_id: str) -> Response:
                             tenant=state.store.tenant(caller.tenant_id))
     checks.authorize_delegation(state, caller, subscription.id, operation="Reauthorize")
     subscription.last_reauthorization_notice = state.clock.time()
+    state.subscriptions.renewed(subscription)
     if state.delivery is not None:
         state.delivery.release(subscription)
     return Response(status=204)

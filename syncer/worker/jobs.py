@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -37,7 +37,7 @@ from syncer.inbox import Inbox, InboxItem
 from syncer.log import OutageLog, database_unreachable
 from syncer.metrics import Metrics
 from syncer.reconcile import records
-from syncer.worker import fetch, rich, scopes, scopestate, sync
+from syncer.worker import fetch, notified, reading, rich, scopes, scopestate, sync
 from syncer.worker.scopes import Scope, ScopeIndex, Strategy
 from syncer.worker.scopestate import utcnow
 from syncer.worker.specwatch import SpecWatch
@@ -113,14 +113,19 @@ class Worker:
         self.claim_limit = claim_limit
         self.inbox = Inbox(engine, clock=clock)
         self.pool = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="syncer-pass")
+        # The drain's reads by id, one mailbox each at a time: a read waits on Graph (100 ms to a second), so a
+        # drain of many mailboxes' notifications reads them side by side, within the client's limits.
+        self.readers = ThreadPoolExecutor(max_workers=max_passes, thread_name_prefix="syncer-read")
         # Set by close(): passes end at their next commit, and nothing new is started.
         self._stopping = threading.Event()
         self._running: dict[tuple[str, str], Future[sync.PassResult]] = {}
         self._fetching: set[tuple[str, str]] = set()  # scopes whose notified items the drain is fetching
         self._lock = threading.Lock()
+        self.max_passes = max_passes
         self._starting = False  # a start_due is reading the due scopes (see there)
         self._start_again = False  # ... and another call came meanwhile: it reads them once more
-        self._watchers: list[set[tuple[str, str]]] = []  # see _watch
+        self._backlog = False  # the last reading left due scopes unread: each pass that ends reads again
+        self._ending: set[tuple[str, str]] = set()  # passes whose thread reads again before it is free
         self.results: list[sync.PassResult] = []
         self.withdrawn = 0
         """Passes withdrawn before they started, their scope no longer due (taken or cleaned by another worker)."""
@@ -227,11 +232,15 @@ class Worker:
                         elif rich.writable(target) and (change := rich.change_of(item)) is not None:
                             payloads.setdefault((target.tenant_id, target.key), []).append(change)
                             continue  # acknowledged once written
+                        elif (change := notified.change_of(item, target)) is not None:
+                            # One item of a whole mailbox: read by id into its folder, not a pass per folder.
+                            payloads.setdefault((target.tenant_id, target.key), []).append(change)
+                            continue  # acknowledged once written (or its scopes marked)
                         elif item.resource and scopes.fetched_by_id(target.strategy, item.resource):
                             fetches.setdefault((target.tenant_id, target.key), []).append(item)
                             continue  # acknowledged once fetched
                         else:
-                            child = _child_key(target, subs.get(item.subscription_id))
+                            child = scopes.child_key(target, subs.get(item.subscription_id))
                             if child is not None:
                                 # One subscription per list: that list's pass, and the container's (one
                                 # lists delta) in case the list is new to it.
@@ -264,22 +273,25 @@ class Worker:
                     self.database.failed(error, f"{len(marking)} notifications wait for the next drain")
                     soon += marking
             waiting: dict[timedelta, list[int]] = {}  # retry in -> rows
-            for (tenant_id, key), changes in payloads.items():
+            # Read side by side (Graph answers in 100 ms to a second), write one after the other as reads end.
+            readings = [self.readers.submit(rich.read_notified, self.engine, self.index, self.sources,
+                                            self.index.static[(tenant_id, key)], changes)
+                        for (tenant_id, key), changes in payloads.items()]
+            for future in as_completed(readings):
                 written, wait = rich.write_notified(
-                    self.engine, self.index, self.sources, self.index.static[(tenant_id, key)], changes,
-                    exclusive=self._exclusive, worker=self.worker_id, clock=self.clock, metrics=self.metrics,
-                    outdated=self.spec_watch.report)
+                    self.engine, future.result(), exclusive=self._exclusive, worker=self.worker_id, clock=self.clock,
+                    metrics=self.metrics, outdated=self.spec_watch.report)
                 done += written
                 waiting.setdefault(RICH_RETRY, []).extend(wait)
-            for (tenant_id, key), notified in fetches.items():
+            for (tenant_id, key), named in fetches.items():
                 scope = self.index.static[(tenant_id, key)]
-                rows = [i.id for i in notified]
+                rows = [i.id for i in named]
                 try:
-                    result = self._fetch(scope, [i.resource for i in notified if i.resource])
+                    result = self._fetch(scope, [i.resource for i in named if i.resource])
                 except Exception as error:
                     # The periodic list of the scope (a full round with its sweep) covers these items.
                     log.warning("fetching %d notified items of %s failed (%s): listing the scope instead",
-                                len(notified), scope.key, error)
+                                len(named), scope.key, error)
                     with self.engine.begin() as connection:
                         dirty += scopestate.mark_dirty(connection, tenant_id, [scope.parent_key], now=self.clock())
                     done += rows
@@ -297,7 +309,7 @@ class Worker:
                 retry_in = FETCH_RETRY
                 if result.not_before is not None:
                     retry_in = max(result.not_before - self.clock(), timedelta(seconds=1))
-                log.info("fetching %d notified items of %s: %s, trying again in %ss", len(notified), scope.key,
+                log.info("fetching %d notified items of %s: %s, trying again in %ss", len(named), scope.key,
                          result.outcome, int(retry_in.total_seconds()))
                 waiting.setdefault(retry_in, []).extend(rows)
             # A decrypted resource is personal data: it leaves the inbox with the acknowledgement.
@@ -369,7 +381,7 @@ class Worker:
         if item.event in ("missed", "subscriptionRemoved") and parent is not None:
             # Changes may have been lost: the scope is enumerated again and swept.
             target = self._scope_of(item, parent)
-            child = _child_key(target, parent) if target is not None else None
+            child = scopes.child_key(target, parent) if target is not None else None
             with self.engine.begin() as connection:
                 if target is not None and child is not None:  # one To Do list's subscription: that list
                     scopestate.mark_dirty(connection, item.tenant_id, [child, target.key], now=self.clock(),
@@ -382,20 +394,20 @@ class Worker:
 
     # --- running passes ---
 
-    def due_rows(self) -> Sequence[tuple[str, str, str | None]]:
-        """``(tenant_id, scope_key, parent_key)`` of the dirty (or resync-requested) scopes that are not postponed
-        and not leased by another worker, oldest mark first: :meth:`start_due`'s reading, which resolves only the
-        scopes it starts (most of a reading during an initial mirror is already running here)."""
-        return scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock())
+    def due_rows(self, limit: int | None = None) -> Sequence[reading.Row]:
+        """The due scopes not leased by another worker, oldest mark first (at most *limit*): :meth:`start_due`'s
+        reading, which resolves only the scopes it starts."""
+        return scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock(), limit=limit)
 
     def due_scopes(self) -> list[Scope]:
         """The Scopes of :meth:`due_rows` (those the spec still declares)."""
         return [scope for row in self.due_rows() if (scope := self.index.resolve(*row)) is not None]
 
     def start_due(self) -> list[str]:
-        """Start a pass for every due scope not already running in this process.
+        """Start passes of the due scopes not already running in this process, one per free pass thread, oldest
+        mark first (:mod:`syncer.worker.reading`); a pass that ends reads again while more were due.
 
-        Calls made while one runs (the drain's, the jobs') are folded into it: it
+        Calls made while one runs (the drain's, ending passes' from their threads) are folded into it: it
         reads the due scopes once more before it returns, so what they were called for is started, by one
         reading at a time (two readings racing would start a scope the other had just seen end).
         """
@@ -406,47 +418,33 @@ class Worker:
                 return started
             self._starting = True
         try:
+            widen = 1
             while not self._stopping.is_set():
                 with self._lock:
                     self._start_again = False
-                    # The query runs outside the lock: passes ending meanwhile take it to record their results. A
-                    # pass still running when the query starts is in its answer (its lease is ours, its mark not
-                    # yet cleared); if it ends before the lock is ours again, the answer is stale for its scope,
-                    # and starting the scope again would pass it twice for one mark. It is left to the next
-                    # reading, of the state the pass left (dirty again only if a notification came in meanwhile).
+                    # Passes running when the query starts are not started from its answer (syncer.worker.reading).
                     before = {key for key, future in self._running.items() if not future.done()}
-                    meanwhile = self._watch()  # what start_children starts while the query runs
-                try:
-                    due = self.due_rows()
-                except BaseException:
-                    with self._lock:
-                        self._unwatch(meanwhile)
-                    raise
+                    free = max(self.max_passes - len(before - self._ending), 0)
+                    queued = any(not self._running[key].running() for key in before)  # waiting for a thread
+                    skip = before | self._fetching
+                limit = reading.rows_to_read(free, len(before)) * widen
+                due, picked = reading.read(  # all threads busy: the next pass to end reads (unless some wait)
+                    self.engine, worker=self.worker_id, now=self.clock(), limit=limit, free=free, skip=skip,
+                    allows=self.accounts.allows if self.accounts is not None else None, resolve=self.index.resolve,
+                    select=self.due_rows,
+                ) if free or queued else ((), None)
                 with self._lock:
-                    self._unwatch(meanwhile)
-                    answer = {(tenant_id, key) for tenant_id, key, _ in due}
-                    for key, future in list(self._running.items()):
-                        # A pass still waiting for a thread whose scope this reading no longer finds due (another
-                        # worker holds it or cleaned it, or it was postponed) would only take a lease in vain:
-                        # withdrawn. Should the scope be due again, a later reading starts it.
-                        if key not in answer and key not in meanwhile and future.cancel():
-                            self.withdrawn += 1
-                        if future.done():
-                            del self._running[key]
-                            self._seen(key)
-                    for tenant_id, scope_key, parent_key in due:
-                        key = (tenant_id, scope_key)
-                        if key in self._running or key in self._fetching or key in before or key in meanwhile:
-                            continue  # resolved when it was started: most of a reading during an initial mirror
-                        if self.accounts is not None and not self.accounts.allows(tenant_id):
-                            continue  # stays dirty until its account signs in again
-                        scope = self.index.resolve(tenant_id, scope_key, parent_key)
-                        if scope is None:
-                            continue  # no longer declared: retire_scopes drops it
-                        self._running[key] = self.pool.submit(self._pass, scope)
-                        self._seen(key)
-                        started.append(scope.key)
-                    if not self._start_again:
+                    if picked is not None:
+                        self.withdrawn += sum(self._running[key].cancel()
+                                              for key in reading.not_due(list(self._running), due, picked))
+                        self._running = {key: future for key, future in self._running.items() if not future.done()}
+                        for scope in picked.start:
+                            if (key := (scope.tenant_id, scope.key)) not in self._fetching:  # a fetch began meanwhile
+                                self._running[key] = self.pool.submit(self._pass, scope)
+                                started.append(scope.key)
+                        self._backlog = not picked.complete
+                        widen = widen * reading.WIDEN if picked.short else 1
+                    if widen == 1 and not self._start_again:
                         self._starting = False
                         return started
         except BaseException:
@@ -480,60 +478,20 @@ class Worker:
             self.results.append(result)
         if result.outcome == "outdated":
             self.spec_watch.report(result.error or "the spec changed")
-        if result.outcome == "ok" and scope.container and not self._stopping.is_set():
-            # New folders were registered dirty: start them now rather than at the next drain (from this
-            # thread: a job submitted to the pool would wait behind every pass queued there).
-            self.start_children(scope)
-        return result
-
-    def start_children(self, container: Scope) -> list[str]:
-        """Start a pass for every due scope registered under *container*'s parent key (the folders its pass
-        found) not already known here: running, queued, or ended and not yet cleared by :meth:`start_due`,
-        whose next reading starts such a scope if it is due again.
-
-        Not a :meth:`start_due`: that reads every due scope of the database and walks every pass queued here,
-        and an initial mirror ends thousands of container passes while thousands of scopes are due (its cost
-        grew with the tenant, per container pass: bench/tenant.py). Like two readings of start_due, it must not
-        start a scope whose pass started or ended while its query ran (its answer is stale for that scope): the
-        scopes started or cleared meanwhile are watched (:meth:`_watch`) and left to the next reading."""
-        with self._lock:
-            meanwhile = self._watch()
-        try:
-            rows = scopestate.due_scopes(self.engine, worker=self.worker_id, now=self.clock(),
-                                         under=(container.tenant_id, container.parent_key))
-        finally:
+        # New folders, or scopes past the last reading's limit: started now from this thread (counted free), not later.
+        if (self._backlog or (result.outcome == "ok" and scope.container)) and not self._stopping.is_set():
             with self._lock:
-                self._unwatch(meanwhile)
-        started: list[str] = []
-        with self._lock:
-            for tenant_id, scope_key, parent_key in rows:
-                key = (tenant_id, scope_key)
-                if self._stopping.is_set() or key in self._running or key in self._fetching or key in meanwhile:
-                    continue
-                if self.accounts is not None and not self.accounts.allows(tenant_id):
-                    continue
-                scope = self.index.resolve(tenant_id, scope_key, parent_key)
-                if scope is not None:
-                    self._running[key] = self.pool.submit(self._pass, scope)
-                    self._seen(key)
-                    started.append(scope.key)
-        return started
-
-    def _watch(self) -> set[tuple[str, str]]:
-        """(Under the lock) a set that collects, until removed from ``_watchers``, the scopes started or cleared
-        from ``_running`` by the other readings meanwhile."""
-        watcher: set[tuple[str, str]] = set()
-        self._watchers.append(watcher)
-        return watcher
-
-    def _unwatch(self, watcher: set[tuple[str, str]]) -> None:
-        """(Under the lock) stop collecting into *watcher* (by identity: two watchers may hold the same keys)."""
-        self._watchers = [w for w in self._watchers if w is not watcher]
-
-    def _seen(self, key: tuple[str, str]) -> None:
-        """(Under the lock) tell the readings in flight that *key* was started or cleared."""
-        for watcher in self._watchers:
-            watcher.add(key)
+                self._ending.add(key := (scope.tenant_id, scope.key))
+            try:
+                self.start_due()
+            except Exception as error:  # this pass's result stands; the next drain reads again
+                if not database_unreachable(error):
+                    raise
+                self.database.failed(error, "the due scopes are read again at the next drain")
+            finally:
+                with self._lock:
+                    self._ending.discard(key)
+        return result
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the passes started so far (tests, `syncer sync`)."""
@@ -713,6 +671,7 @@ class Worker:
         """Start no more passes; let those in flight stop at their next commit, and wait for them."""
         self._stopping.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.readers.shutdown(wait=True, cancel_futures=True)
 
     def on_release(self, finalize: Callable[[], None]) -> None:
         """Call *finalize* in :meth:`release` (last added, first called)."""
@@ -724,10 +683,3 @@ class Worker:
         for finalize in reversed(finalizers):
             finalize()
 
-
-def _child_key(target: Scope, scope_key: str | None) -> str | None:
-    """The child scope a subscription's *scope_key* is, when *target* is a container and Graph subscribes per
-    child (To Do: one subscription per list, https://learn.microsoft.com/en-us/graph/api/resources/todotask)."""
-    if not target.container or scope_key is None:
-        return None
-    return scope_key if scopes.folder_of(scope_key, target) is not None else None

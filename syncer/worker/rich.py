@@ -21,7 +21,11 @@ The rules, each tested:
   row. An Outlook item that Graph deleted never comes back under its id; a late payload cannot revive it.
 * **Not decryptable, then fetched.** A rich item the receiver could not decrypt (certificate rotated out,
   signature mismatch) is stored without content; here its resource is read by id (with the mirror's
-  ``$select``) and written the same way. A 404 is a removal. Nothing is lost.
+  ``$select``) and written the same way. A 404 is a removal. Nothing is lost. A basic notification of one item
+  of a whole mailbox takes the same path (:mod:`syncer.worker.notified`), asking ``parentFolderId`` as well.
+* **Placed, or left to delta.** An item goes to the folder scope its ``parentFolderId`` names, or its row's; a
+  folder no scope follows yet, a row another folder's scope holds (a move that kept the id), or more reads than
+  the mailbox has folders mark the mailbox's scopes dirty instead.
 * **Delta stays the truth.** Safety-net passes run as before and find nothing to change after payloads
   (``tests/test_rich_rows.py``); a payload that cannot be placed (a message in a folder no scope follows yet)
   marks its scope dirty instead.
@@ -50,9 +54,11 @@ from syncer.worker import scopestate
 from syncer.worker.scopes import Scope, ScopeIndex, child_scope
 from syncer.worker.scopestate import LEASE_TTL, Clock, ScopeStore, utcnow
 from syncer.worker.sync import PageSource, PassResult, take_scope
+from syncer.worker.tablesql import table_of
 from syncer.worker.writer import RowWriter, apply_items
 
-__all__ = ["Change", "Written", "change_of", "route", "stale", "to_item", "writable", "write_changes", "write_notified"]
+__all__ = ["Change", "Reading", "Written", "change_of", "read_notified", "route", "stale", "to_item", "writable",
+           "write_changes", "write_notified"]
 
 log = logging.getLogger("syncer.worker.rich")
 
@@ -80,9 +86,12 @@ class Change:
     payload: Mapping[str, Any] | None
     """The decrypted resource; None when the receiver could not decrypt it or Graph sent none (a delete)."""
     undecrypted: bool = False
-    """Graph sent the resource but the receiver could not decrypt it (or it was forgotten, on a replay): read by id."""
+    """Graph sent the resource but the receiver could not decrypt it (or it was forgotten, on a replay), or sent a
+    basic notification of a whole mailbox's item (:mod:`syncer.worker.notified`): read by id."""
     fetched: bool = False
     """:attr:`payload` is what a GET by id returned (for an undecrypted change)."""
+    folder: str | None = None
+    """The item's ``parentFolderId`` as the GET returned it, when the mirror does not keep it (for routing only)."""
 
 
 @dataclass
@@ -159,22 +168,26 @@ def stale(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
 
 
 def route(
-    engine: Engine, index: ScopeIndex, target: Scope, changes: Sequence[Change]
+    engine: Engine, index: ScopeIndex, target: Scope, changes: Sequence[Change], *, known: set[str] | None = None
 ) -> tuple[dict[str, tuple[Scope, list[Change]]], list[Change]]:
     """Group *changes* notified under *target* by the scope whose rows they are; those no scope can take yet
     (a message in a folder not registered yet) are returned apart, to mark their scope dirty.
 
     A container (a whole mailbox) writes no rows itself: a message goes to the folder its payload names
-    (``parentFolderId``, when declared) if that folder is followed, else to the folder of its existing row.
+    (``parentFolderId``, when declared or read) if that folder is followed, else to the folder of its existing row.
+    A message whose row another folder's scope holds (a move that kept its id) is returned apart too: that
+    folder's pass may be writing the older row under its own lease, so both folders' passes settle it.
+    *known* is the scope keys under the container, when the caller read them already.
     """
     routed: dict[str, tuple[Scope, list[Change]]] = {}
     if not target.container:
         routed[target.key] = (target, list(changes))
         return routed, []
     assert target.mirror is not None
-    table = mirror.build_table(target.mirror, sa.MetaData())
+    table, _members = table_of(target.mirror)  # built once per mirror: a Table is costly to build per notification
     with engine.connect() as connection:
-        known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
+        if known is None:
+            known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
         ids = sorted({c.item_id for c in changes})
         found = dict(connection.execute(
             sa.select(table.c.id, table.c._scope).where(table.c.tenant_id == target.tenant_id, table.c.id.in_(ids))
@@ -182,12 +195,16 @@ def route(
     leftovers: list[Change] = []
     for change in changes:
         scope: Scope | None = None
-        folder = change.payload.get("parentFolderId") if change.payload else None
+        folder = change.folder or (change.payload.get("parentFolderId") if change.payload else None)
+        owner = found.get(change.item_id)
         if isinstance(folder, str):
             candidate = child_scope(target, folder)
             scope = candidate if candidate.key in known else None
-        if scope is None and found.get(change.item_id) in known:
-            scope = index.resolve(target.tenant_id, str(found[change.item_id]), target.parent_key)
+            if scope is not None and owner is not None and owner != scope.key:
+                scope = None  # moved under the same id: left to both folders' passes
+                owner = None
+        elif scope is None and owner in known:
+            scope = index.resolve(target.tenant_id, str(owner), target.parent_key)
         if scope is None:
             leftovers.append(change)
         else:
@@ -201,12 +218,58 @@ def route(
 Exclusive = Callable[[Scope, Callable[[], Written]], "Written | None"]
 
 
+@dataclass
+class Reading:
+    """What :func:`read_notified` found for the notifications under one scope: what to write where."""
+
+    target: Scope
+    changes: list[Change]
+    routed: dict[str, tuple[Scope, list[Change]]] = field(default_factory=dict)
+    unplaced: list[Change] = field(default_factory=list)  # left to a delta pass of the target's scopes
+    fallback: str | None = None
+    """``many`` or ``failed``: none is written, the target's scopes are marked dirty (the reason is counted)."""
+
+
+def read_notified(engine: Engine, index: ScopeIndex, sources: Mapping[str, PageSource], target: Scope,
+                  changes: Sequence[Change]) -> Reading:
+    """The read half of the drain's step for rich (and read-by-id) notifications under *target*: the items read
+    by id, and each change's scope. Reads only (Graph, and the database), so that the drain runs many at once and
+    writes their results one after the other: SQLite takes one writer at a time, and writers racing for its lock
+    wait in its busy handler's sleeps. Database errors are raised."""
+    reading = Reading(target, list(changes))
+    known: set[str] | None = None
+    reads = {c.item_id for c in reading.changes if c.undecrypted}
+    if target.container and len(reads) > 1:
+        with engine.connect() as connection:
+            known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
+        if len(reads) > max(len(known) - 1, 1):
+            # More reads by id than the mailbox has folder scopes (the container is one of *known*): one delta
+            # pass per folder is fewer requests.
+            reading.fallback = "many"
+            return reading
+    try:
+        # Read first (outside any lease): a message's payload says which folder it belongs to. An item notified
+        # several times in this batch is read once: the read returns its latest state.
+        read: dict[str, Change] = {}
+        for i, change in enumerate(reading.changes):
+            if change.undecrypted:
+                if change.item_id not in read:
+                    read[change.item_id] = _fetched(sources[target.tenant_id], target, change)
+                found = read[change.item_id]
+                reading.changes[i] = replace(change, payload=found.payload, folder=found.folder, undecrypted=False,
+                                             fetched=True)
+    except Exception as error:
+        log.warning("reading %d notified items of %s by id failed (%s): syncing the scope instead",
+                    len(reads), target.key, error)
+        reading.fallback = "failed"
+        return reading
+    reading.routed, reading.unplaced = route(engine, index, target, reading.changes, known=known)
+    return reading
+
+
 def write_notified(
     engine: Engine,
-    index: ScopeIndex,
-    sources: Mapping[str, PageSource],
-    target: Scope,
-    changes: Sequence[Change],
+    reading: Reading,
     *,
     exclusive: Exclusive,
     worker: str,
@@ -214,22 +277,19 @@ def write_notified(
     metrics: Metrics,
     outdated: Callable[[str], None] = lambda reason: None,
 ) -> tuple[list[int], list[int]]:
-    """The drain's step for rich notifications under *target*: the inbox rows done (rows written, or the scope
-    marked dirty when they could not be), and those to retry shortly (a pass holds their scope). *outdated* is
-    told when the mirror table no longer has the worker's layout (the notifications wait for a worker that does)."""
-    done: list[int] = []
-    waiting: list[int] = []
-    try:
-        # Read first (outside any lease): a message's payload says which folder it belongs to.
-        changes = [_fetched(sources[target.tenant_id], target, c) if c.undecrypted else c for c in changes]
-    except Exception as error:
-        log.warning("reading %d undecryptable notified items of %s failed (%s): syncing the scope instead",
-                    sum(c.undecrypted for c in changes), target.key, error)
+    """The write half (after :func:`read_notified`): the inbox rows done (rows written, or the scopes marked dirty
+    when they could not be), and those to retry shortly (a pass holds their scope). *outdated* is told when the
+    mirror table no longer has the worker's layout (the notifications wait for a worker that does)."""
+    target = reading.target
+    if reading.fallback is not None:
         with engine.begin() as connection:
             scopestate.mark_dirty(connection, target.tenant_id, [target.parent_key], now=clock())
-        return [c.inbox_id for c in changes], []
-    routed, unplaced = route(engine, index, target, changes)
-    for scope, batch in routed.values():
+        metrics.inc("syncer_notified_marked_total", len(reading.changes), reason=reading.fallback)
+        return [c.inbox_id for c in reading.changes], []
+    done: list[int] = []
+    waiting: list[int] = []
+    unplaced = list(reading.unplaced)
+    for scope, batch in reading.routed.values():
         try:
             written = exclusive(scope, lambda s=scope, b=batch: write_changes(  # type: ignore[misc]
                 engine, s, b, worker=worker, clock=clock))
@@ -250,9 +310,9 @@ def write_notified(
     if unplaced:
         with engine.begin() as connection:
             scopestate.mark_dirty(connection, target.tenant_id, [target.parent_key], now=clock())
+        metrics.inc("syncer_notified_marked_total", len(unplaced), reason="unplaced")
         done += [c.inbox_id for c in unplaced]
     return done, waiting
-
 
 
 def write_changes(
@@ -328,8 +388,10 @@ def _item_of(change: Change, scope: Scope, rows: Mapping[str, _Row]) -> Mapping[
     """The item to write for *change*; None when a delta pass must bring it (see :data:`MERGED`)."""
     payload = change.payload
     restorable = scope.strategy.deleted_property is not None
-    if payload is None or "@removed" in payload or (change.change_type == "deleted" and not restorable):
-        # Graph sends a permanent delete without resource data; an Outlook item's delete is final.
+    if payload is None or "@removed" in payload or (change.change_type == "deleted" and not restorable
+                                                     and not change.fetched):
+        # Graph sends a permanent delete without resource data; an Outlook item's delete is final. An item read
+        # by id after its delete notification is what Graph holds now (a 404 is ``@removed``).
         return {"id": change.item_id, "@removed": {"reason": "deleted"}}
     item = to_item(payload, scope)
     if scope.strategy.key in MERGED:
@@ -359,14 +421,24 @@ def _applies(item: Mapping[str, Any], row: _Row | None, scope: Scope) -> bool:
 
 
 def _fetched(source: PageSource, scope: Scope, change: Change) -> Change:
-    """*change* with the item read by id as the mirror reads it ($select when it has one); a 404 is a removal."""
-    return replace(change, payload=_get(source, scope, change), undecrypted=False, fetched=True)
+    """*change* with the item read by id as the mirror reads it ($select when it has one); a 404 is a removal.
+
+    Under a container (a whole mailbox) the read asks for ``parentFolderId`` too, which names the item's folder
+    scope; kept in :attr:`Change.folder` and out of the row when the mirror does not select it."""
+    extra = "parentFolderId" if scope.container and scope.mirror is not None else None
+    payload = dict(_get(source, scope, change, extra=extra))
+    folder = payload.get("parentFolderId") if extra else None
+    if extra and scope.mirror is not None and extra not in scope.mirror.select:
+        payload.pop(extra, None)
+    return replace(change, payload=payload, folder=folder if isinstance(folder, str) else None, undecrypted=False,
+                   fetched=True)
 
 
-def _get(source: PageSource, scope: Scope, change: Change) -> Mapping[str, Any]:
+def _get(source: PageSource, scope: Scope, change: Change, *, extra: str | None = None) -> Mapping[str, Any]:
     path = _path(change.resource)
     if scope.strategy.select and scope.mirror is not None:
-        path += ("&" if "?" in path else "?") + "$select=" + ",".join(scope.mirror.select)
+        select = list(scope.mirror.select) + ([extra] if extra and extra not in scope.mirror.select else [])
+        path += ("&" if "?" in path else "?") + "$select=" + ",".join(select)
     try:
         body = source.get_json(path)
     except NotFoundError:

@@ -461,6 +461,14 @@ def folder_of(child_key: str, container: Scope) -> str | None:
     return folder if folder and tail else None
 
 
+def child_key(target: Scope, scope_key: str | None) -> str | None:
+    """The child scope a subscription's *scope_key* is, when *target* is a container and Graph subscribes per
+    child (To Do: one subscription per list, https://learn.microsoft.com/en-us/graph/api/resources/todotask)."""
+    if not target.container or scope_key is None:
+        return None
+    return scope_key if folder_of(scope_key, target) is not None else None
+
+
 # --- the index of a worker's scopes -----------------------------------------------------------------
 
 

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from syncer.spec import Mirror
 
 __all__ = [
-    "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "drop_scope", "due_scopes", "ensure_scope_rows", "is_due",
-    "keys_under", "mark_dirty", "mark_stale", "oldest_scopes", "purge_runs", "request_resync", "scopes_named", "utcnow",
+    "CLAIM_TTL", "LEASE_TTL", "RETIRED", "Clock", "ScopeStore", "claim_due", "drop_scope", "due_query", "due_scopes",
+    "ensure_scope_rows", "is_due", "keys_under", "mark_dirty", "mark_stale", "oldest_scopes", "purge_runs", "request_resync", "scopes_named", "utcnow",
 ]
 
 Clock = Callable[[], datetime]
@@ -257,28 +257,90 @@ def is_due(state: Any) -> bool:
 
 
 def due_scopes(
-    engine: Engine, *, worker: str, now: datetime, under: tuple[str, str] | None = None,
+    engine: Engine, *, worker: str, now: datetime, limit: int | None = None,
 ) -> Sequence[tuple[str, str, str | None]]:
-    """``(tenant_id, scope_key, parent_key)`` of the scopes due for a pass, oldest mark first: dirty,
-    resync-requested or mid-round, not postponed, and not leased by another worker. With *under*
-    ``(tenant_id, parent_key)``, only those registered under that parent key (a container and its children)."""
-    s = schema.sync_state
-    where = [] if under is None else [s.c.tenant_id == under[0], s.c.parent_key == under[1]]
+    """``(tenant_id, scope_key, parent_key)`` of the scopes due for a pass, oldest mark first (the index's order; on
+    PostgreSQL a scope without a mark, only resync-requested or mid-round, comes last), at most *limit*: dirty,
+    resync-requested or mid-round, not postponed, not leased by another worker, and none of whose siblings another
+    worker is passing (:func:`_sibling_passed_elsewhere`)."""
     with engine.connect() as connection:
-        return connection.execute(
-            sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
-            .where(
-                *where,
-                schema.sync_due(),  # the partial index's predicate: read from it, whatever the number of scopes
-                sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
-                # A lease under this worker's own id with no pass of it running here (the caller
-                # skips those) is stale: left by its killed predecessor, or by a pass that could
-                # not release it because the database was down. Waiting out its ttl would
-                # freeze the scope for minutes after an outage.
-                sa.or_(s.c.lease_until.is_(None), s.c.lease_until < now, s.c.leased_by == worker),
+        # SQLite runs one worker: no sibling is passed elsewhere (and the lookup per row would cost its one core).
+        return connection.execute(due_query(worker, now, limit, siblings=connection.dialect.name != "sqlite")).all()
+
+
+def claim_due(
+    engine: Engine, *, worker: str, now: datetime, limit: int,
+    pick: Callable[[Sequence[tuple[str, str, str | None]]], Sequence[tuple[str, str]]],
+) -> Sequence[tuple[str, str, str | None]]:
+    """PostgreSQL, several workers: :func:`due_scopes`, and the lease of the scopes *pick* chooses among them taken
+    in the same transaction; the readings of all workers one at a time (a transaction-level advisory lock).
+
+    A lease taken later, by the pass's thread, is invisible to another worker reading meanwhile: both would choose
+    the same scope (one finding it ``busy``), or folders of one mailbox each (over Outlook's 4 requests per mailbox,
+    a 429 that pauses the worker's tenant). One reading at a time sees every lease the previous one took. The pass
+    then takes the lease as its own (:data:`syncer.worker.passsql.TAKE`), for :data:`LEASE_TTL`; the reading's lease
+    lasts :data:`CLAIM_TTL`, so a scope whose pass never starts (withdrawn, the worker stopping) is free soon."""
+    s = schema.sync_state
+    with engine.begin() as connection:
+        # Need not wait for its WAL flush: a claim a server crash loses costs nothing (the pass takes the lease itself).
+        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(DUE_LOCK)))
+        rows = connection.execute(due_query(worker, now, limit)).all()
+        chosen = pick(rows)
+        if chosen:
+            connection.execute(
+                sa.update(s)
+                .where(sa.tuple_(s.c.tenant_id, s.c.scope_key).in_(list(chosen)), _free_for(worker, now))
+                .values(leased_by=worker, lease_until=now + CLAIM_TTL, updated_at=now)
             )
-            .order_by(s.c.dirty_since)
-        ).all()
+    return rows
+
+
+DUE_LOCK = 0x5359_4E43_4455_45  # "SYNCDUE": the advisory lock of claim_due
+CLAIM_TTL = timedelta(seconds=5)
+"""How long :func:`claim_due` leases a scope for its pass to start (milliseconds, unless its threads are stuck)."""
+
+
+def due_query(worker: str, now: datetime, limit: int | None = None, *, siblings: bool = True) -> sa.Select[Any]:
+    """The statement of :func:`due_scopes` (read by the partial index of the due scopes, tests/test_steady_scale.py)."""
+    s = schema.sync_state
+    return (
+        sa.select(s.c.tenant_id, s.c.scope_key, s.c.parent_key)
+        .where(
+            schema.sync_due(),  # the partial index's predicate: read from it, whatever the number of scopes
+            sa.or_(s.c.not_before.is_(None), s.c.not_before <= now),
+            # A lease under this worker's own id with no pass of it running here (the caller skips those) is stale:
+            # left by its killed predecessor, or by a pass that could not release it because the database was down.
+            # Waiting out its ttl would freeze the scope for minutes after an outage.
+            _free_for(worker, now),
+            ~_sibling_passed_elsewhere(s, worker=worker, now=now) if siblings else sa.true(),
+        )
+        .order_by(s.c.dirty_since)
+        .limit(limit)
+    )
+
+
+SIBLING_FRESH = timedelta(seconds=60)
+"""How recently another worker must have taken or renewed a sibling's lease (or written its row) for
+:func:`due_scopes` to leave the scope to it: a worker that died holding one folder's lease holds back its siblings
+about this long, not its lease's ttl."""
+
+
+def _sibling_passed_elsewhere(s: sa.Table, *, worker: str, now: datetime) -> sa.ColumnElement[bool]:
+    """Whether another worker is passing a scope of the same subscription-level scope (a folder of the same mailbox),
+    by the ``(tenant_id, parent_key)`` index.
+
+    Outlook allows 4 requests in flight per mailbox and app
+    (https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits); each worker keeps its own
+    passes under it, but two workers on folders of one mailbox may send 8, and every 429 pauses a worker's whole
+    tenant (syncer.graph.budget). So a mailbox's folders go to the
+    worker already on them; the others take other mailboxes. A pass renews its lease at each page, so a live lease
+    written within :data:`SIBLING_FRESH` is a pass in progress (or about to start: :func:`claim_due`)."""
+    o = s.alias("sibling")
+    return sa.exists().where(
+        o.c.tenant_id == s.c.tenant_id, o.c.parent_key == s.c.parent_key, o.c.leased_by != worker,
+        o.c.lease_until >= now, o.c.updated_at >= now - SIBLING_FRESH,
+    )
 
 
 def scopes_named(engine: Engine, names: Sequence[str]) -> Sequence[tuple[str, str, str, str | None]]:

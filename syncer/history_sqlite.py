@@ -1,0 +1,152 @@
+"""History on SQLite: the row triggers versioning the rows updated and deleted, and the writer's statements
+versioning the rows its upsert adds (:mod:`syncer.history_triggers` says why, and what a version is)."""
+
+from __future__ import annotations
+
+import re
+
+from syncer.history_triggers import change_kind, change_test, copied, graph_time, open_interval, q, seed_sql
+from syncer.spec.model import Mirror
+
+_SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+
+
+def first_versions_sql(mirror: Mirror, *, known: bool) -> str:
+    """SQLite: the first version of each row a statement just added to the mirror (its rowid above ``?``, the
+    largest before it) that history does not know; run by the writer after each upsert (:mod:`syncer.worker.writer`).
+
+    Why not a row trigger, as for updates: SQLite runs a trigger as a sub-program per row, whose call (its frame,
+    its cursors) cost more than the insert it makes; an initial mirror is all inserts, and this one statement per
+    page writes them for about half as much. A row history already knows (back after a rebuild or a removal) is
+    compared with its current version first (:func:`known_rows_sql`), which leaves it a current version: *known*,
+    some were (each row is looked up again, and left out if it has one); else none was (no lookup)."""
+    return seed_sql(mirror, postgres=False, where="m.rowid > ?", unknown=known)
+
+
+def _sqlite_version(
+    mirror: Mirror, row: str, t: str, change: str, graph: str, learned: str, run: str, raw: tuple[str, str] = ("NULL", "NULL"),
+    *, only_if: str | None = None,
+) -> str:
+    """SQL opening a version of *row* (its _raw: raw[0]) and closing the one before (given raw[1] if it has none);
+    *only_if*: a condition on which the version is opened (else nothing is written)."""
+    h, cols = q(f"{mirror.table}_history"), copied(mirror)
+    current = f"(SELECT max(_valid_from) FROM {h} WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL)"
+    # The version just opened closes the one before it (last_insert_rowid() is the insert just made). When the
+    # insert may not have happened, last_insert_rowid() is someone else's row: the version must be this row's, current.
+    opened = (
+        f" AND EXISTS (SELECT 1 FROM {h} x WHERE x._version = last_insert_rowid() AND x.tenant_id = {row}.tenant_id "
+        f"AND x.id = {row}.id AND x._valid_to IS NULL)" if only_if else ""
+    )
+    return (
+        f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, "
+        f"_run_id, _graph_time, _learned_at) SELECT {row}.tenant_id, {row}.id, max({t}, coalesce({current}, {t})), "
+        + "".join(f"{row}.{q(c)}, " for c in cols)
+        + f"{raw[0]}, {row}._scope, {change}, {run}, {graph}, {learned}{f' WHERE {only_if}' if only_if else ''};\n"
+        f"UPDATE {h} SET _valid_to = (SELECT _valid_from FROM {h} WHERE _version = last_insert_rowid()), "
+        f"_raw = coalesce(_raw, {raw[1]}) "
+        f"WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL AND _version <> last_insert_rowid()"
+        f"{opened};"
+    )
+
+
+def known_rows_sql(mirror: Mirror) -> tuple[str, list[str]]:
+    """SQLite: the rows an upsert just added to the mirror (rowid above ``?``) that history already knows (back
+    after ``db upgrade --rebuild``, a ``delete: hard`` removal, a move from another scope); and the statements
+    comparing one of them (its rowid: ``?1``) with its current version, run in order for each: unchanged, that
+    version stays (filled in place, its _raw the mirror row's again); else a new version closing it.
+
+    Rare rows, so plain statements per row (the row read from the mirror by its rowid) rather than a trigger,
+    whose call every row of an initial mirror would pay: see :func:`first_versions_sql`, run after these."""
+    t = mirror.table
+    g = graph_time(mirror, "NEW", postgres=False)
+    live_t = f"CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END"
+    h, cols = q(f"{t}_history"), copied(mirror)
+    current = f"SELECT 1 FROM {h} WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL"
+    # A row back in the mirror (after a rebuild, a hard removal, a move from another scope) is compared with its
+    # current version: unchanged, that version stays (filled in place, its _raw the mirror row's again).
+    diff, _news = change_test(mirror, "NEW", "p", postgres=False, had_unknown=True)
+    same = (
+        f"(NEW._deleted_at IS NULL AND p._change NOT IN ('deleted', 'swept') AND NOT ({diff})) "
+        "OR (NEW._deleted_at IS NOT NULL AND p._change IN ('deleted', 'swept'))"
+    )
+    refill = ", ".join([*(f"{q(c)} = NEW.{q(c)}" for c in cols), "_raw = NULL"])
+    diff_here, _news = change_test(mirror, "NEW", h, postgres=False, had_unknown=True)  # no alias in a trigger's UPDATE
+    statements = (
+        f"UPDATE {h} SET {refill} WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL "
+        f"AND NEW._deleted_at IS NULL AND _change NOT IN ('deleted', 'swept') AND NOT ({diff_here});\n"
+        + _sqlite_version(
+            mirror, "NEW", live_t,
+            f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {change_kind('NEW')} WHEN EXISTS ({current} "
+            "AND _change NOT IN ('deleted', 'swept')) THEN 'updated' ELSE 'created' END",
+            g, "NEW._synced_at", "NEW._sync_run_id",
+            only_if=f"NOT EXISTS (SELECT 1 FROM {h} p WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.id "
+            f"AND p._valid_to IS NULL AND ({same}))",
+        )
+    )
+    known = (
+        f"SELECT m.rowid FROM {q(t)} m WHERE m.rowid > ? AND EXISTS (SELECT 1 FROM {h} x WHERE x.tenant_id = m.tenant_id "
+        "AND x.id = m.id AND x._valid_to IS NULL)"
+    )
+    row = f"(SELECT {{}} FROM {q(t)} WHERE rowid = ?1)"
+    return known, [
+        re.sub(r'NEW\.("(?:[^"]|"")*"|\w+)', lambda found: row.format(found.group(1)), statement.strip()).rstrip(";")
+        for statement in statements.split(";\n")
+    ]
+
+
+def ddl(mirror: Mirror, *, members: bool) -> list[str]:
+    """Row triggers (replacing any older ones) for *mirror*'s history on SQLite."""
+    t = mirror.table
+    g = graph_time(mirror, "NEW", postgres=False)
+    live_t = f"CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END"
+    changed, news = change_test(mirror, "NEW", "OLD", postgres=False)
+    h = q(f"{t}_history")
+    updated = _sqlite_version(
+        mirror, "NEW", live_t,
+        f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {change_kind('NEW')} WHEN OLD._deleted_at IS NOT NULL "
+        "THEN 'created' ELSE 'updated' END",
+        g, "NEW._synced_at", "NEW._sync_run_id", ("NULL", "OLD._raw"),
+    )
+    deleted = _sqlite_version(mirror, "OLD", _SQLITE_NOW, "'deleted'", "NULL", _SQLITE_NOW, "NULL", ("OLD._raw", "OLD._raw"))
+    when_updated = f"(NEW._deleted_at IS NULL) <> (OLD._deleted_at IS NULL) OR (NEW._deleted_at IS NULL AND ({changed}))"
+    fill = (
+        f"UPDATE {h} SET {', '.join(f'{q(c.name)} = NEW.{q(c.name)}' for c in mirror.columns)} "
+        "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL;"
+    )
+    triggers = {
+        "upd": ("UPDATE", f"WHEN {when_updated}", updated),
+        "fill": (
+            "UPDATE", f"WHEN NEW._deleted_at IS NULL AND OLD._deleted_at IS NULL AND NOT ({changed}) AND ({news})", fill,
+        ),
+        "del": ("DELETE", "WHEN OLD._deleted_at IS NULL", deleted),
+        "gone": (
+            "DELETE", "WHEN OLD._deleted_at IS NOT NULL",
+            f"UPDATE {h} SET _raw = OLD._raw WHERE tenant_id = OLD.tenant_id AND id = OLD.id AND _valid_to IS NULL "
+            "AND _raw IS NULL;",
+        ),
+    }
+    # Rows entering the mirror are versioned by the writer's statements after its upsert (first_versions_sql,
+    # known_rows_sql): the INSERT triggers of earlier versions go.
+    statements = [f"DROP TRIGGER IF EXISTS {q(f'{t}_history_{kind}')}" for kind in ("ins", "insn")]
+    if not mirror.columns:
+        del triggers["fill"]
+    for kind, (event, when, body) in triggers.items():
+        name = q(f"{t}_history_{kind}")
+        statements += [
+            f"DROP TRIGGER IF EXISTS {name}",
+            f"CREATE TRIGGER {name} AFTER {event} ON {q(t)} {when} BEGIN {body} END",
+        ]
+    if members:  # an interval opens here; the writer closes it at its pass's time (syncer.history.close_members)
+        m, mh = f"{t}_members", q(f"{t}_members_history")
+        member_triggers = {
+            "mins": ("INSERT", f"INSERT INTO {mh} (tenant_id, group_id, member_id, member_type, _valid_from) "
+                     "SELECT NEW.tenant_id, NEW.group_id, NEW.member_id, NEW.member_type, NEW._synced_at "
+                     f"WHERE NOT EXISTS ({open_interval(mh, 'NEW')});"),
+        }
+        for kind, (event, body) in member_triggers.items():
+            name = q(f"{t}_history_{kind}")
+            statements += [
+                f"DROP TRIGGER IF EXISTS {name}",
+                f"CREATE TRIGGER {name} AFTER {event} ON {q(m)} BEGIN {body} END",
+            ]
+    return statements
