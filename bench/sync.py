@@ -166,7 +166,7 @@ def syncer_pass(spec_path: Path, *, full: bool = False) -> dict[str, Any]:
         raise RuntimeError(f"pass failed: {result}")
     # cpu_s: this process's CPU time (all its threads; SQLite's work included, PostgreSQL's server not), which
     # the load of a shared machine moves much less than the elapsed time.
-    return {"items": result.items, "pages": result.pages, "seconds": round(elapsed, 2), "cpu_s": round(cpu, 2),
+    return {"items": result.items, "pages": result.pages, "seconds": round(elapsed, 3), "cpu_s": round(cpu, 4),
             "items_per_s": round(result.items / elapsed) if elapsed else None}
 
 

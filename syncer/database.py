@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -222,11 +223,50 @@ def unbounded(connection: sa.Connection) -> Iterator[None]:
             dbapi.io_timeout = previous
 
 
+PING_AFTER_IDLE = 5.0
+"""Seconds a pooled PostgreSQL connection may sit idle before its next checkout pings it (``SELECT 1``).
+
+SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip, and the CPU to send it, on each of the
+two checkouts of every pass, most of them of a connection checked in milliseconds before (a tenant's initial
+mirror is thousands of such passes: bench/tenant.py). A connection that broke while it was in use, or right
+after, fails its next statement as a disconnect, and SQLAlchemy then discards the whole pool
+(https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-optimistic): the pass fails like any
+pass meeting an outage (the scope stays dirty; the next drain retries it). The ping is kept for the case it is
+for: a connection idle long enough for a failover, a restart or a dropped NAT entry to have happened unseen."""
+
+_IDLE_SINCE = "syncer_idle_since"
+
+
+def _ping_when_idle(engine: Engine, idle_after: float) -> None:
+    """Ping a connection at checkout only when it was checked in more than *idle_after* seconds ago."""
+    dialect = engine.dialect
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_after:
+            return  # a fresh connection, or one in use moments ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None) or session_unusable(error):
+                # As pool_pre_ping does: this connection and the others opened before it are replaced.
+                raise sa.exc.InvalidatePoolError(f"ping after {idle_after:g}s idle failed: {error}") from error
+            raise
+
+    sa.event.listen(engine, "checkin", checkin)
+    sa.event.listen(engine, "checkout", checkout)
+
+
 def create_engine(url: str, *, io_timeout: float | None = IO_TIMEOUT, **kwargs: Any) -> Engine:
     """The engine syncer uses for *url*, with the settings each backend needs.
 
     PostgreSQL connections are bounded (:data:`POSTGRES_BOUNDS`, :data:`STATEMENT_TIMEOUT`, and
-    *io_timeout* (:data:`IO_TIMEOUT`); each overridable in the URL's query), and a connection whose
+    *io_timeout* (:data:`IO_TIMEOUT`); each overridable in the URL's query), pinged at checkout after
+    :data:`PING_AFTER_IDLE` seconds idle (every checkout with ``pool_pre_ping=True``), and a connection whose
     session cannot recover (:func:`session_unusable`) is replaced, with the rest of the pool."""
     url = normalize_url(url)
     if is_sqlite(url):
@@ -234,9 +274,10 @@ def create_engine(url: str, *, io_timeout: float | None = IO_TIMEOUT, **kwargs: 
         engine = sa.create_engine(url, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     parsed, io_timeout = postgres_url(sa.make_url(url), io_timeout=io_timeout)
     engine = sa.create_engine(parsed, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine, PING_AFTER_IDLE)
     sa.event.listen(engine, "handle_error", _replace_unusable_sessions)
     if engine.dialect.driver == "psycopg":
         factory = _bounded_connection_class(io_timeout) if io_timeout is not None else None

@@ -358,3 +358,41 @@ def test_a_primary_read_only_then_writable_again_is_recovered_from(
         server.close()
         receiver_engine.dispose()
         env_gen.close()
+
+
+@pytest.mark.postgres
+def test_an_idle_connection_is_pinged_and_a_dead_one_replaced(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A connection used moments ago is not pinged (a round trip per checkout, tests/test_pass_cost.py); one idle
+    # longer than PING_AFTER_IDLE is, and if its server process is gone it is replaced before anyone uses it.
+    name = f"ping-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(database, "PING_AFTER_IDLE", 0.3)
+    engine = database.create_engine(postgres_url, connect_args={"application_name": name}, pool_size=1, max_overflow=0)
+    pings: list[bool] = []
+    ping = engine.dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        try:
+            pings.append(ping(dbapi_connection))
+        except Exception:
+            pings.append(False)
+            raise
+        return pings[-1]
+
+    monkeypatch.setattr(engine.dialect, "do_ping", counted)
+
+    def backend() -> int:
+        with engine.connect() as connection:
+            return int(connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+    first = backend()
+    assert (backend(), pings) == (first, [])  # fresh, then checked in moments ago: no ping
+    time.sleep(0.4)
+    assert (backend(), pings) == (first, [True])  # idle: pinged, alive
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    admin.dispose()
+    time.sleep(0.4)
+    replaced = backend()  # the ping fails, the pool opens another connection: no error reaches the caller
+    assert replaced != first and pings == [True, False]
+    engine.dispose()

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from syncer import schema
 
-__all__ = ["ABANDON_RUNS", "END_ROUND", "INSERT_RUN", "MINE", "SCOPE", "TAKE", "UPDATE_RUN"]
+__all__ = ["ABANDON_RUNS", "END_ROUND", "INSERT_RUN", "MINE", "SCOPE", "TAKE", "TAKE_ASYNC", "UPDATE_RUN"]
 
 _s, _r, _t = schema.sync_state, schema.sync_runs, schema.mirror_tables
 
@@ -49,6 +49,11 @@ TAKE = (
 )
 """Take the lease (``k_now``, ``k_worker``, ``k_table``; set ``leased_by``, ``lease_until``, ``updated_at``) and
 read the state row with the table's recorded layout and whether a run is open, in one round trip."""
+
+TAKE_ASYNC = TAKE.returning(sa.func.set_config("synchronous_commit", "off", True).label("async_commit"))
+"""PostgreSQL: :data:`TAKE`, whose transaction's commit, once a row is leased, does not wait for its WAL flush
+(``SET LOCAL synchronous_commit = off`` without a round trip of its own: ``set_config`` with ``is_local``,
+https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADMIN-SET)."""
 
 END_ROUND = MINE.values(
     dirty_since=sa.case((_s.c.dirty_since <= sa.bindparam("k_started", type_=schema.UtcDateTime), None), else_=_s.c.dirty_since)

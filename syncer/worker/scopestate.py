@@ -79,19 +79,21 @@ class ScopeStore:
         """Lease the scope to this worker unless another one holds it; whether we have it now."""
         return connection.execute(passsql.TAKE, self._take_params(None)).first() is not None
 
-    def take(self, connection: Connection) -> Any | None:
+    def take(self, connection: Connection, *, async_commit: bool = False) -> Any | None:
         """Lease the scope to this worker and read its state row, in one statement (``UPDATE … RETURNING``,
         which PostgreSQL and SQLite 3.35+ both have); None when another worker holds it. The row also
         carries ``layout``, the columns ``db upgrade`` recorded for the scope's mirror table (None: none), and
         ``open_run``: whether a run of the scope is still ``running`` (its worker died; see :meth:`start_run`).
-        The state row is created first if the scope has none."""
+        The state row is created first if the scope has none. With *async_commit* (PostgreSQL), the
+        transaction's commit does not wait for its WAL flush once the lease is taken (:data:`passsql.TAKE_ASYNC`)."""
         params = self._take_params(self.scope.mirror.table if self.scope.mirror is not None else None)
-        row = connection.execute(passsql.TAKE, params).first()
+        statement = passsql.TAKE_ASYNC if async_commit and self.postgres else passsql.TAKE
+        row = connection.execute(statement, params).first()
         if row is None:
             # A scope without a state row yet (a missing row and a lease held elsewhere look alike here;
             # creating it is a no-op for the latter).
             self.ensure(connection)
-            row = connection.execute(passsql.TAKE, params).first()
+            row = connection.execute(statement, params).first()
         return row
 
     def _take_params(self, table: str | None) -> dict[str, Any]:

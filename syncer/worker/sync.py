@@ -246,12 +246,12 @@ def sync_scope(
     store = ScopeStore(engine, scope, worker=worker, clock=clock, lease_ttl=lease_ttl)
     started = clock()
     with engine.begin() as connection:
-        if store.postgres:
-            # The lease need not wait for its WAL flush (a few ms on an idle server, tens under load):
-            # every later commit of this pass flushes it, and a server crash that loses it breaks this
-            # pass's connections, its next transaction finding the lease gone (LeaseLost).
-            connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
-        state, refused = take_scope(store, connection, now=started, force=full or manual, due_only=due_only and not full)
+        # async_commit: the lease need not wait for its WAL flush (a few ms on an idle server, tens under
+        # load): every later commit of this pass flushes it, and a server crash that loses it breaks this
+        # pass's connections, its next transaction finding the lease gone (LeaseLost).
+        state, refused = take_scope(
+            store, connection, now=started, force=full or manual, due_only=due_only and not full, async_commit=True,
+        )
         if refused is not None:
             return refused
 
@@ -294,16 +294,17 @@ def sync_scope(
 
 def take_scope(
     store: ScopeStore, connection: Connection, *, now: datetime, force: bool = False, due_only: bool = False,
+    async_commit: bool = False,
 ) -> tuple[Any, PassResult | None]:
     """Take the scope's lease for a pass or a fetch: ``(its state row, None)`` to go on, or ``(None, the
     result to return)``: ``busy`` when another worker holds the lease, ``postponed`` (lease given back)
     while the scope's ``not_before`` lies ahead, unless *force*; ``outdated`` (lease given back) when
     the table's columns are not those the scope's declaration says (another spec was applied); with
     *due_only*, ``clean`` (lease given back) when the scope is no longer dirty, resync-requested or
-    mid-round."""
+    mid-round. *async_commit*: :meth:`ScopeStore.take`'s."""
     # One statement: the lease, the state row, the table's recorded columns and whether a dead
     # worker's run is still open (a pass of a small scope is mostly this bookkeeping).
-    state = store.take(connection)
+    state = store.take(connection, async_commit=async_commit)
     if state is None:
         return None, PassResult(store.scope.key, "busy")
     if (outdated := layout_differs(store.scope.mirror, state.layout)) is not None:
