@@ -317,11 +317,15 @@ def freshness(engine: Any, spec: Any, made: list[tuple[str, str]]) -> dict[str, 
 
 
 def graph_requests(admin: Admin, since: int) -> dict[str, int]:
-    """The worker's Graph reads since request log entry *since*, by kind (the bench's own changes are POSTs)."""
+    """The worker's Graph reads since request log entry *since*, by kind (the bench's own changes are POSTs), and
+    the HTTP requests that carried them: a ``$batch`` envelope is one request of up to 20 reads."""
     log = admin("GET", "requests", params={"since": since, "limit": 10_000_000})["requests"]
     reads = [e for e in log if e["method"] == "GET" and "/v1.0/" in e["path"]]
     delta = sum("/delta" in e["path"] for e in reads)
-    return {"total": len(reads), "delta": delta, "by_id": len(reads) - delta}
+    enveloped = sum(bool(e.get("batch")) for e in reads)
+    envelopes = sum(e["method"] == "POST" and e["path"].endswith("/$batch") for e in log)
+    return {"total": len(reads), "delta": delta, "by_id": len(reads) - delta, "in_envelopes": enveloped,
+            "envelopes": envelopes, "requests": len(reads) - enveloped + envelopes}
 
 
 def log_seq(admin: Admin) -> int:
@@ -490,6 +494,7 @@ def measure_steady(spec_path: Path, info_file: Path, latency_ms: float, rate: fl
         "passes_per_notification": round(passes / max(len(made), 1), 2),
         "graph_reads": requests,
         "graph_reads_per_notification": round(requests["total"] / max(len(made), 1), 2),
+        "graph_requests_per_notification": round(requests["requests"] / max(len(made), 1), 2),
         "drain_rate_during_s": round(len(made) / max(took + caught_up, 1e-9), 1),
         "worker_cpu_ms_per_pass": round(1000 * cpu / max(passes, 1), 2),
         "worker_peak_rss_mb": rss,

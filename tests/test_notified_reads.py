@@ -167,6 +167,7 @@ def test_a_message_created_updated_moved_and_deleted_costs_one_read_each(rig: Ri
     sent = requests_since(world, seq)
     assert all("/delta" not in e["path"] for e in sent), sent
     assert len(sent) == 5, sent  # one GET per notification (the deletes' GETs answered 404)
+    assert not [e for e in sent if e["batch"]]  # one or two reads in a drain: no envelope
     assert rig.worker.metrics.value("syncer_rows_written_total", source="fetch") == 5
     full_pass_changes_nothing(rig, "mail", "mail")
 
@@ -281,3 +282,112 @@ def test_a_read_that_fails_marks_the_mailbox_and_the_passes_bring_the_row(rig: R
     rig.settle()
     assert rows(world, "mail")[message["id"]]["subject"] == "unreadable"
     assert rig.worker.metrics.value("syncer_notified_marked_total", reason="failed") == 1
+
+
+# --- many reads in one drain: $batch envelopes (issue 19 part 3) ----------------------------------------------
+
+
+@pytest.fixture
+def wide(world: World) -> Iterator[Rig]:
+    """As :func:`rig`, over every mailbox of the world (3): a drain reads items of several mailboxes."""
+    server = Server(create_app(world.engine))
+    world.receiver_base = server.url
+    spec = world.spec(DECLARATIONS.format(user=", ".join(world.users)))
+    mirror.upgrade(spec, engine=world.engine)
+    outcome = world.run(spec)
+    assert outcome.ok, [r.error for r in outcome.failed]
+    rig = Rig(world, spec)
+    try:
+        rig.settle()
+        yield rig
+    finally:
+        rig.close()
+        server.close()
+
+
+def envelopes_since(world: World, seq: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``$batch`` calls since *seq*, and the item GETs they carried."""
+    log = world.graph.admin("GET", "requests", params={"since": seq, "limit": 100000}).json()["requests"]
+    posts = [e for e in log if e["method"] == "POST" and e["path"].endswith("/$batch")]
+    return posts, [e for e in log if e["batch"] and e["method"] == "GET"]
+
+
+def test_a_drain_of_many_notified_items_reads_them_in_envelopes(wide: Rig) -> None:
+    world, graph = wide.world, wide.world.graph
+    folders = len(graph.get(f"users/{world.users[0]}/mailFolders").json()["value"])
+    assert folders >= 6, folders  # 6 reads of one mailbox stay under its folders (else its folders' passes)
+    kept = {user: [graph.post(f"users/{user}/mailFolders/inbox/messages", json={"subject": f"old {n}"}).json()
+                   for n in range(2)] for user in world.users}
+    wide.notified(len(world.users) * 2)
+    wide.settle()
+    seq, before = world.log_seq(), wide.worker.metrics.value("syncer_rows_written_total", source="fetch")
+    made: dict[str, tuple[str, str]] = {}  # message id -> (subject, folder)
+    for user in world.users:
+        for n, folder in enumerate(("inbox", "inbox", "archive", "archive")):
+            message = graph.post(f"users/{user}/mailFolders/{folder}/messages", json={"subject": f"{user} {n}"}).json()
+            made[message["id"]] = (message["subject"], message["parentFolderId"])
+        updated, deleted = kept[user]
+        assert graph.patch(f"users/{user}/messages/{updated['id']}", json={"subject": "edited"}).status_code == 200
+        assert graph.delete(f"users/{user}/messages/{deleted['id']}").status_code == 204
+        contact = graph.post(f"users/{user}/contacts", json={"givenName": user[:8]}).json()
+        made[contact["id"]] = (contact["givenName"], contact["parentFolderId"])
+    # 7 reads per mailbox: a wave of 4 of each (12, one envelope), then the other 3 of each (9, another).
+    wide.drain_without_pass(len(world.users) * 7)
+    posts, items = envelopes_since(world, seq)
+    assert len(posts) == 2 and all(p["status"] == 200 for p in posts), posts
+    assert len(items) == len(world.users) * 7 and all(i["status"] in (200, 404) for i in items), items
+    assert not [e for e in requests_since(world, seq) if not e["batch"]]  # no read outside an envelope
+    mail, people = rows(world, "mail"), rows(world, "people")
+    for item_id, (name, folder) in made.items():
+        row = mail.get(item_id) or people[item_id]
+        assert (row["subject"] if item_id in mail else row["given_name"]) == name
+        assert row["_scope"].split("/")[3] == folder and row["_deleted_at"] is None
+    for updated, deleted in kept.values():
+        assert mail[updated["id"]]["subject"] == "edited"
+        assert mail[deleted["id"]]["_removed_reason"] == "deleted"
+    assert wide.worker.metrics.value("syncer_rows_written_total", source="fetch") - before == len(world.users) * 7
+    full_pass_changes_nothing(wide, "mail", "mail")
+    full_pass_changes_nothing(wide, "people", "people")
+
+
+def test_an_item_failing_inside_an_envelope_falls_back_alone(wide: Rig) -> None:
+    world, graph = wide.world, wide.world.graph
+    seq = world.log_seq()
+    made = {user: graph.post(f"users/{user}/mailFolders/inbox/messages", json={"subject": f"to {user}"}).json()
+            for user in world.users}
+    failing = world.users[1]
+    r = graph.admin("POST", "faults", json={"type": "status", "status": 403, "method": "GET",
+                                            "path": f"/messages/{made[failing]['id']}$"})
+    assert r.status_code == 201, r.text
+    wide.notified(len(made))
+    drained = wide.worker.drain()
+    graph.admin("DELETE", "faults")
+    posts, items = envelopes_since(world, seq)
+    assert len(posts) == 1 and sorted(i["status"] for i in items) == [200, 200, 403], items
+    # The others are written by the drain; only the failing item's mailbox is marked, and its passes (started by
+    # the drain: they may have written its row already) bring the row.
+    found = rows(world, "mail")
+    assert {found[m["id"]]["subject"] for u, m in made.items() if u != failing} == {
+        f"to {u}" for u in world.users if u != failing}
+    assert drained.started and all(f"users/{failing}/" in key for key in drained.started), drained
+    assert wide.worker.metrics.value("syncer_notified_marked_total", reason="failed") == 1
+    wide.settle()
+    assert rows(world, "mail")[made[failing]["id"]]["subject"] == f"to {failing}"
+
+
+def test_envelopes_hold_at_most_four_reads_of_a_mailbox_at_a_time() -> None:
+    from syncer.worker import batched, rich
+
+    def read(user: str, n: int) -> Any:
+        change = rich.Change(n, "updated", f"m{n}", f"Users/{user}/Messages/m{n}", None, undecrypted=True)
+        return batched._Read(0, change, f"users/{user}/messages/m{n}?$select=subject")
+
+    reads = [read(user, n) for user, count in (("a", 9), ("b", 30), ("c", 2)) for n in range(count)]
+    planned = batched.waves(reads)
+    assert sum(len(e) for w in planned for e in w) == len(reads)
+    for wave in planned:
+        assert all(len(envelope) <= 20 for envelope in wave)
+        for user in "abc":
+            assert sum(r.path.startswith(f"users/{user}/") for e in wave for r in e) <= batched.PER_MAILBOX
+    assert [sum(map(len, w)) for w in planned] == [10, 8, 5, 4, 4, 4, 4, 2]
+    assert [len(w) for w in batched.waves(reads, envelope=3)][:2] == [4, 3]  # a wave's 10, then 8, by 3

@@ -9,8 +9,9 @@ subscription's scopes dirty costs one delta pass (a request, a transaction) per 
 
 Instead the item is read by id, with the mirror's ``$select`` plus ``parentFolderId``, and written into its folder's
 scope exactly as an undecrypted rich notification is (:func:`syncer.worker.rich.write_notified`: under the scope's
-lease, never older over newer by ``lastModifiedDateTime``, a 404 a removal). One request per notification. Where
-the placement is uncertain the scopes are marked dirty as before, and delta stays the truth:
+lease, never older over newer by ``lastModifiedDateTime``, a 404 a removal). One read per notification, up to 20
+of them to a request when a drain has many (:mod:`syncer.worker.batched`). Where the placement is uncertain the
+scopes are marked dirty as before, and delta stays the truth:
 
 * the folder has no scope yet (a new folder: the container's pass finds it), or the item is gone (404) and no row
   says where it was;

@@ -57,7 +57,8 @@ from syncer.worker.sync import PageSource, PassResult, take_scope
 from syncer.worker.tablesql import table_of
 from syncer.worker.writer import RowWriter, apply_items
 
-__all__ = ["Change", "Reading", "Written", "change_of", "read_notified", "route", "stale", "to_item", "writable",
+__all__ = ["Change", "Read", "Reading", "Written", "as_read", "change_of", "finish_notified", "plan_notified",
+           "read_notified", "read_path", "read_planned", "reads_of", "route", "stale", "to_item", "writable",
            "write_changes", "write_notified"]
 
 log = logging.getLogger("syncer.worker.rich")
@@ -226,8 +227,14 @@ class Reading:
     changes: list[Change]
     routed: dict[str, tuple[Scope, list[Change]]] = field(default_factory=dict)
     unplaced: list[Change] = field(default_factory=list)  # left to a delta pass of the target's scopes
+    failed: list[Change] = field(default_factory=list)  # their read failed: left to a delta pass likewise
     fallback: str | None = None
-    """``many`` or ``failed``: none is written, the target's scopes are marked dirty (the reason is counted)."""
+    """``many``: none is read or written, the target's scopes are marked dirty (the reason is counted)."""
+    known: set[str] | None = None  # the scope keys under a container, when the plan read them
+
+
+#: An item's read by id: the change with the item (:func:`as_read`), or why the read failed.
+Read = Mapping[str, "Change | Exception"]
 
 
 def read_notified(engine: Engine, index: ScopeIndex, sources: Mapping[str, PageSource], target: Scope,
@@ -236,34 +243,71 @@ def read_notified(engine: Engine, index: ScopeIndex, sources: Mapping[str, PageS
     by id, and each change's scope. Reads only (Graph, and the database), so that the drain runs many at once and
     writes their results one after the other: SQLite takes one writer at a time, and writers racing for its lock
     wait in its busy handler's sleeps. Database errors are raised."""
+    return read_planned(engine, index, sources, plan_notified(engine, target, changes))
+
+
+def plan_notified(engine: Engine, target: Scope, changes: Sequence[Change]) -> Reading:
+    """*changes* under *target*, with fallback ``many`` when reading them by id would cost more than a pass per
+    folder; then :func:`reads_of` says what to read (one by one: :func:`read_planned`; in envelopes:
+    :mod:`syncer.worker.batched`) and :func:`finish_notified` routes what was read."""
     reading = Reading(target, list(changes))
-    known: set[str] | None = None
     reads = {c.item_id for c in reading.changes if c.undecrypted}
     if target.container and len(reads) > 1:
         with engine.connect() as connection:
-            known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
-        if len(reads) > max(len(known) - 1, 1):
+            reading.known = set(scopestate.keys_under(connection, target.tenant_id, target.parent_key))
+        if len(reads) > max(len(reading.known) - 1, 1):
             # More reads by id than the mailbox has folder scopes (the container is one of *known*): one delta
             # pass per folder is fewer requests.
             reading.fallback = "many"
-            return reading
-    try:
-        # Read first (outside any lease): a message's payload says which folder it belongs to. An item notified
-        # several times in this batch is read once: the read returns its latest state.
-        read: dict[str, Change] = {}
-        for i, change in enumerate(reading.changes):
-            if change.undecrypted:
-                if change.item_id not in read:
-                    read[change.item_id] = _fetched(sources[target.tenant_id], target, change)
-                found = read[change.item_id]
-                reading.changes[i] = replace(change, payload=found.payload, folder=found.folder, undecrypted=False,
-                                             fetched=True)
-    except Exception as error:
-        log.warning("reading %d notified items of %s by id failed (%s): syncing the scope instead",
-                    len(reads), target.key, error)
-        reading.fallback = "failed"
+    return reading
+
+
+def reads_of(reading: Reading) -> dict[str, Change]:
+    """The items *reading* reads by id, one change each: an item notified several times in a batch is read once
+    (the read returns its latest state). None when it falls back."""
+    if reading.fallback is not None:
+        return {}
+    reads: dict[str, Change] = {}
+    for change in reading.changes:
+        if change.undecrypted:
+            reads.setdefault(change.item_id, change)
+    return reads
+
+
+def read_planned(engine: Engine, index: ScopeIndex, sources: Mapping[str, PageSource], reading: Reading) -> Reading:
+    """*reading*'s items read one request each, then routed."""
+    if reading.fallback is not None:
         return reading
-    reading.routed, reading.unplaced = route(engine, index, target, reading.changes, known=known)
+    read: dict[str, Change | Exception] = {}
+    for item_id, change in reads_of(reading).items():
+        try:
+            read[item_id] = _fetched(sources[reading.target.tenant_id], reading.target, change)
+        except Exception as error:  # this item falls back; the others are written
+            read[item_id] = error
+    return finish_notified(engine, index, reading, read)
+
+
+def finish_notified(engine: Engine, index: ScopeIndex, reading: Reading, read: Read) -> Reading:
+    """*reading* with what was read by id in place of each undecrypted change, and each change's scope. A change
+    whose read failed goes to :attr:`Reading.failed` (its scopes are marked dirty), the others are written. Reads
+    the database only; its errors are raised."""
+    if reading.fallback is not None:
+        return reading
+    target, placed, failures = reading.target, [], {}
+    for change in reading.changes:
+        if change.undecrypted:
+            found = read[change.item_id]
+            if isinstance(found, Exception):
+                failures[change.item_id] = found
+                reading.failed.append(change)
+                continue
+            change = replace(change, payload=found.payload, folder=found.folder, undecrypted=False, fetched=True)
+        placed.append(change)
+    if failures:
+        log.warning("reading %d of %d notified items of %s by id failed (%s): syncing the scope instead",
+                    len(failures), len(reading.changes), target.key, next(iter(failures.values())))
+    reading.changes = placed
+    reading.routed, reading.unplaced = route(engine, index, target, placed, known=reading.known)
     return reading
 
 
@@ -286,6 +330,8 @@ def write_notified(
             scopestate.mark_dirty(connection, target.tenant_id, [target.parent_key], now=clock())
         metrics.inc("syncer_notified_marked_total", len(reading.changes), reason=reading.fallback)
         return [c.inbox_id for c in reading.changes], []
+    if reading.failed:
+        metrics.inc("syncer_notified_marked_total", len(reading.failed), reason="failed")
     done: list[int] = []
     waiting: list[int] = []
     unplaced = list(reading.unplaced)
@@ -307,11 +353,12 @@ def write_notified(
         metrics.inc("syncer_rows_written_total", written.fetched, source="fetch")
         done += written.ids
         unplaced += written.unplaced
-    if unplaced:
+    if unplaced or reading.failed:
         with engine.begin() as connection:
             scopestate.mark_dirty(connection, target.tenant_id, [target.parent_key], now=clock())
-        metrics.inc("syncer_notified_marked_total", len(unplaced), reason="unplaced")
-        done += [c.inbox_id for c in unplaced]
+        if unplaced:
+            metrics.inc("syncer_notified_marked_total", len(unplaced), reason="unplaced")
+        done += [c.inbox_id for c in unplaced + reading.failed]
     return done, waiting
 
 
@@ -421,31 +468,37 @@ def _applies(item: Mapping[str, Any], row: _Row | None, scope: Scope) -> bool:
 
 
 def _fetched(source: PageSource, scope: Scope, change: Change) -> Change:
-    """*change* with the item read by id as the mirror reads it ($select when it has one); a 404 is a removal.
-
-    Under a container (a whole mailbox) the read asks for ``parentFolderId`` too, which names the item's folder
-    scope; kept in :attr:`Change.folder` and out of the row when the mirror does not select it."""
-    extra = "parentFolderId" if scope.container and scope.mirror is not None else None
-    payload = dict(_get(source, scope, change, extra=extra))
-    folder = payload.get("parentFolderId") if extra else None
-    if extra and scope.mirror is not None and extra not in scope.mirror.select:
-        payload.pop(extra, None)
-    return replace(change, payload=payload, folder=folder if isinstance(folder, str) else None, undecrypted=False,
-                   fetched=True)
+    """*change* with the item read by id as the mirror reads it ($select when it has one); a 404 is a removal."""
+    try:
+        body = source.get_json(read_path(scope, change))
+    except NotFoundError:
+        body = None
+    return as_read(scope, change, body)
 
 
-def _get(source: PageSource, scope: Scope, change: Change, *, extra: str | None = None) -> Mapping[str, Any]:
+def read_path(scope: Scope, change: Change) -> str:
+    """The GET of *change*'s item, relative to the versioned base: the mirror's ``$select`` when it has one, and
+    under a container (a whole mailbox) ``parentFolderId`` too, which names the item's folder scope."""
     path = _path(change.resource)
     if scope.strategy.select and scope.mirror is not None:
-        select = list(scope.mirror.select) + ([extra] if extra and extra not in scope.mirror.select else [])
-        path += ("&" if "?" in path else "?") + "$select=" + ",".join(select)
-    try:
-        body = source.get_json(path)
-    except NotFoundError:
-        return {"id": change.item_id, "@removed": {"reason": "deleted"}}
+        extra = [] if not scope.container or "parentFolderId" in scope.mirror.select else ["parentFolderId"]
+        path += ("&" if "?" in path else "?") + "$select=" + ",".join(list(scope.mirror.select) + extra)
+    return path
+
+
+def as_read(scope: Scope, change: Change, body: Any) -> Change:
+    """*change* with *body*, what the GET of :func:`read_path` answered (None for a 404: a removal). The item's
+    ``parentFolderId`` is kept in :attr:`Change.folder`, and out of the row when the mirror does not select it."""
     if not isinstance(body, Mapping) or "id" not in body:
-        return {"id": change.item_id, "@removed": {"reason": "deleted"}}
-    return {k: v for k, v in body.items() if k != "@odata.context"}
+        payload: dict[str, Any] = {"id": change.item_id, "@removed": {"reason": "deleted"}}
+    else:
+        payload = {k: v for k, v in body.items() if k != "@odata.context"}
+    placed = scope.container and scope.mirror is not None
+    folder = payload.get("parentFolderId") if placed else None
+    if placed and scope.mirror is not None and "parentFolderId" not in scope.mirror.select:
+        payload.pop("parentFolderId", None)
+    return replace(change, payload=payload, folder=folder if isinstance(folder, str) else None, undecrypted=False,
+                   fetched=True)
 
 
 def _path(resource: str) -> str:
