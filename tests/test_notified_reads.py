@@ -8,27 +8,24 @@ PostgreSQL."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import test_reconcile
+import test_rich_rows
 from test_receiver import Server
 from test_reconcile import World
 
 from syncer import mirror
-from syncer.graph.client import GraphClient
-from syncer.inbox import Inbox, InboxItem
+from syncer.inbox import InboxItem
 from syncer.receiver.app import create_app
-from syncer.reconcile import graphs_for
 from syncer.spec import Spec
-from syncer.worker import notified, scopes
-from syncer.worker.jobs import Worker
+from syncer.worker import notified
 from syncer.worker.scheduler import sync_once
-from syncer.worker.scopes import ScopeIndex
 
 world = test_reconcile.world
 
@@ -54,31 +51,12 @@ DECLARATIONS = """
 CONTENT = ("id", "_scope", "subject", "given_name", "is_read", "_raw", "_deleted_at", "_removed_reason")
 
 
-class Rig:
-    """syncer's receiver in front of a worker, against the emulator, the first passes done."""
+class Rig(test_rich_rows.Rig):
+    """syncer's receiver in front of a worker, against the emulator (basic notifications: no keys)."""
 
     def __init__(self, world: World, spec: Spec) -> None:
-        self.world, self.spec = world, spec
-        self.graphs: dict[str, GraphClient] = graphs_for(spec)
-        tenant = spec.tenants[0]
-        index = ScopeIndex.of(scopes.declared_scopes(spec, clients={tenant.name: self.graphs[tenant.tenant_id]}))
-        self.worker = Worker(world.engine, self.graphs, index, worker_id="w1", spec=spec)
-        self.worker.register_scopes()
+        super().__init__(world, spec)
         self.user = world.users[0]
-
-    def settle(self) -> None:
-        for _ in range(20):
-            self.worker.drain()
-            self.worker.wait(timeout=60)
-            if Inbox(self.world.engine).depth() == 0 and not self.worker.due_scopes():
-                return
-        raise AssertionError("the worker did not settle")
-
-    def notified(self, count: int, *, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while Inbox(self.world.engine).depth() < count:
-            assert time.monotonic() < deadline, f"{Inbox(self.world.engine).depth()} of {count} notifications arrived"
-            time.sleep(0.05)
 
     def drain_without_pass(self, count: int) -> None:
         """The *count* notifications that arrive, drained: written by reads, no pass started, nothing marked."""
@@ -90,17 +68,13 @@ class Rig:
     def folder(self, name: str) -> str:
         return str(self.world.graph.get(f"users/{self.user}/mailFolders/{name}").json()["id"])
 
-    def close(self) -> None:
-        self.worker.close()
-        for g in self.graphs.values():
-            g.close()
 
-
-@pytest.fixture
-def rig(world: World) -> Iterator[Rig]:
+@contextmanager
+def rigged(world: World, users: str) -> Iterator[Rig]:
+    """DECLARATIONS for *users* reconciled, syncer's receiver in front, the first passes done."""
     server = Server(create_app(world.engine))
     world.receiver_base = server.url
-    spec = world.spec(DECLARATIONS.format(user=world.users[0]))
+    spec = world.spec(DECLARATIONS.format(user=users))
     mirror.upgrade(spec, engine=world.engine)
     outcome = world.run(spec)
     assert outcome.ok, [r.error for r in outcome.failed]
@@ -111,6 +85,12 @@ def rig(world: World) -> Iterator[Rig]:
     finally:
         rig.close()
         server.close()
+
+
+@pytest.fixture
+def rig(world: World) -> Iterator[Rig]:
+    with rigged(world, world.users[0]) as rig:
+        yield rig
 
 
 def rows(world: World, table: str) -> dict[str, dict[str, Any]]:
@@ -290,19 +270,8 @@ def test_a_read_that_fails_marks_the_mailbox_and_the_passes_bring_the_row(rig: R
 @pytest.fixture
 def wide(world: World) -> Iterator[Rig]:
     """As :func:`rig`, over every mailbox of the world (3): a drain reads items of several mailboxes."""
-    server = Server(create_app(world.engine))
-    world.receiver_base = server.url
-    spec = world.spec(DECLARATIONS.format(user=", ".join(world.users)))
-    mirror.upgrade(spec, engine=world.engine)
-    outcome = world.run(spec)
-    assert outcome.ok, [r.error for r in outcome.failed]
-    rig = Rig(world, spec)
-    try:
-        rig.settle()
+    with rigged(world, ", ".join(world.users)) as rig:
         yield rig
-    finally:
-        rig.close()
-        server.close()
 
 
 def envelopes_since(world: World, seq: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

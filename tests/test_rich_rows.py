@@ -56,7 +56,7 @@ CONTENT = ("id", "_scope", "subject", "parent_folder_id", "is_read", "last_modif
 class Rig:
     """syncer's receiver (decrypting with the spec's keys) in front of a worker, against the emulator."""
 
-    def __init__(self, world: World, spec: Spec, keys: KeyRing) -> None:
+    def __init__(self, world: World, spec: Spec, keys: KeyRing | None = None) -> None:
         self.world, self.spec = world, spec
         self.graphs: dict[str, GraphClient] = graphs_for(spec)
         tenant = spec.tenants[0]
