@@ -30,20 +30,30 @@ def _sqlite_version(
     """SQL opening a version of *row* (its _raw: raw[0]) and closing the one before (given raw[1] if it has none);
     *only_if*: a condition on which the version is opened (else nothing is written)."""
     h, cols = q(f"{mirror.table}_history"), copied(mirror)
-    current = f"(SELECT max(_valid_from) FROM {h} WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL)"
-    # The version just opened closes the one before it (last_insert_rowid() is the insert just made). When the
-    # insert may not have happened, last_insert_rowid() is someone else's row: the version must be this row's, current.
-    opened = (
-        f" AND EXISTS (SELECT 1 FROM {h} x WHERE x._version = last_insert_rowid() AND x.tenant_id = {row}.tenant_id "
-        f"AND x.id = {row}.id AND x._valid_to IS NULL)" if only_if else ""
-    )
+    # The versions of a row start in order, so the latest start is the current version's: read off the key index
+    # alone, with no look at the rows (the version's _valid_to is not in it).
+    latest = f"(SELECT max(_valid_from) FROM {h} WHERE tenant_id = {row}.tenant_id AND id = {row}.id)"
+    values = [
+        f"{row}.tenant_id", f"{row}.id", f"max({t}, coalesce({latest}, {t}))", *(f"{row}.{q(c)}" for c in cols),
+        raw[0], f"{row}._scope", change, run, graph, learned,
+    ]
+    columns = f"tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, _run_id, _graph_time, _learned_at"
+    # VALUES, not INSERT … SELECT, where it can: a SELECT reading the table it inserts into has SQLite buffer its
+    # rows in a temporary b-tree first, made and dropped again for every row a trigger runs for (a third of the cost
+    # of a version). When the insert may not have happened (*only_if*), last_insert_rowid() is someone else's
+    # row: the version closed must then be this row's, current.
+    if only_if:
+        insert = f"INSERT INTO {h} ({columns}) SELECT {', '.join(values)} WHERE {only_if}"
+        opened = (
+            f" AND EXISTS (SELECT 1 FROM {h} x WHERE x._version = last_insert_rowid() AND x.tenant_id = {row}.tenant_id "
+            f"AND x.id = {row}.id AND x._valid_to IS NULL)"
+        )
+    else:
+        insert, opened = f"INSERT INTO {h} ({columns}) VALUES ({', '.join(values)})", ""
+    # The version just opened (last_insert_rowid()) closes the one before it, at the time the new one starts.
     return (
-        f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, "
-        f"_run_id, _graph_time, _learned_at) SELECT {row}.tenant_id, {row}.id, max({t}, coalesce({current}, {t})), "
-        + "".join(f"{row}.{q(c)}, " for c in cols)
-        + f"{raw[0]}, {row}._scope, {change}, {run}, {graph}, {learned}{f' WHERE {only_if}' if only_if else ''};\n"
-        f"UPDATE {h} SET _valid_to = (SELECT _valid_from FROM {h} WHERE _version = last_insert_rowid()), "
-        f"_raw = coalesce(_raw, {raw[1]}) "
+        f"{insert};\n"
+        f"UPDATE {h} SET _valid_to = max({t}, _valid_from), _raw = coalesce(_raw, {raw[1]}) "
         f"WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL AND _version <> last_insert_rowid()"
         f"{opened};"
     )
