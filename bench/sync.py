@@ -12,7 +12,9 @@ Measures, in one run and against one emulator (its own process, so it does not s
 - ``incremental``: the time of a pass applying 1,000 changes (PATCHed through Graph's API);
 - ``rss``: peak RSS of a syncer pass over N users and over ``--large`` users, each in a fresh process;
 - ``--history``: instead, the same initial and incremental passes with and without ``history: true``
-  (issue 20), paired per round, with their ratios and the history table's size per version.
+  (issue 20), paired per round, with their ratios and the history table's size per version; each round's
+  incremental figure is the median of ``--incremental-repeat`` passes of 1,000 changes into its database (one
+  such pass lasts 50-100 ms, shorter than the load swings of a shared machine).
 
 Usage: ``python bench/sync.py [--users 100000] [--large 1000000] [--postgres URL] [--skip-dlt] [--repeat 3]``.
 Prints progress on stderr and one JSON line of figures at the end.
@@ -220,15 +222,21 @@ def dlt_load(emu: Emulator, url: str, database_url: str, kind: str, workdir: Pat
     return {"items": count, "seconds": round(elapsed, 2), "items_per_s": round(count / elapsed) if elapsed else None}
 
 
-def incremental(emu: Emulator, spec_path: Path, changes: int, tag: str = "") -> dict[str, Any]:
-    """PATCH *changes* users through Graph's API, then time the pass that applies them."""
+def user_ids(emu: Emulator, count: int) -> list[str]:
+    """The ids of the first *count* users Graph lists."""
     headers = {"Authorization": f"Bearer {emu.token()}"}
     listing = emu.session.get(f"{emu.info['graph_url']}/users?$select=id&$top=999", headers=headers, timeout=60).json()
     ids = [u["id"] for u in listing["value"]]
-    while len(ids) < changes and listing.get("@odata.nextLink"):
+    while len(ids) < count and listing.get("@odata.nextLink"):
         listing = emu.session.get(listing["@odata.nextLink"], headers=headers, timeout=60).json()
         ids += [u["id"] for u in listing["value"]]
-    for i, user_id in enumerate(ids[:changes]):
+    return ids[:count]
+
+
+def incremental(emu: Emulator, spec_path: Path, changes: int, tag: str = "", ids: list[str] | None = None) -> dict[str, Any]:
+    """PATCH *changes* users (*ids*, else the first listed) through Graph's API, then time the pass that applies them."""
+    headers = {"Authorization": f"Bearer {emu.token()}"}
+    for i, user_id in enumerate(ids or user_ids(emu, changes)):
         r = emu.session.patch(f"{emu.info['graph_url']}/users/{user_id}", headers=headers,
                               json={"jobTitle": f"Changed {i}{tag}"}, timeout=60)
         r.raise_for_status()
@@ -282,24 +290,43 @@ def history_size(database_url: str) -> dict[str, Any]:
 
 
 def history_compare(emu: Emulator, workdir: Path, args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    """Initial and incremental passes without and with history, alternating, each into a fresh database."""
+    """Initial and incremental passes without and with history, each round into two fresh databases side by side,
+    the passes into them alternating (a load swing of the shared machine then hits both alike)."""
     runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for rep in range(args.repeat):
-        for with_history in (False, True) if rep % 2 == 0 else (True, False):
-            database_url = fresh_database(kind, workdir, args.postgres)
-            assert database_url is not None
-            try:
-                spec_path = write_spec(workdir, emu.info_file, database_url, history=with_history)
-                prepare(spec_path)
+        order = (False, True) if rep % 2 == 0 else (True, False)
+        urls = {with_history: fresh_database(kind, workdir, args.postgres) for with_history in order}
+        try:
+            specs = {}
+            for with_history, database_url in urls.items():
+                assert database_url is not None
+                specs[with_history] = write_spec(workdir, emu.info_file, database_url, history=with_history)
+                prepare(specs[with_history])
+            one: dict[bool, dict[str, Any]] = {}
+            for with_history in order:
                 log(f"{kind} round {rep + 1}: initial pass, history={with_history}")
-                one = syncer_pass(spec_path)
-                log(f"{kind} round {rep + 1}: {args.changes} changes, history={with_history}")
-                one["incremental"] = incremental(emu, spec_path, args.changes, tag=f" {uuid.uuid4().hex[:6]}")
-                if with_history:
-                    one["history"] = history_size(database_url)
-                runs[with_history].append(one)
-            finally:
-                drop_database(database_url)
+                one[with_history] = syncer_pass(specs[with_history])
+            passes: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            # The same users each time: both databases follow one Graph, so each pass then reads the same 1,000.
+            ids = user_ids(emu, args.changes)
+            for i in range(args.incremental_repeat):
+                for with_history in order if i % 2 == 0 else order[::-1]:
+                    log(f"{kind} round {rep + 1}: {args.changes} changes, history={with_history}")
+                    done = incremental(emu, specs[with_history], args.changes, tag=f" {uuid.uuid4().hex[:6]}", ids=ids)
+                    if done["items"] != args.changes:
+                        raise RuntimeError(f"an incremental pass read {done['items']} items, not {args.changes}")
+                    passes[with_history].append(done)
+            for with_history, each in passes.items():
+                one[with_history]["incremental"] = {
+                    **each[0], "seconds": median(p["seconds"] for p in each), "cpu_s": median(p["cpu_s"] for p in each),
+                    "items_per_s": median(p["items_per_s"] for p in each),
+                }
+                runs[with_history].append(one[with_history])
+            one[True]["history"] = history_size(str(urls[True]))
+        finally:
+            for database_url in urls.values():
+                drop_database(str(database_url))
+
     def rate(with_history: bool, key: str | None = None) -> float:
         return median([(r[key] if key else r)["items_per_s"] for r in runs[with_history]])
 
@@ -330,6 +357,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="initial passes per database, each after its own ceiling")
     parser.add_argument("--rss-child")
     parser.add_argument("--history", action="store_true", help="compare passes with and without history: true")
+    parser.add_argument("--incremental-repeat", type=int, default=5, help="with --history: incremental passes per round")
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child)
