@@ -279,6 +279,115 @@ def close_members(
     connection.execute(stmt, [{**p, "h_now": now} for p in params] if params else {"h_now": now})
 
 
+# --- after a rebuild -------------------------------------------------------------------------------
+
+
+def close_orphans(engine: sa.Engine, spec: Spec, *, now: datetime, settled: dict[str, Any]) -> int:
+    """Close the current versions (and open membership intervals) of items that left Graph while their mirror
+    table was rebuilt; how many versions and intervals were closed.
+
+    ``db upgrade --rebuild`` drops the mirror rows, not their history. The resync that follows brings back every
+    item still in Graph; one removed meanwhile has no mirror row left for a sweep to mark, so its current version
+    would stay open for ever, and history would disagree with the mirror. Once the item's scope has finished a full
+    round that began after the version was written, and the mirror still has no row for it, the round did not see
+    it: it gets a ``swept`` version starting when that round began, as a sweep would have written (a
+    rebuilt member list the same, its interval closed then).
+
+    *settled*: per table, the ``syncer_mirror_tables.updated_at`` for which nothing is left to close or to wait
+    for; such a table is not read again until ``db upgrade`` changes it (the caller keeps the dict between calls).
+    """
+    closed = 0
+    seen: set[str] = set()
+    for subscription in spec.subscriptions:
+        m = subscription.mirror
+        if m.history is None or m.table in seen:
+            continue
+        seen.add(m.table)
+        with engine.begin() as connection:
+            record = schema.mirror_tables
+            stamp = connection.execute(sa.select(record.c.updated_at).where(record.c.table_name == m.table)).scalar()
+            if stamp is None or settled.get(m.table) == stamp:
+                continue
+            names = set(sa.inspect(connection).get_table_names())
+            if not {m.table, f"{m.table}_history"} <= names:
+                continue
+            waiting = False
+            if _has_members(subscription) and {f"{m.table}_members", f"{m.table}_members_history"} <= names:
+                done, waiting = _close_orphan_intervals(connection, m)
+                closed += done
+            done, waiting_rows = _close_orphan_versions(connection, m, now=now)
+            closed += done
+        if done:
+            log.info("history: closed %d versions of %s whose items left Graph during a rebuild", done, m.table)
+        if not (waiting or waiting_rows):
+            settled[m.table] = stamp
+    return closed
+
+
+def _listed_after(state: Any, written: datetime) -> datetime | None:
+    """When the scope's last full round began, if it is over and began after *written*; else None."""
+    if state.listed_at is None or state.resync_requested or (state.round_full and state.page_link is not None):
+        return None
+    return state.listed_at if state.listed_at > written else None
+
+
+def _close_orphan_versions(connection: sa.Connection, m: Mirror, *, now: datetime) -> tuple[int, bool]:
+    h, s = build_table(m), schema.sync_state
+    rows = sa.table(m.table, sa.column("tenant_id"), sa.column("id"))
+    in_mirror = sa.select(sa.literal(1)).where(rows.c.tenant_id == h.c.tenant_id, rows.c.id == h.c.id).exists()
+    query = (
+        sa.select(h, s.c.listed_at, s.c.resync_requested, s.c.round_full, s.c.page_link)
+        .join(s, sa.and_(s.c.tenant_id == h.c.tenant_id, s.c.scope_key == h.c._scope))
+        .where(h.c._valid_to.is_(None), h.c._change.not_in(history_triggers.NOT_LIVE), ~in_mirror)
+    )
+    closing, opening, waiting = [], [], False
+    for row in connection.execute(query):
+        listed = _listed_after(row, row._learned_at)
+        if listed is None:
+            waiting = True  # its scope has not yet finished a full round since
+            continue
+        at = max(listed, row._valid_from)
+        closing.append({"v": row._version, "t": at})
+        version = {c.name: getattr(row, c.name) for c in h.columns if c.name != "_version"}
+        opening.append({**version, "_valid_from": at, "_change": "swept", "_run_id": None, "_graph_time": None,
+                        "_learned_at": now})
+    if closing:
+        connection.execute(
+            sa.update(h).where(h.c._version == sa.bindparam("v")).values(_valid_to=sa.bindparam("t", type_=schema.UtcDateTime)),
+            closing,
+        )
+        connection.execute(sa.insert(h), opening)
+    return len(closing), waiting
+
+
+def _close_orphan_intervals(connection: sa.Connection, m: Mirror) -> tuple[int, bool]:
+    mh, h, s = build_members_table(m), build_table(m), schema.sync_state
+    rows = sa.table(f"{m.table}_members", sa.column("tenant_id"), sa.column("group_id"), sa.column("member_id"))
+    in_mirror = sa.select(sa.literal(1)).where(
+        rows.c.tenant_id == mh.c.tenant_id, rows.c.group_id == mh.c.group_id, rows.c.member_id == mh.c.member_id
+    ).exists()
+    # The group's scope: the one its current version was written by.
+    query = (
+        sa.select(mh.c._version, mh.c._valid_from, s.c.listed_at, s.c.resync_requested, s.c.round_full, s.c.page_link)
+        .join(h, sa.and_(h.c.tenant_id == mh.c.tenant_id, h.c.id == mh.c.group_id, h.c._valid_to.is_(None)))
+        .join(s, sa.and_(s.c.tenant_id == h.c.tenant_id, s.c.scope_key == h.c._scope))
+        .where(mh.c._valid_to.is_(None), ~in_mirror)
+    )
+    closing, waiting = [], False
+    for row in connection.execute(query):
+        listed = _listed_after(row, row._valid_from)
+        if listed is None:
+            waiting = True
+            continue
+        closing.append({"v": row._version, "t": listed})
+    if closing:
+        connection.execute(
+            sa.update(mh).where(mh.c._version == sa.bindparam("v")).values(_valid_to=sa.bindparam("t", type_=schema.UtcDateTime)),
+            closing,
+        )
+    return len(closing), waiting
+
+
 # --- retention --------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from test_history import HISTORY_SPEC, at, run, sql, versions
 from test_sync_support import SyncEnv, make_env
 
-from syncer import mirror
+from syncer import history, mirror
 from syncer.spec import load_spec
 
 
@@ -101,6 +101,53 @@ def test_a_rebuilt_group_table_opens_no_second_membership_interval(env: SyncEnv)
     intervals = sql(env, "SELECT member_id, _valid_from, _valid_to FROM groups_members_history ORDER BY member_id")
     times = [(m, t if isinstance(t, datetime) else datetime.fromisoformat(t).replace(tzinfo=UTC), e) for m, t, e in intervals]
     assert times == sorted([(users[0], at(0), None), (users[1], at(0), None)])
+
+
+def test_an_item_gone_from_graph_during_a_rebuild_is_swept_from_history(env: SyncEnv) -> None:
+    a = env.graph.create_user("ada", employeeId="42")["id"]
+    b = env.graph.create_user("bob", employeeId="7")["id"]
+    _rewrite(env, "columns: [displayName, accountEnabled]", "columns: [displayName, accountEnabled, employeeId]",
+             rebuild=False)
+    run(env, "users", at(0))
+    _rewrite(env, "accountEnabled, employeeId]", "accountEnabled, {field: employeeId, column: employee_id, type: integer}]",
+             rebuild=True)
+    assert env.graph.delete(f"users/{b}").status_code == 204  # while the mirror table is empty
+    settled: dict[str, object] = {}
+    # Before the resync nothing says bob is gone: his version stays open, and the table is looked at again later.
+    assert history.close_orphans(env.engine, env.spec, now=at(1), settled=settled) == 0
+    assert "users" not in settled
+    run(env, "users", at(2))  # the resync the rebuild asked for: a full round, which does not see bob
+    assert versions(env, "users", b) == [("created", at(0), None, "Bob", True, 7)]  # no mirror row for a sweep
+    assert history.close_orphans(env.engine, env.spec, now=at(3), settled=settled) == 1
+    assert versions(env, "users", b) == [("created", at(0), at(2), "Bob", True, 7), ("swept", at(2), None, "Bob", True, 7)]
+    assert versions(env, "users", a) == [("created", at(0), None, "Ada", True, 42)]
+    # The swept version keeps bob's last item: no mirror row holds it.
+    raw = sql(env, "SELECT _raw FROM users_history WHERE id = :b AND _change = 'swept'", b=b)
+    assert raw[0][0] is not None and b in str(raw[0][0])
+    # Nothing is left to wait for: the table is settled and not read again until the next db upgrade.
+    assert settled.get("users") is not None
+    assert history.close_orphans(env.engine, env.spec, now=at(4), settled=settled) == 0
+
+
+def test_a_member_removed_during_a_rebuild_has_its_interval_closed(env: SyncEnv) -> None:
+    users = [env.graph.create_user(n)["id"] for n in ("ann", "ben")]
+    r = env.graph.post("groups", json={"displayName": "Finance", "mailEnabled": False, "mailNickname": "fin",
+                                       "securityEnabled": True})
+    assert r.status_code == 201, r.text
+    gid = r.json()["id"]
+    for user in users:
+        ref = {"@odata.id": f"{env.graph.graph}/directoryObjects/{user}"}
+        assert env.graph.post(f"groups/{gid}/members/$ref", json=ref).status_code == 204
+    run(env, "groups", at(0))
+    _rewrite(env, "columns: [displayName]\n", "columns: [{field: displayName, column: display_name, type: json}]\n",
+             rebuild=True)
+    assert env.graph.delete(f"groups/{gid}/members/{users[1]}/$ref").status_code == 204
+    run(env, "groups", at(1))
+    assert history.close_orphans(env.engine, env.spec, now=at(2), settled={}) == 1
+    intervals = sql(env, "SELECT member_id, _valid_from, _valid_to FROM groups_members_history ORDER BY member_id")
+    def utc(t: object) -> object:
+        return t if not isinstance(t, str) else datetime.fromisoformat(t).replace(tzinfo=UTC)
+    assert sorted((m, utc(f), utc(t)) for m, f, t in intervals) == sorted([(users[0], at(0), None), (users[1], at(0), at(1))])
 
 
 def test_retentions_index_follows_keep(env: SyncEnv) -> None:

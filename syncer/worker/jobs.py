@@ -144,6 +144,7 @@ class Worker:
         self._drain_failed = False
         self._scope_key_of: dict[str, str] = {}  # subscription id -> scope key (see _scope_keys)
         self.retention = Retention()
+        self._history_settled: dict[str, Any] = {}  # tables history.close_orphans has nothing left to wait for
         # The jobs and passes report database failures here: a line per outage, not per attempt.
         self.database = OutageLog(log, "database")
         self.accounts = accounts  # delegated accounts: one that must sign in again is paused, not the others
@@ -645,6 +646,8 @@ class Worker:
             versions = history.purge(self.engine, self.spec, now=now)
             if versions:
                 log.info("housekeeping: deleted %d history versions past their keep", versions)
+            # Items gone from Graph while their mirror table was rebuilt: their versions end where a sweep's would.
+            history.close_orphans(self.engine, self.spec, now=now, settled=self._history_settled)
         if notifications or runs:
             log.info("housekeeping: deleted %d processed notifications and %d pass records", notifications, runs)
         return notifications, runs
