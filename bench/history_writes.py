@@ -6,7 +6,7 @@ machine moves that by more than history costs. This bench times the writer's sta
 - ``--users`` users are mirrored once with ``history: true`` (a real pass against the emulator, into SQLite);
 - ``--changes`` of their rows get a new job title (as a delta page would bring them, ``_raw`` included);
 - on a fresh copy of that database file each time, the writer's upsert of those rows runs as
-  :meth:`syncer.worker.writer.Writer.upsert` runs it, with history (its triggers, and the statements after the
+  :meth:`syncer.worker.tablesql.TableSql.sqlite_upsert` runs it for the writer, with history (its triggers, and the statements after the
   upsert that version the rows it adds) and without (the triggers dropped, the plain upsert), alternating,
   ``--repeat`` times each, in one transaction as a pass commits its page.
 
@@ -18,6 +18,7 @@ progress on stderr, one JSON line at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -64,7 +65,9 @@ def changed_rows(engine: sa.Engine, count: int) -> list[tuple[Any, ...]]:
 def write(path: Path, spec_path: Path, rows: list[tuple[Any, ...]], *, history: bool) -> tuple[float, int]:
     """The writer's statements for *rows* on *path*, history's triggers kept or dropped: CPU ms, versions added."""
     engine = database.create_engine(f"sqlite:///{path}")
-    sql = table_sql(load_spec(spec_path).subscriptions[0].mirror, engine.dialect)
+    declared = load_spec(spec_path).subscriptions[0].mirror
+    # Without history the writer runs the plain upsert: the statements of the same table declared without it.
+    sql = table_sql(declared if history else dataclasses.replace(declared, history=None), engine.dialect)
     with engine.begin() as connection:
         if not history:
             for (name,) in connection.exec_driver_sql(
@@ -73,21 +76,9 @@ def write(path: Path, spec_path: Path, rows: list[tuple[Any, ...]], *, history: 
                 connection.exec_driver_sql(f'DROP TRIGGER "{name}"')
         versions = connection.exec_driver_sql("SELECT count(*) FROM bench_users_history").scalar_one()
         connection.exec_driver_sql("SELECT count(*) FROM bench_users").scalar_one()  # both tables' pages read in
-    h = sql.history
-    assert h is not None
     started = time.process_time()
-    with engine.begin() as connection:  # as Writer.upsert runs them
-        if history:
-            connection.exec_driver_sql(h.cache)
-            before = connection.exec_driver_sql(h.last_rowid).scalar_one()
-            connection.exec_driver_sql(sql.upsert_sql, rows)
-            known = connection.exec_driver_sql(h.known, (before,)).all()
-            for (rowid,) in known:
-                for statement in h.compare:
-                    connection.exec_driver_sql(statement, (rowid,))
-            connection.exec_driver_sql(h.first_versions if known else h.first_versions_all, (before,))
-        else:
-            connection.exec_driver_sql(sql.upsert_sql, rows)
+    with engine.begin() as connection:  # as a pass writes a page
+        sql.sqlite_upsert(connection, rows)
     elapsed = (time.process_time() - started) * 1000
     with engine.connect() as connection:
         added = connection.exec_driver_sql("SELECT count(*) FROM bench_users_history").scalar_one() - versions

@@ -151,6 +151,23 @@ class TableSql:
         self.row = self._compile_row(spec.table)
         """``row(item, tenant, scope, synced, run, owners)``: the table row of one Graph item, ready for the driver."""
 
+    def sqlite_upsert(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """SQLite: insert or replace *rows* (built by :attr:`row`), with their versions where the table has history."""
+        if self.history is None:
+            connection.exec_driver_sql(self.upsert_sql, rows)
+            return
+        # History: the rows this upsert adds (above the largest rowid before it) are versioned by the statements
+        # after it, in this transaction (history and mirror commit together); the triggers version the others.
+        h = self.history
+        connection.exec_driver_sql(h.cache)
+        before = connection.exec_driver_sql(h.last_rowid).scalar_one()
+        connection.exec_driver_sql(self.upsert_sql, rows)
+        known = connection.exec_driver_sql(h.known, (before,)).all()
+        for (rowid,) in known:
+            for statement in h.compare:
+                connection.exec_driver_sql(statement, (rowid,))
+        connection.exec_driver_sql(h.first_versions if known else h.first_versions_all, (before,))
+
     def synced_at(self, now: Any) -> Any:
         """*now* as the driver wants it for the ``_synced_at`` column."""
         return self._dt(now) if self._dt else now

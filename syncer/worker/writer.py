@@ -96,21 +96,7 @@ class RowWriter:
             return
         tenant, scope, build, owners, sql = self.scope.tenant_id, self.scope.key, self.sql.row, self.owners, self.sql
         if not self.postgres:
-            rows = [build(item, tenant, scope, synced_at, run_id, owners) for item in items]
-            if sql.history is None:
-                connection.exec_driver_sql(sql.upsert_sql, rows)
-                return
-            # History: the rows this upsert adds (above the largest rowid before it) are versioned by the statements
-            # after it, in this transaction (history and mirror commit together); the triggers version the others.
-            h = sql.history
-            connection.exec_driver_sql(h.cache)
-            before = connection.exec_driver_sql(h.last_rowid).scalar_one()
-            connection.exec_driver_sql(sql.upsert_sql, rows)
-            known = connection.exec_driver_sql(h.known, (before,)).all()
-            for (rowid,) in known:
-                for statement in h.compare:
-                    connection.exec_driver_sql(statement, (rowid,))
-            connection.exec_driver_sql(h.first_versions if known else h.first_versions_all, (before,))
+            sql.sqlite_upsert(connection, [build(item, tenant, scope, synced_at, run_id, owners) for item in items])
             return
         from psycopg.errors import UniqueViolation  # the postgres extra; imported once, then cached
 
