@@ -4,6 +4,8 @@ throttled/5xx items after their own Retry-After, dependsOn and 424, and what is 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import pytest
 from graph_fixtures import Harness
@@ -153,3 +155,28 @@ def test_an_item_throttled_inside_a_200_envelope_slows_the_whole_tenant(harness:
     assert [r.status for r in results] == [200, 200, 200]  # resent after its Retry-After
     assert budget.throttles == 1 and budget.limit == 4  # halved for every thread of the tenant
     assert budget.paused_until > 0
+
+
+def test_an_envelope_and_direct_calls_never_put_a_fifth_request_in_flight_to_a_mailbox(harness: Harness) -> None:
+    """Graph runs a batch's items side by side, each one of its mailbox's 4 concurrent requests: an envelope of 4
+    reads of a mailbox waits for the direct calls to it in flight, instead of having items answered 429."""
+    (user,) = seed(harness, 1)
+    harness.fault(type="latency", ms=300, path=f"^/v1.0/users/{user}/")
+    client = harness.client(max_in_flight_per_tenant=16)
+    started = threading.Barrier(4)
+
+    def direct() -> None:
+        started.wait(5)
+        client.get_json(f"/users/{user}/mailFolders")
+
+    threads = [threading.Thread(target=direct) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait(5)
+    time.sleep(0.1)  # the 3 direct calls in flight
+    results = client.batch([BatchRequest("GET", f"/users/{user}/mailFolders?$top={n + 1}") for n in range(4)])
+    for t in threads:
+        t.join(10)
+    assert [r.status for r in results] == [200] * 4
+    assert all(r.attempts == 1 for r in results)  # none answered 429 and resent
+    assert harness.admin("GET", "faults")["mailboxRejections"] == 0

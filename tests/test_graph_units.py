@@ -53,6 +53,58 @@ def test_idle_mailbox_semaphores_are_dropped() -> None:
     assert limits.mailboxes_tracked() == before
 
 
+def test_an_envelope_holds_a_mailbox_slot_per_item_beside_single_calls() -> None:
+    """A $batch of 3 items of one mailbox waits while 2 single calls hold 2 of its 4 slots, and 2 envelopes of
+    3 each never deadlock (each would hold part of what the other waits for)."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    def single() -> None:
+        with limits.slot("t-env", "box", per_tenant=10, per_mailbox=4):
+            entered.set()
+            release.wait(5)
+
+    singles = [threading.Thread(target=single) for _ in range(2)]
+    for t in singles:
+        t.start()
+    assert entered.wait(5)
+    time.sleep(0.05)  # both singles inside
+    envelope_in = threading.Event()
+
+    def envelope() -> None:
+        with limits.slots("t-env", {"box": 3}, per_tenant=10, per_mailbox=4):
+            envelope_in.set()
+
+    e = threading.Thread(target=envelope)
+    e.start()
+    assert not envelope_in.wait(0.3)  # 2 + 3 > 4: it waits
+    release.set()
+    assert envelope_in.wait(5)
+    e.join(5)
+    for t in singles:
+        t.join(5)
+
+    inside, peak, lock = 0, 0, threading.Lock()
+
+    def three() -> None:
+        nonlocal inside, peak
+        with limits.slots("t-env", {"box": 3, "other": 2}, per_tenant=10, per_mailbox=4):
+            with lock:
+                inside += 3
+                peak = max(peak, inside)
+            time.sleep(0.02)
+            with lock:
+                inside -= 3
+
+    threads = [threading.Thread(target=three) for _ in range(6)] + [threading.Thread(target=single) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)  # no deadlock
+    assert peak == 3  # never two envelopes of 3 in one mailbox of 4
+
+
 def test_slot_caps_concurrency_across_threads() -> None:
     inside = 0
     peak = 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -154,14 +155,12 @@ def _run_chunk(client: GraphClient, chunk: list[BatchRequest], policy: RetryPoli
         live = {item.id or "" for item in pending}
         envelope = {"requests": [_item_json(client, item, live) for item in pending]}
         all_idempotent = all(is_idempotent(i.method, i.idempotent) for i in pending)
-        # An envelope whose items all work in one mailbox takes one of that mailbox's slots, like a direct
-        # call. Graph runs independent items concurrently (https://learn.microsoft.com/en-us/graph/json-batching),
-        # so more than 4 of them for one mailbox meet Outlook's limit: such items are answered 429 and resent
-        # (syncer batches only /subscriptions calls, which address no mailbox).
-        mailboxes = {limits.mailbox_of(item.url) for item in pending}
-        mailbox = mailboxes.pop() if len(mailboxes) == 1 else None
+        # Graph runs independent items side by side (https://learn.microsoft.com/en-us/graph/json-batching), each
+        # one of its mailbox's 4 concurrent requests: the envelope holds a slot per item of each mailbox, beside
+        # the passes' direct calls to them (a fifth in flight would be answered 429).
+        mailboxes = Counter(m for item in pending if (m := limits.mailbox_of(item.url)) is not None)
         response = client.request(
-            "POST", "/$batch", json=envelope, idempotent=all_idempotent, mailbox=mailbox
+            "POST", "/$batch", json=envelope, idempotent=all_idempotent, mailbox=dict(mailboxes)
         )
         answered = _parse_envelope(client, response.json(), by_id, attempt)
         _report_throttling(client, answered.values())

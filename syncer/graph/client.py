@@ -170,10 +170,13 @@ class GraphClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
-        mailbox: str | None = None,
+        mailbox: str | Mapping[str, int] | None = None,
         retry: RetryPolicy | None = None,
     ) -> GraphResponse:
-        """Send one Graph call with retries; return the successful response or raise a typed GraphError."""
+        """Send one Graph call with retries; return the successful response or raise a typed GraphError.
+
+        *mailbox*: the mailbox whose slot the call holds (by default the one its URL works in), or for a
+        ``$batch`` envelope how many slots of each mailbox its items hold (:func:`syncer.graph.limits.slots`)."""
         method = method.upper()
         url = self.url_for(url_or_path)
         if mailbox is None:
@@ -221,7 +224,7 @@ class GraphClient:
         body: bytes | None,
         extra_headers: Mapping[str, str] | None,
         client_request_id: str,
-        mailbox: str | None,
+        mailbox: str | Mapping[str, int] | None,
         refused: str | None,
     ) -> tuple[GraphResponse, str]:
         token = self.credential.token(self.scopes, refused=refused)
@@ -237,8 +240,9 @@ class GraphClient:
         if extra_headers:
             headers.update(extra_headers)
         started = time.perf_counter()
-        with limits.slot(
-            self.tenant, mailbox, per_tenant=self.max_in_flight_per_tenant, per_mailbox=self.per_mailbox
+        mailboxes = {mailbox: 1} if isinstance(mailbox, str) else (mailbox or {})
+        with limits.slots(
+            self.tenant, mailboxes, per_tenant=self.max_in_flight_per_tenant, per_mailbox=self.per_mailbox
         ) as budget:
             try:
                 raw = self.session.send(

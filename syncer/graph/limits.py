@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,16 +58,15 @@ def reset_budgets() -> None:
         _TENANTS.clear()
 
 
-def _enter_mailbox(
-    tenant: str, mailbox: str, size: int
-) -> tuple[tuple[str, str, int], threading.BoundedSemaphore]:
+def _enter_mailbox(tenant: str, mailbox: str, size: int) -> tuple[tuple[str, str, int], list[Any]]:
+    """The registry entry of *mailbox* ``[semaphore, users, lock of multi-slot takers]``, counted as used."""
     key = (tenant.lower(), mailbox, size)
     with _REGISTRY_LOCK:
         entry = _MAILBOXES.get(key)
         if entry is None:
-            entry = _MAILBOXES[key] = [threading.BoundedSemaphore(size), 0]
+            entry = _MAILBOXES[key] = [threading.BoundedSemaphore(size), 0, threading.Lock()]
         entry[1] += 1
-        return key, entry[0]
+        return key, entry
 
 
 def _leave_mailbox(key: tuple[str, str, int]) -> None:
@@ -85,20 +84,42 @@ def mailboxes_tracked() -> int:
 
 @contextmanager
 def slot(tenant: str, mailbox: str | None, *, per_tenant: int, per_mailbox: int) -> Iterator[TenantBudget]:
-    """Hold one in-flight slot for *tenant* (and for *mailbox* when given) for the duration of a request.
+    """Hold one in-flight slot for *tenant* (and for *mailbox* when given) for the duration of a request."""
+    with slots(tenant, {mailbox: 1} if mailbox else {}, per_tenant=per_tenant, per_mailbox=per_mailbox) as budget:
+        yield budget
 
-    The mailbox slot is taken first: a thread waiting for a busy mailbox then does not sit on a
-    tenant slot that calls to other mailboxes could use. Holders of a mailbox slot wait only for the
-    tenant slot, whose holders wait for nothing, so there is no cycle.
+
+@contextmanager
+def slots(tenant: str, mailboxes: Mapping[str, int], *, per_tenant: int, per_mailbox: int) -> Iterator[TenantBudget]:
+    """Hold one in-flight slot for *tenant*, and *mailboxes*' count of slots of each, for the duration of a request.
+
+    A ``$batch`` envelope whose items work in mailboxes holds a slot per item: Graph runs the items side by side,
+    each one of its mailbox's 4 concurrent requests. The mailbox slots are taken first: a thread waiting for a
+    busy mailbox then does not sit on a tenant slot that calls to other mailboxes could use. A single call holds
+    one mailbox slot and then waits only for the tenant slot, whose holders wait for nothing. A taker of several
+    takes its mailboxes in one order (sorted), and several slots of one mailbox under that mailbox's lock of
+    multi-slot takers, so two envelopes never each hold part of what the other waits for: there is no cycle.
     """
     tenant_sem = tenant_semaphore(tenant, per_tenant)
-    if mailbox is None:
+    entered: list[tuple[str, str, int]] = []
+    held: list[threading.BoundedSemaphore] = []
+    try:
+        for mailbox in sorted(mailboxes):
+            count = min(mailboxes[mailbox], per_mailbox)  # more never fit: Graph answers the rest 429
+            key, (semaphore, _users, takers) = _enter_mailbox(tenant, mailbox, per_mailbox)
+            entered.append(key)
+            if count == 1:
+                semaphore.acquire()
+                held.append(semaphore)
+                continue
+            with takers:
+                for _ in range(count):
+                    semaphore.acquire()
+                    held.append(semaphore)
         with tenant_sem:
             yield tenant_sem
-        return
-    key, mailbox_sem = _enter_mailbox(tenant, mailbox, per_mailbox)
-    try:
-        with mailbox_sem, tenant_sem:
-            yield tenant_sem
     finally:
-        _leave_mailbox(key)
+        for semaphore in reversed(held):
+            semaphore.release()
+        for key in entered:
+            _leave_mailbox(key)
