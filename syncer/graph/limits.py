@@ -2,7 +2,7 @@
 
 Graph throttles per tenant and per app, and Outlook allows 4 concurrent requests per app and
 mailbox (https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits). A scheduler with many worker threads must stay under those caps whatever the
-number of GraphClient objects, so the semaphores live in a module-level registry keyed by
+number of GraphClient objects, so the counts live in module-level registries keyed by
 ``(tenant, mailbox, size)``: two clients of the same tenant share them. The size is part of the key
 so that a client configured with another cap gets its own (configuration is per process, so in
 practice all clients agree and share).
@@ -17,15 +17,15 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 from syncer.graph.budget import TenantBudget
 
 _TENANTS: dict[tuple[str, int], TenantBudget] = {}
-# Mailbox semaphores are counted and dropped when idle: a sync over 100k mailboxes must not keep
-# 100k semaphores alive. Entry: [semaphore, threads holding or waiting for it].
-_MAILBOXES: dict[tuple[str, str, int], list[Any]] = {}
 _REGISTRY_LOCK = threading.Lock()
+# Requests in flight per (tenant, mailbox, cap); a mailbox with none has no entry: a sync over 100k mailboxes
+# keeps no state for the idle ones. Every change is made under the condition, which a release notifies.
+_IN_FLIGHT: dict[tuple[str, str, int], int] = {}
+_MAILBOX_FREED = threading.Condition(threading.Lock())
 
 # /users/{id-or-upn}/<anything>: a call inside one user's mailbox, drive, calendar, To Do...
 # "/users/delta" and "/users/{id}" alone are directory calls, not mailbox calls.
@@ -58,28 +58,31 @@ def reset_budgets() -> None:
         _TENANTS.clear()
 
 
-def _enter_mailbox(tenant: str, mailbox: str, size: int) -> tuple[tuple[str, str, int], list[Any]]:
-    """The registry entry of *mailbox* ``[semaphore, users, lock of multi-slot takers]``, counted as used."""
-    key = (tenant.lower(), mailbox, size)
-    with _REGISTRY_LOCK:
-        entry = _MAILBOXES.get(key)
-        if entry is None:
-            entry = _MAILBOXES[key] = [threading.BoundedSemaphore(size), 0, threading.Lock()]
-        entry[1] += 1
-        return key, entry
+def _take(tenant: str, wanted: Mapping[str, int], cap: int) -> list[tuple[tuple[str, str, int], int]]:
+    """Wait until every mailbox of *wanted* has room for its count, then take them all at once."""
+    keys = [((tenant.lower(), mailbox, cap), min(count, cap)) for mailbox, count in wanted.items()]
+    with _MAILBOX_FREED:
+        while any(_IN_FLIGHT.get(key, 0) + count > cap for key, count in keys):
+            _MAILBOX_FREED.wait()
+        for key, count in keys:
+            _IN_FLIGHT[key] = _IN_FLIGHT.get(key, 0) + count
+    return keys
 
 
-def _leave_mailbox(key: tuple[str, str, int]) -> None:
-    with _REGISTRY_LOCK:
-        entry = _MAILBOXES[key]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del _MAILBOXES[key]
+def _give_back(keys: list[tuple[tuple[str, str, int], int]]) -> None:
+    with _MAILBOX_FREED:
+        for key, count in keys:
+            left = _IN_FLIGHT[key] - count
+            if left:
+                _IN_FLIGHT[key] = left
+            else:
+                del _IN_FLIGHT[key]
+        _MAILBOX_FREED.notify_all()
 
 
 def mailboxes_tracked() -> int:
-    """How many mailbox semaphores exist now (only those in use: for tests and diagnostics)."""
-    return len(_MAILBOXES)
+    """How many mailboxes have requests in flight now (for tests and diagnostics)."""
+    return len(_IN_FLIGHT)
 
 
 @contextmanager
@@ -94,32 +97,17 @@ def slots(tenant: str, mailboxes: Mapping[str, int], *, per_tenant: int, per_mai
     """Hold one in-flight slot for *tenant*, and *mailboxes*' count of slots of each, for the duration of a request.
 
     A ``$batch`` envelope whose items work in mailboxes holds a slot per item: Graph runs the items side by side,
-    each one of its mailbox's 4 concurrent requests. The mailbox slots are taken first: a thread waiting for a
-    busy mailbox then does not sit on a tenant slot that calls to other mailboxes could use. A single call holds
-    one mailbox slot and then waits only for the tenant slot, whose holders wait for nothing. A taker of several
-    takes its mailboxes in one order (sorted), and several slots of one mailbox under that mailbox's lock of
-    multi-slot takers, so two envelopes never each hold part of what the other waits for: there is no cycle.
+    each one of its mailbox's 4 concurrent requests (a count above the cap holds the cap: Graph answers the rest
+    429). The mailbox slots are taken first, all at once when every mailbox has room: a caller never holds some
+    while it waits for others, so two envelopes cannot each hold what the other waits for, and an envelope waiting
+    for one busy mailbox keeps no slot of the others idle. Nor does it sit on a tenant slot that calls to other
+    mailboxes could use; the tenant slot's holders wait for nothing.
     """
     tenant_sem = tenant_semaphore(tenant, per_tenant)
-    entered: list[tuple[str, str, int]] = []
-    held: list[threading.BoundedSemaphore] = []
+    taken = _take(tenant, mailboxes, per_mailbox) if mailboxes else []
     try:
-        for mailbox in sorted(mailboxes):
-            count = min(mailboxes[mailbox], per_mailbox)  # more never fit: Graph answers the rest 429
-            key, (semaphore, _users, takers) = _enter_mailbox(tenant, mailbox, per_mailbox)
-            entered.append(key)
-            if count == 1:
-                semaphore.acquire()
-                held.append(semaphore)
-                continue
-            with takers:
-                for _ in range(count):
-                    semaphore.acquire()
-                    held.append(semaphore)
         with tenant_sem:
             yield tenant_sem
     finally:
-        for semaphore in reversed(held):
-            semaphore.release()
-        for key in entered:
-            _leave_mailbox(key)
+        if taken:
+            _give_back(taken)
