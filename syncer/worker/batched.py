@@ -14,11 +14,11 @@ removal, any other failure that item's fallback (its mailbox's scopes are marked
 Graph runs a batch's items side by side, and Outlook allows 4 concurrent requests per app and mailbox
 (https://learn.microsoft.com/en-us/graph/throttling-limits#outlook-service-limits), items included: a fifth is
 answered 429. So an envelope holds one of its mailbox's slots per item, beside the passes' calls to that mailbox
-(:func:`syncer.graph.limits.slots`), and the reads go in waves holding at most 4 of any one mailbox, the envelopes
-of a wave side by side, the next wave when they are answered. A drain has rarely more than one wave: more notified items of one
-mailbox than it has folders are not read at all (one pass per folder is fewer requests). A drain with one or
-two reads of a tenant reads them one request each, as before: an envelope would take the same slot and add
-the envelope's own parsing.
+(:func:`syncer.graph.limits.slots`), and the reads go in waves holding at most 4 of any one mailbox, the
+envelopes of a wave side by side, the next wave when they are answered. A drain has rarely more than one wave:
+more notified items of one mailbox than it has folders are not read at all (one pass per folder is fewer
+requests). A drain with one or two reads of a tenant reads them one request each, as before: an envelope would
+take the same slot and add the envelope's own parsing.
 """
 
 from __future__ import annotations

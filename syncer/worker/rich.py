@@ -175,9 +175,10 @@ def route(
     (a message in a folder not registered yet) are returned apart, to mark their scope dirty.
 
     A container (a whole mailbox) writes no rows itself: a message goes to the folder its payload names
-    (``parentFolderId``, when declared or read) if that folder is followed, else to the folder of its existing row.
-    A message whose row another folder's scope holds (a move that kept its id) is returned apart too: that
-    folder's pass may be writing the older row under its own lease, so both folders' passes settle it.
+    (``parentFolderId``, when declared or read) if that folder is followed; a message without one goes to the folder
+    of its existing row. A message whose row another folder's scope holds (a move that kept its id) is returned
+    apart too: that folder's pass may be writing the older row under its own lease, so both folders' passes
+    settle it.
     *known* is the scope keys under the container, when the caller read them already.
     """
     routed: dict[str, tuple[Scope, list[Change]]] = {}
@@ -200,11 +201,10 @@ def route(
         owner = found.get(change.item_id)
         if isinstance(folder, str):
             candidate = child_scope(target, folder)
-            scope = candidate if candidate.key in known else None
-            if scope is not None and owner is not None and owner != scope.key:
-                scope = None  # moved under the same id: left to both folders' passes
-                owner = None
-        elif scope is None and owner in known:
+            # Not followed yet, or moved under the same id (another folder holds the row): left to the passes.
+            if candidate.key in known and owner in (None, candidate.key):
+                scope = candidate
+        elif owner in known:
             scope = index.resolve(target.tenant_id, str(owner), target.parent_key)
         if scope is None:
             leftovers.append(change)
