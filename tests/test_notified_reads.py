@@ -20,7 +20,6 @@ import test_rich_rows
 from test_receiver import Server
 from test_reconcile import World
 
-from syncer import mirror
 from syncer.inbox import InboxItem
 from syncer.receiver.app import create_app
 from syncer.spec import Spec
@@ -75,16 +74,8 @@ def rigged(world: World, users: str) -> Iterator[Rig]:
     server = Server(create_app(world.engine))
     world.receiver_base = server.url
     spec = world.spec(DECLARATIONS.format(user=users))
-    mirror.upgrade(spec, engine=world.engine)
-    outcome = world.run(spec)
-    assert outcome.ok, [r.error for r in outcome.failed]
-    rig = Rig(world, spec)
-    try:
-        rig.settle()
+    with test_rich_rows.running(world, server, spec, lambda: Rig(world, spec)) as rig:
         yield rig
-    finally:
-        rig.close()
-        server.close()
 
 
 @pytest.fixture

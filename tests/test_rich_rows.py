@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
@@ -99,15 +99,28 @@ def rigged(world: World, declaration: str, **fields: str) -> Iterator[Rig]:
     server = Server(create_app(world.engine, tokens=tokens, keys=keys))
     world.receiver_base = server.url
     spec = world.spec(declaration.format(cert=cert, key=key, cert_id="cert-1", **fields))
-    mirror.upgrade(spec, engine=world.engine)
-    outcome = world.run(spec)
-    assert outcome.ok, [r.error for r in outcome.failed]
-    rig = Rig(world, spec, keys)
-    try:
-        rig.settle()
+    with running(world, server, spec, lambda: Rig(world, spec, keys)) as rig:
         yield rig
+
+
+R = TypeVar("R", bound=Rig)
+
+
+@contextmanager
+def running(world: World, server: Server, spec: Spec, make: Callable[[], R]) -> Iterator[R]:
+    """*spec* upgraded and reconciled with *server* as syncer's receiver, and the rig *make* builds with its first
+    passes done; the rig and the server closed after."""
+    try:
+        mirror.upgrade(spec, engine=world.engine)
+        outcome = world.run(spec)
+        assert outcome.ok, [r.error for r in outcome.failed]
+        rig = make()
+        try:
+            rig.settle()
+            yield rig
+        finally:
+            rig.close()
     finally:
-        rig.close()
         server.close()
 
 
