@@ -434,3 +434,28 @@ def test_a_hard_removal_is_a_version_and_the_row_coming_back_another(
         run(env, "users", datetime.now(UTC) + timedelta(hours=1))
         assert [v[0] for v in versions(env, "users", a)] == ["created", "deleted", "created"]
         assert sql(env, "SELECT count(*) FROM users_history WHERE _valid_to IS NULL") == [(1,)]
+
+
+def test_a_first_enumeration_inserts_new_rows_and_upserts_those_already_there(env: SyncEnv) -> None:
+    """While a scope's rows are new the writer inserts pages as new rows (on SQLite without its upsert, which the
+    UPDATE triggers slow down); a page holding a row already there is upserted, and versioned, all the same."""
+    from dataclasses import replace
+
+    from syncer.worker.writer import RowWriter, apply_items
+
+    scope = replace(env.scope("users"), key="users:first-enumeration")
+    m = scope.mirror
+    assert m is not None
+    writer = RowWriter(env.engine, scope)
+    with env.engine.begin() as connection:
+        apply_items(connection, writer, [{"id": "a", "displayName": "A"}, {"id": "b", "displayName": "B"}], now=at(0), run_id=None)
+        assert writer.direct is True
+        apply_items(connection, writer, [{"id": "c", "displayName": "C"}, {"id": "a", "displayName": "A2"}], now=at(1), run_id=None)
+        assert writer.direct is False
+    assert [(v[0], v[3]) for v in versions(env, "users", "a")] == [("created", "A"), ("updated", "A2")]
+    assert [(v[0], v[3]) for v in versions(env, "users", "c")] == [("created", "C")]
+    again = RowWriter(env.engine, scope)
+    with env.engine.begin() as connection:
+        apply_items(connection, again, [{"id": "b", "displayName": "B2"}], now=at(2), run_id=None)
+        assert again.direct is False
+    assert [(v[0], v[3]) for v in versions(env, "users", "b")] == [("created", "B"), ("updated", "B2")]

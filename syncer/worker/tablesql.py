@@ -85,6 +85,12 @@ class SqliteHistory:
     """The first versions of the others."""
     first_versions_all: str
     """The first versions of all of them, when history knew none."""
+    insert_new: str
+    """The rows as new ones only (``ON CONFLICT DO NOTHING``): see :meth:`TableSql.sqlite_upsert`."""
+    added_keys: str
+    """The keys of the rows added (rowid above ``?``)."""
+    scope_has_rows: str
+    """Whether a scope (tenant ``?``, scope ``?``) has rows in the table."""
 
 
 _BUILT: dict[tuple[Mirror, str, str], TableSql] = {}
@@ -147,26 +153,47 @@ class TableSql:
                 f"PRAGMA cache_size = -{HISTORY_CACHE_KIB}", f"SELECT coalesce(max(rowid), 0) FROM {self.qtable}", known,
                 tuple(compare),
                 history_sqlite.first_versions_sql(spec, known=True), history_sqlite.first_versions_sql(spec, known=False),
+                f"INSERT INTO {self.qtable} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                f"SELECT tenant_id, id FROM {self.qtable} WHERE rowid > ?",
+                f"SELECT EXISTS (SELECT 1 FROM {self.qtable} WHERE tenant_id = ? AND _scope = ?)",
             )
         self.row = self._compile_row(spec.table)
         """``row(item, tenant, scope, synced, run, owners)``: the table row of one Graph item, ready for the driver."""
 
-    def sqlite_upsert(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        """SQLite: insert or replace *rows* (built by :attr:`row`), with their versions where the table has history."""
+    def sqlite_upsert(self, connection: sa.Connection, rows: list[tuple[Any, ...]], *, new: bool = False) -> bool:
+        """SQLite: insert or replace *rows* (built by :attr:`row`), with their versions where the table has history.
+
+        *new*: the rows are expected to be new (a scope's first enumeration; only read with history): they are
+        inserted as such, and those already there then upserted. Returns whether they all were new (False
+        without *new*: not looked at)."""
         if self.history is None:
             connection.exec_driver_sql(self.upsert_sql, rows)
-            return
+            return False
         # History: the rows this upsert adds (above the largest rowid before it) are versioned by the statements
         # after it, in this transaction (history and mirror commit together); the triggers version the others.
         h = self.history
         connection.exec_driver_sql(h.cache)
         before = connection.exec_driver_sql(h.last_rowid).scalar_one()
-        connection.exec_driver_sql(self.upsert_sql, rows)
+        all_new = False
+        if new:
+            # An upsert (ON CONFLICT DO UPDATE) into a table with UPDATE triggers costs SQLite half as much again
+            # per row as into one without, even where no row conflicts and the trigger does nothing (the statement
+            # must be able to undo a trigger's writes): measured at 100,000 users, 22 against 14 µs, a third of
+            # an initial mirror's cost of history. DO NOTHING runs no UPDATE trigger. Ids are unique in a page.
+            all_new = connection.exec_driver_sql(h.insert_new, rows).rowcount == len(rows)
+            if not all_new:
+                inserted = {(tenant, key) for tenant, key in connection.exec_driver_sql(h.added_keys, (before,))}
+                rest = [r for r in rows if (r[0], r[1]) not in inserted]
+                if rest:
+                    connection.exec_driver_sql(self.upsert_sql, rest)
+        else:
+            connection.exec_driver_sql(self.upsert_sql, rows)
         known = connection.exec_driver_sql(h.known, (before,)).all()
         for (rowid,) in known:
             for statement in h.compare:
                 connection.exec_driver_sql(statement, (rowid,))
         connection.exec_driver_sql(h.first_versions if known else h.first_versions_all, (before,))
+        return all_new
 
     def synced_at(self, now: Any) -> Any:
         """*now* as the driver wants it for the ``_synced_at`` column."""

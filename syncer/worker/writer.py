@@ -68,8 +68,9 @@ class RowWriter:
         self.table = self.sql.table
         self.members = self.sql.members_table if scope.strategy.members else None
         self.direct: bool | None = None
-        """PostgreSQL: COPY pages straight into the mirror table while its rows are new (None: not
-        decided yet). Set by the first upsert; False for good after the first page that collided."""
+        """Write pages as new rows while the scope's rows are new (None: not decided yet): PostgreSQL COPYs
+        them straight into the mirror table; SQLite with history inserts them without its upsert. Set by
+        the first upsert; False for good after the first page that collided."""
         self._savepoint_in: Any = None
         """The transaction in which our COPY savepoint is open (released by the next page's)."""
 
@@ -96,7 +97,15 @@ class RowWriter:
             return
         tenant, scope, build, owners, sql = self.scope.tenant_id, self.scope.key, self.sql.row, self.owners, self.sql
         if not self.postgres:
-            sql.sqlite_upsert(connection, [build(item, tenant, scope, synced_at, run_id, owners) for item in items])
+            rows = [build(item, tenant, scope, synced_at, run_id, owners) for item in items]
+            if sql.history is None:
+                sql.sqlite_upsert(connection, rows)
+                return
+            if self.direct is None:
+                # With history, rows are inserted as new ones while the scope's rows are new (as for PostgreSQL's
+                # COPY below): TableSql.sqlite_upsert says why.
+                self.direct = not connection.exec_driver_sql(sql.history.scope_has_rows, (tenant, scope)).scalar_one()
+            self.direct = sql.sqlite_upsert(connection, rows, new=bool(self.direct))
             return
         from psycopg.errors import UniqueViolation  # the postgres extra; imported once, then cached
 
