@@ -74,14 +74,14 @@ def write(path: Path, spec_path: Path, rows: list[tuple[Any, ...]], *, history: 
                 "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'bench_users'"
             ).all():
                 connection.exec_driver_sql(f'DROP TRIGGER "{name}"')
-        versions = connection.exec_driver_sql("SELECT count(*) FROM bench_users_history").scalar_one()
+        versions = connection.exec_driver_sql("SELECT count(*) FROM bench_users_versions").scalar_one()
         connection.exec_driver_sql("SELECT count(*) FROM bench_users").scalar_one()  # both tables' pages read in
     started = time.process_time()
     with engine.begin() as connection:  # as a pass writes a page
         sql.sqlite_upsert(connection, rows)
     elapsed = (time.process_time() - started) * 1000
     with engine.connect() as connection:
-        added = connection.exec_driver_sql("SELECT count(*) FROM bench_users_history").scalar_one() - versions
+        added = connection.exec_driver_sql("SELECT count(*) FROM bench_users_versions").scalar_one() - versions
     engine.dispose()
     return elapsed, added
 

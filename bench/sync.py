@@ -277,16 +277,16 @@ def rss(emu: Emulator, workdir: Path, users: int) -> dict[str, Any]:
 
 
 def history_size(database_url: str) -> dict[str, Any]:
-    """Versions in ``bench_users_history`` and the bytes each takes (table and indexes)."""
+    """Versions in ``bench_users_versions`` and the bytes each takes (table and indexes)."""
     engine = sa.create_engine(database.normalize_url(database_url))
     with engine.connect() as connection:
-        versions = connection.execute(sa.text("SELECT count(*) FROM bench_users_history")).scalar_one()
+        versions = connection.execute(sa.text("SELECT count(*) FROM bench_users_versions")).scalar_one()
         if engine.dialect.name == "postgresql":
-            size = connection.execute(sa.text("SELECT pg_total_relation_size('bench_users_history')")).scalar_one()
+            size = connection.execute(sa.text("SELECT pg_total_relation_size('bench_users_versions')")).scalar_one()
         else:
             size = connection.execute(sa.text(
                 "SELECT sum(pgsize) FROM dbstat WHERE name IN "
-                "(SELECT name FROM sqlite_master WHERE tbl_name = 'bench_users_history')"
+                "(SELECT name FROM sqlite_master WHERE tbl_name = 'bench_users_versions')"
             )).scalar_one()
     engine.dispose()
     return {"versions": versions, "bytes": size, "bytes_per_version": round(size / versions) if versions else None}

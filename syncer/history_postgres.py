@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import hashlib
 
-from syncer.history_triggers import change_kind, change_test, copied, graph_time, open_interval, q
+from syncer.history_triggers import (
+    change_kind,
+    change_test,
+    copied,
+    current,
+    graph_time,
+    open_interval,
+    q,
+    versions_of,
+)
 from syncer.spec.model import Mirror
 
 
@@ -22,17 +31,18 @@ _PG_PLAN = "SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergej
 
 
 def _pg_current(alias: str, h: str) -> str:
-    # LATERAL with a LIMIT: a lookup by key for each row, whatever the plan thought of the table's size.
+    # LATERAL with a LIMIT: a lookup by key for each row, whatever the plan thought of the table's size. The
+    # current version is the latest (versions start in order).
     return (
         f"LEFT JOIN LATERAL (SELECT * FROM {h} x WHERE x.tenant_id = {alias}.tenant_id AND x.id = {alias}.id "
-        "AND x._valid_to IS NULL LIMIT 1) p ON true"
+        "ORDER BY x._valid_from DESC, x._version DESC LIMIT 1) p ON true"
     )
 
 
 def _pg_inserted(mirror: Mirror) -> str:
     """Rows entering the mirror: a first version, or (a row back in the mirror: after a rebuild, a hard removal, a
     move from another scope) compared with its current version: a new one only where something declared changed."""
-    h, cols = q(f"{mirror.table}_history"), copied(mirror)
+    h, cols = versions_of(mirror.table), copied(mirror)
     g = graph_time(mirror, "n", postgres=True)
     diff, _news = change_test(mirror, "n", "p", postgres=True, had_unknown=True)
     rows = (
@@ -48,7 +58,7 @@ def _pg_inserted(mirror: Mirror) -> str:
     # A page none of whose rows history knows (an initial mirror): its first versions in one plain insert.
     first = (
         f"IF NOT EXISTS (SELECT 1 FROM syncer_new n, LATERAL (SELECT 1 FROM {h} x WHERE x.tenant_id = n.tenant_id "
-        "AND x.id = n.id AND x._valid_to IS NULL LIMIT 1) p) THEN "
+        "AND x.id = n.id LIMIT 1) p) THEN "
         f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, "
         "_run_id, _graph_time, _learned_at) "
         f"SELECT n.tenant_id, n.id, CASE WHEN n._deleted_at IS NULL THEN coalesce({g}, n._synced_at) ELSE n._deleted_at END, "
@@ -59,9 +69,7 @@ def _pg_inserted(mirror: Mirror) -> str:
     return first + (
         f"WITH c AS ({rows}), "
         # Unchanged: the current version stays; the mirror row's _raw is its again (as for a re-sent item).
-        f"filled AS (UPDATE {h} h SET {fill} FROM c WHERE h._version = c._pv AND c._do = 'fill'), "
-        f"closed AS (UPDATE {h} h SET _valid_to = greatest(c._t, h._valid_from) FROM c "
-        "WHERE h._version = c._pv AND c._do = 'new') "
+        f"filled AS (UPDATE {h} h SET {fill} FROM c WHERE h._version = c._pv AND c._do = 'fill') "
         f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, "
         "_run_id, _graph_time, _learned_at) "
         "SELECT c.tenant_id, c.id, greatest(c._t, coalesce(c._pf, c._t)), "
@@ -73,37 +81,34 @@ def _pg_inserted(mirror: Mirror) -> str:
 def _pg_deleted(mirror: Mirror) -> str:
     """Rows leaving the mirror (``delete: hard``): a live one gets a ``deleted`` version holding its last state; a
     removed one's current version keeps its ``_raw`` from now on."""
-    h, cols = q(f"{mirror.table}_history"), copied(mirror)
+    h, cols = versions_of(mirror.table), copied(mirror)
     return (
         "WITH c AS (SELECT o.*, now() AS _t, p._version AS _pv, p._valid_from AS _pf, (o._deleted_at IS NULL) AS _live "
         f"FROM syncer_old o {_pg_current('o', h)}), "
-        f"closed AS (UPDATE {h} h SET _valid_to = CASE WHEN c._live THEN greatest(c._t, h._valid_from) END, "
-        "_raw = coalesce(h._raw, c._raw) FROM c WHERE h._version = c._pv) "
-        f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, "
-        "_run_id, _graph_time, _learned_at) "
+        f"kept AS (UPDATE {h} h SET _raw = coalesce(h._raw, c._raw) FROM c WHERE h._version = c._pv AND NOT c._live) "
+        f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _raw_before, _scope, "
+        "_change, _run_id, _graph_time, _learned_at) "
         "SELECT c.tenant_id, c.id, greatest(c._t, coalesce(c._pf, c._t)), "
         + "".join(f"c.{q(c)}, " for c in cols)
-        + "c._raw, c._scope, 'deleted', NULL, NULL, now() FROM c WHERE c._live"
+        + "c._raw, c._raw, c._scope, 'deleted', NULL, NULL, now() FROM c WHERE c._live"
     )
 
 
 def _pg_updated(mirror: Mirror) -> tuple[str, str]:
     """A row trigger's body and condition: only rows whose declared columns or liveness changed call it (a full
     resync re-sending identical items costs the condition, evaluated by the server, and nothing more)."""
-    h, cols = q(f"{mirror.table}_history"), copied(mirror)
+    h, cols = versions_of(mirror.table), copied(mirror)
     g = graph_time(mirror, "NEW", postgres=True)
     changed, _news = change_test(mirror, "NEW", "OLD", postgres=True)
+    t = f"CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END"
+    # The new version never starts before the current one (Graph's time may lag a removal's); it carries the
+    # _raw the current one ends with, OLD's.
+    latest = f"(SELECT max(_valid_from) FROM {h} WHERE tenant_id = NEW.tenant_id AND id = NEW.id)"
     body = (
-        "DECLARE t timestamptz; vf timestamptz; "
-        f"BEGIN t := CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END; "
-        # The next version never starts before the one it closes (Graph's time may lag a removal's).
-        f"WITH closed AS (UPDATE {h} SET _valid_to = greatest(t, _valid_from), _raw = coalesce(_raw, OLD._raw) "
-        "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL RETURNING _valid_to) "
-        "SELECT max(_valid_to) INTO vf FROM closed; "
-        f"INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, "
-        "_run_id, _graph_time, _learned_at) VALUES (NEW.tenant_id, NEW.id, coalesce(vf, t), "
+        f"BEGIN INSERT INTO {h} (tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _raw_before, "
+        f"_scope, _change, _run_id, _graph_time, _learned_at) VALUES (NEW.tenant_id, NEW.id, greatest({t}, {latest}), "
         + "".join(f"NEW.{q(c)}, " for c in cols)
-        + f"NULL, NEW._scope, CASE WHEN NEW._deleted_at IS NOT NULL THEN {change_kind('NEW')} "
+        + f"NULL, OLD._raw, NEW._scope, CASE WHEN NEW._deleted_at IS NOT NULL THEN {change_kind('NEW')} "
         f"WHEN OLD._deleted_at IS NOT NULL THEN 'created' ELSE 'updated' END, NEW._sync_run_id, {g}, NEW._synced_at); "
         "RETURN NULL; END"
     )
@@ -113,7 +118,7 @@ def _pg_updated(mirror: Mirror) -> tuple[str, str]:
 
 def ddl(mirror: Mirror, *, members: bool) -> list[str]:
     """Functions and triggers (replacing any older ones) for *mirror*'s history on PostgreSQL."""
-    t, h = mirror.table, f"{mirror.table}_history"
+    t, h = mirror.table, versions_of(mirror.table)
     changed, news = change_test(mirror, "NEW", "OLD", postgres=True)
     statements = []
     statements += _pg_trigger(t, "ins", _pg_inserted(mirror), "INSERT", "NEW TABLE AS syncer_new")
@@ -122,8 +127,8 @@ def ddl(mirror: Mirror, *, members: bool) -> list[str]:
     statements += _pg_row_trigger(t, "upd", upd_body, upd_when)
     if mirror.columns:
         fill = (
-            f"BEGIN UPDATE {q(h)} SET {', '.join(f'{q(c.name)} = NEW.{q(c.name)}' for c in mirror.columns)} "
-            "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL; RETURN NULL; END"
+            f"BEGIN UPDATE {h} SET {', '.join(f'{q(c.name)} = NEW.{q(c.name)}' for c in mirror.columns)} "
+            f"WHERE _version = {current(h, 'NEW')}; RETURN NULL; END"
         )
         fill_when = f"NEW._deleted_at IS NULL AND OLD._deleted_at IS NULL AND NOT ({changed}) AND ({news})"
         statements += _pg_row_trigger(t, "fill", fill, fill_when)

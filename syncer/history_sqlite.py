@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import re
 
-from syncer.history_triggers import change_kind, change_test, copied, graph_time, open_interval, q, seed_sql
+from syncer.history_triggers import (
+    change_kind,
+    change_test,
+    copied,
+    current,
+    graph_time,
+    open_interval,
+    q,
+    seed_sql,
+    versions_of,
+)
 from syncer.spec.model import Mirror
 
 _SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
@@ -27,51 +37,40 @@ def _sqlite_version(
     mirror: Mirror, row: str, t: str, change: str, graph: str, learned: str, run: str, raw: tuple[str, str] = ("NULL", "NULL"),
     *, only_if: str | None = None,
 ) -> str:
-    """SQL opening a version of *row* (its _raw: raw[0]) and closing the one before (given raw[1] if it has none);
-    *only_if*: a condition on which the version is opened (else nothing is written)."""
-    h, cols = q(f"{mirror.table}_history"), copied(mirror)
+    """SQL opening a version of *row*: its own ``_raw`` raw[0] (NULL while the mirror row holds it), the ``_raw``
+    of the version it ends raw[1]; *only_if*: a condition on which the version is opened (else nothing is written)."""
+    h, cols = versions_of(mirror.table), copied(mirror)
     # The versions of a row start in order, so the latest start is the current version's: read off the key index
-    # alone, with no look at the rows (the version's _valid_to is not in it).
+    # alone, with no look at the rows. The new version never starts before it (clocks disagree).
     latest = f"(SELECT max(_valid_from) FROM {h} WHERE tenant_id = {row}.tenant_id AND id = {row}.id)"
     values = [
         f"{row}.tenant_id", f"{row}.id", f"max({t}, coalesce({latest}, {t}))", *(f"{row}.{q(c)}" for c in cols),
-        raw[0], f"{row}._scope", change, run, graph, learned,
+        raw[0], raw[1], f"{row}._scope", change, run, graph, learned,
     ]
-    columns = f"tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _scope, _change, _run_id, _graph_time, _learned_at"
-    # VALUES, not INSERT … SELECT, where it can: a SELECT reading the table it inserts into has SQLite buffer its
-    # rows in a temporary b-tree first, made and dropped again for every row a trigger runs for (a third of the cost
-    # of a version). When the insert may not have happened (*only_if*), last_insert_rowid() is someone else's
-    # row: the version closed must then be this row's, current.
-    if only_if:
-        insert = f"INSERT INTO {h} ({columns}) SELECT {', '.join(values)} WHERE {only_if}"
-        opened = (
-            f" AND EXISTS (SELECT 1 FROM {h} x WHERE x._version = last_insert_rowid() AND x.tenant_id = {row}.tenant_id "
-            f"AND x.id = {row}.id AND x._valid_to IS NULL)"
-        )
-    else:
-        insert, opened = f"INSERT INTO {h} ({columns}) VALUES ({', '.join(values)})", ""
-    # The version just opened (last_insert_rowid()) closes the one before it, at the time the new one starts.
-    return (
-        f"{insert};\n"
-        f"UPDATE {h} SET _valid_to = max({t}, _valid_from), _raw = coalesce(_raw, {raw[1]}) "
-        f"WHERE tenant_id = {row}.tenant_id AND id = {row}.id AND _valid_to IS NULL AND _version <> last_insert_rowid()"
-        f"{opened};"
+    columns = (
+        f"tenant_id, id, _valid_from, {''.join(f'{q(c)}, ' for c in cols)}_raw, _raw_before, _scope, _change, _run_id, "
+        "_graph_time, _learned_at"
     )
+    # VALUES, not INSERT … SELECT, where it can: a SELECT reading the table it inserts into has SQLite buffer its
+    # rows in a temporary b-tree first, made and dropped again for every row a trigger runs for.
+    if only_if:
+        return f"INSERT INTO {h} ({columns}) SELECT {', '.join(values)} WHERE {only_if};"
+    return f"INSERT INTO {h} ({columns}) VALUES ({', '.join(values)});"
 
 
 def known_rows_sql(mirror: Mirror) -> tuple[str, list[str]]:
     """SQLite: the rows an upsert just added to the mirror (rowid above ``?``) that history already knows (back
     after ``db upgrade --rebuild``, a ``delete: hard`` removal, a move from another scope); and the statements
     comparing one of them (its rowid: ``?1``) with its current version, run in order for each: unchanged, that
-    version stays (filled in place, its _raw the mirror row's again); else a new version closing it.
+    version stays (filled in place, its _raw the mirror row's again); else a new version after it.
 
     Rare rows, so plain statements per row (the row read from the mirror by its rowid) rather than a trigger,
     whose call every row of an initial mirror would pay: see :func:`first_versions_sql`, run after these."""
     t = mirror.table
     g = graph_time(mirror, "NEW", postgres=False)
     live_t = f"CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END"
-    h, cols = q(f"{t}_history"), copied(mirror)
-    current = f"SELECT 1 FROM {h} WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL"
+    h, cols = versions_of(t), copied(mirror)
+    latest = current(h, "NEW")
     # A row back in the mirror (after a rebuild, a hard removal, a move from another scope) is compared with its
     # current version: unchanged, that version stays (filled in place, its _raw the mirror row's again).
     diff, _news = change_test(mirror, "NEW", "p", postgres=False, had_unknown=True)
@@ -82,21 +81,17 @@ def known_rows_sql(mirror: Mirror) -> tuple[str, list[str]]:
     refill = ", ".join([*(f"{q(c)} = NEW.{q(c)}" for c in cols), "_raw = NULL"])
     diff_here, _news = change_test(mirror, "NEW", h, postgres=False, had_unknown=True)  # no alias in a trigger's UPDATE
     statements = (
-        f"UPDATE {h} SET {refill} WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL "
+        f"UPDATE {h} SET {refill} WHERE _version = {latest} "
         f"AND NEW._deleted_at IS NULL AND _change NOT IN ('deleted', 'swept') AND NOT ({diff_here});\n"
         + _sqlite_version(
             mirror, "NEW", live_t,
-            f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {change_kind('NEW')} WHEN EXISTS ({current} "
-            "AND _change NOT IN ('deleted', 'swept')) THEN 'updated' ELSE 'created' END",
+            f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {change_kind('NEW')} WHEN EXISTS (SELECT 1 FROM {h} "
+            f"WHERE _version = {latest} AND _change NOT IN ('deleted', 'swept')) THEN 'updated' ELSE 'created' END",
             g, "NEW._synced_at", "NEW._sync_run_id",
-            only_if=f"NOT EXISTS (SELECT 1 FROM {h} p WHERE p.tenant_id = NEW.tenant_id AND p.id = NEW.id "
-            f"AND p._valid_to IS NULL AND ({same}))",
+            only_if=f"NOT EXISTS (SELECT 1 FROM {h} p WHERE p._version = {latest} AND ({same}))",
         )
     )
-    known = (
-        f"SELECT m.rowid FROM {q(t)} m WHERE m.rowid > ? AND EXISTS (SELECT 1 FROM {h} x WHERE x.tenant_id = m.tenant_id "
-        "AND x.id = m.id AND x._valid_to IS NULL)"
-    )
+    known = f"SELECT m.rowid FROM {q(t)} m WHERE m.rowid > ? AND EXISTS (SELECT 1 FROM {h} x WHERE x.tenant_id = m.tenant_id AND x.id = m.id)"
     row = f"(SELECT {{}} FROM {q(t)} WHERE rowid = ?1)"
     return known, [
         re.sub(r'NEW\.("(?:[^"]|"")*"|\w+)', lambda found: row.format(found.group(1)), statement.strip()).rstrip(";")
@@ -110,7 +105,7 @@ def ddl(mirror: Mirror, *, members: bool) -> list[str]:
     g = graph_time(mirror, "NEW", postgres=False)
     live_t = f"CASE WHEN NEW._deleted_at IS NULL THEN coalesce({g}, NEW._synced_at) ELSE NEW._deleted_at END"
     changed, news = change_test(mirror, "NEW", "OLD", postgres=False)
-    h = q(f"{t}_history")
+    h = versions_of(t)
     updated = _sqlite_version(
         mirror, "NEW", live_t,
         f"CASE WHEN NEW._deleted_at IS NOT NULL THEN {change_kind('NEW')} WHEN OLD._deleted_at IS NOT NULL "
@@ -121,7 +116,7 @@ def ddl(mirror: Mirror, *, members: bool) -> list[str]:
     when_updated = f"(NEW._deleted_at IS NULL) <> (OLD._deleted_at IS NULL) OR (NEW._deleted_at IS NULL AND ({changed}))"
     fill = (
         f"UPDATE {h} SET {', '.join(f'{q(c.name)} = NEW.{q(c.name)}' for c in mirror.columns)} "
-        "WHERE tenant_id = NEW.tenant_id AND id = NEW.id AND _valid_to IS NULL;"
+        f"WHERE _version = {current(h, 'NEW')};"
     )
     triggers = {
         "upd": ("UPDATE", f"WHEN {when_updated}", updated),
@@ -131,8 +126,7 @@ def ddl(mirror: Mirror, *, members: bool) -> list[str]:
         "del": ("DELETE", "WHEN OLD._deleted_at IS NULL", deleted),
         "gone": (
             "DELETE", "WHEN OLD._deleted_at IS NOT NULL",
-            f"UPDATE {h} SET _raw = OLD._raw WHERE tenant_id = OLD.tenant_id AND id = OLD.id AND _valid_to IS NULL "
-            "AND _raw IS NULL;",
+            f"UPDATE {h} SET _raw = OLD._raw WHERE _version = {current(h, 'OLD')} AND _raw IS NULL;",
         ),
     }
     # Rows entering the mirror are versioned by the writer's statements after its upsert (first_versions_sql,

@@ -1,6 +1,11 @@
-"""The SQL that writes ``<table>_history`` in the same transaction as the mirror row (:mod:`syncer.history`):
+"""The SQL that writes ``<table>_versions`` in the same transaction as the mirror row (:mod:`syncer.history`):
 what both databases share; each database's triggers in :mod:`syncer.history_postgres` and
 :mod:`syncer.history_sqlite`.
+
+A version is written once and never updated when the next one starts: the next one's start is its end, and
+the next one carries the ``_raw`` it ended (``_raw_before``, the mirror row's ``_raw`` before the change), both
+joined back by the view ``<table>_history``. Ending the old version in place cost more than writing the new
+one (it grew by its ``_raw``: SQLite split its page, PostgreSQL wrote a new copy and its index entries).
 
 Why triggers: every write of a mirror table (a delta page's upsert or ``COPY``, a removal, a sweep, a
 row from a rich notification, a retired scope) then versions itself in the very statement that changed
@@ -24,6 +29,22 @@ from syncer.spec.model import Mirror
 
 NOT_LIVE = ("deleted", "swept")
 """``_change`` of a version in which the item was not in Graph (removed, or not seen by a full pass)."""
+
+
+VERSIONS = "_versions"
+"""Suffix of the table holding the versions (``<table>_versions``); ``<table>_history`` is the view over it that
+adds each version's end, ``_valid_to``, and its ``_raw`` (:mod:`syncer.history`)."""
+
+
+def versions_of(table: str) -> str:
+    """The quoted name of mirror *table*'s versions table."""
+    return q(f"{table}{VERSIONS}")
+
+
+def current(h: str, alias: str) -> str:
+    """SQL: the ``_version`` of the current version of *alias*'s row in versions table *h*: its latest (a version
+    is never updated when the next one starts; the next one's start is its end)."""
+    return f"(SELECT max(_version) FROM {h} WHERE tenant_id = {alias}.tenant_id AND id = {alias}.id)"
 
 
 def q(name: str) -> str:
@@ -75,9 +96,9 @@ def change_kind(new: str) -> str:
 
 
 def seed_sql(mirror: Mirror, *, postgres: bool, where: str = "", unknown: bool = True) -> str:
-    """One version for each mirror row that has no current one (history turned on for a table with rows);
+    """One version for each mirror row that has none (history turned on for a table with rows);
     *where*: a further condition on the mirror rows ``m``; not *unknown*: the caller knows none of them has one."""
-    h, t, cols = q(f"{mirror.table}_history"), q(mirror.table), copied(mirror)
+    h, t, cols = versions_of(mirror.table), q(mirror.table), copied(mirror)
     g = graph_time(mirror, "m", postgres=postgres)
     return (
         f"INSERT INTO {h} (tenant_id, id, _valid_from, {', '.join(map(q, cols))}{', ' if cols else ''}_raw, _scope, "
@@ -88,7 +109,7 @@ def seed_sql(mirror: Mirror, *, postgres: bool, where: str = "", unknown: bool =
         f"m._sync_run_id, {g}, m._synced_at FROM {t} m WHERE "
         + " AND ".join(
             ([where] if where else [])
-            + ([f"NOT EXISTS (SELECT 1 FROM {h} h WHERE h.tenant_id = m.tenant_id AND h.id = m.id AND h._valid_to IS NULL)"]
+            + ([f"NOT EXISTS (SELECT 1 FROM {h} h WHERE h.tenant_id = m.tenant_id AND h.id = m.id)"]
                if unknown else [])
         )
     )

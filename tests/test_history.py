@@ -211,8 +211,9 @@ def mirror_history(keep: timedelta | None, field: str | None) -> Any:
 
 
 def test_tables_created(env: SyncEnv) -> None:
-    names = set(sa.inspect(env.engine).get_table_names())
-    assert {"users_history", "groups_history", "groups_members_history"} <= names
+    inspector = sa.inspect(env.engine)
+    assert {"users_versions", "groups_versions", "groups_members_history"} <= set(inspector.get_table_names())
+    assert {"users_history", "groups_history"} <= set(inspector.get_view_names())
     assert mirror  # imported for the upgrade the fixture ran
 
 
@@ -317,6 +318,10 @@ def test_retention_keeps_current_versions_and_the_cli_prints_a_diff(env: SyncEnv
         history.PURGE_BATCH = old
     assert [v[1] for v in versions(env, "users", a)] == [at(2), at(3)]
     assert [v[1] for v in versions(env, "users", b)] == [at(0)]  # current, however old
+    # The versions left read their _raw as before; the _raw of those deleted (the next one's _raw_before) went too.
+    assert sql(env, "SELECT count(*) FROM users_history WHERE id = :a AND _valid_to IS NOT NULL AND _raw IS NULL", a=a) == [(0,)]
+    kept = sql(env, "SELECT _raw_before IS NULL FROM users_versions WHERE id = :a ORDER BY _version", a=a)
+    assert [bool(empty) for (empty,) in kept] == [True, False]
 
 
 def test_a_crash_after_the_mirror_write_leaves_history_and_mirror_equal(env: SyncEnv) -> None:

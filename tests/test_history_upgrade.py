@@ -29,7 +29,7 @@ def test_db_upgrade_adding_a_column_fakes_no_version(tmp_path: Path, env: SyncEn
     spec_path.write_text(spec_path.read_text().replace("columns: [displayName, accountEnabled]",
                                                        "columns: [displayName, accountEnabled, jobTitle]"))
     spec = load_spec(spec_path).resolve_emulator()
-    assert any("users_history.job_title" in c for c in mirror.upgrade(spec))
+    assert any("users_versions.job_title" in c for c in mirror.upgrade(spec))
     env.spec = spec
     run(env, "users", at(1))  # the resync db upgrade asked for brings jobTitle: news, not a change
     run(env, "users", at(2), full=True)
@@ -59,7 +59,7 @@ def test_a_rebuild_and_a_changed_type_fake_no_version(env: SyncEnv) -> None:
     changes = _rewrite(env, "accountEnabled, employeeId]",
                        "accountEnabled, {field: employeeId, column: employee_id, type: integer}]", rebuild=True)
     assert "rebuilt table users: column employee_id changes type from text to integer" in changes
-    assert any(line.startswith("users_history: column(s) employee_id take their new type") for line in changes)
+    assert any(line.startswith("users_versions: column(s) employee_id take their new type") for line in changes)
     # A real change while the table was empty: the resync writes it, and only it.
     assert env.graph.patch(f"users/{b}", json={"displayName": "Bob B"}).status_code == 204
     d = env.graph.create_user("dan", employeeId="5")["id"]  # new to history, in the same page as rows it knows
@@ -151,19 +151,91 @@ def test_a_member_removed_during_a_rebuild_has_its_interval_closed(env: SyncEnv)
 
 
 def test_retentions_index_follows_keep(env: SyncEnv) -> None:
-    # Only a table with `keep` has retention's index on _valid_to: a table kept forever would update it on every
-    # change for nothing. Adding `keep` creates it, taking it away drops it.
+    # Only a table with `keep` has retention's index (a version's start; an interval's end): a table kept forever
+    # would update it on every change for nothing. Adding `keep` creates it, taking it away drops it.
     def indexes(table: str) -> set[str]:
         with env.engine.connect() as connection:
             return {str(i["name"]) for i in sa.inspect(connection).get_indexes(table)}
 
-    assert mirror.index_name("users_history", "valid_to") in indexes("users_history")
-    assert mirror.index_name("groups_history", "valid_to") not in indexes("groups_history")
+    assert mirror.index_name("users_history", "valid_from") in indexes("users_versions")
+    assert mirror.index_name("groups_history", "valid_from") not in indexes("groups_versions")
     assert mirror.index_name("groups_members_history", "valid_to") not in indexes("groups_members_history")
     changes = _rewrite(env, "history: true", "history: {keep: 30d}", rebuild=False)
-    assert mirror.index_name("groups_history", "valid_to") in indexes("groups_history")
+    assert mirror.index_name("groups_history", "valid_from") in indexes("groups_versions")
     assert mirror.index_name("groups_members_history", "valid_to") in indexes("groups_members_history")
     assert any("created index" in c for c in changes), changes
     _rewrite(env, "history: {keep: 400d}", "history: true", rebuild=False)
-    assert mirror.index_name("users_history", "valid_to") not in indexes("users_history")
+    assert mirror.index_name("users_history", "valid_from") not in indexes("users_versions")
     assert _rewrite(env, "history: true", "history: true", rebuild=False) == []
+
+
+def _first_layout(m: Any) -> sa.Table:
+    """``<table>_history`` as syncer wrote it first: a table, each version ended in place (``_valid_to``, and the
+    ended version's ``_raw`` written into it)."""
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    from syncer.mirror_owners import OWNER_TYPE
+    from syncer.schema import UtcDateTime
+
+    name = f"{m.table}_history"
+    return sa.Table(
+        name, sa.MetaData(),
+        sa.Column("_version", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("id", sa.String(512), nullable=False),
+        sa.Column("_valid_from", UtcDateTime, nullable=False),
+        sa.Column("_valid_to", UtcDateTime, nullable=True),
+        *[sa.Column(c.name, mirror.SQL_TYPES[c.type], nullable=True) for c in m.columns],
+        *[sa.Column(o, OWNER_TYPE, nullable=True) for o in m.owners],
+        # NULL, not JSON's null, for a current version's _raw (the mirror row's).
+        sa.Column("_raw", sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql"), nullable=True),
+        sa.Column("_scope", sa.String(500), nullable=False),
+        sa.Column("_change", sa.String(16), nullable=False),
+        sa.Column("_run_id", sa.BigInteger, nullable=True),
+        sa.Column("_graph_time", UtcDateTime, nullable=True),
+        sa.Column("_learned_at", UtcDateTime, nullable=False),
+        sa.Index(mirror.index_name(name, "key"), "tenant_id", "id", "_valid_from"),
+        sa.Index(mirror.index_name(name, "valid_to"), "_valid_to", postgresql_where=sa.text("_valid_to IS NOT NULL"),
+                 sqlite_where=sa.text("_valid_to IS NOT NULL")),
+    )
+
+
+def test_a_history_table_of_the_first_layout_becomes_the_versions_table(env: SyncEnv) -> None:
+    """A database whose history was written when versions were ended in place: `db upgrade` moves them to
+    <table>_versions, <table>_history becomes the view, and every version reads as before; new ones follow."""
+    a = env.graph.create_user("ada")["id"]
+    run(env, "users", at(0))
+    assert env.graph.patch(f"users/{a}", json={"displayName": "Ada Lovelace"}).status_code == 204
+    run(env, "users", at(1))
+    before = versions(env, "users", a)
+    assert [v[0] for v in before] == ["created", "updated"]
+    subscription = next(s for s in env.spec.subscriptions if s.mirror.table == "users")
+    old = _first_layout(subscription.mirror)
+    with env.engine.begin() as connection:
+        rows = [dict(r._mapping) for r in connection.execute(sa.select(history.build_view(subscription.mirror)))]
+        history.drop_triggers(connection, subscription)
+        if env.engine.dialect.name == "postgresql":
+            connection.exec_driver_sql("DROP FUNCTION users_asof(timestamptz)")
+        connection.exec_driver_sql("DROP VIEW users_history")
+        connection.exec_driver_sql("DROP TABLE users_versions")
+        old.create(connection)
+        connection.execute(sa.insert(old), [{c.name: r[c.name] for c in old.columns} for r in rows])
+        if env.engine.dialect.name == "postgresql":  # its sequence as it was: past the versions written
+            connection.exec_driver_sql("SELECT setval(pg_get_serial_sequence('users_history', '_version'), max(_version)) FROM users_history")
+    closed_raw = sql(env, "SELECT _raw FROM users_history WHERE _valid_to IS NOT NULL")
+    assert len(closed_raw) == 1 and "Ada" in str(closed_raw[0][0])
+
+    changes = mirror.upgrade(env.spec)
+    assert "users_history: its versions moved to users_versions, written once from now on; users_history is a view over it" in changes
+    inspector = sa.inspect(env.engine)
+    assert "users_history" in inspector.get_view_names() and "users_versions" in inspector.get_table_names()
+    assert mirror.index_name("users_history", "valid_from") in {i["name"] for i in inspector.get_indexes("users_versions")}
+    assert versions(env, "users", a) == before
+    assert sql(env, "SELECT _raw FROM users_history WHERE _valid_to IS NOT NULL") == closed_raw
+    # Written by the new triggers from now on: the next change ends the current version.
+    assert env.graph.patch(f"users/{a}", json={"displayName": "Ada King"}).status_code == 204
+    run(env, "users", at(2))
+    after = versions(env, "users", a)
+    assert after[:1] == before[:1] and after[1][:3] == ("updated", at(1), at(2)) and after[2][:4] == ("updated", at(2), None, "Ada King")
+    raws = sql(env, "SELECT _raw FROM users_history WHERE id = :a AND _valid_to IS NOT NULL ORDER BY _version", a=a)
+    assert ["Lovelace" in str(raw) for (raw,) in raws] == [False, True]

@@ -64,7 +64,8 @@ class MirrorLoader:
         where = table_node or nodes.get("name") or item
         claimed = {sub.mirror.table: path}
         if sub.mirror.history is not None:  # syncer.history keeps the versions beside the mirror
-            claimed.update({f"{t}_history": f"the history table of {path}" for t in list(claimed)})
+            claimed.update({f"{t}_history": f"the history view of {path}" for t in list(claimed)})
+            claimed[f"{sub.mirror.table}_versions"] = f"the versions table of {path}"
         if sub.resource_type.key == "group":  # syncer.mirror keeps group membership in <table>_members
             claimed[f"{sub.mirror.table}_members"] = f"the members table of {path}"
             if sub.mirror.history is not None:
@@ -77,7 +78,7 @@ class MirrorLoader:
                     f"'{sub.mirror.table}'",
                 )
         for table, owner in claimed.items():
-            if len(table) > 63:  # only a history table can get there (<table>_history, <table>_members_history)
+            if len(table) > 63:  # only a history table can get there (<table>_versions, <table>_members_history)
                 self.r.error(
                     where, f"{path}.mirror.table", f"a table name short enough for {table[len(sub.mirror.table):]} (63 characters)",
                     f"'{sub.mirror.table}'",

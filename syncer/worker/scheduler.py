@@ -101,7 +101,7 @@ def require_tables(engine: Engine, spec: Spec) -> None:
     wanted |= {sub.mirror.table for sub in spec.subscriptions}
     # A declaration with history writes its versions in the mirror write's transaction (on SQLite by the writer's
     # own statements): without the table, every pass would fail instead of the start.
-    wanted |= {f"{sub.mirror.table}_history" for sub in spec.subscriptions if sub.mirror.history is not None}
+    wanted |= {f"{sub.mirror.table}_versions" for sub in spec.subscriptions if sub.mirror.history is not None}
     missing = sorted(wanted - existing)
     if missing:
         raise DatabaseError(
