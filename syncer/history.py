@@ -336,14 +336,9 @@ def _retype(connection: sa.Connection, table: sa.Table, names: list[str], m: Mir
 def _fill_from_raw(connection: sa.Connection, table: sa.Table, declared: Any) -> None:
     """Fill column *declared* of each version with a ``_raw`` (its own, else the one the next version ended; a
     current version's is the mirror row's, filled by the resync: see "news" in :mod:`syncer.history_triggers`)."""
-    v, n, x = table.alias("v"), table.alias("n"), table.alias("x")
-    after = (
-        sa.select(sa.func.min(x.c._version))
-        .where(x.c.tenant_id == v.c.tenant_id, x.c.id == v.c.id, x.c._version > v.c._version)
-        .scalar_subquery()
-    )
+    v, n = table.alias("v"), table.alias("n")
     raw = sa.func.coalesce(v.c._raw, n.c._raw_before, type_=table.c._raw.type)
-    query = sa.select(v.c._version, raw).select_from(v.outerjoin(n, n.c._version == after)).where(raw.is_not(None))
+    query = sa.select(v.c._version, raw).select_from(v.outerjoin(n, n.c._version == _next(table, v))).where(raw.is_not(None))
     rows = connection.execute(query).all()
     updates = [
         {"v": version, "x": value}
@@ -527,24 +522,29 @@ def purge(engine: sa.Engine, spec: Spec, *, now: datetime) -> int:
 def _purge_versions(connection: sa.Connection, table: sa.Table, cutoff: datetime) -> int:
     """One batch of versions whose next version started before *cutoff*; the next one's ``_raw_before`` (the
     ``_raw`` of the version deleted) goes with them."""
-    v, n, x = table.alias("v"), table.alias("n"), table.alias("x")
-    after = (
-        sa.select(sa.func.min(x.c._version))
-        .where(x.c.tenant_id == v.c.tenant_id, x.c.id == v.c.id, x.c._version > v.c._version)
-        .scalar_subquery()
-    )
+    v, n = table.alias("v"), table.alias("n")
     # A version ended before the cutoff started before it: the index on _valid_from finds the candidates.
     pairs = connection.execute(
-        sa.select(v.c._version, n.c._version).select_from(v.join(n, n.c._version == after))
+        sa.select(v.c._version, n.c._version).select_from(v.join(n, n.c._version == _next(table, v)))
         .where(v.c._valid_from < cutoff, n.c._valid_from < cutoff).limit(PURGE_BATCH)
     ).all()
     if not pairs:
         return 0
-    connection.execute(sa.delete(table).where(table.c._version.in_([old for old, _next in pairs])))
+    connection.execute(sa.delete(table).where(table.c._version.in_([ended for ended, _ in pairs])))
     connection.execute(
-        sa.update(table).where(table.c._version.in_([after for _old, after in pairs])).values(_raw_before=sa.null())
+        sa.update(table).where(table.c._version.in_([later for _, later in pairs])).values(_raw_before=sa.null())
     )
     return len(pairs)
+
+
+def _next(table: sa.Table, v: sa.FromClause) -> sa.ScalarSelect[Any]:
+    """The ``_version`` of the version after the one *v* (an alias of versions *table*) reads; NULL for a current one."""
+    x = table.alias("x")
+    return (
+        sa.select(sa.func.min(x.c._version))
+        .where(x.c.tenant_id == v.c.tenant_id, x.c.id == v.c.id, x.c._version > v.c._version)
+        .scalar_subquery()
+    )
 
 
 def _retained(spec: Spec) -> list[tuple[sa.Table, timedelta]]:
