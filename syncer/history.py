@@ -194,7 +194,7 @@ def upgrade(connection: sa.Connection, subscription: Subscription) -> list[str]:
     """Create or extend *subscription*'s history tables, (re)install its triggers and its view; one line per change.
 
     Runs after :func:`syncer.mirror.upgrade` has shaped the mirror table, in its transaction. Columns added
-    to the history table are filled from each version's own ``_raw``; no version is written for them.
+    to the versions table are filled from each version's ``_raw``; no version is written for them.
     """
     m = subscription.mirror
     if m.history is None:
