@@ -82,7 +82,7 @@ def build_table(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
 
 
 def build_view(m: Mirror, metadata: sa.MetaData | None = None) -> sa.Table:
-    """``<table>_history``, the view (:func:`view_sql`), as a table to read from (never created as one)."""
+    """``<table>_history``, the view (:func:`_view_sql`), as a table to read from (never created as one)."""
     metadata = metadata if metadata is not None else sa.MetaData()
     base = build_table(m)
     columns: list[sa.Column[Any]] = []

@@ -89,8 +89,6 @@ class SqliteHistory:
     """The rows as new ones only (``ON CONFLICT DO NOTHING``): see :meth:`TableSql.sqlite_upsert`."""
     added_keys: str
     """The keys of the rows added (rowid above ``?``)."""
-    scope_has_rows: str
-    """Whether a scope (tenant ``?``, scope ``?``) has rows in the table."""
 
 
 _BUILT: dict[tuple[Mirror, str, str], TableSql] = {}
@@ -124,6 +122,9 @@ class TableSql:
         self.qtable = dialect.identifier_preparer.format_table(self.table)
         cols = ", ".join(q(c) for c in self.columns)
         updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in self.columns if c not in ("tenant_id", "id"))
+        mark = "%s" if self.postgres else "?"  # the driver's own parameters: run on its cursor, or by exec_driver_sql
+        self.scope_has_rows_sql = f"SELECT EXISTS (SELECT 1 FROM {self.qtable} WHERE tenant_id = {mark} AND _scope = {mark})"
+        """Whether a scope (tenant, scope key) has rows in the table: its writer's pages are new rows while not."""
         if self.postgres:
             # The temporary table outlives a `db upgrade --rebuild` on a pooled connection: named after the columns'
             # types too, a changed type gets a staging table of its own instead of the old one's.
@@ -135,7 +136,6 @@ class TableSql:
             )
             self.copy_sql = f"COPY {self.stage} ({cols}) FROM STDIN"
             self.copy_direct_sql = f"COPY {self.qtable} ({cols}) FROM STDIN"
-            self.scope_has_rows_sql = f"SELECT EXISTS (SELECT 1 FROM {self.qtable} WHERE tenant_id = %s AND _scope = %s)"
             self.upsert_sql = (
                 f"INSERT INTO {self.qtable} ({cols}) SELECT {cols} FROM {self.stage} "
                 f"ON CONFLICT (tenant_id, id) DO UPDATE SET {updates}"
@@ -155,7 +155,6 @@ class TableSql:
                 history_sqlite.first_versions_sql(spec, known=True), history_sqlite.first_versions_sql(spec, known=False),
                 f"INSERT INTO {self.qtable} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
                 f"SELECT tenant_id, id FROM {self.qtable} WHERE rowid > ?",
-                f"SELECT EXISTS (SELECT 1 FROM {self.qtable} WHERE tenant_id = ? AND _scope = ?)",
             )
         self.row = self._compile_row(spec.table)
         """``row(item, tenant, scope, synced, run, owners)``: the table row of one Graph item, ready for the driver."""

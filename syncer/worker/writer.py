@@ -104,7 +104,7 @@ class RowWriter:
             if self.direct is None:
                 # With history, rows are inserted as new ones while the scope's rows are new (as for PostgreSQL's
                 # COPY below): TableSql.sqlite_upsert says why.
-                self.direct = not connection.exec_driver_sql(sql.history.scope_has_rows, (tenant, scope)).scalar_one()
+                self.direct = not connection.exec_driver_sql(sql.scope_has_rows_sql, (tenant, scope)).scalar_one()
             self.direct = sql.sqlite_upsert(connection, rows, new=bool(self.direct))
             return
         from psycopg.errors import UniqueViolation  # the postgres extra; imported once, then cached
